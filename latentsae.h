@@ -1,0 +1,2958 @@
+/* latentsae.h - v0.1.0 - public domain / MIT - TopK sparse autoencoders in C
+
+   Trains and runs TopK sparse autoencoders (SAEs, Gao et al. 2024) on embedding
+   vectors, compatible with latent-sae and EleutherAI/sparsify model files.
+
+   Do this:
+      #define LATENTSAE_IMPLEMENTATION
+   before you include this file in *one* C or C++ file to create the
+   implementation. Every other file includes it without the define.
+
+      // i.e. it should look like this:
+      #include ...
+      #define LATENTSAE_IMPLEMENTATION
+      #include "latentsae.h"
+
+   Build with `cc -O2 -fopenmp file.c -lm` (OpenMP is optional: without it the
+   same code runs on one thread and gives the same numbers). Add -mavx2 -mfma
+   (or -march=native) to let the kernels use those instructions.
+
+   DOCUMENTATION
+
+   The model (SPEC section 1).  d = input width, L = number of latents,
+   k = active latents per input, B = rows in a batch.
+
+      W_enc [L, d]   encoder.weight      b_enc [L]   encoder.bias
+      W_dec [L, d]   one unit decoder direction a row
+      b_dec [d]      decoder bias, also subtracted before encoding
+
+      encode:  pre = ReLU(W_enc (x - b_dec) + b_enc); keep the k largest,
+               sorted largest first, ties to the lower latent index.
+      decode:  x_hat = sum_i top_acts[i] * W_dec[top_indices[i]] + b_dec
+
+   Training (SPEC section 2) is exactly latent-sae's step with sparsify's fixes:
+   loss = fvu + auxk_alpha * auxk + (multi_topk ? fvu(4k) / 8 : 0), with
+   fvu = sum((x - x_hat)^2) / sum((x - mean_rows(x))^2); gradient accumulation;
+   global-norm clipping to 1; removal of the decoder-parallel gradient; Adam
+   (torch.optim.Adam, betas 0.9/0.999, eps 1e-8); unit-norm decoder rows;
+   linear or cosine learning-rate decay after warm-up, counted in optimizer steps.
+   The first batch's geometric median initialises b_dec.
+
+   Example (compiles as is; also examples/quickstart.c):
+
+   #if 0
+      #define LATENTSAE_IMPLEMENTATION
+      #include "latentsae.h"
+      #include <stdio.h>
+      #include <stdlib.h>
+
+      int main(void) {
+          size_t d = 64, rows = 256, step, i;
+          lsae_config cfg = lsae_config_default(d);   // expansion 32, k 32
+          lsae_model *sae = NULL;
+          lsae_trainer *tr = NULL;
+          lsae_step_stats st;
+          float *x = (float *)malloc(rows * d * sizeof(float));
+          float acts[32]; int32_t idx[32];
+          cfg.k = 8; cfg.total_steps = 100; cfg.lr_warmup_steps = 10;
+          if (lsae_model_create(&cfg, NULL, &sae) != LSAE_OK ||
+              lsae_trainer_create(sae, &cfg, &tr) != LSAE_OK) {
+              fprintf(stderr, "latentsae: %s\n", lsae_last_error());
+              return 1;
+          }
+          for (step = 0; step < 100; ++step) {
+              for (i = 0; i < rows * d; ++i) x[i] = (float)rand() / RAND_MAX;
+              if (lsae_trainer_step(tr, x, rows, &st) != LSAE_OK) {
+                  fprintf(stderr, "latentsae: %s\n", lsae_last_error());
+                  return 1;
+              }
+          }
+          printf("fvu %.3f\n", st.fvu);
+          lsae_model_encode(sae, x, 1, 8, acts, idx);      // one row, top 8
+          for (i = 0; i < 8; ++i) printf("%d:%.3f ", (int)idx[i], acts[i]);
+          lsae_model_save(sae, "my_sae");                  // cfg.json + sae.safetensors
+          lsae_trainer_free(tr);
+          lsae_model_free(sae);
+          free(x);
+          return 0;
+      }
+   #endif
+
+   Return conventions. Every function that can fail returns an lsae_result:
+   LSAE_OK (0) or a negative code. lsae_last_error() then returns a message a
+   person can act on (which file, which offset, what was expected); it is kept
+   per thread. The library never prints and never calls exit().
+
+   Objects. lsae_model and lsae_trainer are opaque and made by *_create / *_load;
+   *_free(NULL) does nothing. A trainer holds a pointer to its model: free the
+   trainer first. Weights go in and out as plain float arrays
+   (lsae_model_get_weights / lsae_model_set_weights), so nobody needs the
+   internal layout.
+
+   Threads. lsae_model_encode and lsae_model_decode only read the model and may
+   be called from several threads at once on one model. A trainer is used by one
+   thread at a time. Work inside each call is split with OpenMP; cfg.num_threads
+   (0 = OpenMP's default) sets the team size.
+
+   Determinism. Every reduction runs in a fixed order that does not depend on
+   the number of threads: the same seed, data and build give a bit-identical
+   model, whatever the thread count.
+
+   Choices where the SPEC is silent (written down as it asks):
+   - Defaults follow latent-sae's SaeConfig/TrainConfig and sparsify:
+     expansion_factor 32, k 32, normalize_decoder on, auxk_alpha 1/32,
+     dead_feature_threshold 10,000,000 samples, lr_warmup_steps 1000,
+     linear schedule, grad_acc_steps 1.
+   - total_steps = 0 (unknown run length) keeps the learning rate constant
+     after warm-up.
+   - A latent "fired" when it was in some row's top-k, whatever its value
+     (as latent-sae and sparsify count it).
+   - Rows holding NaN or Inf are dropped from a training batch and counted in
+     lsae_step_stats.rows_dropped; encode refuses them with LSAE_INVALID_ARGS
+     naming the row, since it has to return something for every row.
+   - If a loss or gradient becomes non-finite the trainer returns
+     LSAE_NOT_FINITE and refuses further steps; save the last good checkpoint,
+     not the model in memory.
+   - Numbers in JSON are parsed with strtod: a program that changes LC_NUMERIC
+     away from "C" must restore it before loading a cfg.json.
+
+   Options (define before the #include that has LATENTSAE_IMPLEMENTATION):
+      LATENTSAE_STATIC      make every function static to that file
+      LSAE_DEF              the storage class of every public function
+      LSAE_MALLOC(sz,ctx) / LSAE_FREE(p,ctx)
+                            the default allocator (define both or neither);
+                            a run-time lsae_allocator overrides it per object
+      LSAE_ASSERT(x)        internal consistency checks (default: assert)
+      LSAE_NO_STDIO         leave out every function that touches files
+      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
+      LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
+                            (default 100,000,000 bytes, as the safetensors crate)
+
+   Glossary: a latent is "dead" when it has not been in any row's top-k for
+   more than dead_feature_threshold training rows; AuxK trains the top
+   min(d/2, n_dead) dead latents to predict the residual, reviving them.
+
+   LICENSE: see the end of this file (MIT or public domain, your choice).
+*/
+
+#ifndef LATENTSAE_H
+#define LATENTSAE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LSAE_VERSION_MAJOR 0
+#define LSAE_VERSION_MINOR 1
+#define LSAE_VERSION_PATCH 0
+#define LSAE_VERSION_STRING "0.1.0"
+
+#ifndef LSAE_DEF
+#ifdef LATENTSAE_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE_DEF static __attribute__((unused)) /* a static library need not use every function */
+#else
+#define LSAE_DEF static
+#endif
+#else
+#define LSAE_DEF extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- results */
+
+typedef enum lsae_result {
+    LSAE_OK = 0,
+    LSAE_ERROR = -1,           /* something else; the message says what */
+    LSAE_INVALID_ARGS = -2,    /* NULL pointer, bad config value (k > L, d_in = 0, ...) */
+    LSAE_OUT_OF_MEMORY = -3,
+    LSAE_BAD_FILE = -4,        /* a file is malformed or disagrees with itself */
+    LSAE_IO_ERROR = -5,        /* open, read, write or rename failed */
+    LSAE_UNSUPPORTED = -6,     /* valid, but a variant we do not implement */
+    LSAE_NOT_FOUND = -7,       /* a file, directory or model is not there */
+    LSAE_BAD_BATCH = -8,       /* a batch that cannot train: total variance 0, < 2 finite rows */
+    LSAE_NOT_FINITE = -9,      /* a loss, gradient or weight became NaN or Inf */
+    LSAE_CUDA_ERROR = -10      /* a CUDA or cuBLAS call failed; the message has CUDA's words */
+} lsae_result;
+
+/* A fixed name for a code ("LSAE_OUT_OF_MEMORY: out of memory"). */
+LSAE_DEF const char *lsae_result_string(lsae_result r);
+/* The detail of the last failure on this thread; "" if none. */
+LSAE_DEF const char *lsae_last_error(void);
+LSAE_DEF const char *lsae_version_string(void);
+
+/* -------------------------------------------------------------- allocator */
+
+/* Run-time allocator. Pass NULL wherever one is asked for to use
+   LSAE_MALLOC/LSAE_FREE. A struct with a NULL function is refused rather than
+   quietly replaced by malloc. The library asks for large blocks only (weights,
+   workspaces) and aligns them itself. */
+typedef struct lsae_allocator {
+    void *user;
+    void *(*malloc_fn)(size_t size, void *user);
+    void (*free_fn)(void *ptr, void *user);
+} lsae_allocator;
+
+/* ----------------------------------------------------------------- config */
+
+typedef enum lsae_lr_schedule {
+    LSAE_LR_LINEAR = 0,     /* transformers' get_linear_schedule_with_warmup */
+    LSAE_LR_COSINE = 1,     /* 0.5 (1 + cos(pi (s - W) / (S - W))) after warm-up */
+    LSAE_LR_CONSTANT = 2    /* 1 after warm-up */
+} lsae_lr_schedule;
+
+typedef enum lsae_device {
+    LSAE_DEVICE_DEFAULT = 0,  /* CUDA when built with LATENTSAE_CUDA, else CPU */
+    LSAE_DEVICE_CPU = 1,
+    LSAE_DEVICE_CUDA = 2
+} lsae_device;
+
+typedef struct lsae_config {
+    /* the model */
+    size_t d_in;                   /* input width; required */
+    size_t num_latents;            /* L; 0 means d_in * expansion_factor */
+    size_t expansion_factor;       /* 32 */
+    size_t k;                      /* active latents per row; 32 */
+    int normalize_decoder;         /* 1: unit-norm decoder rows */
+    int multi_topk;                /* 0: add fvu of the top 4k latents / 8 */
+
+    /* training */
+    double auxk_alpha;             /* 1/32; 0 turns AuxK off */
+    uint64_t dead_feature_threshold; /* rows without firing before a latent is dead; 10,000,000 */
+    double lr;                     /* 0: 2e-4 / sqrt(L / 2^14) */
+    uint64_t lr_warmup_steps;      /* optimizer steps of linear warm-up; 1000 */
+    lsae_lr_schedule lr_schedule;  /* LSAE_LR_LINEAR */
+    uint64_t total_steps;          /* optimizer steps in the run (S); 0 = unknown */
+    uint64_t grad_acc_steps;       /* batches per optimizer step; 1 */
+    int init_b_dec;                /* 1: b_dec = geometric median of the first batch */
+    uint64_t seed;                 /* every random choice derives from it */
+
+    /* running */
+    int num_threads;               /* 0: OpenMP's default */
+    lsae_device device;            /* LSAE_DEVICE_DEFAULT */
+} lsae_config;
+
+/* Defaults for an input width (see the doc block for the values). */
+LSAE_DEF lsae_config lsae_config_default(size_t d_in);
+/* LSAE_OK, or LSAE_INVALID_ARGS with the reason (k > L, d_in = 0, ...). */
+LSAE_DEF lsae_result lsae_config_validate(const lsae_config *cfg);
+/* L as the config resolves it (num_latents, or d_in * expansion_factor). */
+LSAE_DEF size_t lsae_config_num_latents(const lsae_config *cfg);
+/* The learning rate the config resolves to (cfg->lr, or the automatic one). */
+LSAE_DEF double lsae_config_lr(const lsae_config *cfg);
+/* The schedule's factor at optimizer step s (0-based): SPEC section 2. */
+LSAE_DEF double lsae_lr_factor(const lsae_config *cfg, uint64_t s);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct lsae_model lsae_model;
+
+/* A new model initialised from cfg->seed as SPEC section 1: W_enc uniform in
+   +-1/sqrt(d), b_enc = 0, W_dec = W_enc with unit rows, b_dec = 0. */
+LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_allocator *alloc,
+                                       lsae_model **out);
+LSAE_DEF void lsae_model_free(lsae_model *model);
+/* The model's config (num_latents resolved). Valid while the model lives. */
+LSAE_DEF const lsae_config *lsae_model_config(const lsae_model *model);
+LSAE_DEF size_t lsae_model_d_in(const lsae_model *model);
+LSAE_DEF size_t lsae_model_num_latents(const lsae_model *model);
+LSAE_DEF size_t lsae_model_k(const lsae_model *model);
+/* Number of threads used inside calls on this model (0: OpenMP's default). */
+LSAE_DEF void lsae_model_set_num_threads(lsae_model *model, int num_threads);
+
+/* Copy weights out: W_enc and W_dec are [L, d] row-major, b_enc [L], b_dec [d].
+   Any pointer may be NULL to skip that tensor. */
+LSAE_DEF lsae_result lsae_model_get_weights(const lsae_model *model, float *W_enc, float *b_enc,
+                                            float *W_dec, float *b_dec);
+/* Copy weights in (same shapes); NULL leaves a tensor as it is. Values are
+   taken as given: decoder rows are not renormalised. Non-finite values are
+   refused. */
+LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *model, const float *W_enc,
+                                            const float *b_enc, const float *W_dec,
+                                            const float *b_dec);
+
+/* Encode rows x [rows, d] to the k largest activations per row:
+   top_acts [rows, k], top_indices [rows, k], sorted largest first, ties to
+   the lower index. k = 0 means the model's k; any k <= L is allowed. */
+LSAE_DEF lsae_result lsae_model_encode(const lsae_model *model, const float *x, size_t rows,
+                                       size_t k, float *top_acts, int32_t *top_indices);
+/* x_hat [rows, d] = sum_i top_acts[i] W_dec[top_indices[i]] + b_dec, k per row. */
+LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top_acts,
+                                       const int32_t *top_indices, size_t rows, size_t k,
+                                       float *x_hat);
+
+/* ---------------------------------------------------------------- trainer */
+
+typedef struct lsae_trainer lsae_trainer;
+
+typedef struct lsae_step_stats {
+    double fvu;             /* this batch, SPEC's global form */
+    double auxk;            /* 0 when AuxK is off or nothing is dead */
+    double multi_topk_fvu;  /* 0 unless multi_topk */
+    double loss;            /* fvu + auxk_alpha auxk + multi_topk_fvu / 8 */
+    double dead_fraction;   /* dead latents / L, after this call */
+    size_t n_dead;
+    double lr;              /* learning rate of the optimizer step this call made, else of the next */
+    double grad_norm;       /* global gradient norm before clipping, when stepped */
+    size_t rows_used;
+    size_t rows_dropped;    /* rows with NaN or Inf, left out */
+    uint64_t step;          /* optimizer steps taken so far */
+    int stepped;            /* 1 when this call ended an accumulation window */
+} lsae_step_stats;
+
+/* A trainer for model with the training fields of cfg (auxk_alpha, lr, ...);
+   the model's own shape fields are used, cfg's are ignored. */
+LSAE_DEF lsae_result lsae_trainer_create(lsae_model *model, const lsae_config *cfg,
+                                         lsae_trainer **out);
+LSAE_DEF void lsae_trainer_free(lsae_trainer *trainer);
+/* One batch of x [rows, d]: forward, backward, and every grad_acc_steps-th
+   call the optimizer step. stats may be NULL. On LSAE_BAD_BATCH nothing in the
+   trainer or the model changed. */
+LSAE_DEF lsae_result lsae_trainer_step(lsae_trainer *trainer, const float *x, size_t rows,
+                                       lsae_step_stats *stats);
+
+/* The two halves of lsae_trainer_step, for custom loops and tests:
+   accumulate adds this batch's gradient (loss / grad_acc_steps) and never
+   steps; apply runs clip, projection, Adam, renormalisation and the dead-latent
+   bookkeeping on what was accumulated. */
+LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *trainer, const float *x, size_t rows,
+                                             lsae_step_stats *stats);
+LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *trainer, lsae_step_stats *stats);
+/* The gradient accumulated so far (before clipping), shaped as the weights. */
+LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *trainer, float *dW_enc,
+                                            float *db_enc, float *dW_dec, float *db_dec);
+
+/* Training state, for resume: Adam moments laid out as the weights (m then v),
+   samples-since-fired per latent, optimizer steps taken, and whether b_dec has
+   been initialised. Accumulated gradients are not state: save between windows. */
+typedef struct lsae_trainer_state {
+    uint64_t step;
+    int b_dec_initialized;
+    uint64_t *since_fired;            /* [L] */
+    float *m_W_enc, *m_b_enc, *m_W_dec, *m_b_dec;
+    float *v_W_enc, *v_b_enc, *v_W_dec, *v_b_dec;
+} lsae_trainer_state;
+/* Copy state out into caller arrays (NULL skips) or in from them. set refuses
+   mid-window (after accumulate without apply). */
+LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *trainer, lsae_trainer_state *st);
+LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *trainer, const lsae_trainer_state *st);
+LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *trainer);
+
+/* ------------------------------------------------------------------ files */
+#ifndef LSAE_NO_STDIO
+
+/* Save dir/cfg.json and dir/sae.safetensors (F32), the layout latent-sae and
+   sparsify read. Creates dir if missing. Each file is written to a temporary
+   name and renamed into place. */
+LSAE_DEF lsae_result lsae_model_save(const lsae_model *model, const char *dir);
+/* Load a model directory written by this library, latent-sae or sparsify
+   (F32, F16 or BF16 tensors). */
+LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc,
+                                     lsae_model **out);
+/* Parse a cfg.json text into cfg (d_in, num_latents, expansion_factor, k,
+   normalize_decoder, multi_topk); refuses variants we do not implement. */
+LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_config *cfg);
+
+#endif /* LSAE_NO_STDIO */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LATENTSAE_H */
+
+/* ======================================================================= */
+/*                            IMPLEMENTATION                               */
+/* ======================================================================= */
+
+#if defined(LATENTSAE_IMPLEMENTATION) && !defined(LATENTSAE_IMPLEMENTATION_DONE)
+#define LATENTSAE_IMPLEMENTATION_DONE
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <float.h>
+#include <errno.h>
+#include <limits.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* POSIX extras (fsync, mkdir) only where the compilation mode exposes them:
+   a strict -std=c99 build without _POSIX_C_SOURCE still works, minus fsync. */
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/types.h>
+#include <sys/stat.h>
+#if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L
+#include <unistd.h>
+#define LSAE__HAVE_FSYNC 1
+#endif
+#endif
+
+#if defined(LSAE_MALLOC) && defined(LSAE_FREE)
+/* user's allocator */
+#elif !defined(LSAE_MALLOC) && !defined(LSAE_FREE)
+#define LSAE_MALLOC(sz, ctx) ((void)(ctx), malloc(sz))
+#define LSAE_FREE(p, ctx) ((void)(ctx), free(p))
+#else
+#error "Define both or neither of LSAE_MALLOC and LSAE_FREE."
+#endif
+
+#ifndef LSAE_ASSERT
+#include <assert.h>
+#define LSAE_ASSERT(x) assert(x)
+#endif
+
+#ifndef LSAE_MAX_SAFETENSORS_HEADER
+#define LSAE_MAX_SAFETENSORS_HEADER 100000000u
+#endif
+
+/* OpenMP pragmas through _Pragma so that a build without -fopenmp sees
+   nothing (no -Wunknown-pragmas) and runs the same loops on one thread. */
+#define LSAE__STR(...) #__VA_ARGS__
+#ifdef _OPENMP
+#define LSAE__OMP(...) _Pragma(LSAE__STR(omp __VA_ARGS__))
+#else
+#define LSAE__OMP(...)
+#endif
+
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define LSAE__THREAD_LOCAL thread_local
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__STDC_NO_THREADS__)
+#define LSAE__THREAD_LOCAL _Thread_local
+#elif defined(__GNUC__) || defined(__clang__)
+#define LSAE__THREAD_LOCAL __thread
+#elif defined(_MSC_VER)
+#define LSAE__THREAD_LOCAL __declspec(thread)
+#else
+#define LSAE__THREAD_LOCAL /* no TLS: messages are shared between threads */
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define LSAE__MAYBE_UNUSED __attribute__((unused))
+#else
+#define LSAE__PRINTF(a, b)
+#define LSAE__MAYBE_UNUSED
+#endif
+
+/* Multiply-add for the kernels. With FMA hardware it is one fused operation
+   everywhere, so a blocked kernel and the naive loop round the same way;
+   without it, a product then a sum. */
+#if defined(__FMA__) && !defined(LSAE_NO_SIMD)
+#define LSAE__FMA(a, b, c) fmaf((a), (b), (c))
+#else
+#define LSAE__FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+typedef char lsae__check_int32[sizeof(int32_t) == 4 ? 1 : -1];
+typedef char lsae__check_float[sizeof(float) == 4 ? 1 : -1];
+
+/* ----------------------------------------------------------------- errors */
+
+static LSAE__THREAD_LOCAL char lsae__err_msg[1024];
+
+static lsae_result lsae__err(lsae_result code, const char *fmt, ...) LSAE__PRINTF(2, 3);
+static lsae_result lsae__err(lsae_result code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+LSAE_DEF const char *lsae_last_error(void) { return lsae__err_msg; }
+LSAE_DEF const char *lsae_version_string(void) { return LSAE_VERSION_STRING; }
+
+LSAE_DEF const char *lsae_result_string(lsae_result r)
+{
+    switch (r) {
+    case LSAE_OK: return "LSAE_OK: success";
+    case LSAE_ERROR: return "LSAE_ERROR: error";
+    case LSAE_INVALID_ARGS: return "LSAE_INVALID_ARGS: invalid argument";
+    case LSAE_OUT_OF_MEMORY: return "LSAE_OUT_OF_MEMORY: out of memory";
+    case LSAE_BAD_FILE: return "LSAE_BAD_FILE: malformed file";
+    case LSAE_IO_ERROR: return "LSAE_IO_ERROR: input/output error";
+    case LSAE_UNSUPPORTED: return "LSAE_UNSUPPORTED: unsupported variant";
+    case LSAE_NOT_FOUND: return "LSAE_NOT_FOUND: not found";
+    case LSAE_BAD_BATCH: return "LSAE_BAD_BATCH: batch cannot be trained on";
+    case LSAE_NOT_FINITE: return "LSAE_NOT_FINITE: non-finite loss, gradient or weight";
+    case LSAE_CUDA_ERROR: return "LSAE_CUDA_ERROR: CUDA error";
+    }
+    return "unknown lsae_result";
+}
+
+/* ------------------------------------------------------- sizes and memory */
+
+/* a * b without wrapping; 0 on overflow. */
+static int lsae__mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > (size_t)-1 / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static int lsae__add_size(size_t a, size_t b, size_t *out)
+{
+    if (b > (size_t)-1 - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+/* a * b * c bytes, with overflow check */
+static int lsae__mul3_size(size_t a, size_t b, size_t c, size_t *out)
+{
+    size_t t;
+    return lsae__mul_size(a, b, &t) && lsae__mul_size(t, c, out);
+}
+
+#define LSAE__ALIGN 64
+
+static int lsae__allocator_check(const lsae_allocator *a)
+{
+    return a == NULL || (a->malloc_fn != NULL && a->free_fn != NULL);
+}
+
+static void *lsae__raw_malloc(const lsae_allocator *a, size_t n)
+{
+    if (a) return a->malloc_fn(n, a->user);
+    return LSAE_MALLOC(n, NULL);
+}
+
+static void lsae__raw_free(const lsae_allocator *a, void *p)
+{
+    if (!p) return;
+    if (a) a->free_fn(p, a->user);
+    else LSAE_FREE(p, NULL);
+}
+
+/* 64-byte aligned block on top of the user's allocator: the offset back to
+   the raw pointer sits in the byte word before the aligned address. */
+static void *lsae__malloc(const lsae_allocator *a, size_t n)
+{
+    size_t total;
+    unsigned char *raw, *p;
+    if (n == 0) n = 1;
+    if (!lsae__add_size(n, LSAE__ALIGN + sizeof(size_t), &total)) return NULL;
+    raw = (unsigned char *)lsae__raw_malloc(a, total);
+    if (!raw) return NULL;
+    p = raw + sizeof(size_t);
+    p += (LSAE__ALIGN - ((uintptr_t)p % LSAE__ALIGN)) % LSAE__ALIGN;
+    {
+        size_t off = (size_t)(p - raw);
+        memcpy(p - sizeof(size_t), &off, sizeof off);
+    }
+    return p;
+}
+
+static void lsae__free(const lsae_allocator *a, void *ptr)
+{
+    unsigned char *p = (unsigned char *)ptr;
+    size_t off;
+    if (!p) return;
+    memcpy(&off, p - sizeof(size_t), sizeof off);
+    lsae__raw_free(a, p - off);
+}
+
+/* Allocate count * elem bytes, checked; sets the error message on failure. */
+static void *lsae__alloc_array(const lsae_allocator *a, size_t count, size_t elem, const char *what)
+{
+    size_t n;
+    void *p;
+    if (!lsae__mul_size(count, elem, &n)) {
+        lsae__err(LSAE_OUT_OF_MEMORY, "%s: %zu x %zu bytes overflows size_t", what, count, elem);
+        return NULL;
+    }
+    p = lsae__malloc(a, n);
+    if (!p) lsae__err(LSAE_OUT_OF_MEMORY, "out of memory allocating %s (%zu bytes)", what, n);
+    return p;
+}
+
+static int lsae__num_threads(int requested)
+{
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+static int lsae__thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* -------------------------------------------------------------------- RNG */
+
+/* SplitMix64 (Steele, Lea, Flood 2014) used as a counter-based generator:
+   element i of stream s draws from mix(seed, s, i), so initialisation can run
+   in any order or in parallel and still give the same bits. */
+static uint64_t lsae__mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* uniform in [0, 1) with 24 random bits, exactly representable in float */
+static float lsae__uniform(uint64_t seed, uint64_t stream, uint64_t i)
+{
+    uint64_t h = lsae__mix64(lsae__mix64(seed ^ lsae__mix64(stream)) + i);
+    return (float)(h >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ----------------------------------------------------------------- config */
+
+LSAE_DEF lsae_config lsae_config_default(size_t d_in)
+{
+    lsae_config c;
+    memset(&c, 0, sizeof c);
+    c.d_in = d_in;
+    c.num_latents = 0;
+    c.expansion_factor = 32;
+    c.k = 32;
+    c.normalize_decoder = 1;
+    c.multi_topk = 0;
+    c.auxk_alpha = 1.0 / 32.0;
+    c.dead_feature_threshold = 10000000u;
+    c.lr = 0.0;
+    c.lr_warmup_steps = 1000;
+    c.lr_schedule = LSAE_LR_LINEAR;
+    c.total_steps = 0;
+    c.grad_acc_steps = 1;
+    c.init_b_dec = 1;
+    c.seed = 0;
+    c.num_threads = 0;
+    c.device = LSAE_DEVICE_DEFAULT;
+    return c;
+}
+
+LSAE_DEF size_t lsae_config_num_latents(const lsae_config *cfg)
+{
+    size_t L;
+    if (!cfg) return 0;
+    if (cfg->num_latents) return cfg->num_latents;
+    if (!lsae__mul_size(cfg->d_in, cfg->expansion_factor, &L)) return 0;
+    return L;
+}
+
+LSAE_DEF lsae_result lsae_config_validate(const lsae_config *cfg)
+{
+    size_t L, n;
+    if (!cfg) return lsae__err(LSAE_INVALID_ARGS, "config is NULL");
+    if (cfg->d_in == 0) return lsae__err(LSAE_INVALID_ARGS, "d_in is 0: set it to the width of your embeddings (768 for nomic-embed-text-v1.5, 384 for all-MiniLM-L6-v2)");
+    if (cfg->num_latents == 0 && cfg->expansion_factor == 0)
+        return lsae__err(LSAE_INVALID_ARGS, "num_latents and expansion_factor are both 0: set one of them");
+    if (cfg->num_latents == 0 && !lsae__mul_size(cfg->d_in, cfg->expansion_factor, &L))
+        return lsae__err(LSAE_INVALID_ARGS, "d_in %zu x expansion_factor %zu overflows", cfg->d_in, cfg->expansion_factor);
+    L = lsae_config_num_latents(cfg);
+    if (L > (size_t)INT32_MAX || cfg->d_in > (size_t)INT32_MAX)
+        return lsae__err(LSAE_INVALID_ARGS, "num_latents %zu or d_in %zu exceeds 2^31 - 1", L, cfg->d_in);
+    if (!lsae__mul_size(L, cfg->d_in, &n) || !lsae__mul_size(n, 2 * sizeof(float), &n))
+        return lsae__err(LSAE_INVALID_ARGS, "num_latents %zu x d_in %zu floats do not fit in memory addresses", L, cfg->d_in);
+    if (cfg->k == 0) return lsae__err(LSAE_INVALID_ARGS, "k is 0: at least one latent must be active");
+    if (cfg->k > L) return lsae__err(LSAE_INVALID_ARGS, "k = %zu is larger than the number of latents L = %zu", cfg->k, L);
+    if (!(cfg->auxk_alpha >= 0.0) || !isfinite(cfg->auxk_alpha))
+        return lsae__err(LSAE_INVALID_ARGS, "auxk_alpha = %g: must be a finite number >= 0", cfg->auxk_alpha);
+    if (!(cfg->lr >= 0.0) || !isfinite(cfg->lr))
+        return lsae__err(LSAE_INVALID_ARGS, "lr = %g: must be finite and >= 0 (0 picks 2e-4 / sqrt(L / 2^14))", cfg->lr);
+    if (cfg->grad_acc_steps == 0) return lsae__err(LSAE_INVALID_ARGS, "grad_acc_steps is 0: use 1 for no accumulation");
+    if (cfg->lr_schedule != LSAE_LR_LINEAR && cfg->lr_schedule != LSAE_LR_COSINE && cfg->lr_schedule != LSAE_LR_CONSTANT)
+        return lsae__err(LSAE_INVALID_ARGS, "lr_schedule %d is not linear (0), cosine (1) or constant (2)", (int)cfg->lr_schedule);
+    if (cfg->num_threads < 0) return lsae__err(LSAE_INVALID_ARGS, "num_threads = %d: use 0 for OpenMP's default", cfg->num_threads);
+    if (cfg->device != LSAE_DEVICE_DEFAULT && cfg->device != LSAE_DEVICE_CPU && cfg->device != LSAE_DEVICE_CUDA)
+        return lsae__err(LSAE_INVALID_ARGS, "device %d is not one of LSAE_DEVICE_DEFAULT, _CPU, _CUDA", (int)cfg->device);
+#ifndef LATENTSAE_CUDA
+    if (cfg->device == LSAE_DEVICE_CUDA)
+        return lsae__err(LSAE_UNSUPPORTED, "device CUDA asked for, but this program was built without LATENTSAE_CUDA and latentsae_cuda.cu");
+#endif
+    return LSAE_OK;
+}
+
+LSAE_DEF double lsae_config_lr(const lsae_config *cfg)
+{
+    double L;
+    if (!cfg) return 0.0;
+    if (cfg->lr > 0.0) return cfg->lr;
+    /* latent-sae / sparsify: 2e-4 scaled by 1/sqrt(L / 2^14) */
+    L = (double)lsae_config_num_latents(cfg);
+    return L > 0 ? 2e-4 / sqrt(L / 16384.0) : 0.0;
+}
+
+LSAE_DEF double lsae_lr_factor(const lsae_config *cfg, uint64_t s)
+{
+    uint64_t S = cfg->total_steps;
+    uint64_t W = cfg->lr_warmup_steps;
+    if (S && W > S) W = S;
+    if (s < W) return (double)s / (double)W;
+    if (cfg->lr_schedule == LSAE_LR_CONSTANT || S == 0) return 1.0;
+    if (s >= S) return 0.0;
+    if (cfg->lr_schedule == LSAE_LR_COSINE)
+        return 0.5 * (1.0 + cos(3.14159265358979323846 * (double)(s - W) / (double)(S - W)));
+    return (double)(S - s) / (double)(S - W);
+}
+
+/* ------------------------------------------------------------------ model */
+
+/* The four parameter tensors live in one slab, each 64-byte aligned, in this
+   order; gradients and Adam moments use slabs of the same layout, so the
+   optimizer and clipping are single passes and one copy moves everything. */
+enum { LSAE__W_ENC = 0, LSAE__B_ENC = 1, LSAE__W_DEC = 2, LSAE__B_DEC = 3, LSAE__NUM_TENSORS = 4 };
+
+typedef struct lsae__layout {
+    size_t offset[LSAE__NUM_TENSORS]; /* in floats */
+    size_t count[LSAE__NUM_TENSORS];  /* in floats */
+    size_t total;                     /* floats, padding included */
+} lsae__layout;
+
+static size_t lsae__round16(size_t n) { return (n + 15u) & ~(size_t)15u; }
+
+static int lsae__make_layout(size_t d, size_t L, lsae__layout *lay)
+{
+    size_t Ld, at = 0;
+    int i;
+    if (!lsae__mul_size(L, d, &Ld) || Ld > ((size_t)-1) / 8) return 0;
+    lay->count[LSAE__W_ENC] = Ld;
+    lay->count[LSAE__B_ENC] = L;
+    lay->count[LSAE__W_DEC] = Ld;
+    lay->count[LSAE__B_DEC] = d;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        lay->offset[i] = at;
+        at += lsae__round16(lay->count[i]);
+    }
+    lay->total = at;
+    return 1;
+}
+
+struct lsae_model {
+    lsae_config cfg;           /* num_latents resolved */
+    size_t d, L, k;
+    lsae_allocator alloc_copy;
+    const lsae_allocator *alloc; /* &alloc_copy, or NULL for LSAE_MALLOC */
+    lsae__layout lay;
+    float *params;             /* the slab */
+    float *W_enc, *b_enc, *W_dec, *b_dec;
+};
+
+static const char *lsae__tensor_names[LSAE__NUM_TENSORS] = { "encoder.weight", "encoder.bias", "W_dec", "b_dec" };
+
+/* w <- w / (||w|| + FLT_EPSILON), as latent-sae's set_decoder_norm_to_unit_norm */
+static void lsae__unit_rows(float *W, size_t rows, size_t d, int nthreads)
+{
+    ptrdiff_t r;
+    (void)nthreads;
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (r = 0; r < (ptrdiff_t)rows; ++r) {
+        float *w = W + (size_t)r * d;
+        double ss = 0.0;
+        float scale;
+        size_t j;
+        for (j = 0; j < d; ++j) ss += (double)w[j] * w[j];
+        scale = (float)(1.0 / (sqrt(ss) + FLT_EPSILON));
+        for (j = 0; j < d; ++j) w[j] *= scale;
+    }
+}
+
+static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+{
+    lsae_model *m;
+    lsae_result r;
+    *out = NULL;
+    if ((r = lsae_config_validate(cfg)) != LSAE_OK) return r;
+    if (!lsae__allocator_check(alloc))
+        return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    m = (lsae_model *)lsae__malloc(alloc, sizeof *m);
+    if (!m) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory allocating a model");
+    memset(m, 0, sizeof *m);
+    if (alloc) { m->alloc_copy = *alloc; m->alloc = &m->alloc_copy; }
+    m->cfg = *cfg;
+    m->d = cfg->d_in;
+    m->L = lsae_config_num_latents(cfg);
+    m->k = cfg->k;
+    m->cfg.num_latents = m->L;
+    if (m->L % m->d == 0) m->cfg.expansion_factor = m->L / m->d;
+    if (!lsae__make_layout(m->d, m->L, &m->lay)) {
+        lsae__free(alloc, m);
+        return lsae__err(LSAE_INVALID_ARGS, "model of %zu x %zu is too large to address", m->L, m->d);
+    }
+    m->params = (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "model weights");
+    if (!m->params) {
+        lsae__free(alloc, m);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    memset(m->params, 0, m->lay.total * sizeof(float));
+    m->W_enc = m->params + m->lay.offset[LSAE__W_ENC];
+    m->b_enc = m->params + m->lay.offset[LSAE__B_ENC];
+    m->W_dec = m->params + m->lay.offset[LSAE__W_DEC];
+    m->b_dec = m->params + m->lay.offset[LSAE__B_DEC];
+    *out = m;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+{
+    lsae_model *m;
+    lsae_result r;
+    ptrdiff_t row;
+    float bound;
+    int nt;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create: out is NULL");
+    *out = NULL;
+    if ((r = lsae__model_alloc(cfg, alloc, &m)) != LSAE_OK) return r;
+    nt = lsae__num_threads(m->cfg.num_threads);
+    /* torch nn.Linear default: kaiming_uniform(a = sqrt 5) = U(-1/sqrt(d), 1/sqrt(d)) */
+    bound = (float)(1.0 / sqrt((double)m->d));
+    LSAE__OMP(parallel for schedule(static) num_threads(nt))
+    for (row = 0; row < (ptrdiff_t)m->L; ++row) {
+        size_t j, base = (size_t)row * m->d;
+        for (j = 0; j < m->d; ++j)
+            m->W_enc[base + j] = (2.0f * lsae__uniform(m->cfg.seed, 1, base + j) - 1.0f) * bound;
+    }
+    /* b_enc = 0 (latent-sae zeroes nn.Linear's bias); b_dec = 0 until training */
+    memcpy(m->W_dec, m->W_enc, m->lay.count[LSAE__W_DEC] * sizeof(float));
+    if (m->cfg.normalize_decoder) lsae__unit_rows(m->W_dec, m->L, m->d, nt);
+    *out = m;
+    return LSAE_OK;
+}
+
+LSAE_DEF void lsae_model_free(lsae_model *m)
+{
+    const lsae_allocator *a;
+    lsae_allocator copy;
+    if (!m) return;
+    copy = m->alloc_copy;
+    a = m->alloc ? &copy : NULL;
+    lsae__free(a, m->params);
+    lsae__free(a, m);
+}
+
+LSAE_DEF const lsae_config *lsae_model_config(const lsae_model *m) { return m ? &m->cfg : NULL; }
+LSAE_DEF size_t lsae_model_d_in(const lsae_model *m) { return m ? m->d : 0; }
+LSAE_DEF size_t lsae_model_num_latents(const lsae_model *m) { return m ? m->L : 0; }
+LSAE_DEF size_t lsae_model_k(const lsae_model *m) { return m ? m->k : 0; }
+LSAE_DEF void lsae_model_set_num_threads(lsae_model *m, int n) { if (m && n >= 0) m->cfg.num_threads = n; }
+
+LSAE_DEF lsae_result lsae_model_get_weights(const lsae_model *m, float *W_enc, float *b_enc, float *W_dec, float *b_dec)
+{
+    float *dst[LSAE__NUM_TENSORS];
+    int i;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_get_weights: model is NULL");
+    dst[0] = W_enc; dst[1] = b_enc; dst[2] = W_dec; dst[3] = b_dec;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i)
+        if (dst[i]) memcpy(dst[i], m->params + m->lay.offset[i], m->lay.count[i] * sizeof(float));
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *m, const float *W_enc, const float *b_enc, const float *W_dec, const float *b_dec)
+{
+    const float *src[LSAE__NUM_TENSORS];
+    int i;
+    size_t j;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_weights: model is NULL");
+    src[0] = W_enc; src[1] = b_enc; src[2] = W_dec; src[3] = b_dec;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        if (!src[i]) continue;
+        for (j = 0; j < m->lay.count[i]; ++j)
+            if (!isfinite(src[i][j]))
+                return lsae__err(LSAE_INVALID_ARGS, "%s[%zu] is %g: weights must be finite; nothing was changed",
+                                 lsae__tensor_names[i], j, (double)src[i][j]);
+    }
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i)
+        if (src[i]) memcpy(m->params + m->lay.offset[i], src[i], m->lay.count[i] * sizeof(float));
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------------------ GEMM */
+
+/* The encoder product pre[r, l] = sum_p xc[r, p] W_enc[l, p]: both operands
+   are row-major with the d axis contiguous (C = A B^T).
+   Blocking: W_enc is cut into tiles of LSAE__NT latents, each packed
+   p-major (P[p][j]) so the micro-kernel reads LSAE__NR contiguous floats per
+   p; rows go LSAE__MR at a time. Every output element is one sequential sum
+   over p in the same order whatever the tile, row block or thread that
+   computes it, so results do not depend on the thread count. */
+#define LSAE__NT 64
+#define LSAE__MR 4
+#define LSAE__NR 16
+
+/* The oracle: C[M, N] = A[M, K] B[N, K]^T, one element at a time. */
+LSAE__MAYBE_UNUSED static void lsae__gemm_nt_naive(float *C, const float *A, const float *B, size_t M, size_t N, size_t K)
+{
+    size_t i, j, p;
+    for (i = 0; i < M; ++i)
+        for (j = 0; j < N; ++j) {
+            float acc = 0.0f;
+            for (p = 0; p < K; ++p) acc = LSAE__FMA(A[i * K + p], B[j * K + p], acc);
+            C[i * N + j] = acc;
+        }
+}
+
+/* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT */
+static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_t nt)
+{
+    size_t j, p;
+    for (j = 0; j < nt; ++j) {
+        const float *w = W + (l0 + j) * K;
+        for (p = 0; p < K; ++p) P[p * LSAE__NT + j] = w[p];
+    }
+    for (; j < LSAE__NT; ++j)
+        for (p = 0; p < K; ++p) P[p * LSAE__NT + j] = 0.0f;
+}
+
+/* C[r][j] (ldc = NT) = sum_p A[r * lda + p] * P[p * NT + j0 + j], r < MR, j < NR */
+static void lsae__ukernel_full(const float *A, size_t lda, const float *P, size_t K, float *C)
+{
+    float acc[LSAE__MR][LSAE__NR];
+    size_t p, r, j;
+    for (r = 0; r < LSAE__MR; ++r)
+        for (j = 0; j < LSAE__NR; ++j) acc[r][j] = 0.0f;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        for (r = 0; r < LSAE__MR; ++r) {
+            float a = A[r * lda + p];
+            for (j = 0; j < LSAE__NR; ++j) acc[r][j] = LSAE__FMA(a, b[j], acc[r][j]);
+        }
+    }
+    for (r = 0; r < LSAE__MR; ++r)
+        for (j = 0; j < LSAE__NR; ++j) C[r * LSAE__NT + j] = acc[r][j];
+}
+
+/* the same for mr < MR rows (the last rows of a block) */
+static void lsae__ukernel_edge(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
+{
+    float acc[LSAE__MR][LSAE__NR];
+    size_t p, r, j;
+    for (r = 0; r < mr; ++r)
+        for (j = 0; j < LSAE__NR; ++j) acc[r][j] = 0.0f;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        for (r = 0; r < mr; ++r) {
+            float a = A[r * lda + p];
+            for (j = 0; j < LSAE__NR; ++j) acc[r][j] = LSAE__FMA(a, b[j], acc[r][j]);
+        }
+    }
+    for (r = 0; r < mr; ++r)
+        for (j = 0; j < LSAE__NR; ++j) C[r * LSAE__NT + j] = acc[r][j];
+}
+
+/* Cbuf[MR][NT] = rows [r0, r0 + mr) of A times the packed tile P */
+static void lsae__tile_rows(float *Cbuf, const float *A, size_t lda, size_t mr, const float *P, size_t K)
+{
+    size_t j0;
+    for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
+        if (mr == LSAE__MR) lsae__ukernel_full(A, lda, P + j0, K, Cbuf + j0);
+        else lsae__ukernel_edge(mr, A, lda, P + j0, K, Cbuf + j0);
+    }
+}
+
+/* Blocked, parallel C[M, N] = A[M, K] B[N, K]^T, for tests and callers who
+   want the full product. pack is scratch of nthreads * K * NT floats. */
+LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads)
+{
+    size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT;
+    ptrdiff_t t;
+    (void)nthreads;
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (t = 0; t < (ptrdiff_t)ntiles; ++t) {
+        float *P = pack + (size_t)lsae__thread_id() * K * LSAE__NT;
+        float Cbuf[LSAE__MR * LSAE__NT];
+        size_t l0 = (size_t)t * LSAE__NT, nt = N - l0 < LSAE__NT ? N - l0 : LSAE__NT, r0, r, j;
+        lsae__pack_tile(P, B, K, l0, nt);
+        for (r0 = 0; r0 < M; r0 += LSAE__MR) {
+            size_t mr = M - r0 < LSAE__MR ? M - r0 : LSAE__MR;
+            lsae__tile_rows(Cbuf, A + r0 * K, K, mr, P, K);
+            for (r = 0; r < mr; ++r)
+                for (j = 0; j < nt; ++j) C[(r0 + r) * N + l0 + j] = Cbuf[r * LSAE__NT + j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ top-k */
+
+/* A candidate latent: its activation and index. The order is total:
+   larger value first, then lower index, so a selection is the same whatever
+   order candidates arrive in. */
+typedef struct lsae__kv {
+    float v;
+    int32_t i;
+} lsae__kv;
+
+static int lsae__worse(lsae__kv a, lsae__kv b) { return a.v < b.v || (a.v == b.v && a.i > b.i); }
+
+/* Min-heap on that order: h[0] is the worst kept candidate. */
+static void lsae__heap_sift_down(lsae__kv *h, size_t n, size_t pos)
+{
+    lsae__kv x = h[pos];
+    for (;;) {
+        size_t c = 2 * pos + 1;
+        if (c >= n) break;
+        if (c + 1 < n && lsae__worse(h[c + 1], h[c])) ++c;
+        if (!lsae__worse(h[c], x)) break;
+        h[pos] = h[c];
+        pos = c;
+    }
+    h[pos] = x;
+}
+
+/* keep the cap best of what is pushed; *n counts what is held */
+static void lsae__heap_push(lsae__kv *h, size_t *n, size_t cap, float v, int32_t i)
+{
+    lsae__kv x;
+    x.v = v;
+    x.i = i;
+    if (*n < cap) {
+        size_t pos = (*n)++;
+        while (pos > 0) {
+            size_t parent = (pos - 1) / 2;
+            if (!lsae__worse(x, h[parent])) break;
+            h[pos] = h[parent];
+            pos = parent;
+        }
+        h[pos] = x;
+    } else if (cap > 0 && lsae__worse(h[0], x)) {
+        h[0] = x;
+        lsae__heap_sift_down(h, *n, 0);
+    }
+}
+
+/* heap to array, best first */
+static void lsae__heap_sort_desc(lsae__kv *h, size_t n)
+{
+    while (n > 1) {
+        lsae__kv t = h[0];
+        h[0] = h[n - 1];
+        h[n - 1] = t;
+        --n;
+        lsae__heap_sift_down(h, n, 0);
+    }
+}
+
+/* The k largest of v[0..n), best first (test entry point and small uses).
+   heap is scratch of k entries. */
+LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *heap)
+{
+    size_t i, cnt = 0;
+    for (i = 0; i < n; ++i) lsae__heap_push(heap, &cnt, k, v[i], (int32_t)i);
+    lsae__heap_sort_desc(heap, cnt);
+}
+
+/* ------------------------------------------------------ fused encoder pass */
+
+/* Scratch for lsae__select over up to rows_cap rows with nthreads threads. */
+typedef struct lsae__select_ws {
+    size_t rows_cap, K, KA;
+    int nthreads;
+    lsae__kv *heaps;     /* [nthreads][rows_cap][K + KA] */
+    size_t *counts;      /* [nthreads][rows_cap][2] */
+    float *pack;         /* [nthreads][d * NT] */
+} lsae__select_ws;
+
+static void lsae__select_ws_free(const lsae_allocator *a, lsae__select_ws *ws)
+{
+    lsae__free(a, ws->heaps);
+    lsae__free(a, ws->counts);
+    lsae__free(a, ws->pack);
+    memset(ws, 0, sizeof *ws);
+}
+
+static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws *ws, size_t rows_cap, size_t K, size_t KA, size_t d, int nthreads)
+{
+    size_t n;
+    memset(ws, 0, sizeof *ws);
+    ws->rows_cap = rows_cap;
+    ws->K = K;
+    ws->KA = KA;
+    ws->nthreads = nthreads;
+    if (!lsae__mul3_size((size_t)nthreads, rows_cap, K + KA, &n)) return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
+    ws->heaps = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k heaps");
+    if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n)) return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
+    ws->counts = ws->heaps ? (size_t *)lsae__alloc_array(a, n, sizeof(size_t), "top-k counts") : NULL;
+    if (!lsae__mul3_size((size_t)nthreads, d, LSAE__NT, &n)) return lsae__err(LSAE_OUT_OF_MEMORY, "pack scratch size overflows");
+    ws->pack = ws->counts ? (float *)lsae__alloc_array(a, n, sizeof(float), "packed encoder tiles") : NULL;
+    if (!ws->pack) {
+        lsae__select_ws_free(a, ws);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    return LSAE_OK;
+}
+
+/* How many rows to select at once so the heaps stay near 32 MiB: a few rows
+   per thread at least, never the whole batch when k is huge. */
+static size_t lsae__select_rows(size_t rows, size_t K, size_t KA, int nthreads)
+{
+    size_t per_row = (size_t)nthreads * (K + KA) * sizeof(lsae__kv);
+    size_t cap = per_row ? ((size_t)32 << 20) / per_row : rows;
+    if (cap < LSAE__MR) cap = LSAE__MR;
+    return rows < cap ? rows : cap;
+}
+
+/* The fused encoder pass over R rows of xc [R, d] (x - b_dec, already made):
+   pre = ReLU(xc W_enc^T + b_enc) tile by tile, never stored whole, each value
+   offered to its row's top-K heap and, for dead latents, to the top-KA heap
+   among dead latents (AuxK). Threads split the latent axis, each keeping its
+   own heaps for all R rows; the heaps are then merged row by row. Because the
+   order on candidates is total, the result is the same for any split.
+   Output: top [R, ws->K] and aux [R, ws->KA] (those are the row strides;
+   the first K and KA of each row are written), each row best first. */
+static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t K, lsae__kv *top,
+                         const unsigned char *dead, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
+{
+    const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
+    const size_t stride = ws->K + ws->KA;
+    int team_size = 1;
+    LSAE_ASSERT(R <= ws->rows_cap && K <= ws->K && KA <= ws->KA);
+    if (!dead) KA = 0;
+    LSAE__OMP(parallel num_threads(ws->nthreads))
+    {
+        int tid = lsae__thread_id(), nth = 1;
+        size_t t0, t1, t, r0, r, j;
+        ptrdiff_t row;
+        lsae__kv *heaps;
+        size_t *counts;
+        float *P = ws->pack + (size_t)tid * d * LSAE__NT;
+        float Cbuf[LSAE__MR * LSAE__NT];
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+#endif
+        LSAE__OMP(single)
+        team_size = nth;
+        heaps = ws->heaps + (size_t)tid * ws->rows_cap * stride;
+        counts = ws->counts + (size_t)tid * ws->rows_cap * 2;
+        for (r = 0; r < R; ++r) counts[2 * r] = counts[2 * r + 1] = 0;
+        t0 = ntiles * (size_t)tid / (size_t)nth;
+        t1 = ntiles * (size_t)(tid + 1) / (size_t)nth;
+        for (t = t0; t < t1; ++t) {
+            size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+            lsae__pack_tile(P, m->W_enc, d, l0, nt);
+            for (r0 = 0; r0 < R; r0 += LSAE__MR) {
+                size_t mr = R - r0 < LSAE__MR ? R - r0 : LSAE__MR;
+                lsae__tile_rows(Cbuf, xc + r0 * d, d, mr, P, d);
+                for (r = 0; r < mr; ++r) {
+                    lsae__kv *h = heaps + (r0 + r) * stride, *ha = h + ws->K;
+                    size_t *cnt = counts + 2 * (r0 + r);
+                    const float *c = Cbuf + r * LSAE__NT;
+                    for (j = 0; j < nt; ++j) {
+                        size_t l = l0 + j;
+                        float v = c[j] + m->b_enc[l];
+                        v = v > 0.0f ? v : 0.0f; /* ReLU */
+                        /* the cheap test first: most values lose to the heap's worst */
+                        if (cnt[0] < K || v > h[0].v) lsae__heap_push(h, &cnt[0], K, v, (int32_t)l);
+                        if (KA && dead[l] && (cnt[1] < KA || v > ha[0].v)) lsae__heap_push(ha, &cnt[1], KA, v, (int32_t)l);
+                    }
+                }
+            }
+        }
+        LSAE__OMP(barrier)
+        /* merge: each row's final heap is built from every thread's heap */
+        LSAE__OMP(for schedule(static))
+        for (row = 0; row < (ptrdiff_t)R; ++row) {
+            size_t n = 0, na = 0, i;
+            int s;
+            lsae__kv *out = top + (size_t)row * ws->K, *outa = KA ? aux + (size_t)row * ws->KA : NULL;
+            for (s = 0; s < team_size; ++s) {
+                const lsae__kv *h = ws->heaps + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
+                const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
+                for (i = 0; i < cnt[0]; ++i) lsae__heap_push(out, &n, K, h[i].v, h[i].i);
+                for (i = 0; i < cnt[1]; ++i) lsae__heap_push(outa, &na, KA, h[ws->K + i].v, h[ws->K + i].i);
+            }
+            lsae__heap_sort_desc(out, n);
+            lsae__heap_sort_desc(outa, na);
+            LSAE_ASSERT(n == K && na == KA);
+        }
+    }
+}
+
+/* ---------------------------------------------------------- encode, decode */
+
+/* Index of the first row of x [rows, d] holding NaN or Inf, or rows. */
+static size_t lsae__first_nonfinite_row(const float *x, size_t rows, size_t d)
+{
+    size_t r, j;
+    for (r = 0; r < rows; ++r)
+        for (j = 0; j < d; ++j)
+            if (!isfinite(x[r * d + j])) return r;
+    return rows;
+}
+
+/* xc [R, d] = x [R, d] - b_dec */
+static void lsae__center(float *xc, const float *x, const float *b_dec, size_t R, size_t d, int nthreads)
+{
+    ptrdiff_t r;
+    (void)nthreads;
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (r = 0; r < (ptrdiff_t)R; ++r) {
+        size_t j;
+        for (j = 0; j < d; ++j) xc[(size_t)r * d + j] = x[(size_t)r * d + j] - b_dec[j];
+    }
+}
+
+LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size_t rows, size_t k, float *top_acts, int32_t *top_indices)
+{
+    lsae__select_ws ws;
+    lsae__kv *top = NULL;
+    float *xc = NULL;
+    size_t chunk, c0, bad;
+    int nt;
+    lsae_result res;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: model is NULL");
+    if (k == 0) k = m->k;
+    if (k > m->L) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: k = %zu is larger than the number of latents %zu", k, m->L);
+    if (rows == 0) return LSAE_OK;
+    if (!x || !top_acts || !top_indices) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: x, top_acts and top_indices must not be NULL");
+    if ((bad = lsae__first_nonfinite_row(x, rows, m->d)) < rows)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: row %zu holds NaN or Inf; drop it before encoding", bad);
+    nt = lsae__num_threads(m->cfg.num_threads);
+    chunk = lsae__select_rows(rows, k, 0, nt);
+    if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, k, 0, m->d, nt)) != LSAE_OK) return res;
+    xc = (float *)lsae__alloc_array(m->alloc, chunk * m->d, sizeof(float), "centred rows");
+    top = xc ? (lsae__kv *)lsae__alloc_array(m->alloc, chunk * k, sizeof(lsae__kv), "top-k output") : NULL;
+    if (!top) {
+        lsae__free(m->alloc, xc);
+        lsae__select_ws_free(m->alloc, &ws);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    for (c0 = 0; c0 < rows; c0 += chunk) {
+        size_t R = rows - c0 < chunk ? rows - c0 : chunk, i;
+        lsae__center(xc, x + c0 * m->d, m->b_dec, R, m->d, nt);
+        lsae__select(m, xc, R, k, top, NULL, 0, NULL, &ws);
+        for (i = 0; i < R * k; ++i) {
+            top_acts[c0 * k + i] = top[i].v;
+            top_indices[c0 * k + i] = top[i].i;
+        }
+    }
+    lsae__free(m->alloc, top);
+    lsae__free(m->alloc, xc);
+    lsae__select_ws_free(m->alloc, &ws);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, const int32_t *idx, size_t rows, size_t k, float *x_hat)
+{
+    size_t i;
+    ptrdiff_t r;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode: model is NULL");
+    if (rows == 0) return LSAE_OK;
+    if (!acts || !idx || !x_hat) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode: acts, indices and x_hat must not be NULL");
+    for (i = 0; i < rows * k; ++i)
+        if (idx[i] < 0 || (size_t)idx[i] >= m->L)
+            return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode: row %zu, slot %zu has latent index %ld outside [0, %zu)",
+                             i / k, i % k, (long)idx[i], m->L);
+    LSAE__OMP(parallel for schedule(static) num_threads(lsae__num_threads(m->cfg.num_threads)))
+    for (r = 0; r < (ptrdiff_t)rows; ++r) {
+        float *out = x_hat + (size_t)r * m->d;
+        size_t s, j;
+        memcpy(out, m->b_dec, m->d * sizeof(float));
+        for (s = 0; s < k; ++s) {
+            float a = acts[(size_t)r * k + s];
+            const float *w = m->W_dec + (size_t)idx[(size_t)r * k + s] * m->d;
+            if (a == 0.0f) continue;
+            for (j = 0; j < m->d; ++j) out[j] += a * w[j];
+        }
+    }
+    return LSAE_OK;
+}
+
+/* ---------------------------------------------------------------- trainer */
+
+struct lsae_trainer {
+    lsae_model *m;
+    lsae_config cfg;            /* training fields from the caller, shape from the model */
+    const lsae_allocator *alloc;
+    int nthreads;
+    double lr_base;
+    size_t K;                   /* latents selected per row: k, or min(4k, L) with multi_topk */
+    size_t KA;                  /* AuxK capacity: min(d/2, L) */
+    /* state */
+    float *grads, *adam_m, *adam_v;  /* slabs laid out as the model's */
+    uint64_t *since_fired;      /* [L] rows since the latent was last in a top-k */
+    unsigned char *did_fire;    /* [L] in a top-k during this window */
+    unsigned char *dead;        /* [L] since_fired > threshold, at the start of the window */
+    uint64_t step;              /* optimizer steps done */
+    uint64_t micro;             /* batches accumulated in this window */
+    uint64_t rows_in_window;
+    int b_dec_initialized;
+    int poisoned;               /* a non-finite value was seen: refuse to go on */
+    /* per-batch workspace, grown to the largest batch seen */
+    size_t cap;
+    float *x_used;              /* [cap, d] the finite rows */
+    float *xc;                  /* [cap, d] x - b_dec */
+    lsae__kv *top;              /* [cap, K] */
+    lsae__kv *aux;              /* [cap, KA] */
+    float *G;                   /* [cap, 3, d] dLoss/d(decoder output) per row: main, 4k part, AuxK */
+    float *dxc;                 /* [cap, d] dLoss/d(x - b_dec) */
+    float *dpre;                /* [cap, K + KA] dLoss/d(pre-activation) per selected latent */
+    int32_t *order;             /* [cap, K + KA] entries sorted by latent */
+    size_t *lat_start;          /* [L + 1] CSR offsets into order */
+    double *row_sq;             /* [cap, 3] per-row sums of squares */
+    double *tv_dim;             /* [d] */
+    float *acc;                 /* [nthreads, 2, d] per-thread row accumulators */
+    lsae__select_ws sws;
+};
+
+static void lsae__trainer_free_ws(lsae_trainer *t)
+{
+    lsae__free(t->alloc, t->x_used); lsae__free(t->alloc, t->xc);
+    lsae__free(t->alloc, t->top); lsae__free(t->alloc, t->aux);
+    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->dxc);
+    lsae__free(t->alloc, t->dpre); lsae__free(t->alloc, t->order);
+    lsae__free(t->alloc, t->row_sq);
+    lsae__select_ws_free(t->alloc, &t->sws);
+    t->x_used = t->xc = t->G = t->dxc = t->dpre = NULL;
+    t->top = t->aux = NULL;
+    t->order = NULL;
+    t->row_sq = NULL;
+    t->cap = 0;
+}
+
+static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
+{
+    const size_t d = t->m->d, E = t->K + t->KA;
+    size_t chunk;
+    lsae_result r;
+    if (rows <= t->cap) return LSAE_OK;
+    lsae__trainer_free_ws(t);
+    chunk = lsae__select_rows(rows, t->K, t->KA, t->nthreads);
+    if ((r = lsae__select_ws_init(t->alloc, &t->sws, chunk, t->K, t->KA, d, t->nthreads)) != LSAE_OK) return r;
+    if (!(t->x_used = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "batch rows")) ||
+        !(t->xc = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "centred batch")) ||
+        !(t->top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->K * sizeof(lsae__kv), "top-k of the batch")) ||
+        !(t->aux = (lsae__kv *)lsae__alloc_array(t->alloc, rows, (t->KA ? t->KA : 1) * sizeof(lsae__kv), "AuxK top-k of the batch")) ||
+        !(t->G = (float *)lsae__alloc_array(t->alloc, rows, 3 * d * sizeof(float), "output gradients")) ||
+        !(t->dxc = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "input gradients")) ||
+        !(t->dpre = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "latent gradients")) ||
+        !(t->order = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "latent order")) ||
+        !(t->row_sq = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums"))) {
+        lsae__trainer_free_ws(t);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    if ((uint64_t)rows * E > (uint64_t)INT32_MAX) {
+        lsae__trainer_free_ws(t);
+        return lsae__err(LSAE_INVALID_ARGS, "batch of %zu rows x %zu selected latents is too large for one step; use fewer rows", rows, E);
+    }
+    t->cap = rows;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, lsae_trainer **out)
+{
+    lsae_trainer *t;
+    lsae_config c;
+    lsae_result r;
+    size_t L;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_create: out is NULL");
+    *out = NULL;
+    if (!m || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_create: model and config must not be NULL");
+    /* the model's shape, the caller's training settings */
+    c = *cfg;
+    c.d_in = m->d;
+    c.num_latents = m->L;
+    c.expansion_factor = m->cfg.expansion_factor;
+    c.k = m->k;
+    c.normalize_decoder = m->cfg.normalize_decoder;
+    c.multi_topk = m->cfg.multi_topk;
+    if ((r = lsae_config_validate(&c)) != LSAE_OK) return r;
+    L = m->L;
+    t = (lsae_trainer *)lsae__malloc(m->alloc, sizeof *t);
+    if (!t) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory allocating a trainer");
+    memset(t, 0, sizeof *t);
+    t->m = m;
+    t->cfg = c;
+    t->alloc = m->alloc;
+    t->nthreads = lsae__num_threads(c.num_threads);
+    t->lr_base = lsae_config_lr(&c);
+    t->K = c.multi_topk ? (4 * c.k < L ? 4 * c.k : L) : c.k;
+    t->KA = m->d / 2 < L ? m->d / 2 : L;
+    t->b_dec_initialized = !c.init_b_dec;
+    if (!(t->grads = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "gradients")) ||
+        !(t->adam_m = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "Adam first moments")) ||
+        !(t->adam_v = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "Adam second moments")) ||
+        !(t->since_fired = (uint64_t *)lsae__alloc_array(t->alloc, L, sizeof(uint64_t), "dead-latent counters")) ||
+        !(t->did_fire = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "fired flags")) ||
+        !(t->dead = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "dead flags")) ||
+        !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, L + 1, sizeof(size_t), "latent offsets")) ||
+        !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
+        !(t->acc = (float *)lsae__alloc_array(t->alloc, (size_t)t->nthreads * 2, m->d * sizeof(float), "accumulators"))) {
+        lsae_trainer_free(t);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    memset(t->grads, 0, m->lay.total * sizeof(float));
+    memset(t->adam_m, 0, m->lay.total * sizeof(float));
+    memset(t->adam_v, 0, m->lay.total * sizeof(float));
+    memset(t->since_fired, 0, L * sizeof(uint64_t));
+    memset(t->did_fire, 0, L);
+    memset(t->dead, 0, L);
+    *out = t;
+    return LSAE_OK;
+}
+
+LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
+{
+    if (!t) return;
+    lsae__trainer_free_ws(t);
+    lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
+    lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead);
+    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->acc);
+    lsae__free(t->alloc, t);
+}
+
+LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t) { return t ? t->step : 0; }
+
+/* Geometric median of X [B, d] by Weiszfeld's iteration from the mean, at
+   most 100 steps, stopping when the guess moves less than 1e-5 (as sparsify's
+   geometric_median). In double; a point sitting on the guess gets weight
+   1/1e-12 instead of 1/0. */
+static lsae_result lsae__geometric_median(const lsae_allocator *a, float *out, const float *X, size_t B, size_t d, int nthreads)
+{
+    double *guess = (double *)lsae__alloc_array(a, d, 2 * sizeof(double), "geometric median");
+    double *w = guess ? (double *)lsae__alloc_array(a, B, sizeof(double), "geometric median weights") : NULL;
+    double *prev;
+    int it;
+    ptrdiff_t j, b;
+    if (!w) { lsae__free(a, guess); return LSAE_OUT_OF_MEMORY; }
+    (void)nthreads;
+    prev = guess + d;
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (j = 0; j < (ptrdiff_t)d; ++j) {
+        double s = 0.0;
+        size_t r;
+        for (r = 0; r < B; ++r) s += X[r * d + (size_t)j];
+        guess[j] = s / (double)B;
+    }
+    for (it = 0; it < 100; ++it) {
+        double wsum = 0.0, moved = 0.0;
+        size_t r;
+        memcpy(prev, guess, d * sizeof(double));
+        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+        for (b = 0; b < (ptrdiff_t)B; ++b) {
+            double s = 0.0;
+            size_t i;
+            for (i = 0; i < d; ++i) {
+                double diff = X[(size_t)b * d + i] - prev[i];
+                s += diff * diff;
+            }
+            s = sqrt(s);
+            w[b] = 1.0 / (s > 1e-12 ? s : 1e-12);
+        }
+        for (r = 0; r < B; ++r) wsum += w[r];
+        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+        for (j = 0; j < (ptrdiff_t)d; ++j) {
+            double s = 0.0;
+            size_t q;
+            for (q = 0; q < B; ++q) s += w[q] * X[q * d + (size_t)j];
+            guess[j] = s / wsum;
+        }
+        for (r = 0; r < d; ++r) moved += (guess[r] - prev[r]) * (guess[r] - prev[r]);
+        if (sqrt(moved) < 1e-5) break;
+    }
+    for (j = 0; j < (ptrdiff_t)d; ++j) out[j] = (float)guess[j];
+    lsae__free(a, w);
+    lsae__free(a, guess);
+    return LSAE_OK;
+}
+
+static float lsae__dot(const float *a, const float *b, size_t n)
+{
+    float s = 0.0f;
+    size_t i;
+    for (i = 0; i < n; ++i) s = LSAE__FMA(a[i], b[i], s);
+    return s;
+}
+
+static void lsae__count_dead(lsae_trainer *t, size_t *n_dead)
+{
+    size_t l, n = 0;
+    for (l = 0; l < t->m->L; ++l) {
+        t->dead[l] = t->since_fired[l] > t->cfg.dead_feature_threshold;
+        n += t->dead[l];
+    }
+    *n_dead = n;
+}
+
+LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
+{
+    lsae_model *m;
+    size_t d, L, B = 0, r, dropped, n_dead = 0, ka = 0, E, i, k;
+    double TV = 0.0, se = 0.0, se4 = 0.0, sa = 0.0, fvu, fvu4 = 0.0, auxk = 0.0, scale = 0.0, w, loss;
+    float c_main, c_multi, c_aux;
+    lsae_result res;
+    ptrdiff_t pr;
+    int nt;
+    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: trainer is NULL");
+    if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
+    if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
+    m = t->m;
+    d = m->d;
+    L = m->L;
+    k = m->k;
+    nt = t->nthreads;
+    if ((res = lsae__trainer_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return res;
+
+    /* 1. keep the finite rows */
+    for (r = 0; r < rows; ++r) {
+        const float *row = x + r * d;
+        size_t j;
+        for (j = 0; j < d; ++j)
+            if (!isfinite(row[j])) break;
+        if (j == d) memcpy(t->x_used + B++ * d, row, d * sizeof(float));
+    }
+    dropped = rows - B;
+    if (B < 2)
+        return lsae__err(LSAE_BAD_BATCH, "batch has %zu finite rows (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance", B, dropped);
+
+    /* 2. total variance TV = sum over rows and dims of (x - mean_rows(x))^2, per dim then summed in order */
+    LSAE__OMP(parallel for schedule(static) num_threads(nt))
+    for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
+        double mean = 0.0, s = 0.0;
+        size_t q;
+        for (q = 0; q < B; ++q) mean += t->x_used[q * d + (size_t)pr];
+        mean /= (double)B;
+        for (q = 0; q < B; ++q) {
+            double diff = t->x_used[q * d + (size_t)pr] - mean;
+            s += diff * diff;
+        }
+        t->tv_dim[pr] = s;
+    }
+    for (r = 0; r < d; ++r) TV += t->tv_dim[r];
+    if (!(TV > 0.0) || !isfinite(TV))
+        return lsae__err(LSAE_BAD_BATCH, "batch's total variance is %g (all %zu rows equal?): fvu is undefined, batch refused", TV, B);
+
+    /* 3. b_dec from the first batch */
+    if (!t->b_dec_initialized) {
+        if ((res = lsae__geometric_median(t->alloc, m->b_dec, t->x_used, B, d, nt)) != LSAE_OK) return res;
+        t->b_dec_initialized = 1;
+    }
+
+    /* 4. forward: the fused encoder pass gives each row's top K and AuxK picks */
+    if (t->cfg.auxk_alpha > 0.0) {
+        lsae__count_dead(t, &n_dead);
+        /* Gao et al. B.1: k_aux = min(d/2, n_dead), loss scaled by min(n_dead / (d/2), 1) */
+        ka = d / 2 < n_dead ? d / 2 : n_dead;
+        scale = d / 2 ? (double)n_dead / (double)(d / 2) : 0.0;
+        if (scale > 1.0) scale = 1.0;
+    } else {
+        size_t l;
+        for (l = 0; l < L; ++l) n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
+    }
+    lsae__center(t->xc, t->x_used, m->b_dec, B, d, nt);
+    for (r = 0; r < B; r += t->sws.rows_cap) {
+        size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
+        lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, ka ? t->dead : NULL, ka, t->aux + r * t->KA, &t->sws);
+    }
+
+    /* 5. decode and residuals, per row:
+          G0 <- e  = x - (b_dec + sum_{i<k} a_i W_dec[l_i])
+          G1 <- e4 = x - (b_dec + sum_{i<4k} a_i W_dec[l_i])        (multi_topk)
+          G2 <- e_hat - e, e_hat = sum_j aux_a_j W_dec[aux_l_j]    (AuxK)  */
+    LSAE__OMP(parallel for schedule(static) num_threads(nt))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const size_t b = (size_t)pr;
+        const float *xb = t->x_used + b * d;
+        float *g0 = t->G + b * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
+        const lsae__kv *tk = t->top + b * t->K, *ax = t->aux + b * t->KA;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+        size_t i2, j;
+        memcpy(g0, m->b_dec, d * sizeof(float));
+        for (i2 = 0; i2 < k; ++i2) {
+            const float *wd = m->W_dec + (size_t)tk[i2].i * d;
+            float a = tk[i2].v;
+            if (a != 0.0f) for (j = 0; j < d; ++j) g0[j] = LSAE__FMA(a, wd[j], g0[j]);
+        }
+        if (t->K > k) {
+            memcpy(g1, g0, d * sizeof(float));
+            for (i2 = k; i2 < t->K; ++i2) {
+                const float *wd = m->W_dec + (size_t)tk[i2].i * d;
+                float a = tk[i2].v;
+                if (a != 0.0f) for (j = 0; j < d; ++j) g1[j] = LSAE__FMA(a, wd[j], g1[j]);
+            }
+            for (j = 0; j < d; ++j) {
+                g1[j] = xb[j] - g1[j];
+                s1 += (double)g1[j] * g1[j];
+            }
+        }
+        for (j = 0; j < d; ++j) {
+            g0[j] = xb[j] - g0[j];
+            s0 += (double)g0[j] * g0[j];
+        }
+        if (ka) {
+            memset(g2, 0, d * sizeof(float));
+            for (i2 = 0; i2 < ka; ++i2) {
+                const float *wd = m->W_dec + (size_t)ax[i2].i * d;
+                float a = ax[i2].v;
+                if (a != 0.0f) for (j = 0; j < d; ++j) g2[j] = LSAE__FMA(a, wd[j], g2[j]);
+            }
+            for (j = 0; j < d; ++j) {
+                g2[j] -= g0[j];
+                s2 += (double)g2[j] * g2[j];
+            }
+        }
+        t->row_sq[3 * b] = s0;
+        t->row_sq[3 * b + 1] = s1;
+        t->row_sq[3 * b + 2] = s2;
+    }
+    for (r = 0; r < B; ++r) {
+        se += t->row_sq[3 * r];
+        se4 += t->row_sq[3 * r + 1];
+        sa += t->row_sq[3 * r + 2];
+    }
+    fvu = se / TV;
+    if (t->K > k) fvu4 = se4 / TV;
+    if (ka) auxk = scale * sa / TV;
+    loss = fvu + t->cfg.auxk_alpha * auxk + fvu4 / 8.0;
+    if (!isfinite(loss)) {
+        t->poisoned = 1;
+        return lsae__err(LSAE_NOT_FINITE, "loss is %g at optimizer step %llu (fvu %g, auxk %g): the weights have diverged; lower the learning rate and resume from the last good checkpoint",
+                         loss, (unsigned long long)t->step, fvu, auxk);
+    }
+
+    /* 6. backward. w = 1 / grad_acc_steps. With G0 = e, G1 = e4, G2 = e_hat - e:
+          dL/d(x_hat)    = -2 w e / TV  (- 2 w e4 / (8 TV) with multi_topk)
+          dL/d(x_hat_4k) = -2 w e4 / (8 TV)
+          dL/d(e_hat)    =  2 w alpha scale (e_hat - e) / TV      (e held constant)
+       Latents i < k feel the first (which includes the 4k term), 4k-only
+       latents the second, AuxK latents the third. */
+    w = 1.0 / (double)t->cfg.grad_acc_steps;
+    c_main = (float)(-2.0 * w / TV);
+    c_multi = (float)(t->K > k ? -2.0 * w / (8.0 * TV) : 0.0);
+    c_aux = (float)(ka ? 2.0 * w * t->cfg.auxk_alpha * scale / TV : 0.0);
+    LSAE__OMP(parallel for schedule(static) num_threads(nt))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        float *g0 = t->G + (size_t)pr * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
+        size_t j;
+        for (j = 0; j < d; ++j) {
+            float e1 = g1[j];
+            g0[j] = c_main * g0[j] + (c_multi != 0.0f ? c_multi * e1 : 0.0f);
+            g1[j] = c_multi * e1;
+            g2[j] = c_aux * g2[j];
+        }
+    }
+
+    /* Entries: row b, slot s < K (top-k, then the 4k tail) or K + s (AuxK).
+       Only positive activations carry gradient (ReLU passes where pre > 0;
+       a zero activation adds nothing to W_dec either). */
+    E = t->K + t->KA;
+
+    /* 6a. per row: dpre = (G_slot . W_dec[l]) and dxc_b = sum dpre W_enc[l] */
+    LSAE__OMP(parallel for schedule(static) num_threads(nt))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const size_t b = (size_t)pr;
+        const float *gb = t->G + b * 3 * d;
+        float *dx = t->dxc + b * d, *dp = t->dpre + b * E;
+        size_t s, j;
+        memset(dx, 0, d * sizeof(float));
+        for (s = 0; s < t->K + ka; ++s) {
+            const lsae__kv e = s < t->K ? t->top[b * t->K + s] : t->aux[b * t->KA + (s - t->K)];
+            const float *g = s < k ? gb : s < t->K ? gb + d : gb + 2 * d;
+            float dv = 0.0f;
+            if (e.v > 0.0f) {
+                const float *we = m->W_enc + (size_t)e.i * d;
+                dv = lsae__dot(g, m->W_dec + (size_t)e.i * d, d);
+                for (j = 0; j < d; ++j) dx[j] = LSAE__FMA(dv, we[j], dx[j]);
+            }
+            dp[s] = dv;
+        }
+    }
+
+    /* 6b. sort the entries by latent (stable counting sort: within a latent,
+       by row then slot, so every sum below runs in one fixed order) */
+    memset(t->lat_start, 0, (L + 1) * sizeof(size_t));
+    for (r = 0; r < B; ++r)
+        for (i = 0; i < t->K + ka; ++i) {
+            const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
+            if (e.v > 0.0f) t->lat_start[e.i + 1]++;
+        }
+    for (i = 0; i < L; ++i) t->lat_start[i + 1] += t->lat_start[i];
+    {
+        size_t *fill = t->lat_start; /* advance starts, then shift back */
+        for (r = 0; r < B; ++r)
+            for (i = 0; i < t->K + ka; ++i) {
+                const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
+                if (e.v > 0.0f) t->order[fill[e.i]++] = (int32_t)(r * E + i);
+            }
+        for (i = L; i > 0; --i) t->lat_start[i] = t->lat_start[i - 1];
+        t->lat_start[0] = 0;
+    }
+
+    /* 6c. per latent, no atomics: dW_dec[l] += sum a G_slot, dW_enc[l] += sum dpre xc_b, db_enc[l] += sum dpre */
+    {
+        float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
+        float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
+        LSAE__OMP(parallel num_threads(nt))
+        {
+            float *acc_dec = t->acc + (size_t)lsae__thread_id() * 2 * d, *acc_enc = acc_dec + d;
+            ptrdiff_t l;
+            LSAE__OMP(for schedule(dynamic, 16))
+            for (l = 0; l < (ptrdiff_t)L; ++l) {
+                size_t q, j, q0 = t->lat_start[l], q1 = t->lat_start[l + 1];
+                float sb = 0.0f;
+                if (q0 == q1) continue;
+                memset(acc_dec, 0, 2 * d * sizeof(float));
+                for (q = q0; q < q1; ++q) {
+                    size_t ent = (size_t)t->order[q], b = ent / E, s = ent % E;
+                    const float *gb = t->G + b * 3 * d;
+                    const float *g = s < k ? gb : s < t->K ? gb + d : gb + 2 * d;
+                    const float *xb = t->xc + b * d;
+                    float a = s < t->K ? t->top[b * t->K + s].v : t->aux[b * t->KA + (s - t->K)].v;
+                    float dv = t->dpre[ent];
+                    for (j = 0; j < d; ++j) {
+                        acc_dec[j] = LSAE__FMA(a, g[j], acc_dec[j]);
+                        acc_enc[j] = LSAE__FMA(dv, xb[j], acc_enc[j]);
+                    }
+                    sb += dv;
+                }
+                for (j = 0; j < d; ++j) {
+                    gW_dec[(size_t)l * d + j] += acc_dec[j];
+                    gW_enc[(size_t)l * d + j] += acc_enc[j];
+                }
+                gb_enc[l] += sb;
+            }
+        }
+    }
+
+    /* 6d. b_dec: decoder output (sum of G0 over rows) minus the encoder input (sum of dxc) */
+    {
+        float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC];
+        LSAE__OMP(parallel for schedule(static) num_threads(nt))
+        for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
+            float s_out = 0.0f, s_in = 0.0f;
+            size_t b;
+            for (b = 0; b < B; ++b) {
+                s_out += t->G[b * 3 * d + (size_t)pr];
+                s_in += t->dxc[b * d + (size_t)pr];
+            }
+            gb_dec[pr] += s_out - s_in;
+        }
+    }
+
+    /* 7. bookkeeping: which latents fired (were in a top-k) */
+    for (r = 0; r < B; ++r)
+        for (i = 0; i < k; ++i) t->did_fire[t->top[r * t->K + i].i] = 1;
+    t->micro++;
+    t->rows_in_window += B;
+
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->fvu = fvu;
+        stats->auxk = auxk;
+        stats->multi_topk_fvu = fvu4;
+        stats->loss = loss;
+        stats->n_dead = n_dead;
+        stats->dead_fraction = (double)n_dead / (double)L;
+        stats->lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
+        stats->rows_used = B;
+        stats->rows_dropped = dropped;
+        stats->step = t->step;
+        stats->stepped = 0;
+    }
+    return LSAE_OK;
+}
+
+/* Fixed-size chunks so the sum of squares adds up in one order for any thread count. */
+#define LSAE__NORM_CHUNK 16384
+
+LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
+{
+    lsae_model *m;
+    size_t nchunks, c, d, L, n_dead = 0, l;
+    double *partial, norm2 = 0.0, norm, lr, bc1, bc2;
+    float clip, step_size, bc2_sqrt;
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    int nonfinite = 0, nt;
+    ptrdiff_t pc;
+    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: trainer is NULL");
+    if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint");
+    if (t->micro == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
+    m = t->m;
+    d = m->d;
+    L = m->L;
+    nt = t->nthreads;
+    (void)nt;
+
+    /* 1. global gradient norm, torch.nn.utils.clip_grad_norm_(params, 1.0) */
+    nchunks = (m->lay.total + LSAE__NORM_CHUNK - 1) / LSAE__NORM_CHUNK;
+    partial = (double *)lsae__alloc_array(t->alloc, nchunks, sizeof(double), "norm partials");
+    if (!partial) return LSAE_OUT_OF_MEMORY;
+    LSAE__OMP(parallel for schedule(static) num_threads(nt))
+    for (pc = 0; pc < (ptrdiff_t)nchunks; ++pc) {
+        size_t i0 = (size_t)pc * LSAE__NORM_CHUNK, i1 = i0 + LSAE__NORM_CHUNK, i;
+        double s = 0.0;
+        if (i1 > m->lay.total) i1 = m->lay.total;
+        for (i = i0; i < i1; ++i) s += (double)t->grads[i] * t->grads[i];
+        partial[pc] = s;
+    }
+    for (c = 0; c < nchunks; ++c) norm2 += partial[c];
+    lsae__free(t->alloc, partial);
+    norm = sqrt(norm2);
+    if (!isfinite(norm)) {
+        t->poisoned = 1;
+        return lsae__err(LSAE_NOT_FINITE, "gradient norm is %g at optimizer step %llu; weights left as they were. Lower the learning rate and resume from the last good checkpoint",
+                         norm, (unsigned long long)t->step);
+    }
+    clip = 1.0 / (norm + 1e-6) < 1.0 ? (float)(1.0 / (norm + 1e-6)) : 1.0f;
+
+    /* 2. Adam, torch.optim.Adam (no weight decay, not amsgrad), step t = step + 1:
+          m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+          p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+       For W_dec rows the clipped gradient first loses its component along the
+       (unit) row, and the row is renormalised after the update. */
+    lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
+    bc1 = 1.0 - pow(0.9, (double)(t->step + 1));
+    bc2 = 1.0 - pow(0.999, (double)(t->step + 1));
+    step_size = (float)(lr / bc1);
+    bc2_sqrt = (float)sqrt(bc2);
+    {
+        float *P = m->params, *G = t->grads, *M1 = t->adam_m, *M2 = t->adam_v;
+        const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = wdec0 + m->lay.count[LSAE__W_DEC];
+        const int normalize = m->cfg.normalize_decoder;
+        ptrdiff_t row;
+        /* everything but W_dec: element-wise */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(|:nonfinite))
+        for (pc = 0; pc < (ptrdiff_t)m->lay.total; ++pc) {
+            size_t i = (size_t)pc;
+            float g, mm, vv;
+            if (i >= wdec0 && i < wdec1) continue;
+            g = G[i] * clip;
+            mm = M1[i] = M1[i] * b1 + g * (1.0f - b1);
+            vv = M2[i] = M2[i] * b2 + g * g * (1.0f - b2);
+            P[i] -= step_size * (mm / (sqrtf(vv) / bc2_sqrt + eps));
+            nonfinite |= !isfinite(P[i]);
+        }
+        /* W_dec, one row at a time: project, Adam, renormalise */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(|:nonfinite))
+        for (row = 0; row < (ptrdiff_t)L; ++row) {
+            size_t base = wdec0 + (size_t)row * d, j;
+            float *p = P + base, *g = G + base, *m1 = M1 + base, *m2 = M2 + base;
+            for (j = 0; j < d; ++j) g[j] *= clip;
+            if (normalize) {
+                /* remove_gradient_parallel_to_decoder_directions: g -= (g . w) w */
+                double par = 0.0;
+                float fpar;
+                for (j = 0; j < d; ++j) par += (double)g[j] * p[j];
+                fpar = (float)par;
+                for (j = 0; j < d; ++j) g[j] -= fpar * p[j];
+            }
+            for (j = 0; j < d; ++j) {
+                float mm = m1[j] = m1[j] * b1 + g[j] * (1.0f - b1);
+                float vv = m2[j] = m2[j] * b2 + g[j] * g[j] * (1.0f - b2);
+                p[j] -= step_size * (mm / (sqrtf(vv) / bc2_sqrt + eps));
+            }
+            if (normalize) {
+                double ss = 0.0;
+                float sc;
+                for (j = 0; j < d; ++j) ss += (double)p[j] * p[j];
+                sc = (float)(1.0 / (sqrt(ss) + FLT_EPSILON));
+                for (j = 0; j < d; ++j) p[j] *= sc;
+            }
+            for (j = 0; j < d; ++j) nonfinite |= !isfinite(p[j]);
+        }
+    }
+
+    /* 3. dead-latent bookkeeping: every counter grows by the rows seen; those that fired restart */
+    for (l = 0; l < L; ++l) {
+        t->since_fired[l] = t->did_fire[l] ? 0 : t->since_fired[l] + t->rows_in_window;
+        t->did_fire[l] = 0;
+        n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
+    }
+    memset(t->grads, 0, m->lay.total * sizeof(float));
+    t->micro = 0;
+    t->rows_in_window = 0;
+    t->step++;
+    if (stats) {
+        stats->stepped = 1;
+        stats->grad_norm = norm;
+        stats->lr = lr;
+        stats->step = t->step;
+        stats->n_dead = n_dead;
+        stats->dead_fraction = (double)n_dead / (double)L;
+    }
+    if (nonfinite) {
+        t->poisoned = 1;
+        return lsae__err(LSAE_NOT_FINITE, "a weight became NaN or Inf at optimizer step %llu (learning rate %g): lower it and resume from the last good checkpoint",
+                         (unsigned long long)t->step, lr);
+    }
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_step(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
+{
+    lsae_result r = lsae_trainer_accumulate(t, x, rows, stats);
+    if (r != LSAE_OK) return r;
+    if (t->micro >= t->cfg.grad_acc_steps) return lsae_trainer_apply(t, stats);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc, float *db_enc, float *dW_dec, float *db_dec)
+{
+    float *dst[LSAE__NUM_TENSORS];
+    int i;
+    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_grads: trainer is NULL");
+    dst[0] = dW_enc; dst[1] = db_enc; dst[2] = dW_dec; dst[3] = db_dec;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i)
+        if (dst[i]) memcpy(dst[i], t->grads + t->m->lay.offset[i], t->m->lay.count[i] * sizeof(float));
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *t, lsae_trainer_state *st)
+{
+    float *dm[LSAE__NUM_TENSORS], *dv[LSAE__NUM_TENSORS];
+    int i;
+    if (!t || !st) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_state: trainer and state must not be NULL");
+    st->step = t->step;
+    st->b_dec_initialized = t->b_dec_initialized;
+    if (st->since_fired) memcpy(st->since_fired, t->since_fired, t->m->L * sizeof(uint64_t));
+    dm[0] = st->m_W_enc; dm[1] = st->m_b_enc; dm[2] = st->m_W_dec; dm[3] = st->m_b_dec;
+    dv[0] = st->v_W_enc; dv[1] = st->v_b_enc; dv[2] = st->v_W_dec; dv[3] = st->v_b_dec;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        if (dm[i]) memcpy(dm[i], t->adam_m + t->m->lay.offset[i], t->m->lay.count[i] * sizeof(float));
+        if (dv[i]) memcpy(dv[i], t->adam_v + t->m->lay.offset[i], t->m->lay.count[i] * sizeof(float));
+    }
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *t, const lsae_trainer_state *st)
+{
+    const float *sm[LSAE__NUM_TENSORS], *sv[LSAE__NUM_TENSORS];
+    int i;
+    size_t j;
+    if (!t || !st) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_state: trainer and state must not be NULL");
+    if (t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_state: %llu batches are accumulated but not applied; set state between optimizer steps", (unsigned long long)t->micro);
+    sm[0] = st->m_W_enc; sm[1] = st->m_b_enc; sm[2] = st->m_W_dec; sm[3] = st->m_b_dec;
+    sv[0] = st->v_W_enc; sv[1] = st->v_b_enc; sv[2] = st->v_W_dec; sv[3] = st->v_b_dec;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        const size_t n = t->m->lay.count[i];
+        for (j = 0; sm[i] && j < n; ++j)
+            if (!isfinite(sm[i][j])) return lsae__err(LSAE_INVALID_ARGS, "Adam first moment of %s[%zu] is not finite", lsae__tensor_names[i], j);
+        for (j = 0; sv[i] && j < n; ++j)
+            if (!(sv[i][j] >= 0.0f) || !isfinite(sv[i][j])) return lsae__err(LSAE_INVALID_ARGS, "Adam second moment of %s[%zu] is %g; it must be finite and >= 0", lsae__tensor_names[i], j, (double)sv[i][j]);
+    }
+    t->step = st->step;
+    t->b_dec_initialized = st->b_dec_initialized;
+    if (st->since_fired) memcpy(t->since_fired, st->since_fired, t->m->L * sizeof(uint64_t));
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        if (sm[i]) memcpy(t->adam_m + t->m->lay.offset[i], sm[i], t->m->lay.count[i] * sizeof(float));
+        if (sv[i]) memcpy(t->adam_v + t->m->lay.offset[i], sv[i], t->m->lay.count[i] * sizeof(float));
+    }
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------------------- JSON */
+
+/* A small JSON reader for cfg.json and safetensors headers: the text is
+   tokenised once into a flat array (like jsmn); each token records where its
+   subtree ends, so skipping a value is O(1). Depth is capped so hostile input
+   cannot exhaust the stack. Strings stay escaped in the text and are compared
+   or decoded on demand. */
+typedef enum { LSAE__J_OBJ, LSAE__J_ARR, LSAE__J_STR, LSAE__J_NUM, LSAE__J_TRUE, LSAE__J_FALSE, LSAE__J_NULL } lsae__jtype;
+
+typedef struct lsae__jtok {
+    lsae__jtype type;
+    size_t start, end;   /* bytes of the text; for strings, inside the quotes */
+    size_t next;         /* index of the token after this whole value */
+    size_t size;         /* members of an object (key-value pairs) or an array */
+} lsae__jtok;
+
+typedef struct lsae__json {
+    const char *s;
+    size_t n;
+    lsae__jtok *tok;
+    size_t ntok, cap;
+    const lsae_allocator *alloc;
+} lsae__json;
+
+#define LSAE__JSON_MAX_DEPTH 64
+
+static void lsae__json_free(lsae__json *j) { lsae__free(j->alloc, j->tok); j->tok = NULL; j->ntok = j->cap = 0; }
+
+static int lsae__json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static lsae_result lsae__json_new_tok(lsae__json *j, size_t *idx)
+{
+    if (j->ntok == j->cap) {
+        size_t ncap = j->cap ? j->cap * 2 : 64;
+        lsae__jtok *nt = (lsae__jtok *)lsae__alloc_array(j->alloc, ncap, sizeof(lsae__jtok), "JSON tokens");
+        if (!nt) return LSAE_OUT_OF_MEMORY;
+        if (j->tok) memcpy(nt, j->tok, j->ntok * sizeof(lsae__jtok));
+        lsae__free(j->alloc, j->tok);
+        j->tok = nt;
+        j->cap = ncap;
+    }
+    *idx = j->ntok++;
+    memset(&j->tok[*idx], 0, sizeof(lsae__jtok));
+    return LSAE_OK;
+}
+
+static lsae_result lsae__json_value(lsae__json *j, size_t *pos, int depth);
+
+static lsae_result lsae__json_string(lsae__json *j, size_t *pos, size_t *out_tok)
+{
+    size_t p = *pos + 1, ti;
+    lsae_result r;
+    while (p < j->n && j->s[p] != '"') {
+        unsigned char c = (unsigned char)j->s[p];
+        if (c < 0x20) return lsae__err(LSAE_BAD_FILE, "JSON: control character in a string at byte %zu", p);
+        if (c == '\\') {
+            if (p + 1 >= j->n) break;
+            c = (unsigned char)j->s[p + 1];
+            if (c == 'u') {
+                size_t q;
+                for (q = p + 2; q < p + 6; ++q)
+                    if (q >= j->n || !((j->s[q] >= '0' && j->s[q] <= '9') || (j->s[q] >= 'a' && j->s[q] <= 'f') || (j->s[q] >= 'A' && j->s[q] <= 'F')))
+                        return lsae__err(LSAE_BAD_FILE, "JSON: bad \\u escape at byte %zu", p);
+                p += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", (char)c)) return lsae__err(LSAE_BAD_FILE, "JSON: bad escape at byte %zu", p);
+            p += 2;
+            continue;
+        }
+        ++p;
+    }
+    if (p >= j->n) return lsae__err(LSAE_BAD_FILE, "JSON: string starting at byte %zu never ends", *pos);
+    if ((r = lsae__json_new_tok(j, &ti)) != LSAE_OK) return r;
+    j->tok[ti].type = LSAE__J_STR;
+    j->tok[ti].start = *pos + 1;
+    j->tok[ti].end = p;
+    j->tok[ti].next = ti + 1;
+    *pos = p + 1;
+    if (out_tok) *out_tok = ti;
+    return LSAE_OK;
+}
+
+static void lsae__json_skip_ws(const lsae__json *j, size_t *pos)
+{
+    while (*pos < j->n && lsae__json_ws(j->s[*pos])) ++*pos;
+}
+
+static lsae_result lsae__json_value(lsae__json *j, size_t *pos, int depth)
+{
+    size_t ti, p;
+    lsae_result r;
+    char c;
+    lsae__json_skip_ws(j, pos);
+    if (*pos >= j->n) return lsae__err(LSAE_BAD_FILE, "JSON: text ends where a value was expected (byte %zu)", *pos);
+    if (depth > LSAE__JSON_MAX_DEPTH) return lsae__err(LSAE_BAD_FILE, "JSON: nested deeper than %d at byte %zu", LSAE__JSON_MAX_DEPTH, *pos);
+    c = j->s[*pos];
+    if (c == '"') return lsae__json_string(j, pos, NULL);
+    if ((r = lsae__json_new_tok(j, &ti)) != LSAE_OK) return r;
+    j->tok[ti].start = *pos;
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        size_t count = 0;
+        j->tok[ti].type = c == '{' ? LSAE__J_OBJ : LSAE__J_ARR;
+        ++*pos;
+        lsae__json_skip_ws(j, pos);
+        if (*pos < j->n && j->s[*pos] == close) {
+            ++*pos;
+        } else {
+            for (;;) {
+                if (c == '{') {
+                    lsae__json_skip_ws(j, pos);
+                    if (*pos >= j->n || j->s[*pos] != '"') return lsae__err(LSAE_BAD_FILE, "JSON: expected a key string at byte %zu", *pos);
+                    if ((r = lsae__json_string(j, pos, NULL)) != LSAE_OK) return r;
+                    lsae__json_skip_ws(j, pos);
+                    if (*pos >= j->n || j->s[*pos] != ':') return lsae__err(LSAE_BAD_FILE, "JSON: expected ':' at byte %zu", *pos);
+                    ++*pos;
+                }
+                if ((r = lsae__json_value(j, pos, depth + 1)) != LSAE_OK) return r;
+                ++count;
+                lsae__json_skip_ws(j, pos);
+                if (*pos < j->n && j->s[*pos] == ',') { ++*pos; continue; }
+                if (*pos < j->n && j->s[*pos] == close) { ++*pos; break; }
+                return lsae__err(LSAE_BAD_FILE, "JSON: expected ',' or '%c' at byte %zu", close, *pos);
+            }
+        }
+        j->tok[ti].size = count;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        p = *pos;
+        if (j->s[p] == '-') ++p;
+        if (p >= j->n || !(j->s[p] >= '0' && j->s[p] <= '9')) return lsae__err(LSAE_BAD_FILE, "JSON: bad number at byte %zu", *pos);
+        while (p < j->n && ((j->s[p] >= '0' && j->s[p] <= '9') || j->s[p] == '.' || j->s[p] == 'e' || j->s[p] == 'E' || j->s[p] == '+' || j->s[p] == '-')) ++p;
+        j->tok[ti].type = LSAE__J_NUM;
+        *pos = p;
+    } else if (j->n - *pos >= 4 && memcmp(j->s + *pos, "true", 4) == 0) {
+        j->tok[ti].type = LSAE__J_TRUE; *pos += 4;
+    } else if (j->n - *pos >= 5 && memcmp(j->s + *pos, "false", 5) == 0) {
+        j->tok[ti].type = LSAE__J_FALSE; *pos += 5;
+    } else if (j->n - *pos >= 4 && memcmp(j->s + *pos, "null", 4) == 0) {
+        j->tok[ti].type = LSAE__J_NULL; *pos += 4;
+    } else if (j->n - *pos >= 3 && (memcmp(j->s + *pos, "NaN", 3) == 0 || memcmp(j->s + *pos, "Inf", 3) == 0)) {
+        /* Python's json writes NaN and Infinity; read them as numbers */
+        j->tok[ti].type = LSAE__J_NUM;
+        *pos += memcmp(j->s + *pos, "NaN", 3) == 0 ? 3 : (j->n - *pos >= 8 && memcmp(j->s + *pos, "Infinity", 8) == 0 ? 8 : 3);
+    } else {
+        return lsae__err(LSAE_BAD_FILE, "JSON: unexpected character '%c' at byte %zu", c, *pos);
+    }
+    j->tok[ti].end = *pos;
+    j->tok[ti].next = j->ntok;
+    return LSAE_OK;
+}
+
+/* Parse text [0, n) that must hold one JSON value (trailing spaces allowed). */
+static lsae_result lsae__json_parse(lsae__json *j, const char *s, size_t n, const lsae_allocator *alloc)
+{
+    size_t pos = 0;
+    lsae_result r;
+    memset(j, 0, sizeof *j);
+    j->s = s;
+    j->n = n;
+    j->alloc = alloc;
+    if ((r = lsae__json_value(j, &pos, 0)) != LSAE_OK) { lsae__json_free(j); return r; }
+    lsae__json_skip_ws(j, &pos);
+    if (pos != n) { lsae__json_free(j); return lsae__err(LSAE_BAD_FILE, "JSON: unexpected text after the value at byte %zu", pos); }
+    return LSAE_OK;
+}
+
+/* four hex digits, already checked by the tokeniser */
+static unsigned long lsae__hex4(const char *p)
+{
+    unsigned long v = 0;
+    int i;
+    for (i = 0; i < 4; ++i) {
+        char c = p[i];
+        v = v * 16 + (unsigned long)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c - 'A' + 10);
+    }
+    return v;
+}
+
+/* Decode string token t into buf (NUL-terminated, UTF-8). 0 if it does not fit. */
+static int lsae__json_str(const lsae__json *j, size_t t, char *buf, size_t cap)
+{
+    size_t p = j->tok[t].start, e = j->tok[t].end, o = 0;
+    while (p < e) {
+        unsigned long cp;
+        char c = j->s[p];
+        if (c != '\\') {
+            if (o + 1 >= cap) return 0;
+            buf[o++] = c;
+            ++p;
+            continue;
+        }
+        c = j->s[p + 1];
+        if (c != 'u') {
+            if (o + 1 >= cap) return 0;
+            buf[o++] = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
+            p += 2;
+            continue;
+        }
+        cp = lsae__hex4(j->s + p + 2);
+        p += 6;
+        if (cp >= 0xD800 && cp < 0xDC00 && p + 6 <= e && j->s[p] == '\\' && j->s[p + 1] == 'u') {
+            unsigned long lo = lsae__hex4(j->s + p + 2);
+            if (lo >= 0xDC00 && lo < 0xE000) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+        }
+        if (o + 5 >= cap) return 0;
+        if (cp < 0x80) buf[o++] = (char)cp;
+        else if (cp < 0x800) { buf[o++] = (char)(0xC0 | (cp >> 6)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
+        else if (cp < 0x10000) { buf[o++] = (char)(0xE0 | (cp >> 12)); buf[o++] = (char)(0x80 | ((cp >> 6) & 0x3F)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
+        else { buf[o++] = (char)(0xF0 | (cp >> 18)); buf[o++] = (char)(0x80 | ((cp >> 12) & 0x3F)); buf[o++] = (char)(0x80 | ((cp >> 6) & 0x3F)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
+    }
+    buf[o] = 0;
+    return 1;
+}
+
+static int lsae__json_str_eq(const lsae__json *j, size_t t, const char *want)
+{
+    char buf[256];
+    if (j->tok[t].type != LSAE__J_STR) return 0;
+    if (j->tok[t].end - j->tok[t].start >= sizeof buf) return 0;
+    return lsae__json_str(j, t, buf, sizeof buf) && strcmp(buf, want) == 0;
+}
+
+/* The value token of key in object token obj, or 0 when absent (token 0 is
+   never a value: it is the root). */
+static size_t lsae__json_get(const lsae__json *j, size_t obj, const char *key)
+{
+    size_t t, i;
+    if (j->tok[obj].type != LSAE__J_OBJ) return 0;
+    t = obj + 1;
+    for (i = 0; i < j->tok[obj].size; ++i) {
+        size_t val = t + 1;
+        if (lsae__json_str_eq(j, t, key)) return val;
+        t = j->tok[val].next;
+    }
+    return 0;
+}
+
+/* A non-negative integer value, exactly (no float detour); 1.0e3-style and
+   32.0 are accepted when integral. 0 if not such a number or > max. */
+static int lsae__json_u64(const lsae__json *j, size_t t, uint64_t max, uint64_t *out)
+{
+    size_t p = j->tok[t].start, e = j->tok[t].end;
+    uint64_t v = 0;
+    if (j->tok[t].type != LSAE__J_NUM) return 0;
+    if (p < e && j->s[p] == '-') {
+        /* "-0" is 0; anything else negative is refused */
+        size_t q = p + 1;
+        while (q < e && (j->s[q] == '0' || j->s[q] == '.')) ++q;
+        if (q != e) return 0;
+        *out = 0;
+        return 1;
+    }
+    for (; p < e && j->s[p] >= '0' && j->s[p] <= '9'; ++p) {
+        unsigned d = (unsigned)(j->s[p] - '0');
+        if (v > (UINT64_MAX - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    if (p < e) {
+        /* a fraction or exponent: go through double, then insist it is integral */
+        char buf[64];
+        double dv;
+        size_t len = j->tok[t].end - j->tok[t].start;
+        if (len >= sizeof buf) return 0;
+        memcpy(buf, j->s + j->tok[t].start, len);
+        buf[len] = 0;
+        dv = strtod(buf, NULL);
+        if (!(dv >= 0.0) || dv > 9007199254740992.0 || floor(dv) != dv) return 0;
+        v = (uint64_t)dv;
+    }
+    if (v > max) return 0;
+    *out = v;
+    return 1;
+}
+
+LSAE__MAYBE_UNUSED static int lsae__json_double(const lsae__json *j, size_t t, double *out)
+{
+    char buf[64];
+    size_t len;
+    if (j->tok[t].type != LSAE__J_NUM) return 0;
+    len = j->tok[t].end - j->tok[t].start;
+    if (len >= sizeof buf) return 0;
+    memcpy(buf, j->s + j->tok[t].start, len);
+    buf[len] = 0;
+    *out = strtod(buf, NULL);
+    return 1;
+}
+
+static int lsae__json_bool(const lsae__json *j, size_t t, int *out)
+{
+    if (j->tok[t].type == LSAE__J_TRUE) { *out = 1; return 1; }
+    if (j->tok[t].type == LSAE__J_FALSE) { *out = 0; return 1; }
+    return 0;
+}
+
+/* ------------------------------------------------------------ half floats */
+
+/* IEEE binary16 to float, exact (subnormals, Inf and NaN included) */
+static float lsae__f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
+    float f;
+    if (exp == 0) {
+        /* zero or subnormal: man * 2^-24 */
+        f = (float)man * (1.0f / 16777216.0f);
+        return sign ? -f : f;
+    }
+    if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
+    else bits = sign | ((exp + 112u) << 23) | (man << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* bfloat16 is the top half of a float */
+static float lsae__bf16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static int lsae__little_endian(void)
+{
+    const uint16_t one = 1;
+    unsigned char c;
+    memcpy(&c, &one, 1);
+    return c == 1;
+}
+
+/* Convert n little-endian elements of dtype (1 = F32, 2 = F16, 3 = BF16) in
+   src to floats in dst. */
+static void lsae__to_f32(float *dst, const unsigned char *src, size_t n, int dtype)
+{
+    size_t i;
+    if (dtype == 1) {
+        if (lsae__little_endian()) { memcpy(dst, src, n * 4); return; }
+        for (i = 0; i < n; ++i) {
+            uint32_t b = (uint32_t)src[4 * i] | ((uint32_t)src[4 * i + 1] << 8) | ((uint32_t)src[4 * i + 2] << 16) | ((uint32_t)src[4 * i + 3] << 24);
+            memcpy(&dst[i], &b, 4);
+        }
+        return;
+    }
+    for (i = 0; i < n; ++i) {
+        uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+        dst[i] = dtype == 2 ? lsae__f16_to_f32(h) : lsae__bf16_to_f32(h);
+    }
+}
+
+#ifndef LSAE_NO_STDIO
+/* -------------------------------------------------------------- file utils */
+
+#if defined(_WIN32)
+#include <direct.h>
+#define lsae__fseek _fseeki64
+#define lsae__ftell _ftelli64
+typedef long long lsae__off;
+#elif defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L
+#define lsae__fseek fseeko
+#define lsae__ftell ftello
+typedef off_t lsae__off;
+#else
+#define lsae__fseek fseek
+#define lsae__ftell ftell
+typedef long lsae__off;
+#endif
+
+static int lsae__path_join(char *buf, size_t cap, const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    int w = (n && (dir[n - 1] == '/' || dir[n - 1] == '\\')) ? snprintf(buf, cap, "%s%s", dir, name)
+                                                               : snprintf(buf, cap, "%s/%s", dir, name);
+    return w >= 0 && (size_t)w < cap;
+}
+
+/* Size of an open file, or -1 */
+static int lsae__file_size(FILE *f, uint64_t *size)
+{
+    lsae__off end;
+    if (lsae__fseek(f, 0, SEEK_END) != 0) return 0;
+    end = lsae__ftell(f);
+    if (end < 0 || lsae__fseek(f, 0, SEEK_SET) != 0) return 0;
+    *size = (uint64_t)end;
+    return 1;
+}
+
+static int lsae__seek(FILE *f, uint64_t off)
+{
+    if (off > (uint64_t)(((uint64_t)1 << 62))) return 0;
+    return lsae__fseek(f, (lsae__off)off, SEEK_SET) == 0;
+}
+
+static lsae_result lsae__open_read(const char *path, FILE **f)
+{
+    *f = fopen(path, "rb");
+    if (!*f) {
+        int e = errno;
+        return lsae__err(e == ENOENT ? LSAE_NOT_FOUND : LSAE_IO_ERROR, "%s: cannot open: %s", path, strerror(e));
+    }
+    return LSAE_OK;
+}
+
+/* Read a whole small file (at most max bytes) into a NUL-terminated buffer. */
+static lsae_result lsae__read_small_file(const char *path, size_t max, const lsae_allocator *a, char **out, size_t *len)
+{
+    FILE *f;
+    uint64_t size;
+    char *buf;
+    lsae_result r;
+    *out = NULL;
+    if ((r = lsae__open_read(path, &f)) != LSAE_OK) return r;
+    if (!lsae__file_size(f, &size)) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: cannot find its size", path); }
+    if (size > max) { fclose(f); return lsae__err(LSAE_BAD_FILE, "%s: %llu bytes, more than the %zu expected of such a file", path, (unsigned long long)size, max); }
+    buf = (char *)lsae__malloc(a, (size_t)size + 1);
+    if (!buf) { fclose(f); return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory reading it", path); }
+    if (size && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        lsae__free(a, buf);
+        return lsae__err(LSAE_IO_ERROR, "%s: read failed", path);
+    }
+    fclose(f);
+    buf[size] = 0;
+    *out = buf;
+    *len = (size_t)size;
+    return LSAE_OK;
+}
+
+/* Make a directory if it is not there (one level). */
+static lsae_result lsae__mkdir(const char *dir)
+{
+    int rc;
+#if defined(_WIN32)
+    rc = _mkdir(dir);
+#elif defined(__unix__) || defined(__APPLE__)
+    rc = mkdir(dir, 0777);
+#else
+    rc = 0; /* no way to make one: rely on it being there */
+#endif
+    if (rc != 0 && errno != EEXIST)
+        return lsae__err(LSAE_IO_ERROR, "%s: cannot create directory: %s", dir, strerror(errno));
+    return LSAE_OK;
+}
+
+/* A file written under a temporary name and renamed over the target only
+   when every byte is on disk: a crash leaves the old file or the new one,
+   never half of one. */
+typedef struct lsae__afile {
+    FILE *f;
+    char tmp[4096];
+    char path[4096];
+    int failed, err;
+} lsae__afile;
+
+static lsae_result lsae__afile_open(lsae__afile *af, const char *path)
+{
+    int w;
+    memset(af, 0, sizeof *af);
+    w = snprintf(af->tmp, sizeof af->tmp, "%s.tmp", path);
+    if (w < 0 || (size_t)w >= sizeof af->tmp || strlen(path) >= sizeof af->path)
+        return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", path);
+    memcpy(af->path, path, strlen(path) + 1);
+    af->f = fopen(af->tmp, "wb");
+    if (!af->f) {
+        int e = errno;
+        return lsae__err(LSAE_IO_ERROR, "%s: cannot create: %s", af->tmp, strerror(e));
+    }
+    return LSAE_OK;
+}
+
+static void lsae__afile_write(lsae__afile *af, const void *p, size_t n)
+{
+    if (af->failed || n == 0) return;
+    if (fwrite(p, 1, n, af->f) != n) {
+        af->failed = 1;
+        af->err = errno;
+    }
+}
+
+LSAE__MAYBE_UNUSED static void lsae__afile_abort(lsae__afile *af)
+{
+    if (af->f) fclose(af->f);
+    af->f = NULL;
+    remove(af->tmp);
+}
+
+static lsae_result lsae__afile_commit(lsae__afile *af)
+{
+    if (!af->failed && fflush(af->f) != 0) { af->failed = 1; af->err = errno; }
+#ifdef LSAE__HAVE_FSYNC
+    if (!af->failed && fsync(fileno(af->f)) != 0) { af->failed = 1; af->err = errno; }
+#endif
+    if (fclose(af->f) != 0 && !af->failed) { af->failed = 1; af->err = errno; }
+    af->f = NULL;
+    if (af->failed) {
+        remove(af->tmp);
+        return lsae__err(LSAE_IO_ERROR, "%s: write failed (%s); the previous file, if any, is untouched", af->path, strerror(af->err));
+    }
+    if (rename(af->tmp, af->path) != 0) {
+        int e = errno;
+        remove(af->tmp);
+        return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", af->path, af->tmp, strerror(e));
+    }
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------------ safetensors */
+
+/* safetensors: 8-byte little-endian header length N, N bytes of JSON
+   {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {..}},
+   then the data. Offsets are relative to the end of the header. We check what
+   the format's own reader checks: the header fits the file, every tensor's
+   byte count equals its shape times its dtype size, and the tensors tile the
+   data exactly (no gap, no overlap, nothing after). */
+enum { LSAE__DT_OTHER = 0, LSAE__DT_F32 = 1, LSAE__DT_F16 = 2, LSAE__DT_BF16 = 3, LSAE__DT_F64 = 4 };
+
+#define LSAE__ST_MAX_DIMS 8
+#define LSAE__ST_MAX_NAME 512
+
+typedef struct lsae__st_tensor {
+    char name[LSAE__ST_MAX_NAME];
+    char dtype_name[16];
+    int dtype;                 /* LSAE__DT_*; OTHER for ones we cannot convert */
+    size_t elem_size;
+    int ndim;
+    uint64_t shape[LSAE__ST_MAX_DIMS];
+    uint64_t numel;
+    uint64_t begin, end;       /* relative to data_start */
+} lsae__st_tensor;
+
+typedef struct lsae__st {
+    lsae__st_tensor *t;
+    size_t n;
+    uint64_t data_start, file_size;
+    const lsae_allocator *alloc;
+} lsae__st;
+
+static void lsae__st_free(lsae__st *st) { lsae__free(st->alloc, st->t); st->t = NULL; st->n = 0; }
+
+static const struct { const char *name; size_t size; int code; } lsae__st_dtypes[] = {
+    { "F64", 8, LSAE__DT_F64 }, { "F32", 4, LSAE__DT_F32 }, { "F16", 2, LSAE__DT_F16 }, { "BF16", 2, LSAE__DT_BF16 },
+    { "I64", 8, 0 }, { "I32", 4, 0 }, { "I16", 2, 0 }, { "I8", 1, 0 }, { "U64", 8, 0 }, { "U32", 4, 0 },
+    { "U16", 2, 0 }, { "U8", 1, 0 }, { "BOOL", 1, 0 }, { "F8_E4M3", 1, 0 }, { "F8_E5M2", 1, 0 }
+};
+
+static int lsae__st_cmp_begin(const void *a, const void *b)
+{
+    const lsae__st_tensor *x = (const lsae__st_tensor *)a, *y = (const lsae__st_tensor *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
+}
+
+/* Parse and validate a header (hdr, hlen) of a file of file_size bytes. */
+static lsae_result lsae__st_parse(const char *path, const char *hdr, size_t hlen, uint64_t file_size, const lsae_allocator *a, lsae__st *st)
+{
+    lsae__json j;
+    lsae_result r;
+    size_t tk, i, n = 0;
+    uint64_t data_len, at;
+    memset(st, 0, sizeof *st);
+    st->alloc = a;
+    st->data_start = 8 + (uint64_t)hlen;
+    st->file_size = file_size;
+    if (st->data_start > file_size)
+        return lsae__err(LSAE_BAD_FILE, "%s: header of %zu bytes runs past the end of the %llu-byte file", path, hlen, (unsigned long long)file_size);
+    data_len = file_size - st->data_start;
+    if ((r = lsae__json_parse(&j, hdr, hlen, a)) != LSAE_OK) {
+        char msg[1024];
+        memcpy(msg, lsae__err_msg, sizeof msg);
+        msg[sizeof msg - 1] = 0;
+        return lsae__err(r, "%s: safetensors header: %s", path, msg);
+    }
+    if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "%s: safetensors header is not a JSON object", path); }
+    st->t = (lsae__st_tensor *)lsae__alloc_array(a, j.tok[0].size ? j.tok[0].size : 1, sizeof(lsae__st_tensor), "safetensors tensor list");
+    if (!st->t) { lsae__json_free(&j); return LSAE_OUT_OF_MEMORY; }
+    tk = 1;
+    for (i = 0; i < j.tok[0].size; ++i) {
+        size_t key = tk, val = tk + 1, dt, sh, off, q;
+        lsae__st_tensor *t;
+        char dname[32];
+        tk = j.tok[val].next;
+        if (lsae__json_str_eq(&j, key, "__metadata__")) {
+            if (j.tok[val].type != LSAE__J_OBJ) { r = lsae__err(LSAE_BAD_FILE, "%s: __metadata__ is not an object", path); goto fail; }
+            continue;
+        }
+        t = &st->t[n];
+        memset(t, 0, sizeof *t);
+        if (!lsae__json_str(&j, key, t->name, sizeof t->name)) { r = lsae__err(LSAE_BAD_FILE, "%s: a tensor name is longer than %d bytes", path, LSAE__ST_MAX_NAME - 1); goto fail; }
+        if (j.tok[val].type != LSAE__J_OBJ) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' is not described by an object", path, t->name); goto fail; }
+        dt = lsae__json_get(&j, val, "dtype");
+        sh = lsae__json_get(&j, val, "shape");
+        off = lsae__json_get(&j, val, "data_offsets");
+        if (!dt || !sh || !off) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' lacks %s", path, t->name, !dt ? "dtype" : !sh ? "shape" : "data_offsets"); goto fail; }
+        if (j.tok[dt].type != LSAE__J_STR || !lsae__json_str(&j, dt, dname, sizeof dname)) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has a bad dtype", path, t->name); goto fail; }
+        for (q = 0; q < sizeof lsae__st_dtypes / sizeof lsae__st_dtypes[0]; ++q)
+            if (strcmp(dname, lsae__st_dtypes[q].name) == 0) break;
+        if (q == sizeof lsae__st_dtypes / sizeof lsae__st_dtypes[0]) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has unknown dtype '%s'", path, t->name, dname); goto fail; }
+        memcpy(t->dtype_name, dname, strlen(dname) + 1);
+        t->dtype = lsae__st_dtypes[q].code;
+        t->elem_size = lsae__st_dtypes[q].size;
+        if (j.tok[sh].type != LSAE__J_ARR || j.tok[sh].size > LSAE__ST_MAX_DIMS) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has a bad shape (an array of at most %d sizes is expected)", path, t->name, LSAE__ST_MAX_DIMS); goto fail; }
+        t->ndim = (int)j.tok[sh].size;
+        t->numel = 1;
+        for (q = 0; q < j.tok[sh].size; ++q) {
+            size_t e = sh + 1 + q; /* sizes are scalars: one token each */
+            if (!lsae__json_u64(&j, e, (uint64_t)1 << 62, &t->shape[q])) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has a bad size in its shape", path, t->name); goto fail; }
+            if (t->shape[q] && t->numel > ((uint64_t)1 << 62) / t->shape[q]) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has a shape whose product overflows", path, t->name); goto fail; }
+            t->numel *= t->shape[q];
+        }
+        if (j.tok[off].type != LSAE__J_ARR || j.tok[off].size != 2 ||
+            !lsae__json_u64(&j, off + 1, (uint64_t)1 << 62, &t->begin) || !lsae__json_u64(&j, off + 2, (uint64_t)1 << 62, &t->end) || t->end < t->begin) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has bad data_offsets (two byte offsets, begin <= end, expected)", path, t->name);
+            goto fail;
+        }
+        if (t->numel > ((uint64_t)1 << 62) / t->elem_size || t->numel * t->elem_size != t->end - t->begin) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' spans %llu bytes but its shape and dtype %s need %llu", path, t->name,
+                          (unsigned long long)(t->end - t->begin), dname, (unsigned long long)(t->numel * t->elem_size));
+            goto fail;
+        }
+        if (t->end > data_len) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' ends at data byte %llu, past the end of the file (%llu data bytes): truncated?", path, t->name,
+                          (unsigned long long)t->end, (unsigned long long)data_len);
+            goto fail;
+        }
+        for (q = 0; q < n; ++q)
+            if (strcmp(st->t[q].name, t->name) == 0) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' appears twice", path, t->name); goto fail; }
+        ++n;
+    }
+    st->n = n;
+    lsae__json_free(&j);
+    /* the tensors must tile [0, data_len) */
+    {
+        lsae__st_tensor *sorted = (lsae__st_tensor *)lsae__alloc_array(a, n ? n : 1, sizeof(lsae__st_tensor), "safetensors check");
+        if (!sorted) { lsae__st_free(st); return LSAE_OUT_OF_MEMORY; }
+        if (n) memcpy(sorted, st->t, n * sizeof(lsae__st_tensor));
+        qsort(sorted, n, sizeof(lsae__st_tensor), lsae__st_cmp_begin);
+        at = 0;
+        for (i = 0; i < n; ++i) {
+            if (sorted[i].begin != at) {
+                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' starts at data byte %llu where %llu was expected (tensors overlap or leave a gap)",
+                              path, sorted[i].name, (unsigned long long)sorted[i].begin, (unsigned long long)at);
+                lsae__free(a, sorted);
+                lsae__st_free(st);
+                return r;
+            }
+            at = sorted[i].end;
+        }
+        lsae__free(a, sorted);
+        if (at != data_len) {
+            lsae__st_free(st);
+            return lsae__err(LSAE_BAD_FILE, "%s: tensors cover %llu data bytes but the file holds %llu after its header (truncated or padded?)",
+                             path, (unsigned long long)at, (unsigned long long)data_len);
+        }
+    }
+    return LSAE_OK;
+fail:
+    lsae__json_free(&j);
+    lsae__st_free(st);
+    return r;
+}
+
+/* Open path and read its header. f is left open for lsae__st_read_f32. */
+static lsae_result lsae__st_open(const char *path, const lsae_allocator *a, FILE **fp, lsae__st *st)
+{
+    FILE *f;
+    unsigned char len8[8];
+    uint64_t hlen = 0, size;
+    char *hdr;
+    lsae_result r;
+    int i;
+    *fp = NULL;
+    memset(st, 0, sizeof *st);
+    if ((r = lsae__open_read(path, &f)) != LSAE_OK) return r;
+    if (!lsae__file_size(f, &size)) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: cannot find its size", path); }
+    if (size < 8 || fread(len8, 1, 8, f) != 8) { fclose(f); return lsae__err(LSAE_BAD_FILE, "%s: %llu bytes is too short for a safetensors file (8-byte header length expected)", path, (unsigned long long)size); }
+    for (i = 7; i >= 0; --i) hlen = (hlen << 8) | len8[i];
+    if (hlen > LSAE_MAX_SAFETENSORS_HEADER) { fclose(f); return lsae__err(LSAE_BAD_FILE, "%s: safetensors header claims %llu bytes, more than the %u allowed", path, (unsigned long long)hlen, (unsigned)LSAE_MAX_SAFETENSORS_HEADER); }
+    if (hlen > size - 8) { fclose(f); return lsae__err(LSAE_BAD_FILE, "%s: safetensors header claims %llu bytes but the file has only %llu after the length", path, (unsigned long long)hlen, (unsigned long long)(size - 8)); }
+    hdr = (char *)lsae__malloc(a, (size_t)hlen + 1);
+    if (!hdr) { fclose(f); return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen); }
+    if (fread(hdr, 1, (size_t)hlen, f) != (size_t)hlen) { lsae__free(a, hdr); fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: read of the header failed", path); }
+    /* the format pads the header with spaces; trailing ones are fine JSON whitespace */
+    r = lsae__st_parse(path, hdr, (size_t)hlen, size, a, st);
+    lsae__free(a, hdr);
+    if (r != LSAE_OK) { fclose(f); return r; }
+    *fp = f;
+    return LSAE_OK;
+}
+
+static const lsae__st_tensor *lsae__st_find(const lsae__st *st, const char *name)
+{
+    size_t i;
+    for (i = 0; i < st->n; ++i)
+        if (strcmp(st->t[i].name, name) == 0) return &st->t[i];
+    return NULL;
+}
+
+/* Read elements [first, first + count) of tensor t as floats into dst. */
+static lsae_result lsae__st_read_f32(FILE *f, const char *path, const lsae__st *st, const lsae__st_tensor *t, uint64_t first, size_t count, float *dst)
+{
+    unsigned char buf[1 << 16];
+    size_t per = sizeof buf / t->elem_size, done = 0;
+    if (t->dtype == LSAE__DT_OTHER)
+        return lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; only F32, F16, BF16 and F64 can be read as floats", path, t->name, t->dtype_name);
+    if (first > t->numel || count > t->numel - first)
+        return lsae__err(LSAE_INVALID_ARGS, "%s: elements %llu..%llu asked of tensor '%s' with %llu", path, (unsigned long long)first, (unsigned long long)(first + count), t->name, (unsigned long long)t->numel);
+    if (t->dtype == LSAE__DT_F32 && lsae__little_endian()) {
+        /* straight into place */
+        if (!lsae__seek(f, st->data_start + t->begin + first * 4) || (count && fread(dst, 4, count, f) != count))
+            return lsae__err(LSAE_IO_ERROR, "%s: read of tensor '%s' failed", path, t->name);
+        return LSAE_OK;
+    }
+    if (!lsae__seek(f, st->data_start + t->begin + first * t->elem_size))
+        return lsae__err(LSAE_IO_ERROR, "%s: seek to tensor '%s' failed", path, t->name);
+    while (done < count) {
+        size_t n = count - done < per ? count - done : per, i;
+        if (fread(buf, t->elem_size, n, f) != n) return lsae__err(LSAE_IO_ERROR, "%s: read of tensor '%s' failed", path, t->name);
+        if (t->dtype == LSAE__DT_F64) {
+            for (i = 0; i < n; ++i) {
+                uint64_t b = 0;
+                double v;
+                int q;
+                for (q = 7; q >= 0; --q) b = (b << 8) | buf[8 * i + (size_t)q];
+                memcpy(&v, &b, 8);
+                dst[done + i] = (float)v;
+            }
+        } else {
+            lsae__to_f32(dst + done, buf, n, t->dtype);
+        }
+        done += n;
+    }
+    return LSAE_OK;
+}
+
+/* Write F32 tensors as a safetensors file (atomically). Tensors are laid out
+   in name order, as the safetensors library does for one dtype. */
+typedef struct lsae__st_out {
+    const char *name;
+    int ndim;
+    uint64_t shape[2];
+    const float *data;
+} lsae__st_out;
+
+static int lsae__st_out_cmp(const void *a, const void *b)
+{
+    return strcmp(((const lsae__st_out *)a)->name, ((const lsae__st_out *)b)->name);
+}
+
+static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json)
+{
+    char hdr[8192];
+    size_t hl = 0, i;
+    uint64_t at = 0, hlen;
+    unsigned char len8[8];
+    lsae__afile af;
+    lsae_result r;
+    int w, q;
+    qsort(ts, n, sizeof *ts, lsae__st_out_cmp);
+    w = snprintf(hdr, sizeof hdr, "{\"__metadata__\":%s", metadata_json ? metadata_json : "{\"format\":\"pt\"}");
+    if (w < 0 || (size_t)w >= sizeof hdr) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors metadata too long", path);
+    hl = (size_t)w;
+    for (i = 0; i < n; ++i) {
+        uint64_t numel = 1, bytes;
+        for (q = 0; q < ts[i].ndim; ++q) numel *= ts[i].shape[q];
+        bytes = numel * 4;
+        if (ts[i].ndim == 1)
+            w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu],\"data_offsets\":[%llu,%llu]}",
+                         ts[i].name, (unsigned long long)ts[i].shape[0], (unsigned long long)at, (unsigned long long)(at + bytes));
+        else
+            w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu,%llu],\"data_offsets\":[%llu,%llu]}",
+                         ts[i].name, (unsigned long long)ts[i].shape[0], (unsigned long long)ts[i].shape[1], (unsigned long long)at, (unsigned long long)(at + bytes));
+        if (w < 0 || (size_t)w >= sizeof hdr - hl) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors header too long", path);
+        hl += (size_t)w;
+        at += bytes;
+    }
+    if (hl + 1 >= sizeof hdr) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors header too long", path);
+    hdr[hl++] = '}';
+    while (hl % 8 && hl < sizeof hdr) hdr[hl++] = ' '; /* pad so the data is 8-byte aligned */
+    hlen = hl;
+    for (q = 0; q < 8; ++q) len8[q] = (unsigned char)(hlen >> (8 * q));
+    if ((r = lsae__afile_open(&af, path)) != LSAE_OK) return r;
+    lsae__afile_write(&af, len8, 8);
+    lsae__afile_write(&af, hdr, hl);
+    for (i = 0; i < n; ++i) {
+        uint64_t numel = 1;
+        for (q = 0; q < ts[i].ndim; ++q) numel *= ts[i].shape[q];
+        if (lsae__little_endian()) {
+            lsae__afile_write(&af, ts[i].data, (size_t)numel * 4);
+        } else {
+            uint64_t e;
+            for (e = 0; e < numel; ++e) {
+                uint32_t b;
+                unsigned char le[4];
+                memcpy(&b, &ts[i].data[e], 4);
+                le[0] = (unsigned char)b; le[1] = (unsigned char)(b >> 8); le[2] = (unsigned char)(b >> 16); le[3] = (unsigned char)(b >> 24);
+                lsae__afile_write(&af, le, 4);
+            }
+        }
+    }
+    return lsae__afile_commit(&af);
+}
+
+/* ----------------------------------------------------------- model files */
+
+LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_config *cfg)
+{
+    lsae__json j;
+    lsae_result r;
+    size_t t;
+    uint64_t u;
+    int b;
+    char s[64];
+    if (!text || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_config_from_json: text and cfg must not be NULL");
+    if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
+    if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "cfg.json is not a JSON object"); }
+#define LSAE__CFG_FAIL(code, ...) do { r = lsae__err(code, __VA_ARGS__); lsae__json_free(&j); return r; } while (0)
+    /* variants that are not a plain TopK SAE: refuse, never misread */
+    if ((t = lsae__json_get(&j, 0, "sae_type")) != 0) {
+        size_t q;
+        if (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, s, sizeof s)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: sae_type is not a short string");
+        for (q = 0; s[q]; ++q) if (s[q] >= 'A' && s[q] <= 'Z') s[q] = (char)(s[q] - 'A' + 'a');
+        if (strcmp(s, "topk") != 0 && strcmp(s, "saetype.topk") != 0)
+            LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: sae_type \"%s\" is not supported; latentsae implements TopK SAEs only", s);
+    }
+    if ((t = lsae__json_get(&j, 0, "activation")) != 0) {
+        if (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, s, sizeof s)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: activation is not a short string");
+        if (strcmp(s, "topk") != 0) LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: activation \"%s\" is not supported; latentsae implements TopK only (not sparsify's groupmax)", s);
+    }
+    if ((t = lsae__json_get(&j, 0, "signed")) != 0 && lsae__json_bool(&j, t, &b) && b)
+        LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"signed\": true (signed activations) is not supported; latentsae implements ReLU TopK SAEs");
+    if ((t = lsae__json_get(&j, 0, "skip_connection")) != 0 && lsae__json_bool(&j, t, &b) && b)
+        LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"skip_connection\": true is not supported (the model has a W_skip term latentsae does not compute)");
+    if ((t = lsae__json_get(&j, 0, "transcode")) != 0 && lsae__json_bool(&j, t, &b) && b)
+        LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"transcode\": true (a transcoder, predicting another layer) is not supported");
+
+    if (!(t = lsae__json_get(&j, 0, "d_in"))) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: no \"d_in\" (the input width); latent-sae and sparsify both write it");
+    if (!lsae__json_u64(&j, t, (uint64_t)INT32_MAX, &u) || u == 0) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"d_in\" must be a positive integer");
+    *cfg = lsae_config_default((size_t)u);
+    if ((t = lsae__json_get(&j, 0, "num_latents")) != 0) {
+        if (!lsae__json_u64(&j, t, (uint64_t)INT32_MAX, &u)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"num_latents\" must be an integer >= 0");
+        cfg->num_latents = (size_t)u;
+    }
+    if ((t = lsae__json_get(&j, 0, "expansion_factor")) != 0) {
+        if (!lsae__json_u64(&j, t, (uint64_t)INT32_MAX, &u)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"expansion_factor\" must be an integer >= 0");
+        cfg->expansion_factor = (size_t)u;
+    }
+    if ((t = lsae__json_get(&j, 0, "k")) != 0) {
+        if (!lsae__json_u64(&j, t, (uint64_t)INT32_MAX, &u) || u == 0) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"k\" must be a positive integer");
+        cfg->k = (size_t)u;
+    }
+    if ((t = lsae__json_get(&j, 0, "normalize_decoder")) != 0 && !lsae__json_bool(&j, t, &cfg->normalize_decoder))
+        LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"normalize_decoder\" must be true or false");
+    if ((t = lsae__json_get(&j, 0, "multi_topk")) != 0 && !lsae__json_bool(&j, t, &cfg->multi_topk))
+        LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"multi_topk\" must be true or false");
+#undef LSAE__CFG_FAIL
+    lsae__json_free(&j);
+    return lsae_config_validate(cfg);
+}
+
+LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
+{
+    char path[4096], cfgtext[512];
+    lsae__st_out ts[LSAE__NUM_TENSORS];
+    lsae__afile af;
+    lsae_result r;
+    int i, w;
+    if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save: model and dir must not be NULL");
+    if ((r = lsae__mkdir(dir)) != LSAE_OK) return r;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        ts[i].name = lsae__tensor_names[i];
+        ts[i].data = m->params + m->lay.offset[i];
+        ts[i].ndim = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
+        ts[i].shape[0] = i == LSAE__B_DEC ? m->d : m->L;
+        ts[i].shape[1] = m->d;
+    }
+    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__st_write(path, ts, LSAE__NUM_TENSORS, NULL)) != LSAE_OK) return r;
+    /* the keys latent-sae's SaeConfig and sparsify's SparseCoderConfig read;
+       num_latents is written resolved so no reader has to multiply */
+    w = snprintf(cfgtext, sizeof cfgtext,
+                 "{\"expansion_factor\": %zu, \"normalize_decoder\": %s, \"num_latents\": %zu, \"k\": %zu, \"multi_topk\": %s, \"d_in\": %zu}\n",
+                 m->L % m->d == 0 ? m->L / m->d : (m->L + m->d - 1) / m->d, m->cfg.normalize_decoder ? "true" : "false", m->L, m->k,
+                 m->cfg.multi_topk ? "true" : "false", m->d);
+    if (w < 0 || (size_t)w >= sizeof cfgtext) return lsae__err(LSAE_ERROR, "cfg.json text too long");
+    if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__afile_open(&af, path)) != LSAE_OK) return r;
+    lsae__afile_write(&af, cfgtext, (size_t)w);
+    return lsae__afile_commit(&af);
+}
+
+/* Load sae.safetensors from a directory into an existing model of the right shape. */
+static lsae_result lsae__load_weights(lsae_model *m, const char *path)
+{
+    FILE *f;
+    lsae__st st;
+    lsae_result r;
+    int i;
+    size_t j;
+    if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) return r;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        const lsae__st_tensor *t = lsae__st_find(&st, lsae__tensor_names[i]);
+        uint64_t want0 = i == LSAE__B_DEC ? m->d : m->L;
+        int want_nd = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
+        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a latent-sae/sparsify SAE has encoder.weight, encoder.bias, W_dec, b_dec)", path, lsae__tensor_names[i]); goto done; }
+        if (t->ndim != want_nd || t->shape[0] != want0 || (want_nd == 2 && t->shape[1] != m->d)) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has shape [%llu%s%llu], but cfg.json says [%llu%s%llu]", path, t->name,
+                          (unsigned long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (unsigned long long)t->shape[1] : 0ull,
+                          (unsigned long long)want0, want_nd > 1 ? ", " : "", want_nd > 1 ? (unsigned long long)m->d : 0ull);
+            if (t->ndim < 2 && want_nd < 2) {
+                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has %llu elements, but cfg.json implies %llu", path, t->name, (unsigned long long)t->numel, (unsigned long long)want0);
+            }
+            goto done;
+        }
+        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
+            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
+            goto done;
+        }
+        if ((r = lsae__st_read_f32(f, path, &st, t, 0, (size_t)t->numel, m->params + m->lay.offset[i])) != LSAE_OK) goto done;
+        for (j = 0; j < m->lay.count[i]; ++j)
+            if (!isfinite(m->params[m->lay.offset[i] + j])) {
+                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' holds NaN or Inf at element %zu", path, t->name, j);
+                goto done;
+            }
+    }
+    if (lsae__st_find(&st, "W_skip"))
+        r = lsae__err(LSAE_UNSUPPORTED, "%s: holds W_skip (a skip connection), which latentsae does not compute", path);
+done:
+    fclose(f);
+    lsae__st_free(&st);
+    return r;
+}
+
+LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc, lsae_model **out)
+{
+    char path[4096], *text = NULL;
+    size_t len;
+    lsae_config cfg;
+    lsae_model *m;
+    lsae_result r;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: out is NULL");
+    *out = NULL;
+    if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: dir is NULL");
+    if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) {
+        if (r == LSAE_NOT_FOUND)
+            return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
+        return r;
+    }
+    r = lsae_config_from_json(text, len, &cfg);
+    lsae__free(alloc, text);
+    if (r != LSAE_OK) {
+        char msg[1024];
+        memcpy(msg, lsae__err_msg, sizeof msg);
+        msg[sizeof msg - 1] = 0;
+        return lsae__err(r, "%s: %s", path, msg);
+    }
+    if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
+    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
+    if ((r = lsae__load_weights(m, path)) != LSAE_OK) { lsae_model_free(m); return r; }
+    *out = m;
+    return LSAE_OK;
+}
+#endif /* LSAE_NO_STDIO */
+
+#endif /* LATENTSAE_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+This software is available under 2 licenses -- choose whichever you prefer.
+------------------------------------------------------------------------------
+ALTERNATIVE A - MIT License
+Copyright (c) 2026 the latentsae authors
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+ALTERNATIVE B - Public Domain (www.unlicense.org)
+This is free and unencumbered software released into the public domain.
+Anyone is free to copy, modify, publish, use, compile, sell, or distribute this
+software, either in source code form or as a compiled binary, for any purpose,
+commercial or non-commercial, and by any means.
+In jurisdictions that recognize copyright laws, the author or authors of this
+software dedicate any and all copyright interest in the software to the public
+domain. We make this dedication for the benefit of the public at large and to
+the detriment of our heirs and successors. We intend this dedication to be an
+overt act of relinquishment in perpetuity of all present and future rights to
+this software under copyright law.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN
+ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION
+WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+------------------------------------------------------------------------------
+*/

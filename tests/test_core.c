@@ -1,0 +1,488 @@
+/* Unit tests of latentsae.h's core against independent references:
+   top-k against a full sort, the blocked GEMM against the naive loop and a
+   double-precision product, encode against a brute-force double encoder,
+   config validation, determinism, file round trips. */
+#include "test_util.h"
+#define LATENTSAE_IMPLEMENTATION
+#include "../latentsae.h"
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------ references */
+
+static const float *ref_vals;
+static int ref_cmp(const void *a, const void *b)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    if (ref_vals[i] > ref_vals[j]) return -1;
+    if (ref_vals[i] < ref_vals[j]) return 1;
+    return i < j ? -1 : i > j;
+}
+
+/* full sort of indices: value descending, index ascending */
+static void ref_topk(const float *v, int n, int k, int *out)
+{
+    int *ix = (int *)malloc(sizeof(int) * (size_t)n), i;
+    for (i = 0; i < n; ++i) ix[i] = i;
+    ref_vals = v;
+    qsort(ix, (size_t)n, sizeof(int), ref_cmp);
+    for (i = 0; i < k; ++i) out[i] = ix[i];
+    free(ix);
+}
+
+static void test_topk(void)
+{
+    static const int sizes[] = { 1, 2, 7, 64, 129, 1000 };
+    size_t si;
+    int mode;
+    for (mode = 0; mode < 4; ++mode)
+        for (si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
+            int n = sizes[si], ks[4], ki, i;
+            float *v = (float *)malloc(sizeof(float) * (size_t)n);
+            lsae__kv *heap = (lsae__kv *)malloc(sizeof(lsae__kv) * (size_t)n);
+            int *ref = (int *)malloc(sizeof(int) * (size_t)n);
+            ks[0] = 1; ks[1] = n > 3 ? 3 : n; ks[2] = n / 2 ? n / 2 : 1; ks[3] = n;
+            for (i = 0; i < n; ++i) {
+                if (mode == 0) v[i] = (float)tu_normal();               /* random */
+                else if (mode == 1) v[i] = (float)(tu_next() % 3);      /* many ties */
+                else if (mode == 2) v[i] = 0.0f;                        /* all zero */
+                else v[i] = (float)(n - i) * 0.5f;                      /* sorted input */
+            }
+            for (ki = 0; ki < 4; ++ki) {
+                int k = ks[ki], ok = 1;
+                lsae__topk_row(v, (size_t)n, (size_t)k, heap);
+                ref_topk(v, n, k, ref);
+                for (i = 0; i < k; ++i)
+                    if (heap[i].i != ref[i] || heap[i].v != v[ref[i]]) ok = 0;
+                CHECKF(ok, "top-k mismatch mode %d n %d k %d", mode, n, k);
+            }
+            free(v); free(heap); free(ref);
+        }
+}
+
+static void test_gemm(void)
+{
+    static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
+    size_t a, b, c;
+    for (a = 0; a < 6; ++a)
+        for (b = 0; b < 6; ++b)
+            for (c = 0; c < 6; ++c) {
+                size_t M = dims[a], N = dims[b] + 3 * dims[c] % 5, K = dims[c], i, j, p;
+                float *A = (float *)malloc(M * K * 4), *B = (float *)malloc(N * K * 4);
+                float *C1 = (float *)malloc(M * N * 4), *C2 = (float *)malloc(M * N * 4);
+                float *pack = (float *)malloc(4 * K * LSAE__NT * sizeof(float));
+                double maxerr = 0, maxref = 0, maxdiff = 0;
+                for (i = 0; i < M * K; ++i) A[i] = (float)tu_normal();
+                for (i = 0; i < N * K; ++i) B[i] = (float)tu_normal();
+                lsae__gemm_nt_naive(C1, A, B, M, N, K);
+                lsae__gemm_nt(C2, A, B, M, N, K, pack, 3);
+                for (i = 0; i < M; ++i)
+                    for (j = 0; j < N; ++j) {
+                        double s = 0;
+                        for (p = 0; p < K; ++p) s += (double)A[i * K + p] * B[j * K + p];
+                        if (fabs(C2[i * N + j] - s) > maxerr) maxerr = fabs(C2[i * N + j] - s);
+                        if (fabs(C2[i * N + j] - C1[i * N + j]) > maxdiff) maxdiff = fabs(C2[i * N + j] - C1[i * N + j]);
+                        if (fabs(s) > maxref) maxref = fabs(s);
+                    }
+                /* float sums of K terms of size ~1: error ~ K * 2^-24 * sqrt(K) */
+                CHECKF(maxerr <= 1e-6 * (double)K * (maxref > 1 ? maxref : 1) + 1e-6, "GEMM %zux%zux%zu: max error %g vs double", M, N, K, maxerr);
+                CHECKF(maxdiff <= 1e-6 * (double)K * (maxref > 1 ? maxref : 1) + 1e-6, "GEMM %zux%zux%zu: blocked and naive differ by %g", M, N, K, maxdiff);
+                free(A); free(B); free(C1); free(C2); free(pack);
+            }
+}
+
+static int msg_has(const char *needle) { return strstr(lsae_last_error(), needle) != NULL; }
+
+static void test_config(void)
+{
+    lsae_config c = lsae_config_default(768);
+    lsae_model *m = NULL;
+    CHECK(lsae_config_validate(&c) == LSAE_OK);
+    CHECK(lsae_config_num_latents(&c) == 768 * 32);
+    NEAR(lsae_config_lr(&c), 2e-4 / sqrt(768.0 * 32 / 16384.0), 1e-12);
+    c.k = 768 * 32 + 1;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("larger than"));
+    CHECK(lsae_model_create(&c, NULL, &m) == LSAE_INVALID_ARGS && m == NULL);
+    c = lsae_config_default(0);
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("d_in"));
+    c = lsae_config_default(8); c.k = 0;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("k is 0"));
+    c = lsae_config_default(8); c.expansion_factor = 0;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("expansion_factor"));
+    c = lsae_config_default(8); c.grad_acc_steps = 0;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("grad_acc_steps"));
+    c = lsae_config_default(8); c.lr = -1;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("lr"));
+    c = lsae_config_default(8); c.auxk_alpha = NAN;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS && msg_has("auxk_alpha"));
+    c = lsae_config_default((size_t)1 << 40); c.expansion_factor = (size_t)1 << 30;
+    CHECK(lsae_config_validate(&c) == LSAE_INVALID_ARGS);
+    c = lsae_config_default(8); c.num_latents = 16; c.k = 16;
+    CHECK(lsae_config_validate(&c) == LSAE_OK);
+
+    /* schedule: SPEC section 2 */
+    c = lsae_config_default(8);
+    c.lr_warmup_steps = 10; c.total_steps = 110;
+    NEAR(lsae_lr_factor(&c, 0), 0.0, 0);
+    NEAR(lsae_lr_factor(&c, 5), 0.5, 1e-15);
+    NEAR(lsae_lr_factor(&c, 10), 1.0, 1e-15);
+    NEAR(lsae_lr_factor(&c, 60), 0.5, 1e-15);
+    NEAR(lsae_lr_factor(&c, 109), 0.01, 1e-15);
+    NEAR(lsae_lr_factor(&c, 110), 0.0, 0);
+    c.lr_schedule = LSAE_LR_COSINE;
+    NEAR(lsae_lr_factor(&c, 60), 0.5, 1e-12);
+    NEAR(lsae_lr_factor(&c, 35), 0.5 * (1 + cos(3.141592653589793 * 0.25)), 1e-12);
+    c.lr_schedule = LSAE_LR_LINEAR; c.total_steps = 4; /* W = min(10, 4) = 4 */
+    NEAR(lsae_lr_factor(&c, 2), 0.5, 1e-15);
+    NEAR(lsae_lr_factor(&c, 4), 0.0, 0);
+    c.total_steps = 0; /* unknown: constant after warm-up */
+    NEAR(lsae_lr_factor(&c, 1000), 1.0, 0);
+}
+
+/* a model with non-trivial biases, for encode tests */
+static lsae_model *make_model(size_t d, size_t L, size_t k, unsigned long long seed, int threads)
+{
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    float *b_enc = (float *)malloc(L * 4), *b_dec = (float *)malloc(d * 4);
+    size_t i;
+    c.num_latents = L; c.k = k; c.seed = seed; c.num_threads = threads;
+    OK(lsae_model_create(&c, NULL, &m));
+    for (i = 0; i < L; ++i) b_enc[i] = (float)(0.05 * tu_normal());
+    for (i = 0; i < d; ++i) b_dec[i] = (float)(0.1 * tu_normal());
+    OK(lsae_model_set_weights(m, NULL, b_enc, NULL, b_dec));
+    free(b_enc); free(b_dec);
+    return m;
+}
+
+static void test_init(void)
+{
+    lsae_config c = lsae_config_default(48);
+    lsae_model *a = NULL, *b = NULL, *e = NULL;
+    size_t L = 48 * 32, i, j;
+    float *wa = (float *)malloc(L * 48 * 4), *wb = (float *)malloc(L * 48 * 4), *wd = (float *)malloc(L * 48 * 4);
+    float *be = (float *)malloc(L * 4), *bd = (float *)malloc(48 * 4);
+    double bound = 1.0 / sqrt(48.0), maxabs = 0, mean = 0;
+    c.seed = 7;
+    OK(lsae_model_create(&c, NULL, &a));
+    c.num_threads = 1;
+    OK(lsae_model_create(&c, NULL, &b));
+    c.seed = 8;
+    OK(lsae_model_create(&c, NULL, &e));
+    OK(lsae_model_get_weights(a, wa, be, wd, bd));
+    OK(lsae_model_get_weights(b, wb, NULL, NULL, NULL));
+    CHECK(memcmp(wa, wb, L * 48 * 4) == 0);            /* same seed, any thread count: same bits */
+    OK(lsae_model_get_weights(e, wb, NULL, NULL, NULL));
+    CHECK(memcmp(wa, wb, L * 48 * 4) != 0);            /* other seed: other weights */
+    for (i = 0; i < L * 48; ++i) {
+        if (fabs(wa[i]) > maxabs) maxabs = fabs(wa[i]);
+        mean += wa[i];
+    }
+    mean /= (double)(L * 48);
+    CHECK(maxabs <= bound && maxabs > 0.99 * bound);   /* U(-1/sqrt d, 1/sqrt d) */
+    CHECK(fabs(mean) < 0.01 * bound);
+    for (i = 0; i < L; ++i) {
+        double n = 0, dot = 0, nw = 0;
+        for (j = 0; j < 48; ++j) { n += (double)wd[i * 48 + j] * wd[i * 48 + j]; dot += (double)wd[i * 48 + j] * wa[i * 48 + j]; nw += (double)wa[i * 48 + j] * wa[i * 48 + j]; }
+        if (fabs(sqrt(n) - 1) > 1e-6 || fabs(dot / sqrt(n * nw) - 1) > 1e-6) { CHECKF(0, "W_dec row %zu not the unit W_enc row", i); break; }
+        if (be[i] != 0) { CHECKF(0, "b_enc[%zu] = %g", i, be[i]); break; }
+    }
+    for (j = 0; j < 48; ++j) CHECK(bd[j] == 0);
+    lsae_model_free(a); lsae_model_free(b); lsae_model_free(e);
+    free(wa); free(wb); free(wd); free(be); free(bd);
+}
+
+/* encode against a brute-force double encoder */
+static void check_encode(size_t d, size_t L, size_t k, size_t rows, int threads)
+{
+    lsae_model *m = make_model(d, L, k, 11 + d + L, threads);
+    float *x = (float *)malloc(rows * d * 4), *acts = (float *)malloc(rows * k * 4), *xh = (float *)malloc(rows * d * 4);
+    float *We = (float *)malloc(L * d * 4), *be = (float *)malloc(L * 4), *Wd = (float *)malloc(L * d * 4), *bd = (float *)malloc(d * 4);
+    float *pre = (float *)malloc(L * 4);
+    int32_t *idx = (int32_t *)malloc(rows * k * 4);
+    int *ref = (int *)malloc(L * sizeof(int));
+    size_t r, i, j, bad = 0;
+    double maxerr = 0, maxdec = 0;
+    for (i = 0; i < rows * d; ++i) x[i] = (float)tu_normal();
+    OK(lsae_model_get_weights(m, We, be, Wd, bd));
+    OK(lsae_model_encode(m, x, rows, k, acts, idx));
+    for (r = 0; r < rows; ++r) {
+        for (i = 0; i < L; ++i) {
+            double s = be[i];
+            for (j = 0; j < d; ++j) s += (double)We[i * d + j] * ((double)x[r * d + j] - bd[j]);
+            pre[i] = (float)(s > 0 ? s : 0);
+        }
+        ref_topk(pre, (int)L, (int)k, ref);
+        for (i = 0; i < k; ++i) {
+            double err = fabs(acts[r * k + i] - pre[ref[i]]);
+            if (err > maxerr) maxerr = err;
+            /* an index may differ only where the double values nearly tie */
+            if (idx[r * k + i] != ref[i] && fabs(pre[idx[r * k + i]] - pre[ref[i]]) > 1e-5) ++bad;
+            if (i && acts[r * k + i] > acts[r * k + i - 1]) ++bad; /* sorted */
+        }
+    }
+    CHECKF(bad == 0, "encode d %zu L %zu k %zu rows %zu: %zu wrong indices", d, L, k, rows, bad);
+    CHECKF(maxerr < 1e-5, "encode d %zu L %zu k %zu: activation error %g", d, L, k, maxerr);
+    /* decode against the definition */
+    OK(lsae_model_decode(m, acts, idx, rows, k, xh));
+    for (r = 0; r < rows; ++r)
+        for (j = 0; j < d; ++j) {
+            double s = bd[j];
+            for (i = 0; i < k; ++i) s += (double)acts[r * k + i] * Wd[(size_t)idx[r * k + i] * d + j];
+            if (fabs(s - xh[r * d + j]) > maxdec) maxdec = fabs(s - xh[r * d + j]);
+        }
+    CHECKF(maxdec < 1e-4, "decode error %g", maxdec);
+    lsae_model_free(m);
+    free(x); free(acts); free(xh); free(We); free(be); free(Wd); free(bd); free(pre); free(idx); free(ref);
+}
+
+static void test_encode(void)
+{
+    check_encode(16, 100, 5, 13, 0);     /* L not a multiple of the tile, rows not of the row block */
+    check_encode(7, 7, 1, 1, 1);         /* k = 1, one row */
+    check_encode(9, 40, 40, 6, 3);       /* k = L */
+    check_encode(64, 1024, 32, 37, 2);
+    check_encode(33, 129, 8, 64, 5);     /* more threads than needed */
+}
+
+static void test_encode_threads(void)
+{
+    const size_t d = 40, L = 700, k = 12, rows = 50;
+    lsae_model *m = make_model(d, L, k, 3, 1);
+    float *x = (float *)malloc(rows * d * 4), *a1 = (float *)malloc(rows * k * 4), *a2 = (float *)malloc(rows * k * 4);
+    int32_t *i1 = (int32_t *)malloc(rows * k * 4), *i2 = (int32_t *)malloc(rows * k * 4);
+    size_t i;
+    int nt, bad = 0;
+    for (i = 0; i < rows * d; ++i) x[i] = (float)tu_normal();
+    OK(lsae_model_encode(m, x, rows, k, a1, i1));
+    for (nt = 2; nt <= 4; ++nt) {
+        lsae_model_set_num_threads(m, nt);
+        OK(lsae_model_encode(m, x, rows, k, a2, i2));
+        CHECKF(memcmp(a1, a2, rows * k * 4) == 0 && memcmp(i1, i2, rows * k * 4) == 0, "encode with %d threads differs from 1 thread", nt);
+    }
+    /* several threads encoding with one model at once, each its own rows */
+    lsae_model_set_num_threads(m, 2);
+    {
+        int r;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(4) reduction(+:bad)
+#endif
+        for (r = 0; r < (int)rows; ++r) {
+            float a[12];
+            int32_t ix[12];
+            if (lsae_model_encode(m, x + (size_t)r * d, 1, k, a, ix) != LSAE_OK ||
+                memcmp(a, a1 + (size_t)r * k, k * 4) != 0 || memcmp(ix, i1 + (size_t)r * k, k * 4) != 0) ++bad;
+        }
+    }
+    CHECKF(bad == 0, "%d rows differ when encoded from concurrent threads", bad);
+    /* NaN rows are refused, naming the row */
+    x[7 * d + 3] = NAN;
+    CHECK(lsae_model_encode(m, x, rows, k, a2, i2) == LSAE_INVALID_ARGS && msg_has("row 7"));
+    CHECK(lsae_model_encode(m, x, rows, L + 1, a2, i2) == LSAE_INVALID_ARGS);
+    i1[5] = (int32_t)L;
+    CHECK(lsae_model_decode(m, a1, i1, rows, k, x) == LSAE_INVALID_ARGS && msg_has("outside"));
+    lsae_model_free(m);
+    free(x); free(a1); free(a2); free(i1); free(i2);
+}
+
+/* train n steps from seed on fixed data; return the final weights */
+static float *train_run(size_t threads, int steps)
+{
+    const size_t d = 24, rows = 64;
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    lsae_trainer *t = NULL;
+    lsae_step_stats st;
+    float *x = (float *)malloc(rows * d * 4), *w;
+    size_t i;
+    int s;
+    c.num_latents = 96; c.k = 4; c.seed = 5; c.num_threads = (int)threads;
+    c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = (uint64_t)steps;
+    c.multi_topk = 1; c.dead_feature_threshold = 64; c.grad_acc_steps = 2;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_trainer_create(m, &c, &t));
+    tu_seed(99);
+    for (s = 0; s < 2 * steps; ++s) {
+        for (i = 0; i < rows * d; ++i) x[i] = (float)tu_normal() + (float)(i % d) * 0.1f;
+        OK(lsae_trainer_step(t, x, rows, &st));
+    }
+    CHECK(st.stepped && st.step == (uint64_t)steps);
+    w = (float *)malloc((96 * d * 2 + 96 + d) * 4);
+    OK(lsae_model_get_weights(m, w, w + 96 * d, w + 96 * d + 96, w + 96 * d * 2 + 96));
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    free(x);
+    return w;
+}
+
+static void test_determinism(void)
+{
+    const size_t n = (96 * 24 * 2 + 96 + 24) * 4;
+    float *a = train_run(1, 6), *b = train_run(1, 6), *c = train_run(2, 6), *e = train_run(3, 6);
+    CHECK(memcmp(a, b, n) == 0);   /* same seed, data, threads */
+    CHECK(memcmp(a, c, n) == 0);   /* and the thread count does not matter either */
+    CHECK(memcmp(a, e, n) == 0);
+    free(a); free(b); free(c); free(e);
+}
+
+static void test_trainer_batches(void)
+{
+    const size_t d = 8, L = 32;
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    lsae_trainer *t = NULL;
+    lsae_step_stats st;
+    float x[16 * 8], w0[32 * 8], w1[32 * 8], bd[8];
+    size_t i;
+    c.num_latents = L; c.k = 4; c.lr = 1e-3;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_trainer_create(m, &c, &t));
+    OK(lsae_model_get_weights(m, w0, NULL, NULL, NULL));
+    for (i = 0; i < 16 * 8; ++i) x[i] = (float)tu_normal();
+    CHECK(lsae_trainer_step(t, x, 1, &st) == LSAE_BAD_BATCH && msg_has("at least 2"));
+    for (i = 0; i < 16; ++i) memcpy(x + i * 8, x, 8 * 4); /* all rows equal: TV = 0 */
+    CHECK(lsae_trainer_step(t, x, 16, &st) == LSAE_BAD_BATCH && msg_has("variance"));
+    OK(lsae_model_get_weights(m, w1, NULL, NULL, bd));
+    CHECK(memcmp(w0, w1, sizeof w0) == 0);            /* nothing changed */
+    for (i = 0; i < 8; ++i) CHECK(bd[i] == 0);         /* not even b_dec's initialisation */
+    CHECK(lsae_trainer_steps_done(t) == 0);
+    for (i = 0; i < 16 * 8; ++i) x[i] = (float)tu_normal();
+    x[3 * 8 + 1] = NAN; x[9 * 8] = INFINITY;
+    OK(lsae_trainer_step(t, x, 16, &st));
+    CHECK(st.rows_dropped == 2 && st.rows_used == 14 && st.stepped == 1);
+    OK(lsae_model_get_weights(m, w1, NULL, NULL, NULL));
+    for (i = 0; i < 32 * 8; ++i) CHECK(isfinite(w1[i]));
+    /* an absurd learning rate: refused as non-finite, never silently NaN */
+    lsae_trainer_free(t);
+    c.lr = 1e30;
+    OK(lsae_trainer_create(m, &c, &t));
+    {
+        lsae_result r = LSAE_OK;
+        int s;
+        for (s = 0; s < 20 && r == LSAE_OK; ++s) {
+            for (i = 0; i < 16 * 8; ++i) x[i] = (float)tu_normal();
+            r = lsae_trainer_step(t, x, 16, &st);
+        }
+        CHECK(r == LSAE_NOT_FINITE);
+        CHECK(lsae_trainer_step(t, x, 16, &st) == LSAE_NOT_FINITE);
+    }
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+}
+
+static void test_files(void)
+{
+    const size_t d = 20, L = 70;
+    lsae_model *m = make_model(d, L, 6, 4, 0), *m2 = NULL;
+    float a[2][70 * 20 * 2 + 70 + 20];
+    const lsae_config *c2;
+    lsae_config c;
+    const char *v2024 = "{\"expansion_factor\":32,\"normalize_decoder\":true,\"num_latents\":0,\"k\":64,\"signed\":false,\"d_in\":768}";
+    const char *today = "{\"sae_type\": \"TOPK\", \"expansion_factor\": 32, \"normalize_decoder\": true, \"num_latents\": 0, \"k\": 64, \"multi_topk\": false, \"jumprelu_init_threshold\": 0.001, \"k_anneal\": false, \"lista_eta\": 0.1, \"decorr_alpha\": 0.0, \"d_in\": 384}";
+    const char *sparsify = "{\"activation\": \"topk\", \"expansion_factor\": 32, \"normalize_decoder\": true, \"num_latents\": 131072, \"k\": 32, \"multi_topk\": false, \"skip_connection\": false, \"transcode\": false, \"d_in\": 4096}";
+    OK(lsae_model_save(m, "build/test_model"));
+    OK(lsae_model_load("build/test_model", NULL, &m2));
+    OK(lsae_model_get_weights(m, a[0], a[0] + L * d, a[0] + L * d + L, a[0] + L * d * 2 + L));
+    OK(lsae_model_get_weights(m2, a[1], a[1] + L * d, a[1] + L * d + L, a[1] + L * d * 2 + L));
+    CHECK(memcmp(a[0], a[1], sizeof a[0]) == 0);
+    c2 = lsae_model_config(m2);
+    CHECK(c2->d_in == d && c2->num_latents == L && c2->k == 6 && c2->normalize_decoder == 1);
+    lsae_model_free(m2);
+    CHECK(lsae_model_load("build/no_such_model", NULL, &m2) == LSAE_NOT_FOUND && m2 == NULL && msg_has("cfg.json"));
+
+    OK(lsae_config_from_json(v2024, strlen(v2024), &c));
+    CHECK(c.d_in == 768 && lsae_config_num_latents(&c) == 768 * 32 && c.k == 64);
+    OK(lsae_config_from_json(today, strlen(today), &c));
+    CHECK(c.d_in == 384 && lsae_config_num_latents(&c) == 384 * 32 && c.k == 64);
+    OK(lsae_config_from_json(sparsify, strlen(sparsify), &c));
+    CHECK(c.d_in == 4096 && lsae_config_num_latents(&c) == 131072 && c.k == 32);
+    {
+        static const char *refused[] = {
+            "{\"d_in\":8,\"k\":2,\"signed\":true}", "{\"d_in\":8,\"k\":2,\"sae_type\":\"gated\"}",
+            "{\"d_in\":8,\"k\":2,\"sae_type\":\"jumprelu\"}", "{\"d_in\":8,\"k\":2,\"activation\":\"groupmax\"}",
+            "{\"d_in\":8,\"k\":2,\"skip_connection\":true}", "{\"d_in\":8,\"k\":2,\"transcode\":true}" };
+        static const char *bad[] = { "{\"k\":2}", "{\"d_in\":-8}", "{\"d_in\":8,\"k\":2", "[1,2]", "{\"d_in\":8,\"k\":\"two\"}", "{\"d_in\":8,\"k\":100000}" };
+        size_t i;
+        for (i = 0; i < 6; ++i) CHECKF(lsae_config_from_json(refused[i], strlen(refused[i]), &c) == LSAE_UNSUPPORTED, "%s accepted", refused[i]);
+        for (i = 0; i < 6; ++i) CHECKF(lsae_config_from_json(bad[i], strlen(bad[i]), &c) != LSAE_OK, "%s accepted", bad[i]);
+    }
+    /* half floats */
+    NEAR(lsae__f16_to_f32(0x3C00), 1.0, 0);
+    NEAR(lsae__f16_to_f32(0xC000), -2.0, 0);
+    NEAR(lsae__f16_to_f32(0x7BFF), 65504.0, 0);
+    NEAR(lsae__f16_to_f32(0x0001), 5.960464477539063e-08, 0);
+    NEAR(lsae__f16_to_f32(0x03FF), 6.097555160522461e-05, 0);
+    CHECK(isinf(lsae__f16_to_f32(0x7C00)) && isnan(lsae__f16_to_f32(0x7E00)));
+    NEAR(lsae__bf16_to_f32(0x3F80), 1.0, 0);
+    NEAR(lsae__bf16_to_f32(0xC0A0), -5.0, 0);
+    lsae_model_free(m);
+}
+
+/* corrupt safetensors files: every one refused with a message, none crashes */
+static void write_bytes(const char *path, const char *hdr, size_t data_len)
+{
+    FILE *f = fopen(path, "wb");
+    unsigned long long n = strlen(hdr);
+    unsigned char len8[8];
+    int i;
+    for (i = 0; i < 8; ++i) len8[i] = (unsigned char)(n >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fwrite(hdr, 1, strlen(hdr), f);
+    for (i = 0; i < (int)data_len; ++i) fputc(0, f);
+    fclose(f);
+}
+
+static void test_bad_safetensors(void)
+{
+    struct { const char *hdr; size_t data; const char *msg; } cases[] = {
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "JSON" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "past the end" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "need" },
+        { "{\"a\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "unknown dtype" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16, "padded" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,8]}}", 8, "overflows" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "data_offsets" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,8]}}", 8, "twice" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "lacks" },
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        lsae__st st;
+        FILE *f = NULL;
+        lsae_result r;
+        write_bytes("build/bad.safetensors", cases[i].hdr, cases[i].data);
+        r = lsae__st_open("build/bad.safetensors", NULL, &f, &st);
+        CHECKF(r == LSAE_BAD_FILE && msg_has(cases[i].msg) && msg_has("build/bad.safetensors"), "case %zu: %s -> %s", i, cases[i].hdr, lsae_last_error());
+        if (r == LSAE_OK) { fclose(f); lsae__st_free(&st); }
+    }
+    {
+        /* a header length of 2^62 is refused before any allocation */
+        FILE *f = fopen("build/bad.safetensors", "wb");
+        lsae__st st;
+        FILE *g = NULL;
+        unsigned char len8[8] = { 0, 0, 0, 0, 0, 0, 0, 0x40 };
+        fwrite(len8, 1, 8, f);
+        fputs("{}", f);
+        fclose(f);
+        CHECK(lsae__st_open("build/bad.safetensors", NULL, &g, &st) == LSAE_BAD_FILE && msg_has("header claims"));
+    }
+}
+
+int main(void)
+{
+    tu_seed(1);
+    test_topk();
+    test_gemm();
+    test_config();
+    test_init();
+    test_encode();
+    test_encode_threads();
+    test_determinism();
+    test_trainer_batches();
+    test_files();
+    test_bad_safetensors();
+    return TEST_SUMMARY("test_core");
+}
