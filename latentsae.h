@@ -356,6 +356,116 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
    normalize_decoder, multi_topk); refuses variants we do not implement. */
 LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_config *cfg);
 
+/* --------------------------------------------------- Hugging Face cache */
+
+/* Resolve OWNER/NAME[/SUBFOLDER] in the local Hugging Face hub cache
+   (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), offline:
+   models--OWNER--NAME/snapshots/<refs/main or the only revision>/SUBFOLDER.
+   When it is not there the message gives the command that downloads it. */
+LSAE_DEF lsae_result lsae_hf_resolve(const char *repo, const char *subfolder, char *path, size_t cap);
+/* lsae_model_load on what lsae_hf_resolve finds. */
+LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
+                                        const lsae_allocator *alloc, lsae_model **out);
+
+/* ------------------------------------------------------------- checkpoints */
+
+/* A checkpoint directory: the model files plus the trainer's state
+   (state.bin: Adam moments, step, dead-latent counters, b_dec flag) and an
+   opaque caller blob (the data position, an RNG state, ...). The whole
+   directory is written under a temporary name and swapped into place, so a
+   crash at any moment leaves the previous checkpoint or the new one. */
+LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
+                                          const lsae_trainer *trainer, const void *blob,
+                                          size_t blob_len);
+/* Restores model weights and trainer state from dir into existing objects of
+   the same shape; copies at most blob_cap bytes of the blob, its length in
+   *blob_len (may be NULL). */
+LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
+                                          lsae_trainer *trainer, void *blob, size_t blob_cap,
+                                          size_t *blob_len);
+
+/* -------------------------------------------------------------- datasets */
+
+/* Embedding rows on disk, read as float32:
+   .npy (v1-v3, C order, <f4 or <f2), memory-mapped where the OS allows;
+   .safetensors holding a 2-D F32/F16/BF16 tensor (named, or the only 2-D one);
+   raw dumps (f32, f16, bf16; the width must be given);
+   torch .pt files holding one 2-D float tensor (torch.save's zip layout);
+   a directory of shards (data-*.npy, or every file of one kind, sorted by
+   name) read as one dataset. */
+typedef enum lsae_format {
+    LSAE_FORMAT_AUTO = 0,   /* by extension, then by magic bytes */
+    LSAE_FORMAT_NPY = 1,
+    LSAE_FORMAT_SAFETENSORS = 2,
+    LSAE_FORMAT_RAW = 3,
+    LSAE_FORMAT_TORCH = 4
+} lsae_format;
+
+typedef enum lsae_dtype {
+    LSAE_DTYPE_F32 = 1,
+    LSAE_DTYPE_F16 = 2,
+    LSAE_DTYPE_BF16 = 3
+} lsae_dtype;
+
+typedef struct lsae_dataset_options {
+    lsae_format format;        /* LSAE_FORMAT_AUTO */
+    const char *tensor_name;   /* .safetensors: the tensor to read; NULL: the only 2-D one */
+    size_t raw_d_in;           /* raw dumps: values per row (required) */
+    lsae_dtype raw_dtype;      /* raw dumps: LSAE_DTYPE_F32 */
+} lsae_dataset_options;
+
+typedef struct lsae_dataset lsae_dataset;
+
+LSAE_DEF lsae_dataset_options lsae_dataset_options_default(void);
+/* Open a file or a directory of shards; every shard must have the same width. */
+LSAE_DEF lsae_result lsae_dataset_open(const char *path, const lsae_dataset_options *opt,
+                                       const lsae_allocator *alloc, lsae_dataset **out);
+LSAE_DEF void lsae_dataset_close(lsae_dataset *ds);
+LSAE_DEF uint64_t lsae_dataset_rows(const lsae_dataset *ds);
+LSAE_DEF size_t lsae_dataset_d_in(const lsae_dataset *ds);
+/* Rows [first, first + count) as float32 into out [count, d_in], converted
+   from the file's dtype; NaN/Inf are passed through (the loader drops them). */
+LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t count, float *out);
+
+/* Batches for training: shard order shuffled, then rows shuffled inside a
+   large in-memory window, all from a seed; a background thread fills the next
+   window while the trainer works; rows with NaN/Inf are dropped and counted.
+   The sequence depends only on the dataset, the options and the seed, so a
+   run resumed with lsae_loader_seek sees exactly the batches it would have. */
+typedef struct lsae_loader_options {
+    size_t batch_size;          /* rows per batch; required */
+    int shuffle;                /* 1 */
+    uint64_t seed;              /* 0 */
+    size_t window_rows;         /* rows shuffled together in memory; 0: about 256 MiB worth */
+    int prefetch;               /* 1: read ahead in a background thread */
+    uint64_t epochs;            /* passes over the data; 1 */
+    uint64_t max_rows;          /* stop after this many source rows; 0: no limit */
+    int drop_last;              /* 1: no short final batch */
+} lsae_loader_options;
+
+typedef struct lsae_loader_stats {
+    uint64_t rows_read;         /* source rows consumed (the position) */
+    uint64_t rows_dropped;      /* of those, rows with NaN or Inf */
+    uint64_t batches;
+    uint64_t epoch;
+    double stall_seconds;       /* time next() waited for the disk */
+} lsae_loader_stats;
+
+typedef struct lsae_loader lsae_loader;
+
+LSAE_DEF lsae_loader_options lsae_loader_options_default(size_t batch_size);
+/* The loader reads from ds, which must outlive it. */
+LSAE_DEF lsae_result lsae_loader_create(lsae_dataset *ds, const lsae_loader_options *opt,
+                                        lsae_loader **out);
+LSAE_DEF void lsae_loader_free(lsae_loader *ld);
+/* The next batch: *batch points to rows x d_in floats, valid until the next
+   call; *rows = 0 when the data (all epochs, or max_rows) is used up. */
+LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size_t *rows);
+LSAE_DEF void lsae_loader_get_stats(const lsae_loader *ld, lsae_loader_stats *stats);
+/* Continue from a position (stats.rows_read of an earlier run with the same
+   dataset, options and seed): the following batches are the ones that run saw. */
+LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
+
 #endif /* LSAE_NO_STDIO */
 
 #ifdef __cplusplus
