@@ -2,6 +2,7 @@
 #   NO_OMP=1     build without OpenMP
 #   ARCH=...     target flags (default -march=native; ARCH= for a portable build)
 #   PYTHON=...   a python3 with numpy and torch (default: the first that has them)
+#   SYSPY=...    the python3 whose torch and numpy the interop venv sees (/usr/bin/python3)
 
 CC ?= cc
 CXX ?= c++
@@ -23,10 +24,12 @@ CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 HDR = latentsae.h
-TESTS = test_core test_gradcheck test_planted
+TESTS = test_core test_gradcheck test_planted test_files
+SYSPY ?= /usr/bin/python3
+VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize demo clean info
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop demo clean info
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart
 
@@ -34,7 +37,7 @@ info:
 	@if [ -n "$(OMP)" ]; then echo "✓ OpenMP found ($(CC) -fopenmp)"; else echo "✗ OpenMP off: building single-threaded"; fi
 	@if [ -n "$(PYTHON)" ]; then echo "✓ python with numpy and torch: $(PYTHON)"; else echo "✗ no python3 with numpy and torch: the PyTorch parity test cannot run (apt install python3-torch python3-numpy)"; fi
 
-$(BUILD) $(BUILD)/noomp $(BUILD)/asan $(BUILD)/cxx $(BUILD)/compile:
+$(BUILD) $(BUILD)/noomp $(BUILD)/asan $(BUILD)/cxx $(BUILD)/compile $(BUILD)/strict:
 	@mkdir -p $@
 
 $(BUILD)/%: tests/%.c $(TEST_DEPS) | $(BUILD)
@@ -54,8 +57,27 @@ $(BUILD)/cxx/%: tests/%.c $(TEST_DEPS) | $(BUILD)/cxx
 $(BUILD)/asan/%: tests/%.c $(TEST_DEPS) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
 
-test: info test-compile test-c test-noomp test-cxx test-sanitize test-parity
+test: info test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop
 	@echo "all tests passed"
+
+# the file tests as strict ISO C99 (no POSIX: no mmap, no threads, no
+# directory listing): the portable fallbacks must give the same answers
+$(BUILD)/strict/test_files: tests/test_files.c $(TEST_DEPS) | $(BUILD)/strict
+	$(CC) $(CSTD) $(OPT) $(WARN) -g -DLSAE_TEST_NO_POSIX -o $@ $< -lm
+test-strict: $(BUILD)/strict/test_files
+	@echo "== strict/test_files"; $(BUILD)/strict/test_files > /dev/null && echo "== strict C99 without POSIX: ok"
+
+# files written and read by the real Python tools: latent-sae (PyPI), numpy,
+# torch (Debian's), safetensors, pyarrow; in a venv that sees Debian's torch
+$(VENV)/.installed: tests/requirements-files.txt
+	rm -rf $(VENV)
+	$(SYSPY) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r tests/requirements-files.txt
+	@touch $@
+$(BUILD)/files_driver: tests/files_driver.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
+test-interop: $(VENV)/.installed $(BUILD)/files_driver
+	$(VENV)/bin/python tests/test_files_python.py $(BUILD)/files_driver
 
 test-c: $(addprefix $(BUILD)/,$(TESTS))
 	@for t in $(TESTS); do echo "== $$t"; $(BUILD)/$$t || exit 1; done

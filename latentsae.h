@@ -4145,6 +4145,15 @@ static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
 #undef LSAE__PUSH
 }
 
+/* whether tensor value t has a size tuple of two entries */
+static int lsae__pickle_is_2d(const lsae__pickle *P, size_t t)
+{
+    size_t args = P->v[t].n, sz;
+    if (P->v[args].type != LSAE__PV_TUPLE || P->v[args].n < 4) return 0;
+    sz = P->kids[P->v[args].s + 2];
+    return P->v[sz].type == LSAE__PV_TUPLE && P->v[sz].n == 2;
+}
+
 /* Find the tensor to read in the unpickled value v: v itself, or the one
    2-D tensor (or the one named `name`) inside a dict, list or tuple. */
 static size_t lsae__pickle_pick(const lsae__pickle *P, size_t v, const char *name, size_t *found)
@@ -4156,12 +4165,12 @@ static size_t lsae__pickle_pick(const lsae__pickle *P, size_t v, const char *nam
         for (i = 0; i + 1 < P->v[v].n; i += 2) {
             size_t key = P->kids[P->v[v].s + i], val = P->kids[P->v[v].s + i + 1];
             if (P->v[val].type != LSAE__PV_TENSOR) continue;
-            if (name ? lsae__pv_streq(P, key, name) : 1) { ++*found; pick = val; }
+            if (name ? lsae__pv_streq(P, key, name) : lsae__pickle_is_2d(P, val)) { ++*found; pick = val; }
         }
     } else if (P->v[v].type == LSAE__PV_LIST || P->v[v].type == LSAE__PV_TUPLE) {
         for (i = 0; i < P->v[v].n; ++i) {
             size_t val = P->kids[P->v[v].s + i];
-            if (P->v[val].type == LSAE__PV_TENSOR) { ++*found; pick = val; }
+            if (P->v[val].type == LSAE__PV_TENSOR && lsae__pickle_is_2d(P, val)) { ++*found; pick = val; }
         }
     }
     return pick;
@@ -4206,8 +4215,8 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
     if ((r = lsae__pickle_run(&P, &top)) != LSAE_OK) goto done;
     tv = lsae__pickle_pick(&P, top, name, &found);
     if (found != 1) {
-        r = lsae__err(found ? LSAE_INVALID_ARGS : LSAE_BAD_FILE, "%s: holds %s%zu tensors%s%s; %s", path, name ? "" : "", found,
-                      name ? " named " : "", name ? name : "", found ? "name the one to read" : "torch.save(tensor) of one 2-D float tensor is expected");
+        r = lsae__err(found ? LSAE_INVALID_ARGS : LSAE_BAD_FILE, "%s: holds %zu %s%s; %s", path, found,
+                      name ? "tensors named " : "2-D tensors", name ? name : "", found ? "name the one to read" : "torch.save(tensor) of one 2-D float tensor is expected");
         goto done;
     }
     args = P.v[tv].n;
