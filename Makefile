@@ -29,7 +29,7 @@ SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop demo clean info
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop bench-loader demo clean info
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart
 
@@ -107,6 +107,12 @@ test-compile: | $(BUILD)/compile
 	if command -v clang >/dev/null 2>&1; then for src in $(COMPILE_SRC); do n=$$(basename $$src .c); \
 	  clang -std=c99 $(WARN) -o $(BUILD)/compile/$$n $$src -lm && $(BUILD)/compile/$$n > /dev/null || { echo "FAILED: clang $$src"; exit 1; }; done; fi; \
 	echo "== header compiles as C99, C11, C++11, C++17, with and without OpenMP: ok"
+
+# the data-path benchmark (not a test): shuffled batches vs a sequential read
+$(BUILD)/bench_loader: bench/bench_loader.c $(HDR) | $(BUILD)
+	$(CC) -std=c99 $(OPT) $(ARCH) $(WARN) -o $@ $< -lm
+bench-loader: $(BUILD)/bench_loader
+	$(BUILD)/bench_loader
 
 demo: $(BUILD)/quickstart
 	$(BUILD)/quickstart

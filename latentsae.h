@@ -124,9 +124,40 @@
                             a run-time lsae_allocator overrides it per object
       LSAE_ASSERT(x)        internal consistency checks (default: assert)
       LSAE_NO_STDIO         leave out every function that touches files
+      LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
+      LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
+                            the batches are the same)
       LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
+
+   Files (SPEC section 3; the functions are under "files" below).
+   - Models: DIR/cfg.json + DIR/sae.safetensors, read and written as
+     latent-sae and sparsify do (F32, F16, BF16 read; F32 written); every
+     cfg.json version in the wild; SAELens directories converted both ways;
+     published models found offline in the Hugging Face cache.
+   - Embeddings: .npy (v1-v3, <f4/<f2, C order), .safetensors (a 2-D F32,
+     F16 or BF16 tensor), raw f32/f16/bf16 dumps, torch.save'd .pt tensors,
+     and directories of such shards; Parquet through tools/parquet_to_npy.py.
+     Files are memory-mapped where POSIX allows, and every header is checked
+     against the file's size before anything is allocated.
+   - Loader: shuffled (pieces of the data per epoch, rows inside a window),
+     seeded, seekable by rows consumed, prefetched by a thread where POSIX
+     threads exist (link with -pthread on glibc older than 2.34), NaN/Inf
+     rows dropped and counted.
+   - Checkpoints: a directory with the model files and state.bin:
+        "LSAESTAT", u32 version 1, u32 header size 128, u64 d_in, L, k,
+        optimizer steps, u32 b_dec initialised, u32 flags, u64 blob length,
+        u64 hashes of cfg.json and sae.safetensors, u64 payload length,
+        zero padding to 128; then u64 samples-since-fired [L], Adam m and v
+        (W_enc, b_enc, W_dec, b_dec as float32), the caller's blob; then a
+        u64 hash of all that (little-endian throughout; the hash is defined
+        at lsae__hash). Written as DIR.tmp and swapped in by renames, so a
+        kill -9 at any moment leaves a checkpoint that loads.
+   A program that defines _POSIX_C_SOURCE (or builds in the compiler's
+   default mode) gets mmap, the prefetch thread and directory listing; a
+   strict ISO C build reads with stdio, loads synchronously and takes files
+   one at a time.
 
    Glossary: a latent is "dead" when it has not been in any row's top-k for
    more than dead_feature_threshold training rows; AuxK trains the top
@@ -391,9 +422,9 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
 
 /* A checkpoint directory: the model files (cfg.json, sae.safetensors, which
    latent-sae loads as a model) plus the trainer's state in state.bin (Adam
-   moments, step, dead-latent counters, b_dec flag; format documented at
-   lsae__ckpt_verify in the implementation: magic "LSAESTAT", version, dims,
-   checksums) and an opaque caller blob (the loader's rows_read, an RNG
+   moments, step, dead-latent counters, b_dec flag; the format is in the
+   doc block at the top of this file and at the "checkpoints" section of
+   the implementation) and an opaque caller blob (the loader's rows_read, an RNG
    state, ...). The whole directory is written as DIR.tmp and swapped into
    place by renames, so a crash (kill -9, power loss) at any moment leaves the
    previous checkpoint or the new one loadable. trainer may be NULL (model
@@ -3155,6 +3186,9 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 #endif
 #else
 #include <time.h>
+#if defined(_WIN32)
+#include <sys/stat.h>
+#endif
 #endif
 
 /* Seconds on a monotonic clock where there is one (the loader's stall time). */
@@ -4671,7 +4705,7 @@ typedef struct lsae__window {
     const unsigned char **rowp; /* [W] where each row's float32 bytes are, in virtual order */
     float *rows;            /* [W, d] rows that had to be converted; allocated when first needed */
     uint32_t *perm;         /* [W] emission order */
-    unsigned char *bad;     /* [W] row holds NaN or Inf */
+    unsigned char touch;    /* what reading the pages gave, kept so it is not optimised away */
     int state;
     lsae_result err;
     char msg[512];
@@ -4827,10 +4861,12 @@ static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t 
     vend = v0 + w->n;
     /* Rows of a memory-mapped little-endian float32 shard are used where they
        lie (no copy: the batch is gathered straight from the page cache);
-       other rows are read and converted into w->rows. Either way in slices
-       of about 256 KiB whose non-finite rows are flagged while the slice is
-       in cache. Scanning a mapped slice also faults its pages in here, in
-       the prefetch thread, rather than in the consumer. */
+       other rows are read and converted into w->rows, in slices of about
+       256 KiB. A mapped slice has one byte of each of its pages read here,
+       so a file not yet in the page cache is read from disk by this (the
+       prefetch) thread, not by the consumer. Non-finite rows are found as
+       they are copied into a batch, while they are in cache: the data is
+       read once. */
     {
         const size_t rb = ld->d * sizeof(float);
         size_t slice = ((size_t)256 << 10) / rb;
@@ -4843,17 +4879,20 @@ static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t 
             if (take > slice) take = slice;
             direct = lsae__dataset_direct(ld->ds, ld->piece_first[p] + in);
             if (direct) {
+                const size_t bytes = (size_t)take * rb;
+                size_t q;
+                unsigned char touch = 0;
                 for (r = 0; r < (size_t)take; ++r) w->rowp[at + r] = direct + r * rb;
+                for (q = 0; q < bytes; q += 4096) touch ^= direct[q];
+                touch ^= direct[bytes - 1];
+                w->touch ^= touch;
             } else {
                 if (!w->rows && !(w->rows = (float *)lsae__alloc_array(ld->alloc, (size_t)ld->W, rb, "loader window (lower window_rows?)")))
                     return LSAE_OUT_OF_MEMORY;
                 if ((res = lsae_dataset_read(ld->ds, ld->piece_first[p] + in, (size_t)take, w->rows + at * ld->d)) != LSAE_OK) return res;
                 for (r = 0; r < (size_t)take; ++r) w->rowp[at + r] = (const unsigned char *)(w->rows + (at + r) * ld->d);
             }
-            for (r = at; r < at + (size_t)take; ++r) {
-                w->bad[r] = (unsigned char)lsae__row_nonfinite(w->rowp[r], ld->d);
-                w->perm[r] = (uint32_t)r;
-            }
+            for (r = at; r < at + (size_t)take; ++r) w->perm[r] = (uint32_t)r;
             v += take;
             if (v >= ld->vstart[lo + 1]) ++lo;
         }
@@ -4948,7 +4987,6 @@ LSAE_DEF void lsae_loader_free(lsae_loader *ld)
         lsae__free(ld->alloc, ld->win[i].rows);
         lsae__free(ld->alloc, (void *)ld->win[i].rowp);
         lsae__free(ld->alloc, ld->win[i].perm);
-        lsae__free(ld->alloc, ld->win[i].bad);
     }
     lsae__free(ld->alloc, ld->piece_first);
     lsae__free(ld->alloc, ld->piece_rows);
@@ -5015,8 +5053,7 @@ LSAE_DEF lsae_result lsae_loader_create(lsae_dataset *ds, const lsae_loader_opti
     }
     for (i = 0; i < (size_t)ld->nslots; ++i) {
         if (!(ld->win[i].rowp = (const unsigned char **)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(unsigned char *), "loader window rows")) ||
-            !(ld->win[i].perm = (uint32_t *)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(uint32_t), "loader window order")) ||
-            !(ld->win[i].bad = (unsigned char *)lsae__alloc_array(ld->alloc, (size_t)W, 1, "loader window flags"))) {
+            !(ld->win[i].perm = (uint32_t *)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(uint32_t), "loader window order"))) {
             lsae_loader_free(ld);
             return LSAE_OUT_OF_MEMORY;
         }
@@ -5084,8 +5121,21 @@ LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size
         if ((uint64_t)(end - off) > ld->total - ld->pos) end = off + (size_t)(ld->total - ld->pos);
         while (off < end && count < B) {
             uint32_t src = w->perm[off++];
-            if (w->bad[src]) ++ld->stats.rows_dropped;
-            else memcpy(ld->batch + count++ * ld->d, w->rowp[src], ld->d * sizeof(float));
+#if defined(__GNUC__) || defined(__clang__)
+            /* the rows come from random places: start fetching one a few
+               rows ahead (its first lines and its page-table walk) while
+               this one is copied */
+            if (off + 3 < end) {
+                const unsigned char *nx = w->rowp[w->perm[off + 3]];
+                __builtin_prefetch(nx, 0, 0);
+                __builtin_prefetch(nx + 64, 0, 0);
+                __builtin_prefetch(nx + 4 * ld->d - 1, 0, 0);
+            }
+#endif
+            /* copy, then check the copy while it is in cache; a bad row is overwritten by the next */
+            memcpy(ld->batch + count * ld->d, w->rowp[src], ld->d * sizeof(float));
+            if (lsae__row_nonfinite((const unsigned char *)(ld->batch + count * ld->d), ld->d)) ++ld->stats.rows_dropped;
+            else ++count;
         }
         ld->pos = w->start + off;
     }
