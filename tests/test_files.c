@@ -360,6 +360,76 @@ static void test_safetensors_data(void)
     CHECKF(r == LSAE_BAD_FILE && msg_has("1 dimensions"), "%s", lsae_last_error());
 }
 
+/* safetensors headers beyond test_core's cases: each refused, naming the file */
+static void st_file(const char *path, const char *hdr, size_t data)
+{
+    FILE *f = fopen(path, "wb");
+    unsigned char len8[8];
+    size_t i, n = strlen(hdr);
+    for (i = 0; i < 8; ++i) len8[i] = (unsigned char)((unsigned long long)n >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fwrite(hdr, 1, n, f);
+    for (i = 0; i < data; ++i) fputc(0, f);
+    fclose(f);
+}
+
+static void test_safetensors_headers(void)
+{
+    static const struct { const char *hdr; size_t data; const char *msg; } cases[] = {
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, "gap" },
+        { "{\"__metadata__\":[1,2],\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "__metadata__" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, "bad shape" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "bad size" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,\"8\"]}}", 8, "data_offsets" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,16]}}", 16, "data_offsets" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "at most 8" },
+        { "{\"a\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "need 6" },
+        { "[1, 2, 3]", 0, "not a JSON object" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}trailing", 8, "after the value" },
+    };
+    const char *p = TDIR "/bad.safetensors";
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        lsae_dataset *ds = NULL;
+        lsae_dataset_options o = lsae_dataset_options_default();
+        lsae_result r;
+        st_file(p, cases[i].hdr, cases[i].data);
+        o.format = LSAE_FORMAT_SAFETENSORS;
+        r = lsae_dataset_open(p, &o, NULL, &ds);
+        CHECKF(r == LSAE_BAD_FILE && msg_has(cases[i].msg) && msg_has(p), "case %zu: %s -> %s: %s", i, cases[i].hdr, lsae_result_string(r), lsae_last_error());
+    }
+    {
+        lsae_dataset *ds = NULL;
+        lsae_dataset_options o = lsae_dataset_options_default();
+        o.format = LSAE_FORMAT_SAFETENSORS;
+        write_bytes(p, "abc", 3);
+        CHECK(lsae_dataset_open(p, &o, NULL, &ds) == LSAE_BAD_FILE && msg_has("too short"));
+    }
+    /* a model whose weights file was cut short: refused, no model returned */
+    {
+        lsae_config c = lsae_config_default(8);
+        lsae_model *m = NULL, *m2 = NULL;
+        FILE *f;
+        long n;
+        char *buf;
+        c.k = 2;
+        c.expansion_factor = 2;
+        OK(lsae_model_create(&c, NULL, &m));
+        OK(lsae_model_save(m, TDIR "/cut_model"));
+        f = fopen(TDIR "/cut_model/sae.safetensors", "rb");
+        fseek(f, 0, SEEK_END);
+        n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        buf = (char *)malloc((size_t)n);
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) CHECK(0);
+        fclose(f);
+        write_bytes(TDIR "/cut_model/sae.safetensors", buf, (size_t)n - 10);
+        CHECK(lsae_model_load(TDIR "/cut_model", NULL, &m2) == LSAE_BAD_FILE && m2 == NULL && msg_has("truncated"));
+        free(buf);
+        lsae_model_free(m);
+    }
+}
+
 static void test_torch_errors(void)
 {
     /* real torch files are in test_files_python.py; here the zip layer's refusals */
@@ -1257,6 +1327,7 @@ int main(int argc, char **argv)
     test_npy();
     test_raw();
     test_safetensors_data();
+    test_safetensors_headers();
     test_torch_errors();
     test_directory();
     test_loader();
