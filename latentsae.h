@@ -5778,6 +5778,18 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
         const lsae__st_tensor *t = &st.t[i];
         int q, known = 0;
         for (q = 0; q < 4; ++q) known |= strcmp(t->name, names[q]) == 0;
+        if (!known && strcmp(t->name, "scaling_factor") == 0 && t->ndim == 1 && t->shape[0] == L) {
+            /* older SAELens files carry a fine-tuning scaling factor; all ones
+               (as SAELens itself then drops it) is harmless, anything else is not */
+            float *sf = (float *)lsae__alloc_array(m->alloc, L, sizeof(float), "scaling_factor");
+            if (!sf) { r = LSAE_OUT_OF_MEMORY; goto done; }
+            if ((r = lsae__st_read_f32(f, path, &st, t, 0, L, sf)) == LSAE_OK)
+                for (j = 0; j < L; ++j)
+                    if (sf[j] != 1.0f) { r = lsae__err(LSAE_UNSUPPORTED, "%s: scaling_factor[%zu] is %g; only an all-ones scaling factor converts", path, j, (double)sf[j]); break; }
+            lsae__free(m->alloc, sf);
+            if (r != LSAE_OK) goto done;
+            continue;
+        }
         if (!known) { r = lsae__err(LSAE_UNSUPPORTED, "%s: holds tensor '%s', which a SAELens TopK SAE does not have; refusing rather than ignoring it", path, t->name); goto done; }
     }
     for (i = 0; i < 4; ++i) {

@@ -1279,6 +1279,25 @@ static void test_saelens(void)
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
         res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
         CHECKF(res == LSAE_UNSUPPORTED && msg_has("expected_average_only_in"), "%s", lsae_last_error());
+        /* an all-ones scaling_factor (older SAELens) is accepted, another one is not */
+        {
+            lsae__st_out t5[5];
+            float sf[40];
+            for (i = 0; i < L; ++i) sf[i] = 1.0f;
+            memcpy(t5, ts, sizeof ts);
+            t5[4].name = "scaling_factor"; t5[4].ndim = 1; t5[4].shape[0] = L; t5[4].data = sf;
+            cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5}";
+            write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
+            OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
+            lsae_model_free(m2);
+            m2 = NULL;
+            sf[3] = 2.0f;
+            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
+            res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
+            CHECKF(res == LSAE_UNSUPPORTED && msg_has("scaling_factor[3]"), "%s", lsae_last_error());
+            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
+        }
         cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 41, \"k\": 5}";
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
         res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
