@@ -2267,6 +2267,10 @@ static lsae_result lsae__json_value(lsae__json *j, size_t *pos, int depth)
             }
         }
         j->tok[ti].size = count;
+    } else if (c == '-' && j->n - *pos >= 9 && memcmp(j->s + *pos + 1, "Infinity", 8) == 0) {
+        /* Python's json writes -Infinity too */
+        j->tok[ti].type = LSAE__J_NUM;
+        *pos += 9;
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         p = *pos;
         if (j->s[p] == '-') ++p;

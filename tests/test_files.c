@@ -116,6 +116,12 @@ static void test_cfg_versions(void)
     CHECK(c.d_in == 768 && lsae_config_num_latents(&c) == 768 * 32 && c.k == 64 && c.normalize_decoder == 1);
     OK(lsae_config_from_json(today, strlen(today), &c));
     CHECK(c.d_in == 16 && lsae_config_num_latents(&c) == 64 && c.k == 4 && c.multi_topk == 0);
+    {
+        /* Python's json.dump writes NaN, Infinity and -Infinity for floats we do not read */
+        const char *py = "{\"d_in\": 8, \"k\": 2, \"a\": NaN, \"b\": Infinity, \"c\": -Infinity, \"e\": [1e-3, -0.5, \"\\u00e9\"]}";
+        OK(lsae_config_from_json(py, strlen(py), &c));
+        CHECK(c.d_in == 8 && c.k == 2);
+    }
     OK(lsae_config_from_json(sparsify, strlen(sparsify), &c));
     CHECK(c.d_in == 2048 && lsae_config_num_latents(&c) == 65536 && c.k == 32);
     for (i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
