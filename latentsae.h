@@ -4688,9 +4688,11 @@ LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t 
    with shards smaller than P it is exactly a shuffle of the shard order.
 
    Windows: virtual rows [w W, min((w + 1) W, N)) form window w of the epoch
-   (W = window_rows). A window is read whole (a few long sequential reads, one
-   per piece it touches) and its rows are emitted in the order of a
-   Fisher-Yates shuffle drawn from key(seed, e, w).
+   (W = window_rows). A window is brought in whole by the prefetch thread (a
+   few long sequential passes, one per piece it touches: pages of mapped
+   float32 shards are touched, other rows read and converted) and its rows
+   are emitted in the order of a Fisher-Yates shuffle drawn from
+   key(seed, e, w).
 
    Rows holding NaN or Inf are skipped and counted; the others fill batches of
    batch_size rows in stream order, across window and epoch boundaries. A
