@@ -116,8 +116,9 @@ static lsae_result lsae__cu_fail(cudaError_t e, const char *what, int line)
 
 #define LSAE__CU(call) do { cudaError_t lsae__e = (call); \
     if (lsae__e != cudaSuccess) return lsae__cu_fail(lsae__e, #call, __LINE__); } while (0)
-/* after every kernel launch: a bad configuration shows here, a fault later */
-#define LSAE__LAUNCHED(name) LSAE__CU(cudaGetLastError())
+/* after every kernel launch: a bad configuration shows here, a fault at the next synchronisation */
+#define LSAE__LAUNCHED(name) do { cudaError_t lsae__e = cudaGetLastError(); \
+    if (lsae__e != cudaSuccess) return lsae__cu_fail(lsae__e, "launching lsae__" #name "_kernel", __LINE__); } while (0)
 
 #ifndef LSAE_CUDA_NO_CUBLAS
 static lsae_result lsae__blas_fail(cublasStatus_t s, const char *what, int line)
