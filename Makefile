@@ -138,6 +138,12 @@ test-cuda-build:
 	@if [ -z "$(NVCC)" ]; then echo "✗ nvcc not found: skipping the CUDA build check (latentsae_cuda.cu)"; exit 0; fi; \
 	set -e; $(MAKE) --no-print-directory cuda-build; \
 	echo "✓ latentsae_cuda.cu builds with and without cuBLAS ($(CUDA_ARCH), -Werror); test programs link"; \
+	for mode in "$(CC) -std=c11 $(OMP)" "$(CXX) -x c++ -std=c++11 $(OMP)" "$(CXX) -x c++ -std=c++17"; do \
+	  $$mode $(WARN) -DLATENTSAE_CUDA -o $(CUDA_BUILD)/twice tests/compile/twice.c -x none $(CUDA_BUILD)/latentsae_cuda.o \
+	    -lcublas $(CUDA_LINK) || { echo "FAILED: $$mode -DLATENTSAE_CUDA tests/compile/twice.c"; exit 1; }; \
+	  $(CUDA_BUILD)/twice > /dev/null || { echo "FAILED running twice built with: $$mode -DLATENTSAE_CUDA"; exit 1; }; \
+	done; \
+	echo "✓ the header with LATENTSAE_CUDA compiles as C99, C11, C++11 and C++17, included twice, and links"; \
 	$(CUDA_BUILD)/test_cuda --ci; \
 	$(CUDA_BUILD)/test_cuda_nocublas --ci > /dev/null; \
 	if $(CUDA_BUILD)/test_cuda --has-gpu; then \

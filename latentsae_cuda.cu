@@ -9,7 +9,8 @@
          -lcublas -lcudart -lstdc++ -lm
 
    Needs compute capability 7.0 or newer (__match_any_sync) and CUDA 11.4 or
-   newer (cublasGetStatusString); built and checked with CUDA 13.
+   newer (cublasGetStatusString). Compiled here with CUDA 13.0 (whose oldest
+   target is sm_75) for sm_75, sm_80 and sm_90.
 
    What runs where. The four parameters, their gradients, Adam's moments and
    the dead-latent counters live in device memory, in slabs laid out as the
