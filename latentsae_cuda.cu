@@ -132,6 +132,23 @@ static lsae_result lsae__blas_fail(cublasStatus_t s, const char *what, int line)
     if (lsae__s != CUBLAS_STATUS_SUCCESS) return lsae__blas_fail(lsae__s, #call, __LINE__); } while (0)
 #endif
 
+/* Restores the calling thread's current device when a call returns: the
+   library selects the model's device for its own work only. */
+struct lsae__device_guard {
+    int prev, ok;
+    lsae__device_guard() : prev(0), ok(0)
+    {
+        ok = cudaGetDevice(&prev) == cudaSuccess;
+        if (!ok) (void)cudaGetLastError();
+    }
+    ~lsae__device_guard()
+    {
+        if (ok) (void)cudaSetDevice(prev);
+    }
+    lsae__device_guard(const lsae__device_guard &) = delete;
+    lsae__device_guard &operator=(const lsae__device_guard &) = delete;
+};
+
 /* a * b without wrapping */
 static int lsae__cu_mul(size_t a, size_t b, size_t *out)
 {
@@ -1203,6 +1220,7 @@ void lsae__cuda_model_free(void *cmv)
     lsae__cm *cm = (lsae__cm *)cmv;
     int i;
     if (!cm) return;
+    lsae__device_guard dg;
     if (cudaSetDevice(cm->dev) == cudaSuccess && cm->stream) (void)cudaStreamSynchronize(cm->stream);
     lsae__io_free(cm);
     lsae__dfree(&cm->params);
@@ -1228,6 +1246,7 @@ lsae_result lsae__cuda_model_new(void **out, const lsae_config *cfg, const float
     *out = NULL;
     if ((prec = lsae__resolve_precision(cfg->precision)) < 0) return lsae__precision_error(cfg->precision);
     if ((r = lsae__cuda_available(cfg->cuda_device)) != LSAE_OK) return r;
+    lsae__device_guard dg;
     cm = new (std::nothrow) lsae__cm(); /* value-initialised: every plain field is 0 */
     if (!cm) return lsae__cu_msg(LSAE_OUT_OF_MEMORY, "out of memory allocating the CUDA model state");
     cm->dev = cfg->cuda_device;
@@ -1274,6 +1293,7 @@ lsae_result lsae__cuda_model_new(void **out, const lsae_config *cfg, const float
 }
 
 #define LSAE__LOCK(cm) std::lock_guard<std::mutex> lsae__guard((cm)->mu); \
+    lsae__device_guard lsae__dev_guard; \
     LSAE__CU(cudaSetDevice((cm)->dev)); \
     if ((cm)->broken) return lsae__cu_msg(LSAE_CUDA_ERROR, "an earlier CUDA failure left this model unusable: free it and load it again")
 
@@ -1617,6 +1637,7 @@ static void lsae__ct_destroy(lsae__ct *t)
 {
     int i;
     if (!t) return;
+    lsae__device_guard dg;
     if (t->cm && cudaSetDevice(t->cm->dev) == cudaSuccess && t->cm->stream) (void)cudaStreamSynchronize(t->cm->stream);
     lsae__ct_free_batch(t);
     lsae__dfree(&t->grads); lsae__dfree(&t->adam_m); lsae__dfree(&t->adam_v);
@@ -1680,6 +1701,7 @@ lsae_result lsae__cuda_trainer_new(void **out, void *cmv, const lsae_config *c)
     for (t->end_bit = 1; ((size_t)1 << t->end_bit) <= cm->L; ++t->end_bit) {}
     {
         std::lock_guard<std::mutex> g(cm->mu);
+        lsae__device_guard dg;
         cudaError_t e;
 #define LSAE__TNEW(expr) do { if ((r = (expr)) != LSAE_OK) goto fail; } while (0)
         if ((e = cudaSetDevice(cm->dev)) != cudaSuccess) { r = lsae__cu_fail(e, "cudaSetDevice", __LINE__); goto fail; }
