@@ -146,7 +146,9 @@
    and return host arrays and copy through pinned buffers themselves.
    cfg.precision picks the encoder product's arithmetic (TF32 by default,
    FP32, or BF16 with float32 master weights); all else is float32, and the
-   step is SPEC section 2 as on the CPU. Differences a caller can see:
+   step is SPEC section 2 as on the CPU. lsae_model_to_device and
+   lsae_model_set_precision move a loaded model and pick its precision
+   (what a --device/--precision option needs). Differences a caller can see:
    - lsae_trainer_step/accumulate/apply with stats == NULL return once the
      work is queued, so the next batch is copied while the GPU computes. A
      NaN loss is then reported by the next call (nothing more is changed);
