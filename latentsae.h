@@ -3262,10 +3262,10 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
     if ((r = lsae__load_weights(m, path)) != LSAE_OK) { lsae_model_free(m); return r; }
-#ifdef LATENTSAE_CUDA
-    if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { lsae_model_free(m); return r; }
-#endif
     *out = m;
+#ifdef LATENTSAE_CUDA
+    if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
+#endif
     return LSAE_OK;
 }
 #endif /* LSAE_NO_STDIO */
