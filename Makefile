@@ -2,8 +2,6 @@
 #   NO_OMP=1     build without OpenMP
 #   ARCH=...     target flags (default -march=native; ARCH= for a portable build)
 #   PYTHON=...   a python3 with numpy and torch (default: the first that has them)
-#   NVCC=...     nvcc for latentsae_cuda.cu (default: on PATH, else /usr/local/cuda/bin/nvcc)
-#   CUDA_ARCH=.. GPU target (default -arch=sm_90; tests/cuda/run.sh uses -arch=native)
 
 CC ?= cc
 CXX ?= c++
@@ -28,15 +26,13 @@ HDR = latentsae.h
 TESTS = test_core test_gradcheck test_planted
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize demo clean info \
-        test-cuda-build cuda-build cuda-tests
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize demo clean info
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart
 
 info:
 	@if [ -n "$(OMP)" ]; then echo "✓ OpenMP found ($(CC) -fopenmp)"; else echo "✗ OpenMP off: building single-threaded"; fi
 	@if [ -n "$(PYTHON)" ]; then echo "✓ python with numpy and torch: $(PYTHON)"; else echo "✗ no python3 with numpy and torch: the PyTorch parity test cannot run (apt install python3-torch python3-numpy)"; fi
-	@if [ -n "$(NVCC)" ]; then echo "✓ nvcc found: $(NVCC) (latentsae_cuda.cu is built and checked by make test)"; else echo "✗ nvcc not found, skipping the CUDA build (latentsae_cuda.cu)"; fi
 
 $(BUILD) $(BUILD)/noomp $(BUILD)/asan $(BUILD)/cxx $(BUILD)/compile:
 	@mkdir -p $@
@@ -58,7 +54,7 @@ $(BUILD)/cxx/%: tests/%.c $(TEST_DEPS) | $(BUILD)/cxx
 $(BUILD)/asan/%: tests/%.c $(TEST_DEPS) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
 
-test: info test-compile test-c test-noomp test-cxx test-sanitize test-parity test-cuda-build
+test: info test-compile test-c test-noomp test-cxx test-sanitize test-parity
 	@echo "all tests passed"
 
 test-c: $(addprefix $(BUILD)/,$(TESTS))
@@ -97,6 +93,8 @@ clean:
 	rm -rf $(BUILD)
 
 # ------------------------------------------------------------------- CUDA
+#   NVCC=...     nvcc for latentsae_cuda.cu (default: on PATH, else /usr/local/cuda/bin/nvcc)
+#   CUDA_ARCH=.. GPU target (default -arch=sm_90; tests/cuda/run.sh uses the GPU's own)
 # latentsae_cuda.cu with nvcc, with and without cuBLAS, warnings as errors;
 # the test and benchmark programs are C (LATENTSAE_CUDA) linked against it.
 # Without a GPU, make test runs what can run: test_cuda --ci (the library
@@ -108,11 +106,18 @@ CUDA_ARCH ?= -arch=sm_90
 NVCC_WARN = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
 NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN)
 CUDA_LIBDIR = $(CUDA_HOME)/lib64
-CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ -lm
+CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ -pthread -lm
 CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA
 CUDA_BUILD = $(BUILD)/cuda
 CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas \
             $(addprefix $(CUDA_BUILD)/cpu_,$(TESTS))
+
+# added to the targets above without touching them
+.PHONY: test-cuda-build cuda-build cuda-tests info-cuda
+test: test-cuda-build
+info: info-cuda
+info-cuda:
+	@if [ -n "$(NVCC)" ]; then echo "✓ nvcc found: $(NVCC) (latentsae_cuda.cu is built and checked by make test)"; else echo "✗ nvcc not found, skipping the CUDA build (latentsae_cuda.cu)"; fi
 
 $(CUDA_BUILD):
 	@mkdir -p $@
