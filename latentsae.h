@@ -420,14 +420,14 @@ lsae_result lsae__cuda_set_weights(void *cm, const float *W_enc, const float *b_
 lsae_result lsae__cuda_set_precision(void *cm, lsae_precision precision);
 lsae_result lsae__cuda_encode(void *cm, const float *x, size_t rows, size_t k, float *top_acts, int32_t *top_indices);
 lsae_result lsae__cuda_decode(void *cm, const float *top_acts, const int32_t *top_indices, size_t rows, size_t k, float *x_hat);
-lsae_result lsae__cuda_trainer_new(void **out, void *cm, const lsae_config *cfg);
+lsae_result lsae__cuda_trainer_new(void **out, void *cm, const lsae_config *cfg, uint64_t *step, uint64_t *micro,
+                                   uint64_t *rows_in_window, int *b_dec_initialized, int *poisoned);
 void lsae__cuda_trainer_free(void *ct);
 lsae_result lsae__cuda_trainer_accumulate(void *ct, const float *x, size_t rows, lsae_step_stats *stats, int then_apply);
 lsae_result lsae__cuda_trainer_apply(void *ct, lsae_step_stats *stats);
 lsae_result lsae__cuda_trainer_get_grads(void *ct, float *dW_enc, float *db_enc, float *dW_dec, float *db_dec);
 lsae_result lsae__cuda_trainer_get_state(void *ct, lsae_trainer_state *st);
 lsae_result lsae__cuda_trainer_set_state(void *ct, const lsae_trainer_state *st);
-uint64_t lsae__cuda_trainer_steps_done(void *ct);
 void lsae__cuda_set_error(const char *msg);
 /* test and benchmark hooks (tests/cuda): one kernel on given data */
 lsae_result lsae__cuda_test_topk(const float *pre, const float *b_enc, const unsigned char *mask, size_t rows, size_t L,
@@ -1687,7 +1687,9 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
 #ifdef LATENTSAE_CUDA
     if (m->cuda) {
         t->alloc = m->alloc;
-        if ((r = lsae__cuda_trainer_new(&t->cuda, m->cuda, &c)) != LSAE_OK) { lsae__free(m->alloc, t); return r; }
+        t->cfg = c;   /* the counters (step, micro, ...) stay in this struct; the .cu keeps them current */
+        if ((r = lsae__cuda_trainer_new(&t->cuda, m->cuda, &c, &t->step, &t->micro, &t->rows_in_window,
+                                        &t->b_dec_initialized, &t->poisoned)) != LSAE_OK) { lsae__free(m->alloc, t); return r; }
         *out = t;
         return LSAE_OK;
     }
@@ -1734,13 +1736,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__free(t->alloc, t);
 }
 
-LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t)
-{
-#ifdef LATENTSAE_CUDA
-    if (t && t->cuda) return lsae__cuda_trainer_steps_done(t->cuda);
-#endif
-    return t ? t->step : 0;
-}
+LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t) { return t ? t->step : 0; }
 
 /* Geometric median of X [B, d] by Weiszfeld's iteration from the mean, at
    most 100 steps, stopping when the guess moves less than 1e-5 (as sparsify's

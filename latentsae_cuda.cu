@@ -1582,8 +1582,14 @@ struct lsae__cuda_trainer {
     size_t E;                   /* K + KA: entries per row */
     int precision;
     double lr_base;
-    uint64_t step, micro, rows_in_window;
-    int b_dec_initialized, poisoned, broken;
+    /* The counters live in latentsae.h's struct lsae_trainer (passed at
+       creation), so the header's own code (checkpoints) reads them as for a
+       CPU trainer. */
+    uint64_t *step, *micro, *rows_in_window;
+    int *b_dec_initialized;
+    int *poisoned;              /* 1 once a NaN/Inf was seen (the header's meaning) */
+    int reason;                 /* LSAE__POISON_*: which one, for the message */
+    int broken;
     /* state, laid out as the model's slab */
     float *grads, *adam_m, *adam_v;
     unsigned long long *since;  /* [L] rows since the latent was last in a top-k */
@@ -1666,14 +1672,16 @@ static lsae_result lsae__ct_recount_dead(lsae__ct *t)
     return LSAE_OK;
 }
 
-lsae_result lsae__cuda_trainer_new(void **out, void *cmv, const lsae_config *c)
+lsae_result lsae__cuda_trainer_new(void **out, void *cmv, const lsae_config *c, uint64_t *step, uint64_t *micro,
+                                   uint64_t *rows_in_window, int *b_dec_initialized, int *poisoned)
 {
     lsae__cm *cm = (lsae__cm *)cmv;
     lsae__ct *t;
     lsae_result r;
     int prec, i;
     size_t K, KA;
-    if (!out || !cm || !c) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_create: NULL argument");
+    if (!out || !cm || !c || !step || !micro || !rows_in_window || !b_dec_initialized || !poisoned)
+        return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_create: NULL argument");
     *out = NULL;
     if ((prec = lsae__resolve_precision(c->precision)) < 0) return lsae__precision_error(c->precision);
     K = c->multi_topk ? (4 * cm->k < cm->L ? 4 * cm->k : cm->L) : cm->k;
@@ -1696,7 +1704,14 @@ lsae_result lsae__cuda_trainer_new(void **out, void *cmv, const lsae_config *c)
     t->E = t->K + t->KA;
     t->precision = prec;
     t->lr_base = lsae_config_lr(c);
-    t->b_dec_initialized = !c->init_b_dec;
+    t->step = step;
+    t->micro = micro;
+    t->rows_in_window = rows_in_window;
+    t->b_dec_initialized = b_dec_initialized;
+    t->poisoned = poisoned;
+    *step = *micro = *rows_in_window = 0;
+    *poisoned = 0;
+    *b_dec_initialized = !c->init_b_dec;
     t->nchunks = (cm->total + LSAE__NORM_CHUNK - 1) / LSAE__NORM_CHUNK;
     for (t->end_bit = 1; ((size_t)1 << t->end_bit) <= cm->L; ++t->end_bit) {}
     {
@@ -1757,8 +1772,6 @@ void lsae__cuda_trainer_free(void *ctv)
         cm->trainers--;
     }
 }
-
-uint64_t lsae__cuda_trainer_steps_done(void *ctv) { return ctv ? ((lsae__ct *)ctv)->step : 0; }
 
 /* Workspace for batches of up to rows rows. */
 static lsae_result lsae__ct_reserve(lsae__ct *t, size_t rows)
@@ -1888,7 +1901,7 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     LSAE__LAUNCHED(tv_finish);
 
     /* 3. b_dec = geometric median of the first batch */
-    if (!t->b_dec_initialized) {
+    if (!(*t->b_dec_initialized)) {
         const unsigned gd = lsae__grid(d, 256, 1u << 30);
         lsae__gm_mean_kernel<<<gd, 256, 0, s>>>(t->gm_guess, t->x, (int)B, (int)d, t->dst);
         LSAE__LAUNCHED(gm_mean);
@@ -1904,7 +1917,7 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
         }
         lsae__gm_finish_kernel<<<gd, 256, 0, s>>>(b_dec, t->gm_guess, (int)d, t->dst);
         LSAE__LAUNCHED(gm_finish);
-        t->b_dec_initialized = 1;
+        (*t->b_dec_initialized) = 1;
     }
 
     /* 4. forward: xc = x - b_dec; pre = xc W_enc^T; top K; AuxK top ka among the dead */
@@ -1921,7 +1934,7 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     lsae__decode_train_kernel<<<(unsigned)B, LSAE__TD, 0, s>>>(t->G, t->row_sq, t->x, t->topv, t->topi, t->auxv, t->auxi,
                                                                 W_dec, b_dec, t->dst, (int)d, (int)k, (int)K, (int)KA);
     LSAE__LAUNCHED(decode_train);
-    lsae__loss_kernel<<<1, 1024, 0, s>>>(t->dst, t->row_sq, (int)B, K > k, KA > 0, alpha, (unsigned long long)t->step);
+    lsae__loss_kernel<<<1, 1024, 0, s>>>(t->dst, t->row_sq, (int)B, K > k, KA > 0, alpha, (unsigned long long)(*t->step));
     LSAE__LAUNCHED(loss);
 
     /* 6a. per row: dLoss/dpre of the selected latents and dLoss/d(x - b_dec) */
@@ -1957,8 +1970,8 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
         lsae__did_fire_kernel<<<lsae__grid(B * k, 256, 65535), 256, 0, s>>>(t->did_fire, t->topi, B * k, (int)k, (int)K, t->dst);
         LSAE__LAUNCHED(did_fire);
     }
-    t->micro++;
-    t->rows_in_window += B;
+    (*t->micro)++;
+    (*t->rows_in_window) += B;
     return LSAE_OK;
 }
 
@@ -1968,14 +1981,14 @@ static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
     lsae__cm *cm = t->cm;
     cudaStream_t s = cm->stream;
     const size_t wdec0 = cm->off[2], wdec1 = wdec0 + t->L * t->d;
-    const double lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
-    const double bc1 = 1.0 - pow(0.9, (double)(t->step + 1)), bc2 = 1.0 - pow(0.999, (double)(t->step + 1));
+    const double lr = t->lr_base * lsae_lr_factor(&t->cfg, (*t->step));
+    const double bc1 = 1.0 - pow(0.9, (double)((*t->step) + 1)), bc2 = 1.0 - pow(0.999, (double)((*t->step) + 1));
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     *lr_used = lr;
     /* 1. global norm and clip */
     lsae__sumsq_kernel<<<(unsigned)t->nchunks, 256, 0, s>>>(t->norm_partial, t->grads, cm->total);
     LSAE__LAUNCHED(sumsq);
-    lsae__norm_finish_kernel<<<1, 1024, 0, s>>>(t->dst, t->norm_partial, (int)t->nchunks, (unsigned long long)t->step);
+    lsae__norm_finish_kernel<<<1, 1024, 0, s>>>(t->dst, t->norm_partial, (int)t->nchunks, (unsigned long long)(*t->step));
     LSAE__LAUNCHED(norm_finish);
     /* 2. Adam: everything but W_dec element-wise, W_dec a row at a time */
     lsae__adam_flat_kernel<<<lsae__grid(wdec0, 256, 65535), 256, 0, s>>>(cm->params, t->grads, t->adam_m, t->adam_v, 0, wdec0,
@@ -1991,18 +2004,18 @@ static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
     lsae__dead_reset_kernel<<<1, 1, 0, s>>>(t->dst, 1);
     LSAE__LAUNCHED(dead_reset);
     lsae__dead_count_kernel<<<lsae__grid(t->L, 256, 4096), 256, 0, s>>>(t->since, t->did_fire, t->dead, (int)t->L,
-                                                                         (unsigned long long)t->rows_in_window,
+                                                                         (unsigned long long)(*t->rows_in_window),
                                                                          (unsigned long long)t->cfg.dead_feature_threshold, t->dst, 1, 1);
     LSAE__LAUNCHED(dead_count);
     lsae__dead_finish_kernel<<<1, 1, 0, s>>>(t->dst, (int)(t->d / 2), 1);
     LSAE__LAUNCHED(dead_finish);
-    lsae__apply_finish_kernel<<<1, 1, 0, s>>>(t->dst, (unsigned long long)(t->step + 1));
+    lsae__apply_finish_kernel<<<1, 1, 0, s>>>(t->dst, (unsigned long long)((*t->step) + 1));
     LSAE__LAUNCHED(apply_finish);
     LSAE__CU(cudaMemsetAsync(t->grads, 0, cm->total * sizeof(float), s));
     cm->bf16_stale = 1;
-    t->micro = 0;
-    t->rows_in_window = 0;
-    t->step++;
+    (*t->micro) = 0;
+    (*t->rows_in_window) = 0;
+    (*t->step)++;
     return LSAE_OK;
 }
 
@@ -2030,7 +2043,7 @@ static lsae_result lsae__ct_poll(lsae__ct *t, int wait)
         if (e != cudaSuccess) return lsae__cu_fail(e, "cudaEventQuery", __LINE__);
     }
     t->st_pending = 0;
-    if (t->hst->poisoned) t->poisoned = t->hst->poisoned;
+    if (t->hst->poisoned) { t->reason = t->hst->poisoned; *t->poisoned = 1; }
     return LSAE_OK;
 }
 
@@ -2038,10 +2051,10 @@ static lsae_result lsae__ct_poll(lsae__ct *t, int wait)
 static lsae_result lsae__ct_poison_error(const lsae__ct *t)
 {
     const lsae__dstat *h = t->hst;
-    if (t->poisoned == LSAE__POISON_LOSS)
+    if (t->reason == LSAE__POISON_LOSS)
         return lsae__cu_msg(LSAE_NOT_FINITE, "loss is %g at optimizer step %llu (fvu %g, auxk %g): the weights have diverged; lower the learning rate and resume from the last good checkpoint",
                             h->poison_loss, h->poison_step, h->poison_fvu, h->poison_auxk);
-    if (t->poisoned == LSAE__POISON_NORM)
+    if (t->reason == LSAE__POISON_NORM)
         return lsae__cu_msg(LSAE_NOT_FINITE, "gradient norm is %g at optimizer step %llu; weights left as they were. Lower the learning rate and resume from the last good checkpoint",
                             h->poison_norm, h->poison_step);
     return lsae__cu_msg(LSAE_NOT_FINITE, "a weight became NaN or Inf at optimizer step %llu: lower the learning rate and resume from the last good checkpoint",
@@ -2065,10 +2078,10 @@ static lsae_result lsae__ct_accumulate_call(lsae__ct *t, const float *x, size_t 
     int stepped = 0;
     lsae_result r;
     if ((r = lsae__ct_poll(t, 0)) != LSAE_OK) return r;
-    if (t->poisoned) return lsae__ct_poison_error(t);
+    if (*t->poisoned) return lsae__ct_poison_error(t);
     if (!x && rows) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
     if ((r = lsae__ct_accumulate(t, x, rows, &B, &dropped)) != LSAE_OK) return r;
-    if (then_apply && t->micro >= t->cfg.grad_acc_steps) {
+    if (then_apply && (*t->micro) >= t->cfg.grad_acc_steps) {
         if ((r = lsae__ct_apply(t, &lr)) != LSAE_OK) return r;
         stepped = 1;
     }
@@ -2083,13 +2096,13 @@ static lsae_result lsae__ct_accumulate_call(lsae__ct *t, const float *x, size_t 
         stats->loss = h->loss;
         stats->n_dead = (size_t)h->n_dead;
         stats->dead_fraction = (double)h->n_dead / (double)t->L;
-        stats->lr = stepped ? lr : t->lr_base * lsae_lr_factor(&t->cfg, t->step);
+        stats->lr = stepped ? lr : t->lr_base * lsae_lr_factor(&t->cfg, (*t->step));
         stats->grad_norm = stepped ? h->norm : 0.0;
         stats->rows_used = B;
         stats->rows_dropped = dropped;
-        stats->step = t->step;
+        stats->step = (*t->step);
         stats->stepped = stepped;
-        if (t->poisoned) return lsae__ct_poison_error(t);
+        if (*t->poisoned) return lsae__ct_poison_error(t);
     }
     return LSAE_OK;
 }
@@ -2109,8 +2122,8 @@ static lsae_result lsae__ct_apply_call(lsae__ct *t, lsae_step_stats *stats)
     double lr = 0.0;
     lsae_result r;
     if ((r = lsae__ct_poll(t, 0)) != LSAE_OK) return r;
-    if (t->poisoned) return lsae__ct_poison_error(t);
-    if (t->micro == 0) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
+    if (*t->poisoned) return lsae__ct_poison_error(t);
+    if ((*t->micro) == 0) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
     if ((r = lsae__ct_apply(t, &lr)) != LSAE_OK) return r;
     if ((r = lsae__ct_queue_status(t)) != LSAE_OK) return r;
     if (stats) {
@@ -2118,10 +2131,10 @@ static lsae_result lsae__ct_apply_call(lsae__ct *t, lsae_step_stats *stats)
         stats->stepped = 1;
         stats->grad_norm = t->hst->norm;
         stats->lr = lr;
-        stats->step = t->step;
+        stats->step = (*t->step);
         stats->n_dead = (size_t)t->hst->n_dead;
         stats->dead_fraction = (double)t->hst->n_dead / (double)t->L;
-        if (t->poisoned) return lsae__ct_poison_error(t);
+        if (*t->poisoned) return lsae__ct_poison_error(t);
     }
     return LSAE_OK;
 }
@@ -2166,8 +2179,8 @@ lsae_result lsae__cuda_trainer_get_state(void *ctv, lsae_trainer_state *st)
     dv[0] = st->v_W_enc; dv[1] = st->v_b_enc; dv[2] = st->v_W_dec; dv[3] = st->v_b_dec;
     {
         LSAE__TLOCK(t);
-        st->step = t->step;
-        st->b_dec_initialized = t->b_dec_initialized;
+        st->step = (*t->step);
+        st->b_dec_initialized = (*t->b_dec_initialized);
         if (st->since_fired) LSAE__CU(cudaMemcpyAsync(st->since_fired, t->since, t->L * sizeof(uint64_t), cudaMemcpyDeviceToHost, t->cm->stream));
         for (i = 0; i < 4; ++i) {
             if (dm[i]) LSAE__CU(cudaMemcpyAsync(dm[i], t->adam_m + t->cm->off[i], lsae__ct_count(t, i) * sizeof(float), cudaMemcpyDeviceToHost, t->cm->stream));
@@ -2186,7 +2199,7 @@ lsae_result lsae__cuda_trainer_set_state(void *ctv, const lsae_trainer_state *st
     size_t j;
     int i;
     if (!t || !st) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_set_state: trainer and state must not be NULL");
-    if (t->micro) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_set_state: %llu batches are accumulated but not applied; set state between optimizer steps", (unsigned long long)t->micro);
+    if ((*t->micro)) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_set_state: %llu batches are accumulated but not applied; set state between optimizer steps", (unsigned long long)(*t->micro));
     sm[0] = st->m_W_enc; sm[1] = st->m_b_enc; sm[2] = st->m_W_dec; sm[3] = st->m_b_dec;
     sv[0] = st->v_W_enc; sv[1] = st->v_b_enc; sv[2] = st->v_W_dec; sv[3] = st->v_b_dec;
     for (i = 0; i < 4; ++i) {
@@ -2199,8 +2212,8 @@ lsae_result lsae__cuda_trainer_set_state(void *ctv, const lsae_trainer_state *st
     }
     {
         LSAE__TLOCK(t);
-        t->step = st->step;
-        t->b_dec_initialized = st->b_dec_initialized;
+        (*t->step) = st->step;
+        (*t->b_dec_initialized) = st->b_dec_initialized;
         if (st->since_fired) LSAE__CU(cudaMemcpyAsync(t->since, st->since_fired, t->L * sizeof(uint64_t), cudaMemcpyHostToDevice, t->cm->stream));
         for (i = 0; i < 4; ++i) {
             if (sm[i]) LSAE__CU(cudaMemcpyAsync(t->adam_m + t->cm->off[i], sm[i], lsae__ct_count(t, i) * sizeof(float), cudaMemcpyHostToDevice, t->cm->stream));
