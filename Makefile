@@ -119,3 +119,69 @@ demo: $(BUILD)/quickstart
 
 clean:
 	rm -rf $(BUILD)
+
+# ------------------------------------------------------------------- CUDA
+#   NVCC=...     nvcc for latentsae_cuda.cu (default: on PATH, else /usr/local/cuda/bin/nvcc)
+#   CUDA_ARCH=.. GPU target (default -arch=sm_90; tests/cuda/run.sh uses the GPU's own)
+# latentsae_cuda.cu with nvcc, with and without cuBLAS, warnings as errors;
+# the test and benchmark programs are C (LATENTSAE_CUDA) linked against it.
+# Without a GPU, make test runs what can run: test_cuda --ci (the library
+# must report the missing device and fall back to the CPU) and the CPU tests
+# built with LATENTSAE_CUDA. tests/cuda/run.sh does the GPU checks.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
+CUDA_ARCH ?= -arch=sm_90
+NVCC_WARN = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN)
+CUDA_LIBDIR = $(CUDA_HOME)/lib64
+CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ -pthread -lm
+CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA
+CUDA_BUILD = $(BUILD)/cuda
+CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas \
+            $(addprefix $(CUDA_BUILD)/cpu_,$(TESTS))
+
+# added to the targets above without touching them
+.PHONY: test-cuda-build cuda-build cuda-tests info-cuda
+test: test-cuda-build
+info: info-cuda
+info-cuda:
+	@if [ -n "$(NVCC)" ]; then echo "✓ nvcc found: $(NVCC) (latentsae_cuda.cu is built and checked by make test)"; else echo "✗ nvcc not found, skipping the CUDA build (latentsae_cuda.cu)"; fi
+
+$(CUDA_BUILD):
+	@mkdir -p $@
+
+$(CUDA_BUILD)/latentsae_cuda.o: latentsae_cuda.cu $(HDR) | $(CUDA_BUILD)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+$(CUDA_BUILD)/latentsae_cuda_nocublas.o: latentsae_cuda.cu $(HDR) | $(CUDA_BUILD)
+	$(NVCC) $(NVCCFLAGS) -DLSAE_CUDA_NO_CUBLAS -c $< -o $@
+$(CUDA_BUILD)/test_cuda: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
+	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+$(CUDA_BUILD)/test_cuda_nocublas: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae_cuda_nocublas.o $(TEST_DEPS)
+	$(CC) $(CUDA_CFLAGS) -DLSAE_CUDA_NO_CUBLAS -o $@ $< $(CUDA_BUILD)/latentsae_cuda_nocublas.o $(CUDA_LINK)
+$(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
+	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+# the CPU tests through a LATENTSAE_CUDA build (run where no GPU answers: they then exercise the fallback)
+$(CUDA_BUILD)/cpu_%: tests/%.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
+	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+
+cuda-build: $(CUDA_BINS)
+cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda
+
+test-cuda-build:
+	@if [ -z "$(NVCC)" ]; then echo "✗ nvcc not found: skipping the CUDA build check (latentsae_cuda.cu)"; exit 0; fi; \
+	set -e; $(MAKE) --no-print-directory cuda-build; \
+	echo "✓ latentsae_cuda.cu builds with and without cuBLAS ($(CUDA_ARCH), -Werror); test programs link"; \
+	for mode in "$(CC) -std=c11 $(OMP)" "$(CXX) -x c++ -std=c++11 $(OMP)" "$(CXX) -x c++ -std=c++17"; do \
+	  $$mode $(WARN) -DLATENTSAE_CUDA -o $(CUDA_BUILD)/twice tests/compile/twice.c -x none $(CUDA_BUILD)/latentsae_cuda.o \
+	    -lcublas $(CUDA_LINK) || { echo "FAILED: $$mode -DLATENTSAE_CUDA tests/compile/twice.c"; exit 1; }; \
+	  $(CUDA_BUILD)/twice > /dev/null || { echo "FAILED running twice built with: $$mode -DLATENTSAE_CUDA"; exit 1; }; \
+	done; \
+	echo "✓ the header with LATENTSAE_CUDA compiles as C99, C11, C++11 and C++17, included twice, and links"; \
+	$(CUDA_BUILD)/test_cuda --ci; \
+	$(CUDA_BUILD)/test_cuda_nocublas --ci > /dev/null; \
+	if $(CUDA_BUILD)/test_cuda --has-gpu; then \
+	  echo "== a GPU answers: the full GPU checks and timings are tests/cuda/run.sh"; \
+	else \
+	  for t in $(TESTS); do echo "== cuda build, no GPU: $$t"; $(CUDA_BUILD)/cpu_$$t > /dev/null; done; \
+	  echo "✓ without a GPU, a LATENTSAE_CUDA build falls back to the CPU and passes the CPU tests"; \
+	fi

@@ -130,6 +130,38 @@
       LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
+      LATENTSAE_CUDA        run on the GPU through latentsae_cuda.cu (see GPU)
+      LSAE_CUDA_NO_CUBLAS   (for latentsae_cuda.cu) no cuBLAS: own GEMM kernel
+
+   GPU (CUDA). Compile latentsae_cuda.cu with nvcc and define LATENTSAE_CUDA
+   before every #include of this file (LATENTSAE_IMPLEMENTATION in one):
+
+      nvcc -O3 -arch=native -c latentsae_cuda.cu
+      cc -O2 -DLATENTSAE_CUDA main.c latentsae_cuda.o -L/usr/local/cuda/lib64 \
+         -lcublas -lcudart -lstdc++ -lm
+      (or -DLSAE_CUDA_NO_CUBLAS on both lines and no -lcublas: our own kernel
+      does the encoder product, in float32)
+
+   Then the same calls run on the GPU: cfg.device LSAE_DEVICE_DEFAULT is CUDA
+   when a device answers (else the CPU), LSAE_DEVICE_CUDA insists on it, and
+   lsae_model_load puts a model on the default device. Weights, gradients,
+   Adam moments and dead-latent counters live in GPU memory; the calls take
+   and return host arrays and copy through pinned buffers themselves.
+   cfg.precision picks the encoder product's arithmetic (TF32 by default,
+   FP32, or BF16 with float32 master weights); all else is float32, and the
+   step is SPEC section 2 as on the CPU. lsae_model_to_device and
+   lsae_model_set_precision move a loaded model and pick its precision
+   (what a --device/--precision option needs). Differences a caller can see:
+   - lsae_trainer_step/accumulate/apply with stats == NULL return once the
+     work is queued, so the next batch is copied while the GPU computes. A
+     NaN loss is then reported by the next call (nothing more is changed);
+     batches that cannot train (LSAE_BAD_BATCH) are still refused at once.
+     With stats the call waits for the GPU.
+   - lsae_model_encode/decode leave their outputs unspecified on error.
+   - Calls on one model are serialised by a lock (still safe from threads).
+   - k (and 4k with multi_topk, and d/2 for AuxK) at most 4096 on the GPU.
+   - CUDA failures return LSAE_CUDA_ERROR with CUDA's message; after one,
+     free the model and trainer.
 
    Files (SPEC section 3; the functions are under "files" below).
    - Models: DIR/cfg.json + DIR/sae.safetensors, read and written as
@@ -241,6 +273,16 @@ typedef enum lsae_device {
     LSAE_DEVICE_CUDA = 2
 } lsae_device;
 
+/* The arithmetic of the encoder product W_enc (x - b_dec) on CUDA, the one
+   dense [rows, d] x [d, L] product; everything else is float32 everywhere.
+   The CPU always computes in float32. */
+typedef enum lsae_precision {
+    LSAE_PRECISION_DEFAULT = 0,  /* TF32 on CUDA with cuBLAS; FP32 otherwise */
+    LSAE_PRECISION_FP32 = 1,     /* float32 products (use for parity checks) */
+    LSAE_PRECISION_TF32 = 2,     /* tensor cores, 10-bit mantissa inputs, float32 sums */
+    LSAE_PRECISION_BF16 = 3      /* bfloat16 copies of W_enc and x - b_dec, float32 sums and master weights */
+} lsae_precision;
+
 typedef struct lsae_config {
     /* the model */
     size_t d_in;                   /* input width; required */
@@ -264,6 +306,10 @@ typedef struct lsae_config {
     /* running */
     int num_threads;               /* 0: OpenMP's default */
     lsae_device device;            /* LSAE_DEVICE_DEFAULT */
+
+    /* CUDA (ignored by the CPU) */
+    lsae_precision precision;      /* LSAE_PRECISION_DEFAULT */
+    int cuda_device;               /* GPU ordinal, as cudaSetDevice; 0 */
 } lsae_config;
 
 /* Defaults for an input width (see the doc block for the values). */
@@ -314,6 +360,22 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *model, const float *x, 
 LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top_acts,
                                        const int32_t *top_indices, size_t rows, size_t k,
                                        float *x_hat);
+
+/* ---------------------------------------------------------------- devices */
+
+/* LSAE_OK when device can run here: the CPU always; CUDA when the program
+   was built with LATENTSAE_CUDA and latentsae_cuda.cu and a CUDA device
+   answers. Otherwise LSAE_UNSUPPORTED (not built in) or LSAE_CUDA_ERROR
+   (built in, no usable device: the message has CUDA's words). A test that
+   asserts it catches a misspelled LATENTSAE_CUDA. */
+LSAE_DEF lsae_result lsae_backend_available(lsae_device device);
+/* Move a model to device (LSAE_DEVICE_DEFAULT: CUDA when available, else the
+   CPU); lsae_model_config(model)->device then says where it is. Free the
+   model's trainers first. */
+LSAE_DEF lsae_result lsae_model_to_device(lsae_model *model, lsae_device device);
+/* The precision of the encoder product in lsae_model_encode on CUDA (a
+   trainer takes its own from its config). The CPU accepts DEFAULT and FP32. */
+LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *model, lsae_precision precision);
 
 /* ---------------------------------------------------------------- trainer */
 
@@ -371,6 +433,40 @@ typedef struct lsae_trainer_state {
 LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *trainer, lsae_trainer_state *st);
 LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *trainer, const lsae_trainer_state *st);
 LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *trainer);
+
+#ifdef LATENTSAE_CUDA
+#ifdef LATENTSAE_STATIC
+#error "LATENTSAE_CUDA needs the library's functions to be extern: latentsae_cuda.cu calls them. Leave out LATENTSAE_STATIC."
+#endif
+/* Private: the calls latentsae.h makes into latentsae_cuda.cu, and the one
+   it makes back (lsae__cuda_set_error sets lsae_last_error()). Not an API:
+   they change with the library. */
+lsae_result lsae__cuda_available(int ordinal);
+lsae_result lsae__cuda_model_new(void **out, const lsae_config *cfg, const float *host_params, const size_t offset[4]);
+void lsae__cuda_model_free(void *cm);
+int lsae__cuda_model_trainers(void *cm);
+lsae_result lsae__cuda_model_download(void *cm, float *host_params);
+lsae_result lsae__cuda_get_weights(void *cm, float *W_enc, float *b_enc, float *W_dec, float *b_dec);
+lsae_result lsae__cuda_set_weights(void *cm, const float *W_enc, const float *b_enc, const float *W_dec, const float *b_dec);
+lsae_result lsae__cuda_set_precision(void *cm, lsae_precision precision);
+lsae_result lsae__cuda_encode(void *cm, const float *x, size_t rows, size_t k, float *top_acts, int32_t *top_indices);
+lsae_result lsae__cuda_decode(void *cm, const float *top_acts, const int32_t *top_indices, size_t rows, size_t k, float *x_hat);
+lsae_result lsae__cuda_trainer_new(void **out, void *cm, const lsae_config *cfg, uint64_t *step, uint64_t *micro,
+                                   uint64_t *rows_in_window, int *b_dec_initialized, int *poisoned);
+void lsae__cuda_trainer_free(void *ct);
+lsae_result lsae__cuda_trainer_accumulate(void *ct, const float *x, size_t rows, lsae_step_stats *stats, int then_apply);
+lsae_result lsae__cuda_trainer_apply(void *ct, lsae_step_stats *stats);
+lsae_result lsae__cuda_trainer_get_grads(void *ct, float *dW_enc, float *db_enc, float *dW_dec, float *db_dec);
+lsae_result lsae__cuda_trainer_get_state(void *ct, lsae_trainer_state *st);
+lsae_result lsae__cuda_trainer_set_state(void *ct, const lsae_trainer_state *st);
+void lsae__cuda_set_error(const char *msg);
+/* test and benchmark hooks (tests/cuda): one kernel on given data */
+lsae_result lsae__cuda_test_topk(const float *pre, const float *b_enc, const unsigned char *mask, size_t rows, size_t L,
+                                 size_t k, size_t ldo, int k_on_device, float *vals, int32_t *idx);
+lsae_result lsae__cuda_test_gemm(const float *x, const float *W, size_t rows, size_t L, size_t d, lsae_precision p, float *out);
+lsae_result lsae__cuda_test_bench(size_t rows, size_t L, size_t d, size_t k, lsae_precision p, int iters,
+                                  double *gemm_ms, double *topk_ms);
+#endif
 
 /* ------------------------------------------------------------------ files */
 #ifndef LSAE_NO_STDIO
@@ -874,6 +970,16 @@ LSAE_DEF lsae_result lsae_config_validate(const lsae_config *cfg)
     if (cfg->device == LSAE_DEVICE_CUDA)
         return lsae__err(LSAE_UNSUPPORTED, "device CUDA asked for, but this program was built without LATENTSAE_CUDA and latentsae_cuda.cu");
 #endif
+    if (cfg->precision != LSAE_PRECISION_DEFAULT && cfg->precision != LSAE_PRECISION_FP32 &&
+        cfg->precision != LSAE_PRECISION_TF32 && cfg->precision != LSAE_PRECISION_BF16)
+        return lsae__err(LSAE_INVALID_ARGS, "precision %d is not one of LSAE_PRECISION_DEFAULT, _FP32, _TF32, _BF16", (int)cfg->precision);
+#ifdef LATENTSAE_CUDA
+    if (cfg->device == LSAE_DEVICE_CPU && cfg->precision != LSAE_PRECISION_DEFAULT && cfg->precision != LSAE_PRECISION_FP32)
+#else
+    if (cfg->precision != LSAE_PRECISION_DEFAULT && cfg->precision != LSAE_PRECISION_FP32)
+#endif
+        return lsae__err(LSAE_INVALID_ARGS, "precision TF32 or BF16 asked for on the CPU, which computes in float32: use device CUDA or precision FP32");
+    if (cfg->cuda_device < 0) return lsae__err(LSAE_INVALID_ARGS, "cuda_device = %d: GPU ordinals start at 0", cfg->cuda_device);
     return LSAE_OK;
 }
 
@@ -940,6 +1046,9 @@ struct lsae_model {
     lsae__layout lay;
     float *params;             /* the slab */
     float *W_enc, *b_enc, *W_dec, *b_dec;
+#ifdef LATENTSAE_CUDA
+    void *cuda;                /* device copy (latentsae_cuda.cu), or NULL on the CPU; params is then its host staging */
+#endif
 };
 
 static const char *lsae__tensor_names[LSAE__NUM_TENSORS] = { "encoder.weight", "encoder.bias", "W_dec", "b_dec" };
@@ -1019,6 +1128,9 @@ LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_alloca
     /* b_enc = 0 (latent-sae zeroes nn.Linear's bias); b_dec = 0 until training */
     memcpy(m->W_dec, m->W_enc, m->lay.count[LSAE__W_DEC] * sizeof(float));
     if (m->cfg.normalize_decoder) lsae__unit_rows(m->W_dec, m->L, m->d, nt);
+#ifdef LATENTSAE_CUDA
+    if ((r = lsae_model_to_device(m, m->cfg.device)) != LSAE_OK) { lsae_model_free(m); return r; }
+#endif
     *out = m;
     return LSAE_OK;
 }
@@ -1028,6 +1140,9 @@ LSAE_DEF void lsae_model_free(lsae_model *m)
     const lsae_allocator *a;
     lsae_allocator copy;
     if (!m) return;
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) lsae__cuda_model_free(m->cuda);
+#endif
     copy = m->alloc_copy;
     a = m->alloc ? &copy : NULL;
     lsae__free(a, m->params);
@@ -1045,6 +1160,9 @@ LSAE_DEF lsae_result lsae_model_get_weights(const lsae_model *m, float *W_enc, f
     float *dst[LSAE__NUM_TENSORS];
     int i;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_get_weights: model is NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) return lsae__cuda_get_weights(m->cuda, W_enc, b_enc, W_dec, b_dec);
+#endif
     dst[0] = W_enc; dst[1] = b_enc; dst[2] = W_dec; dst[3] = b_dec;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i)
         if (dst[i]) memcpy(dst[i], m->params + m->lay.offset[i], m->lay.count[i] * sizeof(float));
@@ -1057,6 +1175,9 @@ LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *m, const float *W_enc, c
     int i;
     size_t j;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_weights: model is NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) return lsae__cuda_set_weights(m->cuda, W_enc, b_enc, W_dec, b_dec);
+#endif
     src[0] = W_enc; src[1] = b_enc; src[2] = W_dec; src[3] = b_dec;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
         if (!src[i]) continue;
@@ -1067,6 +1188,78 @@ LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *m, const float *W_enc, c
     }
     for (i = 0; i < LSAE__NUM_TENSORS; ++i)
         if (src[i]) memcpy(m->params + m->lay.offset[i], src[i], m->lay.count[i] * sizeof(float));
+    return LSAE_OK;
+}
+
+/* ---------------------------------------------------------------- devices */
+
+/* With LATENTSAE_CUDA the model's weights live on the GPU (m->cuda, made by
+   latentsae_cuda.cu) and m->params is only the host staging the file calls
+   read and write; every public model and trainer call checks m->cuda /
+   t->cuda first and hands over to the .cu file. */
+
+#ifdef LATENTSAE_CUDA
+/* latentsae_cuda.cu reports its failures through here */
+void lsae__cuda_set_error(const char *msg) { lsae__err(LSAE_CUDA_ERROR, "%s", msg ? msg : ""); }
+#endif
+
+LSAE_DEF lsae_result lsae_backend_available(lsae_device device)
+{
+    if (device == LSAE_DEVICE_CPU || device == LSAE_DEVICE_DEFAULT) return LSAE_OK;
+    if (device != LSAE_DEVICE_CUDA) return lsae__err(LSAE_INVALID_ARGS, "device %d is not one of LSAE_DEVICE_DEFAULT, _CPU, _CUDA", (int)device);
+#ifdef LATENTSAE_CUDA
+    return lsae__cuda_available(0);
+#else
+    return lsae__err(LSAE_UNSUPPORTED, "this program was built without LATENTSAE_CUDA and latentsae_cuda.cu");
+#endif
+}
+
+LSAE_DEF lsae_result lsae_model_to_device(lsae_model *m, lsae_device device)
+{
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_to_device: model is NULL");
+    if (device != LSAE_DEVICE_CPU && device != LSAE_DEVICE_DEFAULT && device != LSAE_DEVICE_CUDA)
+        return lsae__err(LSAE_INVALID_ARGS, "device %d is not one of LSAE_DEVICE_DEFAULT, _CPU, _CUDA", (int)device);
+#ifdef LATENTSAE_CUDA
+    {
+        lsae_result r;
+        const int fast = m->cfg.precision == LSAE_PRECISION_TF32 || m->cfg.precision == LSAE_PRECISION_BF16;
+        /* DEFAULT is CUDA when a device answers; the CPU otherwise, unless the
+           config asked for a precision only CUDA has */
+        if (device == LSAE_DEVICE_DEFAULT)
+            device = (lsae__cuda_available(m->cfg.cuda_device) == LSAE_OK || fast) ? LSAE_DEVICE_CUDA : LSAE_DEVICE_CPU;
+        if (device == LSAE_DEVICE_CUDA && !m->cuda) {
+            if ((r = lsae__cuda_model_new(&m->cuda, &m->cfg, m->params, m->lay.offset)) != LSAE_OK) { m->cuda = NULL; return r; }
+        } else if (device == LSAE_DEVICE_CPU && m->cuda) {
+            if (fast) return lsae__err(LSAE_INVALID_ARGS, "the model's precision is TF32 or BF16, which the CPU does not have: set precision FP32 first");
+            if (lsae__cuda_model_trainers(m->cuda) > 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_to_device: the model has a trainer on the GPU; free it first");
+            if ((r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
+            lsae__cuda_model_free(m->cuda);
+            m->cuda = NULL;
+        }
+    }
+#else
+    if (device == LSAE_DEVICE_CUDA)
+        return lsae__err(LSAE_UNSUPPORTED, "device CUDA asked for, but this program was built without LATENTSAE_CUDA and latentsae_cuda.cu");
+#endif
+    m->cfg.device = device == LSAE_DEVICE_CUDA ? LSAE_DEVICE_CUDA : LSAE_DEVICE_CPU;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
+{
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_precision: model is NULL");
+    if (p != LSAE_PRECISION_DEFAULT && p != LSAE_PRECISION_FP32 && p != LSAE_PRECISION_TF32 && p != LSAE_PRECISION_BF16)
+        return lsae__err(LSAE_INVALID_ARGS, "precision %d is not one of LSAE_PRECISION_DEFAULT, _FP32, _TF32, _BF16", (int)p);
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) {
+        lsae_result r = lsae__cuda_set_precision(m->cuda, p);
+        if (r == LSAE_OK) m->cfg.precision = p;
+        return r;
+    }
+#endif
+    if (p != LSAE_PRECISION_DEFAULT && p != LSAE_PRECISION_FP32)
+        return lsae__err(LSAE_INVALID_ARGS, "precision TF32 or BF16 asked for on the CPU, which computes in float32");
+    m->cfg.precision = p;
     return LSAE_OK;
 }
 
@@ -1403,6 +1596,9 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
     int nt;
     lsae_result res;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: model is NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) return lsae__cuda_encode(m->cuda, x, rows, k, top_acts, top_indices);
+#endif
     if (k == 0) k = m->k;
     if (k > m->L) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: k = %zu is larger than the number of latents %zu", k, m->L);
     if (rows == 0) return LSAE_OK;
@@ -1439,6 +1635,9 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
     size_t i;
     ptrdiff_t r;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode: model is NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) return lsae__cuda_decode(m->cuda, acts, idx, rows, k, x_hat);
+#endif
     if (rows == 0) return LSAE_OK;
     if (!acts || !idx || !x_hat) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode: acts, indices and x_hat must not be NULL");
     for (i = 0; i < rows * k; ++i)
@@ -1495,6 +1694,9 @@ struct lsae_trainer {
     double *tv_dim;             /* [d] */
     float *acc;                 /* [nthreads, 2, d] per-thread row accumulators */
     lsae__select_ws sws;
+#ifdef LATENTSAE_CUDA
+    void *cuda;                 /* the trainer on the GPU (latentsae_cuda.cu) when the model is there; then nothing above but m is used */
+#endif
 };
 
 static void lsae__trainer_free_ws(lsae_trainer *t)
@@ -1558,12 +1760,25 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     c.k = m->k;
     c.normalize_decoder = m->cfg.normalize_decoder;
     c.multi_topk = m->cfg.multi_topk;
+#ifdef LATENTSAE_CUDA
+    c.device = m->cfg.device;   /* a trainer runs where its model is */
+#endif
     if ((r = lsae_config_validate(&c)) != LSAE_OK) return r;
     L = m->L;
     t = (lsae_trainer *)lsae__malloc(m->alloc, sizeof *t);
     if (!t) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory allocating a trainer");
     memset(t, 0, sizeof *t);
     t->m = m;
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) {
+        t->alloc = m->alloc;
+        t->cfg = c;   /* the counters (step, micro, ...) stay in this struct; the .cu keeps them current */
+        if ((r = lsae__cuda_trainer_new(&t->cuda, m->cuda, &c, &t->step, &t->micro, &t->rows_in_window,
+                                        &t->b_dec_initialized, &t->poisoned)) != LSAE_OK) { lsae__free(m->alloc, t); return r; }
+        *out = t;
+        return LSAE_OK;
+    }
+#endif
     t->cfg = c;
     t->alloc = m->alloc;
     t->nthreads = lsae__num_threads(c.num_threads);
@@ -1596,6 +1811,9 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
 LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
 {
     if (!t) return;
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) lsae__cuda_trainer_free(t->cuda);
+#endif
     lsae__trainer_free_ws(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead);
@@ -1686,6 +1904,9 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     ptrdiff_t pr;
     int nt;
     if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: trainer is NULL");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__cuda_trainer_accumulate(t->cuda, x, rows, stats, 0);
+#endif
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
     if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
     m = t->m;
@@ -1967,6 +2188,9 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     int nonfinite = 0, nt;
     ptrdiff_t pc;
     if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: trainer is NULL");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__cuda_trainer_apply(t->cuda, stats);
+#endif
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint");
     if (t->micro == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
     m = t->m;
@@ -2082,7 +2306,11 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
 
 LSAE_DEF lsae_result lsae_trainer_step(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
 {
-    lsae_result r = lsae_trainer_accumulate(t, x, rows, stats);
+    lsae_result r;
+#ifdef LATENTSAE_CUDA
+    if (t && t->cuda) return lsae__cuda_trainer_accumulate(t->cuda, x, rows, stats, 1);
+#endif
+    r = lsae_trainer_accumulate(t, x, rows, stats);
     if (r != LSAE_OK) return r;
     if (t->micro >= t->cfg.grad_acc_steps) return lsae_trainer_apply(t, stats);
     return LSAE_OK;
@@ -2093,6 +2321,9 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
     float *dst[LSAE__NUM_TENSORS];
     int i;
     if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_grads: trainer is NULL");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__cuda_trainer_get_grads(t->cuda, dW_enc, db_enc, dW_dec, db_dec);
+#endif
     dst[0] = dW_enc; dst[1] = db_enc; dst[2] = dW_dec; dst[3] = db_dec;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i)
         if (dst[i]) memcpy(dst[i], t->grads + t->m->lay.offset[i], t->m->lay.count[i] * sizeof(float));
@@ -2104,6 +2335,9 @@ LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *t, lsae_trainer_
     float *dm[LSAE__NUM_TENSORS], *dv[LSAE__NUM_TENSORS];
     int i;
     if (!t || !st) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_state: trainer and state must not be NULL");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__cuda_trainer_get_state(t->cuda, st);
+#endif
     st->step = t->step;
     st->b_dec_initialized = t->b_dec_initialized;
     if (st->since_fired) memcpy(st->since_fired, t->since_fired, t->m->L * sizeof(uint64_t));
@@ -2122,6 +2356,9 @@ LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *t, const lsae_trainer_
     int i;
     size_t j;
     if (!t || !st) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_state: trainer and state must not be NULL");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__cuda_trainer_set_state(t->cuda, st);
+#endif
     if (t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_state: %llu batches are accumulated but not applied; set state between optimizer steps", (unsigned long long)t->micro);
     sm[0] = st->m_W_enc; sm[1] = st->m_b_enc; sm[2] = st->m_W_dec; sm[3] = st->m_b_dec;
     sv[0] = st->v_W_enc; sv[1] = st->v_b_enc; sv[2] = st->v_W_dec; sv[3] = st->v_b_dec;
@@ -3038,6 +3275,9 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     lsae_result r;
     int i, w;
     if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save: model and dir must not be NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
+#endif
     if ((r = lsae__mkdir(dir)) != LSAE_OK) return r;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
         ts[i].name = lsae__tensor_names[i];
@@ -3159,6 +3399,9 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
     if ((r = lsae__load_weights(m, path, mean_center)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
+#ifdef LATENTSAE_CUDA
+    if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
+#endif
     return LSAE_OK;
 }
 

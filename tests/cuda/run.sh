@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# tests/cuda/run.sh: the GPU checks of latentsae_cuda.cu, in one go, on a
+# machine with an NVIDIA GPU, nvcc and (for the baseline) PyTorch:
+#   1. build test_cuda, bench_cuda (cuBLAS) and test_cuda_nocublas for this GPU
+#   2. test_cuda: every kernel and a 20-step training run against the CPU
+#      path, library workspaces poisoned with NaN (LSAE_CUDA_POISON=1)
+#   3. test_cuda_nocublas --small: the same with our own GEMM kernel
+#   4. compute-sanitizer memcheck / initcheck / racecheck on test_cuda --small
+#   5. bench_cuda and tests/cuda/torch_bench.py at d=768, L=24576, k=64,
+#      batch 4096 on the same GPU
+#   6. one table (tests/cuda/table.py), also written to $OUT/table.md
+# About 5 minutes on an H100 (each sanitizer run is capped at 150 s).
+#
+# Usage: tests/cuda/run.sh [--quick] [--no-torch] [--no-sanitizer] [--steps N]
+#   --quick         skip the sanitizers and the AuxK/BF16 timings
+# Logs go to $OUT (the device tool's output folder) or build/cuda/out.
+# Exit status: 0 when every check passed (the timings do not fail it).
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+
+QUICK=0 TORCH=1 SANITIZE=1 STEPS=20
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; SANITIZE=0 ;;
+        --no-torch) TORCH=0 ;;
+        --no-sanitizer) SANITIZE=0 ;;
+        --steps) shift; STEPS="${1:?--steps needs a number}" ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$STEPS" in ''|*[!0-9]*) echo "run.sh: --steps needs a positive number" >&2; exit 2 ;; esac
+
+OUT_DIR="${OUT:-build/cuda/out}"
+mkdir -p "$OUT_DIR"
+status=0
+note() { echo; echo "== $*"; }
+
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+CC_CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+if [ -z "$GPU" ]; then
+    echo "run.sh: nvidia-smi sees no GPU; on a machine without one, 'make test' runs the no-GPU checks" >&2
+    exit 1
+fi
+NVCC_BIN=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+[ -n "$NVCC_BIN" ] || { echo "run.sh: nvcc not found" >&2; exit 1; }
+ARCH="-arch=native"
+[ -n "$CC_CAP" ] && ARCH="-arch=sm_${CC_CAP}"
+PYTHON=$(command -v python3 || true)
+{
+    echo "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | head -1)"
+    "$NVCC_BIN" --version | tail -2
+    [ -n "$PYTHON" ] && "$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null
+} | tee "$OUT_DIR/env.txt"
+
+note "build ($ARCH)"
+rm -f build/cuda/latentsae_cuda.o build/cuda/latentsae_cuda_nocublas.o   # built here, for this GPU
+if ! make -j"$(nproc)" --no-print-directory NVCC="$NVCC_BIN" CUDA_ARCH="$ARCH" \
+        build/cuda/test_cuda build/cuda/bench_cuda build/cuda/test_cuda_nocublas > "$OUT_DIR/build.log" 2>&1; then
+    tail -30 "$OUT_DIR/build.log"
+    echo "run.sh: build failed (full log: $OUT_DIR/build.log)" >&2
+    exit 1
+fi
+echo "ok"
+
+note "test_cuda (cuBLAS build), workspaces poisoned"
+LSAE_CUDA_POISON=1 build/cuda/test_cuda > "$OUT_DIR/test.log" 2>&1 || status=1
+grep -v '^RESULT' "$OUT_DIR/test.log" | tail -60
+
+note "test_cuda_nocublas --small (our own GEMM kernel)"
+LSAE_CUDA_POISON=1 build/cuda/test_cuda_nocublas --small > "$OUT_DIR/test_nocublas.log" 2>&1 || status=1
+tail -3 "$OUT_DIR/test_nocublas.log"
+
+SAN_LOGS=()
+if [ "$SANITIZE" = 1 ]; then
+    SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+    if [ -z "$SAN" ]; then
+        echo "run.sh: compute-sanitizer not found, skipped"
+    else
+        for tool in memcheck initcheck racecheck; do
+            note "compute-sanitizer --tool $tool test_cuda --small"
+            log="$OUT_DIR/sanitizer-$tool.log"
+            timeout 150 "$SAN" --tool "$tool" --error-exitcode 3 build/cuda/test_cuda --small > "$log" 2>&1
+            rc=$?
+            tail -2 "$log"
+            if [ $rc = 124 ]; then echo "(timed out after 150 s: not counted as a failure)";
+            elif [ $rc != 0 ]; then status=1; fi
+            SAN_LOGS+=("$log")
+        done
+    fi
+fi
+
+note "bench_cuda"
+BENCH_ARGS=(--steps "$STEPS")
+[ "$QUICK" = 1 ] && BENCH_ARGS+=(--no-auxk --precisions "fp32,tf32")
+if build/cuda/bench_cuda "${BENCH_ARGS[@]}" > "$OUT_DIR/bench_lsae.txt" 2>&1; then
+    grep -v '^RESULT' "$OUT_DIR/bench_lsae.txt"
+else
+    echo "bench_cuda failed:"; tail -5 "$OUT_DIR/bench_lsae.txt"; status=1
+fi
+
+TORCH_FILE=""
+if [ "$TORCH" = 1 ]; then
+    note "PyTorch eager baseline"
+    TB_ARGS=(--steps 10)
+    [ "$QUICK" = 1 ] && TB_ARGS+=(--no-auxk)
+    if [ -n "$PYTHON" ] && "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        if "$PYTHON" tests/cuda/torch_bench.py "${TB_ARGS[@]}" > "$OUT_DIR/bench_torch.txt" 2>&1; then
+            grep -v '^RESULT' "$OUT_DIR/bench_torch.txt"
+        else
+            echo "torch_bench failed:"; tail -5 "$OUT_DIR/bench_torch.txt"
+        fi
+        TORCH_FILE="$OUT_DIR/bench_torch.txt"
+    else
+        echo "no python3 with CUDA PyTorch: the baseline column stays empty"
+    fi
+fi
+
+note "table"
+if [ -n "$PYTHON" ]; then
+    "$PYTHON" tests/cuda/table.py --gpu "$GPU" --test "$OUT_DIR/test.log" --test-nocublas "$OUT_DIR/test_nocublas.log" \
+        --lsae "$OUT_DIR/bench_lsae.txt" ${TORCH_FILE:+--torch "$TORCH_FILE"} --sanitizer "${SAN_LOGS[@]}" | tee "$OUT_DIR/table.md"
+else
+    grep '^RESULT' "$OUT_DIR"/*.txt "$OUT_DIR/test.log"
+fi
+echo
+[ $status = 0 ] && echo "run.sh: all checks passed" || echo "run.sh: CHECKS FAILED (logs in $OUT_DIR)"
+exit $status
