@@ -5779,8 +5779,11 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
         if ((r = lsae__load_weights(&tmpm, p, 0)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
     }
     if ((r = lsae__ckpt_read_state(dir, &info, m, t, blob, blob_cap)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
-    memcpy(m->params, w, m->lay.total * sizeof(float));
+    /* through set_weights, so a model on a GPU gets them too */
+    r = lsae_model_set_weights(m, w + m->lay.offset[LSAE__W_ENC], w + m->lay.offset[LSAE__B_ENC],
+                               w + m->lay.offset[LSAE__W_DEC], w + m->lay.offset[LSAE__B_DEC]);
     lsae__free(m->alloc, w);
+    if (r != LSAE_OK) return r;
     if (blob_len) *blob_len = (size_t)info.blob_len;
     return LSAE_OK;
 }
@@ -6088,6 +6091,9 @@ done:
     fclose(f);
     lsae__st_free(&st);
     if (r != LSAE_OK) { lsae_model_free(m); return r; }
+#ifdef LATENTSAE_CUDA
+    if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { lsae_model_free(m); return r; }
+#endif
     *out = m;
     return LSAE_OK;
 }
@@ -6102,6 +6108,9 @@ LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *di
     size_t i, j;
     int w;
     if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save_saelens: model and dir must not be NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
+#endif
     if ((r = lsae__mkdirs(dir)) != LSAE_OK) return r;
     if (!(wt = (float *)lsae__alloc_array(m->alloc, m->L, m->d * sizeof(float), "W_enc transpose"))) return LSAE_OUT_OF_MEMORY;
     for (j = 0; j < m->L; ++j)

@@ -753,6 +753,29 @@ static void test_semantics(void)
         free(We); free(be); free(Wd); free(bd);
     }
     state_bufs(&st, d, L, 0);
+    /* the same through a checkpoint directory: save, load into fresh GPU objects, go on bit-identically */
+    {
+        lsae_model *g3 = NULL;
+        lsae_trainer *t3 = NULL;
+        lsae_config c3 = cfg;
+        float *w3 = fnew(L * d);
+        c3.device = LSAE_DEVICE_CUDA;
+        OK(lsae_checkpoint_save("build/cuda/test_ckpt", gpu, t, NULL, 0));
+        OK(lsae_model_create(&c3, NULL, &g3));
+        OK(lsae_trainer_create(g3, &c3, &t3));
+        OK(lsae_checkpoint_load("build/cuda/test_ckpt", g3, t3, NULL, 0, NULL));
+        for (q = 0; q < 2; ++q) {
+            OK(lsae_trainer_step(t, X + (size_t)(9 + q) * B * d, B, &s));
+            OK(lsae_trainer_step(t3, X + (size_t)(9 + q) * B * d, B, &sc));
+            CHECKF(s.loss == sc.loss, "checkpoint resume: loss %d is %.17g, was %.17g", q, sc.loss, s.loss);
+        }
+        OK(lsae_model_get_weights(gpu, w1, NULL, NULL, NULL));
+        OK(lsae_model_get_weights(g3, w3, NULL, NULL, NULL));
+        CHECKF(memcmp(w1, w3, L * d * 4) == 0, "checkpoint resume: weights are not bit-identical");
+        lsae_trainer_free(t3);
+        lsae_model_free(g3);
+        free(w3);
+    }
     /* bad batches change nothing */
     {
         const uint64_t steps0 = lsae_trainer_steps_done(t);
