@@ -349,19 +349,39 @@ LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *trainer);
    name and renamed into place. */
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *model, const char *dir);
 /* Load a model directory written by this library, latent-sae or sparsify
-   (F32, F16 or BF16 tensors). */
+   (F32, F16 or BF16 tensors; any cfg.json version, see lsae_config_from_json),
+   or by SAELens (sae_weights.safetensors: converted as lsae_model_load_saelens). */
 LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc,
                                      lsae_model **out);
 /* Parse a cfg.json text into cfg (d_in, num_latents, expansion_factor, k,
-   normalize_decoder, multi_topk); refuses variants we do not implement. */
+   normalize_decoder, multi_topk): latent-sae 2024 and today, sparsify.
+   Unknown keys are ignored; variants we do not implement (signed, groupmax,
+   skip connections, transcoders, sae_type other than TopK) are refused with
+   LSAE_UNSUPPORTED and a message naming the key. */
 LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_config *cfg);
+
+/* SAELens: dir/cfg.json ("architecture": "topk", d_in, d_sae, k) and
+   dir/sae_weights.safetensors with W_enc [d_in, d_sae] (transposed from
+   ours), b_enc, W_dec, b_dec. Save writes SAELens 6's format (F32);
+   load reads 6 and earlier (activation_fn_str "topk"), folds
+   rescale_acts_by_decoder_norm into the weights and refuses what a
+   latent-sae TopK SAE cannot express (apply_b_dec_to_input false,
+   normalize_activations, other architectures). */
+LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *model, const char *dir);
+LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocator *alloc,
+                                             lsae_model **out);
 
 /* --------------------------------------------------- Hugging Face cache */
 
 /* Resolve OWNER/NAME[/SUBFOLDER] in the local Hugging Face hub cache
-   (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), offline:
+   (HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else
+   ~/.cache/huggingface/hub), offline:
    models--OWNER--NAME/snapshots/<refs/main or the only revision>/SUBFOLDER.
-   When it is not there the message gives the command that downloads it. */
+   repo may be OWNER/NAME@REV (a branch or tag under refs/, or a commit).
+   subfolder may be NULL or "". path receives the directory (cap bytes).
+   When it is not there (LSAE_NOT_FOUND) the message gives the command that
+   downloads it (huggingface-cli download OWNER/NAME, with --include for the
+   subfolder's files). */
 LSAE_DEF lsae_result lsae_hf_resolve(const char *repo, const char *subfolder, char *path, size_t cap);
 /* lsae_model_load on what lsae_hf_resolve finds. */
 LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
@@ -369,17 +389,27 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
 
 /* ------------------------------------------------------------- checkpoints */
 
-/* A checkpoint directory: the model files plus the trainer's state
-   (state.bin: Adam moments, step, dead-latent counters, b_dec flag) and an
-   opaque caller blob (the data position, an RNG state, ...). The whole
-   directory is written under a temporary name and swapped into place, so a
-   crash at any moment leaves the previous checkpoint or the new one. */
+/* A checkpoint directory: the model files (cfg.json, sae.safetensors, which
+   latent-sae loads as a model) plus the trainer's state in state.bin (Adam
+   moments, step, dead-latent counters, b_dec flag; format documented at
+   lsae__ckpt_verify in the implementation: magic "LSAESTAT", version, dims,
+   checksums) and an opaque caller blob (the loader's rows_read, an RNG
+   state, ...). The whole directory is written as DIR.tmp and swapped into
+   place by renames, so a crash (kill -9, power loss) at any moment leaves the
+   previous checkpoint or the new one loadable. trainer may be NULL (model
+   only: zero moments). Refused between accumulate and apply, and after the
+   trainer saw a non-finite value. */
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
                                           const lsae_trainer *trainer, const void *blob,
                                           size_t blob_len);
 /* Restores model weights and trainer state from dir into existing objects of
-   the same shape; copies at most blob_cap bytes of the blob, its length in
-   *blob_len (may be NULL). */
+   the same shape (trainer may be NULL: weights only); copies at most blob_cap
+   bytes of the blob, its length in *blob_len (may be NULL). Every file is
+   checked against state.bin's checksums first; on failure nothing changes.
+   If dir is missing because a save was cut between its renames, the newest
+   whole checkpoint (DIR.tmp, else DIR.old) is loaded instead. Resuming is
+   bit-exact: same seed and thread count give the same model as a run that
+   never stopped. */
 LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
                                           lsae_trainer *trainer, void *blob, size_t blob_cap,
                                           size_t *blob_len);
@@ -409,29 +439,47 @@ typedef enum lsae_dtype {
 
 typedef struct lsae_dataset_options {
     lsae_format format;        /* LSAE_FORMAT_AUTO */
-    const char *tensor_name;   /* .safetensors: the tensor to read; NULL: the only 2-D one */
+    const char *tensor_name;   /* .safetensors, .pt dicts: the tensor to read; NULL: the only 2-D one */
     size_t raw_d_in;           /* raw dumps: values per row (required) */
     lsae_dtype raw_dtype;      /* raw dumps: LSAE_DTYPE_F32 */
+    int no_mmap;               /* 1: read with stdio even where mmap is available */
 } lsae_dataset_options;
 
 typedef struct lsae_dataset lsae_dataset;
 
 LSAE_DEF lsae_dataset_options lsae_dataset_options_default(void);
-/* Open a file or a directory of shards; every shard must have the same width. */
+/* Open a file or a directory of shards; every shard must have the same width.
+   AUTO detects a file's format by its magic bytes (\x93NUMPY, a zip, a
+   safetensors header), else it is raw when raw_d_in is given. In a directory
+   the shards are the files of one kind (by extension; several kinds is an
+   error unless format says which), only the data-* / data_* ones when there
+   are such, sorted by name; listing a directory needs POSIX. Headers are read
+   and checked here; files are memory-mapped where POSIX mmap exists (a file
+   truncated while mapped makes later reads fault: do not shrink shards under
+   a running job). */
 LSAE_DEF lsae_result lsae_dataset_open(const char *path, const lsae_dataset_options *opt,
                                        const lsae_allocator *alloc, lsae_dataset **out);
 LSAE_DEF void lsae_dataset_close(lsae_dataset *ds);
 LSAE_DEF uint64_t lsae_dataset_rows(const lsae_dataset *ds);
 LSAE_DEF size_t lsae_dataset_d_in(const lsae_dataset *ds);
 /* Rows [first, first + count) as float32 into out [count, d_in], converted
-   from the file's dtype; NaN/Inf are passed through (the loader drops them). */
+   from the file's dtype; NaN/Inf are passed through (the loader drops them).
+   Rows are numbered across shards in shard order. Not safe to call from two
+   threads at once, nor while a prefetching loader reads the same dataset. */
 LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t count, float *out);
+LSAE_DEF size_t lsae_dataset_num_shards(const lsae_dataset *ds);
+/* The path of shard i (valid while the dataset is open), or NULL. */
+LSAE_DEF const char *lsae_dataset_shard_path(const lsae_dataset *ds, size_t i);
 
 /* Batches for training: shard order shuffled, then rows shuffled inside a
    large in-memory window, all from a seed; a background thread fills the next
    window while the trainer works; rows with NaN/Inf are dropped and counted.
    The sequence depends only on the dataset, the options and the seed, so a
-   run resumed with lsae_loader_seek sees exactly the batches it would have. */
+   run resumed with lsae_loader_seek sees exactly the batches it would have;
+   it is the same with and without prefetch. The exact sequence (pieces of
+   window_rows / 8 rows shuffled per epoch, windows shuffled inside) is
+   written down at lsae_loader in the implementation. Memory: two windows
+   with prefetch (one without) of window_rows x d_in floats, plus a batch. */
 typedef struct lsae_loader_options {
     size_t batch_size;          /* rows per batch; required */
     int shuffle;                /* 1 */
@@ -448,7 +496,7 @@ typedef struct lsae_loader_stats {
     uint64_t rows_dropped;      /* of those, rows with NaN or Inf */
     uint64_t batches;
     uint64_t epoch;
-    double stall_seconds;       /* time next() waited for the disk */
+    double stall_seconds;       /* time next() waited for the disk (without prefetch: all reading) */
 } lsae_loader_stats;
 
 typedef struct lsae_loader lsae_loader;
@@ -463,7 +511,8 @@ LSAE_DEF void lsae_loader_free(lsae_loader *ld);
 LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size_t *rows);
 LSAE_DEF void lsae_loader_get_stats(const lsae_loader *ld, lsae_loader_stats *stats);
 /* Continue from a position (stats.rows_read of an earlier run with the same
-   dataset, options and seed): the following batches are the ones that run saw. */
+   dataset, options and seed): the following batches are the ones that run saw.
+   The other counters of the stats start again from 0. */
 LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 
 #endif /* LSAE_NO_STDIO */
@@ -2503,6 +2552,9 @@ static lsae_result lsae__mkdir(const char *dir)
     return LSAE_OK;
 }
 
+static int lsae__exists(const char *path);
+static int lsae__is_dir(const char *path);
+
 /* A file written under a temporary name and renamed over the target only
    when every byte is on disk: a crash leaves the old file or the new one,
    never half of one. */
@@ -2862,7 +2914,17 @@ static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, 
 
 /* ----------------------------------------------------------- model files */
 
-LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_config *cfg)
+/* cfg.json of every version in the wild:
+   - latent-sae 2024: {"expansion_factor", "normalize_decoder", "num_latents", "k", "signed", "d_in"}
+   - latent-sae today: about 30 keys, "sae_type": "TOPK", plus training-only
+     ones (k_anneal, decorr_alpha, ...) that do not change what a saved model
+     computes, and two that do: "use_skip" (refused) and "mean_center" (an
+     input_mean tensor, folded into b_dec on load: x - mean - b_dec is
+     x - (b_dec + mean), and the decoder adds both back, so a plain SAE with
+     b_dec + mean computes the same thing)
+   - sparsify: "activation": "topk" | "groupmax", "skip_connection", "transcode"
+   Unknown keys are ignored; num_latents 0 means d_in * expansion_factor. */
+static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_config *cfg, int *mean_center)
 {
     lsae__json j;
     lsae_result r;
@@ -2870,6 +2932,7 @@ LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_co
     uint64_t u;
     int b;
     char s[64];
+    *mean_center = 0;
     if (!text || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_config_from_json: text and cfg must not be NULL");
     if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
     if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "cfg.json is not a JSON object"); }
@@ -2892,6 +2955,10 @@ LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_co
         LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"skip_connection\": true is not supported (the model has a W_skip term latentsae does not compute)");
     if ((t = lsae__json_get(&j, 0, "transcode")) != 0 && lsae__json_bool(&j, t, &b) && b)
         LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"transcode\": true (a transcoder, predicting another layer) is not supported");
+    if ((t = lsae__json_get(&j, 0, "use_skip")) != 0 && lsae__json_bool(&j, t, &b) && b)
+        LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"use_skip\": true (latent-sae's skip connection, W_skip) is not supported");
+    if ((t = lsae__json_get(&j, 0, "mean_center")) != 0 && !lsae__json_bool(&j, t, mean_center))
+        LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"mean_center\" must be true or false");
 
     if (!(t = lsae__json_get(&j, 0, "d_in"))) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: no \"d_in\" (the input width); latent-sae and sparsify both write it");
     if (!lsae__json_u64(&j, t, (uint64_t)INT32_MAX, &u) || u == 0) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"d_in\" must be a positive integer");
@@ -2915,6 +2982,12 @@ LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_co
 #undef LSAE__CFG_FAIL
     lsae__json_free(&j);
     return lsae_config_validate(cfg);
+}
+
+LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_config *cfg)
+{
+    int mean_center;
+    return lsae__config_from_json(text, len, cfg, &mean_center);
 }
 
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
@@ -2948,8 +3021,12 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     return lsae__afile_commit(&af);
 }
 
-/* Load sae.safetensors from a directory into an existing model of the right shape. */
-static lsae_result lsae__load_weights(lsae_model *m, const char *path)
+/* Load sae.safetensors from a directory into an existing model of the right
+   shape. Any tensor beyond the four is refused (never ignored), except
+   input_mean of a mean_center model, which is folded into b_dec, and the
+   scalar batchtopk_threshold buffer latent-sae registers for some
+   configurations but never reads when encoding a TopK SAE. */
+static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_center)
 {
     FILE *f;
     lsae__st st;
@@ -2982,8 +3059,26 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path)
                 goto done;
             }
     }
-    if (lsae__st_find(&st, "W_skip"))
-        r = lsae__err(LSAE_UNSUPPORTED, "%s: holds W_skip (a skip connection), which latentsae does not compute", path);
+    for (j = 0; j < st.n; ++j) {
+        const lsae__st_tensor *t = &st.t[j];
+        int q, known = 0;
+        for (q = 0; q < LSAE__NUM_TENSORS; ++q) known |= strcmp(t->name, lsae__tensor_names[q]) == 0;
+        if (known || (strcmp(t->name, "batchtopk_threshold") == 0 && t->numel == 1)) continue;
+        if (strcmp(t->name, "input_mean") == 0 && mean_center) continue;
+        if (strncmp(t->name, "W_skip", 6) == 0) { r = lsae__err(LSAE_UNSUPPORTED, "%s: holds %s (a skip connection), which latentsae does not compute", path, t->name); goto done; }
+        if (strcmp(t->name, "input_mean") == 0) { r = lsae__err(LSAE_BAD_FILE, "%s: holds input_mean but cfg.json does not say \"mean_center\": true", path); goto done; }
+        r = lsae__err(LSAE_UNSUPPORTED, "%s: holds tensor '%s', which a TopK SAE does not have; refusing rather than ignoring it", path, t->name);
+        goto done;
+    }
+    if (mean_center) {
+        const lsae__st_tensor *t = lsae__st_find(&st, "input_mean");
+        float *mu;
+        if (!t || t->ndim != 1 || t->shape[0] != m->d) { r = lsae__err(LSAE_BAD_FILE, "%s: cfg.json says \"mean_center\": true but there is no input_mean tensor of %zu values", path, m->d); goto done; }
+        if (!(mu = (float *)lsae__alloc_array(m->alloc, m->d, sizeof(float), "input_mean"))) { r = LSAE_OUT_OF_MEMORY; goto done; }
+        if ((r = lsae__st_read_f32(f, path, &st, t, 0, m->d, mu)) == LSAE_OK)
+            for (j = 0; j < m->d; ++j) m->params[m->lay.offset[LSAE__B_DEC] + j] += mu[j];
+        lsae__free(m->alloc, mu);
+    }
 done:
     fclose(f);
     lsae__st_free(&st);
@@ -2997,17 +3092,22 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     lsae_config cfg;
     lsae_model *m;
     lsae_result r;
+    int mean_center = 0;
     if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: out is NULL");
     *out = NULL;
     if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: dir is NULL");
     if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    /* a SAELens directory (sae_weights.safetensors, no sae.safetensors) converts on the fly */
+    if (lsae__path_join(path, sizeof path, dir, "sae.safetensors") && !lsae__exists(path) &&
+        lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors") && lsae__exists(path))
+        return lsae_model_load_saelens(dir, alloc, out);
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) {
         if (r == LSAE_NOT_FOUND)
             return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
         return r;
     }
-    r = lsae_config_from_json(text, len, &cfg);
+    r = lsae__config_from_json(text, len, &cfg, &mean_center);
     lsae__free(alloc, text);
     if (r != LSAE_OK) {
         char msg[1024];
@@ -3017,9 +3117,2626 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     }
     if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
-    if ((r = lsae__load_weights(m, path)) != LSAE_OK) { lsae_model_free(m); return r; }
+    if ((r = lsae__load_weights(m, path, mean_center)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
     return LSAE_OK;
+}
+
+/* ======================================================================
+   Everything below is the file-format part of the library (SPEC section 3):
+   platform helpers, hashing, embeddings datasets (npy, safetensors, raw,
+   torch .pt, shard directories), the shuffling loader, checkpoints, the
+   Hugging Face cache and SAELens conversion.
+   ====================================================================== */
+
+/* ------------------------------------------------------- platform extras */
+
+/* POSIX facilities are used only where the compilation mode exposes them
+   (_POSIX_C_SOURCE >= 200112L: any default gcc/clang mode, or a program that
+   defines it before its first #include). A strict -std=c99 build gets the
+   portable fallbacks: stdio reads instead of mmap, the loader's synchronous
+   path instead of a thread, clock() instead of a monotonic clock, and no
+   directory listing. LSAE_NO_THREADS and LSAE_NO_MMAP force the fallbacks. */
+#if (defined(__unix__) || defined(__APPLE__)) && defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L
+#define LSAE__POSIX 1
+#include <fcntl.h>
+#include <dirent.h>
+#include <time.h>
+#if !defined(LSAE_NO_MMAP)
+#include <sys/mman.h>
+#define LSAE__HAVE_MMAP 1
+#endif
+#if !defined(LSAE_NO_THREADS)
+#include <pthread.h>
+#define LSAE__HAVE_THREADS 1
+#endif
+#else
+#include <time.h>
+#endif
+
+/* Seconds on a monotonic clock where there is one (the loader's stall time). */
+static double lsae__now(void)
+{
+#if defined(LSAE__POSIX) && defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+    return (double)clock() / (double)CLOCKS_PER_SEC;
+}
+
+/* Keep the first error message when a later cleanup step would overwrite it. */
+static lsae_result lsae__err_prefix(lsae_result r, const char *prefix)
+{
+    char msg[1024];
+    memcpy(msg, lsae__err_msg, sizeof msg);
+    msg[sizeof msg - 1] = 0;
+    return lsae__err(r, "%s%s", prefix, msg);
+}
+
+static char *lsae__strdup(const lsae_allocator *a, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = (char *)lsae__malloc(a, n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+static uint64_t lsae__get_le(const unsigned char *p, int nbytes)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = nbytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+static void lsae__put_le(unsigned char *p, uint64_t v, int nbytes)
+{
+    int i;
+    for (i = 0; i < nbytes; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* ---------------------------------------------------------------- hashing */
+
+/* The checksum of checkpoint files: a 64-bit hash over 8-byte little-endian
+   words (the tail zero-padded), then the byte length:
+       h = 0x9E3779B97F4A7C15 (FNV-free constant, the golden ratio)
+       for each word w:  h = rotl64(h ^ (w * 0x87C37B91114253D5), 31) * 0x4CF5AD432745937F + 0x52DCE729
+       h ^= length; h = mix64(h)                  (SplitMix64's finaliser)
+   It is not cryptographic; it catches torn writes and bit rot, and runs at
+   memory speed so a checkpoint of a large model costs no noticeable time. */
+typedef struct lsae__hash {
+    uint64_t h, len;
+    unsigned char tail[8];
+    size_t ntail;
+} lsae__hash;
+
+static void lsae__hash_init(lsae__hash *s) { s->h = 0x9E3779B97F4A7C15ull; s->len = 0; s->ntail = 0; }
+
+static void lsae__hash_word(lsae__hash *s, uint64_t w)
+{
+    uint64_t x = s->h ^ (w * 0x87C37B91114253D5ull);
+    s->h = ((x << 31) | (x >> 33)) * 0x4CF5AD432745937Full + 0x52DCE729ull;
+}
+
+static void lsae__hash_update(lsae__hash *s, const void *data, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    s->len += n;
+    while (n && s->ntail) {
+        s->tail[s->ntail++] = *p++;
+        --n;
+        if (s->ntail == 8) { lsae__hash_word(s, lsae__get_le(s->tail, 8)); s->ntail = 0; }
+    }
+    if (lsae__little_endian()) {
+        while (n >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            lsae__hash_word(s, w);
+            p += 8;
+            n -= 8;
+        }
+    } else {
+        while (n >= 8) { lsae__hash_word(s, lsae__get_le(p, 8)); p += 8; n -= 8; }
+    }
+    while (n) { s->tail[s->ntail++] = *p++; --n; }
+}
+
+static uint64_t lsae__hash_final(const lsae__hash *s)
+{
+    lsae__hash t = *s;
+    if (t.ntail) {
+        memset(t.tail + t.ntail, 0, 8 - t.ntail);
+        lsae__hash_word(&t, lsae__get_le(t.tail, 8));
+    }
+    return lsae__mix64(t.h ^ t.len);
+}
+
+/* Hash of a whole file's bytes. */
+static lsae_result lsae__hash_file(const char *path, uint64_t *out, uint64_t *size)
+{
+    unsigned char buf[1 << 16];
+    lsae__hash h;
+    FILE *f;
+    size_t n;
+    lsae_result r;
+    if ((r = lsae__open_read(path, &f)) != LSAE_OK) return r;
+    lsae__hash_init(&h);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) lsae__hash_update(&h, buf, n);
+    if (ferror(f)) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: read failed", path); }
+    fclose(f);
+    *out = lsae__hash_final(&h);
+    if (size) *size = h.len;
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------- directory helpers */
+
+static int lsae__is_dir(const char *path)
+{
+#if defined(__unix__) || defined(__APPLE__)
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+#elif defined(_WIN32)
+    struct _stat sb;
+    return _stat(path, &sb) == 0 && (sb.st_mode & _S_IFDIR);
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+static int lsae__exists(const char *path)
+{
+    FILE *f;
+    if (lsae__is_dir(path)) return 1;
+    f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* Remove an empty directory (C's remove() does it on POSIX systems). */
+static int lsae__rmdir(const char *dir)
+{
+#if defined(_WIN32)
+    return _rmdir(dir);
+#else
+    return remove(dir);
+#endif
+}
+
+/* Make every missing directory of a path (mkdir -p). */
+static lsae_result lsae__mkdirs(const char *dir)
+{
+    char buf[4096];
+    size_t n = strlen(dir), i;
+    lsae_result r;
+    if (n == 0 || n >= sizeof buf) return lsae__err(LSAE_INVALID_ARGS, "bad directory path '%s'", dir);
+    memcpy(buf, dir, n + 1);
+    for (i = 1; i < n; ++i) {
+        if (buf[i] != '/' && buf[i] != '\\') continue;
+        buf[i] = 0;
+        if (!lsae__is_dir(buf) && (r = lsae__mkdir(buf)) != LSAE_OK) return r;
+        buf[i] = dir[i];
+    }
+    return lsae__mkdir(buf);
+}
+
+/* Flush a directory's entries (the renames in it) to disk, where POSIX allows. */
+static void lsae__fsync_dir(const char *dir)
+{
+#if defined(LSAE__POSIX) && defined(LSAE__HAVE_FSYNC)
+    int fd = open(dir, O_RDONLY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+#else
+    (void)dir;
+#endif
+}
+
+/* The names in a directory (regular files and directories, no "." and ".."),
+   sorted by strcmp. Needs POSIX or Windows; a strict C99 build cannot list. */
+typedef struct lsae__names {
+    char **v;
+    size_t n, cap;
+    const lsae_allocator *alloc;
+} lsae__names;
+
+static void lsae__names_free(lsae__names *l)
+{
+    size_t i;
+    for (i = 0; i < l->n; ++i) lsae__free(l->alloc, l->v[i]);
+    lsae__free(l->alloc, l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+static lsae_result lsae__names_push(lsae__names *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? 2 * l->cap : 64;
+        char **nv = (char **)lsae__alloc_array(l->alloc, ncap, sizeof(char *), "directory listing");
+        if (!nv) return LSAE_OUT_OF_MEMORY;
+        if (l->n) memcpy(nv, l->v, l->n * sizeof(char *));
+        lsae__free(l->alloc, l->v);
+        l->v = nv;
+        l->cap = ncap;
+    }
+    if (!(l->v[l->n] = lsae__strdup(l->alloc, s))) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory listing a directory");
+    ++l->n;
+    return LSAE_OK;
+}
+
+static int lsae__cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static lsae_result lsae__list_dir(const char *dir, const lsae_allocator *a, lsae__names *out)
+{
+    memset(out, 0, sizeof *out);
+    out->alloc = a;
+#if defined(LSAE__POSIX)
+    {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        lsae_result r;
+        if (!d) {
+            int err = errno;
+            return lsae__err(err == ENOENT ? LSAE_NOT_FOUND : LSAE_IO_ERROR, "%s: cannot list directory: %s", dir, strerror(err));
+        }
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            if ((r = lsae__names_push(out, e->d_name)) != LSAE_OK) { closedir(d); lsae__names_free(out); return r; }
+        }
+        closedir(d);
+    }
+#else
+    return lsae__err(LSAE_UNSUPPORTED, "%s: listing a directory needs POSIX (this build is strict ISO C: define _POSIX_C_SOURCE 200809L before including, or name the file)", dir);
+#endif
+    if (out->n) qsort(out->v, out->n, sizeof(char *), lsae__cmp_str);
+    return LSAE_OK;
+}
+
+/* ---------------------------------------------------------- dataset shards */
+
+/* One file of embeddings: rows x d values of one dtype, contiguous, starting
+   at byte `offset`. Every reader below (npy, safetensors, raw, torch) only
+   works out these numbers from the file's header and checks them against
+   the file's size; the rows are then read (or mapped) the same way. */
+typedef struct lsae__shard {
+    char *path;
+    lsae_format format;
+    int dtype;                  /* LSAE__DT_F32 / _F16 / _BF16 */
+    size_t elem;                /* bytes per value */
+    uint64_t offset;            /* byte offset of row 0 */
+    uint64_t rows, cols;
+    uint64_t first;             /* global index of row 0 in the dataset */
+    const unsigned char *map;   /* the whole file, mapped; NULL: read with stdio */
+    size_t map_len;
+} lsae__shard;
+
+#define LSAE__MAX_BYTES ((uint64_t)1 << 62)
+
+/* rows x cols x elem bytes without overflow (everything below 2^62). */
+static int lsae__shape_bytes(uint64_t rows, uint64_t cols, size_t elem, uint64_t *out)
+{
+    if (cols && rows > LSAE__MAX_BYTES / cols) return 0;
+    if (rows * cols > LSAE__MAX_BYTES / elem) return 0;
+    *out = rows * cols * elem;
+    return 1;
+}
+
+/* Check that the data of a shard lies inside the file. */
+static lsae_result lsae__shard_check_size(const char *path, const char *what, uint64_t offset, uint64_t rows, uint64_t cols, size_t elem,
+                                          uint64_t file_size, int exact)
+{
+    uint64_t bytes;
+    if (!lsae__shape_bytes(rows, cols, elem, &bytes) || offset > LSAE__MAX_BYTES - bytes)
+        return lsae__err(LSAE_BAD_FILE, "%s: %s shape [%llu, %llu] is too large (its byte count overflows)", path, what,
+                         (unsigned long long)rows, (unsigned long long)cols);
+    if (offset + bytes > file_size)
+        return lsae__err(LSAE_BAD_FILE, "%s: %s [%llu, %llu] needs %llu bytes from offset %llu, but the file has %llu: truncated?", path, what,
+                         (unsigned long long)rows, (unsigned long long)cols, (unsigned long long)bytes, (unsigned long long)offset,
+                         (unsigned long long)file_size);
+    if (exact && offset + bytes != file_size)
+        return lsae__err(LSAE_BAD_FILE, "%s: %s [%llu, %llu] ends at byte %llu, but the file has %llu bytes (%llu extra)", path, what,
+                         (unsigned long long)rows, (unsigned long long)cols, (unsigned long long)(offset + bytes),
+                         (unsigned long long)file_size, (unsigned long long)(file_size - offset - bytes));
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------------------- npy */
+
+/* NumPy's .npy format (numpy/lib/format.py, NEP 1):
+     bytes 0-5   "\x93NUMPY"
+     byte 6, 7   major, minor version (1.0, 2.0 or 3.0)
+     then        header length: uint16 LE (v1) or uint32 LE (v2, v3)
+     then        the header: a Python dict literal, ASCII (v1, v2) or UTF-8 (v3),
+                 {'descr': '<f4', 'fortran_order': False, 'shape': (N, D), }
+                 padded with spaces and ended by '\n'
+     then        the data, C order unless fortran_order.
+   We take '<f4' and '<f2' (and '|' or '=' byte-order marks where the host is
+   little-endian), 2-D, C order; anything else is refused with its name. */
+#define LSAE__NPY_MAX_HEADER (1u << 20)
+
+typedef struct lsae__npy_hdr {
+    char descr[32];
+    int fortran, have_descr, have_fortran, have_shape;
+    int ndim;
+    uint64_t shape[8];
+} lsae__npy_hdr;
+
+static void lsae__py_ws(const char *s, size_t n, size_t *p) { while (*p < n && (s[*p] == ' ' || s[*p] == '\t' || s[*p] == '\n' || s[*p] == '\r')) ++*p; }
+
+/* a Python string literal in ' or " (no escapes appear in npy headers) */
+static int lsae__py_str(const char *s, size_t n, size_t *p, char *out, size_t cap)
+{
+    char q;
+    size_t o = 0;
+    if (*p >= n || (s[*p] != '\'' && s[*p] != '"')) return 0;
+    q = s[(*p)++];
+    while (*p < n && s[*p] != q) {
+        if (s[*p] == '\\' || o + 1 >= cap) return 0;
+        out[o++] = s[(*p)++];
+    }
+    if (*p >= n) return 0;
+    ++*p;
+    out[o] = 0;
+    return 1;
+}
+
+static lsae_result lsae__npy_parse_dict(const char *path, const char *s, size_t n, lsae__npy_hdr *h)
+{
+    size_t p = 0;
+    char key[64];
+    memset(h, 0, sizeof *h);
+    lsae__py_ws(s, n, &p);
+    if (p >= n || s[p] != '{') return lsae__err(LSAE_BAD_FILE, "%s: npy header does not start with '{' (byte %zu of the header)", path, p);
+    ++p;
+    for (;;) {
+        lsae__py_ws(s, n, &p);
+        if (p < n && s[p] == '}') break;
+        if (!lsae__py_str(s, n, &p, key, sizeof key)) return lsae__err(LSAE_BAD_FILE, "%s: npy header: a quoted key expected at byte %zu of the header", path, p);
+        lsae__py_ws(s, n, &p);
+        if (p >= n || s[p] != ':') return lsae__err(LSAE_BAD_FILE, "%s: npy header: ':' expected after '%s'", path, key);
+        ++p;
+        lsae__py_ws(s, n, &p);
+        if (strcmp(key, "descr") == 0) {
+            if (p < n && s[p] == '[') return lsae__err(LSAE_UNSUPPORTED, "%s: npy holds a structured dtype (a record list); only float32 '<f4' and float16 '<f2' are read", path);
+            if (!lsae__py_str(s, n, &p, h->descr, sizeof h->descr)) return lsae__err(LSAE_BAD_FILE, "%s: npy header: 'descr' is not a short string", path);
+            h->have_descr = 1;
+        } else if (strcmp(key, "fortran_order") == 0) {
+            if (n - p >= 4 && memcmp(s + p, "True", 4) == 0) { h->fortran = 1; p += 4; }
+            else if (n - p >= 5 && memcmp(s + p, "False", 5) == 0) { h->fortran = 0; p += 5; }
+            else return lsae__err(LSAE_BAD_FILE, "%s: npy header: 'fortran_order' is not True or False", path);
+            h->have_fortran = 1;
+        } else if (strcmp(key, "shape") == 0) {
+            if (p >= n || s[p] != '(') return lsae__err(LSAE_BAD_FILE, "%s: npy header: 'shape' is not a tuple", path);
+            ++p;
+            for (;;) {
+                uint64_t v = 0;
+                size_t digits = 0;
+                lsae__py_ws(s, n, &p);
+                if (p < n && s[p] == ')') { ++p; break; }
+                while (p < n && s[p] >= '0' && s[p] <= '9') {
+                    unsigned dg = (unsigned)(s[p] - '0');
+                    if (v > (LSAE__MAX_BYTES - dg) / 10)
+                        return lsae__err(LSAE_BAD_FILE, "%s: npy header: a size in 'shape' is larger than 2^62", path);
+                    v = v * 10 + dg;
+                    ++p;
+                    ++digits;
+                }
+                if (!digits) return lsae__err(LSAE_BAD_FILE, "%s: npy header: 'shape' holds something other than non-negative integers", path);
+                if (p < n && s[p] == 'L') ++p; /* Python 2 long */
+                if (h->ndim >= 8) return lsae__err(LSAE_BAD_FILE, "%s: npy header: more than 8 dimensions", path);
+                h->shape[h->ndim++] = v;
+                lsae__py_ws(s, n, &p);
+                if (p < n && s[p] == ',') { ++p; continue; }
+                if (p < n && s[p] == ')') { ++p; break; }
+                return lsae__err(LSAE_BAD_FILE, "%s: npy header: ',' or ')' expected in 'shape'", path);
+            }
+            h->have_shape = 1;
+        } else {
+            return lsae__err(LSAE_BAD_FILE, "%s: npy header has an unexpected key '%s' (only descr, fortran_order, shape are defined)", path, key);
+        }
+        lsae__py_ws(s, n, &p);
+        if (p < n && s[p] == ',') { ++p; continue; }
+        if (p < n && s[p] == '}') break;
+        return lsae__err(LSAE_BAD_FILE, "%s: npy header: ',' or '}' expected at byte %zu of the header", path, p);
+    }
+    if (!h->have_descr || !h->have_fortran || !h->have_shape)
+        return lsae__err(LSAE_BAD_FILE, "%s: npy header lacks '%s'", path, !h->have_descr ? "descr" : !h->have_fortran ? "fortran_order" : "shape");
+    return LSAE_OK;
+}
+
+static lsae_result lsae__npy_open(const char *path, FILE *f, uint64_t size, const lsae_allocator *a, lsae__shard *sh)
+{
+    unsigned char pre[12];
+    uint64_t hlen, off;
+    char *hdr;
+    lsae__npy_hdr h;
+    lsae_result r;
+    int major;
+    if (size < 10 || fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
+        return lsae__err(LSAE_BAD_FILE, "%s: not an npy file (no \\x93NUMPY magic at byte 0)", path);
+    major = pre[6];
+    if (major == 1) {
+        hlen = lsae__get_le(pre + 8, 2);
+        off = 10;
+    } else if (major == 2 || major == 3) {
+        if (size < 12 || fread(pre + 10, 1, 2, f) != 2) return lsae__err(LSAE_BAD_FILE, "%s: npy v%d header length cut short", path, major);
+        hlen = lsae__get_le(pre + 8, 4);
+        off = 12;
+    } else {
+        return lsae__err(LSAE_UNSUPPORTED, "%s: npy format version %d.%d; versions 1.0, 2.0 and 3.0 are read", path, major, pre[7]);
+    }
+    if (hlen > LSAE__NPY_MAX_HEADER)
+        return lsae__err(LSAE_BAD_FILE, "%s: npy header claims %llu bytes, more than the %u allowed", path, (unsigned long long)hlen, LSAE__NPY_MAX_HEADER);
+    if (off + hlen > size)
+        return lsae__err(LSAE_BAD_FILE, "%s: npy header of %llu bytes runs past the end of the %llu-byte file", path, (unsigned long long)hlen, (unsigned long long)size);
+    hdr = (char *)lsae__malloc(a, (size_t)hlen + 1);
+    if (!hdr) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory reading the npy header", path);
+    if (hlen && fread(hdr, 1, (size_t)hlen, f) != (size_t)hlen) { lsae__free(a, hdr); return lsae__err(LSAE_IO_ERROR, "%s: read of the npy header failed", path); }
+    hdr[hlen] = 0;
+    r = lsae__npy_parse_dict(path, hdr, (size_t)hlen, &h);
+    lsae__free(a, hdr);
+    if (r != LSAE_OK) return r;
+    off += hlen;
+    {
+        const char *d = h.descr;
+        char bo = d[0];
+        int le_host = lsae__little_endian();
+        if (bo == '>' || ((bo == '=' || bo == '|') && !le_host) || (bo == '<' && !le_host && strcmp(d + 1, "f4") != 0 && strcmp(d + 1, "f2") != 0))
+            return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is big-endian; save it little-endian (arr.astype('<f4'))", path, d);
+        if (bo == '<' || bo == '=' || bo == '|') ++d;
+        if (strcmp(d, "f4") == 0) { sh->dtype = LSAE__DT_F32; sh->elem = 4; }
+        else if (strcmp(d, "f2") == 0) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
+        else return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is not float32 ('<f4') or float16 ('<f2'); convert it with arr.astype(np.float32)", path, h.descr);
+    }
+    if (h.fortran)
+        return lsae__err(LSAE_UNSUPPORTED, "%s: npy array is in Fortran (column-major) order; save it in C order (np.ascontiguousarray(arr))", path);
+    if (h.ndim != 2) {
+        if (h.ndim == 1)
+            return lsae__err(LSAE_BAD_FILE, "%s: npy array is 1-D (shape (%llu,)); embeddings must be 2-D [rows, width] (use arr.reshape(1, -1) for one row)", path, (unsigned long long)h.shape[0]);
+        return lsae__err(LSAE_BAD_FILE, "%s: npy array has %d dimensions; embeddings must be 2-D [rows, width]", path, h.ndim);
+    }
+    sh->format = LSAE_FORMAT_NPY;
+    sh->offset = off;
+    sh->rows = h.shape[0];
+    sh->cols = h.shape[1];
+    return lsae__shard_check_size(path, "npy array", off, sh->rows, sh->cols, sh->elem, size, 1);
+}
+
+/* ------------------------------------------------------ safetensors data */
+
+static lsae_result lsae__st_shard_open(const char *path, const char *name, const lsae_allocator *a, lsae__shard *sh)
+{
+    FILE *f;
+    lsae__st st;
+    const lsae__st_tensor *t = NULL;
+    lsae_result r;
+    size_t i, n2 = 0;
+    if ((r = lsae__st_open(path, a, &f, &st)) != LSAE_OK) return r;
+    fclose(f);
+    if (name) {
+        if (!(t = lsae__st_find(&st, name))) {
+            r = lsae__err(LSAE_NOT_FOUND, "%s: no tensor named '%s' (it holds %zu tensor%s%s%s)", path, name, st.n, st.n == 1 ? "" : "s",
+                          st.n ? ", the first is " : "", st.n ? st.t[0].name : "");
+            lsae__st_free(&st);
+            return r;
+        }
+    } else {
+        for (i = 0; i < st.n; ++i)
+            if (st.t[i].ndim == 2) { if (!t) t = &st.t[i]; ++n2; }
+        if (n2 != 1) {
+            r = lsae__err(n2 ? LSAE_INVALID_ARGS : LSAE_BAD_FILE, "%s: %zu two-dimensional tensors; %s", path, n2,
+                          n2 ? "name the one to read (tensor_name)" : "embeddings must be a 2-D [rows, width] tensor");
+            lsae__st_free(&st);
+            return r;
+        }
+    }
+    if (t->ndim != 2) {
+        r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has %d dimensions; embeddings must be 2-D [rows, width]", path, t->name, t->ndim);
+    } else if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16) {
+        r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; embeddings are read from F32, F16 or BF16", path, t->name, t->dtype_name);
+    } else {
+        sh->format = LSAE_FORMAT_SAFETENSORS;
+        sh->dtype = t->dtype;
+        sh->elem = t->elem_size;
+        sh->offset = st.data_start + t->begin;
+        sh->rows = t->shape[0];
+        sh->cols = t->shape[1];
+        r = LSAE_OK; /* lsae__st_parse already checked the bytes against the shape and the file */
+    }
+    lsae__st_free(&st);
+    return r;
+}
+
+/* ------------------------------------------------------------------- raw */
+
+static lsae_result lsae__raw_open(const char *path, uint64_t size, size_t d, lsae_dtype dt, lsae__shard *sh)
+{
+    uint64_t row_bytes;
+    const char *name = dt == LSAE_DTYPE_F16 ? "f16" : dt == LSAE_DTYPE_BF16 ? "bf16" : "f32";
+    if (d == 0) return lsae__err(LSAE_INVALID_ARGS, "%s: a raw dump has no header: give its width (raw_d_in, --d-in)", path);
+    if (dt != LSAE_DTYPE_F32 && dt != LSAE_DTYPE_F16 && dt != LSAE_DTYPE_BF16)
+        return lsae__err(LSAE_INVALID_ARGS, "%s: raw dtype %d is not f32 (1), f16 (2) or bf16 (3)", path, (int)dt);
+    sh->format = LSAE_FORMAT_RAW;
+    sh->dtype = (int)dt;
+    sh->elem = dt == LSAE_DTYPE_F32 ? 4 : 2;
+    if (!lsae__shape_bytes(1, d, sh->elem, &row_bytes)) return lsae__err(LSAE_INVALID_ARGS, "%s: width %zu is too large", path, d);
+    if (size % row_bytes != 0)
+        return lsae__err(LSAE_BAD_FILE, "%s: %llu bytes is not a whole number of %s rows of width %zu (%llu bytes each; %llu bytes left over): wrong width or dtype?",
+                         path, (unsigned long long)size, name, d, (unsigned long long)row_bytes, (unsigned long long)(size % row_bytes));
+    sh->offset = 0;
+    sh->rows = size / row_bytes;
+    sh->cols = d;
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------------ torch .pt */
+
+/* torch.save (since torch 1.6) writes a zip archive (APPNOTE.TXT, stored,
+   not compressed) holding
+     PREFIX/data.pkl      the object, pickled (protocol 2)
+     PREFIX/data/KEY      one entry per storage: its raw little-endian bytes
+     PREFIX/byteorder     "little" or "big" (newer torch; absent = little)
+     PREFIX/version       and a few more we do not need
+   PREFIX is the file's stem in older torch and "archive" in newer ones, so
+   we take whatever stands before "/data.pkl". A tensor is pickled as
+     torch._utils._rebuild_tensor_v2(STORAGE, storage_offset, size, stride, requires_grad, hooks[, metadata])
+   where STORAGE is a persistent id
+     ('storage', torch.FloatStorage | HalfStorage | BFloat16Storage, KEY, location, numel).
+   We read the central directory (ZIP64 included, for files over 4 GiB), run
+   the pickle through a small stack machine that knows only the opcodes of
+   protocols 2-4 and builds nothing but strings, numbers, tuples, dicts and
+   these tensors, and accept one 2-D contiguous float tensor (the object
+   itself, or the only 2-D tensor of a dict, list or tuple). */
+
+typedef struct lsae__zip_entry {
+    uint64_t local_offset, size, comp_size;
+    int method;
+    size_t name_off, name_len;      /* into the central directory buffer */
+} lsae__zip_entry;
+
+typedef struct lsae__zip {
+    unsigned char *cd;              /* the central directory */
+    size_t cd_len;
+    lsae__zip_entry *e;
+    size_t n;
+    const lsae_allocator *alloc;
+} lsae__zip;
+
+static void lsae__zip_free(lsae__zip *z)
+{
+    lsae__free(z->alloc, z->cd);
+    lsae__free(z->alloc, z->e);
+    z->cd = NULL;
+    z->e = NULL;
+    z->n = 0;
+}
+
+#define LSAE__ZIP_MAX_CD ((uint64_t)64 << 20)
+
+static lsae_result lsae__zip_open(const char *path, FILE *f, uint64_t size, const lsae_allocator *a, lsae__zip *z)
+{
+    unsigned char tail[65536 + 22], rec[56];
+    uint64_t tail_len = size < sizeof tail ? size : sizeof tail, cd_off, cd_size, count, pos;
+    size_t i, at;
+    int found = 0;
+    memset(z, 0, sizeof *z);
+    z->alloc = a;
+    if (tail_len < 22 || !lsae__seek(f, size - tail_len) || fread(tail, 1, (size_t)tail_len, f) != (size_t)tail_len)
+        return lsae__err(LSAE_BAD_FILE, "%s: too short for a zip archive (torch.save's format)", path);
+    /* the end-of-central-directory record: the last "PK\5\6" with room for its 22 bytes */
+    for (i = (size_t)tail_len - 22 + 1; i-- > 0;)
+        if (tail[i] == 'P' && tail[i + 1] == 'K' && tail[i + 2] == 5 && tail[i + 3] == 6) { found = 1; break; }
+    if (!found) return lsae__err(LSAE_BAD_FILE, "%s: no zip end-of-central-directory record (not a torch.save file, or truncated)", path);
+    count = lsae__get_le(tail + i + 10, 2);
+    cd_size = lsae__get_le(tail + i + 12, 4);
+    cd_off = lsae__get_le(tail + i + 16, 4);
+    if (count == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
+        /* ZIP64: a locator sits 20 bytes before the record and points at the zip64 record */
+        uint64_t loc = size - tail_len + i, z64;
+        if (loc < 20 || !lsae__seek(f, loc - 20) || fread(rec, 1, 20, f) != 20 || lsae__get_le(rec, 4) != 0x07064b50u)
+            return lsae__err(LSAE_BAD_FILE, "%s: zip64 archive without a zip64 locator", path);
+        z64 = lsae__get_le(rec + 8, 8);
+        if (z64 > size - 56 || !lsae__seek(f, z64) || fread(rec, 1, 56, f) != 56 || lsae__get_le(rec, 4) != 0x06064b50u)
+            return lsae__err(LSAE_BAD_FILE, "%s: bad zip64 end-of-central-directory record at offset %llu", path, (unsigned long long)z64);
+        count = lsae__get_le(rec + 32, 8);
+        cd_size = lsae__get_le(rec + 40, 8);
+        cd_off = lsae__get_le(rec + 48, 8);
+    }
+    if (cd_size > LSAE__ZIP_MAX_CD || cd_off > size || cd_size > size - cd_off || count > cd_size / 46)
+        return lsae__err(LSAE_BAD_FILE, "%s: zip central directory (%llu entries, %llu bytes at offset %llu) does not fit the %llu-byte file", path,
+                         (unsigned long long)count, (unsigned long long)cd_size, (unsigned long long)cd_off, (unsigned long long)size);
+    z->cd_len = (size_t)cd_size;
+    z->cd = (unsigned char *)lsae__malloc(a, z->cd_len ? z->cd_len : 1);
+    z->e = (lsae__zip_entry *)lsae__alloc_array(a, count ? (size_t)count : 1, sizeof(lsae__zip_entry), "zip entries");
+    if (!z->cd || !z->e) { lsae__zip_free(z); return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory reading the zip directory", path); }
+    if (!lsae__seek(f, cd_off) || fread(z->cd, 1, z->cd_len, f) != z->cd_len) { lsae__zip_free(z); return lsae__err(LSAE_IO_ERROR, "%s: read of the zip directory failed", path); }
+    for (pos = 0, at = 0; at < count; ++at) {
+        lsae__zip_entry *e = &z->e[at];
+        const unsigned char *c = z->cd + pos;
+        uint64_t nl, xl, cl;
+        if (pos + 46 > cd_size || lsae__get_le(c, 4) != 0x02014b50u) { lsae__zip_free(z); return lsae__err(LSAE_BAD_FILE, "%s: zip central directory entry %zu is malformed", path, at); }
+        e->method = (int)lsae__get_le(c + 10, 2);
+        e->comp_size = lsae__get_le(c + 20, 4);
+        e->size = lsae__get_le(c + 24, 4);
+        nl = lsae__get_le(c + 28, 2);
+        xl = lsae__get_le(c + 30, 2);
+        cl = lsae__get_le(c + 32, 2);
+        e->local_offset = lsae__get_le(c + 42, 4);
+        if (pos + 46 + nl + xl + cl > cd_size) { lsae__zip_free(z); return lsae__err(LSAE_BAD_FILE, "%s: zip central directory entry %zu runs past the directory", path, at); }
+        e->name_off = (size_t)(pos + 46);
+        e->name_len = (size_t)nl;
+        {
+            /* the ZIP64 extra field (id 1) carries the 64-bit values that are 0xFFFFFFFF above, in this order */
+            const unsigned char *x = c + 46 + nl, *xe = x + xl;
+            while (x + 4 <= xe) {
+                uint64_t id = lsae__get_le(x, 2), len = lsae__get_le(x + 2, 2);
+                const unsigned char *v = x + 4;
+                if (x + 4 + len > xe) break;
+                if (id == 1) {
+                    const unsigned char *ve = v + len;
+                    if (e->size == 0xFFFFFFFFu && v + 8 <= ve) { e->size = lsae__get_le(v, 8); v += 8; }
+                    if (e->comp_size == 0xFFFFFFFFu && v + 8 <= ve) { e->comp_size = lsae__get_le(v, 8); v += 8; }
+                    if (e->local_offset == 0xFFFFFFFFu && v + 8 <= ve) { e->local_offset = lsae__get_le(v, 8); v += 8; }
+                }
+                x += 4 + len;
+            }
+        }
+        pos += 46 + nl + xl + cl;
+    }
+    z->n = (size_t)count;
+    return LSAE_OK;
+}
+
+/* The entry whose name ends with suffix (after prefix_len bytes of prefix, if prefix is given). */
+static const lsae__zip_entry *lsae__zip_find(const lsae__zip *z, const char *prefix, size_t prefix_len, const char *suffix)
+{
+    size_t i, sl = strlen(suffix);
+    for (i = 0; i < z->n; ++i) {
+        const char *nm = (const char *)z->cd + z->e[i].name_off;
+        size_t nl = z->e[i].name_len;
+        if (prefix) {
+            if (nl == prefix_len + sl && memcmp(nm, prefix, prefix_len) == 0 && memcmp(nm + prefix_len, suffix, sl) == 0) return &z->e[i];
+        } else if (nl >= sl && memcmp(nm + nl - sl, suffix, sl) == 0 && (nl == sl || nm[nl - sl - 1] == '/' || suffix[0] == '/')) {
+            return &z->e[i];
+        }
+    }
+    return NULL;
+}
+
+/* Byte offset of an entry's data: the local header has its own name and extra lengths. */
+static lsae_result lsae__zip_data_offset(const char *path, FILE *f, uint64_t size, const lsae__zip_entry *e, uint64_t *out)
+{
+    unsigned char lh[30];
+    uint64_t off;
+    if (e->method != 0)
+        return lsae__err(LSAE_UNSUPPORTED, "%s: zip entry is compressed (method %d); torch.save stores entries uncompressed", path, e->method);
+    if (e->comp_size != e->size) return lsae__err(LSAE_BAD_FILE, "%s: stored zip entry with different compressed and plain sizes", path);
+    if (e->local_offset > size - 30 || !lsae__seek(f, e->local_offset) || fread(lh, 1, 30, f) != 30 || lsae__get_le(lh, 4) != 0x04034b50u)
+        return lsae__err(LSAE_BAD_FILE, "%s: bad zip local header at offset %llu", path, (unsigned long long)e->local_offset);
+    off = e->local_offset + 30 + lsae__get_le(lh + 26, 2) + lsae__get_le(lh + 28, 2);
+    if (off > size || e->size > size - off)
+        return lsae__err(LSAE_BAD_FILE, "%s: zip entry data (%llu bytes at offset %llu) runs past the end of the %llu-byte file: truncated?", path,
+                         (unsigned long long)e->size, (unsigned long long)off, (unsigned long long)size);
+    *out = off;
+    return LSAE_OK;
+}
+
+/* --- the pickle machine --- */
+
+enum { LSAE__PV_NONE, LSAE__PV_INT, LSAE__PV_STR, LSAE__PV_BOOL, LSAE__PV_FLOAT, LSAE__PV_TUPLE, LSAE__PV_LIST, LSAE__PV_DICT,
+       LSAE__PV_GLOBAL, LSAE__PV_STORAGE, LSAE__PV_TENSOR, LSAE__PV_OBJ, LSAE__PV_MARK };
+
+typedef struct lsae__pv {
+    int type;
+    int64_t i;          /* INT, BOOL; STORAGE: numel */
+    size_t s, n;        /* STR: offset, length in the pickle; GLOBAL: module string value, name string value;
+                           TUPLE/LIST/DICT: first index into kids, count; STORAGE: key string value, dtype;
+                           TENSOR: storage value, args tuple value */
+} lsae__pv;
+
+typedef struct lsae__pickle {
+    const unsigned char *p;
+    size_t len;
+    lsae__pv *v; size_t nv, capv;         /* values */
+    size_t *kids; size_t nk, capk;        /* children of tuples (each list/dict copies into a fresh run when it grows) */
+    size_t *stack; size_t ns, caps;
+    size_t *memo; size_t nmemo;
+    const lsae_allocator *alloc;
+    const char *path;
+} lsae__pickle;
+
+static int lsae__grow(const lsae_allocator *a, void **buf, size_t *cap, size_t need, size_t elem)
+{
+    size_t ncap;
+    void *nb;
+    if (need <= *cap) return 1;
+    ncap = *cap ? *cap : 64;
+    while (ncap < need) {
+        if (ncap > ((size_t)1 << 40) / elem) return 0;
+        ncap *= 2;
+    }
+    nb = lsae__malloc(a, ncap * elem);
+    if (!nb) return 0;
+    if (*buf) memcpy(nb, *buf, *cap * elem);
+    lsae__free(a, *buf);
+    *buf = nb;
+    *cap = ncap;
+    return 1;
+}
+
+static size_t lsae__pv_new(lsae__pickle *P, int type)
+{
+    void *b = P->v;
+    if (!lsae__grow(P->alloc, &b, &P->capv, P->nv + 1, sizeof(lsae__pv))) return (size_t)-1;
+    P->v = (lsae__pv *)b;
+    memset(&P->v[P->nv], 0, sizeof(lsae__pv));
+    P->v[P->nv].type = type;
+    return P->nv++;
+}
+
+static int lsae__pv_push(lsae__pickle *P, size_t idx)
+{
+    void *b = P->stack;
+    if (idx == (size_t)-1 || !lsae__grow(P->alloc, &b, &P->caps, P->ns + 1, sizeof(size_t))) return 0;
+    P->stack = (size_t *)b;
+    P->stack[P->ns++] = idx;
+    return 1;
+}
+
+/* A run of count fresh kid slots; returns its first index. */
+static size_t lsae__pv_kids(lsae__pickle *P, size_t count)
+{
+    void *b = P->kids;
+    size_t first = P->nk;
+    if (!lsae__grow(P->alloc, &b, &P->capk, P->nk + count + 1, sizeof(size_t))) return (size_t)-1;
+    P->kids = (size_t *)b;
+    P->nk += count;
+    return first;
+}
+
+static int lsae__pv_streq(const lsae__pickle *P, size_t v, const char *s)
+{
+    size_t n = strlen(s);
+    return P->v[v].type == LSAE__PV_STR && P->v[v].n == n && memcmp(P->p + P->v[v].s, s, n) == 0;
+}
+
+static int lsae__pv_global_is(const lsae__pickle *P, size_t v, const char *mod, const char *name)
+{
+    return P->v[v].type == LSAE__PV_GLOBAL && lsae__pv_streq(P, P->v[v].s, mod) && lsae__pv_streq(P, P->v[v].n, name);
+}
+
+/* Append the items of src (a list's or dict's run) plus extra more to a fresh
+   run and make container c point at it: lists and dicts grow rarely (one
+   tensor file holds a handful of values), so copying is fine. */
+static int lsae__pv_append(lsae__pickle *P, size_t c, const size_t *items, size_t nitems)
+{
+    size_t old_first = P->v[c].s, old_n = P->v[c].n, first, i;
+    first = lsae__pv_kids(P, old_n + nitems);
+    if (first == (size_t)-1) return 0;
+    for (i = 0; i < old_n; ++i) P->kids[first + i] = P->kids[old_first + i];
+    for (i = 0; i < nitems; ++i) P->kids[first + old_n + i] = items[i];
+    P->v[c].s = first;
+    P->v[c].n = old_n + nitems;
+    return 1;
+}
+
+#define LSAE__PK_FAIL(...) do { return lsae__err(LSAE_BAD_FILE, __VA_ARGS__); } while (0)
+
+static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
+{
+    size_t pos = 0;
+    const unsigned char *p = P->p;
+    const size_t n = P->len;
+#define LSAE__NEED(k) do { if (n - pos < (size_t)(k)) LSAE__PK_FAIL("%s: data.pkl ends inside an opcode at byte %zu", P->path, pos); } while (0)
+#define LSAE__POP(dst) do { if (P->ns == 0 || P->v[P->stack[P->ns - 1]].type == LSAE__PV_MARK) LSAE__PK_FAIL("%s: data.pkl: stack underflow at byte %zu", P->path, pos); (dst) = P->stack[--P->ns]; } while (0)
+#define LSAE__PUSH(idx) do { if (!lsae__pv_push(P, (idx))) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path); } while (0)
+    while (pos < n) {
+        unsigned char op = p[pos++];
+        size_t v, a, b, m, k, cnt;
+        uint64_t len;
+        switch (op) {
+        case 0x80: LSAE__NEED(1); ++pos; break;                     /* PROTO */
+        case 0x95: LSAE__NEED(8); pos += 8; break;                  /* FRAME */
+        case '.':                                                   /* STOP */
+            LSAE__POP(v);
+            *result = v;
+            return LSAE_OK;
+        case '(':                                                   /* MARK */
+            LSAE__PUSH(lsae__pv_new(P, LSAE__PV_MARK));
+            break;
+        case 'N': LSAE__PUSH(lsae__pv_new(P, LSAE__PV_NONE)); break;
+        case 0x88: case 0x89:                                       /* NEWTRUE, NEWFALSE */
+            v = lsae__pv_new(P, LSAE__PV_BOOL);
+            if (v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            P->v[v].i = op == 0x88;
+            LSAE__PUSH(v);
+            break;
+        case 'J': case 'K': case 'M': case 0x8a: {                  /* BININT, BININT1, BININT2, LONG1 */
+            int64_t iv;
+            if (op == 'J') { LSAE__NEED(4); iv = (int32_t)(uint32_t)lsae__get_le(p + pos, 4); pos += 4; }
+            else if (op == 'K') { LSAE__NEED(1); iv = p[pos]; pos += 1; }
+            else if (op == 'M') { LSAE__NEED(2); iv = (int64_t)lsae__get_le(p + pos, 2); pos += 2; }
+            else {
+                LSAE__NEED(1);
+                len = p[pos++];
+                LSAE__NEED(len);
+                if (len > 8) LSAE__PK_FAIL("%s: data.pkl: an integer of %u bytes", P->path, (unsigned)len);
+                {
+                    uint64_t u = len ? lsae__get_le(p + pos, (int)len) : 0;
+                    if (len && len < 8 && (p[pos + len - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * len); /* sign-extend */
+                    memcpy(&iv, &u, 8);
+                }
+                pos += (size_t)len;
+            }
+            v = lsae__pv_new(P, LSAE__PV_INT);
+            if (v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            P->v[v].i = iv;
+            LSAE__PUSH(v);
+            break;
+        }
+        case 'G': LSAE__NEED(8); pos += 8; LSAE__PUSH(lsae__pv_new(P, LSAE__PV_FLOAT)); break; /* BINFLOAT */
+        case 'X': case 0x8c: case 'T': case 'U': case 'B': case 'C': case 0x8d: case 0x8e: { /* strings and bytes */
+            int w = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
+            LSAE__NEED(w);
+            len = lsae__get_le(p + pos, w);
+            pos += (size_t)w;
+            if (len > n - pos) LSAE__PK_FAIL("%s: data.pkl: a string of %llu bytes runs past the end", P->path, (unsigned long long)len);
+            v = lsae__pv_new(P, LSAE__PV_STR);
+            if (v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            P->v[v].s = pos;
+            P->v[v].n = (size_t)len;
+            pos += (size_t)len;
+            LSAE__PUSH(v);
+            break;
+        }
+        case 'c': {                                                 /* GLOBAL module\nname\n */
+            size_t s1 = pos, e1, s2, e2;
+            while (pos < n && p[pos] != '\n') ++pos;
+            if (pos >= n) LSAE__PK_FAIL("%s: data.pkl: unterminated GLOBAL", P->path);
+            e1 = pos++;
+            s2 = pos;
+            while (pos < n && p[pos] != '\n') ++pos;
+            if (pos >= n) LSAE__PK_FAIL("%s: data.pkl: unterminated GLOBAL", P->path);
+            e2 = pos++;
+            a = lsae__pv_new(P, LSAE__PV_STR);
+            b = lsae__pv_new(P, LSAE__PV_STR);
+            v = lsae__pv_new(P, LSAE__PV_GLOBAL);
+            if (v == (size_t)-1 || a == (size_t)-1 || b == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            P->v[a].s = s1; P->v[a].n = e1 - s1;
+            P->v[b].s = s2; P->v[b].n = e2 - s2;
+            P->v[v].s = a; P->v[v].n = b;
+            LSAE__PUSH(v);
+            break;
+        }
+        case 0x93:                                                  /* STACK_GLOBAL */
+            LSAE__POP(b);
+            LSAE__POP(a);
+            v = lsae__pv_new(P, LSAE__PV_GLOBAL);
+            if (v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            P->v[v].s = a; P->v[v].n = b;
+            LSAE__PUSH(v);
+            break;
+        case 'q': case 'r': case 0x94: {                            /* BINPUT, LONG_BINPUT, MEMOIZE */
+            void *mb = P->memo;
+            size_t cap = P->nmemo, oldcap = P->nmemo;
+            if (op == 0x94) k = (size_t)-1;
+            else if (op == 'q') { LSAE__NEED(1); k = p[pos++]; }
+            else { LSAE__NEED(4); k = (size_t)lsae__get_le(p + pos, 4); pos += 4; }
+            if (P->ns == 0) LSAE__PK_FAIL("%s: data.pkl: memo of an empty stack", P->path);
+            if (k == (size_t)-1) {
+                /* MEMOIZE uses the next free index: count what is set */
+                for (k = 0; k < P->nmemo && P->memo[k] != (size_t)-1; ++k) {}
+            }
+            if (k > ((size_t)1 << 24)) LSAE__PK_FAIL("%s: data.pkl: memo index %zu is implausible", P->path, k);
+            if (k >= cap) {
+                if (!lsae__grow(P->alloc, &mb, &cap, k + 1, sizeof(size_t))) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+                P->memo = (size_t *)mb;
+                for (m = oldcap; m < cap; ++m) P->memo[m] = (size_t)-1;
+                P->nmemo = cap;
+            }
+            P->memo[k] = P->stack[P->ns - 1];
+            break;
+        }
+        case 'h': case 'j':                                         /* BINGET, LONG_BINGET */
+            if (op == 'h') { LSAE__NEED(1); k = p[pos++]; }
+            else { LSAE__NEED(4); k = (size_t)lsae__get_le(p + pos, 4); pos += 4; }
+            if (k >= P->nmemo || P->memo[k] == (size_t)-1) LSAE__PK_FAIL("%s: data.pkl: memo %zu used before it is set", P->path, k);
+            LSAE__PUSH(P->memo[k]);
+            break;
+        case ')': case 't': case 0x85: case 0x86: case 0x87: case ']': case 'l': { /* tuples and lists */
+            size_t first;
+            if (op == ')') cnt = 0;
+            else if (op == 0x85 || op == 0x86 || op == 0x87) cnt = (size_t)(op - 0x84);
+            else if (op == ']') cnt = 0;
+            else {
+                for (m = P->ns; m > 0 && P->v[P->stack[m - 1]].type != LSAE__PV_MARK; --m) {}
+                if (m == 0) LSAE__PK_FAIL("%s: data.pkl: TUPLE without MARK", P->path);
+                cnt = P->ns - m;
+            }
+            if (cnt > P->ns) LSAE__PK_FAIL("%s: data.pkl: stack underflow at byte %zu", P->path, pos);
+            first = lsae__pv_kids(P, cnt);
+            v = lsae__pv_new(P, (op == ']' || op == 'l') ? LSAE__PV_LIST : LSAE__PV_TUPLE);
+            if (first == (size_t)-1 || v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            for (m = 0; m < cnt; ++m) {
+                P->kids[first + m] = P->stack[P->ns - cnt + m];
+                if (P->v[P->kids[first + m]].type == LSAE__PV_MARK) LSAE__PK_FAIL("%s: data.pkl: MARK inside a tuple", P->path);
+            }
+            P->ns -= cnt;
+            if (op == 't' || op == 'l') --P->ns; /* the mark */
+            P->v[v].s = first;
+            P->v[v].n = cnt;
+            LSAE__PUSH(v);
+            break;
+        }
+        case '}': LSAE__PUSH(lsae__pv_new(P, LSAE__PV_DICT)); break; /* EMPTY_DICT */
+        case 'a': case 's': case 'e': case 'u': {                   /* APPEND, SETITEM, APPENDS, SETITEMS */
+            size_t c;
+            if (op == 'a') cnt = 1;
+            else if (op == 's') cnt = 2;
+            else {
+                for (m = P->ns; m > 0 && P->v[P->stack[m - 1]].type != LSAE__PV_MARK; --m) {}
+                if (m == 0) LSAE__PK_FAIL("%s: data.pkl: APPENDS/SETITEMS without MARK", P->path);
+                cnt = P->ns - m;
+            }
+            if (P->ns < cnt + 1 + ((op == 'e' || op == 'u') ? 1u : 0u)) LSAE__PK_FAIL("%s: data.pkl: stack underflow at byte %zu", P->path, pos);
+            c = P->stack[P->ns - cnt - 1 - ((op == 'e' || op == 'u') ? 1 : 0)];
+            if (P->v[c].type == LSAE__PV_LIST || P->v[c].type == LSAE__PV_DICT) {
+                if (!lsae__pv_append(P, c, P->stack + P->ns - cnt, cnt)) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            } else if (P->v[c].type != LSAE__PV_OBJ) {
+                LSAE__PK_FAIL("%s: data.pkl: items added to something that is not a list or dict", P->path);
+            }
+            P->ns -= cnt;
+            if (op == 'e' || op == 'u') --P->ns;
+            break;
+        }
+        case 'Q': {                                                 /* BINPERSID: a storage */
+            size_t t0;
+            LSAE__POP(a);
+            if (P->v[a].type != LSAE__PV_TUPLE || P->v[a].n < 5) LSAE__PK_FAIL("%s: data.pkl: persistent id is not a 5-tuple ('storage', type, key, location, numel)", P->path);
+            t0 = P->v[a].s;
+            if (!lsae__pv_streq(P, P->kids[t0], "storage") || P->v[P->kids[t0 + 1]].type != LSAE__PV_GLOBAL || P->v[P->kids[t0 + 2]].type != LSAE__PV_STR ||
+                P->v[P->kids[t0 + 4]].type != LSAE__PV_INT || P->v[P->kids[t0 + 4]].i < 0)
+                LSAE__PK_FAIL("%s: data.pkl: persistent id is not ('storage', type, key, location, numel)", P->path);
+            v = lsae__pv_new(P, LSAE__PV_STORAGE);
+            if (v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+            P->v[v].s = P->kids[t0 + 2];
+            P->v[v].n = P->kids[t0 + 1];  /* the storage type global */
+            P->v[v].i = P->v[P->kids[t0 + 4]].i;
+            LSAE__PUSH(v);
+            break;
+        }
+        case 'R': case 0x81: {                                      /* REDUCE, NEWOBJ */
+            LSAE__POP(a);
+            LSAE__POP(b);
+            if (op == 'R' && (lsae__pv_global_is(P, b, "torch._utils", "_rebuild_tensor_v2") || lsae__pv_global_is(P, b, "torch._utils", "_rebuild_tensor"))) {
+                v = lsae__pv_new(P, LSAE__PV_TENSOR);
+                if (v == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+                if (P->v[a].type != LSAE__PV_TUPLE || P->v[a].n < 4) LSAE__PK_FAIL("%s: data.pkl: _rebuild_tensor with %zu arguments", P->path, P->v[a].n);
+                P->v[v].s = P->kids[P->v[a].s];
+                P->v[v].n = a;
+            } else if (op == 'R' && lsae__pv_global_is(P, b, "torch._utils", "_rebuild_parameter") && P->v[a].type == LSAE__PV_TUPLE && P->v[a].n >= 1) {
+                v = P->kids[P->v[a].s];     /* a Parameter: its data tensor */
+            } else if (op == 'R' && lsae__pv_global_is(P, b, "collections", "OrderedDict")) {
+                v = lsae__pv_new(P, LSAE__PV_DICT);
+            } else {
+                v = lsae__pv_new(P, LSAE__PV_OBJ);
+            }
+            LSAE__PUSH(v);
+            break;
+        }
+        case 'b':                                                   /* BUILD: state is dropped */
+            LSAE__POP(a);
+            if (P->ns == 0) LSAE__PK_FAIL("%s: data.pkl: BUILD on an empty stack", P->path);
+            break;
+        case '0':                                                   /* POP */
+            LSAE__POP(a);
+            break;
+        default:
+            LSAE__PK_FAIL("%s: data.pkl: pickle opcode 0x%02x at byte %zu is not one torch.save writes for a tensor", P->path, op, pos - 1);
+        }
+    }
+    LSAE__PK_FAIL("%s: data.pkl ends without STOP", P->path);
+#undef LSAE__NEED
+#undef LSAE__POP
+#undef LSAE__PUSH
+}
+
+/* Find the tensor to read in the unpickled value v: v itself, or the one
+   2-D tensor (or the one named `name`) inside a dict, list or tuple. */
+static size_t lsae__pickle_pick(const lsae__pickle *P, size_t v, const char *name, size_t *found)
+{
+    size_t i, pick = (size_t)-1;
+    *found = 0;
+    if (P->v[v].type == LSAE__PV_TENSOR) { *found = 1; return v; }
+    if (P->v[v].type == LSAE__PV_DICT) {
+        for (i = 0; i + 1 < P->v[v].n; i += 2) {
+            size_t key = P->kids[P->v[v].s + i], val = P->kids[P->v[v].s + i + 1];
+            if (P->v[val].type != LSAE__PV_TENSOR) continue;
+            if (name ? lsae__pv_streq(P, key, name) : 1) { ++*found; pick = val; }
+        }
+    } else if (P->v[v].type == LSAE__PV_LIST || P->v[v].type == LSAE__PV_TUPLE) {
+        for (i = 0; i < P->v[v].n; ++i) {
+            size_t val = P->kids[P->v[v].s + i];
+            if (P->v[val].type == LSAE__PV_TENSOR) { ++*found; pick = val; }
+        }
+    }
+    return pick;
+}
+
+static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, const char *name, const lsae_allocator *a, lsae__shard *sh)
+{
+    lsae__zip z;
+    lsae__pickle P;
+    const lsae__zip_entry *pk, *de, *bo;
+    uint64_t pk_off, d_off, dim[2], st[2], soff;
+    size_t prefix_len, top = 0, tv, found, args, stv, ty;
+    unsigned char *pkl = NULL;
+    char key[256], ename[300];
+    lsae_result r;
+    int q;
+    memset(&P, 0, sizeof P);
+    if ((r = lsae__zip_open(path, f, size, a, &z)) != LSAE_OK) {
+        unsigned char m[2];
+        if (lsae__seek(f, 0) && fread(m, 1, 2, f) == 2 && m[0] == 0x80)
+            return lsae__err(LSAE_UNSUPPORTED, "%s: a legacy (pre-1.6, non-zip) torch file; load and re-save it with a current torch.save", path);
+        return r;
+    }
+    if (!(pk = lsae__zip_find(&z, NULL, 0, "data.pkl"))) { r = lsae__err(LSAE_BAD_FILE, "%s: zip archive without a data.pkl: not written by torch.save", path); goto done; }
+    prefix_len = pk->name_len - 8; /* "PREFIX/" */
+    if ((bo = lsae__zip_find(&z, (const char *)z.cd + pk->name_off, prefix_len, "byteorder")) != NULL) {
+        uint64_t bo_off;
+        char order[8] = { 0 };
+        if ((r = lsae__zip_data_offset(path, f, size, bo, &bo_off)) != LSAE_OK) goto done;
+        if (bo->size > 7 || !lsae__seek(f, bo_off) || fread(order, 1, (size_t)bo->size, f) != (size_t)bo->size) { r = lsae__err(LSAE_BAD_FILE, "%s: bad byteorder entry", path); goto done; }
+        if (strcmp(order, "little") != 0) { r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor saved with byte order '%s'; only little-endian is read", path, order); goto done; }
+    }
+    if ((r = lsae__zip_data_offset(path, f, size, pk, &pk_off)) != LSAE_OK) goto done;
+    if (pk->size > ((uint64_t)64 << 20)) { r = lsae__err(LSAE_BAD_FILE, "%s: data.pkl of %llu bytes; a tensor's pickle is a few hundred", path, (unsigned long long)pk->size); goto done; }
+    pkl = (unsigned char *)lsae__malloc(a, (size_t)pk->size + 1);
+    if (!pkl) { r = lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory reading data.pkl", path); goto done; }
+    if (!lsae__seek(f, pk_off) || fread(pkl, 1, (size_t)pk->size, f) != (size_t)pk->size) { r = lsae__err(LSAE_IO_ERROR, "%s: read of data.pkl failed", path); goto done; }
+    P.p = pkl;
+    P.len = (size_t)pk->size;
+    P.alloc = a;
+    P.path = path;
+    if ((r = lsae__pickle_run(&P, &top)) != LSAE_OK) goto done;
+    tv = lsae__pickle_pick(&P, top, name, &found);
+    if (found != 1) {
+        r = lsae__err(found ? LSAE_INVALID_ARGS : LSAE_BAD_FILE, "%s: holds %s%zu tensors%s%s; %s", path, name ? "" : "", found,
+                      name ? " named " : "", name ? name : "", found ? "name the one to read" : "torch.save(tensor) of one 2-D float tensor is expected");
+        goto done;
+    }
+    args = P.v[tv].n;
+    stv = P.v[tv].s;
+    if (P.v[stv].type != LSAE__PV_STORAGE) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor without a storage", path); goto done; }
+    {
+        size_t ka = P.v[args].s, sz = P.kids[ka + 2], sd = P.kids[ka + 3], so = P.kids[ka + 1];
+        if (P.v[so].type != LSAE__PV_INT || P.v[so].i < 0 || P.v[sz].type != LSAE__PV_TUPLE || P.v[sd].type != LSAE__PV_TUPLE) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: _rebuild_tensor arguments are not (storage, offset, size, stride, ...)", path);
+            goto done;
+        }
+        if (P.v[sz].n != 2 || P.v[sd].n != 2) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor has %zu dimensions; embeddings must be 2-D [rows, width]", path, P.v[sz].n);
+            goto done;
+        }
+        for (q = 0; q < 2; ++q) {
+            size_t dv = P.kids[P.v[sz].s + (size_t)q], sv = P.kids[P.v[sd].s + (size_t)q];
+            if (P.v[dv].type != LSAE__PV_INT || P.v[dv].i < 0 || P.v[sv].type != LSAE__PV_INT || P.v[sv].i < 0) {
+                r = lsae__err(LSAE_BAD_FILE, "%s: tensor size or stride is not a non-negative integer", path);
+                goto done;
+            }
+            dim[q] = (uint64_t)P.v[dv].i;
+            st[q] = (uint64_t)P.v[sv].i;
+        }
+        soff = (uint64_t)P.v[so].i;
+    }
+    /* contiguous in C order: stride (width, 1), except along dimensions of size 1 */
+    if ((dim[1] > 1 && st[1] != 1) || (dim[0] > 1 && st[0] != dim[1])) {
+        r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor [%llu, %llu] has strides (%llu, %llu), not C-contiguous (%llu, 1); save tensor.contiguous()", path,
+                      (unsigned long long)dim[0], (unsigned long long)dim[1], (unsigned long long)st[0], (unsigned long long)st[1], (unsigned long long)dim[1]);
+        goto done;
+    }
+    ty = P.v[stv].n;
+    if (lsae__pv_global_is(&P, ty, "torch", "FloatStorage")) { sh->dtype = LSAE__DT_F32; sh->elem = 4; }
+    else if (lsae__pv_global_is(&P, ty, "torch", "HalfStorage")) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
+    else if (lsae__pv_global_is(&P, ty, "torch", "BFloat16Storage")) { sh->dtype = LSAE__DT_BF16; sh->elem = 2; }
+    else {
+        size_t nm = P.v[ty].type == LSAE__PV_GLOBAL ? P.v[ty].n : 0;
+        r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor storage is %.*s; embeddings are read from float32, float16 or bfloat16 tensors", path,
+                      nm ? (int)P.v[nm].n : 7, nm ? (const char *)P.p + P.v[nm].s : "unknown");
+        goto done;
+    }
+    {
+        size_t kv = P.v[stv].s;
+        uint64_t numel = (uint64_t)P.v[stv].i, need, bytes;
+        if (P.v[kv].n >= sizeof key) { r = lsae__err(LSAE_BAD_FILE, "%s: storage key too long", path); goto done; }
+        memcpy(key, P.p + P.v[kv].s, P.v[kv].n);
+        key[P.v[kv].n] = 0;
+        if (snprintf(ename, sizeof ename, "data/%s", key) >= (int)sizeof ename) { r = lsae__err(LSAE_BAD_FILE, "%s: storage key too long", path); goto done; }
+        if (!(de = lsae__zip_find(&z, (const char *)z.cd + pk->name_off, prefix_len, ename))) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: the archive has no entry %.*s%s for the tensor's storage", path, (int)prefix_len, (const char *)z.cd + pk->name_off, ename);
+            goto done;
+        }
+        if ((r = lsae__zip_data_offset(path, f, size, de, &d_off)) != LSAE_OK) goto done;
+        if (!lsae__shape_bytes(numel, 1, sh->elem, &bytes) || bytes != de->size) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: storage of %llu elements of %zu bytes, but its entry holds %llu bytes", path, (unsigned long long)numel, sh->elem, (unsigned long long)de->size);
+            goto done;
+        }
+        if (!lsae__shape_bytes(dim[0], dim[1], 1, &need) || soff > numel || need > numel - soff) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor [%llu, %llu] at storage offset %llu does not fit its storage of %llu elements", path,
+                          (unsigned long long)dim[0], (unsigned long long)dim[1], (unsigned long long)soff, (unsigned long long)numel);
+            goto done;
+        }
+        sh->format = LSAE_FORMAT_TORCH;
+        sh->offset = d_off + soff * sh->elem;
+        sh->rows = dim[0];
+        sh->cols = dim[1];
+        r = lsae__shard_check_size(path, "tensor", sh->offset, sh->rows, sh->cols, sh->elem, size, 0);
+    }
+done:
+    lsae__free(a, P.v);
+    lsae__free(a, P.kids);
+    lsae__free(a, P.stack);
+    lsae__free(a, P.memo);
+    lsae__free(a, pkl);
+    lsae__zip_free(&z);
+    return r;
+}
+
+/* ------------------------------------------------------------ datasets */
+
+struct lsae_dataset {
+    lsae_allocator alloc_copy;
+    const lsae_allocator *alloc;
+    size_t d;
+    uint64_t rows;
+    lsae__shard *shards;
+    size_t nshards;
+    FILE *f;                    /* the one open shard for unmapped reads */
+    size_t f_shard;
+    unsigned char *buf;         /* conversion scratch for unmapped reads */
+};
+
+#define LSAE__DS_BUF (1u << 20)
+
+LSAE_DEF lsae_dataset_options lsae_dataset_options_default(void)
+{
+    lsae_dataset_options o;
+    memset(&o, 0, sizeof o);
+    o.format = LSAE_FORMAT_AUTO;
+    o.tensor_name = NULL;
+    o.raw_d_in = 0;
+    o.raw_dtype = LSAE_DTYPE_F32;
+    o.no_mmap = 0;
+    return o;
+}
+
+static const char *lsae__ext(const char *path)
+{
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    if (!dot || (slash && dot < slash)) return "";
+    return dot + 1;
+}
+
+static int lsae__ieq(const char *a, const char *b)
+{
+    for (; *a && *b; ++a, ++b) {
+        char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a, y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
+        if (x != y) return 0;
+    }
+    return *a == *b;
+}
+
+/* The format a file name suggests, or AUTO when it says nothing. */
+static lsae_format lsae__format_by_ext(const char *path)
+{
+    const char *e = lsae__ext(path);
+    if (lsae__ieq(e, "npy")) return LSAE_FORMAT_NPY;
+    if (lsae__ieq(e, "safetensors")) return LSAE_FORMAT_SAFETENSORS;
+    if (lsae__ieq(e, "pt") || lsae__ieq(e, "pth")) return LSAE_FORMAT_TORCH;
+    if (lsae__ieq(e, "bin") || lsae__ieq(e, "raw") || lsae__ieq(e, "f32") || lsae__ieq(e, "f16") || lsae__ieq(e, "bf16")) return LSAE_FORMAT_RAW;
+    return LSAE_FORMAT_AUTO;
+}
+
+static void lsae__shard_unmap(lsae__shard *sh)
+{
+#ifdef LSAE__HAVE_MMAP
+    if (sh->map) munmap((void *)(uintptr_t)sh->map, sh->map_len);
+#endif
+    sh->map = NULL;
+    sh->map_len = 0;
+}
+
+/* Map the whole file read-only where mmap exists; on any failure the shard
+   is simply read with stdio. The descriptor is closed at once: the mapping
+   keeps the file, so a directory of thousands of shards holds no fds. */
+static void lsae__shard_map(lsae__shard *sh, uint64_t size)
+{
+#ifdef LSAE__HAVE_MMAP
+    int fd;
+    void *p;
+    if (size == 0 || size > (uint64_t)(size_t)-1) return;
+    fd = open(sh->path, O_RDONLY);
+    if (fd < 0) return;
+    p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return;
+    sh->map = (const unsigned char *)p;
+    sh->map_len = (size_t)size;
+#else
+    (void)sh;
+    (void)size;
+#endif
+}
+
+/* Open one file as a shard: detect its format, read its header, check it. */
+static lsae_result lsae__shard_open(const char *path, const lsae_dataset_options *opt, const lsae_allocator *a, lsae__shard *sh)
+{
+    FILE *f;
+    uint64_t size;
+    unsigned char magic[16];
+    size_t got;
+    lsae_format fmt = opt->format;
+    lsae_result r;
+    memset(sh, 0, sizeof *sh);
+    if ((r = lsae__open_read(path, &f)) != LSAE_OK) return r;
+    if (!lsae__file_size(f, &size)) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: cannot find its size", path); }
+    got = fread(magic, 1, sizeof magic, f);
+    if (!lsae__seek(f, 0)) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: seek failed", path); }
+    if (fmt == LSAE_FORMAT_AUTO) {
+        /* by content first: the magic bytes do not lie, extensions sometimes do
+           (latent-sae 2024 wrote headerless dumps named .npy) */
+        if (got >= 6 && memcmp(magic, "\x93NUMPY", 6) == 0) fmt = LSAE_FORMAT_NPY;
+        else if (got >= 4 && memcmp(magic, "PK\x03\x04", 4) == 0) fmt = LSAE_FORMAT_TORCH;
+        else if (got >= 9 && lsae__get_le(magic, 8) <= LSAE_MAX_SAFETENSORS_HEADER && lsae__get_le(magic, 8) + 8 <= size && magic[8] == '{') fmt = LSAE_FORMAT_SAFETENSORS;
+        else if (opt->raw_d_in) fmt = LSAE_FORMAT_RAW;
+        else {
+            lsae_format by_ext = lsae__format_by_ext(path);
+            fclose(f);
+            if (by_ext == LSAE_FORMAT_NPY)
+                return lsae__err(LSAE_BAD_FILE, "%s: named .npy but has no \\x93NUMPY header; if it is a raw dump of floats, give its width (raw_d_in / --d-in) and dtype", path);
+            return lsae__err(LSAE_BAD_FILE, "%s: not an npy, safetensors or torch file; if it is a raw dump of floats, give its width (raw_d_in / --d-in) and dtype", path);
+        }
+    }
+    switch (fmt) {
+    case LSAE_FORMAT_NPY: r = lsae__npy_open(path, f, size, a, sh); break;
+    case LSAE_FORMAT_SAFETENSORS: fclose(f); f = NULL; r = lsae__st_shard_open(path, opt->tensor_name, a, sh); break;
+    case LSAE_FORMAT_RAW: r = lsae__raw_open(path, size, opt->raw_d_in, opt->raw_dtype, sh); break;
+    case LSAE_FORMAT_TORCH: r = lsae__torch_open(path, f, size, opt->tensor_name, a, sh); break;
+    default: r = lsae__err(LSAE_INVALID_ARGS, "format %d is not one of LSAE_FORMAT_*", (int)fmt); break;
+    }
+    if (f) fclose(f);
+    if (r != LSAE_OK) return r;
+    if (sh->cols == 0 && sh->rows > 0) return lsae__err(LSAE_BAD_FILE, "%s: rows of width 0", path);
+    if (sh->cols > (uint64_t)INT32_MAX) return lsae__err(LSAE_BAD_FILE, "%s: width %llu is larger than 2^31 - 1", path, (unsigned long long)sh->cols);
+    if (!(sh->path = lsae__strdup(a, path))) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory");
+    if (!opt->no_mmap) lsae__shard_map(sh, size);
+    return LSAE_OK;
+}
+
+static int lsae__has_data_prefix(const char *name) { return strncmp(name, "data-", 5) == 0 || strncmp(name, "data_", 5) == 0; }
+
+/* The shard files of a directory: every file of one kind (by extension),
+   or only the data-* / data_* ones when there are any (latent-sae keeps
+   side files such as chunk_offsets.npy beside its shards), sorted by name. */
+static lsae_result lsae__dir_shards(const char *dir, const lsae_dataset_options *opt, const lsae_allocator *a, lsae__names *out)
+{
+    lsae__names all;
+    size_t i, count[5] = { 0, 0, 0, 0, 0 }, kinds = 0, ndata = 0;
+    lsae_format kind = opt->format;
+    lsae_result r;
+    char path[4096];
+    memset(out, 0, sizeof *out);
+    out->alloc = a;
+    if ((r = lsae__list_dir(dir, a, &all)) != LSAE_OK) return r;
+    for (i = 0; i < all.n; ++i) {
+        lsae_format k = lsae__format_by_ext(all.v[i]);
+        if (all.v[i][0] == '.') continue;
+        if (!lsae__path_join(path, sizeof path, dir, all.v[i]) || lsae__is_dir(path)) continue;
+        ++count[(int)k];
+    }
+    if (kind == LSAE_FORMAT_AUTO) {
+        int k;
+        for (k = 1; k <= 4; ++k)
+            if (count[k] && (k != LSAE_FORMAT_RAW || opt->raw_d_in)) { ++kinds; kind = (lsae_format)k; }
+        if (kinds == 0) {
+            lsae__names_free(&all);
+            return lsae__err(LSAE_NOT_FOUND, "%s: no shards (.npy, .safetensors, .pt; raw .bin/.raw/.f32/.f16/.bf16 with a width given) in this directory", dir);
+        }
+        if (kinds > 1) {
+            lsae__names_free(&all);
+            return lsae__err(LSAE_INVALID_ARGS, "%s: shards of several kinds (%zu .npy, %zu .safetensors, %zu .pt, %zu raw); choose one with the format option", dir,
+                             count[LSAE_FORMAT_NPY], count[LSAE_FORMAT_SAFETENSORS], count[LSAE_FORMAT_TORCH], count[LSAE_FORMAT_RAW]);
+        }
+    }
+    for (i = 0; i < all.n; ++i) {
+        lsae_format k = lsae__format_by_ext(all.v[i]);
+        if (all.v[i][0] == '.' || !lsae__path_join(path, sizeof path, dir, all.v[i]) || lsae__is_dir(path)) continue;
+        /* raw dumps carry any name (latent-sae wrote them as .npy) when the format is given */
+        if (k != kind && !(opt->format == LSAE_FORMAT_RAW && k != LSAE_FORMAT_SAFETENSORS && k != LSAE_FORMAT_TORCH)) continue;
+        if (lsae__has_data_prefix(all.v[i])) ++ndata;
+    }
+    for (i = 0; i < all.n; ++i) {
+        lsae_format k = lsae__format_by_ext(all.v[i]);
+        if (all.v[i][0] == '.' || !lsae__path_join(path, sizeof path, dir, all.v[i]) || lsae__is_dir(path)) continue;
+        if (k != kind && !(opt->format == LSAE_FORMAT_RAW && k != LSAE_FORMAT_SAFETENSORS && k != LSAE_FORMAT_TORCH)) continue;
+        if (ndata && !lsae__has_data_prefix(all.v[i])) continue;
+        if ((r = lsae__names_push(out, path)) != LSAE_OK) { lsae__names_free(&all); lsae__names_free(out); return r; }
+    }
+    lsae__names_free(&all);
+    if (out->n == 0) return lsae__err(LSAE_NOT_FOUND, "%s: no shard files of the requested kind here", dir);
+    return LSAE_OK;
+}
+
+LSAE_DEF void lsae_dataset_close(lsae_dataset *ds)
+{
+    size_t i;
+    lsae_allocator copy;
+    const lsae_allocator *a;
+    if (!ds) return;
+    copy = ds->alloc_copy;
+    a = ds->alloc ? &copy : NULL;
+    for (i = 0; i < ds->nshards; ++i) {
+        lsae__shard_unmap(&ds->shards[i]);
+        lsae__free(a, ds->shards[i].path);
+    }
+    if (ds->f) fclose(ds->f);
+    lsae__free(a, ds->shards);
+    lsae__free(a, ds->buf);
+    lsae__free(a, ds);
+}
+
+LSAE_DEF lsae_result lsae_dataset_open(const char *path, const lsae_dataset_options *opt_in, const lsae_allocator *alloc, lsae_dataset **out)
+{
+    lsae_dataset_options opt = opt_in ? *opt_in : lsae_dataset_options_default();
+    lsae__names files;
+    lsae_dataset *ds;
+    lsae_result r = LSAE_OK;
+    size_t i;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_dataset_open: out is NULL");
+    *out = NULL;
+    if (!path) return lsae__err(LSAE_INVALID_ARGS, "lsae_dataset_open: path is NULL");
+    if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    if (opt.format == LSAE_FORMAT_RAW && opt.raw_d_in == 0)
+        return lsae__err(LSAE_INVALID_ARGS, "%s: raw dumps have no header: give their width (raw_d_in / --d-in)", path);
+    memset(&files, 0, sizeof files);
+    files.alloc = alloc;
+    if (lsae__is_dir(path)) {
+        if ((r = lsae__dir_shards(path, &opt, alloc, &files)) != LSAE_OK) return r;
+    } else if ((r = lsae__names_push(&files, path)) != LSAE_OK) {
+        return r;
+    }
+    ds = (lsae_dataset *)lsae__malloc(alloc, sizeof *ds);
+    if (!ds) { lsae__names_free(&files); return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory opening a dataset"); }
+    memset(ds, 0, sizeof *ds);
+    if (alloc) { ds->alloc_copy = *alloc; ds->alloc = &ds->alloc_copy; }
+    ds->shards = (lsae__shard *)lsae__alloc_array(ds->alloc, files.n, sizeof(lsae__shard), "shard list");
+    ds->buf = ds->shards ? (unsigned char *)lsae__malloc(ds->alloc, LSAE__DS_BUF) : NULL;
+    if (!ds->buf) { lsae__names_free(&files); lsae_dataset_close(ds); return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory opening a dataset"); }
+    for (i = 0; i < files.n; ++i) {
+        lsae__shard *sh = &ds->shards[i];
+        if ((r = lsae__shard_open(files.v[i], &opt, ds->alloc, sh)) != LSAE_OK) break;
+        ++ds->nshards;
+        if (i == 0) ds->d = (size_t)sh->cols;
+        if (sh->cols != ds->d) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: rows of width %llu, but %s has width %zu; every shard of a dataset must have the same width", sh->path,
+                          (unsigned long long)sh->cols, ds->shards[0].path, ds->d);
+            break;
+        }
+        if (opt.raw_d_in && sh->cols != opt.raw_d_in) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: rows of width %llu, but a width of %zu was given", sh->path, (unsigned long long)sh->cols, opt.raw_d_in);
+            break;
+        }
+        sh->first = ds->rows;
+        ds->rows += sh->rows;
+    }
+    lsae__names_free(&files);
+    if (r != LSAE_OK) { lsae_dataset_close(ds); return r; }
+    if (ds->d == 0) { lsae_dataset_close(ds); return lsae__err(LSAE_BAD_FILE, "%s: no rows (width 0)", path); }
+    *out = ds;
+    return LSAE_OK;
+}
+
+LSAE_DEF uint64_t lsae_dataset_rows(const lsae_dataset *ds) { return ds ? ds->rows : 0; }
+LSAE_DEF size_t lsae_dataset_d_in(const lsae_dataset *ds) { return ds ? ds->d : 0; }
+LSAE_DEF size_t lsae_dataset_num_shards(const lsae_dataset *ds) { return ds ? ds->nshards : 0; }
+
+LSAE_DEF const char *lsae_dataset_shard_path(const lsae_dataset *ds, size_t i)
+{
+    return ds && i < ds->nshards ? ds->shards[i].path : NULL;
+}
+
+/* the shard holding global row g: the last one whose first row is <= g */
+static size_t lsae__find_shard(const lsae_dataset *ds, uint64_t g)
+{
+    size_t lo = 0, hi = ds->nshards;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ds->shards[mid].first <= g) lo = mid;
+        else hi = mid;
+    }
+    while (lo + 1 < ds->nshards && ds->shards[lo].rows == 0) ++lo;
+    return lo;
+}
+
+LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t count, float *out)
+{
+    size_t done = 0, nvals;
+    if (!ds || (!out && count)) return lsae__err(LSAE_INVALID_ARGS, "lsae_dataset_read: dataset and out must not be NULL");
+    if (first > ds->rows || count > ds->rows - first)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_dataset_read: rows %llu..%llu asked of a dataset of %llu", (unsigned long long)first,
+                         (unsigned long long)first + count, (unsigned long long)ds->rows);
+    if (!lsae__mul_size(count, ds->d, &nvals)) return lsae__err(LSAE_INVALID_ARGS, "lsae_dataset_read: %zu rows x %zu overflows", count, ds->d);
+    while (done < count) {
+        size_t s = lsae__find_shard(ds, first + done);
+        lsae__shard *sh = &ds->shards[s];
+        uint64_t local = first + done - sh->first, avail = sh->rows - local;
+        size_t n = (size_t)(count - done < avail ? count - done : avail);
+        uint64_t off = sh->offset + local * ds->d * sh->elem;
+        size_t vals = n * ds->d;
+        float *dst = out + done * ds->d;
+        if (sh->map) {
+            lsae__to_f32(dst, sh->map + off, vals, sh->dtype);
+        } else {
+            lsae_result r;
+            if (!ds->f || ds->f_shard != s) {
+                if (ds->f) fclose(ds->f);
+                ds->f = NULL;
+                if ((r = lsae__open_read(sh->path, &ds->f)) != LSAE_OK) return r;
+                ds->f_shard = s;
+            }
+            if (!lsae__seek(ds->f, off)) return lsae__err(LSAE_IO_ERROR, "%s: seek to byte %llu failed", sh->path, (unsigned long long)off);
+            if (sh->dtype == LSAE__DT_F32 && lsae__little_endian()) {
+                if (fread(dst, 4, vals, ds->f) != vals)
+                    return lsae__err(LSAE_IO_ERROR, "%s: read of %zu rows at byte %llu failed (file shrunk?)", sh->path, n, (unsigned long long)off);
+            } else {
+                size_t per = LSAE__DS_BUF / sh->elem, got = 0;
+                while (got < vals) {
+                    size_t m = vals - got < per ? vals - got : per;
+                    if (fread(ds->buf, sh->elem, m, ds->f) != m)
+                        return lsae__err(LSAE_IO_ERROR, "%s: read of %zu rows at byte %llu failed (file shrunk?)", sh->path, n, (unsigned long long)off);
+                    lsae__to_f32(dst + got, ds->buf, m, sh->dtype);
+                    got += m;
+                }
+            }
+        }
+        done += n;
+    }
+    return LSAE_OK;
+}
+
+/* ---------------------------------------------------------------- loader */
+
+/* The batch sequence, exactly (so a run can be resumed, and so another
+   implementation could reproduce it):
+
+   N = dataset rows. The stream is epochs x N source rows (cut at max_rows);
+   its position g (rows_read) is in epoch e = g / N at virtual row r = g % N.
+
+   Pieces: every shard is cut into pieces of P = max(1, window_rows / 8) rows
+   (the last piece of a shard shorter). In epoch e the pieces are put in the
+   order of a Fisher-Yates shuffle drawn from key(seed, e, ~0) (no shuffle:
+   file order), and their rows, concatenated, are the epoch's virtual rows.
+   Shuffling pieces rather than whole shards mixes a single big file too;
+   with shards smaller than P it is exactly a shuffle of the shard order.
+
+   Windows: virtual rows [w W, min((w + 1) W, N)) form window w of the epoch
+   (W = window_rows). A window is read whole (a few long sequential reads, one
+   per piece it touches) and its rows are emitted in the order of a
+   Fisher-Yates shuffle drawn from key(seed, e, w).
+
+   Rows holding NaN or Inf are skipped and counted; the others fill batches of
+   batch_size rows in stream order, across window and epoch boundaries. A
+   batch ends right after its last row, so rows_read after a batch is the
+   stream position just past it, and seeking there reproduces what follows.
+
+   The random draws: key(seed, a, b) = mix(seed ^ mix(a ^ mix(b + 0x632BE59BD9B4E019)))
+   with mix = SplitMix64's finaliser; draw i of a shuffle is mix(key + i), and
+   Fisher-Yates for i = n-1 down to 1 swaps i with draw(i) mod (i + 1) (the
+   bias of the modulo is below n / 2^64). */
+
+enum { LSAE__WIN_FREE = 0, LSAE__WIN_FILLING = 1, LSAE__WIN_READY = 2 };
+
+typedef struct lsae__window {
+    uint64_t index;         /* window sequence number in the stream */
+    uint64_t start;         /* stream position of its first row */
+    size_t n;               /* rows */
+    float *rows;            /* [W, d] in virtual order */
+    uint32_t *perm;         /* [W] emission order */
+    unsigned char *bad;     /* [W] row holds NaN or Inf */
+    int state;
+    lsae_result err;
+    char msg[512];
+} lsae__window;
+
+struct lsae_loader {
+    lsae_dataset *ds;
+    lsae_loader_options opt;
+    const lsae_allocator *alloc;
+    size_t d;
+    uint64_t N, total, W, P, nw;    /* rows, stream length, window rows, piece rows, windows per epoch */
+    /* pieces in file order */
+    uint64_t *piece_first, *piece_rows;
+    size_t npieces;
+    /* the epoch whose piece order is cached (used by whoever fills windows) */
+    uint64_t order_epoch;
+    int have_order;
+    size_t *order;                  /* [npieces] */
+    uint64_t *vstart;               /* [npieces + 1] virtual start of each piece in that order */
+    /* windows */
+    lsae__window win[2];
+    int nslots;
+    uint64_t next_use;              /* window sequence number the consumer takes next */
+    uint64_t next_fill;             /* ... the filler fills next */
+    int holding;                    /* the consumer holds slot next_use - 1 */
+    /* consumer */
+    uint64_t pos;
+    float *batch;
+    lsae_loader_stats stats;
+    /* the prefetch thread */
+    int threaded, stop;
+#ifdef LSAE__HAVE_THREADS
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+};
+
+static uint64_t lsae__key(uint64_t seed, uint64_t a, uint64_t b)
+{
+    return lsae__mix64(seed ^ lsae__mix64(a ^ lsae__mix64(b + 0x632BE59BD9B4E019ull)));
+}
+
+static void lsae__shuffle_u32(uint32_t *v, size_t n, uint64_t key)
+{
+    size_t i;
+    for (i = n; i-- > 1;) {
+        size_t j = (size_t)(lsae__mix64(key + i) % (uint64_t)(i + 1));
+        uint32_t t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}
+
+static void lsae__shuffle_size(size_t *v, size_t n, uint64_t key)
+{
+    size_t i;
+    for (i = n; i-- > 1;) {
+        size_t j = (size_t)(lsae__mix64(key + i) % (uint64_t)(i + 1));
+        size_t t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}
+
+LSAE_DEF lsae_loader_options lsae_loader_options_default(size_t batch_size)
+{
+    lsae_loader_options o;
+    memset(&o, 0, sizeof o);
+    o.batch_size = batch_size;
+    o.shuffle = 1;
+    o.seed = 0;
+    o.window_rows = 0;
+    o.prefetch = 1;
+    o.epochs = 1;
+    o.max_rows = 0;
+    o.drop_last = 1;
+    return o;
+}
+
+/* The piece order and virtual starts of epoch e. */
+static void lsae__epoch_order(lsae_loader *ld, uint64_t e)
+{
+    size_t i;
+    uint64_t at = 0;
+    if (ld->have_order && ld->order_epoch == e) return;
+    for (i = 0; i < ld->npieces; ++i) ld->order[i] = i;
+    if (ld->opt.shuffle) lsae__shuffle_size(ld->order, ld->npieces, lsae__key(ld->opt.seed, e, ~(uint64_t)0));
+    for (i = 0; i < ld->npieces; ++i) {
+        ld->vstart[i] = at;
+        at += ld->piece_rows[ld->order[i]];
+    }
+    ld->vstart[ld->npieces] = at;
+    ld->order_epoch = e;
+    ld->have_order = 1;
+}
+
+/* Read window number j (in stream order) into w: rows, NaN flags, emission order.
+   Touches only w and the epoch-order cache, so the prefetch thread can run it
+   while the consumer reads the other slot. */
+static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t j)
+{
+    uint64_t e = j / ld->nw, wi = j % ld->nw, v0 = wi * ld->W, v, vend;
+    size_t lo, hi, r, c;
+    lsae_result res;
+    w->index = j;
+    w->start = e * ld->N + v0;
+    w->n = (size_t)((ld->N - v0) < ld->W ? (ld->N - v0) : ld->W);
+    lsae__epoch_order(ld, e);
+    /* the first piece that covers virtual row v0 */
+    lo = 0;
+    hi = ld->npieces;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ld->vstart[mid] <= v0) lo = mid;
+        else hi = mid;
+    }
+    v = v0;
+    vend = v0 + w->n;
+    while (v < vend) {
+        size_t p = ld->order[lo];
+        uint64_t in = v - ld->vstart[lo], take = ld->piece_rows[p] - in;
+        if (take > vend - v) take = vend - v;
+        if (take && (res = lsae_dataset_read(ld->ds, ld->piece_first[p] + in, (size_t)take, w->rows + (size_t)(v - v0) * ld->d)) != LSAE_OK) return res;
+        v += take;
+        ++lo;
+    }
+    for (r = 0; r < w->n; ++r) {
+        const float *x = w->rows + r * ld->d;
+        unsigned char bad = 0;
+        for (c = 0; c < ld->d; ++c)
+            if (!isfinite(x[c])) { bad = 1; break; }
+        w->bad[r] = bad;
+        w->perm[r] = (uint32_t)r;
+    }
+    if (ld->opt.shuffle) lsae__shuffle_u32(w->perm, w->n, lsae__key(ld->opt.seed, e, wi));
+    return LSAE_OK;
+}
+
+static uint64_t lsae__windows_total(const lsae_loader *ld)
+{
+    /* windows up to and including the one holding the last stream row */
+    uint64_t last;
+    if (ld->total == 0) return 0;
+    last = ld->total - 1;
+    return (last / ld->N) * ld->nw + (last % ld->N) / ld->W + 1;
+}
+
+#ifdef LSAE__HAVE_THREADS
+static void *lsae__prefetch_main(void *arg)
+{
+    lsae_loader *ld = (lsae_loader *)arg;
+    uint64_t end = lsae__windows_total(ld);
+    for (;;) {
+        lsae__window *w;
+        lsae_result r;
+        pthread_mutex_lock(&ld->mu);
+        while (!ld->stop && ld->next_fill < end && ld->win[ld->next_fill % 2].state != LSAE__WIN_FREE) pthread_cond_wait(&ld->cv, &ld->mu);
+        if (ld->stop || ld->next_fill >= end) { pthread_mutex_unlock(&ld->mu); break; }
+        w = &ld->win[ld->next_fill % 2];
+        w->state = LSAE__WIN_FILLING;
+        pthread_mutex_unlock(&ld->mu);
+        r = lsae__window_fill(ld, w, ld->next_fill);
+        pthread_mutex_lock(&ld->mu);
+        w->err = r;
+        if (r != LSAE_OK) {
+            size_t n = strlen(lsae__err_msg);
+            if (n >= sizeof w->msg) n = sizeof w->msg - 1;
+            memcpy(w->msg, lsae__err_msg, n);
+            w->msg[n] = 0;
+        }
+        w->state = LSAE__WIN_READY;
+        ++ld->next_fill;
+        pthread_cond_broadcast(&ld->cv);
+        pthread_mutex_unlock(&ld->mu);
+        if (r != LSAE_OK) break;
+    }
+    return NULL;
+}
+#endif
+
+static void lsae__loader_stop(lsae_loader *ld)
+{
+#ifdef LSAE__HAVE_THREADS
+    if (ld->threaded) {
+        pthread_mutex_lock(&ld->mu);
+        ld->stop = 1;
+        pthread_cond_broadcast(&ld->cv);
+        pthread_mutex_unlock(&ld->mu);
+        pthread_join(ld->thread, NULL);
+        ld->threaded = 0;
+    }
+#endif
+    ld->stop = 0;
+}
+
+/* Start reading ahead from the window that holds ld->pos. */
+static void lsae__loader_start(lsae_loader *ld)
+{
+    uint64_t j = ld->pos < ld->total ? (ld->pos / ld->N) * ld->nw + (ld->pos % ld->N) / ld->W : lsae__windows_total(ld);
+    ld->win[0].state = ld->win[1].state = LSAE__WIN_FREE;
+    ld->next_use = ld->next_fill = j;
+    ld->holding = 0;
+#ifdef LSAE__HAVE_THREADS
+    if (ld->opt.prefetch && ld->nslots == 2 && ld->pos < ld->total) {
+        ld->stop = 0;
+        ld->threaded = pthread_create(&ld->thread, NULL, lsae__prefetch_main, ld) == 0;
+        /* no thread (resource limits): the synchronous path gives the same batches */
+    }
+#endif
+}
+
+LSAE_DEF void lsae_loader_free(lsae_loader *ld)
+{
+    int i;
+    if (!ld) return;
+    lsae__loader_stop(ld);
+#ifdef LSAE__HAVE_THREADS
+    pthread_mutex_destroy(&ld->mu);
+    pthread_cond_destroy(&ld->cv);
+#endif
+    for (i = 0; i < 2; ++i) {
+        lsae__free(ld->alloc, ld->win[i].rows);
+        lsae__free(ld->alloc, ld->win[i].perm);
+        lsae__free(ld->alloc, ld->win[i].bad);
+    }
+    lsae__free(ld->alloc, ld->piece_first);
+    lsae__free(ld->alloc, ld->piece_rows);
+    lsae__free(ld->alloc, ld->order);
+    lsae__free(ld->alloc, ld->vstart);
+    lsae__free(ld->alloc, ld->batch);
+    lsae__free(ld->alloc, ld);
+}
+
+LSAE_DEF lsae_result lsae_loader_create(lsae_dataset *ds, const lsae_loader_options *opt, lsae_loader **out)
+{
+    lsae_loader *ld;
+    size_t i, s;
+    uint64_t W;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_create: out is NULL");
+    *out = NULL;
+    if (!ds || !opt) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_create: dataset and options must not be NULL");
+    if (opt->batch_size == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_create: batch_size is 0");
+    if (ds->rows == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_create: the dataset (%s%s) has no rows", ds->nshards ? ds->shards[0].path : "", ds->nshards > 1 ? ", ..." : "");
+    if (opt->epochs == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_create: epochs is 0");
+    ld = (lsae_loader *)lsae__malloc(ds->alloc, sizeof *ld);
+    if (!ld) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory creating a loader");
+    memset(ld, 0, sizeof *ld);
+    ld->ds = ds;
+    ld->opt = *opt;
+    ld->alloc = ds->alloc;
+    ld->d = ds->d;
+    ld->N = ds->rows;
+    ld->total = opt->epochs > UINT64_MAX / ds->rows ? UINT64_MAX : opt->epochs * ds->rows;
+    if (opt->max_rows && opt->max_rows < ld->total) ld->total = opt->max_rows;
+    /* the window: about 256 MiB of float32 rows by default, at least a batch,
+       at most the dataset, and a row index must fit the uint32 permutation */
+    W = opt->window_rows ? opt->window_rows : ((uint64_t)256 << 20) / ((uint64_t)ds->d * 4);
+    if (W < opt->batch_size) W = opt->window_rows ? W : opt->batch_size;
+    if (W == 0) W = 1;
+    if (W > ld->N) W = ld->N;
+    if (W > UINT32_MAX) W = UINT32_MAX;
+    ld->W = W;
+    ld->P = W / 8 ? W / 8 : 1;
+    ld->nw = (ld->N + W - 1) / W;
+#ifdef LSAE__HAVE_THREADS
+    ld->nslots = opt->prefetch ? 2 : 1;
+    pthread_mutex_init(&ld->mu, NULL);
+    pthread_cond_init(&ld->cv, NULL);
+#else
+    ld->nslots = 1;
+#endif
+    /* pieces */
+    for (s = 0; s < ds->nshards; ++s) ld->npieces += (size_t)((ds->shards[s].rows + ld->P - 1) / ld->P);
+    if (!(ld->piece_first = (uint64_t *)lsae__alloc_array(ld->alloc, ld->npieces, sizeof(uint64_t), "loader pieces")) ||
+        !(ld->piece_rows = (uint64_t *)lsae__alloc_array(ld->alloc, ld->npieces, sizeof(uint64_t), "loader pieces")) ||
+        !(ld->order = (size_t *)lsae__alloc_array(ld->alloc, ld->npieces, sizeof(size_t), "loader piece order")) ||
+        !(ld->vstart = (uint64_t *)lsae__alloc_array(ld->alloc, ld->npieces + 1, sizeof(uint64_t), "loader piece order")) ||
+        !(ld->batch = (float *)lsae__alloc_array(ld->alloc, opt->batch_size, ld->d * sizeof(float), "loader batch"))) {
+        lsae_loader_free(ld);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    for (s = 0, i = 0; s < ds->nshards; ++s) {
+        uint64_t at;
+        for (at = 0; at < ds->shards[s].rows; at += ld->P, ++i) {
+            ld->piece_first[i] = ds->shards[s].first + at;
+            ld->piece_rows[i] = ds->shards[s].rows - at < ld->P ? ds->shards[s].rows - at : ld->P;
+        }
+    }
+    for (i = 0; i < (size_t)ld->nslots; ++i) {
+        if (!(ld->win[i].rows = (float *)lsae__alloc_array(ld->alloc, (size_t)W, ld->d * sizeof(float), "loader window (lower window_rows?)")) ||
+            !(ld->win[i].perm = (uint32_t *)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(uint32_t), "loader window order")) ||
+            !(ld->win[i].bad = (unsigned char *)lsae__alloc_array(ld->alloc, (size_t)W, 1, "loader window flags"))) {
+            lsae_loader_free(ld);
+            return LSAE_OUT_OF_MEMORY;
+        }
+    }
+    lsae__loader_start(ld);
+    *out = ld;
+    return LSAE_OK;
+}
+
+/* The window that holds ld->pos, ready to read; waits for the prefetch
+   thread, or fills it here. The wait is stall time. */
+static lsae_result lsae__loader_window(lsae_loader *ld, lsae__window **out)
+{
+    lsae__window *w = &ld->win[ld->next_use % (uint64_t)ld->nslots];
+    double t0;
+    if (ld->holding) {
+        lsae__window *h = &ld->win[(ld->next_use - 1) % (uint64_t)ld->nslots];
+        if (ld->pos < h->start + h->n) { *out = h; return LSAE_OK; }
+        /* done with it: hand the slot back to the filler */
+#ifdef LSAE__HAVE_THREADS
+        if (ld->threaded) pthread_mutex_lock(&ld->mu);
+#endif
+        h->state = LSAE__WIN_FREE;
+        ld->holding = 0;
+#ifdef LSAE__HAVE_THREADS
+        if (ld->threaded) { pthread_cond_broadcast(&ld->cv); pthread_mutex_unlock(&ld->mu); }
+#endif
+        w = &ld->win[ld->next_use % (uint64_t)ld->nslots];
+    }
+    t0 = lsae__now();
+#ifdef LSAE__HAVE_THREADS
+    if (ld->threaded) {
+        pthread_mutex_lock(&ld->mu);
+        while (w->state != LSAE__WIN_READY) pthread_cond_wait(&ld->cv, &ld->mu);
+        pthread_mutex_unlock(&ld->mu);
+        if (w->err != LSAE_OK) { ld->stats.stall_seconds += lsae__now() - t0; return lsae__err(w->err, "%s", w->msg); }
+    } else
+#endif
+    {
+        lsae_result r = lsae__window_fill(ld, w, ld->next_use);
+        if (r != LSAE_OK) { ld->stats.stall_seconds += lsae__now() - t0; return r; }
+        w->state = LSAE__WIN_READY;
+    }
+    ld->stats.stall_seconds += lsae__now() - t0;
+    ++ld->next_use;
+    ld->holding = 1;
+    *out = w;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size_t *rows)
+{
+    size_t count = 0, B;
+    if (!ld || !batch || !rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_next: loader, batch and rows must not be NULL");
+    *batch = ld->batch;
+    *rows = 0;
+    B = ld->opt.batch_size;
+    while (count < B && ld->pos < ld->total) {
+        lsae__window *w = NULL;
+        size_t off, end;
+        lsae_result r = lsae__loader_window(ld, &w);
+        if (r != LSAE_OK) return r;
+        off = (size_t)(ld->pos - w->start);
+        end = w->n;
+        if ((uint64_t)(end - off) > ld->total - ld->pos) end = off + (size_t)(ld->total - ld->pos);
+        while (off < end && count < B) {
+            uint32_t src = w->perm[off++];
+            if (w->bad[src]) ++ld->stats.rows_dropped;
+            else memcpy(ld->batch + count++ * ld->d, w->rows + (size_t)src * ld->d, ld->d * sizeof(float));
+        }
+        ld->pos = w->start + off;
+    }
+    ld->stats.rows_read = ld->pos;
+    ld->stats.epoch = ld->pos / ld->N;
+    if (count == 0 || (count < B && ld->opt.drop_last)) return LSAE_OK;
+    ++ld->stats.batches;
+    *rows = count;
+    return LSAE_OK;
+}
+
+LSAE_DEF void lsae_loader_get_stats(const lsae_loader *ld, lsae_loader_stats *stats)
+{
+    if (!stats) return;
+    if (!ld) { memset(stats, 0, sizeof *stats); return; }
+    *stats = ld->stats;
+}
+
+LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read)
+{
+    if (!ld) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_seek: loader is NULL");
+    if (rows_read > ld->total)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_seek: position %llu is past the end of the stream (%llu rows: %llu epochs of %llu%s)",
+                         (unsigned long long)rows_read, (unsigned long long)ld->total, (unsigned long long)ld->opt.epochs, (unsigned long long)ld->N,
+                         ld->opt.max_rows ? ", cut at max_rows" : "");
+    lsae__loader_stop(ld);
+    ld->pos = rows_read;
+    memset(&ld->stats, 0, sizeof ld->stats);
+    ld->stats.rows_read = rows_read;
+    ld->stats.epoch = rows_read / ld->N;
+    lsae__loader_start(ld);
+    return LSAE_OK;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+/* A checkpoint is a directory:
+     cfg.json, sae.safetensors   the model, as lsae_model_save writes it (so
+                                 latent-sae and sparsify load a checkpoint too)
+     state.bin                   the trainer's state, this format (all little-endian):
+
+     offset  size  field
+          0     8  magic "LSAESTAT"
+          8     4  format version, 1
+         12     4  header size in bytes, 128
+         16     8  d_in
+         24     8  num_latents L
+         32     8  k
+         40     8  optimizer steps taken
+         48     4  b_dec initialised (0 or 1)
+         52     4  flags, 0
+         56     8  blob length in bytes
+         64     8  hash of cfg.json's bytes
+         72     8  hash of sae.safetensors' bytes
+         80     8  payload length in bytes (everything between header and trailer)
+         88    40  zero
+        128        payload: samples-since-fired  uint64 [L]
+                            Adam m: W_enc [L, d], b_enc [L], W_dec [L, d], b_dec [d]  float32
+                            Adam v: the same four                                      float32
+                            the caller's blob                                          bytes
+        end     8  trailer: hash of every byte before it
+
+   "hash" is lsae__hash (see its comment): the trailer catches a torn or
+   corrupted state.bin, the two model hashes a model file that does not
+   belong with it. Every file is written under NAME.tmp, flushed, fsync'd and
+   renamed.
+
+   The directory as a whole survives a crash at any instant. Save writes
+   DIR.tmp/ completely (files fsync'd, then the directory), then renames
+   DIR -> DIR.old, DIR.tmp -> DIR, and removes DIR.old. Whenever DIR is
+   missing, a whole checkpoint is at DIR.tmp (verified by its hashes) or at
+   DIR.old: lsae_checkpoint_load looks there, and the next save first puts
+   the newest whole one back at DIR. */
+
+#define LSAE__STATE_HDR 128u
+#define LSAE__STATE_VERSION 1u
+
+typedef struct lsae__ckpt_writer {
+    lsae__afile af;
+    lsae__hash h;
+} lsae__ckpt_writer;
+
+static void lsae__cw_write(lsae__ckpt_writer *w, const void *p, size_t n)
+{
+    lsae__hash_update(&w->h, p, n);
+    lsae__afile_write(&w->af, p, n);
+}
+
+/* floats as little-endian bytes */
+static void lsae__cw_floats(lsae__ckpt_writer *w, const float *x, size_t n)
+{
+    if (lsae__little_endian()) { lsae__cw_write(w, x, n * sizeof(float)); return; }
+    {
+        unsigned char b[4];
+        size_t i;
+        for (i = 0; i < n; ++i) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            lsae__put_le(b, u, 4);
+            lsae__cw_write(w, b, 4);
+        }
+    }
+}
+
+/* Remove a checkpoint-like directory: only the files a checkpoint holds (and
+   their .tmp leftovers), then the directory; anything else in it stops the
+   removal with an error rather than being deleted. */
+static lsae_result lsae__ckpt_rmdir(const char *dir)
+{
+    static const char *names[] = { "cfg.json", "sae.safetensors", "state.bin", "cfg.json.tmp", "sae.safetensors.tmp", "state.bin.tmp" };
+    char p[4096];
+    size_t i;
+    if (!lsae__is_dir(dir)) return LSAE_OK;
+    for (i = 0; i < sizeof names / sizeof names[0]; ++i)
+        if (lsae__path_join(p, sizeof p, dir, names[i])) remove(p);
+    if (lsae__rmdir(dir) != 0)
+        return lsae__err(LSAE_IO_ERROR, "%s: cannot remove it (%s); it holds files a checkpoint does not write, so it was left alone", dir, strerror(errno));
+    return LSAE_OK;
+}
+
+/* Check a checkpoint directory: state.bin whole, model files matching. Fills
+   the header fields. Returns LSAE_OK, or why not. */
+typedef struct lsae__ckpt_info {
+    uint64_t d, L, k, step, blob_len, payload;
+    int b_dec_init;
+} lsae__ckpt_info;
+
+static lsae_result lsae__ckpt_verify(const char *dir, lsae__ckpt_info *info)
+{
+    char p[4096];
+    unsigned char hdr[LSAE__STATE_HDR], buf[1 << 16], tr[8];
+    FILE *f;
+    uint64_t size, h_cfg, h_st, want, left;
+    lsae__hash h;
+    lsae_result r;
+    if (!lsae__path_join(p, sizeof p, dir, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__open_read(p, &f)) != LSAE_OK) return r;
+    if (!lsae__file_size(f, &size) || size < LSAE__STATE_HDR + 8 || fread(hdr, 1, LSAE__STATE_HDR, f) != LSAE__STATE_HDR) {
+        fclose(f);
+        return lsae__err(LSAE_BAD_FILE, "%s: too short for a latentsae state file (%u-byte header and 8-byte trailer)", p, LSAE__STATE_HDR);
+    }
+    if (memcmp(hdr, "LSAESTAT", 8) != 0) { fclose(f); return lsae__err(LSAE_BAD_FILE, "%s: no LSAESTAT magic at byte 0: not a latentsae state file", p); }
+    if (lsae__get_le(hdr + 8, 4) != LSAE__STATE_VERSION) {
+        fclose(f);
+        return lsae__err(LSAE_UNSUPPORTED, "%s: state format version %u; this library reads version %u", p, (unsigned)lsae__get_le(hdr + 8, 4), LSAE__STATE_VERSION);
+    }
+    if (lsae__get_le(hdr + 12, 4) != LSAE__STATE_HDR) { fclose(f); return lsae__err(LSAE_BAD_FILE, "%s: header size %u, expected %u", p, (unsigned)lsae__get_le(hdr + 12, 4), LSAE__STATE_HDR); }
+    info->d = lsae__get_le(hdr + 16, 8);
+    info->L = lsae__get_le(hdr + 24, 8);
+    info->k = lsae__get_le(hdr + 32, 8);
+    info->step = lsae__get_le(hdr + 40, 8);
+    info->b_dec_init = (int)lsae__get_le(hdr + 48, 4);
+    info->blob_len = lsae__get_le(hdr + 56, 8);
+    h_cfg = lsae__get_le(hdr + 64, 8);
+    h_st = lsae__get_le(hdr + 72, 8);
+    info->payload = lsae__get_le(hdr + 80, 8);
+    if (info->payload != size - LSAE__STATE_HDR - 8) {
+        fclose(f);
+        return lsae__err(LSAE_BAD_FILE, "%s: header says %llu payload bytes, the file holds %llu: truncated?", p, (unsigned long long)info->payload,
+                         (unsigned long long)(size - LSAE__STATE_HDR - 8));
+    }
+    /* payload = 8 L + 4 (2 (2 L d + L + d)) + blob, checked without overflow */
+    if (info->d == 0 || info->L == 0 || info->d > INT32_MAX || info->L > INT32_MAX || info->blob_len > LSAE__MAX_BYTES || info->L * info->d > ((uint64_t)1 << 56) ||
+        (want = 8 * info->L + 8 * (2 * info->L * info->d + info->L + info->d) + info->blob_len) != info->payload) {
+        fclose(f);
+        return lsae__err(LSAE_BAD_FILE, "%s: payload of %llu bytes does not match d_in %llu, L %llu and a %llu-byte blob", p, (unsigned long long)info->payload,
+                         (unsigned long long)info->d, (unsigned long long)info->L, (unsigned long long)info->blob_len);
+    }
+    lsae__hash_init(&h);
+    lsae__hash_update(&h, hdr, LSAE__STATE_HDR);
+    for (left = info->payload; left;) {
+        size_t n = left < sizeof buf ? (size_t)left : sizeof buf;
+        if (fread(buf, 1, n, f) != n) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: read failed", p); }
+        lsae__hash_update(&h, buf, n);
+        left -= n;
+    }
+    if (fread(tr, 1, 8, f) != 8) { fclose(f); return lsae__err(LSAE_IO_ERROR, "%s: read failed", p); }
+    fclose(f);
+    if (lsae__get_le(tr, 8) != lsae__hash_final(&h)) return lsae__err(LSAE_BAD_FILE, "%s: checksum mismatch: the file is corrupted or was cut short", p);
+    {
+        uint64_t hc, hs;
+        if (!lsae__path_join(p, sizeof p, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+        if ((r = lsae__hash_file(p, &hc, NULL)) != LSAE_OK) return r;
+        if (hc != h_cfg) return lsae__err(LSAE_BAD_FILE, "%s: does not match the checkpoint's state.bin (written by another save?)", p);
+        if (!lsae__path_join(p, sizeof p, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+        if ((r = lsae__hash_file(p, &hs, NULL)) != LSAE_OK) return r;
+        if (hs != h_st) return lsae__err(LSAE_BAD_FILE, "%s: does not match the checkpoint's state.bin (written by another save?)", p);
+    }
+    return LSAE_OK;
+}
+
+static int lsae__sibling(char *buf, size_t cap, const char *dir, const char *suffix)
+{
+    size_t n = strlen(dir);
+    int w;
+    while (n > 1 && (dir[n - 1] == '/' || dir[n - 1] == '\\')) --n;
+    w = snprintf(buf, cap, "%.*s%s", (int)n, dir, suffix);
+    return w >= 0 && (size_t)w < cap;
+}
+
+/* Put the newest whole checkpoint back at dir after an interrupted swap. */
+static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const char *old)
+{
+    lsae__ckpt_info info;
+    lsae_result r;
+    if (lsae__is_dir(dir)) return LSAE_OK;
+    if (lsae__is_dir(tmp) && lsae__ckpt_verify(tmp, &info) == LSAE_OK) {
+        if (rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+    } else if (lsae__is_dir(old)) {
+        if (rename(old, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", dir, old, strerror(errno));
+    }
+    if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+{
+    char tmp[4096], old[4096], p[4096], parent[4096];
+    lsae__ckpt_writer w;
+    unsigned char hdr[LSAE__STATE_HDR], tr[8];
+    uint64_t h_cfg, h_st, payload;
+    lsae_result r;
+    size_t L, d, i;
+    float *dst_m[LSAE__NUM_TENSORS];
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
+    if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: the trainer belongs to another model");
+    /* the trainer's internals are read here, never changed: a window in the
+       middle of accumulation, or a poisoned trainer, cannot make a checkpoint */
+    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: %llu batches accumulated but not applied; save between optimizer steps", (unsigned long long)t->micro);
+    if (t && t->poisoned) return lsae__err(LSAE_NOT_FINITE, "lsae_checkpoint_save: the trainer saw a non-finite value; keep the last good checkpoint");
+    if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old") || !lsae__sibling(parent, sizeof parent, dir, "/.."))
+        return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__ckpt_recover(dir, tmp, old)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
+    if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
+    if ((r = lsae_model_save(m, tmp)) != LSAE_OK) return r;
+    if (!lsae__path_join(p, sizeof p, tmp, "cfg.json") || (r = lsae__hash_file(p, &h_cfg, NULL)) != LSAE_OK) return r;
+    if (!lsae__path_join(p, sizeof p, tmp, "sae.safetensors") || (r = lsae__hash_file(p, &h_st, NULL)) != LSAE_OK) return r;
+    L = m->L;
+    d = m->d;
+    payload = 8 * (uint64_t)L + 8 * (2 * (uint64_t)L * d + L + d) + blob_len;
+    memset(hdr, 0, sizeof hdr);
+    memcpy(hdr, "LSAESTAT", 8);
+    lsae__put_le(hdr + 8, LSAE__STATE_VERSION, 4);
+    lsae__put_le(hdr + 12, LSAE__STATE_HDR, 4);
+    lsae__put_le(hdr + 16, d, 8);
+    lsae__put_le(hdr + 24, L, 8);
+    lsae__put_le(hdr + 32, m->k, 8);
+    lsae__put_le(hdr + 40, t ? t->step : 0, 8);
+    lsae__put_le(hdr + 48, t ? (uint64_t)(t->b_dec_initialized != 0) : 1, 4);
+    lsae__put_le(hdr + 56, blob_len, 8);
+    lsae__put_le(hdr + 64, h_cfg, 8);
+    lsae__put_le(hdr + 72, h_st, 8);
+    lsae__put_le(hdr + 80, payload, 8);
+    if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) return r;
+    lsae__hash_init(&w.h);
+    lsae__cw_write(&w, hdr, sizeof hdr);
+    {
+        /* the state through the public accessor, in slabs laid out like the weights */
+        lsae_trainer_state st;
+        uint64_t *since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
+        float *mv = (float *)lsae__alloc_array(m->alloc, m->lay.total, 2 * sizeof(float), "checkpoint Adam moments");
+        if (!since || !mv) { lsae__free(m->alloc, since); lsae__free(m->alloc, mv); lsae__afile_abort(&w.af); return LSAE_OUT_OF_MEMORY; }
+        memset(since, 0, L * sizeof(uint64_t));
+        memset(mv, 0, m->lay.total * 2 * sizeof(float));
+        memset(&st, 0, sizeof st);
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) dst_m[i] = mv + m->lay.offset[i];
+        st.since_fired = since;
+        st.m_W_enc = dst_m[0]; st.m_b_enc = dst_m[1]; st.m_W_dec = dst_m[2]; st.m_b_dec = dst_m[3];
+        st.v_W_enc = dst_m[0] + m->lay.total; st.v_b_enc = dst_m[1] + m->lay.total;
+        st.v_W_dec = dst_m[2] + m->lay.total; st.v_b_dec = dst_m[3] + m->lay.total;
+        if (t && (r = lsae_trainer_get_state(t, &st)) != LSAE_OK) { lsae__free(m->alloc, since); lsae__free(m->alloc, mv); lsae__afile_abort(&w.af); return r; }
+        if (lsae__little_endian()) {
+            lsae__cw_write(&w, since, L * sizeof(uint64_t));
+        } else {
+            unsigned char b8[8];
+            for (i = 0; i < L; ++i) { lsae__put_le(b8, since[i], 8); lsae__cw_write(&w, b8, 8); }
+        }
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, mv + m->lay.offset[i], m->lay.count[i]);
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, mv + m->lay.total + m->lay.offset[i], m->lay.count[i]);
+        lsae__free(m->alloc, since);
+        lsae__free(m->alloc, mv);
+    }
+    if (blob_len) lsae__cw_write(&w, blob, blob_len);
+    lsae__put_le(tr, lsae__hash_final(&w.h), 8);
+    lsae__afile_write(&w.af, tr, 8);
+    if ((r = lsae__afile_commit(&w.af)) != LSAE_OK) return r;
+    lsae__fsync_dir(tmp);
+    /* the swap: from here on a whole checkpoint is always at dir, dir.tmp or dir.old */
+    if (lsae__is_dir(dir) && rename(dir, old) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot move the previous checkpoint to %s: %s", dir, old, strerror(errno));
+    if (rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s (the new checkpoint is whole at %s)", dir, tmp, strerror(errno), tmp);
+    lsae__fsync_dir(parent);
+    return lsae__ckpt_rmdir(old);
+}
+
+/* Read state.bin's payload into the trainer (NULL: only check it) and the blob. */
+static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info *info, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap)
+{
+    char p[4096];
+    FILE *f;
+    lsae_result r;
+    size_t L = m->L, i;
+    uint64_t *since;
+    float *mv;
+    lsae_trainer_state st;
+    if (!lsae__path_join(p, sizeof p, dir, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__open_read(p, &f)) != LSAE_OK) return r;
+    since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
+    mv = since ? (float *)lsae__alloc_array(m->alloc, m->lay.total, 2 * sizeof(float), "checkpoint Adam moments") : NULL;
+    if (!mv) { fclose(f); lsae__free(m->alloc, since); return LSAE_OUT_OF_MEMORY; }
+    memset(mv, 0, m->lay.total * 2 * sizeof(float));
+    r = LSAE_OK;
+    if (!lsae__seek(f, LSAE__STATE_HDR) || fread(since, 8, L, f) != L) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
+    if (!lsae__little_endian())
+        for (i = 0; i < L; ++i) since[i] = lsae__get_le((const unsigned char *)&since[i], 8);
+    for (i = 0; r == LSAE_OK && i < 2 * LSAE__NUM_TENSORS; ++i) {
+        float *dst = mv + (i >= LSAE__NUM_TENSORS ? m->lay.total : 0) + m->lay.offset[i % LSAE__NUM_TENSORS];
+        size_t n = m->lay.count[i % LSAE__NUM_TENSORS], j;
+        if (fread(dst, 4, n, f) != n) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
+        if (!lsae__little_endian())
+            for (j = 0; j < n; ++j) { uint32_t u = (uint32_t)lsae__get_le((const unsigned char *)&dst[j], 4); memcpy(&dst[j], &u, 4); }
+    }
+    if (r == LSAE_OK && blob && blob_cap) {
+        size_t n = info->blob_len < blob_cap ? (size_t)info->blob_len : blob_cap;
+        if (n && fread(blob, 1, n, f) != n) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
+    }
+    fclose(f);
+    if (r == LSAE_OK && t) {
+        memset(&st, 0, sizeof st);
+        st.step = info->step;
+        st.b_dec_initialized = info->b_dec_init;
+        st.since_fired = since;
+        st.m_W_enc = mv + m->lay.offset[0]; st.m_b_enc = mv + m->lay.offset[1];
+        st.m_W_dec = mv + m->lay.offset[2]; st.m_b_dec = mv + m->lay.offset[3];
+        st.v_W_enc = mv + m->lay.total + m->lay.offset[0]; st.v_b_enc = mv + m->lay.total + m->lay.offset[1];
+        st.v_W_dec = mv + m->lay.total + m->lay.offset[2]; st.v_b_dec = mv + m->lay.total + m->lay.offset[3];
+        r = lsae_trainer_set_state(t, &st);
+        if (r != LSAE_OK) r = lsae__err_prefix(r, "checkpoint state: ");
+    }
+    lsae__free(m->alloc, since);
+    lsae__free(m->alloc, mv);
+    return r;
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+{
+    char tmp[4096], old[4096], p[4096];
+    const char *cands[3];
+    lsae__ckpt_info info;
+    lsae_result r = LSAE_NOT_FOUND, first_err = LSAE_OK;
+    char first_msg[1024];
+    size_t c, nc = 0;
+    float *w = NULL;
+    if (blob_len) *blob_len = 0;
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: dir and model must not be NULL");
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the trainer belongs to another model");
+    if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    /* dir is whole whenever it exists; when it does not, a save was cut
+       between its two renames and the newest whole one is dir.tmp, else dir.old */
+    if (lsae__is_dir(dir)) cands[nc++] = dir;
+    else { cands[nc++] = tmp; cands[nc++] = old; }
+    first_msg[0] = 0;
+    for (c = 0; c < nc; ++c) {
+        if (!lsae__is_dir(cands[c])) continue;
+        if ((r = lsae__ckpt_verify(cands[c], &info)) != LSAE_OK) {
+            if (first_err == LSAE_OK) { first_err = r; memcpy(first_msg, lsae__err_msg, sizeof first_msg); first_msg[sizeof first_msg - 1] = 0; }
+            continue;
+        }
+        break;
+    }
+    if (c == nc) {
+        if (first_err != LSAE_OK) return lsae__err(first_err, "%s", first_msg);
+        return lsae__err(LSAE_NOT_FOUND, "%s: no checkpoint here (nor at %s or %s)", dir, tmp, old);
+    }
+    dir = cands[c];
+    if (info.d != m->d || info.L != m->L || info.k != m->k)
+        return lsae__err(LSAE_INVALID_ARGS, "%s: checkpoint of d_in %llu, L %llu, k %llu, but the model is d_in %zu, L %zu, k %zu", dir,
+                         (unsigned long long)info.d, (unsigned long long)info.L, (unsigned long long)info.k, m->d, m->L, m->k);
+    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the trainer has accumulated batches; load into a trainer between optimizer steps");
+    /* weights into a scratch copy first, so a failure leaves the model as it was */
+    w = (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "checkpoint weights");
+    if (!w) return LSAE_OUT_OF_MEMORY;
+    {
+        lsae_model tmpm = *m;
+        tmpm.params = w;
+        if (!lsae__path_join(p, sizeof p, dir, "sae.safetensors")) { lsae__free(m->alloc, w); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
+        if ((r = lsae__load_weights(&tmpm, p, 0)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
+    }
+    if ((r = lsae__ckpt_read_state(dir, &info, m, t, blob, blob_cap)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
+    memcpy(m->params, w, m->lay.total * sizeof(float));
+    lsae__free(m->alloc, w);
+    if (blob_len) *blob_len = (size_t)info.blob_len;
+    return LSAE_OK;
+}
+
+/* --------------------------------------------------- Hugging Face cache */
+
+/* huggingface_hub's cache layout (file_download.py), read offline:
+     HUB/models--OWNER--NAME/refs/main          the commit hash main points at
+     HUB/models--OWNER--NAME/snapshots/HASH/... the files (links into blobs/)
+   HUB is $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE (the older name), else
+   $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+   ~/.cache/huggingface/hub (%USERPROFILE% on Windows). A repo may be written
+   OWNER/NAME@REV to pick a branch or tag under refs/, or a commit hash. */
+
+static lsae_result lsae__hf_hub_dir(char *buf, size_t cap)
+{
+    const char *v;
+    int w;
+    if ((v = getenv("HF_HUB_CACHE")) != NULL && *v) w = snprintf(buf, cap, "%s", v);
+    else if ((v = getenv("HUGGINGFACE_HUB_CACHE")) != NULL && *v) w = snprintf(buf, cap, "%s", v);
+    else if ((v = getenv("HF_HOME")) != NULL && *v) w = snprintf(buf, cap, "%s/hub", v);
+    else if ((v = getenv("XDG_CACHE_HOME")) != NULL && *v) w = snprintf(buf, cap, "%s/huggingface/hub", v);
+    else if ((v = getenv("HOME")) != NULL && *v) w = snprintf(buf, cap, "%s/.cache/huggingface/hub", v);
+    else if ((v = getenv("USERPROFILE")) != NULL && *v) w = snprintf(buf, cap, "%s/.cache/huggingface/hub", v);
+    else return lsae__err(LSAE_NOT_FOUND, "no Hugging Face cache: none of HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, HOME is set");
+    if (w < 0 || (size_t)w >= cap) return lsae__err(LSAE_INVALID_ARGS, "Hugging Face cache path too long");
+    return LSAE_OK;
+}
+
+static int lsae__hf_name_ok(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 96 || s[0] == '.' || (n >= 2 && s[0] == '-' && s[1] == '-')) return 0;
+    for (i = 0; i < n; ++i) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')) return 0;
+        if (c == '.' && i + 1 < n && s[i + 1] == '.') return 0;
+    }
+    return 1;
+}
+
+static int lsae__hf_rev_ok(const char *s)
+{
+    size_t i, n = strlen(s);
+    if (n == 0 || n > 200 || s[0] == '/' || strstr(s, "..")) return 0;
+    for (i = 0; i < n; ++i)
+        if (s[i] == '\\' || (unsigned char)s[i] < 0x20) return 0;
+    return 1;
+}
+
+static lsae_result lsae__hf_missing(const char *repo, const char *sub, const char *hub, const char *why)
+{
+    if (sub && *sub)
+        return lsae__err(LSAE_NOT_FOUND, "%s (subfolder %s) is not in the Hugging Face cache at %s (%s); download it with:  huggingface-cli download %s --include '%s/*'",
+                         repo, sub, hub, why, repo, sub);
+    return lsae__err(LSAE_NOT_FOUND, "%s is not in the Hugging Face cache at %s (%s); download it with:  huggingface-cli download %s", repo, hub, why, repo);
+}
+
+LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder, char *path, size_t cap)
+{
+    char hub[4096], repo[256], rev[256], base[4096], p[4096], hash[256];
+    const char *slash, *at;
+    size_t n;
+    lsae_result r;
+    int w;
+    if (!repo_in || !path || cap == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_hf_resolve: repo and path must not be NULL");
+    path[0] = 0;
+    at = strchr(repo_in, '@');
+    n = at ? (size_t)(at - repo_in) : strlen(repo_in);
+    if (n >= sizeof repo) return lsae__err(LSAE_INVALID_ARGS, "repo name too long: %s", repo_in);
+    memcpy(repo, repo_in, n);
+    repo[n] = 0;
+    if (at) {
+        if (strlen(at + 1) >= sizeof rev || !lsae__hf_rev_ok(at + 1)) return lsae__err(LSAE_INVALID_ARGS, "bad revision in '%s'", repo_in);
+        memcpy(rev, at + 1, strlen(at + 1) + 1);
+    } else {
+        memcpy(rev, "main", 5);
+    }
+    slash = strchr(repo, '/');
+    if (!slash || strchr(slash + 1, '/') || !lsae__hf_name_ok(repo, (size_t)(slash - repo)) || !lsae__hf_name_ok(slash + 1, strlen(slash + 1)))
+        return lsae__err(LSAE_INVALID_ARGS, "'%s' is not a Hugging Face repo id (OWNER/NAME, e.g. enjalot/sae-nomic-text-v1.5-FineWeb-edu-100BT)", repo_in);
+    if (subfolder && (subfolder[0] == '/' || strstr(subfolder, "..") || strchr(subfolder, '\\')))
+        return lsae__err(LSAE_INVALID_ARGS, "subfolder '%s' must be a relative path inside the repo", subfolder);
+    if ((r = lsae__hf_hub_dir(hub, sizeof hub)) != LSAE_OK) return r;
+    w = snprintf(base, sizeof base, "%s/models--%.*s--%s", hub, (int)(slash - repo), repo, slash + 1);
+    if (w < 0 || (size_t)w >= sizeof base) return lsae__err(LSAE_INVALID_ARGS, "path too long for %s", repo);
+    if (!lsae__is_dir(base)) return lsae__hf_missing(repo_in, subfolder, hub, "no models--OWNER--NAME folder");
+    /* the revision: refs/REV holds a commit hash; a hash is used as it is */
+    w = snprintf(p, sizeof p, "%s/refs/%s", base, rev);
+    if (w < 0 || (size_t)w >= sizeof p) return lsae__err(LSAE_INVALID_ARGS, "path too long for %s", repo);
+    {
+        char *text = NULL;
+        size_t len = 0;
+        if (lsae__read_small_file(p, 1024, NULL, &text, &len) == LSAE_OK) {
+            while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) --len;
+            if (len == 0 || len >= sizeof hash) { lsae__free(NULL, text); return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p); }
+            memcpy(hash, text, len);
+            hash[len] = 0;
+            lsae__free(NULL, text);
+            if (!lsae__hf_rev_ok(hash) || strchr(hash, '/')) return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p);
+        } else if (at) {
+            memcpy(hash, rev, strlen(rev) + 1); /* OWNER/NAME@HASH */
+        } else {
+            /* no refs/main: if exactly one snapshot is there, that is the one */
+            lsae__names snaps;
+            w = snprintf(p, sizeof p, "%s/snapshots", base);
+            if (w < 0 || (size_t)w >= sizeof p) return lsae__err(LSAE_INVALID_ARGS, "path too long for %s", repo);
+            if (lsae__list_dir(p, NULL, &snaps) != LSAE_OK || snaps.n == 0) {
+                if (snaps.v) lsae__names_free(&snaps);
+                return lsae__hf_missing(repo_in, subfolder, hub, "no refs/main and no snapshots");
+            }
+            if (snaps.n > 1) {
+                r = lsae__err(LSAE_INVALID_ARGS, "%s: no refs/main and %zu snapshots (%s, %s, ...); pick one as %s@REVISION", base, snaps.n, snaps.v[0], snaps.v[1], repo);
+                lsae__names_free(&snaps);
+                return r;
+            }
+            memcpy(hash, snaps.v[0], strlen(snaps.v[0]) + 1 < sizeof hash ? strlen(snaps.v[0]) + 1 : sizeof hash);
+            hash[sizeof hash - 1] = 0;
+            lsae__names_free(&snaps);
+        }
+    }
+    if (subfolder && *subfolder) w = snprintf(p, sizeof p, "%s/snapshots/%s/%s", base, hash, subfolder);
+    else w = snprintf(p, sizeof p, "%s/snapshots/%s", base, hash);
+    if (w < 0 || (size_t)w >= sizeof p) return lsae__err(LSAE_INVALID_ARGS, "path too long for %s", repo);
+    if (!lsae__is_dir(p)) return lsae__hf_missing(repo_in, subfolder, hub, subfolder && *subfolder ? "the snapshot lacks that subfolder" : "the snapshot folder is missing");
+    if ((size_t)w >= cap) return lsae__err(LSAE_INVALID_ARGS, "lsae_hf_resolve: the path needs %d bytes, path has %zu", w + 1, cap);
+    memcpy(path, p, (size_t)w + 1);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder, const lsae_allocator *alloc, lsae_model **out)
+{
+    char dir[4096], p[4096];
+    lsae_result r;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_hf: out is NULL");
+    *out = NULL;
+    if ((r = lsae_hf_resolve(repo, subfolder, dir, sizeof dir)) != LSAE_OK) return r;
+    /* a snapshot holds links into blobs/; a missing blob (an interrupted download) reads as a missing file */
+    if (!lsae__path_join(p, sizeof p, dir, "cfg.json") || !lsae__exists(p) ||
+        !((lsae__path_join(p, sizeof p, dir, "sae.safetensors") && lsae__exists(p)) ||
+          (lsae__path_join(p, sizeof p, dir, "sae_weights.safetensors") && lsae__exists(p)))) {
+        char hub[4096];
+        if (lsae__hf_hub_dir(hub, sizeof hub) != LSAE_OK) hub[0] = 0;
+        return lsae__hf_missing(repo, subfolder, hub, "cfg.json or sae.safetensors missing from the snapshot: download interrupted?");
+    }
+    return lsae_model_load(dir, alloc, out);
+}
+
+/* ----------------------------------------------------------------- SAELens */
+
+/* SAELens (decoderesearch/SAELens) keeps a model as
+     cfg.json                 {"architecture": "topk", "d_in": d, "d_sae": L, "k": k,
+                               "dtype": "float32", "apply_b_dec_to_input": true,
+                               "normalize_activations": "none",
+                               "rescale_acts_by_decoder_norm": false, "metadata": {...}, ...}
+                              (before 6.0: "activation_fn_str": "topk",
+                               "activation_fn_kwargs": {"k": k})
+     sae_weights.safetensors  W_enc [d, L] (transposed from ours), b_enc [L],
+                              W_dec [L, d], b_dec [d]
+   and encodes topk(x_in @ W_enc + b_enc) then ReLU, with
+   x_in = x - b_dec: the same activations and latents as latent-sae's
+   ReLU-then-topk (they differ only in which zero latents fill a row that has
+   fewer than k positive ones). rescale_acts_by_decoder_norm multiplies the
+   pre-activations by the decoder row norms and divides them out again in the
+   decoder; we fold it into the weights (W_enc and b_enc scaled by the norms,
+   W_dec rows divided by them), which is SAELens's own fold_W_dec_norm and
+   gives the same activations. What we cannot express is refused:
+   apply_b_dec_to_input false, activation normalisation, a fine-tuning
+   scaling factor, and architectures other than TopK. */
+
+static lsae_result lsae__saelens_cfg(const char *text, size_t len, size_t *d, size_t *L, size_t *k, int *rescale)
+{
+    lsae__json j;
+    lsae_result r;
+    size_t t, kw;
+    uint64_t u;
+    int b;
+    char s[64];
+    if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
+#define LSAE__SL_FAIL(code, ...) do { r = lsae__err(code, __VA_ARGS__); lsae__json_free(&j); return r; } while (0)
+    if (j.tok[0].type != LSAE__J_OBJ) LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json is not a JSON object");
+    {
+        char arch[64] = "standard", act[64] = "";
+        if ((t = lsae__json_get(&j, 0, "architecture")) != 0 && (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, arch, sizeof arch)))
+            LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json: \"architecture\" is not a short string");
+        if (((t = lsae__json_get(&j, 0, "activation_fn_str")) != 0 || (t = lsae__json_get(&j, 0, "activation_fn")) != 0) && j.tok[t].type == LSAE__J_STR)
+            lsae__json_str(&j, t, act, sizeof act);
+        if (strcmp(arch, "topk") != 0 && !(strcmp(arch, "standard") == 0 && strcmp(act, "topk") == 0))
+            LSAE__SL_FAIL(LSAE_UNSUPPORTED, "cfg.json: SAELens architecture \"%s\"%s%s is not a TopK SAE; latentsae converts TopK SAEs only", arch,
+                          act[0] ? " with activation " : "", act);
+    }
+    if (!(t = lsae__json_get(&j, 0, "d_in")) || !lsae__json_u64(&j, t, INT32_MAX, &u) || u == 0) LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json: no positive integer \"d_in\"");
+    *d = (size_t)u;
+    if (!(t = lsae__json_get(&j, 0, "d_sae")) || !lsae__json_u64(&j, t, INT32_MAX, &u) || u == 0) LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json: no positive integer \"d_sae\"");
+    *L = (size_t)u;
+    t = lsae__json_get(&j, 0, "k");
+    if (!t && (kw = lsae__json_get(&j, 0, "activation_fn_kwargs")) != 0) t = lsae__json_get(&j, kw, "k");
+    if (!t || !lsae__json_u64(&j, t, INT32_MAX, &u) || u == 0) LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json: no positive integer \"k\" (nor activation_fn_kwargs.k)");
+    *k = (size_t)u;
+    if ((t = lsae__json_get(&j, 0, "apply_b_dec_to_input")) != 0 && lsae__json_bool(&j, t, &b) && !b)
+        LSAE__SL_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"apply_b_dec_to_input\": false; latent-sae's encoder always subtracts b_dec first");
+    if ((t = lsae__json_get(&j, 0, "normalize_activations")) != 0 && j.tok[t].type != LSAE__J_NULL && !(lsae__json_bool(&j, t, &b) && !b) &&
+        !lsae__json_str_eq(&j, t, "none")) {
+        s[0] = 0;
+        if (j.tok[t].type == LSAE__J_STR) lsae__json_str(&j, t, s, sizeof s);
+        LSAE__SL_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"normalize_activations\": \"%s\" rescales inputs at run time; only \"none\" converts", s[0] ? s : "true");
+    }
+    if ((t = lsae__json_get(&j, 0, "finetuning_scaling_factor")) != 0 && lsae__json_bool(&j, t, &b) && b)
+        LSAE__SL_FAIL(LSAE_UNSUPPORTED, "cfg.json: \"finetuning_scaling_factor\": true is not supported");
+    *rescale = 0;
+    if ((t = lsae__json_get(&j, 0, "rescale_acts_by_decoder_norm")) != 0 && !lsae__json_bool(&j, t, rescale))
+        LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json: \"rescale_acts_by_decoder_norm\" must be true or false");
+#undef LSAE__SL_FAIL
+    lsae__json_free(&j);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocator *alloc, lsae_model **out)
+{
+    char path[4096], *text = NULL;
+    size_t len, d = 0, L = 0, k = 0, i, j;
+    int rescale = 0, unit = 1;
+    lsae_config cfg;
+    lsae_model *m = NULL;
+    lsae_result r;
+    FILE *f = NULL;
+    lsae__st st;
+    float *wt = NULL;
+    static const char *names[4] = { "W_enc", "b_enc", "W_dec", "b_dec" };
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_saelens: out is NULL");
+    *out = NULL;
+    if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_saelens: dir is NULL");
+    if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) return r;
+    r = lsae__saelens_cfg(text, len, &d, &L, &k, &rescale);
+    lsae__free(alloc, text);
+    if (r != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    cfg = lsae_config_default(d);
+    cfg.num_latents = L;
+    cfg.k = k;
+    if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
+    if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
+    if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) { lsae_model_free(m); return r; }
+    for (i = 0; i < st.n; ++i) {
+        const lsae__st_tensor *t = &st.t[i];
+        int q, known = 0;
+        for (q = 0; q < 4; ++q) known |= strcmp(t->name, names[q]) == 0;
+        if (!known) { r = lsae__err(LSAE_UNSUPPORTED, "%s: holds tensor '%s', which a SAELens TopK SAE does not have; refusing rather than ignoring it", path, t->name); goto done; }
+    }
+    for (i = 0; i < 4; ++i) {
+        const lsae__st_tensor *t = lsae__st_find(&st, names[i]);
+        uint64_t s0 = i == 0 ? d : i == 3 ? d : L, s1 = i == 0 ? L : d;
+        int nd = (i == 0 || i == 2) ? 2 : 1;
+        float *dst = i == 0 ? NULL : m->params + m->lay.offset[i == 1 ? LSAE__B_ENC : i == 2 ? LSAE__W_DEC : LSAE__B_DEC];
+        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a SAELens SAE has W_enc, b_enc, W_dec, b_dec)", path, names[i]); goto done; }
+        if (t->ndim != nd || t->shape[0] != s0 || (nd == 2 && t->shape[1] != s1)) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has the wrong shape for d_in %zu, d_sae %zu (W_enc is [d_in, d_sae] in SAELens)", path, names[i], d, L);
+            goto done;
+        }
+        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
+            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
+            goto done;
+        }
+        if (i == 0) {
+            if (!(wt = (float *)lsae__alloc_array(m->alloc, L, d * sizeof(float), "W_enc transpose"))) { r = LSAE_OUT_OF_MEMORY; goto done; }
+            dst = wt;
+        }
+        if ((r = lsae__st_read_f32(f, path, &st, t, 0, (size_t)t->numel, dst)) != LSAE_OK) goto done;
+        for (j = 0; j < (size_t)t->numel; ++j)
+            if (!isfinite(dst[j])) { r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' holds NaN or Inf at element %zu", path, t->name, j); goto done; }
+    }
+    /* W_enc [d, L] -> ours [L, d] */
+    for (i = 0; i < d; ++i)
+        for (j = 0; j < L; ++j) m->W_enc[j * d + i] = wt[i * L + j];
+    for (j = 0; j < L; ++j) {
+        double ss = 0;
+        for (i = 0; i < d; ++i) ss += (double)m->W_dec[j * d + i] * m->W_dec[j * d + i];
+        if (rescale) {
+            /* SAELens's norm (clamped at 1e-8 as its get_W_dec_norm) folded into encoder and decoder */
+            float n = (float)sqrt(ss);
+            if (n < 1e-8f) n = 1e-8f;
+            for (i = 0; i < d; ++i) { m->W_enc[j * d + i] *= n; m->W_dec[j * d + i] /= n; }
+            m->b_enc[j] *= n;
+        } else if (fabs(sqrt(ss) - 1.0) > 1e-4) {
+            unit = 0;
+        }
+    }
+    /* keep unit decoder rows unit when training goes on; leave others alone */
+    m->cfg.normalize_decoder = unit;
+done:
+    lsae__free(m->alloc, wt);
+    fclose(f);
+    lsae__st_free(&st);
+    if (r != LSAE_OK) { lsae_model_free(m); return r; }
+    *out = m;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *dir)
+{
+    char path[4096], cfgtext[1024];
+    lsae__st_out ts[4];
+    lsae__afile af;
+    lsae_result r;
+    float *wt;
+    size_t i, j;
+    int w;
+    if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save_saelens: model and dir must not be NULL");
+    if ((r = lsae__mkdirs(dir)) != LSAE_OK) return r;
+    if (!(wt = (float *)lsae__alloc_array(m->alloc, m->L, m->d * sizeof(float), "W_enc transpose"))) return LSAE_OUT_OF_MEMORY;
+    for (j = 0; j < m->L; ++j)
+        for (i = 0; i < m->d; ++i) wt[i * m->L + j] = m->W_enc[j * m->d + i];
+    ts[0].name = "W_enc"; ts[0].ndim = 2; ts[0].shape[0] = m->d; ts[0].shape[1] = m->L; ts[0].data = wt;
+    ts[1].name = "b_enc"; ts[1].ndim = 1; ts[1].shape[0] = m->L; ts[1].shape[1] = 0; ts[1].data = m->b_enc;
+    ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = m->L; ts[2].shape[1] = m->d; ts[2].data = m->W_dec;
+    ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = m->d; ts[3].shape[1] = 0; ts[3].data = m->b_dec;
+    if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) { lsae__free(m->alloc, wt); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
+    r = lsae__st_write(path, ts, 4, NULL);
+    lsae__free(m->alloc, wt);
+    if (r != LSAE_OK) return r;
+    /* SAELens 6's keys, plus the pre-6 activation keys (ignored by 6, read by 5) */
+    w = snprintf(cfgtext, sizeof cfgtext,
+                 "{\"architecture\": \"topk\", \"d_in\": %zu, \"d_sae\": %zu, \"k\": %zu, \"dtype\": \"float32\", \"device\": \"cpu\", "
+                 "\"apply_b_dec_to_input\": true, \"normalize_activations\": \"none\", \"reshape_activations\": \"none\", "
+                 "\"rescale_acts_by_decoder_norm\": false, \"activation_fn_str\": \"topk\", \"activation_fn_kwargs\": {\"k\": %zu}, "
+                 "\"metadata\": {\"sae_lens_version\": \"6.0.0\", \"sae_lens_training_version\": \"6.0.0\", \"converted_from\": \"latentsae %s\"}}\n",
+                 m->d, m->L, m->k, m->k, LSAE_VERSION_STRING);
+    if (w < 0 || (size_t)w >= sizeof cfgtext) return lsae__err(LSAE_ERROR, "cfg.json text too long");
+    if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__afile_open(&af, path)) != LSAE_OK) return r;
+    lsae__afile_write(&af, cfgtext, (size_t)w);
+    return lsae__afile_commit(&af);
 }
 #endif /* LSAE_NO_STDIO */
 

@@ -1,0 +1,1259 @@
+/* Tests of latentsae.h's file formats against independent expectations:
+   cfg.json of every version, npy / safetensors / raw / torch readers and
+   their error paths (each malformed file refused with a message naming it),
+   shard directories, the loader (every row exactly once per epoch, NaN rows
+   dropped and counted, seek, prefetch and synchronous paths identical),
+   checkpoints (round trip, corruption, every crash window, kill -9 at random
+   moments, bit-exact resume), the Hugging Face cache and SAELens files.
+   Files written by numpy, torch and the safetensors library are checked in
+   tests/test_files_python.py. Built with POSIX (threads, mmap, fork) unless
+   LSAE_TEST_NO_POSIX is defined, which exercises the portable fallbacks. */
+#ifndef LSAE_TEST_NO_POSIX
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "test_util.h"
+#define LATENTSAE_IMPLEMENTATION
+#include "../latentsae.h"
+#include <string.h>
+#include <stdint.h>
+#ifdef LSAE__POSIX
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
+#define TDIR "build/files_tmp"
+
+static int msg_has(const char *s) { return strstr(lsae_last_error(), s) != NULL; }
+
+static void write_bytes(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) { fprintf(stderr, "cannot write %s\n", path); exit(1); }
+    if (n) fwrite(p, 1, n, f);
+    fclose(f);
+}
+
+/* an npy file written by hand from the format description: magic, version,
+   header length, header text padded to 64 bytes with spaces and '\n' */
+static void write_npy(const char *path, int major, const char *descr, const char *extra, const char *shape, const void *data, size_t nbytes)
+{
+    char hdr[512];
+    unsigned char pre[12];
+    size_t hl, pl = major == 1 ? 10 : 12;
+    FILE *f;
+    snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }", descr, extra ? extra : "False", shape);
+    hl = strlen(hdr);
+    while ((pl + hl + 1) % 64) hdr[hl++] = ' ';
+    hdr[hl++] = '\n';
+    hdr[hl] = 0;
+    memcpy(pre, "\x93NUMPY", 6);
+    pre[6] = (unsigned char)major;
+    pre[7] = 0;
+    if (major == 1) { pre[8] = (unsigned char)hl; pre[9] = (unsigned char)(hl >> 8); }
+    else { pre[8] = (unsigned char)hl; pre[9] = (unsigned char)(hl >> 8); pre[10] = 0; pre[11] = 0; }
+    f = fopen(path, "wb");
+    fwrite(pre, 1, pl, f);
+    fwrite(hdr, 1, hl, f);
+    if (nbytes) fwrite(data, 1, nbytes, f);
+    fclose(f);
+}
+
+/* rows whose first value is the row's id, the rest a hash of (id, column) */
+static float cell(uint64_t id, size_t c) { return c == 0 ? (float)id : (float)((lsae__mix64(id * 1000003u + c) >> 40) % 1000) / 1000.0f; }
+
+static void make_rows(float *x, uint64_t first, size_t n, size_t d)
+{
+    size_t r, c;
+    for (r = 0; r < n; ++r)
+        for (c = 0; c < d; ++c) x[r * d + c] = cell(first + r, c);
+}
+
+static void make_npy_shard(const char *path, uint64_t first, size_t n, size_t d)
+{
+    float *x = (float *)malloc(n * d * sizeof(float) + 1);
+    char shape[64];
+    make_rows(x, first, n, d);
+    snprintf(shape, sizeof shape, "(%zu, %zu)", n, d);
+    write_npy(path, 1, "<f4", NULL, shape, x, n * d * sizeof(float));
+    free(x);
+}
+
+static void rm_tree_files(const char *dir, const char *const *names, size_t n)
+{
+    char p[1024];
+    size_t i;
+    for (i = 0; i < n; ++i) { snprintf(p, sizeof p, "%s/%s", dir, names[i]); remove(p); }
+    remove(dir);
+}
+
+/* --------------------------------------------------------------- cfg.json */
+
+static void test_cfg_versions(void)
+{
+    lsae_config c;
+    const char *v2024 = "{\"expansion_factor\":32,\"normalize_decoder\":true,\"num_latents\":0,\"k\":64,\"signed\":false,\"d_in\":768}";
+    const char *today = "{\"sae_type\": \"TOPK\", \"expansion_factor\": 4, \"use_skip\": false, \"skip_rank\": 0, \"normalize_decoder\": true, "
+                        "\"mean_center\": false, \"num_latents\": 0, \"k\": 4, \"multi_topk\": false, \"jumprelu_init_threshold\": 0.001, "
+                        "\"jumprelu_bandwidth\": 0.001, \"sparsity_penalty\": 0.001, \"jumprelu_max_active\": 512, \"k_anneal\": false, "
+                        "\"k_anneal_start\": 0, \"k_anneal_pct\": 0.3, \"lista_eta\": 0.1, \"lista_steps\": 1, \"decorr_alpha\": 0.0, "
+                        "\"max_fire_rate\": 0.0, \"fire_rate_penalty\": 1.0, \"batchtopk_threshold\": 0.0, \"batchtopk_threshold_beta\": 0.999, "
+                        "\"matryoshka_sizes\": \"\", \"matryoshka_ks\": \"\", \"matryoshka_use_batchtopk\": false, \"matryoshka_loss_weights\": \"\", "
+                        "\"cosine_alpha_init\": 0.5, \"cosine_per_feature\": true, \"decoder_init_norm\": 0.0, \"d_in\": 16}";
+    const char *sparsify = "{\"activation\": \"topk\", \"expansion_factor\": 32, \"normalize_decoder\": true, \"num_latents\": 65536, \"k\": 32, "
+                           "\"multi_topk\": false, \"skip_connection\": false, \"transcode\": false, \"d_in\": 2048}";
+    static const struct { const char *json; const char *msg; } refused[] = {
+        { "{\"d_in\": 8, \"k\": 2, \"signed\": true}", "signed" },
+        { "{\"d_in\": 8, \"k\": 2, \"activation\": \"groupmax\"}", "groupmax" },
+        { "{\"d_in\": 8, \"k\": 2, \"skip_connection\": true}", "skip_connection" },
+        { "{\"d_in\": 8, \"k\": 2, \"transcode\": true}", "transcode" },
+        { "{\"d_in\": 8, \"k\": 2, \"sae_type\": \"GATED\"}", "gated" },
+        { "{\"d_in\": 8, \"k\": 2, \"sae_type\": \"jumprelu\"}", "jumprelu" },
+        { "{\"d_in\": 8, \"k\": 2, \"use_skip\": true}", "use_skip" },
+    };
+    size_t i;
+    OK(lsae_config_from_json(v2024, strlen(v2024), &c));
+    CHECK(c.d_in == 768 && lsae_config_num_latents(&c) == 768 * 32 && c.k == 64 && c.normalize_decoder == 1);
+    OK(lsae_config_from_json(today, strlen(today), &c));
+    CHECK(c.d_in == 16 && lsae_config_num_latents(&c) == 64 && c.k == 4 && c.multi_topk == 0);
+    OK(lsae_config_from_json(sparsify, strlen(sparsify), &c));
+    CHECK(c.d_in == 2048 && lsae_config_num_latents(&c) == 65536 && c.k == 32);
+    for (i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+        lsae_result r = lsae_config_from_json(refused[i].json, strlen(refused[i].json), &c);
+        CHECKF(r == LSAE_UNSUPPORTED && msg_has(refused[i].msg), "%s -> %s: %s", refused[i].json, lsae_result_string(r), lsae_last_error());
+    }
+}
+
+/* model directories with extra tensors: mean_center folded, others refused */
+static void test_model_extras(void)
+{
+    lsae_config c = lsae_config_default(8);
+    lsae_model *m = NULL, *m2 = NULL;
+    float W[32 * 8], be[32], Wd[32 * 8], bd[8], mu[8], bd2[8], x[3 * 8], acts[3 * 4], acts2[3 * 4], xs[3 * 8];
+    int32_t idx[3 * 4], idx2[3 * 4];
+    lsae__st_out ts[5];
+    const char *dir = TDIR "/mc_model";
+    char path[256];
+    size_t i, j;
+    lsae_result r;
+    c.k = 4;
+    c.expansion_factor = 4;
+    c.seed = 3;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_get_weights(m, W, be, Wd, bd));
+    for (i = 0; i < 8; ++i) { bd[i] = (float)tu_normal() * 0.1f; mu[i] = (float)tu_normal() * 0.5f; }
+    for (i = 0; i < 32; ++i) be[i] = (float)tu_normal() * 0.01f;
+    OK(lsae_model_set_weights(m, NULL, be, NULL, bd));
+    OK(lsae_model_save(m, dir));
+    /* latent-sae today with mean_center: cfg flag plus an input_mean tensor */
+    ts[0].name = "encoder.weight"; ts[0].ndim = 2; ts[0].shape[0] = 32; ts[0].shape[1] = 8; ts[0].data = W;
+    ts[1].name = "encoder.bias"; ts[1].ndim = 1; ts[1].shape[0] = 32; ts[1].data = be;
+    ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = 32; ts[2].shape[1] = 8; ts[2].data = Wd;
+    ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = 8; ts[3].data = bd;
+    ts[4].name = "input_mean"; ts[4].ndim = 1; ts[4].shape[0] = 8; ts[4].data = mu;
+    snprintf(path, sizeof path, "%s/sae.safetensors", dir);
+    OK(lsae__st_write(path, ts, 5, NULL));
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    {
+        const char *cj = "{\"sae_type\": \"TOPK\", \"expansion_factor\": 4, \"mean_center\": true, \"num_latents\": 0, \"k\": 4, \"d_in\": 8}";
+        write_bytes(path, cj, strlen(cj));
+    }
+    OK(lsae_model_load(dir, NULL, &m2));
+    if (m2) {
+        OK(lsae_model_get_weights(m2, NULL, NULL, NULL, bd2));
+        for (i = 0; i < 8; ++i) CHECK(bd2[i] == bd[i] + mu[i]);
+        /* encode(x) of the folded model = encode(x - mu) of the plain one */
+        for (i = 0; i < 3 * 8; ++i) x[i] = (float)tu_normal();
+        for (i = 0; i < 3; ++i)
+            for (j = 0; j < 8; ++j) xs[i * 8 + j] = x[i * 8 + j] - mu[j];
+        OK(lsae_model_encode(m2, x, 3, 0, acts, idx));
+        OK(lsae_model_encode(m, xs, 3, 0, acts2, idx2));
+        for (i = 0; i < 12; ++i) { CHECK(idx[i] == idx2[i]); NEAR(acts[i], acts2[i], 1e-5); }
+        lsae_model_free(m2);
+        m2 = NULL;
+    }
+    /* input_mean without the flag, the flag without input_mean */
+    {
+        const char *cj = "{\"expansion_factor\": 4, \"num_latents\": 0, \"k\": 4, \"d_in\": 8}";
+        write_bytes(path, cj, strlen(cj));
+        r = lsae_model_load(dir, NULL, &m2);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("input_mean") && m2 == NULL, "%s", lsae_last_error());
+    }
+    /* (lsae__st_write sorts its list by name: find the extra tensor again) */
+    for (i = 0; i < 5; ++i)
+        if (strcmp(ts[i].name, "input_mean") == 0) ts[i].name = "W_skip";
+    snprintf(path, sizeof path, "%s/sae.safetensors", dir);
+    OK(lsae__st_write(path, ts, 5, NULL));
+    r = lsae_model_load(dir, NULL, &m2);
+    CHECKF(r == LSAE_UNSUPPORTED && msg_has("W_skip"), "%s", lsae_last_error());
+    for (i = 0; i < 5; ++i)
+        if (strcmp(ts[i].name, "W_skip") == 0) ts[i].name = "mystery";
+    OK(lsae__st_write(path, ts, 5, NULL));
+    r = lsae_model_load(dir, NULL, &m2);
+    CHECKF(r == LSAE_UNSUPPORTED && msg_has("mystery") && msg_has(path), "%s", lsae_last_error());
+    lsae_model_free(m);
+}
+
+/* --------------------------------------------------------------- readers */
+
+static lsae_result open_one(const char *path, lsae_dataset **ds)
+{
+    lsae_dataset_options o = lsae_dataset_options_default();
+    return lsae_dataset_open(path, &o, NULL, ds);
+}
+
+static void test_npy(void)
+{
+    float x[6 * 5], y[6 * 5];
+    uint16_t h[4] = { 0x3C00, 0xC000, 0x7BFF, 0x0001 }; /* 1, -2, 65504, 2^-24 */
+    float hv[4];
+    lsae_dataset *ds = NULL;
+    const char *p = TDIR "/a.npy";
+    static const struct { const char *descr, *fortran, *shape; size_t bytes; lsae_result code; const char *msg; } bad[] = {
+        { "<f4", "True", "(6, 5)", 120, LSAE_UNSUPPORTED, "Fortran" },
+        { "<f8", NULL, "(6, 5)", 240, LSAE_UNSUPPORTED, "'<f8'" },
+        { ">f4", NULL, "(6, 5)", 120, LSAE_UNSUPPORTED, "big-endian" },
+        { "<i4", NULL, "(6, 5)", 120, LSAE_UNSUPPORTED, "'<i4'" },
+        { "<f4", NULL, "(2, 3, 5)", 120, LSAE_BAD_FILE, "3 dimensions" },
+        { "<f4", NULL, "(30,)", 120, LSAE_BAD_FILE, "1-D" },
+        { "<f4", NULL, "(6, 5)", 100, LSAE_BAD_FILE, "truncated" },
+        { "<f4", NULL, "(6, 5)", 124, LSAE_BAD_FILE, "extra" },
+        { "<f4", NULL, "(4611686018427387904, 4611686018427387904)", 120, LSAE_BAD_FILE, "overflow" },
+        { "<f4", NULL, "(99999999999999999999999, 5)", 120, LSAE_BAD_FILE, "2^62" },
+    };
+    size_t i;
+    lsae_result r;
+    make_rows(x, 0, 6, 5);
+    for (i = 1; i <= 3; ++i) {
+        write_npy(p, (int)i, "<f4", NULL, "(6, 5)", x, sizeof x);
+        OK(open_one(p, &ds));
+        if (ds) {
+            CHECK(lsae_dataset_rows(ds) == 6 && lsae_dataset_d_in(ds) == 5);
+            OK(lsae_dataset_read(ds, 0, 6, y));
+            CHECKF(memcmp(x, y, sizeof x) == 0, "npy v%zu f32 rows differ", i);
+            lsae_dataset_close(ds);
+            ds = NULL;
+        }
+    }
+    write_npy(p, 1, "<f2", NULL, "(1, 4)", h, sizeof h);
+    OK(open_one(p, &ds));
+    if (ds) {
+        OK(lsae_dataset_read(ds, 0, 1, hv));
+        CHECK(hv[0] == 1.0f && hv[1] == -2.0f && hv[2] == 65504.0f && hv[3] == ldexpf(1.0f, -24));
+        lsae_dataset_close(ds);
+        ds = NULL;
+    }
+    for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        unsigned char buf[256];
+        memset(buf, 0, sizeof buf);
+        write_npy(p, 1, bad[i].descr, bad[i].fortran, bad[i].shape, buf, bad[i].bytes);
+        r = open_one(p, &ds);
+        CHECKF(r == bad[i].code && ds == NULL && msg_has(bad[i].msg) && msg_has(p), "case %zu (%s %s): %s: %s", i, bad[i].descr, bad[i].shape,
+               lsae_result_string(r), lsae_last_error());
+    }
+    /* broken headers */
+    {
+        unsigned char v4[16] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 4, 0, 10, 0 };
+        unsigned char huge[16] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 0xFF, 0xFF, 0xFF, 0xFF };
+        unsigned char past[16] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 200, 0, '{', '}' };
+        write_bytes(p, v4, sizeof v4);
+        r = open_one(p, &ds);
+        CHECKF(r == LSAE_UNSUPPORTED && msg_has("version 4"), "%s", lsae_last_error());
+        write_bytes(p, huge, sizeof huge);
+        r = open_one(p, &ds);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("claims 4294967295"), "%s", lsae_last_error());
+        write_bytes(p, past, sizeof past);
+        r = open_one(p, &ds);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("runs past"), "%s", lsae_last_error());
+        write_bytes(p, "just text", 9);
+        r = open_one(p, &ds);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("no \\x93NUMPY header") && msg_has("raw"), "%s", lsae_last_error());
+    }
+    {
+        unsigned char buf[8] = { 0 };
+        write_npy(p, 1, "<f4', 'extra': 'x", NULL, "(1, 2)", buf, 8);
+        r = open_one(p, &ds);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("unexpected key 'extra'"), "%s", lsae_last_error());
+    }
+}
+
+static void test_raw(void)
+{
+    float x[4 * 3], y[4 * 3];
+    uint16_t bf[3] = { 0x3F80, 0xC040, 0x0000 }; /* 1, -3, 0 */
+    float bv[3];
+    lsae_dataset_options o = lsae_dataset_options_default();
+    lsae_dataset *ds = NULL;
+    const char *p = TDIR "/a.bin";
+    lsae_result r;
+    make_rows(x, 10, 4, 3);
+    write_bytes(p, x, sizeof x);
+    o.raw_d_in = 3;
+    OK(lsae_dataset_open(p, &o, NULL, &ds));
+    if (ds) {
+        CHECK(lsae_dataset_rows(ds) == 4);
+        OK(lsae_dataset_read(ds, 1, 3, y));
+        CHECK(memcmp(x + 3, y, 9 * sizeof(float)) == 0);
+        lsae_dataset_close(ds);
+        ds = NULL;
+    }
+    o.raw_d_in = 5;
+    r = lsae_dataset_open(p, &o, NULL, &ds);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("48 bytes") && msg_has("width 5") && msg_has("8 bytes left over"), "%s", lsae_last_error());
+    o.raw_d_in = 0;
+    o.format = LSAE_FORMAT_RAW;
+    r = lsae_dataset_open(p, &o, NULL, &ds);
+    CHECKF(r == LSAE_INVALID_ARGS && msg_has("width"), "%s", lsae_last_error());
+    r = open_one(p, &ds); /* .bin without a width: cannot tell */
+    CHECKF(r == LSAE_BAD_FILE && msg_has("raw"), "%s", lsae_last_error());
+    write_bytes(p, bf, sizeof bf);
+    o.raw_d_in = 3;
+    o.raw_dtype = LSAE_DTYPE_BF16;
+    OK(lsae_dataset_open(p, &o, NULL, &ds));
+    if (ds) {
+        OK(lsae_dataset_read(ds, 0, 1, bv));
+        CHECK(bv[0] == 1.0f && bv[1] == -3.0f && bv[2] == 0.0f);
+        r = lsae_dataset_read(ds, 1, 1, bv);
+        CHECK(r == LSAE_INVALID_ARGS && msg_has("asked of a dataset of 1"));
+        lsae_dataset_close(ds);
+    }
+}
+
+static void test_safetensors_data(void)
+{
+    float a[3 * 4], b[5], c[2 * 4], y[3 * 4];
+    lsae__st_out ts[3];
+    lsae_dataset_options o = lsae_dataset_options_default();
+    lsae_dataset *ds = NULL;
+    const char *p = TDIR "/e.safetensors";
+    lsae_result r;
+    make_rows(a, 0, 3, 4);
+    make_rows(c, 7, 2, 4);
+    memset(b, 0, sizeof b);
+    ts[0].name = "emb"; ts[0].ndim = 2; ts[0].shape[0] = 3; ts[0].shape[1] = 4; ts[0].data = a;
+    ts[1].name = "ids"; ts[1].ndim = 1; ts[1].shape[0] = 5; ts[1].data = b;
+    OK(lsae__st_write(p, ts, 2, NULL));
+    OK(lsae_dataset_open(p, &o, NULL, &ds)); /* the only 2-D tensor */
+    if (ds) {
+        OK(lsae_dataset_read(ds, 0, 3, y));
+        CHECK(lsae_dataset_d_in(ds) == 4 && memcmp(a, y, sizeof a) == 0);
+        lsae_dataset_close(ds);
+        ds = NULL;
+    }
+    ts[2].name = "other"; ts[2].ndim = 2; ts[2].shape[0] = 2; ts[2].shape[1] = 4; ts[2].data = c;
+    OK(lsae__st_write(p, ts, 3, NULL));
+    r = lsae_dataset_open(p, &o, NULL, &ds);
+    CHECKF(r == LSAE_INVALID_ARGS && msg_has("2 two-dimensional") && msg_has("tensor_name"), "%s", lsae_last_error());
+    o.tensor_name = "other";
+    OK(lsae_dataset_open(p, &o, NULL, &ds));
+    if (ds) {
+        OK(lsae_dataset_read(ds, 0, 2, y));
+        CHECK(lsae_dataset_rows(ds) == 2 && memcmp(c, y, sizeof c) == 0);
+        lsae_dataset_close(ds);
+        ds = NULL;
+    }
+    o.tensor_name = "missing";
+    r = lsae_dataset_open(p, &o, NULL, &ds);
+    CHECKF(r == LSAE_NOT_FOUND && msg_has("'missing'"), "%s", lsae_last_error());
+    o.tensor_name = "ids";
+    r = lsae_dataset_open(p, &o, NULL, &ds);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("1 dimensions"), "%s", lsae_last_error());
+}
+
+static void test_torch_errors(void)
+{
+    /* real torch files are in test_files_python.py; here the zip layer's refusals */
+    const char *p = TDIR "/t.pt";
+    lsae_dataset *ds = NULL;
+    lsae_result r;
+    unsigned char z[64];
+    memset(z, 0, sizeof z);
+    memcpy(z, "PK\x03\x04", 4);
+    write_bytes(p, z, sizeof z);
+    r = open_one(p, &ds);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("end-of-central-directory"), "%s", lsae_last_error());
+    /* an end record whose directory lies outside the file */
+    memset(z, 0, sizeof z);
+    memcpy(z, "PK\x03\x04", 4);
+    memcpy(z + 30, "PK\x05\x06", 4);
+    z[30 + 10] = 1;
+    z[30 + 12] = 46;
+    z[30 + 16] = 200;
+    write_bytes(p, z, 52);
+    r = open_one(p, &ds);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("central directory"), "%s", lsae_last_error());
+    /* a legacy (non-zip) torch file starts with a pickle */
+    {
+        unsigned char legacy[40] = { 0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19 };
+        const char *lp = TDIR "/legacy.pt";
+        write_bytes(lp, legacy, sizeof legacy);
+        r = open_one(lp, &ds);
+        CHECKF((r == LSAE_UNSUPPORTED && msg_has("legacy")) || r == LSAE_BAD_FILE, "%s", lsae_last_error());
+    }
+}
+
+/* ------------------------------------------------------------ directories */
+
+static void test_directory(void)
+{
+    const char *dir = TDIR "/shards";
+    lsae_dataset *ds = NULL;
+    float *all, *want;
+    lsae_result r;
+    size_t d = 6;
+    int pass;
+    lsae__mkdirs(dir);
+    make_npy_shard(TDIR "/shards/data-00001.npy", 7, 5, d);
+    make_npy_shard(TDIR "/shards/data-00000.npy", 0, 7, d);
+    make_npy_shard(TDIR "/shards/data-00002.npy", 12, 0, d); /* an empty shard is fine */
+    make_npy_shard(TDIR "/shards/data-00003.npy", 12, 9, d);
+    make_npy_shard(TDIR "/shards/chunk_offsets.npy", 1000, 3, 2); /* a side file, ignored */
+    all = (float *)malloc(21 * d * sizeof(float));
+    want = (float *)malloc(21 * d * sizeof(float));
+    make_rows(want, 0, 21, d);
+    for (pass = 0; pass < 2; ++pass) {
+        lsae_dataset_options o = lsae_dataset_options_default();
+        o.no_mmap = pass;
+#ifdef LSAE__POSIX
+        OK(lsae_dataset_open(dir, &o, NULL, &ds));
+        if (ds) {
+            CHECK(lsae_dataset_num_shards(ds) == 4 && lsae_dataset_rows(ds) == 21 && lsae_dataset_d_in(ds) == d);
+            CHECK(strstr(lsae_dataset_shard_path(ds, 0), "data-00000.npy") != NULL);
+            OK(lsae_dataset_read(ds, 0, 21, all));
+            CHECKF(memcmp(all, want, 21 * d * sizeof(float)) == 0, "shard concatenation differs (no_mmap %d)", pass);
+            OK(lsae_dataset_read(ds, 5, 10, all)); /* across three shards */
+            CHECK(memcmp(all, want + 5 * d, 10 * d * sizeof(float)) == 0);
+            lsae_dataset_close(ds);
+            ds = NULL;
+        }
+#else
+        r = lsae_dataset_open(dir, &o, NULL, &ds);
+        CHECKF(r == LSAE_UNSUPPORTED && msg_has("POSIX"), "%s", lsae_last_error());
+#endif
+    }
+#ifdef LSAE__POSIX
+    make_npy_shard(TDIR "/shards/data-00004.npy", 0, 2, d + 1);
+    r = open_one(dir, &ds);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("data-00004.npy") && msg_has("same width"), "%s", lsae_last_error());
+    remove(TDIR "/shards/data-00004.npy");
+    write_bytes(TDIR "/shards/data-00005.pt", "PK", 2);
+    r = open_one(dir, &ds);
+    CHECKF(r == LSAE_INVALID_ARGS && msg_has("several kinds"), "%s", lsae_last_error());
+    remove(TDIR "/shards/data-00005.pt");
+    lsae__mkdirs(TDIR "/empty");
+    r = open_one(TDIR "/empty", &ds);
+    CHECKF(r == LSAE_NOT_FOUND && msg_has("no shards"), "%s", lsae_last_error());
+#endif
+    r = open_one(TDIR "/no_such_file.npy", &ds);
+    CHECKF(r == LSAE_NOT_FOUND && msg_has("no_such_file.npy"), "%s", lsae_last_error());
+    free(all);
+    free(want);
+}
+
+/* ----------------------------------------------------------------- loader */
+
+/* A dataset of n rows (ids 0..n-1) in nshards npy shards (f16 when half). */
+static lsae_dataset *make_dataset(const char *name, size_t n, size_t d, size_t nshards, int half, const uint64_t *nan_rows, size_t nnan)
+{
+    char dir[256], p[300];
+    lsae_dataset *ds = NULL;
+    size_t s, at = 0;
+    snprintf(dir, sizeof dir, TDIR "/%s", name);
+    lsae__mkdirs(dir);
+#ifndef LSAE__POSIX
+    nshards = 1; /* a strict ISO C build cannot list a directory: one file */
+#endif
+    for (s = 0; s < nshards; ++s) {
+        size_t rows = n / nshards + (s < n % nshards), r, c, q;
+        float *x = (float *)malloc(rows * d * sizeof(float) + 4);
+        char shape[64];
+        make_rows(x, at, rows, d);
+        for (q = 0; q < nnan; ++q)
+            if (nan_rows[q] >= at && nan_rows[q] < at + rows) x[(nan_rows[q] - at) * d + 1 + q % (d - 1)] = q % 2 ? (float)INFINITY : (float)NAN;
+        snprintf(p, sizeof p, "%s/data-%05zu.npy", dir, s);
+        snprintf(shape, sizeof shape, "(%zu, %zu)", rows, d);
+        if (half) {
+            /* ids up to 2048 are exact in f16 */
+            uint16_t *h = (uint16_t *)malloc(rows * d * 2 + 2);
+            for (r = 0; r < rows * d; ++r) {
+                float v = x[r];
+                uint16_t bits;
+                if (v != v) bits = 0x7E00;
+                else if (v == (float)INFINITY) bits = 0x7C00;
+                else {
+                    /* exact for the integers and thousandths used here, rounded to nearest otherwise */
+                    int e;
+                    float m = frexpf(v, &e);
+                    if (v == 0) bits = 0;
+                    else {
+                        long mant = lrintf(ldexpf(m, 11)); /* 1024..2048 */
+                        if (mant == 2048) { mant = 1024; ++e; }
+                        bits = (uint16_t)(((e - 1 + 15) << 10) | (mant - 1024));
+                        if (e - 1 + 15 <= 0) bits = 0; /* tiny: flush (not produced here except 0.001-ish) */
+                    }
+                }
+                h[r] = bits;
+            }
+            write_npy(p, 1, "<f2", NULL, shape, h, rows * d * 2);
+            free(h);
+        } else {
+            write_npy(p, 1, "<f4", NULL, shape, x, rows * d * sizeof(float));
+        }
+        (void)c;
+        free(x);
+        at += rows;
+    }
+    if (nshards == 1) OK(open_one(p, &ds));
+    else OK(open_one(dir, &ds));
+    return ds;
+}
+
+typedef struct run_log {
+    float *rows;         /* every batch, concatenated */
+    size_t nrows;
+    size_t nb;
+    uint64_t pos[4096];  /* rows_read after each batch */
+    size_t size[4096];
+    lsae_loader_stats st;
+} run_log;
+
+static void run_loader(lsae_dataset *ds, const lsae_loader_options *o, uint64_t seek_to, run_log *log, size_t cap_rows)
+{
+    lsae_loader *ld = NULL;
+    const float *b;
+    size_t n, d = lsae_dataset_d_in(ds);
+    memset(log, 0, sizeof *log);
+    log->rows = (float *)malloc(cap_rows * d * sizeof(float) + 4);
+    OK(lsae_loader_create(ds, o, &ld));
+    if (!ld) return;
+    if (seek_to) OK(lsae_loader_seek(ld, seek_to));
+    for (;;) {
+        lsae_loader_stats st;
+        lsae_result r = lsae_loader_next(ld, &b, &n);
+        if (r != LSAE_OK) { OK(r); break; }
+        if (n == 0) break;
+        CHECK(log->nrows + n <= cap_rows && log->nb < 4096);
+        if (log->nrows + n > cap_rows || log->nb >= 4096) break;
+        memcpy(log->rows + log->nrows * d, b, n * d * sizeof(float));
+        log->nrows += n;
+        lsae_loader_get_stats(ld, &st);
+        log->pos[log->nb] = st.rows_read;
+        log->size[log->nb++] = n;
+    }
+    lsae_loader_get_stats(ld, &log->st);
+    lsae_loader_free(ld);
+}
+
+static void test_loader(void)
+{
+    const size_t n = 1000, d = 5;
+    uint64_t nans[] = { 3, 250, 251, 999, 500 };
+    lsae_dataset *ds = make_dataset("loader", n, d, 7, 0, NULL, 0);
+    lsae_dataset *dn = make_dataset("loader_nan", n, d, 3, 0, nans, 5);
+    lsae_dataset *dh = make_dataset("loader_f16", n, d, 4, 1, NULL, 0);
+    lsae_loader_options o;
+    run_log a, b;
+    size_t i, e;
+    if (!ds || !dn || !dh) return;
+    /* no shuffle: the rows in file order, batches across shards */
+    o = lsae_loader_options_default(64);
+    o.shuffle = 0;
+    o.drop_last = 0;
+    run_loader(ds, &o, 0, &a, 2 * n);
+    CHECK(a.nrows == n && a.nb == 16 && a.size[15] == n - 15 * 64 && a.st.rows_read == n);
+    for (i = 0; i < a.nrows; ++i) CHECKF(a.rows[i * d] == (float)i, "row %zu is id %g", i, (double)a.rows[i * d]);
+    free(a.rows);
+    /* shuffle, 3 epochs, small window: each epoch a permutation of all rows */
+    o = lsae_loader_options_default(50);
+    o.seed = 42;
+    o.window_rows = 128;
+    o.epochs = 3;
+    run_loader(ds, &o, 0, &a, 4 * n);
+    CHECK(a.nrows == 3 * n && a.st.rows_read == 3 * n && a.st.rows_dropped == 0 && a.st.epoch == 3);
+    for (e = 0; e < 3 && a.nrows == 3 * n; ++e) {
+        unsigned char *seen = (unsigned char *)calloc(n, 1);
+        size_t dup = 0, inorder = 0;
+        for (i = 0; i < n; ++i) {
+            float id = a.rows[(e * n + i) * d];
+            size_t k = (size_t)id;
+            CHECK(id >= 0 && id < (float)n && (float)k == id);
+            if (k < n) { dup += seen[k]; seen[k] = 1; }
+            if ((size_t)id == i) ++inorder;
+            /* the row's content travels with it */
+            CHECK(a.rows[(e * n + i) * d + 3] == cell(k, 3));
+        }
+        CHECKF(dup == 0, "epoch %zu: %zu rows seen twice", e, dup);
+        CHECKF(inorder < 50, "epoch %zu looks unshuffled (%zu rows in place)", e, inorder);
+        free(seen);
+    }
+    CHECK(memcmp(a.rows, a.rows + n * d, n * d * sizeof(float)) != 0); /* epochs differ */
+    /* deterministic; prefetch and synchronous identical; seed matters */
+    o.prefetch = 0;
+    run_loader(ds, &o, 0, &b, 4 * n);
+    CHECK(b.nrows == a.nrows && memcmp(a.rows, b.rows, a.nrows * d * sizeof(float)) == 0);
+    free(b.rows);
+    o.prefetch = 1;
+    run_loader(ds, &o, 0, &b, 4 * n);
+    CHECK(b.nrows == a.nrows && memcmp(a.rows, b.rows, a.nrows * d * sizeof(float)) == 0);
+    free(b.rows);
+    o.seed = 43;
+    run_loader(ds, &o, 0, &b, 4 * n);
+    CHECK(b.nrows == a.nrows && memcmp(a.rows, b.rows, a.nrows * d * sizeof(float)) != 0);
+    free(b.rows);
+    o.seed = 42;
+    /* seek to the position after any batch: the rest is what the full run saw */
+    {
+        size_t cuts[] = { 0, 1, 7, 19, 20, 21, 40, 58 }, q;
+        for (q = 0; q < sizeof cuts / sizeof cuts[0]; ++q) {
+            size_t c = cuts[q], before = 0;
+            if (c >= a.nb) continue;
+            for (i = 0; i <= c; ++i) before += a.size[i];
+            o.prefetch = (int)(q % 2);
+            run_loader(ds, &o, a.pos[c], &b, 4 * n);
+            CHECKF(b.nrows == a.nrows - before && memcmp(b.rows, a.rows + before * d, b.nrows * d * sizeof(float)) == 0, "seek after batch %zu", c);
+            CHECK(b.st.rows_read == 3 * n);
+            free(b.rows);
+        }
+    }
+    free(a.rows);
+    /* max_rows cuts the stream; drop_last drops the short tail */
+    o = lsae_loader_options_default(64);
+    o.seed = 1;
+    o.max_rows = 300;
+    run_loader(ds, &o, 0, &a, 2 * n);
+    CHECK(a.nrows == 256 && a.st.rows_read == 300);
+    free(a.rows);
+    o.drop_last = 0;
+    run_loader(ds, &o, 0, &a, 2 * n);
+    CHECK(a.nrows == 300 && a.size[a.nb - 1] == 300 - 256);
+    free(a.rows);
+    /* NaN and Inf rows: never served, each counted once */
+    o = lsae_loader_options_default(33);
+    o.seed = 5;
+    o.window_rows = 200;
+    o.drop_last = 0;
+    run_loader(dn, &o, 0, &a, 2 * n);
+    CHECK(a.nrows == n - 5 && a.st.rows_dropped == 5 && a.st.rows_read == n);
+    for (i = 0; i < a.nrows; ++i) {
+        size_t c, q;
+        for (c = 0; c < d; ++c) CHECK(isfinite(a.rows[i * d + c]));
+        for (q = 0; q < 5; ++q) CHECK(a.rows[i * d] != (float)nans[q]);
+    }
+    free(a.rows);
+    /* f16 shards give the same ids in the same order as f32 ones would */
+    o = lsae_loader_options_default(64);
+    o.seed = 9;
+    o.window_rows = 100;
+    run_loader(dh, &o, 0, &a, 2 * n);
+    o.prefetch = 0;
+    run_loader(dh, &o, 0, &b, 2 * n);
+    CHECK(a.nrows == 960 && b.nrows == 960 && memcmp(a.rows, b.rows, a.nrows * d * sizeof(float)) == 0);
+    {
+        unsigned char *seen = (unsigned char *)calloc(n, 1);
+        size_t dup = 0;
+        for (i = 0; i < a.nrows; ++i) {
+            size_t k = (size_t)a.rows[i * d];
+            if (k < n) { dup += seen[k]; seen[k] = 1; }
+        }
+        CHECK(dup == 0);
+        free(seen);
+    }
+    free(a.rows);
+    free(b.rows);
+    /* errors */
+    {
+        lsae_loader *ld = NULL;
+        o = lsae_loader_options_default(0);
+        CHECK(lsae_loader_create(ds, &o, &ld) == LSAE_INVALID_ARGS && ld == NULL && msg_has("batch_size"));
+        o = lsae_loader_options_default(10);
+        OK(lsae_loader_create(ds, &o, &ld));
+        CHECK(lsae_loader_seek(ld, n + 1) == LSAE_INVALID_ARGS && msg_has("past the end"));
+        lsae_loader_free(ld);
+    }
+    lsae_dataset_close(ds);
+    lsae_dataset_close(dn);
+    lsae_dataset_close(dh);
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+static const char *const ckpt_files[] = { "cfg.json", "sae.safetensors", "state.bin", "cfg.json.tmp", "sae.safetensors.tmp", "state.bin.tmp" };
+#define RM_CKPT(dir) rm_tree_files((dir), ckpt_files, 6)
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *f = fopen(from, "rb"), *g = fopen(to, "wb");
+    char buf[65536];
+    size_t n;
+    if (!f || !g) { fprintf(stderr, "copy %s -> %s failed\n", from, to); exit(1); }
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, g);
+    fclose(f);
+    fclose(g);
+}
+
+static void copy_ckpt(const char *from, const char *to)
+{
+    char a[512], b[512];
+    int i;
+    lsae__mkdirs(to);
+    for (i = 0; i < 3; ++i) {
+        snprintf(a, sizeof a, "%s/%s", from, ckpt_files[i]);
+        snprintf(b, sizeof b, "%s/%s", to, ckpt_files[i]);
+        copy_file(a, b);
+    }
+}
+
+/* A small model and trainer, trained a few steps on fixed data. */
+static void small_run(lsae_model **m, lsae_trainer **t, int steps, uint64_t seed)
+{
+    lsae_config c = lsae_config_default(12);
+    float x[40 * 12];
+    int s;
+    size_t i;
+    c.k = 3;
+    c.expansion_factor = 4;
+    c.seed = seed;
+    c.lr_warmup_steps = 2;
+    c.dead_feature_threshold = 50; /* some latents die: AuxK and the counters matter */
+    c.total_steps = 100;
+    OK(lsae_model_create(&c, NULL, m));
+    OK(lsae_trainer_create(*m, &c, t));
+    for (s = 0; s < steps; ++s) {
+        for (i = 0; i < 40 * 12; ++i) x[i] = cell((uint64_t)s * 1000 + i / 12, i % 12 + 1) - 0.5f;
+        OK(lsae_trainer_step(*t, x, 40, NULL));
+    }
+}
+
+static int same_state(lsae_model *a, lsae_trainer *ta, lsae_model *b, lsae_trainer *tb)
+{
+    size_t L = lsae_model_num_latents(a), d = lsae_model_d_in(a), n = 2 * L * d + L + d;
+    float *wa = (float *)malloc(n * 4 * sizeof(float)), *wb = (float *)malloc(n * 4 * sizeof(float));
+    uint64_t *sa = (uint64_t *)malloc(L * 8), *sb = (uint64_t *)malloc(L * 8);
+    lsae_trainer_state s1, s2;
+    int same;
+    memset(&s1, 0, sizeof s1);
+    memset(&s2, 0, sizeof s2);
+    lsae_model_get_weights(a, wa, wa + L * d, wa + L * d + L, wa + 2 * L * d + L);
+    lsae_model_get_weights(b, wb, wb + L * d, wb + L * d + L, wb + 2 * L * d + L);
+    s1.since_fired = sa; s1.m_W_enc = wa + n; s1.m_b_enc = wa + n + L * d; s1.m_W_dec = wa + n + L * d + L; s1.m_b_dec = wa + n + 2 * L * d + L;
+    s1.v_W_enc = wa + 2 * n; s1.v_b_enc = wa + 2 * n + L * d; s1.v_W_dec = wa + 2 * n + L * d + L; s1.v_b_dec = wa + 2 * n + 2 * L * d + L;
+    s2.since_fired = sb; s2.m_W_enc = wb + n; s2.m_b_enc = wb + n + L * d; s2.m_W_dec = wb + n + L * d + L; s2.m_b_dec = wb + n + 2 * L * d + L;
+    s2.v_W_enc = wb + 2 * n; s2.v_b_enc = wb + 2 * n + L * d; s2.v_W_dec = wb + 2 * n + L * d + L; s2.v_b_dec = wb + 2 * n + 2 * L * d + L;
+    lsae_trainer_get_state(ta, &s1);
+    lsae_trainer_get_state(tb, &s2);
+    same = memcmp(wa, wb, n * 3 * sizeof(float)) == 0 && memcmp(sa, sb, L * 8) == 0 && s1.step == s2.step && s1.b_dec_initialized == s2.b_dec_initialized;
+    free(wa); free(wb); free(sa); free(sb);
+    return same;
+}
+
+static void test_checkpoint_roundtrip(void)
+{
+    const char *dir = TDIR "/ckpt";
+    lsae_model *m = NULL, *m2 = NULL, *m3 = NULL;
+    lsae_trainer *t = NULL, *t2 = NULL;
+    char blob[64] = "rows_read=12345", back[64];
+    size_t blen = 0;
+    lsae_result r;
+    RM_CKPT(dir);
+    small_run(&m, &t, 6, 1);
+    small_run(&m2, &t2, 0, 2); /* another model of the same shape */
+    OK(lsae_checkpoint_save(dir, m, t, blob, strlen(blob) + 1));
+    OK(lsae_checkpoint_load(dir, m2, t2, back, sizeof back, &blen));
+    CHECK(blen == strlen(blob) + 1 && strcmp(back, blob) == 0);
+    CHECK(same_state(m, t, m2, t2) && lsae_trainer_steps_done(t2) == 6);
+    /* the checkpoint is also a model directory latent-sae loads */
+    OK(lsae_model_load(dir, NULL, &m3));
+    lsae_model_free(m3);
+    /* a second save replaces the first, leaving no .tmp or .old behind */
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    CHECK(!lsae__is_dir(TDIR "/ckpt.tmp") && !lsae__is_dir(TDIR "/ckpt.old"));
+    OK(lsae_checkpoint_load(dir, m2, t2, back, sizeof back, &blen));
+    CHECK(blen == 0);
+    /* corruption anywhere in state.bin is caught by the checksum; nothing changes */
+    {
+        FILE *f = fopen(TDIR "/ckpt/state.bin", "r+b");
+        int ch;
+        fseek(f, 300, SEEK_SET);
+        ch = fgetc(f);
+        fseek(f, 300, SEEK_SET);
+        fputc(ch ^ 1, f);
+        fclose(f);
+        r = lsae_checkpoint_load(dir, m2, t2, NULL, 0, NULL);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("checksum") && msg_has("state.bin"), "%s", lsae_last_error());
+        CHECK(same_state(m, t, m2, t2));
+    }
+    /* a model file from another save is caught too */
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    OK(lsae_model_save(m2, TDIR "/other_model"));
+    {
+        float *b = (float *)malloc(12 * sizeof(float));
+        size_t i;
+        lsae_model_get_weights(m2, NULL, NULL, NULL, b);
+        for (i = 0; i < 12; ++i) b[i] += 1.0f;
+        lsae_model_set_weights(m2, NULL, NULL, NULL, b);
+        OK(lsae_model_save(m2, TDIR "/other_model"));
+        copy_file(TDIR "/other_model/sae.safetensors", TDIR "/ckpt/sae.safetensors");
+        r = lsae_checkpoint_load(dir, m2, t2, NULL, 0, NULL);
+        CHECKF(r == LSAE_BAD_FILE && msg_has("sae.safetensors") && msg_has("does not match"), "%s", lsae_last_error());
+        free(b);
+    }
+    /* shape mismatch */
+    {
+        lsae_model *m4 = NULL;
+        lsae_config c = lsae_config_default(10);
+        c.k = 3;
+        c.expansion_factor = 4;
+        OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+        OK(lsae_model_create(&c, NULL, &m4));
+        r = lsae_checkpoint_load(dir, m4, NULL, NULL, 0, NULL);
+        CHECKF(r == LSAE_INVALID_ARGS && msg_has("d_in 12"), "%s", lsae_last_error());
+        lsae_model_free(m4);
+    }
+    r = lsae_checkpoint_load(TDIR "/no_ckpt", m2, t2, NULL, 0, NULL);
+    CHECKF(r == LSAE_NOT_FOUND, "%s", lsae_last_error());
+    lsae_trainer_free(t);
+    lsae_trainer_free(t2);
+    lsae_model_free(m);
+    lsae_model_free(m2);
+}
+
+/* Every state a save can be cut in, made by hand, loads the right checkpoint. */
+static void test_checkpoint_crash_windows(void)
+{
+    const char *dir = TDIR "/cw", *tmp = TDIR "/cw.tmp", *old = TDIR "/cw.old";
+    lsae_model *m = NULL, *mb = NULL, *mx = NULL;
+    lsae_trainer *t = NULL, *tb = NULL, *tx = NULL;
+    RM_CKPT(dir); RM_CKPT(tmp); RM_CKPT(old);
+    small_run(&m, &t, 3, 1);   /* the older checkpoint */
+    small_run(&mb, &tb, 5, 1); /* the newer one */
+    small_run(&mx, &tx, 0, 7);
+    OK(lsae_checkpoint_save(old, m, t, "A", 1));
+    OK(lsae_checkpoint_save(TDIR "/cw_new", mb, tb, "B", 1));
+    /* cut between the two renames: dir missing, dir.tmp whole, dir.old whole */
+    copy_ckpt(TDIR "/cw_new", tmp);
+    OK(lsae_checkpoint_load(dir, mx, tx, NULL, 0, NULL));
+    CHECK(lsae_trainer_steps_done(tx) == 5 && same_state(mb, tb, mx, tx));
+    /* cut while dir.tmp was being written (state.bin missing): dir.old */
+    {
+        char p[256];
+        snprintf(p, sizeof p, "%s/state.bin", tmp);
+        remove(p);
+    }
+    OK(lsae_checkpoint_load(dir, mx, tx, NULL, 0, NULL));
+    CHECK(lsae_trainer_steps_done(tx) == 3 && same_state(m, t, mx, tx));
+    /* a torn state.bin in dir.tmp is no better */
+    {
+        char p[256];
+        FILE *f;
+        snprintf(p, sizeof p, "%s/state.bin", tmp);
+        copy_file(TDIR "/cw_new/state.bin", p);
+        f = fopen(p, "r+b");
+        fseek(f, -3, SEEK_END);
+        fputc('x', f);
+        fclose(f);
+    }
+    OK(lsae_checkpoint_load(dir, mx, tx, NULL, 0, NULL));
+    CHECK(lsae_trainer_steps_done(tx) == 3);
+    /* the next save repairs: dir.tmp whole again -> it becomes dir, then the new save replaces it */
+    copy_ckpt(TDIR "/cw_new", tmp);
+    OK(lsae_checkpoint_save(dir, mb, tb, "C", 1));
+    CHECK(lsae__is_dir(dir) && !lsae__is_dir(tmp) && !lsae__is_dir(old));
+    {
+        char b[4] = { 0 };
+        size_t bl = 0;
+        OK(lsae_checkpoint_load(dir, mx, tx, b, sizeof b, &bl));
+        CHECK(bl == 1 && b[0] == 'C' && lsae_trainer_steps_done(tx) == 5);
+    }
+    /* a stale dir.tmp beside a whole dir: dir wins, the save clears the leftover */
+    copy_ckpt(TDIR "/cw_new", tmp);
+    OK(lsae_checkpoint_load(dir, mx, tx, NULL, 0, NULL));
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    CHECK(!lsae__is_dir(tmp) && lsae_trainer_steps_done(t) == 3);
+    /* a leftover holding foreign files is not deleted */
+    lsae__mkdirs(tmp);
+    write_bytes(TDIR "/cw.tmp/precious.txt", "x", 1);
+    CHECK(lsae_checkpoint_save(dir, m, t, NULL, 0) == LSAE_IO_ERROR && msg_has("left alone"));
+    remove(TDIR "/cw.tmp/precious.txt");
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    lsae_trainer_free(t); lsae_trainer_free(tb); lsae_trainer_free(tx);
+    lsae_model_free(m); lsae_model_free(mb); lsae_model_free(mx);
+}
+
+#ifdef LSAE__POSIX
+/* The saver: resumes from the checkpoint if there is one, then trains and
+   saves in a loop until it is killed. Run as a fresh process (exec), since
+   OpenMP's thread pool does not survive a bare fork. */
+static int ckpt_saver(void)
+{
+    const char *dir = TDIR "/k9";
+    lsae_model *m = NULL;
+    lsae_trainer *t = NULL;
+    uint64_t s, step;
+    small_run(&m, &t, 1, 1);
+    if (lsae_checkpoint_load(dir, m, t, &step, sizeof step, NULL) != LSAE_OK && lsae__is_dir(dir)) return 5;
+    for (s = 0;; ++s) {
+        float x[40 * 12];
+        size_t i;
+        step = lsae_trainer_steps_done(t);
+        if (lsae_checkpoint_save(dir, m, t, &step, sizeof step) != LSAE_OK) return 3;
+        for (i = 0; i < 40 * 12; ++i) x[i] = cell(s * 77 + i / 12, i % 12 + 1) - 0.5f;
+        if (lsae_trainer_step(t, x, 40, NULL) != LSAE_OK) return 4;
+    }
+}
+
+/* kill -9 a process that saves checkpoints in a loop, at random moments:
+   the checkpoint always loads, and its state is the one its blob names. */
+static void test_checkpoint_kill9(const char *self)
+{
+    const char *dir = TDIR "/k9";
+    int round, loaded = 0;
+    RM_CKPT(dir); RM_CKPT(TDIR "/k9.tmp"); RM_CKPT(TDIR "/k9.old");
+    for (round = 0; round < 12; ++round) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl(self, self, "--ckpt-saver", (char *)NULL);
+            _exit(6);
+        } else if (pid > 0) {
+            struct timespec ts;
+            int status;
+            ts.tv_sec = 0;
+            ts.tv_nsec = (long)(40 + lsae__mix64((uint64_t)round) % 200) * 1000000L;
+            nanosleep(&ts, NULL);
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            CHECKF(WIFSIGNALED(status), "round %d: the saver exited by itself (status %d)", round, status);
+            {
+                lsae_model *m = NULL;
+                lsae_trainer *t = NULL;
+                uint64_t step = ~(uint64_t)0;
+                size_t bl = 0;
+                lsae_result r;
+                small_run(&m, &t, 0, 9);
+                r = lsae_checkpoint_load(dir, m, t, &step, sizeof step, &bl);
+                if (r == LSAE_NOT_FOUND && loaded == 0) { /* killed before the first save ever finished (slow builds) */ }
+                else {
+                    CHECKF(r == LSAE_OK, "round %d: %s", round, lsae_last_error());
+                    CHECK(bl == sizeof step && step == lsae_trainer_steps_done(t));
+                    loaded += r == LSAE_OK;
+                }
+                lsae_trainer_free(t);
+                lsae_model_free(m);
+            }
+        }
+    }
+    CHECK(loaded >= 6);
+    printf("  kill -9 at random moments: %d of 12 rounds loaded a checkpoint\n", loaded);
+}
+#endif
+
+/* Train N steps straight, or N/2, checkpoint, fresh objects, load, seek,
+   the rest: the two models must be bit-identical. */
+static void test_resume_bitexact(void)
+{
+    const size_t n = 3000, d = 16, B = 64;
+    const int N = 24;
+    lsae_dataset *ds = make_dataset("resume", n, d, 5, 0, NULL, 0);
+    lsae_loader_options lo = lsae_loader_options_default(B);
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m1 = NULL, *m2 = NULL;
+    lsae_trainer *t1 = NULL, *t2 = NULL;
+    lsae_loader *l1 = NULL, *l2 = NULL;
+    const float *b;
+    size_t rows, L;
+    uint64_t pos = 0;
+    int s, pass;
+    float *w1, *w2;
+    if (!ds) return;
+    lo.seed = 11;
+    lo.window_rows = 500;
+    lo.epochs = 2;
+    c.k = 4;
+    c.expansion_factor = 4;
+    c.seed = 5;
+    c.total_steps = (uint64_t)N;
+    c.lr_warmup_steps = 3;
+    c.dead_feature_threshold = 300;
+    c.num_threads = 2;
+    for (pass = 0; pass < 2; ++pass) {
+        lo.prefetch = pass;
+        /* straight */
+        OK(lsae_model_create(&c, NULL, &m1));
+        OK(lsae_trainer_create(m1, &c, &t1));
+        OK(lsae_loader_create(ds, &lo, &l1));
+        for (s = 0; s < N && l1; ++s) {
+            OK(lsae_loader_next(l1, &b, &rows));
+            OK(lsae_trainer_step(t1, b, rows, NULL));
+        }
+        /* half, checkpoint, forget everything */
+        OK(lsae_model_create(&c, NULL, &m2));
+        OK(lsae_trainer_create(m2, &c, &t2));
+        OK(lsae_loader_create(ds, &lo, &l2));
+        for (s = 0; s < N / 2 && l2; ++s) {
+            lsae_loader_stats st;
+            OK(lsae_loader_next(l2, &b, &rows));
+            OK(lsae_trainer_step(t2, b, rows, NULL));
+            lsae_loader_get_stats(l2, &st);
+            pos = st.rows_read;
+        }
+        OK(lsae_checkpoint_save(TDIR "/resume_ckpt", m2, t2, &pos, sizeof pos));
+        lsae_loader_free(l2);
+        lsae_trainer_free(t2);
+        lsae_model_free(m2);
+        pos = 0;
+        /* fresh objects, from a different seed even: everything comes from the checkpoint */
+        c.seed = 99;
+        OK(lsae_model_create(&c, NULL, &m2));
+        OK(lsae_trainer_create(m2, &c, &t2));
+        c.seed = 5;
+        OK(lsae_checkpoint_load(TDIR "/resume_ckpt", m2, t2, &pos, sizeof pos, NULL));
+        OK(lsae_loader_create(ds, &lo, &l2));
+        OK(lsae_loader_seek(l2, pos));
+        for (s = N / 2; s < N && l2; ++s) {
+            OK(lsae_loader_next(l2, &b, &rows));
+            OK(lsae_trainer_step(t2, b, rows, NULL));
+        }
+        L = lsae_model_num_latents(m1);
+        w1 = (float *)malloc((2 * L * d + L + d) * sizeof(float));
+        w2 = (float *)malloc((2 * L * d + L + d) * sizeof(float));
+        lsae_model_get_weights(m1, w1, w1 + L * d, w1 + L * d + L, w1 + 2 * L * d + L);
+        lsae_model_get_weights(m2, w2, w2 + L * d, w2 + L * d + L, w2 + 2 * L * d + L);
+        CHECKF(memcmp(w1, w2, (2 * L * d + L + d) * sizeof(float)) == 0, "resumed model differs from the straight run (prefetch %d)", pass);
+        CHECK(same_state(m1, t1, m2, t2));
+        free(w1);
+        free(w2);
+        lsae_loader_free(l1); lsae_loader_free(l2);
+        lsae_trainer_free(t1); lsae_trainer_free(t2);
+        lsae_model_free(m1); lsae_model_free(m2);
+        m1 = m2 = NULL; t1 = t2 = NULL; l1 = l2 = NULL;
+    }
+    lsae_dataset_close(ds);
+}
+
+/* -------------------------------------------------------- Hugging Face cache */
+
+#ifdef LSAE__POSIX
+static void test_hf(void)
+{
+    const char *hub = TDIR "/hf/hub";
+    char path[1024], want[1024];
+    lsae_model *m = NULL, *m2 = NULL;
+    lsae_config c = lsae_config_default(8);
+    lsae_result r;
+    c.k = 2;
+    c.expansion_factor = 2;
+    lsae__mkdirs(TDIR "/hf/hub/models--owner--sae-name/refs");
+    write_bytes(TDIR "/hf/hub/models--owner--sae-name/refs/main", "abc123\n", 7);
+    OK(lsae_model_create(&c, NULL, &m));
+    lsae__mkdirs(TDIR "/hf/hub/models--owner--sae-name/snapshots/abc123/64_32");
+    OK(lsae_model_save(m, TDIR "/hf/hub/models--owner--sae-name/snapshots/abc123/64_32"));
+    lsae__mkdirs(TDIR "/hf/hub/models--owner--sae-name/snapshots/old999/64_32");
+    setenv("HF_HUB_CACHE", hub, 1);
+    OK(lsae_hf_resolve("owner/sae-name", "64_32", path, sizeof path));
+    snprintf(want, sizeof want, "%s/models--owner--sae-name/snapshots/abc123/64_32", hub);
+    CHECKF(strcmp(path, want) == 0, "%s", path);
+    OK(lsae_model_load_hf("owner/sae-name", "64_32", NULL, &m2));
+    CHECK(m2 && lsae_model_d_in(m2) == 8);
+    lsae_model_free(m2);
+    m2 = NULL;
+    /* a revision by name or commit */
+    OK(lsae_hf_resolve("owner/sae-name@old999", "64_32", path, sizeof path));
+    CHECK(strstr(path, "snapshots/old999/64_32") != NULL);
+    /* missing subfolder, missing repo: the message is the download command */
+    r = lsae_hf_resolve("owner/sae-name", "32_64", path, sizeof path);
+    CHECKF(r == LSAE_NOT_FOUND && msg_has("huggingface-cli download owner/sae-name --include '32_64/*'"), "%s", lsae_last_error());
+    r = lsae_model_load_hf("enjalot/sae-nomic-text-v1.5-FineWeb-edu-100BT", "64_32", NULL, &m2);
+    CHECKF(r == LSAE_NOT_FOUND && msg_has("huggingface-cli download enjalot/sae-nomic-text-v1.5-FineWeb-edu-100BT --include '64_32/*'") && msg_has(hub),
+           "%s", lsae_last_error());
+    /* a snapshot folder whose files are missing (interrupted download) */
+    r = lsae_model_load_hf("owner/sae-name@old999", "64_32", NULL, &m2);
+    CHECKF(r == LSAE_NOT_FOUND && msg_has("interrupted"), "%s", lsae_last_error());
+    /* no refs/main: the one snapshot, or an error naming the choice */
+    remove(TDIR "/hf/hub/models--owner--sae-name/refs/main");
+    r = lsae_hf_resolve("owner/sae-name", "64_32", path, sizeof path);
+    CHECKF(r == LSAE_INVALID_ARGS && msg_has("2 snapshots") && msg_has("@REVISION"), "%s", lsae_last_error());
+    remove(TDIR "/hf/hub/models--owner--sae-name/snapshots/old999/64_32");
+    remove(TDIR "/hf/hub/models--owner--sae-name/snapshots/old999");
+    OK(lsae_hf_resolve("owner/sae-name", "64_32", path, sizeof path));
+    CHECK(strstr(path, "snapshots/abc123/64_32") != NULL);
+    /* HF_HOME/hub when HF_HUB_CACHE is unset */
+    unsetenv("HF_HUB_CACHE");
+    setenv("HF_HOME", TDIR "/hf", 1);
+    OK(lsae_hf_resolve("owner/sae-name", "64_32", path, sizeof path));
+    CHECK(strncmp(path, TDIR "/hf/hub/", strlen(TDIR "/hf/hub/")) == 0);
+    /* bad names */
+    CHECK(lsae_hf_resolve("no-slash", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
+    CHECK(lsae_hf_resolve("a/b/c", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
+    CHECK(lsae_hf_resolve("owner/../x", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
+    CHECK(lsae_hf_resolve("owner/sae-name", "../../etc", path, sizeof path) == LSAE_INVALID_ARGS);
+    CHECK(lsae_hf_resolve("owner/sae-name", "64_32", path, 10) == LSAE_INVALID_ARGS);
+    unsetenv("HF_HOME");
+    lsae_model_free(m);
+}
+#endif
+
+/* ----------------------------------------------------------------- SAELens */
+
+/* SAELens's encode, in double: topk over (x - b_dec) @ W_enc + b_enc (W_enc [d, L]),
+   times the decoder norms when rescaling, then ReLU. */
+static void saelens_encode_ref(const float *WencT, const float *benc, const float *Wdec, const float *bdec, size_t d, size_t L, size_t k,
+                               int rescale, const float *x, double *acts, int32_t *idx)
+{
+    double *pre = (double *)malloc(L * sizeof(double));
+    size_t l, i, q;
+    for (l = 0; l < L; ++l) {
+        double s = benc[l], nn = 0;
+        for (i = 0; i < d; ++i) s += ((double)x[i] - bdec[i]) * WencT[i * L + l];
+        if (rescale) {
+            for (i = 0; i < d; ++i) nn += (double)Wdec[l * d + i] * Wdec[l * d + i];
+            s *= sqrt(nn);
+        }
+        pre[l] = s;
+    }
+    for (q = 0; q < k; ++q) {
+        size_t best = 0;
+        for (l = 1; l < L; ++l)
+            if (pre[l] > pre[best]) best = l;
+        acts[q] = pre[best] > 0 ? pre[best] : 0;
+        idx[q] = (int32_t)best;
+        pre[best] = -INFINITY;
+    }
+    free(pre);
+}
+
+static void test_saelens(void)
+{
+    lsae_config c = lsae_config_default(10);
+    lsae_model *m = NULL, *m2 = NULL;
+    const size_t d = 10, L = 40, k = 5, R = 20;
+    float W[40 * 10], be[40], Wd[40 * 10], bd[10], W2[40 * 10], be2[40], Wd2[40 * 10], bd2[10], WT[10 * 40];
+    float x[20 * 10], acts[20 * 5];
+    int32_t idx[20 * 5], ridx[5];
+    double racts[5];
+    size_t i, l, r;
+    lsae_result res;
+    c.k = k;
+    c.num_latents = L;
+    c.seed = 4;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_get_weights(m, W, be, Wd, bd));
+    for (i = 0; i < L; ++i) be[i] = (float)tu_normal() * 0.05f;
+    for (i = 0; i < d; ++i) bd[i] = (float)tu_normal() * 0.1f;
+    OK(lsae_model_set_weights(m, NULL, be, NULL, bd));
+    OK(lsae_model_save_saelens(m, TDIR "/saelens"));
+    OK(lsae_model_load(TDIR "/saelens", NULL, &m2)); /* detected by its file names */
+    if (!m2) return;
+    OK(lsae_model_get_weights(m2, W2, be2, Wd2, bd2));
+    CHECK(memcmp(W, W2, sizeof W) == 0 && memcmp(be, be2, sizeof be) == 0 && memcmp(Wd, Wd2, sizeof Wd) == 0 && memcmp(bd, bd2, sizeof bd) == 0);
+    CHECK(lsae_model_k(m2) == k && lsae_model_config(m2)->normalize_decoder == 1);
+    lsae_model_free(m2);
+    m2 = NULL;
+    /* rescale_acts_by_decoder_norm with non-unit decoder rows: folded, same activations */
+    for (l = 0; l < L; ++l)
+        for (i = 0; i < d; ++i) { Wd[l * d + i] *= 0.5f + (float)(l % 7) * 0.3f; WT[i * L + l] = W[l * d + i]; }
+    {
+        lsae__st_out ts[4];
+        const char *cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5, \"dtype\": \"float32\", \"apply_b_dec_to_input\": true, "
+                         "\"normalize_activations\": \"none\", \"rescale_acts_by_decoder_norm\": true, \"metadata\": {\"sae_lens_version\": \"6.5.0\"}}";
+        ts[0].name = "W_enc"; ts[0].ndim = 2; ts[0].shape[0] = d; ts[0].shape[1] = L; ts[0].data = WT;
+        ts[1].name = "b_enc"; ts[1].ndim = 1; ts[1].shape[0] = L; ts[1].data = be;
+        ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = L; ts[2].shape[1] = d; ts[2].data = Wd;
+        ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = d; ts[3].data = bd;
+        lsae__mkdirs(TDIR "/saelens2");
+        OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
+        write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+        OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
+        if (!m2) return;
+        for (i = 0; i < R * d; ++i) x[i] = (float)tu_normal();
+        OK(lsae_model_encode(m2, x, R, 0, acts, idx));
+        for (r = 0; r < R; ++r) {
+            saelens_encode_ref(WT, be, Wd, bd, d, L, k, 1, x + r * d, racts, ridx);
+            for (i = 0; i < k; ++i) {
+                CHECKF(racts[i] == 0 || idx[r * k + i] == ridx[i], "row %zu rank %zu: latent %d, SAELens %d", r, i, idx[r * k + i], ridx[i]);
+                NEAR(acts[r * k + i], racts[i], 1e-5 * (1 + fabs(racts[i])));
+            }
+        }
+        lsae_model_free(m2);
+        m2 = NULL;
+        /* pre-6 keys: architecture "standard" with activation_fn_str "topk", k in activation_fn_kwargs */
+        cj = "{\"architecture\": \"standard\", \"d_in\": 10, \"d_sae\": 40, \"activation_fn_str\": \"topk\", \"activation_fn_kwargs\": {\"k\": 5}, "
+             "\"normalize_activations\": false, \"model_name\": \"gpt2\", \"hook_name\": \"blocks.0.hook_resid_pre\"}";
+        write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+        OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
+        CHECK(m2 && lsae_model_k(m2) == 5 && lsae_model_config(m2)->normalize_decoder == 0);
+        lsae_model_free(m2);
+        m2 = NULL;
+        /* what cannot be expressed is refused */
+        cj = "{\"architecture\": \"jumprelu\", \"d_in\": 10, \"d_sae\": 40}";
+        write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+        res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
+        CHECKF(res == LSAE_UNSUPPORTED && msg_has("jumprelu") && msg_has("cfg.json"), "%s", lsae_last_error());
+        cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5, \"apply_b_dec_to_input\": false}";
+        write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+        res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
+        CHECKF(res == LSAE_UNSUPPORTED && msg_has("apply_b_dec_to_input"), "%s", lsae_last_error());
+        cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5, \"normalize_activations\": \"expected_average_only_in\"}";
+        write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+        res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
+        CHECKF(res == LSAE_UNSUPPORTED && msg_has("expected_average_only_in"), "%s", lsae_last_error());
+        cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 41, \"k\": 5}";
+        write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+        res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
+        CHECKF(res == LSAE_BAD_FILE && msg_has("W_enc") && msg_has("wrong shape"), "%s", lsae_last_error());
+    }
+    lsae_model_free(m);
+}
+
+/* an allocator that counts, to prove every byte is returned */
+static long live_allocs = 0;
+static void *count_malloc(size_t n, void *u) { (void)u; ++live_allocs; return malloc(n); }
+static void count_free(void *p, void *u) { (void)u; if (p) --live_allocs; free(p); }
+
+static void test_allocator(void)
+{
+    lsae_allocator a;
+    lsae_dataset *ds = NULL;
+    lsae_loader *ld = NULL;
+    lsae_loader_options o = lsae_loader_options_default(16);
+    const float *b;
+    size_t n;
+    a.user = NULL;
+    a.malloc_fn = count_malloc;
+    a.free_fn = count_free;
+    make_npy_shard(TDIR "/alloc.npy", 0, 100, 4);
+    OK(lsae_dataset_open(TDIR "/alloc.npy", NULL, &a, &ds));
+    OK(lsae_loader_create(ds, &o, &ld));
+    OK(lsae_loader_next(ld, &b, &n));
+    CHECK(n == 16 && live_allocs > 0);
+    lsae_loader_free(ld);
+    lsae_dataset_close(ds);
+    CHECKF(live_allocs == 0, "%ld allocations not freed", live_allocs);
+}
+
+int main(int argc, char **argv)
+{
+#ifdef LSAE__POSIX
+    if (argc > 1 && strcmp(argv[1], "--ckpt-saver") == 0) return ckpt_saver();
+#endif
+    (void)argc;
+    (void)argv;
+    tu_seed(77);
+    lsae__mkdirs(TDIR);
+    test_cfg_versions();
+    test_model_extras();
+    test_npy();
+    test_raw();
+    test_safetensors_data();
+    test_torch_errors();
+    test_directory();
+    test_loader();
+    test_checkpoint_roundtrip();
+    test_checkpoint_crash_windows();
+#ifdef LSAE__POSIX
+    test_checkpoint_kill9(argv[0]);
+    test_hf();
+#endif
+    test_resume_bitexact();
+    test_saelens();
+    test_allocator();
+    return TEST_SUMMARY("test_files");
+}
