@@ -691,6 +691,7 @@ static int parse_args(int argc, char **argv, opt *o, size_t n, const char *usage
     int i, np = 0, only_pos = 0;
     for (i = 0; i < argc; ++i) {
         const char *a = argv[i], *eq, *val = NULL;
+        char flag[64];
         size_t j, len;
         opt *hit = NULL;
         if (only_pos || a[0] != '-' || a[1] == 0) {
@@ -705,10 +706,16 @@ static int parse_args(int argc, char **argv, opt *o, size_t n, const char *usage
         }
         eq = strchr(a, '=');
         len = eq ? (size_t)(eq - a) : strlen(a);
-        for (j = 0; j < n; ++j) {
-            if (!o[j].name) continue;
-            if ((strlen(o[j].name) == len && !strncmp(o[j].name, a, len)) ||
-                (o[j].alias && strlen(o[j].alias) == len && !strncmp(o[j].alias, a, len))) { hit = &o[j]; break; }
+        if (len < sizeof flag) {
+            /* --batch_size is --batch-size: latent-sae's newer scripts spell flags with underscores */
+            memcpy(flag, a, len);
+            flag[len] = 0;
+            for (j = 2; j < len; ++j)
+                if (flag[j] == '_') flag[j] = '-';
+            for (j = 0; j < n; ++j) {
+                if (!o[j].name) continue;
+                if (!strcmp(o[j].name, flag) || (o[j].alias && !strcmp(o[j].alias, flag))) { hit = &o[j]; break; }
+            }
         }
         if (!hit) usage_fail("unknown option '%.*s'", (int)len, a);
         if (hit->kind == O_FLAG) {
@@ -2524,7 +2531,9 @@ static int cmd_train(int argc, char **argv)
         out = outbuf;
     }
     if (!resume) {
-        static const char *marks[] = { "run.json", "cfg.json", "checkpoint", NULL };
+        /* a directory with a model or a checkpoint is a run to keep; one with
+           only run.json was stopped before its first save and may start over */
+        static const char *marks[] = { "cfg.json", "sae.safetensors", "checkpoint", NULL };
         int i;
         for (i = 0; marks[i]; ++i) {
             join_path(path, out, marks[i]);
@@ -2632,8 +2641,9 @@ static int cmd_train(int argc, char **argv)
             continue;
         }
         if (r == LSAE_NOT_FINITE) {
+            if (!rs.saved_any && !resume) fail("%s; no checkpoint was saved yet: start again with a lower --lr", lsae_last_error());
             fail("%s; the last good checkpoint (step %llu) is in %s: continue with lsae train --resume %s (a lower --lr needs a new run)",
-                 lsae_last_error(), (unsigned long long)rs.saved_step, rs.ck, out);
+                 lsae_last_error(), (unsigned long long)(rs.saved_any ? rs.saved_step : step0), rs.ck, out);
         }
         if (r != LSAE_OK) lib_fail(r, "training");
         win_batches++;
