@@ -150,6 +150,23 @@ def main():
         check(abs(ev["mse"] - e2.mean()) < 1e-7, "eval mse vs numpy")
         p = run(["eval", runA, SHARD])
         check("latent-sae 2024" in p.stdout and "SPEC" in p.stdout, "eval labels both fvu forms")
+        # the same rows as a raw f32 dump and as a named tensor in a .safetensors file
+        raw = os.path.join(tmp, "rows.f32")
+        x.tofile(raw)
+        ev_raw = json.loads(run(["eval", runA, raw, "--raw-dtype", "f32", "--d-in", str(d), "--json"]).stdout)
+        check(ev_raw["rows"] == n and ev_raw["fvu"] == ev["fvu"], "eval of a raw dump = eval of the .npy")
+        st_path = os.path.join(tmp, "rows.safetensors")
+        hdr = json.dumps({"ids": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                          "emb": {"dtype": "F32", "shape": [n, d], "data_offsets": [16, 16 + x.nbytes]}}).encode()
+        hdr += b" " * (-len(hdr) % 8)
+        with open(st_path, "wb") as f:
+            f.write(struct.pack("<Q", len(hdr)) + hdr + np.zeros(4, "<f4").tobytes() + x.astype("<f4").tobytes())
+        ev_st = json.loads(run(["eval", runA, st_path, "--tensor", "emb", "--json"]).stdout)
+        check(ev_st["fvu"] == ev["fvu"], "eval of a .safetensors tensor = eval of the .npy")
+        p = run(["eval", runA, raw, "--raw-dtype", "f32"], ok=False)
+        one_error_line(p, "raw dump without --d-in", 2)
+        p = run(["eval", runA, SHARD, "--d-in", "768"], ok=False)
+        one_error_line(p, "--d-in that disagrees with the file", 1)
 
         # ---- encode: the .npy pair against numpy, JSONL against the pair
         enc = os.path.join(tmp, "enc")

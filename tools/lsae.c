@@ -610,18 +610,20 @@ typedef struct opt {
 static void wrap(FILE *f, const char *text, int col, int indent)
 {
     const char *p = text;
+    int first = 1; /* the first word follows what is already on the line */
     while (*p) {
         const char *w = p;
         int len;
         while (*w && *w != ' ') ++w;
         len = (int)(w - p);
-        if (col + 1 + len > 79 && col > indent) {
+        if (!first && col + 1 + len > 79) {
             fprintf(f, "\n%*s", indent, "");
             col = indent;
-        } else if (col > indent) {
+        } else if (!first) {
             fputc(' ', f);
             ++col;
         }
+        first = 0;
         fwrite(p, 1, (size_t)len, f);
         col += len;
         p = w;
@@ -645,10 +647,10 @@ static void print_help(const char *usage, const char *about, const opt *o, size_
         snprintf(left, sizeof left, "  %s%s%s%s%s", o[i].alias ? o[i].alias : "", o[i].alias ? ", " : "", o[i].name,
                  o[i].meta ? " " : "", o[i].meta ? o[i].meta : "");
         col = printf("%s", left);
-        if (col < 30) { printf("%*s", 30 - col, ""); col = 30; }
-        else { printf("\n%30s", ""); col = 30; }
+        if (col < 30) printf("%*s", 30 - col, "");
+        else printf("\n%30s", "");
         snprintf(help, sizeof help, "%s%s%s%s", o[i].help, o[i].def ? " (default: " : "", o[i].def ? o[i].def : "", o[i].def ? ")" : "");
-        wrap(stdout, help, col - 1, 30);
+        wrap(stdout, help, 30, 30);
     }
     printf("\n  -h, --help                  this text\n");
 }
@@ -1312,7 +1314,7 @@ static int cmd_encode(int argc, char **argv)
         OPT("--format", NULL, O_STR, &format, "F", "npy, or jsonl when OUT ends in .jsonl or is -", "npy or jsonl"),
         OPT("--k", NULL, O_U64, &k, "N", "the model's k", "latents kept per row"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "encode only the first N rows"),
-        OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores (OpenMP's default)", "threads for encoding"),
+        OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores, as OpenMP decides", "threads for encoding"),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -1834,8 +1836,12 @@ static void svg_chart(FILE *f, const char *id, const char *title, const double *
     fprintf(f, "<text class=\"title\" x=\"%.0f\" y=\"20\">%s</text>\n", X0, title);
     for (t = 0; t <= ymax + ystep * 1e-6; t += ystep) {
         double y = Y1 - (Y1 - Y0) * t / ymax;
-        fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
-                X0, X1, y, y, X0 - 6, y + 4, t);
+        char lab[32];
+        /* 15000 samples/s reads better as 15k than as 1.5e+04 */
+        if (t >= 1e4) snprintf(lab, sizeof lab, "%.3gk", t / 1000);
+        else snprintf(lab, sizeof lab, "%.3g", t);
+        fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                X0, X1, y, y, X0 - 6, y + 4, lab);
     }
     for (t = ceil(xmin / xstep) * xstep; t <= xmax + xstep * 1e-6; t += xstep) {
         double xx = X0 + (X1 - X0) * (t - xmin) / (xmax - xmin);
@@ -2362,8 +2368,8 @@ static int cmd_train(int argc, char **argv)
         OPT("--save-every", NULL, O_U64, &save_every, "N", "1000", "save a checkpoint every N optimizer steps (0: only at the end)"),
         OPT("--resume", NULL, O_STR, &resume, "DIR", NULL, "continue the run in DIR from its checkpoint, with its settings and data order"),
         OPT("--log-every", NULL, O_U64, &log_every, "N", "0 = about every 10 s", "without a terminal, print a line every N optimizer steps"),
-        OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores (OpenMP's default)", "threads for training"),
-        OPT("--device", NULL, O_STR, &device, "D", "default = cuda when built with LATENTSAE_CUDA, else cpu", "cpu or cuda"),
+        OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores, as OpenMP decides", "threads for training"),
+        OPT("--device", NULL, O_STR, &device, "D", "cuda when built with LATENTSAE_CUDA, else cpu", "cpu or cuda"),
     };
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1], run_id[16], outbuf[PATH_CAP], path[PATH_CAP], data_abs[PATH_CAP], texts_abs[PATH_CAP], init_where[PATH_CAP];
