@@ -1837,8 +1837,8 @@ static void svg_chart(FILE *f, const char *id, const char *title, const double *
     for (t = 0; t <= ymax + ystep * 1e-6; t += ystep) {
         double y = Y1 - (Y1 - Y0) * t / ymax;
         char lab[32];
-        /* 15000 samples/s reads better as 15k than as 1.5e+04 */
-        if (t >= 1e4) snprintf(lab, sizeof lab, "%.3gk", t / 1000);
+        /* 5000 samples/s reads better as 5k than as 5e+03 */
+        if (t >= 1000) snprintf(lab, sizeof lab, "%.3gk", t / 1000);
         else snprintf(lab, sizeof lab, "%.3g", t);
         fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
                 X0, X1, y, y, X0 - 6, y + 4, lab);
