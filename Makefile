@@ -3,6 +3,7 @@
 #   CHROMIUM=... the browser test-report opens the HTML report in (default: chromium)
 #   ARCH=...     target flags (default -march=native; ARCH= for a portable build)
 #   PYTHON=...   a python3 with numpy and torch (default: the first that has them)
+#   SYSPY=...    the python3 whose torch and numpy the interop venv sees (/usr/bin/python3)
 
 CC ?= cc
 CXX ?= c++
@@ -26,10 +27,12 @@ CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 HDR = latentsae.h
-TESTS = test_core test_gradcheck test_planted
+TESTS = test_core test_gradcheck test_planted test_files
+SYSPY ?= /usr/bin/python3
+VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-cli test-report demo clean info
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop test-cli test-report bench-loader demo clean info
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
 
@@ -37,7 +40,7 @@ info:
 	@if [ -n "$(OMP)" ]; then echo "✓ OpenMP found ($(CC) -fopenmp)"; else echo "✗ OpenMP off: building single-threaded"; fi
 	@if [ -n "$(PYTHON)" ]; then echo "✓ python with numpy and torch: $(PYTHON)"; else echo "✗ no python3 with numpy and torch: the PyTorch parity test cannot run (apt install python3-torch python3-numpy)"; fi
 
-$(BUILD) $(BUILD)/noomp $(BUILD)/asan $(BUILD)/cxx $(BUILD)/compile:
+$(BUILD) $(BUILD)/noomp $(BUILD)/asan $(BUILD)/cxx $(BUILD)/compile $(BUILD)/strict:
 	@mkdir -p $@
 
 $(BUILD)/%: tests/%.c $(TEST_DEPS) | $(BUILD)
@@ -68,8 +71,27 @@ $(BUILD)/asan/lsae: tools/lsae.c $(HDR) | $(BUILD)/asan
 $(BUILD)/asan/encode: examples/encode.c $(HDR) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 
-test: info test-compile test-c test-noomp test-cxx test-sanitize test-parity test-cli test-report
+test: info test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report
 	@echo "all tests passed"
+
+# the file tests as strict ISO C99 (no POSIX: no mmap, no threads, no
+# directory listing): the portable fallbacks must give the same answers
+$(BUILD)/strict/test_files: tests/test_files.c $(TEST_DEPS) | $(BUILD)/strict
+	$(CC) $(CSTD) $(OPT) $(WARN) -g -DLSAE_TEST_NO_POSIX -o $@ $< -lm
+test-strict: $(BUILD)/strict/test_files
+	@echo "== strict/test_files"; $(BUILD)/strict/test_files > /dev/null && echo "== strict C99 without POSIX: ok"
+
+# files written and read by the real Python tools: latent-sae (PyPI), numpy,
+# torch (Debian's), safetensors, pyarrow; in a venv that sees Debian's torch
+$(VENV)/.installed: tests/requirements-files.txt
+	rm -rf $(VENV)
+	$(SYSPY) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r tests/requirements-files.txt
+	@touch $@
+$(BUILD)/files_driver: tests/files_driver.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
+test-interop: $(VENV)/.installed $(BUILD)/files_driver
+	$(VENV)/bin/python tests/test_files_python.py $(BUILD)/files_driver
 
 test-c: $(addprefix $(BUILD)/,$(TESTS))
 	@for t in $(TESTS); do echo "== $$t"; $(BUILD)/$$t || exit 1; done
@@ -94,9 +116,10 @@ test-cli: $(BUILD)/lsae $(BUILD)/encode
 	$(PYNUMPY) tests/test_cli.py $(BUILD)
 
 # lsae report's page, opened in headless Chromium
+CHROMIUM ?=
 test-report: $(BUILD)/lsae
 	@if [ -z "$(PYNUMPY)" ]; then echo "test-report: needs python3 (apt install python3-numpy)"; exit 1; fi
-	$(PYNUMPY) tests/test_report.py $(BUILD)
+	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)
 
 # the header alone, in every language mode, with and without OpenMP; included
 # twice in one file; LATENTSAE_STATIC; allocator overrides
@@ -110,6 +133,12 @@ test-compile: | $(BUILD)/compile
 	if command -v clang >/dev/null 2>&1; then for src in $(COMPILE_SRC); do n=$$(basename $$src .c); \
 	  clang -std=c99 $(WARN) -o $(BUILD)/compile/$$n $$src -lm && $(BUILD)/compile/$$n > /dev/null || { echo "FAILED: clang $$src"; exit 1; }; done; fi; \
 	echo "== header compiles as C99, C11, C++11, C++17, with and without OpenMP: ok"
+
+# the data-path benchmark (not a test): shuffled batches vs a sequential read
+$(BUILD)/bench_loader: bench/bench_loader.c $(HDR) | $(BUILD)
+	$(CC) -std=c99 $(OPT) $(ARCH) $(WARN) -o $@ $< -lm
+bench-loader: $(BUILD)/bench_loader
+	$(BUILD)/bench_loader
 
 # The README's first command: train an SAE on the bundled Debian package
 # descriptions (examples/data), print 8 latents drawn at random with the texts

@@ -124,9 +124,40 @@
                             a run-time lsae_allocator overrides it per object
       LSAE_ASSERT(x)        internal consistency checks (default: assert)
       LSAE_NO_STDIO         leave out every function that touches files
+      LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
+      LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
+                            the batches are the same)
       LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
+
+   Files (SPEC section 3; the functions are under "files" below).
+   - Models: DIR/cfg.json + DIR/sae.safetensors, read and written as
+     latent-sae and sparsify do (F32, F16, BF16 read; F32 written); every
+     cfg.json version in the wild; SAELens directories converted both ways;
+     published models found offline in the Hugging Face cache.
+   - Embeddings: .npy (v1-v3, <f4/<f2, C order), .safetensors (a 2-D F32,
+     F16 or BF16 tensor), raw f32/f16/bf16 dumps, torch.save'd .pt tensors,
+     and directories of such shards; Parquet through tools/parquet_to_npy.py.
+     Files are memory-mapped where POSIX allows, and every header is checked
+     against the file's size before anything is allocated.
+   - Loader: shuffled (pieces of the data per epoch, rows inside a window),
+     seeded, seekable by rows consumed, prefetched by a thread where POSIX
+     threads exist (link with -pthread on glibc older than 2.34), NaN/Inf
+     rows dropped and counted.
+   - Checkpoints: a directory with the model files and state.bin:
+        "LSAESTAT", u32 version 1, u32 header size 128, u64 d_in, L, k,
+        optimizer steps, u32 b_dec initialised, u32 flags, u64 blob length,
+        u64 hashes of cfg.json and sae.safetensors, u64 payload length,
+        zero padding to 128; then u64 samples-since-fired [L], Adam m and v
+        (W_enc, b_enc, W_dec, b_dec as float32), the caller's blob; then a
+        u64 hash of all that (little-endian throughout; the hash is defined
+        at lsae__hash). Written as DIR.tmp and swapped in by renames, so a
+        kill -9 at any moment leaves a checkpoint that loads.
+   A program that defines _POSIX_C_SOURCE (or builds in the compiler's
+   default mode) gets mmap, the prefetch thread and directory listing; a
+   strict ISO C build reads with stdio, loads synchronously and takes files
+   one at a time.
 
    Glossary: a latent is "dead" when it has not been in any row's top-k for
    more than dead_feature_threshold training rows; AuxK trains the top
@@ -391,9 +422,9 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
 
 /* A checkpoint directory: the model files (cfg.json, sae.safetensors, which
    latent-sae loads as a model) plus the trainer's state in state.bin (Adam
-   moments, step, dead-latent counters, b_dec flag; format documented at
-   lsae__ckpt_verify in the implementation: magic "LSAESTAT", version, dims,
-   checksums) and an opaque caller blob (the loader's rows_read, an RNG
+   moments, step, dead-latent counters, b_dec flag; the format is in the
+   doc block at the top of this file and at the "checkpoints" section of
+   the implementation) and an opaque caller blob (the loader's rows_read, an RNG
    state, ...). The whole directory is written as DIR.tmp and swapped into
    place by renames, so a crash (kill -9, power loss) at any moment leaves the
    previous checkpoint or the new one loadable. trainer may be NULL (model
@@ -478,8 +509,11 @@ LSAE_DEF const char *lsae_dataset_shard_path(const lsae_dataset *ds, size_t i);
    run resumed with lsae_loader_seek sees exactly the batches it would have;
    it is the same with and without prefetch. The exact sequence (pieces of
    window_rows / 8 rows shuffled per epoch, windows shuffled inside) is
-   written down at lsae_loader in the implementation. Memory: two windows
-   with prefetch (one without) of window_rows x d_in floats, plus a batch. */
+   written down at lsae_loader in the implementation. Memory: a batch, and
+   per window (two with prefetch, one without) a row index; rows of
+   memory-mapped float32 shards are served from the page cache in place,
+   other rows (float16, bfloat16, unmapped files) take window_rows x d_in
+   floats per window. */
 typedef struct lsae_loader_options {
     size_t batch_size;          /* rows per batch; required */
     int shuffle;                /* 1 */
@@ -3152,6 +3186,9 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 #endif
 #else
 #include <time.h>
+#if defined(_WIN32)
+#include <sys/stat.h>
+#endif
 #endif
 
 /* Seconds on a monotonic clock where there is one (the loader's stall time). */
@@ -4145,6 +4182,15 @@ static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
 #undef LSAE__PUSH
 }
 
+/* whether tensor value t has a size tuple of two entries */
+static int lsae__pickle_is_2d(const lsae__pickle *P, size_t t)
+{
+    size_t args = P->v[t].n, sz;
+    if (P->v[args].type != LSAE__PV_TUPLE || P->v[args].n < 4) return 0;
+    sz = P->kids[P->v[args].s + 2];
+    return P->v[sz].type == LSAE__PV_TUPLE && P->v[sz].n == 2;
+}
+
 /* Find the tensor to read in the unpickled value v: v itself, or the one
    2-D tensor (or the one named `name`) inside a dict, list or tuple. */
 static size_t lsae__pickle_pick(const lsae__pickle *P, size_t v, const char *name, size_t *found)
@@ -4156,12 +4202,12 @@ static size_t lsae__pickle_pick(const lsae__pickle *P, size_t v, const char *nam
         for (i = 0; i + 1 < P->v[v].n; i += 2) {
             size_t key = P->kids[P->v[v].s + i], val = P->kids[P->v[v].s + i + 1];
             if (P->v[val].type != LSAE__PV_TENSOR) continue;
-            if (name ? lsae__pv_streq(P, key, name) : 1) { ++*found; pick = val; }
+            if (name ? lsae__pv_streq(P, key, name) : lsae__pickle_is_2d(P, val)) { ++*found; pick = val; }
         }
     } else if (P->v[v].type == LSAE__PV_LIST || P->v[v].type == LSAE__PV_TUPLE) {
         for (i = 0; i < P->v[v].n; ++i) {
             size_t val = P->kids[P->v[v].s + i];
-            if (P->v[val].type == LSAE__PV_TENSOR) { ++*found; pick = val; }
+            if (P->v[val].type == LSAE__PV_TENSOR && lsae__pickle_is_2d(P, val)) { ++*found; pick = val; }
         }
     }
     return pick;
@@ -4206,8 +4252,8 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
     if ((r = lsae__pickle_run(&P, &top)) != LSAE_OK) goto done;
     tv = lsae__pickle_pick(&P, top, name, &found);
     if (found != 1) {
-        r = lsae__err(found ? LSAE_INVALID_ARGS : LSAE_BAD_FILE, "%s: holds %s%zu tensors%s%s; %s", path, name ? "" : "", found,
-                      name ? " named " : "", name ? name : "", found ? "name the one to read" : "torch.save(tensor) of one 2-D float tensor is expected");
+        r = lsae__err(found ? LSAE_INVALID_ARGS : LSAE_BAD_FILE, "%s: holds %zu %s%s; %s", path, found,
+                      name ? "tensors named " : "2-D tensors", name ? name : "", found ? "name the one to read" : "torch.save(tensor) of one 2-D float tensor is expected");
         goto done;
     }
     args = P.v[tv].n;
@@ -4550,6 +4596,17 @@ LSAE_DEF const char *lsae_dataset_shard_path(const lsae_dataset *ds, size_t i)
     return ds && i < ds->nshards ? ds->shards[i].path : NULL;
 }
 
+static size_t lsae__find_shard(const lsae_dataset *ds, uint64_t g);
+
+/* Where global row g's bytes lie, when they can be used as float32 in place
+   (a mapped little-endian F32 shard), else NULL. */
+static const unsigned char *lsae__dataset_direct(const lsae_dataset *ds, uint64_t g)
+{
+    const lsae__shard *sh = &ds->shards[lsae__find_shard(ds, g)];
+    if (!sh->map || sh->dtype != LSAE__DT_F32 || !lsae__little_endian()) return NULL;
+    return sh->map + sh->offset + (g - sh->first) * ds->d * 4;
+}
+
 /* the shard holding global row g: the last one whose first row is <= g */
 static size_t lsae__find_shard(const lsae_dataset *ds, uint64_t g)
 {
@@ -4645,9 +4702,10 @@ typedef struct lsae__window {
     uint64_t index;         /* window sequence number in the stream */
     uint64_t start;         /* stream position of its first row */
     size_t n;               /* rows */
-    float *rows;            /* [W, d] in virtual order */
+    const unsigned char **rowp; /* [W] where each row's float32 bytes are, in virtual order */
+    float *rows;            /* [W, d] rows that had to be converted; allocated when first needed */
     uint32_t *perm;         /* [W] emission order */
-    unsigned char *bad;     /* [W] row holds NaN or Inf */
+    unsigned char touch;    /* what reading the pages gave, kept so it is not optimised away */
     int state;
     lsae_result err;
     char msg[512];
@@ -4745,13 +4803,47 @@ static void lsae__epoch_order(lsae_loader *ld, uint64_t e)
     ld->have_order = 1;
 }
 
+/* 1 if any of the d little-endian float32 values at x is NaN or Inf. A
+   float is NaN or Inf exactly when its exponent bits are all ones, and then
+   (bits & 0x7F800000) + 0x00800000 carries into bit 31; two floats go
+   through a 64-bit word at once (the low half's sum never reaches bit 32),
+   four words per step on independent accumulators: no branch and no
+   comparison chain, several GB/s even where the compiler does not vectorise. */
+static int lsae__row_nonfinite(const unsigned char *x, size_t d)
+{
+    const uint64_t M = 0x7F8000007F800000ull, A = 0x0080000000800000ull;
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    size_t i = 0, n = d * 4;
+    if (!lsae__little_endian()) {
+        for (i = 0; i < n; i += 4) if (((uint32_t)lsae__get_le(x + i, 4) & 0x7F800000u) == 0x7F800000u) return 1;
+        return 0;
+    }
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w0, w1, w2, w3;
+        memcpy(&w0, x + i, 8);
+        memcpy(&w1, x + i + 8, 8);
+        memcpy(&w2, x + i + 16, 8);
+        memcpy(&w3, x + i + 24, 8);
+        a0 |= (w0 & M) + A;
+        a1 |= (w1 & M) + A;
+        a2 |= (w2 & M) + A;
+        a3 |= (w3 & M) + A;
+    }
+    for (; i + 4 <= n; i += 4) {
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        a0 |= (uint64_t)((u & 0x7F800000u) + 0x00800000u);
+    }
+    return ((a0 | a1 | a2 | a3) & 0x8000000080000000ull) != 0;
+}
+
 /* Read window number j (in stream order) into w: rows, NaN flags, emission order.
    Touches only w and the epoch-order cache, so the prefetch thread can run it
    while the consumer reads the other slot. */
 static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t j)
 {
     uint64_t e = j / ld->nw, wi = j % ld->nw, v0 = wi * ld->W, v, vend;
-    size_t lo, hi, r, c;
+    size_t lo, hi, r;
     lsae_result res;
     w->index = j;
     w->start = e * ld->N + v0;
@@ -4767,21 +4859,43 @@ static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t 
     }
     v = v0;
     vend = v0 + w->n;
-    while (v < vend) {
-        size_t p = ld->order[lo];
-        uint64_t in = v - ld->vstart[lo], take = ld->piece_rows[p] - in;
-        if (take > vend - v) take = vend - v;
-        if (take && (res = lsae_dataset_read(ld->ds, ld->piece_first[p] + in, (size_t)take, w->rows + (size_t)(v - v0) * ld->d)) != LSAE_OK) return res;
-        v += take;
-        ++lo;
-    }
-    for (r = 0; r < w->n; ++r) {
-        const float *x = w->rows + r * ld->d;
-        unsigned char bad = 0;
-        for (c = 0; c < ld->d; ++c)
-            if (!isfinite(x[c])) { bad = 1; break; }
-        w->bad[r] = bad;
-        w->perm[r] = (uint32_t)r;
+    /* Rows of a memory-mapped little-endian float32 shard are used where they
+       lie (no copy: the batch is gathered straight from the page cache);
+       other rows are read and converted into w->rows, in slices of about
+       256 KiB. A mapped slice has one byte of each of its pages read here,
+       so a file not yet in the page cache is read from disk by this (the
+       prefetch) thread, not by the consumer. Non-finite rows are found as
+       they are copied into a batch, while they are in cache: the data is
+       read once. */
+    {
+        const size_t rb = ld->d * sizeof(float);
+        size_t slice = ((size_t)256 << 10) / rb;
+        if (slice == 0) slice = 1;
+        while (v < vend) {
+            size_t p = ld->order[lo], at = (size_t)(v - v0);
+            uint64_t in = v - ld->vstart[lo], take = ld->piece_rows[p] - in;
+            const unsigned char *direct;
+            if (take > vend - v) take = vend - v;
+            if (take > slice) take = slice;
+            direct = lsae__dataset_direct(ld->ds, ld->piece_first[p] + in);
+            if (direct) {
+                const size_t bytes = (size_t)take * rb;
+                size_t q;
+                unsigned char touch = 0;
+                for (r = 0; r < (size_t)take; ++r) w->rowp[at + r] = direct + r * rb;
+                for (q = 0; q < bytes; q += 4096) touch ^= direct[q];
+                touch ^= direct[bytes - 1];
+                w->touch ^= touch;
+            } else {
+                if (!w->rows && !(w->rows = (float *)lsae__alloc_array(ld->alloc, (size_t)ld->W, rb, "loader window (lower window_rows?)")))
+                    return LSAE_OUT_OF_MEMORY;
+                if ((res = lsae_dataset_read(ld->ds, ld->piece_first[p] + in, (size_t)take, w->rows + at * ld->d)) != LSAE_OK) return res;
+                for (r = 0; r < (size_t)take; ++r) w->rowp[at + r] = (const unsigned char *)(w->rows + (at + r) * ld->d);
+            }
+            for (r = at; r < at + (size_t)take; ++r) w->perm[r] = (uint32_t)r;
+            v += take;
+            if (v >= ld->vstart[lo + 1]) ++lo;
+        }
     }
     if (ld->opt.shuffle) lsae__shuffle_u32(w->perm, w->n, lsae__key(ld->opt.seed, e, wi));
     return LSAE_OK;
@@ -4871,8 +4985,8 @@ LSAE_DEF void lsae_loader_free(lsae_loader *ld)
 #endif
     for (i = 0; i < 2; ++i) {
         lsae__free(ld->alloc, ld->win[i].rows);
+        lsae__free(ld->alloc, (void *)ld->win[i].rowp);
         lsae__free(ld->alloc, ld->win[i].perm);
-        lsae__free(ld->alloc, ld->win[i].bad);
     }
     lsae__free(ld->alloc, ld->piece_first);
     lsae__free(ld->alloc, ld->piece_rows);
@@ -4938,9 +5052,8 @@ LSAE_DEF lsae_result lsae_loader_create(lsae_dataset *ds, const lsae_loader_opti
         }
     }
     for (i = 0; i < (size_t)ld->nslots; ++i) {
-        if (!(ld->win[i].rows = (float *)lsae__alloc_array(ld->alloc, (size_t)W, ld->d * sizeof(float), "loader window (lower window_rows?)")) ||
-            !(ld->win[i].perm = (uint32_t *)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(uint32_t), "loader window order")) ||
-            !(ld->win[i].bad = (unsigned char *)lsae__alloc_array(ld->alloc, (size_t)W, 1, "loader window flags"))) {
+        if (!(ld->win[i].rowp = (const unsigned char **)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(unsigned char *), "loader window rows")) ||
+            !(ld->win[i].perm = (uint32_t *)lsae__alloc_array(ld->alloc, (size_t)W, sizeof(uint32_t), "loader window order"))) {
             lsae_loader_free(ld);
             return LSAE_OUT_OF_MEMORY;
         }
@@ -5008,8 +5121,21 @@ LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size
         if ((uint64_t)(end - off) > ld->total - ld->pos) end = off + (size_t)(ld->total - ld->pos);
         while (off < end && count < B) {
             uint32_t src = w->perm[off++];
-            if (w->bad[src]) ++ld->stats.rows_dropped;
-            else memcpy(ld->batch + count++ * ld->d, w->rows + (size_t)src * ld->d, ld->d * sizeof(float));
+#if defined(__GNUC__) || defined(__clang__)
+            /* the rows come from random places: start fetching one a few
+               rows ahead (its first lines and its page-table walk) while
+               this one is copied */
+            if (off + 3 < end) {
+                const unsigned char *nx = w->rowp[w->perm[off + 3]];
+                __builtin_prefetch(nx, 0, 0);
+                __builtin_prefetch(nx + 64, 0, 0);
+                __builtin_prefetch(nx + 4 * ld->d - 1, 0, 0);
+            }
+#endif
+            /* copy, then check the copy while it is in cache; a bad row is overwritten by the next */
+            memcpy(ld->batch + count * ld->d, w->rowp[src], ld->d * sizeof(float));
+            if (lsae__row_nonfinite((const unsigned char *)(ld->batch + count * ld->d), ld->d)) ++ld->stats.rows_dropped;
+            else ++count;
         }
         ld->pos = w->start + off;
     }

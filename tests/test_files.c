@@ -601,6 +601,20 @@ static void test_loader(void)
     CHECK(b.nrows == a.nrows && memcmp(a.rows, b.rows, a.nrows * d * sizeof(float)) != 0);
     free(b.rows);
     o.seed = 42;
+    {
+        /* rows served in place from the mapping, or read into the window: the same batches */
+        lsae_dataset_options dop = lsae_dataset_options_default();
+        lsae_dataset *du = NULL;
+        dop.no_mmap = 1;
+        OK(lsae_dataset_open(lsae_dataset_num_shards(ds) > 1 ? TDIR "/loader" : lsae_dataset_shard_path(ds, 0), &dop, NULL, &du));
+        if (du) {
+            run_loader(du, &o, 0, &b, 4 * n);
+            CHECK(b.nrows == a.nrows && memcmp(a.rows, b.rows, a.nrows * d * sizeof(float)) == 0);
+            free(b.rows);
+            lsae_dataset_close(du);
+        }
+    }
+    o.seed = 42;
     /* seek to the position after any batch: the rest is what the full run saw */
     {
         size_t cuts[] = { 0, 1, 7, 19, 20, 21, 40, 58 }, q;

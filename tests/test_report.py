@@ -38,6 +38,8 @@ def check(cond, what):
 
 
 def find_chromium():
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"]
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
         if path:
