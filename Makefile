@@ -148,7 +148,7 @@ bench-loader: $(BUILD)/bench_loader
 DEMO_DIR = $(BUILD)/demo
 DEMO_DATA = examples/data/embeddings
 DEMO_TEXTS = examples/data/texts.txt
-demo: $(BUILD)/lsae
+demo: $(BUILD)/lsae $(BUILD)/encode $(BUILD)/quickstart
 	@rm -rf $(DEMO_DIR)
 	$(BUILD)/lsae train --data $(DEMO_DATA) --texts $(DEMO_TEXTS) --k 8 --expansion-factor 4 \
 	    --batch-size 256 --epochs 25 --lr-warmup-steps 100 --dead-feature-threshold 40000 --out $(DEMO_DIR)
