@@ -752,8 +752,8 @@ typedef struct data_args {
     uint64_t d_in;
 } data_args;
 
-#define DATA_OPTS(da) \
-    OPT_GROUP("data (what EMBEDDINGS / --data may be)"), \
+#define DATA_OPTS(da) OPT_GROUP("data (what EMBEDDINGS / --data may be)"), DATA_OPT_ROWS(da)
+#define DATA_OPT_ROWS(da) \
     OPT("--format", NULL, O_STR, &(da).format, "FMT", "auto", "auto, npy, safetensors, raw or pt; auto goes by extension, then by the file's first bytes"), \
     OPT("--tensor", NULL, O_STR, &(da).tensor, "NAME", "the only 2-D tensor", "which tensor of a .safetensors file holds the rows"), \
     OPT("--raw-dtype", NULL, O_STR, &(da).raw_dtype, "T", NULL, "read a headerless dump of f32, f16 or bf16 values (needs --d-in)"), \
@@ -1398,7 +1398,7 @@ static int cmd_encode(int argc, char **argv)
 /* Dead latents by the trainer's own counters, when MODEL is a run directory
    with a checkpoint: latents out of every top-k for more than
    dead_feature_threshold training samples. Returns 0 when not available. */
-static int training_dead(const char *where, const lsae_model *m, size_t *n_dead, double *step, double *threshold)
+static int training_dead(const char *where, const lsae_model *m, size_t *n_dead, double *step, double *threshold, char *why, size_t why_cap)
 {
     char path[PATH_CAP], ck[PATH_CAP];
     jval run;
@@ -1411,14 +1411,18 @@ static int training_dead(const char *where, const lsae_model *m, size_t *n_dead,
     int ok = 0;
     join_path(path, where, "run.json");
     join_path(ck, where, "checkpoint");
+    snprintf(why, why_cap, "needs a run directory with checkpoint/ (lsae train writes one)");
     if (!is_dir(ck) || !jload(path, &run)) return 0;
     cfg = *lsae_model_config(m);
     cfg.dead_feature_threshold = (uint64_t)jnum(&run, "dead_feature_threshold", 10000000);
     cfg.init_b_dec = 0;
     jfree(&run);
     since = (uint64_t *)xcalloc(L, sizeof(uint64_t));
-    if (lsae_model_create(&cfg, NULL, &m2) == LSAE_OK && lsae_trainer_create(m2, &cfg, &tr) == LSAE_OK &&
-        lsae_checkpoint_load(ck, m2, tr, NULL, 0, NULL) == LSAE_OK) {
+    snprintf(why, why_cap, "checkpoint/ unreadable");
+    if (lsae_model_create(&cfg, NULL, &m2) != LSAE_OK || lsae_trainer_create(m2, &cfg, &tr) != LSAE_OK ||
+        lsae_checkpoint_load(ck, m2, tr, NULL, 0, NULL) != LSAE_OK) {
+        snprintf(why, why_cap, "checkpoint/ unreadable: %s", lsae_last_error());
+    } else {
         memset(&st, 0, sizeof st);
         st.since_fired = since;
         if (lsae_trainer_get_state(tr, &st) == LSAE_OK) {
@@ -1471,6 +1475,7 @@ static int cmd_eval(int argc, char **argv)
     size_t j, l, dims_used = 0, n_dead = 0, never = 0;
     uint64_t hist[NBUCKET] = { 0 }, maxh = 0;
     double N, tv = 0, sse = 0, perdim = 0, fvu, fvu_pd, mse, l0, step = 0, thr = 0;
+    char why[1200];
     int have_dead, b;
     opt o[] = {
         OPT_GROUP("options"),
@@ -1507,7 +1512,7 @@ static int cmd_eval(int argc, char **argv)
         if (hist[b] > maxh) maxh = hist[b];
         never += s.fires[l] == 0;
     }
-    have_dead = training_dead(where, m, &n_dead, &step, &thr);
+    have_dead = training_dead(where, m, &n_dead, &step, &thr, why, sizeof why);
     if (as_json) {
         printf("{\"model\": ");
         json_str(stdout, where);
@@ -1522,7 +1527,7 @@ static int cmd_eval(int argc, char **argv)
         printf(", \"l0\": "); json_num(stdout, l0);
         printf(", \"never_fired\": %zu", never);
         if (have_dead) printf(", \"dead\": %zu, \"dead_at_step\": %.0f, \"dead_feature_threshold\": %.0f", n_dead, step, thr);
-        else printf(", \"dead\": null");
+        else { printf(", \"dead\": null, \"dead_unavailable\": "); json_str(stdout, why); }
         printf(", \"fire_rate_histogram\": [");
         for (b = 0; b < NBUCKET; ++b) {
             printf("%s{\"bucket\": ", b ? ", " : "");
@@ -1555,7 +1560,7 @@ static int cmd_eval(int argc, char **argv)
             printf("  dead (training)      %-10zu %.2f%%: out of every top-k for > %.0f samples at step %.0f\n", n_dead,
                    100.0 * (double)n_dead / (double)s.L, thr, step);
         else
-            printf("  dead (training)      n/a        needs a run directory with checkpoint/ (lsae train writes one)\n");
+            printf("  dead (training)      n/a        %s\n", why);
         printf("fire rate (fraction of rows a latent is active on): latents per bucket\n");
         for (b = 0; b < NBUCKET; ++b) {
             int bar = maxh ? (int)((40.0 * (double)hist[b] + (double)maxh - 1) / (double)maxh) : 0;
@@ -2343,10 +2348,7 @@ static int cmd_train(int argc, char **argv)
         OPT("--epochs", NULL, O_U64, &epochs, "N", "1", "passes over the data"),
         OPT("--max-samples", NULL, O_U64, &max_samples, "N", "0 = no limit", "stop after N rows in all (across epochs)"),
         OPT("--no-shuffle", NULL, O_FLAG, &no_shuffle, NULL, NULL, "read rows in file order (default: shards and rows shuffled by --seed)"),
-        OPT("--format", NULL, O_STR, &da.format, "FMT", "auto", "auto, npy, safetensors, raw or pt"),
-        OPT("--tensor", NULL, O_STR, &da.tensor, "NAME", "the only 2-D tensor", "which tensor of a .safetensors file holds the rows"),
-        OPT("--raw-dtype", NULL, O_STR, &da.raw_dtype, "T", NULL, "read a headerless dump of f32, f16 or bf16 values (needs --d-in)"),
-        OPT("--d-in", NULL, O_U64, &da.d_in, "N", "from the file", "values per row: required for raw dumps, otherwise checked against the file"),
+        DATA_OPT_ROWS(da),
         OPT_GROUP("model"),
         OPT("--k", NULL, O_U64, &k, "N", "32", "active latents per row"),
         OPT("--expansion-factor", NULL, O_U64, &expansion, "N", "32", "latents = d_in x N"),
