@@ -123,7 +123,7 @@ test-report: $(BUILD)/lsae
 
 # the header alone, in every language mode, with and without OpenMP; included
 # twice in one file; LATENTSAE_STATIC; allocator overrides
-COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c
+COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c tests/compile/nostdio.c
 test-compile: | $(BUILD)/compile
 	@set -e; for src in $(COMPILE_SRC); do n=$$(basename $$src .c); \
 	  for mode in "$(CC) -std=c99 $(OMP)" "$(CC) -std=c99" "$(CC) -std=c11 $(OMP)" "$(CXX) -x c++ -std=c++11 $(OMP)" "$(CXX) -x c++ -std=c++17"; do \

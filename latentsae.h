@@ -425,7 +425,9 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
    moments, step, dead-latent counters, b_dec flag; the format is in the
    doc block at the top of this file and at the "checkpoints" section of
    the implementation) and an opaque caller blob (the loader's rows_read, an RNG
-   state, ...). The whole directory is written as DIR.tmp and swapped into
+   state, ...). The trainer draws no random numbers after lsae_model_create,
+   so the data position is all a resumed run needs beyond this state: keep
+   lsae_loader_stats.rows_read in the blob and lsae_loader_seek to it. The whole directory is written as DIR.tmp and swapped into
    place by renames, so a crash (kill -9, power loss) at any moment leaves the
    previous checkpoint or the new one loadable. trainer may be NULL (model
    only: zero moments). Refused between accumulate and apply, and after the
@@ -2267,6 +2269,10 @@ static lsae_result lsae__json_value(lsae__json *j, size_t *pos, int depth)
             }
         }
         j->tok[ti].size = count;
+    } else if (c == '-' && j->n - *pos >= 9 && memcmp(j->s + *pos + 1, "Infinity", 8) == 0) {
+        /* Python's json writes -Infinity too */
+        j->tok[ti].type = LSAE__J_NUM;
+        *pos += 9;
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         p = *pos;
         if (j->s[p] == '-') ++p;
@@ -2293,7 +2299,7 @@ static lsae_result lsae__json_value(lsae__json *j, size_t *pos, int depth)
 }
 
 /* Parse text [0, n) that must hold one JSON value (trailing spaces allowed). */
-static lsae_result lsae__json_parse(lsae__json *j, const char *s, size_t n, const lsae_allocator *alloc)
+LSAE__MAYBE_UNUSED static lsae_result lsae__json_parse(lsae__json *j, const char *s, size_t n, const lsae_allocator *alloc)
 {
     size_t pos = 0;
     lsae_result r;
@@ -2368,7 +2374,7 @@ static int lsae__json_str_eq(const lsae__json *j, size_t t, const char *want)
 
 /* The value token of key in object token obj, or 0 when absent (token 0 is
    never a value: it is the root). */
-static size_t lsae__json_get(const lsae__json *j, size_t obj, const char *key)
+LSAE__MAYBE_UNUSED static size_t lsae__json_get(const lsae__json *j, size_t obj, const char *key)
 {
     size_t t, i;
     if (j->tok[obj].type != LSAE__J_OBJ) return 0;
@@ -2383,7 +2389,7 @@ static size_t lsae__json_get(const lsae__json *j, size_t obj, const char *key)
 
 /* A non-negative integer value, exactly (no float detour); 1.0e3-style and
    32.0 are accepted when integral. 0 if not such a number or > max. */
-static int lsae__json_u64(const lsae__json *j, size_t t, uint64_t max, uint64_t *out)
+LSAE__MAYBE_UNUSED static int lsae__json_u64(const lsae__json *j, size_t t, uint64_t max, uint64_t *out)
 {
     size_t p = j->tok[t].start, e = j->tok[t].end;
     uint64_t v = 0;
@@ -2431,7 +2437,7 @@ LSAE__MAYBE_UNUSED static int lsae__json_double(const lsae__json *j, size_t t, d
     return 1;
 }
 
-static int lsae__json_bool(const lsae__json *j, size_t t, int *out)
+LSAE__MAYBE_UNUSED static int lsae__json_bool(const lsae__json *j, size_t t, int *out)
 {
     if (j->tok[t].type == LSAE__J_TRUE) { *out = 1; return 1; }
     if (j->tok[t].type == LSAE__J_FALSE) { *out = 0; return 1; }
@@ -2475,7 +2481,7 @@ static int lsae__little_endian(void)
 
 /* Convert n little-endian elements of dtype (1 = F32, 2 = F16, 3 = BF16) in
    src to floats in dst. */
-static void lsae__to_f32(float *dst, const unsigned char *src, size_t n, int dtype)
+LSAE__MAYBE_UNUSED static void lsae__to_f32(float *dst, const unsigned char *src, size_t n, int dtype)
 {
     size_t i;
     if (dtype == 1) {
@@ -4682,9 +4688,11 @@ LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t 
    with shards smaller than P it is exactly a shuffle of the shard order.
 
    Windows: virtual rows [w W, min((w + 1) W, N)) form window w of the epoch
-   (W = window_rows). A window is read whole (a few long sequential reads, one
-   per piece it touches) and its rows are emitted in the order of a
-   Fisher-Yates shuffle drawn from key(seed, e, w).
+   (W = window_rows). A window is brought in whole by the prefetch thread (a
+   few long sequential passes, one per piece it touches: pages of mapped
+   float32 shards are touched, other rows read and converted) and its rows
+   are emitted in the order of a Fisher-Yates shuffle drawn from
+   key(seed, e, w).
 
    Rows holding NaN or Inf are skipped and counted; the others fill batches of
    batch_size rows in stream order, across window and epoch boundaries. A
@@ -5778,6 +5786,18 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
         const lsae__st_tensor *t = &st.t[i];
         int q, known = 0;
         for (q = 0; q < 4; ++q) known |= strcmp(t->name, names[q]) == 0;
+        if (!known && strcmp(t->name, "scaling_factor") == 0 && t->ndim == 1 && t->shape[0] == L) {
+            /* older SAELens files carry a fine-tuning scaling factor; all ones
+               (as SAELens itself then drops it) is harmless, anything else is not */
+            float *sf = (float *)lsae__alloc_array(m->alloc, L, sizeof(float), "scaling_factor");
+            if (!sf) { r = LSAE_OUT_OF_MEMORY; goto done; }
+            if ((r = lsae__st_read_f32(f, path, &st, t, 0, L, sf)) == LSAE_OK)
+                for (j = 0; j < L; ++j)
+                    if (sf[j] != 1.0f) { r = lsae__err(LSAE_UNSUPPORTED, "%s: scaling_factor[%zu] is %g; only an all-ones scaling factor converts", path, j, (double)sf[j]); break; }
+            lsae__free(m->alloc, sf);
+            if (r != LSAE_OK) goto done;
+            continue;
+        }
         if (!known) { r = lsae__err(LSAE_UNSUPPORTED, "%s: holds tensor '%s', which a SAELens TopK SAE does not have; refusing rather than ignoring it", path, t->name); goto done; }
     }
     for (i = 0; i < 4; ++i) {

@@ -116,6 +116,12 @@ static void test_cfg_versions(void)
     CHECK(c.d_in == 768 && lsae_config_num_latents(&c) == 768 * 32 && c.k == 64 && c.normalize_decoder == 1);
     OK(lsae_config_from_json(today, strlen(today), &c));
     CHECK(c.d_in == 16 && lsae_config_num_latents(&c) == 64 && c.k == 4 && c.multi_topk == 0);
+    {
+        /* Python's json.dump writes NaN, Infinity and -Infinity for floats we do not read */
+        const char *py = "{\"d_in\": 8, \"k\": 2, \"a\": NaN, \"b\": Infinity, \"c\": -Infinity, \"e\": [1e-3, -0.5, \"\\u00e9\"]}";
+        OK(lsae_config_from_json(py, strlen(py), &c));
+        CHECK(c.d_in == 8 && c.k == 2);
+    }
     OK(lsae_config_from_json(sparsify, strlen(sparsify), &c));
     CHECK(c.d_in == 2048 && lsae_config_num_latents(&c) == 65536 && c.k == 32);
     for (i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
@@ -358,6 +364,76 @@ static void test_safetensors_data(void)
     o.tensor_name = "ids";
     r = lsae_dataset_open(p, &o, NULL, &ds);
     CHECKF(r == LSAE_BAD_FILE && msg_has("1 dimensions"), "%s", lsae_last_error());
+}
+
+/* safetensors headers beyond test_core's cases: each refused, naming the file */
+static void st_file(const char *path, const char *hdr, size_t data)
+{
+    FILE *f = fopen(path, "wb");
+    unsigned char len8[8];
+    size_t i, n = strlen(hdr);
+    for (i = 0; i < 8; ++i) len8[i] = (unsigned char)((unsigned long long)n >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fwrite(hdr, 1, n, f);
+    for (i = 0; i < data; ++i) fputc(0, f);
+    fclose(f);
+}
+
+static void test_safetensors_headers(void)
+{
+    static const struct { const char *hdr; size_t data; const char *msg; } cases[] = {
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, "gap" },
+        { "{\"__metadata__\":[1,2],\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "__metadata__" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, "bad shape" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "bad size" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,\"8\"]}}", 8, "data_offsets" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,16]}}", 16, "data_offsets" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "at most 8" },
+        { "{\"a\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "need 6" },
+        { "[1, 2, 3]", 0, "not a JSON object" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}trailing", 8, "after the value" },
+    };
+    const char *p = TDIR "/bad.safetensors";
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        lsae_dataset *ds = NULL;
+        lsae_dataset_options o = lsae_dataset_options_default();
+        lsae_result r;
+        st_file(p, cases[i].hdr, cases[i].data);
+        o.format = LSAE_FORMAT_SAFETENSORS;
+        r = lsae_dataset_open(p, &o, NULL, &ds);
+        CHECKF(r == LSAE_BAD_FILE && msg_has(cases[i].msg) && msg_has(p), "case %zu: %s -> %s: %s", i, cases[i].hdr, lsae_result_string(r), lsae_last_error());
+    }
+    {
+        lsae_dataset *ds = NULL;
+        lsae_dataset_options o = lsae_dataset_options_default();
+        o.format = LSAE_FORMAT_SAFETENSORS;
+        write_bytes(p, "abc", 3);
+        CHECK(lsae_dataset_open(p, &o, NULL, &ds) == LSAE_BAD_FILE && msg_has("too short"));
+    }
+    /* a model whose weights file was cut short: refused, no model returned */
+    {
+        lsae_config c = lsae_config_default(8);
+        lsae_model *m = NULL, *m2 = NULL;
+        FILE *f;
+        long n;
+        char *buf;
+        c.k = 2;
+        c.expansion_factor = 2;
+        OK(lsae_model_create(&c, NULL, &m));
+        OK(lsae_model_save(m, TDIR "/cut_model"));
+        f = fopen(TDIR "/cut_model/sae.safetensors", "rb");
+        fseek(f, 0, SEEK_END);
+        n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        buf = (char *)malloc((size_t)n);
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) CHECK(0);
+        fclose(f);
+        write_bytes(TDIR "/cut_model/sae.safetensors", buf, (size_t)n - 10);
+        CHECK(lsae_model_load(TDIR "/cut_model", NULL, &m2) == LSAE_BAD_FILE && m2 == NULL && msg_has("truncated"));
+        free(buf);
+        lsae_model_free(m);
+    }
 }
 
 static void test_torch_errors(void)
@@ -920,22 +996,32 @@ static int ckpt_saver(void)
 static void test_checkpoint_kill9(const char *self)
 {
     const char *dir = TDIR "/k9";
-    int round, loaded = 0;
+    int round, loaded = 0, mid_save = 0, swap_cut = 0;
     RM_CKPT(dir); RM_CKPT(TDIR "/k9.tmp"); RM_CKPT(TDIR "/k9.old");
     for (round = 0; round < 12; ++round) {
         pid_t pid = fork();
         if (pid == 0) {
+            setenv("OMP_NUM_THREADS", "1", 1); /* tiny steps: most of the saver's time is spent saving */
             execl(self, self, "--ckpt-saver", (char *)NULL);
             _exit(6);
         } else if (pid > 0) {
             struct timespec ts;
             int status;
+            if (round == 0) {
+                /* let the first checkpoint appear (however slow this build or machine), then kill at random */
+                int waited;
+                ts.tv_sec = 0;
+                ts.tv_nsec = 5000000L;
+                for (waited = 0; waited < 6000 && !lsae__is_dir(dir); ++waited) nanosleep(&ts, NULL);
+            }
             ts.tv_sec = 0;
-            ts.tv_nsec = (long)(40 + lsae__mix64((uint64_t)round) % 200) * 1000000L;
+            ts.tv_nsec = (long)(lsae__mix64((uint64_t)round) % 200) * 1000000L;
             nanosleep(&ts, NULL);
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             CHECKF(WIFSIGNALED(status), "round %d: the saver exited by itself (status %d)", round, status);
+            mid_save += lsae__is_dir(TDIR "/k9.tmp");
+            swap_cut += !lsae__is_dir(dir);
             {
                 lsae_model *m = NULL;
                 lsae_trainer *t = NULL;
@@ -944,19 +1030,16 @@ static void test_checkpoint_kill9(const char *self)
                 lsae_result r;
                 small_run(&m, &t, 0, 9);
                 r = lsae_checkpoint_load(dir, m, t, &step, sizeof step, &bl);
-                if (r == LSAE_NOT_FOUND && loaded == 0) { /* killed before the first save ever finished (slow builds) */ }
-                else {
-                    CHECKF(r == LSAE_OK, "round %d: %s", round, lsae_last_error());
-                    CHECK(bl == sizeof step && step == lsae_trainer_steps_done(t));
-                    loaded += r == LSAE_OK;
-                }
+                CHECKF(r == LSAE_OK, "round %d: %s", round, lsae_last_error());
+                CHECK(bl == sizeof step && step == lsae_trainer_steps_done(t));
+                loaded += r == LSAE_OK;
                 lsae_trainer_free(t);
                 lsae_model_free(m);
             }
         }
     }
-    CHECK(loaded >= 6);
-    printf("  kill -9 at random moments: %d of 12 rounds loaded a checkpoint\n", loaded);
+    CHECK(loaded == 12);
+    printf("  kill -9 at random moments: %d of 12 rounds loaded a checkpoint (%d killed mid-save, %d of them between the renames)\n", loaded, mid_save, swap_cut);
 }
 #endif
 
@@ -1209,6 +1292,25 @@ static void test_saelens(void)
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
         res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
         CHECKF(res == LSAE_UNSUPPORTED && msg_has("expected_average_only_in"), "%s", lsae_last_error());
+        /* an all-ones scaling_factor (older SAELens) is accepted, another one is not */
+        {
+            lsae__st_out t5[5];
+            float sf[40];
+            for (i = 0; i < L; ++i) sf[i] = 1.0f;
+            memcpy(t5, ts, sizeof ts);
+            t5[4].name = "scaling_factor"; t5[4].ndim = 1; t5[4].shape[0] = L; t5[4].data = sf;
+            cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5}";
+            write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
+            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
+            OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
+            lsae_model_free(m2);
+            m2 = NULL;
+            sf[3] = 2.0f;
+            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
+            res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
+            CHECKF(res == LSAE_UNSUPPORTED && msg_has("scaling_factor[3]"), "%s", lsae_last_error());
+            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
+        }
         cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 41, \"k\": 5}";
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
         res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
@@ -1257,6 +1359,7 @@ int main(int argc, char **argv)
     test_npy();
     test_raw();
     test_safetensors_data();
+    test_safetensors_headers();
     test_torch_errors();
     test_directory();
     test_loader();
