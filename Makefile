@@ -1,5 +1,6 @@
 # latentsae: make (build), make test (every test), make demo (train and show)
 #   NO_OMP=1     build without OpenMP
+#   CHROMIUM=... the browser test-report opens the HTML report in (default: chromium)
 #   ARCH=...     target flags (default -march=native; ARCH= for a portable build)
 #   PYTHON=...   a python3 with numpy and torch (default: the first that has them)
 #   SYSPY=...    the python3 whose torch and numpy the interop venv sees (/usr/bin/python3)
@@ -19,6 +20,8 @@ else
 OMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 endif
 PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import numpy, torch' 2>/dev/null && echo $$p && break; done)
+# the CLI tests only need numpy
+PYNUMPY ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import numpy' 2>/dev/null && echo $$p && break; done)
 
 CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -29,9 +32,9 @@ SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop bench-loader demo clean info
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop test-cli test-report bench-loader demo clean info
 
-all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart
+all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
 
 info:
 	@if [ -n "$(OMP)" ]; then echo "✓ OpenMP found ($(CC) -fopenmp)"; else echo "✗ OpenMP off: building single-threaded"; fi
@@ -49,6 +52,13 @@ $(BUILD)/parity_driver: tests/parity_driver.c $(HDR) | $(BUILD)
 $(BUILD)/quickstart: examples/quickstart.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
 
+# the command-line tool and the inference example (the data loader's
+# prefetch thread needs -pthread)
+$(BUILD)/lsae: tools/lsae.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -pthread -o $@ $< -lm
+$(BUILD)/encode: examples/encode.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -pthread -o $@ $< -lm
+
 # the same tests without OpenMP, as C++, and under ASan + UBSan
 $(BUILD)/noomp/%: tests/%.c $(TEST_DEPS) | $(BUILD)/noomp
 	$(CC) $(CSTD) $(OPT) $(ARCH) $(WARN) -g -o $@ $< -lm
@@ -56,8 +66,12 @@ $(BUILD)/cxx/%: tests/%.c $(TEST_DEPS) | $(BUILD)/cxx
 	$(CXX) -x c++ $(CXXSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -o $@ $< -lm
 $(BUILD)/asan/%: tests/%.c $(TEST_DEPS) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
+$(BUILD)/asan/lsae: tools/lsae.c $(HDR) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
+$(BUILD)/asan/encode: examples/encode.c $(HDR) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 
-test: info test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop
+test: info test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report
 	@echo "all tests passed"
 
 # the file tests as strict ISO C99 (no POSIX: no mmap, no threads, no
@@ -88,12 +102,24 @@ test-noomp: $(addprefix $(BUILD)/noomp/,$(TESTS))
 test-cxx: $(addprefix $(BUILD)/cxx/,$(TESTS))
 	@for t in $(TESTS); do echo "== cxx/$$t"; $(BUILD)/cxx/$$t > /dev/null || exit 1; done; echo "== as C++: ok"
 
-test-sanitize: $(addprefix $(BUILD)/asan/,$(TESTS))
+test-sanitize: $(addprefix $(BUILD)/asan/,$(TESTS)) $(BUILD)/asan/lsae $(BUILD)/asan/encode
 	@for t in $(TESTS); do echo "== asan/$$t"; ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/$$t > /dev/null || exit 1; done; echo "== AddressSanitizer + UBSan: ok"
+	@echo "== asan: lsae and encode end to end"; ASAN_OPTIONS=detect_leaks=1 $(PYNUMPY) tests/test_cli.py $(BUILD)/asan > $(BUILD)/asan/test_cli.log 2>&1 || { cat $(BUILD)/asan/test_cli.log; echo "FAILED: tests/test_cli.py under AddressSanitizer + UBSan"; exit 1; }; tail -1 $(BUILD)/asan/test_cli.log
 
 test-parity: $(BUILD)/parity_driver
 	@if [ -z "$(PYTHON)" ]; then echo "test-parity: needs a python3 with numpy and torch (apt install python3-torch python3-numpy, or PYTHON=...)"; exit 1; fi
 	$(PYTHON) tests/test_parity_torch.py $(BUILD)/parity_driver
+
+# lsae and examples/encode.c end to end on a slice of examples/data
+test-cli: $(BUILD)/lsae $(BUILD)/encode
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-cli: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_cli.py $(BUILD)
+
+# lsae report's page, opened in headless Chromium
+CHROMIUM ?=
+test-report: $(BUILD)/lsae
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-report: needs python3 (apt install python3-numpy)"; exit 1; fi
+	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)
 
 # the header alone, in every language mode, with and without OpenMP; included
 # twice in one file; LATENTSAE_STATIC; allocator overrides
@@ -114,8 +140,25 @@ $(BUILD)/bench_loader: bench/bench_loader.c $(HDR) | $(BUILD)
 bench-loader: $(BUILD)/bench_loader
 	$(BUILD)/bench_loader
 
-demo: $(BUILD)/quickstart
-	$(BUILD)/quickstart
+# The README's first command: train an SAE on the bundled Debian package
+# descriptions (examples/data), print 8 latents drawn at random with the texts
+# they fire on most, and write the HTML report. 500k samples, 160 s of CPU
+# time (under 1.5 minutes on 2 free cores); k 8 and 1536 latents read as
+# topics (k 16 or 3072 latents gave narrower, more mixed ones).
+DEMO_DIR = $(BUILD)/demo
+DEMO_DATA = examples/data/embeddings
+DEMO_TEXTS = examples/data/texts.txt
+demo: $(BUILD)/lsae $(BUILD)/encode $(BUILD)/quickstart
+	@rm -rf $(DEMO_DIR)
+	$(BUILD)/lsae train --data $(DEMO_DATA) --texts $(DEMO_TEXTS) --k 8 --expansion-factor 4 \
+	    --batch-size 256 --epochs 25 --lr-warmup-steps 100 --dead-feature-threshold 40000 --out $(DEMO_DIR)
+	@echo
+	@echo "== 8 latents drawn at random (--seed 0), each with the 6 texts it is most active on:"
+	@echo
+	@$(BUILD)/lsae features $(DEMO_DIR) $(DEMO_DATA) --texts $(DEMO_TEXTS) --sample 8 --top 6
+	@echo
+	$(BUILD)/lsae report $(DEMO_DIR)
+	@echo "open $(DEMO_DIR)/report.html in a browser: training curves and a searchable feature browser"
 
 clean:
 	rm -rf $(BUILD)

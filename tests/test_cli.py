@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""End-to-end tests of build/lsae and build/encode on a slice of the bundled data.
+
+    python3 tests/test_cli.py [BUILD_DIR]
+
+Trains a small SAE on the first shard of examples/data, then checks what a user
+relies on: the run directory's files, metrics.jsonl, eval's numbers, encode's
+output against an independent numpy encoder and against examples/encode.c
+(from a directory and from a Hugging Face cache layout), features, info,
+resume after Ctrl-C giving the same model as an uninterrupted run, and that
+every error is one line on stderr with a non-zero exit and leaves no
+half-written file. Needs numpy. Exits non-zero on the first failure.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
+LSAE = os.path.join(BUILD, "lsae")
+ENCODE = os.path.join(BUILD, "encode")
+DATA = os.path.join(ROOT, "examples", "data")
+SHARD = os.path.join(DATA, "embeddings", "data-00000.npy")  # rows 0..9999 of texts.txt
+TEXTS = os.path.join(DATA, "texts.txt")
+
+passed = 0
+
+
+def check(cond, what):
+    global passed
+    if not cond:
+        print(f"FAIL: {what}")
+        sys.exit(1)
+    passed += 1
+
+
+def run(args, ok=True, env=None):
+    p = subprocess.run([LSAE] + args, capture_output=True, text=True, env=env)
+    if ok and p.returncode != 0:
+        print(f"FAIL: lsae {' '.join(args)} exited {p.returncode}\n{p.stderr}")
+        sys.exit(1)
+    return p
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        assert t["dtype"] == "F32", t
+        a, b = t["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(t["shape"])
+    return out
+
+
+def numpy_encode(w, x, k):
+    """SPEC section 1, written again in numpy (float64): ReLU(W_enc (x - b_dec) + b_enc), top k."""
+    pre = np.maximum((x.astype(np.float64) - w["b_dec"]) @ w["encoder.weight"].T.astype(np.float64) + w["encoder.bias"], 0)
+    idx = np.argsort(-pre, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(pre, idx, axis=1)
+
+
+def one_error_line(p, what, code=None):
+    lines = [l for l in p.stderr.split("\n") if l.strip()]
+    check(p.returncode != 0, f"{what}: exit status should be non-zero, was 0")
+    if code is not None:
+        check(p.returncode == code, f"{what}: exit status {p.returncode}, expected {code}")
+    check(len(lines) == 1, f"{what}: expected one line on stderr, got {len(lines)}:\n{p.stderr}")
+    check(lines[0].startswith("lsae"), f"{what}: message should name the tool: {lines[0]}")
+    return lines[0]
+
+
+TRAIN = ["--data", SHARD, "--texts", None, "--k", "8", "--expansion-factor", "2", "--batch-size", "128",
+         "--max-samples", "7680", "--lr-warmup-steps", "5", "--dead-feature-threshold", "2000",
+         "--save-every", "10", "--threads", "2", "--seed", "7"]
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="lsae-test-")
+    try:
+        # texts for the first shard: its 10,000 lines
+        texts0 = os.path.join(tmp, "texts0.txt")
+        with open(TEXTS, encoding="utf-8") as f:
+            lines = f.read().split("\n")[:10000]
+        with open(texts0, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        train = [a if a is not None else texts0 for a in TRAIN]
+        x = np.load(SHARD).astype(np.float32)
+        n, d = x.shape
+
+        # ---- train: 7680 samples / 128 = 60 optimizer steps
+        runA = os.path.join(tmp, "runA")
+        p = run(["train"] + train + ["--out", runA])
+        for name in ("cfg.json", "sae.safetensors", "run.json", "metrics.jsonl", "checkpoint/state.bin",
+                     "checkpoint/cfg.json", "checkpoint/sae.safetensors"):
+            check(os.path.isfile(os.path.join(runA, name)), f"train wrote {name}")
+        check("done: 60 optimizer steps" in p.stdout, f"summary names the steps: {p.stdout}")
+        check("final fvu" in p.stdout and runA in p.stdout, "summary gives the final fvu and the model's place")
+        cfg = json.load(open(os.path.join(runA, "cfg.json")))
+        check(cfg["d_in"] == d and cfg["k"] == 8 and cfg["num_latents"] == 2 * d, f"cfg.json {cfg}")
+        m = [json.loads(l) for l in open(os.path.join(runA, "metrics.jsonl"))]
+        check([r["step"] for r in m] == list(range(1, 61)), "metrics.jsonl has one line per optimizer step")
+        for r in m:
+            for key in ("fvu", "auxk", "dead_pct", "lr", "samples_per_s", "samples", "loss"):
+                check(key in r and isinstance(r[key], (int, float)) and math.isfinite(r[key]), f"metric {key} in {r}")
+        check(0 < m[-1]["fvu"] < 1 and np.mean([r["fvu"] for r in m[-5:]]) < m[0]["fvu"] - 0.05,
+              f"fvu falls: {m[0]['fvu']} -> {m[-1]['fvu']}")
+        check(m[-1]["samples"] == 7680, "samples counted")
+        check(m[0]["lr"] == 0 and abs(m[-1]["lr"]) < m[10]["lr"], "lr warms up then decays")
+        run_json = json.load(open(os.path.join(runA, "run.json")))
+        check(run_json["total_steps"] == 60 and run_json["texts"] == texts0, "run.json records the run")
+
+        # ---- eval
+        p = run(["eval", runA, SHARD, "--json"])
+        ev = json.loads(p.stdout)
+        w = read_safetensors(os.path.join(runA, "sae.safetensors"))
+        L = 2 * d
+        check(ev["rows"] == n and ev["num_latents"] == L and ev["k"] == 8, f"eval header {ev}")
+        check(0 < ev["fvu"] < 1 and 0 < ev["fvu_per_dim"] < 1.5, f"eval fvu {ev['fvu']} {ev['fvu_per_dim']}")
+        check(0 < ev["l0"] <= 8 and ev["mse"] > 0, "eval l0 and mse")
+        check(sum(b["latents"] for b in ev["fire_rate_histogram"]) == L, "histogram counts every latent")
+        check(ev["fire_rate_histogram"][0]["latents"] == ev["never_fired"], "never-fired bucket")
+        check(ev["dead"] is not None and 0 <= ev["dead"] <= L, "dead latents from the checkpoint's counters")
+        # the same numbers from numpy
+        idx_np, act_np = numpy_encode(w, x, 8)
+        xhat = np.zeros((n, d))
+        for j in range(8):
+            xhat += act_np[:, j:j + 1] * w["W_dec"][idx_np[:, j]]
+        xhat += w["b_dec"]
+        xd = x.astype(np.float64)
+        e2 = ((xd - xhat) ** 2)
+        tv = ((xd - xd.mean(0)) ** 2)
+        check(abs(ev["fvu"] - e2.sum() / tv.sum()) < 1e-4, f"eval fvu {ev['fvu']} vs numpy {e2.sum() / tv.sum()}")
+        vary = tv.sum(0) > 0  # all-MiniLM-L6-v2 has dims that are always 0; they have no fvu
+        check(ev["dims_varying"] == vary.sum(), f"eval counts the dims that vary: {ev['dims_varying']}")
+        check(abs(ev["fvu_per_dim"] - np.mean(e2.sum(0)[vary] / tv.sum(0)[vary])) < 1e-4, "eval per-dim fvu vs numpy")
+        check(abs(ev["mse"] - e2.mean()) < 1e-7, "eval mse vs numpy")
+        p = run(["eval", runA, SHARD])
+        check("latent-sae 2024" in p.stdout and "SPEC" in p.stdout, "eval labels both fvu forms")
+        # the same rows as a raw f32 dump and as a named tensor in a .safetensors file
+        raw = os.path.join(tmp, "rows.f32")
+        x.tofile(raw)
+        ev_raw = json.loads(run(["eval", runA, raw, "--raw-dtype", "f32", "--d-in", str(d), "--json"]).stdout)
+        check(ev_raw["rows"] == n and ev_raw["fvu"] == ev["fvu"], "eval of a raw dump = eval of the .npy")
+        st_path = os.path.join(tmp, "rows.safetensors")
+        hdr = json.dumps({"ids": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                          "emb": {"dtype": "F32", "shape": [n, d], "data_offsets": [16, 16 + x.nbytes]}}).encode()
+        hdr += b" " * (-len(hdr) % 8)
+        with open(st_path, "wb") as f:
+            f.write(struct.pack("<Q", len(hdr)) + hdr + np.zeros(4, "<f4").tobytes() + x.astype("<f4").tobytes())
+        ev_st = json.loads(run(["eval", runA, st_path, "--tensor", "emb", "--json"]).stdout)
+        check(ev_st["fvu"] == ev["fvu"], "eval of a .safetensors tensor = eval of the .npy")
+        p = run(["eval", runA, raw, "--raw-dtype", "f32"], ok=False)
+        one_error_line(p, "raw dump without --d-in", 2)
+        p = run(["eval", runA, SHARD, "--d-in", "768"], ok=False)
+        one_error_line(p, "--d-in that disagrees with the file", 1)
+
+        # ---- encode: the .npy pair against numpy, JSONL against the pair
+        enc = os.path.join(tmp, "enc")
+        run(["encode", runA, SHARD, "-o", enc])
+        ti = np.load(os.path.join(enc, "top_indices.npy"))
+        ta = np.load(os.path.join(enc, "top_acts.npy"))
+        check(ti.shape == (n, 8) and ti.dtype == np.int32 and ta.dtype == np.float32, f"npy shapes {ti.shape} {ti.dtype}")
+        check(np.all(np.diff(ta, axis=1) <= 0), "activations sorted largest first")
+        check(np.abs(ta - act_np).max() < 1e-4, f"acts match numpy: {np.abs(ta - act_np).max()}")
+        same = (ti == idx_np).all(1)
+        # a row may differ only where two candidates tie within float32 rounding
+        check(same.mean() > 0.99, f"indices match numpy on {same.mean():.4f} of rows")
+        jl = os.path.join(tmp, "enc.jsonl")
+        run(["encode", runA, SHARD, "-o", jl, "--max-rows", "50"])
+        rows = [json.loads(l) for l in open(jl)]
+        check(len(rows) == 50 and all(r["top_indices"] == ti[i].tolist() for i, r in enumerate(rows)), "JSONL = npy indices")
+        # %.9g round-trips a float32 exactly
+        check(all(np.array_equal(np.array(r["top_acts"], dtype=np.float32), ta[i]) for i, r in enumerate(rows)), "JSONL = npy acts")
+
+        # ---- examples/encode.c, from a directory and from a Hugging Face cache layout
+        def parse_encode(out):
+            ns = {}
+            a, b = out.split("top_acts = ")
+            ns["idx"] = np.array(json.loads(a.split("top_indices = ")[1]))
+            ns["acts"] = np.array(json.loads(b), dtype=np.float64)
+            return ns
+        p = subprocess.run([ENCODE, runA, SHARD, "4"], capture_output=True, text=True)
+        check(p.returncode == 0, f"encode.c runs: {p.stderr}")
+        e = parse_encode(p.stdout)
+        check((e["idx"] == ti[:4]).all() and np.array_equal(e["acts"].astype(np.float32), ta[:4]), "encode.c = lsae encode")
+        hub = os.path.join(tmp, "hub")
+        snap = os.path.join(hub, "models--tester--demo-sae", "snapshots", "0123abcd", "8_2")
+        os.makedirs(snap)
+        os.makedirs(os.path.join(hub, "models--tester--demo-sae", "refs"))
+        with open(os.path.join(hub, "models--tester--demo-sae", "refs", "main"), "w") as f:
+            f.write("0123abcd")
+        for name in ("cfg.json", "sae.safetensors"):
+            shutil.copy(os.path.join(runA, name), snap)
+        env = dict(os.environ, HF_HUB_CACHE=hub)
+        p = subprocess.run([ENCODE, "tester/demo-sae/8_2", SHARD, "4"], capture_output=True, text=True, env=env)
+        check(p.returncode == 0, f"encode.c loads from the HF cache: {p.stderr}")
+        check((parse_encode(p.stdout)["idx"] == ti[:4]).all(), "encode.c from the HF cache = from the directory")
+        jl2 = os.path.join(tmp, "hf.jsonl")
+        run(["encode", "hf:tester/demo-sae/8_2", SHARD, "-o", jl2, "--max-rows", "4"], env=env)
+        check([json.loads(l)["top_indices"] for l in open(jl2)] == ti[:4].tolist(), "lsae encode hf:OWNER/NAME/SUB")
+        p = run(["info", "hf:tester/demo-sae/missing"], ok=False, env=env)
+        one_error_line(p, "hf: model not in the cache", 1)
+
+        # ---- features
+        p = run(["features", runA, SHARD, "--texts", texts0, "--latents", "0-4,7", "--top", "5", "--json"])
+        feats = [json.loads(l) for l in p.stdout.strip().split("\n")]
+        check([f["latent"] for f in feats] == [0, 1, 2, 3, 4, 7], "features lists the chosen latents")
+        fires = np.zeros(L, dtype=np.int64)
+        np.add.at(fires, ti[ta > 0], 1)
+        for f in feats:
+            check(f["fires"] == fires[f["latent"]], f"fire count of latent {f['latent']}")
+            acts = [t["act"] for t in f["top"]]
+            check(acts == sorted(acts, reverse=True) and len(acts) == min(5, f["fires"]), "top rows sorted")
+            for t in f["top"]:
+                check(t["text"] == lines[t["row"]], "text of the row")
+                check(f["latent"] in ti[t["row"]].tolist(), "the row has the latent in its top-k")
+        p = run(["features", runA, SHARD, "--texts", texts0, "--sample", "3", "--top", "4"])
+        check(p.stdout.count("latent ") == 3 and "active on" in p.stdout, "features --sample prints 3 latents")
+
+        # ---- info: same weights in the run and its checkpoint, same checksum
+        i1 = json.loads(run(["info", runA, "--json"]).stdout)
+        i2 = json.loads(run(["info", os.path.join(runA, "checkpoint"), "--json"]).stdout)
+        check(i1["checksum"] == i2["checksum"] and i1["checksum"].startswith("fnv1a64:"), "info checksum")
+        check(abs(i1["decoder_row_norm"]["min"] - 1) < 1e-4 and abs(i1["decoder_row_norm"]["max"] - 1) < 1e-4, "unit decoder rows")
+        check(i1["num_latents"] == L and i1["k"] == 8, "info shape")
+        p = run(["info", runA])
+        check("encoder.weight" in p.stdout and "F32" in p.stdout and "checksum" in p.stdout, "info text")
+
+        # ---- resume: Ctrl-C after the first checkpoint, then --resume, gives runA's model exactly
+        runB = os.path.join(tmp, "runB")
+        proc = subprocess.Popen([LSAE, "train"] + train + ["--out", runB], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if "saved checkpoint at step 10" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, _ = proc.communicate()
+        check(proc.returncode == 130, f"Ctrl-C exits 130 (got {proc.returncode}): {out}")
+        check("interrupted at step" in out and "--resume" in out, f"Ctrl-C says how to continue: {out}")
+        stopped_at = int(out.split("interrupted at step ")[1].split()[0])
+        check(10 <= stopped_at < 60, f"stopped mid-run at {stopped_at}")
+        mB = [json.loads(l)["step"] for l in open(os.path.join(runB, "metrics.jsonl"))]
+        check(mB[-1] == stopped_at, "metrics reach the checkpoint")
+        p = run(["train", "--resume", runB, "--threads", "2"])
+        check(f"from step {stopped_at}" in p.stderr, "resume says where it starts")
+        mB = [json.loads(l) for l in open(os.path.join(runB, "metrics.jsonl"))]
+        check([r["step"] for r in mB] == list(range(1, 61)), "resumed metrics: every step once")
+        wa = read_safetensors(os.path.join(runA, "sae.safetensors"))
+        wb = read_safetensors(os.path.join(runB, "sae.safetensors"))
+        check(all(np.array_equal(wa[k_], wb[k_]) for k_ in wa), "resumed run = uninterrupted run, bit for bit")
+        check([r["fvu"] for r in mB] == [r["fvu"] for r in m], "resumed fvu curve = uninterrupted curve")
+        p = run(["train", "--resume", runB, "--k", "4"], ok=False)
+        one_error_line(p, "resume with a changed --k", 2)
+
+        # ---- --init: starts from runA's weights and keeps its b_dec
+        runC = os.path.join(tmp, "runC")
+        run(["train", "--data", SHARD, "--init", runA, "--batch-size", "128", "--max-samples", "1280",
+             "--lr-warmup-steps", "2", "--save-every", "0", "--out", runC])
+        mC = [json.loads(l) for l in open(os.path.join(runC, "metrics.jsonl"))]
+        check(mC[0]["fvu"] < m[0]["fvu"] - 0.1, f"--init starts trained: {mC[0]['fvu']} vs fresh {m[0]['fvu']}")
+        check(json.load(open(os.path.join(runC, "cfg.json")))["num_latents"] == L, "--init keeps the shape")
+
+        # ---- errors: one line, non-zero, nothing half-written
+        p = run(["eval", runA, os.path.join(tmp, "missing.npy")], ok=False)
+        check("missing.npy" in one_error_line(p, "missing data file", 1), "names the missing file")
+        p = run(["info", os.path.join(tmp, "no-model")], ok=False)
+        one_error_line(p, "missing model", 1)
+        wrong = os.path.join(tmp, "wrong.npy")
+        np.save(wrong, np.random.default_rng(0).standard_normal((100, d + 16)).astype(np.float32))
+        target = os.path.join(tmp, "keep.jsonl")
+        with open(target, "w") as f:
+            f.write("OLD\n")
+        p = run(["encode", runA, wrong, "-o", target], ok=False)
+        msg = one_error_line(p, "wrong width", 1)
+        check(str(d) in msg and str(d + 16) in msg, f"wrong-width message gives both widths: {msg}")
+        check(open(target).read() == "OLD\n", "a failed encode leaves the old file as it was")
+        nanfile = os.path.join(tmp, "nan.npy")
+        xn = x[:5000].copy()
+        xn[4321, 3] = np.nan
+        np.save(nanfile, xn)
+        p = run(["encode", runA, nanfile, "-o", target], ok=False)
+        check("4321" in one_error_line(p, "NaN row mid-file", 1), "NaN row named")
+        check(open(target).read() == "OLD\n", "an encode failing after 2 chunks leaves the old file whole")
+        check(not [f for f in os.listdir(tmp) if f.endswith(".tmp")], "no temporary files left behind")
+        ev2 = json.loads(run(["eval", runA, nanfile, "--json"]).stdout)
+        check(ev2["rows"] == 4999 and ev2["rows_skipped"] == 1, "eval leaves NaN rows out and counts them")
+        p = run(["train", "--data", SHARD, "--bogus-flag"], ok=False)
+        check("--bogus-flag" in one_error_line(p, "bad flag", 2), "names the bad flag")
+        p = run(["train", "--data", SHARD, "--batch-size", "many"], ok=False)
+        one_error_line(p, "bad number", 2)
+        p = run(["train", "--k", "8"], ok=False)
+        one_error_line(p, "train without --data", 2)
+        p = run(["train"] + train + ["--out", runA], ok=False)
+        check("--resume" in one_error_line(p, "existing run directory", 1), "points at --resume")
+        p = run(["train", "--data", SHARD, "--k", "5000", "--expansion-factor", "2", "--out", os.path.join(tmp, "bigk")], ok=False)
+        one_error_line(p, "k larger than the latents", 1)
+        p = run(["train", "--data", SHARD, "--device", "cuda", "--out", os.path.join(tmp, "cuda")], ok=False)
+        one_error_line(p, "cuda without a CUDA build")
+        p = run(["features", runA, SHARD, "--texts", os.path.join(DATA, "packages.tsv")], ok=False)
+        one_error_line(p, "texts file of the wrong length", 1)
+        p = run(["frobnicate"], ok=False)
+        one_error_line(p, "unknown command", 2)
+        p = run(["train", "--help"])
+        for flag in ("--batch-size", "--grad-acc-steps", "--k", "--expansion-factor", "--num-latents", "--lr",
+                     "--lr-warmup-steps", "--lr-schedule", "--auxk-alpha", "--dead-feature-threshold", "--multi-topk",
+                     "--save-every", "--epochs", "--max-samples", "--out", "--resume", "--init", "--seed",
+                     "--no-shuffle", "--threads", "--d-in", "--raw-dtype", "--tensor", "--device"):
+            check(flag + " " in p.stdout or flag + "\n" in p.stdout, f"train --help lists {flag}")
+        check(p.stdout.count("(default: ") >= 20, "train --help gives defaults")
+
+        # ---- report (the page itself is checked in a browser by tests/test_report.py)
+        p = run(["report", runA])
+        html = open(os.path.join(runA, "report.html"), encoding="utf-8").read()
+        check(html.count("<svg class=\"chart\"") == 5 and "lsae-data" in html, "report has 5 charts and the browser data")
+        check("http://" not in html and "https://" not in html, "report loads nothing from the network")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"test_cli: {passed} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
