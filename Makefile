@@ -180,7 +180,7 @@ CUDA_LIBDIR = $(CUDA_HOME)/lib64
 CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ -pthread -lm
 CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA
 CUDA_BUILD = $(BUILD)/cuda
-CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas \
+CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae \
             $(addprefix $(CUDA_BUILD)/cpu_,$(TESTS))
 
 # added to the targets above without touching them
@@ -204,6 +204,9 @@ $(CUDA_BUILD)/test_cuda_nocublas: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae
 $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 # the CPU tests through a LATENTSAE_CUDA build (run where no GPU answers: they then exercise the fallback)
+# the command-line tool with the GPU backend: lsae train/encode --device cuda
+$(CUDA_BUILD)/lsae: tools/lsae.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
+	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/cpu_%: tests/%.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 
@@ -227,4 +230,8 @@ test-cuda-build:
 	else \
 	  for t in $(TESTS); do echo "== cuda build, no GPU: $$t"; $(CUDA_BUILD)/cpu_$$t > /dev/null; done; \
 	  echo "✓ without a GPU, a LATENTSAE_CUDA build falls back to the CPU and passes the CPU tests"; \
+	  if $(CUDA_BUILD)/lsae train --device cuda --data examples/data/embeddings --max-samples 1024 --out $(CUDA_BUILD)/run \
+	      2> $(CUDA_BUILD)/lsae.err > /dev/null; then echo "FAILED: lsae train --device cuda ran without a GPU"; exit 1; fi; \
+	  grep -q "^lsae train: --device cuda: .*CUDA" $(CUDA_BUILD)/lsae.err || { echo "FAILED: lsae --device cuda without a GPU:"; cat $(CUDA_BUILD)/lsae.err; exit 1; }; \
+	  echo "✓ lsae --device cuda without a GPU: $$(cat $(CUDA_BUILD)/lsae.err)"; \
 	fi

@@ -820,6 +820,42 @@ static lsae_model *open_model(const char *spec, char *where)
     return m;
 }
 
+/* --device and --precision for the commands that encode: parse, then move
+   the loaded model (LSAE_DEVICE_DEFAULT: CUDA when this lsae was built with
+   LATENTSAE_CUDA and a GPU answers, else the CPU). */
+static lsae_device parse_device(const char *s)
+{
+    if (!s || !strcmp(s, "default") || !strcmp(s, "auto")) return LSAE_DEVICE_DEFAULT;
+    if (!strcmp(s, "cpu")) return LSAE_DEVICE_CPU;
+    if (!strcmp(s, "cuda")) return LSAE_DEVICE_CUDA;
+    usage_fail("--device must be cpu or cuda, not '%s'", s);
+    return LSAE_DEVICE_CPU;
+}
+
+static lsae_precision parse_precision(const char *s)
+{
+    if (!s || !strcmp(s, "default")) return LSAE_PRECISION_DEFAULT;
+    if (!strcmp(s, "fp32")) return LSAE_PRECISION_FP32;
+    if (!strcmp(s, "tf32")) return LSAE_PRECISION_TF32;
+    if (!strcmp(s, "bf16")) return LSAE_PRECISION_BF16;
+    usage_fail("--precision must be fp32, tf32 or bf16, not '%s'", s);
+    return LSAE_PRECISION_DEFAULT;
+}
+
+static void place_model(lsae_model *m, const char *device, const char *precision)
+{
+    lsae_result r;
+    lsae_device dev = parse_device(device);
+    lsae_precision p = parse_precision(precision);
+    if (dev == LSAE_DEVICE_CUDA && (r = lsae_backend_available(LSAE_DEVICE_CUDA)) != LSAE_OK) lib_fail(r, "--device cuda");
+    if ((r = lsae_model_to_device(m, dev)) != LSAE_OK) lib_fail(r, "--device");
+    if ((r = lsae_model_set_precision(m, p)) != LSAE_OK) lib_fail(r, "--precision");
+}
+
+#define DEVICE_OPTS(device, precision) \
+    OPT("--device", NULL, O_STR, &(device), "D", "cuda when built with LATENTSAE_CUDA and a GPU answers, else cpu", "cpu or cuda"), \
+    OPT("--precision", NULL, O_STR, &(precision), "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16")
+
 static int row_finite(const float *x, size_t d)
 {
     size_t j;
@@ -1285,6 +1321,7 @@ static int ends_with(const char *s, const char *suffix)
 
 static int cmd_encode(int argc, char **argv)
 {
+    const char *device = NULL, *precision = NULL;
     const char *usage = "lsae encode MODEL EMBEDDINGS -o OUT [options]";
     const char *about = "Encode every row of EMBEDDINGS with MODEL: the top-k latent indices and activations of each "
                         "row, largest first (latent-sae's top_indices and top_acts). OUT is a directory that gets "
@@ -1315,6 +1352,7 @@ static int cmd_encode(int argc, char **argv)
         OPT("--k", NULL, O_U64, &k, "N", "the model's k", "latents kept per row"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "encode only the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores, as OpenMP decides", "threads for encoding"),
+        DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -1327,6 +1365,7 @@ static int cmd_encode(int argc, char **argv)
     if (!jsonl && !strcmp(out, "-")) usage_fail("the .npy pair needs a directory, not -");
     if (threads < 0) usage_fail("--threads must be >= 0");
     m = open_model(pos[0], where);
+    place_model(m, device, precision);
     if (k == 0) k = lsae_model_k(m);
     if (k > lsae_model_num_latents(m)) usage_fail("--k %llu is larger than the model's %zu latents", (unsigned long long)k, lsae_model_num_latents(m));
     lsae_model_set_num_threads(m, threads);
@@ -1458,6 +1497,7 @@ static int bucket_of(uint64_t fires, uint64_t rows)
 
 static int cmd_eval(int argc, char **argv)
 {
+    const char *device = NULL, *precision = NULL;
     const char *usage = "lsae eval MODEL EMBEDDINGS [options]";
     const char *about = "Measure how well MODEL reconstructs EMBEDDINGS and how it uses its latents: fvu in two forms "
                         "(SPEC's global one, used by sparsify since 2025, and latent-sae 2024's mean of per-dimension "
@@ -1482,12 +1522,14 @@ static int cmd_eval(int argc, char **argv)
         OPT("--json", NULL, O_FLAG, &as_json, NULL, NULL, "print one JSON object instead of text"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "evaluate only the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
+        DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
     if (parse_args(argc, argv, o, sizeof o / sizeof o[0], usage, about, pos, 2) != 2) usage_fail("give MODEL and EMBEDDINGS");
     if (threads < 0) usage_fail("--threads must be >= 0");
     m = open_model(pos[0], where);
+    place_model(m, device, precision);
     lsae_model_set_num_threads(m, threads);
     ds = open_data(pos[1], &da);
     catch_signals();
@@ -1634,6 +1676,7 @@ static void print_clipped(const char *s, size_t max)
 
 static int cmd_features(int argc, char **argv)
 {
+    const char *device = NULL, *precision = NULL;
     const char *usage = "lsae features MODEL EMBEDDINGS [--texts FILE] [options]";
     const char *about = "For each chosen latent, the rows of EMBEDDINGS it is most active on (with their text, when "
                         "a texts file with one line per row is given) and how often it fires. Without --latents or "
@@ -1660,6 +1703,7 @@ static int cmd_features(int argc, char **argv)
         OPT("--json", NULL, O_FLAG, &as_json, NULL, NULL, "JSON lines: {latent, fires, fire_rate, top: [{row, act, text}]}"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "look only at the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
+        DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -1668,6 +1712,7 @@ static int cmd_features(int argc, char **argv)
     if (latents_spec && sample) usage_fail("give --latents or --sample, not both");
     if (threads < 0) usage_fail("--threads must be >= 0");
     m = open_model(pos[0], where);
+    place_model(m, device, precision);
     lsae_model_set_num_threads(m, threads);
     L = lsae_model_num_latents(m);
     if (latents_spec) n_chosen = parse_latents(latents_spec, L, &chosen);
@@ -2163,6 +2208,7 @@ static void data_args_from_run(data_args *da, const opt *o, size_t n, const jval
 
 static int cmd_report(int argc, char **argv)
 {
+    const char *device = NULL, *precision = NULL;
     const char *usage = "lsae report RUN_DIR [options]";
     const char *about = "Write one self-contained HTML file for a training run (no network, no CDN): its settings, "
                         "training curves as inline SVG (fvu, AuxK, dead %, learning rate, samples/s, from "
@@ -2191,6 +2237,7 @@ static int cmd_report(int argc, char **argv)
         OPT("--max-latents", NULL, O_U64, &max_latents, "N", "0 = every latent that fires", "keep only the N most active latents (a smaller page)"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "encode only the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
+        DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -2203,6 +2250,7 @@ static int cmd_report(int argc, char **argv)
     join_path(path, pos[0], "metrics.jsonl");
     have_metrics = metrics_load(path, &mt);
     m = open_model(pos[0], where);
+    place_model(m, device, precision);
     lsae_model_set_num_threads(m, threads);
     if (!data && have_run) data = jstr(&run, "data");
     if (!texts_path && have_run && !opt_seen(o, sizeof o / sizeof o[0], "--data")) texts_path = jstr(&run, "texts");
@@ -2335,7 +2383,7 @@ static int cmd_train(int argc, char **argv)
                         "loadable by latent-sae and sparsify), checkpoint/ for --resume, run.json and metrics.jsonl. "
                         "On a terminal one live line shows progress; otherwise a plain line every --log-every steps. "
                         "Ctrl-C finishes the current optimizer step, saves a checkpoint and exits.";
-    const char *data = NULL, *texts_path = NULL, *out = NULL, *resume = NULL, *init = NULL, *sched = "linear", *device = "default";
+    const char *data = NULL, *texts_path = NULL, *out = NULL, *resume = NULL, *init = NULL, *sched = "linear", *device = "default", *precision = NULL;
     uint64_t k = 32, expansion = 32, num_latents = 0, batch = 512, grad_acc = 1, warmup = 1000, dead_thr = 10000000, epochs = 1,
              max_samples = 0, save_every = 1000, seed = 0, log_every = 0;
     double lr = 0, auxk_alpha = 1.0 / 32.0;
@@ -2371,7 +2419,8 @@ static int cmd_train(int argc, char **argv)
         OPT("--resume", NULL, O_STR, &resume, "DIR", NULL, "continue the run in DIR from its checkpoint, with its settings and data order"),
         OPT("--log-every", NULL, O_U64, &log_every, "N", "0 = about every 10 s", "without a terminal, print a line every N optimizer steps"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores, as OpenMP decides", "threads for training"),
-        OPT("--device", NULL, O_STR, &device, "D", "cuda when built with LATENTSAE_CUDA, else cpu", "cpu or cuda"),
+        OPT("--device", NULL, O_STR, &device, "D", "cuda when built with LATENTSAE_CUDA and a GPU answers, else cpu", "cpu or cuda"),
+        OPT("--precision", NULL, O_STR, &precision, "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16"),
     };
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1], run_id[16], outbuf[PATH_CAP], path[PATH_CAP], data_abs[PATH_CAP], texts_abs[PATH_CAP], init_where[PATH_CAP];
@@ -2402,7 +2451,7 @@ static int cmd_train(int argc, char **argv)
     if (!resume && !data) usage_fail("give the embeddings with --data PATH");
     if (resume) {
         /* a resumed run is the same run: only where and how fast it runs may change */
-        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--save-every", "--log-every",
+        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--save-every", "--log-every",
                                             "--format", "--tensor", "--raw-dtype", "--d-in", NULL };
         size_t i, j;
         for (i = 0; i < no; ++i) {
@@ -2446,10 +2495,8 @@ static int cmd_train(int argc, char **argv)
     else if (!strcmp(sched, "cosine")) schedule = LSAE_LR_COSINE;
     else if (!strcmp(sched, "constant")) schedule = LSAE_LR_CONSTANT;
     else usage_fail("--lr-schedule must be linear, cosine or constant, not '%s'", sched);
-    if (!strcmp(device, "default")) dev = LSAE_DEVICE_DEFAULT;
-    else if (!strcmp(device, "cpu")) dev = LSAE_DEVICE_CPU;
-    else if (!strcmp(device, "cuda")) dev = LSAE_DEVICE_CUDA;
-    else usage_fail("--device must be cpu or cuda, not '%s'", device);
+    dev = parse_device(device);
+    if (dev == LSAE_DEVICE_CUDA && (r = lsae_backend_available(LSAE_DEVICE_CUDA)) != LSAE_OK) lib_fail(r, "--device cuda");
     if (batch < 2) usage_fail("--batch-size must be at least 2 (fvu needs the variance of a batch)");
     if (grad_acc < 1) usage_fail("--grad-acc-steps must be at least 1");
     if (epochs < 1) usage_fail("--epochs must be at least 1");
@@ -2488,6 +2535,7 @@ static int cmd_train(int argc, char **argv)
     cfg.seed = seed;
     cfg.num_threads = threads;
     cfg.device = dev;
+    cfg.precision = parse_precision(precision);
     memset(&rs, 0, sizeof rs);
     if (init) {
         /* --init: the saved model's shape and weights; b_dec kept (no geometric median) */

@@ -9,6 +9,8 @@
 #   5. bench_cuda and tests/cuda/torch_bench.py at d=768, L=24576, k=64,
 #      batch 4096 on the same GPU
 #   6. one table (tests/cuda/table.py), also written to $OUT/table.md
+#   (after 3: the command-line tool trains on the bundled data with --device
+#   cuda, and its eval on the GPU and the CPU must agree)
 # About 5 minutes on an H100 (each sanitizer run is capped at 150 s).
 #
 # Usage: tests/cuda/run.sh [--quick] [--no-torch] [--no-sanitizer] [--steps N]
@@ -57,7 +59,7 @@ PYTHON=$(command -v python3 || true)
 note "build ($ARCH)"
 rm -f build/cuda/latentsae_cuda.o build/cuda/latentsae_cuda_nocublas.o   # built here, for this GPU
 if ! make -j"$(nproc)" --no-print-directory NVCC="$NVCC_BIN" CUDA_ARCH="$ARCH" \
-        build/cuda/test_cuda build/cuda/bench_cuda build/cuda/test_cuda_nocublas > "$OUT_DIR/build.log" 2>&1; then
+        build/cuda/test_cuda build/cuda/bench_cuda build/cuda/test_cuda_nocublas build/cuda/lsae > "$OUT_DIR/build.log" 2>&1; then
     tail -30 "$OUT_DIR/build.log"
     echo "run.sh: build failed (full log: $OUT_DIR/build.log)" >&2
     exit 1
@@ -71,6 +73,21 @@ grep -v '^RESULT' "$OUT_DIR/test.log" | tail -60
 note "test_cuda_nocublas --small (our own GEMM kernel)"
 LSAE_CUDA_POISON=1 build/cuda/test_cuda_nocublas --small > "$OUT_DIR/test_nocublas.log" 2>&1 || status=1
 tail -3 "$OUT_DIR/test_nocublas.log"
+
+note "lsae end to end on the GPU (bundled data: train --device cuda, eval on GPU and CPU)"
+rm -rf "$OUT_DIR/run"
+if build/cuda/lsae train --device cuda --data examples/data/embeddings --k 8 --expansion-factor 4 --epochs 2 \
+        --lr-warmup-steps 20 --out "$OUT_DIR/run" > "$OUT_DIR/lsae.log" 2>&1; then
+    tail -3 "$OUT_DIR/lsae.log"
+    fvu_gpu=$(build/cuda/lsae eval --device cuda --precision fp32 "$OUT_DIR/run" examples/data/embeddings --json 2>>"$OUT_DIR/lsae.log" | sed -n 's/.*"fvu": *\([0-9.e+-]*\).*/\1/p')
+    fvu_cpu=$(build/cuda/lsae eval --device cpu "$OUT_DIR/run" examples/data/embeddings --json 2>>"$OUT_DIR/lsae.log" | sed -n 's/.*"fvu": *\([0-9.e+-]*\).*/\1/p')
+    echo "eval fvu: GPU (fp32) $fvu_gpu, CPU $fvu_cpu"
+    if [ -z "$fvu_gpu" ] || [ -z "$fvu_cpu" ] || ! awk -v a="$fvu_gpu" -v b="$fvu_cpu" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * b) }'; then
+        echo "lsae eval differs between GPU and CPU"; status=1
+    fi
+else
+    tail -5 "$OUT_DIR/lsae.log"; echo "lsae train --device cuda failed"; status=1
+fi
 
 SAN_LOGS=()
 if [ "$SANITIZE" = 1 ]; then
