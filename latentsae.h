@@ -552,6 +552,19 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 #define LSAE__MAYBE_UNUSED
 #endif
 
+/* SIMD kernels, chosen at compile time as stb does ("if compiled with
+   -msse2, we use SSE2 without any detection"): AVX-512 where the compiler
+   was told to use it (-mavx512f or -march=native on such a machine), else
+   AVX2 with FMA (-mavx2 -mfma), else portable C that the compiler may
+   vectorise. LSAE_NO_SIMD forces the portable code. */
+#if !defined(LSAE_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+#define LSAE__AVX2 1
+#if defined(__AVX512F__)
+#define LSAE__AVX512 1
+#endif
+#include <immintrin.h>
+#endif
+
 /* Multiply-add for the kernels. With FMA hardware it is one fused operation
    everywhere, so a blocked kernel and the naive loop round the same way;
    without it, a product then a sum. */
@@ -989,13 +1002,31 @@ LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *m, const float *W_enc, c
 
 /* The encoder product pre[r, l] = sum_p xc[r, p] W_enc[l, p]: both operands
    are row-major with the d axis contiguous (C = A B^T).
-   Blocking: W_enc is cut into tiles of LSAE__NT latents, each packed
-   p-major (P[p][j]) so the micro-kernel reads LSAE__NR contiguous floats per
-   p; rows go LSAE__MR at a time. Every output element is one sequential sum
-   over p in the same order whatever the tile, row block or thread that
-   computes it, so results do not depend on the thread count. */
+
+   Blocking (after BLIS, Van Zee and van de Geijn 2015, and Goto and van de
+   Geijn 2008): W_enc is cut into tiles of LSAE__NT = 64 latents. A thread
+   packs one tile p-major, P[p][j] = W_enc[l0 + j][p] (d x 64 floats: 192 KiB
+   at d = 768, which stays in the core's L2), then sweeps every row of the
+   batch over it, LSAE__MR rows at a time. The micro-kernel keeps an
+   MR x 64 block of C in registers, and for each p loads the 64 floats of
+   P[p] (4 zmm or 8 ymm) and broadcasts one float of each row: MR x 64 FMAs
+   for 64 + MR loads. With AVX-512 MR = 6 uses 24 of the 32 zmm registers
+   as accumulators; with AVX2 the tile is done as 4 panels of 16 latents,
+   6 x 16 using 12 of the 16 ymm registers. The tile is packed once and used
+   by every row of the batch, so the packing (a transpose) is amortised over
+   B x 2 FLOPs per packed float.
+
+   Every output element is one chain of fused multiply-adds over p = 0, 1,
+   ..., K - 1, in that order, whatever the kernel, tile, row block or thread
+   that computes it: the SIMD kernels, the portable kernel (with hardware
+   FMA) and the naive loop give the same bits, and results do not depend on
+   the thread count. */
 #define LSAE__NT 64
+#if defined(LSAE__AVX2)
+#define LSAE__MR 6
+#else
 #define LSAE__MR 4
+#endif
 #define LSAE__NR 16
 
 /* The oracle: C[M, N] = A[M, K] B[N, K]^T, one element at a time. */
@@ -1010,11 +1041,50 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt_naive(float *C, const float *A, con
         }
 }
 
-/* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT */
+/* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT.
+   With AVX the bulk goes in 8 x 8 blocks transposed in registers (three
+   rounds of shuffles, the classic unpack / shuffle / permute2f128
+   sequence): a scalar transpose writes each float to a different cache
+   line and costs a third of the product's time; this costs a few percent. */
 static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_t nt)
 {
-    size_t j, p;
-    for (j = 0; j < nt; ++j) {
+    size_t j = 0, p;
+#if defined(LSAE__AVX2)
+    for (; j + 8 <= nt; j += 8) {
+        const float *w = W + (l0 + j) * K;
+        for (p = 0; p + 8 <= K; p += 8) {
+            __m256 r0 = _mm256_loadu_ps(w + p), r1 = _mm256_loadu_ps(w + K + p);
+            __m256 r2 = _mm256_loadu_ps(w + 2 * K + p), r3 = _mm256_loadu_ps(w + 3 * K + p);
+            __m256 r4 = _mm256_loadu_ps(w + 4 * K + p), r5 = _mm256_loadu_ps(w + 5 * K + p);
+            __m256 r6 = _mm256_loadu_ps(w + 6 * K + p), r7 = _mm256_loadu_ps(w + 7 * K + p);
+            /* pairs of rows interleaved: t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5] */
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            /* quads: s0 = r0..r3 at columns 0 | 4, s1 at 1 | 5, s2 at 2 | 6, s3 at 3 | 7 */
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            /* halves joined: column c of the 8 rows */
+            float *o = P + p * LSAE__NT + j;
+            _mm256_storeu_ps(o + 0 * LSAE__NT, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(o + 1 * LSAE__NT, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(o + 2 * LSAE__NT, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(o + 3 * LSAE__NT, _mm256_permute2f128_ps(s3, s7, 0x20));
+            _mm256_storeu_ps(o + 4 * LSAE__NT, _mm256_permute2f128_ps(s0, s4, 0x31));
+            _mm256_storeu_ps(o + 5 * LSAE__NT, _mm256_permute2f128_ps(s1, s5, 0x31));
+            _mm256_storeu_ps(o + 6 * LSAE__NT, _mm256_permute2f128_ps(s2, s6, 0x31));
+            _mm256_storeu_ps(o + 7 * LSAE__NT, _mm256_permute2f128_ps(s3, s7, 0x31));
+        }
+        for (; p < K; ++p) {
+            size_t jj;
+            for (jj = 0; jj < 8; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
+        }
+    }
+#endif
+    for (; j < nt; ++j) {
         const float *w = W + (l0 + j) * K;
         for (p = 0; p < K; ++p) P[p * LSAE__NT + j] = w[p];
     }
@@ -1022,50 +1092,104 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
         for (p = 0; p < K; ++p) P[p * LSAE__NT + j] = 0.0f;
 }
 
-/* C[r][j] (ldc = NT) = sum_p A[r * lda + p] * P[p * NT + j0 + j], r < MR, j < NR */
-static void lsae__ukernel_full(const float *A, size_t lda, const float *P, size_t K, float *C)
+#if defined(LSAE__AVX512)
+/* C[r][j] (ldc = NT) = sum_p A[r][p] P[p][j], r < 6, j < 64, in zmm registers.
+   Rows mr..5 repeat row 0 (their results are computed and ignored), so one
+   kernel serves the edge of the batch too. */
+static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
+{
+    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
+    const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    __m512 c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    size_t p;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48), a;
+#define LSAE__ROW512(r)                                                         \
+        a = _mm512_set1_ps(a##r[p]);                                            \
+        c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1); \
+        c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2); c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3);
+        LSAE__ROW512(0) LSAE__ROW512(1) LSAE__ROW512(2) LSAE__ROW512(3) LSAE__ROW512(4) LSAE__ROW512(5)
+#undef LSAE__ROW512
+    }
+#define LSAE__STORE512(r)                                                       \
+    _mm512_storeu_ps(C + r * LSAE__NT, c##r##0); _mm512_storeu_ps(C + r * LSAE__NT + 16, c##r##1); \
+    _mm512_storeu_ps(C + r * LSAE__NT + 32, c##r##2); _mm512_storeu_ps(C + r * LSAE__NT + 48, c##r##3);
+    LSAE__STORE512(0) LSAE__STORE512(1) LSAE__STORE512(2) LSAE__STORE512(3) LSAE__STORE512(4) LSAE__STORE512(5)
+#undef LSAE__STORE512
+}
+#elif defined(LSAE__AVX2)
+/* C[r][j] (ldc = NT) = sum_p A[r][p] P[p][j], r < 6, j < 16 (P and C are
+   already offset to the panel), in ymm registers; rows past mr repeat row 0. */
+static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
+{
+    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
+    const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    size_t p;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), a;
+#define LSAE__ROW256(r)                                                         \
+        a = _mm256_broadcast_ss(a##r + p);                                      \
+        c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);
+        LSAE__ROW256(0) LSAE__ROW256(1) LSAE__ROW256(2) LSAE__ROW256(3) LSAE__ROW256(4) LSAE__ROW256(5)
+#undef LSAE__ROW256
+    }
+#define LSAE__STORE256(r) _mm256_storeu_ps(C + r * LSAE__NT, c##r##0); _mm256_storeu_ps(C + r * LSAE__NT + 8, c##r##1);
+    LSAE__STORE256(0) LSAE__STORE256(1) LSAE__STORE256(2) LSAE__STORE256(3) LSAE__STORE256(4) LSAE__STORE256(5)
+#undef LSAE__STORE256
+}
+#else
+/* Portable: C[r][j] (ldc = NT) = sum_p A[r * lda + p] * P[p * NT + j],
+   r < mr <= MR, j < NR, written so the compiler can keep acc in vector
+   registers (the j loop has a constant trip count). */
+static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
 {
     float acc[LSAE__MR][LSAE__NR];
     size_t p, r, j;
     for (r = 0; r < LSAE__MR; ++r)
         for (j = 0; j < LSAE__NR; ++j) acc[r][j] = 0.0f;
-    for (p = 0; p < K; ++p) {
-        const float *b = P + p * LSAE__NT;
-        for (r = 0; r < LSAE__MR; ++r) {
-            float a = A[r * lda + p];
-            for (j = 0; j < LSAE__NR; ++j) acc[r][j] = LSAE__FMA(a, b[j], acc[r][j]);
+    if (mr == LSAE__MR) {
+        for (p = 0; p < K; ++p) {
+            const float *b = P + p * LSAE__NT;
+            for (r = 0; r < LSAE__MR; ++r) {
+                float a = A[r * lda + p];
+                for (j = 0; j < LSAE__NR; ++j) acc[r][j] = LSAE__FMA(a, b[j], acc[r][j]);
+            }
         }
-    }
-    for (r = 0; r < LSAE__MR; ++r)
-        for (j = 0; j < LSAE__NR; ++j) C[r * LSAE__NT + j] = acc[r][j];
-}
-
-/* the same for mr < MR rows (the last rows of a block) */
-static void lsae__ukernel_edge(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
-{
-    float acc[LSAE__MR][LSAE__NR];
-    size_t p, r, j;
-    for (r = 0; r < mr; ++r)
-        for (j = 0; j < LSAE__NR; ++j) acc[r][j] = 0.0f;
-    for (p = 0; p < K; ++p) {
-        const float *b = P + p * LSAE__NT;
-        for (r = 0; r < mr; ++r) {
-            float a = A[r * lda + p];
-            for (j = 0; j < LSAE__NR; ++j) acc[r][j] = LSAE__FMA(a, b[j], acc[r][j]);
+    } else {
+        for (p = 0; p < K; ++p) {
+            const float *b = P + p * LSAE__NT;
+            for (r = 0; r < mr; ++r) {
+                float a = A[r * lda + p];
+                for (j = 0; j < LSAE__NR; ++j) acc[r][j] = LSAE__FMA(a, b[j], acc[r][j]);
+            }
         }
     }
     for (r = 0; r < mr; ++r)
         for (j = 0; j < LSAE__NR; ++j) C[r * LSAE__NT + j] = acc[r][j];
 }
+#endif
 
-/* Cbuf[MR][NT] = rows [r0, r0 + mr) of A times the packed tile P */
+/* Cbuf[MR][NT] = rows [0, mr) of A (row stride lda) times the packed tile P */
 static void lsae__tile_rows(float *Cbuf, const float *A, size_t lda, size_t mr, const float *P, size_t K)
 {
+#if defined(LSAE__AVX512)
+    lsae__ukernel_avx512(mr, A, lda, P, K, Cbuf);
+#else
     size_t j0;
     for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
-        if (mr == LSAE__MR) lsae__ukernel_full(A, lda, P + j0, K, Cbuf + j0);
-        else lsae__ukernel_edge(mr, A, lda, P + j0, K, Cbuf + j0);
+#if defined(LSAE__AVX2)
+        lsae__ukernel_avx2(mr, A, lda, P + j0, K, Cbuf + j0);
+#else
+        lsae__ukernel_c(mr, A, lda, P + j0, K, Cbuf + j0);
+#endif
     }
+#endif
 }
 
 /* Blocked, parallel C[M, N] = A[M, K] B[N, K]^T, for tests and callers who
@@ -1117,27 +1241,6 @@ static void lsae__heap_sift_down(lsae__kv *h, size_t n, size_t pos)
     h[pos] = x;
 }
 
-/* keep the cap best of what is pushed; *n counts what is held */
-static void lsae__heap_push(lsae__kv *h, size_t *n, size_t cap, float v, int32_t i)
-{
-    lsae__kv x;
-    x.v = v;
-    x.i = i;
-    if (*n < cap) {
-        size_t pos = (*n)++;
-        while (pos > 0) {
-            size_t parent = (pos - 1) / 2;
-            if (!lsae__worse(x, h[parent])) break;
-            h[pos] = h[parent];
-            pos = parent;
-        }
-        h[pos] = x;
-    } else if (cap > 0 && lsae__worse(h[0], x)) {
-        h[0] = x;
-        lsae__heap_sift_down(h, *n, 0);
-    }
-}
-
 /* heap to array, best first */
 static void lsae__heap_sort_desc(lsae__kv *h, size_t n)
 {
@@ -1150,88 +1253,231 @@ static void lsae__heap_sort_desc(lsae__kv *h, size_t n)
     }
 }
 
-/* The k largest of v[0..n), best first (test entry point and small uses).
-   heap is scratch of k entries. */
-LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *heap)
+static int lsae__better(lsae__kv a, lsae__kv b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+/* Quickselect (Hoare 1961) on the total order: rearranges a[0..n) so that
+   a[0..k) hold the k best, a[k - 1] being the k-th best; 0 < k <= n. The
+   candidates of one selection have distinct indices, so no two compare
+   equal and the kept set is unique. Median-of-three pivots; Hoare's
+   partition with the pivot taken from the middle never leaves a side empty. */
+static void lsae__nth_best(lsae__kv *a, size_t n, size_t k)
 {
-    size_t i, cnt = 0;
-    for (i = 0; i < n; ++i) lsae__heap_push(heap, &cnt, k, v[i], (int32_t)i);
-    lsae__heap_sort_desc(heap, cnt);
+    ptrdiff_t lo = 0, hi = (ptrdiff_t)n - 1;
+    const ptrdiff_t target = (ptrdiff_t)k - 1;
+    lsae__kv tmp;
+#define LSAE__SWAP(x, y) (tmp = a[x], a[x] = a[y], a[y] = tmp)
+    while (hi > lo) {
+        ptrdiff_t mid = lo + (hi - lo) / 2, i = lo - 1, j = hi + 1;
+        lsae__kv pivot;
+        /* order a[lo], a[mid], a[hi] best first; the median becomes the pivot */
+        if (lsae__better(a[hi], a[lo])) LSAE__SWAP(lo, hi);
+        if (lsae__better(a[mid], a[lo])) LSAE__SWAP(mid, lo);
+        if (lsae__better(a[hi], a[mid])) LSAE__SWAP(hi, mid);
+        pivot = a[mid];
+        for (;;) {
+            do ++i; while (lsae__better(a[i], pivot));
+            do --j; while (lsae__better(pivot, a[j]));
+            if (i >= j) break;
+            LSAE__SWAP(i, j);
+        }
+        /* a[lo..j] are no worse than the pivot, a[j+1..hi] no better */
+        if (target <= j) hi = j;
+        else lo = j + 1;
+    }
+#undef LSAE__SWAP
+}
+
+/* a[0..n) sorted best first: heapify (Floyd) then the heap sort above */
+static void lsae__sort_best(lsae__kv *a, size_t n)
+{
+    size_t i;
+    for (i = n / 2; i > 0; --i) lsae__heap_sift_down(a, n, i - 1);
+    lsae__heap_sort_desc(a, n);
+}
+
+/* The k largest of v[0..n), best first (test entry point and small uses).
+   buf is scratch of n entries. */
+LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *buf)
+{
+    size_t i;
+    if (k == 0) return;
+    for (i = 0; i < n; ++i) {
+        buf[i].v = v[i];
+        buf[i].i = (int32_t)i;
+    }
+    lsae__nth_best(buf, n, k);
+    lsae__sort_best(buf, k);
 }
 
 /* ------------------------------------------------------ fused encoder pass */
 
-/* Scratch for lsae__select over up to rows_cap rows with nthreads threads. */
+/* Scratch for lsae__select over up to rows_cap rows with nthreads threads.
+   Each thread keeps, per row, a buffer of up to 2K candidates for the top K
+   and 2KA for the AuxK top KA: candidates that beat the row's threshold are
+   appended, and a full buffer is cut back to its K best by quickselect, the
+   K-th best becoming the new threshold. That is O(1) amortised per accepted
+   candidate, where a heap costs O(log K) (KA = d/2 = 384 makes the AuxK heap
+   deep and busy: a dead latent's value often enters while the threshold is
+   still low). */
 typedef struct lsae__select_ws {
     size_t rows_cap, K, KA;
     int nthreads;
-    lsae__kv *heaps;     /* [nthreads][rows_cap][K + KA] */
+    lsae__kv *bufs;      /* [nthreads][rows_cap][2K + 2KA] */
     size_t *counts;      /* [nthreads][rows_cap][2] */
+    float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
+    lsae__kv *merge;     /* [nthreads][nthreads * max(K, KA)] */
     float *pack;         /* [nthreads][d * NT] */
 } lsae__select_ws;
 
 static void lsae__select_ws_free(const lsae_allocator *a, lsae__select_ws *ws)
 {
-    lsae__free(a, ws->heaps);
+    lsae__free(a, ws->bufs);
     lsae__free(a, ws->counts);
+    lsae__free(a, ws->thr);
+    lsae__free(a, ws->merge);
     lsae__free(a, ws->pack);
     memset(ws, 0, sizeof *ws);
 }
 
 static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws *ws, size_t rows_cap, size_t K, size_t KA, size_t d, int nthreads)
 {
-    size_t n;
+    size_t n, n2, nm, np;
     memset(ws, 0, sizeof *ws);
     ws->rows_cap = rows_cap;
     ws->K = K;
     ws->KA = KA;
     ws->nthreads = nthreads;
-    if (!lsae__mul3_size((size_t)nthreads, rows_cap, K + KA, &n)) return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
-    ws->heaps = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k heaps");
-    if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n)) return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
-    ws->counts = ws->heaps ? (size_t *)lsae__alloc_array(a, n, sizeof(size_t), "top-k counts") : NULL;
-    if (!lsae__mul3_size((size_t)nthreads, d, LSAE__NT, &n)) return lsae__err(LSAE_OUT_OF_MEMORY, "pack scratch size overflows");
-    ws->pack = ws->counts ? (float *)lsae__alloc_array(a, n, sizeof(float), "packed encoder tiles") : NULL;
-    if (!ws->pack) {
+    if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2 * (K + KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
+        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads, K > KA ? K : KA, &nm) || !lsae__mul3_size((size_t)nthreads, d, LSAE__NT, &np))
+        return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
+    if (!(ws->bufs = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k buffers")) ||
+        !(ws->counts = (size_t *)lsae__alloc_array(a, n2, sizeof(size_t), "top-k counts")) ||
+        !(ws->thr = (float *)lsae__alloc_array(a, n2, sizeof(float), "top-k thresholds")) ||
+        !(ws->merge = (lsae__kv *)lsae__alloc_array(a, nm, sizeof(lsae__kv), "top-k merge scratch")) ||
+        !(ws->pack = (float *)lsae__alloc_array(a, np, sizeof(float), "packed encoder tiles"))) {
         lsae__select_ws_free(a, ws);
         return LSAE_OUT_OF_MEMORY;
     }
     return LSAE_OK;
 }
 
-/* How many rows to select at once so the heaps stay near 32 MiB: a few rows
-   per thread at least, never the whole batch when k is huge. */
+/* How many rows to select at once so the buffers stay near 32 MiB: a few
+   rows per thread at least, never the whole batch when k is huge. */
 static size_t lsae__select_rows(size_t rows, size_t K, size_t KA, int nthreads)
 {
-    size_t per_row = (size_t)nthreads * (K + KA) * sizeof(lsae__kv);
+    size_t per_row = (size_t)nthreads * 2 * (K + KA) * sizeof(lsae__kv);
     size_t cap = per_row ? ((size_t)32 << 20) / per_row : rows;
     if (cap < LSAE__MR) cap = LSAE__MR;
     return rows < cap ? rows : cap;
 }
 
+/* Append candidate (x, l) to a buffer of capacity 2 kk holding *cnt; when it
+   fills, keep its kk best and raise the threshold to the kk-th best. */
+static void lsae__accept(lsae__kv *buf, size_t *cnt, size_t kk, float *thr, float x, size_t l)
+{
+    buf[*cnt].v = x;
+    buf[*cnt].i = (int32_t)l;
+    if (++*cnt == 2 * kk) {
+        lsae__nth_best(buf, 2 * kk, kk);
+        *cnt = kk;
+        *thr = buf[kk - 1].v;
+    }
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE__CTZ(x) ((unsigned)__builtin_ctz(x))
+#else
+static unsigned lsae__ctz(unsigned x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
+#define LSAE__CTZ(x) lsae__ctz(x)
+#endif
+
+/* One row of a tile: pre_j = ReLU(c[j] + b[j]) for latent l0 + j, j < nt,
+   offered to the row's top-K buffer h and, where bit j of dead is set, to
+   its AuxK buffer ha. thr[0] and thr[1] hold the value a candidate must
+   exceed to enter (-FLT_MAX until a buffer is first cut back, then the K-th
+   best seen). Within one thread a row meets latents in increasing index
+   order, so a candidate that only ties the threshold has a higher index than
+   the kept one and loses: the strict test is exact, and almost every value
+   is rejected by one vector compare. */
+static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0, uint64_t dead,
+                            lsae__kv *h, size_t *cnt, size_t K, lsae__kv *ha, size_t KA, float *thr)
+{
+    size_t j = 0;
+#define LSAE__OFFER_MAIN(jj)                                                    \
+    do {                                                                        \
+        float x_ = c[jj] + b[jj];                                               \
+        x_ = x_ > 0.0f ? x_ : 0.0f; /* ReLU */                                  \
+        if (x_ > thr[0]) {                                                      \
+            lsae__accept(h, &cnt[0], K, &thr[0], x_, l0 + (jj));                \
+        }                                                                       \
+    } while (0)
+#define LSAE__OFFER_AUX(jj)                                                     \
+    do {                                                                        \
+        float x_ = c[jj] + b[jj];                                               \
+        x_ = x_ > 0.0f ? x_ : 0.0f;                                             \
+        if (x_ > thr[1]) {                                                      \
+            lsae__accept(ha, &cnt[1], KA, &thr[1], x_, l0 + (jj));              \
+        }                                                                       \
+    } while (0)
+#if defined(LSAE__AVX512)
+    if (nt == LSAE__NT) {
+        const __m512 zero = _mm512_setzero_ps();
+        for (j = 0; j < LSAE__NT; j += 16) {
+            __m512 v = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero);
+            unsigned m = (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[0]), _CMP_GT_OQ);
+            unsigned ma = KA ? (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[1]), _CMP_GT_OQ) & (unsigned)((dead >> j) & 0xFFFFu) : 0u;
+            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
+            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+        }
+        return;
+    }
+#elif defined(LSAE__AVX2)
+    if (nt == LSAE__NT) {
+        const __m256 zero = _mm256_setzero_ps();
+        for (j = 0; j < LSAE__NT; j += 8) {
+            __m256 v = _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(c + j), _mm256_loadu_ps(b + j)), zero);
+            unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[0]), _CMP_GT_OQ));
+            unsigned ma = KA ? (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[1]), _CMP_GT_OQ)) & (unsigned)((dead >> j) & 0xFFu) : 0u;
+            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
+            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+        }
+        return;
+    }
+#endif
+    for (j = 0; j < nt; ++j) {
+        LSAE__OFFER_MAIN(j);
+        if (KA && ((dead >> j) & 1u)) LSAE__OFFER_AUX(j);
+    }
+#undef LSAE__OFFER_MAIN
+#undef LSAE__OFFER_AUX
+}
+
 /* The fused encoder pass over R rows of xc [R, d] (x - b_dec, already made):
    pre = ReLU(xc W_enc^T + b_enc) tile by tile, never stored whole, each value
-   offered to its row's top-K heap and, for dead latents, to the top-KA heap
-   among dead latents (AuxK). Threads split the latent axis, each keeping its
-   own heaps for all R rows; the heaps are then merged row by row. Because the
-   order on candidates is total, the result is the same for any split.
+   offered to its row's top-K buffer and, for dead latents, to the top-KA
+   buffer among dead latents (AuxK). dead_bits has one word per tile of 64
+   latents, bit j for latent 64 t + j (NULL: no AuxK). Threads split the
+   latent axis, each keeping its own buffers for all R rows; the buffers are
+   then merged row by row. Because the order on candidates is total, the
+   result is the same for any split.
    Output: top [R, ws->K] and aux [R, ws->KA] (those are the row strides;
    the first K and KA of each row are written), each row best first. */
 static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t K, lsae__kv *top,
-                         const unsigned char *dead, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
+                         const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
 {
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
-    const size_t stride = ws->K + ws->KA;
+    const size_t stride = 2 * (ws->K + ws->KA);
     int team_size = 1;
     LSAE_ASSERT(R <= ws->rows_cap && K <= ws->K && KA <= ws->KA);
-    if (!dead) KA = 0;
+    if (!dead_bits) KA = 0;
     LSAE__OMP(parallel num_threads(ws->nthreads))
     {
         int tid = lsae__thread_id(), nth = 1;
-        size_t t0, t1, t, r0, r, j;
+        size_t t0, t1, t, r0, r;
         ptrdiff_t row;
-        lsae__kv *heaps;
+        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * (ws->K > ws->KA ? ws->K : ws->KA);
         size_t *counts;
+        float *thr;
         float *P = ws->pack + (size_t)tid * d * LSAE__NT;
         float Cbuf[LSAE__MR * LSAE__NT];
 #ifdef _OPENMP
@@ -1239,48 +1485,63 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #endif
         LSAE__OMP(single)
         team_size = nth;
-        heaps = ws->heaps + (size_t)tid * ws->rows_cap * stride;
+        bufs = ws->bufs + (size_t)tid * ws->rows_cap * stride;
         counts = ws->counts + (size_t)tid * ws->rows_cap * 2;
-        for (r = 0; r < R; ++r) counts[2 * r] = counts[2 * r + 1] = 0;
+        thr = ws->thr + (size_t)tid * ws->rows_cap * 2;
+        for (r = 0; r < R; ++r) {
+            counts[2 * r] = counts[2 * r + 1] = 0;
+            thr[2 * r] = thr[2 * r + 1] = -FLT_MAX;
+        }
         t0 = ntiles * (size_t)tid / (size_t)nth;
         t1 = ntiles * (size_t)(tid + 1) / (size_t)nth;
         for (t = t0; t < t1; ++t) {
             size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+            uint64_t dead = KA ? dead_bits[t] : 0;
             lsae__pack_tile(P, m->W_enc, d, l0, nt);
             for (r0 = 0; r0 < R; r0 += LSAE__MR) {
                 size_t mr = R - r0 < LSAE__MR ? R - r0 : LSAE__MR;
                 lsae__tile_rows(Cbuf, xc + r0 * d, d, mr, P, d);
                 for (r = 0; r < mr; ++r) {
-                    lsae__kv *h = heaps + (r0 + r) * stride, *ha = h + ws->K;
-                    size_t *cnt = counts + 2 * (r0 + r);
-                    const float *c = Cbuf + r * LSAE__NT;
-                    for (j = 0; j < nt; ++j) {
-                        size_t l = l0 + j;
-                        float v = c[j] + m->b_enc[l];
-                        v = v > 0.0f ? v : 0.0f; /* ReLU */
-                        /* the cheap test first: most values lose to the heap's worst */
-                        if (cnt[0] < K || v > h[0].v) lsae__heap_push(h, &cnt[0], K, v, (int32_t)l);
-                        if (KA && dead[l] && (cnt[1] < KA || v > ha[0].v)) lsae__heap_push(ha, &cnt[1], KA, v, (int32_t)l);
-                    }
+                    lsae__kv *h = bufs + (r0 + r) * stride;
+                    lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
+                                    h + 2 * ws->K, KA, thr + 2 * (r0 + r));
                 }
             }
         }
+        /* each thread's buffers cut back to their K (KA) best */
+        for (r = 0; r < R; ++r) {
+            size_t *cnt = counts + 2 * r;
+            if (cnt[0] > K) { lsae__nth_best(bufs + r * stride, cnt[0], K); cnt[0] = K; }
+            if (cnt[1] > KA) { lsae__nth_best(bufs + r * stride + 2 * ws->K, cnt[1], KA); cnt[1] = KA; }
+        }
         LSAE__OMP(barrier)
-        /* merge: each row's final heap is built from every thread's heap */
+        /* merge: each row's result is the best of every thread's candidates */
         LSAE__OMP(for schedule(static))
         for (row = 0; row < (ptrdiff_t)R; ++row) {
-            size_t n = 0, na = 0, i;
+            size_t n = 0, na = 0;
             int s;
-            lsae__kv *out = top + (size_t)row * ws->K, *outa = KA ? aux + (size_t)row * ws->KA : NULL;
+            lsae__kv *out = top + (size_t)row * ws->K;
             for (s = 0; s < team_size; ++s) {
-                const lsae__kv *h = ws->heaps + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
+                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
                 const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
-                for (i = 0; i < cnt[0]; ++i) lsae__heap_push(out, &n, K, h[i].v, h[i].i);
-                for (i = 0; i < cnt[1]; ++i) lsae__heap_push(outa, &na, KA, h[ws->K + i].v, h[ws->K + i].i);
+                memcpy(merge + n, h, cnt[0] * sizeof(lsae__kv));
+                n += cnt[0];
             }
-            lsae__heap_sort_desc(out, n);
-            lsae__heap_sort_desc(outa, na);
-            LSAE_ASSERT(n == K && na == KA);
+            LSAE_ASSERT(n >= K);
+            lsae__nth_best(merge, n, K);
+            lsae__sort_best(merge, K);
+            memcpy(out, merge, K * sizeof(lsae__kv));
+            if (!KA) continue;
+            for (s = 0; s < team_size; ++s) {
+                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + 2 * ws->K;
+                const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
+                memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
+                na += cnt[1];
+            }
+            LSAE_ASSERT(na >= KA);
+            lsae__nth_best(merge, na, KA);
+            lsae__sort_best(merge, KA);
+            memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
         }
     }
 }
@@ -1389,7 +1650,7 @@ struct lsae_trainer {
     float *grads, *adam_m, *adam_v;  /* slabs laid out as the model's */
     uint64_t *since_fired;      /* [L] rows since the latent was last in a top-k */
     unsigned char *did_fire;    /* [L] in a top-k during this window */
-    unsigned char *dead;        /* [L] since_fired > threshold, at the start of the window */
+    uint64_t *dead_bits;        /* [ceil(L / 64)] bit l % 64 of word l / 64: since_fired[l] > threshold, for this batch */
     uint64_t step;              /* optimizer steps done */
     uint64_t micro;             /* batches accumulated in this window */
     uint64_t rows_in_window;
@@ -1491,7 +1752,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->adam_v = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "Adam second moments")) ||
         !(t->since_fired = (uint64_t *)lsae__alloc_array(t->alloc, L, sizeof(uint64_t), "dead-latent counters")) ||
         !(t->did_fire = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "fired flags")) ||
-        !(t->dead = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "dead flags")) ||
+        !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
         !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, L + 1, sizeof(size_t), "latent offsets")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
         !(t->acc = (float *)lsae__alloc_array(t->alloc, (size_t)t->nthreads * 2, m->d * sizeof(float), "accumulators"))) {
@@ -1503,7 +1764,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     memset(t->adam_v, 0, m->lay.total * sizeof(float));
     memset(t->since_fired, 0, L * sizeof(uint64_t));
     memset(t->did_fire, 0, L);
-    memset(t->dead, 0, L);
+    memset(t->dead_bits, 0, (L + 63) / 64 * sizeof(uint64_t));
     *out = t;
     return LSAE_OK;
 }
@@ -1513,7 +1774,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     if (!t) return;
     lsae__trainer_free_ws(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
-    lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead);
+    lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
     lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->acc);
     lsae__free(t->alloc, t);
 }
@@ -1585,8 +1846,12 @@ static void lsae__count_dead(lsae_trainer *t, size_t *n_dead)
 {
     size_t l, n = 0;
     for (l = 0; l < t->m->L; ++l) {
-        t->dead[l] = t->since_fired[l] > t->cfg.dead_feature_threshold;
-        n += t->dead[l];
+        uint64_t bit = (uint64_t)1 << (l % 64);
+        if (l % 64 == 0) t->dead_bits[l / 64] = 0;
+        if (t->since_fired[l] > t->cfg.dead_feature_threshold) {
+            t->dead_bits[l / 64] |= bit;
+            ++n;
+        }
     }
     *n_dead = n;
 }
@@ -1659,7 +1924,7 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     lsae__center(t->xc, t->x_used, m->b_dec, B, d, nt);
     for (r = 0; r < B; r += t->sws.rows_cap) {
         size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
-        lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, ka ? t->dead : NULL, ka, t->aux + r * t->KA, &t->sws);
+        lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, ka ? t->dead_bits : NULL, ka, t->aux + r * t->KA, &t->sws);
     }
 
     /* 5. decode and residuals, per row:
