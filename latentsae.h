@@ -1214,6 +1214,196 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const flo
     }
 }
 
+/* --------------------------------------------------------- vector helpers */
+
+/* y[0..n) += a x[0..n). Element-wise fused multiply-adds: every build with
+   FMA hardware gives the same bits, vectorised or not. */
+static void lsae__axpy(float *y, float a, const float *x, size_t n)
+{
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    const __m512 va = _mm512_set1_ps(a);
+    for (; j + 32 <= n; j += 32) {
+        _mm512_storeu_ps(y + j, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j)));
+        _mm512_storeu_ps(y + j + 16, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + j + 16), _mm512_loadu_ps(y + j + 16)));
+    }
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j)));
+    if (j < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - j)) - 1u);
+        _mm512_mask_storeu_ps(y + j, k, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + j), _mm512_maskz_loadu_ps(k, y + j)));
+    }
+#elif defined(LSAE__AVX2)
+    const __m256 va = _mm256_set1_ps(a);
+    for (; j + 16 <= n; j += 16) {
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+        _mm256_storeu_ps(y + j + 8, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j + 8), _mm256_loadu_ps(y + j + 8)));
+    }
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+    for (; j < n; ++j) y[j] = LSAE__FMA(a, x[j], y[j]);
+#else
+    for (; j < n; ++j) y[j] = LSAE__FMA(a, x[j], y[j]);
+#endif
+}
+
+/* sum_j a[j] b[j] in a fixed order that SIMD can follow: 64 partial sums,
+   s_q = the chain of fused multiply-adds over j = q (mod 64), in increasing
+   j; then s_q += s_{q+32}, s_q += s_{q+16}, ..., s_q += s_{q+1} (q below the
+   step), and s_0 is the result. Four zmm or eight ymm registers are the 64
+   chains (enough independent chains to hide the FMA latency), and the
+   reduction tree is the same whatever the vector width, so AVX-512 and AVX2
+   builds agree bit for bit. */
+static float lsae__dot(const float *a, const float *b, size_t n)
+{
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    __m256 w;
+    __m128 x;
+    for (; j + 64 <= n; j += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 32), _mm512_loadu_ps(b + j + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 48), _mm512_loadu_ps(b + j + 48), s3);
+    }
+    for (; j < n; j += 16) {
+        /* the tail: lanes past n keep their sums (masked FMA adds nothing, not even a zero) */
+        const __mmask16 k = (__mmask16)(n - j >= 16 ? 0xFFFFu : (1u << (n - j)) - 1u);
+        const __m512 va = _mm512_maskz_loadu_ps(k, a + j), vb = _mm512_maskz_loadu_ps(k, b + j);
+        switch ((j % 64) / 16) {
+        case 0: s0 = _mm512_mask3_fmadd_ps(va, vb, s0, k); break;
+        case 1: s1 = _mm512_mask3_fmadd_ps(va, vb, s1, k); break;
+        case 2: s2 = _mm512_mask3_fmadd_ps(va, vb, s2, k); break;
+        default: s3 = _mm512_mask3_fmadd_ps(va, vb, s3, k); break;
+        }
+    }
+    s0 = _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)); /* +32, then +16 */
+    w = _mm256_add_ps(_mm512_castps512_ps256(s0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s0), 1))); /* +8 */
+    x = _mm_add_ps(_mm256_castps256_ps128(w), _mm256_extractf128_ps(w, 1)); /* +4 */
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                  /* +2 */
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                              /* +1 */
+    return _mm_cvtss_f32(x);
+#elif defined(LSAE__AVX2)
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    __m128 x;
+    for (; j + 64 <= n; j += 64) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 16), _mm256_loadu_ps(b + j + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 24), _mm256_loadu_ps(b + j + 24), s3);
+        s4 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 32), _mm256_loadu_ps(b + j + 32), s4);
+        s5 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 40), _mm256_loadu_ps(b + j + 40), s5);
+        s6 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 48), _mm256_loadu_ps(b + j + 48), s6);
+        s7 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 56), _mm256_loadu_ps(b + j + 56), s7);
+    }
+    if (j < n) {
+        /* the tail, lane by lane into the same chains */
+        float t[64];
+        size_t q;
+        _mm256_storeu_ps(t, s0); _mm256_storeu_ps(t + 8, s1); _mm256_storeu_ps(t + 16, s2); _mm256_storeu_ps(t + 24, s3);
+        _mm256_storeu_ps(t + 32, s4); _mm256_storeu_ps(t + 40, s5); _mm256_storeu_ps(t + 48, s6); _mm256_storeu_ps(t + 56, s7);
+        for (q = 0; j + q < n; ++q) t[q] = LSAE__FMA(a[j + q], b[j + q], t[q]);
+        s0 = _mm256_loadu_ps(t); s1 = _mm256_loadu_ps(t + 8); s2 = _mm256_loadu_ps(t + 16); s3 = _mm256_loadu_ps(t + 24);
+        s4 = _mm256_loadu_ps(t + 32); s5 = _mm256_loadu_ps(t + 40); s6 = _mm256_loadu_ps(t + 48); s7 = _mm256_loadu_ps(t + 56);
+    }
+    s0 = _mm256_add_ps(s0, s4); s1 = _mm256_add_ps(s1, s5); s2 = _mm256_add_ps(s2, s6); s3 = _mm256_add_ps(s3, s7); /* +32 */
+    s0 = _mm256_add_ps(s0, s2); s1 = _mm256_add_ps(s1, s3);                                                       /* +16 */
+    s0 = _mm256_add_ps(s0, s1);                                                                                   /* +8 */
+    x = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));                                    /* +4 */
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                                                       /* +2 */
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                                                                   /* +1 */
+    return _mm_cvtss_f32(x);
+#else
+    float s[64];
+    size_t q, step;
+    for (q = 0; q < 64; ++q) s[q] = 0.0f;
+    for (; j < n; ++j) s[j % 64] = LSAE__FMA(a[j], b[j], s[j % 64]);
+    for (step = 32; step > 0; step /= 2)
+        for (q = 0; q < step; ++q) s[q] += s[q + step];
+    return s[0];
+#endif
+}
+
+/* y[0..n) *= s */
+static void lsae__scale(float *y, float s, size_t n)
+{
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    const __m512 vs = _mm512_set1_ps(s);
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(y + j, _mm512_mul_ps(_mm512_loadu_ps(y + j), vs));
+#elif defined(LSAE__AVX2)
+    const __m256 vs = _mm256_set1_ps(s);
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), vs));
+#endif
+    for (; j < n; ++j) y[j] *= s;
+}
+
+/* torch.optim.Adam (no weight decay, not amsgrad) over one span, the
+   gradient first multiplied by clip:
+      g = clip G;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+      p -= step_size * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)),  step_size = lr / (1 - b1^t)
+   G is set to 0 for the next window in the same pass (it is in cache now;
+   a separate memset would stream the whole slab again). Separate multiplies
+   and adds, no FMA, in every build: the vector and scalar code give the
+   same bits. Returns the sum of (p - p) over the new weights: 0 when all are
+   finite, NaN as soon as one is not. */
+static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n, float clip, float step_size, float bc2_sqrt)
+{
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, omb1 = 1.0f - b1, omb2 = 1.0f - b2;
+    float bad = 0.0f;
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    {
+        const __m512 vclip = _mm512_set1_ps(clip), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vo1 = _mm512_set1_ps(omb1);
+        const __m512 vo2 = _mm512_set1_ps(omb2), vst = _mm512_set1_ps(step_size), vbc = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
+        __m512 vbad = _mm512_setzero_ps();
+        for (; j + 16 <= n; j += 16) {
+            __m512 g = _mm512_mul_ps(_mm512_loadu_ps(G + j), vclip);
+            __m512 mm = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m1 + j), vb1), _mm512_mul_ps(g, vo1));
+            __m512 vv = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m2 + j), vb2), _mm512_mul_ps(_mm512_mul_ps(g, g), vo2));
+            __m512 pp = _mm512_loadu_ps(p + j);
+            pp = _mm512_sub_ps(pp, _mm512_mul_ps(vst, _mm512_div_ps(mm, _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vv), vbc), veps))));
+            _mm512_storeu_ps(m1 + j, mm);
+            _mm512_storeu_ps(m2 + j, vv);
+            _mm512_storeu_ps(p + j, pp);
+            _mm512_storeu_ps(G + j, _mm512_setzero_ps());
+            vbad = _mm512_add_ps(vbad, _mm512_sub_ps(pp, pp));
+        }
+        bad = _mm512_reduce_add_ps(vbad);
+    }
+#elif defined(LSAE__AVX2)
+    {
+        const __m256 vclip = _mm256_set1_ps(clip), vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vo1 = _mm256_set1_ps(omb1);
+        const __m256 vo2 = _mm256_set1_ps(omb2), vst = _mm256_set1_ps(step_size), vbc = _mm256_set1_ps(bc2_sqrt), veps = _mm256_set1_ps(eps);
+        __m256 vbad = _mm256_setzero_ps();
+        float t[8];
+        int q;
+        for (; j + 8 <= n; j += 8) {
+            __m256 g = _mm256_mul_ps(_mm256_loadu_ps(G + j), vclip);
+            __m256 mm = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(m1 + j), vb1), _mm256_mul_ps(g, vo1));
+            __m256 vv = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(m2 + j), vb2), _mm256_mul_ps(_mm256_mul_ps(g, g), vo2));
+            __m256 pp = _mm256_loadu_ps(p + j);
+            pp = _mm256_sub_ps(pp, _mm256_mul_ps(vst, _mm256_div_ps(mm, _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), vbc), veps))));
+            _mm256_storeu_ps(m1 + j, mm);
+            _mm256_storeu_ps(m2 + j, vv);
+            _mm256_storeu_ps(p + j, pp);
+            _mm256_storeu_ps(G + j, _mm256_setzero_ps());
+            vbad = _mm256_add_ps(vbad, _mm256_sub_ps(pp, pp));
+        }
+        _mm256_storeu_ps(t, vbad);
+        for (q = 0; q < 8; ++q) bad += t[q];
+    }
+#endif
+    for (; j < n; ++j) {
+        float g = G[j] * clip;
+        float mm = m1[j] = m1[j] * b1 + g * omb1;
+        float vv = m2[j] = m2[j] * b2 + g * g * omb2;
+        p[j] -= step_size * (mm / (sqrtf(vv) / bc2_sqrt + eps));
+        G[j] = 0.0f;
+        bad += p[j] - p[j];
+    }
+    return bad;
+}
+
 /* ------------------------------------------------------------------ top-k */
 
 /* A candidate latent: its activation and index. The order is total:
@@ -1473,8 +1663,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
     LSAE__OMP(parallel num_threads(ws->nthreads))
     {
         int tid = lsae__thread_id(), nth = 1;
-        size_t t0, t1, t, r0, r;
-        ptrdiff_t row;
+        size_t r0, r;
+        ptrdiff_t row, tt;
         lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * (ws->K > ws->KA ? ws->K : ws->KA);
         size_t *counts;
         float *thr;
@@ -1492,11 +1682,14 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             counts[2 * r] = counts[2 * r + 1] = 0;
             thr[2 * r] = thr[2 * r + 1] = -FLT_MAX;
         }
-        t0 = ntiles * (size_t)tid / (size_t)nth;
-        t1 = ntiles * (size_t)(tid + 1) / (size_t)nth;
-        for (t = t0; t < t1; ++t) {
-            size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
-            uint64_t dead = KA ? dead_bits[t] : 0;
+        /* tiles are handed out as threads come free (the machine may be
+           shared); "monotonic" keeps each thread's tiles, and so the latents
+           each of its rows meets, in increasing order, which the strict
+           threshold test relies on */
+        LSAE__OMP(for schedule(monotonic: dynamic, 1) nowait)
+        for (tt = 0; tt < (ptrdiff_t)ntiles; ++tt) {
+            size_t l0 = (size_t)tt * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+            uint64_t dead = KA ? dead_bits[tt] : 0;
             lsae__pack_tile(P, m->W_enc, d, l0, nt);
             for (r0 = 0; r0 < R; r0 += LSAE__MR) {
                 size_t mr = R - r0 < LSAE__MR ? R - r0 : LSAE__MR;
@@ -1638,6 +1831,9 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
 
 /* ---------------------------------------------------------------- trainer */
 
+/* latents per partial sum of the b_dec gradient's encoder side */
+#define LSAE__BDEC_CHUNK 256
+
 struct lsae_trainer {
     lsae_model *m;
     lsae_config cfg;            /* training fields from the caller, shape from the model */
@@ -1663,13 +1859,11 @@ struct lsae_trainer {
     lsae__kv *top;              /* [cap, K] */
     lsae__kv *aux;              /* [cap, KA] */
     float *G;                   /* [cap, 3, d] dLoss/d(decoder output) per row: main, 4k part, AuxK */
-    float *dxc;                 /* [cap, d] dLoss/d(x - b_dec) */
-    float *dpre;                /* [cap, K + KA] dLoss/d(pre-activation) per selected latent */
     int32_t *order;             /* [cap, K + KA] entries sorted by latent */
     size_t *lat_start;          /* [L + 1] CSR offsets into order */
     double *row_sq;             /* [cap, 3] per-row sums of squares */
     double *tv_dim;             /* [d] */
-    float *acc;                 /* [nthreads, 2, d] per-thread row accumulators */
+    float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of dpre W_enc[l] */
     lsae__select_ws sws;
 };
 
@@ -1677,11 +1871,10 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
 {
     lsae__free(t->alloc, t->x_used); lsae__free(t->alloc, t->xc);
     lsae__free(t->alloc, t->top); lsae__free(t->alloc, t->aux);
-    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->dxc);
-    lsae__free(t->alloc, t->dpre); lsae__free(t->alloc, t->order);
+    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->order);
     lsae__free(t->alloc, t->row_sq);
     lsae__select_ws_free(t->alloc, &t->sws);
-    t->x_used = t->xc = t->G = t->dxc = t->dpre = NULL;
+    t->x_used = t->xc = t->G = NULL;
     t->top = t->aux = NULL;
     t->order = NULL;
     t->row_sq = NULL;
@@ -1702,8 +1895,6 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
         !(t->top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->K * sizeof(lsae__kv), "top-k of the batch")) ||
         !(t->aux = (lsae__kv *)lsae__alloc_array(t->alloc, rows, (t->KA ? t->KA : 1) * sizeof(lsae__kv), "AuxK top-k of the batch")) ||
         !(t->G = (float *)lsae__alloc_array(t->alloc, rows, 3 * d * sizeof(float), "output gradients")) ||
-        !(t->dxc = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "input gradients")) ||
-        !(t->dpre = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "latent gradients")) ||
         !(t->order = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "latent order")) ||
         !(t->row_sq = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums"))) {
         lsae__trainer_free_ws(t);
@@ -1755,7 +1946,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
         !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, L + 1, sizeof(size_t), "latent offsets")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
-        !(t->acc = (float *)lsae__alloc_array(t->alloc, (size_t)t->nthreads * 2, m->d * sizeof(float), "accumulators"))) {
+        !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums"))) {
         lsae_trainer_free(t);
         return LSAE_OUT_OF_MEMORY;
     }
@@ -1775,7 +1966,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__trainer_free_ws(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
-    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->acc);
+    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part);
     lsae__free(t->alloc, t);
 }
 
@@ -1832,14 +2023,6 @@ static lsae_result lsae__geometric_median(const lsae_allocator *a, float *out, c
     lsae__free(a, w);
     lsae__free(a, guess);
     return LSAE_OK;
-}
-
-static float lsae__dot(const float *a, const float *b, size_t n)
-{
-    float s = 0.0f;
-    size_t i;
-    for (i = 0; i < n; ++i) s = LSAE__FMA(a[i], b[i], s);
-    return s;
 }
 
 static void lsae__count_dead(lsae_trainer *t, size_t *n_dead)
@@ -1940,18 +2123,12 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         double s0 = 0.0, s1 = 0.0, s2 = 0.0;
         size_t i2, j;
         memcpy(g0, m->b_dec, d * sizeof(float));
-        for (i2 = 0; i2 < k; ++i2) {
-            const float *wd = m->W_dec + (size_t)tk[i2].i * d;
-            float a = tk[i2].v;
-            if (a != 0.0f) for (j = 0; j < d; ++j) g0[j] = LSAE__FMA(a, wd[j], g0[j]);
-        }
+        for (i2 = 0; i2 < k; ++i2)
+            if (tk[i2].v != 0.0f) lsae__axpy(g0, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
         if (t->K > k) {
             memcpy(g1, g0, d * sizeof(float));
-            for (i2 = k; i2 < t->K; ++i2) {
-                const float *wd = m->W_dec + (size_t)tk[i2].i * d;
-                float a = tk[i2].v;
-                if (a != 0.0f) for (j = 0; j < d; ++j) g1[j] = LSAE__FMA(a, wd[j], g1[j]);
-            }
+            for (i2 = k; i2 < t->K; ++i2)
+                if (tk[i2].v != 0.0f) lsae__axpy(g1, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
             for (j = 0; j < d; ++j) {
                 g1[j] = xb[j] - g1[j];
                 s1 += (double)g1[j] * g1[j];
@@ -1963,11 +2140,8 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         }
         if (ka) {
             memset(g2, 0, d * sizeof(float));
-            for (i2 = 0; i2 < ka; ++i2) {
-                const float *wd = m->W_dec + (size_t)ax[i2].i * d;
-                float a = ax[i2].v;
-                if (a != 0.0f) for (j = 0; j < d; ++j) g2[j] = LSAE__FMA(a, wd[j], g2[j]);
-            }
+            for (i2 = 0; i2 < ka; ++i2)
+                if (ax[i2].v != 0.0f) lsae__axpy(g2, ax[i2].v, m->W_dec + (size_t)ax[i2].i * d, d);
             for (j = 0; j < d; ++j) {
                 g2[j] -= g0[j];
                 s2 += (double)g2[j] * g2[j];
@@ -2019,28 +2193,7 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
        a zero activation adds nothing to W_dec either). */
     E = t->K + t->KA;
 
-    /* 6a. per row: dpre = (G_slot . W_dec[l]) and dxc_b = sum dpre W_enc[l] */
-    LSAE__OMP(parallel for schedule(static) num_threads(nt))
-    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
-        const size_t b = (size_t)pr;
-        const float *gb = t->G + b * 3 * d;
-        float *dx = t->dxc + b * d, *dp = t->dpre + b * E;
-        size_t s, j;
-        memset(dx, 0, d * sizeof(float));
-        for (s = 0; s < t->K + ka; ++s) {
-            const lsae__kv e = s < t->K ? t->top[b * t->K + s] : t->aux[b * t->KA + (s - t->K)];
-            const float *g = s < k ? gb : s < t->K ? gb + d : gb + 2 * d;
-            float dv = 0.0f;
-            if (e.v > 0.0f) {
-                const float *we = m->W_enc + (size_t)e.i * d;
-                dv = lsae__dot(g, m->W_dec + (size_t)e.i * d, d);
-                for (j = 0; j < d; ++j) dx[j] = LSAE__FMA(dv, we[j], dx[j]);
-            }
-            dp[s] = dv;
-        }
-    }
-
-    /* 6b. sort the entries by latent (stable counting sort: within a latent,
+    /* 6a. sort the entries by latent (stable counting sort: within a latent,
        by row then slot, so every sum below runs in one fixed order) */
     memset(t->lat_start, 0, (L + 1) * sizeof(size_t));
     for (r = 0; r < B; ++r)
@@ -2060,54 +2213,61 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         t->lat_start[0] = 0;
     }
 
-    /* 6c. per latent, no atomics: dW_dec[l] += sum a G_slot, dW_enc[l] += sum dpre xc_b, db_enc[l] += sum dpre */
+    /* 6b. per latent l, no atomics (llm.c's rule: split by output index). For
+       each of its entries (row b, slot s, activation a, output gradient g =
+       G_slot[b]):
+          dpre        = g . W_dec[l]        (the gradient reaching pre[b, l])
+          dW_dec[l]  += a g
+          dW_enc[l]  += dpre xc_b
+          db_enc[l]  += dpre
+       The gradient reaching the encoder input, dxc_b = sum over b's entries
+       of dpre W_enc[l], is only needed summed over rows (for b_dec), and
+       sum_b dxc_b = sum_l (sum of l's dpre) W_enc[l]: one row of W_enc per
+       latent instead of a pass over every row's entries. Those sums go into
+       fixed chunks of LSAE__BDEC_CHUNK latents, so the total adds up in one
+       order for any thread count. */
     {
         float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
         float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
-        LSAE__OMP(parallel num_threads(nt))
-        {
-            float *acc_dec = t->acc + (size_t)lsae__thread_id() * 2 * d, *acc_enc = acc_dec + d;
-            ptrdiff_t l;
-            LSAE__OMP(for schedule(dynamic, 16))
-            for (l = 0; l < (ptrdiff_t)L; ++l) {
-                size_t q, j, q0 = t->lat_start[l], q1 = t->lat_start[l + 1];
-                float sb = 0.0f;
-                if (q0 == q1) continue;
-                memset(acc_dec, 0, 2 * d * sizeof(float));
+        const size_t nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
+        ptrdiff_t c;
+        LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+        for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
+            float *part = t->bdec_part + (size_t)c * d;
+            size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
+            memset(part, 0, d * sizeof(float));
+            for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
+                size_t q, q0 = t->lat_start[l], q1 = t->lat_start[l + 1];
+                const float *wd = m->W_dec + l * d;
+                float *gd = gW_dec + l * d, *ge = gW_enc + l * d, sb = 0.0f;
                 for (q = q0; q < q1; ++q) {
-                    size_t ent = (size_t)t->order[q], b = ent / E, s = ent % E;
+                    const size_t ent = (size_t)t->order[q], b = ent / E, s = ent % E;
                     const float *gb = t->G + b * 3 * d;
                     const float *g = s < k ? gb : s < t->K ? gb + d : gb + 2 * d;
-                    const float *xb = t->xc + b * d;
-                    float a = s < t->K ? t->top[b * t->K + s].v : t->aux[b * t->KA + (s - t->K)].v;
-                    float dv = t->dpre[ent];
-                    for (j = 0; j < d; ++j) {
-                        acc_dec[j] = LSAE__FMA(a, g[j], acc_dec[j]);
-                        acc_enc[j] = LSAE__FMA(dv, xb[j], acc_enc[j]);
-                    }
+                    const float a = s < t->K ? t->top[b * t->K + s].v : t->aux[b * t->KA + (s - t->K)].v;
+                    const float dv = lsae__dot(g, wd, d);
+                    lsae__axpy(gd, a, g, d);
+                    lsae__axpy(ge, dv, t->xc + b * d, d);
                     sb += dv;
                 }
-                for (j = 0; j < d; ++j) {
-                    gW_dec[(size_t)l * d + j] += acc_dec[j];
-                    gW_enc[(size_t)l * d + j] += acc_enc[j];
+                if (q1 > q0) {
+                    gb_enc[l] += sb;
+                    lsae__axpy(part, sb, m->W_enc + l * d, d);
                 }
-                gb_enc[l] += sb;
             }
         }
-    }
 
-    /* 6d. b_dec: decoder output (sum of G0 over rows) minus the encoder input (sum of dxc) */
-    {
-        float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC];
-        LSAE__OMP(parallel for schedule(static) num_threads(nt))
-        for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
-            float s_out = 0.0f, s_in = 0.0f;
-            size_t b;
-            for (b = 0; b < B; ++b) {
-                s_out += t->G[b * 3 * d + (size_t)pr];
-                s_in += t->dxc[b * d + (size_t)pr];
+        /* 6c. b_dec: decoder output (sum of G0 over rows) minus the encoder input */
+        {
+            float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC];
+            LSAE__OMP(parallel for schedule(static) num_threads(nt))
+            for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
+                float s_out = 0.0f, s_in = 0.0f;
+                size_t b2;
+                for (b2 = 0; b2 < B; ++b2) s_out += t->G[b2 * 3 * d + (size_t)pr];
+                for (b2 = 0; b2 < nchunks; ++b2) s_in += t->bdec_part[b2 * d + (size_t)pr];
+                gb_dec[pr] += s_out - s_in;
             }
-            gb_dec[pr] += s_out - s_in;
         }
     }
 
@@ -2143,7 +2303,6 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     size_t nchunks, c, d, L, n_dead = 0, l;
     double *partial, norm2 = 0.0, norm, lr, bc1, bc2;
     float clip, step_size, bc2_sqrt;
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     int nonfinite = 0, nt;
     ptrdiff_t pc;
     if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: trainer is NULL");
@@ -2155,17 +2314,16 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     nt = t->nthreads;
     (void)nt;
 
-    /* 1. global gradient norm, torch.nn.utils.clip_grad_norm_(params, 1.0) */
+    /* 1. global gradient norm, torch.nn.utils.clip_grad_norm_(params, 1.0):
+       fixed chunks of the slab (padding is zero), each a float dot in the
+       fixed order of lsae__dot, added in double in chunk order */
     nchunks = (m->lay.total + LSAE__NORM_CHUNK - 1) / LSAE__NORM_CHUNK;
     partial = (double *)lsae__alloc_array(t->alloc, nchunks, sizeof(double), "norm partials");
     if (!partial) return LSAE_OUT_OF_MEMORY;
     LSAE__OMP(parallel for schedule(static) num_threads(nt))
     for (pc = 0; pc < (ptrdiff_t)nchunks; ++pc) {
-        size_t i0 = (size_t)pc * LSAE__NORM_CHUNK, i1 = i0 + LSAE__NORM_CHUNK, i;
-        double s = 0.0;
-        if (i1 > m->lay.total) i1 = m->lay.total;
-        for (i = i0; i < i1; ++i) s += (double)t->grads[i] * t->grads[i];
-        partial[pc] = s;
+        size_t i0 = (size_t)pc * LSAE__NORM_CHUNK, n = m->lay.total - i0 < LSAE__NORM_CHUNK ? m->lay.total - i0 : LSAE__NORM_CHUNK;
+        partial[pc] = (double)lsae__dot(t->grads + i0, t->grads + i0, n);
     }
     for (c = 0; c < nchunks; ++c) norm2 += partial[c];
     lsae__free(t->alloc, partial);
@@ -2177,11 +2335,10 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     }
     clip = 1.0 / (norm + 1e-6) < 1.0 ? (float)(1.0 / (norm + 1e-6)) : 1.0f;
 
-    /* 2. Adam, torch.optim.Adam (no weight decay, not amsgrad), step t = step + 1:
-          m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-          p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-       For W_dec rows the clipped gradient first loses its component along the
-       (unit) row, and the row is renormalised after the update. */
+    /* 2. Adam, torch.optim.Adam (no weight decay, not amsgrad), step t = step + 1
+       (lsae__adam_span). For W_dec rows the clipped gradient first loses its
+       component along the (unit) row, and the row is renormalised after the
+       update. The pass also zeroes the gradient for the next window. */
     lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
     bc1 = 1.0 - pow(0.9, (double)(t->step + 1));
     bc2 = 1.0 - pow(0.999, (double)(t->step + 1));
@@ -2189,49 +2346,38 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     bc2_sqrt = (float)sqrt(bc2);
     {
         float *P = m->params, *G = t->grads, *M1 = t->adam_m, *M2 = t->adam_v;
-        const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = wdec0 + m->lay.count[LSAE__W_DEC];
+        const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = m->lay.offset[LSAE__B_DEC];
+        const size_t nspan = (wdec0 + LSAE__NORM_CHUNK - 1) / LSAE__NORM_CHUNK;
         const int normalize = m->cfg.normalize_decoder;
+        float bad = 0.0f;
         ptrdiff_t row;
-        /* everything but W_dec: element-wise */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(|:nonfinite))
-        for (pc = 0; pc < (ptrdiff_t)m->lay.total; ++pc) {
-            size_t i = (size_t)pc;
-            float g, mm, vv;
-            if (i >= wdec0 && i < wdec1) continue;
-            g = G[i] * clip;
-            mm = M1[i] = M1[i] * b1 + g * (1.0f - b1);
-            vv = M2[i] = M2[i] * b2 + g * g * (1.0f - b2);
-            P[i] -= step_size * (mm / (sqrtf(vv) / bc2_sqrt + eps));
-            nonfinite |= !isfinite(P[i]);
+        /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(+:bad))
+        for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
+            size_t i0 = (size_t)pc * LSAE__NORM_CHUNK, n = wdec0 - i0 < LSAE__NORM_CHUNK ? wdec0 - i0 : LSAE__NORM_CHUNK;
+            bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
         }
-        /* W_dec, one row at a time: project, Adam, renormalise */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(|:nonfinite))
+        /* b_dec */
+        bad += lsae__adam_span(P + wdec1, G + wdec1, M1 + wdec1, M2 + wdec1, m->lay.total - wdec1, clip, step_size, bc2_sqrt);
+        /* W_dec, one row at a time: clip, project, Adam, renormalise */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(+:bad))
         for (row = 0; row < (ptrdiff_t)L; ++row) {
-            size_t base = wdec0 + (size_t)row * d, j;
-            float *p = P + base, *g = G + base, *m1 = M1 + base, *m2 = M2 + base;
-            for (j = 0; j < d; ++j) g[j] *= clip;
+            size_t base = wdec0 + (size_t)row * d;
+            float *p = P + base, *g = G + base;
+            lsae__scale(g, clip, d);
             if (normalize) {
                 /* remove_gradient_parallel_to_decoder_directions: g -= (g . w) w */
-                double par = 0.0;
-                float fpar;
-                for (j = 0; j < d; ++j) par += (double)g[j] * p[j];
-                fpar = (float)par;
-                for (j = 0; j < d; ++j) g[j] -= fpar * p[j];
+                lsae__axpy(g, -lsae__dot(g, p, d), p, d);
             }
-            for (j = 0; j < d; ++j) {
-                float mm = m1[j] = m1[j] * b1 + g[j] * (1.0f - b1);
-                float vv = m2[j] = m2[j] * b2 + g[j] * g[j] * (1.0f - b2);
-                p[j] -= step_size * (mm / (sqrtf(vv) / bc2_sqrt + eps));
-            }
+            bad += lsae__adam_span(p, g, M1 + base, M2 + base, d, 1.0f, step_size, bc2_sqrt);
             if (normalize) {
-                double ss = 0.0;
-                float sc;
-                for (j = 0; j < d; ++j) ss += (double)p[j] * p[j];
-                sc = (float)(1.0 / (sqrt(ss) + FLT_EPSILON));
-                for (j = 0; j < d; ++j) p[j] *= sc;
+                /* set_decoder_norm_to_unit_norm: w / (||w|| + FLT_EPSILON) */
+                float ss = lsae__dot(p, p, d);
+                lsae__scale(p, (float)(1.0 / (sqrt((double)ss) + FLT_EPSILON)), d);
+                bad += lsae__dot(p, p, d) * 0.0f; /* NaN if the row is */
             }
-            for (j = 0; j < d; ++j) nonfinite |= !isfinite(p[j]);
         }
+        nonfinite = !(bad == 0.0f);
     }
 
     /* 3. dead-latent bookkeeping: every counter grows by the rows seen; those that fired restart */
@@ -2240,7 +2386,6 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
         t->did_fire[l] = 0;
         n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
     }
-    memset(t->grads, 0, m->lay.total * sizeof(float));
     t->micro = 0;
     t->rows_in_window = 0;
     t->step++;
