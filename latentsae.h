@@ -1216,6 +1216,22 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const flo
 
 /* --------------------------------------------------------- vector helpers */
 
+/* Ask for the n floats at p to be brought into cache ahead of use: the
+   sparse passes gather whole rows (3 KiB at d = 768) from all over a batch,
+   and a row's first miss otherwise stalls the loop that needs it. */
+static void lsae__prefetch(const float *p, size_t n)
+{
+#if defined(LSAE__AVX2)
+    const char *c = (const char *)p, *e = (const char *)(p + n);
+    for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T0);
+#elif defined(__GNUC__) || defined(__clang__)
+    const char *c = (const char *)p, *e = (const char *)(p + n);
+    for (; c < e; c += 64) __builtin_prefetch(c);
+#else
+    (void)p; (void)n;
+#endif
+}
+
 /* y[0..n) += a x[0..n). Element-wise fused multiply-adds: every build with
    FMA hardware gives the same bits, vectorised or not. */
 static void lsae__axpy(float *y, float a, const float *x, size_t n)
@@ -1485,6 +1501,34 @@ static void lsae__sort_best(lsae__kv *a, size_t n)
     lsae__heap_sort_desc(a, n);
 }
 
+/* Max-heap on the latent index (for lsae__sort_index) */
+static void lsae__sift_index(lsae__kv *a, size_t n, size_t pos)
+{
+    lsae__kv x = a[pos];
+    for (;;) {
+        size_t c = 2 * pos + 1;
+        if (c >= n) break;
+        if (c + 1 < n && a[c + 1].i > a[c].i) ++c;
+        if (a[c].i <= x.i) break;
+        a[pos] = a[c];
+        pos = c;
+    }
+    a[pos] = x;
+}
+
+/* a[0..n) sorted by increasing latent index: heap sort */
+static void lsae__sort_index(lsae__kv *a, size_t n)
+{
+    size_t i;
+    for (i = n / 2; i > 0; --i) lsae__sift_index(a, n, i - 1);
+    for (i = n; i > 1; --i) {
+        lsae__kv tmp = a[0];
+        a[0] = a[i - 1];
+        a[i - 1] = tmp;
+        lsae__sift_index(a, i - 1, 0);
+    }
+}
+
 /* The k largest of v[0..n), best first (test entry point and small uses).
    buf is scratch of n entries. */
 LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *buf)
@@ -1651,7 +1695,9 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
    then merged row by row. Because the order on candidates is total, the
    result is the same for any split.
    Output: top [R, ws->K] and aux [R, ws->KA] (those are the row strides;
-   the first K and KA of each row are written), each row best first. */
+   the first K and KA of each row are written); each row of top best first,
+   each row of aux by increasing latent index (the AuxK decode walks W_dec
+   in index order). */
 static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t K, lsae__kv *top,
                          const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
 {
@@ -1733,7 +1779,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             }
             LSAE_ASSERT(na >= KA);
             lsae__nth_best(merge, na, KA);
-            lsae__sort_best(merge, KA);
+            lsae__sort_index(merge, KA);
             memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
         }
     }
@@ -1831,8 +1877,13 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
 
 /* ---------------------------------------------------------------- trainer */
 
-/* latents per partial sum of the b_dec gradient's encoder side */
+/* latents per partial sum of the b_dec gradient's encoder side (and per
+   unit of work in the backward passes) */
 #define LSAE__BDEC_CHUNK 256
+/* the AuxK decode: rows per block, latents per chunk of W_dec (768 KiB at
+   d = 768, of which only the dead rows are read) */
+#define LSAE__DEC_ROWS 128
+#define LSAE__DEC_CHUNK 256
 
 struct lsae_trainer {
     lsae_model *m;
@@ -1859,8 +1910,10 @@ struct lsae_trainer {
     lsae__kv *top;              /* [cap, K] */
     lsae__kv *aux;              /* [cap, KA] */
     float *G;                   /* [cap, 3, d] dLoss/d(decoder output) per row: main, 4k part, AuxK */
-    int32_t *order;             /* [cap, K + KA] entries sorted by latent */
-    size_t *lat_start;          /* [L + 1] CSR offsets into order */
+    int32_t *order;             /* [cap, K + KA] entries (b * (K + KA) + slot) sorted by class, latent */
+    float *dpre;                /* [cap, K + KA] dLoss/d(pre-activation) of each entry, in that order */
+    size_t *cursor;             /* [cap] per-row position in the AuxK decode */
+    size_t *lat_start;          /* [3 L + 1] CSR offsets into order, by class then latent */
     double *row_sq;             /* [cap, 3] per-row sums of squares */
     double *tv_dim;             /* [d] */
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of dpre W_enc[l] */
@@ -1872,11 +1925,14 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__free(t->alloc, t->x_used); lsae__free(t->alloc, t->xc);
     lsae__free(t->alloc, t->top); lsae__free(t->alloc, t->aux);
     lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->order);
+    lsae__free(t->alloc, t->dpre); lsae__free(t->alloc, t->cursor);
     lsae__free(t->alloc, t->row_sq);
     lsae__select_ws_free(t->alloc, &t->sws);
     t->x_used = t->xc = t->G = NULL;
     t->top = t->aux = NULL;
     t->order = NULL;
+    t->dpre = NULL;
+    t->cursor = NULL;
     t->row_sq = NULL;
     t->cap = 0;
 }
@@ -1896,6 +1952,8 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
         !(t->aux = (lsae__kv *)lsae__alloc_array(t->alloc, rows, (t->KA ? t->KA : 1) * sizeof(lsae__kv), "AuxK top-k of the batch")) ||
         !(t->G = (float *)lsae__alloc_array(t->alloc, rows, 3 * d * sizeof(float), "output gradients")) ||
         !(t->order = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "latent order")) ||
+        !(t->dpre = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "latent gradients")) ||
+        !(t->cursor = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "decode cursors")) ||
         !(t->row_sq = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums"))) {
         lsae__trainer_free_ws(t);
         return LSAE_OUT_OF_MEMORY;
@@ -1944,7 +2002,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->since_fired = (uint64_t *)lsae__alloc_array(t->alloc, L, sizeof(uint64_t), "dead-latent counters")) ||
         !(t->did_fire = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "fired flags")) ||
         !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
-        !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, L + 1, sizeof(size_t), "latent offsets")) ||
+        !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, 3 * L + 1, sizeof(size_t), "latent offsets")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
         !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums"))) {
         lsae_trainer_free(t);
@@ -2110,25 +2168,31 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, ka ? t->dead_bits : NULL, ka, t->aux + r * t->KA, &t->sws);
     }
 
-    /* 5. decode and residuals, per row:
+    /* 5. decode and residuals:
           G0 <- e  = x - (b_dec + sum_{i<k} a_i W_dec[l_i])
           G1 <- e4 = x - (b_dec + sum_{i<4k} a_i W_dec[l_i])        (multi_topk)
-          G2 <- e_hat - e, e_hat = sum_j aux_a_j W_dec[aux_l_j]    (AuxK)  */
+          G2 <- e_hat - e, e_hat = sum_j aux_a_j W_dec[aux_l_j]    (AuxK)
+       5a. per row: the top-k decode (a row's k latents are spread over all
+       of W_dec, so a row at a time is as good as any order) */
     LSAE__OMP(parallel for schedule(static) num_threads(nt))
     for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
         const size_t b = (size_t)pr;
         const float *xb = t->x_used + b * d;
-        float *g0 = t->G + b * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
-        const lsae__kv *tk = t->top + b * t->K, *ax = t->aux + b * t->KA;
-        double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+        float *g0 = t->G + b * 3 * d, *g1 = g0 + d;
+        const lsae__kv *tk = t->top + b * t->K;
+        double s0 = 0.0, s1 = 0.0;
         size_t i2, j;
         memcpy(g0, m->b_dec, d * sizeof(float));
-        for (i2 = 0; i2 < k; ++i2)
+        for (i2 = 0; i2 < k; ++i2) {
+            if (i2 + 1 < t->K) lsae__prefetch(m->W_dec + (size_t)tk[i2 + 1].i * d, d);
             if (tk[i2].v != 0.0f) lsae__axpy(g0, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
+        }
         if (t->K > k) {
             memcpy(g1, g0, d * sizeof(float));
-            for (i2 = k; i2 < t->K; ++i2)
+            for (i2 = k; i2 < t->K; ++i2) {
+                if (i2 + 1 < t->K) lsae__prefetch(m->W_dec + (size_t)tk[i2 + 1].i * d, d);
                 if (tk[i2].v != 0.0f) lsae__axpy(g1, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
+            }
             for (j = 0; j < d; ++j) {
                 g1[j] = xb[j] - g1[j];
                 s1 += (double)g1[j] * g1[j];
@@ -2138,18 +2202,49 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
             g0[j] = xb[j] - g0[j];
             s0 += (double)g0[j] * g0[j];
         }
-        if (ka) {
-            memset(g2, 0, d * sizeof(float));
-            for (i2 = 0; i2 < ka; ++i2)
-                if (ax[i2].v != 0.0f) lsae__axpy(g2, ax[i2].v, m->W_dec + (size_t)ax[i2].i * d, d);
-            for (j = 0; j < d; ++j) {
-                g2[j] -= g0[j];
-                s2 += (double)g2[j] * g2[j];
-            }
-        }
         t->row_sq[3 * b] = s0;
         t->row_sq[3 * b + 1] = s1;
-        t->row_sq[3 * b + 2] = s2;
+        t->row_sq[3 * b + 2] = 0.0;
+    }
+    /* 5b. AuxK: the dead latents' W_dec rows are read over and over (each is
+       picked by many rows), so the batch goes in blocks of LSAE__DEC_ROWS rows
+       and, for each block, W_dec in chunks of LSAE__DEC_CHUNK latents: a
+       chunk's rows stay in cache while every row of the block adds the
+       entries it has in that chunk (each row's AuxK entries are in index
+       order, so they come as one run per chunk). A row's sum runs in index
+       order whatever the blocks and threads. */
+    if (ka) {
+        const size_t nblocks = (B + LSAE__DEC_ROWS - 1) / LSAE__DEC_ROWS;
+        ptrdiff_t blk;
+        LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+        for (blk = 0; blk < (ptrdiff_t)nblocks; ++blk) {
+            const size_t b0 = (size_t)blk * LSAE__DEC_ROWS, b1 = b0 + LSAE__DEC_ROWS < B ? b0 + LSAE__DEC_ROWS : B;
+            size_t b, c0, j;
+            for (b = b0; b < b1; ++b) {
+                memset(t->G + b * 3 * d + 2 * d, 0, d * sizeof(float));
+                t->cursor[b] = 0;
+            }
+            for (c0 = 0; c0 < L; c0 += LSAE__DEC_CHUNK) {
+                const int32_t c1 = (int32_t)(c0 + LSAE__DEC_CHUNK < L ? c0 + LSAE__DEC_CHUNK : L);
+                for (b = b0; b < b1; ++b) {
+                    const lsae__kv *ax = t->aux + b * t->KA;
+                    float *g2 = t->G + b * 3 * d + 2 * d;
+                    size_t q = t->cursor[b];
+                    for (; q < ka && ax[q].i < c1; ++q)
+                        if (ax[q].v != 0.0f) lsae__axpy(g2, ax[q].v, m->W_dec + (size_t)ax[q].i * d, d);
+                    t->cursor[b] = q;
+                }
+            }
+            for (b = b0; b < b1; ++b) {
+                float *g0 = t->G + b * 3 * d, *g2 = g0 + 2 * d;
+                double s2 = 0.0;
+                for (j = 0; j < d; ++j) {
+                    g2[j] -= g0[j];
+                    s2 += (double)g2[j] * g2[j];
+                }
+                t->row_sq[3 * b + 2] = s2;
+            }
+        }
     }
     for (r = 0; r < B; ++r) {
         se += t->row_sq[3 * r];
@@ -2188,38 +2283,47 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         }
     }
 
-    /* Entries: row b, slot s < K (top-k, then the 4k tail) or K + s (AuxK).
-       Only positive activations carry gradient (ReLU passes where pre > 0;
-       a zero activation adds nothing to W_dec either). */
+    /* Entries: row b, slot s < K (top-k, then the 4k tail) or K + s (AuxK),
+       in three classes by the output gradient they use: G0 (s < k), G1
+       (k <= s < K), G2 (AuxK). Only positive activations carry gradient
+       (ReLU passes where pre > 0; a zero activation adds nothing to W_dec
+       either). */
     E = t->K + t->KA;
 
-    /* 6a. sort the entries by latent (stable counting sort: within a latent,
-       by row then slot, so every sum below runs in one fixed order) */
-    memset(t->lat_start, 0, (L + 1) * sizeof(size_t));
+    /* 6a. sort the entries by (class, latent): a stable counting sort, so
+       within a latent they stay by row then slot and every sum below runs in
+       one fixed order */
+    memset(t->lat_start, 0, (3 * L + 1) * sizeof(size_t));
     for (r = 0; r < B; ++r)
         for (i = 0; i < t->K + ka; ++i) {
             const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
-            if (e.v > 0.0f) t->lat_start[e.i + 1]++;
+            const size_t cls = i < k ? 0 : i < t->K ? 1 : 2;
+            if (e.v > 0.0f) t->lat_start[cls * L + (size_t)e.i + 1]++;
         }
-    for (i = 0; i < L; ++i) t->lat_start[i + 1] += t->lat_start[i];
+    for (i = 0; i < 3 * L; ++i) t->lat_start[i + 1] += t->lat_start[i];
     {
         size_t *fill = t->lat_start; /* advance starts, then shift back */
         for (r = 0; r < B; ++r)
             for (i = 0; i < t->K + ka; ++i) {
                 const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
-                if (e.v > 0.0f) t->order[fill[e.i]++] = (int32_t)(r * E + i);
+                const size_t cls = i < k ? 0 : i < t->K ? 1 : 2;
+                if (e.v > 0.0f) t->order[fill[cls * L + (size_t)e.i]++] = (int32_t)(r * E + i);
             }
-        for (i = L; i > 0; --i) t->lat_start[i] = t->lat_start[i - 1];
+        for (i = 3 * L; i > 0; --i) t->lat_start[i] = t->lat_start[i - 1];
         t->lat_start[0] = 0;
     }
 
     /* 6b. per latent l, no atomics (llm.c's rule: split by output index). For
        each of its entries (row b, slot s, activation a, output gradient g =
-       G_slot[b]):
+       G_class[b]):
           dpre        = g . W_dec[l]        (the gradient reaching pre[b, l])
           dW_dec[l]  += a g
           dW_enc[l]  += dpre xc_b
           db_enc[l]  += dpre
+       in two passes, so that each gathers rows from one batch-sized array
+       that stays in a core's L2 (1.5 MiB at B = 512, d = 768) instead of
+       three: pass A, class by class, reads G_class and W_dec and keeps dpre;
+       pass B reads xc and W_enc.
        The gradient reaching the encoder input, dxc_b = sum over b's entries
        of dpre W_enc[l], is only needed summed over rows (for b_dec), and
        sum_b dxc_b = sum_l (sum of l's dpre) W_enc[l]: one row of W_enc per
@@ -2230,27 +2334,48 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
         float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
         const size_t nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
+        size_t cls;
         ptrdiff_t c;
+        for (cls = 0; cls < 3; ++cls) {
+            const size_t *st = t->lat_start + cls * L;
+            if (st[L] == st[0]) continue;
+            LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+            for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
+                size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
+                for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
+                    const float *wd = m->W_dec + l * d;
+                    float *gd = gW_dec + l * d;
+                    size_t q;
+                    for (q = st[l]; q < st[l + 1]; ++q) {
+                        const size_t ent = (size_t)t->order[q], b = ent / E, s = ent % E;
+                        const float *g = t->G + b * 3 * d + cls * d;
+                        const float a = s < t->K ? t->top[b * t->K + s].v : t->aux[b * t->KA + (s - t->K)].v;
+                        if (q + 1 < st[L]) lsae__prefetch(t->G + ((size_t)t->order[q + 1] / E) * 3 * d + cls * d, d);
+                        t->dpre[q] = lsae__dot(g, wd, d);
+                        lsae__axpy(gd, a, g, d);
+                    }
+                }
+            }
+        }
         LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
         for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
             float *part = t->bdec_part + (size_t)c * d;
             size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
             memset(part, 0, d * sizeof(float));
             for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
-                size_t q, q0 = t->lat_start[l], q1 = t->lat_start[l + 1];
-                const float *wd = m->W_dec + l * d;
-                float *gd = gW_dec + l * d, *ge = gW_enc + l * d, sb = 0.0f;
-                for (q = q0; q < q1; ++q) {
-                    const size_t ent = (size_t)t->order[q], b = ent / E, s = ent % E;
-                    const float *gb = t->G + b * 3 * d;
-                    const float *g = s < k ? gb : s < t->K ? gb + d : gb + 2 * d;
-                    const float a = s < t->K ? t->top[b * t->K + s].v : t->aux[b * t->KA + (s - t->K)].v;
-                    const float dv = lsae__dot(g, wd, d);
-                    lsae__axpy(gd, a, g, d);
-                    lsae__axpy(ge, dv, t->xc + b * d, d);
-                    sb += dv;
+                float *ge = gW_enc + l * d, sb = 0.0f;
+                size_t c2, q, n = 0;
+                for (c2 = 0; c2 < 3; ++c2) {
+                    const size_t q1 = t->lat_start[c2 * L + l + 1];
+                    for (q = t->lat_start[c2 * L + l]; q < q1; ++q) {
+                        const size_t b = (size_t)t->order[q] / E;
+                        if (q + 1 < q1) lsae__prefetch(t->xc + ((size_t)t->order[q + 1] / E) * d, d);
+                        lsae__axpy(ge, t->dpre[q], t->xc + b * d, d);
+                        sb += t->dpre[q];
+                        ++n;
+                    }
                 }
-                if (q1 > q0) {
+                if (n) {
                     gb_enc[l] += sb;
                     lsae__axpy(part, sb, m->W_enc + l * d, d);
                 }
