@@ -1,4 +1,5 @@
-# latentsae: make (build), make test (every test), make demo (train and show)
+# latentsae: make (build), make test (every test), make demo (train and show),
+#   make bench (speed against PyTorch; bench/run.py)
 #   NO_OMP=1     build without OpenMP
 #   ARCH=...     target flags (default -march=native; ARCH= for a portable build)
 #   PYTHON=...   a python3 with numpy and torch (default: the first that has them)
@@ -26,7 +27,7 @@ HDR = latentsae.h
 TESTS = test_core test_gradcheck test_planted
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize demo clean info
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize demo bench clean info
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart
 
@@ -88,6 +89,11 @@ test-compile: | $(BUILD)/compile
 
 demo: $(BUILD)/quickstart
 	$(BUILD)/quickstart
+
+# timings live in bench/, never in tests: builds its own binaries
+bench:
+	@if [ -z "$(PYTHON)" ]; then echo "bench: needs a python3 with numpy and torch (PYTHON=...)"; exit 1; fi
+	CC="$(CC)" $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)
