@@ -1093,10 +1093,10 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
 }
 
 #if defined(LSAE__AVX512)
-/* C[r][j] (ldc = NT) = sum_p A[r][p] P[p][j], r < 6, j < 64, in zmm registers.
-   Rows mr..5 repeat row 0 (their results are computed and ignored), so one
-   kernel serves the edge of the batch too. */
-static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
+/* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 6, j < 64, in zmm
+   registers. Rows mr..5 repeat row 0: their sums are computed and not
+   stored, so one kernel serves the edge of the batch too. */
+static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
 {
     const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
     const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
@@ -1115,15 +1115,18 @@ static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const fl
 #undef LSAE__ROW512
     }
 #define LSAE__STORE512(r)                                                       \
-    _mm512_storeu_ps(C + r * LSAE__NT, c##r##0); _mm512_storeu_ps(C + r * LSAE__NT + 16, c##r##1); \
-    _mm512_storeu_ps(C + r * LSAE__NT + 32, c##r##2); _mm512_storeu_ps(C + r * LSAE__NT + 48, c##r##3);
+    if (r < mr) {                                                               \
+        _mm512_storeu_ps(C + r * ldc, c##r##0); _mm512_storeu_ps(C + r * ldc + 16, c##r##1); \
+        _mm512_storeu_ps(C + r * ldc + 32, c##r##2); _mm512_storeu_ps(C + r * ldc + 48, c##r##3); \
+    }
     LSAE__STORE512(0) LSAE__STORE512(1) LSAE__STORE512(2) LSAE__STORE512(3) LSAE__STORE512(4) LSAE__STORE512(5)
 #undef LSAE__STORE512
 }
 #elif defined(LSAE__AVX2)
-/* C[r][j] (ldc = NT) = sum_p A[r][p] P[p][j], r < 6, j < 16 (P and C are
-   already offset to the panel), in ymm registers; rows past mr repeat row 0. */
-static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
+/* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 6, j < 16 (P and C are
+   already offset to the panel), in ymm registers; rows past mr repeat row 0
+   and are not stored. */
+static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
 {
     const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
     const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
@@ -1139,15 +1142,15 @@ static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const floa
         LSAE__ROW256(0) LSAE__ROW256(1) LSAE__ROW256(2) LSAE__ROW256(3) LSAE__ROW256(4) LSAE__ROW256(5)
 #undef LSAE__ROW256
     }
-#define LSAE__STORE256(r) _mm256_storeu_ps(C + r * LSAE__NT, c##r##0); _mm256_storeu_ps(C + r * LSAE__NT + 8, c##r##1);
+#define LSAE__STORE256(r) if (r < mr) { _mm256_storeu_ps(C + r * ldc, c##r##0); _mm256_storeu_ps(C + r * ldc + 8, c##r##1); }
     LSAE__STORE256(0) LSAE__STORE256(1) LSAE__STORE256(2) LSAE__STORE256(3) LSAE__STORE256(4) LSAE__STORE256(5)
 #undef LSAE__STORE256
 }
 #else
-/* Portable: C[r][j] (ldc = NT) = sum_p A[r * lda + p] * P[p * NT + j],
+/* Portable: C[r * ldc + j] = sum_p A[r * lda + p] * P[p * NT + j],
    r < mr <= MR, j < NR, written so the compiler can keep acc in vector
    registers (the j loop has a constant trip count). */
-static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C)
+static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
 {
     float acc[LSAE__MR][LSAE__NR];
     size_t p, r, j;
@@ -1171,45 +1174,73 @@ static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *
         }
     }
     for (r = 0; r < mr; ++r)
-        for (j = 0; j < LSAE__NR; ++j) C[r * LSAE__NT + j] = acc[r][j];
+        for (j = 0; j < LSAE__NR; ++j) C[r * ldc + j] = acc[r][j];
 }
 #endif
 
-/* Cbuf[MR][NT] = rows [0, mr) of A (row stride lda) times the packed tile P */
-static void lsae__tile_rows(float *Cbuf, const float *A, size_t lda, size_t mr, const float *P, size_t K)
+/* C[r * ldc + j], r < mr, j < NT = rows [0, mr) of A (row stride lda)
+   times the packed tile P */
+static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, size_t mr, const float *P, size_t K)
 {
 #if defined(LSAE__AVX512)
-    lsae__ukernel_avx512(mr, A, lda, P, K, Cbuf);
+    lsae__ukernel_avx512(mr, A, lda, P, K, C, ldc);
 #else
     size_t j0;
     for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
 #if defined(LSAE__AVX2)
-        lsae__ukernel_avx2(mr, A, lda, P + j0, K, Cbuf + j0);
+        lsae__ukernel_avx2(mr, A, lda, P + j0, K, C + j0, ldc);
 #else
-        lsae__ukernel_c(mr, A, lda, P + j0, K, Cbuf + j0);
+        lsae__ukernel_c(mr, A, lda, P + j0, K, C + j0, ldc);
 #endif
     }
 #endif
 }
 
+/* Tiles packed and used together: each MR-row panel of A is swept across
+   all of them while it is in L1/L2, instead of A being streamed from L2/L3
+   once per tile. About 1 MiB of packed tiles, half a core's L2 here. */
+static size_t lsae__tile_group(size_t K)
+{
+    size_t g = ((size_t)1 << 20) / (K * LSAE__NT * sizeof(float) + 1);
+    return g < 1 ? 1 : g > 8 ? 8 : g;
+}
+
+/* floats of packing scratch that lsae__gemm_nt and lsae__select need */
+LSAE__MAYBE_UNUSED static size_t lsae__pack_floats(size_t K, int nthreads)
+{
+    return (size_t)nthreads * lsae__tile_group(K) * K * LSAE__NT;
+}
+
 /* Blocked, parallel C[M, N] = A[M, K] B[N, K]^T, for tests and callers who
-   want the full product. pack is scratch of nthreads * K * NT floats. */
+   want the full product. pack is scratch of lsae__pack_floats(K, nthreads)
+   floats (the caller has checked that size for overflow). */
 LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads)
 {
-    size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT;
-    ptrdiff_t t;
+    const size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(K), ngroups = (ntiles + G - 1) / G;
+    ptrdiff_t grp;
     (void)nthreads;
-    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-    for (t = 0; t < (ptrdiff_t)ntiles; ++t) {
-        float *P = pack + (size_t)lsae__thread_id() * K * LSAE__NT;
+    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+    for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
+        float *P = pack + (size_t)lsae__thread_id() * G * K * LSAE__NT;
         float Cbuf[LSAE__MR * LSAE__NT];
-        size_t l0 = (size_t)t * LSAE__NT, nt = N - l0 < LSAE__NT ? N - l0 : LSAE__NT, r0, r, j;
-        lsae__pack_tile(P, B, K, l0, nt);
+        size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles, t, r0, r, j;
+        for (t = t0; t < t1; ++t) {
+            size_t l0 = t * LSAE__NT;
+            lsae__pack_tile(P + (t - t0) * K * LSAE__NT, B, K, l0, N - l0 < LSAE__NT ? N - l0 : LSAE__NT);
+        }
         for (r0 = 0; r0 < M; r0 += LSAE__MR) {
             size_t mr = M - r0 < LSAE__MR ? M - r0 : LSAE__MR;
-            lsae__tile_rows(Cbuf, A + r0 * K, K, mr, P, K);
-            for (r = 0; r < mr; ++r)
-                for (j = 0; j < nt; ++j) C[(r0 + r) * N + l0 + j] = Cbuf[r * LSAE__NT + j];
+            for (t = t0; t < t1; ++t) {
+                size_t l0 = t * LSAE__NT, nt = N - l0 < LSAE__NT ? N - l0 : LSAE__NT;
+                const float *Pt = P + (t - t0) * K * LSAE__NT;
+                if (nt == LSAE__NT) {
+                    lsae__tile_rows(C + r0 * N + l0, N, A + r0 * K, K, mr, Pt, K);
+                    continue;
+                }
+                lsae__tile_rows(Cbuf, LSAE__NT, A + r0 * K, K, mr, Pt, K);
+                for (r = 0; r < mr; ++r)
+                    for (j = 0; j < nt; ++j) C[(r0 + r) * N + l0 + j] = Cbuf[r * LSAE__NT + j];
+            }
         }
     }
 }
@@ -1560,7 +1591,7 @@ typedef struct lsae__select_ws {
     size_t *counts;      /* [nthreads][rows_cap][2] */
     float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
     lsae__kv *merge;     /* [nthreads][nthreads * max(K, KA)] */
-    float *pack;         /* [nthreads][d * NT] */
+    float *pack;         /* [nthreads][tile group][d * NT] */
 } lsae__select_ws;
 
 static void lsae__select_ws_free(const lsae_allocator *a, lsae__select_ws *ws)
@@ -1582,7 +1613,8 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
     ws->KA = KA;
     ws->nthreads = nthreads;
     if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2 * (K + KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
-        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads, K > KA ? K : KA, &nm) || !lsae__mul3_size((size_t)nthreads, d, LSAE__NT, &np))
+        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads, K > KA ? K : KA, &nm) ||
+        !lsae__mul3_size((size_t)nthreads * lsae__tile_group(d), d, LSAE__NT, &np))
         return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
     if (!(ws->bufs = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k buffers")) ||
         !(ws->counts = (size_t *)lsae__alloc_array(a, n2, sizeof(size_t), "top-k counts")) ||
@@ -1702,6 +1734,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                          const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
 {
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
+    const size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
     const size_t stride = 2 * (ws->K + ws->KA);
     int team_size = 1;
     LSAE_ASSERT(R <= ws->rows_cap && K <= ws->K && KA <= ws->KA);
@@ -1710,11 +1743,11 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
     {
         int tid = lsae__thread_id(), nth = 1;
         size_t r0, r;
-        ptrdiff_t row, tt;
+        ptrdiff_t row, grp;
         lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * (ws->K > ws->KA ? ws->K : ws->KA);
         size_t *counts;
         float *thr;
-        float *P = ws->pack + (size_t)tid * d * LSAE__NT;
+        float *P = ws->pack + (size_t)tid * G * d * LSAE__NT;
         float Cbuf[LSAE__MR * LSAE__NT];
 #ifdef _OPENMP
         nth = omp_get_num_threads();
@@ -1728,22 +1761,27 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             counts[2 * r] = counts[2 * r + 1] = 0;
             thr[2 * r] = thr[2 * r + 1] = -FLT_MAX;
         }
-        /* tiles are handed out as threads come free (the machine may be
-           shared); "monotonic" keeps each thread's tiles, and so the latents
-           each of its rows meets, in increasing order, which the strict
-           threshold test relies on */
+        /* groups of tiles (lsae__tile_group) are handed out as threads come
+           free (the machine may be shared); "monotonic" keeps each thread's
+           tiles, and so the latents each of its rows meets, in increasing
+           order, which the strict threshold test relies on */
         LSAE__OMP(for schedule(monotonic: dynamic, 1) nowait)
-        for (tt = 0; tt < (ptrdiff_t)ntiles; ++tt) {
-            size_t l0 = (size_t)tt * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
-            uint64_t dead = KA ? dead_bits[tt] : 0;
-            lsae__pack_tile(P, m->W_enc, d, l0, nt);
+        for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
+            const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
+            size_t t;
+            for (t = t0; t < t1; ++t)
+                lsae__pack_tile(P + (t - t0) * d * LSAE__NT, m->W_enc, d, t * LSAE__NT, L - t * LSAE__NT < LSAE__NT ? L - t * LSAE__NT : LSAE__NT);
             for (r0 = 0; r0 < R; r0 += LSAE__MR) {
                 size_t mr = R - r0 < LSAE__MR ? R - r0 : LSAE__MR;
-                lsae__tile_rows(Cbuf, xc + r0 * d, d, mr, P, d);
-                for (r = 0; r < mr; ++r) {
-                    lsae__kv *h = bufs + (r0 + r) * stride;
-                    lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
-                                    h + 2 * ws->K, KA, thr + 2 * (r0 + r));
+                for (t = t0; t < t1; ++t) {
+                    const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+                    const uint64_t dead = KA ? dead_bits[t] : 0;
+                    lsae__tile_rows(Cbuf, LSAE__NT, xc + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d);
+                    for (r = 0; r < mr; ++r) {
+                        lsae__kv *h = bufs + (r0 + r) * stride;
+                        lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
+                                        h + 2 * ws->K, KA, thr + 2 * (r0 + r));
+                    }
                 }
             }
         }

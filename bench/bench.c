@@ -197,23 +197,29 @@ static int run_gemm(size_t M, size_t N, size_t K, int reps)
 {
     float *A = make_data(M, K), *B = make_data(N, K), *C = (float *)malloc(M * N * sizeof(float));
     int nt = lsae__num_threads(0), i;
-    float *pack = (float *)malloc((size_t)nt * K * LSAE__NT * sizeof(float));
+    float *pack = (float *)malloc(lsae__pack_floats(K, nt) * sizeof(float));
     double *t = (double *)malloc(sizeof(double) * (size_t)(reps + 1)), flops = 2.0 * (double)M * (double)N * (double)K;
+    double *tc = (double *)malloc(sizeof(double) * (size_t)(reps + 1));
     printf("isa %s\nthreads %d\n", isa(), nt);
     for (i = 0; i <= reps; ++i) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         lsae__gemm_nt(C, A, B, M, N, K, pack, nt);
         t[i] = now() - t0;
+        tc[i] = cpu_now() - c0;
     }
     printf("gemm_ours_gflops %.1f\n", flops / median(t + 1, reps) / 1e9);
+    printf("gemm_ours_gflops_per_cpu %.1f\n", flops / median(tc + 1, reps) / 1e9);
 #ifdef LSAE_BENCH_CBLAS
     for (i = 0; i <= reps; ++i) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K, B, (int)K, 0.0f, C, (int)N);
         t[i] = now() - t0;
+        tc[i] = cpu_now() - c0;
     }
     printf("gemm_openblas_gflops %.1f\n", flops / median(t + 1, reps) / 1e9);
+    printf("gemm_openblas_gflops_per_cpu %.1f\n", flops / median(tc + 1, reps) / 1e9);
 #endif
+    free(tc);
     free(A); free(B); free(C); free(pack); free(t);
     return 0;
 }

@@ -72,7 +72,7 @@ static void test_gemm(void)
                 size_t M = dims[a], N = dims[b] + 3 * dims[c] % 5, K = dims[c], i, j, p;
                 float *A = (float *)malloc(M * K * 4), *B = (float *)malloc(N * K * 4);
                 float *C1 = (float *)malloc(M * N * 4), *C2 = (float *)malloc(M * N * 4);
-                float *pack = (float *)malloc(4 * K * LSAE__NT * sizeof(float));
+                float *pack = (float *)malloc(lsae__pack_floats(K, 3) * sizeof(float));
                 double maxerr = 0, maxref = 0, maxdiff = 0;
                 for (i = 0; i < M * K; ++i) A[i] = (float)tu_normal();
                 for (i = 0; i < N * K; ++i) B[i] = (float)tu_normal();
