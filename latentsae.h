@@ -1532,32 +1532,23 @@ static void lsae__sort_best(lsae__kv *a, size_t n)
     lsae__heap_sort_desc(a, n);
 }
 
-/* Max-heap on the latent index (for lsae__sort_index) */
-static void lsae__sift_index(lsae__kv *a, size_t n, size_t pos)
+/* a[0..n) sorted by increasing latent index (< L): LSD radix sort, 8 bits a
+   pass (two passes up to 65,536 latents), through tmp[0..n) */
+static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
 {
-    lsae__kv x = a[pos];
-    for (;;) {
-        size_t c = 2 * pos + 1;
-        if (c >= n) break;
-        if (c + 1 < n && a[c + 1].i > a[c].i) ++c;
-        if (a[c].i <= x.i) break;
-        a[pos] = a[c];
-        pos = c;
+    lsae__kv *src = a, *dst = tmp, *sw;
+    unsigned shift;
+    for (shift = 0; shift < 32 && ((L - 1) >> shift) != 0; shift += 8) {
+        size_t cnt[257], i;
+        memset(cnt, 0, sizeof cnt);
+        for (i = 0; i < n; ++i) cnt[(((uint32_t)src[i].i >> shift) & 255u) + 1]++;
+        for (i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
+        for (i = 0; i < n; ++i) dst[cnt[((uint32_t)src[i].i >> shift) & 255u]++] = src[i];
+        sw = src;
+        src = dst;
+        dst = sw;
     }
-    a[pos] = x;
-}
-
-/* a[0..n) sorted by increasing latent index: heap sort */
-static void lsae__sort_index(lsae__kv *a, size_t n)
-{
-    size_t i;
-    for (i = n / 2; i > 0; --i) lsae__sift_index(a, n, i - 1);
-    for (i = n; i > 1; --i) {
-        lsae__kv tmp = a[0];
-        a[0] = a[i - 1];
-        a[i - 1] = tmp;
-        lsae__sift_index(a, i - 1, 0);
-    }
+    if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
 }
 
 /* The k largest of v[0..n), best first (test entry point and small uses).
@@ -1590,7 +1581,7 @@ typedef struct lsae__select_ws {
     lsae__kv *bufs;      /* [nthreads][rows_cap][2K + 2KA] */
     size_t *counts;      /* [nthreads][rows_cap][2] */
     float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
-    lsae__kv *merge;     /* [nthreads][nthreads * max(K, KA)] */
+    lsae__kv *merge;     /* [nthreads][(nthreads + 1) * max(K, KA)] */
     float *pack;         /* [nthreads][tile group][d * NT] */
 } lsae__select_ws;
 
@@ -1613,7 +1604,7 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
     ws->KA = KA;
     ws->nthreads = nthreads;
     if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2 * (K + KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
-        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads, K > KA ? K : KA, &nm) ||
+        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads + 1, K > KA ? K : KA, &nm) ||
         !lsae__mul3_size((size_t)nthreads * lsae__tile_group(d), d, LSAE__NT, &np))
         return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
     if (!(ws->bufs = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k buffers")) ||
@@ -1637,17 +1628,50 @@ static size_t lsae__select_rows(size_t rows, size_t K, size_t KA, int nthreads)
     return rows < cap ? rows : cap;
 }
 
-/* Append candidate (x, l) to a buffer of capacity 2 kk holding *cnt; when it
-   fills, keep its kk best and raise the threshold to the kk-th best. */
+/* A full buffer of n = 2 kk candidates cut back. Any threshold t with at
+   least kk kept candidates strictly above it is exact: whatever is dropped
+   now, or rejected later for not exceeding t, is worse than kk kept ones.
+   So instead of an exact selection every time, t is the 21st largest of 32
+   values sampled at even strides (about 65% of the buffer lies above it),
+   the count above it is checked, and one branch-free pass keeps those
+   (about 1.3 kk). Only when the sample misleads (fewer than kk above t, or
+   too little freed) does the exact quickselect run. */
+static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
+{
+    const size_t n = *cnt;
+    float s[32], t;
+    size_t i, j, c = 0;
+    if (n >= 64) {
+        for (i = 0; i < 32; ++i) {
+            /* insertion sort, largest first */
+            float v = buf[i * n / 32].v;
+            for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
+            s[j] = v;
+        }
+        t = s[20];
+        for (i = 0; i < n; ++i) c += buf[i].v > t;
+        if (c >= kk && c <= n - kk / 4) {
+            for (i = 0, j = 0; i < n; ++i) {
+                buf[j] = buf[i];
+                j += buf[i].v > t;
+            }
+            *cnt = c;
+            *thr = t;
+            return;
+        }
+    }
+    lsae__nth_best(buf, n, kk);
+    *cnt = kk;
+    *thr = buf[kk - 1].v;
+}
+
+/* Append candidate (x, l) to a buffer of capacity 2 kk holding *cnt; cut it
+   back when it fills. */
 static void lsae__accept(lsae__kv *buf, size_t *cnt, size_t kk, float *thr, float x, size_t l)
 {
     buf[*cnt].v = x;
     buf[*cnt].i = (int32_t)l;
-    if (++*cnt == 2 * kk) {
-        lsae__nth_best(buf, 2 * kk, kk);
-        *cnt = kk;
-        *thr = buf[kk - 1].v;
-    }
+    if (++*cnt == 2 * kk) lsae__compact(buf, cnt, kk, thr);
 }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -1744,7 +1768,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
         int tid = lsae__thread_id(), nth = 1;
         size_t r0, r;
         ptrdiff_t row, grp;
-        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * (ws->K > ws->KA ? ws->K : ws->KA);
+        const size_t kmax = ws->K > ws->KA ? ws->K : ws->KA;
+        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * ((size_t)ws->nthreads + 1) * kmax;
         size_t *counts;
         float *thr;
         float *P = ws->pack + (size_t)tid * G * d * LSAE__NT;
@@ -1817,7 +1842,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             }
             LSAE_ASSERT(na >= KA);
             lsae__nth_best(merge, na, KA);
-            lsae__sort_index(merge, KA);
+            lsae__sort_index(merge, KA, merge + (size_t)team_size * kmax, L);
             memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
         }
     }
