@@ -1945,7 +1945,7 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
 #define LSAE__BDEC_CHUNK 256
 /* the AuxK decode: rows per block, latents per chunk of W_dec (768 KiB at
    d = 768, of which only the dead rows are read) */
-#define LSAE__DEC_ROWS 128
+#define LSAE__DEC_ROWS 256
 #define LSAE__DEC_CHUNK 256
 
 struct lsae_trainer {
@@ -1979,7 +1979,8 @@ struct lsae_trainer {
     size_t *lat_start;          /* [3 L + 1] CSR offsets into order, by class then latent */
     double *row_sq;             /* [cap, 3] per-row sums of squares */
     double *tv_dim;             /* [d] */
-    float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of dpre W_enc[l] */
+    float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
+    float *rowsq;               /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window */
     lsae__select_ws sws;
 };
 
@@ -2067,7 +2068,8 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
         !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, 3 * L + 1, sizeof(size_t), "latent offsets")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
-        !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums"))) {
+        !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums")) ||
+        !(t->rowsq = (float *)lsae__alloc_array(t->alloc, L, 2 * sizeof(float), "gradient row norms"))) {
         lsae_trainer_free(t);
         return LSAE_OUT_OF_MEMORY;
     }
@@ -2075,6 +2077,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     memset(t->adam_m, 0, m->lay.total * sizeof(float));
     memset(t->adam_v, 0, m->lay.total * sizeof(float));
     memset(t->since_fired, 0, L * sizeof(uint64_t));
+    memset(t->rowsq, 0, 2 * L * sizeof(float));
     memset(t->did_fire, 0, L);
     memset(t->dead_bits, 0, (L + 63) / 64 * sizeof(uint64_t));
     *out = t;
@@ -2087,7 +2090,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__trainer_free_ws(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
-    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part);
+    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->rowsq);
     lsae__free(t->alloc, t);
 }
 
@@ -2158,6 +2161,33 @@ static void lsae__count_dead(lsae_trainer *t, size_t *n_dead)
         }
     }
     *n_dead = n;
+}
+
+/* out[d] -= W_enc^T db_enc: the part of b_dec's gradient that comes in
+   through the encoder input (x - b_dec), for the whole window. The row sums
+   go into fixed chunks of LSAE__BDEC_CHUNK latents (part: [chunks, d]) that
+   are then added in chunk order, the same for any thread count. */
+static void lsae__bdec_encoder_side(const lsae_trainer *t, float *out, float *part)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
+    const float *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
+    ptrdiff_t c;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
+        float *p = part + (size_t)c * d;
+        size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
+        memset(p, 0, d * sizeof(float));
+        for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l)
+            if (gb_enc[l] != 0.0f) lsae__axpy(p, gb_enc[l], m->W_enc + l * d, d);
+    }
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (c = 0; c < (ptrdiff_t)d; ++c) {
+        float s = 0.0f;
+        size_t q;
+        for (q = 0; q < nchunks; ++q) s += part[q * d + (size_t)c];
+        out[c] -= s;
+    }
 }
 
 LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
@@ -2389,10 +2419,13 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
        pass B reads xc and W_enc.
        The gradient reaching the encoder input, dxc_b = sum over b's entries
        of dpre W_enc[l], is only needed summed over rows (for b_dec), and
-       sum_b dxc_b = sum_l (sum of l's dpre) W_enc[l]: one row of W_enc per
-       latent instead of a pass over every row's entries. Those sums go into
-       fixed chunks of LSAE__BDEC_CHUNK latents, so the total adds up in one
-       order for any thread count. */
+       sum_b dxc_b = sum_l (sum of l's dpre) W_enc[l] = W_enc^T db_enc: W_enc
+       is the same for every batch of a window, so that product is taken once
+       per optimizer step (lsae__bdec_encoder_side), from the accumulated
+       db_enc, instead of reading W_enc for every batch.
+       Each gradient row's squared norm is kept as it is updated (rowsq), so
+       the clip needs no pass over the gradient: a row not touched since has
+       not changed. */
     {
         float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
         float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
@@ -2417,14 +2450,14 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                         t->dpre[q] = lsae__dot(g, wd, d);
                         lsae__axpy(gd, a, g, d);
                     }
+                    /* the row's squared norm for the clip, while it is in cache */
+                    if (st[l + 1] > st[l]) t->rowsq[2 * l + 1] = lsae__dot(gd, gd, d);
                 }
             }
         }
         LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
         for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
-            float *part = t->bdec_part + (size_t)c * d;
             size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
-            memset(part, 0, d * sizeof(float));
             for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
                 float *ge = gW_enc + l * d, sb = 0.0f;
                 size_t c2, q, n = 0;
@@ -2440,21 +2473,22 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                 }
                 if (n) {
                     gb_enc[l] += sb;
-                    lsae__axpy(part, sb, m->W_enc + l * d, d);
+                    t->rowsq[2 * l] = lsae__dot(ge, ge, d);
                 }
             }
         }
 
-        /* 6c. b_dec: decoder output (sum of G0 over rows) minus the encoder input */
+        /* 6c. b_dec, the decoder-output side: the sum of G0 over rows. The
+           encoder-input side, -sum_l (db_enc)_l W_enc[l], is added once per
+           window by lsae__bdec_encoder_side. */
         {
             float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC];
             LSAE__OMP(parallel for schedule(static) num_threads(nt))
             for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
-                float s_out = 0.0f, s_in = 0.0f;
+                float s_out = 0.0f;
                 size_t b2;
                 for (b2 = 0; b2 < B; ++b2) s_out += t->G[b2 * 3 * d + (size_t)pr];
-                for (b2 = 0; b2 < nchunks; ++b2) s_in += t->bdec_part[b2 * d + (size_t)pr];
-                gb_dec[pr] += s_out - s_in;
+                gb_dec[pr] += s_out;
             }
         }
     }
@@ -2482,14 +2516,14 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     return LSAE_OK;
 }
 
-/* Fixed-size chunks so the sum of squares adds up in one order for any thread count. */
-#define LSAE__NORM_CHUNK 16384
+/* floats per unit of work in the element-wise Adam pass */
+#define LSAE__ADAM_CHUNK 16384
 
 LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
 {
     lsae_model *m;
-    size_t nchunks, c, d, L, n_dead = 0, l;
-    double *partial, norm2 = 0.0, norm, lr, bc1, bc2;
+    size_t c, d, L, n_dead = 0, l;
+    double norm2 = 0.0, norm, lr, bc1, bc2;
     float clip, step_size, bc2_sqrt;
     int nonfinite = 0, nt;
     ptrdiff_t pc;
@@ -2502,19 +2536,16 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     nt = t->nthreads;
     (void)nt;
 
-    /* 1. global gradient norm, torch.nn.utils.clip_grad_norm_(params, 1.0):
-       fixed chunks of the slab (padding is zero), each a float dot in the
-       fixed order of lsae__dot, added in double in chunk order */
-    nchunks = (m->lay.total + LSAE__NORM_CHUNK - 1) / LSAE__NORM_CHUNK;
-    partial = (double *)lsae__alloc_array(t->alloc, nchunks, sizeof(double), "norm partials");
-    if (!partial) return LSAE_OUT_OF_MEMORY;
-    LSAE__OMP(parallel for schedule(static) num_threads(nt))
-    for (pc = 0; pc < (ptrdiff_t)nchunks; ++pc) {
-        size_t i0 = (size_t)pc * LSAE__NORM_CHUNK, n = m->lay.total - i0 < LSAE__NORM_CHUNK ? m->lay.total - i0 : LSAE__NORM_CHUNK;
-        partial[pc] = (double)lsae__dot(t->grads + i0, t->grads + i0, n);
+    /* 1. b_dec's gradient gets its encoder-input side, then the global
+       gradient norm, torch.nn.utils.clip_grad_norm_(params, 1.0): the rows of
+       W_enc and W_dec from the norms kept as they were updated, in index
+       order, the biases directly */
+    {
+        float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
+        lsae__bdec_encoder_side(t, gb_dec, t->bdec_part);
+        for (c = 0; c < 2 * L; ++c) norm2 += t->rowsq[c];
+        norm2 += (double)lsae__dot(gb_enc, gb_enc, L) + (double)lsae__dot(gb_dec, gb_dec, d);
     }
-    for (c = 0; c < nchunks; ++c) norm2 += partial[c];
-    lsae__free(t->alloc, partial);
     norm = sqrt(norm2);
     if (!isfinite(norm)) {
         t->poisoned = 1;
@@ -2535,14 +2566,14 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     {
         float *P = m->params, *G = t->grads, *M1 = t->adam_m, *M2 = t->adam_v;
         const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = m->lay.offset[LSAE__B_DEC];
-        const size_t nspan = (wdec0 + LSAE__NORM_CHUNK - 1) / LSAE__NORM_CHUNK;
+        const size_t nspan = (wdec0 + LSAE__ADAM_CHUNK - 1) / LSAE__ADAM_CHUNK;
         const int normalize = m->cfg.normalize_decoder;
         float bad = 0.0f;
         ptrdiff_t row;
         /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
         LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(+:bad))
         for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
-            size_t i0 = (size_t)pc * LSAE__NORM_CHUNK, n = wdec0 - i0 < LSAE__NORM_CHUNK ? wdec0 - i0 : LSAE__NORM_CHUNK;
+            size_t i0 = (size_t)pc * LSAE__ADAM_CHUNK, n = wdec0 - i0 < LSAE__ADAM_CHUNK ? wdec0 - i0 : LSAE__ADAM_CHUNK;
             bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
         }
         /* b_dec */
@@ -2574,6 +2605,7 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
         t->did_fire[l] = 0;
         n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
     }
+    memset(t->rowsq, 0, 2 * L * sizeof(float));
     t->micro = 0;
     t->rows_in_window = 0;
     t->step++;
@@ -2609,6 +2641,13 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
     dst[0] = dW_enc; dst[1] = db_enc; dst[2] = dW_dec; dst[3] = db_dec;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i)
         if (dst[i]) memcpy(dst[i], t->grads + t->m->lay.offset[i], t->m->lay.count[i] * sizeof(float));
+    if (db_dec && t->micro) {
+        /* the window's encoder-input side of b_dec, not yet added */
+        float *part = (float *)lsae__alloc_array(t->alloc, (t->m->L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, t->m->d * sizeof(float), "b_dec partial sums");
+        if (!part) return LSAE_OUT_OF_MEMORY;
+        lsae__bdec_encoder_side(t, db_dec, part);
+        lsae__free(t->alloc, part);
+    }
     return LSAE_OK;
 }
 
