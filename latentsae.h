@@ -1628,7 +1628,9 @@ static size_t lsae__select_rows(size_t rows, size_t K, size_t KA, int nthreads)
     return rows < cap ? rows : cap;
 }
 
-/* A full buffer of n = 2 kk candidates cut back. Any threshold t with at
+/* A full buffer of n = 2 kk candidates (each row keeps one for its top K
+   and one for its AuxK top KA; candidates above the threshold are appended
+   by lsae__offer_row) cut back. Any threshold t with at
    least kk kept candidates strictly above it is exact: whatever is dropped
    now, or rejected later for not exceeding t, is worse than kk kept ones.
    So instead of an exact selection every time, t is the 21st largest of 32
@@ -1665,15 +1667,6 @@ static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
     *thr = buf[kk - 1].v;
 }
 
-/* Append candidate (x, l) to a buffer of capacity 2 kk holding *cnt; cut it
-   back when it fills. */
-static void lsae__accept(lsae__kv *buf, size_t *cnt, size_t kk, float *thr, float x, size_t l)
-{
-    buf[*cnt].v = x;
-    buf[*cnt].i = (int32_t)l;
-    if (++*cnt == 2 * kk) lsae__compact(buf, cnt, kk, thr);
-}
-
 #if defined(__GNUC__) || defined(__clang__)
 #define LSAE__CTZ(x) ((unsigned)__builtin_ctz(x))
 #else
@@ -1698,7 +1691,10 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
         float x_ = c[jj] + b[jj];                                               \
         x_ = x_ > 0.0f ? x_ : 0.0f; /* ReLU */                                  \
         if (x_ > thr[0]) {                                                      \
-            lsae__accept(h, &cnt[0], K, &thr[0], x_, l0 + (jj));                \
+            /* append; cut the buffer back when it is full */                 \
+            h[cnt[0]].v = x_;                                                   \
+            h[cnt[0]].i = (int32_t)(l0 + (jj));                                 \
+            if (++cnt[0] == 2 * K) lsae__compact(h, &cnt[0], K, &thr[0]);      \
         }                                                                       \
     } while (0)
 #define LSAE__OFFER_AUX(jj)                                                     \
@@ -1706,7 +1702,9 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
         float x_ = c[jj] + b[jj];                                               \
         x_ = x_ > 0.0f ? x_ : 0.0f;                                             \
         if (x_ > thr[1]) {                                                      \
-            lsae__accept(ha, &cnt[1], KA, &thr[1], x_, l0 + (jj));              \
+            ha[cnt[1]].v = x_;                                                  \
+            ha[cnt[1]].i = (int32_t)(l0 + (jj));                                \
+            if (++cnt[1] == 2 * KA) lsae__compact(ha, &cnt[1], KA, &thr[1]);   \
         }                                                                       \
     } while (0)
 #if defined(LSAE__AVX512)
