@@ -1247,22 +1247,6 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const flo
 
 /* --------------------------------------------------------- vector helpers */
 
-/* Ask for the n floats at p to be brought into cache ahead of use: the
-   sparse passes gather whole rows (3 KiB at d = 768) from all over a batch,
-   and a row's first miss otherwise stalls the loop that needs it. */
-static void lsae__prefetch(const float *p, size_t n)
-{
-#if defined(LSAE__AVX2)
-    const char *c = (const char *)p, *e = (const char *)(p + n);
-    for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T0);
-#elif defined(__GNUC__) || defined(__clang__)
-    const char *c = (const char *)p, *e = (const char *)(p + n);
-    for (; c < e; c += 64) __builtin_prefetch(c);
-#else
-    (void)p; (void)n;
-#endif
-}
-
 /* y[0..n) += a x[0..n). Element-wise fused multiply-adds: every build with
    FMA hardware gives the same bits, vectorised or not. */
 static void lsae__axpy(float *y, float a, const float *x, size_t n)
@@ -1971,8 +1955,8 @@ struct lsae_trainer {
     lsae__kv *top;              /* [cap, K] */
     lsae__kv *aux;              /* [cap, KA] */
     float *G;                   /* [cap, 3, d] dLoss/d(decoder output) per row: main, 4k part, AuxK */
-    int32_t *order;             /* [cap, K + KA] entries (b * (K + KA) + slot) sorted by class, latent */
-    float *dpre;                /* [cap, K + KA] dLoss/d(pre-activation) of each entry, in that order */
+    int32_t *ent_row;           /* [cap, K + KA] the row of each entry, entries sorted by class, latent */
+    float *ent_val;             /* [cap, K + KA] its activation; pass A replaces it by its dpre */
     size_t *cursor;             /* [cap] per-row position in the AuxK decode */
     size_t *lat_start;          /* [3 L + 1] CSR offsets into order, by class then latent */
     double *row_sq;             /* [cap, 3] per-row sums of squares */
@@ -1986,14 +1970,14 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
 {
     lsae__free(t->alloc, t->x_used); lsae__free(t->alloc, t->xc);
     lsae__free(t->alloc, t->top); lsae__free(t->alloc, t->aux);
-    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->order);
-    lsae__free(t->alloc, t->dpre); lsae__free(t->alloc, t->cursor);
+    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->ent_row);
+    lsae__free(t->alloc, t->ent_val); lsae__free(t->alloc, t->cursor);
     lsae__free(t->alloc, t->row_sq);
     lsae__select_ws_free(t->alloc, &t->sws);
     t->x_used = t->xc = t->G = NULL;
     t->top = t->aux = NULL;
-    t->order = NULL;
-    t->dpre = NULL;
+    t->ent_row = NULL;
+    t->ent_val = NULL;
     t->cursor = NULL;
     t->row_sq = NULL;
     t->cap = 0;
@@ -2013,16 +1997,16 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
         !(t->top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->K * sizeof(lsae__kv), "top-k of the batch")) ||
         !(t->aux = (lsae__kv *)lsae__alloc_array(t->alloc, rows, (t->KA ? t->KA : 1) * sizeof(lsae__kv), "AuxK top-k of the batch")) ||
         !(t->G = (float *)lsae__alloc_array(t->alloc, rows, 3 * d * sizeof(float), "output gradients")) ||
-        !(t->order = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "latent order")) ||
-        !(t->dpre = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "latent gradients")) ||
+        !(t->ent_row = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "entries by latent")) ||
+        !(t->ent_val = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "entry values")) ||
         !(t->cursor = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "decode cursors")) ||
         !(t->row_sq = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums"))) {
         lsae__trainer_free_ws(t);
         return LSAE_OUT_OF_MEMORY;
     }
-    if ((uint64_t)rows * E > (uint64_t)INT32_MAX) {
+    if ((uint64_t)rows > (uint64_t)INT32_MAX) {
         lsae__trainer_free_ws(t);
-        return lsae__err(LSAE_INVALID_ARGS, "batch of %zu rows x %zu selected latents is too large for one step; use fewer rows", rows, E);
+        return lsae__err(LSAE_INVALID_ARGS, "batch of %zu rows is too large for one step; use fewer rows", rows);
     }
     t->cap = rows;
     return LSAE_OK;
@@ -2191,7 +2175,7 @@ static void lsae__bdec_encoder_side(const lsae_trainer *t, float *out, float *pa
 LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
 {
     lsae_model *m;
-    size_t d, L, B = 0, r, dropped, n_dead = 0, ka = 0, E, i, k;
+    size_t d, L, B = 0, r, dropped, n_dead = 0, ka = 0, i, k;
     double TV = 0.0, se = 0.0, se4 = 0.0, sa = 0.0, fvu, fvu4 = 0.0, auxk = 0.0, scale = 0.0, w, loss;
     float c_main, c_multi, c_aux;
     lsae_result res;
@@ -2274,16 +2258,12 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         double s0 = 0.0, s1 = 0.0;
         size_t i2, j;
         memcpy(g0, m->b_dec, d * sizeof(float));
-        for (i2 = 0; i2 < k; ++i2) {
-            if (i2 + 1 < t->K) lsae__prefetch(m->W_dec + (size_t)tk[i2 + 1].i * d, d);
+        for (i2 = 0; i2 < k; ++i2)
             if (tk[i2].v != 0.0f) lsae__axpy(g0, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
-        }
         if (t->K > k) {
             memcpy(g1, g0, d * sizeof(float));
-            for (i2 = k; i2 < t->K; ++i2) {
-                if (i2 + 1 < t->K) lsae__prefetch(m->W_dec + (size_t)tk[i2 + 1].i * d, d);
+            for (i2 = k; i2 < t->K; ++i2)
                 if (tk[i2].v != 0.0f) lsae__axpy(g1, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
-            }
             for (j = 0; j < d; ++j) {
                 g1[j] = xb[j] - g1[j];
                 s1 += (double)g1[j] * g1[j];
@@ -2374,12 +2354,12 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         }
     }
 
-    /* Entries: row b, slot s < K (top-k, then the 4k tail) or K + s (AuxK),
+    /* Entries: row b, slot s < K (top-k, then the 4k tail) or an AuxK slot,
        in three classes by the output gradient they use: G0 (s < k), G1
        (k <= s < K), G2 (AuxK). Only positive activations carry gradient
        (ReLU passes where pre > 0; a zero activation adds nothing to W_dec
-       either). */
-    E = t->K + t->KA;
+       either). Each keeps its row and activation, so the passes below need
+       no lookups. */
 
     /* 6a. sort the entries by (class, latent): a stable counting sort, so
        within a latent they stay by row then slot and every sum below runs in
@@ -2398,7 +2378,11 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
             for (i = 0; i < t->K + ka; ++i) {
                 const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
                 const size_t cls = i < k ? 0 : i < t->K ? 1 : 2;
-                if (e.v > 0.0f) t->order[fill[cls * L + (size_t)e.i]++] = (int32_t)(r * E + i);
+                if (e.v > 0.0f) {
+                    const size_t q = fill[cls * L + (size_t)e.i]++;
+                    t->ent_row[q] = (int32_t)r;
+                    t->ent_val[q] = e.v;
+                }
             }
         for (i = 3 * L; i > 0; --i) t->lat_start[i] = t->lat_start[i - 1];
         t->lat_start[0] = 0;
@@ -2441,11 +2425,9 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                     float *gd = gW_dec + l * d;
                     size_t q;
                     for (q = st[l]; q < st[l + 1]; ++q) {
-                        const size_t ent = (size_t)t->order[q], b = ent / E, s = ent % E;
-                        const float *g = t->G + b * 3 * d + cls * d;
-                        const float a = s < t->K ? t->top[b * t->K + s].v : t->aux[b * t->KA + (s - t->K)].v;
-                        if (q + 1 < st[L]) lsae__prefetch(t->G + ((size_t)t->order[q + 1] / E) * 3 * d + cls * d, d);
-                        t->dpre[q] = lsae__dot(g, wd, d);
+                        const float *g = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
+                        const float a = t->ent_val[q];
+                        t->ent_val[q] = lsae__dot(g, wd, d); /* dpre, for pass B */
                         lsae__axpy(gd, a, g, d);
                     }
                     /* the row's squared norm for the clip, while it is in cache */
@@ -2462,10 +2444,8 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                 for (c2 = 0; c2 < 3; ++c2) {
                     const size_t q1 = t->lat_start[c2 * L + l + 1];
                     for (q = t->lat_start[c2 * L + l]; q < q1; ++q) {
-                        const size_t b = (size_t)t->order[q] / E;
-                        if (q + 1 < q1) lsae__prefetch(t->xc + ((size_t)t->order[q + 1] / E) * d, d);
-                        lsae__axpy(ge, t->dpre[q], t->xc + b * d, d);
-                        sb += t->dpre[q];
+                        lsae__axpy(ge, t->ent_val[q], t->xc + (size_t)t->ent_row[q] * d, d);
+                        sb += t->ent_val[q];
                         ++n;
                     }
                 }
