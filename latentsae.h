@@ -1445,35 +1445,6 @@ typedef struct lsae__kv {
     int32_t i;
 } lsae__kv;
 
-static int lsae__worse(lsae__kv a, lsae__kv b) { return a.v < b.v || (a.v == b.v && a.i > b.i); }
-
-/* Min-heap on that order: h[0] is the worst kept candidate. */
-static void lsae__heap_sift_down(lsae__kv *h, size_t n, size_t pos)
-{
-    lsae__kv x = h[pos];
-    for (;;) {
-        size_t c = 2 * pos + 1;
-        if (c >= n) break;
-        if (c + 1 < n && lsae__worse(h[c + 1], h[c])) ++c;
-        if (!lsae__worse(h[c], x)) break;
-        h[pos] = h[c];
-        pos = c;
-    }
-    h[pos] = x;
-}
-
-/* heap to array, best first */
-static void lsae__heap_sort_desc(lsae__kv *h, size_t n)
-{
-    while (n > 1) {
-        lsae__kv t = h[0];
-        h[0] = h[n - 1];
-        h[n - 1] = t;
-        --n;
-        lsae__heap_sift_down(h, n, 0);
-    }
-}
-
 static int lsae__better(lsae__kv a, lsae__kv b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
 
 /* Quickselect (Hoare 1961) on the total order: rearranges a[0..n) so that
@@ -1508,12 +1479,43 @@ static void lsae__nth_best(lsae__kv *a, size_t n, size_t k)
 #undef LSAE__SWAP
 }
 
-/* a[0..n) sorted best first: heapify (Floyd) then the heap sort above */
-static void lsae__sort_best(lsae__kv *a, size_t n)
+/* A float's bits as an unsigned key in the same order as the values (the
+   usual trick: flip all bits of a negative, the sign bit of a positive).
+   -0 sorts below +0; the encoder pass only ever produces +0 (ReLU). */
+static uint32_t lsae__order_bits(float v)
 {
-    size_t i;
-    for (i = n / 2; i > 0; --i) lsae__heap_sift_down(a, n, i - 1);
-    lsae__heap_sort_desc(a, n);
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* a[0..n) sorted best first (value descending, then index ascending), all
+   indices < L: LSD radix sort on the key (~value bits, index), 8 bits a
+   pass, least significant first, through tmp[0..n). A pass whose digit is
+   the same for every key is skipped (the leading bits of the values
+   mostly are). Branch-free apart from that: a comparison sort of a few
+   hundred candidates mispredicts on most comparisons. */
+static void lsae__sort_best(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
+{
+    lsae__kv *src = a, *dst = tmp, *sw;
+    unsigned idx_passes = 0, pass;
+    while (idx_passes < 4 && ((L - 1) >> (8 * idx_passes)) != 0) ++idx_passes;
+    for (pass = 0; pass < idx_passes + 4; ++pass) {
+        size_t cnt[257], i;
+        const int on_index = pass < idx_passes;
+        const unsigned shift = 8 * (on_index ? pass : pass - idx_passes);
+#define LSAE__DIGIT(e) (on_index ? ((uint32_t)(e).i >> shift) & 255u : (~lsae__order_bits((e).v) >> shift) & 255u)
+        memset(cnt, 0, sizeof cnt);
+        for (i = 0; i < n; ++i) cnt[LSAE__DIGIT(src[i]) + 1]++;
+        if (n == 0 || cnt[LSAE__DIGIT(src[0]) + 1] == n) continue;
+        for (i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
+        for (i = 0; i < n; ++i) dst[cnt[LSAE__DIGIT(src[i])]++] = src[i];
+#undef LSAE__DIGIT
+        sw = src;
+        src = dst;
+        dst = sw;
+    }
+    if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
 }
 
 /* a[0..n) sorted by increasing latent index (< L): LSD radix sort, 8 bits a
@@ -1535,8 +1537,8 @@ static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
     if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
 }
 
-/* The k largest of v[0..n), best first (test entry point and small uses).
-   buf is scratch of n entries. */
+/* The k largest of v[0..n), best first, in buf[0..k) (test entry point):
+   quickselect, then the radix sort. buf is scratch of 2 n entries. */
 LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *buf)
 {
     size_t i;
@@ -1546,7 +1548,7 @@ LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k
         buf[i].i = (int32_t)i;
     }
     lsae__nth_best(buf, n, k);
-    lsae__sort_best(buf, k);
+    lsae__sort_best(buf, k, buf + n, n);
 }
 
 /* ------------------------------------------------------ fused encoder pass */
@@ -1565,7 +1567,7 @@ typedef struct lsae__select_ws {
     lsae__kv *bufs;      /* [nthreads][rows_cap][2K + 2KA] */
     size_t *counts;      /* [nthreads][rows_cap][2] */
     float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
-    lsae__kv *merge;     /* [nthreads][(nthreads + 1) * max(K, KA)] */
+    lsae__kv *merge;     /* [nthreads][2 * nthreads * 2 max(K, KA)]: candidates, sort scratch */
     float *pack;         /* [nthreads][tile group][d * NT] */
 } lsae__select_ws;
 
@@ -1588,7 +1590,7 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
     ws->KA = KA;
     ws->nthreads = nthreads;
     if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2 * (K + KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
-        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads + 1, K > KA ? K : KA, &nm) ||
+        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads * 4, K > KA ? K : KA, &nm) ||
         !lsae__mul3_size((size_t)nthreads * lsae__tile_group(d), d, LSAE__NT, &np))
         return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
     if (!(ws->bufs = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k buffers")) ||
@@ -1751,7 +1753,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
         size_t r0, r;
         ptrdiff_t row, grp;
         const size_t kmax = ws->K > ws->KA ? ws->K : ws->KA;
-        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * ((size_t)ws->nthreads + 1) * kmax;
+        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * 4 * kmax;
         size_t *counts;
         float *thr;
         float *P = ws->pack + (size_t)tid * G * d * LSAE__NT;
@@ -1792,19 +1794,14 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 }
             }
         }
-        /* each thread's buffers cut back to their K (KA) best */
-        for (r = 0; r < R; ++r) {
-            size_t *cnt = counts + 2 * r;
-            if (cnt[0] > K) { lsae__nth_best(bufs + r * stride, cnt[0], K); cnt[0] = K; }
-            if (cnt[1] > KA) { lsae__nth_best(bufs + r * stride + 2 * ws->K, cnt[1], KA); cnt[1] = KA; }
-        }
         LSAE__OMP(barrier)
-        /* merge: each row's result is the best of every thread's candidates */
+        /* merge: each row's result is the best of every thread's candidates
+           (each thread holds fewer than 2K), sorted once */
         LSAE__OMP(for schedule(static))
         for (row = 0; row < (ptrdiff_t)R; ++row) {
+            const size_t half = (size_t)team_size * 2 * kmax; /* the sort's scratch follows the candidates */
             size_t n = 0, na = 0;
             int s;
-            lsae__kv *out = top + (size_t)row * ws->K;
             for (s = 0; s < team_size; ++s) {
                 const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
                 const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
@@ -1812,9 +1809,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 n += cnt[0];
             }
             LSAE_ASSERT(n >= K);
-            lsae__nth_best(merge, n, K);
-            lsae__sort_best(merge, K);
-            memcpy(out, merge, K * sizeof(lsae__kv));
+            lsae__sort_best(merge, n, merge + half, L);
+            memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
             for (s = 0; s < team_size; ++s) {
                 const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + 2 * ws->K;
@@ -1823,8 +1819,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 na += cnt[1];
             }
             LSAE_ASSERT(na >= KA);
-            lsae__nth_best(merge, na, KA);
-            lsae__sort_index(merge, KA, merge + (size_t)team_size * kmax, L);
+            lsae__sort_best(merge, na, merge + half, L);
+            lsae__sort_index(merge, KA, merge + half, L);
             memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
         }
     }

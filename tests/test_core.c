@@ -41,7 +41,7 @@ static void test_topk(void)
         for (si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
             int n = sizes[si], ks[4], ki, i;
             float *v = (float *)malloc(sizeof(float) * (size_t)n);
-            lsae__kv *heap = (lsae__kv *)malloc(sizeof(lsae__kv) * (size_t)n);
+            lsae__kv *heap = (lsae__kv *)malloc(sizeof(lsae__kv) * 2 * (size_t)n);
             int *ref = (int *)malloc(sizeof(int) * (size_t)n);
             ks[0] = 1; ks[1] = n > 3 ? 3 : n; ks[2] = n / 2 ? n / 2 : 1; ks[3] = n;
             for (i = 0; i < n; ++i) {
