@@ -1276,6 +1276,35 @@ static void lsae__axpy(float *y, float a, const float *x, size_t n)
 #endif
 }
 
+/* y[0..n) += a[0] x0 + a[1] x1 + a[2] x2 + a[3] x3, as the chain
+   y = fma(a3, x3, fma(a2, x2, fma(a1, x1, fma(a0, x0, y)))) element by
+   element: the same bits as four lsae__axpy calls in that order, with y
+   loaded and stored once instead of four times. */
+static void lsae__axpy4(float *y, const float *a, const float *x0, const float *x1, const float *x2, const float *x3, size_t n)
+{
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    const __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]), a3 = _mm512_set1_ps(a[3]);
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_fmadd_ps(a0, _mm512_loadu_ps(x0 + j), _mm512_loadu_ps(y + j));
+        v = _mm512_fmadd_ps(a1, _mm512_loadu_ps(x1 + j), v);
+        v = _mm512_fmadd_ps(a2, _mm512_loadu_ps(x2 + j), v);
+        _mm512_storeu_ps(y + j, _mm512_fmadd_ps(a3, _mm512_loadu_ps(x3 + j), v));
+    }
+#elif defined(LSAE__AVX2)
+    const __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]), a3 = _mm256_set1_ps(a[3]);
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x0 + j), _mm256_loadu_ps(y + j));
+        v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x1 + j), v);
+        v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x2 + j), v);
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a3, _mm256_loadu_ps(x3 + j), v));
+    }
+#endif
+    for (; j < n; ++j)
+        y[j] = LSAE__FMA(a[3], x3[j], LSAE__FMA(a[2], x2[j], LSAE__FMA(a[1], x1[j], LSAE__FMA(a[0], x0[j], y[j]))));
+}
+
+
 /* sum_j a[j] b[j] in a fixed order that SIMD can follow: 64 partial sums,
    s_q = the chain of fused multiply-adds over j = q (mod 64), in increasing
    j; then s_q += s_{q+32}, s_q += s_{q+16}, ..., s_q += s_{q+1} (q below the
@@ -1283,13 +1312,24 @@ static void lsae__axpy(float *y, float a, const float *x, size_t n)
    chains (enough independent chains to hide the FMA latency), and the
    reduction tree is the same whatever the vector width, so AVX-512 and AVX2
    builds agree bit for bit. */
-static float lsae__dot(const float *a, const float *b, size_t n)
-{
-    size_t j = 0;
 #if defined(LSAE__AVX512)
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+/* The reduction tree of lsae__dot on its four zmm chains (lanes q, q + 16,
+   q + 32, q + 48 of the 64) */
+static float lsae__dot_reduce(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
+{
     __m256 w;
     __m128 x;
+    s0 = _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)); /* +32, then +16 */
+    w = _mm256_add_ps(_mm512_castps512_ps256(s0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s0), 1))); /* +8 */
+    x = _mm_add_ps(_mm256_castps256_ps128(w), _mm256_extractf128_ps(w, 1)); /* +4 */
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                  /* +2 */
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                              /* +1 */
+    return _mm_cvtss_f32(x);
+}
+
+/* lsae__dot from element j on (a multiple of 64), the chains so far in s0..s3 */
+static float lsae__dot_from(const float *a, const float *b, size_t n, size_t j, __m512 s0, __m512 s1, __m512 s2, __m512 s3)
+{
     for (; j + 64 <= n; j += 64) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(b + j), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
@@ -1307,15 +1347,19 @@ static float lsae__dot(const float *a, const float *b, size_t n)
         default: s3 = _mm512_mask3_fmadd_ps(va, vb, s3, k); break;
         }
     }
-    s0 = _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)); /* +32, then +16 */
-    w = _mm256_add_ps(_mm512_castps512_ps256(s0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s0), 1))); /* +8 */
-    x = _mm_add_ps(_mm256_castps256_ps128(w), _mm256_extractf128_ps(w, 1)); /* +4 */
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                  /* +2 */
-    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                              /* +1 */
-    return _mm_cvtss_f32(x);
+    return lsae__dot_reduce(s0, s1, s2, s3);
+}
+#endif
+
+static float lsae__dot(const float *a, const float *b, size_t n)
+{
+#if defined(LSAE__AVX512)
+    const __m512 z = _mm512_setzero_ps();
+    return lsae__dot_from(a, b, n, 0, z, z, z, z);
 #elif defined(LSAE__AVX2)
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
     __m128 x;
+    size_t j = 0;
     for (; j + 64 <= n; j += 64) {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
@@ -1345,12 +1389,53 @@ static float lsae__dot(const float *a, const float *b, size_t n)
     return _mm_cvtss_f32(x);
 #else
     float s[64];
-    size_t q, step;
+    size_t q, step, j = 0;
     for (q = 0; q < 64; ++q) s[q] = 0.0f;
     for (; j < n; ++j) s[j % 64] = LSAE__FMA(a[j], b[j], s[j % 64]);
     for (step = 32; step > 0; step /= 2)
         for (q = 0; q < step; ++q) s[q] += s[q + step];
     return s[0];
+#endif
+}
+
+/* out[e] = lsae__dot(x_e, w, n) for four rows x_e, bit for bit: with AVX-512
+   the four dots run together (16 accumulators) and share the loads of w;
+   elsewhere four calls, since 4 x 8 ymm accumulators do not fit. */
+static void lsae__dot4(float *out, const float *x0, const float *x1, const float *x2, const float *x3, const float *w, size_t n)
+{
+#if defined(LSAE__AVX512)
+    /* named accumulators: GCC at -O2 keeps arrays of vectors in memory */
+    __m512 s00 = _mm512_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+    __m512 s20 = s00, s21 = s00, s22 = s00, s23 = s00, s30 = s00, s31 = s00, s32 = s00, s33 = s00;
+    size_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        const __m512 w0 = _mm512_loadu_ps(w + j), w1 = _mm512_loadu_ps(w + j + 16);
+        const __m512 w2 = _mm512_loadu_ps(w + j + 32), w3 = _mm512_loadu_ps(w + j + 48);
+#define LSAE__DOT4_ROW(e)                                                       \
+        s##e##0 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j), w0, s##e##0);      \
+        s##e##1 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j + 16), w1, s##e##1); \
+        s##e##2 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j + 32), w2, s##e##2); \
+        s##e##3 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j + 48), w3, s##e##3);
+        LSAE__DOT4_ROW(0) LSAE__DOT4_ROW(1) LSAE__DOT4_ROW(2) LSAE__DOT4_ROW(3)
+#undef LSAE__DOT4_ROW
+    }
+    if (j < n) {
+        /* the tail, as lsae__dot: each row finished on its own */
+        out[0] = lsae__dot_from(x0, w, n, j, s00, s01, s02, s03);
+        out[1] = lsae__dot_from(x1, w, n, j, s10, s11, s12, s13);
+        out[2] = lsae__dot_from(x2, w, n, j, s20, s21, s22, s23);
+        out[3] = lsae__dot_from(x3, w, n, j, s30, s31, s32, s33);
+        return;
+    }
+    out[0] = lsae__dot_reduce(s00, s01, s02, s03);
+    out[1] = lsae__dot_reduce(s10, s11, s12, s13);
+    out[2] = lsae__dot_reduce(s20, s21, s22, s23);
+    out[3] = lsae__dot_reduce(s30, s31, s32, s33);
+#else
+    out[0] = lsae__dot(x0, w, n);
+    out[1] = lsae__dot(x1, w, n);
+    out[2] = lsae__dot(x2, w, n);
+    out[3] = lsae__dot(x3, w, n);
 #endif
 }
 
@@ -1828,6 +1913,25 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 
 /* ---------------------------------------------------------- encode, decode */
 
+/* y += e[i].v W[e[i].i] over the n entries with a nonzero activation, in
+   order (rows of W are d long), four rows per pass over y */
+static void lsae__decode_into(float *y, const lsae__kv *e, size_t n, const float *W, size_t d)
+{
+    const float *rows[4];
+    float a[4];
+    size_t i, m = 0;
+    for (i = 0; i < n; ++i) {
+        if (e[i].v == 0.0f) continue;
+        rows[m] = W + (size_t)e[i].i * d;
+        a[m] = e[i].v;
+        if (++m == 4) {
+            lsae__axpy4(y, a, rows[0], rows[1], rows[2], rows[3], d);
+            m = 0;
+        }
+    }
+    for (i = 0; i < m; ++i) lsae__axpy(y, a[i], rows[i], d);
+}
+
 /* Index of the first row of x [rows, d] holding NaN or Inf, or rows. */
 static size_t lsae__first_nonfinite_row(const float *x, size_t rows, size_t d)
 {
@@ -2252,14 +2356,12 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         float *g0 = t->G + b * 3 * d, *g1 = g0 + d;
         const lsae__kv *tk = t->top + b * t->K;
         double s0 = 0.0, s1 = 0.0;
-        size_t i2, j;
+        size_t j;
         memcpy(g0, m->b_dec, d * sizeof(float));
-        for (i2 = 0; i2 < k; ++i2)
-            if (tk[i2].v != 0.0f) lsae__axpy(g0, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
+        lsae__decode_into(g0, tk, k, m->W_dec, d);
         if (t->K > k) {
             memcpy(g1, g0, d * sizeof(float));
-            for (i2 = k; i2 < t->K; ++i2)
-                if (tk[i2].v != 0.0f) lsae__axpy(g1, tk[i2].v, m->W_dec + (size_t)tk[i2].i * d, d);
+            lsae__decode_into(g1, tk + k, t->K - k, m->W_dec, d);
             for (j = 0; j < d; ++j) {
                 g1[j] = xb[j] - g1[j];
                 s1 += (double)g1[j] * g1[j];
@@ -2296,9 +2398,9 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                 for (b = b0; b < b1; ++b) {
                     const lsae__kv *ax = t->aux + b * t->KA;
                     float *g2 = t->G + b * 3 * d + 2 * d;
-                    size_t q = t->cursor[b];
-                    for (; q < ka && ax[q].i < c1; ++q)
-                        if (ax[q].v != 0.0f) lsae__axpy(g2, ax[q].v, m->W_dec + (size_t)ax[q].i * d, d);
+                    size_t q0 = t->cursor[b], q = q0;
+                    while (q < ka && ax[q].i < c1) ++q;
+                    lsae__decode_into(g2, ax + q0, q - q0, m->W_dec, d);
                     t->cursor[b] = q;
                 }
             }
@@ -2420,10 +2522,22 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                     const float *wd = m->W_dec + l * d;
                     float *gd = gW_dec + l * d;
                     size_t q;
-                    for (q = st[l]; q < st[l + 1]; ++q) {
+                    /* four entries at a time: W_dec[l] and dW_dec[l] pass through
+                       registers once for four rows; same sums, same order */
+                    for (q = st[l]; q + 4 <= st[l + 1]; q += 4) {
+                        const float *g0 = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
+                        const float *g1 = t->G + (size_t)t->ent_row[q + 1] * 3 * d + cls * d;
+                        const float *g2 = t->G + (size_t)t->ent_row[q + 2] * 3 * d + cls * d;
+                        const float *g3 = t->G + (size_t)t->ent_row[q + 3] * 3 * d + cls * d;
+                        float a[4];
+                        memcpy(a, t->ent_val + q, sizeof a);
+                        lsae__dot4(t->ent_val + q, g0, g1, g2, g3, wd, d); /* dpre, for pass B */
+                        lsae__axpy4(gd, a, g0, g1, g2, g3, d);
+                    }
+                    for (; q < st[l + 1]; ++q) {
                         const float *g = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
                         const float a = t->ent_val[q];
-                        t->ent_val[q] = lsae__dot(g, wd, d); /* dpre, for pass B */
+                        t->ent_val[q] = lsae__dot(g, wd, d);
                         lsae__axpy(gd, a, g, d);
                     }
                     /* the row's squared norm for the clip, while it is in cache */
@@ -2439,7 +2553,16 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
                 size_t c2, q, n = 0;
                 for (c2 = 0; c2 < 3; ++c2) {
                     const size_t q1 = t->lat_start[c2 * L + l + 1];
-                    for (q = t->lat_start[c2 * L + l]; q < q1; ++q) {
+                    for (q = t->lat_start[c2 * L + l]; q + 4 <= q1; q += 4) {
+                        lsae__axpy4(ge, t->ent_val + q, t->xc + (size_t)t->ent_row[q] * d, t->xc + (size_t)t->ent_row[q + 1] * d,
+                                    t->xc + (size_t)t->ent_row[q + 2] * d, t->xc + (size_t)t->ent_row[q + 3] * d, d);
+                        sb += t->ent_val[q];
+                        sb += t->ent_val[q + 1];
+                        sb += t->ent_val[q + 2];
+                        sb += t->ent_val[q + 3];
+                        n += 4;
+                    }
+                    for (; q < q1; ++q) {
                         lsae__axpy(ge, t->ent_val[q], t->xc + (size_t)t->ent_row[q] * d, d);
                         sb += t->ent_val[q];
                         ++n;
