@@ -96,7 +96,20 @@
 
    Determinism. Every reduction runs in a fixed order that does not depend on
    the number of threads: the same seed, data and build give a bit-identical
-   model, whatever the thread count.
+   model, whatever the thread count. The order does not depend on the vector
+   width either: built by the same compiler with the same options, the
+   AVX-512 and the AVX2 kernels give the same bits (make test-isa checks
+   it). Another compiler, -ffp-contract setting or a build without FMA may
+   round differently.
+
+   Speed. The encoder product is a packed, register-blocked GEMM (AVX-512,
+   AVX2+FMA, or portable C, chosen at compile time) with bias, ReLU and the
+   top-k selection fused into it, so [rows, L] pre-activations are never
+   stored; the backward pass touches only the selected latents (O(B k d));
+   the optimizer is one vectorised pass. Build with -O2 -march=native
+   -fopenmp for the fastest code on the machine at hand. On a machine shared
+   with other busy processes, OMP_WAIT_POLICY=passive keeps idle OpenMP
+   threads from spinning on cores the others need.
 
    Choices where the SPEC is silent (written down as it asks):
    - Defaults follow latent-sae's SaeConfig/TrainConfig and sparsify:
@@ -1313,6 +1326,14 @@ static void lsae__axpy4(float *y, const float *a, const float *x0, const float *
    reduction tree is the same whatever the vector width, so AVX-512 and AVX2
    builds agree bit for bit. */
 #if defined(LSAE__AVX512)
+/* Half h (0: lanes 0-7, 1: lanes 8-15) of a zmm. The zero-masked extract,
+   not _mm512_extractf64x4_pd or _mm512_castps512_ps256: GCC 12 builds those
+   (and _mm512_max_ps, _mm512_sqrt_ps, _mm512_reduce_add_ps) on an
+   "undefined" register that its C++ front end then reports as used
+   uninitialised, failing -Werror builds. The masked forms start from zero
+   and give the same values. */
+#define lsae__half256(v, h) _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xFF, _mm512_castps_pd(v), (h)))
+
 /* The reduction tree of lsae__dot on its four zmm chains (lanes q, q + 16,
    q + 32, q + 48 of the 64) */
 static float lsae__dot_reduce(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
@@ -1320,7 +1341,7 @@ static float lsae__dot_reduce(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
     __m256 w;
     __m128 x;
     s0 = _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)); /* +32, then +16 */
-    w = _mm256_add_ps(_mm512_castps512_ps256(s0), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s0), 1))); /* +8 */
+    w = _mm256_add_ps(lsae__half256(s0, 0), lsae__half256(s0, 1));      /* +8 */
     x = _mm_add_ps(_mm256_castps256_ps128(w), _mm256_extractf128_ps(w, 1)); /* +4 */
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                  /* +2 */
     x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                              /* +1 */
@@ -1472,43 +1493,49 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
         const __m512 vclip = _mm512_set1_ps(clip), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vo1 = _mm512_set1_ps(omb1);
         const __m512 vo2 = _mm512_set1_ps(omb2), vst = _mm512_set1_ps(step_size), vbc = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
         __m512 vbad = _mm512_setzero_ps();
-        for (; j + 16 <= n; j += 16) {
-            __m512 g = _mm512_mul_ps(_mm512_loadu_ps(G + j), vclip);
-            __m512 mm = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m1 + j), vb1), _mm512_mul_ps(g, vo1));
-            __m512 vv = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(m2 + j), vb2), _mm512_mul_ps(_mm512_mul_ps(g, g), vo2));
-            __m512 pp = _mm512_loadu_ps(p + j);
-            pp = _mm512_sub_ps(pp, _mm512_mul_ps(vst, _mm512_div_ps(mm, _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vv), vbc), veps))));
-            _mm512_storeu_ps(m1 + j, mm);
-            _mm512_storeu_ps(m2 + j, vv);
-            _mm512_storeu_ps(p + j, pp);
-            _mm512_storeu_ps(G + j, _mm512_setzero_ps());
+        /* the tail too in vectors (masked), so that every element goes
+           through the same operations in any SIMD build */
+        for (; j < n; j += 16) {
+            const __mmask16 k = (__mmask16)(n - j >= 16 ? 0xFFFFu : (1u << (n - j)) - 1u);
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, G + j), vclip);
+            __m512 mm = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, m1 + j), vb1), _mm512_mul_ps(g, vo1));
+            __m512 vv = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, m2 + j), vb2), _mm512_mul_ps(_mm512_mul_ps(g, g), vo2));
+            __m512 pp = _mm512_maskz_loadu_ps(k, p + j);
+            pp = _mm512_sub_ps(pp, _mm512_mul_ps(vst, _mm512_div_ps(mm, _mm512_add_ps(_mm512_div_ps(_mm512_maskz_sqrt_ps((__mmask16)0xFFFF, vv), vbc), veps))));
+            _mm512_mask_storeu_ps(m1 + j, k, mm);
+            _mm512_mask_storeu_ps(m2 + j, k, vv);
+            _mm512_mask_storeu_ps(p + j, k, pp);
+            _mm512_mask_storeu_ps(G + j, k, _mm512_setzero_ps());
             vbad = _mm512_add_ps(vbad, _mm512_sub_ps(pp, pp));
         }
-        bad = _mm512_reduce_add_ps(vbad);
+        bad = lsae__dot_reduce(vbad, _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
     }
 #elif defined(LSAE__AVX2)
     {
         const __m256 vclip = _mm256_set1_ps(clip), vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vo1 = _mm256_set1_ps(omb1);
         const __m256 vo2 = _mm256_set1_ps(omb2), vst = _mm256_set1_ps(step_size), vbc = _mm256_set1_ps(bc2_sqrt), veps = _mm256_set1_ps(eps);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         __m256 vbad = _mm256_setzero_ps();
         float t[8];
         int q;
-        for (; j + 8 <= n; j += 8) {
-            __m256 g = _mm256_mul_ps(_mm256_loadu_ps(G + j), vclip);
-            __m256 mm = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(m1 + j), vb1), _mm256_mul_ps(g, vo1));
-            __m256 vv = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(m2 + j), vb2), _mm256_mul_ps(_mm256_mul_ps(g, g), vo2));
-            __m256 pp = _mm256_loadu_ps(p + j);
+        for (; j < n; j += 8) {
+            /* lanes below n - j: all eight but at the tail (masked there) */
+            const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j < 8 ? n - j : 8)), lane);
+            __m256 g = _mm256_mul_ps(_mm256_maskload_ps(G + j, k), vclip);
+            __m256 mm = _mm256_add_ps(_mm256_mul_ps(_mm256_maskload_ps(m1 + j, k), vb1), _mm256_mul_ps(g, vo1));
+            __m256 vv = _mm256_add_ps(_mm256_mul_ps(_mm256_maskload_ps(m2 + j, k), vb2), _mm256_mul_ps(_mm256_mul_ps(g, g), vo2));
+            __m256 pp = _mm256_maskload_ps(p + j, k);
             pp = _mm256_sub_ps(pp, _mm256_mul_ps(vst, _mm256_div_ps(mm, _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), vbc), veps))));
-            _mm256_storeu_ps(m1 + j, mm);
-            _mm256_storeu_ps(m2 + j, vv);
-            _mm256_storeu_ps(p + j, pp);
-            _mm256_storeu_ps(G + j, _mm256_setzero_ps());
+            _mm256_maskstore_ps(m1 + j, k, mm);
+            _mm256_maskstore_ps(m2 + j, k, vv);
+            _mm256_maskstore_ps(p + j, k, pp);
+            _mm256_maskstore_ps(G + j, k, _mm256_setzero_ps());
             vbad = _mm256_add_ps(vbad, _mm256_sub_ps(pp, pp));
         }
         _mm256_storeu_ps(t, vbad);
         for (q = 0; q < 8; ++q) bad += t[q];
     }
-#endif
+#else
     for (; j < n; ++j) {
         float g = G[j] * clip;
         float mm = m1[j] = m1[j] * b1 + g * omb1;
@@ -1517,6 +1544,7 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
         G[j] = 0.0f;
         bad += p[j] - p[j];
     }
+#endif
     return bad;
 }
 
@@ -1782,7 +1810,7 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
     if (nt == LSAE__NT) {
         const __m512 zero = _mm512_setzero_ps();
         for (j = 0; j < LSAE__NT; j += 16) {
-            __m512 v = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero);
+            __m512 v = _mm512_maskz_max_ps((__mmask16)0xFFFF, _mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero);
             unsigned m = (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[0]), _CMP_GT_OQ);
             unsigned ma = KA ? (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[1]), _CMP_GT_OQ) & (unsigned)((dead >> j) & 0xFFFFu) : 0u;
             while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
