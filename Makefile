@@ -1,5 +1,4 @@
-# latentsae: make (build), make test (every test), make demo (train and show),
-#   make bench (speed against PyTorch; bench/run.py)
+# latentsae: make (build), make test (every test), make demo (train and show)
 #   NO_OMP=1     build without OpenMP
 #   ARCH=...     target flags (default -march=native; ARCH= for a portable build)
 #   PYTHON=...   a python3 with numpy and torch (default: the first that has them)
@@ -27,7 +26,7 @@ HDR = latentsae.h
 TESTS = test_core test_gradcheck test_planted
 TEST_DEPS = $(HDR) tests/test_util.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-isa demo bench clean info
+.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize demo clean info
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart
 
@@ -55,7 +54,7 @@ $(BUILD)/cxx/%: tests/%.c $(TEST_DEPS) | $(BUILD)/cxx
 $(BUILD)/asan/%: tests/%.c $(TEST_DEPS) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
 
-test: info test-compile test-c test-noomp test-cxx test-sanitize test-parity test-isa
+test: info test-compile test-c test-noomp test-cxx test-sanitize test-parity
 	@echo "all tests passed"
 
 test-c: $(addprefix $(BUILD)/,$(TESTS))
@@ -74,19 +73,6 @@ test-parity: $(BUILD)/parity_driver
 	@if [ -z "$(PYTHON)" ]; then echo "test-parity: needs a python3 with numpy and torch (apt install python3-torch python3-numpy, or PYTHON=...)"; exit 1; fi
 	$(PYTHON) tests/test_parity_torch.py $(BUILD)/parity_driver
 
-# the AVX2 and the native (AVX-512 where there is one) kernels must train to
-# the same bits; needs an x86 CPU with AVX2 and FMA, skipped elsewhere
-test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
-	@if echo 'int main(void){return 0;}' | $(CC) -mavx2 -mfma -x c -o /dev/null - 2>/dev/null; then \
-	  if grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null; then \
-	    $(CC) $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -o $(BUILD)/isa_native tests/isa_digest.c -lm && \
-	    $(CC) $(CSTD) $(OPT) -mavx2 -mfma $(OMP) $(WARN) -o $(BUILD)/isa_avx2 tests/isa_digest.c -lm && \
-	    a=$$($(BUILD)/isa_native) && b=$$($(BUILD)/isa_avx2) && \
-	    if [ "$$a" = "$$b" ]; then echo "== native and AVX2 kernels train to the same bits ($$a): ok"; \
-	    else echo "FAILED: native build $$a, AVX2 build $$b"; exit 1; fi; \
-	  else echo "== test-isa skipped: this CPU lacks AVX2/FMA"; fi; \
-	else echo "== test-isa skipped: $(CC) has no -mavx2 -mfma"; fi
-
 # the header alone, in every language mode, with and without OpenMP; included
 # twice in one file; LATENTSAE_STATIC; allocator overrides
 COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c
@@ -103,10 +89,31 @@ test-compile: | $(BUILD)/compile
 demo: $(BUILD)/quickstart
 	$(BUILD)/quickstart
 
-# timings live in bench/, never in tests: builds its own binaries
+clean:
+	rm -rf $(BUILD)
+
+# ---------------------------------------------------------------- speed
+# (one appended section, so that it merges with the other branches' edits)
+
+# the AVX2 and the native (AVX-512 where there is one) kernels must train to
+# the same bits; needs an x86 CPU with AVX2 and FMA, skipped elsewhere
+test: test-isa
+test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
+	@if echo 'int main(void){return 0;}' | $(CC) -mavx2 -mfma -x c -o /dev/null - 2>/dev/null; then \
+	  if grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null; then \
+	    $(CC) $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -o $(BUILD)/isa_native tests/isa_digest.c -lm && \
+	    $(CC) $(CSTD) $(OPT) -mavx2 -mfma $(OMP) $(WARN) -o $(BUILD)/isa_avx2 tests/isa_digest.c -lm && \
+	    a=$$($(BUILD)/isa_native) && b=$$($(BUILD)/isa_avx2) && \
+	    if [ "$$a" = "$$b" ]; then echo "== native and AVX2 kernels train to the same bits ($$a): ok"; \
+	    else echo "FAILED: native build $$a, AVX2 build $$b"; exit 1; fi; \
+	  else echo "== test-isa skipped: this CPU lacks AVX2/FMA"; fi; \
+	else echo "== test-isa skipped: $(CC) has no -mavx2 -mfma"; fi
+
+# make bench: speed against PyTorch and OpenBLAS (bench/run.py builds its
+# own binaries; BENCH_ARGS="--quick --rounds 1" for a short run). Timings
+# live in bench/, never in tests.
 bench:
 	@if [ -z "$(PYTHON)" ]; then echo "bench: needs a python3 with numpy and torch (PYTHON=...)"; exit 1; fi
 	CC="$(CC)" $(PYTHON) bench/run.py $(BENCH_ARGS)
 
-clean:
-	rm -rf $(BUILD)
+.PHONY: test-isa bench
