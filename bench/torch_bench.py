@@ -64,11 +64,11 @@ def train(d, L, k, B, acc, dead_frac, steps, decode):
     since = torch.where(dead, threshold + 1, 0).to(torch.int64)
     lr = 2e-4 / math.sqrt(L / 2 ** 14)
     tr = TorchTrainer(sae, lr, 1 / 32, threshold, acc, 10, 1000, 0, since_fired=since, init_b_dec=True)
-    times, batch, n_dead = [], 0, 0
+    times, cpu, batch, n_dead = [], [], 0, 0
     for s in range(-1, steps):  # step -1: warm-up (and the geometric median)
         tr.since_fired = since.clone()
         did_fire = torch.zeros(L, dtype=torch.bool)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(acc):
             xb = x[(batch % 8) * B:(batch % 8 + 1) * B]
             fvu, _, _ = tr.accumulate(xb, did_fire)
@@ -76,8 +76,10 @@ def train(d, L, k, B, acc, dead_frac, steps, decode):
         tr.apply(acc * B, did_fire)
         if s >= 0:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             n_dead += int(dead.sum())
     print(f"train_samples_per_s {B * acc / statistics.median(times):.1f}")
+    print(f"train_samples_per_cpu_s {B * acc / statistics.median(cpu):.1f}")
     print(f"dead_fraction {n_dead / steps / L:.3f}")
     print(f"fvu {fvu:.4f}")
     print(f"peak_rss_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
@@ -88,13 +90,15 @@ def encode(d, L, k, B, reps):
     rng = np.random.default_rng(1)
     x = make_data(B, d, rng)
     sae = make_sae(TorchSae, d, L, k, rng)
-    times = []
+    times, cpu = [], []
     for i in range(reps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sae.pre_acts(x).topk(k, dim=1)
         if i:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     print(f"encode_samples_per_s {B / statistics.median(times):.1f}")
+    print(f"encode_samples_per_cpu_s {B / statistics.median(cpu):.1f}")
 
 
 def main():
