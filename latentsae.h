@@ -1666,21 +1666,28 @@ LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k
 
 /* ------------------------------------------------------ fused encoder pass */
 
+/* Candidates a row's buffer holds for a top kk: twice kk, and at least
+   kk + 192 so that a small k is not cut back every few candidates. */
+static size_t lsae__buf_cap(size_t kk)
+{
+    return kk == 0 ? 0 : 2 * kk > kk + 192 ? 2 * kk : kk + 192;
+}
+
 /* Scratch for lsae__select over up to rows_cap rows with nthreads threads.
-   Each thread keeps, per row, a buffer of up to 2K candidates for the top K
-   and 2KA for the AuxK top KA: candidates that beat the row's threshold are
-   appended, and a full buffer is cut back to its K best by quickselect, the
-   K-th best becoming the new threshold. That is O(1) amortised per accepted
+   Each thread keeps, per row, a buffer of lsae__buf_cap(K) candidates for the
+   top K and lsae__buf_cap(KA) for the AuxK top KA: candidates that beat the
+   row's threshold are appended, and a full buffer is cut back (lsae__compact)
+   with a new, higher threshold. That is O(1) amortised per accepted
    candidate, where a heap costs O(log K) (KA = d/2 = 384 makes the AuxK heap
    deep and busy: a dead latent's value often enters while the threshold is
    still low). */
 typedef struct lsae__select_ws {
     size_t rows_cap, K, KA;
     int nthreads;
-    lsae__kv *bufs;      /* [nthreads][rows_cap][2K + 2KA] */
+    lsae__kv *bufs;      /* [nthreads][rows_cap][buf_cap(K) + buf_cap(KA)] */
     size_t *counts;      /* [nthreads][rows_cap][2] */
     float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
-    lsae__kv *merge;     /* [nthreads][2 * nthreads * 2 max(K, KA)]: candidates, sort scratch */
+    lsae__kv *merge;     /* [nthreads][2 * nthreads * buf_cap(max(K, KA))]: candidates, sort scratch */
     float *pack;         /* [nthreads][tile group][d * NT] */
 } lsae__select_ws;
 
@@ -1702,8 +1709,8 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
     ws->K = K;
     ws->KA = KA;
     ws->nthreads = nthreads;
-    if (!lsae__mul3_size((size_t)nthreads, rows_cap, 2 * (K + KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
-        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads * 4, K > KA ? K : KA, &nm) ||
+    if (!lsae__mul3_size((size_t)nthreads, rows_cap, lsae__buf_cap(K) + lsae__buf_cap(KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
+        !lsae__mul3_size((size_t)nthreads, (size_t)nthreads * 2, lsae__buf_cap(K > KA ? K : KA), &nm) ||
         !lsae__mul3_size((size_t)nthreads * lsae__tile_group(d), d, LSAE__NT, &np))
         return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
     if (!(ws->bufs = (lsae__kv *)lsae__alloc_array(a, n, sizeof(lsae__kv), "top-k buffers")) ||
@@ -1721,37 +1728,39 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
    rows per thread at least, never the whole batch when k is huge. */
 static size_t lsae__select_rows(size_t rows, size_t K, size_t KA, int nthreads)
 {
-    size_t per_row = (size_t)nthreads * 2 * (K + KA) * sizeof(lsae__kv);
+    size_t per_row = (size_t)nthreads * (lsae__buf_cap(K) + lsae__buf_cap(KA)) * sizeof(lsae__kv);
     size_t cap = per_row ? ((size_t)32 << 20) / per_row : rows;
     if (cap < LSAE__MR) cap = LSAE__MR;
     return rows < cap ? rows : cap;
 }
 
-/* A full buffer of n = 2 kk candidates (each row keeps one for its top K
-   and one for its AuxK top KA; candidates above the threshold are appended
-   by lsae__offer_row) cut back. Any threshold t with at
-   least kk kept candidates strictly above it is exact: whatever is dropped
-   now, or rejected later for not exceeding t, is worse than kk kept ones.
-   So instead of an exact selection every time, t is the 21st largest of 32
-   values sampled at even strides (about 65% of the buffer lies above it),
-   the count above it is checked, and one branch-free pass keeps those
-   (about 1.3 kk). Only when the sample misleads (fewer than kk above t, or
-   too little freed) does the exact quickselect run. */
+
+/* A full buffer of n = lsae__buf_cap(kk) candidates (each row keeps one for
+   its top K and one for its AuxK top KA; candidates above the threshold are
+   appended by lsae__offer_row) cut back. Any threshold t with at least kk
+   kept candidates strictly above it is exact: whatever is dropped now, or
+   rejected later for not exceeding t, is worse than kk kept ones. So
+   instead of an exact selection every time, t is read off 32 values sampled
+   at even strides, at the rank that should leave about kk + (n - kk) / 4
+   above it; the count above t is checked, and one branch-free pass keeps
+   those. Only when the sample misleads (fewer than kk above t, or too little
+   freed) does the exact quickselect run. */
 static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
 {
-    const size_t n = *cnt;
+    const size_t n = *cnt, keep = kk + (n - kk) / 4;
     float s[32], t;
     size_t i, j, c = 0;
     if (n >= 64) {
+        const size_t rank = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
         for (i = 0; i < 32; ++i) {
             /* insertion sort, largest first */
             float v = buf[i * n / 32].v;
             for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
             s[j] = v;
         }
-        t = s[20];
+        t = s[rank < 32 ? rank - 1 : 31];
         for (i = 0; i < n; ++i) c += buf[i].v > t;
-        if (c >= kk && c <= n - kk / 4) {
+        if (c >= kk && c <= n - (n - kk) / 4) {
             for (i = 0, j = 0; i < n; ++i) {
                 buf[j] = buf[i];
                 j += buf[i].v > t;
@@ -1784,6 +1793,7 @@ static unsigned lsae__ctz(unsigned x) { unsigned n = 0; while (!(x & 1u)) { x >>
 static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0, uint64_t dead,
                             lsae__kv *h, size_t *cnt, size_t K, lsae__kv *ha, size_t KA, float *thr)
 {
+    const size_t capK = lsae__buf_cap(K), capKA = lsae__buf_cap(KA);
     size_t j = 0;
 #define LSAE__OFFER_MAIN(jj)                                                    \
     do {                                                                        \
@@ -1793,7 +1803,7 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
             /* append; cut the buffer back when it is full */                 \
             h[cnt[0]].v = x_;                                                   \
             h[cnt[0]].i = (int32_t)(l0 + (jj));                                 \
-            if (++cnt[0] == 2 * K) lsae__compact(h, &cnt[0], K, &thr[0]);      \
+            if (++cnt[0] == capK) lsae__compact(h, &cnt[0], K, &thr[0]);       \
         }                                                                       \
     } while (0)
 #define LSAE__OFFER_AUX(jj)                                                     \
@@ -1803,7 +1813,7 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
         if (x_ > thr[1]) {                                                      \
             ha[cnt[1]].v = x_;                                                  \
             ha[cnt[1]].i = (int32_t)(l0 + (jj));                                \
-            if (++cnt[1] == 2 * KA) lsae__compact(ha, &cnt[1], KA, &thr[1]);   \
+            if (++cnt[1] == capKA) lsae__compact(ha, &cnt[1], KA, &thr[1]);    \
         }                                                                       \
     } while (0)
 #if defined(LSAE__AVX512)
@@ -1856,7 +1866,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 {
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
     const size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
-    const size_t stride = 2 * (ws->K + ws->KA);
+    const size_t stride = lsae__buf_cap(ws->K) + lsae__buf_cap(ws->KA);
     int team_size = 1;
     LSAE_ASSERT(R <= ws->rows_cap && K <= ws->K && KA <= ws->KA);
     if (!dead_bits) KA = 0;
@@ -1866,7 +1876,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
         size_t r0, r;
         ptrdiff_t row, grp;
         const size_t kmax = ws->K > ws->KA ? ws->K : ws->KA;
-        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * 4 * kmax;
+        lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * 2 * lsae__buf_cap(kmax);
         size_t *counts;
         float *thr;
         float *P = ws->pack + (size_t)tid * G * d * LSAE__NT;
@@ -1902,17 +1912,17 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                     for (r = 0; r < mr; ++r) {
                         lsae__kv *h = bufs + (r0 + r) * stride;
                         lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
-                                        h + 2 * ws->K, KA, thr + 2 * (r0 + r));
+                                        h + lsae__buf_cap(ws->K), KA, thr + 2 * (r0 + r));
                     }
                 }
             }
         }
         LSAE__OMP(barrier)
         /* merge: each row's result is the best of every thread's candidates
-           (each thread holds fewer than 2K), sorted once */
+           (each thread holds fewer than buf_cap(K)), sorted once */
         LSAE__OMP(for schedule(static))
         for (row = 0; row < (ptrdiff_t)R; ++row) {
-            const size_t half = (size_t)team_size * 2 * kmax; /* the sort's scratch follows the candidates */
+            const size_t half = (size_t)team_size * lsae__buf_cap(kmax); /* the sort's scratch follows the candidates */
             size_t n = 0, na = 0;
             int s;
             for (s = 0; s < team_size; ++s) {
@@ -1926,7 +1936,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
             for (s = 0; s < team_size; ++s) {
-                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + 2 * ws->K;
+                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + lsae__buf_cap(ws->K);
                 const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
                 memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
                 na += cnt[1];
