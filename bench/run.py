@@ -127,38 +127,45 @@ def main():
             ("MiniLM 384, x8", 384, 3072, 128, 1024, 4, 0.25, 5, 3),
             ("100-d, x32", 100, 3200, 32, 512, 4, 0.25, 10, 3),
         ]
+    # rounds outermost: a burst of load from other processes then spoils one
+    # round of every configuration rather than every round of one
+    res = {c[0]: {"native": [], "avx2": [], "torch": [], "enc_native": [], "enc_avx2": [], "enc_torch": []} for c in configs}
+    for rnd in range(a.rounds):
+        for name, d, L, k, B, acc, dead, cs, ts in configs:
+            r = res[name]
+            r["native"].append(c("native", "train", d, L, k, B, acc, dead, cs))
+            r["torch"].append(torch("train", d, L, k, B, acc, dead, ts, T, "eager"))
+            r["avx2"].append(c("avx2", "train", d, L, k, B, acc, dead, cs))
+            r["enc_native"].append(c("native", "encode", d, L, k, 4 * B, 3))
+            r["enc_torch"].append(torch("encode", d, L, k, 4 * B, 3, T))
+            r["enc_avx2"].append(c("avx2", "encode", d, L, k, 4 * B, 3))
+            print(f"round {rnd + 1} {name}: ours {r['native'][-1]['train_samples_per_s']:.0f}, avx2 {r['avx2'][-1]['train_samples_per_s']:.0f}, "
+                  f"torch {r['torch'][-1]['train_samples_per_s']:.0f} samples/s; encode {r['enc_native'][-1]['encode_samples_per_s']:.0f} / "
+                  f"{r['enc_avx2'][-1]['encode_samples_per_s']:.0f} / {r['enc_torch'][-1]['encode_samples_per_s']:.0f}", flush=True)
     for name, d, L, k, B, acc, dead, cs, ts in configs:
         k_aux = min(d // 2, round(dead * L)) if dead > 0 else 0
         flops = 2 * L * d + 8 * (k + k_aux) * d  # encoder + sparse decode/backward, per sample
-        res = {"native": [], "avx2": [], "torch": [], "enc_native": [], "enc_avx2": [], "enc_torch": []}
-        for _ in range(a.rounds):
-            res["native"].append(c("native", "train", d, L, k, B, acc, dead, cs))
-            res["avx2"].append(c("avx2", "train", d, L, k, B, acc, dead, cs))
-            res["torch"].append(torch("train", d, L, k, B, acc, dead, ts, T, "eager"))
-            res["enc_native"].append(c("native", "encode", d, L, k, 4 * B, 3))
-            res["enc_avx2"].append(c("avx2", "encode", d, L, k, 4 * B, 3))
-            res["enc_torch"].append(torch("encode", d, L, k, 4 * B, 3, T))
+        r = res[name]
+
         def key(k2, cpu=False):
             return ("encode" if k2.startswith("enc") else "train") + ("_samples_per_cpu_s" if cpu else "_samples_per_s")
-        med = {k2: statistics.median(r[key(k2)] for r in v) for k2, v in res.items()}
-        medc = {k2: statistics.median(r[key(k2, True)] for r in v) for k2, v in res.items()}
-        ratio = {isa: statistics.median(x["train_samples_per_s"] / y["train_samples_per_s"] for x, y in zip(res[isa], res["torch"]))
+        med = {k2: statistics.median(x[key(k2)] for x in v) for k2, v in r.items()}
+        medc = {k2: statistics.median(x[key(k2, True)] for x in v) for k2, v in r.items()}
+        ratio = {isa: statistics.median(x["train_samples_per_s"] / y["train_samples_per_s"] for x, y in zip(r[isa], r["torch"]))
                  for isa in ("native", "avx2")}
-        cratio = statistics.median(x["train_samples_per_cpu_s"] / y["train_samples_per_cpu_s"] for x, y in zip(res["native"], res["torch"]))
-        eratio = {isa: statistics.median(x["encode_samples_per_s"] / y["encode_samples_per_s"] for x, y in zip(res["enc_" + isa], res["enc_torch"]))
+        cratio = statistics.median(x["train_samples_per_cpu_s"] / y["train_samples_per_cpu_s"] for x, y in zip(r["native"], r["torch"]))
+        eratio = {isa: statistics.median(x["encode_samples_per_s"] / y["encode_samples_per_s"] for x, y in zip(r["enc_" + isa], r["enc_torch"]))
                   for isa in ("native", "avx2")}
-        ecratio = statistics.median(x["encode_samples_per_cpu_s"] / y["encode_samples_per_cpu_s"] for x, y in zip(res["enc_native"], res["enc_torch"]))
-        rss = statistics.median(r["peak_rss_lib_mb"] for r in res["native"])
-        state = 4 * res["native"][0]["params_mb"]
-        trss = statistics.median(r["peak_rss_mb"] for r in res["torch"]) if "peak_rss_mb" in res["torch"][0] else float("nan")
-        row = dict(name=name, med=med, medc=medc, ratio=ratio, cratio=cratio, eratio=eratio, ecratio=ecratio, flops=flops,
-                   rss=rss, state=state, trss=trss, dead=res["native"][0]["dead_fraction"])
-        rows.append(row)
-        print(f"{name}: ours {med['native']:.0f} samples/s ({ratio['native']:.1f}x torch), avx2 {med['avx2']:.0f}, "
-              f"torch {med['torch']:.0f}; encode {med['enc_native']:.0f} / {med['enc_avx2']:.0f} / {med['enc_torch']:.0f}", flush=True)
-        if a.gather and name.startswith("nomic") and dead > 0:
-            gth = torch("train", d, L, k, B, acc, dead, 1, T, "gather")
-            print(f"{name}: torch with tests/torch_ref.py's gather decoder: {gth['train_samples_per_s']:.0f} samples/s", flush=True)
+        ecratio = statistics.median(x["encode_samples_per_cpu_s"] / y["encode_samples_per_cpu_s"] for x, y in zip(r["enc_native"], r["enc_torch"]))
+        rss = statistics.median(x["peak_rss_lib_mb"] for x in r["native"])
+        state = 4 * r["native"][0]["params_mb"]
+        trss = statistics.median(x["peak_rss_mb"] for x in r["torch"]) if "peak_rss_mb" in r["torch"][0] else float("nan")
+        rows.append(dict(name=name, med=med, medc=medc, ratio=ratio, cratio=cratio, eratio=eratio, ecratio=ecratio, flops=flops,
+                         rss=rss, state=state, trss=trss, dead=r["native"][0]["dead_fraction"]))
+    if a.gather:
+        name, d, L, k, B, acc, dead, _, _ = configs[0]
+        gth = torch("train", d, L, k, B, acc, dead, 1, T, "gather")
+        print(f"{name}: PyTorch with tests/torch_ref.py's gather decoder: {gth['train_samples_per_s']:.0f} samples/s", flush=True)
 
     # --- the table
     p512, p2 = peak.get("peak_avx512_gflops", float("nan")), peak["peak_avx2_gflops"]
