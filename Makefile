@@ -235,3 +235,29 @@ test-cuda-build:
 	  grep -q "^lsae train: --device cuda: .*CUDA" $(CUDA_BUILD)/lsae.err || { echo "FAILED: lsae --device cuda without a GPU:"; cat $(CUDA_BUILD)/lsae.err; exit 1; }; \
 	  echo "✓ lsae --device cuda without a GPU: $$(cat $(CUDA_BUILD)/lsae.err)"; \
 	fi
+
+# ---------------------------------------------------------------- speed
+# (one appended section, so that it merges with the other branches' edits)
+
+# the AVX2 and the native (AVX-512 where there is one) kernels must train to
+# the same bits; needs an x86 CPU with AVX2 and FMA, skipped elsewhere
+test: test-isa
+test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
+	@if echo 'int main(void){return 0;}' | $(CC) -mavx2 -mfma -x c -o /dev/null - 2>/dev/null; then \
+	  if grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null; then \
+	    $(CC) $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -o $(BUILD)/isa_native tests/isa_digest.c -lm && \
+	    $(CC) $(CSTD) $(OPT) -mavx2 -mfma $(OMP) $(WARN) -o $(BUILD)/isa_avx2 tests/isa_digest.c -lm && \
+	    a=$$($(BUILD)/isa_native) && b=$$($(BUILD)/isa_avx2) && \
+	    if [ "$$a" = "$$b" ]; then echo "== native and AVX2 kernels train to the same bits ($$a): ok"; \
+	    else echo "FAILED: native build $$a, AVX2 build $$b"; exit 1; fi; \
+	  else echo "== test-isa skipped: this CPU lacks AVX2/FMA"; fi; \
+	else echo "== test-isa skipped: $(CC) has no -mavx2 -mfma"; fi
+
+# make bench: speed against PyTorch and OpenBLAS (bench/run.py builds its
+# own binaries; BENCH_ARGS="--quick --rounds 1" for a short run). Timings
+# live in bench/, never in tests.
+bench:
+	@if [ -z "$(PYTHON)" ]; then echo "bench: needs a python3 with numpy and torch (PYTHON=...)"; exit 1; fi
+	CC="$(CC)" $(PYTHON) bench/run.py $(BENCH_ARGS)
+
+.PHONY: test-isa bench

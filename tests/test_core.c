@@ -41,7 +41,7 @@ static void test_topk(void)
         for (si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
             int n = sizes[si], ks[4], ki, i;
             float *v = (float *)malloc(sizeof(float) * (size_t)n);
-            lsae__kv *heap = (lsae__kv *)malloc(sizeof(lsae__kv) * (size_t)n);
+            lsae__kv *heap = (lsae__kv *)malloc(sizeof(lsae__kv) * 2 * (size_t)n);
             int *ref = (int *)malloc(sizeof(int) * (size_t)n);
             ks[0] = 1; ks[1] = n > 3 ? 3 : n; ks[2] = n / 2 ? n / 2 : 1; ks[3] = n;
             for (i = 0; i < n; ++i) {
@@ -72,7 +72,7 @@ static void test_gemm(void)
                 size_t M = dims[a], N = dims[b] + 3 * dims[c] % 5, K = dims[c], i, j, p;
                 float *A = (float *)malloc(M * K * 4), *B = (float *)malloc(N * K * 4);
                 float *C1 = (float *)malloc(M * N * 4), *C2 = (float *)malloc(M * N * 4);
-                float *pack = (float *)malloc(4 * K * LSAE__NT * sizeof(float));
+                float *pack = (float *)malloc(lsae__pack_floats(K, 3) * sizeof(float));
                 double maxerr = 0, maxref = 0, maxdiff = 0;
                 for (i = 0; i < M * K; ++i) A[i] = (float)tu_normal();
                 for (i = 0; i < N * K; ++i) B[i] = (float)tu_normal();
@@ -141,6 +141,10 @@ static void test_config(void)
     NEAR(lsae_lr_factor(&c, 1000), 1.0, 0);
 }
 
+/* added to every encoder bias by make_model: negative values make most
+   pre-activations exactly 0, so the selection must break many exact ties */
+static double bias_shift = 0.0;
+
 /* a model with non-trivial biases, for encode tests */
 static lsae_model *make_model(size_t d, size_t L, size_t k, unsigned long long seed, int threads)
 {
@@ -150,7 +154,7 @@ static lsae_model *make_model(size_t d, size_t L, size_t k, unsigned long long s
     size_t i;
     c.num_latents = L; c.k = k; c.seed = seed; c.num_threads = threads;
     OK(lsae_model_create(&c, NULL, &m));
-    for (i = 0; i < L; ++i) b_enc[i] = (float)(0.05 * tu_normal());
+    for (i = 0; i < L; ++i) b_enc[i] = (float)(bias_shift + 0.05 * tu_normal());
     for (i = 0; i < d; ++i) b_dec[i] = (float)(0.1 * tu_normal());
     OK(lsae_model_set_weights(m, NULL, b_enc, NULL, b_dec));
     free(b_enc); free(b_dec);
@@ -218,8 +222,10 @@ static void check_encode(size_t d, size_t L, size_t k, size_t rows, int threads)
         for (i = 0; i < k; ++i) {
             double err = fabs(acts[r * k + i] - pre[ref[i]]);
             if (err > maxerr) maxerr = err;
-            /* an index may differ only where the double values nearly tie */
+            /* an index may differ only where the double values nearly tie,
+               and never among exact zeros (those go to the lowest indices) */
             if (idx[r * k + i] != ref[i] && fabs(pre[idx[r * k + i]] - pre[ref[i]]) > 1e-5) ++bad;
+            if (idx[r * k + i] != ref[i] && acts[r * k + i] == 0.0f && pre[ref[i]] == 0.0f) ++bad;
             if (i && acts[r * k + i] > acts[r * k + i - 1]) ++bad; /* sorted */
         }
     }
@@ -245,6 +251,13 @@ static void test_encode(void)
     check_encode(9, 40, 40, 6, 3);       /* k = L */
     check_encode(64, 1024, 32, 37, 2);
     check_encode(33, 129, 8, 64, 5);     /* more threads than needed */
+    /* large k: the candidate buffers are cut back by a sampled threshold */
+    check_encode(48, 3000, 64, 19, 3);
+    bias_shift = -0.4;                   /* about 1 in 4 pre-activations positive */
+    check_encode(32, 2500, 96, 21, 2);
+    bias_shift = -1.2;                   /* about 40 positive of 2048: the top 100 ends in zeros */
+    check_encode(16, 2048, 100, 23, 2);
+    bias_shift = 0.0;
 }
 
 static void test_encode_threads(void)

@@ -130,6 +130,8 @@ def main():
         ("auxk+multi acc3", dict(auxk_alpha=0.5, multi=True, acc=3)),
         ("median init + warm-up", dict(init_b_dec=True, warmup=2, total=5, auxk_alpha=1 / 32)),
         ("cosine, 3 threads", dict(schedule=1, warmup=1, total=6, threads=3, multi=True, acc=2, seed=3)),
+        # d/2 = 64 AuxK picks a row and 4k = 128: the selection's sampled cut-backs run
+        ("wide auxk+multi acc2", dict(d=128, L=1024, k=32, B=48, auxk_alpha=1 / 32, multi=True, acc=2, seed=5)),
     ]
     failures = []
     for name, kw in cases:

@@ -1,0 +1,333 @@
+/* latentsae benchmarks (timings live here, never in tests/).
+
+     bench peak                          fp32 FMA peak of this machine, per ISA
+     bench gemm M N K REPS               our blocked GEMM vs cblas_sgemm (when
+                                         built with -DLSAE_BENCH_CBLAS -lopenblas)
+     bench encode D L K B REPS           lsae_model_encode, samples/s
+     bench train D L K B ACC DEAD STEPS  optimizer steps of B x ACC rows with a
+                                         fraction DEAD of latents held dead
+
+   Each prints "key value" lines that bench/run.py reads. Times are medians
+   over REPS (or STEPS) after one warm-up. Threads: OMP_NUM_THREADS.
+   Peak memory: ru_maxrss, and the same minus the resident size before the
+   model was made (the data the benchmark itself holds). */
+#define _POSIX_C_SOURCE 200809L
+#define LATENTSAE_IMPLEMENTATION
+#include "../latentsae.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/resource.h>
+#ifdef LSAE_BENCH_CBLAS
+#include <cblas.h>
+#endif
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds used by the whole process (all threads) */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* current resident set, bytes (Linux /proc; 0 elsewhere) */
+static double rss_now(void)
+{
+    long pages = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (double)res * 4096.0;
+}
+
+static double rss_peak(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss * 1024.0;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double gauss(void)
+{
+    /* Box-Muller on SplitMix64 */
+    double u1, u2;
+    rng_state = lsae__mix64(rng_state);
+    u1 = ((double)(rng_state >> 11) + 1.0) / 9007199254740993.0;
+    rng_state = lsae__mix64(rng_state);
+    u2 = (double)(rng_state >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* rows like sentence embeddings: a shared offset plus noise, unit norm */
+static float *make_data(size_t rows, size_t d)
+{
+    float *x = (float *)malloc(rows * d * sizeof(float)), *mu = (float *)malloc(d * sizeof(float));
+    size_t r, j;
+    for (j = 0; j < d; ++j) mu[j] = (float)gauss();
+    for (r = 0; r < rows; ++r) {
+        double n = 0;
+        for (j = 0; j < d; ++j) {
+            x[r * d + j] = 0.5f * mu[j] + (float)gauss();
+            n += (double)x[r * d + j] * x[r * d + j];
+        }
+        for (j = 0; j < d; ++j) x[r * d + j] = (float)(x[r * d + j] / sqrt(n));
+    }
+    free(mu);
+    return x;
+}
+
+static const char *isa(void)
+{
+#if defined(LSAE__AVX512)
+    return "avx512";
+#elif defined(LSAE__AVX2)
+    return "avx2";
+#else
+    return "portable";
+#endif
+}
+
+/* ------------------------------------------------------------------ peak */
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* 12 independent FMA chains per thread: more than latency (4) x ports (2) */
+static double peak_avx2(long iters)
+{
+    double t0 = now(), t;
+    float sink = 0;
+    LSAE__OMP(parallel reduction(+:sink))
+    {
+        /* distinct starting values, or the compiler merges the chains */
+        __m256 a0 = _mm256_set1_ps(1.0f), a1 = _mm256_set1_ps(1.1f), a2 = _mm256_set1_ps(1.2f), a3 = _mm256_set1_ps(1.3f);
+        __m256 a4 = _mm256_set1_ps(1.4f), a5 = _mm256_set1_ps(1.5f), a6 = _mm256_set1_ps(1.6f), a7 = _mm256_set1_ps(1.7f);
+        __m256 a8 = _mm256_set1_ps(1.8f), a9 = _mm256_set1_ps(1.9f), a10 = _mm256_set1_ps(2.0f), a11 = _mm256_set1_ps(2.1f);
+        const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+        float o[8];
+        long i;
+        for (i = 0; i < iters; ++i) {
+            a0 = _mm256_fmadd_ps(a0, b, c); a1 = _mm256_fmadd_ps(a1, b, c); a2 = _mm256_fmadd_ps(a2, b, c);
+            a3 = _mm256_fmadd_ps(a3, b, c); a4 = _mm256_fmadd_ps(a4, b, c); a5 = _mm256_fmadd_ps(a5, b, c);
+            a6 = _mm256_fmadd_ps(a6, b, c); a7 = _mm256_fmadd_ps(a7, b, c); a8 = _mm256_fmadd_ps(a8, b, c);
+            a9 = _mm256_fmadd_ps(a9, b, c); a10 = _mm256_fmadd_ps(a10, b, c); a11 = _mm256_fmadd_ps(a11, b, c);
+        }
+        a0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+        a0 = _mm256_add_ps(a0, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+        _mm256_storeu_ps(o, a0);
+        sink += o[0];
+    }
+    t = now() - t0;
+    if (sink == 12345.f) printf("#\n");
+    return 2.0 * 8 * 12 * (double)iters * lsae__num_threads(0) / t;
+}
+#endif
+
+#if defined(__AVX512F__)
+static double peak_avx512(long iters)
+{
+    double t0 = now(), t;
+    float sink = 0;
+    LSAE__OMP(parallel reduction(+:sink))
+    {
+        __m512 a0 = _mm512_set1_ps(1.0f), a1 = _mm512_set1_ps(1.1f), a2 = _mm512_set1_ps(1.2f), a3 = _mm512_set1_ps(1.3f);
+        __m512 a4 = _mm512_set1_ps(1.4f), a5 = _mm512_set1_ps(1.5f), a6 = _mm512_set1_ps(1.6f), a7 = _mm512_set1_ps(1.7f);
+        __m512 a8 = _mm512_set1_ps(1.8f), a9 = _mm512_set1_ps(1.9f), a10 = _mm512_set1_ps(2.0f), a11 = _mm512_set1_ps(2.1f);
+        const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+        long i;
+        for (i = 0; i < iters; ++i) {
+            a0 = _mm512_fmadd_ps(a0, b, c); a1 = _mm512_fmadd_ps(a1, b, c); a2 = _mm512_fmadd_ps(a2, b, c);
+            a3 = _mm512_fmadd_ps(a3, b, c); a4 = _mm512_fmadd_ps(a4, b, c); a5 = _mm512_fmadd_ps(a5, b, c);
+            a6 = _mm512_fmadd_ps(a6, b, c); a7 = _mm512_fmadd_ps(a7, b, c); a8 = _mm512_fmadd_ps(a8, b, c);
+            a9 = _mm512_fmadd_ps(a9, b, c); a10 = _mm512_fmadd_ps(a10, b, c); a11 = _mm512_fmadd_ps(a11, b, c);
+        }
+        a0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+        a0 = _mm512_add_ps(a0, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+        sink += _mm512_reduce_add_ps(a0);
+    }
+    t = now() - t0;
+    if (sink == 12345.f) printf("#\n");
+    return 2.0 * 16 * 12 * (double)iters * lsae__num_threads(0) / t;
+}
+#endif
+
+static int run_peak(void)
+{
+    double v[5];
+    int i;
+    printf("threads %d\n", lsae__num_threads(0));
+#if defined(__AVX512F__)
+    for (i = 0; i < 5; ++i) v[i] = peak_avx512(100000000L);
+    qsort(v, 5, sizeof *v, cmp_d);
+    printf("peak_avx512_gflops %.1f\n", v[4] / 1e9); /* the best of 5: a peak */
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    for (i = 0; i < 5; ++i) v[i] = peak_avx2(100000000L);
+    qsort(v, 5, sizeof *v, cmp_d);
+    printf("peak_avx2_gflops %.1f\n", v[4] / 1e9);
+#endif
+    (void)v; (void)i;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ gemm */
+
+static int run_gemm(size_t M, size_t N, size_t K, int reps)
+{
+    float *A = make_data(M, K), *B = make_data(N, K), *C = (float *)malloc(M * N * sizeof(float));
+    int nt = lsae__num_threads(0), i;
+    float *pack = (float *)malloc(lsae__pack_floats(K, nt) * sizeof(float));
+    double *t = (double *)malloc(sizeof(double) * (size_t)(reps + 1)), flops = 2.0 * (double)M * (double)N * (double)K;
+    double *tc = (double *)malloc(sizeof(double) * (size_t)(reps + 1));
+    printf("isa %s\nthreads %d\n", isa(), nt);
+    for (i = 0; i <= reps; ++i) {
+        double t0 = now(), c0 = cpu_now();
+        lsae__gemm_nt(C, A, B, M, N, K, pack, nt);
+        t[i] = now() - t0;
+        tc[i] = cpu_now() - c0;
+    }
+    printf("gemm_ours_gflops %.1f\n", flops / median(t + 1, reps) / 1e9);
+    printf("gemm_ours_gflops_per_cpu %.1f\n", flops / median(tc + 1, reps) / 1e9);
+#ifdef LSAE_BENCH_CBLAS
+    for (i = 0; i <= reps; ++i) {
+        double t0 = now(), c0 = cpu_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K, B, (int)K, 0.0f, C, (int)N);
+        t[i] = now() - t0;
+        tc[i] = cpu_now() - c0;
+    }
+    printf("gemm_openblas_gflops %.1f\n", flops / median(t + 1, reps) / 1e9);
+    printf("gemm_openblas_gflops_per_cpu %.1f\n", flops / median(tc + 1, reps) / 1e9);
+#endif
+    free(tc);
+    free(A); free(B); free(C); free(pack); free(t);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- encode */
+
+static int run_encode(size_t d, size_t L, size_t k, size_t B, int reps)
+{
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    float *x = make_data(B, d), *acts = (float *)malloc(B * k * sizeof(float));
+    int32_t *idx = (int32_t *)malloc(B * k * sizeof(int32_t));
+    double *t = (double *)malloc(sizeof(double) * (size_t)(reps + 1)), *tc = (double *)malloc(sizeof(double) * (size_t)(reps + 1));
+    int i;
+    c.num_latents = L; c.k = k; c.seed = 1;
+    if (lsae_model_create(&c, NULL, &m) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+    printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
+    for (i = 0; i <= reps; ++i) {
+        double t0 = now(), c0 = cpu_now();
+        if (lsae_model_encode(m, x, B, k, acts, idx) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        t[i] = now() - t0;
+        tc[i] = cpu_now() - c0;
+    }
+    printf("encode_samples_per_s %.1f\n", (double)B / median(t + 1, reps));
+    printf("encode_samples_per_cpu_s %.1f\n", (double)B / median(tc + 1, reps));
+    lsae_model_free(m);
+    free(x); free(acts); free(idx); free(t); free(tc);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- train */
+
+static int run_train(size_t d, size_t L, size_t k, size_t B, size_t acc, double dead_frac, int steps)
+{
+    const size_t nbatches = 8;
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    lsae_trainer *tr = NULL;
+    lsae_trainer_state st;
+    lsae_step_stats ss;
+    float *x = make_data(nbatches * B, d);
+    uint64_t *since = (uint64_t *)malloc(L * sizeof(uint64_t));
+    unsigned char *dead = (unsigned char *)malloc(L);
+    double *t = (double *)malloc(sizeof(double) * (size_t)(steps + 1)), *tc = (double *)malloc(sizeof(double) * (size_t)(steps + 1));
+    double rss0, n_dead_sum = 0;
+    size_t l, batch = 0, a;
+    int s;
+    c.num_latents = L; c.k = k; c.seed = 1; c.grad_acc_steps = acc;
+    c.lr_warmup_steps = 10; c.total_steps = 1000;
+    rss0 = rss_now();
+    if (lsae_model_create(&c, NULL, &m) != LSAE_OK || lsae_trainer_create(m, &c, &tr) != LSAE_OK) {
+        fprintf(stderr, "bench: %s\n", lsae_last_error());
+        return 1;
+    }
+    /* a fixed set of latents held dead, as in a run where AuxK is active:
+       every optimizer step starts from the same counters (lsae_trainer_set_state
+       with only since_fired given leaves the Adam moments alone) */
+    for (l = 0; l < L; ++l) {
+        rng_state = lsae__mix64(rng_state);
+        dead[l] = (double)(rng_state >> 11) / 9007199254740992.0 < dead_frac;
+    }
+    memset(&st, 0, sizeof st);
+    for (s = -1; s < steps; ++s) {
+        double t0, c0;
+        for (l = 0; l < L; ++l) since[l] = dead[l] ? c.dead_feature_threshold + 1 : 0;
+        st.since_fired = since;
+        st.step = lsae_trainer_steps_done(tr);
+        st.b_dec_initialized = s >= 0; /* the warm-up step also runs the geometric median */
+        if (lsae_trainer_set_state(tr, &st) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        t0 = now();
+        c0 = cpu_now();
+        for (a = 0; a < acc; ++a) {
+            if (lsae_trainer_step(tr, x + (batch % nbatches) * B * d, B, &ss) != LSAE_OK) {
+                fprintf(stderr, "bench: %s\n", lsae_last_error());
+                return 1;
+            }
+            ++batch;
+            if (s >= 0 && a == 0) n_dead_sum += (double)ss.n_dead;
+        }
+        if (s >= 0) {
+            t[s] = now() - t0;
+            tc[s] = cpu_now() - c0;
+        }
+    }
+    printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
+    printf("train_samples_per_s %.1f\n", (double)(B * acc) / median(t, steps));
+    printf("train_samples_per_cpu_s %.1f\n", (double)(B * acc) / median(tc, steps));
+    printf("dead_fraction %.3f\n", n_dead_sum / steps / (double)L);
+    printf("fvu %.4f\n", ss.fvu);
+    printf("peak_rss_mb %.1f\n", rss_peak() / 1048576.0);
+    printf("peak_rss_lib_mb %.1f\n", (rss_peak() - rss0) / 1048576.0);
+    printf("params_mb %.1f\n", (double)(2 * L * d + L + d) * 4.0 / 1048576.0);
+    lsae_trainer_free(tr);
+    lsae_model_free(m);
+    free(x); free(since); free(dead); free(t); free(tc);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "peak") == 0) return run_peak();
+    if (argc == 6 && strcmp(argv[1], "gemm") == 0)
+        return run_gemm((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), atoi(argv[5]));
+    if (argc == 7 && strcmp(argv[1], "encode") == 0)
+        return run_encode((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atoi(argv[6]));
+    if (argc == 9 && strcmp(argv[1], "train") == 0)
+        return run_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
+                         (size_t)atol(argv[6]), atof(argv[7]), atoi(argv[8]));
+    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS\n");
+    return 2;
+}
