@@ -24,7 +24,7 @@ CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 HDR = latentsae.h
-TESTS = test_core test_gradcheck test_planted test_files
+TESTS = test_core test_gradcheck test_planted test_files test_badinput
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h

@@ -3306,6 +3306,31 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
    input_mean of a mean_center model, which is folded into b_dec, and the
    scalar batchtopk_threshold buffer latent-sae registers for some
    configurations but never reads when encoding a TopK SAE. */
+/* The four tensors of a d x L model are in st with their shapes and a
+   float dtype. Checked on the header alone, so that lsae_model_load can
+   refuse a cfg.json whose sizes the weights file does not hold before it
+   allocates anything for them. */
+static lsae_result lsae__check_weights(const char *path, const lsae__st *st, size_t d, size_t L)
+{
+    int i;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        const lsae__st_tensor *t = lsae__st_find(st, lsae__tensor_names[i]);
+        uint64_t want0 = i == LSAE__B_DEC ? d : L;
+        int want_nd = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
+        if (!t) return lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a latent-sae/sparsify SAE has encoder.weight, encoder.bias, W_dec, b_dec)", path, lsae__tensor_names[i]);
+        if (t->ndim != want_nd || t->shape[0] != want0 || (want_nd == 2 && t->shape[1] != d)) {
+            if (t->ndim < 2 && want_nd < 2)
+                return lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has %llu elements, but cfg.json implies %llu", path, t->name, (unsigned long long)t->numel, (unsigned long long)want0);
+            return lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has shape [%llu%s%llu], but cfg.json says [%llu%s%llu]", path, t->name,
+                             (unsigned long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (unsigned long long)t->shape[1] : 0ull,
+                             (unsigned long long)want0, want_nd > 1 ? ", " : "", want_nd > 1 ? (unsigned long long)d : 0ull);
+        }
+        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64)
+            return lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
+    }
+    return LSAE_OK;
+}
+
 static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_center)
 {
     FILE *f;
@@ -3314,24 +3339,9 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_
     int i;
     size_t j;
     if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) return r;
+    if ((r = lsae__check_weights(path, &st, m->d, m->L)) != LSAE_OK) goto done;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
         const lsae__st_tensor *t = lsae__st_find(&st, lsae__tensor_names[i]);
-        uint64_t want0 = i == LSAE__B_DEC ? m->d : m->L;
-        int want_nd = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
-        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a latent-sae/sparsify SAE has encoder.weight, encoder.bias, W_dec, b_dec)", path, lsae__tensor_names[i]); goto done; }
-        if (t->ndim != want_nd || t->shape[0] != want0 || (want_nd == 2 && t->shape[1] != m->d)) {
-            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has shape [%llu%s%llu], but cfg.json says [%llu%s%llu]", path, t->name,
-                          (unsigned long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (unsigned long long)t->shape[1] : 0ull,
-                          (unsigned long long)want0, want_nd > 1 ? ", " : "", want_nd > 1 ? (unsigned long long)m->d : 0ull);
-            if (t->ndim < 2 && want_nd < 2) {
-                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has %llu elements, but cfg.json implies %llu", path, t->name, (unsigned long long)t->numel, (unsigned long long)want0);
-            }
-            goto done;
-        }
-        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
-            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
-            goto done;
-        }
         if ((r = lsae__st_read_f32(f, path, &st, t, 0, (size_t)t->numel, m->params + m->lay.offset[i])) != LSAE_OK) goto done;
         for (j = 0; j < m->lay.count[i]; ++j)
             if (!isfinite(m->params[m->lay.offset[i] + j])) {
@@ -3395,8 +3405,20 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
         msg[sizeof msg - 1] = 0;
         return lsae__err(r, "%s: %s", path, msg);
     }
+    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    {
+        /* cfg.json's sizes are only claims: the weights file must hold them
+           before a model of that size is allocated (a 20-byte cfg.json can
+           describe petabytes) */
+        FILE *f;
+        lsae__st st;
+        if ((r = lsae__st_open(path, alloc, &f, &st)) != LSAE_OK) return r;
+        fclose(f);
+        r = lsae__check_weights(path, &st, cfg.d_in, lsae_config_num_latents(&cfg));
+        lsae__st_free(&st);
+        if (r != LSAE_OK) return r;
+    }
     if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
-    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
     if ((r = lsae__load_weights(m, path, mean_center)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
 #ifdef LATENTSAE_CUDA
@@ -6025,9 +6047,26 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     cfg = lsae_config_default(d);
     cfg.num_latents = L;
     cfg.k = k;
-    if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
-    if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
-    if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) { lsae_model_free(m); return r; }
+    if ((r = lsae_config_validate(&cfg)) != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    /* the weights file's header first: it must hold the sizes cfg.json
+       claims before a model of that size is allocated */
+    if ((r = lsae__st_open(path, alloc, &f, &st)) != LSAE_OK) return r;
+    for (i = 0; i < 4; ++i) {
+        const lsae__st_tensor *t = lsae__st_find(&st, names[i]);
+        uint64_t s0 = i == 0 ? d : i == 3 ? d : L, s1 = i == 0 ? L : d;
+        int nd = (i == 0 || i == 2) ? 2 : 1;
+        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a SAELens SAE has W_enc, b_enc, W_dec, b_dec)", path, names[i]); goto done; }
+        if (t->ndim != nd || t->shape[0] != s0 || (nd == 2 && t->shape[1] != s1)) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has the wrong shape for d_in %zu, d_sae %zu (W_enc is [d_in, d_sae] in SAELens)", path, names[i], d, L);
+            goto done;
+        }
+        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
+            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
+            goto done;
+        }
+    }
+    if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) goto done;
     for (i = 0; i < st.n; ++i) {
         const lsae__st_tensor *t = &st.t[i];
         int q, known = 0;
@@ -6048,18 +6087,7 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     }
     for (i = 0; i < 4; ++i) {
         const lsae__st_tensor *t = lsae__st_find(&st, names[i]);
-        uint64_t s0 = i == 0 ? d : i == 3 ? d : L, s1 = i == 0 ? L : d;
-        int nd = (i == 0 || i == 2) ? 2 : 1;
         float *dst = i == 0 ? NULL : m->params + m->lay.offset[i == 1 ? LSAE__B_ENC : i == 2 ? LSAE__W_DEC : LSAE__B_DEC];
-        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a SAELens SAE has W_enc, b_enc, W_dec, b_dec)", path, names[i]); goto done; }
-        if (t->ndim != nd || t->shape[0] != s0 || (nd == 2 && t->shape[1] != s1)) {
-            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has the wrong shape for d_in %zu, d_sae %zu (W_enc is [d_in, d_sae] in SAELens)", path, names[i], d, L);
-            goto done;
-        }
-        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
-            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
-            goto done;
-        }
         if (i == 0) {
             if (!(wt = (float *)lsae__alloc_array(m->alloc, L, d * sizeof(float), "W_enc transpose"))) { r = LSAE_OUT_OF_MEMORY; goto done; }
             dst = wt;
@@ -6087,7 +6115,7 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     /* keep unit decoder rows unit when training goes on; leave others alone */
     m->cfg.normalize_decoder = unit;
 done:
-    lsae__free(m->alloc, wt);
+    if (m) lsae__free(m->alloc, wt);
     fclose(f);
     lsae__st_free(&st);
     if (r != LSAE_OK) { lsae_model_free(m); return r; }
