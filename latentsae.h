@@ -4711,6 +4711,8 @@ static lsae_result lsae__shard_open(const char *path, const lsae_dataset_options
         else if (got >= 4 && memcmp(magic, "PK\x03\x04", 4) == 0) fmt = LSAE_FORMAT_TORCH;
         else if (got >= 9 && lsae__get_le(magic, 8) <= LSAE_MAX_SAFETENSORS_HEADER && lsae__get_le(magic, 8) + 8 <= size && magic[8] == '{') fmt = LSAE_FORMAT_SAFETENSORS;
         else if (opt->raw_d_in) fmt = LSAE_FORMAT_RAW;
+        else if (lsae__format_by_ext(path) == LSAE_FORMAT_SAFETENSORS || lsae__format_by_ext(path) == LSAE_FORMAT_TORCH)
+            fmt = lsae__format_by_ext(path); /* a damaged one: its reader says what is wrong (a header claiming 2^62 bytes, ...) */
         else {
             lsae_format by_ext = lsae__format_by_ext(path);
             fclose(f);

@@ -101,11 +101,11 @@ static void test_safetensors(void)
     {
         unsigned char b[16] = { 0, 0, 0, 0, 0, 0, 0, 0x40, '{', '}' };
         write_bytes(p, b, 10);
-        o.format = LSAE_FORMAT_SAFETENSORS;
         r = lsae_dataset_open(p, &o, fresh(), &ds);
         REFUSED(r, LSAE_BAD_FILE, "header claims 4611686018427387904 bytes", p, "2^62-byte header");
         lsae__put_le(b, (uint64_t)LSAE_MAX_SAFETENSORS_HEADER + 1, 8);
         write_bytes(p, b, 10);
+        o.format = LSAE_FORMAT_SAFETENSORS;
         r = lsae_dataset_open(p, &o, fresh(), &ds);
         REFUSED(r, LSAE_BAD_FILE, "more than the", p, "header over the cap");
         /* under the cap but past the end of the file */
