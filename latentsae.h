@@ -2562,22 +2562,24 @@ static unsigned long lsae__hex4(const char *p)
     return v;
 }
 
-/* Decode string token t into buf (NUL-terminated, UTF-8). 0 if it does not fit. */
+/* Decode string token t into buf (NUL-terminated, UTF-8). 0 if it does not
+   fit; buf then holds the part that did, still terminated (callers print it). */
 static int lsae__json_str(const lsae__json *j, size_t t, char *buf, size_t cap)
 {
     size_t p = j->tok[t].start, e = j->tok[t].end, o = 0;
+    if (cap == 0) return 0;
     while (p < e) {
         unsigned long cp;
         char c = j->s[p];
         if (c != '\\') {
-            if (o + 1 >= cap) return 0;
+            if (o + 1 >= cap) { buf[o] = 0; return 0; }
             buf[o++] = c;
             ++p;
             continue;
         }
         c = j->s[p + 1];
         if (c != 'u') {
-            if (o + 1 >= cap) return 0;
+            if (o + 1 >= cap) { buf[o] = 0; return 0; }
             buf[o++] = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
             p += 2;
             continue;
@@ -2591,7 +2593,7 @@ static int lsae__json_str(const lsae__json *j, size_t t, char *buf, size_t cap)
                 p += 6;
             }
         }
-        if (o + 5 >= cap) return 0;
+        if (o + 5 >= cap) { buf[o] = 0; return 0; }
         if (cp < 0x80) buf[o++] = (char)cp;
         else if (cp < 0x800) { buf[o++] = (char)(0xC0 | (cp >> 6)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
         else if (cp < 0x10000) { buf[o++] = (char)(0xE0 | (cp >> 12)); buf[o++] = (char)(0x80 | ((cp >> 6) & 0x3F)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }

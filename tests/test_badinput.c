@@ -452,6 +452,32 @@ static void test_torch(void)
     }
 }
 
+/* -------------------------------------------------------------------- JSON */
+
+/* A string too long for the caller's buffer: refused, and the buffer is
+   still a terminated string (messages print it). */
+static void test_json(void)
+{
+    const char *text = "{\"normalize_activations\": \"layer_norm_with_a_name_far_longer_than_the_sixty_four_bytes_a_caller_keeps\u00e9\", "
+                       "\"architecture\": \"topk\", \"d_in\": 2, \"d_sae\": 3, \"k\": 1}";
+    lsae__json j;
+    char buf[16];
+    size_t t, d, L, k;
+    int rescale, cap;
+    lsae_result r;
+    OK(lsae__json_parse(&j, text, strlen(text), NULL));
+    t = lsae__json_get(&j, 0, "normalize_activations");
+    CHECK(t != 0);
+    for (cap = 1; cap <= 16; ++cap) {
+        memset(buf, 'X', sizeof buf);
+        CHECK(lsae__json_str(&j, t, buf, (size_t)cap) == 0);
+        CHECKF(memchr(buf, 0, (size_t)cap) != NULL, "lsae__json_str left %d bytes unterminated", cap);
+    }
+    lsae__json_free(&j);
+    r = lsae__saelens_cfg(text, strlen(text), &d, &L, &k, &rescale);
+    CHECKF(r == LSAE_UNSUPPORTED && msg_has("\"layer_norm_with_a_name") && strlen(lsae_last_error()) < 250, "%s", lsae_last_error());
+}
+
 /* ------------------------------------------------------------- checkpoints */
 
 static void test_checkpoint(void)
@@ -521,6 +547,7 @@ int main(void)
     test_npy();
     test_raw();
     test_torch();
+    test_json();
     test_checkpoint();
     return TEST_SUMMARY("test_badinput");
 }
