@@ -4341,7 +4341,11 @@ static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
                 /* MEMOIZE uses the next free index: count what is set */
                 for (k = 0; k < P->nmemo && P->memo[k] != (size_t)-1; ++k) {}
             }
-            if (k > ((size_t)1 << 24)) LSAE__PK_FAIL("%s: data.pkl: memo index %zu is implausible", P->path, k);
+            /* a pickler numbers its memo 0, 1, 2, ... as it stores objects, each
+               of which made at least one value here: a larger index is not
+               from a pickler (and would size the memo from 4 bytes of input) */
+            if (k > ((size_t)1 << 24) || k >= P->nv)
+                LSAE__PK_FAIL("%s: data.pkl: memo index %zu with only %zu objects unpickled; not written by a pickler", P->path, k, P->nv);
             if (k >= cap) {
                 if (!lsae__grow(P->alloc, &mb, &cap, k + 1, sizeof(size_t))) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
                 P->memo = (size_t *)mb;

@@ -414,6 +414,13 @@ static void test_torch(void)
         r = lsae_dataset_open(p, NULL, fresh(), &ds);
         REFUSED(r, LSAE_BAD_FILE, "runs past the end", p, "pickle string of 2^63 bytes");
     }
+    /* a memo index of 2^24 from a 5-byte opcode */
+    {
+        static const unsigned char s[] = { 0x80, 0x02, 'N', 'r', 0xFF, 0xFF, 0xFF, 0x00, '.' };
+        torch_file(p, s, sizeof s, 96);
+        r = lsae_dataset_open(p, NULL, fresh(), &ds);
+        REFUSED(r, LSAE_BAD_FILE, "memo", p, "pickle memo index 2^24");
+    }
     /* a zip whose central directory claims 2^40 bytes (zip64), and whose data.pkl claims 2^40 */
     {
         unsigned char z[200];
