@@ -4219,19 +4219,29 @@ static int lsae__pv_global_is(const lsae__pickle *P, size_t v, const char *mod, 
     return P->v[v].type == LSAE__PV_GLOBAL && lsae__pv_streq(P, P->v[v].s, mod) && lsae__pv_streq(P, P->v[v].n, name);
 }
 
-/* Append the items of src (a list's or dict's run) plus extra more to a fresh
-   run and make container c point at it: lists and dicts grow rarely (one
-   tensor file holds a handful of values), so copying is fine. */
-static int lsae__pv_append(lsae__pickle *P, size_t c, const size_t *items, size_t nitems)
+/* Append items to container c (a list or dict): in place when its run is
+   the newest one (a list built by APPENDs in a row), else into a fresh run
+   holding the old items and the new. Copying is rare in what torch.save
+   writes (a dict's SETITEMS batches of 1000), but a hostile pickle can make
+   every APPEND copy; all runs together are therefore capped at twice the
+   pickle's length (plus a little), which no real file comes near, so time
+   and memory stay linear in the input. */
+static lsae_result lsae__pv_append(lsae__pickle *P, size_t c, const size_t *items, size_t nitems)
 {
-    size_t old_first = P->v[c].s, old_n = P->v[c].n, first, i;
-    first = lsae__pv_kids(P, old_n + nitems);
-    if (first == (size_t)-1) return 0;
-    for (i = 0; i < old_n; ++i) P->kids[first + i] = P->kids[old_first + i];
+    size_t old_first = P->v[c].s, old_n = P->v[c].n, first, i, budget = 2 * P->len + 1024;
+    int in_place = old_first + old_n == P->nk;
+    size_t grow = in_place ? nitems : old_n + nitems;
+    if (P->nk > budget || grow > budget - P->nk)
+        return lsae__err(LSAE_BAD_FILE, "%s: data.pkl: lists and dicts grow to more than %zu items in a %zu-byte pickle; not one torch.save writes",
+                         P->path, budget, P->len);
+    first = lsae__pv_kids(P, grow);
+    if (first == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+    if (in_place) first = old_first;
+    else for (i = 0; i < old_n; ++i) P->kids[first + i] = P->kids[old_first + i];
     for (i = 0; i < nitems; ++i) P->kids[first + old_n + i] = items[i];
     P->v[c].s = first;
     P->v[c].n = old_n + nitems;
-    return 1;
+    return LSAE_OK;
 }
 
 #define LSAE__PK_FAIL(...) do { return lsae__err(LSAE_BAD_FILE, __VA_ARGS__); } while (0)
@@ -4399,7 +4409,8 @@ static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
             if (P->ns < cnt + 1 + ((op == 'e' || op == 'u') ? 1u : 0u)) LSAE__PK_FAIL("%s: data.pkl: stack underflow at byte %zu", P->path, pos);
             c = P->stack[P->ns - cnt - 1 - ((op == 'e' || op == 'u') ? 1 : 0)];
             if (P->v[c].type == LSAE__PV_LIST || P->v[c].type == LSAE__PV_DICT) {
-                if (!lsae__pv_append(P, c, P->stack + P->ns - cnt, cnt)) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+                lsae_result ar = lsae__pv_append(P, c, P->stack + P->ns - cnt, cnt);
+                if (ar != LSAE_OK) return ar;
             } else if (P->v[c].type != LSAE__PV_OBJ) {
                 LSAE__PK_FAIL("%s: data.pkl: items added to something that is not a list or dict", P->path);
             }

@@ -421,6 +421,18 @@ static void test_torch(void)
         r = lsae_dataset_open(p, NULL, fresh(), &ds);
         REFUSED(r, LSAE_BAD_FILE, "memo", p, "pickle memo index 2^24");
     }
+    /* a list grown one APPEND at a time: linear memory, not quadratic */
+    {
+        size_t i;
+        pn = 0;
+        pput("\x80\x02]", 3);
+        for (i = 0; i < 10000; ++i) pput("Na", 2);
+        pk[pn++] = '.';
+        torch_file(p, pk, pn, 96);
+        r = lsae_dataset_open(p, NULL, fresh(), &ds);
+        REFUSED(r, LSAE_BAD_FILE, "holds 0 2-D tensors", p, "list of 10000 appends");
+        CHECKF(W.largest < ((size_t)2 << 20), "a 40 kB pickle took a block of %zu bytes", W.largest);
+    }
     /* a zip whose central directory claims 2^40 bytes (zip64), and whose data.pkl claims 2^40 */
     {
         unsigned char z[200];
