@@ -4579,9 +4579,11 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
     else if (lsae__pv_global_is(&P, ty, "torch", "HalfStorage")) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
     else if (lsae__pv_global_is(&P, ty, "torch", "BFloat16Storage")) { sh->dtype = LSAE__DT_BF16; sh->elem = 2; }
     else {
+        /* STACK_GLOBAL takes any two values: the name is printed only when it is a string */
         size_t nm = P.v[ty].type == LSAE__PV_GLOBAL ? P.v[ty].n : 0;
+        int named = nm && P.v[nm].type == LSAE__PV_STR && P.v[nm].n < 256;
         r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor storage is %.*s; embeddings are read from float32, float16 or bfloat16 tensors", path,
-                      nm ? (int)P.v[nm].n : 7, nm ? (const char *)P.p + P.v[nm].s : "unknown");
+                      named ? (int)P.v[nm].n : 7, named ? (const char *)P.p + P.v[nm].s : "unknown");
         goto done;
     }
     {

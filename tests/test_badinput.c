@@ -433,6 +433,22 @@ static void test_torch(void)
         REFUSED(r, LSAE_BAD_FILE, "holds 0 2-D tensors", p, "list of 10000 appends");
         CHECKF(W.largest < ((size_t)2 << 20), "a 40 kB pickle took a block of %zu bytes", W.largest);
     }
+    /* a storage type made by STACK_GLOBAL from a string and a list: the
+       message must not print the list as if it were a string of the pickle
+       (it once printed bytes from wherever the list's items were) */
+    {
+        static const char head[] = "\x80\x02]q\x00]q\x01Na0Na0", tail[] =
+            "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storageX\x05\x00\x00\x00torchh\x01\x93"
+            "X\x01\x00\x00\x00" "0" "X\x03\x00\x00\x00" "cpu" "K\x18tQK\x00K\x06K\x04\x86K\x04K\x01\x86\x89}tR.";
+        size_t i;
+        pn = 0;
+        pput(head, sizeof head - 1);
+        for (i = 0; i < 40; ++i) pput("h\x01Na0h\x00Na0", 10);
+        pput(tail, sizeof tail - 1);
+        torch_file(p, pk, pn, 96);
+        r = lsae_dataset_open(p, NULL, fresh(), &ds);
+        REFUSED(r, LSAE_UNSUPPORTED, "tensor storage is unknown; embeddings", p, "storage type from STACK_GLOBAL of a list");
+    }
     /* a zip whose central directory claims 2^40 bytes (zip64), and whose data.pkl claims 2^40 */
     {
         unsigned char z[200];
