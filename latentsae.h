@@ -3368,7 +3368,15 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_
         if (!t || t->ndim != 1 || t->shape[0] != m->d) { r = lsae__err(LSAE_BAD_FILE, "%s: cfg.json says \"mean_center\": true but there is no input_mean tensor of %zu values", path, m->d); goto done; }
         if (!(mu = (float *)lsae__alloc_array(m->alloc, m->d, sizeof(float), "input_mean"))) { r = LSAE_OUT_OF_MEMORY; goto done; }
         if ((r = lsae__st_read_f32(f, path, &st, t, 0, m->d, mu)) == LSAE_OK)
-            for (j = 0; j < m->d; ++j) m->params[m->lay.offset[LSAE__B_DEC] + j] += mu[j];
+            for (j = 0; j < m->d; ++j) {
+                /* the folded b_dec must be as finite as the tensors checked above */
+                float v = m->params[m->lay.offset[LSAE__B_DEC] + j] + mu[j];
+                if (!isfinite(v)) {
+                    r = lsae__err(LSAE_BAD_FILE, "%s: input_mean[%zu] is %g; folded into b_dec it gives %g, not a finite number", path, j, (double)mu[j], (double)v);
+                    break;
+                }
+                m->params[m->lay.offset[LSAE__B_DEC] + j] = v;
+            }
         lsae__free(m->alloc, mu);
     }
 done:
@@ -6129,6 +6137,13 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
             if (n < 1e-8f) n = 1e-8f;
             for (i = 0; i < d; ++i) { m->W_enc[j * d + i] *= n; m->W_dec[j * d + i] /= n; }
             m->b_enc[j] *= n;
+            /* a norm past float's range (or weights near it) overflows the fold */
+            for (i = 0; i <= d; ++i)
+                if (!isfinite(i < d ? m->W_enc[j * d + i] : m->b_enc[j]) || !isfinite(i < d ? m->W_dec[j * d + i] : 0.0f)) {
+                    r = lsae__err(LSAE_BAD_FILE, "%s: W_dec row %zu has norm %g; folding rescale_acts_by_decoder_norm into W_enc and b_enc leaves float32's range",
+                                  path, j, sqrt(ss));
+                    goto done;
+                }
         } else if (fabs(sqrt(ss) - 1.0) > 1e-4) {
             unit = 0;
         }

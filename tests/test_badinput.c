@@ -78,6 +78,18 @@ static void st_file(const char *path, const char *hdr, size_t data)
     free(b);
 }
 
+/* a safetensors file with the given data bytes */
+static void st_file_data(const char *path, const char *hdr, const void *data, size_t n)
+{
+    size_t hl = strlen(hdr), i;
+    unsigned char *b = (unsigned char *)calloc(8 + hl + n + 1, 1);
+    for (i = 0; i < 8; ++i) b[i] = (unsigned char)((unsigned long long)hl >> (8 * i));
+    memcpy(b + 8, hdr, hl);
+    memcpy(b + 8 + hl, data, n);
+    write_bytes(path, b, 8 + hl + n);
+    free(b);
+}
+
 /* ------------------------------------------------------------ safetensors */
 
 static void test_safetensors(void)
@@ -167,6 +179,42 @@ static void test_models(void)
     lsae_model_free(m);
     m = NULL;
     CHECK(W.live == 0 && W.over == 0);
+
+    /* folds that leave float32: a NaN input_mean (mean_center) and a
+       SAELens decoder row whose norm overflows (rescale_acts_by_decoder_norm) */
+    {
+        float data[19];
+        size_t i;
+        static const char *mc =
+            "{\"encoder.weight\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]},"
+            "\"encoder.bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[24,36]},"
+            "\"W_dec\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[36,60]},"
+            "\"b_dec\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[60,68]},"
+            "\"input_mean\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[68,76]}}";
+        for (i = 0; i < 19; ++i) data[i] = 0.5f;
+        data[17] = (float)NAN;
+        st_file_data(TDIR "/model/sae.safetensors", mc, data, 76);
+        write_text(TDIR "/model/cfg.json", "{\"d_in\": 2, \"num_latents\": 3, \"k\": 1, \"mean_center\": true}");
+        r = lsae_model_load(dir, fresh(), &m);
+        REFUSED(r, LSAE_BAD_FILE, "input_mean[0] is nan", "sae.safetensors", "NaN input_mean");
+        data[17] = 3e38f;
+        data[15] = data[16] = 3e38f; /* b_dec + input_mean overflows */
+        st_file_data(TDIR "/model/sae.safetensors", mc, data, 76);
+        r = lsae_model_load(dir, fresh(), &m);
+        REFUSED(r, LSAE_BAD_FILE, "folded into b_dec it gives inf", "sae.safetensors", "input_mean + b_dec overflows");
+        st_file(TDIR "/model/sae.safetensors", ST_2x3, 68);
+        for (i = 0; i < 17; ++i) data[i] = i >= 9 && i < 15 ? 3e38f : 0.25f; /* W_dec rows of norm 4.2e38 */
+        st_file_data(TDIR "/saelens/sae_weights.safetensors", SL_2x3, data, 68);
+        write_text(TDIR "/saelens/cfg.json", "{\"architecture\": \"topk\", \"d_in\": 2, \"d_sae\": 3, \"k\": 1, \"rescale_acts_by_decoder_norm\": true}");
+        r = lsae_model_load_saelens(sl, fresh(), &m);
+        REFUSED(r, LSAE_BAD_FILE, "leaves float32's range", "sae_weights.safetensors", "SAELens rescale overflow");
+        for (i = 9; i < 15; ++i) data[i] = 3.0f;  /* the control: norms of 4.2 fold fine */
+        st_file_data(TDIR "/saelens/sae_weights.safetensors", SL_2x3, data, 68);
+        OK(lsae_model_load_saelens(sl, fresh(), &m));
+        lsae_model_free(m);
+        m = NULL;
+        st_file(TDIR "/saelens/sae_weights.safetensors", SL_2x3, 68);
+    }
 
     /* cfg.json claims a model of petabytes; the weights file holds 2 x 3:
        refused by the weights' header, before the model is allocated */

@@ -56,6 +56,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_ASSERT(d > 0 && L > 0 && k > 0 && k <= L, "loaded d_in %zu, L %zu, k %zu", d, L, k);
         /* the weights came from the file: 2 L d floats of at least 2 bytes each */
         FZ_ASSERT(L <= st_len / 2 && d <= st_len / 2 && L * d <= st_len / 4, "a %zu x %zu model from a %zu-byte weights file", L, d, st_len);
+        {
+            /* no NaN or Inf gets into a loaded model, folds (mean_center, SAELens rescaling) included */
+            float *w = (float *)malloc((2 * L * d + L + d) * sizeof(float));
+            if (!w) abort();
+            r = lsae_model_get_weights(m, w, w + L * d, w + L * d + L, w + 2 * L * d + L);
+            FZ_ASSERT(r == LSAE_OK, "get_weights: %s", lsae_last_error());
+            for (i = 0; i < 2 * L * d + L + d; ++i) FZ_ASSERT(isfinite(w[i]), "weight %zu of a loaded model is %g", i, (double)w[i]);
+            free(w);
+        }
         x = (float *)calloc(d, sizeof(float));
         xh = (float *)calloc(d, sizeof(float));
         acts = (float *)calloc(k, sizeof(float));
