@@ -5880,9 +5880,12 @@ static int lsae__hf_rev_ok(const char *s)
 {
     size_t i, n = strlen(s);
     if (n == 0 || n > 200 || s[0] == '/' || strstr(s, "..")) return 0;
-    for (i = 0; i < n; ++i)
+    for (i = 0; i < n; ++i) {
         if (s[i] == '\\' || (unsigned char)s[i] < 0x20) return 0;
-    return 1;
+        /* no empty or "." path component: "." would name snapshots/ itself */
+        if ((i == 0 || s[i - 1] == '/') && (s[i] == '/' || (s[i] == '.' && (i + 1 == n || s[i + 1] == '/')))) return 0;
+    }
+    return s[n - 1] != '/';
 }
 
 static lsae_result lsae__hf_missing(const char *repo, const char *sub, const char *hub, const char *why)
