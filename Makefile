@@ -175,7 +175,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
 CUDA_ARCH ?= -arch=sm_90
 NVCC_WARN = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
-NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN)
+NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN) $(if $(OMP),-Xcompiler $(OMP))
 CUDA_LIBDIR = $(CUDA_HOME)/lib64
 CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ -pthread -lm
 CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA

@@ -68,6 +68,9 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -349,8 +352,18 @@ __global__ void __launch_bounds__(256) lsae__gemm_nt_kernel(float *__restrict__ 
    out_v/out_i [R, ldo]: the first k slots hold the selection, the rest (up
    to ldo) are value 0, index 0, so readers never meet unwritten memory.
    k = *k_dev when k_dev is given (AuxK's k_aux, known only on the device),
-   else k_fixed; kcap is a power of two >= k, the shared key array's size. */
+   else k_fixed; kcap is a power of two >= k, the shared key array's size.
+
+   Cost: with cache set (the launcher sets it when L more floats fit in
+   shared memory beside the keys) the first pass keeps every u in shared
+   memory and the other passes read it there, so pre is read from memory
+   once (a [4096, 24576] pre is 403 MB: five reads through L2 were most of
+   this kernel's time). After the first pass only elements matching the
+   prefix count, a few per row: a warp with none skips the histogram
+   update (__match_any_sync and the atomic), which is the costly part. */
 #define LSAE__TK 512
+#define LSAE__UMASKED 0xffffffffu        /* not a ReLU output's bits (those are <= +inf's, 0x7f800000) */
+#define LSAE__TK_CACHE_MAX (112u * 1024u) /* keys + row cache: two blocks of 512 threads still fit on an SM */
 __device__ __forceinline__ unsigned lsae__relu_bits(float pre, float b)
 {
     float v = __fadd_rn(pre, b);
@@ -366,12 +379,13 @@ __device__ __forceinline__ unsigned long long lsae__make_key(unsigned u, int i)
 __global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict__ out_v, int32_t *__restrict__ out_i, int ldo,
                                                              const float *__restrict__ pre, const float *__restrict__ b_enc, int L,
                                                              const unsigned char *__restrict__ mask, int k_fixed,
-                                                             const int *__restrict__ k_dev, int kcap)
+                                                             const int *__restrict__ k_dev, int kcap, int cache, int vec4)
 {
-    extern __shared__ unsigned long long lsae__keys[];
+    extern __shared__ __align__(16) unsigned long long lsae__keys[];   /* [kcap], then, with cache, u of the row [L] */
+    unsigned *const ucache = (unsigned *)(lsae__keys + ((kcap + 1) & ~1)); /* 16-byte aligned for uint4 */
     __shared__ unsigned hist[256];
     __shared__ unsigned warp_cnt[LSAE__TK / 32], warp_off[LSAE__TK / 32];
-    __shared__ unsigned s_digit, s_krem, s_total, s_tile, s_gt, s_all;
+    __shared__ unsigned s_digit, s_krem, s_binn, s_total, s_tile, s_gt, s_all;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const size_t row = blockIdx.x;
     const float *p = pre + row * (size_t)L;
@@ -388,6 +402,30 @@ __global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict_
     }
     krem = (unsigned)k;
 
+    /* 0. with cache: u of the whole row into shared memory, loads independent
+       of each other (float4 when vec4) so that many are in flight */
+    if (cache) {
+        if (vec4) {
+            const float4 *p4 = (const float4 *)p, *b4 = (const float4 *)b_enc;
+            for (s = tid; s < L / 4; s += LSAE__TK) {
+                const float4 a = p4[s], bb = __ldg(b4 + s);
+                uint4 u;
+                u.x = lsae__relu_bits(a.x, bb.x); u.y = lsae__relu_bits(a.y, bb.y);
+                u.z = lsae__relu_bits(a.z, bb.z); u.w = lsae__relu_bits(a.w, bb.w);
+                if (mask) {
+                    if (!mask[4 * s]) u.x = LSAE__UMASKED;
+                    if (!mask[4 * s + 1]) u.y = LSAE__UMASKED;
+                    if (!mask[4 * s + 2]) u.z = LSAE__UMASKED;
+                    if (!mask[4 * s + 3]) u.w = LSAE__UMASKED;
+                }
+                ((uint4 *)ucache)[s] = u;
+            }
+        } else {
+            for (s = tid; s < L; s += LSAE__TK) ucache[s] = (!mask || mask[s]) ? lsae__relu_bits(p[s], b_enc[s]) : LSAE__UMASKED;
+        }
+        __syncthreads();
+    }
+
     /* 1. radix select: after pass p the top 8(p+1) bits of the threshold are
        known; krem counts how many elements equal to the prefix so far are
        still to be taken. Invariant: (elements with u above the prefix's
@@ -399,12 +437,12 @@ __global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict_
         for (base = 0; base < L; base += LSAE__TK) {   /* same trip count in every lane: __match_any_sync sees all 32 */
             const int i = base + tid;
             unsigned digit = 256; /* not eligible */
-            if (i < L && (!mask || mask[i])) {
-                const unsigned u = lsae__relu_bits(p[i], b_enc[i]);
-                if ((u & pmask) == prefix) digit = (u >> shift) & 255u;
+            if (i < L) {
+                const unsigned u = cache ? ucache[i] : (!mask || mask[i]) ? lsae__relu_bits(p[i], b_enc[i]) : LSAE__UMASKED;
+                if (u != LSAE__UMASKED && (u & pmask) == prefix) digit = (u >> shift) & 255u;
             }
             /* lanes with the same digit add once (the bins of one row are few and hot) */
-            {
+            if (__any_sync(LSAE__FULL, digit < 256)) {
                 const unsigned peers = __match_any_sync(LSAE__FULL, digit);
                 if (digit < 256 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], (unsigned)__popc(peers));
             }
@@ -433,7 +471,7 @@ __global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict_
                     unsigned cum = above;
                     for (b = 7; b >= 0; --b) {
                         const unsigned h = hist[lane * 8 + b];
-                        if (cum + h >= krem) { s_digit = (unsigned)(lane * 8 + b); s_krem = krem - cum; break; }
+                        if (cum + h >= krem) { s_digit = (unsigned)(lane * 8 + b); s_krem = krem - cum; s_binn = h; break; }
                         cum += h;
                     }
                 }
@@ -454,14 +492,34 @@ __global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict_
     for (s = tid; s < kcap; s += LSAE__TK) lsae__keys[s] = 0ull; /* below every real key */
     if (tid == 0) s_gt = 0;
     __syncthreads();
+    /* After the last pass the threshold has all 32 bits, and s_binn elements
+       equal it. When all of them are taken (krem == s_binn: no tie at the
+       threshold to break by index, the usual case for continuous values) or
+       take_all, the selection is exactly the elements >= the threshold,
+       found in any order (the sort below orders them): no scan in index
+       order, and no barrier in the loop. */
+    if (take_all || krem == s_binn) {
+        for (base = 0; base < L; base += LSAE__TK) {
+            const int i = base + tid;
+            if (i < L) {
+                const unsigned u = cache ? ucache[i] : (!mask || mask[i]) ? lsae__relu_bits(p[i], b_enc[i]) : LSAE__UMASKED;
+                if (u != LSAE__UMASKED && (take_all || u >= prefix)) {
+                    const unsigned pos = atomicAdd(&s_gt, 1u);
+                    if (pos < n_sel) lsae__keys[pos] = lsae__make_key(u, i);
+                }
+            }
+        }
+    } else
     for (base = 0; base < L; base += LSAE__TK) {
         const int i = base + tid;
         int gt = 0, eq = 0;
         unsigned u = 0, bal;
-        if (i < L && (!mask || mask[i])) {
-            u = lsae__relu_bits(p[i], b_enc[i]);
-            if (take_all) eq = 1;
-            else { gt = u > prefix; eq = u == prefix; }
+        if (i < L) {
+            u = cache ? ucache[i] : (!mask || mask[i]) ? lsae__relu_bits(p[i], b_enc[i]) : LSAE__UMASKED;
+            if (u != LSAE__UMASKED) {
+                if (take_all) eq = 1;
+                else { gt = u > prefix; eq = u == prefix; }
+            }
         }
         if (gt) {
             const unsigned pos = atomicAdd(&s_gt, 1u);
@@ -782,16 +840,27 @@ __global__ void __launch_bounds__(1024) lsae__loss_kernel(lsae__dstat *st, const
 /* ---- backward (accumulate step 6a) ---- */
 
 /* Per row b (one block): for every selected slot s with a positive
-   activation, dpre[b, s] = G_slot . W_dec[l_s] (one warp a slot), then
-   dxc[b] = sum_s dpre[b, s] W_enc[l_s] as an fmaf chain in slot order.
-   Slots: [0, k) main, [k, K) the multi-topk tail, [K, K + KA) AuxK. */
+   activation, dpre[b, s] = G_slot . W_dec[l_s] (one warp a slot).
+   Slots: [0, k) main, [k, K) the multi-topk tail, [K, K + KA) AuxK.
+
+   The gradient through the encoder's input x - b_dec (for b_dec) is not
+   formed per row: sum_b dxc[b] = sum_b sum_s dpre[b, s] W_enc[l_s]
+   = sum_l (sum of dpre over l's entries) W_enc[l], which
+   lsae__enc_in_grad_kernel computes from the per-latent sums that
+   lsae__latent_grads_kernel leaves. That halves this kernel's gathers
+   (B E d reads of W_enc rows, 0.8 GB a step at d=768, L=24576, k=64,
+   B=4096) for one read of W_enc (75 MB).
+
+   vec4: d % 4 == 0 and W_dec, G 16-byte aligned, so a lane loads four
+   floats at a time; the dot is then summed in another order than the
+   scalar loop, a float32 rounding difference (the CPU's order is not
+   reproduced bit for bit here either: the bar is 1e-5 relative). */
 #define LSAE__TB 256
-__global__ void __launch_bounds__(LSAE__TB) lsae__backward_rows_kernel(float *__restrict__ dpre, float *__restrict__ dxc,
+__global__ void __launch_bounds__(LSAE__TB) lsae__backward_rows_kernel(float *__restrict__ dpre,
         const float *__restrict__ G, const float *__restrict__ topv, const int32_t *__restrict__ topi,
         const float *__restrict__ auxv, const int32_t *__restrict__ auxi, const float *__restrict__ W_dec,
-        const float *__restrict__ W_enc, int d, int k, int K, int KA)
+        int d, int k, int K, int KA, int vec4)
 {
-    extern __shared__ float lsae__sdv[]; /* [K + KA] */
     const size_t b = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, E = K + KA;
     const float *gb = G + b * 3 * (size_t)d;
@@ -803,25 +872,21 @@ __global__ void __launch_bounds__(LSAE__TB) lsae__backward_rows_kernel(float *__
             const int l = s < K ? topi[b * (size_t)K + s] : auxi[b * (size_t)KA + (s - K)];
             const float *g = gb + (s < k ? 0 : s < K ? d : 2 * d);
             const float *wd = W_dec + (size_t)l * d;
-            for (j = lane; j < d; j += 32) dv = fmaf(g[j], wd[j], dv);
+            if (vec4) {
+                const float4 *g4 = (const float4 *)g, *w4 = (const float4 *)wd;
+                float d0 = 0.0f, d1 = 0.0f;
+                for (j = lane; j < d / 4; j += 32) {
+                    const float4 gv = g4[j], wv = __ldg(w4 + j);
+                    d0 = fmaf(gv.x, wv.x, d0); d1 = fmaf(gv.y, wv.y, d1);
+                    d0 = fmaf(gv.z, wv.z, d0); d1 = fmaf(gv.w, wv.w, d1);
+                }
+                dv = d0 + d1;
+            } else {
+                for (j = lane; j < d; j += 32) dv = fmaf(g[j], wd[j], dv);
+            }
             for (off = 16; off > 0; off >>= 1) dv += __shfl_xor_sync(LSAE__FULL, dv, off);
         }
-        if (lane == 0) {
-            lsae__sdv[s] = dv;
-            dpre[b * (size_t)E + s] = dv;
-        }
-    }
-    __syncthreads();
-    for (j = threadIdx.x; j < d; j += LSAE__TB) {
-        float acc = 0.0f;
-        for (s = 0; s < E; ++s) {
-            const float a = s < K ? topv[b * (size_t)K + s] : auxv[b * (size_t)KA + (s - K)];
-            if (a > 0.0f) {
-                const int l = s < K ? topi[b * (size_t)K + s] : auxi[b * (size_t)KA + (s - K)];
-                acc = fmaf(lsae__sdv[s], W_enc[(size_t)l * d + j], acc);
-            }
-        }
-        dxc[b * (size_t)d + j] = acc;
+        if (lane == 0) dpre[b * (size_t)E + s] = dv;
     }
 }
 
@@ -865,14 +930,18 @@ __global__ void lsae__lat_start_kernel(int *__restrict__ lat_start, const unsign
      dW_dec[l] += sum a G_slot,  dW_enc[l] += sum dpre xc_b,  db_enc[l] += sum dpre
    each an fmaf chain added to the gradient once, as the CPU. */
 __global__ void __launch_bounds__(LSAE__TD) lsae__latent_grads_kernel(float *__restrict__ gW_enc, float *__restrict__ gb_enc,
-        float *__restrict__ gW_dec, const int *__restrict__ lat_start, const int *__restrict__ ents,
+        float *__restrict__ gW_dec, float *__restrict__ lat_dsum, const int *__restrict__ lat_start, const int *__restrict__ ents,
         const float *__restrict__ topv, const float *__restrict__ auxv, const float *__restrict__ dpre,
         const float *__restrict__ G, const float *__restrict__ xc, const lsae__dstat *st, int d, int k, int K, int KA)
 {
     const size_t l = blockIdx.x;
     const int q0 = lat_start[l], q1 = lat_start[l + 1], E = K + KA;
     int j, q;
-    if (st->poisoned || q0 >= q1) return;
+    if (st->poisoned) return;
+    if (q0 >= q1) {
+        if (threadIdx.x == 0) lat_dsum[l] = 0.0f;
+        return;
+    }
     for (j = threadIdx.x; j < d; j += LSAE__TD) {
         float ad = 0.0f, ae = 0.0f;
         for (q = q0; q < q1; ++q) {
@@ -891,13 +960,104 @@ __global__ void __launch_bounds__(LSAE__TD) lsae__latent_grads_kernel(float *__r
         float sb = 0.0f;
         for (q = q0; q < q1; ++q) sb = __fadd_rn(sb, dpre[ents[q]]);
         gb_enc[l] = __fadd_rn(gb_enc[l], sb);
+        lat_dsum[l] = sb;
     }
 }
 
-/* db_dec[j] += sum_b G0[b, j] - sum_b dxc[b, j]: through the decoder output
-   and through the encoder input x - b_dec. Block (32, 32): 32 dimensions,
-   32 row groups added in a fixed order. */
-__global__ void lsae__bdec_grad_kernel(float *__restrict__ gb_dec, const float *__restrict__ G, const float *__restrict__ dxc,
+/* The same for d % 4 == 0, d <= 4096, 16-byte aligned rows: one thread
+   per four dimensions (blockDim.x = d / 4 rounded up to a warp), float4
+   loads, and each chunk of a latent's entries (row offsets, activation,
+   dpre) read once into shared memory by the block instead of by every
+   thread. The sums are the same fmaf chains in the same order: the bits
+   equal lsae__latent_grads_kernel's. */
+#define LSAE__LG4_MAXT 1024
+__global__ void __launch_bounds__(LSAE__LG4_MAXT) lsae__latent_grads4_kernel(float *__restrict__ gW_enc, float *__restrict__ gb_enc,
+        float *__restrict__ gW_dec, float *__restrict__ lat_dsum, const int *__restrict__ lat_start, const int *__restrict__ ents,
+        const float *__restrict__ topv, const float *__restrict__ auxv, const float *__restrict__ dpre,
+        const float *__restrict__ G, const float *__restrict__ xc, const lsae__dstat *st, int d, int k, int K, int KA)
+{
+    __shared__ unsigned long long s_goff[LSAE__LG4_MAXT], s_xoff[LSAE__LG4_MAXT];
+    __shared__ float s_a[LSAE__LG4_MAXT], s_dp[LSAE__LG4_MAXT];
+    const size_t l = blockIdx.x;
+    const int q0 = lat_start[l], q1 = lat_start[l + 1], E = K + KA, tid = threadIdx.x, nt = blockDim.x, d4 = d / 4;
+    float4 ad = make_float4(0.0f, 0.0f, 0.0f, 0.0f), ae = ad;
+    float sb = 0.0f;
+    int c0, q;
+    if (st->poisoned) return;
+    if (q0 >= q1) {
+        if (tid == 0) lat_dsum[l] = 0.0f;
+        return;
+    }
+    for (c0 = q0; c0 < q1; c0 += nt) {
+        const int n = q1 - c0 < nt ? q1 - c0 : nt;
+        __syncthreads(); /* the previous chunk is consumed */
+        if (tid < n) {
+            const int ent = ents[c0 + tid];
+            const size_t b = (size_t)(ent / E);
+            const int s = ent % E;
+            s_a[tid] = s < K ? topv[b * K + s] : auxv[b * KA + (s - K)];
+            s_goff[tid] = b * 3 * (size_t)d + (size_t)(s < k ? 0 : s < K ? d : 2 * d);
+            s_xoff[tid] = b * (size_t)d;
+            s_dp[tid] = dpre[ent];
+        }
+        __syncthreads();
+        if (tid < d4)
+            for (q = 0; q < n; ++q) {
+                const float a = s_a[q], dp = s_dp[q];
+                const float4 g = ((const float4 *)(G + s_goff[q]))[tid], x = ((const float4 *)(xc + s_xoff[q]))[tid];
+                ad.x = fmaf(a, g.x, ad.x); ad.y = fmaf(a, g.y, ad.y); ad.z = fmaf(a, g.z, ad.z); ad.w = fmaf(a, g.w, ad.w);
+                ae.x = fmaf(dp, x.x, ae.x); ae.y = fmaf(dp, x.y, ae.y); ae.z = fmaf(dp, x.z, ae.z); ae.w = fmaf(dp, x.w, ae.w);
+            }
+        if (tid == 0)
+            for (q = 0; q < n; ++q) sb = __fadd_rn(sb, s_dp[q]);
+    }
+    if (tid < d4) {
+        float4 *wd = (float4 *)(gW_dec + l * d) + tid, *we = (float4 *)(gW_enc + l * d) + tid;
+        float4 od = *wd, oe = *we;
+        od.x = __fadd_rn(od.x, ad.x); od.y = __fadd_rn(od.y, ad.y); od.z = __fadd_rn(od.z, ad.z); od.w = __fadd_rn(od.w, ad.w);
+        oe.x = __fadd_rn(oe.x, ae.x); oe.y = __fadd_rn(oe.y, ae.y); oe.z = __fadd_rn(oe.z, ae.z); oe.w = __fadd_rn(oe.w, ae.w);
+        *wd = od;
+        *we = oe;
+    }
+    if (tid == 0) {
+        gb_enc[l] = __fadd_rn(gb_enc[l], sb);
+        lat_dsum[l] = sb;
+    }
+}
+
+/* din_part[c, j] = sum over latents l of chunk c of lat_dsum[l] W_enc[l, j]:
+   the gradient through the encoder input, summed over the batch (see
+   lsae__backward_rows_kernel), in LSAE__DIN_CHUNKS chunks of latents so
+   that enough blocks stream W_enc. Block (32, 8): 32 dimensions, 8 latent
+   strides added in a fixed order: deterministic. */
+#define LSAE__DIN_CHUNKS 64
+__global__ void lsae__enc_in_grad_kernel(float *__restrict__ din_part, const float *__restrict__ lat_dsum,
+                                         const float *__restrict__ W_enc, int L, int d, const lsae__dstat *st)
+{
+    __shared__ float part[8][33];
+    const int tx = threadIdx.x, ty = threadIdx.y, j = blockIdx.x * 32 + tx, c = blockIdx.y;
+    const int per = (L + LSAE__DIN_CHUNKS - 1) / LSAE__DIN_CHUNKS, l0 = c * per, l1 = l0 + per < L ? l0 + per : L;
+    float acc = 0.0f;
+    int l, q;
+    if (st->poisoned) return;
+    if (j < d)
+        for (l = l0 + ty; l < l1; l += 8) {
+            const float w = lat_dsum[l];
+            if (w != 0.0f) acc = fmaf(w, W_enc[(size_t)l * d + j], acc);
+        }
+    part[ty][tx] = acc;
+    __syncthreads();
+    if (ty == 0 && j < d) {
+        float t = 0.0f;
+        for (q = 0; q < 8; ++q) t = __fadd_rn(t, part[q][tx]);
+        din_part[(size_t)c * d + j] = t;
+    }
+}
+
+/* db_dec[j] += sum_b G0[b, j] - sum_c din_part[c, j]: through the decoder
+   output and through the encoder input x - b_dec. Block (32, 32): 32
+   dimensions, 32 row groups added in a fixed order. */
+__global__ void lsae__bdec_grad_kernel(float *__restrict__ gb_dec, const float *__restrict__ G, const float *__restrict__ din_part,
                                        int B, int d, const lsae__dstat *st)
 {
     __shared__ float po[32][33], pi[32][33];
@@ -905,11 +1065,10 @@ __global__ void lsae__bdec_grad_kernel(float *__restrict__ gb_dec, const float *
     float so = 0.0f, si = 0.0f;
     int r, q;
     if (st->poisoned) return;
-    if (j < d)
-        for (r = ty; r < B; r += 32) {
-            so = __fadd_rn(so, G[(size_t)r * 3 * d + j]);
-            si = __fadd_rn(si, dxc[(size_t)r * d + j]);
-        }
+    if (j < d) {
+        for (r = ty; r < B; r += 32) so = __fadd_rn(so, G[(size_t)r * 3 * d + j]);
+        for (r = ty; r < LSAE__DIN_CHUNKS; r += 32) si = __fadd_rn(si, din_part[(size_t)r * d + j]);
+    }
     po[ty][tx] = so;
     pi[ty][tx] = si;
     __syncthreads();
@@ -1430,9 +1589,22 @@ static lsae_result lsae__topk(cudaStream_t s, float *ov, int32_t *oi, size_t ldo
     size_t kcap = lsae__next_pow2((k_dev ? ldo : k) ? (k_dev ? ldo : k) : 1);
     if (kcap > LSAE__KMAX || ldo > (size_t)INT_MAX || L > (size_t)INT_MAX)
         return lsae__cu_msg(LSAE_UNSUPPORTED, "top-k of %zu exceeds the GPU limit of %d", k_dev ? ldo : k, LSAE__KMAX);
+    size_t smem = kcap * sizeof(unsigned long long);
+    /* with the row cache: keys padded to 16 bytes (see ucache), then L values */
+    const size_t smem_cached = ((kcap + 1) & ~(size_t)1) * sizeof(unsigned long long) + L * sizeof(unsigned);
+    int cache = 0, dev = 0, optin = 0;
     if (R == 0) return LSAE_OK;
-    lsae__topk_kernel<<<(unsigned)R, LSAE__TK, kcap * sizeof(unsigned long long), s>>>(ov, oi, (int)ldo, pre, b_enc, (int)L, mask,
-                                                                                      (int)k, k_dev, (int)kcap);
+    /* keep the row's values in shared memory when they fit beside the keys */
+    if (smem_cached <= LSAE__TK_CACHE_MAX && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+        smem_cached + 2048 <= (size_t)optin) {
+        smem = smem_cached;
+        cache = 1;
+        LSAE__CU(cudaFuncSetAttribute(lsae__topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    }
+    const int vec4 = L % 4 == 0 && ((uintptr_t)pre & 15) == 0 && ((uintptr_t)b_enc & 15) == 0;
+    lsae__topk_kernel<<<(unsigned)R, LSAE__TK, smem, s>>>(ov, oi, (int)ldo, pre, b_enc, (int)L, mask, (int)k, k_dev, (int)kcap, cache,
+                                                          vec4);
     LSAE__LAUNCHED(topk);
     return LSAE_OK;
 }
@@ -1603,6 +1775,8 @@ struct lsae__cuda_trainer {
     size_t nchunks;
     double *gm_guess, *gm_prev, *tv_dim; /* [d] */
     int *lat_start;             /* [L + 1] */
+    float *lat_dsum;            /* [L] this batch's sum of dpre per latent */
+    float *din_part;            /* [LSAE__DIN_CHUNKS, d] */
     /* per batch, grown to the largest batch seen */
     size_t cap, pre_rows;
     float *hx[2];               /* pinned [cap, d]: batches copied here in turn */
@@ -1614,7 +1788,6 @@ struct lsae__cuda_trainer {
     float *topv, *auxv;         /* [cap, K], [cap, max(KA, 1)] */
     int32_t *topi, *auxi;
     float *G;                   /* [cap, 3, d] */
-    float *dxc;                 /* [cap, d] */
     float *dpre;                /* [cap, E] */
     double *row_sq;             /* [cap, 3] */
     double *gm_w;               /* [cap] */
@@ -1632,7 +1805,7 @@ static void lsae__ct_free_batch(lsae__ct *t)
     for (i = 0; i < 2; ++i) lsae__hfree(&t->hx[i]);
     lsae__dfree(&t->x); lsae__dfree(&t->xc); lsae__dfree(&t->pre); lsae__dfree(&t->xbf);
     lsae__dfree(&t->topv); lsae__dfree(&t->auxv); lsae__dfree(&t->topi); lsae__dfree(&t->auxi);
-    lsae__dfree(&t->G); lsae__dfree(&t->dxc); lsae__dfree(&t->dpre); lsae__dfree(&t->row_sq); lsae__dfree(&t->gm_w);
+    lsae__dfree(&t->G); lsae__dfree(&t->dpre); lsae__dfree(&t->row_sq); lsae__dfree(&t->gm_w);
     lsae__dfree(&t->keys_in); lsae__dfree(&t->keys_out); lsae__dfree(&t->ents_in); lsae__dfree(&t->ents_out);
     lsae__dfree(&t->sort_tmp);
     t->sort_tmp_bytes = 0;
@@ -1651,6 +1824,8 @@ static void lsae__ct_destroy(lsae__ct *t)
     lsae__dfree(&t->dst); lsae__hfree(&t->hst);
     lsae__dfree(&t->norm_partial); lsae__dfree(&t->gm_guess); lsae__dfree(&t->gm_prev); lsae__dfree(&t->tv_dim);
     lsae__dfree(&t->lat_start);
+    lsae__dfree(&t->lat_dsum);
+    lsae__dfree(&t->din_part);
     if (t->st_ev) (void)cudaEventDestroy(t->st_ev);
     for (i = 0; i < 2; ++i)
         if (t->hx_free[i]) (void)cudaEventDestroy(t->hx_free[i]);
@@ -1734,6 +1909,8 @@ lsae_result lsae__cuda_trainer_new(void **out, void *cmv, const lsae_config *c, 
         LSAE__TNEW(lsae__dalloc(&t->gm_prev, t->d, "geometric median"));
         LSAE__TNEW(lsae__dalloc(&t->tv_dim, t->d, "variance scratch"));
         LSAE__TNEW(lsae__dalloc(&t->lat_start, t->L + 1, "latent offsets"));
+        LSAE__TNEW(lsae__dalloc(&t->lat_dsum, t->L, "latent gradient sums"));
+        LSAE__TNEW(lsae__dalloc(&t->din_part, (size_t)LSAE__DIN_CHUNKS * t->d, "input gradient sums"));
         if ((e = cudaEventCreateWithFlags(&t->st_ev, cudaEventDisableTiming)) != cudaSuccess) { t->st_ev = NULL; r = lsae__cu_fail(e, "cudaEventCreate", __LINE__); goto fail; }
         for (i = 0; i < 2; ++i)
             if ((e = cudaEventCreateWithFlags(&t->hx_free[i], cudaEventDisableTiming)) != cudaSuccess) { t->hx_free[i] = NULL; r = lsae__cu_fail(e, "cudaEventCreate", __LINE__); goto fail; }
@@ -1801,7 +1978,6 @@ static lsae_result lsae__ct_reserve(lsae__ct *t, size_t rows)
         (r = lsae__dalloc(&t->auxv, rows * (t->KA ? t->KA : 1), "AuxK activations")) != LSAE_OK ||
         (r = lsae__dalloc(&t->auxi, rows * (t->KA ? t->KA : 1), "AuxK indices")) != LSAE_OK ||
         (r = lsae__dalloc(&t->G, rows * 3 * d, "output gradients")) != LSAE_OK ||
-        (r = lsae__dalloc(&t->dxc, rows * d, "input gradients")) != LSAE_OK ||
         (r = lsae__dalloc(&t->dpre, rows * t->E, "latent gradients")) != LSAE_OK ||
         (r = lsae__dalloc(&t->row_sq, rows * 3, "row sums")) != LSAE_OK ||
         (r = lsae__dalloc(&t->gm_w, rows, "median weights")) != LSAE_OK ||
@@ -1827,22 +2003,49 @@ fail:
 
 /* Copy the finite rows of x into dst; *all_equal tells whether every kept
    row equals the first numerically (then the total variance is exactly 0:
-   the mean of equal floats is that float, in double). */
+   the mean of equal floats is that float, in double).
+
+   With stats every step the trainer waits for the GPU, so this copy (a
+   4096 x 768 batch is 12.6 MB read, checked and written to pinned memory)
+   is not hidden behind the previous step: one thread took ~2 ms of a
+   ~5 ms step on an H100 machine. With OpenMP (nvcc -Xcompiler -fopenmp)
+   each thread copies the finite rows of its own range of rows to the
+   front of the same range of dst; the ranges are then closed up in order,
+   which moves memory only when rows were dropped. The kept rows and their
+   order are the same for any number of threads. */
+#define LSAE__STAGE_MAXT 64
 static size_t lsae__stage_batch(float *dst, const float *x, size_t rows, size_t d, int *all_equal)
 {
-    const float *first = NULL;
-    size_t r, j, B = 0;
-    int equal = 1;
-    for (r = 0; r < rows; ++r) {
-        const float *row = x + r * d;
-        if (!lsae__row_finite(row, d)) continue;
-        if (!first) first = row;
-        else if (equal)
-            for (j = 0; j < d; ++j)
-                if (row[j] != first[j]) { equal = 0; break; }
-        memcpy(dst + B * d, row, d * sizeof(float));
-        ++B;
+    size_t kept[LSAE__STAGE_MAXT], B, r, j;
+    int nt = 1, t, equal = 1;
+#ifdef _OPENMP
+    if (rows * d >= ((size_t)1 << 16) && !omp_in_parallel()) {
+        nt = omp_get_max_threads();
+        if (nt > LSAE__STAGE_MAXT) nt = LSAE__STAGE_MAXT;
+        if ((size_t)nt > rows) nt = (int)rows;
     }
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+#endif
+    for (t = 0; t < nt; ++t) {
+        const size_t r0 = rows * (size_t)t / (size_t)nt, r1 = rows * (size_t)(t + 1) / (size_t)nt;
+        size_t n = 0, q;
+        for (q = r0; q < r1; ++q) {
+            const float *row = x + q * d;
+            if (!lsae__row_finite(row, d)) continue;
+            memcpy(dst + (r0 + n) * d, row, d * sizeof(float));
+            ++n;
+        }
+        kept[t] = n;
+    }
+    B = kept[0];
+    for (t = 1; t < nt; ++t) {
+        const size_t r0 = rows * (size_t)t / (size_t)nt;
+        if (kept[t] && r0 != B) memmove(dst + B * d, dst + r0 * d, kept[t] * d * sizeof(float));
+        B += kept[t];
+    }
+    for (r = 1; r < B && equal; ++r)
+        for (j = 0; j < d; ++j)
+            if (dst[r * d + j] != dst[j]) { equal = 0; break; }
     *all_equal = equal;
     return B;
 }
@@ -1883,7 +2086,8 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
         LSAE__CU(cudaMemsetAsync(t->topv, 0xff, B * K * sizeof(float), s));
         LSAE__CU(cudaMemsetAsync(t->topi, 0xff, B * K * sizeof(int32_t), s));
         LSAE__CU(cudaMemsetAsync(t->G, 0xff, B * 3 * d * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->dxc, 0xff, B * d * sizeof(float), s));
+        LSAE__CU(cudaMemsetAsync(t->lat_dsum, 0xff, L * sizeof(float), s));
+        LSAE__CU(cudaMemsetAsync(t->din_part, 0xff, (size_t)LSAE__DIN_CHUNKS * d * sizeof(float), s));
         LSAE__CU(cudaMemsetAsync(t->dpre, 0xff, B * E * sizeof(float), s));
         LSAE__CU(cudaMemsetAsync(t->row_sq, 0xff, B * 3 * sizeof(double), s));
         LSAE__CU(cudaMemsetAsync(t->keys_out, 0xff, B * E * sizeof(unsigned), s));
@@ -1937,9 +2141,12 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     lsae__loss_kernel<<<1, 1024, 0, s>>>(t->dst, t->row_sq, (int)B, K > k, KA > 0, alpha, (unsigned long long)(*t->step));
     LSAE__LAUNCHED(loss);
 
-    /* 6a. per row: dLoss/dpre of the selected latents and dLoss/d(x - b_dec) */
-    lsae__backward_rows_kernel<<<(unsigned)B, LSAE__TB, E * sizeof(float), s>>>(t->dpre, t->dxc, t->G, t->topv, t->topi, t->auxv,
-                                                                                 t->auxi, W_dec, W_enc, (int)d, (int)k, (int)K, (int)KA);
+    /* 6a. per row: dLoss/dpre of the selected latents */
+    {
+        const int vec4 = d % 4 == 0 && ((uintptr_t)W_dec & 15) == 0 && ((uintptr_t)t->G & 15) == 0;
+        lsae__backward_rows_kernel<<<(unsigned)B, LSAE__TB, 0, s>>>(t->dpre, t->G, t->topv, t->topi, t->auxv, t->auxi, W_dec,
+                                                                    (int)d, (int)k, (int)K, (int)KA, vec4);
+    }
     LSAE__LAUNCHED(backward_rows);
 
     /* 6b. entries sorted by latent; stable, so within a latent by (row, slot) */
@@ -1962,10 +2169,21 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     {
         float *gW_enc = t->grads + cm->off[0], *gb_enc = t->grads + cm->off[1], *gW_dec = t->grads + cm->off[2];
         float *gb_dec = t->grads + cm->off[3];
-        lsae__latent_grads_kernel<<<(unsigned)L, LSAE__TD, 0, s>>>(gW_enc, gb_enc, gW_dec, t->lat_start, t->ents_out, t->topv, t->auxv,
-                                                                    t->dpre, t->G, t->xc, t->dst, (int)d, (int)k, (int)K, (int)KA);
+        const int lg4 = d % 4 == 0 && d / 4 <= LSAE__LG4_MAXT && ((uintptr_t)gW_enc & 15) == 0 && ((uintptr_t)gW_dec & 15) == 0 &&
+                        ((uintptr_t)t->G & 15) == 0 && ((uintptr_t)t->xc & 15) == 0;
+        if (lg4) {
+            const unsigned nthr = (unsigned)((d / 4 + 31) / 32 * 32);
+            lsae__latent_grads4_kernel<<<(unsigned)L, nthr, 0, s>>>(gW_enc, gb_enc, gW_dec, t->lat_dsum, t->lat_start, t->ents_out, t->topv,
+                                                                    t->auxv, t->dpre, t->G, t->xc, t->dst, (int)d, (int)k, (int)K, (int)KA);
+        } else {
+            lsae__latent_grads_kernel<<<(unsigned)L, LSAE__TD, 0, s>>>(gW_enc, gb_enc, gW_dec, t->lat_dsum, t->lat_start, t->ents_out, t->topv,
+                                                                        t->auxv, t->dpre, t->G, t->xc, t->dst, (int)d, (int)k, (int)K, (int)KA);
+        }
         LSAE__LAUNCHED(latent_grads);
-        lsae__bdec_grad_kernel<<<(unsigned)((d + 31) / 32), dim3(32, 32), 0, s>>>(gb_dec, t->G, t->dxc, (int)B, (int)d, t->dst);
+        lsae__enc_in_grad_kernel<<<dim3((unsigned)((d + 31) / 32), LSAE__DIN_CHUNKS), dim3(32, 8), 0, s>>>(t->din_part, t->lat_dsum,
+                                                                                                          W_enc, (int)L, (int)d, t->dst);
+        LSAE__LAUNCHED(enc_in_grad);
+        lsae__bdec_grad_kernel<<<(unsigned)((d + 31) / 32), dim3(32, 32), 0, s>>>(gb_dec, t->G, t->din_part, (int)B, (int)d, t->dst);
         LSAE__LAUNCHED(bdec_grad);
         lsae__did_fire_kernel<<<lsae__grid(B * k, 256, 65535), 256, 0, s>>>(t->did_fire, t->topi, B * k, (int)k, (int)K, t->dst);
         LSAE__LAUNCHED(did_fire);

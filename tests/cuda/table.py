@@ -81,6 +81,10 @@ def sanitizer_summary(path):
     m = re.search(r"ERROR SUMMARY: (\d+) error", text)
     if m:
         return f"{m.group(1)} errors"
+    # racecheck ends with its own line: "RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)"
+    m = re.search(r"RACECHECK SUMMARY: (\d+) hazards displayed \((\d+) errors, (\d+) warnings\)", text)
+    if m:
+        return f"{m.group(1)} hazards ({m.group(2)} errors, {m.group(3)} warnings)"
     return "no summary (timed out?)"
 
 

@@ -580,6 +580,8 @@ static void test_steps(void)
         { "auxk+multi acc3", 32, 256, 8, 64, 1, 3, 0, 0, 0, 5, 0.5, 3e-3 },
         { "median init, warm-up", 32, 256, 8, 64, 0, 1, 1, 0, 2, 5, 1.0 / 32, 3e-3 },
         { "cosine acc2", 32, 256, 8, 64, 1, 2, 0, 1, 1, 6, 1.0 / 32, 3e-3 },
+        /* d not a multiple of 4: the scalar kernels, not the float4 ones */
+        { "d=30 auxk+multi (scalar)", 30, 256, 8, 64, 1, 1, 0, 0, 0, 5, 0.5, 3e-3 },
         { "medium auxk+multi", 128, 2048, 32, 128, 1, 1, 0, 0, 0, 5, 1.0 / 32, 1e-3 },
         { "d=768 shape", 768, 24576, 64, 256, 0, 1, 0, 0, 0, 5, 0.0, 1e-4 },
     };
