@@ -149,9 +149,10 @@
    GPU (CUDA). Compile latentsae_cuda.cu with nvcc and define LATENTSAE_CUDA
    before every #include of this file (LATENTSAE_IMPLEMENTATION in one):
 
-      nvcc -O3 -arch=native -c latentsae_cuda.cu
-      cc -O2 -DLATENTSAE_CUDA main.c latentsae_cuda.o -L/usr/local/cuda/lib64 \
+      nvcc -O3 -arch=native -Xcompiler -fopenmp -c latentsae_cuda.cu
+      cc -O2 -fopenmp -DLATENTSAE_CUDA main.c latentsae_cuda.o -L/usr/local/cuda/lib64 \
          -lcublas -lcudart -lstdc++ -lm
+      (-fopenmp optional: batches are staged for upload by several threads)
       (or -DLSAE_CUDA_NO_CUBLAS on both lines and no -lcublas: our own kernel
       does the encoder product, in float32)
 

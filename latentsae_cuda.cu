@@ -3,10 +3,14 @@
    Build it with nvcc and link it to a program that defines LATENTSAE_CUDA
    before including latentsae.h (LATENTSAE_IMPLEMENTATION in one file):
 
-      nvcc -O3 -arch=native -c latentsae_cuda.cu               (cuBLAS)
+      nvcc -O3 -arch=native -Xcompiler -fopenmp -c latentsae_cuda.cu   (cuBLAS)
       nvcc -O3 -arch=native -DLSAE_CUDA_NO_CUBLAS -c latentsae_cuda.cu
-      cc -O2 -DLATENTSAE_CUDA main.c latentsae_cuda.o -L/usr/local/cuda/lib64 \
+      cc -O2 -fopenmp -DLATENTSAE_CUDA main.c latentsae_cuda.o -L/usr/local/cuda/lib64 \
          -lcublas -lcudart -lstdc++ -lm
+
+   -Xcompiler -fopenmp is optional: it lets the host copy each training batch
+   into pinned memory with several threads (2 ms -> 0.5 ms of a 3 ms H100
+   step at d=768, batch 4096, when stats are asked for every step).
 
    Needs compute capability 7.0 or newer (__match_any_sync) and CUDA 11.4 or
    newer (cublasGetStatusString). Compiled here with CUDA 13.0 (whose oldest
