@@ -6130,15 +6130,33 @@ static lsae_result lsae__loader_window(lsae_loader *ld, lsae__window **out)
 LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size_t *rows)
 {
     size_t count = 0, B;
+    uint64_t pos0;
+    lsae_loader_stats stats0;
     if (!ld || !batch || !rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_next: loader, batch and rows must not be NULL");
     *batch = ld->batch;
     *rows = 0;
     B = ld->opt.batch_size;
+    pos0 = ld->pos;
+    stats0 = ld->stats;
     while (count < B && ld->pos < ld->total) {
         lsae__window *w = NULL;
         size_t off, end;
         lsae_result r = lsae__loader_window(ld, &w);
-        if (r != LSAE_OK) return r;
+        if (r != LSAE_OK) {
+            /* Leave the loader where this call found it, with the windows
+               read again from there (a failed window is never kept): a
+               batch that spans two windows must not lose the rows taken
+               from the first, and a retry after, say, memory was freed
+               gives exactly the batch this call would have. */
+            char msg[sizeof lsae__err_msg];
+            memcpy(msg, lsae__err_msg, sizeof msg);
+            lsae__loader_stop(ld);
+            ld->pos = pos0;
+            ld->stats = stats0;
+            lsae__loader_start(ld);
+            memcpy(lsae__err_msg, msg, sizeof msg);
+            return r;
+        }
         off = (size_t)(ld->pos - w->start);
         end = w->n;
         if ((uint64_t)(end - off) > ld->total - ld->pos) end = off + (size_t)(ld->total - ld->pos);
