@@ -5575,6 +5575,7 @@ LSAE_DEF lsae_result lsae_dataset_open(const char *path, const lsae_dataset_opti
     if (lsae__is_dir(path)) {
         if ((r = lsae__dir_shards(path, &opt, alloc, &files)) != LSAE_OK) return r;
     } else if ((r = lsae__names_push(&files, path)) != LSAE_OK) {
+        lsae__names_free(&files); /* the list may have grown before the name's copy failed */
         return r;
     }
     ds = (lsae_dataset *)lsae__malloc(alloc, sizeof *ds);
