@@ -3973,7 +3973,7 @@ static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, 
      b_dec + mean computes the same thing)
    - sparsify: "activation": "topk" | "groupmax", "skip_connection", "transcode"
    Unknown keys are ignored; num_latents 0 means d_in * expansion_factor. */
-static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_config *cfg, int *mean_center)
+static lsae_result lsae__config_from_json(const char *text, size_t len, const lsae_allocator *alloc, lsae_config *cfg, int *mean_center)
 {
     lsae__json j;
     lsae_result r;
@@ -3983,7 +3983,7 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_con
     char s[64];
     *mean_center = 0;
     if (!text || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_config_from_json: text and cfg must not be NULL");
-    if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
+    if ((r = lsae__json_parse(&j, text, len, alloc)) != LSAE_OK) return r;
     if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "cfg.json is not a JSON object"); }
 #define LSAE__CFG_FAIL(code, ...) do { r = lsae__err(code, __VA_ARGS__); lsae__json_free(&j); return r; } while (0)
     /* variants that are not a plain TopK SAE: refuse, never misread */
@@ -4036,7 +4036,7 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_con
 LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_config *cfg)
 {
     int mean_center;
-    return lsae__config_from_json(text, len, cfg, &mean_center);
+    return lsae__config_from_json(text, len, NULL, cfg, &mean_center);
 }
 
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
@@ -4159,7 +4159,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
             return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
         return r;
     }
-    r = lsae__config_from_json(text, len, &cfg, &mean_center);
+    r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center);
     lsae__free(alloc, text);
     if (r != LSAE_OK) {
         char msg[1024];
@@ -6753,7 +6753,7 @@ static lsae_result lsae__saelens_cfg(const char *text, size_t len, size_t *d, si
     uint64_t u;
     int b;
     char s[64];
-    if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
+    if ((r = lsae__json_parse(&j, text, len, alloc)) != LSAE_OK) return r;
 #define LSAE__SL_FAIL(code, ...) do { r = lsae__err(code, __VA_ARGS__); lsae__json_free(&j); return r; } while (0)
     if (j.tok[0].type != LSAE__J_OBJ) LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json is not a JSON object");
     {
@@ -6810,7 +6810,7 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) return r;
-    r = lsae__saelens_cfg(text, len, &d, &L, &k, &rescale);
+    r = lsae__saelens_cfg(text, len, alloc, &d, &L, &k, &rescale);
     lsae__free(alloc, text);
     if (r != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
     cfg = lsae_config_default(d);
