@@ -6633,7 +6633,10 @@ static lsae_result lsae__hf_missing(const char *repo, const char *sub, const cha
     return lsae__err(LSAE_NOT_FOUND, "%s is not in the Hugging Face cache at %s (%s); download it with:  huggingface-cli download %s", repo, hub, why, repo);
 }
 
-LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder, char *path, size_t cap)
+/* lsae_hf_resolve with the allocator of the caller's model (the refs file
+   and the snapshot listing are read into it); out of memory is reported as
+   such, never mistaken for a missing file. */
+static lsae_result lsae__hf_resolve(const char *repo_in, const char *subfolder, const lsae_allocator *alloc, char *path, size_t cap)
 {
     char hub[4096], repo[256], rev[256], base[4096], p[4096], hash[256];
     const char *slash, *at;
@@ -6668,12 +6671,13 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder,
     {
         char *text = NULL;
         size_t len = 0;
-        if (lsae__read_small_file(p, 1024, NULL, &text, &len) == LSAE_OK) {
+        if ((r = lsae__read_small_file(p, 1024, alloc, &text, &len)) == LSAE_OUT_OF_MEMORY) return r;
+        if (r == LSAE_OK) {
             while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) --len;
-            if (len == 0 || len >= sizeof hash) { lsae__free(NULL, text); return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p); }
+            if (len == 0 || len >= sizeof hash) { lsae__free(alloc, text); return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p); }
             memcpy(hash, text, len);
             hash[len] = 0;
-            lsae__free(NULL, text);
+            lsae__free(alloc, text);
             if (!lsae__hf_rev_ok(hash) || strchr(hash, '/')) return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p);
         } else if (at) {
             memcpy(hash, rev, strlen(rev) + 1); /* OWNER/NAME@HASH */
@@ -6682,7 +6686,8 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder,
             lsae__names snaps;
             w = snprintf(p, sizeof p, "%s/snapshots", base);
             if (w < 0 || (size_t)w >= sizeof p) return lsae__err(LSAE_INVALID_ARGS, "path too long for %s", repo);
-            if (lsae__list_dir(p, NULL, &snaps) != LSAE_OK || snaps.n == 0) {
+            if ((r = lsae__list_dir(p, alloc, &snaps)) == LSAE_OUT_OF_MEMORY) return r;
+            if (r != LSAE_OK || snaps.n == 0) {
                 if (snaps.v) lsae__names_free(&snaps);
                 return lsae__hf_missing(repo_in, subfolder, hub, "no refs/main and no snapshots");
             }
@@ -6705,13 +6710,19 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder,
     return LSAE_OK;
 }
 
+LSAE_DEF lsae_result lsae_hf_resolve(const char *repo, const char *subfolder, char *path, size_t cap)
+{
+    return lsae__hf_resolve(repo, subfolder, NULL, path, cap);
+}
+
 LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder, const lsae_allocator *alloc, lsae_model **out)
 {
     char dir[4096], p[4096];
     lsae_result r;
     if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_hf: out is NULL");
     *out = NULL;
-    if ((r = lsae_hf_resolve(repo, subfolder, dir, sizeof dir)) != LSAE_OK) return r;
+    if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    if ((r = lsae__hf_resolve(repo, subfolder, alloc, dir, sizeof dir)) != LSAE_OK) return r;
     /* a snapshot holds links into blobs/; a missing blob (an interrupted download) reads as a missing file */
     if (!lsae__path_join(p, sizeof p, dir, "cfg.json") || !lsae__exists(p) ||
         !((lsae__path_join(p, sizeof p, dir, "sae.safetensors") && lsae__exists(p)) ||
@@ -6745,7 +6756,7 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
    apply_b_dec_to_input false, activation normalisation, a fine-tuning
    scaling factor, and architectures other than TopK. */
 
-static lsae_result lsae__saelens_cfg(const char *text, size_t len, size_t *d, size_t *L, size_t *k, int *rescale)
+static lsae_result lsae__saelens_cfg(const char *text, size_t len, const lsae_allocator *alloc, size_t *d, size_t *L, size_t *k, int *rescale)
 {
     lsae__json j;
     lsae_result r;
