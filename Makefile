@@ -261,3 +261,15 @@ bench:
 	CC="$(CC)" $(PYTHON) bench/run.py $(BENCH_ARGS)
 
 .PHONY: test-isa bench
+
+# ---------------------------------------------------------- reliability
+# (one appended section, so that it merges with the other branches' edits)
+
+# every public call with each allocation refused in turn, under ASan + UBSan
+# (tests/test_oom.c; `build/asan/test_oom N` refuses allocation N only)
+.PHONY: test-oom
+test: test-oom
+$(BUILD)/asan/test_oom: tests/test_oom.c tests/data/t12x8.pt $(TEST_DEPS) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
+test-oom: $(BUILD)/asan/test_oom
+	@echo "== asan/test_oom: every public call, each allocation refused in turn"; ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/test_oom
