@@ -6393,28 +6393,17 @@ static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const ch
     return LSAE_OK;
 }
 
-LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+/* Write a whole checkpoint into the new, empty directory tmp, every file
+   flushed to disk. */
+static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
 {
-    char tmp[4096], old[4096], p[4096], parent[4096];
+    char p[4096];
     lsae__ckpt_writer w;
     unsigned char hdr[LSAE__STATE_HDR], tr[8];
     uint64_t h_cfg, h_st, payload;
     lsae_result r;
     size_t L, d, i;
     float *dst_m[LSAE__NUM_TENSORS];
-    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
-    if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
-    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: the trainer belongs to another model");
-    /* the trainer's internals are read here, never changed: a window in the
-       middle of accumulation, or a poisoned trainer, cannot make a checkpoint */
-    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: %llu batches accumulated but not applied; save between optimizer steps", (unsigned long long)t->micro);
-    if (t && t->poisoned) return lsae__err(LSAE_NOT_FINITE, "lsae_checkpoint_save: the trainer saw a non-finite value; keep the last good checkpoint");
-    if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old") || !lsae__sibling(parent, sizeof parent, dir, "/.."))
-        return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
-    if ((r = lsae__ckpt_recover(dir, tmp, old)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
-    if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
     if ((r = lsae_model_save(m, tmp)) != LSAE_OK) return r;
     if (!lsae__path_join(p, sizeof p, tmp, "cfg.json") || (r = lsae__hash_file(p, &h_cfg, NULL)) != LSAE_OK) return r;
     if (!lsae__path_join(p, sizeof p, tmp, "sae.safetensors") || (r = lsae__hash_file(p, &h_st, NULL)) != LSAE_OK) return r;
@@ -6434,7 +6423,7 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
     lsae__put_le(hdr + 64, h_cfg, 8);
     lsae__put_le(hdr + 72, h_st, 8);
     lsae__put_le(hdr + 80, payload, 8);
-    if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", tmp);
     if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) return r;
     lsae__hash_init(&w.h);
     lsae__cw_write(&w, hdr, sizeof hdr);
@@ -6469,6 +6458,39 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
     lsae__afile_write(&w.af, tr, 8);
     if ((r = lsae__afile_commit(&w.af)) != LSAE_OK) return r;
     lsae__fsync_dir(tmp);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+{
+    char tmp[4096], old[4096], parent[4096];
+    lsae_result r;
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
+    if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: the trainer belongs to another model");
+    /* the trainer's internals are read here, never changed: a window in the
+       middle of accumulation, or a poisoned trainer, cannot make a checkpoint */
+    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: %llu batches accumulated but not applied; save between optimizer steps", (unsigned long long)t->micro);
+    if (t && t->poisoned) return lsae__err(LSAE_NOT_FINITE, "lsae_checkpoint_save: the trainer saw a non-finite value; keep the last good checkpoint");
+    if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old") || !lsae__sibling(parent, sizeof parent, dir, "/.."))
+        return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__ckpt_recover(dir, tmp, old)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
+    if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_write(tmp, m, t, blob, blob_len)) != LSAE_OK) {
+        /* Nothing was swapped: the previous checkpoint is whole at dir. The
+           partial one goes, so that a full disk gets its space back. */
+        static const char file_note[] = "; the previous file, if any, is untouched";
+        char msg[sizeof lsae__err_msg];
+        size_t n;
+        memcpy(msg, lsae__err_msg, sizeof msg);
+        msg[sizeof msg - 1] = 0;
+        n = strlen(msg);
+        if (n >= sizeof file_note - 1 && strcmp(msg + n - (sizeof file_note - 1), file_note) == 0) msg[n - (sizeof file_note - 1)] = 0;
+        (void)lsae__ckpt_rmdir(tmp);
+        return lsae__err(r, "%s: not saved, the previous checkpoint (if any) is untouched: %s", dir, msg);
+    }
     /* the swap: from here on a whole checkpoint is always at dir, dir.tmp or dir.old */
     if (lsae__is_dir(dir) && rename(dir, old) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot move the previous checkpoint to %s: %s", dir, old, strerror(errno));
     if (rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s (the new checkpoint is whole at %s)", dir, tmp, strerror(errno), tmp);
