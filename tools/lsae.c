@@ -2464,7 +2464,15 @@ static int cmd_train(int argc, char **argv)
         join_path(path, resume, "run.json");
         if (!(have_run = jload(path, &run))) fail("%s: no run.json here; --resume takes a directory written by lsae train", resume);
         join_path(path, resume, "checkpoint");
-        if (!is_dir(path)) fail("%s: no checkpoint/ here (the run stopped before its first save); start it again", resume);
+        {
+            /* a save cut between its two renames leaves the checkpoint whole
+               at checkpoint.tmp or checkpoint.old, where lsae_checkpoint_load finds it */
+            char tmp[PATH_CAP + 8], old[PATH_CAP + 8];
+            snprintf(tmp, sizeof tmp, "%s.tmp", path);
+            snprintf(old, sizeof old, "%s.old", path);
+            if (!is_dir(path) && !is_dir(tmp) && !is_dir(old))
+                fail("%s: no checkpoint/ here (the run stopped before its first save); start it again", resume);
+        }
         k = (uint64_t)jnum(&run, "k", 0);
         expansion = (uint64_t)jnum(&run, "expansion_factor", 0);
         num_latents = (uint64_t)jnum(&run, "num_latents", 0);
