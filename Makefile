@@ -273,3 +273,16 @@ $(BUILD)/asan/test_oom: tests/test_oom.c tests/data/t12x8.pt $(TEST_DEPS) | $(BU
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 test-oom: $(BUILD)/asan/test_oom
 	@echo "== asan/test_oom: every public call, each allocation refused in turn"; ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/test_oom
+
+# kill -9 at random moments and --resume, a full disk and a read-only
+# directory while saving, NaN rows and an absurd learning rate, end to end
+# (tests/test_reliability.py; mounts a small tmpfs when it may)
+.PHONY: test-reliability
+test: test-reliability
+$(BUILD)/reliability_driver: tests/reliability_driver.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
+$(BUILD)/asan/reliability_driver: tests/reliability_driver.c $(HDR) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
+test-reliability: $(BUILD)/lsae $(BUILD)/reliability_driver
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-reliability: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_reliability.py $(BUILD)
