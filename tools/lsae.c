@@ -2446,6 +2446,7 @@ static int cmd_train(int argc, char **argv)
     texts tx;
 
     memset(&da, 0, sizeof da);
+    memset(&st, 0, sizeof st);
     if (parse_args(argc, argv, o, no, usage, about, pos, 0) != 0) usage_fail("lsae train takes no positional arguments");
     if (resume && init) usage_fail("--resume continues a run; --init starts a new one from a model: give one");
     if (!resume && !data) usage_fail("give the embeddings with --data PATH");
@@ -2789,7 +2790,8 @@ static int cmd_train(int argc, char **argv)
             printf("done: %llu optimizer steps in %s, %llu samples this session (%.0f samples/s)\n", (unsigned long long)(step - step0), dur,
                    (unsigned long long)(rs.samples - samples0), (double)(rs.samples - samples0) / (t + 1e-12));
         }
-        printf("final fvu %.4f (mean of the last %zu steps), dead latents %.2f%% (%zu of %zu)\n", fvu_last, nl, 100.0 * st.dead_fraction, st.n_dead, L);
+        /* st is only set when this session ran a step (a resumed run may have none left) */
+        if (nl) printf("final fvu %.4f (mean of the last %zu steps), dead latents %.2f%% (%zu of %zu)\n", fvu_last, nl, 100.0 * st.dead_fraction, st.n_dead, L);
         if (rs.batches_skipped) printf("skipped %llu batches the trainer refused (no variance)\n", (unsigned long long)rs.batches_skipped);
         lsae_loader_get_stats(rs.ld, &ls);
         if (ls.rows_dropped) printf("dropped %llu rows holding NaN or Inf\n", (unsigned long long)ls.rows_dropped);
