@@ -264,8 +264,16 @@ LSAE_DEF const char *lsae_version_string(void);
 
 /* Run-time allocator. Pass NULL wherever one is asked for to use
    LSAE_MALLOC/LSAE_FREE. A struct with a NULL function is refused rather than
-   quietly replaced by malloc. The library asks for large blocks only (weights,
-   workspaces) and aligns them itself. */
+   quietly replaced by malloc. Every block the library takes for a model,
+   trainer, dataset or loader, and inside any call on them, comes from the
+   allocator they were made with (the library aligns blocks itself); the two
+   calls that take none, lsae_config_from_json and lsae_hf_resolve, use
+   LSAE_MALLOC. Outside it are what the C library and the OS keep for open
+   files and directories, memory maps, the prefetch thread and OpenMP's
+   runtime. When an allocation fails, the call returns LSAE_OUT_OF_MEMORY
+   with a message, frees what it took and leaves its objects as they were,
+   so calling it again can succeed (make test-oom checks every allocation of
+   every public call). */
 typedef struct lsae_allocator {
     void *user;
     void *(*malloc_fn)(size_t size, void *user);
@@ -538,8 +546,10 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
    so the data position is all a resumed run needs beyond this state: keep
    lsae_loader_stats.rows_read in the blob and lsae_loader_seek to it. The whole directory is written as DIR.tmp and swapped into
    place by renames, so a crash (kill -9, power loss) at any moment leaves the
-   previous checkpoint or the new one loadable. trainer may be NULL (model
-   only: zero moments). Refused between accumulate and apply, and after the
+   previous checkpoint or the new one loadable. A save that fails (a full
+   disk, a read-only directory: LSAE_IO_ERROR with the system's reason)
+   removes DIR.tmp and leaves the previous checkpoint as it was. trainer may
+   be NULL (model only: zero moments). Refused between accumulate and apply, and after the
    trainer saw a non-finite value. */
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
                                           const lsae_trainer *trainer, const void *blob,
