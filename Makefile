@@ -27,7 +27,7 @@ CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 HDR = latentsae.h
-TESTS = test_core test_gradcheck test_planted test_files
+TESTS = test_core test_gradcheck test_planted test_files test_badinput
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h
@@ -338,3 +338,76 @@ test-valgrind: $(VG_DIR)/lsae
 	            "encode $(VG_DIR)/run $(VG_DATA) --max-rows 200 -o $(VG_DIR)/enc.jsonl"; do \
 	  $(VG) $(VG_DIR)/lsae $$cmd > $(VG_DIR)/log 2>&1 || { cat $(VG_DIR)/log; echo "FAILED under valgrind: lsae $$cmd"; exit 1; }; \
 	done; echo "== valgrind memcheck: 0 errors, no leaks"
+
+# ------------------------------------------------------------------ fuzzing
+# libFuzzer harnesses for every file parser (tests/fuzz/fuzz_*.c; the
+# header comment of each says what it feeds where):
+#   make fuzz [FUZZ_SECONDS=300] [FUZZERS="npy torch"]   each harness in turn, niced
+#   make test-fuzz       (part of make test) the regression inputs and seed
+#                        corpora replayed under gcc + ASan/UBSan (no clang
+#                        needed), then a FUZZ_SMOKE_SECONDS (30) run of each
+#                        harness when clang has libFuzzer (apt install clang
+#                        libclang-rt-14-dev); FUZZ_REQUIRED=1 (CI) makes a
+#                        missing libFuzzer an error instead of a skip
+# Findings land in build/fuzz/artifacts/NAME/; the work corpus grows in
+# build/fuzz/corpus/NAME/. A fixed finding's input goes to tests/fuzz/regress/NAME/.
+FUZZERS ?= cfg_json safetensors model npy torch pickle raw hf checkpoint
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_NICE ?= nice -n 19
+FUZZ_MAX_LEN ?= 16384
+FUZZ_DIR = $(BUILD)/fuzz
+FUZZ_CFLAGS = -std=c99 -g -O1 $(WARN) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_DEPS = tests/fuzz/fuzz_common.h $(HDR)
+FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+HAVE_LIBFUZZER := $(shell echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){(void)d;(void)n;return 0;}' | \
+	$(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null && echo 1)
+
+.PHONY: fuzz test-fuzz test-fuzz-replay test-fuzz-smoke info-fuzz
+test: test-fuzz
+info: info-fuzz
+info-fuzz:
+	@if [ -n "$(HAVE_LIBFUZZER)" ]; then echo "✓ $(FUZZ_CC) with libFuzzer: make test runs a $(FUZZ_SMOKE_SECONDS) s smoke of each fuzz harness"; \
+	else echo "✗ no $(FUZZ_CC) with libFuzzer (apt install clang libclang-rt-14-dev): the fuzz smoke is skipped, its regression inputs still replay"; fi
+
+$(FUZZ_DIR):
+	@mkdir -p $@
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS) | $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lm
+$(FUZZ_DIR)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(FUZZ_DEPS) | $(FUZZ_DIR)
+	$(CC) $(CSTD) -O1 $(WARN) -g $(SANFLAGS) -o $@ $< tests/fuzz/replay_main.c -lm
+
+# one harness for $(1) seconds; prints the executions libFuzzer made
+define lsae_fuzz_run
+	@set -e; for h in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$h $(FUZZ_DIR)/artifacts/$$h; \
+	  echo "== fuzz_$$h: $(1) s"; \
+	  if ! $(FUZZ_ENV) $(FUZZ_NICE) $(FUZZ_DIR)/fuzz_$$h -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -max_len=$(FUZZ_MAX_LEN) \
+	       -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h/ \
+	       $(FUZZ_DIR)/corpus/$$h tests/fuzz/seeds/$$h $$(ls -d tests/fuzz/regress/$$h 2>/dev/null) > $(FUZZ_DIR)/$$h.log 2>&1; then \
+	    tail -n 60 $(FUZZ_DIR)/$$h.log; echo "FAILED: fuzz_$$h found something; the input is in $(FUZZ_DIR)/artifacts/$$h/ (log $(FUZZ_DIR)/$$h.log)"; exit 1; \
+	  fi; \
+	  grep -h 'stat::number_of_executed_units\|stat::peak_rss_mb' $(FUZZ_DIR)/$$h.log | sed 's/^/   /'; \
+	done
+endef
+
+fuzz: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZERS))
+	$(call lsae_fuzz_run,$(FUZZ_SECONDS))
+
+test-fuzz-replay: $(addprefix $(FUZZ_DIR)/replay_,$(FUZZERS))
+	@for h in $(FUZZERS); do \
+	  printf '== replay %s: ' $$h; \
+	  $(FUZZ_ENV) $(FUZZ_DIR)/replay_$$h tests/fuzz/seeds/$$h tests/fuzz/regress/$$h || { echo "FAILED: replay of tests/fuzz/*/$$h"; exit 1; }; \
+	done
+
+ifeq ($(HAVE_LIBFUZZER),1)
+test-fuzz-smoke: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZERS))
+	$(call lsae_fuzz_run,$(FUZZ_SMOKE_SECONDS))
+else
+test-fuzz-smoke:
+	@if [ "$(FUZZ_REQUIRED)" = 1 ]; then echo "FAILED: FUZZ_REQUIRED=1 but $(FUZZ_CC) cannot link -fsanitize=fuzzer (apt install clang libclang-rt-14-dev)"; exit 1; fi
+	@echo "✗ no $(FUZZ_CC) with libFuzzer: fuzz smoke skipped (apt install clang libclang-rt-14-dev)"
+endif
+
+test-fuzz: test-fuzz-replay test-fuzz-smoke

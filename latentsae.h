@@ -3344,22 +3344,24 @@ static unsigned long lsae__hex4(const char *p)
     return v;
 }
 
-/* Decode string token t into buf (NUL-terminated, UTF-8). 0 if it does not fit. */
+/* Decode string token t into buf (NUL-terminated, UTF-8). 0 if it does not
+   fit; buf then holds the part that did, still terminated (callers print it). */
 static int lsae__json_str(const lsae__json *j, size_t t, char *buf, size_t cap)
 {
     size_t p = j->tok[t].start, e = j->tok[t].end, o = 0;
+    if (cap == 0) return 0;
     while (p < e) {
         unsigned long cp;
         char c = j->s[p];
         if (c != '\\') {
-            if (o + 1 >= cap) return 0;
+            if (o + 1 >= cap) { buf[o] = 0; return 0; }
             buf[o++] = c;
             ++p;
             continue;
         }
         c = j->s[p + 1];
         if (c != 'u') {
-            if (o + 1 >= cap) return 0;
+            if (o + 1 >= cap) { buf[o] = 0; return 0; }
             buf[o++] = c == 'b' ? '\b' : c == 'f' ? '\f' : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
             p += 2;
             continue;
@@ -3373,7 +3375,7 @@ static int lsae__json_str(const lsae__json *j, size_t t, char *buf, size_t cap)
                 p += 6;
             }
         }
-        if (o + 5 >= cap) return 0;
+        if (o + 5 >= cap) { buf[o] = 0; return 0; }
         if (cp < 0x80) buf[o++] = (char)cp;
         else if (cp < 0x800) { buf[o++] = (char)(0xC0 | (cp >> 6)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
         else if (cp < 0x10000) { buf[o++] = (char)(0xE0 | (cp >> 12)); buf[o++] = (char)(0x80 | ((cp >> 6) & 0x3F)); buf[o++] = (char)(0x80 | (cp & 0x3F)); }
@@ -4088,6 +4090,31 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
    input_mean of a mean_center model, which is folded into b_dec, and the
    scalar batchtopk_threshold buffer latent-sae registers for some
    configurations but never reads when encoding a TopK SAE. */
+/* The four tensors of a d x L model are in st with their shapes and a
+   float dtype. Checked on the header alone, so that lsae_model_load can
+   refuse a cfg.json whose sizes the weights file does not hold before it
+   allocates anything for them. */
+static lsae_result lsae__check_weights(const char *path, const lsae__st *st, size_t d, size_t L)
+{
+    int i;
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        const lsae__st_tensor *t = lsae__st_find(st, lsae__tensor_names[i]);
+        uint64_t want0 = i == LSAE__B_DEC ? d : L;
+        int want_nd = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
+        if (!t) return lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a latent-sae/sparsify SAE has encoder.weight, encoder.bias, W_dec, b_dec)", path, lsae__tensor_names[i]);
+        if (t->ndim != want_nd || t->shape[0] != want0 || (want_nd == 2 && t->shape[1] != d)) {
+            if (t->ndim < 2 && want_nd < 2)
+                return lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has %llu elements, but cfg.json implies %llu", path, t->name, (unsigned long long)t->numel, (unsigned long long)want0);
+            return lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has shape [%llu%s%llu], but cfg.json says [%llu%s%llu]", path, t->name,
+                             (unsigned long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (unsigned long long)t->shape[1] : 0ull,
+                             (unsigned long long)want0, want_nd > 1 ? ", " : "", want_nd > 1 ? (unsigned long long)d : 0ull);
+        }
+        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64)
+            return lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
+    }
+    return LSAE_OK;
+}
+
 static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_center)
 {
     FILE *f;
@@ -4096,24 +4123,9 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_
     int i;
     size_t j;
     if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) return r;
+    if ((r = lsae__check_weights(path, &st, m->d, m->L)) != LSAE_OK) goto done;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
         const lsae__st_tensor *t = lsae__st_find(&st, lsae__tensor_names[i]);
-        uint64_t want0 = i == LSAE__B_DEC ? m->d : m->L;
-        int want_nd = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
-        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a latent-sae/sparsify SAE has encoder.weight, encoder.bias, W_dec, b_dec)", path, lsae__tensor_names[i]); goto done; }
-        if (t->ndim != want_nd || t->shape[0] != want0 || (want_nd == 2 && t->shape[1] != m->d)) {
-            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has shape [%llu%s%llu], but cfg.json says [%llu%s%llu]", path, t->name,
-                          (unsigned long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (unsigned long long)t->shape[1] : 0ull,
-                          (unsigned long long)want0, want_nd > 1 ? ", " : "", want_nd > 1 ? (unsigned long long)m->d : 0ull);
-            if (t->ndim < 2 && want_nd < 2) {
-                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has %llu elements, but cfg.json implies %llu", path, t->name, (unsigned long long)t->numel, (unsigned long long)want0);
-            }
-            goto done;
-        }
-        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
-            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
-            goto done;
-        }
         if ((r = lsae__st_read_f32(f, path, &st, t, 0, (size_t)t->numel, m->params + m->lay.offset[i])) != LSAE_OK) goto done;
         for (j = 0; j < m->lay.count[i]; ++j)
             if (!isfinite(m->params[m->lay.offset[i] + j])) {
@@ -4138,7 +4150,15 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_
         if (!t || t->ndim != 1 || t->shape[0] != m->d) { r = lsae__err(LSAE_BAD_FILE, "%s: cfg.json says \"mean_center\": true but there is no input_mean tensor of %zu values", path, m->d); goto done; }
         if (!(mu = (float *)lsae__alloc_array(m->alloc, m->d, sizeof(float), "input_mean"))) { r = LSAE_OUT_OF_MEMORY; goto done; }
         if ((r = lsae__st_read_f32(f, path, &st, t, 0, m->d, mu)) == LSAE_OK)
-            for (j = 0; j < m->d; ++j) m->params[m->lay.offset[LSAE__B_DEC] + j] += mu[j];
+            for (j = 0; j < m->d; ++j) {
+                /* the folded b_dec must be as finite as the tensors checked above */
+                float v = m->params[m->lay.offset[LSAE__B_DEC] + j] + mu[j];
+                if (!isfinite(v)) {
+                    r = lsae__err(LSAE_BAD_FILE, "%s: input_mean[%zu] is %g; folded into b_dec it gives %g, not a finite number", path, j, (double)mu[j], (double)v);
+                    break;
+                }
+                m->params[m->lay.offset[LSAE__B_DEC] + j] = v;
+            }
         lsae__free(m->alloc, mu);
     }
 done:
@@ -4177,8 +4197,20 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
         msg[sizeof msg - 1] = 0;
         return lsae__err(r, "%s: %s", path, msg);
     }
+    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    {
+        /* cfg.json's sizes are only claims: the weights file must hold them
+           before a model of that size is allocated (a 20-byte cfg.json can
+           describe petabytes) */
+        FILE *f;
+        lsae__st st;
+        if ((r = lsae__st_open(path, alloc, &f, &st)) != LSAE_OK) return r;
+        fclose(f);
+        r = lsae__check_weights(path, &st, cfg.d_in, lsae_config_num_latents(&cfg));
+        lsae__st_free(&st);
+        if (r != LSAE_OK) return r;
+    }
     if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
-    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
     if ((r = lsae__load_weights(m, path, mean_center)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
 #ifdef LATENTSAE_CUDA
@@ -4977,19 +5009,29 @@ static int lsae__pv_global_is(const lsae__pickle *P, size_t v, const char *mod, 
     return P->v[v].type == LSAE__PV_GLOBAL && lsae__pv_streq(P, P->v[v].s, mod) && lsae__pv_streq(P, P->v[v].n, name);
 }
 
-/* Append the items of src (a list's or dict's run) plus extra more to a fresh
-   run and make container c point at it: lists and dicts grow rarely (one
-   tensor file holds a handful of values), so copying is fine. */
-static int lsae__pv_append(lsae__pickle *P, size_t c, const size_t *items, size_t nitems)
+/* Append items to container c (a list or dict): in place when its run is
+   the newest one (a list built by APPENDs in a row), else into a fresh run
+   holding the old items and the new. Copying is rare in what torch.save
+   writes (a dict's SETITEMS batches of 1000), but a hostile pickle can make
+   every APPEND copy; all runs together are therefore capped at twice the
+   pickle's length (plus a little), which no real file comes near, so time
+   and memory stay linear in the input. */
+static lsae_result lsae__pv_append(lsae__pickle *P, size_t c, const size_t *items, size_t nitems)
 {
-    size_t old_first = P->v[c].s, old_n = P->v[c].n, first, i;
-    first = lsae__pv_kids(P, old_n + nitems);
-    if (first == (size_t)-1) return 0;
-    for (i = 0; i < old_n; ++i) P->kids[first + i] = P->kids[old_first + i];
+    size_t old_first = P->v[c].s, old_n = P->v[c].n, first, i, budget = 2 * P->len + 1024;
+    int in_place = old_first + old_n == P->nk;
+    size_t grow = in_place ? nitems : old_n + nitems;
+    if (P->nk > budget || grow > budget - P->nk)
+        return lsae__err(LSAE_BAD_FILE, "%s: data.pkl: lists and dicts grow to more than %zu items in a %zu-byte pickle; not one torch.save writes",
+                         P->path, budget, P->len);
+    first = lsae__pv_kids(P, grow);
+    if (first == (size_t)-1) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+    if (in_place) first = old_first;
+    else for (i = 0; i < old_n; ++i) P->kids[first + i] = P->kids[old_first + i];
     for (i = 0; i < nitems; ++i) P->kids[first + old_n + i] = items[i];
     P->v[c].s = first;
     P->v[c].n = old_n + nitems;
-    return 1;
+    return LSAE_OK;
 }
 
 #define LSAE__PK_FAIL(...) do { return lsae__err(LSAE_BAD_FILE, __VA_ARGS__); } while (0)
@@ -5099,7 +5141,11 @@ static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
                 /* MEMOIZE uses the next free index: count what is set */
                 for (k = 0; k < P->nmemo && P->memo[k] != (size_t)-1; ++k) {}
             }
-            if (k > ((size_t)1 << 24)) LSAE__PK_FAIL("%s: data.pkl: memo index %zu is implausible", P->path, k);
+            /* a pickler numbers its memo 0, 1, 2, ... as it stores objects, each
+               of which made at least one value here: a larger index is not
+               from a pickler (and would size the memo from 4 bytes of input) */
+            if (k > ((size_t)1 << 24) || k >= P->nv)
+                LSAE__PK_FAIL("%s: data.pkl: memo index %zu with only %zu objects unpickled; not written by a pickler", P->path, k, P->nv);
             if (k >= cap) {
                 if (!lsae__grow(P->alloc, &mb, &cap, k + 1, sizeof(size_t))) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
                 P->memo = (size_t *)mb;
@@ -5153,7 +5199,8 @@ static lsae_result lsae__pickle_run(lsae__pickle *P, size_t *result)
             if (P->ns < cnt + 1 + ((op == 'e' || op == 'u') ? 1u : 0u)) LSAE__PK_FAIL("%s: data.pkl: stack underflow at byte %zu", P->path, pos);
             c = P->stack[P->ns - cnt - 1 - ((op == 'e' || op == 'u') ? 1 : 0)];
             if (P->v[c].type == LSAE__PV_LIST || P->v[c].type == LSAE__PV_DICT) {
-                if (!lsae__pv_append(P, c, P->stack + P->ns - cnt, cnt)) return lsae__err(LSAE_OUT_OF_MEMORY, "%s: out of memory unpickling", P->path);
+                lsae_result ar = lsae__pv_append(P, c, P->stack + P->ns - cnt, cnt);
+                if (ar != LSAE_OK) return ar;
             } else if (P->v[c].type != LSAE__PV_OBJ) {
                 LSAE__PK_FAIL("%s: data.pkl: items added to something that is not a list or dict", P->path);
             }
@@ -5322,9 +5369,11 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
     else if (lsae__pv_global_is(&P, ty, "torch", "HalfStorage")) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
     else if (lsae__pv_global_is(&P, ty, "torch", "BFloat16Storage")) { sh->dtype = LSAE__DT_BF16; sh->elem = 2; }
     else {
+        /* STACK_GLOBAL takes any two values: the name is printed only when it is a string */
         size_t nm = P.v[ty].type == LSAE__PV_GLOBAL ? P.v[ty].n : 0;
+        int named = nm && P.v[nm].type == LSAE__PV_STR && P.v[nm].n < 256;
         r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor storage is %.*s; embeddings are read from float32, float16 or bfloat16 tensors", path,
-                      nm ? (int)P.v[nm].n : 7, nm ? (const char *)P.p + P.v[nm].s : "unknown");
+                      named ? (int)P.v[nm].n : 7, named ? (const char *)P.p + P.v[nm].s : "unknown");
         goto done;
     }
     {
@@ -5471,6 +5520,8 @@ static lsae_result lsae__shard_open(const char *path, const lsae_dataset_options
         else if (got >= 4 && memcmp(magic, "PK\x03\x04", 4) == 0) fmt = LSAE_FORMAT_TORCH;
         else if (got >= 9 && lsae__get_le(magic, 8) <= LSAE_MAX_SAFETENSORS_HEADER && lsae__get_le(magic, 8) + 8 <= size && magic[8] == '{') fmt = LSAE_FORMAT_SAFETENSORS;
         else if (opt->raw_d_in) fmt = LSAE_FORMAT_RAW;
+        else if (lsae__format_by_ext(path) == LSAE_FORMAT_SAFETENSORS || lsae__format_by_ext(path) == LSAE_FORMAT_TORCH)
+            fmt = lsae__format_by_ext(path); /* a damaged one: its reader says what is wrong (a header claiming 2^62 bytes, ...) */
         else {
             lsae_format by_ext = lsae__format_by_ext(path);
             fclose(f);
@@ -6652,9 +6703,12 @@ static int lsae__hf_rev_ok(const char *s)
 {
     size_t i, n = strlen(s);
     if (n == 0 || n > 200 || s[0] == '/' || strstr(s, "..")) return 0;
-    for (i = 0; i < n; ++i)
+    for (i = 0; i < n; ++i) {
         if (s[i] == '\\' || (unsigned char)s[i] < 0x20) return 0;
-    return 1;
+        /* no empty or "." path component: "." would name snapshots/ itself */
+        if ((i == 0 || s[i - 1] == '/') && (s[i] == '/' || (s[i] == '.' && (i + 1 == n || s[i + 1] == '/')))) return 0;
+    }
+    return s[n - 1] != '/';
 }
 
 static lsae_result lsae__hf_missing(const char *repo, const char *sub, const char *hub, const char *why)
@@ -6859,9 +6913,26 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     cfg = lsae_config_default(d);
     cfg.num_latents = L;
     cfg.k = k;
-    if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
-    if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) { lsae_model_free(m); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
-    if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) { lsae_model_free(m); return r; }
+    if ((r = lsae_config_validate(&cfg)) != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    /* the weights file's header first: it must hold the sizes cfg.json
+       claims before a model of that size is allocated */
+    if ((r = lsae__st_open(path, alloc, &f, &st)) != LSAE_OK) return r;
+    for (i = 0; i < 4; ++i) {
+        const lsae__st_tensor *t = lsae__st_find(&st, names[i]);
+        uint64_t s0 = i == 0 ? d : i == 3 ? d : L, s1 = i == 0 ? L : d;
+        int nd = (i == 0 || i == 2) ? 2 : 1;
+        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a SAELens SAE has W_enc, b_enc, W_dec, b_dec)", path, names[i]); goto done; }
+        if (t->ndim != nd || t->shape[0] != s0 || (nd == 2 && t->shape[1] != s1)) {
+            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has the wrong shape for d_in %zu, d_sae %zu (W_enc is [d_in, d_sae] in SAELens)", path, names[i], d, L);
+            goto done;
+        }
+        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
+            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
+            goto done;
+        }
+    }
+    if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) goto done;
     for (i = 0; i < st.n; ++i) {
         const lsae__st_tensor *t = &st.t[i];
         int q, known = 0;
@@ -6882,18 +6953,7 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     }
     for (i = 0; i < 4; ++i) {
         const lsae__st_tensor *t = lsae__st_find(&st, names[i]);
-        uint64_t s0 = i == 0 ? d : i == 3 ? d : L, s1 = i == 0 ? L : d;
-        int nd = (i == 0 || i == 2) ? 2 : 1;
         float *dst = i == 0 ? NULL : m->params + m->lay.offset[i == 1 ? LSAE__B_ENC : i == 2 ? LSAE__W_DEC : LSAE__B_DEC];
-        if (!t) { r = lsae__err(LSAE_BAD_FILE, "%s: no tensor '%s' (a SAELens SAE has W_enc, b_enc, W_dec, b_dec)", path, names[i]); goto done; }
-        if (t->ndim != nd || t->shape[0] != s0 || (nd == 2 && t->shape[1] != s1)) {
-            r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' has the wrong shape for d_in %zu, d_sae %zu (W_enc is [d_in, d_sae] in SAELens)", path, names[i], d, L);
-            goto done;
-        }
-        if (t->dtype != LSAE__DT_F32 && t->dtype != LSAE__DT_F16 && t->dtype != LSAE__DT_BF16 && t->dtype != LSAE__DT_F64) {
-            r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor '%s' is %s; F32, F16, BF16 (or F64) expected", path, t->name, t->dtype_name);
-            goto done;
-        }
         if (i == 0) {
             if (!(wt = (float *)lsae__alloc_array(m->alloc, L, d * sizeof(float), "W_enc transpose"))) { r = LSAE_OUT_OF_MEMORY; goto done; }
             dst = wt;
@@ -6914,6 +6974,13 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
             if (n < 1e-8f) n = 1e-8f;
             for (i = 0; i < d; ++i) { m->W_enc[j * d + i] *= n; m->W_dec[j * d + i] /= n; }
             m->b_enc[j] *= n;
+            /* a norm past float's range (or weights near it) overflows the fold */
+            for (i = 0; i <= d; ++i)
+                if (!isfinite(i < d ? m->W_enc[j * d + i] : m->b_enc[j]) || !isfinite(i < d ? m->W_dec[j * d + i] : 0.0f)) {
+                    r = lsae__err(LSAE_BAD_FILE, "%s: W_dec row %zu has norm %g; folding rescale_acts_by_decoder_norm into W_enc and b_enc leaves float32's range",
+                                  path, j, sqrt(ss));
+                    goto done;
+                }
         } else if (fabs(sqrt(ss) - 1.0) > 1e-4) {
             unit = 0;
         }
@@ -6921,7 +6988,7 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     /* keep unit decoder rows unit when training goes on; leave others alone */
     m->cfg.normalize_decoder = unit;
 done:
-    lsae__free(m->alloc, wt);
+    if (m) lsae__free(m->alloc, wt);
     fclose(f);
     lsae__st_free(&st);
     if (r != LSAE_OK) { lsae_model_free(m); return r; }

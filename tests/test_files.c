@@ -1182,6 +1182,17 @@ static void test_hf(void)
     CHECK(lsae_hf_resolve("a/b/c", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
     CHECK(lsae_hf_resolve("owner/../x", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
     CHECK(lsae_hf_resolve("owner/sae-name", "../../etc", path, sizeof path) == LSAE_INVALID_ARGS);
+    /* "." as a revision or commit would name snapshots/ itself (found by tests/fuzz/fuzz_hf.c) */
+    CHECK(lsae_hf_resolve("owner/sae-name@.", "64_32", path, sizeof path) == LSAE_INVALID_ARGS && msg_has("bad revision"));
+    CHECK(lsae_hf_resolve("owner/sae-name@refs/./main", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
+    CHECK(lsae_hf_resolve("owner/sae-name@refs//main", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
+    CHECK(lsae_hf_resolve("owner/sae-name@main/", NULL, path, sizeof path) == LSAE_INVALID_ARGS);
+    lsae__mkdirs(TDIR "/hf/hub/models--owner--sae-name/snapshots/64_32");
+    write_bytes(TDIR "/hf/hub/models--owner--sae-name/refs/main", ".\n", 2);
+    r = lsae_hf_resolve("owner/sae-name", "64_32", path, sizeof path);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("refs/main: not a commit hash"), "%s: %s", path, lsae_last_error());
+    remove(TDIR "/hf/hub/models--owner--sae-name/refs/main");
+    remove(TDIR "/hf/hub/models--owner--sae-name/snapshots/64_32");
     CHECK(lsae_hf_resolve("owner/sae-name", "64_32", path, 10) == LSAE_INVALID_ARGS);
     unsetenv("HF_HOME");
     lsae_model_free(m);
