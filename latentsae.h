@@ -2780,8 +2780,10 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     loss = fvu + t->cfg.auxk_alpha * auxk + fvu4 / 8.0;
     if (!isfinite(loss)) {
         t->poisoned = 1;
+        /* steps are named 1-based, as in stats->step, the weight check below and
+           a checkpoint's step count: t->step + 1 is the step that went wrong */
         return lsae__err(LSAE_NOT_FINITE, "loss is %g at optimizer step %llu (fvu %g, auxk %g): the weights have diverged; lower the learning rate and resume from the last good checkpoint",
-                         loss, (unsigned long long)t->step, fvu, auxk);
+                         loss, (unsigned long long)(t->step + 1), fvu, auxk);
     }
 
     /* 6. backward. w = 1 / grad_acc_steps. With G0 = e, G1 = e4, G2 = e_hat - e:
@@ -3004,7 +3006,7 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     if (!isfinite(norm)) {
         t->poisoned = 1;
         return lsae__err(LSAE_NOT_FINITE, "gradient norm is %g at optimizer step %llu; weights left as they were. Lower the learning rate and resume from the last good checkpoint",
-                         norm, (unsigned long long)t->step);
+                         norm, (unsigned long long)(t->step + 1));
     }
     clip = 1.0 / (norm + 1e-6) < 1.0 ? (float)(1.0 / (norm + 1e-6)) : 1.0f;
 
