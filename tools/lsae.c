@@ -2707,9 +2707,11 @@ static int cmd_train(int argc, char **argv)
         }
         if (r == LSAE_NOT_FINITE) {
             if (!rs.saved_any && !resume) fail("%s; no checkpoint was saved yet: start again with a lower --lr", lsae_last_error());
-            /* --resume would replay the same steps to the same NaN: the way on is a new run */
-            fail("%s; the last good checkpoint (step %llu) is in %s, untouched; resuming would repeat the same steps, so start a new run "
-                 "with a lower --lr (--init %s starts it from those weights)",
+            /* --resume keeps run.json's --lr and replays the same steps to the same
+               NaN, so the library's "lower the learning rate and resume" is, in lsae,
+               a new run; say so, or the two pieces of advice read as contradicting */
+            fail("%s; the last good checkpoint (step %llu) is in %s, untouched; --resume keeps this run's --lr and would stop here again, "
+                 "so start a new run with a lower --lr (--init %s starts it from those weights)",
                  lsae_last_error(), (unsigned long long)(rs.saved_any ? rs.saved_step : step0), rs.ck, rs.ck);
         }
         if (r != LSAE_OK) lib_fail(r, "training");
