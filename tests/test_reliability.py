@@ -26,10 +26,15 @@ the library's own saves and loads) and numpy. Exits non-zero on the first failur
    method used is printed.
 3. Rows holding NaN or Inf are dropped, counted and never reach the weights:
    the model equals, bit for bit, one trained on the data with those rows left
-   out. An absurd learning rate stops training with one clear line, exit 1, and
-   the last good checkpoint in place: it loads, and equals the checkpoint of a
-   run that stops at that step normally; the run's model files were not
-   overwritten by the diverged weights.
+   out.
+4. An absurd learning rate, through both of the trainer's stops (a NaN loss
+   found before the weights change; an update that overflows them) and each
+   of lsae's reports (after a checkpoint of this run, in a resumed run before
+   its first save, before any checkpoint): one clear line naming the step that
+   went wrong and what to do, exit 1, and the last good checkpoint in place:
+   it loads, and equals the checkpoint of a run that stops at that step
+   normally; the run's model files were not overwritten by the diverged
+   weights.
 """
 
 import json
@@ -437,34 +442,92 @@ def test_numbers(tmp, data, x):
     check(ev["rows_skipped"] == 37 and ev["rows"] == len(x) - 37, "eval leaves the 37 rows out and counts them")
     print("  NaN/Inf rows: 37 dropped and counted; the model equals one trained without them, bit for bit")
 
-    # an absurd learning rate: the step whose loss or gradient is not finite
-    # stops the run; the checkpoint before it stays, and the run's model files
-    # are not overwritten with the diverged weights. lr 1e30 makes the loss of
-    # the third step NaN (found before any weight changes); 3e38 makes the
-    # second update overflow (the weights in memory are then Inf/NaN).
-    for lr in ("1e30", "3e38"):
-        args = ["--k", str(K), "--expansion-factor", str(EXP), "--batch-size", "64", "--lr", lr, "--lr-warmup-steps", "2",
-                "--lr-schedule", "constant", "--threads", "2", "--seed", "3", "--save-every", "1"]
+
+def test_lr(tmp, data):
+    """An absurd learning rate, on each of the trainer's two ways of stopping
+    a step that goes non-finite and each of lsae's three ways of reporting it.
+
+    The trainer: lr 1e30 makes the loss of step 3 NaN, found before any weight
+    changes; lr 3e38 makes the update of step 2 overflow, so the weights in
+    memory hold Inf/NaN and only the trainer's refusal to save them protects
+    the files. lsae: a stop after a checkpoint of this run names it; a stop in
+    a resumed run before its first save names the checkpoint it resumed from;
+    a stop before any checkpoint says that none was saved. Each time: exit 1,
+    one line saying what went wrong at which step and what to do, the last
+    good checkpoint and model files in place and equal to those of a run
+    that stopped at that step normally (the constant schedule does not depend
+    on the run's length), and no NaN written anywhere."""
+    args = ["--k", str(K), "--expansion-factor", str(EXP), "--batch-size", "64", "--lr-warmup-steps", "2",
+            "--lr-schedule", "constant", "--threads", "2", "--seed", "3"]
+
+    def files(run_dir):
+        """the run's model files and its checkpoint, as bytes (None where absent)"""
+        out = {}
+        for rel in ("sae.safetensors", "cfg.json", "checkpoint/sae.safetensors", "checkpoint/state.bin"):
+            path = os.path.join(run_dir, rel)
+            out[rel] = open(path, "rb").read() if os.path.exists(path) else None
+        return out
+
+    def failed_step(msg):
+        """the 1-based optimizer step the message says went wrong"""
+        check(" at optimizer step " in msg, f"the error names the step that went wrong: {msg}")
+        return int(msg.split(" at optimizer step ")[1].split()[0])
+
+    for lr, path_words, want_good in (("1e30", "loss is nan", 2), ("3e38", "a weight became NaN or Inf", 1)):
         bad_run = os.path.join(tmp, "lr" + lr)
-        p = run([LSAE, "train", "--data", data, "--out", bad_run] + args, ok=False)
-        msg = error_line(p, f"lr {lr}")
-        check("NaN" in msg or "nan" in msg or "Inf" in msg or "inf" in msg, f"lr {lr}: the error says what went wrong: {msg}")
+        cmd = [LSAE, "train", "--data", data, "--out", bad_run, "--lr", lr, "--save-every", "1"] + args
+
+        # ---- a fresh run that saved checkpoints before the bad step
+        msg = error_line(run(cmd, ok=False), f"lr {lr}")
+        check(path_words in msg.replace("-nan", "nan"), f"lr {lr}: stopped by the expected check ('{path_words}'): {msg}")
         check("last good checkpoint (step " in msg, f"lr {lr}: the error names the last good checkpoint: {msg}")
         good = int(msg.split("last good checkpoint (step ")[1].split(")")[0])
-        check(good >= 1, f"lr {lr}: a checkpoint was saved before the failure (step {good})")
+        # the steps are known from the schedule: a change that moves the stop
+        # to another check, or lets a bad step through, shows here
+        check(good == want_good, f"lr {lr}: the last good checkpoint is that of step {want_good}, not {good}")
+        check(failed_step(msg) == good + 1, f"lr {lr}: the step that went wrong is the one after the checkpoint: {msg}")
+        check(os.path.join(bad_run, "checkpoint") in msg, f"lr {lr}: the error says where the checkpoint is: {msg}")
+        check("start a new run with a lower --lr" in msg, f"lr {lr}: the error says what to do: {msg}")
         got, err = ckpt_digest(os.path.join(bad_run, "checkpoint"))
         check(got is not None and got[0] == good, f"lr {lr}: the last good checkpoint loads at step {good}: {err}")
-        # the same run stopped at that step by its data (the constant schedule
-        # does not depend on the run's length): same checkpoint, same model
         ref = os.path.join(tmp, "lr_ref" + lr)
-        run([LSAE, "train", "--data", data, "--out", ref, "--max-samples", str(64 * good)] + args)
+        run([LSAE, "train", "--data", data, "--out", ref, "--lr", lr, "--save-every", "1", "--max-samples", str(64 * good)] + args)
         want, _ = ckpt_digest(os.path.join(ref, "checkpoint"))
         check(got[:2] == want[:2], f"lr {lr}: the checkpoint is the one of step {good}, untouched by the failed step")
+        fb, fr = files(bad_run), files(ref)
+        check(fb["sae.safetensors"] == fr["sae.safetensors"] and fb["cfg.json"] == fr["cfg.json"],
+              f"lr {lr}: the run's model files are the last good ones, not the diverged ones")
         w = read_safetensors(os.path.join(bad_run, "sae.safetensors"))
         check(all(np.isfinite(v).all() for v in w.values()), f"lr {lr}: the run's model holds no NaN or Inf")
-        with open(os.path.join(bad_run, "sae.safetensors"), "rb") as f1, open(os.path.join(ref, "sae.safetensors"), "rb") as f2:
-            check(f1.read() == f2.read(), f"lr {lr}: the run's model is the last good one, not the diverged one")
+        m = [json.loads(l) for l in open(os.path.join(bad_run, "metrics.jsonl"))]
+        check([r["step"] for r in m] == list(range(1, good + 1)) and all(np.isfinite(r["loss"]) for r in m),
+              f"lr {lr}: metrics.jsonl holds the good steps only: {[r['step'] for r in m]}")
         print(f"  lr {lr}: {msg}")
+
+        # ---- --resume of that run: the same steps lead to the same stop
+        # (as the message warned); the checkpoint it resumed from is named
+        # and left as it was
+        msg2 = error_line(run([LSAE, "train", "--resume", bad_run, "--threads", "2"], ok=False), f"lr {lr}, --resume")
+        check(path_words in msg2.replace("-nan", "nan") and failed_step(msg2) == good + 1,
+              f"lr {lr}, --resume: the same step goes wrong the same way: {msg2}")
+        check(f"last good checkpoint (step {good})" in msg2 and "start a new run with a lower --lr" in msg2,
+              f"lr {lr}, --resume: the error names the checkpoint resumed from and what to do: {msg2}")
+        check(files(bad_run) == fb, f"lr {lr}, --resume: the checkpoint and model files are as they were")
+
+    # ---- a stop before the first checkpoint: nothing to keep, nothing written
+    none_run = os.path.join(tmp, "lr_nosave")
+    cmd = [LSAE, "train", "--data", data, "--out", none_run, "--lr", "1e30", "--save-every", "0"] + args
+    msg = error_line(run(cmd, ok=False), "lr 1e30 before any checkpoint")
+    check("loss is nan" in msg.replace("-nan", "nan") and failed_step(msg) == 3, f"lr 1e30, no checkpoint: the error says what went wrong: {msg}")
+    check("no checkpoint was saved yet" in msg and "start again with a lower --lr" in msg,
+          f"lr 1e30, no checkpoint: the error says that none was saved and what to do: {msg}")
+    check(files(none_run) == {k: None for k in files(none_run)}, f"lr 1e30, no checkpoint: no model or checkpoint written: {os.listdir(none_run)}")
+    print(f"  lr 1e30 before any checkpoint: {msg}")
+    # and the advice holds: the same command with a sane --lr trains
+    cmd[cmd.index("1e30")] = "1e-3"
+    run(cmd + ["--max-samples", "640"])
+    w = read_safetensors(os.path.join(none_run, "sae.safetensors"))
+    check(all(np.isfinite(v).all() for v in w.values()), "after the advice (a lower --lr, same --out), the run trains to finite weights")
 
 
 def main():
@@ -481,11 +544,11 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lsae-rel-")
     try:
         data, x = make_data(tmp)
-        # LSAE_TEST_ONLY=kill9,disk,numbers runs some of them
-        only = os.environ.get("LSAE_TEST_ONLY", "kill9,disk,numbers").split(",")
+        # LSAE_TEST_ONLY=kill9,disk,numbers,lr runs some of them
+        only = os.environ.get("LSAE_TEST_ONLY", "kill9,disk,numbers,lr").split(",")
         times = []
         for name, fn in (("kill9", lambda: test_kill9(tmp, data)), ("disk", lambda: test_disk(tmp, data)),
-                         ("numbers", lambda: test_numbers(tmp, data, x))):
+                         ("numbers", lambda: test_numbers(tmp, data, x)), ("lr", lambda: test_lr(tmp, data))):
             if name in only:
                 t = time.time()
                 fn()
