@@ -262,6 +262,83 @@ bench:
 
 .PHONY: test-isa bench
 
+# ---------------------------------------------------------- reliability
+# (one appended section, so that it merges with the other branches' edits)
+
+# every public call with each allocation refused in turn, under ASan + UBSan
+# (tests/test_oom.c; `build/asan/test_oom N` refuses allocation N only)
+.PHONY: test-oom
+test: test-oom
+$(BUILD)/asan/test_oom: tests/test_oom.c tests/data/t12x8.pt $(TEST_DEPS) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
+test-oom: $(BUILD)/asan/test_oom
+	@echo "== asan/test_oom: every public call, each allocation refused in turn"; ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/test_oom
+
+# kill -9 at random moments and --resume, a full disk and a read-only
+# directory while saving, NaN rows and an absurd learning rate, end to end
+# (tests/test_reliability.py; mounts a small tmpfs when it may)
+.PHONY: test-reliability
+test: test-reliability
+$(BUILD)/reliability_driver: tests/reliability_driver.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
+$(BUILD)/asan/reliability_driver: tests/reliability_driver.c $(HDR) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
+test-reliability: $(BUILD)/lsae $(BUILD)/reliability_driver
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-reliability: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_reliability.py $(BUILD)
+
+# The rest of the suite under ASan + UBSan as well (make test-sanitize runs
+# this first): the PyTorch parity and file-interop drivers, the strict-C99
+# file tests, the ISA digest, the quickstart example, the reliability test
+# and the report page with the sanitized lsae.
+.PHONY: test-sanitize-more
+test-sanitize: test-sanitize-more
+$(BUILD)/asan/quickstart: examples/quickstart.c $(HDR) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
+$(BUILD)/asan/strict_test_files: tests/test_files.c $(TEST_DEPS) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(WARN) -g $(SANFLAGS) -DLSAE_TEST_NO_POSIX -o $@ $< -lm
+ASAN_RUN = ASAN_OPTIONS=detect_leaks=1
+test-sanitize-more: $(BUILD)/asan/parity_driver $(BUILD)/asan/files_driver $(BUILD)/asan/strict_test_files $(BUILD)/asan/isa_digest \
+                    $(BUILD)/asan/quickstart $(BUILD)/asan/lsae $(BUILD)/asan/reliability_driver $(VENV)/.installed
+	@if [ -z "$(PYTHON)" ]; then echo "test-sanitize: needs a python3 with numpy and torch (apt install python3-torch python3-numpy, or PYTHON=...)"; exit 1; fi
+	@echo "== asan/strict_test_files"; $(ASAN_RUN) $(BUILD)/asan/strict_test_files > /dev/null
+	@echo "== asan/isa_digest"; $(ASAN_RUN) $(BUILD)/asan/isa_digest > /dev/null
+	@echo "== asan/quickstart"; $(ASAN_RUN) $(BUILD)/asan/quickstart > /dev/null
+	@echo "== asan: tests/test_parity_torch.py"; $(ASAN_RUN) $(PYTHON) tests/test_parity_torch.py $(BUILD)/asan/parity_driver > $(BUILD)/asan/parity.log 2>&1 || \
+	  { cat $(BUILD)/asan/parity.log; echo "FAILED: tests/test_parity_torch.py under AddressSanitizer + UBSan"; exit 1; }
+	@echo "== asan: tests/test_files_python.py"; $(ASAN_RUN) $(VENV)/bin/python tests/test_files_python.py $(BUILD)/asan/files_driver > $(BUILD)/asan/files.log 2>&1 || \
+	  { cat $(BUILD)/asan/files.log; echo "FAILED: tests/test_files_python.py under AddressSanitizer + UBSan"; exit 1; }
+	@echo "== asan: tests/test_reliability.py"; $(ASAN_RUN) $(PYNUMPY) tests/test_reliability.py $(BUILD)/asan > $(BUILD)/asan/reliability.log 2>&1 || \
+	  { cat $(BUILD)/asan/reliability.log; echo "FAILED: tests/test_reliability.py under AddressSanitizer + UBSan"; exit 1; }
+	@echo "== asan: tests/test_report.py"; $(ASAN_RUN) CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)/asan > $(BUILD)/asan/report.log 2>&1 || \
+	  { cat $(BUILD)/asan/report.log; echo "FAILED: tests/test_report.py under AddressSanitizer + UBSan"; exit 1; }
+	@echo "== AddressSanitizer + UBSan: parity, interop, strict C99, ISA, quickstart, reliability, report: ok"
+
+# A short training run (then --resume and encode) under valgrind's memcheck:
+# zero errors, no leak. Built without OpenMP (libgomp's thread pool is
+# reported as leaked and its barriers confuse memcheck) and without AVX-512,
+# which valgrind cannot run: AVX2 + FMA where the CPU has them.
+.PHONY: test-valgrind
+test: test-valgrind
+VALGRIND ?= valgrind
+VG_ARCH ?= $(shell grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null && echo -mavx2 -mfma)
+VG = $(VALGRIND) -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible
+VG_DIR = $(BUILD)/valgrind
+VG_DATA = examples/data/embeddings/data-00000.npy
+$(VG_DIR):
+	@mkdir -p $@
+$(VG_DIR)/lsae: tools/lsae.c $(HDR) | $(VG_DIR)
+	$(CC) $(CSTD) -O1 $(VG_ARCH) $(WARN) -g -pthread -o $@ $< -lm
+test-valgrind: $(VG_DIR)/lsae
+	@command -v $(VALGRIND) > /dev/null || { echo "test-valgrind: needs valgrind (apt install valgrind)"; exit 1; }
+	@rm -rf $(VG_DIR)/run $(VG_DIR)/enc.jsonl
+	@echo "== valgrind memcheck: lsae train (8 steps, checkpoints), train --resume, encode"
+	@for cmd in "train --data $(VG_DATA) --k 8 --expansion-factor 2 --batch-size 64 --max-samples 512 --lr-warmup-steps 2 --save-every 3 --out $(VG_DIR)/run" \
+	            "train --resume $(VG_DIR)/run" \
+	            "encode $(VG_DIR)/run $(VG_DATA) --max-rows 200 -o $(VG_DIR)/enc.jsonl"; do \
+	  $(VG) $(VG_DIR)/lsae $$cmd > $(VG_DIR)/log 2>&1 || { cat $(VG_DIR)/log; echo "FAILED under valgrind: lsae $$cmd"; exit 1; }; \
+	done; echo "== valgrind memcheck: 0 errors, no leaks"
+
 # ------------------------------------------------------------------ fuzzing
 # libFuzzer harnesses for every file parser (tests/fuzz/fuzz_*.c; the
 # header comment of each says what it feeds where):

@@ -265,8 +265,16 @@ LSAE_DEF const char *lsae_version_string(void);
 
 /* Run-time allocator. Pass NULL wherever one is asked for to use
    LSAE_MALLOC/LSAE_FREE. A struct with a NULL function is refused rather than
-   quietly replaced by malloc. The library asks for large blocks only (weights,
-   workspaces) and aligns them itself. */
+   quietly replaced by malloc. Every block the library takes for a model,
+   trainer, dataset or loader, and inside any call on them, comes from the
+   allocator they were made with (the library aligns blocks itself); the two
+   calls that take none, lsae_config_from_json and lsae_hf_resolve, use
+   LSAE_MALLOC. Outside it are what the C library and the OS keep for open
+   files and directories, memory maps, the prefetch thread and OpenMP's
+   runtime. When an allocation fails, the call returns LSAE_OUT_OF_MEMORY
+   with a message, frees what it took and leaves its objects as they were,
+   so calling it again can succeed (make test-oom checks every allocation of
+   every public call). */
 typedef struct lsae_allocator {
     void *user;
     void *(*malloc_fn)(size_t size, void *user);
@@ -539,8 +547,10 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
    so the data position is all a resumed run needs beyond this state: keep
    lsae_loader_stats.rows_read in the blob and lsae_loader_seek to it. The whole directory is written as DIR.tmp and swapped into
    place by renames, so a crash (kill -9, power loss) at any moment leaves the
-   previous checkpoint or the new one loadable. trainer may be NULL (model
-   only: zero moments). Refused between accumulate and apply, and after the
+   previous checkpoint or the new one loadable. A save that fails (a full
+   disk, a read-only directory: LSAE_IO_ERROR with the system's reason)
+   removes DIR.tmp and leaves the previous checkpoint as it was. trainer may
+   be NULL (model only: zero moments). Refused between accumulate and apply, and after the
    trainer saw a non-finite value. */
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
                                           const lsae_trainer *trainer, const void *blob,
@@ -2771,8 +2781,10 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     loss = fvu + t->cfg.auxk_alpha * auxk + fvu4 / 8.0;
     if (!isfinite(loss)) {
         t->poisoned = 1;
+        /* steps are named 1-based, as in stats->step, the weight check below and
+           a checkpoint's step count: t->step + 1 is the step that went wrong */
         return lsae__err(LSAE_NOT_FINITE, "loss is %g at optimizer step %llu (fvu %g, auxk %g): the weights have diverged; lower the learning rate and resume from the last good checkpoint",
-                         loss, (unsigned long long)t->step, fvu, auxk);
+                         loss, (unsigned long long)(t->step + 1), fvu, auxk);
     }
 
     /* 6. backward. w = 1 / grad_acc_steps. With G0 = e, G1 = e4, G2 = e_hat - e:
@@ -2995,7 +3007,7 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     if (!isfinite(norm)) {
         t->poisoned = 1;
         return lsae__err(LSAE_NOT_FINITE, "gradient norm is %g at optimizer step %llu; weights left as they were. Lower the learning rate and resume from the last good checkpoint",
-                         norm, (unsigned long long)t->step);
+                         norm, (unsigned long long)(t->step + 1));
     }
     clip = 1.0 / (norm + 1e-6) < 1.0 ? (float)(1.0 / (norm + 1e-6)) : 1.0f;
 
@@ -3976,7 +3988,7 @@ static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, 
      b_dec + mean computes the same thing)
    - sparsify: "activation": "topk" | "groupmax", "skip_connection", "transcode"
    Unknown keys are ignored; num_latents 0 means d_in * expansion_factor. */
-static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_config *cfg, int *mean_center)
+static lsae_result lsae__config_from_json(const char *text, size_t len, const lsae_allocator *alloc, lsae_config *cfg, int *mean_center)
 {
     lsae__json j;
     lsae_result r;
@@ -3986,7 +3998,7 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_con
     char s[64];
     *mean_center = 0;
     if (!text || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_config_from_json: text and cfg must not be NULL");
-    if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
+    if ((r = lsae__json_parse(&j, text, len, alloc)) != LSAE_OK) return r;
     if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "cfg.json is not a JSON object"); }
 #define LSAE__CFG_FAIL(code, ...) do { r = lsae__err(code, __VA_ARGS__); lsae__json_free(&j); return r; } while (0)
     /* variants that are not a plain TopK SAE: refuse, never misread */
@@ -4039,7 +4051,7 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, lsae_con
 LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_config *cfg)
 {
     int mean_center;
-    return lsae__config_from_json(text, len, cfg, &mean_center);
+    return lsae__config_from_json(text, len, NULL, cfg, &mean_center);
 }
 
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
@@ -4180,7 +4192,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
             return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
         return r;
     }
-    r = lsae__config_from_json(text, len, &cfg, &mean_center);
+    r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center);
     lsae__free(alloc, text);
     if (r != LSAE_OK) {
         char msg[1024];
@@ -5627,6 +5639,7 @@ LSAE_DEF lsae_result lsae_dataset_open(const char *path, const lsae_dataset_opti
     if (lsae__is_dir(path)) {
         if ((r = lsae__dir_shards(path, &opt, alloc, &files)) != LSAE_OK) return r;
     } else if ((r = lsae__names_push(&files, path)) != LSAE_OK) {
+        lsae__names_free(&files); /* the list may have grown before the name's copy failed */
         return r;
     }
     ds = (lsae_dataset *)lsae__malloc(alloc, sizeof *ds);
@@ -6182,15 +6195,33 @@ static lsae_result lsae__loader_window(lsae_loader *ld, lsae__window **out)
 LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size_t *rows)
 {
     size_t count = 0, B;
+    uint64_t pos0;
+    lsae_loader_stats stats0;
     if (!ld || !batch || !rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_next: loader, batch and rows must not be NULL");
     *batch = ld->batch;
     *rows = 0;
     B = ld->opt.batch_size;
+    pos0 = ld->pos;
+    stats0 = ld->stats;
     while (count < B && ld->pos < ld->total) {
         lsae__window *w = NULL;
         size_t off, end;
         lsae_result r = lsae__loader_window(ld, &w);
-        if (r != LSAE_OK) return r;
+        if (r != LSAE_OK) {
+            /* Leave the loader where this call found it, with the windows
+               read again from there (a failed window is never kept): a
+               batch that spans two windows must not lose the rows taken
+               from the first, and a retry after, say, memory was freed
+               gives exactly the batch this call would have. */
+            char msg[sizeof lsae__err_msg];
+            memcpy(msg, lsae__err_msg, sizeof msg);
+            lsae__loader_stop(ld);
+            ld->pos = pos0;
+            ld->stats = stats0;
+            lsae__loader_start(ld);
+            memcpy(lsae__err_msg, msg, sizeof msg);
+            return r;
+        }
         off = (size_t)(ld->pos - w->start);
         end = w->n;
         if ((uint64_t)(end - off) > ld->total - ld->pos) end = off + (size_t)(ld->total - ld->pos);
@@ -6426,28 +6457,17 @@ static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const ch
     return LSAE_OK;
 }
 
-LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+/* Write a whole checkpoint into the new, empty directory tmp, every file
+   flushed to disk. */
+static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
 {
-    char tmp[4096], old[4096], p[4096], parent[4096];
+    char p[4096];
     lsae__ckpt_writer w;
     unsigned char hdr[LSAE__STATE_HDR], tr[8];
     uint64_t h_cfg, h_st, payload;
     lsae_result r;
     size_t L, d, i;
     float *dst_m[LSAE__NUM_TENSORS];
-    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
-    if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
-    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: the trainer belongs to another model");
-    /* the trainer's internals are read here, never changed: a window in the
-       middle of accumulation, or a poisoned trainer, cannot make a checkpoint */
-    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: %llu batches accumulated but not applied; save between optimizer steps", (unsigned long long)t->micro);
-    if (t && t->poisoned) return lsae__err(LSAE_NOT_FINITE, "lsae_checkpoint_save: the trainer saw a non-finite value; keep the last good checkpoint");
-    if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old") || !lsae__sibling(parent, sizeof parent, dir, "/.."))
-        return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
-    if ((r = lsae__ckpt_recover(dir, tmp, old)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
-    if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
     if ((r = lsae_model_save(m, tmp)) != LSAE_OK) return r;
     if (!lsae__path_join(p, sizeof p, tmp, "cfg.json") || (r = lsae__hash_file(p, &h_cfg, NULL)) != LSAE_OK) return r;
     if (!lsae__path_join(p, sizeof p, tmp, "sae.safetensors") || (r = lsae__hash_file(p, &h_st, NULL)) != LSAE_OK) return r;
@@ -6467,7 +6487,7 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
     lsae__put_le(hdr + 64, h_cfg, 8);
     lsae__put_le(hdr + 72, h_st, 8);
     lsae__put_le(hdr + 80, payload, 8);
-    if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", tmp);
     if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) return r;
     lsae__hash_init(&w.h);
     lsae__cw_write(&w, hdr, sizeof hdr);
@@ -6502,6 +6522,39 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
     lsae__afile_write(&w.af, tr, 8);
     if ((r = lsae__afile_commit(&w.af)) != LSAE_OK) return r;
     lsae__fsync_dir(tmp);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+{
+    char tmp[4096], old[4096], parent[4096];
+    lsae_result r;
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
+    if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: the trainer belongs to another model");
+    /* the trainer's internals are read here, never changed: a window in the
+       middle of accumulation, or a poisoned trainer, cannot make a checkpoint */
+    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: %llu batches accumulated but not applied; save between optimizer steps", (unsigned long long)t->micro);
+    if (t && t->poisoned) return lsae__err(LSAE_NOT_FINITE, "lsae_checkpoint_save: the trainer saw a non-finite value; keep the last good checkpoint");
+    if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old") || !lsae__sibling(parent, sizeof parent, dir, "/.."))
+        return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__ckpt_recover(dir, tmp, old)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
+    if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
+    if ((r = lsae__ckpt_write(tmp, m, t, blob, blob_len)) != LSAE_OK) {
+        /* Nothing was swapped: the previous checkpoint is whole at dir. The
+           partial one goes, so that a full disk gets its space back. */
+        static const char file_note[] = "; the previous file, if any, is untouched";
+        char msg[sizeof lsae__err_msg];
+        size_t n;
+        memcpy(msg, lsae__err_msg, sizeof msg);
+        msg[sizeof msg - 1] = 0;
+        n = strlen(msg);
+        if (n >= sizeof file_note - 1 && strcmp(msg + n - (sizeof file_note - 1), file_note) == 0) msg[n - (sizeof file_note - 1)] = 0;
+        (void)lsae__ckpt_rmdir(tmp);
+        return lsae__err(r, "%s: not saved, the previous checkpoint (if any) is untouched: %s", dir, msg);
+    }
     /* the swap: from here on a whole checkpoint is always at dir, dir.tmp or dir.old */
     if (lsae__is_dir(dir) && rename(dir, old) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot move the previous checkpoint to %s: %s", dir, old, strerror(errno));
     if (rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s (the new checkpoint is whole at %s)", dir, tmp, strerror(errno), tmp);
@@ -6669,7 +6722,10 @@ static lsae_result lsae__hf_missing(const char *repo, const char *sub, const cha
     return lsae__err(LSAE_NOT_FOUND, "%s is not in the Hugging Face cache at %s (%s); download it with:  huggingface-cli download %s", repo, hub, why, repo);
 }
 
-LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder, char *path, size_t cap)
+/* lsae_hf_resolve with the allocator of the caller's model (the refs file
+   and the snapshot listing are read into it); out of memory is reported as
+   such, never mistaken for a missing file. */
+static lsae_result lsae__hf_resolve(const char *repo_in, const char *subfolder, const lsae_allocator *alloc, char *path, size_t cap)
 {
     char hub[4096], repo[256], rev[256], base[4096], p[4096], hash[256];
     const char *slash, *at;
@@ -6704,12 +6760,13 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder,
     {
         char *text = NULL;
         size_t len = 0;
-        if (lsae__read_small_file(p, 1024, NULL, &text, &len) == LSAE_OK) {
+        if ((r = lsae__read_small_file(p, 1024, alloc, &text, &len)) == LSAE_OUT_OF_MEMORY) return r;
+        if (r == LSAE_OK) {
             while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) --len;
-            if (len == 0 || len >= sizeof hash) { lsae__free(NULL, text); return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p); }
+            if (len == 0 || len >= sizeof hash) { lsae__free(alloc, text); return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p); }
             memcpy(hash, text, len);
             hash[len] = 0;
-            lsae__free(NULL, text);
+            lsae__free(alloc, text);
             if (!lsae__hf_rev_ok(hash) || strchr(hash, '/')) return lsae__err(LSAE_BAD_FILE, "%s: not a commit hash", p);
         } else if (at) {
             memcpy(hash, rev, strlen(rev) + 1); /* OWNER/NAME@HASH */
@@ -6718,7 +6775,8 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder,
             lsae__names snaps;
             w = snprintf(p, sizeof p, "%s/snapshots", base);
             if (w < 0 || (size_t)w >= sizeof p) return lsae__err(LSAE_INVALID_ARGS, "path too long for %s", repo);
-            if (lsae__list_dir(p, NULL, &snaps) != LSAE_OK || snaps.n == 0) {
+            if ((r = lsae__list_dir(p, alloc, &snaps)) == LSAE_OUT_OF_MEMORY) return r;
+            if (r != LSAE_OK || snaps.n == 0) {
                 if (snaps.v) lsae__names_free(&snaps);
                 return lsae__hf_missing(repo_in, subfolder, hub, "no refs/main and no snapshots");
             }
@@ -6741,13 +6799,19 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo_in, const char *subfolder,
     return LSAE_OK;
 }
 
+LSAE_DEF lsae_result lsae_hf_resolve(const char *repo, const char *subfolder, char *path, size_t cap)
+{
+    return lsae__hf_resolve(repo, subfolder, NULL, path, cap);
+}
+
 LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder, const lsae_allocator *alloc, lsae_model **out)
 {
     char dir[4096], p[4096];
     lsae_result r;
     if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_hf: out is NULL");
     *out = NULL;
-    if ((r = lsae_hf_resolve(repo, subfolder, dir, sizeof dir)) != LSAE_OK) return r;
+    if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
+    if ((r = lsae__hf_resolve(repo, subfolder, alloc, dir, sizeof dir)) != LSAE_OK) return r;
     /* a snapshot holds links into blobs/; a missing blob (an interrupted download) reads as a missing file */
     if (!lsae__path_join(p, sizeof p, dir, "cfg.json") || !lsae__exists(p) ||
         !((lsae__path_join(p, sizeof p, dir, "sae.safetensors") && lsae__exists(p)) ||
@@ -6781,7 +6845,7 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
    apply_b_dec_to_input false, activation normalisation, a fine-tuning
    scaling factor, and architectures other than TopK. */
 
-static lsae_result lsae__saelens_cfg(const char *text, size_t len, size_t *d, size_t *L, size_t *k, int *rescale)
+static lsae_result lsae__saelens_cfg(const char *text, size_t len, const lsae_allocator *alloc, size_t *d, size_t *L, size_t *k, int *rescale)
 {
     lsae__json j;
     lsae_result r;
@@ -6789,7 +6853,7 @@ static lsae_result lsae__saelens_cfg(const char *text, size_t len, size_t *d, si
     uint64_t u;
     int b;
     char s[64];
-    if ((r = lsae__json_parse(&j, text, len, NULL)) != LSAE_OK) return r;
+    if ((r = lsae__json_parse(&j, text, len, alloc)) != LSAE_OK) return r;
 #define LSAE__SL_FAIL(code, ...) do { r = lsae__err(code, __VA_ARGS__); lsae__json_free(&j); return r; } while (0)
     if (j.tok[0].type != LSAE__J_OBJ) LSAE__SL_FAIL(LSAE_BAD_FILE, "cfg.json is not a JSON object");
     {
@@ -6846,7 +6910,7 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) return r;
-    r = lsae__saelens_cfg(text, len, &d, &L, &k, &rescale);
+    r = lsae__saelens_cfg(text, len, alloc, &d, &L, &k, &rescale);
     lsae__free(alloc, text);
     if (r != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
     cfg = lsae_config_default(d);

@@ -2142,7 +2142,7 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     lsae__decode_train_kernel<<<(unsigned)B, LSAE__TD, 0, s>>>(t->G, t->row_sq, t->x, t->topv, t->topi, t->auxv, t->auxi,
                                                                 W_dec, b_dec, t->dst, (int)d, (int)k, (int)K, (int)KA);
     LSAE__LAUNCHED(decode_train);
-    lsae__loss_kernel<<<1, 1024, 0, s>>>(t->dst, t->row_sq, (int)B, K > k, KA > 0, alpha, (unsigned long long)(*t->step));
+    lsae__loss_kernel<<<1, 1024, 0, s>>>(t->dst, t->row_sq, (int)B, K > k, KA > 0, alpha, (unsigned long long)((*t->step) + 1));
     LSAE__LAUNCHED(loss);
 
     /* 6a. per row: dLoss/dpre of the selected latents */
@@ -2210,7 +2210,7 @@ static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
     /* 1. global norm and clip */
     lsae__sumsq_kernel<<<(unsigned)t->nchunks, 256, 0, s>>>(t->norm_partial, t->grads, cm->total);
     LSAE__LAUNCHED(sumsq);
-    lsae__norm_finish_kernel<<<1, 1024, 0, s>>>(t->dst, t->norm_partial, (int)t->nchunks, (unsigned long long)(*t->step));
+    lsae__norm_finish_kernel<<<1, 1024, 0, s>>>(t->dst, t->norm_partial, (int)t->nchunks, (unsigned long long)((*t->step) + 1));
     LSAE__LAUNCHED(norm_finish);
     /* 2. Adam: everything but W_dec element-wise, W_dec a row at a time */
     lsae__adam_flat_kernel<<<lsae__grid(wdec0, 256, 65535), 256, 0, s>>>(cm->params, t->grads, t->adam_m, t->adam_v, 0, wdec0,
@@ -2269,7 +2269,8 @@ static lsae_result lsae__ct_poll(lsae__ct *t, int wait)
     return LSAE_OK;
 }
 
-/* the CPU's LSAE_NOT_FINITE messages, from what the device recorded */
+/* the CPU's LSAE_NOT_FINITE messages, from what the device recorded
+   (poison_step is the 1-based step that went wrong, as on the CPU) */
 static lsae_result lsae__ct_poison_error(const lsae__ct *t)
 {
     const lsae__dstat *h = t->hst;

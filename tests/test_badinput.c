@@ -557,7 +557,7 @@ static void test_json(void)
         CHECKF(memchr(buf, 0, (size_t)cap) != NULL, "lsae__json_str left %d bytes unterminated", cap);
     }
     lsae__json_free(&j);
-    r = lsae__saelens_cfg(text, strlen(text), &d, &L, &k, &rescale);
+    r = lsae__saelens_cfg(text, strlen(text), NULL, &d, &L, &k, &rescale);
     CHECKF(r == LSAE_UNSUPPORTED && msg_has("\"layer_norm_with_a_name") && strlen(lsae_last_error()) < 250, "%s", lsae_last_error());
 }
 

@@ -383,6 +383,50 @@ static void test_trainer_batches(void)
     }
     lsae_trainer_free(t);
     lsae_model_free(m);
+
+    /* The gradient-norm stop, which the absurd learning rates above never
+       reach (they stop on the loss or on the updated weights): a huge encoder
+       and a tiny decoder give a finite reconstruction, hence a finite loss,
+       but decoder gradients of about 1e20 whose squares overflow. The step
+       must say so and leave every weight and Adam moment as it was. */
+    {
+        static float We[32 * 8], be[32], Wd[32 * 8], bd0[8], mv[2][2][32 * 8 * 2 + 32 + 8];
+        static uint64_t since[2][32];
+        lsae_trainer_state ts[2];
+        int j;
+        c = lsae_config_default(d);
+        c.num_latents = L; c.k = 4; c.lr = 1e-3;
+        c.normalize_decoder = 0; c.init_b_dec = 0;
+        OK(lsae_model_create(&c, NULL, &m));
+        for (i = 0; i < L * d; ++i) { We[i] = (float)(1e20 * tu_normal()); Wd[i] = (float)(1e-20 * tu_normal()); }
+        for (i = 0; i < L; ++i) be[i] = 0;
+        for (i = 0; i < d; ++i) bd0[i] = 0;
+        OK(lsae_model_set_weights(m, We, be, Wd, bd0));
+        OK(lsae_trainer_create(m, &c, &t));
+        for (j = 0; j < 2; ++j) {
+            /* the whole state, before the step (j = 0) and after it (j = 1) */
+            float *p = mv[j][0], *q = mv[j][1];
+            ts[j].since_fired = since[j];
+            ts[j].m_W_enc = p; ts[j].m_b_enc = p + L * d; ts[j].m_W_dec = p + L * d + L; ts[j].m_b_dec = p + 2 * L * d + L;
+            ts[j].v_W_enc = q; ts[j].v_b_enc = q + L * d; ts[j].v_W_dec = q + L * d + L; ts[j].v_b_dec = q + 2 * L * d + L;
+            if (j == 1) {
+                for (i = 0; i < 16 * 8; ++i) x[i] = (float)tu_normal();
+                CHECK(lsae_trainer_step(t, x, 16, &st) == LSAE_NOT_FINITE);
+                CHECKF(msg_has("gradient norm is inf at optimizer step 1;") && msg_has("weights left as they were"), "%s", lsae_last_error());
+            }
+            OK(lsae_trainer_get_state(t, &ts[j]));
+        }
+        CHECK(ts[1].step == ts[0].step && ts[1].b_dec_initialized == ts[0].b_dec_initialized);
+        CHECK(memcmp(mv[0], mv[1], sizeof mv[0]) == 0);          /* no Adam moment moved */
+        CHECK(memcmp(since[0], since[1], sizeof since[0]) == 0); /* nor a dead-latent counter */
+        OK(lsae_model_get_weights(m, w1, NULL, NULL, NULL));
+        CHECK(memcmp(w1, We, sizeof We) == 0);
+        OK(lsae_model_get_weights(m, NULL, NULL, w1, bd));
+        CHECK(memcmp(w1, Wd, sizeof Wd) == 0 && memcmp(bd, bd0, sizeof bd0) == 0);
+        CHECK(lsae_trainer_step(t, x, 16, &st) == LSAE_NOT_FINITE && msg_has("stopped earlier"));
+        lsae_trainer_free(t);
+        lsae_model_free(m);
+    }
 }
 
 static void test_files(void)

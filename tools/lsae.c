@@ -2446,6 +2446,7 @@ static int cmd_train(int argc, char **argv)
     texts tx;
 
     memset(&da, 0, sizeof da);
+    memset(&st, 0, sizeof st);
     if (parse_args(argc, argv, o, no, usage, about, pos, 0) != 0) usage_fail("lsae train takes no positional arguments");
     if (resume && init) usage_fail("--resume continues a run; --init starts a new one from a model: give one");
     if (!resume && !data) usage_fail("give the embeddings with --data PATH");
@@ -2464,7 +2465,15 @@ static int cmd_train(int argc, char **argv)
         join_path(path, resume, "run.json");
         if (!(have_run = jload(path, &run))) fail("%s: no run.json here; --resume takes a directory written by lsae train", resume);
         join_path(path, resume, "checkpoint");
-        if (!is_dir(path)) fail("%s: no checkpoint/ here (the run stopped before its first save); start it again", resume);
+        {
+            /* a save cut between its two renames leaves the checkpoint whole
+               at checkpoint.tmp or checkpoint.old, where lsae_checkpoint_load finds it */
+            char tmp[PATH_CAP + 8], old[PATH_CAP + 8];
+            snprintf(tmp, sizeof tmp, "%s.tmp", path);
+            snprintf(old, sizeof old, "%s.old", path);
+            if (!is_dir(path) && !is_dir(tmp) && !is_dir(old))
+                fail("%s: no checkpoint/ here (the run stopped before its first save); start it again", resume);
+        }
         k = (uint64_t)jnum(&run, "k", 0);
         expansion = (uint64_t)jnum(&run, "expansion_factor", 0);
         num_latents = (uint64_t)jnum(&run, "num_latents", 0);
@@ -2698,8 +2707,12 @@ static int cmd_train(int argc, char **argv)
         }
         if (r == LSAE_NOT_FINITE) {
             if (!rs.saved_any && !resume) fail("%s; no checkpoint was saved yet: start again with a lower --lr", lsae_last_error());
-            fail("%s; the last good checkpoint (step %llu) is in %s: continue with lsae train --resume %s (a lower --lr needs a new run)",
-                 lsae_last_error(), (unsigned long long)(rs.saved_any ? rs.saved_step : step0), rs.ck, out);
+            /* --resume keeps run.json's --lr and replays the same steps to the same
+               NaN, so the library's "lower the learning rate and resume" is, in lsae,
+               a new run; say so, or the two pieces of advice read as contradicting */
+            fail("%s; the last good checkpoint (step %llu) is in %s, untouched; --resume keeps this run's --lr and would stop here again, "
+                 "so start a new run with a lower --lr (--init %s starts it from those weights)",
+                 lsae_last_error(), (unsigned long long)(rs.saved_any ? rs.saved_step : step0), rs.ck, rs.ck);
         }
         if (r != LSAE_OK) lib_fail(r, "training");
         win_batches++;
@@ -2779,7 +2792,8 @@ static int cmd_train(int argc, char **argv)
             printf("done: %llu optimizer steps in %s, %llu samples this session (%.0f samples/s)\n", (unsigned long long)(step - step0), dur,
                    (unsigned long long)(rs.samples - samples0), (double)(rs.samples - samples0) / (t + 1e-12));
         }
-        printf("final fvu %.4f (mean of the last %zu steps), dead latents %.2f%% (%zu of %zu)\n", fvu_last, nl, 100.0 * st.dead_fraction, st.n_dead, L);
+        /* st is only set when this session ran a step (a resumed run may have none left) */
+        if (nl) printf("final fvu %.4f (mean of the last %zu steps), dead latents %.2f%% (%zu of %zu)\n", fvu_last, nl, 100.0 * st.dead_fraction, st.n_dead, L);
         if (rs.batches_skipped) printf("skipped %llu batches the trainer refused (no variance)\n", (unsigned long long)rs.batches_skipped);
         lsae_loader_get_stats(rs.ld, &ls);
         if (ls.rows_dropped) printf("dropped %llu rows holding NaN or Inf\n", (unsigned long long)ls.rows_dropped);

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_check_error(r, "lsae_config_from_json");
     }
 
-    r = lsae__saelens_cfg(text, size, &d, &L, &k, &rescale);
+    r = lsae__saelens_cfg(text, size, NULL, &d, &L, &k, &rescale);
     fz_result("lsae__saelens_cfg", r);
     if (r == LSAE_OK) FZ_ASSERT(d > 0 && d <= INT32_MAX && L > 0 && L <= INT32_MAX && k > 0, "SAELens accepted d_in %zu, d_sae %zu, k %zu", d, L, k);
     else fz_check_error(r, "lsae__saelens_cfg");
