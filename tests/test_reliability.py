@@ -487,7 +487,7 @@ def test_lr(tmp, data):
         check(good == want_good, f"lr {lr}: the last good checkpoint is that of step {want_good}, not {good}")
         check(failed_step(msg) == good + 1, f"lr {lr}: the step that went wrong is the one after the checkpoint: {msg}")
         check(os.path.join(bad_run, "checkpoint") in msg, f"lr {lr}: the error says where the checkpoint is: {msg}")
-        check("start a new run with a lower --lr" in msg, f"lr {lr}: the error says what to do: {msg}")
+        check("start a new run with a lower --lr and another --out" in msg, f"lr {lr}: the error says what to do: {msg}")
         got, err = ckpt_digest(os.path.join(bad_run, "checkpoint"))
         check(got is not None and got[0] == good, f"lr {lr}: the last good checkpoint loads at step {good}: {err}")
         ref = os.path.join(tmp, "lr_ref" + lr)
@@ -510,7 +510,7 @@ def test_lr(tmp, data):
         msg2 = error_line(run([LSAE, "train", "--resume", bad_run, "--threads", "2"], ok=False), f"lr {lr}, --resume")
         check(path_words in msg2.replace("-nan", "nan") and failed_step(msg2) == good + 1,
               f"lr {lr}, --resume: the same step goes wrong the same way: {msg2}")
-        check(f"last good checkpoint (step {good})" in msg2 and "start a new run with a lower --lr" in msg2,
+        check(f"last good checkpoint (step {good})" in msg2 and "start a new run with a lower --lr and another --out" in msg2,
               f"lr {lr}, --resume: the error names the checkpoint resumed from and what to do: {msg2}")
         check(files(bad_run) == fb, f"lr {lr}, --resume: the checkpoint and model files are as they were")
 

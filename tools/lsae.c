@@ -2711,7 +2711,7 @@ static int cmd_train(int argc, char **argv)
                NaN, so the library's "lower the learning rate and resume" is, in lsae,
                a new run; say so, or the two pieces of advice read as contradicting */
             fail("%s; the last good checkpoint (step %llu) is in %s, untouched; --resume keeps this run's --lr and would stop here again, "
-                 "so start a new run with a lower --lr (--init %s starts it from those weights)",
+                 "so start a new run with a lower --lr and another --out (--init %s starts it from those weights)",
                  lsae_last_error(), (unsigned long long)(rs.saved_any ? rs.saved_step : step0), rs.ck, rs.ck);
         }
         if (r != LSAE_OK) lib_fail(r, "training");
