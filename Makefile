@@ -177,7 +177,10 @@ CUDA_ARCH ?= -arch=sm_90
 NVCC_WARN = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
 NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN) $(if $(OMP),-Xcompiler $(OMP))
 CUDA_LIBDIR = $(CUDA_HOME)/lib64
-CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ -pthread -lm
+# latentsae_cuda.o is built with the host compiler's OpenMP when there is one
+# (nvcc's host compiler is g++: its runtime is libgomp), so programs linked
+# with it need libgomp even when they are compiled without -fopenmp
+CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ $(if $(OMP),-lgomp) -pthread -lm
 CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA
 CUDA_BUILD = $(BUILD)/cuda
 CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae \

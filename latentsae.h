@@ -152,7 +152,8 @@
       nvcc -O3 -arch=native -Xcompiler -fopenmp -c latentsae_cuda.cu
       cc -O2 -fopenmp -DLATENTSAE_CUDA main.c latentsae_cuda.o -L/usr/local/cuda/lib64 \
          -lcublas -lcudart -lstdc++ -lm
-      (-fopenmp optional: batches are staged for upload by several threads)
+      (-fopenmp optional, on both lines or neither, or -lgomp on the second:
+      batches are staged for upload by several threads)
       (or -DLSAE_CUDA_NO_CUBLAS on both lines and no -lcublas: our own kernel
       does the encoder product, in float32)
 

@@ -10,7 +10,9 @@
 
    -Xcompiler -fopenmp is optional: it lets the host copy each training batch
    into pinned memory with several threads (2 ms -> 0.5 ms of a 3 ms H100
-   step at d=768, batch 4096, when stats are asked for every step).
+   step at d=768, batch 4096, when stats are asked for every step). A
+   latentsae_cuda.o built with it needs OpenMP's runtime at link time:
+   -fopenmp, or -lgomp for a program compiled without it.
 
    Needs compute capability 7.0 or newer (__match_any_sync) and CUDA 11.4 or
    newer (cublasGetStatusString). Compiled here with CUDA 13.0 (whose oldest
