@@ -515,44 +515,46 @@ __global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict_
                 }
             }
         }
-    } else
-    for (base = 0; base < L; base += LSAE__TK) {
-        const int i = base + tid;
-        int gt = 0, eq = 0;
-        unsigned u = 0, bal;
-        if (i < L) {
-            u = cache ? ucache[i] : (!mask || mask[i]) ? lsae__relu_bits(p[i], b_enc[i]) : LSAE__UMASKED;
-            if (u != LSAE__UMASKED) {
-                if (take_all) eq = 1;
-                else { gt = u > prefix; eq = u == prefix; }
+    } else {
+        /* a tie at the threshold: the first n_eq equal ones by index */
+        for (base = 0; base < L; base += LSAE__TK) {
+            const int i = base + tid;
+            int gt = 0, eq = 0;
+            unsigned u = 0, bal;
+            if (i < L) {
+                u = cache ? ucache[i] : (!mask || mask[i]) ? lsae__relu_bits(p[i], b_enc[i]) : LSAE__UMASKED;
+                if (u != LSAE__UMASKED) {
+                    if (take_all) eq = 1;
+                    else { gt = u > prefix; eq = u == prefix; }
+                }
             }
-        }
-        if (gt) {
-            const unsigned pos = atomicAdd(&s_gt, 1u);
-            if (pos < n_gt) lsae__keys[pos] = lsae__make_key(u, i);
-        }
-        bal = __ballot_sync(LSAE__FULL, eq);
-        if (lane == 0) warp_cnt[warp] = (unsigned)__popc(bal);
-        __syncthreads();
-        if (warp == 0) {
-            const unsigned c = lane < LSAE__TK / 32 ? warp_cnt[lane] : 0u;
-            unsigned incl = c;
-            int off;
-            for (off = 1; off < 32; off <<= 1) {
-                const unsigned t = __shfl_up_sync(LSAE__FULL, incl, off);
-                if (lane >= off) incl += t;
+            if (gt) {
+                const unsigned pos = atomicAdd(&s_gt, 1u);
+                if (pos < n_gt) lsae__keys[pos] = lsae__make_key(u, i);
             }
-            if (lane < LSAE__TK / 32) warp_off[lane] = incl - c;
-            if (lane == 31) s_tile = incl;
+            bal = __ballot_sync(LSAE__FULL, eq);
+            if (lane == 0) warp_cnt[warp] = (unsigned)__popc(bal);
+            __syncthreads();
+            if (warp == 0) {
+                const unsigned c = lane < LSAE__TK / 32 ? warp_cnt[lane] : 0u;
+                unsigned incl = c;
+                int off;
+                for (off = 1; off < 32; off <<= 1) {
+                    const unsigned t = __shfl_up_sync(LSAE__FULL, incl, off);
+                    if (lane >= off) incl += t;
+                }
+                if (lane < LSAE__TK / 32) warp_off[lane] = incl - c;
+                if (lane == 31) s_tile = incl;
+            }
+            __syncthreads();
+            if (eq) {
+                const unsigned rank = running + warp_off[warp] + (unsigned)__popc(bal & ((1u << lane) - 1u));
+                if (rank < n_eq) lsae__keys[n_gt + rank] = lsae__make_key(u, i);
+            }
+            running += s_tile;
+            /* the next tile's writes to warp_cnt, warp_off and s_tile come after
+               its first barrier, which every thread reaches after these reads */
         }
-        __syncthreads();
-        if (eq) {
-            const unsigned rank = running + warp_off[warp] + (unsigned)__popc(bal & ((1u << lane) - 1u));
-            if (rank < n_eq) lsae__keys[n_gt + rank] = lsae__make_key(u, i);
-        }
-        running += s_tile;
-        /* the next tile's writes to warp_cnt, warp_off and s_tile come after
-           its first barrier, which every thread reaches after these reads */
     }
     __syncthreads();
 
