@@ -24,6 +24,9 @@ import tempfile
 
 import numpy as np
 
+import testlib
+from testlib import check, read_safetensors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
 LSAE = os.path.join(BUILD, "lsae")
@@ -32,38 +35,10 @@ DATA = os.path.join(ROOT, "examples", "data")
 SHARD = os.path.join(DATA, "embeddings", "data-00000.npy")  # rows 0..9999 of texts.txt
 TEXTS = os.path.join(DATA, "texts.txt")
 
-passed = 0
-
-
-def check(cond, what):
-    global passed
-    if not cond:
-        print(f"FAIL: {what}")
-        sys.exit(1)
-    passed += 1
 
 
 def run(args, ok=True, env=None):
-    p = subprocess.run([LSAE] + args, capture_output=True, text=True, env=env)
-    if ok and p.returncode != 0:
-        print(f"FAIL: lsae {' '.join(args)} exited {p.returncode}\n{p.stderr}")
-        sys.exit(1)
-    return p
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        assert t["dtype"] == "F32", t
-        a, b = t["data_offsets"]
-        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(t["shape"])
-    return out
+    return testlib.run([LSAE] + args, ok, env=env)
 
 
 def numpy_encode(w, x, k):
@@ -329,7 +304,7 @@ def main():
         check("http://" not in html and "https://" not in html, "report loads nothing from the network")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_cli: {passed} passed, 0 failed")
+    print(f"test_cli: {testlib.passed} passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -43,13 +43,15 @@ import random
 import resource
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+import testlib
+from testlib import check, read_safetensors, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else os.path.join(ROOT, "build"))
@@ -58,25 +60,8 @@ DRIVER = os.path.join(BUILD, "reliability_driver")
 
 D, EXP, K = 32, 4, 8           # the kill test's model: 128 latents
 L = D * EXP
-passed = 0
 children = []                  # every process started, killed on the way out
 mounts = []                    # every tmpfs mounted, unmounted on the way out
-
-
-def check(cond, what):
-    global passed
-    if not cond:
-        print(f"FAIL: {what}")
-        sys.exit(1)
-    passed += 1
-
-
-def run(cmd, ok=True, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if ok and p.returncode != 0:
-        print(f"FAIL: {' '.join(cmd)} exited {p.returncode}\n{p.stdout}{p.stderr}")
-        sys.exit(1)
-    return p
 
 
 def popen(cmd, **kw):
@@ -107,19 +92,6 @@ def ckpt_digest(path, d=D, l=L, k=K):
 def model_digest(path):
     p = run([DRIVER, "model", path], ok=False)
     return p.stdout.strip() if p.returncode == 0 else None
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__":
-            a, b = t["data_offsets"]
-            out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(t["shape"])
-    return out
 
 
 def error_line(p, what, code=1):
@@ -537,7 +509,7 @@ def main():
             disk_only(sys.argv[i + 1], sys.argv[i + 2])
         finally:
             kill_children()
-        print(f"test_reliability (user namespace): {passed} passed")
+        print(f"test_reliability (user namespace): {testlib.passed} passed")
         return
     for exe in (LSAE, DRIVER):
         check(os.access(exe, os.X_OK), f"{exe} is built")
@@ -559,7 +531,7 @@ def main():
         for m in list(mounts):
             subprocess.run(["umount", "-l", m])
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_reliability: {passed} passed, 0 failed")
+    print(f"test_reliability: {testlib.passed} passed, 0 failed")
 
 
 if __name__ == "__main__":

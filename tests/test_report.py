@@ -20,21 +20,15 @@ import subprocess
 import sys
 import tempfile
 
+import testlib
+from testlib import check
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
 LSAE = os.path.join(BUILD, "lsae")
 DATA = os.path.join(ROOT, "examples", "data")
 SHARD = os.path.join(DATA, "embeddings", "data-00000.npy")
 
-passed = 0
-
-
-def check(cond, what):
-    global passed
-    if not cond:
-        print(f"FAIL: {what}")
-        sys.exit(1)
-    passed += 1
 
 
 def find_chromium():
@@ -122,7 +116,7 @@ def main():
         check(console_errors(log), "Chromium's console shows the broken page's error")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_report: {passed} passed, 0 failed")
+    print(f"test_report: {testlib.passed} passed, 0 failed")
 
 
 if __name__ == "__main__":
