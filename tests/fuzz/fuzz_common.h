@@ -178,4 +178,23 @@ FZ_UNUSED static void fz_read_all(lsae_dataset *ds)
     free(buf);
 }
 
+/* Open path as an embeddings dataset with o: when it opens, its width is
+   want_d (unless 0) and every row reads; when not, the error is clean and no
+   dataset came back. The harnesses of the dataset formats call this once
+   per option set they try. */
+FZ_UNUSED static void fz_open_read_all(const char *path, const lsae_dataset_options *o, size_t want_d)
+{
+    lsae_dataset *ds = NULL;
+    const lsae_result r = lsae_dataset_open(path, o, NULL, &ds);
+    fz_result("lsae_dataset_open", r);
+    if (r == LSAE_OK) {
+        if (want_d) FZ_ASSERT(lsae_dataset_d_in(ds) == want_d, "width %zu asked, %zu given", want_d, lsae_dataset_d_in(ds));
+        fz_read_all(ds);
+        lsae_dataset_close(ds);
+    } else {
+        fz_check_error(r, "lsae_dataset_open");
+        FZ_ASSERT(ds == NULL, "failed open returned a dataset");
+    }
+}
+
 #endif

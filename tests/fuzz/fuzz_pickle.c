@@ -114,19 +114,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (pass = 0; pass < 2; ++pass) {
         lsae_dataset_options o = lsae_dataset_options_default();
-        lsae_dataset *ds = NULL;
         o.format = LSAE_FORMAT_TORCH;
         o.tensor_name = pass ? "x" : NULL;
         o.no_mmap = pass;
-        r = lsae_dataset_open(path, &o, NULL, &ds);
-        fz_result("lsae_dataset_open", r);
-        if (r == LSAE_OK) {
-            fz_read_all(ds);
-            lsae_dataset_close(ds);
-        } else {
-            fz_check_error(r, "lsae_dataset_open");
-            FZ_ASSERT(ds == NULL, "failed open returned a dataset");
-        }
+        fz_open_read_all(path, &o, 0);
     }
     return 0;
 }

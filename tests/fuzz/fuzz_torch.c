@@ -8,8 +8,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[600];
     lsae_dataset_options o = lsae_dataset_options_default();
-    lsae_dataset *ds = NULL;
-    lsae_result r;
     int pass;
     fz_input_size = size;
     fz_path(path, sizeof path, "x.pt");
@@ -18,16 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         o.format = pass == 1 ? LSAE_FORMAT_AUTO : LSAE_FORMAT_TORCH;
         o.tensor_name = pass == 2 ? "x" : NULL;
         o.no_mmap = pass == 1;
-        r = lsae_dataset_open(path, &o, NULL, &ds);
-        fz_result("lsae_dataset_open", r);
-        if (r == LSAE_OK) {
-            fz_read_all(ds);
-            lsae_dataset_close(ds);
-            ds = NULL;
-        } else {
-            fz_check_error(r, "lsae_dataset_open");
-            FZ_ASSERT(ds == NULL, "failed open returned a dataset");
-        }
+        fz_open_read_all(path, &o, 0);
     }
     return 0;
 }
