@@ -1963,6 +1963,16 @@ static size_t lsae__buf_cap(size_t kk)
     return kk == 0 ? 0 : 2 * kk > kk + 192 ? 2 * kk : kk + 192;
 }
 
+/* The room allocated for such a buffer: the AVX-512 path appends all the
+   accepted candidates of 16 latents before it checks for a full buffer,
+   and stores whole registers of 8 entries, so up to 16 entries past the
+   capacity get written. */
+#define LSAE__BUF_SLACK 16
+static size_t lsae__buf_room(size_t kk)
+{
+    return kk == 0 ? 0 : lsae__buf_cap(kk) + LSAE__BUF_SLACK;
+}
+
 /* Scratch for lsae__select over up to rows_cap rows with nthreads threads.
    Each thread keeps, per row, a buffer of lsae__buf_cap(K) candidates for the
    top K and lsae__buf_cap(KA) for the AuxK top KA: candidates that beat the
@@ -1974,7 +1984,7 @@ static size_t lsae__buf_cap(size_t kk)
 typedef struct lsae__select_ws {
     size_t rows_cap, K, KA;
     int nthreads;
-    lsae__kv *bufs;      /* [nthreads][rows_cap][buf_cap(K) + buf_cap(KA)] */
+    lsae__kv *bufs;      /* [nthreads][rows_cap][buf_room(K) + buf_room(KA)] */
     size_t *counts;      /* [nthreads][rows_cap][2] */
     float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
     lsae__kv *merge;     /* [nthreads][2 * nthreads * buf_cap(max(K, KA))]: candidates, sort scratch */
@@ -1999,7 +2009,7 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
     ws->K = K;
     ws->KA = KA;
     ws->nthreads = nthreads;
-    if (!lsae__mul3_size((size_t)nthreads, rows_cap, lsae__buf_cap(K) + lsae__buf_cap(KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
+    if (!lsae__mul3_size((size_t)nthreads, rows_cap, lsae__buf_room(K) + lsae__buf_room(KA), &n) || !lsae__mul3_size((size_t)nthreads, rows_cap, 2, &n2) ||
         !lsae__mul3_size((size_t)nthreads, (size_t)nthreads * 2, lsae__buf_cap(K > KA ? K : KA), &nm) ||
         !lsae__mul3_size((size_t)nthreads * lsae__tile_group(d), d, LSAE__NT, &np))
         return lsae__err(LSAE_OUT_OF_MEMORY, "top-k scratch size overflows");
@@ -2018,59 +2028,117 @@ static lsae_result lsae__select_ws_init(const lsae_allocator *a, lsae__select_ws
    rows per thread at least, never the whole batch when k is huge. */
 static size_t lsae__select_rows(size_t rows, size_t K, size_t KA, int nthreads)
 {
-    size_t per_row = (size_t)nthreads * (lsae__buf_cap(K) + lsae__buf_cap(KA)) * sizeof(lsae__kv);
+    size_t per_row = (size_t)nthreads * (lsae__buf_room(K) + lsae__buf_room(KA)) * sizeof(lsae__kv);
     size_t cap = per_row ? ((size_t)32 << 20) / per_row : rows;
     if (cap < LSAE__MR) cap = LSAE__MR;
     return rows < cap ? rows : cap;
 }
 
 
-/* A full buffer of n = lsae__buf_cap(kk) candidates (each row keeps one for
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE__CTZ(x) ((unsigned)__builtin_ctz(x))
+#define LSAE__POPCNT(x) ((unsigned)__builtin_popcount(x))
+#else
+static unsigned lsae__ctz(unsigned x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
+LSAE__MAYBE_UNUSED static unsigned lsae__popcnt(unsigned x) { unsigned n = 0; while (x) { x &= x - 1; ++n; } return n; }
+#define LSAE__CTZ(x) lsae__ctz(x)
+#define LSAE__POPCNT(x) lsae__popcnt(x)
+#endif
+
+/* How many of buf[0..n) have a value above t. The vector paths compare 8
+   (AVX-512) or 4 (AVX2) candidates at once, the values being every other
+   32-bit lane of the array. */
+static size_t lsae__count_above(const lsae__kv *buf, size_t n, float t)
+{
+    size_t i = 0, c = 0;
+#if defined(LSAE__AVX512)
+    const __m512 vt = _mm512_set1_ps(t);
+    for (; i + 8 <= n; i += 8)
+        c += LSAE__POPCNT((unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, _mm512_loadu_ps(&buf[i].v), vt, _CMP_GT_OQ));
+#elif defined(LSAE__AVX2)
+    const __m256 vt = _mm256_set1_ps(t);
+    for (; i + 4 <= n; i += 4)
+        c += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(&buf[i].v), vt, _CMP_GT_OQ)) & 0x55u);
+#endif
+    for (; i < n; ++i) c += buf[i].v > t;
+    return c;
+}
+
+/* buf[0..n) reduced, in place and in order, to the entries whose value is
+   above t */
+static void lsae__keep_above(lsae__kv *buf, size_t n, float t)
+{
+    size_t i = 0, j = 0;
+#if defined(LSAE__AVX512)
+    /* 8 entries (64-bit lanes) at a time, packed by vpcompressq. The store
+       writes a whole register at buf + j, j <= i: only entries already loaded
+       are overwritten. */
+    const __m512 vt = _mm512_set1_ps(t);
+    for (; i + 8 <= n; i += 8) {
+        const __m512i e = _mm512_loadu_si512((const void *)(buf + i));
+        unsigned m = (unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, _mm512_castsi512_ps(e), vt, _CMP_GT_OQ);
+        /* the even bits (one per entry) gathered into the low 8 */
+        m = (m | (m >> 1)) & 0x3333u;
+        m = (m | (m >> 2)) & 0x0F0Fu;
+        m = (m | (m >> 4)) & 0x00FFu;
+        _mm512_storeu_si512((void *)(buf + j), _mm512_maskz_compress_epi64((__mmask8)m, e));
+        j += LSAE__POPCNT(m);
+    }
+#endif
+    for (; i < n; ++i) {
+        buf[j] = buf[i];
+        j += buf[i].v > t;
+    }
+}
+
+/* A full buffer of n >= lsae__buf_cap(kk) candidates (each row keeps one for
    its top K and one for its AuxK top KA; candidates above the threshold are
    appended by lsae__offer_row) cut back. Any threshold t with at least kk
    kept candidates strictly above it is exact: whatever is dropped now, or
    rejected later for not exceeding t, is worse than kk kept ones. So
-   instead of an exact selection every time, t is read off 32 values sampled
-   at even strides, at the rank that should leave about kk + (n - kk) / 4
-   above it; the count above t is checked, and one branch-free pass keeps
-   those. Only when the sample misleads (fewer than kk above t, or too little
-   freed) does the exact quickselect run. */
+   instead of an exact selection every time, t is chosen among 32 values
+   sampled at even strides: first the one at the rank that should leave
+   about kk + (n - kk) / 4 above it, then, while the count above it is below
+   kk or frees less than a quarter of the slack, by bisection over the
+   sorted sample (the count only grows as t goes down the sample). Counting
+   is one vector pass, so a few tries cost far less than an exact selection;
+   the exact quickselect runs only when no sampled value fits (many equal
+   values, say). */
 static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
 {
-    const size_t n = *cnt, keep = kk + (n - kk) / 4;
-    float s[32], t;
-    size_t i, j, c = 0;
+    const size_t n = *cnt, keep = kk + (n - kk) / 4, most = n - (n - kk) / 4;
+    float s[32];
+    size_t i, j;
     if (n >= 64) {
-        const size_t rank = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
+        size_t lo = 0, hi = 31, at = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
         for (i = 0; i < 32; ++i) {
             /* insertion sort, largest first */
             float v = buf[i * n / 32].v;
             for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
             s[j] = v;
         }
-        t = s[rank < 32 ? rank - 1 : 31];
-        for (i = 0; i < n; ++i) c += buf[i].v > t;
-        if (c >= kk && c <= n - (n - kk) / 4) {
-            for (i = 0, j = 0; i < n; ++i) {
-                buf[j] = buf[i];
-                j += buf[i].v > t;
+        at = at < 1 ? 0 : at > 32 ? 31 : at - 1;
+        for (;;) {
+            const size_t c = lsae__count_above(buf, n, s[at]);
+            if (c < kk) {
+                if (at == hi) break;
+                lo = at + 1;
+            } else if (c > most) {
+                if (at == lo) break;
+                hi = at - 1;
+            } else {
+                lsae__keep_above(buf, n, s[at]);
+                *cnt = c;
+                *thr = s[at];
+                return;
             }
-            *cnt = c;
-            *thr = t;
-            return;
+            at = lo + (hi - lo) / 2;
         }
     }
     lsae__nth_best(buf, n, kk);
     *cnt = kk;
     *thr = buf[kk - 1].v;
 }
-
-#if defined(__GNUC__) || defined(__clang__)
-#define LSAE__CTZ(x) ((unsigned)__builtin_ctz(x))
-#else
-static unsigned lsae__ctz(unsigned x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
-#define LSAE__CTZ(x) lsae__ctz(x)
-#endif
 
 /* One row of a tile: pre_j = ReLU(c[j] + b[j]) for latent l0 + j, j < nt,
    offered to the row's top-K buffer h and, where bit j of dead is set, to
@@ -2108,13 +2176,37 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
     } while (0)
 #if defined(LSAE__AVX512)
     if (nt == LSAE__NT) {
+        /* the accepted candidates of 16 latents are appended at once: value
+           and index interleaved into 16 (v, i) pairs, two registers of 8,
+           each packed by vpcompressq and stored whole (the buffers have
+           LSAE__BUF_SLACK entries of room past their capacity) */
         const __m512 zero = _mm512_setzero_ps();
+        const __m512i pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (j = 0; j < LSAE__NT; j += 16) {
-            __m512 v = _mm512_maskz_max_ps((__mmask16)0xFFFF, _mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero);
-            unsigned m = (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[0]), _CMP_GT_OQ);
-            unsigned ma = KA ? (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[1]), _CMP_GT_OQ) & (unsigned)((dead >> j) & 0xFFFFu) : 0u;
-            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
-            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+            const __m512 v = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero); /* ReLU */
+            const unsigned m = (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[0]), _CMP_GT_OQ);
+            const unsigned ma = KA ? (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[1]), _CMP_GT_OQ) & (unsigned)((dead >> j) & 0xFFFFu) : 0u;
+            __m512i lo, hi, idx;
+            if (!(m | ma)) continue;
+            idx = _mm512_add_epi32(_mm512_set1_epi32((int)(l0 + j)), iota);
+            lo = _mm512_permutex2var_epi32(_mm512_castps_si512(v), pair_lo, idx);
+            hi = _mm512_permutex2var_epi32(_mm512_castps_si512(v), pair_hi, idx);
+            if (m) {
+                _mm512_storeu_si512((void *)(h + cnt[0]), _mm512_maskz_compress_epi64((__mmask8)(m & 0xFFu), lo));
+                cnt[0] += LSAE__POPCNT(m & 0xFFu);
+                _mm512_storeu_si512((void *)(h + cnt[0]), _mm512_maskz_compress_epi64((__mmask8)(m >> 8), hi));
+                cnt[0] += LSAE__POPCNT(m >> 8);
+                if (cnt[0] >= capK) lsae__compact(h, &cnt[0], K, &thr[0]);
+            }
+            if (ma) {
+                _mm512_storeu_si512((void *)(ha + cnt[1]), _mm512_maskz_compress_epi64((__mmask8)(ma & 0xFFu), lo));
+                cnt[1] += LSAE__POPCNT(ma & 0xFFu);
+                _mm512_storeu_si512((void *)(ha + cnt[1]), _mm512_maskz_compress_epi64((__mmask8)(ma >> 8), hi));
+                cnt[1] += LSAE__POPCNT(ma >> 8);
+                if (cnt[1] >= capKA) lsae__compact(ha, &cnt[1], KA, &thr[1]);
+            }
         }
         return;
     }
@@ -2156,7 +2248,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 {
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
     const size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
-    const size_t stride = lsae__buf_cap(ws->K) + lsae__buf_cap(ws->KA);
+    const size_t stride = lsae__buf_room(ws->K) + lsae__buf_room(ws->KA);
     int team_size = 1;
     LSAE_ASSERT(R <= ws->rows_cap && K <= ws->K && KA <= ws->KA);
     if (!dead_bits) KA = 0;
@@ -2202,7 +2294,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                     for (r = 0; r < mr; ++r) {
                         lsae__kv *h = bufs + (r0 + r) * stride;
                         lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
-                                        h + lsae__buf_cap(ws->K), KA, thr + 2 * (r0 + r));
+                                        h + lsae__buf_room(ws->K), KA, thr + 2 * (r0 + r));
                     }
                 }
             }
@@ -2226,7 +2318,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
             for (s = 0; s < team_size; ++s) {
-                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + lsae__buf_cap(ws->K);
+                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + lsae__buf_room(ws->K);
                 const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
                 memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
                 na += cnt[1];
