@@ -2045,28 +2045,38 @@ LSAE__MAYBE_UNUSED static unsigned lsae__popcnt(unsigned x) { unsigned n = 0; wh
 #define LSAE__POPCNT(x) lsae__popcnt(x)
 #endif
 
-/* How many of buf[0..n) have a value above t. The vector paths compare 8
-   (AVX-512) or 4 (AVX2) candidates at once, the values being every other
-   32-bit lane of the array. */
-static size_t lsae__count_above(const lsae__kv *buf, size_t n, float t)
+/* How many of buf[0..n) have a value above t (*above) and how many at
+   least t (*atleast). The vector paths compare 8 (AVX-512) or 4 (AVX2)
+   entries at once, the values being every other 32-bit lane of the array. */
+static void lsae__count_from(const lsae__kv *buf, size_t n, float t, size_t *above, size_t *atleast)
 {
-    size_t i = 0, c = 0;
+    size_t i = 0, c = 0, e = 0;
 #if defined(LSAE__AVX512)
     const __m512 vt = _mm512_set1_ps(t);
-    for (; i + 8 <= n; i += 8)
-        c += LSAE__POPCNT((unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, _mm512_loadu_ps(&buf[i].v), vt, _CMP_GT_OQ));
+    for (; i + 8 <= n; i += 8) {
+        const __m512 v = _mm512_loadu_ps(&buf[i].v);
+        c += LSAE__POPCNT((unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, v, vt, _CMP_GT_OQ));
+        e += LSAE__POPCNT((unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, v, vt, _CMP_GE_OQ));
+    }
 #elif defined(LSAE__AVX2)
     const __m256 vt = _mm256_set1_ps(t);
-    for (; i + 4 <= n; i += 4)
-        c += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(&buf[i].v), vt, _CMP_GT_OQ)) & 0x55u);
+    for (; i + 4 <= n; i += 4) {
+        const __m256 v = _mm256_loadu_ps(&buf[i].v);
+        c += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_GT_OQ)) & 0x55u);
+        e += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_GE_OQ)) & 0x55u);
+    }
 #endif
-    for (; i < n; ++i) c += buf[i].v > t;
-    return c;
+    for (; i < n; ++i) {
+        c += buf[i].v > t;
+        e += buf[i].v >= t;
+    }
+    *above = c;
+    *atleast = e;
 }
 
 /* buf[0..n) reduced, in place and in order, to the entries whose value is
-   above t */
-static void lsae__keep_above(lsae__kv *buf, size_t n, float t)
+   above t and the first ties of them whose value equals t */
+static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
 {
     size_t i = 0, j = 0;
 #if defined(LSAE__AVX512)
@@ -2077,6 +2087,13 @@ static void lsae__keep_above(lsae__kv *buf, size_t n, float t)
     for (; i + 8 <= n; i += 8) {
         const __m512i e = _mm512_loadu_si512((const void *)(buf + i));
         unsigned m = (unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, _mm512_castsi512_ps(e), vt, _CMP_GT_OQ);
+        if (ties) {
+            unsigned eq = (unsigned)_mm512_mask_cmp_ps_mask((__mmask16)0x5555, _mm512_castsi512_ps(e), vt, _CMP_EQ_OQ);
+            for (; eq && ties; --ties) {
+                m |= eq & (0u - eq); /* the lowest tie left */
+                eq &= eq - 1;
+            }
+        }
         /* the even bits (one per entry) gathered into the low 8 */
         m = (m | (m >> 1)) & 0x3333u;
         m = (m | (m >> 2)) & 0x0F0Fu;
@@ -2086,31 +2103,51 @@ static void lsae__keep_above(lsae__kv *buf, size_t n, float t)
     }
 #endif
     for (; i < n; ++i) {
+        const int tie = ties && buf[i].v == t, keep = buf[i].v > t || tie;
+        ties -= (size_t)tie;
         buf[j] = buf[i];
-        j += buf[i].v > t;
+        j += (size_t)keep;
     }
 }
 
-/* A full buffer of n >= lsae__buf_cap(kk) candidates (each row keeps one for
+/* The inverse of lsae__order_bits */
+static float lsae__from_order_bits(uint32_t u)
+{
+    float v;
+    u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* A buffer of n >= lsae__buf_cap(kk) candidates (each row keeps one for
    its top K and one for its AuxK top KA; candidates above the threshold are
-   appended by lsae__offer_row) cut back. Any threshold t with at least kk
-   kept candidates strictly above it is exact: whatever is dropped now, or
-   rejected later for not exceeding t, is worse than kk kept ones. So
-   instead of an exact selection every time, t is chosen among 32 values
-   sampled at even strides: first the one at the rank that should leave
-   about kk + (n - kk) / 4 above it, then, while the count above it is below
-   kk or frees less than a quarter of the slack, by bisection over the
-   sorted sample (the count only grows as t goes down the sample). Counting
-   is one vector pass, so a few tries cost far less than an exact selection;
-   the exact quickselect runs only when no sampled value fits (many equal
-   values, say). */
+   appended by lsae__offer_row) cut back to between kk and
+   n - (n - kk) / 4 of them, and the threshold a later candidate must
+   exceed raised to match.
+
+   Exactness. A buffer holds its candidates in increasing latent index: a
+   row meets a thread's latents in that order and every cut keeps the order.
+   A threshold t is exact when the kept entries are at least kk of those
+   above t, or, where fewer than kk are above t, all of those and then the
+   first of the entries equal to t (the lowest indices) up to kk: whatever
+   is dropped now, or rejected later for not exceeding t (a later candidate
+   equal to t has a higher index), is worse than kk kept ones.
+
+   Choosing t. 32 values sampled at even strides are sorted; the one at the
+   rank that should leave about kk + (n - kk) / 4 above it is tried first,
+   then the sample is bisected (counts only grow as t goes down it) until
+   one fits either rule; each try is one vector counting pass. Where no
+   sampled value fits, t is the kk-th best value itself, found by bisecting
+   its bit pattern (32 counting passes): no reordering, no scratch. */
 static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
 {
-    const size_t n = *cnt, keep = kk + (n - kk) / 4, most = n - (n - kk) / 4;
-    float s[32];
-    size_t i, j;
+    const size_t n = *cnt, most = n - (n - kk) / 4;
+    size_t i, j, c, e;
+    float t;
     if (n >= 64) {
+        const size_t keep = kk + (n - kk) / 4;
         size_t lo = 0, hi = 31, at = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
+        float s[32];
         for (i = 0; i < 32; ++i) {
             /* insertion sort, largest first */
             float v = buf[i * n / 32].v;
@@ -2119,25 +2156,45 @@ static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
         }
         at = at < 1 ? 0 : at > 32 ? 31 : at - 1;
         for (;;) {
-            const size_t c = lsae__count_above(buf, n, s[at]);
-            if (c < kk) {
-                if (at == hi) break;
-                lo = at + 1;
-            } else if (c > most) {
-                if (at == lo) break;
-                hi = at - 1;
-            } else {
-                lsae__keep_above(buf, n, s[at]);
+            lsae__count_from(buf, n, s[at], &c, &e);
+            if (c >= kk && c <= most) {
+                lsae__keep_from(buf, n, s[at], 0);
                 *cnt = c;
                 *thr = s[at];
                 return;
             }
+            if (c < kk && e >= kk) {
+                lsae__keep_from(buf, n, s[at], kk - c);
+                *cnt = kk;
+                *thr = s[at];
+                return;
+            }
+            if (c < kk) {
+                if (at == hi) break;
+                lo = at + 1;
+            } else {
+                if (at == lo) break;
+                hi = at - 1;
+            }
             at = lo + (hi - lo) / 2;
         }
     }
-    lsae__nth_best(buf, n, kk);
+    {
+        /* the largest key with at least kk entries at or above it is the
+           kk-th best value's */
+        uint32_t klo = 0, khi = 0xFFFFFFFFu;
+        while (klo < khi) {
+            const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
+            lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
+            if (e >= kk) klo = mid;
+            else khi = mid - 1u;
+        }
+        t = lsae__from_order_bits(klo);
+    }
+    lsae__count_from(buf, n, t, &c, &e);
+    lsae__keep_from(buf, n, t, kk - c);
     *cnt = kk;
-    *thr = buf[kk - 1].v;
+    *thr = t;
 }
 
 /* One row of a tile: pre_j = ReLU(c[j] + b[j]) for latent l0 + j, j < nt,

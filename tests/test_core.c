@@ -62,6 +62,62 @@ static void test_topk(void)
         }
 }
 
+/* lsae__compact against the definition. A buffer of n candidates in
+   increasing index order is cut back for a top kk; whatever it keeps must be
+   exact: in order, between kk and n entries, a superset of the kk best (value
+   descending, index ascending), each kept entry beating each dropped one,
+   the threshold t with every dropped entry <= t and (since later candidates
+   equal to t are rejected) every kept entry >= t. Value patterns: distinct
+   values, three values (ties at every cut), mostly zeros (ReLU), and one
+   built so that no sampled value fits: the 32 sampled positions (multiples
+   of n / 32) hold values far above and below the others, distinct or in
+   runs of 16 equal, forcing the exact bisection. */
+static void test_compact(void)
+{
+    static const size_t kks[] = { 1, 5, 64, 100, 384 };
+    size_t ki, pattern, extra;
+    for (ki = 0; ki < sizeof kks / sizeof kks[0]; ++ki)
+        for (pattern = 0; pattern < 5; ++pattern)
+            for (extra = 0; extra < 16; extra += 5) {
+                const size_t kk = kks[ki], n = lsae__buf_cap(kk) + extra;
+                lsae__kv *buf = (lsae__kv *)malloc(n * sizeof(lsae__kv)), *orig = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+                int *ref = (int *)malloc(n * sizeof(int));
+                float *vals = (float *)malloc(n * sizeof(float)), t = -1.0f;
+                unsigned char *kept = (unsigned char *)calloc(n, 1), *sampled = (unsigned char *)calloc(n, 1);
+                size_t cnt = n, i, j, bad = 0;
+                for (i = 0; i < 32; ++i) sampled[i * n / 32] = (unsigned char)(1 + i % 2);
+                for (i = 0; i < n; ++i) {
+                    float v;
+                    if (pattern == 0) v = (float)tu_uniform();
+                    else if (pattern == 1) v = (float)(tu_next() % 3);
+                    else if (pattern == 2) v = tu_next() % 4 ? 0.0f : (float)tu_uniform();
+                    else v = sampled[i] == 1 ? 1000.0f + (float)i : sampled[i] == 2 ? 0.0f : 1.0f + (float)((i * 7919) % n / (pattern == 4 ? 16 : 1));
+                    orig[i].v = vals[i] = v;
+                    orig[i].i = (int32_t)(3 * i + 1);
+                }
+                memcpy(buf, orig, n * sizeof(lsae__kv));
+                lsae__compact(buf, &cnt, kk, &t);
+                CHECKF(cnt >= kk && cnt <= n, "compact kk %zu pattern %d: kept %zu of %zu", kk, (int)pattern, cnt, n);
+                /* kept entries: in order, from the buffer */
+                for (i = 0, j = 0; i < cnt && j < n; ++i) {
+                    while (j < n && orig[j].i != buf[i].i) ++j;
+                    if (j == n || orig[j].v != buf[i].v) { ++bad; break; }
+                    kept[j++] = 1;
+                }
+                /* the kk best are kept; kept beat dropped; t separates */
+                ref_topk(vals, (int)n, (int)kk, ref);
+                for (i = 0; i < kk; ++i) bad += !kept[ref[i]];
+                for (i = 0; i < n; ++i) {
+                    if (kept[i] && orig[i].v < t) ++bad;
+                    if (!kept[i] && orig[i].v > t) ++bad;
+                    for (j = 0; j < n && kept[i]; ++j)
+                        if (!kept[j] && lsae__better(orig[j], orig[i])) { ++bad; break; }
+                }
+                CHECKF(bad == 0, "compact kk %zu pattern %d n %zu: %zu violations", kk, (int)pattern, n, bad);
+                free(buf); free(orig); free(ref); free(vals); free(kept); free(sampled);
+            }
+}
+
 static void test_gemm(void)
 {
     static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
@@ -532,6 +588,7 @@ int main(void)
 {
     tu_seed(1);
     test_topk();
+    test_compact();
     test_gemm();
     test_config();
     test_init();
