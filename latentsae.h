@@ -2119,6 +2119,29 @@ static float lsae__from_order_bits(uint32_t u)
     return v;
 }
 
+/* buf[0..n), in increasing index order, reduced in place and in order to
+   its kk best (0 < kk <= n), with no reordering and no scratch: the kk-th
+   best value t is found by bisecting its bit pattern (the largest key with
+   at least kk values at or above it; 32 counting passes), then the entries
+   above t are kept with the first (lowest-index) of those equal to t.
+   Returns t. */
+static float lsae__keep_best(lsae__kv *buf, size_t n, size_t kk)
+{
+    uint32_t klo = 0x007FFFFFu, khi = 0xFF800000u; /* the keys of -inf and +inf */
+    size_t c, e;
+    float t;
+    while (klo < khi) {
+        const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
+        lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
+        if (e >= kk) klo = mid;
+        else khi = mid - 1u;
+    }
+    t = lsae__from_order_bits(klo);
+    lsae__count_from(buf, n, t, &c, &e);
+    lsae__keep_from(buf, n, t, kk - c);
+    return t;
+}
+
 /* A buffer of n >= lsae__buf_cap(kk) candidates (each row keeps one for
    its top K and one for its AuxK top KA; candidates above the threshold are
    appended by lsae__offer_row) cut back to between kk and
@@ -2137,13 +2160,11 @@ static float lsae__from_order_bits(uint32_t u)
    rank that should leave about kk + (n - kk) / 4 above it is tried first,
    then the sample is bisected (counts only grow as t goes down it) until
    one fits either rule; each try is one vector counting pass. Where no
-   sampled value fits, t is the kk-th best value itself, found by bisecting
-   its bit pattern (32 counting passes): no reordering, no scratch. */
+   sampled value fits, t is the kk-th best value itself (lsae__keep_best). */
 static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
 {
     const size_t n = *cnt, most = n - (n - kk) / 4;
     size_t i, j, c, e;
-    float t;
     if (n >= 64) {
         const size_t keep = kk + (n - kk) / 4;
         size_t lo = 0, hi = 31, at = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
@@ -2179,22 +2200,8 @@ static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
             at = lo + (hi - lo) / 2;
         }
     }
-    {
-        /* the largest key with at least kk entries at or above it is the
-           kk-th best value's */
-        uint32_t klo = 0, khi = 0xFFFFFFFFu;
-        while (klo < khi) {
-            const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
-            lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
-            if (e >= kk) klo = mid;
-            else khi = mid - 1u;
-        }
-        t = lsae__from_order_bits(klo);
-    }
-    lsae__count_from(buf, n, t, &c, &e);
-    lsae__keep_from(buf, n, t, kk - c);
+    *thr = lsae__keep_best(buf, n, kk);
     *cnt = kk;
-    *thr = t;
 }
 
 /* One row of a tile: pre_j = ReLU(c[j] + b[j]) for latent l0 + j, j < nt,
@@ -2381,8 +2388,11 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 na += cnt[1];
             }
             LSAE_ASSERT(na >= KA);
-            lsae__sort_best(merge, na, merge + half, L);
-            lsae__sort_index(merge, KA, merge + half, L);
+            /* the KA best, in index order: the candidates put in index order
+               (each thread's buffer is; the threads' latents interleave),
+               then the KA best kept in that order, no sort on values */
+            if (team_size > 1) lsae__sort_index(merge, na, merge + half, L);
+            lsae__keep_best(merge, na, KA);
             memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
         }
     }
