@@ -2521,6 +2521,9 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
 /* the AuxK decode: rows per block, latents per chunk of W_dec (768 KiB at
    d = 768, of which only the dead rows are read) */
 #define LSAE__DEC_ROWS 256
+/* at most this many row ranges in the parallel entry sort (each has 3 L
+   counts) */
+#define LSAE__SORT_PARTS 4
 #define LSAE__DEC_CHUNK 256
 
 struct lsae_trainer {
@@ -2552,6 +2555,8 @@ struct lsae_trainer {
     float *ent_val;             /* [cap, K + KA] its activation; pass A replaces it by its dpre */
     size_t *cursor;             /* [cap] per-row position in the AuxK decode */
     size_t *lat_start;          /* [3 L + 1] CSR offsets into order, by class then latent */
+    int sort_parts;             /* row ranges the entry sort counts in parallel: min(threads, LSAE__SORT_PARTS) */
+    size_t *part_cnt;           /* [sort_parts, 3 L] their counts, then offsets */
     double *row_sq;             /* [cap, 3] per-row sums of squares */
     double *tv_dim;             /* [d] */
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
@@ -2650,6 +2655,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     t->lr_base = lsae_config_lr(&c);
     t->K = c.multi_topk ? (4 * c.k < L ? 4 * c.k : L) : c.k;
     t->KA = m->d / 2 < L ? m->d / 2 : L;
+    t->sort_parts = t->nthreads < LSAE__SORT_PARTS ? t->nthreads : LSAE__SORT_PARTS;
     t->b_dec_initialized = !c.init_b_dec;
     if (!(t->grads = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "gradients")) ||
         !(t->adam_m = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "Adam first moments")) ||
@@ -2658,6 +2664,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->did_fire = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "fired flags")) ||
         !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
         !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, 3 * L + 1, sizeof(size_t), "latent offsets")) ||
+        !(t->part_cnt = (size_t *)lsae__alloc_array(t->alloc, (size_t)t->sort_parts * 3, L * sizeof(size_t), "entry sort counts")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
         !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums")) ||
         !(t->rowsq = (float *)lsae__alloc_array(t->alloc, L, 2 * sizeof(float), "gradient row norms"))) {
@@ -2684,7 +2691,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__trainer_free_ws(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
-    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->rowsq);
+    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->rowsq);
     lsae__free(t->alloc, t);
 }
 
@@ -2978,29 +2985,58 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
 
     /* 6a. sort the entries by (class, latent): a stable counting sort, so
        within a latent they stay by row then slot and every sum below runs in
-       one fixed order */
-    memset(t->lat_start, 0, (3 * L + 1) * sizeof(size_t));
-    for (r = 0; r < B; ++r)
-        for (i = 0; i < t->K + ka; ++i) {
-            const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
-            const size_t cls = i < k ? 0 : i < t->K ? 1 : 2;
-            if (e.v > 0.0f) t->lat_start[cls * L + (size_t)e.i + 1]++;
-        }
-    for (i = 0; i < 3 * L; ++i) t->lat_start[i + 1] += t->lat_start[i];
+       one fixed order. The batch is cut into nparts ranges of rows that are
+       counted and placed in parallel, each with its own counts; a bucket's
+       entries from part p go after those of parts before p, which is the
+       order of a serial pass. */
     {
-        size_t *fill = t->lat_start; /* advance starts, then shift back */
-        for (r = 0; r < B; ++r)
-            for (i = 0; i < t->K + ka; ++i) {
-                const lsae__kv e = i < t->K ? t->top[r * t->K + i] : t->aux[r * t->KA + (i - t->K)];
-                const size_t cls = i < k ? 0 : i < t->K ? 1 : 2;
-                if (e.v > 0.0f) {
-                    const size_t q = fill[cls * L + (size_t)e.i]++;
-                    t->ent_row[q] = (int32_t)r;
-                    t->ent_val[q] = e.v;
-                }
+        const size_t nb = 3 * L, nparts = (size_t)t->sort_parts < B ? (size_t)t->sort_parts : B;
+        ptrdiff_t pp;
+        (void)pp;
+        /* counts per part */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt))
+        for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
+            size_t *cnt = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
+            memset(cnt, 0, nb * sizeof(size_t));
+            for (rr = r0; rr < r1; ++rr) {
+                const lsae__kv *tk = t->top + rr * t->K, *ax = t->aux + rr * t->KA;
+                for (ii = 0; ii < k; ++ii) cnt[(size_t)tk[ii].i] += tk[ii].v > 0.0f;
+                for (; ii < t->K; ++ii) cnt[L + (size_t)tk[ii].i] += tk[ii].v > 0.0f;
+                for (ii = 0; ii < ka; ++ii) cnt[2 * L + (size_t)ax[ii].i] += ax[ii].v > 0.0f;
             }
-        for (i = 3 * L; i > 0; --i) t->lat_start[i] = t->lat_start[i - 1];
+        }
+        /* each part's count becomes its offset within the bucket; the
+           bucket totals, summed in order, the buckets' starts */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt))
+        for (pp = 0; pp < (ptrdiff_t)nb; ++pp) {
+            size_t run = 0, q;
+            for (q = 0; q < nparts; ++q) {
+                const size_t c_ = t->part_cnt[q * nb + (size_t)pp];
+                t->part_cnt[q * nb + (size_t)pp] = run;
+                run += c_;
+            }
+            t->lat_start[pp + 1] = run;
+        }
         t->lat_start[0] = 0;
+        for (i = 0; i < nb; ++i) t->lat_start[i + 1] += t->lat_start[i];
+        /* place */
+        LSAE__OMP(parallel for schedule(static) num_threads(nt))
+        for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
+            size_t *fill = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
+            for (rr = r0; rr < r1; ++rr) {
+                const lsae__kv *tk = t->top + rr * t->K, *ax = t->aux + rr * t->KA;
+#define LSAE__PLACE(e, bk)                                                      \
+                if ((e).v > 0.0f) {                                             \
+                    const size_t q = t->lat_start[bk] + fill[bk]++;             \
+                    t->ent_row[q] = (int32_t)rr;                                \
+                    t->ent_val[q] = (e).v;                                      \
+                }
+                for (ii = 0; ii < k; ++ii) LSAE__PLACE(tk[ii], (size_t)tk[ii].i)
+                for (; ii < t->K; ++ii) LSAE__PLACE(tk[ii], L + (size_t)tk[ii].i)
+                for (ii = 0; ii < ka; ++ii) LSAE__PLACE(ax[ii], 2 * L + (size_t)ax[ii].i)
+#undef LSAE__PLACE
+            }
+        }
     }
 
     /* 6b. per latent l, no atomics (llm.c's rule: split by output index). For
