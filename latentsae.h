@@ -2207,8 +2207,9 @@ static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
 /* One row of a tile: pre_j = ReLU(c[j] + b[j]) for latent l0 + j, j < nt,
    offered to the row's top-K buffer h and, where bit j of dead is set, to
    its AuxK buffer ha. thr[0] and thr[1] hold the value a candidate must
-   exceed to enter (-FLT_MAX until a buffer is first cut back, then the K-th
-   best seen). Within one thread a row meets latents in increasing index
+   exceed to enter: 0 until a buffer is first cut back (a zero activation
+   never enters; lsae__select adds the zeros a row's top needs at the
+   merge), then about the K-th best seen. Within one thread a row meets latents in increasing index
    order, so a candidate that only ties the threshold has a higher index than
    the kept one and loses: the strict test is exact, and almost every value
    is rejected by one vector compare. */
@@ -2337,7 +2338,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
         thr = ws->thr + (size_t)tid * ws->rows_cap * 2;
         for (r = 0; r < R; ++r) {
             counts[2 * r] = counts[2 * r + 1] = 0;
-            thr[2 * r] = thr[2 * r + 1] = -FLT_MAX;
+            thr[2 * r] = thr[2 * r + 1] = 0.0f; /* only positive activations are offered */
         }
         /* groups of tiles (lsae__tile_group) are handed out as threads come
            free (the machine may be shared); "monotonic" keeps each thread's
@@ -2377,8 +2378,22 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 memcpy(merge + n, h, cnt[0] * sizeof(lsae__kv));
                 n += cnt[0];
             }
-            LSAE_ASSERT(n >= K);
             lsae__sort_best(merge, n, merge + half, L);
+            if (n < K) {
+                /* fewer than K positive: the rest of the top are zeros, the
+                   lowest latents that are not among the candidates (every
+                   other latent's activation is 0) */
+                lsae__kv *sorted_idx = merge + half, *tmp = merge + half + n;
+                size_t l = 0, j = 0, q = n;
+                memcpy(sorted_idx, merge, n * sizeof(lsae__kv));
+                lsae__sort_index(sorted_idx, n, tmp, L);
+                for (; q < K && l < L; ++l) {
+                    if (j < n && (size_t)sorted_idx[j].i == l) { ++j; continue; }
+                    merge[q].v = 0.0f;
+                    merge[q++].i = (int32_t)l;
+                }
+                LSAE_ASSERT(q == K);
+            }
             memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
             for (s = 0; s < team_size; ++s) {
@@ -2387,13 +2402,26 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
                 na += cnt[1];
             }
-            LSAE_ASSERT(na >= KA);
             /* the KA best, in index order: the candidates put in index order
                (each thread's buffer is; the threads' latents interleave),
                then the KA best kept in that order, no sort on values */
             if (team_size > 1) lsae__sort_index(merge, na, merge + half, L);
-            lsae__keep_best(merge, na, KA);
-            memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
+            if (na >= KA) {
+                lsae__keep_best(merge, na, KA);
+                memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
+            } else {
+                /* fewer than KA positive: with them, in index order, the
+                   lowest dead latents that are not candidates, at 0 (there
+                   are at least KA dead latents) */
+                lsae__kv *out = aux + (size_t)row * ws->KA;
+                size_t l = 0, j = 0, q = 0, zeros = KA - na;
+                for (; q < KA && l < L; ++l) {
+                    if (!((dead_bits[l / 64] >> (l % 64)) & 1u)) continue;
+                    if (j < na && (size_t)merge[j].i == l) out[q++] = merge[j++];
+                    else if (zeros) { out[q].v = 0.0f; out[q++].i = (int32_t)l; --zeros; }
+                }
+                LSAE_ASSERT(q == KA);
+            }
         }
     }
 }
