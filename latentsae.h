@@ -2250,7 +2250,7 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
         const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
         const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (j = 0; j < LSAE__NT; j += 16) {
-            const __m512 v = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero); /* ReLU */
+            const __m512 v = _mm512_maskz_max_ps((__mmask16)0xFFFF, _mm512_add_ps(_mm512_loadu_ps(c + j), _mm512_loadu_ps(b + j)), zero); /* ReLU (the masked form: see lsae__half256) */
             const unsigned m = (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[0]), _CMP_GT_OQ);
             const unsigned ma = KA ? (unsigned)_mm512_cmp_ps_mask(v, _mm512_set1_ps(thr[1]), _CMP_GT_OQ) & (unsigned)((dead >> j) & 0xFFFFu) : 0u;
             __m512i lo, hi, idx;
