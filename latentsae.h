@@ -2168,10 +2168,14 @@ static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
     if (n >= 64) {
         const size_t keep = kk + (n - kk) / 4;
         size_t lo = 0, hi = 31, at = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
-        float s[32];
+        float s[32], raw[32];
+        /* the sample gathered first: the buffer is mostly out of cache, and
+           32 independent loads overlap where loads inside the sort's
+           branches would wait one after the other */
+        for (i = 0; i < 32; ++i) raw[i] = buf[i * n / 32].v;
         for (i = 0; i < 32; ++i) {
             /* insertion sort, largest first */
-            float v = buf[i * n / 32].v;
+            const float v = raw[i];
             for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
             s[j] = v;
         }
