@@ -1399,7 +1399,7 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
 /* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 6, j < 64, in zmm
    registers. Rows mr..5 repeat row 0: their sums are computed and not
    stored, so one kernel serves the edge of the batch too. */
-static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
+static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc, int stream)
 {
     const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
     const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
@@ -1417,19 +1417,25 @@ static void lsae__ukernel_avx512(size_t mr, const float *A, size_t lda, const fl
         LSAE__ROW512(0) LSAE__ROW512(1) LSAE__ROW512(2) LSAE__ROW512(3) LSAE__ROW512(4) LSAE__ROW512(5)
 #undef LSAE__ROW512
     }
-#define LSAE__STORE512(r)                                                       \
+#define LSAE__STORE512(r, st)                                                   \
     if (r < mr) {                                                               \
-        _mm512_storeu_ps(C + r * ldc, c##r##0); _mm512_storeu_ps(C + r * ldc + 16, c##r##1); \
-        _mm512_storeu_ps(C + r * ldc + 32, c##r##2); _mm512_storeu_ps(C + r * ldc + 48, c##r##3); \
+        st(C + r * ldc, c##r##0); st(C + r * ldc + 16, c##r##1);                \
+        st(C + r * ldc + 32, c##r##2); st(C + r * ldc + 48, c##r##3);           \
     }
-    LSAE__STORE512(0) LSAE__STORE512(1) LSAE__STORE512(2) LSAE__STORE512(3) LSAE__STORE512(4) LSAE__STORE512(5)
+    if (stream) {
+        LSAE__STORE512(0, _mm512_stream_ps) LSAE__STORE512(1, _mm512_stream_ps) LSAE__STORE512(2, _mm512_stream_ps)
+        LSAE__STORE512(3, _mm512_stream_ps) LSAE__STORE512(4, _mm512_stream_ps) LSAE__STORE512(5, _mm512_stream_ps)
+    } else {
+        LSAE__STORE512(0, _mm512_storeu_ps) LSAE__STORE512(1, _mm512_storeu_ps) LSAE__STORE512(2, _mm512_storeu_ps)
+        LSAE__STORE512(3, _mm512_storeu_ps) LSAE__STORE512(4, _mm512_storeu_ps) LSAE__STORE512(5, _mm512_storeu_ps)
+    }
 #undef LSAE__STORE512
 }
 #elif defined(LSAE__AVX2)
 /* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 6, j < 16 (P and C are
    already offset to the panel), in ymm registers; rows past mr repeat row 0
    and are not stored. */
-static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
+static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc, int stream)
 {
     const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
     const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
@@ -1445,8 +1451,14 @@ static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const floa
         LSAE__ROW256(0) LSAE__ROW256(1) LSAE__ROW256(2) LSAE__ROW256(3) LSAE__ROW256(4) LSAE__ROW256(5)
 #undef LSAE__ROW256
     }
-#define LSAE__STORE256(r) if (r < mr) { _mm256_storeu_ps(C + r * ldc, c##r##0); _mm256_storeu_ps(C + r * ldc + 8, c##r##1); }
-    LSAE__STORE256(0) LSAE__STORE256(1) LSAE__STORE256(2) LSAE__STORE256(3) LSAE__STORE256(4) LSAE__STORE256(5)
+#define LSAE__STORE256(r, st) if (r < mr) { st(C + r * ldc, c##r##0); st(C + r * ldc + 8, c##r##1); }
+    if (stream) {
+        LSAE__STORE256(0, _mm256_stream_ps) LSAE__STORE256(1, _mm256_stream_ps) LSAE__STORE256(2, _mm256_stream_ps)
+        LSAE__STORE256(3, _mm256_stream_ps) LSAE__STORE256(4, _mm256_stream_ps) LSAE__STORE256(5, _mm256_stream_ps)
+    } else {
+        LSAE__STORE256(0, _mm256_storeu_ps) LSAE__STORE256(1, _mm256_storeu_ps) LSAE__STORE256(2, _mm256_storeu_ps)
+        LSAE__STORE256(3, _mm256_storeu_ps) LSAE__STORE256(4, _mm256_storeu_ps) LSAE__STORE256(5, _mm256_storeu_ps)
+    }
 #undef LSAE__STORE256
 }
 #else
@@ -1482,17 +1494,20 @@ static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *
 #endif
 
 /* C[r * ldc + j], r < mr, j < NT = rows [0, mr) of A (row stride lda)
-   times the packed tile P */
-static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, size_t mr, const float *P, size_t K)
+   times the packed tile P. stream (SIMD builds; C and ldc aligned to the
+   vector): non-temporal stores, for a full product whose output will not be
+   read again soon; they save reading every line of C before writing it. */
+static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, size_t mr, const float *P, size_t K, int stream)
 {
 #if defined(LSAE__AVX512)
-    lsae__ukernel_avx512(mr, A, lda, P, K, C, ldc);
+    lsae__ukernel_avx512(mr, A, lda, P, K, C, ldc, stream);
 #else
     size_t j0;
     for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
 #if defined(LSAE__AVX2)
-        lsae__ukernel_avx2(mr, A, lda, P + j0, K, C + j0, ldc);
+        lsae__ukernel_avx2(mr, A, lda, P + j0, K, C + j0, ldc, stream);
 #else
+        (void)stream;
         lsae__ukernel_c(mr, A, lda, P + j0, K, C + j0, ldc);
 #endif
     }
@@ -1521,7 +1536,16 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const flo
 {
     const size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(K), ngroups = (ntiles + G - 1) / G;
     ptrdiff_t grp;
+    int stream = 0;
     (void)nthreads;
+#if defined(LSAE__AVX2)
+    /* an output past 8 MiB goes out with non-temporal stores (it leaves the
+       caches anyway), where every row of C is aligned to the vector */
+    {
+        const size_t vec = sizeof(float) * LSAE__NR;
+        stream = (size_t)((uintptr_t)C % vec) == 0 && (N * sizeof(float)) % vec == 0 && M * N > ((size_t)2 << 20);
+    }
+#endif
     LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
     for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
         float *P = pack + (size_t)lsae__thread_id() * G * K * LSAE__NT;
@@ -1537,14 +1561,17 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const flo
                 size_t l0 = t * LSAE__NT, nt = N - l0 < LSAE__NT ? N - l0 : LSAE__NT;
                 const float *Pt = P + (t - t0) * K * LSAE__NT;
                 if (nt == LSAE__NT) {
-                    lsae__tile_rows(C + r0 * N + l0, N, A + r0 * K, K, mr, Pt, K);
+                    lsae__tile_rows(C + r0 * N + l0, N, A + r0 * K, K, mr, Pt, K, stream);
                     continue;
                 }
-                lsae__tile_rows(Cbuf, LSAE__NT, A + r0 * K, K, mr, Pt, K);
+                lsae__tile_rows(Cbuf, LSAE__NT, A + r0 * K, K, mr, Pt, K, 0);
                 for (r = 0; r < mr; ++r)
                     for (j = 0; j < nt; ++j) C[(r0 + r) * N + l0 + j] = Cbuf[r * LSAE__NT + j];
             }
         }
+#if defined(LSAE__AVX2)
+        if (stream) _mm_sfence(); /* the streamed stores ordered before the threads join */
+#endif
     }
 }
 
@@ -2359,7 +2386,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 for (t = t0; t < t1; ++t) {
                     const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
                     const uint64_t dead = KA ? dead_bits[t] : 0;
-                    lsae__tile_rows(Cbuf, LSAE__NT, xc + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d);
+                    lsae__tile_rows(Cbuf, LSAE__NT, xc + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d, 0);
                     for (r = 0; r < mr; ++r) {
                         lsae__kv *h = bufs + (r0 + r) * stride;
                         lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,

@@ -195,11 +195,14 @@ static int run_peak(void)
 
 static int run_gemm(size_t M, size_t N, size_t K, int reps)
 {
-    float *A = make_data(M, K), *B = make_data(N, K), *C = (float *)malloc(M * N * sizeof(float));
+    float *A = make_data(M, K), *B = make_data(N, K), *C = NULL;
     int nt = lsae__num_threads(0), i;
     float *pack = (float *)malloc(lsae__pack_floats(K, nt) * sizeof(float));
     double *t = (double *)malloc(sizeof(double) * (size_t)(reps + 1)), flops = 2.0 * (double)M * (double)N * (double)K;
     double *tc = (double *)malloc(sizeof(double) * (size_t)(reps + 1));
+    /* C aligned to a cache line, as a caller who wants the product streamed
+       out (non-temporal stores) would allocate it */
+    if (posix_memalign((void **)&C, 64, M * N * sizeof(float)) != 0) { fprintf(stderr, "bench: out of memory\n"); return 1; }
     printf("isa %s\nthreads %d\n", isa(), nt);
     for (i = 0; i <= reps; ++i) {
         double t0 = now(), c0 = cpu_now();
