@@ -2240,10 +2240,10 @@ static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
    its AuxK buffer ha. thr[0] and thr[1] hold the value a candidate must
    exceed to enter: 0 until a buffer is first cut back (a zero activation
    never enters; lsae__select adds the zeros a row's top needs at the
-   merge), then about the K-th best seen. Within one thread a row meets latents in increasing index
-   order, so a candidate that only ties the threshold has a higher index than
-   the kept one and loses: the strict test is exact, and almost every value
-   is rejected by one vector compare. */
+   merge), then what the cut-back chose. Within one thread a row meets
+   latents in increasing index order, so a candidate that only ties the
+   threshold has a higher index than the kept one and loses: the strict
+   test is exact, and almost every value is rejected by one vector compare. */
 static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0, uint64_t dead,
                             lsae__kv *h, size_t *cnt, size_t K, lsae__kv *ha, size_t KA, float *thr)
 {
