@@ -216,42 +216,50 @@ static void test_models(void)
         st_file(TDIR "/saelens/sae_weights.safetensors", SL_2x3, 68);
     }
 
-    /* cfg.json claims a model of petabytes; the weights file holds 2 x 3:
-       refused by the weights' header, before the model is allocated */
-    write_text(TDIR "/model/cfg.json", "{\"d_in\": 1000000, \"num_latents\": 2000000000, \"k\": 2}");
-    r = lsae_model_load(dir, fresh(), &m);
-    REFUSED(r, LSAE_BAD_FILE, "cfg.json says [2000000000, 1000000]", "sae.safetensors", "cfg.json of 2e15 weights");
-    CHECK(m == NULL);
-    write_text(TDIR "/saelens/cfg.json", "{\"architecture\": \"topk\", \"d_in\": 1000000, \"d_sae\": 2000000000, \"k\": 1}");
-    r = lsae_model_load_saelens(sl, fresh(), &m);
-    REFUSED(r, LSAE_BAD_FILE, "wrong shape for d_in 1000000, d_sae 2000000000", "sae_weights.safetensors", "SAELens cfg.json of 2e15 weights");
-    write_text(TDIR "/saelens/cfg.json", "{\"architecture\": \"topk\", \"d_in\": 2147483647, \"d_sae\": 2147483647, \"k\": 1}");
-    r = lsae_model_load_saelens(sl, fresh(), &m);
-    REFUSED(r, LSAE_INVALID_ARGS, "do not fit in memory addresses", "cfg.json", "SAELens cfg.json of 2^62 weights");
-    /* d_in mismatch */
-    write_text(TDIR "/model/cfg.json", "{\"d_in\": 3, \"num_latents\": 3, \"k\": 1}");
-    r = lsae_model_load(dir, fresh(), &m);
-    REFUSED(r, LSAE_BAD_FILE, "has shape [3, 2], but cfg.json says [3, 3]", "sae.safetensors", "d_in mismatch");
-    write_text(TDIR "/saelens/cfg.json", "{\"architecture\": \"topk\", \"d_in\": 3, \"d_sae\": 3, \"k\": 1}");
-    r = lsae_model_load_saelens(sl, fresh(), &m);
-    REFUSED(r, LSAE_BAD_FILE, "wrong shape for d_in 3", "sae_weights.safetensors", "SAELens d_in mismatch");
-    /* k > L */
-    write_text(TDIR "/model/cfg.json", "{\"d_in\": 2, \"num_latents\": 3, \"k\": 4}");
-    r = lsae_model_load(dir, fresh(), &m);
-    REFUSED(r, LSAE_INVALID_ARGS, "k = 4 is larger than the number of latents L = 3", "cfg.json", "k > L");
-    write_text(TDIR "/saelens/cfg.json", "{\"architecture\": \"topk\", \"d_in\": 2, \"d_sae\": 3, \"k\": 4}");
-    r = lsae_model_load_saelens(sl, fresh(), &m);
-    REFUSED(r, LSAE_INVALID_ARGS, "k = 4 is larger than the number of latents L = 3", "cfg.json", "SAELens k > L");
-    /* d_in x expansion_factor overflows, and sizes past 2^31 */
-    write_text(TDIR "/model/cfg.json", "{\"d_in\": 2147483647, \"expansion_factor\": 2147483647, \"k\": 1}");
-    r = lsae_model_load(dir, fresh(), &m);
-    REFUSED(r, LSAE_INVALID_ARGS, "exceeds 2^31 - 1", "cfg.json", "L over 2^31");
-    write_text(TDIR "/model/cfg.json", "{\"d_in\": 4294967296, \"k\": 1}");
-    r = lsae_model_load(dir, fresh(), &m);
-    REFUSED(r, LSAE_BAD_FILE, "\"d_in\" must be a positive integer", "cfg.json", "d_in over 2^31");
-    write_text(TDIR "/model/cfg.json", "{\"d_in\": 1e300, \"k\": 1}");
-    r = lsae_model_load(dir, fresh(), &m);
-    REFUSED(r, LSAE_BAD_FILE, "\"d_in\" must be a positive integer", "cfg.json", "d_in 1e300");
+    /* cfg.json refusals, each for our loader (saelens 0: model/cfg.json
+       beside sae.safetensors) or SAELens's (1: saelens/cfg.json beside
+       sae_weights.safetensors); the error names the file at fault */
+    {
+        static const struct {
+            int saelens;
+            const char *json;
+            lsae_result code;
+            const char *want, *file, *what;
+        } cases[] = {
+            /* a model of petabytes claimed, the weights file holds 2 x 3:
+               refused by the weights' header, before the model is allocated */
+            { 0, "{\"d_in\": 1000000, \"num_latents\": 2000000000, \"k\": 2}", LSAE_BAD_FILE,
+              "cfg.json says [2000000000, 1000000]", "sae.safetensors", "cfg.json of 2e15 weights" },
+            { 1, "{\"architecture\": \"topk\", \"d_in\": 1000000, \"d_sae\": 2000000000, \"k\": 1}", LSAE_BAD_FILE,
+              "wrong shape for d_in 1000000, d_sae 2000000000", "sae_weights.safetensors", "SAELens cfg.json of 2e15 weights" },
+            { 1, "{\"architecture\": \"topk\", \"d_in\": 2147483647, \"d_sae\": 2147483647, \"k\": 1}", LSAE_INVALID_ARGS,
+              "do not fit in memory addresses", "cfg.json", "SAELens cfg.json of 2^62 weights" },
+            /* d_in mismatch */
+            { 0, "{\"d_in\": 3, \"num_latents\": 3, \"k\": 1}", LSAE_BAD_FILE,
+              "has shape [3, 2], but cfg.json says [3, 3]", "sae.safetensors", "d_in mismatch" },
+            { 1, "{\"architecture\": \"topk\", \"d_in\": 3, \"d_sae\": 3, \"k\": 1}", LSAE_BAD_FILE,
+              "wrong shape for d_in 3", "sae_weights.safetensors", "SAELens d_in mismatch" },
+            /* k > L */
+            { 0, "{\"d_in\": 2, \"num_latents\": 3, \"k\": 4}", LSAE_INVALID_ARGS,
+              "k = 4 is larger than the number of latents L = 3", "cfg.json", "k > L" },
+            { 1, "{\"architecture\": \"topk\", \"d_in\": 2, \"d_sae\": 3, \"k\": 4}", LSAE_INVALID_ARGS,
+              "k = 4 is larger than the number of latents L = 3", "cfg.json", "SAELens k > L" },
+            /* d_in x expansion_factor overflows, and sizes past 2^31 */
+            { 0, "{\"d_in\": 2147483647, \"expansion_factor\": 2147483647, \"k\": 1}", LSAE_INVALID_ARGS,
+              "exceeds 2^31 - 1", "cfg.json", "L over 2^31" },
+            { 0, "{\"d_in\": 4294967296, \"k\": 1}", LSAE_BAD_FILE,
+              "\"d_in\" must be a positive integer", "cfg.json", "d_in over 2^31" },
+            { 0, "{\"d_in\": 1e300, \"k\": 1}", LSAE_BAD_FILE,
+              "\"d_in\" must be a positive integer", "cfg.json", "d_in 1e300" },
+        };
+        size_t q;
+        for (q = 0; q < sizeof cases / sizeof cases[0]; ++q) {
+            write_text(cases[q].saelens ? TDIR "/saelens/cfg.json" : TDIR "/model/cfg.json", cases[q].json);
+            r = cases[q].saelens ? lsae_model_load_saelens(sl, fresh(), &m) : lsae_model_load(dir, fresh(), &m);
+            REFUSED(r, cases[q].code, cases[q].want, cases[q].file, cases[q].what);
+            CHECK(m == NULL);
+        }
+    }
     /* a cfg.json nested past any sane depth: refused, not a stack overflow */
     {
         size_t n = 200000, i;
