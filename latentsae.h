@@ -2580,10 +2580,10 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
 /* the AuxK decode: rows per block, latents per chunk of W_dec (768 KiB at
    d = 768, of which only the dead rows are read) */
 #define LSAE__DEC_ROWS 256
+#define LSAE__DEC_CHUNK 256
 /* at most this many row ranges in the parallel entry sort (each has 3 L
    counts) */
 #define LSAE__SORT_PARTS 4
-#define LSAE__DEC_CHUNK 256
 
 struct lsae_trainer {
     lsae_model *m;
@@ -3051,7 +3051,6 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     {
         const size_t nb = 3 * L, nparts = (size_t)t->sort_parts < B ? (size_t)t->sort_parts : B;
         ptrdiff_t pp;
-        (void)pp;
         /* counts per part */
         LSAE__OMP(parallel for schedule(static) num_threads(nt))
         for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
