@@ -2616,10 +2616,10 @@ struct lsae_trainer {
     size_t *lat_start;          /* [3 L + 1] CSR offsets into order, by class then latent */
     int sort_parts;             /* row ranges the entry sort counts in parallel: min(threads, LSAE__SORT_PARTS) */
     size_t *part_cnt;           /* [sort_parts, 3 L] their counts, then offsets */
-    double *row_sq;             /* [cap, 3] per-row sums of squares */
+    double *row_sse;            /* [cap, 3] per-row sums of squared errors: e, e4, e_hat - e (F5-F6) */
     double *tv_dim;             /* [d] */
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
-    float *rowsq;               /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window */
+    float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
 #ifdef LATENTSAE_CUDA
     void *cuda;                 /* the trainer on the GPU (latentsae_cuda.cu) when the model is there; then nothing above but m is used */
@@ -2632,14 +2632,14 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__free(t->alloc, t->top); lsae__free(t->alloc, t->aux);
     lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->ent_row);
     lsae__free(t->alloc, t->ent_val); lsae__free(t->alloc, t->cursor);
-    lsae__free(t->alloc, t->row_sq);
+    lsae__free(t->alloc, t->row_sse);
     lsae__select_ws_free(t->alloc, &t->sws);
     t->x_used = t->xc = t->G = NULL;
     t->top = t->aux = NULL;
     t->ent_row = NULL;
     t->ent_val = NULL;
     t->cursor = NULL;
-    t->row_sq = NULL;
+    t->row_sse = NULL;
     t->cap = 0;
 }
 
@@ -2660,7 +2660,7 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
         !(t->ent_row = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "entries by latent")) ||
         !(t->ent_val = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "entry values")) ||
         !(t->cursor = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "decode cursors")) ||
-        !(t->row_sq = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums"))) {
+        !(t->row_sse = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums of squared errors"))) {
         lsae__trainer_free_ws(t);
         return LSAE_OUT_OF_MEMORY;
     }
@@ -2726,7 +2726,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->part_cnt = (size_t *)lsae__alloc_array(t->alloc, (size_t)t->sort_parts * 3, L * sizeof(size_t), "entry sort counts")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
         !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums")) ||
-        !(t->rowsq = (float *)lsae__alloc_array(t->alloc, L, 2 * sizeof(float), "gradient row norms"))) {
+        !(t->grad_row_norm2 = (float *)lsae__alloc_array(t->alloc, L, 2 * sizeof(float), "gradient row norms"))) {
         lsae_trainer_free(t);
         return LSAE_OUT_OF_MEMORY;
     }
@@ -2734,7 +2734,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     memset(t->adam_m, 0, m->lay.total * sizeof(float));
     memset(t->adam_v, 0, m->lay.total * sizeof(float));
     memset(t->since_fired, 0, L * sizeof(uint64_t));
-    memset(t->rowsq, 0, 2 * L * sizeof(float));
+    memset(t->grad_row_norm2, 0, 2 * L * sizeof(float));
     memset(t->did_fire, 0, L);
     memset(t->dead_bits, 0, (L + 63) / 64 * sizeof(uint64_t));
     *out = t;
@@ -2750,11 +2750,81 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__trainer_free_ws(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
-    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->rowsq);
+    lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->grad_row_norm2);
     lsae__free(t->alloc, t);
 }
 
 LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t) { return t ? t->step : 0; }
+
+/* ------------------------------------------------------------------------
+   One training step, as a list of stages.
+
+   lsae_trainer_accumulate (one batch) runs F1-F7 (forward and loss) and
+   B1-B6 (backward, adding into the gradients); lsae_trainer_apply (once per
+   grad_acc_steps batches) runs U1-U4 (the optimizer step). The labels are
+   the ones docs/math.md derives and latentsae_cuda.cu uses for its kernels,
+   so the CPU and GPU steps can be read side by side. Shapes: B rows used,
+   d inputs, L latents, k per row, K = k (or min(4k, L) with multi_topk),
+   KA = min(d/2, L) AuxK slots, ka <= KA of them used this batch,
+   w = 1 / grad_acc_steps.
+   ------------------------------------------------------------------------ */
+
+/* What one batch's stages hand on to each other. */
+typedef struct lsae__batch {
+    size_t B, dropped;          /* F1: rows used, rows dropped for NaN/Inf */
+    double TV;                  /* F2: total variance */
+    size_t n_dead, ka;          /* F4: dead latents, AuxK picks per row */
+    double auxk_scale;          /* F4: min(n_dead / (d/2), 1) */
+    double fvu, fvu4, auxk, loss; /* F7 */
+} lsae__batch;
+
+/* F1. x_used [B, d] <- the rows of x [rows, d] with no NaN or Inf, in order.
+   fvu needs a variance, hence at least 2 rows. */
+static lsae_result lsae__keep_finite_rows(lsae_trainer *t, const float *x, size_t rows, lsae__batch *b)
+{
+    const size_t d = t->m->d;
+    size_t r, B = 0;
+    for (r = 0; r < rows; ++r) {
+        const float *row = x + r * d;
+        size_t j;
+        for (j = 0; j < d; ++j)
+            if (!isfinite(row[j])) break;
+        if (j == d) memcpy(t->x_used + B++ * d, row, d * sizeof(float));
+    }
+    b->B = B;
+    b->dropped = rows - B;
+    if (B < 2)
+        return lsae__err(LSAE_BAD_BATCH, "batch has %zu finite rows (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance", B, b->dropped);
+    return LSAE_OK;
+}
+
+/* F2. TV = sum_j sum_b (x[b, j] - mean_b x[b, j])^2, in double: a dimension
+   per task (tv_dim [d]), then the dimensions summed in order. TV = 0 (all rows
+   equal) leaves fvu undefined: the batch is refused. */
+static lsae_result lsae__total_variance(lsae_trainer *t, lsae__batch *b)
+{
+    const size_t d = t->m->d, B = b->B;
+    double TV = 0.0;
+    size_t j;
+    ptrdiff_t pj;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
+        double mean = 0.0, s = 0.0;
+        size_t q;
+        for (q = 0; q < B; ++q) mean += t->x_used[q * d + (size_t)pj];
+        mean /= (double)B;
+        for (q = 0; q < B; ++q) {
+            double diff = t->x_used[q * d + (size_t)pj] - mean;
+            s += diff * diff;
+        }
+        t->tv_dim[pj] = s;
+    }
+    for (j = 0; j < d; ++j) TV += t->tv_dim[j];
+    b->TV = TV;
+    if (!(TV > 0.0) || !isfinite(TV))
+        return lsae__err(LSAE_BAD_BATCH, "batch's total variance is %g (all %zu rows equal?): fvu is undefined, batch refused", TV, B);
+    return LSAE_OK;
+}
 
 /* Geometric median of X [B, d] by Weiszfeld's iteration from the mean, at
    most 100 steps, stopping when the guess moves less than 1e-5 (as sparsify's
@@ -2809,7 +2879,20 @@ static lsae_result lsae__geometric_median(const lsae_allocator *a, float *out, c
     return LSAE_OK;
 }
 
-static void lsae__count_dead(lsae_trainer *t, size_t *n_dead)
+/* F3. The first batch of a run (cfg.init_b_dec) sets b_dec [d] to its
+   geometric median, before anything is encoded. */
+static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
+{
+    lsae_result r;
+    if (t->b_dec_initialized) return LSAE_OK;
+    if ((r = lsae__geometric_median(t->alloc, t->m->b_dec, t->x_used, b->B, t->m->d, t->nthreads)) != LSAE_OK) return r;
+    t->b_dec_initialized = 1;
+    return LSAE_OK;
+}
+
+/* The dead latents: since_fired[l] > dead_feature_threshold, as bits
+   (dead_bits, bit l % 64 of word l / 64) for the AuxK pick; returns how many. */
+static size_t lsae__find_dead(lsae_trainer *t)
 {
     size_t l, n = 0;
     for (l = 0; l < t->m->L; ++l) {
@@ -2820,14 +2903,422 @@ static void lsae__count_dead(lsae_trainer *t, size_t *n_dead)
             ++n;
         }
     }
-    *n_dead = n;
+    return n;
 }
 
-/* out[d] -= W_enc^T db_enc: the part of b_dec's gradient that comes in
-   through the encoder input (x - b_dec), for the whole window. The row sums
-   go into fixed chunks of LSAE__BDEC_CHUNK latents (part: [chunks, d]) that
-   are then added in chunk order, the same for any thread count. */
-static void lsae__bdec_encoder_side(const lsae_trainer *t, float *out, float *part)
+/* F4. Encoder and selection:
+      xc  = x - b_dec                                  [B, d]
+      pre = ReLU(xc W_enc^T + b_enc)                   [B, L]
+      top = per row, the K largest of pre (largest first, ties to the lower
+            latent)                                    [B, K]
+      aux = per row, the ka largest of pre among dead latents, in latent
+            order                                      [B, KA], ka used
+   With AuxK on (Gao et al. B.1): ka = min(d/2, n_dead) and the AuxK loss is
+   scaled by min(n_dead / (d/2), 1). pre is never stored: lsae__select
+   computes it a tile at a time and offers each tile to the row's selection
+   (the fused encoder pass above). */
+static void lsae__encode_select(lsae_trainer *t, lsae__batch *b)
+{
+    lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, B = b->B;
+    size_t r;
+    if (t->cfg.auxk_alpha > 0.0) {
+        b->n_dead = lsae__find_dead(t);
+        b->ka = d / 2 < b->n_dead ? d / 2 : b->n_dead;
+        b->auxk_scale = d / 2 ? (double)b->n_dead / (double)(d / 2) : 0.0;
+        if (b->auxk_scale > 1.0) b->auxk_scale = 1.0;
+    } else {
+        size_t l;
+        for (l = 0; l < L; ++l) b->n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
+    }
+    lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
+    for (r = 0; r < B; r += t->sws.rows_cap) {
+        size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
+        lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
+    }
+}
+
+/* F5. Decode and residuals, per row b (G is [B, 3, d]: three outputs a row):
+      G0[b] <- e  = x - (b_dec + sum_{i<k} a_i W_dec[l_i])
+      G1[b] <- e4 = x - (b_dec + sum_{i<K} a_i W_dec[l_i])       (multi_topk)
+      row_sse[b] = (sum e^2, sum e4^2, 0) in double
+   A row's k latents are spread over all of W_dec, so a row at a time is as
+   good an order as any. e4 continues from the top-k decode, as torch's sum
+   over the first k then the next 3k would not: the sum order is ours. */
+static void lsae__decode_residuals(lsae_trainer *t, const lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, k = m->k, K = t->K;
+    ptrdiff_t pr;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
+        const size_t row = (size_t)pr;
+        const float *xb = t->x_used + row * d;
+        float *g0 = t->G + row * 3 * d, *g1 = g0 + d;
+        const lsae__kv *tk = t->top + row * K;
+        double s0 = 0.0, s1 = 0.0;
+        size_t j;
+        memcpy(g0, m->b_dec, d * sizeof(float));
+        lsae__decode_into(g0, tk, k, m->W_dec, d);
+        if (K > k) {
+            memcpy(g1, g0, d * sizeof(float));
+            lsae__decode_into(g1, tk + k, K - k, m->W_dec, d);
+            for (j = 0; j < d; ++j) {
+                g1[j] = xb[j] - g1[j];
+                s1 += (double)g1[j] * g1[j];
+            }
+        }
+        for (j = 0; j < d; ++j) {
+            g0[j] = xb[j] - g0[j];
+            s0 += (double)g0[j] * g0[j];
+        }
+        t->row_sse[3 * row] = s0;
+        t->row_sse[3 * row + 1] = s1;
+        t->row_sse[3 * row + 2] = 0.0;
+    }
+}
+
+/* F6. AuxK decode, when ka > 0:
+      e_hat = sum_{j<ka} aux_a_j W_dec[aux_l_j]    (no b_dec: e already has it)
+      G2[b] <- e_hat - e,  row_sse[b][2] = sum (e_hat - e)^2
+   The dead latents' W_dec rows are read over and over (each is picked by
+   many rows), so the batch goes in blocks of LSAE__DEC_ROWS rows and, for
+   each block, W_dec in chunks of LSAE__DEC_CHUNK latents: a chunk's rows stay
+   in cache while every row of the block adds the entries it has in that
+   chunk (each row's AuxK entries are in latent order, so they come as one
+   run per chunk). A row's sum runs in latent order whatever the blocks and
+   threads. */
+static void lsae__auxk_decode(lsae_trainer *t, const lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, B = b->B, ka = b->ka, nblocks = (B + LSAE__DEC_ROWS - 1) / LSAE__DEC_ROWS;
+    ptrdiff_t blk;
+    if (!ka) return;
+    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(t->nthreads))
+    for (blk = 0; blk < (ptrdiff_t)nblocks; ++blk) {
+        const size_t b0 = (size_t)blk * LSAE__DEC_ROWS, b1 = b0 + LSAE__DEC_ROWS < B ? b0 + LSAE__DEC_ROWS : B;
+        size_t row, c0, j;
+        for (row = b0; row < b1; ++row) {
+            memset(t->G + row * 3 * d + 2 * d, 0, d * sizeof(float));
+            t->cursor[row] = 0;
+        }
+        for (c0 = 0; c0 < L; c0 += LSAE__DEC_CHUNK) {
+            const int32_t c1 = (int32_t)(c0 + LSAE__DEC_CHUNK < L ? c0 + LSAE__DEC_CHUNK : L);
+            for (row = b0; row < b1; ++row) {
+                const lsae__kv *ax = t->aux + row * t->KA;
+                float *g2 = t->G + row * 3 * d + 2 * d;
+                size_t q0 = t->cursor[row], q = q0;
+                while (q < ka && ax[q].i < c1) ++q;
+                lsae__decode_into(g2, ax + q0, q - q0, m->W_dec, d);
+                t->cursor[row] = q;
+            }
+        }
+        for (row = b0; row < b1; ++row) {
+            float *g0 = t->G + row * 3 * d, *g2 = g0 + 2 * d;
+            double s2 = 0.0;
+            for (j = 0; j < d; ++j) {
+                g2[j] -= g0[j];
+                s2 += (double)g2[j] * g2[j];
+            }
+            t->row_sse[3 * row + 2] = s2;
+        }
+    }
+}
+
+/* F7. The loss, from the per-row sums in row order:
+      fvu  = sum e^2 / TV,  fvu4 = sum e4^2 / TV (multi_topk),
+      auxk = scale sum (e_hat - e)^2 / TV (AuxK),
+      loss = fvu + auxk_alpha auxk + fvu4 / 8
+   A non-finite loss stops the trainer before any gradient or weight moves. */
+static lsae_result lsae__loss(lsae_trainer *t, lsae__batch *b)
+{
+    double se = 0.0, se4 = 0.0, sa = 0.0;
+    size_t r;
+    for (r = 0; r < b->B; ++r) {
+        se += t->row_sse[3 * r];
+        se4 += t->row_sse[3 * r + 1];
+        sa += t->row_sse[3 * r + 2];
+    }
+    b->fvu = se / b->TV;
+    b->fvu4 = t->K > t->m->k ? se4 / b->TV : 0.0;
+    b->auxk = b->ka ? b->auxk_scale * sa / b->TV : 0.0;
+    b->loss = b->fvu + t->cfg.auxk_alpha * b->auxk + b->fvu4 / 8.0;
+    if (!isfinite(b->loss)) {
+        t->poisoned = 1;
+        /* steps are named 1-based, as in stats->step, the weight check in U3 and
+           a checkpoint's step count: t->step + 1 is the step that went wrong */
+        return lsae__err(LSAE_NOT_FINITE, "loss is %g at optimizer step %llu (fvu %g, auxk %g): the weights have diverged; lower the learning rate and resume from the last good checkpoint",
+                         b->loss, (unsigned long long)(t->step + 1), b->fvu, b->auxk);
+    }
+    return LSAE_OK;
+}
+
+/* B1. The loss's gradient with respect to the three decoder outputs, in
+   place of the residuals (G0 = e, G1 = e4, G2 = e_hat - e on entry):
+      dL/dx_hat    = -2 w e / TV  - 2 w e4 / (8 TV)  (x_hat_4k shares the first
+                                                      k terms with x_hat)
+      dL/dx_hat_4k = -2 w e4 / (8 TV)                (the 4k-only latents)
+      dL/de_hat    =  2 w alpha scale (e_hat - e) / TV   (e held constant)
+   Latents in a row's top k feel the first, the 4k tail the second, AuxK
+   latents the third. */
+static void lsae__output_grads(lsae_trainer *t, const lsae__batch *b)
+{
+    const size_t d = t->m->d;
+    const double w = 1.0 / (double)t->cfg.grad_acc_steps;
+    const float c_main = (float)(-2.0 * w / b->TV);
+    const float c_multi = (float)(t->K > t->m->k ? -2.0 * w / (8.0 * b->TV) : 0.0);
+    const float c_aux = (float)(b->ka ? 2.0 * w * t->cfg.auxk_alpha * b->auxk_scale / b->TV : 0.0);
+    ptrdiff_t pr;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
+        float *g0 = t->G + (size_t)pr * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
+        size_t j;
+        for (j = 0; j < d; ++j) {
+            float e1 = g1[j];
+            g0[j] = c_main * g0[j] + (c_multi != 0.0f ? c_multi * e1 : 0.0f);
+            g1[j] = c_multi * e1;
+            g2[j] = c_aux * g2[j];
+        }
+    }
+}
+
+/* B2. Entries by latent. An entry is (row b, slot s) with a positive
+   activation (ReLU passes gradient only where pre > 0, and a zero activation
+   adds nothing to W_dec either); it belongs to one of three classes by the
+   output gradient it uses: G0 (s < k), G1 (k <= s < K), G2 (AuxK). A stable
+   counting sort by (class, latent) puts each entry's row in ent_row and its
+   activation in ent_val, with lat_start [3 L + 1] the CSR offsets; within a
+   latent the entries stay by row then slot, so every sum in B3-B4 runs in one
+   fixed order. The rows are cut into nparts ranges counted and placed in
+   parallel, each with its own counts (part_cnt); a bucket's entries from
+   part p go after those of parts before p: the order of a serial pass. */
+static void lsae__sort_entries(lsae_trainer *t, const lsae__batch *b)
+{
+    const size_t L = t->m->L, k = t->m->k, K = t->K, KA = t->KA, ka = b->ka, B = b->B;
+    const size_t nb = 3 * L, nparts = (size_t)t->sort_parts < B ? (size_t)t->sort_parts : B;
+    size_t i;
+    ptrdiff_t pp;
+    /* counts per part */
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
+        size_t *cnt = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
+        memset(cnt, 0, nb * sizeof(size_t));
+        for (rr = r0; rr < r1; ++rr) {
+            const lsae__kv *tk = t->top + rr * K, *ax = t->aux + rr * KA;
+            for (ii = 0; ii < k; ++ii) cnt[(size_t)tk[ii].i] += tk[ii].v > 0.0f;
+            for (; ii < K; ++ii) cnt[L + (size_t)tk[ii].i] += tk[ii].v > 0.0f;
+            for (ii = 0; ii < ka; ++ii) cnt[2 * L + (size_t)ax[ii].i] += ax[ii].v > 0.0f;
+        }
+    }
+    /* each part's count becomes its offset within the bucket; the bucket
+       totals, summed in order, the buckets' starts */
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pp = 0; pp < (ptrdiff_t)nb; ++pp) {
+        size_t run = 0, q;
+        for (q = 0; q < nparts; ++q) {
+            const size_t c_ = t->part_cnt[q * nb + (size_t)pp];
+            t->part_cnt[q * nb + (size_t)pp] = run;
+            run += c_;
+        }
+        t->lat_start[pp + 1] = run;
+    }
+    t->lat_start[0] = 0;
+    for (i = 0; i < nb; ++i) t->lat_start[i + 1] += t->lat_start[i];
+    /* place */
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
+        size_t *fill = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
+        for (rr = r0; rr < r1; ++rr) {
+            const lsae__kv *tk = t->top + rr * K, *ax = t->aux + rr * KA;
+#define LSAE__PLACE(e, bk)                                                      \
+            if ((e).v > 0.0f) {                                                 \
+                const size_t q = t->lat_start[bk] + fill[bk]++;                 \
+                t->ent_row[q] = (int32_t)rr;                                    \
+                t->ent_val[q] = (e).v;                                          \
+            }
+            for (ii = 0; ii < k; ++ii) LSAE__PLACE(tk[ii], (size_t)tk[ii].i)
+            for (; ii < K; ++ii) LSAE__PLACE(tk[ii], L + (size_t)tk[ii].i)
+            for (ii = 0; ii < ka; ++ii) LSAE__PLACE(ax[ii], 2 * L + (size_t)ax[ii].i)
+#undef LSAE__PLACE
+        }
+    }
+}
+
+/* B3. Decoder side, per latent l (no atomics: llm.c's rule, split by output
+   index), class by class, for each entry (row b, activation a, g = G_class[b]):
+      dpre        = g . W_dec[l]     (the gradient reaching pre[b, l]; kept in
+                                      ent_val in place of a, for B4)
+      dW_dec[l]  += a g
+   and then ||dW_dec[l]||^2 for the clip (grad_row_norm2[l][1]), while the row
+   is in cache: a row no batch touched since has not changed. B3 and B4 are
+   two passes so that each gathers rows from one batch-sized array that stays
+   in a core's L2 (1.5 MiB at B = 512, d = 768) instead of three: this one G
+   and W_dec, B4 xc and W_enc. */
+static void lsae__decoder_grads(lsae_trainer *t)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
+    float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
+    size_t cls;
+    ptrdiff_t c;
+    for (cls = 0; cls < 3; ++cls) {
+        const size_t *st = t->lat_start + cls * L;
+        if (st[L] == st[0]) continue;
+        LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(t->nthreads))
+        for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
+            size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
+            for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
+                const float *wd = m->W_dec + l * d;
+                float *gd = gW_dec + l * d;
+                size_t q;
+                /* four entries at a time: W_dec[l] and dW_dec[l] pass through
+                   registers once for four rows; same sums, same order */
+                for (q = st[l]; q + 4 <= st[l + 1]; q += 4) {
+                    const float *g0 = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
+                    const float *g1 = t->G + (size_t)t->ent_row[q + 1] * 3 * d + cls * d;
+                    const float *g2 = t->G + (size_t)t->ent_row[q + 2] * 3 * d + cls * d;
+                    const float *g3 = t->G + (size_t)t->ent_row[q + 3] * 3 * d + cls * d;
+                    float a[4];
+                    memcpy(a, t->ent_val + q, sizeof a);
+                    lsae__dot4(t->ent_val + q, g0, g1, g2, g3, wd, d); /* dpre, for B4 */
+                    lsae__axpy4(gd, a, g0, g1, g2, g3, d);
+                }
+                for (; q < st[l + 1]; ++q) {
+                    const float *g = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
+                    const float a = t->ent_val[q];
+                    t->ent_val[q] = lsae__dot(g, wd, d);
+                    lsae__axpy(gd, a, g, d);
+                }
+                if (st[l + 1] > st[l]) t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
+            }
+        }
+    }
+}
+
+/* B4. Encoder side, per latent l, over its entries of all three classes in
+   order (dpre from B3):
+      dW_enc[l] += dpre xc[b],   db_enc[l] += dpre
+   and ||dW_enc[l]||^2 for the clip (grad_row_norm2[l][0]).
+   The gradient reaching the encoder input, dxc[b] = sum over b's entries of
+   dpre W_enc[l], is only needed summed over rows (for b_dec), and
+   sum_b dxc[b] = W_enc^T db_enc: W_enc is the same for every batch of a
+   window, so U1 takes that product once per optimizer step. */
+static void lsae__encoder_grads(lsae_trainer *t)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
+    float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
+    ptrdiff_t c;
+    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(t->nthreads))
+    for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
+        size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
+        for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
+            float *ge = gW_enc + l * d, sb = 0.0f;
+            size_t cls, q, n = 0;
+            for (cls = 0; cls < 3; ++cls) {
+                const size_t q1 = t->lat_start[cls * L + l + 1];
+                for (q = t->lat_start[cls * L + l]; q + 4 <= q1; q += 4) {
+                    lsae__axpy4(ge, t->ent_val + q, t->xc + (size_t)t->ent_row[q] * d, t->xc + (size_t)t->ent_row[q + 1] * d,
+                                t->xc + (size_t)t->ent_row[q + 2] * d, t->xc + (size_t)t->ent_row[q + 3] * d, d);
+                    sb += t->ent_val[q];
+                    sb += t->ent_val[q + 1];
+                    sb += t->ent_val[q + 2];
+                    sb += t->ent_val[q + 3];
+                    n += 4;
+                }
+                for (; q < q1; ++q) {
+                    lsae__axpy(ge, t->ent_val[q], t->xc + (size_t)t->ent_row[q] * d, d);
+                    sb += t->ent_val[q];
+                    ++n;
+                }
+            }
+            if (n) {
+                gb_enc[l] += sb;
+                t->grad_row_norm2[2 * l] = lsae__dot(ge, ge, d);
+            }
+        }
+    }
+}
+
+/* B5. b_dec, the decoder-output side: db_dec += sum_b G0[b] (x_hat = ... +
+   b_dec). The encoder-input side (x - b_dec) is U1. */
+static void lsae__b_dec_grad_output(lsae_trainer *t, const lsae__batch *b)
+{
+    const size_t d = t->m->d;
+    float *gb_dec = t->grads + t->m->lay.offset[LSAE__B_DEC];
+    ptrdiff_t pj;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
+        float s_out = 0.0f;
+        size_t row;
+        for (row = 0; row < b->B; ++row) s_out += t->G[row * 3 * d + (size_t)pj];
+        gb_dec[pj] += s_out;
+    }
+}
+
+/* B6. A latent fired when it was in some row's top k, whatever its value
+   (as latent-sae and sparsify count it): not the 4k tail, not AuxK. U4 turns
+   these flags into the dead-latent counters. */
+static void lsae__mark_fired(lsae_trainer *t, const lsae__batch *b)
+{
+    size_t r, i;
+    for (r = 0; r < b->B; ++r)
+        for (i = 0; i < t->m->k; ++i) t->did_fire[t->top[r * t->K + i].i] = 1;
+    t->micro++;
+    t->rows_in_window += b->B;
+}
+
+LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
+{
+    lsae__batch b;
+    lsae_result r;
+    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: trainer is NULL");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__cuda_trainer_accumulate(t->cuda, x, rows, stats, 0);
+#endif
+    if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
+    if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
+    if ((r = lsae__trainer_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return r;
+    memset(&b, 0, sizeof b);
+    /* forward */
+    if ((r = lsae__keep_finite_rows(t, x, rows, &b)) != LSAE_OK) return r;  /* F1 */
+    if ((r = lsae__total_variance(t, &b)) != LSAE_OK) return r;             /* F2 */
+    if ((r = lsae__init_b_dec(t, &b)) != LSAE_OK) return r;                 /* F3 */
+    lsae__encode_select(t, &b);                                             /* F4 */
+    lsae__decode_residuals(t, &b);                                          /* F5 */
+    lsae__auxk_decode(t, &b);                                               /* F6 */
+    if ((r = lsae__loss(t, &b)) != LSAE_OK) return r;                       /* F7 */
+    /* backward: adds into the gradients of the window */
+    lsae__output_grads(t, &b);                                              /* B1 */
+    lsae__sort_entries(t, &b);                                              /* B2 */
+    lsae__decoder_grads(t);                                                 /* B3 */
+    lsae__encoder_grads(t);                                                 /* B4 */
+    lsae__b_dec_grad_output(t, &b);                                         /* B5 */
+    lsae__mark_fired(t, &b);                                                /* B6 */
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->fvu = b.fvu;
+        stats->auxk = b.auxk;
+        stats->multi_topk_fvu = b.fvu4;
+        stats->loss = b.loss;
+        stats->n_dead = b.n_dead;
+        stats->dead_fraction = (double)b.n_dead / (double)t->m->L;
+        stats->lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
+        stats->rows_used = b.B;
+        stats->rows_dropped = b.dropped;
+        stats->step = t->step;
+        stats->stepped = 0;
+    }
+    return LSAE_OK;
+}
+
+/* U1. b_dec, the encoder-input side, for the whole window:
+      db_dec -= W_enc^T db_enc           (out [d], part [chunks, d] scratch)
+   (B4 explains why this is the sum over rows of the gradient reaching
+   x - b_dec). The latent sums go into fixed chunks of LSAE__BDEC_CHUNK
+   latents, then the chunks are added in order: the same for any thread
+   count. Also used by lsae_trainer_get_grads mid-window. */
+static void lsae__b_dec_grad_input(const lsae_trainer *t, float *out, float *part)
 {
     const lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
@@ -2850,483 +3341,121 @@ static void lsae__bdec_encoder_side(const lsae_trainer *t, float *out, float *pa
     }
 }
 
-LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
+/* U2. The global gradient norm and the clip factor, as
+   torch.nn.utils.clip_grad_norm_(params, 1.0):
+      n = sqrt(sum of every g^2),  clip = min(1 / (n + 1e-6), 1)
+   The rows of W_enc and W_dec come from the squared norms B3-B4 kept as they
+   updated them, added in latent order; the biases directly. A non-finite n
+   stops the trainer with the weights as they were. */
+static lsae_result lsae__clip(lsae_trainer *t, double *norm, float *clip)
 {
-    lsae_model *m;
-    size_t d, L, B = 0, r, dropped, n_dead = 0, ka = 0, i, k;
-    double TV = 0.0, se = 0.0, se4 = 0.0, sa = 0.0, fvu, fvu4 = 0.0, auxk = 0.0, scale = 0.0, w, loss;
-    float c_main, c_multi, c_aux;
-    lsae_result res;
-    ptrdiff_t pr;
-    int nt;
-    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: trainer is NULL");
-#ifdef LATENTSAE_CUDA
-    if (t->cuda) return lsae__cuda_trainer_accumulate(t->cuda, x, rows, stats, 0);
-#endif
-    if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
-    if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
-    m = t->m;
-    d = m->d;
-    L = m->L;
-    k = m->k;
-    nt = t->nthreads;
-    if ((res = lsae__trainer_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return res;
-
-    /* 1. keep the finite rows */
-    for (r = 0; r < rows; ++r) {
-        const float *row = x + r * d;
-        size_t j;
-        for (j = 0; j < d; ++j)
-            if (!isfinite(row[j])) break;
-        if (j == d) memcpy(t->x_used + B++ * d, row, d * sizeof(float));
-    }
-    dropped = rows - B;
-    if (B < 2)
-        return lsae__err(LSAE_BAD_BATCH, "batch has %zu finite rows (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance", B, dropped);
-
-    /* 2. total variance TV = sum over rows and dims of (x - mean_rows(x))^2, per dim then summed in order */
-    LSAE__OMP(parallel for schedule(static) num_threads(nt))
-    for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
-        double mean = 0.0, s = 0.0;
-        size_t q;
-        for (q = 0; q < B; ++q) mean += t->x_used[q * d + (size_t)pr];
-        mean /= (double)B;
-        for (q = 0; q < B; ++q) {
-            double diff = t->x_used[q * d + (size_t)pr] - mean;
-            s += diff * diff;
-        }
-        t->tv_dim[pr] = s;
-    }
-    for (r = 0; r < d; ++r) TV += t->tv_dim[r];
-    if (!(TV > 0.0) || !isfinite(TV))
-        return lsae__err(LSAE_BAD_BATCH, "batch's total variance is %g (all %zu rows equal?): fvu is undefined, batch refused", TV, B);
-
-    /* 3. b_dec from the first batch */
-    if (!t->b_dec_initialized) {
-        if ((res = lsae__geometric_median(t->alloc, m->b_dec, t->x_used, B, d, nt)) != LSAE_OK) return res;
-        t->b_dec_initialized = 1;
-    }
-
-    /* 4. forward: the fused encoder pass gives each row's top K and AuxK picks */
-    if (t->cfg.auxk_alpha > 0.0) {
-        lsae__count_dead(t, &n_dead);
-        /* Gao et al. B.1: k_aux = min(d/2, n_dead), loss scaled by min(n_dead / (d/2), 1) */
-        ka = d / 2 < n_dead ? d / 2 : n_dead;
-        scale = d / 2 ? (double)n_dead / (double)(d / 2) : 0.0;
-        if (scale > 1.0) scale = 1.0;
-    } else {
-        size_t l;
-        for (l = 0; l < L; ++l) n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
-    }
-    lsae__center(t->xc, t->x_used, m->b_dec, B, d, nt);
-    for (r = 0; r < B; r += t->sws.rows_cap) {
-        size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
-        lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, ka ? t->dead_bits : NULL, ka, t->aux + r * t->KA, &t->sws);
-    }
-
-    /* 5. decode and residuals:
-          G0 <- e  = x - (b_dec + sum_{i<k} a_i W_dec[l_i])
-          G1 <- e4 = x - (b_dec + sum_{i<4k} a_i W_dec[l_i])        (multi_topk)
-          G2 <- e_hat - e, e_hat = sum_j aux_a_j W_dec[aux_l_j]    (AuxK)
-       5a. per row: the top-k decode (a row's k latents are spread over all
-       of W_dec, so a row at a time is as good as any order) */
-    LSAE__OMP(parallel for schedule(static) num_threads(nt))
-    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
-        const size_t b = (size_t)pr;
-        const float *xb = t->x_used + b * d;
-        float *g0 = t->G + b * 3 * d, *g1 = g0 + d;
-        const lsae__kv *tk = t->top + b * t->K;
-        double s0 = 0.0, s1 = 0.0;
-        size_t j;
-        memcpy(g0, m->b_dec, d * sizeof(float));
-        lsae__decode_into(g0, tk, k, m->W_dec, d);
-        if (t->K > k) {
-            memcpy(g1, g0, d * sizeof(float));
-            lsae__decode_into(g1, tk + k, t->K - k, m->W_dec, d);
-            for (j = 0; j < d; ++j) {
-                g1[j] = xb[j] - g1[j];
-                s1 += (double)g1[j] * g1[j];
-            }
-        }
-        for (j = 0; j < d; ++j) {
-            g0[j] = xb[j] - g0[j];
-            s0 += (double)g0[j] * g0[j];
-        }
-        t->row_sq[3 * b] = s0;
-        t->row_sq[3 * b + 1] = s1;
-        t->row_sq[3 * b + 2] = 0.0;
-    }
-    /* 5b. AuxK: the dead latents' W_dec rows are read over and over (each is
-       picked by many rows), so the batch goes in blocks of LSAE__DEC_ROWS rows
-       and, for each block, W_dec in chunks of LSAE__DEC_CHUNK latents: a
-       chunk's rows stay in cache while every row of the block adds the
-       entries it has in that chunk (each row's AuxK entries are in index
-       order, so they come as one run per chunk). A row's sum runs in index
-       order whatever the blocks and threads. */
-    if (ka) {
-        const size_t nblocks = (B + LSAE__DEC_ROWS - 1) / LSAE__DEC_ROWS;
-        ptrdiff_t blk;
-        LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
-        for (blk = 0; blk < (ptrdiff_t)nblocks; ++blk) {
-            const size_t b0 = (size_t)blk * LSAE__DEC_ROWS, b1 = b0 + LSAE__DEC_ROWS < B ? b0 + LSAE__DEC_ROWS : B;
-            size_t b, c0, j;
-            for (b = b0; b < b1; ++b) {
-                memset(t->G + b * 3 * d + 2 * d, 0, d * sizeof(float));
-                t->cursor[b] = 0;
-            }
-            for (c0 = 0; c0 < L; c0 += LSAE__DEC_CHUNK) {
-                const int32_t c1 = (int32_t)(c0 + LSAE__DEC_CHUNK < L ? c0 + LSAE__DEC_CHUNK : L);
-                for (b = b0; b < b1; ++b) {
-                    const lsae__kv *ax = t->aux + b * t->KA;
-                    float *g2 = t->G + b * 3 * d + 2 * d;
-                    size_t q0 = t->cursor[b], q = q0;
-                    while (q < ka && ax[q].i < c1) ++q;
-                    lsae__decode_into(g2, ax + q0, q - q0, m->W_dec, d);
-                    t->cursor[b] = q;
-                }
-            }
-            for (b = b0; b < b1; ++b) {
-                float *g0 = t->G + b * 3 * d, *g2 = g0 + 2 * d;
-                double s2 = 0.0;
-                for (j = 0; j < d; ++j) {
-                    g2[j] -= g0[j];
-                    s2 += (double)g2[j] * g2[j];
-                }
-                t->row_sq[3 * b + 2] = s2;
-            }
-        }
-    }
-    for (r = 0; r < B; ++r) {
-        se += t->row_sq[3 * r];
-        se4 += t->row_sq[3 * r + 1];
-        sa += t->row_sq[3 * r + 2];
-    }
-    fvu = se / TV;
-    if (t->K > k) fvu4 = se4 / TV;
-    if (ka) auxk = scale * sa / TV;
-    loss = fvu + t->cfg.auxk_alpha * auxk + fvu4 / 8.0;
-    if (!isfinite(loss)) {
+    const lsae_model *m = t->m;
+    const float *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC], *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC];
+    double norm2 = 0.0;
+    size_t c;
+    for (c = 0; c < 2 * m->L; ++c) norm2 += t->grad_row_norm2[c];
+    norm2 += (double)lsae__dot(gb_enc, gb_enc, m->L) + (double)lsae__dot(gb_dec, gb_dec, m->d);
+    *norm = sqrt(norm2);
+    if (!isfinite(*norm)) {
         t->poisoned = 1;
-        /* steps are named 1-based, as in stats->step, the weight check below and
-           a checkpoint's step count: t->step + 1 is the step that went wrong */
-        return lsae__err(LSAE_NOT_FINITE, "loss is %g at optimizer step %llu (fvu %g, auxk %g): the weights have diverged; lower the learning rate and resume from the last good checkpoint",
-                         loss, (unsigned long long)(t->step + 1), fvu, auxk);
+        return lsae__err(LSAE_NOT_FINITE, "gradient norm is %g at optimizer step %llu; weights left as they were. Lower the learning rate and resume from the last good checkpoint",
+                         *norm, (unsigned long long)(t->step + 1));
     }
-
-    /* 6. backward. w = 1 / grad_acc_steps. With G0 = e, G1 = e4, G2 = e_hat - e:
-          dL/d(x_hat)    = -2 w e / TV  (- 2 w e4 / (8 TV) with multi_topk)
-          dL/d(x_hat_4k) = -2 w e4 / (8 TV)
-          dL/d(e_hat)    =  2 w alpha scale (e_hat - e) / TV      (e held constant)
-       Latents i < k feel the first (which includes the 4k term), 4k-only
-       latents the second, AuxK latents the third. */
-    w = 1.0 / (double)t->cfg.grad_acc_steps;
-    c_main = (float)(-2.0 * w / TV);
-    c_multi = (float)(t->K > k ? -2.0 * w / (8.0 * TV) : 0.0);
-    c_aux = (float)(ka ? 2.0 * w * t->cfg.auxk_alpha * scale / TV : 0.0);
-    LSAE__OMP(parallel for schedule(static) num_threads(nt))
-    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
-        float *g0 = t->G + (size_t)pr * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
-        size_t j;
-        for (j = 0; j < d; ++j) {
-            float e1 = g1[j];
-            g0[j] = c_main * g0[j] + (c_multi != 0.0f ? c_multi * e1 : 0.0f);
-            g1[j] = c_multi * e1;
-            g2[j] = c_aux * g2[j];
-        }
-    }
-
-    /* Entries: row b, slot s < K (top-k, then the 4k tail) or an AuxK slot,
-       in three classes by the output gradient they use: G0 (s < k), G1
-       (k <= s < K), G2 (AuxK). Only positive activations carry gradient
-       (ReLU passes where pre > 0; a zero activation adds nothing to W_dec
-       either). Each keeps its row and activation, so the passes below need
-       no lookups. */
-
-    /* 6a. sort the entries by (class, latent): a stable counting sort, so
-       within a latent they stay by row then slot and every sum below runs in
-       one fixed order. The batch is cut into nparts ranges of rows that are
-       counted and placed in parallel, each with its own counts; a bucket's
-       entries from part p go after those of parts before p, which is the
-       order of a serial pass. */
-    {
-        const size_t nb = 3 * L, nparts = (size_t)t->sort_parts < B ? (size_t)t->sort_parts : B;
-        ptrdiff_t pp;
-        /* counts per part */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt))
-        for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
-            size_t *cnt = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
-            memset(cnt, 0, nb * sizeof(size_t));
-            for (rr = r0; rr < r1; ++rr) {
-                const lsae__kv *tk = t->top + rr * t->K, *ax = t->aux + rr * t->KA;
-                for (ii = 0; ii < k; ++ii) cnt[(size_t)tk[ii].i] += tk[ii].v > 0.0f;
-                for (; ii < t->K; ++ii) cnt[L + (size_t)tk[ii].i] += tk[ii].v > 0.0f;
-                for (ii = 0; ii < ka; ++ii) cnt[2 * L + (size_t)ax[ii].i] += ax[ii].v > 0.0f;
-            }
-        }
-        /* each part's count becomes its offset within the bucket; the
-           bucket totals, summed in order, the buckets' starts */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt))
-        for (pp = 0; pp < (ptrdiff_t)nb; ++pp) {
-            size_t run = 0, q;
-            for (q = 0; q < nparts; ++q) {
-                const size_t c_ = t->part_cnt[q * nb + (size_t)pp];
-                t->part_cnt[q * nb + (size_t)pp] = run;
-                run += c_;
-            }
-            t->lat_start[pp + 1] = run;
-        }
-        t->lat_start[0] = 0;
-        for (i = 0; i < nb; ++i) t->lat_start[i + 1] += t->lat_start[i];
-        /* place */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt))
-        for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
-            size_t *fill = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
-            for (rr = r0; rr < r1; ++rr) {
-                const lsae__kv *tk = t->top + rr * t->K, *ax = t->aux + rr * t->KA;
-#define LSAE__PLACE(e, bk)                                                      \
-                if ((e).v > 0.0f) {                                             \
-                    const size_t q = t->lat_start[bk] + fill[bk]++;             \
-                    t->ent_row[q] = (int32_t)rr;                                \
-                    t->ent_val[q] = (e).v;                                      \
-                }
-                for (ii = 0; ii < k; ++ii) LSAE__PLACE(tk[ii], (size_t)tk[ii].i)
-                for (; ii < t->K; ++ii) LSAE__PLACE(tk[ii], L + (size_t)tk[ii].i)
-                for (ii = 0; ii < ka; ++ii) LSAE__PLACE(ax[ii], 2 * L + (size_t)ax[ii].i)
-#undef LSAE__PLACE
-            }
-        }
-    }
-
-    /* 6b. per latent l, no atomics (llm.c's rule: split by output index). For
-       each of its entries (row b, slot s, activation a, output gradient g =
-       G_class[b]):
-          dpre        = g . W_dec[l]        (the gradient reaching pre[b, l])
-          dW_dec[l]  += a g
-          dW_enc[l]  += dpre xc_b
-          db_enc[l]  += dpre
-       in two passes, so that each gathers rows from one batch-sized array
-       that stays in a core's L2 (1.5 MiB at B = 512, d = 768) instead of
-       three: pass A, class by class, reads G_class and W_dec and keeps dpre;
-       pass B reads xc and W_enc.
-       The gradient reaching the encoder input, dxc_b = sum over b's entries
-       of dpre W_enc[l], is only needed summed over rows (for b_dec), and
-       sum_b dxc_b = sum_l (sum of l's dpre) W_enc[l] = W_enc^T db_enc: W_enc
-       is the same for every batch of a window, so that product is taken once
-       per optimizer step (lsae__bdec_encoder_side), from the accumulated
-       db_enc, instead of reading W_enc for every batch.
-       Each gradient row's squared norm is kept as it is updated (rowsq), so
-       the clip needs no pass over the gradient: a row not touched since has
-       not changed. */
-    {
-        float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
-        float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
-        const size_t nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
-        size_t cls;
-        ptrdiff_t c;
-        for (cls = 0; cls < 3; ++cls) {
-            const size_t *st = t->lat_start + cls * L;
-            if (st[L] == st[0]) continue;
-            LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
-            for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
-                size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
-                for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
-                    const float *wd = m->W_dec + l * d;
-                    float *gd = gW_dec + l * d;
-                    size_t q;
-                    /* four entries at a time: W_dec[l] and dW_dec[l] pass through
-                       registers once for four rows; same sums, same order */
-                    for (q = st[l]; q + 4 <= st[l + 1]; q += 4) {
-                        const float *g0 = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
-                        const float *g1 = t->G + (size_t)t->ent_row[q + 1] * 3 * d + cls * d;
-                        const float *g2 = t->G + (size_t)t->ent_row[q + 2] * 3 * d + cls * d;
-                        const float *g3 = t->G + (size_t)t->ent_row[q + 3] * 3 * d + cls * d;
-                        float a[4];
-                        memcpy(a, t->ent_val + q, sizeof a);
-                        lsae__dot4(t->ent_val + q, g0, g1, g2, g3, wd, d); /* dpre, for pass B */
-                        lsae__axpy4(gd, a, g0, g1, g2, g3, d);
-                    }
-                    for (; q < st[l + 1]; ++q) {
-                        const float *g = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
-                        const float a = t->ent_val[q];
-                        t->ent_val[q] = lsae__dot(g, wd, d);
-                        lsae__axpy(gd, a, g, d);
-                    }
-                    /* the row's squared norm for the clip, while it is in cache */
-                    if (st[l + 1] > st[l]) t->rowsq[2 * l + 1] = lsae__dot(gd, gd, d);
-                }
-            }
-        }
-        LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nt))
-        for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
-            size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
-            for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
-                float *ge = gW_enc + l * d, sb = 0.0f;
-                size_t c2, q, n = 0;
-                for (c2 = 0; c2 < 3; ++c2) {
-                    const size_t q1 = t->lat_start[c2 * L + l + 1];
-                    for (q = t->lat_start[c2 * L + l]; q + 4 <= q1; q += 4) {
-                        lsae__axpy4(ge, t->ent_val + q, t->xc + (size_t)t->ent_row[q] * d, t->xc + (size_t)t->ent_row[q + 1] * d,
-                                    t->xc + (size_t)t->ent_row[q + 2] * d, t->xc + (size_t)t->ent_row[q + 3] * d, d);
-                        sb += t->ent_val[q];
-                        sb += t->ent_val[q + 1];
-                        sb += t->ent_val[q + 2];
-                        sb += t->ent_val[q + 3];
-                        n += 4;
-                    }
-                    for (; q < q1; ++q) {
-                        lsae__axpy(ge, t->ent_val[q], t->xc + (size_t)t->ent_row[q] * d, d);
-                        sb += t->ent_val[q];
-                        ++n;
-                    }
-                }
-                if (n) {
-                    gb_enc[l] += sb;
-                    t->rowsq[2 * l] = lsae__dot(ge, ge, d);
-                }
-            }
-        }
-
-        /* 6c. b_dec, the decoder-output side: the sum of G0 over rows. The
-           encoder-input side, -sum_l (db_enc)_l W_enc[l], is added once per
-           window by lsae__bdec_encoder_side. */
-        {
-            float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC];
-            LSAE__OMP(parallel for schedule(static) num_threads(nt))
-            for (pr = 0; pr < (ptrdiff_t)d; ++pr) {
-                float s_out = 0.0f;
-                size_t b2;
-                for (b2 = 0; b2 < B; ++b2) s_out += t->G[b2 * 3 * d + (size_t)pr];
-                gb_dec[pr] += s_out;
-            }
-        }
-    }
-
-    /* 7. bookkeeping: which latents fired (were in a top-k) */
-    for (r = 0; r < B; ++r)
-        for (i = 0; i < k; ++i) t->did_fire[t->top[r * t->K + i].i] = 1;
-    t->micro++;
-    t->rows_in_window += B;
-
-    if (stats) {
-        memset(stats, 0, sizeof *stats);
-        stats->fvu = fvu;
-        stats->auxk = auxk;
-        stats->multi_topk_fvu = fvu4;
-        stats->loss = loss;
-        stats->n_dead = n_dead;
-        stats->dead_fraction = (double)n_dead / (double)L;
-        stats->lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
-        stats->rows_used = B;
-        stats->rows_dropped = dropped;
-        stats->step = t->step;
-        stats->stepped = 0;
-    }
+    *clip = 1.0 / (*norm + 1e-6) < 1.0 ? (float)(1.0 / (*norm + 1e-6)) : 1.0f;
     return LSAE_OK;
 }
 
 /* floats per unit of work in the element-wise Adam pass */
 #define LSAE__ADAM_CHUNK 16384
 
+/* U3. Adam at learning rate lr, torch.optim.Adam (no weight decay, not
+   amsgrad) at step s = step + 1 (lsae__adam_span has the update), on the
+   clipped gradient clip * g. For a W_dec row w (normalize_decoder) the
+   gradient first loses its component along the unit row, g -= (g . w) w,
+   and the row is renormalised after the update, w / (||w|| + FLT_EPSILON).
+   The pass also zeroes the gradients for the next window. Returns nonzero
+   when a weight became NaN or Inf. */
+static int lsae__adam(lsae_trainer *t, float clip, double lr)
+{
+    lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L;
+    const double bc1 = 1.0 - pow(0.9, (double)(t->step + 1)), bc2 = 1.0 - pow(0.999, (double)(t->step + 1));
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    float *P = m->params, *G = t->grads, *M1 = t->adam_m, *M2 = t->adam_v;
+    const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = m->lay.offset[LSAE__B_DEC];
+    const size_t nspan = (wdec0 + LSAE__ADAM_CHUNK - 1) / LSAE__ADAM_CHUNK;
+    const int normalize = m->cfg.normalize_decoder;
+    float bad = 0.0f;
+    ptrdiff_t pc, row;
+    /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
+    for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
+        size_t i0 = (size_t)pc * LSAE__ADAM_CHUNK, n = wdec0 - i0 < LSAE__ADAM_CHUNK ? wdec0 - i0 : LSAE__ADAM_CHUNK;
+        bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
+    }
+    /* b_dec */
+    bad += lsae__adam_span(P + wdec1, G + wdec1, M1 + wdec1, M2 + wdec1, m->lay.total - wdec1, clip, step_size, bc2_sqrt);
+    /* W_dec, one row at a time: clip, project, Adam, renormalise */
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
+    for (row = 0; row < (ptrdiff_t)L; ++row) {
+        size_t base = wdec0 + (size_t)row * d;
+        float *p = P + base, *g = G + base;
+        lsae__scale(g, clip, d);
+        if (normalize) lsae__axpy(g, -lsae__dot(g, p, d), p, d);
+        bad += lsae__adam_span(p, g, M1 + base, M2 + base, d, 1.0f, step_size, bc2_sqrt);
+        if (normalize) {
+            float ss = lsae__dot(p, p, d);
+            lsae__scale(p, (float)(1.0 / (sqrt((double)ss) + FLT_EPSILON)), d);
+            bad += lsae__dot(p, p, d) * 0.0f; /* NaN if the row is */
+        }
+    }
+    return !(bad == 0.0f);
+}
+
+/* U4. Dead-latent bookkeeping: every latent's rows-since-fired grows by the
+   rows of the window; those that fired (B6) restart at 0. Then the window
+   closes: one more optimizer step. Returns the dead count after it. */
+static size_t lsae__dead_counters(lsae_trainer *t)
+{
+    const size_t L = t->m->L;
+    size_t l, n_dead = 0;
+    for (l = 0; l < L; ++l) {
+        t->since_fired[l] = t->did_fire[l] ? 0 : t->since_fired[l] + t->rows_in_window;
+        t->did_fire[l] = 0;
+        n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
+    }
+    memset(t->grad_row_norm2, 0, 2 * L * sizeof(float));
+    t->micro = 0;
+    t->rows_in_window = 0;
+    t->step++;
+    return n_dead;
+}
+
 LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
 {
-    lsae_model *m;
-    size_t c, d, L, n_dead = 0, l;
-    double norm2 = 0.0, norm, lr, bc1, bc2;
-    float clip, step_size, bc2_sqrt;
-    int nonfinite = 0, nt;
-    ptrdiff_t pc;
+    double norm, lr;
+    float clip;
+    int nonfinite;
+    size_t n_dead;
+    lsae_result r;
     if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: trainer is NULL");
 #ifdef LATENTSAE_CUDA
     if (t->cuda) return lsae__cuda_trainer_apply(t->cuda, stats);
 #endif
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint");
     if (t->micro == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
-    m = t->m;
-    d = m->d;
-    L = m->L;
-    nt = t->nthreads;
-    (void)nt;
-
-    /* 1. b_dec's gradient gets its encoder-input side, then the global
-       gradient norm, torch.nn.utils.clip_grad_norm_(params, 1.0): the rows of
-       W_enc and W_dec from the norms kept as they were updated, in index
-       order, the biases directly */
-    {
-        float *gb_dec = t->grads + m->lay.offset[LSAE__B_DEC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
-        lsae__bdec_encoder_side(t, gb_dec, t->bdec_part);
-        for (c = 0; c < 2 * L; ++c) norm2 += t->rowsq[c];
-        norm2 += (double)lsae__dot(gb_enc, gb_enc, L) + (double)lsae__dot(gb_dec, gb_dec, d);
-    }
-    norm = sqrt(norm2);
-    if (!isfinite(norm)) {
-        t->poisoned = 1;
-        return lsae__err(LSAE_NOT_FINITE, "gradient norm is %g at optimizer step %llu; weights left as they were. Lower the learning rate and resume from the last good checkpoint",
-                         norm, (unsigned long long)(t->step + 1));
-    }
-    clip = 1.0 / (norm + 1e-6) < 1.0 ? (float)(1.0 / (norm + 1e-6)) : 1.0f;
-
-    /* 2. Adam, torch.optim.Adam (no weight decay, not amsgrad), step t = step + 1
-       (lsae__adam_span). For W_dec rows the clipped gradient first loses its
-       component along the (unit) row, and the row is renormalised after the
-       update. The pass also zeroes the gradient for the next window. */
+    lsae__b_dec_grad_input(t, t->grads + t->m->lay.offset[LSAE__B_DEC], t->bdec_part); /* U1 */
+    if ((r = lsae__clip(t, &norm, &clip)) != LSAE_OK) return r;                        /* U2 */
     lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
-    bc1 = 1.0 - pow(0.9, (double)(t->step + 1));
-    bc2 = 1.0 - pow(0.999, (double)(t->step + 1));
-    step_size = (float)(lr / bc1);
-    bc2_sqrt = (float)sqrt(bc2);
-    {
-        float *P = m->params, *G = t->grads, *M1 = t->adam_m, *M2 = t->adam_v;
-        const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = m->lay.offset[LSAE__B_DEC];
-        const size_t nspan = (wdec0 + LSAE__ADAM_CHUNK - 1) / LSAE__ADAM_CHUNK;
-        const int normalize = m->cfg.normalize_decoder;
-        float bad = 0.0f;
-        ptrdiff_t row;
-        /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(+:bad))
-        for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
-            size_t i0 = (size_t)pc * LSAE__ADAM_CHUNK, n = wdec0 - i0 < LSAE__ADAM_CHUNK ? wdec0 - i0 : LSAE__ADAM_CHUNK;
-            bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
-        }
-        /* b_dec */
-        bad += lsae__adam_span(P + wdec1, G + wdec1, M1 + wdec1, M2 + wdec1, m->lay.total - wdec1, clip, step_size, bc2_sqrt);
-        /* W_dec, one row at a time: clip, project, Adam, renormalise */
-        LSAE__OMP(parallel for schedule(static) num_threads(nt) reduction(+:bad))
-        for (row = 0; row < (ptrdiff_t)L; ++row) {
-            size_t base = wdec0 + (size_t)row * d;
-            float *p = P + base, *g = G + base;
-            lsae__scale(g, clip, d);
-            if (normalize) {
-                /* remove_gradient_parallel_to_decoder_directions: g -= (g . w) w */
-                lsae__axpy(g, -lsae__dot(g, p, d), p, d);
-            }
-            bad += lsae__adam_span(p, g, M1 + base, M2 + base, d, 1.0f, step_size, bc2_sqrt);
-            if (normalize) {
-                /* set_decoder_norm_to_unit_norm: w / (||w|| + FLT_EPSILON) */
-                float ss = lsae__dot(p, p, d);
-                lsae__scale(p, (float)(1.0 / (sqrt((double)ss) + FLT_EPSILON)), d);
-                bad += lsae__dot(p, p, d) * 0.0f; /* NaN if the row is */
-            }
-        }
-        nonfinite = !(bad == 0.0f);
-    }
-
-    /* 3. dead-latent bookkeeping: every counter grows by the rows seen; those that fired restart */
-    for (l = 0; l < L; ++l) {
-        t->since_fired[l] = t->did_fire[l] ? 0 : t->since_fired[l] + t->rows_in_window;
-        t->did_fire[l] = 0;
-        n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
-    }
-    memset(t->rowsq, 0, 2 * L * sizeof(float));
-    t->micro = 0;
-    t->rows_in_window = 0;
-    t->step++;
+    nonfinite = lsae__adam(t, clip, lr);                                               /* U3 */
+    n_dead = lsae__dead_counters(t);                                                   /* U4 */
     if (stats) {
         stats->stepped = 1;
         stats->grad_norm = norm;
         stats->lr = lr;
         stats->step = t->step;
         stats->n_dead = n_dead;
-        stats->dead_fraction = (double)n_dead / (double)L;
+        stats->dead_fraction = (double)n_dead / (double)t->m->L;
     }
     if (nonfinite) {
         t->poisoned = 1;
@@ -3363,7 +3492,7 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
         /* the window's encoder-input side of b_dec, not yet added */
         float *part = (float *)lsae__alloc_array(t->alloc, (t->m->L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, t->m->d * sizeof(float), "b_dec partial sums");
         if (!part) return LSAE_OUT_OF_MEMORY;
-        lsae__bdec_encoder_side(t, db_dec, part);
+        lsae__b_dec_grad_input(t, db_dec, part);
         lsae__free(t->alloc, part);
     }
     return LSAE_OK;
