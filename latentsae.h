@@ -3433,8 +3433,8 @@ static size_t lsae__dead_counters(lsae_trainer *t)
 
 LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
 {
-    double norm, lr;
-    float clip;
+    double norm = 0.0, lr;
+    float clip = 1.0f;
     int nonfinite;
     size_t n_dead;
     lsae_result r;
