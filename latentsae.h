@@ -457,6 +457,10 @@ LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *trainer, lsae_tr
 LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *trainer, const lsae_trainer_state *st);
 LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *trainer);
 
+/* Private: the four parameter tensors, in their order in a parameter slab
+   (the CPU's and latentsae_cuda.cu's alike). Not an API. */
+enum { LSAE__W_ENC = 0, LSAE__B_ENC = 1, LSAE__W_DEC = 2, LSAE__B_DEC = 3, LSAE__NUM_TENSORS = 4 };
+
 #ifdef LATENTSAE_CUDA
 #ifdef LATENTSAE_STATIC
 #error "LATENTSAE_CUDA needs the library's functions to be extern: latentsae_cuda.cu calls them. Leave out LATENTSAE_STATIC."
@@ -1046,10 +1050,11 @@ LSAE_DEF double lsae_lr_factor(const lsae_config *cfg, uint64_t s)
 
 /* ------------------------------------------------------------------ model */
 
-/* The four parameter tensors live in one slab, each 64-byte aligned, in this
-   order; gradients and Adam moments use slabs of the same layout, so the
-   optimizer and clipping are single passes and one copy moves everything. */
-enum { LSAE__W_ENC = 0, LSAE__B_ENC = 1, LSAE__W_DEC = 2, LSAE__B_DEC = 3, LSAE__NUM_TENSORS = 4 };
+/* The four parameter tensors live in one slab, each 64-byte aligned, in the
+   order of LSAE__W_ENC ... LSAE__B_DEC (declared with the private CUDA calls
+   above, since latentsae_cuda.cu uses the same order); gradients and Adam
+   moments use slabs of the same layout, so the optimizer and clipping are
+   single passes and one copy moves everything. */
 
 typedef struct lsae__layout {
     size_t offset[LSAE__NUM_TENSORS]; /* in floats */

@@ -20,37 +20,42 @@
 
    What runs where. The four parameters, their gradients, Adam's moments and
    the dead-latent counters live in device memory, in slabs laid out as the
-   host model's (latentsae.h's lsae__layout), so one copy moves a model. The
-   host model's slab is only staging for the file calls. A training step is
-   SPEC section 2 exactly as lsae_trainer_accumulate/lsae_trainer_apply do it
-   on the CPU; each kernel below names the CPU step it mirrors. Float
-   operations are written with explicit rounding (__fmul_rn, __fadd_rn,
-   fmaf) wherever the CPU code does the same operation, so that with equal
-   inputs the decode, the parameter gradients and Adam give the CPU's bits;
-   only the reductions (dot products, variance, norms) sum in another order.
+   host model's (latentsae.h's lsae__layout, tensors in the order
+   LSAE__W_ENC, LSAE__B_ENC, LSAE__W_DEC, LSAE__B_DEC), so one copy moves a
+   model. The host model's slab is only staging for the file calls. A
+   training step is the CPU's step (docs/math.md, section 2), stage by
+   stage: the host functions under "one training step" below carry the
+   CPU's stage names and labels, in its order, and each kernel names the
+   stage it does. Float operations are written with explicit rounding
+   (__fmul_rn, __fadd_rn, fmaf) wherever the CPU code does the same
+   operation, so that with equal inputs the decode, the parameter gradients
+   and Adam give the CPU's bits; only the reductions (dot products,
+   variance, norms) sum in another order.
 
-   One training batch (accumulate):
-     host   drop rows with NaN/Inf while copying the batch into a pinned
-            buffer (two, used in turn), refuse batches with < 2 rows or all
-            rows equal (total variance 0) before any device work
-     H2D    x [B, d]
-     TV     per-dimension variance in double, then the loss coefficients
-     init   b_dec = geometric median (first batch only; Weiszfeld in double)
-     fwd    xc = x - b_dec; pre = xc W_enc^T (cuBLAS TF32/FP32/BF16, or our
-            kernel); per row top-K of ReLU(pre + b_enc) (radix select, K up
-            to 4096) and the AuxK top-ka among dead latents
-     decode residuals e (k), e4 (4k), e_hat - e (AuxK) per row, their sums
-            of squares, and dLoss/d(decoder output) per row
-     loss   fvu, auxk, multi-topk fvu, loss; a non-finite loss poisons the
-            trainer on the device and every later kernel that would change
-            state returns at once
-     bwd    per row: dLoss/dpre of each selected latent (one dot product)
-            and dLoss/d(x - b_dec); entries sorted by latent (stable radix
-            sort), then per latent the W_dec, W_enc and b_enc gradients
-            without atomics, in the CPU's order; b_dec's gradient
-   One optimizer step (apply): global norm (fixed chunks, double), clip,
-   projection of W_dec rows, Adam (torch.optim.Adam), renormalisation, the
-   dead-latent counters, all on the device.
+   One training batch (accumulate), stage by stage:
+     F1  host: drop rows with NaN/Inf while copying the batch into a pinned
+         buffer (two, used in turn); refuse batches with < 2 rows or all
+         rows equal (TV = 0) before any device work; upload x [B, d]
+     F2  per-dimension variance in double, TV, and B1's coefficients
+     F3  b_dec = geometric median (first batch only; Weiszfeld in double)
+     F4  xc = x - b_dec; pre = xc W_enc^T (cuBLAS TF32/FP32/BF16, or our
+         kernel); per row top-K of ReLU(pre + b_enc) (radix select, K up
+         to 4096) and the AuxK top-ka among dead latents
+     F5, F6, B1  one kernel: residuals e (k), e4 (4k), e_hat - e (AuxK)
+         per row, their sums of squares, and dLoss/d(decoder outputs)
+     F7  fvu, auxk, multi-topk fvu, loss; a non-finite loss poisons the
+         trainer on the device and every later kernel that would change
+         state returns at once
+     B2  entries sorted by latent (stable radix sort)
+     B3  dpre of every entry (one dot product with a W_dec row)
+     B3, B4  per latent, without atomics, in the CPU's order: the W_dec,
+         W_enc and b_enc gradients
+     B5, U1  b_dec's gradient, both sides (U1 per batch here)
+     B6  which latents fired
+   One optimizer step (apply): U2 global norm (fixed chunks, double) and
+   clip; U3 projection of W_dec rows, Adam (torch.optim.Adam),
+   renormalisation; U4 the dead-latent counters and the next window's dead
+   mask. All on the device.
 
    Asynchrony. Calls without stats return once their work is queued: the
    host copies the next batch while the GPU computes this one. The device
@@ -92,7 +97,7 @@ static_assert(sizeof(int32_t) == sizeof(int), "latent indices are int32");
 #define LSAE__PRE_BUDGET ((size_t)1 << 30)
 /* rows per chunk for encode/decode, so host copies overlap GPU work */
 #define LSAE__IO_ROWS 4096
-/* elements per partial sum of the gradient norm (as the CPU's LSAE__NORM_CHUNK) */
+/* elements per partial sum of the gradient norm (U2) */
 #define LSAE__NORM_CHUNK 16384
 #define LSAE__FULL 0xffffffffu
 
@@ -271,7 +276,7 @@ __device__ double lsae__block_sum(double v, double *sh)
 
 /* ---- elementwise ---- */
 
-/* xc [R, d] = x [R, d] - b_dec (lsae__center); xc may be x */
+/* xc [R, d] = x [R, d] - b_dec (the CPU's lsae__center); xc may be x */
 __global__ void lsae__center_kernel(float *xc, const float *x, const float *__restrict__ b_dec, size_t n, int d)
 {
     size_t i;
@@ -340,11 +345,11 @@ __global__ void __launch_bounds__(256) lsae__gemm_nt_kernel(float *__restrict__ 
         }
 }
 
-/* ---- per-row top-k ---- */
+/* ---- F4 per-row selection (top-k) ---- */
 
 /* The k largest of v_l = ReLU(pre[l] + b_enc[l]) over l < L (only where
    mask[l], if a mask is given), ordered by value descending, ties to the
-   lower index: exactly the order of the CPU's heaps (lsae__worse).
+   lower index: exactly the order of the CPU's selection (lsae__select).
 
    v >= +0 (the ReLU maps -0 and NaN to +0), so the bits u of v order as the
    values do. The kernel finds the k-th largest u by radix select, eight
@@ -382,7 +387,7 @@ __device__ __forceinline__ unsigned long long lsae__make_key(unsigned u, int i)
     return ((unsigned long long)u << 32) | (unsigned long long)(0xffffffffu - (unsigned)i);
 }
 
-__global__ void __launch_bounds__(LSAE__TK) lsae__topk_kernel(float *__restrict__ out_v, int32_t *__restrict__ out_i, int ldo,
+__global__ void __launch_bounds__(LSAE__TK) lsae__select_kernel(float *__restrict__ out_v, int32_t *__restrict__ out_i, int ldo,
                                                              const float *__restrict__ pre, const float *__restrict__ b_enc, int L,
                                                              const unsigned char *__restrict__ mask, int k_fixed,
                                                              const int *__restrict__ k_dev, int kcap, int cache, int vec4)
@@ -609,11 +614,11 @@ __global__ void lsae__decode_kernel(float *__restrict__ x_hat, const float *__re
     }
 }
 
-/* ---- total variance (accumulate step 2) ---- */
+/* ---- F2 total variance ---- */
 
 /* tv_dim[j] = sum_r (x[r, j] - mean_j)^2 in double, mean_j = sum_r x[r, j] / B.
    Block (32, 32): 32 dimensions, 32 row groups summed in a fixed order. */
-__global__ void lsae__col_var_kernel(double *__restrict__ tv_dim, const float *__restrict__ x, int B, int d)
+__global__ void lsae__total_variance_kernel(double *__restrict__ tv_dim, const float *__restrict__ x, int B, int d)
 {
     __shared__ double part[32][33];
     __shared__ double mean_s[32];
@@ -647,11 +652,11 @@ __global__ void lsae__col_var_kernel(double *__restrict__ tv_dim, const float *_
     }
 }
 
-/* TV = sum_j tv_dim[j] in the CPU's order, then the loss coefficients of
-   accumulate step 6 (w = 1 / grad_acc_steps):
+/* TV = sum_j tv_dim[j] in the CPU's order, then B1's loss coefficients
+   (w = 1 / grad_acc_steps; the CPU forms them in lsae__output_grads):
      c_main  = -2 w / TV,  c_multi = -2 w / (8 TV) with multi-topk,
      c_aux   = 2 w alpha scale / TV when some latent is dead. One thread. */
-__global__ void lsae__tv_finish_kernel(lsae__dstat *st, const double *__restrict__ tv_dim, int d, double w,
+__global__ void lsae__total_variance_finish_kernel(lsae__dstat *st, const double *__restrict__ tv_dim, int d, double w,
                                        double alpha, int multi, int aux_on)
 {
     double TV = 0.0;
@@ -665,7 +670,7 @@ __global__ void lsae__tv_finish_kernel(lsae__dstat *st, const double *__restrict
     st->c_aux = (float)(ka ? 2.0 * w * alpha * st->scale / TV : 0.0);
 }
 
-/* ---- geometric median (accumulate step 3, lsae__geometric_median) ---- */
+/* ---- F3 b_dec = geometric median of the first batch (lsae__geometric_median) ---- */
 
 /* guess[j] = mean over rows, in the CPU's order; resets the convergence flag */
 __global__ void lsae__gm_mean_kernel(double *__restrict__ guess, const float *__restrict__ x, int B, int d, lsae__dstat *st)
@@ -747,18 +752,18 @@ __global__ void lsae__gm_finish_kernel(float *__restrict__ b_dec, const double *
     b_dec[j] = (float)guess[j];
 }
 
-/* ---- training decode and residuals (accumulate step 5, with step 6's scaling) ---- */
+/* ---- F5 decode and residuals, F6 AuxK decode, B1 output gradients: one kernel ---- */
 
 /* Per row b (one block):
      e0 = x - (b_dec + sum_{i<k} a_i W_dec[l_i])
      e1 = x - (b_dec + sum_{i<K} a_i W_dec[l_i])           (multi-topk, K = 4k)
      e2 = sum_{j<ka} aux_a_j W_dec[aux_l_j] - e0          (AuxK)
-   row_sq[b] = (sum e0^2, sum e1^2, sum e2^2) in double, and
+   row_sse[b] = (sum e0^2, sum e1^2, sum e2^2) in double, and
      G0 = c_main e0 + c_multi e1,  G1 = c_multi e1,  G2 = c_aux e2,
    the gradients of the loss with respect to the three decoder outputs.
    Each sum over slots is an fmaf chain in slot order, as the CPU's. */
 #define LSAE__TD 256
-__global__ void __launch_bounds__(LSAE__TD) lsae__decode_train_kernel(float *__restrict__ G, double *__restrict__ row_sq,
+__global__ void __launch_bounds__(LSAE__TD) lsae__decode_residuals_kernel(float *__restrict__ G, double *__restrict__ row_sse,
         const float *__restrict__ x, const float *__restrict__ topv, const int32_t *__restrict__ topi,
         const float *__restrict__ auxv, const int32_t *__restrict__ auxi, const float *__restrict__ W_dec,
         const float *__restrict__ b_dec, const lsae__dstat *st, int d, int k, int K, int KA)
@@ -807,25 +812,25 @@ __global__ void __launch_bounds__(LSAE__TD) lsae__decode_train_kernel(float *__r
     s1 = lsae__block_sum<LSAE__TD>(s1, sh);
     s2 = lsae__block_sum<LSAE__TD>(s2, sh);
     if (threadIdx.x == 0) {
-        row_sq[3 * b] = s0;
-        row_sq[3 * b + 1] = s1;
-        row_sq[3 * b + 2] = s2;
+        row_sse[3 * b] = s0;
+        row_sse[3 * b + 1] = s1;
+        row_sse[3 * b + 2] = s2;
     }
 }
 
 /* fvu = se / TV, fvu4 = se4 / TV, auxk = scale sa / TV,
    loss = fvu + alpha auxk + fvu4 / 8; a non-finite loss poisons the trainer
    (the CPU returns LSAE_NOT_FINITE there, before the backward pass). */
-__global__ void __launch_bounds__(1024) lsae__loss_kernel(lsae__dstat *st, const double *__restrict__ row_sq, int B,
+__global__ void __launch_bounds__(1024) lsae__loss_kernel(lsae__dstat *st, const double *__restrict__ row_sse, int B,
                                                          int multi, int aux_on, double alpha, unsigned long long step)
 {
     __shared__ double sh[32];
     double se = 0.0, se4 = 0.0, sa = 0.0;
     int r;
     for (r = threadIdx.x; r < B; r += 1024) {
-        se += row_sq[3 * (size_t)r];
-        se4 += row_sq[3 * (size_t)r + 1];
-        sa += row_sq[3 * (size_t)r + 2];
+        se += row_sse[3 * (size_t)r];
+        se4 += row_sse[3 * (size_t)r + 1];
+        sa += row_sse[3 * (size_t)r + 2];
     }
     se = lsae__block_sum<1024>(se, sh);
     se4 = lsae__block_sum<1024>(se4, sh);
@@ -845,7 +850,7 @@ __global__ void __launch_bounds__(1024) lsae__loss_kernel(lsae__dstat *st, const
     }
 }
 
-/* ---- backward (accumulate step 6a) ---- */
+/* ---- B3 (first half) dpre of every entry ---- */
 
 /* Per row b (one block): for every selected slot s with a positive
    activation, dpre[b, s] = G_slot . W_dec[l_s] (one warp a slot).
@@ -854,7 +859,7 @@ __global__ void __launch_bounds__(1024) lsae__loss_kernel(lsae__dstat *st, const
    The gradient through the encoder's input x - b_dec (for b_dec) is not
    formed per row: sum_b dxc[b] = sum_b sum_s dpre[b, s] W_enc[l_s]
    = sum_l (sum of dpre over l's entries) W_enc[l], which
-   lsae__enc_in_grad_kernel computes from the per-latent sums that
+   lsae__b_dec_grad_input_kernel computes from the per-latent sums that
    lsae__latent_grads_kernel leaves. That halves this kernel's gathers
    (B E d reads of W_enc rows, 0.8 GB a step at d=768, L=24576, k=64,
    B=4096) for one read of W_enc (75 MB).
@@ -864,7 +869,7 @@ __global__ void __launch_bounds__(1024) lsae__loss_kernel(lsae__dstat *st, const
    scalar loop, a float32 rounding difference (the CPU's order is not
    reproduced bit for bit here either: the bar is 1e-5 relative). */
 #define LSAE__TB 256
-__global__ void __launch_bounds__(LSAE__TB) lsae__backward_rows_kernel(float *__restrict__ dpre,
+__global__ void __launch_bounds__(LSAE__TB) lsae__entry_dpre_kernel(float *__restrict__ dpre,
         const float *__restrict__ G, const float *__restrict__ topv, const int32_t *__restrict__ topi,
         const float *__restrict__ auxv, const int32_t *__restrict__ auxi, const float *__restrict__ W_dec,
         int d, int k, int K, int KA, int vec4)
@@ -898,7 +903,7 @@ __global__ void __launch_bounds__(LSAE__TB) lsae__backward_rows_kernel(float *__
     }
 }
 
-/* ---- entries by latent (accumulate step 6b) ---- */
+/* ---- B2 entries by latent ---- */
 
 /* keys[e] = latent of entry e = b E + s when its activation is positive,
    else L (sorted past every latent); ents[e] = e */
@@ -932,7 +937,7 @@ __global__ void lsae__lat_start_kernel(int *__restrict__ lat_start, const unsign
     lat_start[l] = lo;
 }
 
-/* ---- parameter gradients (accumulate step 6c, 6d, 7) ---- */
+/* ---- B3 (second half) and B4 per-latent gradients; B5 + U1 b_dec; B6 fired ---- */
 
 /* Per latent l (one block), over its entries in (row, slot) order:
      dW_dec[l] += sum a G_slot,  dW_enc[l] += sum dpre xc_b,  db_enc[l] += sum dpre
@@ -1035,11 +1040,11 @@ __global__ void __launch_bounds__(LSAE__LG4_MAXT) lsae__latent_grads4_kernel(flo
 
 /* din_part[c, j] = sum over latents l of chunk c of lat_dsum[l] W_enc[l, j]:
    the gradient through the encoder input, summed over the batch (see
-   lsae__backward_rows_kernel), in LSAE__DIN_CHUNKS chunks of latents so
+   lsae__entry_dpre_kernel), in LSAE__DIN_CHUNKS chunks of latents so
    that enough blocks stream W_enc. Block (32, 8): 32 dimensions, 8 latent
    strides added in a fixed order: deterministic. */
 #define LSAE__DIN_CHUNKS 64
-__global__ void lsae__enc_in_grad_kernel(float *__restrict__ din_part, const float *__restrict__ lat_dsum,
+__global__ void lsae__b_dec_grad_input_kernel(float *__restrict__ din_part, const float *__restrict__ lat_dsum,
                                          const float *__restrict__ W_enc, int L, int d, const lsae__dstat *st)
 {
     __shared__ float part[8][33];
@@ -1065,7 +1070,7 @@ __global__ void lsae__enc_in_grad_kernel(float *__restrict__ din_part, const flo
 /* db_dec[j] += sum_b G0[b, j] - sum_c din_part[c, j]: through the decoder
    output and through the encoder input x - b_dec. Block (32, 32): 32
    dimensions, 32 row groups added in a fixed order. */
-__global__ void lsae__bdec_grad_kernel(float *__restrict__ gb_dec, const float *__restrict__ G, const float *__restrict__ din_part,
+__global__ void lsae__b_dec_grad_kernel(float *__restrict__ gb_dec, const float *__restrict__ G, const float *__restrict__ din_part,
                                        int B, int d, const lsae__dstat *st)
 {
     __shared__ float po[32][33], pi[32][33];
@@ -1088,7 +1093,7 @@ __global__ void lsae__bdec_grad_kernel(float *__restrict__ gb_dec, const float *
 }
 
 /* a latent fired when it was in some row's top k (not the 4k tail, not AuxK) */
-__global__ void lsae__did_fire_kernel(unsigned char *__restrict__ did_fire, const int32_t *__restrict__ topi, size_t n, int k,
+__global__ void lsae__mark_fired_kernel(unsigned char *__restrict__ did_fire, const int32_t *__restrict__ topi, size_t n, int k,
                                       int K, const lsae__dstat *st)
 {
     size_t e;
@@ -1097,7 +1102,7 @@ __global__ void lsae__did_fire_kernel(unsigned char *__restrict__ did_fire, cons
         did_fire[topi[(e / (size_t)k) * K + e % (size_t)k]] = 1;
 }
 
-/* ---- the optimizer step (apply) ---- */
+/* ---- the optimizer step (apply): U2 clip, U3 Adam ---- */
 
 /* partial[c] = sum of g^2 over elements [c CHUNK, (c + 1) CHUNK), in double */
 __global__ void __launch_bounds__(256) lsae__sumsq_kernel(double *__restrict__ partial, const float *__restrict__ g, size_t n)
@@ -1115,7 +1120,7 @@ __global__ void __launch_bounds__(256) lsae__sumsq_kernel(double *__restrict__ p
 /* norm = sqrt(sum of partials); clip as torch.nn.utils.clip_grad_norm_(., 1.0):
    1 / (norm + 1e-6) when that is < 1. A non-finite norm poisons the trainer
    before Adam (the CPU returns there and leaves the weights). */
-__global__ void __launch_bounds__(1024) lsae__norm_finish_kernel(lsae__dstat *st, const double *__restrict__ partial, int nchunks,
+__global__ void __launch_bounds__(1024) lsae__clip_kernel(lsae__dstat *st, const double *__restrict__ partial, int nchunks,
                                                                 unsigned long long step)
 {
     __shared__ double sh[32];
@@ -1140,7 +1145,7 @@ __global__ void __launch_bounds__(1024) lsae__norm_finish_kernel(lsae__dstat *st
      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
      p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
    in the CPU's operation order, each rounded once. */
-__device__ __forceinline__ float lsae__adam(float p, float g, float *m1, float *m2, float step_size, float bc2_sqrt)
+__device__ __forceinline__ float lsae__adam_one(float p, float g, float *m1, float *m2, float step_size, float bc2_sqrt)
 {
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     const float mm = __fadd_rn(__fmul_rn(*m1, b1), __fmul_rn(g, 1.0f - b1));
@@ -1162,7 +1167,7 @@ __global__ void lsae__adam_flat_kernel(float *__restrict__ P, const float *__res
     for (i = i0 + blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < i1; i += (size_t)gridDim.x * blockDim.x) {
         const float g = __fmul_rn(G[i], clip);
         float m1 = M1[i], m2 = M2[i];
-        const float p = lsae__adam(P[i], g, &m1, &m2, step_size, bc2_sqrt);
+        const float p = lsae__adam_one(P[i], g, &m1, &m2, step_size, bc2_sqrt);
         M1[i] = m1;
         M2[i] = m2;
         P[i] = p;
@@ -1173,7 +1178,9 @@ __global__ void lsae__adam_flat_kernel(float *__restrict__ P, const float *__res
 
 /* W_dec, one block a row: clip; remove the gradient's component along the
    (unit) row, g -= (g . w) w; Adam; renormalise w / (||w|| + FLT_EPSILON).
-   The two dot products in double, as the CPU. */
+   The two dot products are summed in double here; the CPU sums them in
+   float in its own fixed order (lsae__dot): a rounding difference inside
+   the 1e-5 bar, like every other reduction here. */
 #define LSAE__TA 256
 __global__ void __launch_bounds__(LSAE__TA) lsae__adam_wdec_kernel(float *__restrict__ P, float *__restrict__ G,
         float *__restrict__ M1, float *__restrict__ M2, int d, int normalize, lsae__dstat *st,
@@ -1195,7 +1202,7 @@ __global__ void __launch_bounds__(LSAE__TA) lsae__adam_wdec_kernel(float *__rest
     }
     for (j = threadIdx.x; j < d; j += LSAE__TA) {
         float a = m1[j], b = m2[j];
-        p[j] = lsae__adam(p[j], g[j], &a, &b, step_size, bc2_sqrt);
+        p[j] = lsae__adam_one(p[j], g[j], &a, &b, step_size, bc2_sqrt);
         m1[j] = a;
         m2[j] = b;
     }
@@ -1211,7 +1218,7 @@ __global__ void __launch_bounds__(LSAE__TA) lsae__adam_wdec_kernel(float *__rest
     if (bad) st->weights_bad = 1;
 }
 
-/* ---- dead latents (apply step 3, and the dead mask of the next window) ---- */
+/* ---- U4 dead latents, and the dead mask F4 reads in the next window ---- */
 
 __global__ void lsae__dead_reset_kernel(lsae__dstat *st, int guard)
 {
@@ -1548,7 +1555,7 @@ lsae_result lsae__cuda_set_precision(void *cmv, lsae_precision p)
    R x d bfloat16 for LSAE_PRECISION_BF16. */
 static lsae_result lsae__encoder_product(lsae__cm *cm, int precision, float *pre, const float *xc, __nv_bfloat16 *xbf, size_t R)
 {
-    const float *W = cm->params + cm->off[0];
+    const float *W = cm->params + cm->off[LSAE__W_ENC];
     if (R == 0) return LSAE_OK;
 #ifdef LSAE_CUDA_NO_CUBLAS
     (void)precision;
@@ -1591,7 +1598,7 @@ static lsae_result lsae__encoder_product(lsae__cm *cm, int precision, float *pre
 }
 
 /* per-row top-k of ReLU(pre + b_enc) into [R, ldo]; k from k_dev when given */
-static lsae_result lsae__topk(cudaStream_t s, float *ov, int32_t *oi, size_t ldo, const float *pre, const float *b_enc,
+static lsae_result lsae__select(cudaStream_t s, float *ov, int32_t *oi, size_t ldo, const float *pre, const float *b_enc,
                               size_t R, size_t L, const unsigned char *mask, size_t k, const int *k_dev)
 {
     size_t kcap = lsae__next_pow2((k_dev ? ldo : k) ? (k_dev ? ldo : k) : 1);
@@ -1608,12 +1615,12 @@ static lsae_result lsae__topk(cudaStream_t s, float *ov, int32_t *oi, size_t ldo
         smem_cached + 2048 <= (size_t)optin) {
         smem = smem_cached;
         cache = 1;
-        LSAE__CU(cudaFuncSetAttribute(lsae__topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        LSAE__CU(cudaFuncSetAttribute(lsae__select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     }
     const int vec4 = L % 4 == 0 && ((uintptr_t)pre & 15) == 0 && ((uintptr_t)b_enc & 15) == 0;
-    lsae__topk_kernel<<<(unsigned)R, LSAE__TK, smem, s>>>(ov, oi, (int)ldo, pre, b_enc, (int)L, mask, (int)k, k_dev, (int)kcap, cache,
+    lsae__select_kernel<<<(unsigned)R, LSAE__TK, smem, s>>>(ov, oi, (int)ldo, pre, b_enc, (int)L, mask, (int)k, k_dev, (int)kcap, cache,
                                                           vec4);
-    LSAE__LAUNCHED(topk);
+    LSAE__LAUNCHED(select);
     return LSAE_OK;
 }
 
@@ -1663,10 +1670,10 @@ static lsae_result lsae__encode_locked(lsae__cm *cm, const float *x, size_t rows
                 LSAE__CU(cudaMemsetAsync(cm->io_v, 0xff, n * k * sizeof(float), cm->stream));
                 LSAE__CU(cudaMemsetAsync(cm->io_i, 0xff, n * k * sizeof(int32_t), cm->stream));
             }
-            lsae__center_kernel<<<lsae__grid(n * d, 256, 65535), 256, 0, cm->stream>>>(cm->io_x, cm->io_x, cm->params + cm->off[3], n * d, (int)d);
+            lsae__center_kernel<<<lsae__grid(n * d, 256, 65535), 256, 0, cm->stream>>>(cm->io_x, cm->io_x, cm->params + cm->off[LSAE__B_DEC], n * d, (int)d);
             LSAE__LAUNCHED(center);
             if ((r = lsae__encoder_product(cm, cm->precision, cm->io_pre, cm->io_x, cm->io_xbf, n)) != LSAE_OK) return r;
-            if ((r = lsae__topk(cm->stream, cm->io_v, cm->io_i, k, cm->io_pre, cm->params + cm->off[1], n, L, NULL, k, NULL)) != LSAE_OK) return r;
+            if ((r = lsae__select(cm->stream, cm->io_v, cm->io_i, k, cm->io_pre, cm->params + cm->off[LSAE__B_ENC], n, L, NULL, k, NULL)) != LSAE_OK) return r;
             LSAE__CU(cudaMemcpyAsync(cm->io_hv[slot], cm->io_v, n * k * sizeof(float), cudaMemcpyDeviceToHost, cm->stream));
             LSAE__CU(cudaMemcpyAsync(cm->io_hi[slot], cm->io_i, n * k * sizeof(int32_t), cudaMemcpyDeviceToHost, cm->stream));
             LSAE__CU(cudaEventRecord(cm->io_done[slot], cm->stream));
@@ -1717,8 +1724,8 @@ static lsae_result lsae__decode_locked(lsae__cm *cm, const float *acts, const in
             LSAE__CU(cudaMemcpyAsync(cm->io_v, cm->io_hv[slot], n * k * sizeof(float), cudaMemcpyHostToDevice, cm->stream));
             LSAE__CU(cudaMemcpyAsync(cm->io_i, cm->io_hi[slot], n * k * sizeof(int32_t), cudaMemcpyHostToDevice, cm->stream));
             if (cm->poison) LSAE__CU(cudaMemsetAsync(cm->io_x, 0xff, n * d * sizeof(float), cm->stream));
-            lsae__decode_kernel<<<(unsigned)n, 256, 0, cm->stream>>>(cm->io_x, cm->io_v, cm->io_i, cm->params + cm->off[2],
-                                                                     cm->params + cm->off[3], (int)k, (int)d);
+            lsae__decode_kernel<<<(unsigned)n, 256, 0, cm->stream>>>(cm->io_x, cm->io_v, cm->io_i, cm->params + cm->off[LSAE__W_DEC],
+                                                                     cm->params + cm->off[LSAE__B_DEC], (int)k, (int)d);
             LSAE__LAUNCHED(decode);
             LSAE__CU(cudaMemcpyAsync(cm->io_hx[slot], cm->io_x, n * d * sizeof(float), cudaMemcpyDeviceToHost, cm->stream));
             LSAE__CU(cudaEventRecord(cm->io_done[slot], cm->stream));
@@ -1797,7 +1804,7 @@ struct lsae__cuda_trainer {
     int32_t *topi, *auxi;
     float *G;                   /* [cap, 3, d] */
     float *dpre;                /* [cap, E] */
-    double *row_sq;             /* [cap, 3] */
+    double *row_sse;             /* [cap, 3] */
     double *gm_w;               /* [cap] */
     unsigned *keys_in, *keys_out; /* [cap E] */
     int *ents_in, *ents_out;
@@ -1813,7 +1820,7 @@ static void lsae__ct_free_batch(lsae__ct *t)
     for (i = 0; i < 2; ++i) lsae__hfree(&t->hx[i]);
     lsae__dfree(&t->x); lsae__dfree(&t->xc); lsae__dfree(&t->pre); lsae__dfree(&t->xbf);
     lsae__dfree(&t->topv); lsae__dfree(&t->auxv); lsae__dfree(&t->topi); lsae__dfree(&t->auxi);
-    lsae__dfree(&t->G); lsae__dfree(&t->dpre); lsae__dfree(&t->row_sq); lsae__dfree(&t->gm_w);
+    lsae__dfree(&t->G); lsae__dfree(&t->dpre); lsae__dfree(&t->row_sse); lsae__dfree(&t->gm_w);
     lsae__dfree(&t->keys_in); lsae__dfree(&t->keys_out); lsae__dfree(&t->ents_in); lsae__dfree(&t->ents_out);
     lsae__dfree(&t->sort_tmp);
     t->sort_tmp_bytes = 0;
@@ -1987,7 +1994,7 @@ static lsae_result lsae__ct_reserve(lsae__ct *t, size_t rows)
         (r = lsae__dalloc(&t->auxi, rows * (t->KA ? t->KA : 1), "AuxK indices")) != LSAE_OK ||
         (r = lsae__dalloc(&t->G, rows * 3 * d, "output gradients")) != LSAE_OK ||
         (r = lsae__dalloc(&t->dpre, rows * t->E, "latent gradients")) != LSAE_OK ||
-        (r = lsae__dalloc(&t->row_sq, rows * 3, "row sums")) != LSAE_OK ||
+        (r = lsae__dalloc(&t->row_sse, rows * 3, "row sums")) != LSAE_OK ||
         (r = lsae__dalloc(&t->gm_w, rows, "median weights")) != LSAE_OK ||
         (r = lsae__dalloc(&t->keys_in, rows * t->E, "entry keys")) != LSAE_OK ||
         (r = lsae__dalloc(&t->keys_out, rows * t->E, "entry keys")) != LSAE_OK ||
@@ -2009,9 +2016,21 @@ fail:
     return r;
 }
 
-/* Copy the finite rows of x into dst; *all_equal tells whether every kept
-   row equals the first numerically (then the total variance is exactly 0:
-   the mean of equal floats is that float, in double).
+/* ------------------------------------------------------------------------
+   One training step on the GPU: the stages of latentsae.h's trainer, with
+   its labels (F1-F7 forward and loss, B1-B6 backward, U1-U4 optimizer;
+   docs/math.md derives them), in the same order. Each stage is a host
+   function named as the CPU's that queues its kernels. Where one kernel
+   does the work of two stages its label names both: F5, F6 and B1 are one
+   pass over each row's decode; B3's dW_dec is formed with B4 in one pass
+   over each latent's entries; U1 (b_dec through the encoder input) runs
+   per batch, with B5, since W_enc is read anyway.
+   ------------------------------------------------------------------------ */
+
+/* F1, the copy: the finite rows of x into dst; *all_equal tells whether
+   every kept row equals the first numerically (then the total variance is
+   exactly 0: the mean of equal floats is that float, in double, so F2's
+   refusal can be made here, before any device work).
 
    With stats every step the trainer waits for the GPU, so this copy (a
    4096 x 768 batch is 12.6 MB read, checked and written to pinned memory)
@@ -2022,7 +2041,7 @@ fail:
    which moves memory only when rows were dropped. The kept rows and their
    order are the same for any number of threads. */
 #define LSAE__STAGE_MAXT 64
-static size_t lsae__stage_batch(float *dst, const float *x, size_t rows, size_t d, int *all_equal)
+static size_t lsae__copy_finite_rows(float *dst, const float *x, size_t rows, size_t d, int *all_equal)
 {
     size_t kept[LSAE__STAGE_MAXT], B, r, j;
     int nt = 1, t, equal = 1;
@@ -2058,27 +2077,19 @@ static size_t lsae__stage_batch(float *dst, const float *x, size_t rows, size_t 
     return B;
 }
 
-/* Queue one batch's forward and backward (latentsae.h's
-   lsae_trainer_accumulate, steps 1-7). Returns before the GPU is done. */
-static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows, size_t *B_out, size_t *dropped_out)
+/* F1. x [B, d] <- the finite rows, copied on the host into one of two
+   pinned buffers (used in turn, so the next batch is copied while this one
+   is on the GPU), then uploaded. Fewer than 2 rows, or all rows equal (TV
+   = 0, F2's refusal), are refused before any device work. */
+static lsae_result lsae__keep_finite_rows(lsae__ct *t, const float *x, size_t rows, size_t *B_out, size_t *dropped_out)
 {
-    lsae__cm *cm = t->cm;
-    cudaStream_t s = cm->stream;
-    const size_t d = t->d, L = t->L, k = t->k, K = t->K, KA = t->KA, E = t->E;
-    const float *W_enc = cm->params + cm->off[0], *b_enc = cm->params + cm->off[1];
-    const float *W_dec = cm->params + cm->off[2];
-    float *b_dec = cm->params + cm->off[3];
-    const double w = 1.0 / (double)t->cfg.grad_acc_steps, alpha = t->cfg.auxk_alpha;
-    size_t B, r0, n;
-    int slot, all_equal, it;
-    lsae_result r;
-    *B_out = *dropped_out = 0;
-    if ((r = lsae__ct_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return r;
-
-    /* 1. keep the finite rows, on the host while copying into pinned memory */
-    slot = t->hx_next;
+    cudaStream_t s = t->cm->stream;
+    const size_t d = t->d;
+    const int slot = t->hx_next;
+    int all_equal;
+    size_t B;
     LSAE__CU(cudaEventSynchronize(t->hx_free[slot]));
-    B = lsae__stage_batch(t->hx[slot], x, rows, d, &all_equal);
+    B = lsae__copy_finite_rows(t->hx[slot], x, rows, d, &all_equal);
     *B_out = B;
     *dropped_out = rows - B;
     if (B < 2)
@@ -2088,135 +2099,262 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     LSAE__CU(cudaMemcpyAsync(t->x, t->hx[slot], B * d * sizeof(float), cudaMemcpyHostToDevice, s));
     LSAE__CU(cudaEventRecord(t->hx_free[slot], s));
     t->hx_next = slot ^ 1;
-    if (cm->poison) {
-        LSAE__CU(cudaMemsetAsync(t->xc, 0xff, B * d * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->pre, 0xff, t->pre_rows * L * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->topv, 0xff, B * K * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->topi, 0xff, B * K * sizeof(int32_t), s));
-        LSAE__CU(cudaMemsetAsync(t->G, 0xff, B * 3 * d * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->lat_dsum, 0xff, L * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->din_part, 0xff, (size_t)LSAE__DIN_CHUNKS * d * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->dpre, 0xff, B * E * sizeof(float), s));
-        LSAE__CU(cudaMemsetAsync(t->row_sq, 0xff, B * 3 * sizeof(double), s));
-        LSAE__CU(cudaMemsetAsync(t->keys_out, 0xff, B * E * sizeof(unsigned), s));
-        LSAE__CU(cudaMemsetAsync(t->lat_start, 0xff, (L + 1) * sizeof(int), s));
-        if (KA) {
-            LSAE__CU(cudaMemsetAsync(t->auxv, 0xff, B * KA * sizeof(float), s));
-            LSAE__CU(cudaMemsetAsync(t->auxi, 0xff, B * KA * sizeof(int32_t), s));
-        }
+    return LSAE_OK;
+}
+
+/* A test aid (LSAE_CUDA_POISON): every per-batch workspace is filled with
+   NaN before the step, so a stage that reads what no stage wrote shows. */
+static lsae_result lsae__poison_workspace(lsae__ct *t, size_t B)
+{
+    cudaStream_t s = t->cm->stream;
+    const size_t d = t->d, L = t->L, K = t->K, KA = t->KA, E = t->E;
+    LSAE__CU(cudaMemsetAsync(t->xc, 0xff, B * d * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->pre, 0xff, t->pre_rows * L * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->topv, 0xff, B * K * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->topi, 0xff, B * K * sizeof(int32_t), s));
+    LSAE__CU(cudaMemsetAsync(t->G, 0xff, B * 3 * d * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->lat_dsum, 0xff, L * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->din_part, 0xff, (size_t)LSAE__DIN_CHUNKS * d * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->dpre, 0xff, B * E * sizeof(float), s));
+    LSAE__CU(cudaMemsetAsync(t->row_sse, 0xff, B * 3 * sizeof(double), s));
+    LSAE__CU(cudaMemsetAsync(t->keys_out, 0xff, B * E * sizeof(unsigned), s));
+    LSAE__CU(cudaMemsetAsync(t->lat_start, 0xff, (L + 1) * sizeof(int), s));
+    if (KA) {
+        LSAE__CU(cudaMemsetAsync(t->auxv, 0xff, B * KA * sizeof(float), s));
+        LSAE__CU(cudaMemsetAsync(t->auxi, 0xff, B * KA * sizeof(int32_t), s));
     }
+    return LSAE_OK;
+}
 
-    /* 2. total variance and the loss coefficients */
-    lsae__col_var_kernel<<<(unsigned)((d + 31) / 32), dim3(32, 32), 0, s>>>(t->tv_dim, t->x, (int)B, (int)d);
-    LSAE__LAUNCHED(col_var);
-    lsae__tv_finish_kernel<<<1, 1, 0, s>>>(t->dst, t->tv_dim, (int)d, w, alpha, K > k, KA > 0);
-    LSAE__LAUNCHED(tv_finish);
+/* F2. TV = sum_j sum_b (x[b, j] - mean_b x[b, j])^2 in double, per dimension
+   then summed in the CPU's order; the same kernel forms B1's coefficients. */
+static lsae_result lsae__total_variance(lsae__ct *t, size_t B)
+{
+    cudaStream_t s = t->cm->stream;
+    const double w = 1.0 / (double)t->cfg.grad_acc_steps;
+    lsae__total_variance_kernel<<<(unsigned)((t->d + 31) / 32), dim3(32, 32), 0, s>>>(t->tv_dim, t->x, (int)B, (int)t->d);
+    LSAE__LAUNCHED(total_variance);
+    lsae__total_variance_finish_kernel<<<1, 1, 0, s>>>(t->dst, t->tv_dim, (int)t->d, w, t->cfg.auxk_alpha, t->K > t->k, t->KA > 0);
+    LSAE__LAUNCHED(total_variance_finish);
+    return LSAE_OK;
+}
 
-    /* 3. b_dec = geometric median of the first batch */
-    if (!(*t->b_dec_initialized)) {
-        const unsigned gd = lsae__grid(d, 256, 1u << 30);
-        lsae__gm_mean_kernel<<<gd, 256, 0, s>>>(t->gm_guess, t->x, (int)B, (int)d, t->dst);
-        LSAE__LAUNCHED(gm_mean);
-        for (it = 0; it < 100; ++it) {
-            lsae__gm_weights_kernel<<<(unsigned)((B + 7) / 8), 256, 0, s>>>(t->gm_w, t->gm_guess, t->x, (int)B, (int)d, t->dst);
-            LSAE__LAUNCHED(gm_weights);
-            lsae__gm_wsum_kernel<<<1, 1024, 0, s>>>(t->dst, t->gm_w, (int)B);
-            LSAE__LAUNCHED(gm_wsum);
-            lsae__gm_update_kernel<<<gd, 256, 0, s>>>(t->gm_guess, t->gm_prev, t->gm_w, t->x, (int)B, (int)d, t->dst);
-            LSAE__LAUNCHED(gm_update);
-            lsae__gm_check_kernel<<<1, 1024, 0, s>>>(t->dst, t->gm_guess, t->gm_prev, (int)d);
-            LSAE__LAUNCHED(gm_check);
-        }
-        lsae__gm_finish_kernel<<<gd, 256, 0, s>>>(b_dec, t->gm_guess, (int)d, t->dst);
-        LSAE__LAUNCHED(gm_finish);
-        (*t->b_dec_initialized) = 1;
+/* F3. The first batch of a run: b_dec <- geometric median of x (Weiszfeld
+   from the mean in double, at most 100 iterations; the iterations after
+   convergence return at once on the device). */
+static lsae_result lsae__init_b_dec(lsae__ct *t, size_t B)
+{
+    cudaStream_t s = t->cm->stream;
+    const size_t d = t->d;
+    const unsigned gd = lsae__grid(d, 256, 1u << 30);
+    int it;
+    if (*t->b_dec_initialized) return LSAE_OK;
+    lsae__gm_mean_kernel<<<gd, 256, 0, s>>>(t->gm_guess, t->x, (int)B, (int)d, t->dst);
+    LSAE__LAUNCHED(gm_mean);
+    for (it = 0; it < 100; ++it) {
+        lsae__gm_weights_kernel<<<(unsigned)((B + 7) / 8), 256, 0, s>>>(t->gm_w, t->gm_guess, t->x, (int)B, (int)d, t->dst);
+        LSAE__LAUNCHED(gm_weights);
+        lsae__gm_wsum_kernel<<<1, 1024, 0, s>>>(t->dst, t->gm_w, (int)B);
+        LSAE__LAUNCHED(gm_wsum);
+        lsae__gm_update_kernel<<<gd, 256, 0, s>>>(t->gm_guess, t->gm_prev, t->gm_w, t->x, (int)B, (int)d, t->dst);
+        LSAE__LAUNCHED(gm_update);
+        lsae__gm_check_kernel<<<1, 1024, 0, s>>>(t->dst, t->gm_guess, t->gm_prev, (int)d);
+        LSAE__LAUNCHED(gm_check);
     }
+    lsae__gm_finish_kernel<<<gd, 256, 0, s>>>(t->cm->params + t->cm->off[LSAE__B_DEC], t->gm_guess, (int)d, t->dst);
+    LSAE__LAUNCHED(gm_finish);
+    *t->b_dec_initialized = 1;
+    return LSAE_OK;
+}
 
-    /* 4. forward: xc = x - b_dec; pre = xc W_enc^T; top K; AuxK top ka among the dead */
-    lsae__center_kernel<<<lsae__grid(B * d, 256, 65535), 256, 0, s>>>(t->xc, t->x, b_dec, B * d, (int)d);
+/* F4. xc = x - b_dec; pre = xc W_enc^T (cuBLAS, or our kernel, in
+   t->pre_rows rows at a time); per row the top K of ReLU(pre + b_enc) and
+   the AuxK top ka among the dead latents. The dead mask, ka and the AuxK
+   scale were set by U4 of the previous window (or at creation / set_state);
+   the CPU computes them here from the same counters. */
+static lsae_result lsae__encode_select(lsae__ct *t, size_t B)
+{
+    lsae__cm *cm = t->cm;
+    cudaStream_t s = cm->stream;
+    const size_t d = t->d, L = t->L, K = t->K, KA = t->KA;
+    const float *b_enc = cm->params + cm->off[LSAE__B_ENC];
+    size_t r0;
+    lsae_result r;
+    lsae__center_kernel<<<lsae__grid(B * d, 256, 65535), 256, 0, s>>>(t->xc, t->x, cm->params + cm->off[LSAE__B_DEC], B * d, (int)d);
     LSAE__LAUNCHED(center);
     for (r0 = 0; r0 < B; r0 += t->pre_rows) {
         const size_t R = B - r0 < t->pre_rows ? B - r0 : t->pre_rows;
         if ((r = lsae__encoder_product(cm, t->precision, t->pre, t->xc + r0 * d, t->xbf, R)) != LSAE_OK) return r;
-        if ((r = lsae__topk(s, t->topv + r0 * K, t->topi + r0 * K, K, t->pre, b_enc, R, L, NULL, K, NULL)) != LSAE_OK) return r;
-        if (KA && (r = lsae__topk(s, t->auxv + r0 * KA, t->auxi + r0 * KA, KA, t->pre, b_enc, R, L, t->dead, 0, &t->dst->ka)) != LSAE_OK) return r;
+        if ((r = lsae__select(s, t->topv + r0 * K, t->topi + r0 * K, K, t->pre, b_enc, R, L, NULL, K, NULL)) != LSAE_OK) return r;
+        if (KA && (r = lsae__select(s, t->auxv + r0 * KA, t->auxi + r0 * KA, KA, t->pre, b_enc, R, L, t->dead, 0, &t->dst->ka)) != LSAE_OK) return r;
     }
+    return LSAE_OK;
+}
 
-    /* 5. decode, residuals and dLoss/d(decoder outputs); the loss */
-    lsae__decode_train_kernel<<<(unsigned)B, LSAE__TD, 0, s>>>(t->G, t->row_sq, t->x, t->topv, t->topi, t->auxv, t->auxi,
-                                                                W_dec, b_dec, t->dst, (int)d, (int)k, (int)K, (int)KA);
-    LSAE__LAUNCHED(decode_train);
-    lsae__loss_kernel<<<1, 1024, 0, s>>>(t->dst, t->row_sq, (int)B, K > k, KA > 0, alpha, (unsigned long long)((*t->step) + 1));
+/* F5, F6 and B1 in one kernel, a block per row: the residuals e (k), e4
+   (the 4k tail) and e_hat - e (AuxK), their sums of squares into row_sse,
+   and in G the loss's gradients with respect to the three decoder outputs
+   (coefficients from F2's kernel). */
+static lsae_result lsae__decode_residuals(lsae__ct *t, size_t B)
+{
+    lsae__cm *cm = t->cm;
+    lsae__decode_residuals_kernel<<<(unsigned)B, LSAE__TD, 0, cm->stream>>>(t->G, t->row_sse, t->x, t->topv, t->topi, t->auxv, t->auxi,
+                                                                            cm->params + cm->off[LSAE__W_DEC], cm->params + cm->off[LSAE__B_DEC],
+                                                                            t->dst, (int)t->d, (int)t->k, (int)t->K, (int)t->KA);
+    LSAE__LAUNCHED(decode_residuals);
+    return LSAE_OK;
+}
+
+/* F7. fvu, fvu4, auxk and the loss from the per-row sums; a non-finite loss
+   poisons the trainer on the device, and every later kernel that would
+   change state returns at once (the CPU returns before B1). */
+static lsae_result lsae__loss(lsae__ct *t, size_t B)
+{
+    lsae__loss_kernel<<<1, 1024, 0, t->cm->stream>>>(t->dst, t->row_sse, (int)B, t->K > t->k, t->KA > 0, t->cfg.auxk_alpha,
+                                                     (unsigned long long)((*t->step) + 1));
     LSAE__LAUNCHED(loss);
+    return LSAE_OK;
+}
 
-    /* 6a. per row: dLoss/dpre of the selected latents */
-    {
-        const int vec4 = d % 4 == 0 && ((uintptr_t)W_dec & 15) == 0 && ((uintptr_t)t->G & 15) == 0;
-        lsae__backward_rows_kernel<<<(unsigned)B, LSAE__TB, 0, s>>>(t->dpre, t->G, t->topv, t->topi, t->auxv, t->auxi, W_dec,
-                                                                    (int)d, (int)k, (int)K, (int)KA, vec4);
-    }
-    LSAE__LAUNCHED(backward_rows);
-
-    /* 6b. entries sorted by latent; stable, so within a latent by (row, slot) */
-    n = B * E;
+/* B2. Entries (row, slot) with a positive activation sorted by latent with
+   a stable radix sort, so within a latent by (row, slot); lat_start [L + 1]
+   the offsets. (The CPU also sorts by class; here a latent's entries carry
+   their slot, which tells the class.) */
+static lsae_result lsae__sort_entries(lsae__ct *t, size_t B)
+{
+    cudaStream_t s = t->cm->stream;
+    const size_t n = B * t->E;
+    size_t bytes = 0;
     lsae__entry_keys_kernel<<<lsae__grid(n, 256, 65535), 256, 0, s>>>(t->keys_in, t->ents_in, t->topv, t->topi, t->auxv, t->auxi,
-                                                                      n, (int)K, (int)KA, (int)L);
+                                                                      n, (int)t->K, (int)t->KA, (int)t->L);
     LSAE__LAUNCHED(entry_keys);
-    {
-        size_t bytes = 0;
-        LSAE__CU(cub::DeviceRadixSort::SortPairs(NULL, bytes, t->keys_in, t->keys_out, t->ents_in, t->ents_out, (int)n, 0, t->end_bit, s));
-        if (bytes > t->sort_tmp_bytes)
-            return lsae__cu_msg(LSAE_CUDA_ERROR, "internal: radix sort wants %zu bytes of scratch, %zu reserved", bytes, t->sort_tmp_bytes);
-        bytes = t->sort_tmp_bytes;
-        LSAE__CU(cub::DeviceRadixSort::SortPairs(t->sort_tmp, bytes, t->keys_in, t->keys_out, t->ents_in, t->ents_out, (int)n, 0, t->end_bit, s));
-    }
-    lsae__lat_start_kernel<<<lsae__grid(L + 1, 256, 1u << 30), 256, 0, s>>>(t->lat_start, t->keys_out, (int)n, (int)L);
+    LSAE__CU(cub::DeviceRadixSort::SortPairs(NULL, bytes, t->keys_in, t->keys_out, t->ents_in, t->ents_out, (int)n, 0, t->end_bit, s));
+    if (bytes > t->sort_tmp_bytes)
+        return lsae__cu_msg(LSAE_CUDA_ERROR, "internal: radix sort wants %zu bytes of scratch, %zu reserved", bytes, t->sort_tmp_bytes);
+    bytes = t->sort_tmp_bytes;
+    LSAE__CU(cub::DeviceRadixSort::SortPairs(t->sort_tmp, bytes, t->keys_in, t->keys_out, t->ents_in, t->ents_out, (int)n, 0, t->end_bit, s));
+    lsae__lat_start_kernel<<<lsae__grid(t->L + 1, 256, 1u << 30), 256, 0, s>>>(t->lat_start, t->keys_out, (int)n, (int)t->L);
     LSAE__LAUNCHED(lat_start);
+    return LSAE_OK;
+}
 
-    /* 6c, 6d, 7: parameter gradients (+=), and which latents fired */
-    {
-        float *gW_enc = t->grads + cm->off[0], *gb_enc = t->grads + cm->off[1], *gW_dec = t->grads + cm->off[2];
-        float *gb_dec = t->grads + cm->off[3];
-        const int lg4 = d % 4 == 0 && d / 4 <= LSAE__LG4_MAXT && ((uintptr_t)gW_enc & 15) == 0 && ((uintptr_t)gW_dec & 15) == 0 &&
-                        ((uintptr_t)t->G & 15) == 0 && ((uintptr_t)t->xc & 15) == 0;
-        if (lg4) {
-            const unsigned nthr = (unsigned)((d / 4 + 31) / 32 * 32);
-            lsae__latent_grads4_kernel<<<(unsigned)L, nthr, 0, s>>>(gW_enc, gb_enc, gW_dec, t->lat_dsum, t->lat_start, t->ents_out, t->topv,
-                                                                    t->auxv, t->dpre, t->G, t->xc, t->dst, (int)d, (int)k, (int)K, (int)KA);
-        } else {
-            lsae__latent_grads_kernel<<<(unsigned)L, LSAE__TD, 0, s>>>(gW_enc, gb_enc, gW_dec, t->lat_dsum, t->lat_start, t->ents_out, t->topv,
-                                                                        t->auxv, t->dpre, t->G, t->xc, t->dst, (int)d, (int)k, (int)K, (int)KA);
-        }
-        LSAE__LAUNCHED(latent_grads);
-        lsae__enc_in_grad_kernel<<<dim3((unsigned)((d + 31) / 32), LSAE__DIN_CHUNKS), dim3(32, 8), 0, s>>>(t->din_part, t->lat_dsum,
-                                                                                                          W_enc, (int)L, (int)d, t->dst);
-        LSAE__LAUNCHED(enc_in_grad);
-        lsae__bdec_grad_kernel<<<(unsigned)((d + 31) / 32), dim3(32, 32), 0, s>>>(gb_dec, t->G, t->din_part, (int)B, (int)d, t->dst);
-        LSAE__LAUNCHED(bdec_grad);
-        lsae__did_fire_kernel<<<lsae__grid(B * k, 256, 65535), 256, 0, s>>>(t->did_fire, t->topi, B * k, (int)k, (int)K, t->dst);
-        LSAE__LAUNCHED(did_fire);
+/* B3, first half: dpre = G_class[b] . W_dec[l] for every entry, a block per
+   row (dpre [B, E], read by B4 through the sorted entries). */
+static lsae_result lsae__entry_dpre(lsae__ct *t, size_t B)
+{
+    lsae__cm *cm = t->cm;
+    const float *W_dec = cm->params + cm->off[LSAE__W_DEC];
+    const int vec4 = t->d % 4 == 0 && ((uintptr_t)W_dec & 15) == 0 && ((uintptr_t)t->G & 15) == 0;
+    lsae__entry_dpre_kernel<<<(unsigned)B, LSAE__TB, 0, cm->stream>>>(t->dpre, t->G, t->topv, t->topi, t->auxv, t->auxi, W_dec,
+                                                                      (int)t->d, (int)t->k, (int)t->K, (int)t->KA, vec4);
+    LSAE__LAUNCHED(entry_dpre);
+    return LSAE_OK;
+}
+
+/* B3, second half, and B4: per latent l (a block), over its sorted entries,
+   dW_dec[l] += sum a G_class[b], dW_enc[l] += sum dpre xc[b],
+   db_enc[l] += sum dpre; the batch's sum of dpre per latent stays in
+   lat_dsum for U1. float4 kernel when d and the rows allow it. */
+static lsae_result lsae__latent_grads(lsae__ct *t)
+{
+    lsae__cm *cm = t->cm;
+    float *gW_enc = t->grads + cm->off[LSAE__W_ENC], *gb_enc = t->grads + cm->off[LSAE__B_ENC], *gW_dec = t->grads + cm->off[LSAE__W_DEC];
+    const size_t d = t->d;
+    const int lg4 = d % 4 == 0 && d / 4 <= LSAE__LG4_MAXT && ((uintptr_t)gW_enc & 15) == 0 && ((uintptr_t)gW_dec & 15) == 0 &&
+                    ((uintptr_t)t->G & 15) == 0 && ((uintptr_t)t->xc & 15) == 0;
+    if (lg4) {
+        const unsigned nthr = (unsigned)((d / 4 + 31) / 32 * 32);
+        lsae__latent_grads4_kernel<<<(unsigned)t->L, nthr, 0, cm->stream>>>(gW_enc, gb_enc, gW_dec, t->lat_dsum, t->lat_start, t->ents_out,
+                                                                            t->topv, t->auxv, t->dpre, t->G, t->xc, t->dst, (int)d,
+                                                                            (int)t->k, (int)t->K, (int)t->KA);
+    } else {
+        lsae__latent_grads_kernel<<<(unsigned)t->L, LSAE__TD, 0, cm->stream>>>(gW_enc, gb_enc, gW_dec, t->lat_dsum, t->lat_start, t->ents_out,
+                                                                               t->topv, t->auxv, t->dpre, t->G, t->xc, t->dst, (int)d,
+                                                                               (int)t->k, (int)t->K, (int)t->KA);
     }
+    LSAE__LAUNCHED(latent_grads);
+    return LSAE_OK;
+}
+
+/* B5 + U1: db_dec += sum_b G0[b] - W_enc^T (this batch's db_enc). The CPU
+   takes U1 once per window from the accumulated db_enc; the sum is the
+   same, the rounding not. */
+static lsae_result lsae__b_dec_grad(lsae__ct *t, size_t B)
+{
+    lsae__cm *cm = t->cm;
+    cudaStream_t s = cm->stream;
+    const size_t d = t->d;
+    lsae__b_dec_grad_input_kernel<<<dim3((unsigned)((d + 31) / 32), LSAE__DIN_CHUNKS), dim3(32, 8), 0, s>>>(t->din_part, t->lat_dsum,
+                                                                                                           cm->params + cm->off[LSAE__W_ENC],
+                                                                                                           (int)t->L, (int)d, t->dst);
+    LSAE__LAUNCHED(b_dec_grad_input);
+    lsae__b_dec_grad_kernel<<<(unsigned)((d + 31) / 32), dim3(32, 32), 0, s>>>(t->grads + cm->off[LSAE__B_DEC], t->G, t->din_part, (int)B,
+                                                                               (int)d, t->dst);
+    LSAE__LAUNCHED(b_dec_grad);
+    return LSAE_OK;
+}
+
+/* B6. did_fire[l] = 1 for every latent in some row's top k; the window's
+   row count and batch count grow. */
+static lsae_result lsae__mark_fired(lsae__ct *t, size_t B)
+{
+    lsae__mark_fired_kernel<<<lsae__grid(B * t->k, 256, 65535), 256, 0, t->cm->stream>>>(t->did_fire, t->topi, B * t->k, (int)t->k,
+                                                                                        (int)t->K, t->dst);
+    LSAE__LAUNCHED(mark_fired);
     (*t->micro)++;
     (*t->rows_in_window) += B;
     return LSAE_OK;
 }
 
-/* Queue the optimizer step (lsae_trainer_apply). *lr_used: its learning rate. */
-static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
+/* Queue one batch's forward and backward (latentsae.h's
+   lsae_trainer_accumulate, F1-B6). Returns before the GPU is done. */
+static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows, size_t *B_out, size_t *dropped_out)
+{
+    size_t B;
+    lsae_result r;
+    *B_out = *dropped_out = 0;
+    if ((r = lsae__ct_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return r;
+    /* forward */
+    if ((r = lsae__keep_finite_rows(t, x, rows, B_out, dropped_out)) != LSAE_OK) return r;  /* F1 */
+    B = *B_out;
+    if (t->cm->poison && (r = lsae__poison_workspace(t, B)) != LSAE_OK) return r;
+    if ((r = lsae__total_variance(t, B)) != LSAE_OK) return r;                             /* F2 */
+    if ((r = lsae__init_b_dec(t, B)) != LSAE_OK) return r;                                 /* F3 */
+    if ((r = lsae__encode_select(t, B)) != LSAE_OK) return r;                              /* F4 */
+    if ((r = lsae__decode_residuals(t, B)) != LSAE_OK) return r;                           /* F5, F6, B1 */
+    if ((r = lsae__loss(t, B)) != LSAE_OK) return r;                                       /* F7 */
+    /* backward: adds into the gradients of the window */
+    if ((r = lsae__sort_entries(t, B)) != LSAE_OK) return r;                               /* B2 */
+    if ((r = lsae__entry_dpre(t, B)) != LSAE_OK) return r;                                 /* B3 */
+    if ((r = lsae__latent_grads(t)) != LSAE_OK) return r;                                  /* B3, B4 */
+    if ((r = lsae__b_dec_grad(t, B)) != LSAE_OK) return r;                                 /* B5, U1 */
+    return lsae__mark_fired(t, B);                                                         /* B6 */
+}
+
+/* U2. n = sqrt(sum of every g^2) over the whole gradient slab (fixed
+   chunks, double); clip = min(1 / (n + 1e-6), 1); a non-finite n poisons
+   the trainer before Adam. */
+static lsae_result lsae__clip(lsae__ct *t)
+{
+    cudaStream_t s = t->cm->stream;
+    lsae__sumsq_kernel<<<(unsigned)t->nchunks, 256, 0, s>>>(t->norm_partial, t->grads, t->cm->total);
+    LSAE__LAUNCHED(sumsq);
+    lsae__clip_kernel<<<1, 1024, 0, s>>>(t->dst, t->norm_partial, (int)t->nchunks, (unsigned long long)((*t->step) + 1));
+    LSAE__LAUNCHED(clip);
+    return LSAE_OK;
+}
+
+/* U3. Adam at lr (torch.optim.Adam, step s = step + 1) on the clipped
+   gradient: everything but W_dec element-wise; W_dec a row a block, with
+   the projection before and the renormalisation after; then the gradients
+   are zeroed for the next window. */
+static lsae_result lsae__adam(lsae__ct *t, double lr)
 {
     lsae__cm *cm = t->cm;
     cudaStream_t s = cm->stream;
-    const size_t wdec0 = cm->off[2], wdec1 = wdec0 + t->L * t->d;
-    const double lr = t->lr_base * lsae_lr_factor(&t->cfg, (*t->step));
+    const size_t wdec0 = cm->off[LSAE__W_DEC], wdec1 = wdec0 + t->L * t->d;
     const double bc1 = 1.0 - pow(0.9, (double)((*t->step) + 1)), bc2 = 1.0 - pow(0.999, (double)((*t->step) + 1));
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    *lr_used = lr;
-    /* 1. global norm and clip */
-    lsae__sumsq_kernel<<<(unsigned)t->nchunks, 256, 0, s>>>(t->norm_partial, t->grads, cm->total);
-    LSAE__LAUNCHED(sumsq);
-    lsae__norm_finish_kernel<<<1, 1024, 0, s>>>(t->dst, t->norm_partial, (int)t->nchunks, (unsigned long long)((*t->step) + 1));
-    LSAE__LAUNCHED(norm_finish);
-    /* 2. Adam: everything but W_dec element-wise, W_dec a row at a time */
     lsae__adam_flat_kernel<<<lsae__grid(wdec0, 256, 65535), 256, 0, s>>>(cm->params, t->grads, t->adam_m, t->adam_v, 0, wdec0,
                                                                          t->dst, step_size, bc2_sqrt);
     LSAE__LAUNCHED(adam_flat);
@@ -2226,7 +2364,18 @@ static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
     lsae__adam_wdec_kernel<<<(unsigned)t->L, LSAE__TA, 0, s>>>(cm->params + wdec0, t->grads + wdec0, t->adam_m + wdec0,
                                                                t->adam_v + wdec0, (int)t->d, cm->normalize, t->dst, step_size, bc2_sqrt);
     LSAE__LAUNCHED(adam_wdec);
-    /* 3. dead-latent bookkeeping, and the dead mask of the next window */
+    LSAE__CU(cudaMemsetAsync(t->grads, 0, cm->total * sizeof(float), s));
+    cm->bf16_stale = 1;
+    return LSAE_OK;
+}
+
+/* U4. since_fired grows by the window's rows and restarts where a latent
+   fired (B6); the dead mask, n_dead, ka and the AuxK scale of the next
+   window (F4) from it; a weight that U3 made non-finite poisons the trainer
+   now, after the bookkeeping, as on the CPU. One more optimizer step. */
+static lsae_result lsae__dead_counters(lsae__ct *t)
+{
+    cudaStream_t s = t->cm->stream;
     lsae__dead_reset_kernel<<<1, 1, 0, s>>>(t->dst, 1);
     LSAE__LAUNCHED(dead_reset);
     lsae__dead_count_kernel<<<lsae__grid(t->L, 256, 4096), 256, 0, s>>>(t->since, t->did_fire, t->dead, (int)t->L,
@@ -2237,12 +2386,22 @@ static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
     LSAE__LAUNCHED(dead_finish);
     lsae__apply_finish_kernel<<<1, 1, 0, s>>>(t->dst, (unsigned long long)((*t->step) + 1));
     LSAE__LAUNCHED(apply_finish);
-    LSAE__CU(cudaMemsetAsync(t->grads, 0, cm->total * sizeof(float), s));
-    cm->bf16_stale = 1;
     (*t->micro) = 0;
     (*t->rows_in_window) = 0;
     (*t->step)++;
     return LSAE_OK;
+}
+
+/* Queue the optimizer step (lsae_trainer_apply, U1-U4; U1 was queued with
+   each batch's B5). *lr_used: its learning rate. */
+static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
+{
+    const double lr = t->lr_base * lsae_lr_factor(&t->cfg, (*t->step));
+    lsae_result r;
+    *lr_used = lr;
+    if ((r = lsae__clip(t)) != LSAE_OK) return r;            /* U2 */
+    if ((r = lsae__adam(t, lr)) != LSAE_OK) return r;        /* U3 */
+    return lsae__dead_counters(t);                           /* U4 */
 }
 
 /* queue a copy of the device status; the next call reads it without waiting */
@@ -2465,11 +2624,11 @@ static lsae_result lsae__test_model(lsae__cm **out, size_t d, size_t L, lsae_pre
     lsae_result r;
     void *cm = NULL;
     *out = NULL;
-    off[0] = 0;
-    off[1] = off[0] + ((L * d + 15) & ~(size_t)15);
-    off[2] = off[1] + ((L + 15) & ~(size_t)15);
-    off[3] = off[2] + ((L * d + 15) & ~(size_t)15);
-    total = off[3] + ((d + 15) & ~(size_t)15);
+    off[LSAE__W_ENC] = 0;
+    off[LSAE__B_ENC] = off[LSAE__W_ENC] + ((L * d + 15) & ~(size_t)15);
+    off[LSAE__W_DEC] = off[LSAE__B_ENC] + ((L + 15) & ~(size_t)15);
+    off[LSAE__B_DEC] = off[LSAE__W_DEC] + ((L * d + 15) & ~(size_t)15);
+    total = off[LSAE__B_DEC] + ((d + 15) & ~(size_t)15);
     slab = (float *)calloc(total, sizeof(float));
     if (!slab) return lsae__cu_msg(LSAE_OUT_OF_MEMORY, "test model: out of host memory");
     if (W)
@@ -2512,7 +2671,7 @@ lsae_result lsae__cuda_test_topk(const float *pre, const float *b_enc, const uns
     LSAE__TC(cudaMemcpy(d_k, &kk, sizeof(int), cudaMemcpyHostToDevice));
     LSAE__TC(cudaMemset(d_v, 0xff, rows * ldo * sizeof(float)));   /* NaN: unwritten slots show */
     LSAE__TC(cudaMemset(d_i, 0xff, rows * ldo * sizeof(int32_t)));
-    LSAE__TT(lsae__topk(cm->stream, d_v, d_i, ldo, d_pre, d_b, rows, L, d_mask, k, k_on_device ? d_k : NULL));
+    LSAE__TT(lsae__select(cm->stream, d_v, d_i, ldo, d_pre, d_b, rows, L, d_mask, k, k_on_device ? d_k : NULL));
     LSAE__TC(cudaStreamSynchronize(cm->stream));
     LSAE__TC(cudaMemcpy(vals, d_v, rows * ldo * sizeof(float), cudaMemcpyDeviceToHost));
     LSAE__TC(cudaMemcpy(idx, d_i, rows * ldo * sizeof(int32_t), cudaMemcpyDeviceToHost));
@@ -2578,7 +2737,7 @@ lsae_result lsae__cuda_test_bench(size_t rows, size_t L, size_t d, size_t k, lsa
     LSAE__TT(lsae__dalloc(&d_xbf, rows * d, "bench"));
     LSAE__TT(lsae__dalloc(&d_v, rows * k, "bench"));
     LSAE__TT(lsae__dalloc(&d_i, rows * k, "bench"));
-    lsae__fill_kernel<<<lsae__grid(L * d, 256, 65535), 256, 0, cm->stream>>>(cm->params + cm->off[0], L * d, 1, 1.0f / sqrtf((float)d));
+    lsae__fill_kernel<<<lsae__grid(L * d, 256, 65535), 256, 0, cm->stream>>>(cm->params + cm->off[LSAE__W_ENC], L * d, 1, 1.0f / sqrtf((float)d));
     LSAE__TC(cudaGetLastError());
     lsae__fill_kernel<<<lsae__grid(rows * d, 256, 65535), 256, 0, cm->stream>>>(d_x, rows * d, 2, 1.0f);
     LSAE__TC(cudaGetLastError());
@@ -2588,7 +2747,7 @@ lsae_result lsae__cuda_test_bench(size_t rows, size_t L, size_t d, size_t k, lsa
         LSAE__TC(cudaEventRecord(ev[0], cm->stream));
         LSAE__TT(lsae__encoder_product(cm, cm->precision, d_pre, d_x, d_xbf, rows));
         LSAE__TC(cudaEventRecord(ev[1], cm->stream));
-        LSAE__TT(lsae__topk(cm->stream, d_v, d_i, k, d_pre, cm->params + cm->off[1], rows, L, NULL, k, NULL));
+        LSAE__TT(lsae__select(cm->stream, d_v, d_i, k, d_pre, cm->params + cm->off[LSAE__B_ENC], rows, L, NULL, k, NULL));
         LSAE__TC(cudaEventRecord(ev[2], cm->stream));
         LSAE__TC(cudaEventSynchronize(ev[2]));
         LSAE__TC(cudaEventElapsedTime(&a, ev[0], ev[1]));
