@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""The PyTorch side of bench/run.py: one optimizer step of SPEC section 2 in
-float32, timed like bench/bench.c times latentsae.
+"""The PyTorch side of bench/run.py: one optimizer step of docs/math.md,
+section 2, in float32, timed like bench/bench.c times latentsae.
 
   torch_bench.py train D L K B ACC DEAD STEPS THREADS DECODE
   torch_bench.py encode D L K B REPS THREADS
 
-The step is tests/torch_ref.py's TorchSae/TorchTrainer (written from the
-SPEC, checked against latentsae by tests/test_parity_torch.py). DECODE picks
-how the sparse decoder runs:
+The step is tests/torch_ref.py's TorchSae/TorchTrainer (written from
+docs/math.md, checked against latentsae by tests/test_parity_torch.py).
+DECODE picks how the sparse decoder runs:
   eager   latent-sae's CPU path (latentsae/utils/eleuther.py eager_decode):
           scatter the k activations into a dense [B, L] buffer, then a dense
           product with W_dec; this is what latent-sae runs without Triton

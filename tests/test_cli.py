@@ -42,7 +42,7 @@ def run(args, ok=True, env=None):
 
 
 def numpy_encode(w, x, k):
-    """SPEC section 1, written again in numpy (float64): ReLU(W_enc (x - b_dec) + b_enc), top k."""
+    """docs/math.md, section 1, written again in numpy (float64): ReLU(W_enc (x - b_dec) + b_enc), top k."""
     pre = np.maximum((x.astype(np.float64) - w["b_dec"]) @ w["encoder.weight"].T.astype(np.float64) + w["encoder.bias"], 0)
     idx = np.argsort(-pre, axis=1, kind="stable")[:, :k]
     return idx, np.take_along_axis(pre, idx, axis=1)

@@ -197,7 +197,7 @@ static void test_config(void)
     c = lsae_config_default(8); c.num_latents = 16; c.k = 16;
     CHECK(lsae_config_validate(&c) == LSAE_OK);
 
-    /* schedule: SPEC section 2 */
+    /* schedule: docs/math.md, section 2.6 */
     c = lsae_config_default(8);
     c.lr_warmup_steps = 10; c.total_steps = 110;
     NEAR(lsae_lr_factor(&c, 0), 0.0, 0);

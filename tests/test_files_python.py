@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""latentsae's files against the real Python tools (SPEC section 3, issue 3).
+"""latentsae's files against the real Python tools (docs/files.md, issue 3).
 
 Run with a python that has latentsae (PyPI), safetensors, numpy, torch and
 pyarrow (see tests/requirements-files.txt and the Makefile's venv):

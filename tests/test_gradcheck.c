@@ -1,8 +1,8 @@
 /* Finite-difference check of the trainer's gradients for all four
    parameters, with AuxK and Multi-TopK on. The reference is an independent
-   double-precision forward written here from SPEC section 2 (dense, with the
-   selections found by sorting); central differences of it are compared with
-   the library's float32 analytic gradient. */
+   double-precision forward written here from docs/math.md, section 2
+   (dense, with the selections found by sorting); central differences of it
+   are compared with the library's float32 analytic gradient. */
 #include "test_util.h"
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Parity of latentsae's training step with a PyTorch implementation of SPEC
-section 2 (tests/torch_ref.py): identical weights and batches go through both,
-5 optimizer steps, with AuxK on/off, Multi-TopK on/off, grad_acc_steps 1 and 3
+"""Parity of latentsae's training step with a PyTorch implementation of
+docs/math.md, section 2 (tests/torch_ref.py): identical weights and batches go
+through both, 5 optimizer steps, with AuxK on/off, Multi-TopK on/off, grad_acc_steps 1 and 3
 (plus the b_dec median initialisation, a warm-up and the cosine schedule).
 Every loss, accumulated gradient and updated parameter must agree to 1e-5
 relative (||c - t|| / ||t||). PyTorch runs in float64, so the bar measures the

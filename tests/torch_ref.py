@@ -1,10 +1,11 @@
 """A PyTorch implementation of one latentsae training step, written from
-SPEC section 2 (not from latentsae.h), used as the independent reference by
-tests/test_parity_torch.py and as the PyTorch baseline by bench/.
+docs/math.md, section 2 (not from latentsae.h), used as the independent
+reference by tests/test_parity_torch.py and as the PyTorch baseline by bench/.
 
-It is latent-sae's step with the SPEC's fixes: the AuxK residual is
-e = x - x_hat (sparsify PR #47) and e_hat leaves out b_dec (sparsify #132),
-dead latents are counted in rows, the schedule counts optimizer steps."""
+It is latent-sae's step with the fixes listed in docs/math.md, section 2.2:
+the AuxK residual is e = x - x_hat (sparsify PR #47) and e_hat leaves out
+b_dec (sparsify #132), dead latents are counted in rows, the schedule counts
+optimizer steps."""
 import math
 
 import torch
@@ -25,7 +26,7 @@ def geometric_median(points, max_iter=100, tol=1e-5):
 
 
 def lr_factor(s, warmup, total, schedule):
-    """SPEC section 2: s is the 0-based optimizer step."""
+    """docs/math.md, section 2.6: s is the 0-based optimizer step."""
     W = min(warmup, total) if total else warmup
     if s < W:
         return s / W
@@ -99,7 +100,7 @@ class TorchSae(torch.nn.Module):
 
 
 class TorchTrainer:
-    """One optimizer step = grad_acc_steps batches, as SPEC section 2."""
+    """One optimizer step = grad_acc_steps batches, as docs/math.md, section 2."""
 
     def __init__(self, sae, lr, auxk_alpha, dead_threshold, grad_acc_steps,
                  warmup, total_steps, schedule, since_fired=None, init_b_dec=False):

@@ -2,10 +2,10 @@
 """Where the tolerances of tests/cuda/test_cuda.c come from.
 
 Runs on the CPU with PyTorch (no GPU needed). It trains the SAE of
-tests/torch_ref.py (SPEC section 2) with the encoder product computed three
-ways: exactly (float64 of float32 inputs), with TF32 inputs (each operand
-rounded to 10 explicit mantissa bits, as tensor cores do), and with BF16
-inputs (7 bits). Everything else is float64, so the differences measured are
+tests/torch_ref.py (docs/math.md, section 2) with the encoder product
+computed three ways: exactly (float64 of float32 inputs), with TF32 inputs
+(each operand rounded to 10 explicit mantissa bits, as tensor cores do), and
+with BF16 inputs (7 bits). Everything else is float64, so the differences measured are
 those of the encoder product's precision alone, as in the library.
 
 It prints, for the shapes test_cuda uses:

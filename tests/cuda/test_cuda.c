@@ -16,7 +16,8 @@
    library poisons its own workspaces), and every comparison fails on NaN.
 
    Tolerances (relative, ||gpu - cpu|| / ||cpu|| per tensor):
-   - float32 (FP32 precision, all kernels): 1e-5, the SPEC's parity bar.
+   - float32 (FP32 precision, all kernels): 1e-5, the parity bar of
+     docs/math.md, section 3.
    - TF32 encoder product: 2e-3. Inputs are rounded to 10 explicit mantissa
      bits (unit roundoff u = 2^-11 = 4.9e-4); each product is then off by up
      to 2u relative, and with random signs the norm-wise error of the sum

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch eager baseline for tests/cuda/run.sh: the training step of
-tests/torch_ref.py (SPEC section 2, written with ordinary torch ops: dense
-encoder product, torch.topk, gather-and-sum decode, autograd, clip_grad_norm_,
-torch.optim.Adam) timed on the same GPU and shape as bench_cuda.
+tests/torch_ref.py (docs/math.md, section 2, written with ordinary torch
+ops: dense encoder product, torch.topk, gather-and-sum decode, autograd,
+clip_grad_norm_, torch.optim.Adam) timed on the same GPU and shape as bench_cuda.
 
 Prints RESULT lines for tests/cuda/table.py:
   torch_train_{fp32,tf32}_ms        one optimizer step (accumulate + apply),
