@@ -19,7 +19,7 @@
 
    DOCUMENTATION
 
-   The model (SPEC section 1).  d = input width, L = number of latents,
+   The model (docs/math.md, section 1).  d = input width, L = number of latents,
    k = active latents per input, B = rows in a batch.
 
       W_enc [L, d]   encoder.weight      b_enc [L]   encoder.bias
@@ -30,13 +30,23 @@
                sorted largest first, ties to the lower latent index.
       decode:  x_hat = sum_i top_acts[i] * W_dec[top_indices[i]] + b_dec
 
-   Training (SPEC section 2) is exactly latent-sae's step with sparsify's fixes:
+   Training (docs/math.md, section 2, derives every formula and gradient) is
+   latent-sae's step with sparsify's fixes:
    loss = fvu + auxk_alpha * auxk + (multi_topk ? fvu(4k) / 8 : 0), with
    fvu = sum((x - x_hat)^2) / sum((x - mean_rows(x))^2); gradient accumulation;
    global-norm clipping to 1; removal of the decoder-parallel gradient; Adam
    (torch.optim.Adam, betas 0.9/0.999, eps 1e-8); unit-norm decoder rows;
    linear or cosine learning-rate decay after warm-up, counted in optimizer steps.
-   The first batch's geometric median initialises b_dec.
+   The first batch's geometric median initialises b_dec. In the code (section
+   "trainer" below, and with the same labels in latentsae_cuda.cu) a step is
+   a list of stages, each a function with its math:
+      lsae_trainer_accumulate, per batch:
+        F1 keep_finite_rows  F2 total_variance  F3 init_b_dec  F4 encode_select
+        F5 decode_residuals  F6 auxk_decode     F7 loss
+        B1 output_grads      B2 sort_entries    B3 decoder_grads
+        B4 encoder_grads     B5 b_dec_grad_output  B6 mark_fired
+      lsae_trainer_apply, per grad_acc_steps batches:
+        U1 b_dec_grad_input  U2 clip  U3 adam  U4 dead_counters
 
    Example (compiles as is; also examples/quickstart.c):
 
@@ -111,7 +121,7 @@
    with other busy processes, OMP_WAIT_POLICY=passive keeps idle OpenMP
    threads from spinning on cores the others need.
 
-   Choices where the SPEC is silent (written down as it asks):
+   Choices where latent-sae and sparsify leave room (docs/math.md has the why):
    - Defaults follow latent-sae's SaeConfig/TrainConfig and sparsify:
      expansion_factor 32, k 32, normalize_decoder on, auxk_alpha 1/32,
      dead_feature_threshold 10,000,000 samples, lr_warmup_steps 1000,
@@ -164,7 +174,7 @@
    and return host arrays and copy through pinned buffers themselves.
    cfg.precision picks the encoder product's arithmetic (TF32 by default,
    FP32, or BF16 with float32 master weights); all else is float32, and the
-   step is SPEC section 2 as on the CPU. lsae_model_to_device and
+   step is the CPU's, stage by stage. lsae_model_to_device and
    lsae_model_set_precision move a loaded model and pick its precision
    (what a --device/--precision option needs). Differences a caller can see:
    - lsae_trainer_step/accumulate/apply with stats == NULL return once the
@@ -178,7 +188,7 @@
    - CUDA failures return LSAE_CUDA_ERROR with CUDA's message; after one,
      free the model and trainer.
 
-   Files (SPEC section 3; the functions are under "files" below).
+   Files (docs/files.md has every layout; the functions are under "files" below).
    - Models: DIR/cfg.json + DIR/sae.safetensors, read and written as
      latent-sae and sparsify do (F32, F16, BF16 read; F32 written); every
      cfg.json version in the wild; SAELens directories converted both ways;
@@ -343,14 +353,14 @@ LSAE_DEF lsae_result lsae_config_validate(const lsae_config *cfg);
 LSAE_DEF size_t lsae_config_num_latents(const lsae_config *cfg);
 /* The learning rate the config resolves to (cfg->lr, or the automatic one). */
 LSAE_DEF double lsae_config_lr(const lsae_config *cfg);
-/* The schedule's factor at optimizer step s (0-based): SPEC section 2. */
+/* The schedule's factor at optimizer step s (0-based): docs/math.md, 2.6. */
 LSAE_DEF double lsae_lr_factor(const lsae_config *cfg, uint64_t s);
 
 /* ------------------------------------------------------------------ model */
 
 typedef struct lsae_model lsae_model;
 
-/* A new model initialised from cfg->seed as SPEC section 1: W_enc uniform in
+/* A new model initialised from cfg->seed (docs/math.md, section 1): W_enc uniform in
    +-1/sqrt(d), b_enc = 0, W_dec = W_enc with unit rows, b_dec = 0. */
 LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_allocator *alloc,
                                        lsae_model **out);
@@ -405,7 +415,7 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *model, lsae_precision 
 typedef struct lsae_trainer lsae_trainer;
 
 typedef struct lsae_step_stats {
-    double fvu;             /* this batch, SPEC's global form */
+    double fvu;             /* this batch, global form: sum e^2 / TV */
     double auxk;            /* 0 when AuxK is off or nothing is dead */
     double multi_topk_fvu;  /* 0 unless multi_topk */
     double loss;            /* fvu + auxk_alpha auxk + multi_topk_fvu / 8 */
@@ -4611,7 +4621,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 }
 
 /* ======================================================================
-   Everything below is the file-format part of the library (SPEC section 3):
+   Everything below is the file-format part of the library (docs/files.md):
    platform helpers, hashing, embeddings datasets (npy, safetensors, raw,
    torch .pt, shard directories), the shuffling loader, checkpoints, the
    Hugging Face cache and SAELens conversion.
