@@ -267,7 +267,7 @@ static void texts_load(texts *t, const char *path, uint64_t want_rows)
     t->line = (char **)xmalloc(cap * sizeof(char *));
     p = t->buf;
     while (p < t->buf + len) {
-        char *nl = memchr(p, '\n', (size_t)(t->buf + len - p));
+        char *nl = (char *)memchr(p, '\n', (size_t)(t->buf + len - p));
         char *end = nl ? nl : t->buf + len;
         if (end > p && end[-1] == '\r') end[-1] = 0;
         *end = 0;

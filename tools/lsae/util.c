@@ -264,7 +264,14 @@ static FILE *out_open(out_file *o, const char *path)
     int i;
     for (i = 0; i < MAX_OUT_FILES && g_out[i]; ++i) {}
     if (i == MAX_OUT_FILES) fail("too many files open for writing at once");
-    if ((r = lsae__afile_open(&o->af, path)) != LSAE_OK) lib_fail(r, NULL);
+    if ((r = lsae__afile_open(&o->af, path)) != LSAE_OK) {
+        /* the library names its temporary file; the user named PATH, and
+           errno still holds fopen's reason (the library only formatted its
+           message since) */
+        int e = errno;
+        if (r == LSAE_IO_ERROR && e) fail("%s: cannot write: %s", path, strerror(e));
+        lib_fail(r, NULL);
+    }
     o->slot = i;
     g_out[i] = o;
     return o->af.f;
