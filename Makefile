@@ -27,6 +27,9 @@ CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 HDR = latentsae.h
+# the command-line tool: one translation unit, main.c #includes the rest (see its top comment)
+LSAE_MAIN = tools/lsae/main.c
+LSAE_SRC = $(wildcard tools/lsae/*.c tools/lsae/*.h)
 TESTS = test_core test_gradcheck test_planted test_files test_badinput
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
@@ -54,8 +57,8 @@ $(BUILD)/quickstart: examples/quickstart.c $(HDR) | $(BUILD)
 
 # the command-line tool and the inference example (the data loader's
 # prefetch thread needs -pthread)
-$(BUILD)/lsae: tools/lsae.c $(HDR) | $(BUILD)
-	$(CC) $(CFLAGS_ALL) -pthread -o $@ $< -lm
+$(BUILD)/lsae: $(LSAE_SRC) $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -pthread -o $@ $(LSAE_MAIN) -lm
 $(BUILD)/encode: examples/encode.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS_ALL) -pthread -o $@ $< -lm
 
@@ -66,8 +69,8 @@ $(BUILD)/cxx/%: tests/%.c $(TEST_DEPS) | $(BUILD)/cxx
 	$(CXX) -x c++ $(CXXSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -o $@ $< -lm
 $(BUILD)/asan/%: tests/%.c $(TEST_DEPS) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
-$(BUILD)/asan/lsae: tools/lsae.c $(HDR) | $(BUILD)/asan
-	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
+$(BUILD)/asan/lsae: $(LSAE_SRC) $(HDR) | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $(LSAE_MAIN) -lm
 $(BUILD)/asan/encode: examples/encode.c $(HDR) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 
@@ -208,8 +211,8 @@ $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.c $(CUDA_BUILD)/latentsae_cuda.o
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 # the CPU tests through a LATENTSAE_CUDA build (run where no GPU answers: they then exercise the fallback)
 # the command-line tool with the GPU backend: lsae train/encode --device cuda
-$(CUDA_BUILD)/lsae: tools/lsae.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
-	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+$(CUDA_BUILD)/lsae: $(LSAE_SRC) $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
+	$(CC) $(CUDA_CFLAGS) -o $@ $(LSAE_MAIN) $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/cpu_%: tests/%.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 
@@ -330,8 +333,8 @@ VG_DIR = $(BUILD)/valgrind
 VG_DATA = examples/data/embeddings/data-00000.npy
 $(VG_DIR):
 	@mkdir -p $@
-$(VG_DIR)/lsae: tools/lsae.c $(HDR) | $(VG_DIR)
-	$(CC) $(CSTD) -O1 $(VG_ARCH) $(WARN) -g -pthread -o $@ $< -lm
+$(VG_DIR)/lsae: $(LSAE_SRC) $(HDR) | $(VG_DIR)
+	$(CC) $(CSTD) -O1 $(VG_ARCH) $(WARN) -g -pthread -o $@ $(LSAE_MAIN) -lm
 test-valgrind: $(VG_DIR)/lsae
 	@command -v $(VALGRIND) > /dev/null || { echo "test-valgrind: needs valgrind (apt install valgrind)"; exit 1; }
 	@rm -rf $(VG_DIR)/run $(VG_DIR)/enc.jsonl

@@ -124,7 +124,7 @@ def main():
         check(abs(ev["fvu_per_dim"] - np.mean(e2.sum(0)[vary] / tv.sum(0)[vary])) < 1e-4, "eval per-dim fvu vs numpy")
         check(abs(ev["mse"] - e2.mean()) < 1e-7, "eval mse vs numpy")
         p = run(["eval", runA, SHARD])
-        check("latent-sae 2024" in p.stdout and "SPEC" in p.stdout, "eval labels both fvu forms")
+        check("latent-sae 2024" in p.stdout and "global, sparsify 2025" in p.stdout, "eval labels both fvu forms")
         # the same rows as a raw f32 dump and as a named tensor in a .safetensors file
         raw = os.path.join(tmp, "rows.f32")
         x.tofile(raw)

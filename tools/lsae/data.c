@@ -1,0 +1,293 @@
+/* data.c - opening embeddings and models, --device, the scan of a model over a
+   dataset (eval, features, report) and texts files.
+   Part of lsae's one translation unit: included by main.c, not compiled alone. */
+
+static lsae_dataset *open_data(const char *path, const data_args *a)
+{
+    lsae_dataset_options o = lsae_dataset_options_default();
+    lsae_dataset *ds = NULL;
+    lsae_result r;
+    const char *fmt = a->format ? a->format : "auto";
+    if (!strcmp(fmt, "auto")) o.format = LSAE_FORMAT_AUTO;
+    else if (!strcmp(fmt, "npy")) o.format = LSAE_FORMAT_NPY;
+    else if (!strcmp(fmt, "safetensors")) o.format = LSAE_FORMAT_SAFETENSORS;
+    else if (!strcmp(fmt, "raw")) o.format = LSAE_FORMAT_RAW;
+    else if (!strcmp(fmt, "pt")) o.format = LSAE_FORMAT_TORCH;
+    else usage_fail("--format must be auto, npy, safetensors, raw or pt, not '%s'", fmt);
+    if (a->raw_dtype) {
+        if (!strcmp(a->raw_dtype, "f32")) o.raw_dtype = LSAE_DTYPE_F32;
+        else if (!strcmp(a->raw_dtype, "f16")) o.raw_dtype = LSAE_DTYPE_F16;
+        else if (!strcmp(a->raw_dtype, "bf16")) o.raw_dtype = LSAE_DTYPE_BF16;
+        else usage_fail("--raw-dtype must be f32, f16 or bf16, not '%s'", a->raw_dtype);
+        if (o.format == LSAE_FORMAT_AUTO) o.format = LSAE_FORMAT_RAW;
+        else if (o.format != LSAE_FORMAT_RAW) usage_fail("--raw-dtype goes with raw dumps, not --format %s", fmt);
+    }
+    if (o.format == LSAE_FORMAT_RAW && !a->d_in) usage_fail("a raw dump has no header: give its width with --d-in");
+    o.raw_d_in = (size_t)a->d_in;
+    o.tensor_name = a->tensor;
+    if (!exists(path)) fail("%s: no such file or directory", path);
+    if ((r = lsae_dataset_open(path, &o, NULL, &ds)) != LSAE_OK) lib_fail(r, NULL);
+    if (a->d_in && lsae_dataset_d_in(ds) != a->d_in)
+        fail("%s: rows are %zu values wide, but --d-in says %llu", path, lsae_dataset_d_in(ds), (unsigned long long)a->d_in);
+    if (lsae_dataset_rows(ds) == 0) fail("%s: holds no rows", path);
+    return ds;
+}
+
+/* MODEL is a directory (cfg.json + sae.safetensors, a run directory
+   included) or hf:OWNER/NAME[/SUBFOLDER] in the local Hugging Face cache,
+   as latent-sae's Sae.load_from_disk / Sae.load_from_hub. `where` gets the
+   directory actually read. */
+static lsae_model *open_model(const char *spec, char *where)
+{
+    lsae_model *m = NULL;
+    lsae_result r;
+    if (!strncmp(spec, "hf:", 3)) {
+        char repo[512];
+        const char *s = spec + 3, *slash = strchr(s, '/'), *sub = NULL;
+        size_t rl;
+        if (!slash || slash == s || !slash[1]) fail("'%s': write a Hugging Face model as hf:OWNER/NAME or hf:OWNER/NAME/SUBFOLDER", spec);
+        sub = strchr(slash + 1, '/');
+        rl = sub ? (size_t)(sub - s) : strlen(s);
+        if (rl >= sizeof repo) fail("'%s': repository name too long", spec);
+        memcpy(repo, s, rl);
+        repo[rl] = 0;
+        if (sub) ++sub;
+        if ((r = lsae_hf_resolve(repo, sub && *sub ? sub : NULL, where, PATH_CAP)) != LSAE_OK) lib_fail(r, NULL);
+    } else {
+        if (strlen(spec) >= PATH_CAP) fail("path too long: %s", spec);
+        strcpy(where, spec);
+        if (!exists(spec)) fail("%s: no such model directory", spec);
+        if (!is_dir(spec)) fail("%s: a model is a directory holding cfg.json and sae.safetensors (hf:OWNER/NAME/SUBFOLDER for the Hugging Face cache)", spec);
+    }
+    if ((r = lsae_model_load(where, NULL, &m)) != LSAE_OK) lib_fail(r, NULL);
+    return m;
+}
+
+/* --device and --precision for the commands that encode: parse, then move
+   the loaded model (LSAE_DEVICE_DEFAULT: CUDA when this lsae was built with
+   LATENTSAE_CUDA and a GPU answers, else the CPU). */
+static lsae_device parse_device(const char *s)
+{
+    if (!s || !strcmp(s, "default") || !strcmp(s, "auto")) return LSAE_DEVICE_DEFAULT;
+    if (!strcmp(s, "cpu")) return LSAE_DEVICE_CPU;
+    if (!strcmp(s, "cuda")) return LSAE_DEVICE_CUDA;
+    usage_fail("--device must be cpu or cuda, not '%s'", s);
+    return LSAE_DEVICE_CPU;
+}
+
+static lsae_precision parse_precision(const char *s)
+{
+    if (!s || !strcmp(s, "default")) return LSAE_PRECISION_DEFAULT;
+    if (!strcmp(s, "fp32")) return LSAE_PRECISION_FP32;
+    if (!strcmp(s, "tf32")) return LSAE_PRECISION_TF32;
+    if (!strcmp(s, "bf16")) return LSAE_PRECISION_BF16;
+    usage_fail("--precision must be fp32, tf32 or bf16, not '%s'", s);
+    return LSAE_PRECISION_DEFAULT;
+}
+
+static void place_model(lsae_model *m, const char *device, const char *precision)
+{
+    lsae_result r;
+    lsae_device dev = parse_device(device);
+    lsae_precision p = parse_precision(precision);
+    if (dev == LSAE_DEVICE_CUDA && (r = lsae_backend_available(LSAE_DEVICE_CUDA)) != LSAE_OK) lib_fail(r, "--device cuda");
+    if ((r = lsae_model_to_device(m, dev)) != LSAE_OK) lib_fail(r, "--device");
+    if ((r = lsae_model_set_precision(m, p)) != LSAE_OK) lib_fail(r, "--precision");
+}
+
+static int row_finite(const float *x, size_t d)
+{
+    size_t j;
+    for (j = 0; j < d; ++j)
+        if (!isfinite(x[j])) return 0;
+    return 1;
+}
+
+/* ============================================================ progress */
+
+static void progress_scan(const char *what, uint64_t done, uint64_t total, double t0)
+{
+    static double last = 0;
+    double t = now_s();
+    if (!g_live || (t - last < 0.2 && done < total)) return;
+    last = t;
+    fprintf(stderr, "\r\033[K%s: %s %llu/%llu rows (%.0f%%), %.0f rows/s", g_cmd, what, (unsigned long long)done,
+            (unsigned long long)total, 100.0 * (double)done / (double)(total ? total : 1), (double)done / (t - t0 + 1e-9));
+    g_live_drawn = 1;
+}
+
+/* ========================================================== scan (shared) */
+
+/* heap order: lower activation is worse; on ties the later row is worse,
+   so the kept rows are the same whatever the chunking */
+static int top_worse(float a, uint64_t ra, float b, uint64_t rb) { return a < b || (a == b && ra > rb); }
+
+static void top_push(scan *s, size_t l, float act, uint64_t row)
+{
+    float *h = s->top_act + l * s->T;
+    uint64_t *hr = s->top_row + l * s->T;
+    uint32_t n = s->top_n[l];
+    size_t pos;
+    if (n < s->T) {
+        pos = n;
+        s->top_n[l] = n + 1;
+        while (pos > 0) {
+            size_t parent = (pos - 1) / 2;
+            if (!top_worse(act, row, h[parent], hr[parent])) break;
+            h[pos] = h[parent];
+            hr[pos] = hr[parent];
+            pos = parent;
+        }
+        h[pos] = act;
+        hr[pos] = row;
+        return;
+    }
+    if (!top_worse(h[0], hr[0], act, row)) return;
+    pos = 0;
+    for (;;) {
+        size_t c = 2 * pos + 1;
+        if (c >= n) break;
+        if (c + 1 < n && top_worse(h[c + 1], hr[c + 1], h[c], hr[c])) ++c;
+        if (!top_worse(h[c], hr[c], act, row)) break;
+        h[pos] = h[c];
+        hr[pos] = hr[c];
+        pos = c;
+    }
+    h[pos] = act;
+    hr[pos] = row;
+}
+
+/* Latent l's kept rows, best first, into act/row (T entries); returns the count. */
+static size_t top_sorted(const scan *s, size_t l, float *act, uint64_t *row)
+{
+    size_t n = s->top_n[l], i, j;
+    memcpy(act, s->top_act + l * s->T, n * sizeof(float));
+    memcpy(row, s->top_row + l * s->T, n * sizeof(uint64_t));
+    for (i = 1; i < n; ++i) { /* insertion sort: T is small */
+        float a = act[i];
+        uint64_t r = row[i];
+        for (j = i; j > 0 && top_worse(act[j - 1], row[j - 1], a, r); --j) {
+            act[j] = act[j - 1];
+            row[j] = row[j - 1];
+        }
+        act[j] = a;
+        row[j] = r;
+    }
+    return n;
+}
+
+static void scan_run(scan *s, lsae_model *m, lsae_dataset *ds, size_t T, int want_recon, uint64_t max_rows, const char *what)
+{
+    const size_t chunk = 2048;
+    size_t d = lsae_model_d_in(m), k = lsae_model_k(m), L = lsae_model_num_latents(m), j;
+    uint64_t total = lsae_dataset_rows(ds), first;
+    float *x, *acts, *xhat = NULL;
+    int32_t *idx;
+    uint64_t *rowid;
+    double t0 = now_s();
+    lsae_result r;
+    memset(s, 0, sizeof *s);
+    if (lsae_dataset_d_in(ds) != d)
+        fail("the embeddings have rows of %zu values, but the model expects d_in %zu", lsae_dataset_d_in(ds), d);
+    if (max_rows && max_rows < total) total = max_rows;
+    s->d = d; s->L = L; s->k = k; s->T = T; s->want_recon = want_recon;
+    s->fires = (uint64_t *)xcalloc(L, sizeof(uint64_t));
+    if (T) {
+        s->top_act = (float *)xcalloc(L * T, sizeof(float));
+        s->top_row = (uint64_t *)xcalloc(L * T, sizeof(uint64_t));
+        s->top_n = (uint32_t *)xcalloc(L, sizeof(uint32_t));
+    }
+    if (want_recon) {
+        s->shift = (double *)xcalloc(d, sizeof(double));
+        s->sx = (double *)xcalloc(d, sizeof(double));
+        s->sxx = (double *)xcalloc(d, sizeof(double));
+        s->se = (double *)xcalloc(d, sizeof(double));
+        xhat = (float *)xcalloc(chunk * d, sizeof(float));
+    }
+    x = (float *)xcalloc(chunk * d, sizeof(float));
+    acts = (float *)xcalloc(chunk * k, sizeof(float));
+    idx = (int32_t *)xcalloc(chunk * k, sizeof(int32_t));
+    rowid = (uint64_t *)xcalloc(chunk, sizeof(uint64_t));
+    for (first = 0; first < total; first += chunk) {
+        size_t n = (size_t)(total - first < chunk ? total - first : chunk), i, kept = 0, q;
+        check_interrupted();
+        if ((r = lsae_dataset_read(ds, first, n, x)) != LSAE_OK) lib_fail(r, NULL);
+        for (i = 0; i < n; ++i) { /* compact the finite rows to the front */
+            if (!row_finite(x + i * d, d)) { s->skipped++; continue; }
+            if (kept != i) memcpy(x + kept * d, x + i * d, d * sizeof(float));
+            rowid[kept++] = first + i;
+        }
+        if (!kept) continue;
+        if ((r = lsae_model_encode(m, x, kept, k, acts, idx)) != LSAE_OK) lib_fail(r, NULL);
+        for (i = 0; i < kept; ++i)
+            for (q = 0; q < k; ++q) {
+                float a = acts[i * k + q];
+                size_t l = (size_t)idx[i * k + q];
+                if (!(a > 0.0f)) continue;
+                s->fires[l]++;
+                s->active++;
+                if (T) top_push(s, l, a, rowid[i]);
+            }
+        if (want_recon) {
+            if ((r = lsae_model_decode(m, acts, idx, kept, k, xhat)) != LSAE_OK) lib_fail(r, NULL);
+            if (s->rows == 0)
+                for (j = 0; j < d; ++j) s->shift[j] = x[j];
+            for (i = 0; i < kept; ++i)
+                for (j = 0; j < d; ++j) {
+                    double v = (double)x[i * d + j] - s->shift[j], e = (double)x[i * d + j] - (double)xhat[i * d + j];
+                    s->sx[j] += v;
+                    s->sxx[j] += v * v;
+                    s->se[j] += e * e;
+                }
+        }
+        s->rows += kept;
+        progress_scan(what, first + n, total, t0);
+    }
+    live_clear();
+    free(x); free(acts); free(idx); free(rowid); free(xhat);
+}
+
+static void scan_free(scan *s)
+{
+    free(s->fires); free(s->top_act); free(s->top_row); free(s->top_n);
+    free(s->shift); free(s->sx); free(s->sxx); free(s->se);
+    memset(s, 0, sizeof *s);
+}
+
+/* ================================================================ texts */
+
+static void texts_load(texts *t, const char *path, uint64_t want_rows)
+{
+    size_t len, cap = 1024, i;
+    char *p;
+    memset(t, 0, sizeof *t);
+    if (!path) return;
+    t->buf = read_file(path, &len);
+    if (!t->buf) fail("%s: cannot read the texts file: %s", path, strerror(errno));
+    t->line = (char **)xmalloc(cap * sizeof(char *));
+    p = t->buf;
+    while (p < t->buf + len) {
+        char *nl = (char *)memchr(p, '\n', (size_t)(t->buf + len - p));
+        char *end = nl ? nl : t->buf + len;
+        if (end > p && end[-1] == '\r') end[-1] = 0;
+        *end = 0;
+        if (t->n == cap) { cap *= 2; t->line = (char **)xrealloc(t->line, cap * sizeof(char *)); }
+        t->line[t->n++] = p;
+        p = end + 1;
+    }
+    for (i = 0; i < t->n; ++i) { /* tabs and stray control bytes would break the columns */
+        char *c;
+        for (c = t->line[i]; *c; ++c)
+            if ((unsigned char)*c < 0x20) *c = ' ';
+    }
+    if (want_rows && t->n != want_rows)
+        fail("%s has %zu lines, but the embeddings have %llu rows: the texts file needs one line per row, in the same order",
+             path, t->n, (unsigned long long)want_rows);
+}
+
+static void texts_free(texts *t)
+{
+    free(t->buf);
+    free(t->line);
+    memset(t, 0, sizeof *t);
+}

@@ -1,0 +1,144 @@
+/* lsae - the latentsae command-line tool.
+
+   lsae train    --data PATH [options]          train a TopK SAE on embeddings
+   lsae encode   MODEL EMBEDDINGS -o OUT        top-k latents of every row
+   lsae eval     MODEL EMBEDDINGS               reconstruction and latent usage
+   lsae info     MODEL                          what a model holds
+   lsae features MODEL EMBEDDINGS [--texts F]   top-activating rows per latent
+   lsae report   RUN_DIR                        one self-contained HTML page
+
+   `lsae COMMAND --help` lists every flag with its default. Flags are named as
+   latent-sae's train_local.py names them (--batch-size, --grad-acc-steps,
+   --k, --expansion-factor, ...), so a command line carries over.
+
+   A training run is a directory (default checkpoints/sae_<k>_<expansion>.<run id>/,
+   latent-sae's naming):
+      cfg.json, sae.safetensors   the model, loadable by latent-sae and sparsify
+      checkpoint/                 model + optimizer state + data position (resume)
+      run.json                    the options of the run, for resume and report
+      metrics.jsonl               one JSON object per optimizer step
+      report.html                 written by `lsae report`
+
+   Conventions: every failure is one line on stderr, "lsae CMD: what went
+   wrong", and a non-zero exit (2 for a bad command line, 1 otherwise, 130
+   after Ctrl-C). Every file is written under a temporary name and renamed,
+   so a failure never leaves half a file where a whole one stood.
+
+   Built by `make` as build/lsae from this file alone: `cc tools/lsae/main.c`.
+   It uses POSIX for signals, terminals and directories.
+
+   Why one translation unit. Each command is a file of its own (train.c and
+   train_loop.c, encode.c, eval.c, features.c, info.c, report.c with its
+   page in report_page.c), sharing lsae_tool.h and the helpers in util.c,
+   options.c, data.c and run_settings.c. They read JSON and write files
+   atomically with the library's own code (lsae__json_*, lsae__afile_*),
+   which latentsae.h keeps static: visible only in the translation unit
+   that defines LATENTSAE_IMPLEMENTATION. So this file defines it, includes
+   latentsae.h and the shared header, and then #includes every other .c
+   file of the tool (a "unity build"): one compiler run, one object, no
+   second copy of the JSON reader or the atomic writer, and the files stay
+   rooms of their own. The other .c files are not compiled alone. */
+
+#define _POSIX_C_SOURCE 200809L
+#define LATENTSAE_IMPLEMENTATION
+#include "../../latentsae.h"
+#include "lsae_tool.h"
+
+/* shared: messages, memory, paths, output files, JSON; flags; data and models; run.json */
+#include "util.c"
+#include "options.c"
+#include "data.c"
+#include "run_settings.c"
+
+/* the commands */
+#include "train.c"
+#include "train_loop.c"
+#include "encode.c"
+#include "eval.c"
+#include "info.c"
+#include "features.c"
+#include "report_page.c"
+#include "report.c"
+
+/* ================================================================= main */
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *about;
+} command;
+
+static const command commands[] = {
+    { "train", cmd_train, "train a TopK sparse autoencoder on embeddings" },
+    { "encode", cmd_encode, "top-k latent indices and activations of every row" },
+    { "eval", cmd_eval, "fvu, MSE, L0, dead latents and fire rates of a model on embeddings" },
+    { "info", cmd_info, "a model's config, tensors, norms and checksum" },
+    { "features", cmd_features, "the rows each latent is most active on, with their texts" },
+    { "report", cmd_report, "one self-contained HTML page: training curves and a feature browser" },
+};
+
+static void print_usage(FILE *f)
+{
+    size_t i;
+    fprintf(f, "usage: lsae COMMAND [options]   (lsae COMMAND --help for its flags)\n\n"
+               "TopK sparse autoencoders for embedding vectors (latentsae %s).\n\ncommands:\n", lsae_version_string());
+    for (i = 0; i < sizeof commands / sizeof commands[0]; ++i) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].about);
+    fprintf(f, "\nexample:\n  lsae train --data embeddings/ --batch-size 512 --grad-acc-steps 4 --k 64 --expansion-factor 128\n"
+               "  lsae features checkpoints/sae_64_128.<id> embeddings/ --texts texts.txt --sample 10\n");
+}
+
+/* OpenMP threads that spin at a barrier lose whole time slices when another
+   process shares the cores: on 2 cores with one busy neighbour, training the
+   demo ran 4.3x slower with libgomp's default policy than with passive
+   waiting (9.9k vs 32k samples/s), while on an idle machine passive costs
+   about 15%. Shared machines are the common case, so passive is the default
+   here; OMP_WAIT_POLICY=active in the environment takes it back. libgomp
+   reads the policy when it loads, before main, hence the one re-exec. */
+static void prefer_passive_openmp(char **argv)
+{
+#if defined(_OPENMP) && defined(__linux__)
+    if (getenv("OMP_WAIT_POLICY") || getenv("LSAE_REEXECED")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0 || setenv("LSAE_REEXECED", "1", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed (no /proc?): go on with the default policy */
+    unsetenv("OMP_WAIT_POLICY");
+#else
+    (void)argv;
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    size_t i;
+    prefer_passive_openmp(argv);
+    g_live = isatty(fileno(stderr));
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || (!strcmp(argv[1], "help") && argc == 2)) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("lsae (latentsae) %s\n", lsae_version_string());
+        return 0;
+    }
+    if (!strcmp(argv[1], "help")) {
+        char *h[2];
+        h[0] = argv[2];
+        h[1] = (char *)"--help";
+        for (i = 0; i < sizeof commands / sizeof commands[0]; ++i)
+            if (!strcmp(commands[i].name, argv[2])) {
+                snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
+                return commands[i].run(1, h + 1);
+            }
+    }
+    for (i = 0; i < sizeof commands / sizeof commands[0]; ++i)
+        if (!strcmp(commands[i].name, argv[1])) {
+            snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
+            return commands[i].run(argc - 2, argv + 2);
+        }
+    fprintf(stderr, "lsae: unknown command '%s' (commands: train, encode, eval, info, features, report; see lsae --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,346 @@
+/* train_loop.c - lsae train, its second half: the model and trainer made or
+   resumed, run.json written, the training loop with its metrics and
+   progress, checkpoints, and the summary at the end; then cmd_train, which
+   runs the steps of train.c and of this file in order.
+   Part of lsae's one translation unit: included by main.c, not compiled alone. */
+
+/* ----------------------------------------------------------- checkpoints */
+
+static void save_checkpoint(train_run *t)
+{
+    char blob[512];
+    lsae_loader_stats ls;
+    lsae_result r;
+    int w;
+    lsae_loader_get_stats(t->ld, &ls);
+    /* the caller blob: where the data stood, and the counters a resumed run continues */
+    w = snprintf(blob, sizeof blob,
+                 "{\"rows_read\": %llu, \"samples\": %llu, \"batches_skipped\": %llu, \"rows_dropped\": %llu, \"elapsed_s\": %.3f}",
+                 (unsigned long long)ls.rows_read, (unsigned long long)t->samples, (unsigned long long)t->batches_skipped,
+                 (unsigned long long)ls.rows_dropped, t->elapsed_prev + (now_s() - t->t_start));
+    if (w < 0 || (size_t)w >= sizeof blob) fail("internal: checkpoint blob too long");
+    /* metrics first, so the log always reaches at least the checkpoint's step */
+    if (fflush(t->metrics) != 0 || fsync(fileno(t->metrics)) != 0) fail("%s/metrics.jsonl: write failed: %s", t->a.out, strerror(errno));
+    if ((r = lsae_checkpoint_save(t->ck, t->m, t->tr, blob, (size_t)w)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    if ((r = lsae_model_save(t->m, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
+    t->saved_step = lsae_trainer_steps_done(t->tr);
+    t->saved_any = 1;
+}
+
+/* The checkpoint's model, optimizer state and the counters in its blob. */
+static void load_checkpoint(train_run *t)
+{
+    char blob[1024];
+    const char *err;
+    size_t blen = 0;
+    json_doc b;
+    lsae_result r;
+    if ((r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen)) != LSAE_OK) lib_fail(r, "resuming");
+    if (blen >= sizeof blob) fail("%s: checkpoint blob of %zu bytes is not one lsae train wrote", t->ck, blen);
+    blob[blen] = 0;
+    if (!json_parse(&b, blob, blen, &err)) fail("%s: checkpoint blob is not lsae train's (%s)", t->ck, err);
+    t->rows_read0 = json_u64_of(&b, 0, "rows_read", 0);
+    t->samples = json_u64_of(&b, 0, "samples", 0);
+    t->batches_skipped = json_u64_of(&b, 0, "batches_skipped", 0);
+    t->elapsed_prev = json_num_of(&b, 0, "elapsed_s", 0);
+    json_doc_free(&b);
+}
+
+/* Keep the lines of metrics.jsonl up to `step`: a run resumed from an older
+   checkpoint redoes the steps after it, and its curves must not hold them twice. */
+static void metrics_truncate(const char *path, uint64_t step)
+{
+    size_t len;
+    char *text = read_file(path, &len), *p, *end;
+    out_file of;
+    FILE *f;
+    if (!text) return;
+    f = out_open(&of, path);
+    for (p = text; p < text + len; p = end + 1) {
+        json_doc v;
+        const char *err;
+        char *nl = (char *)memchr(p, '\n', (size_t)(text + len - p));
+        end = nl ? nl : text + len;
+        if (!nl || end == p) continue; /* a torn last line goes */
+        if (!json_parse(&v, p, (size_t)(end - p), &err)) continue;
+        if (json_num_of(&v, 0, "step", 0) <= (double)step) fwrite(p, 1, (size_t)(end - p) + 1, f);
+        json_doc_free(&v);
+    }
+    free(text);
+    out_commit(&of);
+}
+
+/* ------------------------------------------------------------- the start */
+
+/* run.json: everything a resume or a report needs to know */
+static void train_write_settings(const train_run *t)
+{
+    const train_args *a = &t->a;
+    run_settings rs;
+    memset(&rs, 0, sizeof rs);
+    rs.run_id = t->run_id;
+    rs.lsae_version = lsae_version_string();
+    rs.data = t->data_abs;
+    rs.texts = a->texts ? t->texts_abs : NULL;
+    rs.format = a->da.format;
+    rs.tensor = a->da.tensor;
+    rs.raw_dtype = a->da.raw_dtype;
+    rs.d_in_arg = a->da.d_in;
+    rs.rows = t->rows;
+    rs.d_in = t->d;
+    rs.k = t->cfg.k;
+    rs.num_latents = t->L;
+    rs.expansion_factor = t->L % t->d == 0 ? t->L / t->d : 0;
+    rs.multi_topk = t->cfg.multi_topk;
+    rs.normalize_decoder = t->cfg.normalize_decoder;
+    rs.batch_size = a->batch;
+    rs.grad_acc_steps = a->grad_acc;
+    rs.lr = lsae_config_lr(&t->cfg);
+    rs.lr_auto = !(a->lr > 0);
+    rs.lr_warmup_steps = a->warmup;
+    rs.lr_schedule = schedule_name(t->schedule);
+    rs.auxk_alpha = a->auxk_alpha;
+    rs.dead_feature_threshold = a->dead_thr;
+    rs.epochs = a->epochs;
+    rs.max_samples = a->max_samples;
+    rs.shuffle = !a->no_shuffle;
+    rs.seed = a->seed;
+    rs.total_steps = t->S;
+    rs.save_every = a->save_every;
+    rs.init = a->init ? t->init_where : NULL;
+    run_settings_write(a->out, &rs);
+}
+
+static void train_print_plan(const train_run *t)
+{
+    const train_args *a = &t->a;
+    size_t L = t->L, d = t->d;
+    fprintf(stderr, "%s: %s %llu rows x %zu from %s\n", g_cmd, t->resuming ? "resuming on" : "training on", (unsigned long long)t->rows, d, a->data);
+    fprintf(stderr, "  model     %zu latents (%s%zu), k %zu%s -> %s\n", L, L % d == 0 ? "expansion " : "", L % d == 0 ? L / d : L, t->cfg.k,
+            t->cfg.multi_topk ? ", multi-topk" : "", a->out);
+    fprintf(stderr, "  training  %llu optimizer steps: batch %llu x grad-acc %llu, %llu epoch%s%s\n", (unsigned long long)t->S,
+            (unsigned long long)a->batch, (unsigned long long)a->grad_acc, (unsigned long long)a->epochs, a->epochs == 1 ? "" : "s",
+            a->max_samples ? ", capped by --max-samples" : "");
+    fprintf(stderr, "  lr        %.3g%s, %s after %llu warm-up steps; auxk-alpha %g, dead after %llu samples; seed %llu\n",
+            lsae_config_lr(&t->cfg), a->lr > 0 ? "" : " (automatic)", schedule_name(t->schedule), (unsigned long long)a->warmup, a->auxk_alpha,
+            (unsigned long long)a->dead_thr, (unsigned long long)a->seed);
+    if (t->resuming)
+        fprintf(stderr, "  resuming  from step %llu of %llu (%llu samples seen)\n", (unsigned long long)t->step0, (unsigned long long)t->S,
+                (unsigned long long)t->samples0);
+    if (a->warmup >= t->S && t->schedule != LSAE_LR_CONSTANT)
+        warn("note: --lr-warmup-steps %llu is not below the run's %llu optimizer steps, so the learning rate only warms up; try --lr-warmup-steps %llu",
+             (unsigned long long)a->warmup, (unsigned long long)t->S, (unsigned long long)(t->S / 10 ? t->S / 10 : 1));
+}
+
+/* Model and trainer (fresh, or from the checkpoint), the data loader at its
+   position, run.json for a new run, metrics.jsonl open for appending. */
+static void train_start(train_run *t)
+{
+    const train_args *a = &t->a;
+    lsae_loader_options lo;
+    lsae_result r;
+    char path[PATH_CAP];
+    if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->resuming) load_checkpoint(t);
+    lo = lsae_loader_options_default((size_t)a->batch);
+    lo.shuffle = !a->no_shuffle;
+    lo.seed = a->seed;
+    lo.epochs = a->epochs;
+    lo.max_rows = a->max_samples;
+    lo.drop_last = 1;
+    if ((r = lsae_loader_create(t->ds, &lo, &t->ld)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->resuming && t->rows_read0 && (r = lsae_loader_seek(t->ld, t->rows_read0)) != LSAE_OK) lib_fail(r, "resuming the data position");
+    if (!t->resuming) train_write_settings(t);
+    join_path(path, a->out, "metrics.jsonl");
+    if (t->resuming) metrics_truncate(path, lsae_trainer_steps_done(t->tr));
+    t->metrics = fopen(path, t->resuming ? "ab" : "wb");
+    if (!t->metrics) fail("%s: cannot write: %s", path, strerror(errno));
+    t->step = t->step0 = lsae_trainer_steps_done(t->tr);
+    t->samples0 = t->samples;
+    train_print_plan(t);
+}
+
+/* -------------------------------------------------------------- the loop */
+
+/* The progress after optimizer step t->step: the live line on a terminal,
+   else a plain line every --log-every steps (or about every 10 s). */
+static void train_print_progress(train_run *t, double now, double fvu)
+{
+    train_window *w = &t->w;
+    const lsae_step_stats *st = &w->st;
+    double rate = (double)(t->samples - t->samples0) / (now - t->t_start + 1e-12);
+    double eta = (double)(t->S - t->step) * (now - t->t_start) / (double)(t->step - t->step0);
+    char etab[32];
+    fmt_duration(etab, sizeof etab, eta);
+    if (g_live) {
+        if (now - w->t_last_live >= 0.1 || t->step == t->S) {
+            int filled = (int)(20.0 * (double)t->step / (double)t->S), i;
+            fprintf(stderr, "\r\033[Kstep %llu/%llu [", (unsigned long long)t->step, (unsigned long long)t->S);
+            for (i = 0; i < 20; ++i) fputc(i < filled ? '=' : ' ', stderr);
+            fprintf(stderr, "] %3.0f%%  %.0f samples/s  ETA %s  fvu %.4f  dead %.1f%%  lr %.2e", 100.0 * (double)t->step / (double)t->S,
+                    rate, etab, w->ema, 100.0 * st->dead_fraction, st->lr);
+            fflush(stderr);
+            g_live_drawn = 1;
+            w->t_last_live = now;
+        }
+    } else if ((t->a.log_every ? t->step % t->a.log_every == 0 : now - w->t_last_line >= 10.0) || t->step == t->step0 + 1 || t->step == t->S) {
+        fprintf(stderr, "step %llu/%llu (%.0f%%)  samples %llu  %.0f samples/s  ETA %s  fvu %.4f  auxk %.4g  dead %.2f%%  lr %.3g\n",
+                (unsigned long long)t->step, (unsigned long long)t->S, 100.0 * (double)t->step / (double)t->S, (unsigned long long)t->samples,
+                rate, etab, fvu, st->auxk, 100.0 * st->dead_fraction, st->lr);
+        w->t_last_line = now;
+    }
+}
+
+/* An optimizer step was taken: its line of metrics.jsonl (the means over
+   the batches it accumulated), then the progress. */
+static void train_log_step(train_run *t)
+{
+    train_window *w = &t->w;
+    const lsae_step_stats *st = &w->st;
+    lsae_loader_stats ls;
+    double now = now_s(), fvu = w->fvu / (double)w->batches, sps = (double)w->rows / (now - w->t_last_metric + 1e-12);
+    double elapsed = t->elapsed_prev + (now - t->t_start);
+    t->step = st->step;
+    t->samples += w->rows;
+    lsae_loader_get_stats(t->ld, &ls);
+    fprintf(t->metrics,
+            "{\"step\": %llu, \"epoch\": %llu, \"samples\": %llu, \"fvu\": %.6g, \"auxk\": %.6g, \"multi_topk_fvu\": %.6g, "
+            "\"loss\": %.6g, \"dead_pct\": %.4g, \"n_dead\": %zu, \"lr\": %.6g, \"grad_norm\": %.6g, \"samples_per_s\": %.1f, "
+            "\"elapsed_s\": %.3f}\n",
+            (unsigned long long)t->step, (unsigned long long)ls.epoch, (unsigned long long)t->samples, fvu,
+            w->auxk / (double)w->batches, w->mtk / (double)w->batches, w->loss / (double)w->batches,
+            100.0 * st->dead_fraction, st->n_dead, st->lr, st->grad_norm, sps, elapsed);
+    fflush(t->metrics);
+    w->t_last_metric = now;
+    w->ema = isnan(w->ema) ? fvu : 0.9 * w->ema + 0.1 * fvu;
+    w->last_fvu[w->n_last++ % 20] = fvu;
+    w->batches = w->rows = 0;
+    w->fvu = w->auxk = w->mtk = w->loss = 0;
+    train_print_progress(t, now, fvu);
+}
+
+/* A step went non-finite: nothing of it was applied; say what is left. */
+static NORETURN void train_fail_not_finite(const train_run *t)
+{
+    if (!t->saved_any && !t->resuming) fail("%s; no checkpoint was saved yet: start again with a lower --lr", lsae_last_error());
+    /* --resume keeps run.json's --lr and replays the same steps to the same
+       NaN, so the library's "lower the learning rate and resume" is, in lsae,
+       a new run; say so, or the two pieces of advice read as contradicting */
+    fail("%s; the last good checkpoint (step %llu) is in %s, untouched; --resume keeps this run's --lr and would stop here again, "
+         "so start a new run with a lower --lr and another --out (--init %s starts it from those weights)",
+         lsae_last_error(), (unsigned long long)(t->saved_any ? t->saved_step : t->step0), t->ck, t->ck);
+}
+
+/* Batches until the run's last optimizer step, the data's end, or Ctrl-C
+   (which lets the step in progress finish). Returns 1 when stopped by Ctrl-C. */
+static int train_loop(train_run *t)
+{
+    train_window *w = &t->w;
+    const float *xb;
+    size_t nrows;
+    lsae_result r;
+    catch_signals();
+    t->t_start = now_s();
+    w->ema = NAN;
+    w->t_last_line = w->t_last_metric = t->t_start;
+    while (t->step < t->S) {
+        if (g_stop && w->batches == 0) return 1;
+        if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
+        if (nrows == 0) break;
+        r = lsae_trainer_step(t->tr, xb, nrows, &w->st);
+        if (r == LSAE_BAD_BATCH) {
+            /* nothing changed in the model: skip the batch, say so once */
+            t->batches_skipped++;
+            if (!w->warned_batch) warn("skipping a batch: %s", lsae_last_error());
+            w->warned_batch = 1;
+            continue;
+        }
+        if (r == LSAE_NOT_FINITE) train_fail_not_finite(t);
+        if (r != LSAE_OK) lib_fail(r, "training");
+        w->batches++;
+        w->rows += w->st.rows_used;
+        w->fvu += w->st.fvu;
+        w->auxk += w->st.auxk;
+        w->mtk += w->st.multi_topk_fvu;
+        w->loss += w->st.loss;
+        if (!w->st.stepped) continue;
+        train_log_step(t);
+        if (t->a.save_every && t->step % t->a.save_every == 0 && t->step < t->S) {
+            save_checkpoint(t);
+            if (!g_live) fprintf(stderr, "saved checkpoint at step %llu\n", (unsigned long long)t->step);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ the finish */
+
+/* The last checkpoint and the summary on stdout. */
+static void train_finish(train_run *t, int stopped)
+{
+    train_window *w = &t->w;
+    lsae_loader_stats ls;
+    lsae_result r;
+    double secs, fvu_last = 0;
+    size_t i, nl = w->n_last < 20 ? w->n_last : 20;
+    char dur[32];
+    if (!stopped && w->batches > 0) {
+        /* the data ended inside an accumulation window: use what was gathered */
+        if ((r = lsae_trainer_apply(t->tr, &w->st)) != LSAE_OK) lib_fail(r, "training");
+        t->samples += w->rows;
+        t->step = w->st.step;
+    }
+    save_checkpoint(t);
+    live_clear();
+    secs = now_s() - t->t_start;
+    for (i = 0; i < nl; ++i) fvu_last += w->last_fvu[i];
+    fvu_last = nl ? fvu_last / (double)nl : NAN;
+    fmt_duration(dur, sizeof dur, secs);
+    if (stopped) {
+        printf("interrupted at step %llu of %llu; checkpoint saved\n", (unsigned long long)t->step, (unsigned long long)t->S);
+        printf("continue with: %s --resume %s\n", g_cmd, t->a.out);
+    } else {
+        printf("done: %llu optimizer steps in %s, %llu samples this session (%.0f samples/s)\n", (unsigned long long)(t->step - t->step0), dur,
+               (unsigned long long)(t->samples - t->samples0), (double)(t->samples - t->samples0) / (secs + 1e-12));
+    }
+    /* st is only set when this session ran a step (a resumed run may have none left) */
+    if (nl)
+        printf("final fvu %.4f (mean of the last %zu steps), dead latents %.2f%% (%zu of %zu)\n", fvu_last, nl, 100.0 * w->st.dead_fraction,
+               w->st.n_dead, t->L);
+    if (t->batches_skipped) printf("skipped %llu batches the trainer refused (no variance)\n", (unsigned long long)t->batches_skipped);
+    lsae_loader_get_stats(t->ld, &ls);
+    if (ls.rows_dropped) printf("dropped %llu rows holding NaN or Inf\n", (unsigned long long)ls.rows_dropped);
+    printf("model:   %s (cfg.json + sae.safetensors; checkpoint/ for --resume)\n", t->a.out);
+    printf("metrics: %s/metrics.jsonl; see them with: lsae report %s\n", t->a.out, t->a.out);
+}
+
+static void train_free(train_run *t)
+{
+    fclose(t->metrics);
+    lsae_loader_free(t->ld);
+    lsae_trainer_free(t->tr);
+    lsae_model_free(t->m);
+    lsae_dataset_close(t->ds);
+    if (t->resuming) run_settings_free(&t->saved);
+    free(t);
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    /* on the heap: the run holds several paths of PATH_CAP bytes and the flag table */
+    train_run *t = (train_run *)xcalloc(1, sizeof(train_run));
+    int stopped;
+    train_parse(argc, argv, &t->a);
+    if (t->a.resume) train_resume_settings(t);
+    else make_run_id(t->run_id);
+    train_check(t);
+    train_open_data(t);
+    train_make_config(t);
+    train_plan(t);
+    train_start(t);
+    stopped = train_loop(t);
+    train_finish(t, stopped);
+    train_free(t);
+    return stopped ? 130 : 0;
+}
