@@ -797,6 +797,25 @@ static lsae_result lsae__err(lsae_result code, const char *fmt, ...)
     return code;
 }
 
+/* Put context in front of the message a failed inner call left (which file,
+   which part of it): the message becomes the formatted prefix followed by
+   the inner one, and code is returned, as lsae__err does. */
+LSAE__MAYBE_UNUSED static lsae_result lsae__err_prefix(lsae_result code, const char *fmt, ...) LSAE__PRINTF(2, 3);
+LSAE__MAYBE_UNUSED static lsae_result lsae__err_prefix(lsae_result code, const char *fmt, ...)
+{
+    char inner[sizeof lsae__err_msg];
+    size_t n;
+    va_list ap;
+    memcpy(inner, lsae__err_msg, sizeof inner);
+    inner[sizeof inner - 1] = 0;
+    va_start(ap, fmt);
+    vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
+    va_end(ap);
+    n = strlen(lsae__err_msg);
+    if (n + 1 < sizeof lsae__err_msg) snprintf(lsae__err_msg + n, sizeof lsae__err_msg - n, "%s", inner);
+    return code;
+}
+
 LSAE_DEF const char *lsae_last_error(void) { return lsae__err_msg; }
 LSAE_DEF const char *lsae_version_string(void) { return LSAE_VERSION_STRING; }
 
@@ -3994,12 +4013,7 @@ static lsae_result lsae__st_parse(const char *path, const char *hdr, size_t hlen
     if (st->data_start > file_size)
         return lsae__err(LSAE_BAD_FILE, "%s: header of %zu bytes runs past the end of the %llu-byte file", path, hlen, (unsigned long long)file_size);
     data_len = file_size - st->data_start;
-    if ((r = lsae__json_parse(&j, hdr, hlen, a)) != LSAE_OK) {
-        char msg[1024];
-        memcpy(msg, lsae__err_msg, sizeof msg);
-        msg[sizeof msg - 1] = 0;
-        return lsae__err(r, "%s: safetensors header: %s", path, msg);
-    }
+    if ((r = lsae__json_parse(&j, hdr, hlen, a)) != LSAE_OK) return lsae__err_prefix(r, "%s: safetensors header: ", path);
     if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "%s: safetensors header is not a JSON object", path); }
     st->t = (lsae__st_tensor *)lsae__alloc_array(a, j.tok[0].size ? j.tok[0].size : 1, sizeof(lsae__st_tensor), "safetensors tensor list");
     if (!st->t) { lsae__json_free(&j); return LSAE_OUT_OF_MEMORY; }
@@ -4342,11 +4356,6 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     return lsae__afile_commit(&af);
 }
 
-/* Load sae.safetensors from a directory into an existing model of the right
-   shape. Any tensor beyond the four is refused (never ignored), except
-   input_mean of a mean_center model, which is folded into b_dec, and the
-   scalar batchtopk_threshold buffer latent-sae registers for some
-   configurations but never reads when encoding a TopK SAE. */
 /* The four tensors of a d x L model are in st with their shapes and a
    float dtype. Checked on the header alone, so that lsae_model_load can
    refuse a cfg.json whose sizes the weights file does not hold before it
@@ -4372,6 +4381,11 @@ static lsae_result lsae__check_weights(const char *path, const lsae__st *st, siz
     return LSAE_OK;
 }
 
+/* Load sae.safetensors (path) into an existing model of the right
+   shape. Any tensor beyond the four is refused (never ignored), except
+   input_mean of a mean_center model, which is folded into b_dec, and the
+   scalar batchtopk_threshold buffer latent-sae registers for some
+   configurations but never reads when encoding a TopK SAE. */
 static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_center)
 {
     FILE *f;
@@ -4448,12 +4462,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     }
     r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center);
     lsae__free(alloc, text);
-    if (r != LSAE_OK) {
-        char msg[1024];
-        memcpy(msg, lsae__err_msg, sizeof msg);
-        msg[sizeof msg - 1] = 0;
-        return lsae__err(r, "%s: %s", path, msg);
-    }
+    if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     {
         /* cfg.json's sizes are only claims: the weights file must hold them
@@ -4519,15 +4528,6 @@ static double lsae__now(void)
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
     return (double)clock() / (double)CLOCKS_PER_SEC;
-}
-
-/* Keep the first error message when a later cleanup step would overwrite it. */
-static lsae_result lsae__err_prefix(lsae_result r, const char *prefix)
-{
-    char msg[1024];
-    memcpy(msg, lsae__err_msg, sizeof msg);
-    msg[sizeof msg - 1] = 0;
-    return lsae__err(r, "%s%s", prefix, msg);
 }
 
 static char *lsae__strdup(const lsae_allocator *a, const char *s)
@@ -7166,11 +7166,11 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) return r;
     r = lsae__saelens_cfg(text, len, alloc, &d, &L, &k, &rescale);
     lsae__free(alloc, text);
-    if (r != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     cfg = lsae_config_default(d);
     cfg.num_latents = L;
     cfg.k = k;
-    if ((r = lsae_config_validate(&cfg)) != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    if ((r = lsae_config_validate(&cfg)) != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     /* the weights file's header first: it must hold the sizes cfg.json
        claims before a model of that size is allocated */
