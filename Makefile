@@ -30,7 +30,7 @@ HDR = latentsae.h
 TESTS = test_core test_gradcheck test_planted test_files test_badinput
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
-TEST_DEPS = $(HDR) tests/test_util.h
+TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
 .PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop test-cli test-report bench-loader demo clean info
 
@@ -175,7 +175,8 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
 CUDA_ARCH ?= -arch=sm_90
 NVCC_WARN = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
-NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN) $(if $(OMP),-Xcompiler $(OMP))
+# LSAE_TESTING: the objects carry the kernel hooks tests/cuda calls (lsae__cuda_test_*)
+NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN) $(if $(OMP),-Xcompiler $(OMP)) -DLSAE_TESTING
 CUDA_LIBDIR = $(CUDA_HOME)/lib64
 # latentsae_cuda.o is built with the host compiler's OpenMP when there is one
 # (nvcc's host compiler is g++: its runtime is libgomp), so programs linked

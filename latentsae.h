@@ -483,12 +483,18 @@ lsae_result lsae__cuda_trainer_get_grads(void *ct, float *dW_enc, float *db_enc,
 lsae_result lsae__cuda_trainer_get_state(void *ct, lsae_trainer_state *st);
 lsae_result lsae__cuda_trainer_set_state(void *ct, const lsae_trainer_state *st);
 void lsae__cuda_set_error(const char *msg);
-/* test and benchmark hooks (tests/cuda): one kernel on given data */
+#ifdef LSAE_TESTING
+/* Test and benchmark hooks (tests/cuda): one kernel on given data. Only in
+   a latentsae_cuda.cu compiled with -DLSAE_TESTING (the Makefile's CUDA
+   objects are), for programs that define LSAE_TESTING before including
+   this file. They stay in latentsae_cuda.cu because the kernels they run
+   are static to it. */
 lsae_result lsae__cuda_test_topk(const float *pre, const float *b_enc, const unsigned char *mask, size_t rows, size_t L,
                                  size_t k, size_t ldo, int k_on_device, float *vals, int32_t *idx);
 lsae_result lsae__cuda_test_gemm(const float *x, const float *W, size_t rows, size_t L, size_t d, lsae_precision p, float *out);
 lsae_result lsae__cuda_test_bench(size_t rows, size_t L, size_t d, size_t k, lsae_precision p, int iters,
                                   double *gemm_ms, double *topk_ms);
+#endif /* LSAE_TESTING */
 #endif
 
 /* ------------------------------------------------------------------ files */
@@ -1341,8 +1347,8 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
    Every output element is one chain of fused multiply-adds over p = 0, 1,
    ..., K - 1, in that order, whatever the kernel, tile, row block or thread
    that computes it: the SIMD kernels, the portable kernel (with hardware
-   FMA) and the naive loop give the same bits, and results do not depend on
-   the thread count. */
+   FMA) and the naive loop (tests/test_internals.h) give the same bits, and
+   results do not depend on the thread count. */
 #define LSAE__NT 64
 #if defined(LSAE__AVX2)
 #define LSAE__MR 6
@@ -1350,18 +1356,6 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
 #define LSAE__MR 4
 #endif
 #define LSAE__NR 16
-
-/* The oracle: C[M, N] = A[M, K] B[N, K]^T, one element at a time. */
-LSAE__MAYBE_UNUSED static void lsae__gemm_nt_naive(float *C, const float *A, const float *B, size_t M, size_t N, size_t K)
-{
-    size_t i, j, p;
-    for (i = 0; i < M; ++i)
-        for (j = 0; j < N; ++j) {
-            float acc = 0.0f;
-            for (p = 0; p < K; ++p) acc = LSAE__FMA(A[i * K + p], B[j * K + p], acc);
-            C[i * N + j] = acc;
-        }
-}
 
 /* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT.
    With AVX the bulk goes in 8 x 8 blocks transposed in registers (three
@@ -1515,7 +1509,10 @@ static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *
 /* C[r * ldc + j], r < mr, j < NT = rows [0, mr) of A (row stride lda)
    times the packed tile P. stream (SIMD builds; C and ldc aligned to the
    vector): non-temporal stores, for a full product whose output will not be
-   read again soon; they save reading every line of C before writing it. */
+   read again soon; they save reading every line of C before writing it.
+   The encoder pass keeps its tile of C in a buffer (stream 0); the
+   full-product GEMM that tests and bench/bench.c use
+   (tests/test_internals.h) streams its large outputs. */
 static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, size_t mr, const float *P, size_t K, int stream)
 {
 #if defined(LSAE__AVX512)
@@ -1540,58 +1537,6 @@ static size_t lsae__tile_group(size_t K)
 {
     size_t g = ((size_t)1 << 20) / (K * LSAE__NT * sizeof(float) + 1);
     return g < 1 ? 1 : g > 8 ? 8 : g;
-}
-
-/* floats of packing scratch that lsae__gemm_nt and lsae__select need */
-LSAE__MAYBE_UNUSED static size_t lsae__pack_floats(size_t K, int nthreads)
-{
-    return (size_t)nthreads * lsae__tile_group(K) * K * LSAE__NT;
-}
-
-/* Blocked, parallel C[M, N] = A[M, K] B[N, K]^T, for tests and callers who
-   want the full product. pack is scratch of lsae__pack_floats(K, nthreads)
-   floats (the caller has checked that size for overflow). */
-LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads)
-{
-    const size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(K), ngroups = (ntiles + G - 1) / G;
-    ptrdiff_t grp;
-    int stream = 0;
-    (void)nthreads;
-#if defined(LSAE__AVX2)
-    /* an output past 8 MiB goes out with non-temporal stores (it leaves the
-       caches anyway), where every row of C is aligned to the vector */
-    {
-        const size_t vec = sizeof(float) * LSAE__NR;
-        stream = (size_t)((uintptr_t)C % vec) == 0 && (N * sizeof(float)) % vec == 0 && M * N > ((size_t)2 << 20);
-    }
-#endif
-    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
-    for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
-        float *P = pack + (size_t)lsae__thread_id() * G * K * LSAE__NT;
-        float Cbuf[LSAE__MR * LSAE__NT];
-        size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles, t, r0, r, j;
-        for (t = t0; t < t1; ++t) {
-            size_t l0 = t * LSAE__NT;
-            lsae__pack_tile(P + (t - t0) * K * LSAE__NT, B, K, l0, N - l0 < LSAE__NT ? N - l0 : LSAE__NT);
-        }
-        for (r0 = 0; r0 < M; r0 += LSAE__MR) {
-            size_t mr = M - r0 < LSAE__MR ? M - r0 : LSAE__MR;
-            for (t = t0; t < t1; ++t) {
-                size_t l0 = t * LSAE__NT, nt = N - l0 < LSAE__NT ? N - l0 : LSAE__NT;
-                const float *Pt = P + (t - t0) * K * LSAE__NT;
-                if (nt == LSAE__NT) {
-                    lsae__tile_rows(C + r0 * N + l0, N, A + r0 * K, K, mr, Pt, K, stream);
-                    continue;
-                }
-                lsae__tile_rows(Cbuf, LSAE__NT, A + r0 * K, K, mr, Pt, K, 0);
-                for (r = 0; r < mr; ++r)
-                    for (j = 0; j < nt; ++j) C[(r0 + r) * N + l0 + j] = Cbuf[r * LSAE__NT + j];
-            }
-        }
-#if defined(LSAE__AVX2)
-        if (stream) _mm_sfence(); /* the streamed stores ordered before the threads join */
-#endif
-    }
 }
 
 /* --------------------------------------------------------- vector helpers */
@@ -1894,40 +1839,6 @@ typedef struct lsae__kv {
     int32_t i;
 } lsae__kv;
 
-static int lsae__better(lsae__kv a, lsae__kv b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
-
-/* Quickselect (Hoare 1961) on the total order: rearranges a[0..n) so that
-   a[0..k) hold the k best, a[k - 1] being the k-th best; 0 < k <= n. The
-   candidates of one selection have distinct indices, so no two compare
-   equal and the kept set is unique. Median-of-three pivots; Hoare's
-   partition with the pivot taken from the middle never leaves a side empty. */
-static void lsae__nth_best(lsae__kv *a, size_t n, size_t k)
-{
-    ptrdiff_t lo = 0, hi = (ptrdiff_t)n - 1;
-    const ptrdiff_t target = (ptrdiff_t)k - 1;
-    lsae__kv tmp;
-#define LSAE__SWAP(x, y) (tmp = a[x], a[x] = a[y], a[y] = tmp)
-    while (hi > lo) {
-        ptrdiff_t mid = lo + (hi - lo) / 2, i = lo - 1, j = hi + 1;
-        lsae__kv pivot;
-        /* order a[lo], a[mid], a[hi] best first; the median becomes the pivot */
-        if (lsae__better(a[hi], a[lo])) LSAE__SWAP(lo, hi);
-        if (lsae__better(a[mid], a[lo])) LSAE__SWAP(mid, lo);
-        if (lsae__better(a[hi], a[mid])) LSAE__SWAP(hi, mid);
-        pivot = a[mid];
-        for (;;) {
-            do ++i; while (lsae__better(a[i], pivot));
-            do --j; while (lsae__better(pivot, a[j]));
-            if (i >= j) break;
-            LSAE__SWAP(i, j);
-        }
-        /* a[lo..j] are no worse than the pivot, a[j+1..hi] no better */
-        if (target <= j) hi = j;
-        else lo = j + 1;
-    }
-#undef LSAE__SWAP
-}
-
 /* A float's bits as an unsigned key in the same order as the values (the
    usual trick: flip all bits of a negative, the sign bit of a positive).
    -0 sorts below +0; the encoder pass only ever produces +0 (ReLU). */
@@ -1984,20 +1895,6 @@ static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
         dst = sw;
     }
     if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
-}
-
-/* The k largest of v[0..n), best first, in buf[0..k) (test entry point):
-   quickselect, then the radix sort. buf is scratch of 2 n entries. */
-LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *buf)
-{
-    size_t i;
-    if (k == 0) return;
-    for (i = 0; i < n; ++i) {
-        buf[i].v = v[i];
-        buf[i].i = (int32_t)i;
-    }
-    lsae__nth_best(buf, n, k);
-    lsae__sort_best(buf, k, buf + n, n);
 }
 
 /* ------------------------------------------------------ fused encoder pass */
@@ -3718,19 +3615,6 @@ LSAE__MAYBE_UNUSED static int lsae__json_u64(const lsae__json *j, size_t t, uint
     }
     if (v > max) return 0;
     *out = v;
-    return 1;
-}
-
-LSAE__MAYBE_UNUSED static int lsae__json_double(const lsae__json *j, size_t t, double *out)
-{
-    char buf[64];
-    size_t len;
-    if (j->tok[t].type != LSAE__J_NUM) return 0;
-    len = j->tok[t].end - j->tok[t].start;
-    if (len >= sizeof buf) return 0;
-    memcpy(buf, j->s + j->tok[t].start, len);
-    buf[len] = 0;
-    *out = strtod(buf, NULL);
     return 1;
 }
 
