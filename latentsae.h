@@ -137,6 +137,19 @@
                             a run-time lsae_allocator overrides it per object
       LSAE_ASSERT(x)        internal consistency checks (default: assert)
       LSAE_NO_STDIO         leave out every function that touches files
+      LSAE_NO_TORCH         no torch.save .pt reader (zip + pickle): a .pt
+                            dataset is refused with LSAE_UNSUPPORTED naming
+                            this option
+      LSAE_NO_NPY           no .npy reader: likewise for .npy datasets
+      LSAE_NO_SAELENS       no SAELens conversion: lsae_model_save_saelens and
+                            lsae_model_load_saelens are left out, and
+                            lsae_model_load refuses a SAELens directory with
+                            LSAE_UNSUPPORTED naming this option
+      LSAE_NO_HF            no Hugging Face cache lookup: lsae_hf_resolve and
+                            lsae_model_load_hf are left out
+                            (Models in cfg.json + safetensors, checkpoints,
+                            safetensors and raw datasets and the loader are
+                            the core: they are there whenever stdio is.)
       LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
@@ -201,6 +214,9 @@
         u64 hash of all that (little-endian throughout; the hash is defined
         at lsae__hash). Written as DIR.tmp and swapped in by renames, so a
         kill -9 at any moment leaves a checkpoint that loads.
+   The .npy and torch readers, SAELens conversion and the Hugging Face
+   cache can each be compiled out (LSAE_NO_NPY, LSAE_NO_TORCH,
+   LSAE_NO_SAELENS, LSAE_NO_HF; see Options).
    A program that defines _POSIX_C_SOURCE (or builds in the compiler's
    default mode) gets mmap, the prefetch thread and directory listing; a
    strict ISO C build reads with stdio, loads synchronously and takes files
@@ -516,6 +532,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
    LSAE_UNSUPPORTED and a message naming the key. */
 LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_config *cfg);
 
+#ifndef LSAE_NO_SAELENS
 /* SAELens: dir/cfg.json ("architecture": "topk", d_in, d_sae, k) and
    dir/sae_weights.safetensors with W_enc [d_in, d_sae] (transposed from
    ours), b_enc, W_dec, b_dec. Save writes SAELens 6's format (F32);
@@ -526,8 +543,10 @@ LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_co
 LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *model, const char *dir);
 LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocator *alloc,
                                              lsae_model **out);
+#endif /* LSAE_NO_SAELENS */
 
 /* --------------------------------------------------- Hugging Face cache */
+#ifndef LSAE_NO_HF
 
 /* Resolve OWNER/NAME[/SUBFOLDER] in the local Hugging Face hub cache
    (HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else
@@ -542,6 +561,7 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo, const char *subfolder, ch
 /* lsae_model_load on what lsae_hf_resolve finds. */
 LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
                                         const lsae_allocator *alloc, lsae_model **out);
+#endif /* LSAE_NO_HF */
 
 /* ------------------------------------------------------------- checkpoints */
 
@@ -582,7 +602,9 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
    raw dumps (f32, f16, bf16; the width must be given);
    torch .pt files holding one 2-D float tensor (torch.save's zip layout);
    a directory of shards (data-*.npy, or every file of one kind, sorted by
-   name) read as one dataset. */
+   name) read as one dataset. A build with LSAE_NO_NPY or LSAE_NO_TORCH
+   keeps the format's enum value and refuses such files with
+   LSAE_UNSUPPORTED and a message naming the option. */
 typedef enum lsae_format {
     LSAE_FORMAT_AUTO = 0,   /* by extension, then by magic bytes */
     LSAE_FORMAT_NPY = 1,
@@ -4325,7 +4347,7 @@ done:
 LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc, lsae_model **out)
 {
     char path[4096], *text = NULL;
-    size_t len;
+    size_t len = 0; /* set by lsae__read_small_file; gcc cannot always see it */
     lsae_config cfg;
     lsae_model *m;
     lsae_result r;
@@ -4337,7 +4359,11 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     /* a SAELens directory (sae_weights.safetensors, no sae.safetensors) converts on the fly */
     if (lsae__path_join(path, sizeof path, dir, "sae.safetensors") && !lsae__exists(path) &&
         lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors") && lsae__exists(path))
+#ifndef LSAE_NO_SAELENS
         return lsae_model_load_saelens(dir, alloc, out);
+#else
+        return lsae__err(LSAE_UNSUPPORTED, "%s: a SAELens model (sae_weights.safetensors), but this build has no SAELens conversion (compiled with LSAE_NO_SAELENS)", dir);
+#endif
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) {
         if (r == LSAE_NOT_FOUND)
@@ -4666,8 +4692,9 @@ static int lsae__shape_bytes(uint64_t rows, uint64_t cols, size_t elem, uint64_t
     return 1;
 }
 
-/* Check that the data of a shard lies inside the file. */
-static lsae_result lsae__shard_check_size(const char *path, const char *what, uint64_t offset, uint64_t rows, uint64_t cols, size_t elem,
+/* Check that the data of a shard lies inside the file (npy and torch
+   headers; unused when LSAE_NO_NPY and LSAE_NO_TORCH leave out both). */
+LSAE__MAYBE_UNUSED static lsae_result lsae__shard_check_size(const char *path, const char *what, uint64_t offset, uint64_t rows, uint64_t cols, size_t elem,
                                           uint64_t file_size, int exact)
 {
     uint64_t bytes;
@@ -4686,6 +4713,7 @@ static lsae_result lsae__shard_check_size(const char *path, const char *what, ui
 }
 
 /* ------------------------------------------------------------------- npy */
+#ifndef LSAE_NO_NPY
 
 /* NumPy's .npy format (numpy/lib/format.py, NEP 1):
      bytes 0-5   "\x93NUMPY"
@@ -4846,6 +4874,7 @@ static lsae_result lsae__npy_open(const char *path, FILE *f, uint64_t size, cons
     sh->cols = h.shape[1];
     return lsae__shard_check_size(path, "npy array", off, sh->rows, sh->cols, sh->elem, size, 1);
 }
+#endif /* LSAE_NO_NPY */
 
 /* ------------------------------------------------------ safetensors data */
 
@@ -4915,6 +4944,7 @@ static lsae_result lsae__raw_open(const char *path, uint64_t size, size_t d, lsa
 }
 
 /* ------------------------------------------------------------ torch .pt */
+#ifndef LSAE_NO_TORCH
 
 /* torch.save (since torch 1.6) writes a zip archive (APPNOTE.TXT, stored,
    not compressed) holding
@@ -5553,6 +5583,7 @@ done:
     lsae__zip_free(&z);
     return r;
 }
+#endif /* LSAE_NO_TORCH */
 
 /* ------------------------------------------------------------ datasets */
 
@@ -5672,10 +5703,18 @@ static lsae_result lsae__shard_open(const char *path, const lsae_dataset_options
         }
     }
     switch (fmt) {
+#ifndef LSAE_NO_NPY
     case LSAE_FORMAT_NPY: r = lsae__npy_open(path, f, size, a, sh); break;
+#else
+    case LSAE_FORMAT_NPY: r = lsae__err(LSAE_UNSUPPORTED, "%s: an .npy file, but this build has no .npy reader (compiled with LSAE_NO_NPY)", path); break;
+#endif
     case LSAE_FORMAT_SAFETENSORS: fclose(f); f = NULL; r = lsae__st_shard_open(path, opt->tensor_name, a, sh); break;
     case LSAE_FORMAT_RAW: r = lsae__raw_open(path, size, opt->raw_d_in, opt->raw_dtype, sh); break;
+#ifndef LSAE_NO_TORCH
     case LSAE_FORMAT_TORCH: r = lsae__torch_open(path, f, size, opt->tensor_name, a, sh); break;
+#else
+    case LSAE_FORMAT_TORCH: r = lsae__err(LSAE_UNSUPPORTED, "%s: a torch .pt file, but this build has no torch .pt reader (compiled with LSAE_NO_TORCH)", path); break;
+#endif
     default: r = lsae__err(LSAE_INVALID_ARGS, "format %d is not one of LSAE_FORMAT_*", (int)fmt); break;
     }
     if (f) fclose(f);
@@ -6804,6 +6843,7 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
 }
 
 /* --------------------------------------------------- Hugging Face cache */
+#ifndef LSAE_NO_HF
 
 /* huggingface_hub's cache layout (file_download.py), read offline:
      HUB/models--OWNER--NAME/refs/main          the commit hash main points at
@@ -6960,8 +7000,10 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
     }
     return lsae_model_load(dir, alloc, out);
 }
+#endif /* LSAE_NO_HF */
 
 /* ----------------------------------------------------------------- SAELens */
+#ifndef LSAE_NO_SAELENS
 
 /* SAELens (decoderesearch/SAELens) keeps a model as
      cfg.json                 {"architecture": "topk", "d_in": d, "d_sae": L, "k": k,
@@ -7178,6 +7220,7 @@ LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *di
     lsae__afile_write(&af, cfgtext, (size_t)w);
     return lsae__afile_commit(&af);
 }
+#endif /* LSAE_NO_SAELENS */
 #endif /* LSAE_NO_STDIO */
 
 #endif /* LATENTSAE_IMPLEMENTATION */
