@@ -122,8 +122,11 @@ test-report: $(BUILD)/lsae
 	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)
 
 # the header alone, in every language mode, with and without OpenMP; included
-# twice in one file; LATENTSAE_STATIC; allocator overrides
-COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c tests/compile/nostdio.c
+# twice in one file; LATENTSAE_STATIC; allocator overrides; each file format
+# left out in turn (LSAE_NO_TORCH, _NPY, _SAELENS, _HF; tests/compile/formats.h)
+COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c tests/compile/nostdio.c \
+              tests/compile/formats.c tests/compile/notorch.c tests/compile/nonpy.c tests/compile/nosaelens.c \
+              tests/compile/nohf.c tests/compile/noformats.c
 test-compile: | $(BUILD)/compile
 	@set -e; for src in $(COMPILE_SRC); do n=$$(basename $$src .c); \
 	  for mode in "$(CC) -std=c99 $(OMP)" "$(CC) -std=c99" "$(CC) -std=c11 $(OMP)" "$(CXX) -x c++ -std=c++11 $(OMP)" "$(CXX) -x c++ -std=c++17"; do \
