@@ -33,7 +33,7 @@ LSAE_SRC = $(wildcard tools/lsae/*.c tools/lsae/*.h)
 TESTS = test_core test_gradcheck test_planted test_files test_badinput
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
-TEST_DEPS = $(HDR) tests/test_util.h
+TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
 .PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop test-cli test-report bench-loader demo clean info
 
@@ -125,8 +125,11 @@ test-report: $(BUILD)/lsae
 	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)
 
 # the header alone, in every language mode, with and without OpenMP; included
-# twice in one file; LATENTSAE_STATIC; allocator overrides
-COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c tests/compile/nostdio.c
+# twice in one file; LATENTSAE_STATIC; allocator overrides; each file format
+# left out in turn (LSAE_NO_TORCH, _NPY, _SAELENS, _HF; tests/compile/formats.h)
+COMPILE_SRC = tests/compile/twice.c tests/compile/static.c tests/compile/allocator.c tests/compile/nostdio.c \
+              tests/compile/formats.c tests/compile/notorch.c tests/compile/nonpy.c tests/compile/nosaelens.c \
+              tests/compile/nohf.c tests/compile/noformats.c
 test-compile: | $(BUILD)/compile
 	@set -e; for src in $(COMPILE_SRC); do n=$$(basename $$src .c); \
 	  for mode in "$(CC) -std=c99 $(OMP)" "$(CC) -std=c99" "$(CC) -std=c11 $(OMP)" "$(CXX) -x c++ -std=c++11 $(OMP)" "$(CXX) -x c++ -std=c++17"; do \
@@ -178,7 +181,8 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
 CUDA_ARCH ?= -arch=sm_90
 NVCC_WARN = -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
-NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN) $(if $(OMP),-Xcompiler $(OMP))
+# LSAE_TESTING: the objects carry the kernel hooks tests/cuda calls (lsae__cuda_test_*)
+NVCCFLAGS = -O3 -std=c++17 $(CUDA_ARCH) $(NVCC_WARN) $(if $(OMP),-Xcompiler $(OMP)) -DLSAE_TESTING
 CUDA_LIBDIR = $(CUDA_HOME)/lib64
 # latentsae_cuda.o is built with the host compiler's OpenMP when there is one
 # (nvcc's host compiler is g++: its runtime is libgomp), so programs linked

@@ -147,6 +147,19 @@
                             a run-time lsae_allocator overrides it per object
       LSAE_ASSERT(x)        internal consistency checks (default: assert)
       LSAE_NO_STDIO         leave out every function that touches files
+      LSAE_NO_TORCH         no torch.save .pt reader (zip + pickle): a .pt
+                            dataset is refused with LSAE_UNSUPPORTED naming
+                            this option
+      LSAE_NO_NPY           no .npy reader: likewise for .npy datasets
+      LSAE_NO_SAELENS       no SAELens conversion: lsae_model_save_saelens and
+                            lsae_model_load_saelens are left out, and
+                            lsae_model_load refuses a SAELens directory with
+                            LSAE_UNSUPPORTED naming this option
+      LSAE_NO_HF            no Hugging Face cache lookup: lsae_hf_resolve and
+                            lsae_model_load_hf are left out
+                            (Models in cfg.json + safetensors, checkpoints,
+                            safetensors and raw datasets and the loader are
+                            the core: they are there whenever stdio is.)
       LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
@@ -211,6 +224,9 @@
         u64 hash of all that (little-endian throughout; the hash is defined
         at lsae__hash). Written as DIR.tmp and swapped in by renames, so a
         kill -9 at any moment leaves a checkpoint that loads.
+   The .npy and torch readers, SAELens conversion and the Hugging Face
+   cache can each be compiled out (LSAE_NO_NPY, LSAE_NO_TORCH,
+   LSAE_NO_SAELENS, LSAE_NO_HF; see Options).
    A program that defines _POSIX_C_SOURCE (or builds in the compiler's
    default mode) gets mmap, the prefetch thread and directory listing; a
    strict ISO C build reads with stdio, loads synchronously and takes files
@@ -497,12 +513,18 @@ lsae_result lsae__cuda_trainer_get_grads(void *ct, float *dW_enc, float *db_enc,
 lsae_result lsae__cuda_trainer_get_state(void *ct, lsae_trainer_state *st);
 lsae_result lsae__cuda_trainer_set_state(void *ct, const lsae_trainer_state *st);
 void lsae__cuda_set_error(const char *msg);
-/* test and benchmark hooks (tests/cuda): one kernel on given data */
+#ifdef LSAE_TESTING
+/* Test and benchmark hooks (tests/cuda): one kernel on given data. Only in
+   a latentsae_cuda.cu compiled with -DLSAE_TESTING (the Makefile's CUDA
+   objects are), for programs that define LSAE_TESTING before including
+   this file. They stay in latentsae_cuda.cu because the kernels they run
+   are static to it. */
 lsae_result lsae__cuda_test_topk(const float *pre, const float *b_enc, const unsigned char *mask, size_t rows, size_t L,
                                  size_t k, size_t ldo, int k_on_device, float *vals, int32_t *idx);
 lsae_result lsae__cuda_test_gemm(const float *x, const float *W, size_t rows, size_t L, size_t d, lsae_precision p, float *out);
 lsae_result lsae__cuda_test_bench(size_t rows, size_t L, size_t d, size_t k, lsae_precision p, int iters,
                                   double *gemm_ms, double *topk_ms);
+#endif /* LSAE_TESTING */
 #endif
 
 /* ------------------------------------------------------------------ files */
@@ -524,6 +546,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
    LSAE_UNSUPPORTED and a message naming the key. */
 LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_config *cfg);
 
+#ifndef LSAE_NO_SAELENS
 /* SAELens: dir/cfg.json ("architecture": "topk", d_in, d_sae, k) and
    dir/sae_weights.safetensors with W_enc [d_in, d_sae] (transposed from
    ours), b_enc, W_dec, b_dec. Save writes SAELens 6's format (F32);
@@ -534,8 +557,10 @@ LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_co
 LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *model, const char *dir);
 LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocator *alloc,
                                              lsae_model **out);
+#endif /* LSAE_NO_SAELENS */
 
 /* --------------------------------------------------- Hugging Face cache */
+#ifndef LSAE_NO_HF
 
 /* Resolve OWNER/NAME[/SUBFOLDER] in the local Hugging Face hub cache
    (HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else
@@ -550,6 +575,7 @@ LSAE_DEF lsae_result lsae_hf_resolve(const char *repo, const char *subfolder, ch
 /* lsae_model_load on what lsae_hf_resolve finds. */
 LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
                                         const lsae_allocator *alloc, lsae_model **out);
+#endif /* LSAE_NO_HF */
 
 /* ------------------------------------------------------------- checkpoints */
 
@@ -590,7 +616,9 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
    raw dumps (f32, f16, bf16; the width must be given);
    torch .pt files holding one 2-D float tensor (torch.save's zip layout);
    a directory of shards (data-*.npy, or every file of one kind, sorted by
-   name) read as one dataset. */
+   name) read as one dataset. A build with LSAE_NO_NPY or LSAE_NO_TORCH
+   keeps the format's enum value and refuses such files with
+   LSAE_UNSUPPORTED and a message naming the option. */
 typedef enum lsae_format {
     LSAE_FORMAT_AUTO = 0,   /* by extension, then by magic bytes */
     LSAE_FORMAT_NPY = 1,
@@ -808,6 +836,25 @@ static lsae_result lsae__err(lsae_result code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
     va_end(ap);
+    return code;
+}
+
+/* Put context in front of the message a failed inner call left (which file,
+   which part of it): the message becomes the formatted prefix followed by
+   the inner one, and code is returned, as lsae__err does. */
+LSAE__MAYBE_UNUSED static lsae_result lsae__err_prefix(lsae_result code, const char *fmt, ...) LSAE__PRINTF(2, 3);
+LSAE__MAYBE_UNUSED static lsae_result lsae__err_prefix(lsae_result code, const char *fmt, ...)
+{
+    char inner[sizeof lsae__err_msg];
+    size_t n;
+    va_list ap;
+    memcpy(inner, lsae__err_msg, sizeof inner);
+    inner[sizeof inner - 1] = 0;
+    va_start(ap, fmt);
+    vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
+    va_end(ap);
+    n = strlen(lsae__err_msg);
+    if (n + 1 < sizeof lsae__err_msg) snprintf(lsae__err_msg + n, sizeof lsae__err_msg - n, "%s", inner);
     return code;
 }
 
@@ -1337,8 +1384,8 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
    Every output element is one chain of fused multiply-adds over p = 0, 1,
    ..., K - 1, in that order, whatever the kernel, tile, row block or thread
    that computes it: the SIMD kernels, the portable kernel (with hardware
-   FMA) and the naive loop give the same bits, and results do not depend on
-   the thread count. */
+   FMA) and the naive loop (tests/test_internals.h) give the same bits, and
+   results do not depend on the thread count. */
 #define LSAE__NT 64
 #if defined(LSAE__AVX2)
 #define LSAE__MR 6
@@ -1346,18 +1393,6 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
 #define LSAE__MR 4
 #endif
 #define LSAE__NR 16
-
-/* The oracle: C[M, N] = A[M, K] B[N, K]^T, one element at a time. */
-LSAE__MAYBE_UNUSED static void lsae__gemm_nt_naive(float *C, const float *A, const float *B, size_t M, size_t N, size_t K)
-{
-    size_t i, j, p;
-    for (i = 0; i < M; ++i)
-        for (j = 0; j < N; ++j) {
-            float acc = 0.0f;
-            for (p = 0; p < K; ++p) acc = LSAE__FMA(A[i * K + p], B[j * K + p], acc);
-            C[i * N + j] = acc;
-        }
-}
 
 /* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT.
    With AVX the bulk goes in 8 x 8 blocks transposed in registers (three
@@ -1511,7 +1546,10 @@ static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *
 /* C[r * ldc + j], r < mr, j < NT = rows [0, mr) of A (row stride lda)
    times the packed tile P. stream (SIMD builds; C and ldc aligned to the
    vector): non-temporal stores, for a full product whose output will not be
-   read again soon; they save reading every line of C before writing it. */
+   read again soon; they save reading every line of C before writing it.
+   The encoder pass keeps its tile of C in a buffer (stream 0); the
+   full-product GEMM that tests and bench/bench.c use
+   (tests/test_internals.h) streams its large outputs. */
 static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, size_t mr, const float *P, size_t K, int stream)
 {
 #if defined(LSAE__AVX512)
@@ -1536,58 +1574,6 @@ static size_t lsae__tile_group(size_t K)
 {
     size_t g = ((size_t)1 << 20) / (K * LSAE__NT * sizeof(float) + 1);
     return g < 1 ? 1 : g > 8 ? 8 : g;
-}
-
-/* floats of packing scratch that lsae__gemm_nt and lsae__select need */
-LSAE__MAYBE_UNUSED static size_t lsae__pack_floats(size_t K, int nthreads)
-{
-    return (size_t)nthreads * lsae__tile_group(K) * K * LSAE__NT;
-}
-
-/* Blocked, parallel C[M, N] = A[M, K] B[N, K]^T, for tests and callers who
-   want the full product. pack is scratch of lsae__pack_floats(K, nthreads)
-   floats (the caller has checked that size for overflow). */
-LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads)
-{
-    const size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(K), ngroups = (ntiles + G - 1) / G;
-    ptrdiff_t grp;
-    int stream = 0;
-    (void)nthreads;
-#if defined(LSAE__AVX2)
-    /* an output past 8 MiB goes out with non-temporal stores (it leaves the
-       caches anyway), where every row of C is aligned to the vector */
-    {
-        const size_t vec = sizeof(float) * LSAE__NR;
-        stream = (size_t)((uintptr_t)C % vec) == 0 && (N * sizeof(float)) % vec == 0 && M * N > ((size_t)2 << 20);
-    }
-#endif
-    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
-    for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
-        float *P = pack + (size_t)lsae__thread_id() * G * K * LSAE__NT;
-        float Cbuf[LSAE__MR * LSAE__NT];
-        size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles, t, r0, r, j;
-        for (t = t0; t < t1; ++t) {
-            size_t l0 = t * LSAE__NT;
-            lsae__pack_tile(P + (t - t0) * K * LSAE__NT, B, K, l0, N - l0 < LSAE__NT ? N - l0 : LSAE__NT);
-        }
-        for (r0 = 0; r0 < M; r0 += LSAE__MR) {
-            size_t mr = M - r0 < LSAE__MR ? M - r0 : LSAE__MR;
-            for (t = t0; t < t1; ++t) {
-                size_t l0 = t * LSAE__NT, nt = N - l0 < LSAE__NT ? N - l0 : LSAE__NT;
-                const float *Pt = P + (t - t0) * K * LSAE__NT;
-                if (nt == LSAE__NT) {
-                    lsae__tile_rows(C + r0 * N + l0, N, A + r0 * K, K, mr, Pt, K, stream);
-                    continue;
-                }
-                lsae__tile_rows(Cbuf, LSAE__NT, A + r0 * K, K, mr, Pt, K, 0);
-                for (r = 0; r < mr; ++r)
-                    for (j = 0; j < nt; ++j) C[(r0 + r) * N + l0 + j] = Cbuf[r * LSAE__NT + j];
-            }
-        }
-#if defined(LSAE__AVX2)
-        if (stream) _mm_sfence(); /* the streamed stores ordered before the threads join */
-#endif
-    }
 }
 
 /* --------------------------------------------------------- vector helpers */
@@ -1890,40 +1876,6 @@ typedef struct lsae__kv {
     int32_t i;
 } lsae__kv;
 
-static int lsae__better(lsae__kv a, lsae__kv b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
-
-/* Quickselect (Hoare 1961) on the total order: rearranges a[0..n) so that
-   a[0..k) hold the k best, a[k - 1] being the k-th best; 0 < k <= n. The
-   candidates of one selection have distinct indices, so no two compare
-   equal and the kept set is unique. Median-of-three pivots; Hoare's
-   partition with the pivot taken from the middle never leaves a side empty. */
-static void lsae__nth_best(lsae__kv *a, size_t n, size_t k)
-{
-    ptrdiff_t lo = 0, hi = (ptrdiff_t)n - 1;
-    const ptrdiff_t target = (ptrdiff_t)k - 1;
-    lsae__kv tmp;
-#define LSAE__SWAP(x, y) (tmp = a[x], a[x] = a[y], a[y] = tmp)
-    while (hi > lo) {
-        ptrdiff_t mid = lo + (hi - lo) / 2, i = lo - 1, j = hi + 1;
-        lsae__kv pivot;
-        /* order a[lo], a[mid], a[hi] best first; the median becomes the pivot */
-        if (lsae__better(a[hi], a[lo])) LSAE__SWAP(lo, hi);
-        if (lsae__better(a[mid], a[lo])) LSAE__SWAP(mid, lo);
-        if (lsae__better(a[hi], a[mid])) LSAE__SWAP(hi, mid);
-        pivot = a[mid];
-        for (;;) {
-            do ++i; while (lsae__better(a[i], pivot));
-            do --j; while (lsae__better(pivot, a[j]));
-            if (i >= j) break;
-            LSAE__SWAP(i, j);
-        }
-        /* a[lo..j] are no worse than the pivot, a[j+1..hi] no better */
-        if (target <= j) hi = j;
-        else lo = j + 1;
-    }
-#undef LSAE__SWAP
-}
-
 /* A float's bits as an unsigned key in the same order as the values (the
    usual trick: flip all bits of a negative, the sign bit of a positive).
    -0 sorts below +0; the encoder pass only ever produces +0 (ReLU). */
@@ -1980,20 +1932,6 @@ static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
         dst = sw;
     }
     if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
-}
-
-/* The k largest of v[0..n), best first, in buf[0..k) (test entry point):
-   quickselect, then the radix sort. buf is scratch of 2 n entries. */
-LSAE__MAYBE_UNUSED static void lsae__topk_row(const float *v, size_t n, size_t k, lsae__kv *buf)
-{
-    size_t i;
-    if (k == 0) return;
-    for (i = 0; i < n; ++i) {
-        buf[i].v = v[i];
-        buf[i].i = (int32_t)i;
-    }
-    lsae__nth_best(buf, n, k);
-    lsae__sort_best(buf, k, buf + n, n);
 }
 
 /* ------------------------------------------------------ fused encoder pass */
@@ -3846,19 +3784,6 @@ LSAE__MAYBE_UNUSED static int lsae__json_u64(const lsae__json *j, size_t t, uint
     return 1;
 }
 
-LSAE__MAYBE_UNUSED static int lsae__json_double(const lsae__json *j, size_t t, double *out)
-{
-    char buf[64];
-    size_t len;
-    if (j->tok[t].type != LSAE__J_NUM) return 0;
-    len = j->tok[t].end - j->tok[t].start;
-    if (len >= sizeof buf) return 0;
-    memcpy(buf, j->s + j->tok[t].start, len);
-    buf[len] = 0;
-    *out = strtod(buf, NULL);
-    return 1;
-}
-
 LSAE__MAYBE_UNUSED static int lsae__json_bool(const lsae__json *j, size_t t, int *out)
 {
     if (j->tok[t].type == LSAE__J_TRUE) { *out = 1; return 1; }
@@ -4138,12 +4063,7 @@ static lsae_result lsae__st_parse(const char *path, const char *hdr, size_t hlen
     if (st->data_start > file_size)
         return lsae__err(LSAE_BAD_FILE, "%s: header of %zu bytes runs past the end of the %llu-byte file", path, hlen, (unsigned long long)file_size);
     data_len = file_size - st->data_start;
-    if ((r = lsae__json_parse(&j, hdr, hlen, a)) != LSAE_OK) {
-        char msg[1024];
-        memcpy(msg, lsae__err_msg, sizeof msg);
-        msg[sizeof msg - 1] = 0;
-        return lsae__err(r, "%s: safetensors header: %s", path, msg);
-    }
+    if ((r = lsae__json_parse(&j, hdr, hlen, a)) != LSAE_OK) return lsae__err_prefix(r, "%s: safetensors header: ", path);
     if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "%s: safetensors header is not a JSON object", path); }
     st->t = (lsae__st_tensor *)lsae__alloc_array(a, j.tok[0].size ? j.tok[0].size : 1, sizeof(lsae__st_tensor), "safetensors tensor list");
     if (!st->t) { lsae__json_free(&j); return LSAE_OUT_OF_MEMORY; }
@@ -4486,11 +4406,6 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     return lsae__afile_commit(&af);
 }
 
-/* Load sae.safetensors from a directory into an existing model of the right
-   shape. Any tensor beyond the four is refused (never ignored), except
-   input_mean of a mean_center model, which is folded into b_dec, and the
-   scalar batchtopk_threshold buffer latent-sae registers for some
-   configurations but never reads when encoding a TopK SAE. */
 /* The four tensors of a d x L model are in st with their shapes and a
    float dtype. Checked on the header alone, so that lsae_model_load can
    refuse a cfg.json whose sizes the weights file does not hold before it
@@ -4516,6 +4431,11 @@ static lsae_result lsae__check_weights(const char *path, const lsae__st *st, siz
     return LSAE_OK;
 }
 
+/* Load sae.safetensors (path) into an existing model of the right
+   shape. Any tensor beyond the four is refused (never ignored), except
+   input_mean of a mean_center model, which is folded into b_dec, and the
+   scalar batchtopk_threshold buffer latent-sae registers for some
+   configurations but never reads when encoding a TopK SAE. */
 static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_center)
 {
     FILE *f;
@@ -4571,7 +4491,7 @@ done:
 LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc, lsae_model **out)
 {
     char path[4096], *text = NULL;
-    size_t len;
+    size_t len = 0; /* set by lsae__read_small_file; gcc cannot always see it */
     lsae_config cfg;
     lsae_model *m;
     lsae_result r;
@@ -4583,7 +4503,11 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     /* a SAELens directory (sae_weights.safetensors, no sae.safetensors) converts on the fly */
     if (lsae__path_join(path, sizeof path, dir, "sae.safetensors") && !lsae__exists(path) &&
         lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors") && lsae__exists(path))
+#ifndef LSAE_NO_SAELENS
         return lsae_model_load_saelens(dir, alloc, out);
+#else
+        return lsae__err(LSAE_UNSUPPORTED, "%s: a SAELens model (sae_weights.safetensors), but this build has no SAELens conversion (compiled with LSAE_NO_SAELENS)", dir);
+#endif
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) {
         if (r == LSAE_NOT_FOUND)
@@ -4592,12 +4516,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     }
     r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center);
     lsae__free(alloc, text);
-    if (r != LSAE_OK) {
-        char msg[1024];
-        memcpy(msg, lsae__err_msg, sizeof msg);
-        msg[sizeof msg - 1] = 0;
-        return lsae__err(r, "%s: %s", path, msg);
-    }
+    if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     {
         /* cfg.json's sizes are only claims: the weights file must hold them
@@ -4663,15 +4582,6 @@ static double lsae__now(void)
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
     return (double)clock() / (double)CLOCKS_PER_SEC;
-}
-
-/* Keep the first error message when a later cleanup step would overwrite it. */
-static lsae_result lsae__err_prefix(lsae_result r, const char *prefix)
-{
-    char msg[1024];
-    memcpy(msg, lsae__err_msg, sizeof msg);
-    msg[sizeof msg - 1] = 0;
-    return lsae__err(r, "%s%s", prefix, msg);
 }
 
 static char *lsae__strdup(const lsae_allocator *a, const char *s)
@@ -4926,8 +4836,9 @@ static int lsae__shape_bytes(uint64_t rows, uint64_t cols, size_t elem, uint64_t
     return 1;
 }
 
-/* Check that the data of a shard lies inside the file. */
-static lsae_result lsae__shard_check_size(const char *path, const char *what, uint64_t offset, uint64_t rows, uint64_t cols, size_t elem,
+/* Check that the data of a shard lies inside the file (npy and torch
+   headers; unused when LSAE_NO_NPY and LSAE_NO_TORCH leave out both). */
+LSAE__MAYBE_UNUSED static lsae_result lsae__shard_check_size(const char *path, const char *what, uint64_t offset, uint64_t rows, uint64_t cols, size_t elem,
                                           uint64_t file_size, int exact)
 {
     uint64_t bytes;
@@ -4946,6 +4857,7 @@ static lsae_result lsae__shard_check_size(const char *path, const char *what, ui
 }
 
 /* ------------------------------------------------------------------- npy */
+#ifndef LSAE_NO_NPY
 
 /* NumPy's .npy format (numpy/lib/format.py, NEP 1):
      bytes 0-5   "\x93NUMPY"
@@ -5106,6 +5018,7 @@ static lsae_result lsae__npy_open(const char *path, FILE *f, uint64_t size, cons
     sh->cols = h.shape[1];
     return lsae__shard_check_size(path, "npy array", off, sh->rows, sh->cols, sh->elem, size, 1);
 }
+#endif /* LSAE_NO_NPY */
 
 /* ------------------------------------------------------ safetensors data */
 
@@ -5175,6 +5088,7 @@ static lsae_result lsae__raw_open(const char *path, uint64_t size, size_t d, lsa
 }
 
 /* ------------------------------------------------------------ torch .pt */
+#ifndef LSAE_NO_TORCH
 
 /* torch.save (since torch 1.6) writes a zip archive (APPNOTE.TXT, stored,
    not compressed) holding
@@ -5813,6 +5727,7 @@ done:
     lsae__zip_free(&z);
     return r;
 }
+#endif /* LSAE_NO_TORCH */
 
 /* ------------------------------------------------------------ datasets */
 
@@ -5932,10 +5847,18 @@ static lsae_result lsae__shard_open(const char *path, const lsae_dataset_options
         }
     }
     switch (fmt) {
+#ifndef LSAE_NO_NPY
     case LSAE_FORMAT_NPY: r = lsae__npy_open(path, f, size, a, sh); break;
+#else
+    case LSAE_FORMAT_NPY: r = lsae__err(LSAE_UNSUPPORTED, "%s: an .npy file, but this build has no .npy reader (compiled with LSAE_NO_NPY)", path); break;
+#endif
     case LSAE_FORMAT_SAFETENSORS: fclose(f); f = NULL; r = lsae__st_shard_open(path, opt->tensor_name, a, sh); break;
     case LSAE_FORMAT_RAW: r = lsae__raw_open(path, size, opt->raw_d_in, opt->raw_dtype, sh); break;
+#ifndef LSAE_NO_TORCH
     case LSAE_FORMAT_TORCH: r = lsae__torch_open(path, f, size, opt->tensor_name, a, sh); break;
+#else
+    case LSAE_FORMAT_TORCH: r = lsae__err(LSAE_UNSUPPORTED, "%s: a torch .pt file, but this build has no torch .pt reader (compiled with LSAE_NO_TORCH)", path); break;
+#endif
     default: r = lsae__err(LSAE_INVALID_ARGS, "format %d is not one of LSAE_FORMAT_*", (int)fmt); break;
     }
     if (f) fclose(f);
@@ -7064,6 +6987,7 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
 }
 
 /* --------------------------------------------------- Hugging Face cache */
+#ifndef LSAE_NO_HF
 
 /* huggingface_hub's cache layout (file_download.py), read offline:
      HUB/models--OWNER--NAME/refs/main          the commit hash main points at
@@ -7220,8 +7144,10 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
     }
     return lsae_model_load(dir, alloc, out);
 }
+#endif /* LSAE_NO_HF */
 
 /* ----------------------------------------------------------------- SAELens */
+#ifndef LSAE_NO_SAELENS
 
 /* SAELens (decoderesearch/SAELens) keeps a model as
      cfg.json                 {"architecture": "topk", "d_in": d, "d_sae": L, "k": k,
@@ -7310,11 +7236,11 @@ LSAE_DEF lsae_result lsae_model_load_saelens(const char *dir, const lsae_allocat
     if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) return r;
     r = lsae__saelens_cfg(text, len, alloc, &d, &L, &k, &rescale);
     lsae__free(alloc, text);
-    if (r != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     cfg = lsae_config_default(d);
     cfg.num_latents = L;
     cfg.k = k;
-    if ((r = lsae_config_validate(&cfg)) != LSAE_OK) { char pre[4200]; snprintf(pre, sizeof pre, "%s: ", path); return lsae__err_prefix(r, pre); }
+    if ((r = lsae_config_validate(&cfg)) != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     /* the weights file's header first: it must hold the sizes cfg.json
        claims before a model of that size is allocated */
@@ -7438,6 +7364,7 @@ LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *di
     lsae__afile_write(&af, cfgtext, (size_t)w);
     return lsae__afile_commit(&af);
 }
+#endif /* LSAE_NO_SAELENS */
 #endif /* LSAE_NO_STDIO */
 
 #endif /* LATENTSAE_IMPLEMENTATION */

@@ -297,8 +297,8 @@ __global__ void lsae__to_bf16_kernel(__nv_bfloat16 *__restrict__ dst, const floa
 /* C [R, L] = A [R, d] W [L, d]^T, both operands with d contiguous. 64 x 64
    tiles of C per block of 256 threads, 4 x 4 per thread, d in steps of 16
    through shared memory. Each element is one fmaf chain over p = 0, 1, ...,
-   d - 1, the order of the CPU's lsae__gemm_nt, so with FMA on both sides the
-   results are the CPU's bits. */
+   d - 1, the order of the CPU's GEMM kernels (lsae__tile_rows), so with FMA
+   on both sides the results are the CPU's bits. */
 #define LSAE__GT 64
 #define LSAE__GK 16
 __global__ void __launch_bounds__(256) lsae__gemm_nt_kernel(float *__restrict__ C, const float *__restrict__ A,
@@ -2613,7 +2613,9 @@ lsae_result lsae__cuda_trainer_set_state(void *ctv, const lsae_trainer_state *st
 
 /* ============================================================ test hooks */
 
-/* For tests/cuda and benchmarks only: run one kernel on given data. */
+/* For tests/cuda and benchmarks only: run one kernel on given data.
+   Compiled with -DLSAE_TESTING only (latentsae.h declares them then). */
+#ifdef LSAE_TESTING
 
 /* a model of width d with L latents whose W_enc is W (NULL: zeros), on device 0 */
 static lsae_result lsae__test_model(lsae__cm **out, size_t d, size_t L, lsae_precision p, const float *W)
@@ -2765,3 +2767,4 @@ done:
     lsae__cuda_model_free(cm);
     return r;
 }
+#endif /* LSAE_TESTING */

@@ -14,6 +14,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"
+#include "../tests/test_internals.h" /* lsae__gemm_nt, the full product timed against sgemm */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,6 +5,7 @@
 #include "test_util.h"
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"
+#include "test_internals.h" /* the full-product GEMM, its oracle, a one-row top-k */
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>

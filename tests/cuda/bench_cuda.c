@@ -18,6 +18,7 @@
    - lsae_model_encode of 4 x B rows from host memory, k per row.
    Wall-clock times from CLOCK_MONOTONIC. */
 #define _POSIX_C_SOURCE 200809L
+#define LSAE_TESTING /* the kernel hooks lsae__cuda_test_* (latentsae_cuda.cu built with -DLSAE_TESTING) */
 #define LATENTSAE_IMPLEMENTATION
 #include "../../latentsae.h"
 #include <stdio.h>

@@ -42,6 +42,7 @@
      its gradient); the 20-step fp32 run uses a shape where
      precision_model.py saw no float32-induced flip in 12,160 rows.
 */
+#define LSAE_TESTING /* the kernel hooks lsae__cuda_test_* (latentsae_cuda.cu built with -DLSAE_TESTING) */
 #define LATENTSAE_IMPLEMENTATION
 #include "../../latentsae.h"
 #include "../test_util.h"

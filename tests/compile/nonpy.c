@@ -1,0 +1,3 @@
+/* LSAE_NO_NPY: no .npy reader (see formats.h). */
+#define LSAE_NO_NPY
+#include "formats.h"
