@@ -35,11 +35,17 @@ SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
-.PHONY: all test test-c test-compile test-parity test-noomp test-cxx test-sanitize test-strict test-interop test-cli test-report bench-loader demo clean info
+# make test: every check below, in this order (each target's section says
+# what it checks; every one can also be run alone)
+TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report \
+               test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
+
+.PHONY: all test info demo clean bench bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
+        test-sanitize-more test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
 
-info:
+info: info-cuda info-fuzz
 	@if [ -n "$(OMP)" ]; then echo "✓ OpenMP found ($(CC) -fopenmp)"; else echo "✗ OpenMP off: building single-threaded"; fi
 	@if [ -n "$(PYTHON)" ]; then echo "✓ python with numpy and torch: $(PYTHON)"; else echo "✗ no python3 with numpy and torch: the PyTorch parity test cannot run (apt install python3-torch python3-numpy)"; fi
 
@@ -74,7 +80,7 @@ $(BUILD)/asan/lsae: $(LSAE_SRC) $(HDR) | $(BUILD)/asan
 $(BUILD)/asan/encode: examples/encode.c $(HDR) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 
-test: info test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report
+test: info $(TEST_TARGETS)
 	@echo "all tests passed"
 
 # the file tests as strict ISO C99 (no POSIX: no mmap, no threads, no
@@ -105,7 +111,8 @@ test-noomp: $(addprefix $(BUILD)/noomp/,$(TESTS))
 test-cxx: $(addprefix $(BUILD)/cxx/,$(TESTS))
 	@for t in $(TESTS); do echo "== cxx/$$t"; $(BUILD)/cxx/$$t > /dev/null || exit 1; done; echo "== as C++: ok"
 
-test-sanitize: $(addprefix $(BUILD)/asan/,$(TESTS)) $(BUILD)/asan/lsae $(BUILD)/asan/encode
+# (test-sanitize-more, below, runs the rest of the suite under the sanitizers first)
+test-sanitize: test-sanitize-more $(addprefix $(BUILD)/asan/,$(TESTS)) $(BUILD)/asan/lsae $(BUILD)/asan/encode
 	@for t in $(TESTS); do echo "== asan/$$t"; ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/$$t > /dev/null || exit 1; done; echo "== AddressSanitizer + UBSan: ok"
 	@echo "== asan: lsae and encode end to end"; ASAN_OPTIONS=detect_leaks=1 $(PYNUMPY) tests/test_cli.py $(BUILD)/asan > $(BUILD)/asan/test_cli.log 2>&1 || { cat $(BUILD)/asan/test_cli.log; echo "FAILED: tests/test_cli.py under AddressSanitizer + UBSan"; exit 1; }; tail -1 $(BUILD)/asan/test_cli.log
 
@@ -193,10 +200,6 @@ CUDA_BUILD = $(BUILD)/cuda
 CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae \
             $(addprefix $(CUDA_BUILD)/cpu_,$(TESTS))
 
-# added to the targets above without touching them
-.PHONY: test-cuda-build cuda-build cuda-tests info-cuda
-test: test-cuda-build
-info: info-cuda
 info-cuda:
 	@if [ -n "$(NVCC)" ]; then echo "✓ nvcc found: $(NVCC) (latentsae_cuda.cu is built and checked by make test)"; else echo "✗ nvcc not found, skipping the CUDA build (latentsae_cuda.cu)"; fi
 
@@ -247,11 +250,9 @@ test-cuda-build:
 	fi
 
 # ---------------------------------------------------------------- speed
-# (one appended section, so that it merges with the other branches' edits)
 
 # the AVX2 and the native (AVX-512 where there is one) kernels must train to
 # the same bits; needs an x86 CPU with AVX2 and FMA, skipped elsewhere
-test: test-isa
 test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
 	@if echo 'int main(void){return 0;}' | $(CC) -mavx2 -mfma -x c -o /dev/null - 2>/dev/null; then \
 	  if grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null; then \
@@ -270,15 +271,10 @@ bench:
 	@if [ -z "$(PYTHON)" ]; then echo "bench: needs a python3 with numpy and torch (PYTHON=...)"; exit 1; fi
 	CC="$(CC)" $(PYTHON) bench/run.py $(BENCH_ARGS)
 
-.PHONY: test-isa bench
-
 # ---------------------------------------------------------- reliability
-# (one appended section, so that it merges with the other branches' edits)
 
 # every public call with each allocation refused in turn, under ASan + UBSan
 # (tests/test_oom.c; `build/asan/test_oom N` refuses allocation N only)
-.PHONY: test-oom
-test: test-oom
 $(BUILD)/asan/test_oom: tests/test_oom.c tests/data/t12x8.pt $(TEST_DEPS) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 test-oom: $(BUILD)/asan/test_oom
@@ -287,8 +283,6 @@ test-oom: $(BUILD)/asan/test_oom
 # kill -9 at random moments and --resume, a full disk and a read-only
 # directory while saving, NaN rows and an absurd learning rate, end to end
 # (tests/test_reliability.py; mounts a small tmpfs when it may)
-.PHONY: test-reliability
-test: test-reliability
 $(BUILD)/reliability_driver: tests/reliability_driver.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
 $(BUILD)/asan/reliability_driver: tests/reliability_driver.c $(HDR) | $(BUILD)/asan
@@ -301,8 +295,6 @@ test-reliability: $(BUILD)/lsae $(BUILD)/reliability_driver
 # this first): the PyTorch parity and file-interop drivers, the strict-C99
 # file tests, the ISA digest, the quickstart example, the reliability test
 # and the report page with the sanitized lsae.
-.PHONY: test-sanitize-more
-test-sanitize: test-sanitize-more
 $(BUILD)/asan/quickstart: examples/quickstart.c $(HDR) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -o $@ $< -lm
 $(BUILD)/asan/strict_test_files: tests/test_files.c $(TEST_DEPS) | $(BUILD)/asan
@@ -328,8 +320,6 @@ test-sanitize-more: $(BUILD)/asan/parity_driver $(BUILD)/asan/files_driver $(BUI
 # zero errors, no leak. Built without OpenMP (libgomp's thread pool is
 # reported as leaked and its barriers confuse memcheck) and without AVX-512,
 # which valgrind cannot run: AVX2 + FMA where the CPU has them.
-.PHONY: test-valgrind
-test: test-valgrind
 VALGRIND ?= valgrind
 VG_ARCH ?= $(shell grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null && echo -mavx2 -mfma)
 VG = $(VALGRIND) -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible
@@ -374,9 +364,6 @@ FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS
 HAVE_LIBFUZZER := $(shell echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){(void)d;(void)n;return 0;}' | \
 	$(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null && echo 1)
 
-.PHONY: fuzz test-fuzz test-fuzz-replay test-fuzz-smoke info-fuzz
-test: test-fuzz
-info: info-fuzz
 info-fuzz:
 	@if [ -n "$(HAVE_LIBFUZZER)" ]; then echo "✓ $(FUZZ_CC) with libFuzzer: make test runs a $(FUZZ_SMOKE_SECONDS) s smoke of each fuzz harness"; \
 	else echo "✗ no $(FUZZ_CC) with libFuzzer (apt install clang libclang-rt-14-dev): the fuzz smoke is skipped, its regression inputs still replay"; fi
