@@ -3784,6 +3784,22 @@ LSAE__MAYBE_UNUSED static int lsae__json_u64(const lsae__json *j, size_t t, uint
     return 1;
 }
 
+/* A JSON number token as a double (strtod: see the note on LC_NUMERIC in
+   the doc block). The library's own readers want integers (lsae__json_u64);
+   lsae's tools read run.json and metrics.jsonl through this. */
+LSAE__MAYBE_UNUSED static int lsae__json_double(const lsae__json *j, size_t t, double *out)
+{
+    char buf[64];
+    size_t len;
+    if (j->tok[t].type != LSAE__J_NUM) return 0;
+    len = j->tok[t].end - j->tok[t].start;
+    if (len >= sizeof buf) return 0;
+    memcpy(buf, j->s + j->tok[t].start, len);
+    buf[len] = 0;
+    *out = strtod(buf, NULL);
+    return 1;
+}
+
 LSAE__MAYBE_UNUSED static int lsae__json_bool(const lsae__json *j, size_t t, int *out)
 {
     if (j->tok[t].type == LSAE__J_TRUE) { *out = 1; return 1; }

@@ -10,6 +10,7 @@ static void walk(const lsae__json *j)
     char buf[256];
     for (t = 0; t < j->ntok; ++t) {
         uint64_t u;
+        double dv;
         int b;
         FZ_ASSERT(j->tok[t].start <= j->tok[t].end && j->tok[t].end <= j->n, "token %zu spans [%zu, %zu) of %zu bytes", t, j->tok[t].start,
                   j->tok[t].end, j->n);
@@ -22,6 +23,7 @@ static void walk(const lsae__json *j)
             break;
         case LSAE__J_NUM:
             (void)lsae__json_u64(j, t, UINT64_MAX, &u);
+            (void)lsae__json_double(j, t, &dv);
             break;
         case LSAE__J_OBJ:
             (void)lsae__json_get(j, t, "k");
