@@ -41,7 +41,7 @@ TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
 .PHONY: all test info demo clean bench bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
-        test-sanitize-more test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
+        test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
 
@@ -111,8 +111,23 @@ test-noomp: $(addprefix $(BUILD)/noomp/,$(TESTS))
 test-cxx: $(addprefix $(BUILD)/cxx/,$(TESTS))
 	@for t in $(TESTS); do echo "== cxx/$$t"; $(BUILD)/cxx/$$t > /dev/null || exit 1; done; echo "== as C++: ok"
 
+# The sanitizers must be live, or every "no leak" below means nothing
+# (LeakSanitizer cannot run under some debuggers and sandboxes, and then it
+# says nothing): a throwaway program with a planted leak and one with a
+# planted overflow must be reported, and the clean run must not be.
+$(BUILD)/asan/sanitizer_canary: tests/sanitizer_canary.c | $(BUILD)/asan
+	$(CC) $(CSTD) -O1 $(WARN) -g $(SANFLAGS) -o $@ $<
+test-sanitizer-live: $(BUILD)/asan/sanitizer_canary
+	@c=$(BUILD)/asan/sanitizer_canary; log=$(BUILD)/asan/canary.log; \
+	$(ASAN_RUN) $$c clean > $$log 2>&1 || { cat $$log; echo "FAILED: the sanitizer canary fails with no fault planted"; exit 1; }; \
+	for fault in "leak:LeakSanitizer: detected memory leaks" "overflow:AddressSanitizer: heap-buffer-overflow"; do \
+	  mode=$${fault%%:*}; want=$${fault#*:}; \
+	  if $(ASAN_RUN) $$c $$mode > $$log 2>&1 || ! grep -q "$$want" $$log; then \
+	    cat $$log; echo "FAILED: a planted $$mode was not reported ($$want): the sanitizer runs of make test would pass blind"; exit 1; fi; \
+	done; echo "== sanitizers live: a planted leak and a planted overflow are reported"
+
 # (test-sanitize-more, below, runs the rest of the suite under the sanitizers first)
-test-sanitize: test-sanitize-more $(addprefix $(BUILD)/asan/,$(TESTS)) $(BUILD)/asan/lsae $(BUILD)/asan/encode
+test-sanitize: test-sanitizer-live test-sanitize-more $(addprefix $(BUILD)/asan/,$(TESTS)) $(BUILD)/asan/lsae $(BUILD)/asan/encode
 	@for t in $(TESTS); do echo "== asan/$$t"; ASAN_OPTIONS=detect_leaks=1 $(BUILD)/asan/$$t > /dev/null || exit 1; done; echo "== AddressSanitizer + UBSan: ok"
 	@echo "== asan: lsae and encode end to end"; ASAN_OPTIONS=detect_leaks=1 $(PYNUMPY) tests/test_cli.py $(BUILD)/asan > $(BUILD)/asan/test_cli.log 2>&1 || { cat $(BUILD)/asan/test_cli.log; echo "FAILED: tests/test_cli.py under AddressSanitizer + UBSan"; exit 1; }; tail -1 $(BUILD)/asan/test_cli.log
 

@@ -52,27 +52,30 @@ static int save(const char *kind, const char *dir, uint64_t seed)
     lsae_trainer *t = NULL;
     lsae_result r;
     float x[64 * 16];
-    int s, i;
+    int s, i, rc = 0;
     char blob[32];
     c.num_latents = 256; /* 16 KiB a tensor: a checkpoint takes about 100 KiB */
     c.k = 4;
     c.seed = seed;
     c.num_threads = 1;
     c.lr_warmup_steps = 1;
-    if ((r = lsae_model_create(&c, NULL, &m)) != LSAE_OK || (r = lsae_trainer_create(m, &c, &t)) != LSAE_OK) return report(r);
+    /* every way out below frees what it made: the failed saves are exactly
+       what the ASan run of test_reliability.py exercises, with leak checks on */
+    if ((r = lsae_model_create(&c, NULL, &m)) != LSAE_OK || (r = lsae_trainer_create(m, &c, &t)) != LSAE_OK) goto done;
     for (s = 0; s < 3; ++s) {
         for (i = 0; i < 64 * 16; ++i) x[i] = (float)((lsae__mix64(seed * 7919 + (uint64_t)(s * 64 * 16 + i)) >> 40) % 2001) / 1000.0f - 1.0f;
-        if ((r = lsae_trainer_step(t, x, 64, NULL)) != LSAE_OK) return report(r);
+        if ((r = lsae_trainer_step(t, x, 64, NULL)) != LSAE_OK) goto done;
     }
     snprintf(blob, sizeof blob, "seed %llu", (unsigned long long)seed);
     if (!strcmp(kind, "save-ckpt")) r = lsae_checkpoint_save(dir, m, t, blob, strlen(blob));
     else if (!strcmp(kind, "save-model")) r = lsae_model_save(m, dir);
     else r = lsae_model_save_saelens(m, dir);
-    if (r != LSAE_OK) return report(r);
-    printf("%016llx\n", (unsigned long long)model_digest(m, 0xcbf29ce484222325ull));
+    if (r == LSAE_OK) printf("%016llx\n", (unsigned long long)model_digest(m, 0xcbf29ce484222325ull));
+done:
+    if (r != LSAE_OK) rc = report(r);
     lsae_trainer_free(t);
     lsae_model_free(m);
-    return 0;
+    return rc;
 }
 
 static int load_ckpt(const char *dir, size_t d, size_t L, size_t k)
@@ -86,27 +89,30 @@ static int load_ckpt(const char *dir, size_t d, size_t L, size_t k)
     size_t bl = 0, n = 2 * L * d + L + d;
     uint64_t h = 0xcbf29ce484222325ull, *since = (uint64_t *)malloc(L * 8);
     float *mv = (float *)malloc(2 * n * sizeof(float));
-    if (!since || !mv) return 2;
+    int rc = 0;
+    if (!since || !mv) { free(since); free(mv); return 2; }
     c.num_latents = L;
     c.k = k;
     c.num_threads = 1;
-    if ((r = lsae_model_create(&c, NULL, &m)) != LSAE_OK || (r = lsae_trainer_create(m, &c, &t)) != LSAE_OK) return report(r);
+    if ((r = lsae_model_create(&c, NULL, &m)) != LSAE_OK || (r = lsae_trainer_create(m, &c, &t)) != LSAE_OK) goto done;
     memset(blob, 0, sizeof blob);
-    if ((r = lsae_checkpoint_load(dir, m, t, blob, sizeof blob - 1, &bl)) != LSAE_OK) return report(r);
+    if ((r = lsae_checkpoint_load(dir, m, t, blob, sizeof blob - 1, &bl)) != LSAE_OK) goto done;
     memset(&st, 0, sizeof st);
     st.since_fired = since;
     st.m_W_enc = mv; st.m_b_enc = mv + L * d; st.m_W_dec = st.m_b_enc + L; st.m_b_dec = st.m_W_dec + L * d;
     st.v_W_enc = st.m_b_dec + d; st.v_b_enc = st.v_W_enc + L * d; st.v_W_dec = st.v_b_enc + L; st.v_b_dec = st.v_W_dec + L * d;
-    if ((r = lsae_trainer_get_state(t, &st)) != LSAE_OK) return report(r);
+    if ((r = lsae_trainer_get_state(t, &st)) != LSAE_OK) goto done;
     h = model_digest(m, h);
     h = fnv(h, mv, 2 * n * sizeof(float));
     h = fnv(h, since, L * 8);
     printf("step %llu digest %016llx blob %s\n", (unsigned long long)st.step, (unsigned long long)h, blob);
+done:
+    if (r != LSAE_OK) rc = report(r);
     lsae_trainer_free(t);
     lsae_model_free(m);
     free(since);
     free(mv);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)
