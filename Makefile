@@ -40,7 +40,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report \
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
-.PHONY: all test info demo clean bench bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
+.PHONY: all test test-all info demo clean bench bench-run bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
@@ -80,7 +80,14 @@ $(BUILD)/asan/lsae: $(LSAE_SRC) $(HDR) | $(BUILD)/asan
 $(BUILD)/asan/encode: examples/encode.c $(HDR) | $(BUILD)/asan
 	$(CC) $(CSTD) -O1 $(ARCH) $(OMP) $(WARN) -g $(SANFLAGS) -pthread -o $@ $< -lm
 
-test: info $(TEST_TARGETS)
+# On a fresh Debian machine make test first installs what the tests need
+# (tests/install-deps.sh: apt-get, only for what is missing; the PyPI
+# packages go into build/venv below), then runs them in a second make, which
+# finds the compilers and Pythons that may have just arrived.
+test:
+	@sh tests/install-deps.sh
+	@$(MAKE) --no-print-directory test-all
+test-all: info $(TEST_TARGETS)
 	@echo "all tests passed"
 
 # the file tests as strict ISO C99 (no POSIX: no mmap, no threads, no
@@ -282,7 +289,12 @@ test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
 # make bench: speed against PyTorch and OpenBLAS (bench/run.py builds its
 # own binaries; BENCH_ARGS="--quick --rounds 1" for a short run). Timings
 # live in bench/, never in tests.
+# make bench installs what it needs first as make test does, and OpenBLAS:
+# bench/run.py refuses to print a ratio against PyTorch on the reference BLAS.
 bench:
+	@sh tests/install-deps.sh --bench
+	@$(MAKE) --no-print-directory bench-run
+bench-run:
 	@if [ -z "$(PYTHON)" ]; then echo "bench: needs a python3 with numpy and torch (PYTHON=...)"; exit 1; fi
 	CC="$(CC)" $(PYTHON) bench/run.py $(BENCH_ARGS)
 

@@ -83,6 +83,20 @@ def main():
     cc = os.environ.get("CC", "cc")
     py = os.environ.get("PYTHON", sys.executable)
     bins, have_cblas = build(cc)
+    # a speed-up is only a speed-up against an optimised baseline: refuse to
+    # print ratios against the reference BLAS or without OpenBLAS to compare
+    # the GEMM with (make bench installs both: tests/install-deps.sh --bench)
+    out = sh([py, "bench/torch_bench.py", "blas"])
+    blas = parse(out)
+    blas_desc = next((line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("blas_desc ")), "?")
+    if blas.get("blas_ok") != 1:
+        sys.stderr.write(f"bench: PyTorch and numpy run on {blas_desc}: no ratio against them would mean anything. "
+                         "Install OpenBLAS (apt-get install libopenblas0; make bench does) and run again.\n")
+        return 1
+    if not have_cblas:
+        sys.stderr.write("bench: no OpenBLAS to compare the GEMM with (cblas.h and -lopenblas): apt-get install libopenblas-dev "
+                         "(make bench does) and run again.\n")
+        return 1
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
     T = str(a.threads)
 
@@ -96,7 +110,7 @@ def main():
     def torch(*args):
         return parse(sh([py, "bench/torch_bench.py", *map(str, args)], env))
 
-    print(f"machine: {machine()}; {a.threads} threads; {a.rounds} rounds, medians", flush=True)
+    print(f"machine: {machine()}; {a.threads} threads; {a.rounds} rounds, medians; PyTorch and numpy BLAS: {blas_desc}", flush=True)
     # per-core peak (one thread, best of 5) times the threads: a shared
     # machine lowers a two-thread measurement more than a one-thread one
     peak1 = parse(sh([bins["native"], "peak"], dict(env, OMP_NUM_THREADS="1")))
@@ -172,7 +186,8 @@ def main():
     print()
     print(f"Machine: {machine()}. Threads: {a.threads} (ours: OMP_NUM_THREADS; PyTorch: torch.set_num_threads, "
           f"OpenBLAS {a.threads}). fp32 FMA peak: {p512:.0f} GFLOP/s with AVX-512, {p2:.0f} GFLOP/s with AVX2 "
-          f"(one core measured with 12 independent FMA chains, best of 5, times {a.threads}).")
+          f"(one core measured with 12 independent FMA chains, best of 5, times {a.threads}). "
+          f"PyTorch and numpy run on {blas_desc}.")
     print()
     print("Training, samples/s:")
     print()

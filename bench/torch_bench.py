@@ -4,6 +4,8 @@ section 2, in float32, timed like bench/bench.c times latentsae.
 
   torch_bench.py train D L K B ACC DEAD STEPS THREADS DECODE
   torch_bench.py encode D L K B REPS THREADS
+  torch_bench.py blas       which BLAS PyTorch and numpy run on (blas_ok 1
+                            when an optimised one, 0 on the reference BLAS)
 
 The step is tests/torch_ref.py's TorchSae/TorchTrainer (written from
 docs/math.md, checked against latentsae by tests/test_parity_torch.py).
@@ -101,9 +103,36 @@ def encode(d, L, k, B, reps):
     print(f"encode_samples_per_cpu_s {B / statistics.median(cpu):.1f}")
 
 
+def blas():
+    """Which BLAS this process's PyTorch and numpy loaded. Debian's
+    python3-torch and python3-numpy link the system libblas.so.3; installed
+    without recommends that is the reference BLAS (netlib, in .../blas/),
+    many times slower than OpenBLAS, and a speed-up measured against it is
+    meaningless. threadpoolctl names the optimised libraries it finds; the
+    reference one it cannot name, so its path in /proc/self/maps tells."""
+    import threadpoolctl
+    x = torch.randn(64, 64)
+    (x @ x).sum().item()
+    (np.ones((64, 64)) @ np.ones((64, 64))).sum()
+    known = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    try:
+        maps = open("/proc/self/maps").read().split()
+    except OSError:
+        maps = []
+    reference = sorted({p for p in maps if "libblas.so" in p and "/blas/" in p})
+    fast = [i for i in known if i.get("internal_api") in ("openblas", "mkl", "blis")]
+    desc = "; ".join(f"{i['internal_api']} {i.get('version') or ''} ({i.get('architecture') or '?'} kernels)" for i in fast)
+    if reference:
+        desc = (desc + "; " if desc else "") + "reference BLAS " + ",".join(reference)
+    print(f"blas_ok {int(bool(fast) and not reference)}")
+    print(f"blas_desc {desc or 'none found'}")
+
+
 def main():
     a = sys.argv[1:]
-    if a and a[0] == "train" and len(a) == 10:
+    if a == ["blas"]:
+        blas()
+    elif a and a[0] == "train" and len(a) == 10:
         torch.set_num_threads(int(a[8]))
         print(f"threads {torch.get_num_threads()}")
         train(int(a[1]), int(a[2]), int(a[3]), int(a[4]), int(a[5]), float(a[6]), int(a[7]), a[9])
