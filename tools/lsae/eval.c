@@ -73,6 +73,7 @@ typedef struct eval_result {
     size_t n_dead;
     double dead_step, dead_threshold;
     char why[1200];       /* ... or why not */
+    const probe_result *probing; /* --labels, or NULL */
 } eval_result;
 
 /* fvu in its two forms from the scan's per-dimension sums (docs/math.md,
@@ -128,7 +129,9 @@ static void eval_print_json(const eval_result *e)
         json_str(stdout, bucket_name[b]);
         printf(", \"latents\": %llu}", (unsigned long long)e->hist[b]);
     }
-    printf("]}\n");
+    printf("]");
+    if (e->probing) { printf(", \"probing\": "); probe_write_json(stdout, e->probing); }
+    printf("}\n");
 }
 
 static void eval_print_text(const eval_result *e)
@@ -166,6 +169,7 @@ static void eval_print_text(const eval_result *e)
         while (bar-- > 0) putchar('#');
         putchar('\n');
     }
+    if (e->probing) { putchar('\n'); probe_write_text(stdout, e->probing, s->d); }
 }
 
 static int cmd_eval(int argc, char **argv)
@@ -186,17 +190,26 @@ static int cmd_eval(int argc, char **argv)
     lsae_dataset *ds;
     scan s;
     eval_result e;
+    probe_options po;
+    probe_result pr;
     opt o[] = {
         OPT_GROUP("options"),
         OPT("--json", NULL, O_FLAG, &as_json, NULL, NULL, "print one JSON object instead of text"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "evaluate only the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
+        OPT_GROUP("probing"),
+        OPT("--labels", NULL, O_STR, &po.labels_path, "FILE", NULL, "one label per row: k-sparse probing, k = 1, 2, 5, 20 (probe.c's top comment)"),
+        OPT("--probe-min-rows", NULL, O_U64, &po.min_class_rows, "N", "100", "probe each class with at least N labelled rows, one-vs-rest; report the mean held-out accuracy"),
+        OPT("--probe-seed", NULL, O_U64, &po.seed, "N", "0", "which rows are held out (1 in 5) and which negatives are drawn"),
         DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
+    memset(&po, 0, sizeof po);
+    po.min_class_rows = 100;
     if (parse_args(argc, argv, o, sizeof o / sizeof o[0], usage, about, pos, 2) != 2) usage_fail("give MODEL and EMBEDDINGS");
     if (threads < 0) usage_fail("--threads must be >= 0");
+    if (po.labels_path && po.min_class_rows < 2) usage_fail("--probe-min-rows must be >= 2");
     m = open_model(pos[0], where);
     place_model(m, device, precision);
     lsae_model_set_num_threads(m, threads);
@@ -210,8 +223,15 @@ static int cmd_eval(int argc, char **argv)
     e.s = &s;
     eval_measure(&e, &s);
     e.have_dead = training_dead(where, m, &e.n_dead, &e.dead_step, &e.dead_threshold, e.why, sizeof e.why);
+    if (po.labels_path) {
+        po.max_rows = max_rows;
+        po.threads = threads;
+        probe_run(m, ds, &po, &pr);
+        e.probing = &pr;
+    }
     if (as_json) eval_print_json(&e);
     else eval_print_text(&e);
+    if (e.probing) probe_free(&pr);
     scan_free(&s);
     lsae_dataset_close(ds);
     lsae_model_free(m);

@@ -54,6 +54,7 @@
 #include "train.c"
 #include "train_loop.c"
 #include "encode.c"
+#include "probe.c"
 #include "eval.c"
 #include "info.c"
 #include "features.c"
