@@ -504,16 +504,11 @@ static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, p
             memcpy(tk->label, pd.names[c], len + 1);
             tk->cls = (uint32_t)c;
         }
-    {
+    {   /* one task per thread at a time: each is computed in a fixed order, so
+           the answers do not depend on the number of threads */
         ptrdiff_t ti;
-        volatile size_t done = 0;
         LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(lsae__num_threads(o->threads)))
-        for (ti = 0; ti < (ptrdiff_t)out->n_tasks; ++ti) {
-            probe_task_run(&pd, out->tasks[ti].cls, &out->tasks[ti]);
-            LSAE__OMP(atomic)
-            done++;
-        }
-        (void)done;
+        for (ti = 0; ti < (ptrdiff_t)out->n_tasks; ++ti) probe_task_run(&pd, out->tasks[ti].cls, &out->tasks[ti]);
     }
     /* means over the tasks that ran */
     for (ki = 0; ki < PROBE_NK; ++ki) out->sae_acc[ki] = out->emb_topk_acc[ki] = 0;
