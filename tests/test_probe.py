@@ -97,12 +97,14 @@ def main():
         f.write("\n".join(labels) + "\n")
     labels[5] = labels[5].strip()
 
-    p = testlib.run([LSAE, "eval", run_dir, EMB, "--labels", labels_path, "--probe-min-rows", str(MIN_ROWS),
-                     "--probe-seed", str(SEED), "--json"])
-    pr = json.loads(p.stdout)["probing"]
-    text = testlib.run([LSAE, "eval", run_dir, EMB, "--labels", labels_path, "--probe-min-rows", str(MIN_ROWS),
-                        "--probe-seed", str(SEED)]).stdout
-    check("probing (" in text and "all 384 dims" in text, "eval's text output has the probing table")
+    probe_args = ["--labels", labels_path, "--probe-min-rows", str(MIN_ROWS), "--probe-seed", str(SEED), "--queries", "0"]
+    pr = json.loads(testlib.run([LSAE, "eval", run_dir, EMB, "--json"] + probe_args).stdout)["probing"]
+    # the same answers on one thread (the tasks run in parallel, each in a fixed order)
+    pr1 = json.loads(testlib.run([LSAE, "eval", run_dir, EMB, "--json", "--threads", "1"] + probe_args).stdout)["probing"]
+    check(pr1 == pr, "eval --labels gives other answers on one thread")
+    text = testlib.run([LSAE, "eval", run_dir, EMB, "--max-rows", "4000"] + probe_args).stdout
+    check("probing (" in text and "all 384 dims" in text and "20% of rows held out" in text,
+          f"eval's text output has the probing table:\n{text}")
 
     enc_dir = os.path.join(tmp, "enc")
     testlib.run([LSAE, "encode", run_dir, EMB, "-o", enc_dir])

@@ -191,7 +191,12 @@ static int cmd_eval(int argc, char **argv)
                         "once by the reconstructions (x_hat_q against every x_hat); recall@10 is the share of the first "
                         "list found in the second, nDCG@10 the same with relevance 1 for a row of the first list and "
                         "weight 1/log2(rank + 1). A latent fires on a row when it is in the row's top-k with activation "
-                        "> 0. Rows holding NaN or Inf are left out and counted. Definitions: docs/eval.md.";
+                        "> 0. Rows holding NaN or Inf are left out and counted. Definitions: docs/eval.md. With --labels, "
+                        "k-sparse probing as SAEBench does it: for each class with enough rows, one balanced "
+                        "one-vs-rest task; the k = 1, 2, 5, 20 latents whose mean activation differs most between "
+                        "the class and the rest, an L2 logistic regression on them (standardised), its accuracy "
+                        "on 20% of rows held out; the mean over the classes, next to the same probe on the "
+                        "embedding's k dims chosen the same way and on all its dims (docs/probing.md).";
     uint64_t max_rows = 0, queries = 1000, seed = 0;
     int threads = 0, as_json = 0;
     data_args da;
@@ -211,8 +216,8 @@ static int cmd_eval(int argc, char **argv)
         OPT("--seed", NULL, O_U64, &seed, "N", "0", "which rows are the queries"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding and the metrics"),
         OPT_GROUP("probing"),
-        OPT("--labels", NULL, O_STR, &po.labels_path, "FILE", NULL, "one label per row: k-sparse probing, k = 1, 2, 5, 20 (probe.c's top comment)"),
-        OPT("--probe-min-rows", NULL, O_U64, &po.min_class_rows, "N", "100", "probe each class with at least N labelled rows, one-vs-rest; report the mean held-out accuracy"),
+        OPT("--labels", NULL, O_STR, &po.labels_path, "FILE", NULL, "one label per row (rows past its end or with an empty label are left out): k-sparse probing, k = 1, 2, 5, 20"),
+        OPT("--probe-min-rows", NULL, O_U64, &po.min_class_rows, "N", "100", "probe each class with at least N rows, one-vs-rest (smaller ones are only negatives); report the mean held-out accuracy over them"),
         OPT("--probe-seed", NULL, O_U64, &po.seed, "N", "0", "which rows are held out (1 in 5) and which negatives are drawn"),
         DEVICE_OPTS(device, precision),
         DATA_OPTS(da),

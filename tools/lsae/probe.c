@@ -2,6 +2,7 @@
    of the rows a handful of SAE latents carries, next to the same probe on
    the embedding itself.
    Part of lsae's one translation unit: included by main.c, not compiled alone.
+   docs/probing.md gives the same definition for users.
 
    The method is SAEBench's sparse probing (Gurnee et al.'s k-sparse probes
    as SAEBench runs them), on embeddings instead of language-model tokens:
@@ -15,7 +16,10 @@
    least min_class_rows rows (smaller classes still serve as negatives).
    As in SAEBench, a task is balanced: its positives are all the rows of the
    class, its negatives as many rows (or all, if fewer) drawn from the rows
-   of every other label. Which ones is fixed by a hash, not a random stream,
+   of every other label, as they come (SAEBench draws them evenly from each
+   other class; with classes of very unequal size, as Debian's sections, that
+   leaves the big classes short of negatives). Which ones is fixed by a hash,
+   not a random stream,
    so it can be recomputed row by row (tests/test_probe.py does):
        mix(x)  = splitmix64's output for state x (x + 0x9E3779B97F4A7C15,
                  then the two xor-shift-multiply rounds and a final xor-shift)
@@ -429,6 +433,11 @@ static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, p
     lsae_result r;
     memset(out, 0, sizeof *out);
     memset(&pd, 0, sizeof pd);
+    {   /* texts_load would call it a texts file */
+        FILE *f = fopen(o->labels_path, "rb");
+        if (!f) fail("%s: cannot read the labels file: %s", o->labels_path, strerror(errno));
+        fclose(f);
+    }
     texts_load(&lab, o->labels_path, 0);
     if (o->max_rows && o->max_rows < total) total = o->max_rows;
     out->labels_path = o->labels_path;
