@@ -37,7 +37,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
-TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-report \
+TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report \
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
 .PHONY: all test test-all info demo clean bench bench-run bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
@@ -151,6 +151,11 @@ test-cli: $(BUILD)/lsae $(BUILD)/encode
 test-eval: $(BUILD)/lsae
 	@if [ -z "$(PYNUMPY)" ]; then echo "test-eval: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
 	$(PYNUMPY) tests/test_eval.py $(BUILD)
+
+# lsae eval --labels (k-sparse probing) against scikit-learn, on examples/data
+# labelled by Debian section
+test-probe: $(BUILD)/lsae $(VENV)/.installed
+	$(VENV)/bin/python tests/test_probe.py $(BUILD)
 
 # lsae report's page, opened in headless Chromium
 CHROMIUM ?=

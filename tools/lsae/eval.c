@@ -71,6 +71,7 @@ typedef struct eval_result {
     size_t n_dead;
     double dead_step, dead_threshold;
     char why[1200];       /* ... or why not */
+    const probe_result *probing; /* --labels, or NULL */
 } eval_result;
 
 /* the fire-rate buckets of the text output (and the JSON's fire_rate_histogram) */
@@ -102,7 +103,9 @@ static void eval_print_json(const eval_result *e)
         json_str(stdout, bucket_name[b]);
         printf(", \"latents\": %llu}", (unsigned long long)e->hist[b]);
     }
-    printf("]}\n");
+    printf("]");
+    if (e->probing) { printf(", \"probing\": "); probe_write_json(stdout, e->probing); }
+    printf("}\n");
 }
 
 static void eval_print_text(const eval_result *e)
@@ -169,6 +172,7 @@ static void eval_print_text(const eval_result *e)
         printf("  nDCG@%d              %-10.4f the same, weighted by rank\n", EVAL_NN, m->ndcg_at_10);
     } else
         printf("  not measured         (--queries 0, or fewer than %d rows)\n", EVAL_NN + 1);
+    if (e->probing) { putchar('\n'); probe_write_text(stdout, e->probing, m->d); }
 }
 
 static int cmd_eval(int argc, char **argv)
@@ -187,7 +191,12 @@ static int cmd_eval(int argc, char **argv)
                         "once by the reconstructions (x_hat_q against every x_hat); recall@10 is the share of the first "
                         "list found in the second, nDCG@10 the same with relevance 1 for a row of the first list and "
                         "weight 1/log2(rank + 1). A latent fires on a row when it is in the row's top-k with activation "
-                        "> 0. Rows holding NaN or Inf are left out and counted. Definitions: docs/eval.md.";
+                        "> 0. Rows holding NaN or Inf are left out and counted. Definitions: docs/eval.md. With --labels, "
+                        "k-sparse probing as SAEBench does it: for each class with enough rows, one balanced "
+                        "one-vs-rest task; the k = 1, 2, 5, 20 latents whose mean activation differs most between "
+                        "the class and the rest, an L2 logistic regression on them (standardised), its accuracy "
+                        "on 20% of rows held out; the mean over the classes, next to the same probe on the "
+                        "embedding's k dims chosen the same way and on all its dims (docs/probing.md).";
     uint64_t max_rows = 0, queries = 1000, seed = 0;
     int threads = 0, as_json = 0;
     data_args da;
@@ -197,6 +206,8 @@ static int cmd_eval(int argc, char **argv)
     eval_options eo;
     eval_metrics em;
     eval_result e;
+    probe_options po;
+    probe_result pr;
     opt o[] = {
         OPT_GROUP("options"),
         OPT("--json", NULL, O_FLAG, &as_json, NULL, NULL, "print one JSON object instead of text"),
@@ -204,12 +215,19 @@ static int cmd_eval(int argc, char **argv)
         OPT("--queries", NULL, O_U64, &queries, "N", "1000", "neighbour-preservation queries, a sample of the evaluated rows (0: skip)"),
         OPT("--seed", NULL, O_U64, &seed, "N", "0", "which rows are the queries"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding and the metrics"),
+        OPT_GROUP("probing"),
+        OPT("--labels", NULL, O_STR, &po.labels_path, "FILE", NULL, "one label per row (rows past its end or with an empty label are left out): k-sparse probing, k = 1, 2, 5, 20"),
+        OPT("--probe-min-rows", NULL, O_U64, &po.min_class_rows, "N", "100", "probe each class with at least N rows, one-vs-rest (smaller ones are only negatives); report the mean held-out accuracy over them"),
+        OPT("--probe-seed", NULL, O_U64, &po.seed, "N", "0", "which rows are held out (1 in 5) and which negatives are drawn"),
         DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
+    memset(&po, 0, sizeof po);
+    po.min_class_rows = 100;
     if (parse_args(argc, argv, o, sizeof o / sizeof o[0], usage, about, pos, 2) != 2) usage_fail("give MODEL and EMBEDDINGS");
     if (threads < 0) usage_fail("--threads must be >= 0");
+    if (po.labels_path && po.min_class_rows < 2) usage_fail("--probe-min-rows must be >= 2");
     m = open_model(pos[0], where);
     place_model(m, device, precision);
     lsae_model_set_num_threads(m, threads);
@@ -227,8 +245,15 @@ static int cmd_eval(int argc, char **argv)
     e.m = &em;
     eval_buckets(&e);
     e.have_dead = training_dead(where, m, &e.n_dead, &e.dead_step, &e.dead_threshold, e.why, sizeof e.why);
+    if (po.labels_path) {
+        po.max_rows = max_rows;
+        po.threads = threads;
+        probe_run(m, ds, &po, &pr);
+        e.probing = &pr;
+    }
     if (as_json) eval_print_json(&e);
     else eval_print_text(&e);
+    if (e.probing) probe_free(&pr);
     eval_metrics_free(&em);
     lsae_dataset_close(ds);
     lsae_model_free(m);

@@ -272,4 +272,48 @@ static void eval_metrics_write_json(FILE *f, const eval_metrics *e);
 /* the same members without the braces, for a caller adding its own */
 static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e);
 
+/* ----------------------------------------- probing (probe.c, eval --labels) */
+
+/* k-sparse probing of a labelling of the rows: the definition is probe.c's
+   top comment. Each task is one class against the rest. */
+#define PROBE_NK 4     /* k = 1, 2, 5, 20 */
+#define PROBE_KMAX 20
+
+typedef struct probe_options {
+    const char *labels_path;  /* one label per row */
+    uint64_t max_rows;        /* rows of the data read; 0 = all */
+    uint64_t min_class_rows;  /* a class is probed when it has this many rows */
+    uint64_t seed;            /* which rows are held out, which negatives are drawn */
+    int threads;              /* 0 = OpenMP's default */
+} probe_options;
+
+typedef struct probe_task {
+    char *label;
+    uint32_t cls;
+    uint64_t positives, negatives, train_rows, test_rows;
+    int skipped;                       /* no training positive, negative or held-out row */
+    int32_t latents[PROBE_KMAX];       /* chosen latents, best first */
+    size_t n_latents;
+    int32_t dims[PROBE_KMAX];          /* chosen embedding dims, best first */
+    size_t n_dims;
+    double sae_acc[PROBE_NK], emb_topk_acc[PROBE_NK], emb_all_acc; /* held-out accuracy; NaN: k too large */
+    int nonconverged;
+} probe_task;
+
+typedef struct probe_result {
+    const char *labels_path;
+    uint64_t label_lines, rows, rows_labelled, rows_empty_label, rows_beyond_labels, rows_nonfinite, label_lines_unused;
+    uint64_t min_class_rows, seed;
+    size_t classes, n_tasks, tasks_skipped, nonconverged;
+    probe_task *tasks;
+    double sae_acc[PROBE_NK], emb_topk_acc[PROBE_NK], emb_all_acc; /* means over the tasks that ran */
+} probe_result;
+
+/* Reads the labels, encodes the labelled rows with m and fits every probe;
+   fail()s on bad input like the rest of the tool. */
+static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, probe_result *out);
+static void probe_free(probe_result *r);
+static void probe_write_json(FILE *f, const probe_result *r); /* the value of eval's "probing" key */
+static void probe_write_text(FILE *f, const probe_result *r, size_t d);
+
 #endif

@@ -55,6 +55,7 @@
 #include "train.c"
 #include "train_loop.c"
 #include "encode.c"
+#include "probe.c"
 #include "eval.c"
 #include "info.c"
 #include "features.c"
