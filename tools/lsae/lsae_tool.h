@@ -272,4 +272,8 @@ static void eval_metrics_write_json(FILE *f, const eval_metrics *e);
 /* the same members without the braces, for a caller adding its own */
 static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e);
 
+/* The report's evaluation section (report_metrics.c): e's table and bar
+   charts, or a note saying `why` not when e is NULL. */
+static void report_metrics(FILE *f, const eval_metrics *e, const char *data_note, const char *why);
+
 #endif

@@ -62,6 +62,7 @@
 #include "compare.c"
 #include "report_page.c"
 #include "report.c"
+#include "report_metrics.c"
 
 /* ================================================================= main */
 
