@@ -37,7 +37,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
-TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report \
+TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
 .PHONY: all test test-all info demo clean bench bench-run bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
@@ -146,6 +146,11 @@ test-parity: $(BUILD)/parity_driver
 test-cli: $(BUILD)/lsae $(BUILD)/encode
 	@if [ -z "$(PYNUMPY)" ]; then echo "test-cli: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
 	$(PYNUMPY) tests/test_cli.py $(BUILD)
+
+# lsae compare's matching against a numpy greedy matching of the decoders
+test-compare: $(BUILD)/lsae
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-compare: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_compare.py $(BUILD)
 
 # lsae eval's metrics against numpy on the bundled embeddings
 test-eval: $(BUILD)/lsae

@@ -10,9 +10,12 @@ drawn, how many latent cards the browser rendered, what searches found, and
 every error (window.onerror and console.error are captured from the first
 script on). Chromium's console log is checked too. The same check is run on
 a copy of the page with a broken script, which must fail, so this test can
-tell a good page from a bad one. Needs chromium (Debian: apt-get install chromium).
+tell a good page from a bad one. The evaluation section's bar charts (feature
+density, L0, neighbour recall) must have one bar per bin, holding the numbers
+`lsae eval --json` gives for the same run and data. Needs chromium (Debian: apt-get install chromium).
 """
 
+import json
 import os
 import re
 import shutil
@@ -102,6 +105,33 @@ def main():
         check(st.get("id-hits") == "1", "searching #latent finds exactly that latent")
         check(st.get("none-hits") == "0", "a search for nonsense finds nothing")
         check(re.search(r'class="card" data-latent="\d+"', dom) is not None, "latent cards in the DOM")
+
+        # the evaluation section: lsae eval's numbers on the run's data as bar charts
+        ev = json.loads(subprocess.run([LSAE, "eval", run, SHARD, "--json"], capture_output=True, text=True, check=True).stdout)
+
+        def bars(name):
+            m = re.search(r'<svg class="chart bars" id="chart-%s".*?</svg>' % name, dom, re.S)
+            check(m is not None, f"the {name} chart is on the page")
+            return [float(v) for v in re.findall(r'<rect class="histbar"[^>]*data-value="([^"]*)"', m.group(0))]
+
+        dens = bars("density")
+        want = [ev["log10_density_histogram"]["never"]] + ev["log10_density_histogram"]["latents"]
+        check(len(dens) == 11, f"density: a bar for 'never' and each of the 10 decades: {len(dens)}")
+        check(dens == want, f"density bars are eval's histogram: {dens} vs {want}")
+        check(sum(dens) == ev["num_latents"], "density bars count every latent once")
+        l0 = bars("l0")
+        check(len(l0) == 8 + 1, f"L0: a bar for each count 0..k (k = 8): {len(l0)}")
+        check(l0 == ev["l0_histogram"] and sum(l0) == ev["rows"], f"L0 bars are eval's L0 histogram over all rows: {l0}")
+        nb = bars("neighbours")
+        check(len(nb) == 2 and abs(nb[0] - ev["neighbour_recall_at_10"]) < 1e-6 and abs(nb[1] - ev["neighbour_ndcg_at_10"]) < 1e-6,
+              f"neighbour bars are eval's recall@10 and nDCG@10: {nb}")
+        check(re.search(r'<table class="summary" id="eval-metrics">.*?<td>fvu</td><td>%.4f</td>' % ev["fvu"], dom, re.S),
+              "the evaluation table shows eval's fvu")
+        p = subprocess.run([LSAE, "report", run, "--queries", "0", "-o", os.path.join(tmp, "noq.html")], capture_output=True, text=True)
+        check(p.returncode == 0, f"lsae report --queries 0: {p.stderr}")
+        noq = open(os.path.join(tmp, "noq.html"), encoding="utf-8").read()
+        check('id="chart-density"' in noq and 'id="chart-neighbours"' not in noq and "Neighbour preservation not measured" in noq,
+              "--queries 0: no neighbour chart, a note instead")
         first_text = re.search(r'<li><span class="act">[0-9.]+</span>([^<]+)</li>', dom)
         check(first_text and first_text.group(1) in lines, "cards show the rows' texts")
 

@@ -316,4 +316,8 @@ static void probe_free(probe_result *r);
 static void probe_write_json(FILE *f, const probe_result *r); /* the value of eval's "probing" key */
 static void probe_write_text(FILE *f, const probe_result *r, size_t d);
 
+/* The report's evaluation section (report_metrics.c): e's table and bar
+   charts, or a note saying `why` not when e is NULL. */
+static void report_metrics(FILE *f, const eval_metrics *e, const char *data_note, const char *why);
+
 #endif

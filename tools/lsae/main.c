@@ -5,6 +5,7 @@
    lsae eval     MODEL EMBEDDINGS               reconstruction and latent usage
    lsae info     MODEL                          what a model holds
    lsae features MODEL EMBEDDINGS [--texts F]   top-activating rows per latent
+   lsae compare  A B [--data E --texts F]       latents of B with and without a partner in A
    lsae report   RUN_DIR                        one self-contained HTML page
 
    `lsae COMMAND --help` lists every flag with its default. Flags are named as
@@ -59,8 +60,10 @@
 #include "eval.c"
 #include "info.c"
 #include "features.c"
+#include "compare.c"
 #include "report_page.c"
 #include "report.c"
+#include "report_metrics.c"
 
 /* ================================================================= main */
 
@@ -76,6 +79,7 @@ static const command commands[] = {
     { "eval", cmd_eval, "fvu, MSE, L0, dead latents and fire rates of a model on embeddings" },
     { "info", cmd_info, "a model's config, tensors, norms and checksum" },
     { "features", cmd_features, "the rows each latent is most active on, with their texts" },
+    { "compare", cmd_compare, "match the latents of two models by decoder cosine: what B learned that A did not" },
     { "report", cmd_report, "one self-contained HTML page: training curves and a feature browser" },
 };
 

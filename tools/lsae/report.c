@@ -341,12 +341,13 @@ static void report_features(FILE *f, const report_feat *rf, size_t L, const char
 }
 
 static void write_report(const char *path, const char *run_dir, const run_settings *run, const metrics *mt, const lsae_model *m,
-                         const report_feat *rf, const char *data_note)
+                         const report_feat *rf, const char *data_note, const eval_metrics *em, const char *em_why)
 {
     out_file of;
     FILE *f = out_open(&of, path);
     report_summary(f, run_dir, run, mt, m);
     report_curves(f, mt);
+    report_metrics(f, em, data_note, em_why);
     report_features(f, rf, lsae_model_num_latents(m), data_note);
     fputs("<pre id=\"lsae-errors\"></pre>\n<div id=\"lsae-status\" hidden data-ready=\"0\"></div>\n", f);
     fprintf(f, "<script>%s</script>\n</main></body></html>\n", REPORT_STATUS_JS);
@@ -359,13 +360,17 @@ static int cmd_report(int argc, char **argv)
     const char *usage = "lsae report RUN_DIR [options]";
     const char *about = "Write one self-contained HTML file for a training run (no network, no CDN): its settings, "
                         "training curves as inline SVG (fvu, AuxK, dead %, learning rate, samples/s, from "
-                        "metrics.jsonl) and a feature browser (search latents by words in their top texts or by "
+                        "metrics.jsonl), the trained model's metrics on the run's data as lsae eval gives them "
+                        "(a table, the feature-density and L0 histograms and neighbour recall@10 / nDCG@10) and a "
+                        "feature browser (search latents by words in their top texts or by "
                         "number; see each latent's top rows and fire rate), made by encoding the run's data with "
                         "the trained model. The data and texts files default to those lsae train recorded in "
                         "RUN_DIR/run.json.";
     const char *out = NULL, *data = NULL, *texts_path = NULL;
-    uint64_t top = 8, max_latents = 0, max_rows = 0;
-    int threads = 0, have_run, have_metrics;
+    uint64_t top = 8, max_latents = 0, max_rows = 0, queries = 1000, seed = 0;
+    int threads = 0, have_run, have_metrics, have_eval = 0;
+    eval_metrics em;
+    char em_why[512];
     data_args da;
     char *pos[1], where[PATH_CAP], path[PATH_CAP], outbuf[PATH_CAP];
     run_settings run;
@@ -383,11 +388,15 @@ static int cmd_report(int argc, char **argv)
         OPT("--top", NULL, O_U64, &top, "N", "8", "rows shown per latent"),
         OPT("--max-latents", NULL, O_U64, &max_latents, "N", "0 = every latent that fires", "keep only the N most active latents (a smaller page)"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "encode only the first N rows"),
+        OPT("--queries", NULL, O_U64, &queries, "N", "1000", "neighbour-preservation queries, as lsae eval (0: skip)"),
+        OPT("--seed", NULL, O_U64, &seed, "N", "0", "which rows are the queries"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
         DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
+    memset(&em, 0, sizeof em);
+    snprintf(em_why, sizeof em_why, "No evaluation: give the embeddings with --data (lsae train records them in run.json).");
     if (parse_args(argc, argv, o, sizeof o / sizeof o[0], usage, about, pos, 1) != 1) usage_fail("give one RUN_DIR");
     if (top == 0 || top > 1000) usage_fail("--top must be between 1 and 1000");
     if (threads < 0) usage_fail("--threads must be >= 0");
@@ -423,13 +432,28 @@ static int cmd_report(int argc, char **argv)
         rf.s = &s;
         rf.tx = &tx;
         rf.max_latents = (size_t)max_latents;
+        {
+            eval_options eo;
+            char err[400];
+            memset(&eo, 0, sizeof eo);
+            eo.max_rows = max_rows;
+            eo.queries = queries;
+            eo.seed = seed;
+            eo.threads = threads;
+            have_eval = eval_compute(m, ds, &eo, &em, err, sizeof err);
+            if (!have_eval) {
+                warn("no evaluation section: %s", err);
+                snprintf(em_why, sizeof em_why, "No evaluation: %s", err);
+            }
+        }
     }
     if (!out) { join_path(outbuf, pos[0], "report.html"); out = outbuf; }
-    write_report(out, pos[0], have_run ? &run : NULL, have_metrics ? &mt : NULL, m, data ? &rf : NULL, data ? data : "");
+    write_report(out, pos[0], have_run ? &run : NULL, have_metrics ? &mt : NULL, m, data ? &rf : NULL, data ? data : "", have_eval ? &em : NULL, em_why);
     fprintf(stderr, "%s: wrote %s (%.2f MB): %zu logged steps, %s\n", g_cmd, out, (double)file_size(out) / 1e6, have_metrics ? mt.n : 0,
             data ? "feature browser included" : "no feature browser");
     if (have_metrics) metrics_free(&mt);
     if (have_run) run_settings_free(&run);
+    eval_metrics_free(&em);
     texts_free(&tx);
     scan_free(&s);
     if (ds) lsae_dataset_close(ds);
