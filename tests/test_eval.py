@@ -13,10 +13,12 @@ the text output. Needs numpy. Exits non-zero on the first failure.
 """
 
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
+from fractions import Fraction
 
 import numpy as np
 
@@ -93,13 +95,18 @@ def expected(w, x, k, query_rows, idx32):
     e["freq_over_1pct"] = np.mean(fires / n > 0.01)
     e["freq_over_10pct"] = np.mean(fires / n > 0.10)
     # the density histogram: bin floor(log10(fires / n)) + 10, clamped to
-    # [0, 9]; an exact power of ten by integer comparison, as documented
+    # [0, 9] (bin 9 is [-1, 0], bin 0 everything below -9); the floor taken
+    # exactly, with rationals, so that a rate of exactly 10^-e lands in its
+    # own decade (a float log10 can round it down)
     hist = [0] * 10
     for f in fires[fires > 0]:
-        j = 0
-        while j < 9 and int(f) * 10 ** j < n:
-            j += 1
-        hist[9 - j if int(f) * 10 ** j >= n else 0] += 1
+        rate = Fraction(int(f), n)
+        dec = math.floor(math.log10(int(f)) - math.log10(n))
+        while Fraction(10) ** (dec + 1) <= rate:
+            dec += 1
+        while Fraction(10) ** dec > rate:
+            dec -= 1
+        hist[min(max(dec + 10, 0), 9)] += 1
     e["log10_density_histogram"] = {"edges": list(range(-10, 1)), "latents": hist, "never": e["never_fired"]}
     # section 4: decoder cosines, the full L x L matrix (small here)
     U = Wd / np.linalg.norm(Wd, axis=1, keepdims=True)

@@ -272,13 +272,18 @@ static double percentile(const float *v, size_t n, double q)
 /* Density bin of a latent that fired: floor(log10(fires / rows)) + 10,
    clamped to [0, 9], found by exact comparisons (fires 10^j >= rows), not
    by log10, so a rate of exactly 10^-j is in the bin that starts there. */
+/* Bin i holds log10(fires / rows) in [i - 10, i - 9); bin 9 also takes a
+   rate of 1, bin 0 everything below 10^-9. rate >= 10^-j is tested as
+   fires 10^j >= rows, exact for these integers in double (both are below
+   2^53 after the product for any real count), so a rate of exactly 10^-j
+   opens its own decade. */
 static int density_bin(uint64_t fires, uint64_t rows)
 {
     int j;
     double p = 1.0;
-    for (j = 0; j < EVAL_DENSITY_BINS - 1; ++j) { /* rate >= 10^-j: bin 9 - j */
-        if ((double)fires * p >= (double)rows) return EVAL_DENSITY_BINS - 1 - j;
-        p *= 10.0;
+    for (j = 1; j < EVAL_DENSITY_BINS; ++j) {
+        p *= 10.0; /* 10^j */
+        if ((double)fires * p >= (double)rows) return EVAL_DENSITY_BINS - j;
     }
     return 0;
 }
