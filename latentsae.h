@@ -160,7 +160,8 @@
                             (Models in cfg.json + safetensors, checkpoints,
                             safetensors and raw datasets and the loader are
                             the core: they are there whenever stdio is.)
-      LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
+      LSAE_NO_MMAP          read embeddings with stdio even where mmap (POSIX) or
+                            MapViewOfFile (Windows) exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
       LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
@@ -230,7 +231,9 @@
    A program that defines _POSIX_C_SOURCE (or builds in the compiler's
    default mode) gets mmap, the prefetch thread and directory listing; a
    strict ISO C build reads with stdio, loads synchronously and takes files
-   one at a time.
+   one at a time. On Windows paths are UTF-8 too (converted for the
+   wide-character API), files are mapped with MapViewOfFile, directories
+   listed, and the loader reads synchronously.
 
    Glossary: a latent is "dead" when it has not been in any row's top-k for
    more than dead_feature_threshold training rows; AuxK trains the top
