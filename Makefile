@@ -38,7 +38,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
-               test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
+               test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows
 
 .PHONY: all test test-all info demo clean bench bench-run bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
@@ -450,3 +450,48 @@ test-fuzz-smoke:
 endif
 
 test-fuzz: test-fuzz-replay test-fuzz-smoke
+
+# ---------------------------------------------------------------- Windows
+# make test-windows: the C tests and lsae built for 64-bit Windows with
+# mingw-w64 (warnings as errors, C99, pedantic, OpenMP, linked statically so
+# no DLL has to be found) and run under wine, then `lsae.exe train` and
+# `lsae.exe encode` on examples/data. Wine's prefix (its C: drive and
+# registry) is made once under build/wine, quietly and with a time limit.
+# Windows' own compiler (MSVC) is not checked here: see README, Platforms.
+MINGW_CC ?= x86_64-w64-mingw32-gcc
+WINE ?= $(firstword $(wildcard /usr/lib/wine/wine64) $(shell command -v wine64 wine 2>/dev/null))
+WIN_DIR = $(BUILD)/win
+WIN_FLAGS = $(CSTD) $(OPT) -fopenmp $(WARN) -g -static
+WIN_ENV = WINEPREFIX=$(abspath $(BUILD)/wine) WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" WINELOADER=$(WINE)
+
+$(WIN_DIR):
+	@mkdir -p $@
+$(WIN_DIR)/%.exe: tests/%.c $(TEST_DEPS) | $(WIN_DIR)
+	$(MINGW_CC) $(WIN_FLAGS) -o $@ $< -lm
+$(WIN_DIR)/lsae.exe: $(LSAE_SRC) $(HDR) | $(WIN_DIR)
+	$(MINGW_CC) $(WIN_FLAGS) -o $@ $(LSAE_MAIN) -lm
+# the first run of wine makes its prefix (about 10 s; no Mono or Gecko asked for)
+$(BUILD)/wine/.ready:
+	@mkdir -p $(BUILD)/wine
+	@$(WIN_ENV) timeout 180 $(WINE) wineboot -i > $(BUILD)/wine/setup.log 2>&1 || { cat $(BUILD)/wine/setup.log; echo "FAILED: wine could not set up its prefix in $(BUILD)/wine"; exit 1; }
+	@touch $@
+
+ifeq ($(shell command -v $(MINGW_CC) 2>/dev/null),)
+test-windows:
+	@echo "== test-windows skipped: no $(MINGW_CC) (apt install gcc-mingw-w64-x86-64 wine64, or tests/install-deps.sh)"
+else ifeq ($(WINE),)
+test-windows:
+	@echo "== test-windows skipped: no wine (apt install wine wine64, or tests/install-deps.sh)"
+else
+test-windows: $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) $(WIN_DIR)/lsae.exe $(BUILD)/wine/.ready
+	@for t in $(TESTS); do echo "== wine $$t.exe"; \
+	  $(WIN_ENV) timeout 300 $(WINE) $(WIN_DIR)/$$t.exe > $(WIN_DIR)/$$t.log 2>&1 || { cat $(WIN_DIR)/$$t.log; echo "FAILED: $$t.exe under wine"; exit 1; }; \
+	  tail -1 $(WIN_DIR)/$$t.log; done
+	@rm -rf $(WIN_DIR)/run $(WIN_DIR)/enc; echo "== wine lsae.exe train, encode"; \
+	$(WIN_ENV) timeout 300 $(WINE) $(WIN_DIR)/lsae.exe train --data examples/data/embeddings --k 8 --expansion-factor 2 --batch-size 128 \
+	    --max-samples 3840 --save-every 10 --seed 7 --out $(WIN_DIR)/run > $(WIN_DIR)/lsae.log 2>&1 && \
+	$(WIN_ENV) timeout 300 $(WINE) $(WIN_DIR)/lsae.exe encode $(WIN_DIR)/run examples/data/embeddings/data-00000.npy -o $(WIN_DIR)/enc >> $(WIN_DIR)/lsae.log 2>&1 && \
+	grep -q 'done: 30 optimizer steps' $(WIN_DIR)/lsae.log && [ -s $(WIN_DIR)/run/checkpoint/state.bin ] && [ -s $(WIN_DIR)/enc/top_indices.npy ] || \
+	  { cat $(WIN_DIR)/lsae.log; echo "FAILED: lsae.exe under wine"; exit 1; }
+	@echo "== Windows (mingw-w64, wine): ok"
+endif

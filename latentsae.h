@@ -160,7 +160,8 @@
                             (Models in cfg.json + safetensors, checkpoints,
                             safetensors and raw datasets and the loader are
                             the core: they are there whenever stdio is.)
-      LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
+      LSAE_NO_MMAP          read embeddings with stdio even where mmap (POSIX) or
+                            MapViewOfFile (Windows) exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
       LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
@@ -230,7 +231,9 @@
    A program that defines _POSIX_C_SOURCE (or builds in the compiler's
    default mode) gets mmap, the prefetch thread and directory listing; a
    strict ISO C build reads with stdio, loads synchronously and takes files
-   one at a time.
+   one at a time. On Windows paths are UTF-8 too (converted for the
+   wide-character API), files are mapped with MapViewOfFile, directories
+   listed, and the loader reads synchronously.
 
    Glossary: a latent is "dead" when it has not been in any row's top-k for
    more than dead_feature_threshold training rows; AuxK trains the top
@@ -792,10 +795,21 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 #define LSAE__THREAD_LOCAL /* no TLS: messages are shared between threads */
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
+/* Messages are formatted with C99's %zu. mingw-w64 links Microsoft's
+   msvcrt.dll, whose printf family predates C99 and has no 'z' size (gcc
+   checks formats against it: "unknown conversion type character 'z'"), so
+   there the library formats with mingw's own C99 vsnprintf whatever
+   __USE_MINGW_ANSI_STDIO the program chose; MSVC's UCRT has %zu. */
+#if defined(__MINGW32__)
+#define lsae__vsnprintf __mingw_vsnprintf
+#define LSAE__PRINTF(a, b) __attribute__((format(gnu_printf, a, b)))
+#define LSAE__MAYBE_UNUSED __attribute__((unused))
+#elif defined(__GNUC__) || defined(__clang__)
+#define lsae__vsnprintf vsnprintf
 #define LSAE__PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define LSAE__MAYBE_UNUSED __attribute__((unused))
 #else
+#define lsae__vsnprintf vsnprintf
 #define LSAE__PRINTF(a, b)
 #define LSAE__MAYBE_UNUSED
 #endif
@@ -834,9 +848,21 @@ static lsae_result lsae__err(lsae_result code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
+    lsae__vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
     va_end(ap);
     return code;
+}
+
+/* snprintf through the same C99 formatter (for text with %zu in it) */
+LSAE__MAYBE_UNUSED static int lsae__snprintf(char *buf, size_t cap, const char *fmt, ...) LSAE__PRINTF(3, 4);
+LSAE__MAYBE_UNUSED static int lsae__snprintf(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+    va_start(ap, fmt);
+    w = lsae__vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    return w;
 }
 
 /* Put context in front of the message a failed inner call left (which file,
@@ -851,7 +877,7 @@ LSAE__MAYBE_UNUSED static lsae_result lsae__err_prefix(lsae_result code, const c
     memcpy(inner, lsae__err_msg, sizeof inner);
     inner[sizeof inner - 1] = 0;
     va_start(ap, fmt);
-    vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
+    lsae__vsnprintf(lsae__err_msg, sizeof lsae__err_msg, fmt, ap);
     va_end(ap);
     n = strlen(lsae__err_msg);
     if (n + 1 < sizeof lsae__err_msg) snprintf(lsae__err_msg + n, sizeof lsae__err_msg - n, "%s", inner);
@@ -3865,7 +3891,6 @@ LSAE__MAYBE_UNUSED static void lsae__to_f32(float *dst, const unsigned char *src
 /* -------------------------------------------------------------- file utils */
 
 #if defined(_WIN32)
-#include <direct.h>
 #define lsae__fseek _fseeki64
 #define lsae__ftell _ftelli64
 typedef long long lsae__off;
@@ -3877,6 +3902,117 @@ typedef off_t lsae__off;
 #define lsae__fseek fseek
 #define lsae__ftell ftell
 typedef long lsae__off;
+#endif
+
+/* Every path this library takes or gives is UTF-8. Windows' narrow file
+   calls (fopen, rename, _mkdir, ...) read a path in the ANSI code page
+   instead, so a name outside it (Cyrillic, CJK, emoji on a Western system)
+   would not open; every file call below therefore converts the path to
+   UTF-16 and uses the wide-character API. The conversion refuses bytes that
+   are not UTF-8 rather than guessing. Paths are the usual at most MAX_PATH
+   (260) characters unless the program declares itself long-path aware. */
+#if defined(_WIN32)
+#include <direct.h>
+#include <io.h>
+#include <wchar.h>
+
+/* The ten Win32 functions used, declared here as <windows.h> declares them
+   (same types, so a program that includes both compiles), rather than
+   including <windows.h>, whose macros (NEAR, FAR, ERROR, min, max, ...)
+   would land in the program's translation unit, as stb's headers avoid. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+struct _SECURITY_ATTRIBUTES;
+#if defined(_WIN64)
+typedef unsigned __int64 lsae__win_size; /* SIZE_T */
+#else
+typedef unsigned long lsae__win_size;
+#endif
+__declspec(dllimport) int __stdcall MultiByteToWideChar(unsigned int code_page, unsigned long flags, const char *s, int n, wchar_t *w, int wcap);
+__declspec(dllimport) int __stdcall WideCharToMultiByte(unsigned int code_page, unsigned long flags, const wchar_t *w, int n, char *s, int cap, const char *default_char, int *used_default);
+__declspec(dllimport) unsigned long __stdcall GetLastError(void);
+__declspec(dllimport) int __stdcall MoveFileExW(const wchar_t *from, const wchar_t *to, unsigned long flags);
+__declspec(dllimport) unsigned long __stdcall GetFileAttributesW(const wchar_t *path);
+__declspec(dllimport) void *__stdcall CreateFileW(const wchar_t *path, unsigned long access, unsigned long share, struct _SECURITY_ATTRIBUTES *sa,
+                                                  unsigned long disposition, unsigned long flags, void *template_file);
+__declspec(dllimport) void *__stdcall CreateFileMappingW(void *file, struct _SECURITY_ATTRIBUTES *sa, unsigned long protect, unsigned long size_high,
+                                                         unsigned long size_low, const wchar_t *name);
+__declspec(dllimport) void *__stdcall MapViewOfFile(void *mapping, unsigned long access, unsigned long off_high, unsigned long off_low, lsae__win_size n);
+__declspec(dllimport) int __stdcall UnmapViewOfFile(const void *p);
+__declspec(dllimport) int __stdcall CloseHandle(void *h);
+#ifdef __cplusplus
+}
+#endif
+/* their constants, from the Windows SDK's documentation */
+#define LSAE__CP_UTF8 65001u
+#define LSAE__MB_ERR_INVALID_CHARS 0x8ul
+#define LSAE__MOVEFILE_REPLACE_EXISTING 0x1ul
+#define LSAE__MOVEFILE_WRITE_THROUGH 0x8ul
+#define LSAE__INVALID_FILE_ATTRIBUTES 0xFFFFFFFFul
+#define LSAE__FILE_ATTRIBUTE_DIRECTORY 0x10ul
+#define LSAE__GENERIC_READ 0x80000000ul
+#define LSAE__FILE_SHARE_ALL 0x7ul /* read | write | delete */
+#define LSAE__OPEN_EXISTING 3ul
+#define LSAE__FILE_ATTRIBUTE_NORMAL 0x80ul
+#define LSAE__PAGE_READONLY 0x2ul
+#define LSAE__FILE_MAP_READ 0x4ul
+#define LSAE__INVALID_HANDLE ((void *)(intptr_t)-1)
+
+#define LSAE__WPATH_CAP 4096
+
+/* UTF-8 path to UTF-16 in out[cap]; 0 (errno set) when it is not UTF-8 or too long. */
+static int lsae__wpath(const char *path, wchar_t *out, int cap)
+{
+    if (MultiByteToWideChar(LSAE__CP_UTF8, LSAE__MB_ERR_INVALID_CHARS, path, -1, out, cap) > 0) return 1;
+    errno = GetLastError() == 122 /* ERROR_INSUFFICIENT_BUFFER */ ? ENAMETOOLONG : EINVAL;
+    return 0;
+}
+
+/* errno from the last Win32 error, so that callers report strerror(errno)
+   on every system. */
+static void lsae__win_errno(void)
+{
+    /* the codes (winerror.h): 2 and 3 file or path not found, 5 access
+       denied, 32 sharing violation (open elsewhere), 80 and 183 exists,
+       39 and 112 disk full, 145 directory not empty, 206 name too long */
+    unsigned long e = GetLastError();
+    errno = (e == 2 || e == 3) ? ENOENT : (e == 5 || e == 32) ? EACCES : (e == 80 || e == 183) ? EEXIST
+            : (e == 39 || e == 112) ? ENOSPC : e == 145 ? ENOTEMPTY : e == 206 ? ENAMETOOLONG : EIO;
+}
+
+static FILE *lsae__fopen(const char *path, const char *mode)
+{
+    wchar_t wp[LSAE__WPATH_CAP], wm[8];
+    size_t i;
+    if (!lsae__wpath(path, wp, LSAE__WPATH_CAP)) return NULL;
+    for (i = 0; mode[i] && i + 1 < sizeof wm / sizeof wm[0]; ++i) wm[i] = (wchar_t)mode[i];
+    wm[i] = 0;
+    return _wfopen(wp, wm);
+}
+
+static int lsae__remove(const char *path)
+{
+    wchar_t wp[LSAE__WPATH_CAP];
+    return lsae__wpath(path, wp, LSAE__WPATH_CAP) ? _wremove(wp) : -1;
+}
+
+/* rename() that replaces an existing target, as POSIX rename does (Windows'
+   rename refuses with EEXIST). MOVEFILE_WRITE_THROUGH returns only once the
+   move is on disk, which is what the fsync of the directory does on POSIX.
+   For a directory the target must not exist (callers move it away first). */
+static int lsae__rename(const char *from, const char *to)
+{
+    wchar_t wf[LSAE__WPATH_CAP], wt[LSAE__WPATH_CAP];
+    if (!lsae__wpath(from, wf, LSAE__WPATH_CAP) || !lsae__wpath(to, wt, LSAE__WPATH_CAP)) return -1;
+    if (MoveFileExW(wf, wt, LSAE__MOVEFILE_REPLACE_EXISTING | LSAE__MOVEFILE_WRITE_THROUGH)) return 0;
+    lsae__win_errno();
+    return -1;
+}
+#else
+#define lsae__fopen fopen
+#define lsae__remove remove
+#define lsae__rename rename
 #endif
 
 static int lsae__path_join(char *buf, size_t cap, const char *dir, const char *name)
@@ -3906,7 +4042,7 @@ static int lsae__seek(FILE *f, uint64_t off)
 
 static lsae_result lsae__open_read(const char *path, FILE **f)
 {
-    *f = fopen(path, "rb");
+    *f = lsae__fopen(path, "rb");
     if (!*f) {
         int e = errno;
         return lsae__err(e == ENOENT ? LSAE_NOT_FOUND : LSAE_IO_ERROR, "%s: cannot open: %s", path, strerror(e));
@@ -3944,7 +4080,8 @@ static lsae_result lsae__mkdir(const char *dir)
 {
     int rc;
 #if defined(_WIN32)
-    rc = _mkdir(dir);
+    wchar_t wd[LSAE__WPATH_CAP];
+    rc = lsae__wpath(dir, wd, LSAE__WPATH_CAP) ? _wmkdir(wd) : -1;
 #elif defined(__unix__) || defined(__APPLE__)
     rc = mkdir(dir, 0777);
 #else
@@ -3976,7 +4113,7 @@ static lsae_result lsae__afile_open(lsae__afile *af, const char *path)
     if (w < 0 || (size_t)w >= sizeof af->tmp || strlen(path) >= sizeof af->path)
         return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", path);
     memcpy(af->path, path, strlen(path) + 1);
-    af->f = fopen(af->tmp, "wb");
+    af->f = lsae__fopen(af->tmp, "wb");
     if (!af->f) {
         int e = errno;
         return lsae__err(LSAE_IO_ERROR, "%s: cannot create: %s", af->tmp, strerror(e));
@@ -3997,7 +4134,7 @@ LSAE__MAYBE_UNUSED static void lsae__afile_abort(lsae__afile *af)
 {
     if (af->f) fclose(af->f);
     af->f = NULL;
-    remove(af->tmp);
+    lsae__remove(af->tmp);
 }
 
 static lsae_result lsae__afile_commit(lsae__afile *af)
@@ -4005,16 +4142,18 @@ static lsae_result lsae__afile_commit(lsae__afile *af)
     if (!af->failed && fflush(af->f) != 0) { af->failed = 1; af->err = errno; }
 #ifdef LSAE__HAVE_FSYNC
     if (!af->failed && fsync(fileno(af->f)) != 0) { af->failed = 1; af->err = errno; }
+#elif defined(_WIN32)
+    if (!af->failed && _commit(_fileno(af->f)) != 0) { af->failed = 1; af->err = errno; } /* FlushFileBuffers */
 #endif
     if (fclose(af->f) != 0 && !af->failed) { af->failed = 1; af->err = errno; }
     af->f = NULL;
     if (af->failed) {
-        remove(af->tmp);
+        lsae__remove(af->tmp);
         return lsae__err(LSAE_IO_ERROR, "%s: write failed (%s); the previous file, if any, is untouched", af->path, strerror(af->err));
     }
-    if (rename(af->tmp, af->path) != 0) {
+    if (lsae__rename(af->tmp, af->path) != 0) {
         int e = errno;
-        remove(af->tmp);
+        lsae__remove(af->tmp);
         return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", af->path, af->tmp, strerror(e));
     }
     return LSAE_OK;
@@ -4411,7 +4550,7 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     if ((r = lsae__st_write(path, ts, LSAE__NUM_TENSORS, NULL)) != LSAE_OK) return r;
     /* the keys latent-sae's SaeConfig and sparsify's SparseCoderConfig read;
        num_latents is written resolved so no reader has to multiply */
-    w = snprintf(cfgtext, sizeof cfgtext,
+    w = lsae__snprintf(cfgtext, sizeof cfgtext,
                  "{\"expansion_factor\": %zu, \"normalize_decoder\": %s, \"num_latents\": %zu, \"k\": %zu, \"multi_topk\": %s, \"d_in\": %zu}\n",
                  m->L % m->d == 0 ? m->L / m->d : (m->L + m->d - 1) / m->d, m->cfg.normalize_decoder ? "true" : "false", m->L, m->k,
                  m->cfg.multi_topk ? "true" : "false", m->d);
@@ -4585,9 +4724,14 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 #endif
 #else
 #include <time.h>
-#if defined(_WIN32)
-#include <sys/stat.h>
+#if defined(_WIN32) && !defined(LSAE_NO_MMAP)
+#define LSAE__HAVE_MMAP 1 /* CreateFileMapping + MapViewOfFile */
 #endif
+#endif
+
+/* Directory listing: POSIX's readdir, or Windows' _wfindfirst64 */
+#if defined(LSAE__POSIX) || defined(_WIN32)
+#define LSAE__HAVE_LISTDIR 1
 #endif
 
 /* Seconds on a monotonic clock where there is one (the loader's stall time). */
@@ -4704,8 +4848,11 @@ static int lsae__is_dir(const char *path)
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 #elif defined(_WIN32)
-    struct _stat sb;
-    return _stat(path, &sb) == 0 && (sb.st_mode & _S_IFDIR);
+    wchar_t wp[LSAE__WPATH_CAP];
+    unsigned long at;
+    if (!lsae__wpath(path, wp, LSAE__WPATH_CAP)) return 0;
+    at = GetFileAttributesW(wp);
+    return at != LSAE__INVALID_FILE_ATTRIBUTES && (at & LSAE__FILE_ATTRIBUTE_DIRECTORY);
 #else
     (void)path;
     return 0;
@@ -4716,7 +4863,7 @@ static int lsae__exists(const char *path)
 {
     FILE *f;
     if (lsae__is_dir(path)) return 1;
-    f = fopen(path, "rb");
+    f = lsae__fopen(path, "rb");
     if (f) fclose(f);
     return f != NULL;
 }
@@ -4725,7 +4872,8 @@ static int lsae__exists(const char *path)
 static int lsae__rmdir(const char *dir)
 {
 #if defined(_WIN32)
-    return _rmdir(dir);
+    wchar_t wd[LSAE__WPATH_CAP];
+    return lsae__wpath(dir, wd, LSAE__WPATH_CAP) ? _wrmdir(wd) : -1;
 #else
     return remove(dir);
 #endif
@@ -4815,6 +4963,34 @@ static lsae_result lsae__list_dir(const char *dir, const lsae_allocator *a, lsae
             if ((r = lsae__names_push(out, e->d_name)) != LSAE_OK) { closedir(d); lsae__names_free(out); return r; }
         }
         closedir(d);
+    }
+#elif defined(_WIN32)
+    {
+        /* the C runtime's _wfindfirst64 (FindFirstFileW underneath) */
+        wchar_t pattern[LSAE__WPATH_CAP];
+        char name[4 * 260]; /* a name is at most 255 UTF-16 units, 3 UTF-8 bytes each */
+        struct _wfinddata64_t fd;
+        intptr_t h;
+        size_t n;
+        lsae_result r;
+        if (!lsae__wpath(dir, pattern, LSAE__WPATH_CAP - 2)) return lsae__err(LSAE_INVALID_ARGS, "%s: not a UTF-8 path, or too long", dir);
+        n = wcslen(pattern);
+        if (n && pattern[n - 1] != L'/' && pattern[n - 1] != L'\\') pattern[n++] = L'\\';
+        pattern[n++] = L'*';
+        pattern[n] = 0;
+        h = _wfindfirst64(pattern, &fd);
+        if (h == -1) {
+            int err = errno;
+            if (err == ENOENT && lsae__is_dir(dir)) return LSAE_OK; /* empty */
+            return lsae__err(err == ENOENT ? LSAE_NOT_FOUND : LSAE_IO_ERROR, "%s: cannot list directory: %s", dir, strerror(err));
+        }
+        do {
+            if (wcscmp(fd.name, L".") == 0 || wcscmp(fd.name, L"..") == 0) continue;
+            /* names back to UTF-8, the encoding every path here is in */
+            if (WideCharToMultiByte(LSAE__CP_UTF8, 0, fd.name, -1, name, (int)sizeof name, NULL, NULL) <= 0) continue;
+            if ((r = lsae__names_push(out, name)) != LSAE_OK) { _findclose(h); lsae__names_free(out); return r; }
+        } while (_wfindnext64(h, &fd) == 0);
+        _findclose(h);
     }
 #else
     return lsae__err(LSAE_UNSUPPORTED, "%s: listing a directory needs POSIX (this build is strict ISO C: define _POSIX_C_SOURCE 200809L before including, or name the file)", dir);
@@ -5802,7 +5978,9 @@ static lsae_format lsae__format_by_ext(const char *path)
 
 static void lsae__shard_unmap(lsae__shard *sh)
 {
-#ifdef LSAE__HAVE_MMAP
+#if defined(LSAE__HAVE_MMAP) && defined(_WIN32)
+    if (sh->map) UnmapViewOfFile((const void *)sh->map);
+#elif defined(LSAE__HAVE_MMAP)
     if (sh->map) munmap((void *)(uintptr_t)sh->map, sh->map_len);
 #endif
     sh->map = NULL;
@@ -5814,7 +5992,24 @@ static void lsae__shard_unmap(lsae__shard *sh)
    keeps the file, so a directory of thousands of shards holds no fds. */
 static void lsae__shard_map(lsae__shard *sh, uint64_t size)
 {
-#ifdef LSAE__HAVE_MMAP
+#if defined(LSAE__HAVE_MMAP) && defined(_WIN32)
+    /* the same on Windows: the view keeps the file mapping (and the file)
+       alive after both handles are closed. FILE_SHARE_DELETE lets the file
+       be renamed or deleted while mapped, as on POSIX. */
+    wchar_t wp[LSAE__WPATH_CAP];
+    void *file, *mapping, *p;
+    if (size == 0 || size > (uint64_t)(size_t)-1 || !lsae__wpath(sh->path, wp, LSAE__WPATH_CAP)) return;
+    file = CreateFileW(wp, LSAE__GENERIC_READ, LSAE__FILE_SHARE_ALL, NULL, LSAE__OPEN_EXISTING, LSAE__FILE_ATTRIBUTE_NORMAL, NULL);
+    if (file == LSAE__INVALID_HANDLE) return;
+    mapping = CreateFileMappingW(file, NULL, LSAE__PAGE_READONLY, 0, 0, NULL);
+    CloseHandle(file);
+    if (!mapping) return;
+    p = MapViewOfFile(mapping, LSAE__FILE_MAP_READ, 0, 0, (lsae__win_size)size);
+    CloseHandle(mapping);
+    if (!p) return;
+    sh->map = (const unsigned char *)p;
+    sh->map_len = (size_t)size;
+#elif defined(LSAE__HAVE_MMAP)
     int fd;
     void *p;
     if (size == 0 || size > (uint64_t)(size_t)-1) return;
@@ -6693,7 +6888,7 @@ static lsae_result lsae__ckpt_rmdir(const char *dir)
     size_t i;
     if (!lsae__is_dir(dir)) return LSAE_OK;
     for (i = 0; i < sizeof names / sizeof names[0]; ++i)
-        if (lsae__path_join(p, sizeof p, dir, names[i])) remove(p);
+        if (lsae__path_join(p, sizeof p, dir, names[i])) lsae__remove(p);
     if (lsae__rmdir(dir) != 0)
         return lsae__err(LSAE_IO_ERROR, "%s: cannot remove it (%s); it holds files a checkpoint does not write, so it was left alone", dir, strerror(errno));
     return LSAE_OK;
@@ -6786,9 +6981,9 @@ static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const ch
     lsae_result r;
     if (lsae__is_dir(dir)) return LSAE_OK;
     if (lsae__is_dir(tmp) && lsae__ckpt_verify(tmp, &info) == LSAE_OK) {
-        if (rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+        if (lsae__rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
     } else if (lsae__is_dir(old)) {
-        if (rename(old, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", dir, old, strerror(errno));
+        if (lsae__rename(old, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s", dir, old, strerror(errno));
     }
     if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
     return LSAE_OK;
@@ -6893,8 +7088,8 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
         return lsae__err(r, "%s: not saved, the previous checkpoint (if any) is untouched: %s", dir, msg);
     }
     /* the swap: from here on a whole checkpoint is always at dir, dir.tmp or dir.old */
-    if (lsae__is_dir(dir) && rename(dir, old) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot move the previous checkpoint to %s: %s", dir, old, strerror(errno));
-    if (rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s (the new checkpoint is whole at %s)", dir, tmp, strerror(errno), tmp);
+    if (lsae__is_dir(dir) && lsae__rename(dir, old) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot move the previous checkpoint to %s: %s", dir, old, strerror(errno));
+    if (lsae__rename(tmp, dir) != 0) return lsae__err(LSAE_IO_ERROR, "%s: cannot rename %s into place: %s (the new checkpoint is whole at %s)", dir, tmp, strerror(errno), tmp);
     lsae__fsync_dir(parent);
     return lsae__ckpt_rmdir(old);
 }
@@ -7368,7 +7563,7 @@ LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *di
     lsae__free(m->alloc, wt);
     if (r != LSAE_OK) return r;
     /* SAELens 6's keys, plus the pre-6 activation keys (ignored by 6, read by 5) */
-    w = snprintf(cfgtext, sizeof cfgtext,
+    w = lsae__snprintf(cfgtext, sizeof cfgtext,
                  "{\"architecture\": \"topk\", \"d_in\": %zu, \"d_sae\": %zu, \"k\": %zu, \"dtype\": \"float32\", \"device\": \"cpu\", "
                  "\"apply_b_dec_to_input\": true, \"normalize_activations\": \"none\", \"reshape_activations\": \"none\", "
                  "\"rescale_acts_by_decoder_norm\": false, \"activation_fn_str\": \"topk\", \"activation_fn_kwargs\": {\"k\": %zu}, "

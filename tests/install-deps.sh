@@ -42,6 +42,11 @@ if have clang && ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long
     need libclang-rt-14-dev
 fi
 have clang || need libclang-rt-14-dev
+# make test-windows: the tests built with mingw-w64 and run under wine (Debian's
+# wine64 puts its loader in /usr/lib/wine; the wine package adds the wine command)
+have x86_64-w64-mingw32-gcc || need gcc-mingw-w64-x86-64
+[ -x /usr/lib/wine/wine64 ] || have wine64 || need wine64
+have wine || [ -x /usr/bin/wine-stable ] || need wine
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are

@@ -48,7 +48,7 @@ static void vec_stats(const float *v, size_t n, double *mn, double *mean, double
 /* Print each tensor of a safetensors file as stored: name, dtype, shape. */
 static void print_safetensors_header(const char *path)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = lsae__fopen(path, "rb");
     unsigned char len8[8];
     uint64_t hl = 0;
     char *hdr;

@@ -22,9 +22,27 @@
 #include <time.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#if defined(_WIN32)
+/* Windows: the C runtime's names for the few POSIX calls used here; files,
+   directories and paths go through the library's UTF-8 helpers (lsae__fopen,
+   lsae__is_dir, lsae__mkdir, ...: see util.c) */
+#include <direct.h>
+#include <io.h>
+#include <process.h>
+#define isatty _isatty
+#define fileno _fileno
+#define getpid _getpid
+#define getcwd _getcwd
+#define fsync _commit
+#else
 #include <unistd.h>
+#endif
 
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__MINGW32__)
+/* mingw's C99 printf (main.c asks for it), which has %zu */
+#define NORETURN __attribute__((noreturn))
+#define PRINTF_LIKE(a, b) __attribute__((format(gnu_printf, a, b)))
+#elif defined(__GNUC__) || defined(__clang__)
 #define NORETURN __attribute__((noreturn))
 #define PRINTF_LIKE(a, b) __attribute__((format(printf, a, b)))
 #else

@@ -26,7 +26,8 @@
    so a failure never leaves half a file where a whole one stood.
 
    Built by `make` as build/lsae from this file alone: `cc tools/lsae/main.c`.
-   It uses POSIX for signals, terminals and directories.
+   It uses POSIX for signals, terminals and directories, and the C
+   runtime's equivalents on Windows (x86_64-w64-mingw32-gcc tools/lsae/main.c).
 
    Why one translation unit. Each command is a file of its own (train.c and
    train_loop.c, encode.c, eval.c with its metrics in metrics.c, features.c, info.c, report.c with its
@@ -41,6 +42,8 @@
    rooms of their own. The other .c files are not compiled alone. */
 
 #define _POSIX_C_SOURCE 200809L
+/* mingw-w64: C99's printf (%zu, %lld) instead of msvcrt.dll's */
+#define __USE_MINGW_ANSI_STDIO 1
 #define LATENTSAE_IMPLEMENTATION
 #include "../../latentsae.h"
 #include "lsae_tool.h"

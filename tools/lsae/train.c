@@ -63,11 +63,15 @@ typedef struct train_run {
 static void make_run_id(char *out)
 {
     static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-    struct timespec ts;
     uint64_t s;
     int i;
+#if defined(_WIN32)
+    s = ((uint64_t)time(NULL) * 1000000000ull + (uint64_t)clock() * 1000ull) ^ ((uint64_t)getpid() << 40);
+#else
+    struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 40);
+#endif
     for (i = 0; i < 8; ++i) out[i] = digits[splitmix(&s) % 36];
     out[8] = 0;
 }

@@ -154,7 +154,7 @@ static void train_start(train_run *t)
     if (!t->resuming) train_write_settings(t);
     join_path(path, a->out, "metrics.jsonl");
     if (t->resuming) metrics_truncate(path, lsae_trainer_steps_done(t->tr));
-    t->metrics = fopen(path, t->resuming ? "ab" : "wb");
+    t->metrics = lsae__fopen(path, t->resuming ? "ab" : "wb");
     if (!t->metrics) fail("%s: cannot write: %s", path, strerror(errno));
     t->step = t->step0 = lsae_trainer_steps_done(t->tr);
     t->samples0 = t->samples;

@@ -85,12 +85,18 @@ static void on_signal(int sig)
 
 static void catch_signals(void)
 {
+#if defined(_WIN32)
+    /* Ctrl-C arrives as SIGINT through the C runtime; there is no sigaction */
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+#else
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+#endif
 }
 
 /* For the commands that only read: Ctrl-C removes their partial output. */
@@ -131,9 +137,13 @@ static void *xrealloc(void *p, size_t n)
 
 static double now_s(void)
 {
+#if defined(_WIN32)
+    return (double)clock() / CLOCKS_PER_SEC; /* wall time since start on Windows */
+#else
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
 }
 
 /* "1h02m03s", "4m05s", "12.3s" */
@@ -177,6 +187,27 @@ static void join_path(char *out, const char *dir, const char *name)
     if (w < 0 || w >= PATH_CAP) fail("path too long: %s/%s", dir, name);
 }
 
+#if defined(_WIN32)
+/* the library's helpers, which take UTF-8 paths to the wide-character API */
+static int is_dir(const char *p) { return lsae__is_dir(p); }
+static int exists(const char *p) { return lsae__exists(p); }
+static long long file_size(const char *p)
+{
+    FILE *f = lsae__fopen(p, "rb");
+    uint64_t size;
+    int ok;
+    if (!f) return -1;
+    ok = lsae__file_size(f, &size);
+    fclose(f);
+    return ok ? (long long)size : -1;
+}
+#define mkdir(path, mode) mkdir_utf8(path)
+static int mkdir_utf8(const char *path)
+{
+    wchar_t w[LSAE__WPATH_CAP];
+    return lsae__wpath(path, w, LSAE__WPATH_CAP) ? _wmkdir(w) : -1;
+}
+#else
 static int is_dir(const char *p)
 {
     struct stat st;
@@ -194,6 +225,7 @@ static long long file_size(const char *p)
     struct stat st;
     return stat(p, &st) == 0 ? (long long)st.st_size : -1;
 }
+#endif
 
 static void make_dirs(const char *path)
 {
@@ -214,7 +246,11 @@ static void make_dirs(const char *path)
 
 static void abs_path(const char *p, char *out)
 {
+#if defined(_WIN32)
+    if (p[0] == '/' || p[0] == '\\' || (p[0] && p[1] == ':')) { /* \\server\share, C:\... */
+#else
     if (p[0] == '/') {
+#endif
         if (strlen(p) >= PATH_CAP) fail("path too long: %s", p);
         strcpy(out, p);
         return;
@@ -228,7 +264,7 @@ static void abs_path(const char *p, char *out)
 /* Whole file into memory, NUL-terminated. NULL (errno set) when it cannot be read. */
 static char *read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = lsae__fopen(path, "rb");
     char *buf = NULL;
     size_t n = 0, cap = 0;
     if (!f) return NULL;
