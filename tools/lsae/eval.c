@@ -62,12 +62,10 @@ static int bucket_of(uint64_t fires, uint64_t rows)
     return 6;
 }
 
-/* What eval measures, for its two ways of printing it. */
+/* What eval prints: the metrics (metrics.c) and the training counters. */
 typedef struct eval_result {
     const char *model, *data;
-    const scan *s;
-    double fvu, fvu_per_dim, mse, l0;
-    size_t dims_varying, never_fired;
+    const eval_metrics *m;
     uint64_t hist[NBUCKET], hist_max;
     int have_dead;        /* the training counters were read: */
     size_t n_dead;
@@ -75,51 +73,27 @@ typedef struct eval_result {
     char why[1200];       /* ... or why not */
 } eval_result;
 
-/* fvu in its two forms from the scan's per-dimension sums (docs/math.md,
-   sections 2.1 and 2.2): the global one, sum of squared errors over total
-   variance, and latent-sae 2024's mean over dimensions of the per-dimension
-   ratio, over the dimensions that vary. */
-static void eval_measure(eval_result *e, const scan *s)
+/* the fire-rate buckets of the text output (and the JSON's fire_rate_histogram) */
+static void eval_buckets(eval_result *e)
 {
-    double N = (double)s->rows, tv = 0, sse = 0, perdim = 0;
-    size_t j, l;
+    size_t l;
     int b;
-    for (j = 0; j < s->d; ++j) {
-        /* variance of dim j from shifted sums: sum (x - mean)^2 = sxx - sx^2 / N */
-        double tvj = s->sxx[j] - s->sx[j] * s->sx[j] / N;
-        if (tvj < 0) tvj = 0;
-        tv += tvj;
-        sse += s->se[j];
-        if (tvj > 0) { perdim += s->se[j] / tvj; e->dims_varying++; }
-    }
-    e->fvu = tv > 0 ? sse / tv : NAN;
-    e->fvu_per_dim = e->dims_varying ? perdim / (double)e->dims_varying : NAN;
-    e->mse = sse / (N * (double)s->d);
-    e->l0 = (double)s->active / N;
-    for (l = 0; l < s->L; ++l) {
-        b = bucket_of(s->fires[l], s->rows);
+    for (l = 0; l < e->m->L; ++l) {
+        b = bucket_of(e->m->fires[l], e->m->rows);
         e->hist[b]++;
         if (e->hist[b] > e->hist_max) e->hist_max = e->hist[b];
-        e->never_fired += s->fires[l] == 0;
     }
 }
 
 static void eval_print_json(const eval_result *e)
 {
-    const scan *s = e->s;
     int b;
     printf("{\"model\": ");
     json_str(stdout, e->model);
     printf(", \"data\": ");
     json_str(stdout, e->data);
-    printf(", \"rows\": %llu, \"rows_skipped\": %llu, \"d_in\": %zu, \"num_latents\": %zu, \"k\": %zu",
-           (unsigned long long)s->rows, (unsigned long long)s->skipped, s->d, s->L, s->k);
-    printf(", \"fvu\": "); json_num(stdout, e->fvu);
-    printf(", \"fvu_per_dim\": "); json_num(stdout, e->fvu_per_dim);
-    printf(", \"dims_varying\": %zu", e->dims_varying);
-    printf(", \"mse\": "); json_num(stdout, e->mse);
-    printf(", \"l0\": "); json_num(stdout, e->l0);
-    printf(", \"never_fired\": %zu", e->never_fired);
+    printf(", ");
+    eval_metrics_write_json_members(stdout, e->m);
     if (e->have_dead) printf(", \"dead\": %zu, \"dead_at_step\": %.0f, \"dead_feature_threshold\": %.0f", e->n_dead, e->dead_step, e->dead_threshold);
     else { printf(", \"dead\": null, \"dead_unavailable\": "); json_str(stdout, e->why); }
     printf(", \"fire_rate_histogram\": [");
@@ -133,32 +107,54 @@ static void eval_print_json(const eval_result *e)
 
 static void eval_print_text(const eval_result *e)
 {
-    const scan *s = e->s;
+    const eval_metrics *m = e->m;
     char ev[32];
+    uint64_t lmax = 0;
+    size_t n;
     int b;
     printf("eval of %s on %s\n", e->model, e->data);
-    printf("  %llu rows", (unsigned long long)s->rows);
-    if (s->skipped) printf(" (%llu more left out for NaN/Inf)", (unsigned long long)s->skipped);
-    printf(", d_in %zu, %zu latents, k %zu\n\n", s->d, s->L, s->k);
+    printf("  %llu rows", (unsigned long long)m->rows);
+    if (m->rows_skipped) printf(" (%llu more left out for NaN/Inf)", (unsigned long long)m->rows_skipped);
+    printf(", d_in %llu, %llu latents, k %llu\n\n", (unsigned long long)m->d, (unsigned long long)m->L, (unsigned long long)m->k);
     printf("reconstruction\n");
-    printf("  fvu                  %-10.4f global, sparsify 2025: sum of squared errors / total variance\n", e->fvu);
-    printf("  fvu (per-dim mean)   %-10.4f latent-sae 2024: mean over dims of squared error / variance\n", e->fvu_per_dim);
-    if (e->dims_varying < s->d)
-        printf("                                  (over the %zu dims that vary; %zu constant dims have no variance to explain)\n",
-               e->dims_varying, s->d - e->dims_varying);
-    snprintf(ev, sizeof ev, "%.2f%%", 100.0 * (1.0 - e->fvu));
-    printf("  explained variance   %-10s 1 - fvu\n", ev);
-    printf("  mse                  %-10.4g mean over rows and dims of (x - x_hat)^2\n", e->mse);
+    printf("  fvu                  %-10.4f global, sparsify 2025: sum of squared errors / total variance\n", m->fvu);
+    printf("  fvu (per-dim mean)   %-10.4f latent-sae 2024: mean over dims of squared error / variance\n", m->fvu_per_dim);
+    if (m->dims_varying < m->d)
+        printf("                                  (over the %llu dims that vary; %llu constant dims have no variance to explain)\n",
+               (unsigned long long)m->dims_varying, (unsigned long long)(m->d - m->dims_varying));
+    snprintf(ev, sizeof ev, "%.2f%%", 100.0 * m->explained_variance);
+    printf("  explained variance   %-10s 1 - fvu: 1 - squared error / squared distance to the mean (SAEBench)\n", ev);
+    printf("  mse                  %-10.4g mean over rows and dims of (x - x_hat)^2\n", m->mse);
+    printf("  cossim               %-10.4f mean over rows of cos(x, x_hat)\n", m->cossim);
+    printf("  l2 ratio             %-10.4f mean over rows of |x_hat| / |x|\n", m->l2_ratio);
+    printf("  relative bias        %-10.4f mean |x_hat|^2 / mean x.x_hat (1: no shrinkage)\n", m->relative_reconstruction_bias);
     printf("sparsity\n");
-    printf("  L0                   %-10.2f active latents per row (k = %zu)\n", e->l0, s->k);
+    printf("  L0                   %-10.2f active latents per row (k = %llu)\n", m->l0_mean, (unsigned long long)m->k);
+    for (n = 0; n < m->l0_hist_len; ++n)
+        if (m->l0_hist[n] > lmax) lmax = m->l0_hist[n];
+    if (m->l0_hist_len && m->l0_hist[m->l0_hist_len - 1] != m->rows) { /* a distribution to show */
+        printf("  rows by L0:\n");
+        for (n = 0; n < m->l0_hist_len; ++n) {
+            int bar = lmax ? (int)((40.0 * (double)m->l0_hist[n] + (double)lmax - 1) / (double)lmax) : 0;
+            if (!m->l0_hist[n]) continue;
+            printf("    %4zu %10llu  ", n, (unsigned long long)m->l0_hist[n]);
+            while (bar-- > 0) putchar('#');
+            putchar('\n');
+        }
+    }
     printf("latents\n");
-    printf("  never fired          %-10zu %.2f%% of latents: not active on any of these rows\n", e->never_fired,
-           100.0 * (double)e->never_fired / (double)s->L);
+    printf("  never fired          %-10llu %.2f%% of latents: not active on any of these rows\n", (unsigned long long)m->density_never,
+           100.0 * m->dead_fraction);
     if (e->have_dead)
         printf("  dead (training)      %-10zu %.2f%%: out of every top-k for > %.0f samples at step %.0f\n", e->n_dead,
-               100.0 * (double)e->n_dead / (double)s->L, e->dead_threshold, e->dead_step);
+               100.0 * (double)e->n_dead / (double)m->L, e->dead_threshold, e->dead_step);
     else
         printf("  dead (training)      n/a        %s\n", e->why);
+    printf("  alive                %-10.4f fraction of latents active on at least one row\n", m->frac_alive);
+    printf("  fire rate > 1%%       %-10.4f fraction of latents active on more than 1%% of rows\n", m->freq_over_1pct);
+    printf("  fire rate > 10%%      %-10.4f fraction of latents active on more than 10%% of rows\n", m->freq_over_10pct);
+    printf("  max decoder cosine   %-10.4f mean over latents of the largest cosine to another decoder row (p99 %.4f)\n",
+           m->max_decoder_cossim_mean, m->max_decoder_cossim_p99);
     printf("fire rate (fraction of rows a latent is active on): latents per bucket\n");
     for (b = 0; b < NBUCKET; ++b) {
         int bar = e->hist_max ? (int)((40.0 * (double)e->hist[b] + (double)e->hist_max - 1) / (double)e->hist_max) : 0;
@@ -166,6 +162,13 @@ static void eval_print_text(const eval_result *e)
         while (bar-- > 0) putchar('#');
         putchar('\n');
     }
+    printf("neighbours (cosine, top %d, exact)\n", EVAL_NN);
+    if (m->queries) {
+        printf("  recall@%d            %-10.4f of each query's %d nearest rows by x, the share found by x_hat (%llu queries)\n",
+               EVAL_NN, m->recall_at_10, EVAL_NN, (unsigned long long)m->queries);
+        printf("  nDCG@%d              %-10.4f the same, weighted by rank\n", EVAL_NN, m->ndcg_at_10);
+    } else
+        printf("  not measured         (--queries 0, or fewer than %d rows)\n", EVAL_NN + 1);
 }
 
 static int cmd_eval(int argc, char **argv)
@@ -174,23 +177,33 @@ static int cmd_eval(int argc, char **argv)
     const char *usage = "lsae eval MODEL EMBEDDINGS [options]";
     const char *about = "Measure how well MODEL reconstructs EMBEDDINGS and how it uses its latents: fvu in two forms "
                         "(the global one, sum of squared errors over total variance, used by sparsify since 2025, and "
-                        "latent-sae 2024's mean of per-dimension ratios; they differ, so each is labelled), MSE, L0, "
-                        "latents that never fire on these rows, dead latents by the training counters (for a run "
-                        "directory), and a histogram of fire rates. A latent fires on a row when it is in the row's "
-                        "top-k with activation > 0. Rows holding NaN or Inf are left out and counted.";
-    uint64_t max_rows = 0;
+                        "latent-sae 2024's mean of per-dimension ratios; they differ, so each is labelled), explained "
+                        "variance (SAEBench's, 1 - the global fvu), MSE, cossim, l2 ratio, relative reconstruction bias, "
+                        "L0 and its distribution, latents that never fire on these rows, the fractions alive and firing "
+                        "on over 1% and 10% of rows, a log10 histogram of fire rates, dead latents by the training counters "
+                        "(for a run directory), each decoder row's largest cosine to another (mean and 99th percentile), "
+                        "and neighbour preservation: for --queries rows chosen by --seed, their 10 nearest other rows by "
+                        "cosine, exact, among the evaluated rows, once by the original vectors (x_q against every x) and "
+                        "once by the reconstructions (x_hat_q against every x_hat); recall@10 is the share of the first "
+                        "list found in the second, nDCG@10 the same with relevance 1 for a row of the first list and "
+                        "weight 1/log2(rank + 1). A latent fires on a row when it is in the row's top-k with activation "
+                        "> 0. Rows holding NaN or Inf are left out and counted. Definitions: docs/eval.md.";
+    uint64_t max_rows = 0, queries = 1000, seed = 0;
     int threads = 0, as_json = 0;
     data_args da;
-    char *pos[2], where[PATH_CAP];
+    char *pos[2], where[PATH_CAP], err[1024];
     lsae_model *m;
     lsae_dataset *ds;
-    scan s;
+    eval_options eo;
+    eval_metrics em;
     eval_result e;
     opt o[] = {
         OPT_GROUP("options"),
         OPT("--json", NULL, O_FLAG, &as_json, NULL, NULL, "print one JSON object instead of text"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "evaluate only the first N rows"),
-        OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
+        OPT("--queries", NULL, O_U64, &queries, "N", "1000", "neighbour-preservation queries, a sample of the evaluated rows (0: skip)"),
+        OPT("--seed", NULL, O_U64, &seed, "N", "0", "which rows are the queries"),
+        OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding and the metrics"),
         DEVICE_OPTS(device, precision),
         DATA_OPTS(da),
     };
@@ -202,17 +215,21 @@ static int cmd_eval(int argc, char **argv)
     lsae_model_set_num_threads(m, threads);
     ds = open_data(pos[1], &da);
     catch_signals();
-    scan_run(&s, m, ds, 0, 1, max_rows, "evaluating");
-    if (s.rows < 2) fail("%s: %llu finite rows; fvu needs at least 2", pos[1], (unsigned long long)s.rows);
+    memset(&eo, 0, sizeof eo);
+    eo.max_rows = max_rows;
+    eo.queries = queries;
+    eo.seed = seed;
+    eo.threads = threads;
+    if (!eval_compute(m, ds, &eo, &em, err, sizeof err)) fail("%s: %s", pos[1], err);
     memset(&e, 0, sizeof e);
     e.model = where;
     e.data = pos[1];
-    e.s = &s;
-    eval_measure(&e, &s);
+    e.m = &em;
+    eval_buckets(&e);
     e.have_dead = training_dead(where, m, &e.n_dead, &e.dead_step, &e.dead_threshold, e.why, sizeof e.why);
     if (as_json) eval_print_json(&e);
     else eval_print_text(&e);
-    scan_free(&s);
+    eval_metrics_free(&em);
     lsae_dataset_close(ds);
     lsae_model_free(m);
     return 0;

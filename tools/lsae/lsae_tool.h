@@ -227,4 +227,49 @@ static void run_settings_free(run_settings *rs);
 /* The data options recorded in run.json fill those not given on the command line. */
 static void data_args_from_run(data_args *da, const opt *o, size_t n, const run_settings *rs);
 
+/* ------------------------------------------------------ metrics (metrics.c) */
+
+/* Every number `lsae eval` reports, in one pass of a model over a dataset
+   (plus a product of the decoder with itself and a nearest-neighbour search):
+   the definitions are in docs/eval.md. Other commands (sweep, compare,
+   report) call eval_compute too. */
+typedef struct eval_options {
+    uint64_t max_rows;   /* rows of the data evaluated (the first ones); 0 = all */
+    uint64_t queries;    /* neighbour-preservation queries (a sample of the evaluated rows); 0 = skip */
+    uint64_t seed;       /* which rows are the queries */
+    int threads;         /* threads of eval's own loops; 0 = OpenMP's default (the model keeps its own setting) */
+} eval_options;
+
+#define EVAL_NN 10            /* neighbours per query: recall@10, nDCG@10 */
+#define EVAL_DENSITY_BINS 10  /* bin i: log10(fires / rows) in [i - 10, i - 9); bin 0 also holds all below -10, bin 9 is [-1, 0] */
+typedef struct eval_metrics {
+    uint64_t rows, d, L, k;
+    uint64_t rows_skipped;                    /* rows of the data left out for NaN/Inf */
+    double fvu, explained_variance, mse, cossim, l2_ratio, relative_reconstruction_bias;
+    double fvu_per_dim;                       /* latent-sae 2024's form: mean over varying dims of error / variance */
+    uint64_t dims_varying;                    /* the dims fvu_per_dim averages over */
+    double l0_mean;
+    uint64_t *l0_hist; size_t l0_hist_len;   /* l0_hist[n]: rows with n active (> 0) latents, n = 0..k */
+    double frac_alive, dead_fraction, freq_over_1pct, freq_over_10pct;
+    uint64_t *fires;                          /* [L] rows each latent was active on */
+    uint64_t density_never;                   /* latents never active */
+    uint64_t density_hist[EVAL_DENSITY_BINS]; /* the others by log10 of their fire rate */
+    float *max_decoder_cos;                   /* [L] largest cosine to another decoder row (NaN when L < 2) */
+    double max_decoder_cossim_mean, max_decoder_cossim_p99;
+    uint64_t queries;                         /* 0 when not computed */
+    uint64_t *query_rows;                     /* [queries] the rows (of the data) used as queries, increasing */
+    double recall_at_10, ndcg_at_10;
+} eval_metrics;
+
+/* Fills *out (free it with eval_metrics_free). Returns 1 on success; on
+   failure returns 0 with a message in err (errcap bytes) and *out empty.
+   Out of memory and Ctrl-C end the program, as everywhere in the tool. */
+static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o,
+                        eval_metrics *out, char *err, size_t errcap);
+static void eval_metrics_free(eval_metrics *e);
+/* one JSON object with the keys (and the arrays) */
+static void eval_metrics_write_json(FILE *f, const eval_metrics *e);
+/* the same members without the braces, for a caller adding its own */
+static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e);
+
 #endif

@@ -28,7 +28,7 @@
    It uses POSIX for signals, terminals and directories.
 
    Why one translation unit. Each command is a file of its own (train.c and
-   train_loop.c, encode.c, eval.c, features.c, info.c, report.c with its
+   train_loop.c, encode.c, eval.c with its metrics in metrics.c, features.c, info.c, report.c with its
    page in report_page.c), sharing lsae_tool.h and the helpers in util.c,
    options.c, data.c and run_settings.c. They read JSON and write files
    atomically with the library's own code (lsae__json_*, lsae__afile_*),
@@ -49,6 +49,7 @@
 #include "options.c"
 #include "data.c"
 #include "run_settings.c"
+#include "metrics.c"
 
 /* the commands */
 #include "train.c"
