@@ -37,7 +37,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
-TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report \
+TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report test-sweep \
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
 .PHONY: all test info demo clean bench bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
@@ -130,6 +130,12 @@ CHROMIUM ?=
 test-report: $(BUILD)/lsae
 	@if [ -z "$(PYNUMPY)" ]; then echo "test-report: needs python3 (apt install python3-numpy)"; exit 1; fi
 	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)
+
+# lsae sweep: each model of a grid trained in one pass equals lsae train's
+# alone, bit for bit; resumes exactly; sweep.json and the page's plots
+test-sweep: $(BUILD)/lsae
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-sweep: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_sweep.py $(BUILD)
 
 # the header alone, in every language mode, with and without OpenMP; included
 # twice in one file; LATENTSAE_STATIC; allocator overrides; each file format
