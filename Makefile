@@ -40,7 +40,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report test-sweep \
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
-.PHONY: all test info demo clean bench bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
+.PHONY: all test info demo clean bench bench-loader bench-sweep fuzz cuda-build cuda-tests $(TEST_TARGETS) \
         test-sanitize-more test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
@@ -158,6 +158,9 @@ $(BUILD)/bench_loader: bench/bench_loader.c $(HDR) | $(BUILD)
 	$(CC) -std=c99 $(OPT) $(ARCH) $(WARN) -o $@ $< -lm
 bench-loader: $(BUILD)/bench_loader
 	$(BUILD)/bench_loader
+# lsae sweep of n models against n separate lsae train runs (not a test)
+bench-sweep: $(BUILD)/lsae
+	python3 bench/bench_sweep.py $(BUILD)
 
 # The README's first command: train an SAE on the bundled Debian package
 # descriptions (examples/data), print 8 latents drawn at random with the texts

@@ -77,6 +77,7 @@ typedef struct sweep_axis {
 typedef struct sweep_args {
     const char *out, *resume, *eval_data;
     uint64_t eval_rows, queries;
+    int eval_given;                      /* --eval-data, --eval-rows or --queries on this command line */
     int threads;                         /* --threads, for the split of the cores */
     char **pass;                         /* the train flags given once: name (and value) as every model gets them */
     size_t npass;
@@ -171,6 +172,7 @@ static void sweep_parse(int argc, char **argv, sweep_args *sa)
     memset(sval, 0, sizeof sval);
     memset(fval, 0, sizeof fval);
     if (parse_args(argc, argv, o, n, usage, about, pos, 0) != 0) usage_fail("lsae sweep takes no positional arguments");
+    sa->eval_given = opt_seen(o, n, "--eval-data") || opt_seen(o, n, "--eval-rows") || opt_seen(o, n, "--queries");
     for (i = first_train; i < n; ++i) {
         const char *v = sval[i - first_train];
         const struct sweep_listable *ls = NULL;
@@ -454,12 +456,19 @@ static void sweep_write_json(sweep *sw, const char *status)
 }
 
 /* A resumed sweep's grid, read back from its sweep.json (for the page and
-   the file, which keep it); the models are matched by directory. */
+   the file, which keep it), and its evaluation settings unless given anew;
+   the models are matched by directory. */
 static void sweep_read_grid(sweep *sw)
 {
     json_doc doc;
-    size_t g, i, tok, mt;
+    size_t g, i, tok, mt, ev;
     if (!json_load(sw->json_path, &doc)) return;
+    ev = lsae__json_get(&doc.j, 0, "eval");
+    if (ev && !sw->a.eval_given) {
+        sw->a.eval_rows = json_u64_of(&doc, ev, "max_rows", 0);
+        sw->a.queries = json_u64_of(&doc, ev, "queries", sw->a.queries);
+        if (json_num_of(&doc, ev, "in_sample", 1) == 0) sw->a.eval_data = json_str_of(&doc, ev, "data");
+    }
     g = lsae__json_get(&doc.j, 0, "grid");
     if (g && doc.j.tok[g].type == LSAE__J_OBJ) {
         for (i = 0, tok = g + 1; i < doc.j.tok[g].size && sw->a.naxes < SWEEP_NLISTABLE; ++i) {
@@ -656,7 +665,8 @@ static void svg_scatter(FILE *f, const char *id, const char *title, const char *
 {
     const double W = 520, H = 270, X0 = 62, X1 = 500, Y0 = 36, Y1 = 224;
     double xmin = INFINITY, xmax = -INFINITY, ymax = 0, xstep, ystep, t;
-    size_t i, j, nf = 0, *order = (size_t *)xmalloc((n + 1) * sizeof(size_t));
+    size_t i, j, nf = 0, nl = 0, *order = (size_t *)xmalloc((n + 1) * sizeof(size_t));
+    double *lx = (double *)xmalloc((n + 1) * sizeof(double)), *lyv = (double *)xmalloc((n + 1) * sizeof(double));
     for (i = 0; i < n; ++i) {
         if (!isfinite(p[i].x) || !isfinite(p[i].y)) continue;
         if (p[i].x < xmin) xmin = p[i].x;
@@ -705,21 +715,29 @@ static void svg_scatter(FILE *f, const char *id, const char *title, const char *
         fputs("\"/>\n", f);
     }
     for (i = 0; i < n; ++i) {
-        double cx, cy;
+        double cx, cy, ly;
+        size_t q;
         if (!isfinite(p[i].x) || !isfinite(p[i].y)) continue;
         cx = X0 + (X1 - X0) * (p[i].x - xmin) / (xmax - xmin);
         cy = Y1 - (Y1 - Y0) * (p[i].y > ymax ? ymax : p[i].y) / ymax;
+        /* a TopK model's L0 is about its k, so models of one k share an x:
+           a label that would cover an earlier one moves down a line */
+        ly = cy - 6;
+        for (q = 0; q < nl; ++q)
+            if (fabs(lx[q] - cx) < 40 && fabs(lyv[q] - ly) < 10) { ly = lyv[q] + 11; q = (size_t)-1; }
+        lx[nl] = cx;
+        lyv[nl++] = ly;
         fprintf(f, "<circle class=\"pt%s\" data-front=\"%d\" data-label=\"", p[i].front ? " on-front" : "", p[i].front);
         html_text(f, p[i].label);
         fprintf(f, "\" cx=\"%.1f\" cy=\"%.1f\" r=\"4.5\"><title>", cx, cy);
         html_text(f, p[i].label);
-        fprintf(f, ": %s %.4g, %s %.4g</title></circle><text class=\"ptlabel\" x=\"%.1f\" y=\"%.1f\">", xname, p[i].x, yname, p[i].y, cx + 6, cy - 6);
+        fprintf(f, ": %s %.4g, %s %.4g</title></circle><text class=\"ptlabel\" x=\"%.1f\" y=\"%.1f\">", xname, p[i].x, yname, p[i].y, cx + 6, ly);
         html_text(f, p[i].label);
         fputs("</text>\n", f);
     }
     if (!nf) fprintf(f, "<text class=\"tick\" x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">no values</text>\n", (X0 + X1) / 2, (Y0 + Y1) / 2);
     fputs("</svg></figure>\n", f);
-    free(order);
+    free(order); free(lx); free(lyv);
 }
 
 static void sweep_write_page(const sweep *sw, const char *path)
@@ -769,7 +787,7 @@ static void sweep_write_page(const sweep *sw, const char *path)
     for (i = 0; i < sw->n; ++i) { p[i].y = sw->m[i].em.queries ? sw->m[i].em.recall_at_10 : NAN; p[i].front = sw->m[i].front_recall; }
     svg_scatter(f, "recall", "neighbour recall@10 against L0 (higher is better)", "L0", "recall@10", p, sw->n, 1);
     for (i = 0; i < sw->n; ++i) { p[i].y = sw->m[i].em.dead_fraction; p[i].front = sw->m[i].front_dead; }
-    svg_scatter(f, "dead", "dead fraction against L0 (lower is better)", "L0", "dead fraction", p, sw->n, 1);
+    svg_scatter(f, "dead", "dead fraction against L0 (lower is better)", "L0", "dead fraction", p, sw->n, 0);
     fputs("</div>\n<h2>Models</h2>\n<table class=\"models\">\n<tr><th>model</th><th>k</th><th>latents</th><th>lr</th><th>fvu (train)</th>"
           "<th>fvu</th><th>L0</th><th>dead %</th><th>recall@10</th><th>on a front</th></tr>\n", f);
     for (i = 0; i < sw->n; ++i) {
@@ -839,6 +857,7 @@ static int cmd_sweep(int argc, char **argv)
     char page[PATH_CAP];
     lsae_loader_stats ls;
     lsae_dataset *ds;
+    double t_train, t_eval;
     sweep_parse(argc, argv, &sw->a);
     if (sw->a.resume) {
         sweep_resume_models(sw);
@@ -860,6 +879,7 @@ static int cmd_sweep(int argc, char **argv)
     sweep_start(sw);
     if (!sw->resuming) sweep_write_json(sw, "training");
     sweep_print_plan(sw);
+    t_train = now_s();
     stopped = sweep_loop(sw);
     lsae_loader_get_stats(sw->ld, &ls);
     for (i = 0; i < sw->n; ++i) {
@@ -879,15 +899,26 @@ static int cmd_sweep(int argc, char **argv)
         printf("interrupted at step %llu of %llu; every model's checkpoint saved\n", (unsigned long long)sw->m[0].t->step, (unsigned long long)sw->S);
         printf("continue with: %s --resume %s\n", g_cmd, sw->a.out);
     } else {
+        char dur_train[32], dur_eval[32];
+        t_train = now_s() - t_train;
+        t_eval = now_s();
         sweep_evaluate(sw);
+        t_eval = now_s() - t_eval;
+        fmt_duration(dur_train, sizeof dur_train, t_train);
+        fmt_duration(dur_eval, sizeof dur_eval, t_eval);
+        printf("done: %zu models trained in %s (%.3f s; %llu optimizer steps this session), evaluated in %s (%.3f s)\n", sw->n, dur_train,
+               t_train, (unsigned long long)(sw->S - sw->m[0].t->step0), dur_eval, t_eval);
         sweep_write_json(sw, "done");
         join_path(page, sw->a.out, "sweep.html");
         sweep_write_page(sw, page);
         printf("%-28s %8s %8s %8s %8s %10s\n", "model", "fvu", "L0", "dead %", "recall", "front");
         for (i = 0; i < sw->n; ++i) {
             const sweep_model *sm = &sw->m[i];
-            printf("%-28s %8.4f %8.2f %8.2f %8.3f %10s\n", sm->name, sm->em.fvu, sm->em.l0_mean, 100.0 * sm->em.dead_fraction,
-                   sm->em.queries ? sm->em.recall_at_10 : NAN, sm->front_fvu && sm->front_recall ? "both" : sm->front_fvu ? "fvu" : sm->front_recall ? "recall" : "");
+            char recall[32];
+            if (sm->em.queries) snprintf(recall, sizeof recall, "%.3f", sm->em.recall_at_10);
+            else snprintf(recall, sizeof recall, "-");
+            printf("%-28s %8.4f %8.2f %8.2f %8s %10s\n", sm->name, sm->em.fvu, sm->em.l0_mean, 100.0 * sm->em.dead_fraction, recall,
+                   sm->front_fvu && sm->front_recall ? "both" : sm->front_fvu ? "fvu" : sm->front_recall ? "recall" : "");
         }
         printf("sweep:   %s/sweep.json, %s\n", sw->a.out, page);
     }
