@@ -183,7 +183,12 @@ static void train_resume_settings(train_run *t)
     a->no_norm = !rs->normalize_decoder;
     a->batch = rs->batch_size;
     a->grad_acc = rs->grad_acc_steps;
-    a->lr = rs->lr;
+    /* an automatic learning rate is picked again, not read back: run.json
+       keeps 9 digits, and the double the library computes needs 17, so the
+       value read back differed in its last bits and a resumed run drifted
+       from the uninterrupted one by an ulp here and there (found by lsae
+       sweep's test at --expansion-factor 4 with d_in 384) */
+    a->lr = rs->lr_auto ? 0 : rs->lr;
     a->warmup = rs->lr_warmup_steps;
     a->sched = rs->lr_schedule;
     a->auxk_alpha = rs->auxk_alpha;
