@@ -39,8 +39,10 @@ SHARD = os.path.join(ROOT, "examples", "data", "embeddings", "data-00000.npy")
 # 7680 samples / 128 = 60 optimizer steps, a checkpoint every 10
 SHARED = ["--data", SHARD, "--batch-size", "128", "--max-samples", "7680", "--lr-warmup-steps", "5",
           "--dead-feature-threshold", "2000", "--save-every", "10", "--threads", "2", "--seed", "7"]
-GRID = ["--k", "8,16", "--expansion-factor", "2,3"]
-MODELS = {"sae_8_2": (8, 2), "sae_8_3": (8, 3), "sae_16_2": (16, 2), "sae_16_3": (16, 3)}
+# expansion 4 (1536 latents) is the case where a resume once drifted by an ulp
+# (the automatic lr read back from run.json's 9 digits)
+GRID = ["--k", "8,16", "--expansion-factor", "2,4"]
+MODELS = {"sae_8_2": (8, 2), "sae_8_4": (8, 4), "sae_16_2": (16, 2), "sae_16_4": (16, 4)}
 FILES = ["sae.safetensors", "cfg.json", "checkpoint/sae.safetensors"]  # checkpoint/state.bin holds the elapsed time
 
 
@@ -138,12 +140,12 @@ def main():
             ms = [json.loads(l) for l in open(os.path.join(sw, name, "metrics.jsonl"))]
             check([r["fvu"] for r in ma] == [r["fvu"] for r in ms] and len(ms) == 60, f"{name}: the same fvu curve as alone")
         # lsae info, eval and report take a model of the sweep as a run
-        info = json.loads(run(["info", os.path.join(sw, "sae_16_3"), "--json"]).stdout)
-        check(info["k"] == 16 and info["num_latents"] == 3 * d, "lsae info reads a sweep's model")
+        info = json.loads(run(["info", os.path.join(sw, "sae_16_4"), "--json"]).stdout)
+        check(info["k"] == 16 and info["num_latents"] == 4 * d, "lsae info reads a sweep's model")
 
         # ---- sweep.json
         sj = json.load(open(os.path.join(sw, "sweep.json")))
-        check(sj["status"] == "done" and sj["grid"] == {"k": ["8", "16"], "expansion_factor": ["2", "3"]}, f"sweep.json grid {sj['grid']}")
+        check(sj["status"] == "done" and sj["grid"] == {"k": ["8", "16"], "expansion_factor": ["2", "4"]}, f"sweep.json grid {sj['grid']}")
         check(sj["shared"]["batch_size"] == 128 and sj["shared"]["total_steps"] == 60 and sj["shared"]["seed"] == "7", "sweep.json shared")
         check(sj["eval"]["in_sample"] is True and sj["eval"]["queries"] == 200, "sweep.json says what was evaluated")
         check(sorted(m["dir"] for m in sj["models"]) == sorted(MODELS), f"sweep.json has every model: {[m['dir'] for m in sj['models']]}")
@@ -157,11 +159,11 @@ def main():
                 check(isinstance(ev.get(key), (int, float)), f"{m['dir']} eval has {key}")
             check(0 < ev["l0"] <= k and 0 <= ev["dead_fraction"] <= 1 and 0 <= ev["neighbour_recall_at_10"] <= 1, f"{m['dir']} eval ranges")
         # the same numbers as lsae eval on the model, and fvu as numpy has it
-        m0 = next(m for m in sj["models"] if m["dir"] == "sae_16_3")
-        ev = json.loads(run(["eval", os.path.join(sw, "sae_16_3"), SHARD, "--json", "--queries", "200", "--seed", "7"]).stdout)
+        m0 = next(m for m in sj["models"] if m["dir"] == "sae_16_4")
+        ev = json.loads(run(["eval", os.path.join(sw, "sae_16_4"), SHARD, "--json", "--queries", "200", "--seed", "7"]).stdout)
         for key in ("fvu", "l0", "dead_fraction", "neighbour_recall_at_10", "neighbour_ndcg_at_10", "cossim"):
             check(abs(ev[key] - m0["eval"][key]) <= 1e-9 * max(1, abs(ev[key])), f"sweep's {key} {m0['eval'][key]} = lsae eval's {ev[key]}")
-        w = read_safetensors(os.path.join(sw, "sae_16_3", "sae.safetensors"))
+        w = read_safetensors(os.path.join(sw, "sae_16_4", "sae.safetensors"))
         pre = np.maximum((x - w["b_dec"]) @ w["encoder.weight"].T.astype(np.float64) + w["encoder.bias"], 0)
         idx = np.argsort(-pre, axis=1, kind="stable")[:, :16]
         act = np.take_along_axis(pre, idx, axis=1)
@@ -202,7 +204,7 @@ def main():
         same_files(sw, sB, "Ctrl-C + --resume")
         check(json.load(open(os.path.join(sB, "sweep.json")))["status"] == "done", "the resumed sweep is done")
 
-        # ---- killed with models at different steps: sae_8_3's checkpoint is
+        # ---- killed with models at different steps: sae_8_4's checkpoint is
         # from step 10 while the others reached 20 (a kill between two saves),
         # and sae_16_2 has none (killed before its first save): all resume exactly
         sC = os.path.join(tmp, "sweepC")
@@ -210,16 +212,16 @@ def main():
                                 stderr=subprocess.PIPE, text=True)
         check(wait_for(proc, "saved checkpoints at step 10"), "the sweep saves at step 10")
         proc.send_signal(signal.SIGSTOP)
-        shutil.copytree(os.path.join(sC, "sae_8_3", "checkpoint"), os.path.join(tmp, "ck10"))
+        shutil.copytree(os.path.join(sC, "sae_8_4", "checkpoint"), os.path.join(tmp, "ck10"))
         proc.send_signal(signal.SIGCONT)
         check(wait_for(proc, "saved checkpoints at step 20"), "the sweep saves at step 20")
         proc.kill()
         proc.communicate()
-        shutil.rmtree(os.path.join(sC, "sae_8_3", "checkpoint"))
-        shutil.copytree(os.path.join(tmp, "ck10"), os.path.join(sC, "sae_8_3", "checkpoint"))
+        shutil.rmtree(os.path.join(sC, "sae_8_4", "checkpoint"))
+        shutil.copytree(os.path.join(tmp, "ck10"), os.path.join(sC, "sae_8_4", "checkpoint"))
         shutil.rmtree(os.path.join(sC, "sae_16_2", "checkpoint"))
         p = run(["sweep", "--resume", sC])
-        check("sae_8_3" in p.stderr and "from step 10" in p.stderr and "no checkpoint: from the start" in p.stderr,
+        check("sae_8_4" in p.stderr and "from step 10" in p.stderr and "no checkpoint: from the start" in p.stderr,
               f"the resume says where each model starts:\n{p.stderr}")
         same_files(sw, sC, "kill + --resume")
 
