@@ -37,7 +37,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
-TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-report test-sweep \
+TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-report test-sweep \
                test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz
 
 .PHONY: all test info demo clean bench bench-loader bench-sweep fuzz cuda-build cuda-tests $(TEST_TARGETS) \
@@ -124,6 +124,11 @@ test-parity: $(BUILD)/parity_driver
 test-cli: $(BUILD)/lsae $(BUILD)/encode
 	@if [ -z "$(PYNUMPY)" ]; then echo "test-cli: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
 	$(PYNUMPY) tests/test_cli.py $(BUILD)
+
+# lsae eval's metrics against numpy on the bundled embeddings
+test-eval: $(BUILD)/lsae
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-eval: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_eval.py $(BUILD)
 
 # lsae report's page, opened in headless Chromium
 CHROMIUM ?=

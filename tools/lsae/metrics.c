@@ -109,9 +109,15 @@ static void nn_chunk(const float *X, const float *inv_norm, const uint64_t *rowi
     (void)nthreads;
     LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
     for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
-        float Cbuf[LSAE__MR * LSAE__NT];
+        float Cbuf[LSAE__MR * LSAE__NT], *thr = (float *)xmalloc(G * LSAE__NT * sizeof(float));
         const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
         size_t r0, r, j, t;
+        /* thr: each list's entry to beat (-inf until it is full) */
+        for (t = t0; t < t1; ++t)
+            for (j = 0; j < LSAE__NT; ++j) {
+                const eval_nn *h = t * LSAE__NT + j < nq ? lists + t * LSAE__NT + j : NULL;
+                thr[(t - t0) * LSAE__NT + j] = h && h->n == EVAL_NN ? h->s[EVAL_NN - 1] : -INFINITY;
+            }
         for (r0 = 0; r0 < n; r0 += LSAE__MR) {
             const size_t mr = n - r0 < LSAE__MR ? n - r0 : LSAE__MR;
             for (t = t0; t < t1; ++t) {
@@ -120,16 +126,30 @@ static void nn_chunk(const float *X, const float *inv_norm, const uint64_t *rowi
                 for (r = 0; r < mr; ++r) {
                     const float w = inv_norm[r0 + r];
                     const uint64_t row = rowid[r0 + r];
+#if defined(LSAE__AVX512)
+                    /* most rows beat no list's last entry: test 64 at once */
+                    if (nt == LSAE__NT) {
+                        const __m512 vw = _mm512_set1_ps(w);
+                        const float *c = Cbuf + r * LSAE__NT, *th = thr + (t - t0) * LSAE__NT;
+                        __mmask16 k0 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c), vw), _mm512_loadu_ps(th), _CMP_GT_OQ);
+                        __mmask16 k1 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c + 16), vw), _mm512_loadu_ps(th + 16), _CMP_GT_OQ);
+                        __mmask16 k2 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c + 32), vw), _mm512_loadu_ps(th + 32), _CMP_GT_OQ);
+                        __mmask16 k3 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c + 48), vw), _mm512_loadu_ps(th + 48), _CMP_GT_OQ);
+                        if (!(k0 | k1 | k2 | k3)) continue;
+                    }
+#endif
                     for (j = 0; j < nt; ++j) {
                         eval_nn *h = lists + q0 + j;
                         const float s = Cbuf[r * LSAE__NT + j] * w;
                         if (h->n == EVAL_NN && !(s > h->s[EVAL_NN - 1])) continue;
                         if (row == qrow[q0 + j]) continue;
                         nn_offer(h, s, row);
+                        if (h->n == EVAL_NN) thr[(t - t0) * LSAE__NT + j] = h->s[EVAL_NN - 1];
                     }
                 }
             }
         }
+        free(thr);
     }
 }
 
@@ -186,6 +206,21 @@ static void decoder_max_cos(const float *U, size_t L, size_t d, float *maxcos, i
                 const size_t c0 = t * LSAE__NT, nc = L - c0 < LSAE__NT ? L - c0 : LSAE__NT;
                 if (r0 >= c0 + nc) continue; /* the whole block is on or below the diagonal */
                 lsae__tile_rows(Cbuf, LSAE__NT, U + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d, 0);
+#if defined(LSAE__AVX512)
+                if (nc == LSAE__NT && r0 + mr <= c0) { /* wholly above the diagonal: the maxima in registers */
+                    float *cm = my + c0;
+                    __m512 m0 = _mm512_loadu_ps(cm), m1 = _mm512_loadu_ps(cm + 16), m2 = _mm512_loadu_ps(cm + 32), m3 = _mm512_loadu_ps(cm + 48);
+                    for (r = 0; r < mr; ++r) {
+                        const float *c = Cbuf + r * LSAE__NT;
+                        const __m512 v0 = _mm512_loadu_ps(c), v1 = _mm512_loadu_ps(c + 16), v2 = _mm512_loadu_ps(c + 32), v3 = _mm512_loadu_ps(c + 48);
+                        const float rm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v0, v1), _mm512_max_ps(v2, v3)));
+                        m0 = _mm512_max_ps(m0, v0); m1 = _mm512_max_ps(m1, v1); m2 = _mm512_max_ps(m2, v2); m3 = _mm512_max_ps(m3, v3);
+                        if (rm > my[r0 + r]) my[r0 + r] = rm;
+                    }
+                    _mm512_storeu_ps(cm, m0); _mm512_storeu_ps(cm + 16, m1); _mm512_storeu_ps(cm + 32, m2); _mm512_storeu_ps(cm + 48, m3);
+                    continue;
+                }
+#endif
                 for (r = 0; r < mr; ++r) {
                     const size_t row = r0 + r;
                     float best = my[row];

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""What `lsae eval` costs over `lsae encode` on the same rows (issue 15,
+item 6: eval may take no longer than encoding plus 20%).
+
+    python3 bench/eval_speed.py [--rows 100000] [--d 768] [--latents 24576] [--k 32]
+                                [--queries 1000] [--rounds 3] [--threads 0] [--build build]
+
+Writes synthetic embeddings (unit rows, each a few of 4,096 random directions
+plus noise: so the latents have something to find) to build/benchmarks/,
+trains a model of that shape for a few steps with build/lsae train (only its
+shape and a realistic spread of activations matter here), then times, in the
+same run and interleaved, `lsae encode MODEL DATA -o DIR` (the top-k of every
+row written as .npy) and `lsae eval MODEL DATA --json` (every metric: encode,
+decode, the reconstruction sums, the decoder's L x L cosines, the exact
+neighbour search for --queries rows). Prints each round and the median of
+the per-round ratio eval / encode, which is what the issue bounds (1.2), and
+the machine it ran on. Needs numpy; build/lsae first (make)."""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def isa():
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+
+
+def synthetic(path, rows, d, seed=1):
+    """unit rows, each 8 of 4,096 random directions with random weights, plus noise"""
+    if os.path.exists(path) and np.load(path, mmap_mode="r").shape == (rows, d):
+        return
+    rng = np.random.default_rng(seed)
+    atoms = rng.standard_normal((4096, d)).astype(np.float32)
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    out = np.lib.format.open_memmap(path + ".tmp.npy", mode="w+", dtype=np.float32, shape=(rows, d))
+    for r0 in range(0, rows, 10000):
+        n = min(10000, rows - r0)
+        which = rng.integers(0, 4096, size=(n, 8))
+        w = rng.exponential(1.0, size=(n, 8)).astype(np.float32)
+        x = np.einsum("nk,nkd->nd", w, atoms[which]) + 0.05 * rng.standard_normal((n, d)).astype(np.float32)
+        out[r0:r0 + n] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out.flush()
+    del out
+    os.replace(path + ".tmp.npy", path)
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(f"failed: {' '.join(cmd)}\n{r.stderr}")
+        sys.exit(1)
+    return time.perf_counter() - t, r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100000)
+    ap.add_argument("--d", type=int, default=768)
+    ap.add_argument("--latents", type=int, default=24576)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    a = ap.parse_args()
+    lsae = os.path.join(os.path.abspath(a.build), "lsae")
+    if not os.path.exists(lsae):
+        sys.exit(f"{lsae}: not built (make)")
+    work = os.path.join(ROOT, "build", "benchmarks", "eval")
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, f"synthetic_{a.rows}x{a.d}.npy")
+    model = os.path.join(work, f"model_{a.d}x{a.latents}_k{a.k}")
+    enc_out = os.path.join(work, "encoded")
+    synthetic(data, a.rows, a.d)
+    if not os.path.exists(os.path.join(model, "sae.safetensors")):
+        shutil.rmtree(model, ignore_errors=True)
+        timed([lsae, "train", "--data", data, "--num-latents", str(a.latents), "--k", str(a.k), "--batch-size", "1024",
+               "--max-samples", "8192", "--lr-warmup-steps", "2", "--seed", "1", "--out", model])
+    threads = ["--threads", str(a.threads)]
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, {isa()}; lsae eval vs lsae encode, {a.rows} rows x d {a.d}, "
+          f"{a.latents} latents, k {a.k}, {a.queries} queries, threads {a.threads or 'all'}")
+    print("| round | encode s | eval s | eval / encode |")
+    print("|---|---|---|---|")
+    enc, ev, ratio = [], [], []
+    for r in range(a.rounds):
+        te, _ = timed([lsae, "encode", model, data, "-o", enc_out] + threads)
+        tv, out = timed([lsae, "eval", model, data, "--json", "--queries", str(a.queries)] + threads)
+        enc.append(te)
+        ev.append(tv)
+        ratio.append(tv / te)
+        print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} |", flush=True)
+    shutil.rmtree(enc_out, ignore_errors=True)
+    print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} |")
+    m = json.loads(out)
+    print(f"(last eval: fvu {m['fvu']:.4f}, L0 {m['l0']:.2f}, recall@10 {m['neighbour_recall_at_10']:.4f}, "
+          f"max decoder cosine mean {m['max_decoder_cossim']['mean']:.4f})")
+    print("within the issue's bound (eval <= 1.2 x encode)" if statistics.median(ratio) <= 1.2 else "OVER the issue's bound of 1.2")
+
+
+if __name__ == "__main__":
+    main()
