@@ -227,13 +227,20 @@ def main():
 
         # ---- the grid's own flags as lists: an lr axis gives the model train gives with that --lr
         sD = os.path.join(tmp, "sweepD")
-        run(["sweep"] + SHARED + ["--k", "8", "--expansion-factor", "2", "--lr", "5e-4,1e-3", "--queries", "0", "--out", sD])
+        shard1 = SHARD.replace("data-00000", "data-00001")
+        run(["sweep"] + SHARED + ["--k", "8", "--expansion-factor", "2", "--lr", "5e-4,1e-3", "--queries", "0", "--out", sD,
+                                  "--eval-data", shard1, "--eval-rows", "500"])
         alone = os.path.join(tmp, "alone_lr")
         run(["train"] + SHARED + ["--k", "8", "--expansion-factor", "2", "--lr", "1e-3", "--out", alone])
         check(read(os.path.join(sD, "sae_8_2_lr1e-3", "sae.safetensors")) == read(os.path.join(alone, "sae.safetensors")),
               "an --lr list: each model equals train alone with that --lr")
         sj = json.load(open(os.path.join(sD, "sweep.json")))
         check([m["dir"] for m in sj["models"]] == ["sae_8_2_lr5e-4", "sae_8_2_lr1e-3"], f"lr models named by their lr: {sj['models']}")
+        check([m["settings"]["lr"] for m in sj["models"]] == [5e-4, 1e-3] and sj["grid"] == {"lr": ["5e-4", "1e-3"]}, "the lr grid")
+        check(sj["eval"]["in_sample"] is False and sj["eval"]["data"] == shard1, f"held-out evaluation data recorded: {sj['eval']}")
+        ev = json.loads(run(["eval", os.path.join(sD, "sae_8_2_lr1e-3"), shard1, "--json", "--queries", "0", "--max-rows", "500"]).stdout)
+        check(all(m["eval"]["rows"] == 500 for m in sj["models"]) and sj["models"][1]["eval"]["fvu"] == ev["fvu"],
+              "--eval-data and --eval-rows: the models evaluated on the held-out rows")
 
         # ---- refused: lists of what the models share, and more
         for flag, val in (("--batch-size", "64,128"), ("--seed", "1,2"), ("--epochs", "1,2"), ("--max-samples", "100,200"),

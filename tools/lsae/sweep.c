@@ -21,7 +21,8 @@
    the smallest position and feeds each model only the batches after its
    own: every model continues exactly where its checkpoint stands.
 
-   Then each model is evaluated with eval_compute (metrics.c) and DIR/sweep.json
+   Then each model is evaluated with eval_compute (metrics.c; the metrics are
+   defined in docs/eval.md) and DIR/sweep.json
    and DIR/sweep.html are written: the table, and the Pareto fronts of fvu,
    neighbour recall@10 and dead fraction against L0 as inline SVG.
    Part of lsae's one translation unit: included by main.c after report.c,
@@ -110,7 +111,7 @@ typedef struct sweep {
     lsae_loader *ld;
     uint64_t position0;                  /* where the shared loader starts: the smallest checkpoint position */
     uint64_t S;
-    int split;                           /* models trained at once (each with threads / split threads) */
+    char *eval_data_owned;               /* --eval-data read back from sweep.json */
 } sweep;
 
 /* ------------------------------------------------------ the command line */
@@ -467,7 +468,7 @@ static void sweep_read_grid(sweep *sw)
     if (ev && !sw->a.eval_given) {
         sw->a.eval_rows = json_u64_of(&doc, ev, "max_rows", 0);
         sw->a.queries = json_u64_of(&doc, ev, "queries", sw->a.queries);
-        if (json_num_of(&doc, ev, "in_sample", 1) == 0) sw->a.eval_data = json_str_of(&doc, ev, "data");
+        if (json_num_of(&doc, ev, "in_sample", 1) == 0) sw->a.eval_data = sw->eval_data_owned = json_str_of(&doc, ev, "data");
     }
     g = lsae__json_get(&doc.j, 0, "grid");
     if (g && doc.j.tok[g].type == LSAE__J_OBJ) {
@@ -849,6 +850,24 @@ static void sweep_print_plan(const sweep *sw)
              (unsigned long long)t->a.warmup, (unsigned long long)sw->S);
 }
 
+static void sweep_free(sweep *sw)
+{
+    size_t i, j;
+    for (i = 0; i < sw->a.naxes; ++i) {
+        sweep_axis *ax = &sw->a.axis[i];
+        /* a list from the command line is cut in its copy; one read back from sweep.json owns its strings */
+        if (!ax->copy)
+            for (j = 0; j < ax->n; ++j) free(ax->v[j]);
+        free(ax->copy);
+        free(ax->v);
+    }
+    if (sw->eval_data_owned) free(sw->eval_data_owned);
+    free(sw->a.pass);
+    free(sw->a.table);
+    free(sw->m);
+    free(sw);
+}
+
 static int cmd_sweep(int argc, char **argv)
 {
     sweep *sw = (sweep *)xcalloc(1, sizeof(sweep));
@@ -930,5 +949,6 @@ static int cmd_sweep(int argc, char **argv)
         free(sw->m[i].value);
     }
     lsae_dataset_close(ds);
+    sweep_free(sw);
     return stopped ? 130 : 0;
 }
