@@ -22,9 +22,9 @@
    own: every model continues exactly where its checkpoint stands.
 
    Then each model is evaluated with eval_compute (metrics.c; the metrics are
-   defined in docs/eval.md) and DIR/sweep.json
-   and DIR/sweep.html are written: the table, and the Pareto fronts of fvu,
-   neighbour recall@10 and dead fraction against L0 as inline SVG.
+   defined in docs/eval.md) and DIR/sweep.json and DIR/sweep.html are
+   written: the table, and the Pareto fronts of fvu, neighbour recall@10 and
+   dead fraction against L0 as inline SVG.
    Part of lsae's one translation unit: included by main.c after report.c,
    whose nice_step, html_text and REPORT_CSS the page uses. */
 
