@@ -38,9 +38,9 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
-               test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows
+               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows
 
-.PHONY: all test test-all info demo clean bench bench-run bench-loader fuzz cuda-build cuda-tests $(TEST_TARGETS) \
+.PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
@@ -168,6 +168,12 @@ test-report: $(BUILD)/lsae
 	@if [ -z "$(PYNUMPY)" ]; then echo "test-report: needs python3 (apt install python3-numpy)"; exit 1; fi
 	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_report.py $(BUILD)
 
+# lsae sweep: each model of a grid trained in one pass equals lsae train's
+# alone, bit for bit; resumes exactly; sweep.json and the page's plots
+test-sweep: $(BUILD)/lsae
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-sweep: needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi
+	$(PYNUMPY) tests/test_sweep.py $(BUILD)
+
 # the header alone, in every language mode, with and without OpenMP; included
 # twice in one file; LATENTSAE_STATIC; allocator overrides; each file format
 # left out in turn (LSAE_NO_TORCH, _NPY, _SAELENS, _HF; tests/compile/formats.h)
@@ -189,6 +195,9 @@ $(BUILD)/bench_loader: bench/bench_loader.c $(HDR) | $(BUILD)
 	$(CC) -std=c99 $(OPT) $(ARCH) $(WARN) -o $@ $< -lm
 bench-loader: $(BUILD)/bench_loader
 	$(BUILD)/bench_loader
+# lsae sweep of n models against n separate lsae train runs (not a test)
+bench-sweep: $(BUILD)/lsae
+	python3 bench/bench_sweep.py $(BUILD)
 
 # The README's first command: train an SAE on the bundled Debian package
 # descriptions (examples/data), print 8 latents drawn at random with the texts

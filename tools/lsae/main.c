@@ -7,6 +7,7 @@
    lsae features MODEL EMBEDDINGS [--texts F]   top-activating rows per latent
    lsae compare  A B [--data E --texts F]       latents of B with and without a partner in A
    lsae report   RUN_DIR                        one self-contained HTML page
+   lsae sweep    --data PATH --k 32,64 [...]    a grid of SAEs from one pass over the data
 
    `lsae COMMAND --help` lists every flag with its default. Flags are named as
    latent-sae's train_local.py names them (--batch-size, --grad-acc-steps,
@@ -67,6 +68,7 @@
 #include "report_page.c"
 #include "report.c"
 #include "report_metrics.c"
+#include "sweep.c"
 
 /* ================================================================= main */
 
@@ -84,6 +86,7 @@ static const command commands[] = {
     { "features", cmd_features, "the rows each latent is most active on, with their texts" },
     { "compare", cmd_compare, "match the latents of two models by decoder cosine: what B learned that A did not" },
     { "report", cmd_report, "one self-contained HTML page: training curves and a feature browser" },
+    { "sweep", cmd_sweep, "train a grid of SAEs in one pass over the data, evaluate them, show the Pareto fronts" },
 };
 
 static void print_usage(FILE *f)
@@ -148,6 +151,6 @@ int main(int argc, char **argv)
             snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
             return commands[i].run(argc - 2, argv + 2);
         }
-    fprintf(stderr, "lsae: unknown command '%s' (commands: train, encode, eval, info, features, report; see lsae --help)\n", argv[1]);
+    fprintf(stderr, "lsae: unknown command '%s' (commands: train, encode, eval, info, features, report, sweep; see lsae --help)\n", argv[1]);
     return 2;
 }

@@ -56,6 +56,11 @@ typedef struct train_run {
     uint64_t saved_step;
     int saved_any;
     train_window w;
+    /* set by lsae sweep, which trains several runs from one loader (sweep.c) */
+    int quiet;                       /* no per-run plan, progress or summary: the sweep prints its own */
+    int shares_data;                 /* ds and ld are the sweep's: train_free leaves them */
+    int fresh_ok;                    /* --resume of a run killed before its first save starts it over */
+    int fresh;                       /* ... and this one did */
 } train_run;
 
 /* A run id like wandb's (8 characters of [0-9a-z]), as in latent-sae's
@@ -83,14 +88,10 @@ static const char *schedule_name(lsae_lr_schedule s)
 
 /* ------------------------------------------------------ the command line */
 
-static void train_parse(int argc, char **argv, train_args *a)
+/* The flag table of lsae train with its defaults in place, in a->o; lsae
+   sweep reads it too, to know train's flags and which of them take a value. */
+static void train_options(train_args *a)
 {
-    const char *usage = "lsae train --data PATH [options]";
-    const char *about = "Train a TopK sparse autoencoder on embeddings, as latent-sae's train_local.py does (the flags "
-                        "carry the same names). The run goes into --out: the model (cfg.json + sae.safetensors, "
-                        "loadable by latent-sae and sparsify), checkpoint/ for --resume, run.json and metrics.jsonl. "
-                        "On a terminal one live line shows progress; otherwise a plain line every --log-every steps. "
-                        "Ctrl-C finishes the current optimizer step, saves a checkpoint and exits.";
     opt o[] = {
         OPT_GROUP("data"),
         OPT("--data", NULL, O_STR, &a->data, "PATH", NULL, "embeddings: .npy (float32/float16), .safetensors, .pt, a raw dump, or a directory of shards (data-*.npy) read as one; required unless --resume"),
@@ -124,7 +125,6 @@ static void train_parse(int argc, char **argv, train_args *a)
         OPT("--device", NULL, O_STR, &a->device, "D", "cuda when built with LATENTSAE_CUDA and a GPU answers, else cpu", "cpu or cuda"),
         OPT("--precision", NULL, O_STR, &a->precision, "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16"),
     };
-    char *pos[1];
     a->sched = "linear";
     a->device = "default";
     a->k = 32; a->expansion = 32; a->batch = 512; a->grad_acc = 1; a->warmup = 1000; a->dead_thr = 10000000;
@@ -133,6 +133,18 @@ static void train_parse(int argc, char **argv, train_args *a)
     a->no = sizeof o / sizeof o[0];
     if (a->no > TRAIN_MAX_OPTS) fail("internal: lsae train has more flags than TRAIN_MAX_OPTS");
     memcpy(a->o, o, sizeof o);
+}
+
+static void train_parse(int argc, char **argv, train_args *a)
+{
+    const char *usage = "lsae train --data PATH [options]";
+    const char *about = "Train a TopK sparse autoencoder on embeddings, as latent-sae's train_local.py does (the flags "
+                        "carry the same names). The run goes into --out: the model (cfg.json + sae.safetensors, "
+                        "loadable by latent-sae and sparsify), checkpoint/ for --resume, run.json and metrics.jsonl. "
+                        "On a terminal one live line shows progress; otherwise a plain line every --log-every steps. "
+                        "Ctrl-C finishes the current optimizer step, saves a checkpoint and exits.";
+    char *pos[1];
+    train_options(a);
     if (parse_args(argc, argv, a->o, a->no, usage, about, pos, 0) != 0) usage_fail("lsae train takes no positional arguments");
     if (a->resume && a->init) usage_fail("--resume continues a run; --init starts a new one from a model: give one");
     if (!a->resume && !a->data) usage_fail("give the embeddings with --data PATH");
@@ -165,7 +177,8 @@ static void train_resume_settings(train_run *t)
     join_path(path, a->resume, "checkpoint");
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     snprintf(old, sizeof old, "%s.old", path);
-    if (!is_dir(path) && !is_dir(tmp) && !is_dir(old))
+    if (!is_dir(path) && !is_dir(tmp) && !is_dir(old) && t->fresh_ok) t->fresh = 1;
+    else if (!is_dir(path) && !is_dir(tmp) && !is_dir(old))
         fail("%s: no checkpoint/ here (the run stopped before its first save); start it again", a->resume);
     a->k = rs->k;
     a->expansion = rs->expansion_factor;
@@ -174,7 +187,12 @@ static void train_resume_settings(train_run *t)
     a->no_norm = !rs->normalize_decoder;
     a->batch = rs->batch_size;
     a->grad_acc = rs->grad_acc_steps;
-    a->lr = rs->lr;
+    /* an automatic learning rate is picked again, not read back: run.json
+       keeps 9 digits, and the double the library computes needs 17, so the
+       value read back differed in its last bits and a resumed run drifted
+       from the uninterrupted one by an ulp here and there (found by lsae
+       sweep's test at --expansion-factor 4 with d_in 384) */
+    a->lr = rs->lr_auto ? 0 : rs->lr;
     a->warmup = rs->lr_warmup_steps;
     a->sched = rs->lr_schedule;
     a->auxk_alpha = rs->auxk_alpha;

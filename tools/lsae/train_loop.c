@@ -132,25 +132,37 @@ static void train_print_plan(const train_run *t)
              (unsigned long long)a->warmup, (unsigned long long)t->S, (unsigned long long)(t->S / 10 ? t->S / 10 : 1));
 }
 
-/* Model and trainer (fresh, or from the checkpoint), the data loader at its
-   position, run.json for a new run, metrics.jsonl open for appending. */
-static void train_start(train_run *t)
+/* The run's batches: the data order is a function of the data, --batch-size,
+   --seed, --no-shuffle, --epochs and --max-samples alone, so runs that agree
+   on those see the same batches (lsae sweep feeds one loader to several).
+   It starts at `position` (a checkpoint's rows_read; 0 for a new run). */
+static lsae_loader *train_loader_open(const train_args *a, lsae_dataset *ds, uint64_t position)
 {
-    const train_args *a = &t->a;
     lsae_loader_options lo;
+    lsae_loader *ld;
     lsae_result r;
-    char path[PATH_CAP];
-    if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
-    if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
-    if (t->resuming) load_checkpoint(t);
     lo = lsae_loader_options_default((size_t)a->batch);
     lo.shuffle = !a->no_shuffle;
     lo.seed = a->seed;
     lo.epochs = a->epochs;
     lo.max_rows = a->max_samples;
     lo.drop_last = 1;
-    if ((r = lsae_loader_create(t->ds, &lo, &t->ld)) != LSAE_OK) lib_fail(r, NULL);
-    if (t->resuming && t->rows_read0 && (r = lsae_loader_seek(t->ld, t->rows_read0)) != LSAE_OK) lib_fail(r, "resuming the data position");
+    if ((r = lsae_loader_create(ds, &lo, &ld)) != LSAE_OK) lib_fail(r, NULL);
+    if (position && (r = lsae_loader_seek(ld, position)) != LSAE_OK) lib_fail(r, "resuming the data position");
+    return ld;
+}
+
+/* Model and trainer (fresh, or from the checkpoint), run.json for a new
+   run, metrics.jsonl open for appending. The loader is the caller's
+   (train_loader_open at t->rows_read0, once the checkpoint has told it). */
+static void train_start(train_run *t)
+{
+    const train_args *a = &t->a;
+    lsae_result r;
+    char path[PATH_CAP];
+    if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->resuming && !t->fresh) load_checkpoint(t);
     if (!t->resuming) train_write_settings(t);
     join_path(path, a->out, "metrics.jsonl");
     if (t->resuming) metrics_truncate(path, lsae_trainer_steps_done(t->tr));
@@ -158,7 +170,7 @@ static void train_start(train_run *t)
     if (!t->metrics) fail("%s: cannot write: %s", path, strerror(errno));
     t->step = t->step0 = lsae_trainer_steps_done(t->tr);
     t->samples0 = t->samples;
-    train_print_plan(t);
+    if (!t->quiet) train_print_plan(t);
 }
 
 /* -------------------------------------------------------------- the loop */
@@ -217,7 +229,7 @@ static void train_log_step(train_run *t)
     w->last_fvu[w->n_last++ % 20] = fvu;
     w->batches = w->rows = 0;
     w->fvu = w->auxk = w->mtk = w->loss = 0;
-    train_print_progress(t, now, fvu);
+    if (!t->quiet) train_print_progress(t, now, fvu);
 }
 
 /* A step went non-finite: nothing of it was applied; say what is left. */
@@ -232,59 +244,81 @@ static NORETURN void train_fail_not_finite(const train_run *t)
          lsae_last_error(), (unsigned long long)(t->saved_any ? t->saved_step : t->step0), t->ck, t->ck);
 }
 
-/* Batches until the run's last optimizer step, the data's end, or Ctrl-C
-   (which lets the step in progress finish). Returns 1 when stopped by Ctrl-C. */
-static int train_loop(train_run *t)
+/* The clocks and the Ctrl-C handler, before the first batch. */
+static void train_loop_begin(train_run *t)
 {
     train_window *w = &t->w;
-    const float *xb;
-    size_t nrows;
-    lsae_result r;
     catch_signals();
     t->t_start = now_s();
     w->ema = NAN;
     w->t_last_line = w->t_last_metric = t->t_start;
+}
+
+/* One batch into the run: a trainer step (which takes an optimizer step
+   every --grad-acc-steps batches), its metrics line, and a checkpoint every
+   --save-every steps. A batch the trainer refuses changes nothing. */
+static void train_feed(train_run *t, const float *xb, size_t nrows)
+{
+    train_window *w = &t->w;
+    lsae_result r = lsae_trainer_step(t->tr, xb, nrows, &w->st);
+    if (r == LSAE_BAD_BATCH) {
+        /* nothing changed in the model: skip the batch, say so once */
+        t->batches_skipped++;
+        if (!w->warned_batch) warn("skipping a batch: %s", lsae_last_error());
+        w->warned_batch = 1;
+        return;
+    }
+    if (r == LSAE_NOT_FINITE) train_fail_not_finite(t);
+    if (r != LSAE_OK) lib_fail(r, "training");
+    w->batches++;
+    w->rows += w->st.rows_used;
+    w->fvu += w->st.fvu;
+    w->auxk += w->st.auxk;
+    w->mtk += w->st.multi_topk_fvu;
+    w->loss += w->st.loss;
+    if (!w->st.stepped) return;
+    train_log_step(t);
+    if (t->a.save_every && t->step % t->a.save_every == 0 && t->step < t->S) {
+        save_checkpoint(t);
+        if (!g_live && !t->quiet) fprintf(stderr, "saved checkpoint at step %llu\n", (unsigned long long)t->step);
+    }
+}
+
+/* Batches until the run's last optimizer step, the data's end, or Ctrl-C
+   (which lets the step in progress finish). Returns 1 when stopped by Ctrl-C. */
+static int train_loop(train_run *t)
+{
+    const float *xb;
+    size_t nrows;
+    lsae_result r;
+    train_loop_begin(t);
     while (t->step < t->S) {
-        if (g_stop && w->batches == 0) return 1;
+        if (g_stop && t->w.batches == 0) return 1;
         if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
         if (nrows == 0) break;
-        r = lsae_trainer_step(t->tr, xb, nrows, &w->st);
-        if (r == LSAE_BAD_BATCH) {
-            /* nothing changed in the model: skip the batch, say so once */
-            t->batches_skipped++;
-            if (!w->warned_batch) warn("skipping a batch: %s", lsae_last_error());
-            w->warned_batch = 1;
-            continue;
-        }
-        if (r == LSAE_NOT_FINITE) train_fail_not_finite(t);
-        if (r != LSAE_OK) lib_fail(r, "training");
-        w->batches++;
-        w->rows += w->st.rows_used;
-        w->fvu += w->st.fvu;
-        w->auxk += w->st.auxk;
-        w->mtk += w->st.multi_topk_fvu;
-        w->loss += w->st.loss;
-        if (!w->st.stepped) continue;
-        train_log_step(t);
-        if (t->a.save_every && t->step % t->a.save_every == 0 && t->step < t->S) {
-            save_checkpoint(t);
-            if (!g_live) fprintf(stderr, "saved checkpoint at step %llu\n", (unsigned long long)t->step);
-        }
+        train_feed(t, xb, nrows);
     }
     return 0;
 }
 
 /* ------------------------------------------------------------ the finish */
 
-/* The last checkpoint and the summary on stdout. */
-static void train_finish(train_run *t, int stopped)
+/* The mean fvu of the last (up to) 20 optimizer steps of this session; NaN
+   when it took none. */
+static double train_final_fvu(const train_run *t)
+{
+    size_t i, nl = t->w.n_last < 20 ? t->w.n_last : 20;
+    double s = 0;
+    for (i = 0; i < nl; ++i) s += t->w.last_fvu[i];
+    return nl ? s / (double)nl : NAN;
+}
+
+/* The last optimizer step (when the data ended inside an accumulation
+   window) and the last checkpoint. */
+static void train_finish_save(train_run *t, int stopped)
 {
     train_window *w = &t->w;
-    lsae_loader_stats ls;
     lsae_result r;
-    double secs, fvu_last = 0;
-    size_t i, nl = w->n_last < 20 ? w->n_last : 20;
-    char dur[32];
     if (!stopped && w->batches > 0) {
         /* the data ended inside an accumulation window: use what was gathered */
         if ((r = lsae_trainer_apply(t->tr, &w->st)) != LSAE_OK) lib_fail(r, "training");
@@ -292,10 +326,20 @@ static void train_finish(train_run *t, int stopped)
         t->step = w->st.step;
     }
     save_checkpoint(t);
+}
+
+/* The last checkpoint and the summary on stdout. */
+static void train_finish(train_run *t, int stopped)
+{
+    train_window *w = &t->w;
+    lsae_loader_stats ls;
+    double secs, fvu_last;
+    size_t nl = w->n_last < 20 ? w->n_last : 20;
+    char dur[32];
+    train_finish_save(t, stopped);
     live_clear();
     secs = now_s() - t->t_start;
-    for (i = 0; i < nl; ++i) fvu_last += w->last_fvu[i];
-    fvu_last = nl ? fvu_last / (double)nl : NAN;
+    fvu_last = train_final_fvu(t);
     fmt_duration(dur, sizeof dur, secs);
     if (stopped) {
         printf("interrupted at step %llu of %llu; checkpoint saved\n", (unsigned long long)t->step, (unsigned long long)t->S);
@@ -318,10 +362,12 @@ static void train_finish(train_run *t, int stopped)
 static void train_free(train_run *t)
 {
     fclose(t->metrics);
-    lsae_loader_free(t->ld);
+    if (!t->shares_data) {
+        lsae_loader_free(t->ld);
+        lsae_dataset_close(t->ds);
+    }
     lsae_trainer_free(t->tr);
     lsae_model_free(t->m);
-    lsae_dataset_close(t->ds);
     if (t->resuming) run_settings_free(&t->saved);
     free(t);
 }
@@ -339,6 +385,7 @@ static int cmd_train(int argc, char **argv)
     train_make_config(t);
     train_plan(t);
     train_start(t);
+    t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
     stopped = train_loop(t);
     train_finish(t, stopped);
     train_free(t);
