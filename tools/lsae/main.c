@@ -151,6 +151,6 @@ int main(int argc, char **argv)
             snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
             return commands[i].run(argc - 2, argv + 2);
         }
-    fprintf(stderr, "lsae: unknown command '%s' (commands: train, encode, eval, info, features, report, sweep; see lsae --help)\n", argv[1]);
+    fprintf(stderr, "lsae: unknown command '%s' (commands: train, encode, eval, info, features, compare, report, sweep; see lsae --help)\n", argv[1]);
     return 2;
 }

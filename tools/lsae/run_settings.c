@@ -14,7 +14,10 @@ static void json_str_or_null(FILE *f, const char *s)
 static const char *json_bool_text(int b) { return b ? "true" : "false"; }
 
 /* The seed is written as a string: JSON readers that keep numbers as
-   doubles would round a 64-bit seed. */
+   doubles would round a 64-bit seed. lr and auxk_alpha are written with 17
+   significant digits, which read back as the same double: with 9, a resumed
+   run's learning rate could differ from the original's in the last bit, and
+   the resumed model from an uninterrupted run's. */
 static void run_settings_write(const char *dir, const run_settings *rs)
 {
     char path[PATH_CAP];
@@ -37,10 +40,10 @@ static void run_settings_write(const char *dir, const run_settings *rs)
     fprintf(f, "  \"k\": %llu,\n  \"num_latents\": %llu,\n  \"expansion_factor\": %llu,\n  \"multi_topk\": %s,\n  \"normalize_decoder\": %s,\n",
             (unsigned long long)rs->k, (unsigned long long)rs->num_latents, (unsigned long long)rs->expansion_factor,
             json_bool_text(rs->multi_topk), json_bool_text(rs->normalize_decoder));
-    fprintf(f, "  \"batch_size\": %llu,\n  \"grad_acc_steps\": %llu,\n  \"lr\": %.9g,\n  \"lr_auto\": %s,\n  \"lr_warmup_steps\": %llu,\n",
+    fprintf(f, "  \"batch_size\": %llu,\n  \"grad_acc_steps\": %llu,\n  \"lr\": %.17g,\n  \"lr_auto\": %s,\n  \"lr_warmup_steps\": %llu,\n",
             (unsigned long long)rs->batch_size, (unsigned long long)rs->grad_acc_steps, rs->lr, json_bool_text(rs->lr_auto),
             (unsigned long long)rs->lr_warmup_steps);
-    fprintf(f, "  \"lr_schedule\": \"%s\",\n  \"auxk_alpha\": %.9g,\n  \"dead_feature_threshold\": %llu,\n", rs->lr_schedule, rs->auxk_alpha,
+    fprintf(f, "  \"lr_schedule\": \"%s\",\n  \"auxk_alpha\": %.17g,\n  \"dead_feature_threshold\": %llu,\n", rs->lr_schedule, rs->auxk_alpha,
             (unsigned long long)rs->dead_feature_threshold);
     fprintf(f, "  \"epochs\": %llu,\n  \"max_samples\": %llu,\n  \"shuffle\": %s,\n  \"seed\": \"%llu\",\n  \"total_steps\": %llu,\n",
             (unsigned long long)rs->epochs, (unsigned long long)rs->max_samples, json_bool_text(rs->shuffle), (unsigned long long)rs->seed,
