@@ -743,8 +743,10 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 #endif
 
 /* POSIX extras (fsync, mkdir) only where the compilation mode exposes them:
-   a strict -std=c99 build without _POSIX_C_SOURCE still works, minus fsync. */
-#if defined(__unix__) || defined(__APPLE__)
+   a strict -std=c99 build without _POSIX_C_SOURCE still works, minus fsync.
+   WASI's libc has mkdir and stat in every mode (its files are the host's,
+   through the runtime's preopened directories). */
+#if defined(__unix__) || defined(__APPLE__) || defined(__wasi__)
 #include <sys/types.h>
 #include <sys/stat.h>
 #if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L
@@ -3945,7 +3947,7 @@ static lsae_result lsae__mkdir(const char *dir)
     int rc;
 #if defined(_WIN32)
     rc = _mkdir(dir);
-#elif defined(__unix__) || defined(__APPLE__)
+#elif defined(__unix__) || defined(__APPLE__) || defined(__wasi__)
     rc = mkdir(dir, 0777);
 #else
     rc = 0; /* no way to make one: rely on it being there */
@@ -4597,7 +4599,14 @@ static double lsae__now(void)
     struct timespec ts;
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
+#if defined(__wasi__)
+    /* WASI has no process clock (its clock() is a deprecated emulation of
+       one); its libc declares C11's timespec_get in every mode */
+    struct timespec wall;
+    return timespec_get(&wall, TIME_UTC) ? (double)wall.tv_sec + 1e-9 * (double)wall.tv_nsec : 0.0;
+#else
     return (double)clock() / (double)CLOCKS_PER_SEC;
+#endif
 }
 
 static char *lsae__strdup(const lsae_allocator *a, const char *s)
@@ -4700,7 +4709,7 @@ static lsae_result lsae__hash_file(const char *path, uint64_t *out, uint64_t *si
 
 static int lsae__is_dir(const char *path)
 {
-#if defined(__unix__) || defined(__APPLE__)
+#if defined(__unix__) || defined(__APPLE__) || defined(__wasi__)
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 #elif defined(_WIN32)
@@ -5280,6 +5289,10 @@ typedef struct lsae__pickle {
     const char *path;
 } lsae__pickle;
 
+/* growable buffers stop at 2^40 bytes, or at SIZE_MAX where size_t is
+   narrower (wasm32: 32 bits) */
+static const size_t lsae__grow_limit = (uint64_t)SIZE_MAX > ((uint64_t)1 << 40) ? (size_t)((uint64_t)1 << 40) : SIZE_MAX;
+
 static int lsae__grow(const lsae_allocator *a, void **buf, size_t *cap, size_t need, size_t elem)
 {
     size_t ncap;
@@ -5287,7 +5300,7 @@ static int lsae__grow(const lsae_allocator *a, void **buf, size_t *cap, size_t n
     if (need <= *cap) return 1;
     ncap = *cap ? *cap : 64;
     while (ncap < need) {
-        if (ncap > ((size_t)1 << 40) / elem) return 0;
+        if (ncap > lsae__grow_limit / elem) return 0;
         ncap *= 2;
     }
     nb = lsae__malloc(a, ncap * elem);
