@@ -815,6 +815,16 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 #include <immintrin.h>
 #endif
 
+/* WebAssembly SIMD128 (clang --target=wasm32-wasi -msimd128): 4-lane
+   float vectors for the encoder product and the top-k compares. SIMD128
+   has no fused multiply-add (only the relaxed-simd extension does, and its
+   rounding is left to the engine), so its kernels multiply, then add, as
+   the portable code does without FMA: the same bits as that code. */
+#if !defined(LSAE_NO_SIMD) && defined(__wasm_simd128__)
+#define LSAE__WASM_SIMD 1
+#include <wasm_simd128.h>
+#endif
+
 /* Multiply-add for the kernels. With FMA hardware it is one fused operation
    everywhere, so a blocked kernel and the naive loop round the same way;
    without it, a product then a sum. */
@@ -1399,8 +1409,9 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
 /* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT.
    With AVX the bulk goes in 8 x 8 blocks transposed in registers (three
    rounds of shuffles, the classic unpack / shuffle / permute2f128
-   sequence): a scalar transpose writes each float to a different cache
-   line and costs a third of the product's time; this costs a few percent. */
+   sequence), with SIMD128 in 4 x 4 blocks: a scalar transpose writes each
+   float to a different cache line and costs a third of the product's
+   time; this costs a few percent. */
 static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_t nt)
 {
     size_t j = 0, p;
@@ -1436,6 +1447,27 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
         for (; p < K; ++p) {
             size_t jj;
             for (jj = 0; jj < 8; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
+        }
+    }
+#elif defined(LSAE__WASM_SIMD)
+    /* 4 x 4 blocks, transposed by two rounds of shuffles */
+    for (; j + 4 <= nt; j += 4) {
+        const float *w = W + (l0 + j) * K;
+        for (p = 0; p + 4 <= K; p += 4) {
+            const v128_t r0 = wasm_v128_load(w + p), r1 = wasm_v128_load(w + K + p);
+            const v128_t r2 = wasm_v128_load(w + 2 * K + p), r3 = wasm_v128_load(w + 3 * K + p);
+            /* t0 = r0[0] r1[0] r0[1] r1[1], t1 = r0[2] r1[2] r0[3] r1[3], t2 and t3 likewise of r2, r3 */
+            const v128_t t0 = wasm_i32x4_shuffle(r0, r1, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(r0, r1, 2, 6, 3, 7);
+            const v128_t t2 = wasm_i32x4_shuffle(r2, r3, 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(r2, r3, 2, 6, 3, 7);
+            float *o = P + p * LSAE__NT + j;
+            wasm_v128_store(o + 0 * LSAE__NT, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5)); /* column p of the 4 rows */
+            wasm_v128_store(o + 1 * LSAE__NT, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
+            wasm_v128_store(o + 2 * LSAE__NT, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
+            wasm_v128_store(o + 3 * LSAE__NT, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
+        }
+        for (; p < K; ++p) {
+            size_t jj;
+            for (jj = 0; jj < 4; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
         }
     }
 #endif
@@ -1513,6 +1545,36 @@ static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const floa
     }
 #undef LSAE__STORE256
 }
+#elif defined(LSAE__WASM_SIMD)
+/* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 4, j < 16, in sixteen
+   f32x4 accumulators; each step is a product rounded, then a sum rounded
+   (acc + a b: the portable kernel's a * b + acc without FMA, bit for bit).
+   Rows past mr repeat row 0 and are not stored. */
+static void lsae__ukernel_wasm(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
+{
+    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0), *a3 = A + (mr > 3 ? 3 * lda : 0);
+    v128_t c00 = wasm_f32x4_splat(0.0f), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    v128_t c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    size_t p;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4), b2 = wasm_v128_load(b + 8), b3 = wasm_v128_load(b + 12);
+        v128_t a;
+#define LSAE__ROW128(r)                                                         \
+        a = wasm_f32x4_splat(a##r[p]);                                          \
+        c##r##0 = wasm_f32x4_add(c##r##0, wasm_f32x4_mul(a, b0)); c##r##1 = wasm_f32x4_add(c##r##1, wasm_f32x4_mul(a, b1)); \
+        c##r##2 = wasm_f32x4_add(c##r##2, wasm_f32x4_mul(a, b2)); c##r##3 = wasm_f32x4_add(c##r##3, wasm_f32x4_mul(a, b3));
+        LSAE__ROW128(0) LSAE__ROW128(1) LSAE__ROW128(2) LSAE__ROW128(3)
+#undef LSAE__ROW128
+    }
+#define LSAE__STORE128(r)                                                       \
+    if (r < mr) {                                                               \
+        wasm_v128_store(C + r * ldc, c##r##0); wasm_v128_store(C + r * ldc + 4, c##r##1); \
+        wasm_v128_store(C + r * ldc + 8, c##r##2); wasm_v128_store(C + r * ldc + 12, c##r##3); \
+    }
+    LSAE__STORE128(0) LSAE__STORE128(1) LSAE__STORE128(2) LSAE__STORE128(3)
+#undef LSAE__STORE128
+}
 #else
 /* Portable: C[r * ldc + j] = sum_p A[r * lda + p] * P[p * NT + j],
    r < mr <= MR, j < NR, written so the compiler can keep acc in vector
@@ -1561,6 +1623,9 @@ static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, si
     for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
 #if defined(LSAE__AVX2)
         lsae__ukernel_avx2(mr, A, lda, P + j0, K, C + j0, ldc, stream);
+#elif defined(LSAE__WASM_SIMD)
+        (void)stream;
+        lsae__ukernel_wasm(mr, A, lda, P + j0, K, C + j0, ldc);
 #else
         (void)stream;
         lsae__ukernel_c(mr, A, lda, P + j0, K, C + j0, ldc);
@@ -2047,6 +2112,14 @@ static void lsae__count_from(const lsae__kv *buf, size_t n, float t, size_t *abo
         c += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_GT_OQ)) & 0x55u);
         e += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_GE_OQ)) & 0x55u);
     }
+#elif defined(LSAE__WASM_SIMD)
+    const v128_t vt = wasm_f32x4_splat(t);
+    for (; i + 4 <= n; i += 4) {
+        /* the values of four entries, lanes 0 and 2 of each pair of entries */
+        const v128_t v = wasm_i32x4_shuffle(wasm_v128_load(&buf[i]), wasm_v128_load(&buf[i + 2]), 0, 2, 4, 6);
+        c += LSAE__POPCNT((unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(v, vt)));
+        e += LSAE__POPCNT((unsigned)wasm_i32x4_bitmask(wasm_f32x4_ge(v, vt)));
+    }
 #endif
     for (; i < n; ++i) {
         c += buf[i].v > t;
@@ -2268,6 +2341,29 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
             __m256 v = _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(c + j), _mm256_loadu_ps(b + j)), zero);
             unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[0]), _CMP_GT_OQ));
             unsigned ma = KA ? (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[1]), _CMP_GT_OQ)) & (unsigned)((dead >> j) & 0xFFu) : 0u;
+            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
+            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+        }
+        return;
+    }
+#elif defined(LSAE__WASM_SIMD)
+    if (nt == LSAE__NT) {
+        /* 8 latents per compare, in two f32x4. ReLU as pmax(0, x) = 0 < x ?
+           x : 0, which is the scalar x > 0 ? x : 0 for NaN and -0 too. */
+        const v128_t zero = wasm_f32x4_splat(0.0f);
+        for (j = 0; j < LSAE__NT; j += 8) {
+            const v128_t lo = wasm_f32x4_pmax(zero, wasm_f32x4_add(wasm_v128_load(c + j), wasm_v128_load(b + j)));
+            const v128_t hi = wasm_f32x4_pmax(zero, wasm_f32x4_add(wasm_v128_load(c + j + 4), wasm_v128_load(b + j + 4)));
+            /* the thresholds rise as candidates enter: their values now (a
+               superset of what passes; OFFER_MAIN tests each again) */
+            const v128_t tm = wasm_f32x4_splat(thr[0]);
+            unsigned m = (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(lo, tm)) | (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(hi, tm)) << 4;
+            unsigned ma = 0u;
+            if (KA) {
+                const v128_t ta = wasm_f32x4_splat(thr[1]);
+                ma = ((unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(lo, ta)) | (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(hi, ta)) << 4) &
+                     (unsigned)((dead >> j) & 0xFFu);
+            }
             while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
             while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
         }
