@@ -222,7 +222,7 @@
       setStatus('none-results', resultsList.children.length);
       select.value = '1';
       select.dispatchEvent(new Event('change'));
-      setStatus('text1-first', resultsList.children.length ? resultsList.children[0].dataset.row : '');
+      setStatus('other-first', resultsList.children.length ? resultsList.children[0].dataset.row : '');
     }
   }
 
