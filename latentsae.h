@@ -110,16 +110,23 @@
    width either: built by the same compiler with the same options, the
    AVX-512 and the AVX2 kernels give the same bits (make test-isa checks
    it). Another compiler, -ffp-contract setting or a build without FMA may
-   round differently.
+   round differently. WebAssembly's SIMD128 has no fused multiply-add, so
+   its kernels round each product, then each sum: a wasm32 build (with or
+   without -msimd128) gives the bits of an x86-64 build with LSAE_NO_SIMD
+   and -ffp-contract=off (make test-wasm checks training and encoding);
+   both call the C library's cos and pow for the schedule and Adam's bias
+   correction, which may differ in the last bit between libraries (they
+   agree on the steps tested).
 
    Speed. The encoder product is a packed, register-blocked GEMM (AVX-512,
-   AVX2+FMA, or portable C, chosen at compile time) with bias, ReLU and the
-   top-k selection fused into it, so [rows, L] pre-activations are never
-   stored; the backward pass touches only the selected latents (O(B k d));
-   the optimizer is one vectorised pass. Build with -O2 -march=native
-   -fopenmp for the fastest code on the machine at hand. On a machine shared
-   with other busy processes, OMP_WAIT_POLICY=passive keeps idle OpenMP
-   threads from spinning on cores the others need.
+   AVX2+FMA, WebAssembly SIMD128, or portable C, chosen at compile time)
+   with bias, ReLU and the top-k selection fused into it, so [rows, L]
+   pre-activations are never stored; the backward pass touches only the
+   selected latents (O(B k d)); the optimizer is one vectorised pass.
+   Build with -O2 -march=native -fopenmp for the fastest code on the
+   machine at hand. On a machine shared with other busy processes,
+   OMP_WAIT_POLICY=passive keeps idle OpenMP threads from spinning on cores
+   the others need.
 
    Choices where latent-sae and sparsify leave room (docs/math.md has the why):
    - Defaults follow latent-sae's SaeConfig/TrainConfig and sparsify:
@@ -163,7 +170,8 @@
       LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
-      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
+      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA or
+                            WebAssembly SIMD128 is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
       LATENTSAE_CUDA        run on the GPU through latentsae_cuda.cu (see GPU)
