@@ -38,9 +38,9 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
-               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows
+               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm
 
-.PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests $(TEST_TARGETS) \
+.PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
@@ -503,4 +503,78 @@ test-windows: $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) $(WIN_DIR)/lsa
 	grep -q 'done: 30 optimizer steps' $(WIN_DIR)/lsae.log && [ -s $(WIN_DIR)/run/checkpoint/state.bin ] && [ -s $(WIN_DIR)/enc/top_indices.npy ] || \
 	  { cat $(WIN_DIR)/lsae.log; echo "FAILED: lsae.exe under wine"; exit 1; }
 	@echo "== Windows (mingw-w64, wine): ok"
+
+# ------------------------------------------------------------- WebAssembly
+# wasm32-wasi with Debian's clang, lld, wasi-libc and libclang-rt-14-dev-wasm32
+# (the compiler's builtins for wasm32), run under node's WASI
+# (tests/wasi_run.mjs preopens the repository as "."), with the SIMD128
+# kernels (-msimd128). test-wasm runs test_core, test_gradcheck, test_badinput
+# and test_files (where WASI has no directory listing, no fork and no mmap
+# the tests take the strict-C99 paths, as test-strict does), checks that
+# isa_digest and examples/encode.c give the bits of x86 built without SIMD
+# and without contraction (SIMD128 has no FMA: the header's "Determinism"),
+# and opens the page of examples/web in headless Chromium (tests/test_web.py).
+# make wasm-page builds that page: the module, a small model trained on
+# examples/data, and 2000 bundled texts (examples/web/bundle.js).
+WASM_CC ?= clang
+WASM_DIR = $(BUILD)/wasm
+WASM_CFLAGS = --target=wasm32-wasi $(CSTD) $(OPT) -msimd128 $(WARN)
+# wasm-ld gives a program 64 KiB of stack; the file code keeps 4 KiB path
+# buffers several calls deep
+WASM_LDFLAGS = -Wl,-z,stack-size=8388608
+# --single-threaded-gc: node 20's concurrent collector crashes the process at
+# exit once a WASI program has grown its memory past about 100 MB
+WASI_RUN = node --single-threaded-gc --experimental-wasi-unstable-preview1 --no-warnings tests/wasi_run.mjs
+WASM_TESTS = test_core test_gradcheck test_badinput test_files
+HAVE_WASM := $(shell echo 'int main(void){return 0;}' | $(WASM_CC) --target=wasm32-wasi -x c - -o /dev/null 2>/dev/null && command -v node > /dev/null && echo 1)
+WEB = examples/web
+WEB_DIR = $(BUILD)/web
+WEB_DATA = examples/data/embeddings/data-00000.npy
+
+$(WASM_DIR) $(WEB_DIR):
+	@mkdir -p $@
+$(WASM_DIR)/%.wasm: tests/%.c $(TEST_DEPS) | $(WASM_DIR)
+	$(WASM_CC) $(WASM_CFLAGS) $(WASM_LDFLAGS) -o $@ $< -lm
+$(WASM_DIR)/encode.wasm: examples/encode.c $(HDR) | $(WASM_DIR)
+	$(WASM_CC) $(WASM_CFLAGS) $(WASM_LDFLAGS) -o $@ $< -lm
+# what the wasm build must match bit for bit: x86, portable kernels, a
+# product then a sum (no FMA, no contraction)
+$(WASM_DIR)/isa_nosimd: tests/isa_digest.c $(HDR) | $(WASM_DIR)
+	$(CC) $(CSTD) $(OPT) -DLSAE_NO_SIMD -ffp-contract=off $(WARN) -o $@ $< -lm
+$(WASM_DIR)/encode_nosimd: examples/encode.c $(HDR) | $(WASM_DIR)
+	$(CC) $(CSTD) $(OPT) -DLSAE_NO_SIMD -ffp-contract=off $(WARN) -pthread -o $@ $< -lm
+
+# the page: the module (no files in a browser: LSAE_NO_STDIO), a model of
+# 1536 latents trained for a few seconds, and the bundle
+$(WEB)/latentsae.wasm: $(WEB)/web_api.c $(HDR)
+	$(WASM_CC) $(WASM_CFLAGS) -mexec-model=reactor -DLSAE_NO_STDIO -o $@ $<
+$(WEB_DIR)/model/sae.safetensors: $(BUILD)/lsae | $(WEB_DIR)
+	@rm -rf $(WEB_DIR)/run $(WEB_DIR)/model
+	$(BUILD)/lsae train --data examples/data/embeddings --k 8 --expansion-factor 4 --batch-size 256 --max-samples 60000 \
+	    --lr-warmup-steps 20 --dead-feature-threshold 20000 --out $(WEB_DIR)/run > $(WEB_DIR)/train.log
+	@mkdir -p $(WEB_DIR)/model && cp $(WEB_DIR)/run/cfg.json $(WEB_DIR)/run/sae.safetensors $(WEB_DIR)/model/
+$(WEB)/bundle.js: $(WEB)/bundle.py $(WEB)/latentsae.wasm $(WEB_DIR)/model/sae.safetensors
+	python3 $(WEB)/bundle.py --wasm $(WEB)/latentsae.wasm --model $(WEB_DIR)/model --texts examples/data/texts.txt \
+	    --embeddings $(WEB_DATA) --rows 2000 -o $@
+wasm-page: $(WEB)/bundle.js
+	@echo "open $(WEB)/index.html in a browser"
+
+ifeq ($(HAVE_WASM),1)
+test-wasm: $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(WASM_TESTS) isa_digest encode)) $(WASM_DIR)/isa_nosimd $(WASM_DIR)/encode_nosimd \
+           $(WEB)/bundle.js
+	@for t in $(WASM_TESTS); do echo "== wasm/$$t"; \
+	  $(WASI_RUN) $(WASM_DIR)/$$t.wasm > $(WASM_DIR)/$$t.log 2>&1 || { cat $(WASM_DIR)/$$t.log; echo "FAILED: $$t under node's WASI"; exit 1; }; \
+	  tail -1 $(WASM_DIR)/$$t.log; done
+	@a=$$($(WASI_RUN) $(WASM_DIR)/isa_digest.wasm) && b=$$($(WASM_DIR)/isa_nosimd) && \
+	if [ "$$a" = "$$b" ]; then echo "== wasm32 SIMD128 trains to the bits of x86 with LSAE_NO_SIMD -ffp-contract=off ($$a): ok"; \
+	else echo "FAILED: isa_digest: wasm32 $$a, x86 without SIMD or FMA $$b"; exit 1; fi
+	@$(WASI_RUN) $(WASM_DIR)/encode.wasm $(WEB_DIR)/model $(WEB_DATA) 3 > $(WASM_DIR)/encode.out && \
+	$(WASM_DIR)/encode_nosimd $(WEB_DIR)/model $(WEB_DATA) 3 > $(WASM_DIR)/encode_nosimd.out && \
+	if cmp -s $(WASM_DIR)/encode.out $(WASM_DIR)/encode_nosimd.out; then echo "== examples/encode.c under WASI prints what x86 without SIMD or FMA prints: ok"; \
+	else diff $(WASM_DIR)/encode.out $(WASM_DIR)/encode_nosimd.out; echo "FAILED: examples/encode.c under WASI"; exit 1; fi
+	@if [ -z "$(PYNUMPY)" ]; then echo "test-wasm: needs python3 with numpy (apt install python3-numpy)"; exit 1; fi
+	CHROMIUM=$(CHROMIUM) $(PYNUMPY) tests/test_web.py $(WASM_DIR)/encode_nosimd.out
+else
+test-wasm:
+	@echo "✗ test-wasm skipped: no clang that links for wasm32-wasi, or no node (tests/install-deps.sh installs clang lld wasi-libc libclang-rt-14-dev-wasm32 nodejs)"
 endif

@@ -110,16 +110,23 @@
    width either: built by the same compiler with the same options, the
    AVX-512 and the AVX2 kernels give the same bits (make test-isa checks
    it). Another compiler, -ffp-contract setting or a build without FMA may
-   round differently.
+   round differently. WebAssembly's SIMD128 has no fused multiply-add, so
+   its kernels round each product, then each sum: a wasm32 build (with or
+   without -msimd128) gives the bits of an x86-64 build with LSAE_NO_SIMD
+   and -ffp-contract=off (make test-wasm checks training and encoding);
+   both call the C library's cos and pow for the schedule and Adam's bias
+   correction, which may differ in the last bit between libraries (they
+   agree on the steps tested).
 
    Speed. The encoder product is a packed, register-blocked GEMM (AVX-512,
-   AVX2+FMA, or portable C, chosen at compile time) with bias, ReLU and the
-   top-k selection fused into it, so [rows, L] pre-activations are never
-   stored; the backward pass touches only the selected latents (O(B k d));
-   the optimizer is one vectorised pass. Build with -O2 -march=native
-   -fopenmp for the fastest code on the machine at hand. On a machine shared
-   with other busy processes, OMP_WAIT_POLICY=passive keeps idle OpenMP
-   threads from spinning on cores the others need.
+   AVX2+FMA, WebAssembly SIMD128, or portable C, chosen at compile time)
+   with bias, ReLU and the top-k selection fused into it, so [rows, L]
+   pre-activations are never stored; the backward pass touches only the
+   selected latents (O(B k d)); the optimizer is one vectorised pass.
+   Build with -O2 -march=native -fopenmp for the fastest code on the
+   machine at hand. On a machine shared with other busy processes,
+   OMP_WAIT_POLICY=passive keeps idle OpenMP threads from spinning on cores
+   the others need.
 
    Choices where latent-sae and sparsify leave room (docs/math.md has the why):
    - Defaults follow latent-sae's SaeConfig/TrainConfig and sparsify:
@@ -164,7 +171,8 @@
                             MapViewOfFile (Windows) exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
-      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
+      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA or
+                            WebAssembly SIMD128 is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
       LATENTSAE_CUDA        run on the GPU through latentsae_cuda.cu (see GPU)
@@ -746,8 +754,10 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 #endif
 
 /* POSIX extras (fsync, mkdir) only where the compilation mode exposes them:
-   a strict -std=c99 build without _POSIX_C_SOURCE still works, minus fsync. */
-#if defined(__unix__) || defined(__APPLE__)
+   a strict -std=c99 build without _POSIX_C_SOURCE still works, minus fsync.
+   WASI's libc has mkdir and stat in every mode (its files are the host's,
+   through the runtime's preopened directories). */
+#if defined(__unix__) || defined(__APPLE__) || defined(__wasi__)
 #include <sys/types.h>
 #include <sys/stat.h>
 #if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L
@@ -825,6 +835,16 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 #define LSAE__AVX512 1
 #endif
 #include <immintrin.h>
+#endif
+
+/* WebAssembly SIMD128 (clang --target=wasm32-wasi -msimd128): 4-lane
+   float vectors for the encoder product and the top-k compares. SIMD128
+   has no fused multiply-add (only the relaxed-simd extension does, and its
+   rounding is left to the engine), so its kernels multiply, then add, as
+   the portable code does without FMA: the same bits as that code. */
+#if !defined(LSAE_NO_SIMD) && defined(__wasm_simd128__)
+#define LSAE__WASM_SIMD 1
+#include <wasm_simd128.h>
 #endif
 
 /* Multiply-add for the kernels. With FMA hardware it is one fused operation
@@ -1423,8 +1443,9 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
 /* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT.
    With AVX the bulk goes in 8 x 8 blocks transposed in registers (three
    rounds of shuffles, the classic unpack / shuffle / permute2f128
-   sequence): a scalar transpose writes each float to a different cache
-   line and costs a third of the product's time; this costs a few percent. */
+   sequence), with SIMD128 in 4 x 4 blocks: a scalar transpose writes each
+   float to a different cache line and costs a third of the product's
+   time; this costs a few percent. */
 static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_t nt)
 {
     size_t j = 0, p;
@@ -1460,6 +1481,27 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
         for (; p < K; ++p) {
             size_t jj;
             for (jj = 0; jj < 8; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
+        }
+    }
+#elif defined(LSAE__WASM_SIMD)
+    /* 4 x 4 blocks, transposed by two rounds of shuffles */
+    for (; j + 4 <= nt; j += 4) {
+        const float *w = W + (l0 + j) * K;
+        for (p = 0; p + 4 <= K; p += 4) {
+            const v128_t r0 = wasm_v128_load(w + p), r1 = wasm_v128_load(w + K + p);
+            const v128_t r2 = wasm_v128_load(w + 2 * K + p), r3 = wasm_v128_load(w + 3 * K + p);
+            /* t0 = r0[0] r1[0] r0[1] r1[1], t1 = r0[2] r1[2] r0[3] r1[3], t2 and t3 likewise of r2, r3 */
+            const v128_t t0 = wasm_i32x4_shuffle(r0, r1, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(r0, r1, 2, 6, 3, 7);
+            const v128_t t2 = wasm_i32x4_shuffle(r2, r3, 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(r2, r3, 2, 6, 3, 7);
+            float *o = P + p * LSAE__NT + j;
+            wasm_v128_store(o + 0 * LSAE__NT, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5)); /* column p of the 4 rows */
+            wasm_v128_store(o + 1 * LSAE__NT, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
+            wasm_v128_store(o + 2 * LSAE__NT, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
+            wasm_v128_store(o + 3 * LSAE__NT, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
+        }
+        for (; p < K; ++p) {
+            size_t jj;
+            for (jj = 0; jj < 4; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
         }
     }
 #endif
@@ -1537,6 +1579,36 @@ static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const floa
     }
 #undef LSAE__STORE256
 }
+#elif defined(LSAE__WASM_SIMD)
+/* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 4, j < 16, in sixteen
+   f32x4 accumulators; each step is a product rounded, then a sum rounded
+   (acc + a b: the portable kernel's a * b + acc without FMA, bit for bit).
+   Rows past mr repeat row 0 and are not stored. */
+static void lsae__ukernel_wasm(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
+{
+    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0), *a3 = A + (mr > 3 ? 3 * lda : 0);
+    v128_t c00 = wasm_f32x4_splat(0.0f), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    v128_t c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    size_t p;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4), b2 = wasm_v128_load(b + 8), b3 = wasm_v128_load(b + 12);
+        v128_t a;
+#define LSAE__ROW128(r)                                                         \
+        a = wasm_f32x4_splat(a##r[p]);                                          \
+        c##r##0 = wasm_f32x4_add(c##r##0, wasm_f32x4_mul(a, b0)); c##r##1 = wasm_f32x4_add(c##r##1, wasm_f32x4_mul(a, b1)); \
+        c##r##2 = wasm_f32x4_add(c##r##2, wasm_f32x4_mul(a, b2)); c##r##3 = wasm_f32x4_add(c##r##3, wasm_f32x4_mul(a, b3));
+        LSAE__ROW128(0) LSAE__ROW128(1) LSAE__ROW128(2) LSAE__ROW128(3)
+#undef LSAE__ROW128
+    }
+#define LSAE__STORE128(r)                                                       \
+    if (r < mr) {                                                               \
+        wasm_v128_store(C + r * ldc, c##r##0); wasm_v128_store(C + r * ldc + 4, c##r##1); \
+        wasm_v128_store(C + r * ldc + 8, c##r##2); wasm_v128_store(C + r * ldc + 12, c##r##3); \
+    }
+    LSAE__STORE128(0) LSAE__STORE128(1) LSAE__STORE128(2) LSAE__STORE128(3)
+#undef LSAE__STORE128
+}
 #else
 /* Portable: C[r * ldc + j] = sum_p A[r * lda + p] * P[p * NT + j],
    r < mr <= MR, j < NR, written so the compiler can keep acc in vector
@@ -1585,6 +1657,9 @@ static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, si
     for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
 #if defined(LSAE__AVX2)
         lsae__ukernel_avx2(mr, A, lda, P + j0, K, C + j0, ldc, stream);
+#elif defined(LSAE__WASM_SIMD)
+        (void)stream;
+        lsae__ukernel_wasm(mr, A, lda, P + j0, K, C + j0, ldc);
 #else
         (void)stream;
         lsae__ukernel_c(mr, A, lda, P + j0, K, C + j0, ldc);
@@ -2071,6 +2146,14 @@ static void lsae__count_from(const lsae__kv *buf, size_t n, float t, size_t *abo
         c += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_GT_OQ)) & 0x55u);
         e += LSAE__POPCNT((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_GE_OQ)) & 0x55u);
     }
+#elif defined(LSAE__WASM_SIMD)
+    const v128_t vt = wasm_f32x4_splat(t);
+    for (; i + 4 <= n; i += 4) {
+        /* the values of four entries, lanes 0 and 2 of each pair of entries */
+        const v128_t v = wasm_i32x4_shuffle(wasm_v128_load(&buf[i]), wasm_v128_load(&buf[i + 2]), 0, 2, 4, 6);
+        c += LSAE__POPCNT((unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(v, vt)));
+        e += LSAE__POPCNT((unsigned)wasm_i32x4_bitmask(wasm_f32x4_ge(v, vt)));
+    }
 #endif
     for (; i < n; ++i) {
         c += buf[i].v > t;
@@ -2292,6 +2375,29 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
             __m256 v = _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(c + j), _mm256_loadu_ps(b + j)), zero);
             unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[0]), _CMP_GT_OQ));
             unsigned ma = KA ? (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[1]), _CMP_GT_OQ)) & (unsigned)((dead >> j) & 0xFFu) : 0u;
+            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
+            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+        }
+        return;
+    }
+#elif defined(LSAE__WASM_SIMD)
+    if (nt == LSAE__NT) {
+        /* 8 latents per compare, in two f32x4. ReLU as pmax(0, x) = 0 < x ?
+           x : 0, which is the scalar x > 0 ? x : 0 for NaN and -0 too. */
+        const v128_t zero = wasm_f32x4_splat(0.0f);
+        for (j = 0; j < LSAE__NT; j += 8) {
+            const v128_t lo = wasm_f32x4_pmax(zero, wasm_f32x4_add(wasm_v128_load(c + j), wasm_v128_load(b + j)));
+            const v128_t hi = wasm_f32x4_pmax(zero, wasm_f32x4_add(wasm_v128_load(c + j + 4), wasm_v128_load(b + j + 4)));
+            /* the thresholds rise as candidates enter: their values now (a
+               superset of what passes; OFFER_MAIN tests each again) */
+            const v128_t tm = wasm_f32x4_splat(thr[0]);
+            unsigned m = (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(lo, tm)) | (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(hi, tm)) << 4;
+            unsigned ma = 0u;
+            if (KA) {
+                const v128_t ta = wasm_f32x4_splat(thr[1]);
+                ma = ((unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(lo, ta)) | (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(hi, ta)) << 4) &
+                     (unsigned)((dead >> j) & 0xFFu);
+            }
             while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
             while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
         }
@@ -4082,7 +4188,7 @@ static lsae_result lsae__mkdir(const char *dir)
 #if defined(_WIN32)
     wchar_t wd[LSAE__WPATH_CAP];
     rc = lsae__wpath(dir, wd, LSAE__WPATH_CAP) ? _wmkdir(wd) : -1;
-#elif defined(__unix__) || defined(__APPLE__)
+#elif defined(__unix__) || defined(__APPLE__) || defined(__wasi__)
     rc = mkdir(dir, 0777);
 #else
     rc = 0; /* no way to make one: rely on it being there */
@@ -4741,7 +4847,14 @@ static double lsae__now(void)
     struct timespec ts;
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
+#if defined(__wasi__)
+    /* WASI has no process clock (its clock() is a deprecated emulation of
+       one); its libc declares C11's timespec_get in every mode */
+    struct timespec wall;
+    return timespec_get(&wall, TIME_UTC) ? (double)wall.tv_sec + 1e-9 * (double)wall.tv_nsec : 0.0;
+#else
     return (double)clock() / (double)CLOCKS_PER_SEC;
+#endif
 }
 
 static char *lsae__strdup(const lsae_allocator *a, const char *s)
@@ -4844,7 +4957,7 @@ static lsae_result lsae__hash_file(const char *path, uint64_t *out, uint64_t *si
 
 static int lsae__is_dir(const char *path)
 {
-#if defined(__unix__) || defined(__APPLE__)
+#if defined(__unix__) || defined(__APPLE__) || defined(__wasi__)
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 #elif defined(_WIN32)
@@ -5456,6 +5569,10 @@ typedef struct lsae__pickle {
     const char *path;
 } lsae__pickle;
 
+/* growable buffers stop at 2^40 bytes, or at SIZE_MAX where size_t is
+   narrower (wasm32: 32 bits) */
+static const size_t lsae__grow_limit = (uint64_t)SIZE_MAX > ((uint64_t)1 << 40) ? (size_t)((uint64_t)1 << 40) : SIZE_MAX;
+
 static int lsae__grow(const lsae_allocator *a, void **buf, size_t *cap, size_t need, size_t elem)
 {
     size_t ncap;
@@ -5463,7 +5580,7 @@ static int lsae__grow(const lsae_allocator *a, void **buf, size_t *cap, size_t n
     if (need <= *cap) return 1;
     ncap = *cap ? *cap : 64;
     while (ncap < need) {
-        if (ncap > ((size_t)1 << 40) / elem) return 0;
+        if (ncap > lsae__grow_limit / elem) return 0;
         ncap *= 2;
     }
     nb = lsae__malloc(a, ncap * elem);

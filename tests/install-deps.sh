@@ -47,6 +47,12 @@ have clang || need libclang-rt-14-dev
 have x86_64-w64-mingw32-gcc || need gcc-mingw-w64-x86-64
 [ -x /usr/lib/wine/wine64 ] || have wine64 || need wine64
 have wine || [ -x /usr/bin/wine-stable ] || need wine
+# make test-wasm: clang for wasm32-wasi (Debian's clang 14 with lld,
+# wasi-libc and the compiler's wasm32 builtins) and node for WASI
+have wasm-ld || need lld
+[ -e /usr/include/wasm32-wasi/stdio.h ] || need wasi-libc
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a > /dev/null 2>&1 || need libclang-rt-14-dev-wasm32
+have node || need nodejs
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are

@@ -50,6 +50,7 @@ static int train(int id, const problem *p, int threads, uint64_t *out)
     lsae_trainer *t = NULL;
     lsae_trainer_state st;
     lsae_step_stats ss;
+    uint64_t counts[2];
     uint64_t *since = (uint64_t *)calloc(L, sizeof(uint64_t));
     float *x = (float *)malloc(p->rows * d * sizeof(float)), *w = (float *)malloc(4 * P * sizeof(float));
     float *m1 = w + P, *m2 = w + 2 * P, *g = w + 3 * P;
@@ -77,7 +78,8 @@ static int train(int id, const problem *p, int threads, uint64_t *out)
         if (lsae_trainer_step(t, x, p->rows, &ss) != LSAE_OK) goto done;
         mix(&ss.fvu, sizeof ss.fvu); mix(&ss.auxk, sizeof ss.auxk); mix(&ss.multi_topk_fvu, sizeof ss.multi_topk_fvu);
         mix(&ss.loss, sizeof ss.loss); mix(&ss.grad_norm, sizeof ss.grad_norm); mix(&ss.lr, sizeof ss.lr);
-        mix(&ss.n_dead, sizeof ss.n_dead); mix(&ss.rows_used, sizeof ss.rows_used);
+        counts[0] = ss.n_dead; counts[1] = ss.rows_used; /* size_t: 8 bytes on x86-64, 4 on wasm32 */
+        mix(counts, sizeof counts);
         if (s == 1 && p->grad_acc_steps > 1) { /* mid-window: b_dec's input side is added on the way out */
             if (lsae_trainer_get_grads(t, g, g + L * d, g + L * d + L, g + 2 * L * d + L) != LSAE_OK) goto done;
             mix(g, P * sizeof(float));
