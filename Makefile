@@ -503,6 +503,7 @@ test-windows: $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) $(WIN_DIR)/lsa
 	grep -q 'done: 30 optimizer steps' $(WIN_DIR)/lsae.log && [ -s $(WIN_DIR)/run/checkpoint/state.bin ] && [ -s $(WIN_DIR)/enc/top_indices.npy ] || \
 	  { cat $(WIN_DIR)/lsae.log; echo "FAILED: lsae.exe under wine"; exit 1; }
 	@echo "== Windows (mingw-w64, wine): ok"
+endif
 
 # ------------------------------------------------------------- WebAssembly
 # wasm32-wasi with Debian's clang, lld, wasi-libc and libclang-rt-14-dev-wasm32
