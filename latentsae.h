@@ -6228,21 +6228,20 @@ static void lsae__epoch_order(lsae_loader *ld, uint64_t e)
     ld->have_order = 1;
 }
 
-/* 1 if any of the d little-endian float32 values at x is NaN or Inf. A
-   float is NaN or Inf exactly when its exponent bits are all ones, and then
+/* 1 if any of the d float32 values at x (in this machine's byte order: a
+   batch row, already converted from its file) is NaN or Inf. A float is NaN
+   or Inf exactly when its exponent bits are all ones, and then
    (bits & 0x7F800000) + 0x00800000 carries into bit 31; two floats go
    through a 64-bit word at once (the low half's sum never reaches bit 32),
    four words per step on independent accumulators: no branch and no
-   comparison chain, several GB/s even where the compiler does not vectorise. */
+   comparison chain, several GB/s even where the compiler does not vectorise.
+   Which float lands in which half of a word depends on the byte order, but
+   both halves are tested alike, so the same code is right on either. */
 static int lsae__row_nonfinite(const unsigned char *x, size_t d)
 {
     const uint64_t M = 0x7F8000007F800000ull, A = 0x0080000000800000ull;
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     size_t i = 0, n = d * 4;
-    if (!lsae__little_endian()) {
-        for (i = 0; i < n; i += 4) if (((uint32_t)lsae__get_le(x + i, 4) & 0x7F800000u) == 0x7F800000u) return 1;
-        return 0;
-    }
     for (; i + 32 <= n; i += 32) {
         uint64_t w0, w1, w2, w3;
         memcpy(&w0, x + i, 8);

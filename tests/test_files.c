@@ -34,8 +34,31 @@ static void write_bytes(const char *path, const void *p, size_t n)
     fclose(f);
 }
 
+/* n bytes of elem-byte numbers in this machine's order, written in the
+   order a file says (big_endian 0: little-endian, as every format here
+   stores them; docs/files.md), so the tests write the same bytes on a
+   big-endian host as on x86 */
+static void fwrite_ordered(FILE *f, const void *p, size_t n, size_t elem, int big_endian)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i, q;
+    if (elem < 2 || lsae__little_endian() == !big_endian) { if (n) fwrite(p, 1, n, f); return; }
+    for (i = 0; i + elem <= n; i += elem)
+        for (q = elem; q-- > 0;) fputc(b[i + q], f);
+}
+
+/* floats (elem 4) or half floats (elem 2) as little-endian bytes */
+static void write_le(const char *path, const void *p, size_t n, size_t elem)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) { fprintf(stderr, "cannot write %s\n", path); exit(1); }
+    fwrite_ordered(f, p, n, elem, 0);
+    fclose(f);
+}
+
 /* an npy file written by hand from the format description: magic, version,
-   header length, header text padded to 64 bytes with spaces and '\n' */
+   header length, header text padded to 64 bytes with spaces and '\n'; the
+   data (numbers in this machine's order) in the byte order descr names */
 static void write_npy(const char *path, int major, const char *descr, const char *extra, const char *shape, const void *data, size_t nbytes)
 {
     char hdr[512];
@@ -55,7 +78,7 @@ static void write_npy(const char *path, int major, const char *descr, const char
     f = fopen(path, "wb");
     fwrite(pre, 1, pl, f);
     fwrite(hdr, 1, hl, f);
-    if (nbytes) fwrite(data, 1, nbytes, f);
+    fwrite_ordered(f, data, nbytes, strstr(descr, "f2") ? 2 : strstr(descr, "f4") ? 4 : strstr(descr, "f8") ? 8 : 1, descr[0] == '>');
     fclose(f);
 }
 
@@ -293,7 +316,7 @@ static void test_raw(void)
     const char *p = TDIR "/a.bin";
     lsae_result r;
     make_rows(x, 10, 4, 3);
-    write_bytes(p, x, sizeof x);
+    write_le(p, x, sizeof x, 4);
     o.raw_d_in = 3;
     OK(lsae_dataset_open(p, &o, NULL, &ds));
     if (ds) {
@@ -312,7 +335,7 @@ static void test_raw(void)
     CHECKF(r == LSAE_INVALID_ARGS && msg_has("width"), "%s", lsae_last_error());
     r = open_one(p, &ds); /* .bin without a width: cannot tell */
     CHECKF(r == LSAE_BAD_FILE && msg_has("raw"), "%s", lsae_last_error());
-    write_bytes(p, bf, sizeof bf);
+    write_le(p, bf, sizeof bf, 2);
     o.raw_d_in = 3;
     o.raw_dtype = LSAE_DTYPE_BF16;
     OK(lsae_dataset_open(p, &o, NULL, &ds));
@@ -1001,8 +1024,12 @@ static void test_checkpoint_kill9(const char *self)
     for (round = 0; round < 12; ++round) {
         pid_t pid = fork();
         if (pid == 0) {
+            /* a cross build run under qemu-user (make test-bigendian) names
+               the emulator here: exec cannot start a foreign binary by itself */
+            const char *emulator = getenv("LSAE_TEST_EMULATOR");
             setenv("OMP_NUM_THREADS", "1", 1); /* tiny steps: most of the saver's time is spent saving */
-            execl(self, self, "--ckpt-saver", (char *)NULL);
+            if (emulator && *emulator) execlp(emulator, emulator, self, "--ckpt-saver", (char *)NULL);
+            else execl(self, self, "--ckpt-saver", (char *)NULL);
             _exit(6);
         } else if (pid > 0) {
             struct timespec ts;
