@@ -3842,22 +3842,32 @@ static int lsae__little_endian(void)
     return c == 1;
 }
 
-/* Convert n little-endian elements of dtype (1 = F32, 2 = F16, 3 = BF16) in
-   src to floats in dst. */
+/* Convert n elements of dtype in src to floats (this machine's byte order)
+   in dst. dtype is an LSAE__DT_* number: 1 = F32, 2 = F16, 3 = BF16, all
+   little-endian as every format here stores them, or 5 = F32 and 6 = F16
+   big-endian (npy '>f4', '>f2', what numpy saves on a big-endian machine).
+   Bytes are assembled by shifts, so the result is the same on any host; the
+   memcpy is the case where the file's order is the host's. */
 LSAE__MAYBE_UNUSED static void lsae__to_f32(float *dst, const unsigned char *src, size_t n, int dtype)
 {
     size_t i;
-    if (dtype == 1) {
-        if (lsae__little_endian()) { memcpy(dst, src, n * 4); return; }
+    if (dtype == 1 || dtype == 5) {
+        const int big = dtype == 5;
+        if (big == !lsae__little_endian()) {
+            memcpy(dst, src, n * 4);
+            return;
+        }
         for (i = 0; i < n; ++i) {
-            uint32_t b = (uint32_t)src[4 * i] | ((uint32_t)src[4 * i + 1] << 8) | ((uint32_t)src[4 * i + 2] << 16) | ((uint32_t)src[4 * i + 3] << 24);
+            const unsigned char *e = src + 4 * i;
+            uint32_t b = big ? ((uint32_t)e[0] << 24) | ((uint32_t)e[1] << 16) | ((uint32_t)e[2] << 8) | (uint32_t)e[3]
+                             : (uint32_t)e[0] | ((uint32_t)e[1] << 8) | ((uint32_t)e[2] << 16) | ((uint32_t)e[3] << 24);
             memcpy(&dst[i], &b, 4);
         }
         return;
     }
     for (i = 0; i < n; ++i) {
-        uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-        dst[i] = dtype == 2 ? lsae__f16_to_f32(h) : lsae__bf16_to_f32(h);
+        uint16_t h = dtype == 6 ? (uint16_t)((src[2 * i] << 8) | src[2 * i + 1]) : (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+        dst[i] = dtype == 3 ? lsae__bf16_to_f32(h) : lsae__f16_to_f32(h);
     }
 }
 
@@ -4028,7 +4038,11 @@ static lsae_result lsae__afile_commit(lsae__afile *af)
    the format's own reader checks: the header fits the file, every tensor's
    byte count equals its shape times its dtype size, and the tensors tile the
    data exactly (no gap, no overlap, nothing after). */
-enum { LSAE__DT_OTHER = 0, LSAE__DT_F32 = 1, LSAE__DT_F16 = 2, LSAE__DT_BF16 = 3, LSAE__DT_F64 = 4 };
+enum { LSAE__DT_OTHER = 0, LSAE__DT_F32 = 1, LSAE__DT_F16 = 2, LSAE__DT_BF16 = 3, LSAE__DT_F64 = 4,
+       LSAE__DT_F32_BE = 5, LSAE__DT_F16_BE = 6 /* big-endian: npy '>f4', '>f2' only (lsae__to_f32) */ };
+
+/* The dtype whose bytes are this machine's float32s, usable in place */
+#define LSAE__DT_F32_NATIVE (lsae__little_endian() ? LSAE__DT_F32 : LSAE__DT_F32_BE)
 
 #define LSAE__ST_MAX_DIMS 8
 #define LSAE__ST_MAX_NAME 512
@@ -4832,7 +4846,7 @@ static lsae_result lsae__list_dir(const char *dir, const lsae_allocator *a, lsae
 typedef struct lsae__shard {
     char *path;
     lsae_format format;
-    int dtype;                  /* LSAE__DT_F32 / _F16 / _BF16 */
+    int dtype;                  /* LSAE__DT_F32 / _F16 / _BF16 (little-endian), _F32_BE / _F16_BE (npy only) */
     size_t elem;                /* bytes per value */
     uint64_t offset;            /* byte offset of row 0 */
     uint64_t rows, cols;
@@ -4883,8 +4897,9 @@ LSAE__MAYBE_UNUSED static lsae_result lsae__shard_check_size(const char *path, c
                  {'descr': '<f4', 'fortran_order': False, 'shape': (N, D), }
                  padded with spaces and ended by '\n'
      then        the data, C order unless fortran_order.
-   We take '<f4' and '<f2' (and '|' or '=' byte-order marks where the host is
-   little-endian), 2-D, C order; anything else is refused with its name. */
+   We take float32 and float16 in either byte order ('<f4', '<f2', '>f4',
+   '>f2'; '=' and '|' mean this machine's), 2-D, C order; anything else is
+   refused with its name. */
 #define LSAE__NPY_MAX_HEADER (1u << 20)
 
 typedef struct lsae__npy_hdr {
@@ -5013,12 +5028,11 @@ static lsae_result lsae__npy_open(const char *path, FILE *f, uint64_t size, cons
     {
         const char *d = h.descr;
         char bo = d[0];
-        int le_host = lsae__little_endian();
-        if (bo == '>' || ((bo == '=' || bo == '|') && !le_host) || (bo == '<' && !le_host && strcmp(d + 1, "f4") != 0 && strcmp(d + 1, "f2") != 0))
-            return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is big-endian; save it little-endian (arr.astype('<f4'))", path, d);
-        if (bo == '<' || bo == '=' || bo == '|') ++d;
-        if (strcmp(d, "f4") == 0) { sh->dtype = LSAE__DT_F32; sh->elem = 4; }
-        else if (strcmp(d, "f2") == 0) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
+        /* '<' little-endian, '>' big-endian, '=' (and '|', and no mark) this machine's */
+        int big = bo == '>' || (bo != '<' && !lsae__little_endian());
+        if (bo == '<' || bo == '>' || bo == '=' || bo == '|') ++d;
+        if (strcmp(d, "f4") == 0) { sh->dtype = big ? LSAE__DT_F32_BE : LSAE__DT_F32; sh->elem = 4; }
+        else if (strcmp(d, "f2") == 0) { sh->dtype = big ? LSAE__DT_F16_BE : LSAE__DT_F16; sh->elem = 2; }
         else return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is not float32 ('<f4') or float16 ('<f2'); convert it with arr.astype(np.float32)", path, h.descr);
     }
     if (h.fortran)
@@ -6022,11 +6036,11 @@ LSAE_DEF const char *lsae_dataset_shard_path(const lsae_dataset *ds, size_t i)
 static size_t lsae__find_shard(const lsae_dataset *ds, uint64_t g);
 
 /* Where global row g's bytes lie, when they can be used as float32 in place
-   (a mapped little-endian F32 shard), else NULL. */
+   (a mapped F32 shard in this machine's byte order), else NULL. */
 static const unsigned char *lsae__dataset_direct(const lsae_dataset *ds, uint64_t g)
 {
     const lsae__shard *sh = &ds->shards[lsae__find_shard(ds, g)];
-    if (!sh->map || sh->dtype != LSAE__DT_F32 || !lsae__little_endian()) return NULL;
+    if (!sh->map || sh->dtype != LSAE__DT_F32_NATIVE) return NULL;
     return sh->map + sh->offset + (g - sh->first) * ds->d * 4;
 }
 
@@ -6070,7 +6084,7 @@ LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t 
                 ds->f_shard = s;
             }
             if (!lsae__seek(ds->f, off)) return lsae__err(LSAE_IO_ERROR, "%s: seek to byte %llu failed", sh->path, (unsigned long long)off);
-            if (sh->dtype == LSAE__DT_F32 && lsae__little_endian()) {
+            if (sh->dtype == LSAE__DT_F32_NATIVE) {
                 if (fread(dst, 4, vals, ds->f) != vals)
                     return lsae__err(LSAE_IO_ERROR, "%s: read of %zu rows at byte %llu failed (file shrunk?)", sh->path, n, (unsigned long long)off);
             } else {
@@ -6283,8 +6297,9 @@ static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t 
     }
     v = v0;
     vend = v0 + w->n;
-    /* Rows of a memory-mapped little-endian float32 shard are used where they
-       lie (no copy: the batch is gathered straight from the page cache);
+    /* Rows of a memory-mapped float32 shard in this machine's byte order
+       (little-endian on x86 and ARM64) are used where they lie (no copy: the
+       batch is gathered straight from the page cache);
        other rows are read and converted into w->rows, in slices of about
        256 KiB. A mapped slice has one byte of each of its pages read here,
        so a file not yet in the page cache is read from disk by this (the

@@ -79,13 +79,19 @@ static void st_file(const char *path, const char *hdr, size_t data)
 }
 
 /* a safetensors file with the given data bytes */
-static void st_file_data(const char *path, const char *hdr, const void *data, size_t n)
+/* data: n bytes of float32 values, stored little-endian as safetensors
+   says (docs/files.md) whatever this machine's byte order */
+static void st_file_data(const char *path, const char *hdr, const float *data, size_t n)
 {
     size_t hl = strlen(hdr), i;
     unsigned char *b = (unsigned char *)calloc(8 + hl + n + 1, 1);
     for (i = 0; i < 8; ++i) b[i] = (unsigned char)((unsigned long long)hl >> (8 * i));
     memcpy(b + 8, hdr, hl);
-    memcpy(b + 8 + hl, data, n);
+    for (i = 0; i + 4 <= n; i += 4) {
+        uint32_t u;
+        memcpy(&u, &data[i / 4], 4);
+        lsae__put_le(b + 8 + hl + i, u, 4);
+    }
     write_bytes(path, b, 8 + hl + n);
     free(b);
 }
