@@ -42,6 +42,10 @@ if have clang && ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long
     need libclang-rt-14-dev
 fi
 have clang || need libclang-rt-14-dev
+# make test-bigendian: the tests cross-compiled for s390x, run under qemu-user
+have s390x-linux-gnu-gcc || need gcc-s390x-linux-gnu
+[ -e /usr/s390x-linux-gnu/include/stdio.h ] || need libc6-dev-s390x-cross
+have qemu-s390x || need qemu-user
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are
