@@ -344,8 +344,8 @@ static int cmd_read(const char *dir, const char *pt)
     /* a file from the real torch.save (values unknown here: the digest is
        compared across hosts; make test-interop checks them against torch) */
     if (pt) {
-        read_dataset(pt, "torch .pt", 0, 0, NULL);
-        read_dataset(pt, "torch .pt", 0, 1, NULL);
+        read_dataset(pt, "torch .pt", (lsae_dtype)0, 0, NULL);
+        read_dataset(pt, "torch .pt", (lsae_dtype)0, 1, NULL);
     }
     return failures != 0;
 }
