@@ -454,10 +454,6 @@ $(BE_DIR):
 	@mkdir -p $@
 $(BE_DIR)/%: tests/%.c $(TEST_DEPS) | $(BE_DIR)
 	$(BE_CC) $(CSTD) -fexcess-precision=fast $(OPT) $(WARN) -g -o $@ $< -lm
-$(BUILD)/endian_driver: tests/endian_driver.c $(HDR) | $(BUILD)
-	$(CC) $(CFLAGS_ALL) -o $@ $< -lm
-$(BE_DIR)/endian_driver: tests/endian_driver.c $(HDR) | $(BE_DIR)
-	$(BE_CC) $(CSTD) -fexcess-precision=fast $(OPT) $(WARN) -g -o $@ $< -lm
 ifeq ($(shell command -v $(BE_CC) > /dev/null 2>&1 && command -v qemu-s390x > /dev/null 2>&1 && test -d /usr/s390x-linux-gnu/lib && echo yes),yes)
 test-bigendian: $(addprefix $(BE_DIR)/,$(BE_TESTS) endian_driver) $(BUILD)/endian_driver
 	@for t in $(BE_TESTS); do echo "== s390x/$$t (qemu-s390x)"; \
