@@ -38,7 +38,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
-               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm
+               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian
 
 .PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
@@ -578,4 +578,44 @@ test-wasm: $(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(WASM_TESTS) isa_digest e
 else
 test-wasm:
 	@echo "✗ test-wasm skipped: no clang that links for wasm32-wasi, or no node (tests/install-deps.sh installs clang lld wasi-libc libclang-rt-14-dev-wasm32 nodejs)"
+endif
+
+# ------------------------------------------------------------- big-endian
+# Files on a big-endian host: the tests cross-compiled for s390x (Debian's
+# gcc-s390x-linux-gnu) and run under qemu-user, then files carried across
+# byte orders: tests/endian_driver.c writes a model, a SAELens model, a
+# checkpoint and datasets in every format on x86 and on s390x; each build
+# reads both sets and must print the same values (the digests), and the two
+# sets must be byte for byte the same. -fexcess-precision=fast: under
+# -std=c99 s390x's gcc evaluates float arithmetic in double
+# (FLT_EVAL_METHOD 1), which test_files' exact comparisons of float sums do
+# not expect; with it float is float, as on x86.
+BE_CC ?= s390x-linux-gnu-gcc
+BE_RUN = env QEMU_LD_PREFIX=/usr/s390x-linux-gnu qemu-s390x
+BE_TESTS = test_files test_badinput test_core
+BE_DIR = $(BUILD)/s390x
+$(BE_DIR):
+	@mkdir -p $@
+$(BE_DIR)/%: tests/%.c $(TEST_DEPS) | $(BE_DIR)
+	$(BE_CC) $(CSTD) -fexcess-precision=fast $(OPT) $(WARN) -g -o $@ $< -lm
+ifeq ($(shell command -v $(BE_CC) > /dev/null 2>&1 && command -v qemu-s390x > /dev/null 2>&1 && test -d /usr/s390x-linux-gnu/lib && echo yes),yes)
+test-bigendian: $(addprefix $(BE_DIR)/,$(BE_TESTS) endian_driver) $(BUILD)/endian_driver
+	@for t in $(BE_TESTS); do echo "== s390x/$$t (qemu-s390x)"; \
+	  LSAE_TEST_EMULATOR=qemu-s390x $(BE_RUN) $(BE_DIR)/$$t > $(BE_DIR)/$$t.log 2>&1 || { tail -n 40 $(BE_DIR)/$$t.log; echo "FAILED: $$t on s390x (log $(BE_DIR)/$$t.log)"; exit 1; }; \
+	  tail -n 1 $(BE_DIR)/$$t.log; done
+	@e=$(BE_DIR)/endian; pt=tests/data/t12x8.pt; rm -rf $$e; mkdir -p $$e/x86 $$e/s390x; \
+	$(BUILD)/endian_driver write $$e/x86 > $$e/x86.write && $(BE_RUN) $(BE_DIR)/endian_driver write $$e/s390x > $$e/s390x.write || { echo "FAILED: endian_driver write"; exit 1; }; \
+	cmp -s $$e/x86.write $$e/s390x.write || { diff $$e/x86.write $$e/s390x.write; echo "FAILED: x86 and s390x hold different values before writing"; exit 1; }; \
+	$(BUILD)/endian_driver read $$e/x86 $$pt > $$e/x86-reads-x86 && $(BUILD)/endian_driver read $$e/s390x $$pt > $$e/x86-reads-s390x && \
+	$(BE_RUN) $(BE_DIR)/endian_driver read $$e/x86 $$pt > $$e/s390x-reads-x86 && $(BE_RUN) $(BE_DIR)/endian_driver read $$e/s390x $$pt > $$e/s390x-reads-s390x || \
+	  { echo "FAILED: endian_driver read (a file read back to other values than were written, or refused)"; exit 1; }; \
+	grep -v '^data ' $$e/x86.write | while read -r name n dg; do \
+	  grep -q "^$$name  *$$n $$dg\$$" $$e/x86-reads-x86 || { echo "FAILED: $$name read back to other values than x86 wrote"; exit 1; }; done || exit 1; \
+	for r in x86-reads-s390x s390x-reads-x86 s390x-reads-s390x; do \
+	  cmp -s $$e/x86-reads-x86 $$e/$$r || { diff $$e/x86-reads-x86 $$e/$$r; echo "FAILED: $$r differs from x86-reads-x86"; exit 1; }; done; \
+	diff -r $$e/x86 $$e/s390x > /dev/null || { diff -r $$e/x86 $$e/s390x; echo "FAILED: the files written on s390x differ from the ones written on x86"; exit 1; }; \
+	echo "== big-endian: model, SAELens model, checkpoint written on x86 and on s390x are the same bytes; npy (<f4 >f4 <f2 >f2), safetensors (F32 F16 BF16), raw (f32 f16 bf16) and torch .pt read to the same values on both ($$(wc -l < $$e/x86-reads-x86) items): ok"
+else
+test-bigendian:
+	@echo "✗ test-bigendian skipped: needs $(BE_CC), libc6-dev-s390x-cross and qemu-s390x (apt install gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user; tests/install-deps.sh does)"
 endif

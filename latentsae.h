@@ -215,11 +215,16 @@
      latent-sae and sparsify do (F32, F16, BF16 read; F32 written); every
      cfg.json version in the wild; SAELens directories converted both ways;
      published models found offline in the Hugging Face cache.
-   - Embeddings: .npy (v1-v3, <f4/<f2, C order), .safetensors (a 2-D F32,
-     F16 or BF16 tensor), raw f32/f16/bf16 dumps, torch.save'd .pt tensors,
-     and directories of such shards; Parquet through tools/parquet_to_npy.py.
-     Files are memory-mapped where POSIX allows, and every header is checked
-     against the file's size before anything is allocated.
+   - Embeddings: .npy (v1-v3, <f4/<f2 or big-endian >f4/>f2, C order),
+     .safetensors (a 2-D F32, F16 or BF16 tensor), raw f32/f16/bf16 dumps
+     (little-endian), torch.save'd .pt tensors, and directories of such
+     shards; Parquet through tools/parquet_to_npy.py. Files are
+     memory-mapped where POSIX allows, and every header is checked against
+     the file's size before anything is allocated.
+   - Byte order: every file is read and written the same on a big-endian
+     host (s390x) as on x86 and ARM64; the formats are little-endian on disk
+     (big-endian .npy aside) and numbers are converted where the host's
+     order differs (make test-bigendian).
    - Loader: shuffled (pieces of the data per epoch, rows inside a window),
      seeded, seekable by rows consumed, prefetched by a thread where POSIX
      threads exist (link with -pthread on glibc older than 2.34), NaN/Inf
@@ -622,9 +627,10 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
 /* -------------------------------------------------------------- datasets */
 
 /* Embedding rows on disk, read as float32:
-   .npy (v1-v3, C order, <f4 or <f2), memory-mapped where the OS allows;
+   .npy (v1-v3, C order, <f4 or <f2, or big-endian >f4 or >f2),
+   memory-mapped where the OS allows;
    .safetensors holding a 2-D F32/F16/BF16 tensor (named, or the only 2-D one);
-   raw dumps (f32, f16, bf16; the width must be given);
+   raw dumps (f32, f16, bf16, little-endian; the width must be given);
    torch .pt files holding one 2-D float tensor (torch.save's zip layout);
    a directory of shards (data-*.npy, or every file of one kind, sorted by
    name) read as one dataset. A build with LSAE_NO_NPY or LSAE_NO_TORCH
@@ -3974,22 +3980,33 @@ static int lsae__little_endian(void)
     return c == 1;
 }
 
-/* Convert n little-endian elements of dtype (1 = F32, 2 = F16, 3 = BF16) in
-   src to floats in dst. */
+/* Convert n elements of dtype in src to floats (this machine's byte order)
+   in dst. dtype is an LSAE__DT_* number: 1 = F32, 2 = F16, 3 = BF16, all
+   little-endian as every format here stores them, or 5 = F32, 6 = F16 and
+   7 = BF16 big-endian (npy '>f4', '>f2' and torch byteorder "big": what
+   numpy and torch save on a big-endian machine).
+   Bytes are assembled by shifts, so the result is the same on any host; the
+   memcpy is the case where the file's order is the host's. */
 LSAE__MAYBE_UNUSED static void lsae__to_f32(float *dst, const unsigned char *src, size_t n, int dtype)
 {
     size_t i;
-    if (dtype == 1) {
-        if (lsae__little_endian()) { memcpy(dst, src, n * 4); return; }
+    if (dtype == 1 || dtype == 5) {
+        const int big = dtype == 5;
+        if (big == !lsae__little_endian()) {
+            memcpy(dst, src, n * 4);
+            return;
+        }
         for (i = 0; i < n; ++i) {
-            uint32_t b = (uint32_t)src[4 * i] | ((uint32_t)src[4 * i + 1] << 8) | ((uint32_t)src[4 * i + 2] << 16) | ((uint32_t)src[4 * i + 3] << 24);
+            const unsigned char *e = src + 4 * i;
+            uint32_t b = big ? ((uint32_t)e[0] << 24) | ((uint32_t)e[1] << 16) | ((uint32_t)e[2] << 8) | (uint32_t)e[3]
+                             : (uint32_t)e[0] | ((uint32_t)e[1] << 8) | ((uint32_t)e[2] << 16) | ((uint32_t)e[3] << 24);
             memcpy(&dst[i], &b, 4);
         }
         return;
     }
     for (i = 0; i < n; ++i) {
-        uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-        dst[i] = dtype == 2 ? lsae__f16_to_f32(h) : lsae__bf16_to_f32(h);
+        uint16_t h = dtype >= 6 ? (uint16_t)((src[2 * i] << 8) | src[2 * i + 1]) : (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+        dst[i] = dtype == 3 || dtype == 7 ? lsae__bf16_to_f32(h) : lsae__f16_to_f32(h);
     }
 }
 
@@ -4273,7 +4290,11 @@ static lsae_result lsae__afile_commit(lsae__afile *af)
    the format's own reader checks: the header fits the file, every tensor's
    byte count equals its shape times its dtype size, and the tensors tile the
    data exactly (no gap, no overlap, nothing after). */
-enum { LSAE__DT_OTHER = 0, LSAE__DT_F32 = 1, LSAE__DT_F16 = 2, LSAE__DT_BF16 = 3, LSAE__DT_F64 = 4 };
+enum { LSAE__DT_OTHER = 0, LSAE__DT_F32 = 1, LSAE__DT_F16 = 2, LSAE__DT_BF16 = 3, LSAE__DT_F64 = 4,
+       LSAE__DT_F32_BE = 5, LSAE__DT_F16_BE = 6, LSAE__DT_BF16_BE = 7 /* big-endian: npy and torch shards only (lsae__to_f32) */ };
+
+/* The dtype whose bytes are this machine's float32s, usable in place */
+#define LSAE__DT_F32_NATIVE (lsae__little_endian() ? LSAE__DT_F32 : LSAE__DT_F32_BE)
 
 #define LSAE__ST_MAX_DIMS 8
 #define LSAE__ST_MAX_NAME 512
@@ -5121,7 +5142,7 @@ static lsae_result lsae__list_dir(const char *dir, const lsae_allocator *a, lsae
 typedef struct lsae__shard {
     char *path;
     lsae_format format;
-    int dtype;                  /* LSAE__DT_F32 / _F16 / _BF16 */
+    int dtype;                  /* LSAE__DT_F32 / _F16 / _BF16 (little-endian), _F32_BE / _F16_BE / _BF16_BE */
     size_t elem;                /* bytes per value */
     uint64_t offset;            /* byte offset of row 0 */
     uint64_t rows, cols;
@@ -5172,8 +5193,9 @@ LSAE__MAYBE_UNUSED static lsae_result lsae__shard_check_size(const char *path, c
                  {'descr': '<f4', 'fortran_order': False, 'shape': (N, D), }
                  padded with spaces and ended by '\n'
      then        the data, C order unless fortran_order.
-   We take '<f4' and '<f2' (and '|' or '=' byte-order marks where the host is
-   little-endian), 2-D, C order; anything else is refused with its name. */
+   We take float32 and float16 in either byte order ('<f4', '<f2', '>f4',
+   '>f2'; '=' and '|' mean this machine's), 2-D, C order; anything else is
+   refused with its name. */
 #define LSAE__NPY_MAX_HEADER (1u << 20)
 
 typedef struct lsae__npy_hdr {
@@ -5219,7 +5241,7 @@ static lsae_result lsae__npy_parse_dict(const char *path, const char *s, size_t 
         ++p;
         lsae__py_ws(s, n, &p);
         if (strcmp(key, "descr") == 0) {
-            if (p < n && s[p] == '[') return lsae__err(LSAE_UNSUPPORTED, "%s: npy holds a structured dtype (a record list); only float32 '<f4' and float16 '<f2' are read", path);
+            if (p < n && s[p] == '[') return lsae__err(LSAE_UNSUPPORTED, "%s: npy holds a structured dtype (a record list); only float32 ('<f4', '>f4') and float16 ('<f2', '>f2') are read", path);
             if (!lsae__py_str(s, n, &p, h->descr, sizeof h->descr)) return lsae__err(LSAE_BAD_FILE, "%s: npy header: 'descr' is not a short string", path);
             h->have_descr = 1;
         } else if (strcmp(key, "fortran_order") == 0) {
@@ -5302,13 +5324,12 @@ static lsae_result lsae__npy_open(const char *path, FILE *f, uint64_t size, cons
     {
         const char *d = h.descr;
         char bo = d[0];
-        int le_host = lsae__little_endian();
-        if (bo == '>' || ((bo == '=' || bo == '|') && !le_host) || (bo == '<' && !le_host && strcmp(d + 1, "f4") != 0 && strcmp(d + 1, "f2") != 0))
-            return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is big-endian; save it little-endian (arr.astype('<f4'))", path, d);
-        if (bo == '<' || bo == '=' || bo == '|') ++d;
-        if (strcmp(d, "f4") == 0) { sh->dtype = LSAE__DT_F32; sh->elem = 4; }
-        else if (strcmp(d, "f2") == 0) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
-        else return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is not float32 ('<f4') or float16 ('<f2'); convert it with arr.astype(np.float32)", path, h.descr);
+        /* '<' little-endian, '>' big-endian, '=' (and '|', and no mark) this machine's */
+        int big = bo == '>' || (bo != '<' && !lsae__little_endian());
+        if (bo == '<' || bo == '>' || bo == '=' || bo == '|') ++d;
+        if (strcmp(d, "f4") == 0) { sh->dtype = big ? LSAE__DT_F32_BE : LSAE__DT_F32; sh->elem = 4; }
+        else if (strcmp(d, "f2") == 0) { sh->dtype = big ? LSAE__DT_F16_BE : LSAE__DT_F16; sh->elem = 2; }
+        else return lsae__err(LSAE_UNSUPPORTED, "%s: npy dtype '%s' is not float32 ('<f4', '>f4') or float16 ('<f2', '>f2'); convert it with arr.astype(np.float32)", path, h.descr);
     }
     if (h.fortran)
         return lsae__err(LSAE_UNSUPPORTED, "%s: npy array is in Fortran (column-major) order; save it in C order (np.ascontiguousarray(arr))", path);
@@ -5398,7 +5419,8 @@ static lsae_result lsae__raw_open(const char *path, uint64_t size, size_t d, lsa
 /* torch.save (since torch 1.6) writes a zip archive (APPNOTE.TXT, stored,
    not compressed) holding
      PREFIX/data.pkl      the object, pickled (protocol 2)
-     PREFIX/data/KEY      one entry per storage: its raw little-endian bytes
+     PREFIX/data/KEY      one entry per storage: its raw bytes, in the order
+                          byteorder says (both are read)
      PREFIX/byteorder     "little" or "big" (newer torch; absent = little)
      PREFIX/version       and a few more we do not need
    PREFIX is the file's stem in older torch and "archive" in newer ones, so
@@ -5920,6 +5942,7 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
     lsae__zip z;
     lsae__pickle P;
     const lsae__zip_entry *pk, *de, *bo;
+    int big = 0; /* the storages' byte order (PREFIX/byteorder; absent: little, as older torch wrote) */
     uint64_t pk_off, d_off, dim[2], st[2], soff;
     size_t prefix_len, top = 0, tv, found, args, stv, ty;
     unsigned char *pkl = NULL;
@@ -5940,7 +5963,9 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
         char order[8] = { 0 };
         if ((r = lsae__zip_data_offset(path, f, size, bo, &bo_off)) != LSAE_OK) goto done;
         if (bo->size > 7 || !lsae__seek(f, bo_off) || fread(order, 1, (size_t)bo->size, f) != (size_t)bo->size) { r = lsae__err(LSAE_BAD_FILE, "%s: bad byteorder entry", path); goto done; }
-        if (strcmp(order, "little") != 0) { r = lsae__err(LSAE_UNSUPPORTED, "%s: tensor saved with byte order '%s'; only little-endian is read", path, order); goto done; }
+        /* "big": saved on a big-endian machine, storages in that order */
+        if (strcmp(order, "big") == 0) big = 1;
+        else if (strcmp(order, "little") != 0) { r = lsae__err(LSAE_BAD_FILE, "%s: byteorder entry says '%s'; 'little' or 'big' expected", path, order); goto done; }
     }
     if ((r = lsae__zip_data_offset(path, f, size, pk, &pk_off)) != LSAE_OK) goto done;
     if (pk->size > ((uint64_t)64 << 20)) { r = lsae__err(LSAE_BAD_FILE, "%s: data.pkl of %llu bytes; a tensor's pickle is a few hundred", path, (unsigned long long)pk->size); goto done; }
@@ -5989,9 +6014,9 @@ static lsae_result lsae__torch_open(const char *path, FILE *f, uint64_t size, co
         goto done;
     }
     ty = P.v[stv].n;
-    if (lsae__pv_global_is(&P, ty, "torch", "FloatStorage")) { sh->dtype = LSAE__DT_F32; sh->elem = 4; }
-    else if (lsae__pv_global_is(&P, ty, "torch", "HalfStorage")) { sh->dtype = LSAE__DT_F16; sh->elem = 2; }
-    else if (lsae__pv_global_is(&P, ty, "torch", "BFloat16Storage")) { sh->dtype = LSAE__DT_BF16; sh->elem = 2; }
+    if (lsae__pv_global_is(&P, ty, "torch", "FloatStorage")) { sh->dtype = big ? LSAE__DT_F32_BE : LSAE__DT_F32; sh->elem = 4; }
+    else if (lsae__pv_global_is(&P, ty, "torch", "HalfStorage")) { sh->dtype = big ? LSAE__DT_F16_BE : LSAE__DT_F16; sh->elem = 2; }
+    else if (lsae__pv_global_is(&P, ty, "torch", "BFloat16Storage")) { sh->dtype = big ? LSAE__DT_BF16_BE : LSAE__DT_BF16; sh->elem = 2; }
     else {
         /* STACK_GLOBAL takes any two values: the name is printed only when it is a string */
         size_t nm = P.v[ty].type == LSAE__PV_GLOBAL ? P.v[ty].n : 0;
@@ -6334,11 +6359,11 @@ LSAE_DEF const char *lsae_dataset_shard_path(const lsae_dataset *ds, size_t i)
 static size_t lsae__find_shard(const lsae_dataset *ds, uint64_t g);
 
 /* Where global row g's bytes lie, when they can be used as float32 in place
-   (a mapped little-endian F32 shard), else NULL. */
+   (a mapped F32 shard in this machine's byte order), else NULL. */
 static const unsigned char *lsae__dataset_direct(const lsae_dataset *ds, uint64_t g)
 {
     const lsae__shard *sh = &ds->shards[lsae__find_shard(ds, g)];
-    if (!sh->map || sh->dtype != LSAE__DT_F32 || !lsae__little_endian()) return NULL;
+    if (!sh->map || sh->dtype != LSAE__DT_F32_NATIVE) return NULL;
     return sh->map + sh->offset + (g - sh->first) * ds->d * 4;
 }
 
@@ -6382,7 +6407,7 @@ LSAE_DEF lsae_result lsae_dataset_read(lsae_dataset *ds, uint64_t first, size_t 
                 ds->f_shard = s;
             }
             if (!lsae__seek(ds->f, off)) return lsae__err(LSAE_IO_ERROR, "%s: seek to byte %llu failed", sh->path, (unsigned long long)off);
-            if (sh->dtype == LSAE__DT_F32 && lsae__little_endian()) {
+            if (sh->dtype == LSAE__DT_F32_NATIVE) {
                 if (fread(dst, 4, vals, ds->f) != vals)
                     return lsae__err(LSAE_IO_ERROR, "%s: read of %zu rows at byte %llu failed (file shrunk?)", sh->path, n, (unsigned long long)off);
             } else {
@@ -6540,21 +6565,20 @@ static void lsae__epoch_order(lsae_loader *ld, uint64_t e)
     ld->have_order = 1;
 }
 
-/* 1 if any of the d little-endian float32 values at x is NaN or Inf. A
-   float is NaN or Inf exactly when its exponent bits are all ones, and then
+/* 1 if any of the d float32 values at x (in this machine's byte order: a
+   batch row, already converted from its file) is NaN or Inf. A float is NaN
+   or Inf exactly when its exponent bits are all ones, and then
    (bits & 0x7F800000) + 0x00800000 carries into bit 31; two floats go
    through a 64-bit word at once (the low half's sum never reaches bit 32),
    four words per step on independent accumulators: no branch and no
-   comparison chain, several GB/s even where the compiler does not vectorise. */
+   comparison chain, several GB/s even where the compiler does not vectorise.
+   Which float lands in which half of a word depends on the byte order, but
+   both halves are tested alike, so the same code is right on either. */
 static int lsae__row_nonfinite(const unsigned char *x, size_t d)
 {
     const uint64_t M = 0x7F8000007F800000ull, A = 0x0080000000800000ull;
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     size_t i = 0, n = d * 4;
-    if (!lsae__little_endian()) {
-        for (i = 0; i < n; i += 4) if (((uint32_t)lsae__get_le(x + i, 4) & 0x7F800000u) == 0x7F800000u) return 1;
-        return 0;
-    }
     for (; i + 32 <= n; i += 32) {
         uint64_t w0, w1, w2, w3;
         memcpy(&w0, x + i, 8);
@@ -6596,8 +6620,9 @@ static lsae_result lsae__window_fill(lsae_loader *ld, lsae__window *w, uint64_t 
     }
     v = v0;
     vend = v0 + w->n;
-    /* Rows of a memory-mapped little-endian float32 shard are used where they
-       lie (no copy: the batch is gathered straight from the page cache);
+    /* Rows of a memory-mapped float32 shard in this machine's byte order
+       (little-endian on x86 and ARM64) are used where they lie (no copy: the
+       batch is gathered straight from the page cache);
        other rows are read and converted into w->rows, in slices of about
        256 KiB. A mapped slice has one byte of each of its pages read here,
        so a file not yet in the page cache is read from disk by this (the

@@ -53,6 +53,10 @@ have wasm-ld || need lld
 [ -e /usr/include/wasm32-wasi/stdio.h ] || need wasi-libc
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a > /dev/null 2>&1 || need libclang-rt-14-dev-wasm32
 have node || need nodejs
+# make test-bigendian: the tests cross-compiled for s390x, run under qemu-user
+have s390x-linux-gnu-gcc || need gcc-s390x-linux-gnu
+[ -e /usr/s390x-linux-gnu/include/stdio.h ] || need libc6-dev-s390x-cross
+have qemu-s390x || need qemu-user
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are

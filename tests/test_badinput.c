@@ -79,13 +79,19 @@ static void st_file(const char *path, const char *hdr, size_t data)
 }
 
 /* a safetensors file with the given data bytes */
-static void st_file_data(const char *path, const char *hdr, const void *data, size_t n)
+/* data: n bytes of float32 values, stored little-endian as safetensors
+   says (docs/files.md) whatever this machine's byte order */
+static void st_file_data(const char *path, const char *hdr, const float *data, size_t n)
 {
     size_t hl = strlen(hdr), i;
     unsigned char *b = (unsigned char *)calloc(8 + hl + n + 1, 1);
     for (i = 0; i < 8; ++i) b[i] = (unsigned char)((unsigned long long)hl >> (8 * i));
     memcpy(b + 8, hdr, hl);
-    memcpy(b + 8 + hl, data, n);
+    for (i = 0; i + 4 <= n; i += 4) {
+        uint32_t u;
+        memcpy(&u, &data[i / 4], 4);
+        lsae__put_le(b + 8 + hl + i, u, 4);
+    }
     write_bytes(path, b, 8 + hl + n);
     free(b);
 }
@@ -429,7 +435,9 @@ static void pput(const char *s, size_t n) { memcpy(pk + pn, s, n); pn += n; }
 static void pstr(const char *s) { pk[pn++] = 'X'; lsae__put_le(pk + pn, strlen(s), 4); pn += 4; pput(s, strlen(s)); }
 static void pint(uint64_t v) { pk[pn++] = 0x8a; pk[pn++] = 8; lsae__put_le(pk + pn, v, 8); pn += 8; } /* LONG1, 8 bytes */
 
-/* torch._utils._rebuild_tensor_v2(('storage', FloatStorage, '0', 'cpu', numel), offset, (rows, cols), (cols, 1), False, OrderedDict()) */
+/* torch._utils._rebuild_tensor_v2(('storage', STORAGE, '0', 'cpu', numel), offset, (rows, cols), (cols, 1), False, OrderedDict())
+   with STORAGE torch.FloatStorage unless storage_type names another */
+static const char *storage_type = "FloatStorage";
 static void tensor_pickle(uint64_t numel, uint64_t offset, uint64_t rows, uint64_t cols)
 {
     pn = 0;
@@ -437,7 +445,9 @@ static void tensor_pickle(uint64_t numel, uint64_t offset, uint64_t rows, uint64
     pput("ctorch._utils\n_rebuild_tensor_v2\n", 33);
     pput("((", 2);
     pstr("storage");
-    pput("ctorch\nFloatStorage\n", 20);
+    pput("ctorch\n", 7);
+    pput(storage_type, strlen(storage_type));
+    pput("\n", 1);
     pstr("0");
     pstr("cpu");
     pint(numel);
@@ -450,16 +460,71 @@ static void tensor_pickle(uint64_t numel, uint64_t offset, uint64_t rows, uint64
     pput("tR.", 3);
 }
 
-static void torch_file(const char *path, const unsigned char *pkl, size_t pkl_len, size_t storage_bytes)
+/* a torch.save'd file: the pickle, the byteorder entry, the storage's bytes */
+static void torch_file_with(const char *path, const unsigned char *pkl, size_t pkl_len, const char *byteorder,
+                            const unsigned char *storage, size_t storage_bytes)
 {
-    static unsigned char st[4096];
     const char *names[3] = { "archive/data.pkl", "archive/byteorder", "archive/data/0" };
     const unsigned char *data[3];
     size_t lens[3];
     data[0] = pkl; lens[0] = pkl_len;
-    data[1] = (const unsigned char *)"little"; lens[1] = 6;
-    data[2] = st; lens[2] = storage_bytes;
+    data[1] = (const unsigned char *)byteorder; lens[1] = strlen(byteorder);
+    data[2] = storage; lens[2] = storage_bytes;
     write_zip(path, names, data, lens, 3);
+}
+
+static void torch_file(const char *path, const unsigned char *pkl, size_t pkl_len, size_t storage_bytes)
+{
+    static unsigned char st[4096];
+    torch_file_with(path, pkl, pkl_len, "little", st, storage_bytes);
+}
+
+/* The storages in either byte order: 24 values as FloatStorage,
+   HalfStorage and BFloat16Storage, stored little-endian (byteorder
+   "little") and big-endian ("big", what torch writes on s390x), all read
+   to the same floats; any other byteorder word is refused. */
+static void test_torch_byteorder(const char *p)
+{
+    static const char *const types[3] = { "FloatStorage", "HalfStorage", "BFloat16Storage" };
+    unsigned char bytes[96];
+    float want[24], got[24];
+    lsae_dataset *ds = NULL;
+    lsae_result r;
+    size_t i, ty, big;
+    for (i = 0; i < 24; ++i) want[i] = (float)i * 0.25f - 3.0f; /* exact in all three */
+    for (ty = 0; ty < 3; ++ty)
+        for (big = 0; big < 2; ++big) {
+            size_t elem = ty == 0 ? 4 : 2, q;
+            for (i = 0; i < 24; ++i) {
+                uint32_t u;
+                memcpy(&u, &want[i], 4);
+                if (ty == 2) u >>= 16; /* bfloat16: the top half */
+                else if (ty == 1) {
+                    /* float16 of a normal float with at most 11 significant bits: rebias the exponent, cut the mantissa */
+                    uint32_t e = (u >> 23) & 0xFFu;
+                    u = ((u >> 16) & 0x8000u) | (e ? ((e - 112u) << 10) | ((u & 0x7FFFFFu) >> 13) : 0u);
+                }
+                for (q = 0; q < elem; ++q) bytes[elem * i + (big ? elem - 1 - q : q)] = (unsigned char)(u >> (8 * q));
+            }
+            storage_type = types[ty];
+            tensor_pickle(24, 0, 6, 4);
+            torch_file_with(p, pk, pn, big ? "big" : "little", bytes, 24 * elem);
+            OK(lsae_dataset_open(p, NULL, fresh(), &ds));
+            if (ds) {
+                memset(got, 0, sizeof got);
+                OK(lsae_dataset_read(ds, 0, 6, got));
+                CHECKF(memcmp(got, want, sizeof want) == 0, "torch %s, byteorder %s: got %g, want %g", types[ty], big ? "big" : "little",
+                       (double)got[1], (double)want[1]);
+                lsae_dataset_close(ds);
+                ds = NULL;
+            }
+            CHECK(W.live == 0 && W.over == 0);
+        }
+    storage_type = "FloatStorage";
+    tensor_pickle(24, 0, 6, 4);
+    torch_file_with(p, pk, pn, "middle", bytes, 96);
+    r = lsae_dataset_open(p, NULL, fresh(), &ds);
+    REFUSED(r, LSAE_BAD_FILE, "'little' or 'big' expected", p, "torch byteorder 'middle'");
 }
 
 static void test_torch(void)
@@ -474,6 +539,7 @@ static void test_torch(void)
     CHECK(ds && lsae_dataset_rows(ds) == 6 && lsae_dataset_d_in(ds) == 4);
     lsae_dataset_close(ds);
     CHECK(W.live == 0 && W.over == 0);
+    test_torch_byteorder(p);
     /* a storage of 2^62 elements in a 96-byte entry */
     tensor_pickle((uint64_t)1 << 62, 0, 6, 4);
     torch_file(p, pk, pn, 96);

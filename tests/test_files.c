@@ -34,8 +34,31 @@ static void write_bytes(const char *path, const void *p, size_t n)
     fclose(f);
 }
 
+/* n bytes of elem-byte numbers in this machine's order, written in the
+   order a file says (big_endian 0: little-endian, as every format here
+   stores them; docs/files.md), so the tests write the same bytes on a
+   big-endian host as on x86 */
+static void fwrite_ordered(FILE *f, const void *p, size_t n, size_t elem, int big_endian)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i, q;
+    if (elem < 2 || lsae__little_endian() == !big_endian) { if (n) fwrite(p, 1, n, f); return; }
+    for (i = 0; i + elem <= n; i += elem)
+        for (q = elem; q-- > 0;) fputc(b[i + q], f);
+}
+
+/* floats (elem 4) or half floats (elem 2) as little-endian bytes */
+static void write_le(const char *path, const void *p, size_t n, size_t elem)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) { fprintf(stderr, "cannot write %s\n", path); exit(1); }
+    fwrite_ordered(f, p, n, elem, 0);
+    fclose(f);
+}
+
 /* an npy file written by hand from the format description: magic, version,
-   header length, header text padded to 64 bytes with spaces and '\n' */
+   header length, header text padded to 64 bytes with spaces and '\n'; the
+   data (numbers in this machine's order) in the byte order descr names */
 static void write_npy(const char *path, int major, const char *descr, const char *extra, const char *shape, const void *data, size_t nbytes)
 {
     char hdr[512];
@@ -55,7 +78,8 @@ static void write_npy(const char *path, int major, const char *descr, const char
     f = fopen(path, "wb");
     fwrite(pre, 1, pl, f);
     fwrite(hdr, 1, hl, f);
-    if (nbytes) fwrite(data, 1, nbytes, f);
+    fwrite_ordered(f, data, nbytes, strstr(descr, "f2") ? 2 : strstr(descr, "f4") ? 4 : strstr(descr, "f8") ? 8 : 1,
+                   descr[0] == '>' || (descr[0] != '<' && !lsae__little_endian())); /* '=', '|': this machine's */
     fclose(f);
 }
 
@@ -218,7 +242,7 @@ static void test_npy(void)
     static const struct { const char *descr, *fortran, *shape; size_t bytes; lsae_result code; const char *msg; } bad[] = {
         { "<f4", "True", "(6, 5)", 120, LSAE_UNSUPPORTED, "Fortran" },
         { "<f8", NULL, "(6, 5)", 240, LSAE_UNSUPPORTED, "'<f8'" },
-        { ">f4", NULL, "(6, 5)", 120, LSAE_UNSUPPORTED, "big-endian" },
+        { ">f8", NULL, "(6, 5)", 240, LSAE_UNSUPPORTED, "'>f8'" },
         { "<i4", NULL, "(6, 5)", 120, LSAE_UNSUPPORTED, "'<i4'" },
         { "<f4", NULL, "(2, 3, 5)", 120, LSAE_BAD_FILE, "3 dimensions" },
         { "<f4", NULL, "(30,)", 120, LSAE_BAD_FILE, "1-D" },
@@ -241,13 +265,32 @@ static void test_npy(void)
             ds = NULL;
         }
     }
-    write_npy(p, 1, "<f2", NULL, "(1, 4)", h, sizeof h);
-    OK(open_one(p, &ds));
-    if (ds) {
-        OK(lsae_dataset_read(ds, 0, 1, hv));
-        CHECK(hv[0] == 1.0f && hv[1] == -2.0f && hv[2] == 65504.0f && hv[3] == ldexpf(1.0f, -24));
-        lsae_dataset_close(ds);
-        ds = NULL;
+    /* the other byte orders numpy writes: '>' (np.save on a big-endian
+       machine), '=' and '|' (this machine's); read mapped and with stdio */
+    for (i = 0; i < 6; ++i) {
+        static const char *const orders[3] = { ">f4", "=f4", "|f4" };
+        lsae_dataset_options o = lsae_dataset_options_default();
+        o.no_mmap = (int)(i % 2);
+        write_npy(p, 1, orders[i / 2], NULL, "(6, 5)", x, sizeof x);
+        OK(lsae_dataset_open(p, &o, NULL, &ds));
+        if (ds) {
+            memset(y, 0, sizeof y);
+            OK(lsae_dataset_read(ds, 0, 6, y));
+            CHECKF(memcmp(x, y, sizeof x) == 0, "npy %s rows differ (no_mmap %d)", orders[i / 2], o.no_mmap);
+            lsae_dataset_close(ds);
+            ds = NULL;
+        }
+    }
+    for (i = 0; i < 2; ++i) {
+        write_npy(p, 1, i ? ">f2" : "<f2", NULL, "(1, 4)", h, sizeof h);
+        OK(open_one(p, &ds));
+        if (ds) {
+            memset(hv, 0, sizeof hv);
+            OK(lsae_dataset_read(ds, 0, 1, hv));
+            CHECKF(hv[0] == 1.0f && hv[1] == -2.0f && hv[2] == 65504.0f && hv[3] == ldexpf(1.0f, -24), "npy %s", i ? ">f2" : "<f2");
+            lsae_dataset_close(ds);
+            ds = NULL;
+        }
     }
     for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         unsigned char buf[256];
@@ -293,7 +336,7 @@ static void test_raw(void)
     const char *p = TDIR "/a.bin";
     lsae_result r;
     make_rows(x, 10, 4, 3);
-    write_bytes(p, x, sizeof x);
+    write_le(p, x, sizeof x, 4);
     o.raw_d_in = 3;
     OK(lsae_dataset_open(p, &o, NULL, &ds));
     if (ds) {
@@ -312,7 +355,7 @@ static void test_raw(void)
     CHECKF(r == LSAE_INVALID_ARGS && msg_has("width"), "%s", lsae_last_error());
     r = open_one(p, &ds); /* .bin without a width: cannot tell */
     CHECKF(r == LSAE_BAD_FILE && msg_has("raw"), "%s", lsae_last_error());
-    write_bytes(p, bf, sizeof bf);
+    write_le(p, bf, sizeof bf, 2);
     o.raw_d_in = 3;
     o.raw_dtype = LSAE_DTYPE_BF16;
     OK(lsae_dataset_open(p, &o, NULL, &ds));
@@ -528,7 +571,10 @@ static void test_directory(void)
 
 /* ----------------------------------------------------------------- loader */
 
-/* A dataset of n rows (ids 0..n-1) in nshards npy shards (f16 when half). */
+/* A dataset of n rows (ids 0..n-1) in nshards npy shards: f16 when half is
+   1; f32 otherwise, little-endian, or when half is 2 every other shard
+   big-endian ('>f4': read through a conversion on x86, in place on a
+   big-endian host). */
 static lsae_dataset *make_dataset(const char *name, size_t n, size_t d, size_t nshards, int half, const uint64_t *nan_rows, size_t nnan)
 {
     char dir[256], p[300];
@@ -548,7 +594,7 @@ static lsae_dataset *make_dataset(const char *name, size_t n, size_t d, size_t n
             if (nan_rows[q] >= at && nan_rows[q] < at + rows) x[(nan_rows[q] - at) * d + 1 + q % (d - 1)] = q % 2 ? (float)INFINITY : (float)NAN;
         snprintf(p, sizeof p, "%s/data-%05zu.npy", dir, s);
         snprintf(shape, sizeof shape, "(%zu, %zu)", rows, d);
-        if (half) {
+        if (half == 1) {
             /* ids up to 2048 are exact in f16 */
             uint16_t *h = (uint16_t *)malloc(rows * d * 2 + 2);
             for (r = 0; r < rows * d; ++r) {
@@ -573,7 +619,7 @@ static lsae_dataset *make_dataset(const char *name, size_t n, size_t d, size_t n
             write_npy(p, 1, "<f2", NULL, shape, h, rows * d * 2);
             free(h);
         } else {
-            write_npy(p, 1, "<f4", NULL, shape, x, rows * d * sizeof(float));
+            write_npy(p, 1, half == 2 && s % 2 ? ">f4" : "<f4", NULL, shape, x, rows * d * sizeof(float));
         }
         (void)c;
         free(x);
@@ -625,7 +671,7 @@ static void test_loader(void)
     const size_t n = 1000, d = 5;
     uint64_t nans[] = { 3, 250, 251, 999, 500 };
     lsae_dataset *ds = make_dataset("loader", n, d, 7, 0, NULL, 0);
-    lsae_dataset *dn = make_dataset("loader_nan", n, d, 3, 0, nans, 5);
+    lsae_dataset *dn = make_dataset("loader_nan", n, d, 3, 2, nans, 5);
     lsae_dataset *dh = make_dataset("loader_f16", n, d, 4, 1, NULL, 0);
     lsae_loader_options o;
     run_log a, b;
@@ -1001,8 +1047,12 @@ static void test_checkpoint_kill9(const char *self)
     for (round = 0; round < 12; ++round) {
         pid_t pid = fork();
         if (pid == 0) {
+            /* a cross build run under qemu-user (make test-bigendian) names
+               the emulator here: exec cannot start a foreign binary by itself */
+            const char *emulator = getenv("LSAE_TEST_EMULATOR");
             setenv("OMP_NUM_THREADS", "1", 1); /* tiny steps: most of the saver's time is spent saving */
-            execl(self, self, "--ckpt-saver", (char *)NULL);
+            if (emulator && *emulator) execlp(emulator, emulator, self, "--ckpt-saver", (char *)NULL);
+            else execl(self, self, "--ckpt-saver", (char *)NULL);
             _exit(6);
         } else if (pid > 0) {
             struct timespec ts;

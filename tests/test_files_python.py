@@ -232,6 +232,14 @@ def test_embeddings():
     for v in (1, 2, 3):
         got, _ = dump(path(f"v{v}.npy"))
         check(got is not None and got.tobytes() == x32.tobytes(), f"npy format version {v}.0 reads back")
+    # big-endian, as np.save writes on s390x: read in that order
+    np.save(path("be32.npy"), x32.astype(">f4"))
+    np.save(path("be16.npy"), x16.astype(">f2"))
+    for opts in ((), ("--no-mmap",)):
+        got, _ = dump(path("be32.npy"), *opts)
+        check(got is not None and got.tobytes() == x32.tobytes(), f"np.save '>f4' (big-endian) reads back bit-exactly {' '.join(opts)}")
+        got, _ = dump(path("be16.npy"), *opts)
+        check(got is not None and got.tobytes() == x16.astype(np.float32).tobytes(), f"np.save '>f2' (big-endian) reads back bit-exactly {' '.join(opts)}")
     np.save(path("fortran.npy"), np.asfortranarray(x32))
     refused(path("fortran.npy"), ["Fortran"])
     np.save(path("f64.npy"), x32.astype(np.float64))
