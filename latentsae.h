@@ -109,11 +109,13 @@
    model, whatever the thread count. The order does not depend on the vector
    width either: built by the same compiler with the same options, the
    AVX-512 and the AVX2 kernels give the same bits (make test-isa checks
-   it). Another compiler, -ffp-contract setting or a build without FMA may
-   round differently.
+   it), and so do the NEON kernels on AArch64, built by GCC from the same
+   source (make test-arm64 checks it under qemu-user, and that AArch64's
+   portable build agrees). Another compiler, -ffp-contract setting or a
+   build without FMA may round differently.
 
    Speed. The encoder product is a packed, register-blocked GEMM (AVX-512,
-   AVX2+FMA, or portable C, chosen at compile time) with bias, ReLU and the
+   AVX2+FMA, NEON, or portable C, chosen at compile time) with bias, ReLU and the
    top-k selection fused into it, so [rows, L] pre-activations are never
    stored; the backward pass touches only the selected latents (O(B k d));
    the optimizer is one vectorised pass. Build with -O2 -march=native
@@ -163,7 +165,8 @@
       LSAE_NO_MMAP          read embeddings with stdio even where POSIX mmap exists
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
-      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA is on
+      LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA or
+                            NEON is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
       LATENTSAE_CUDA        run on the GPU through latentsae_cuda.cu (see GPU)
@@ -806,7 +809,8 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
    AVX2 with FMA (-mavx2 -mfma), else NEON on 64-bit ARM (always there:
    AArch64's Advanced SIMD is IEEE single precision, with fused
    multiply-add, division and square root; 32-bit ARM's NEON flushes
-   subnormals to zero and has neither, so it gets the portable code), else
+   subnormals to zero and has no vector division or square root, so it gets
+   the portable code), else
    portable C that the compiler may vectorise. LSAE_NO_SIMD forces the
    portable code. */
 #if !defined(LSAE_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)

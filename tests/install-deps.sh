@@ -42,6 +42,10 @@ if have clang && ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long
     need libclang-rt-14-dev
 fi
 have clang || need libclang-rt-14-dev
+# make test-arm64: the C tests built for aarch64 and run under qemu-user
+have aarch64-linux-gnu-gcc || need gcc-aarch64-linux-gnu
+[ -e /usr/aarch64-linux-gnu/include/stdio.h ] || need libc6-dev-arm64-cross
+have qemu-aarch64 || need qemu-user
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are

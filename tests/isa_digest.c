@@ -15,7 +15,10 @@
    -march=native and for -mavx2 -mfma and requires the same digests: the
    order does not depend on the vector width either, so the AVX-512 and AVX2
    kernels must give the same bits. (Without FMA hardware, or with
-   LSAE_NO_SIMD, products and sums round separately: other bits.)
+   LSAE_NO_SIMD on x86, products and sums round separately: other bits.
+   On AArch64 fused multiply-add is baseline and the portable code keeps
+   it: `make test-arm64` requires the NEON build, the LSAE_NO_SIMD build
+   and the x86 AVX2 build to give the same digests.)
 
    The same digests are how a restructuring of the step is checked to leave
    training bit for bit as it was: build this file against the old and the
