@@ -112,7 +112,9 @@
    it), and so do the NEON kernels on AArch64, built by GCC from the same
    source (make test-arm64 checks it under qemu-user, and that AArch64's
    portable build agrees). Another compiler, -ffp-contract setting or a
-   build without FMA may round differently.
+   build without FMA may round differently: GCC fuses a * b + c into one
+   FMA where it likes in C++ and in its GNU C modes (-std=gnu99, the
+   default), not in ISO C (-std=c99); -ffp-contract=off stops it.
 
    Speed. The encoder product is a packed, register-blocked GEMM (AVX-512,
    AVX2+FMA, NEON, or portable C, chosen at compile time) with bias, ReLU and the
