@@ -38,9 +38,9 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
-               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian
+               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian test-arm64
 
-.PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page $(TEST_TARGETS) \
+.PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
@@ -619,3 +619,61 @@ else
 test-bigendian:
 	@echo "✗ test-bigendian skipped: needs $(BE_CC), libc6-dev-s390x-cross and qemu-s390x (apt install gcc-s390x-linux-gnu libc6-dev-s390x-cross qemu-user; tests/install-deps.sh does)"
 endif
+
+# ---------------------------------------------------------------- ARM64
+# The C tests cross-compiled for aarch64 with Debian's gcc-aarch64-linux-gnu
+# (-O2: NEON is baseline on AArch64, so the NEON kernels are what runs) and
+# run under qemu-user; then the training digests (tests/isa_digest.c) of
+# the NEON build must equal those of the aarch64 LSAE_NO_SIMD build (the
+# portable kernels: same order, fused multiply-adds) and, where this
+# machine is x86 with AVX2 and FMA, those of the x86 AVX2 build: NEON and
+# x86 train to the same bits. Emulation is slow: the digests are of
+# problems 0, 1 and 3 (problem 2, d = 768, alone takes minutes under qemu;
+# run build/arm64/isa_digest 2 under qemu-aarch64 by hand: it matched x86
+# when the kernels were written). test_core also runs built with
+# LSAE_NO_SIMD (the portable kernels). Skipped, with a line
+# saying so, where the cross compiler or qemu is missing (make test
+# installs them: tests/install-deps.sh).
+ARM64_CC ?= aarch64-linux-gnu-gcc
+ARM64_QEMU ?= qemu-aarch64
+ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
+ARM64_BUILD = $(BUILD)/arm64
+ARM64_CFLAGS = $(CSTD) $(OPT) $(if $(OMP),-fopenmp) $(WARN) -g
+ARM64_ISA_PROBLEMS = 0 1 3
+# the kill -9 test in test_files re-runs itself: through the emulator (LSAE_TEST_EMULATOR)
+ARM64_RUN = QEMU_LD_PREFIX=$(ARM64_SYSROOT) LSAE_TEST_EMULATOR=$(ARM64_QEMU) OMP_WAIT_POLICY=passive $(ARM64_QEMU)
+ARM64_BINS = $(addprefix $(ARM64_BUILD)/,$(TESTS)) $(ARM64_BUILD)/nosimd/test_core $(ARM64_BUILD)/isa_digest $(ARM64_BUILD)/isa_digest_nosimd
+
+$(ARM64_BUILD):
+	@mkdir -p $@
+$(ARM64_BUILD)/%: tests/%.c $(TEST_DEPS) | $(ARM64_BUILD)
+	$(ARM64_CC) $(ARM64_CFLAGS) -o $@ $< -lm
+$(ARM64_BUILD)/isa_digest_nosimd: tests/isa_digest.c $(HDR) | $(ARM64_BUILD)
+	$(ARM64_CC) $(ARM64_CFLAGS) -DLSAE_NO_SIMD -o $@ $< -lm
+# the portable kernels too (test_core: the GEMM against the naive loop, top-k against a sort)
+$(ARM64_BUILD)/nosimd/test_core: tests/test_core.c $(TEST_DEPS)
+	@mkdir -p $(@D)
+	$(ARM64_CC) $(ARM64_CFLAGS) -DLSAE_NO_SIMD -o $@ $< -lm
+# the x86 reference, where this machine has AVX2 and FMA
+ARM64_X86 := $(shell grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null && echo $(ARM64_BUILD)/isa_digest_x86)
+$(ARM64_BUILD)/isa_digest_x86: tests/isa_digest.c $(HDR) | $(ARM64_BUILD)
+	$(CC) $(CSTD) $(OPT) -mavx2 -mfma $(OMP) $(WARN) -o $@ $< -lm
+
+test-arm64:
+	@if ! command -v $(ARM64_CC) > /dev/null 2>&1 || ! command -v $(ARM64_QEMU) > /dev/null 2>&1 || [ ! -d $(ARM64_SYSROOT)/lib ]; then \
+	  echo "✗ test-arm64 skipped: needs $(ARM64_CC), $(ARM64_SYSROOT) and $(ARM64_QEMU) (apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"; \
+	else $(MAKE) --no-print-directory arm64-run; fi
+arm64-run: $(ARM64_BINS) $(ARM64_X86)
+	@set -e; for t in $(TESTS); do echo "== arm64/$$t (qemu-aarch64)"; $(ARM64_RUN) $(ARM64_BUILD)/$$t > $(ARM64_BUILD)/$$t.log 2>&1 || \
+	  { cat $(ARM64_BUILD)/$$t.log; echo "FAILED: $$t built for aarch64, under $(ARM64_QEMU)"; exit 1; }; tail -1 $(ARM64_BUILD)/$$t.log; done
+	@echo "== arm64/nosimd/test_core (qemu-aarch64, LSAE_NO_SIMD)"; $(ARM64_RUN) $(ARM64_BUILD)/nosimd/test_core > $(ARM64_BUILD)/nosimd/test_core.log 2>&1 || \
+	  { cat $(ARM64_BUILD)/nosimd/test_core.log; echo "FAILED: test_core built for aarch64 with LSAE_NO_SIMD, under $(ARM64_QEMU)"; exit 1; }; tail -1 $(ARM64_BUILD)/nosimd/test_core.log
+	@neon=$$($(ARM64_RUN) $(ARM64_BUILD)/isa_digest $(ARM64_ISA_PROBLEMS)) && \
+	portable=$$($(ARM64_RUN) $(ARM64_BUILD)/isa_digest_nosimd $(ARM64_ISA_PROBLEMS)) && \
+	if [ "$$neon" != "$$portable" ]; then echo "FAILED: aarch64 NEON build $$neon, aarch64 LSAE_NO_SIMD build $$portable"; exit 1; fi && \
+	echo "== aarch64: NEON and portable (LSAE_NO_SIMD) kernels train to the same bits ($$neon): ok" && \
+	if [ -n "$(ARM64_X86)" ]; then \
+	  x86=$$($(ARM64_X86) $(ARM64_ISA_PROBLEMS)) && \
+	  if [ "$$neon" != "$$x86" ]; then echo "FAILED: aarch64 NEON build $$neon, x86 AVX2 build $$x86"; exit 1; fi && \
+	  echo "== NEON (aarch64) and AVX2 (x86) train to the same bits ($$x86): ok"; \
+	else echo "== no x86 CPU with AVX2 and FMA here: the NEON digests were not compared with x86's"; fi

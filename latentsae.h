@@ -109,18 +109,23 @@
    model, whatever the thread count. The order does not depend on the vector
    width either: built by the same compiler with the same options, the
    AVX-512 and the AVX2 kernels give the same bits (make test-isa checks
-   it). Another compiler, -ffp-contract setting or a build without FMA may
-   round differently. WebAssembly's SIMD128 has no fused multiply-add, so
-   its kernels round each product, then each sum: a wasm32 build (with or
-   without -msimd128) gives the bits of an x86-64 build with LSAE_NO_SIMD
-   and -ffp-contract=off (make test-wasm checks training and encoding);
-   both call the C library's cos and pow for the schedule and Adam's bias
+   it), and so do the NEON kernels on AArch64, built by GCC from the same
+   source (make test-arm64 checks it under qemu-user, and that AArch64's
+   portable build agrees). Another compiler, -ffp-contract setting or a
+   build without FMA may round differently: GCC fuses a * b + c into one
+   FMA where it likes in C++ and in its GNU C modes (-std=gnu99, the
+   default), not in ISO C (-std=c99); -ffp-contract=off stops it.
+   WebAssembly's SIMD128 has no fused multiply-add, so its kernels round
+   each product, then each sum: a wasm32 build (with or without -msimd128)
+   gives the bits of an x86-64 build with LSAE_NO_SIMD and
+   -ffp-contract=off (make test-wasm checks training and encoding); both
+   call the C library's cos and pow for the schedule and Adam's bias
    correction, which may differ in the last bit between libraries (they
    agree on the steps tested).
 
    Speed. The encoder product is a packed, register-blocked GEMM (AVX-512,
-   AVX2+FMA, WebAssembly SIMD128, or portable C, chosen at compile time)
-   with bias, ReLU and the top-k selection fused into it, so [rows, L]
+   AVX2+FMA, NEON, WebAssembly SIMD128, or portable C, chosen at compile
+   time) with bias, ReLU and the top-k selection fused into it, so [rows, L]
    pre-activations are never stored; the backward pass touches only the
    selected latents (O(B k d)); the optimizer is one vectorised pass.
    Build with -O2 -march=native -fopenmp for the fastest code on the
@@ -172,7 +177,7 @@
       LSAE_NO_THREADS       no prefetch thread (the loader reads synchronously;
                             the batches are the same)
       LSAE_NO_SIMD          use the portable kernel even where AVX2/FMA or
-                            WebAssembly SIMD128 is on
+                            NEON or WebAssembly SIMD128 is on
       LSAE_MAX_SAFETENSORS_HEADER  the largest safetensors JSON header read
                             (default 100,000,000 bytes, as the safetensors crate)
       LATENTSAE_CUDA        run on the GPU through latentsae_cuda.cu (see GPU)
@@ -833,14 +838,22 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 /* SIMD kernels, chosen at compile time as stb does ("if compiled with
    -msse2, we use SSE2 without any detection"): AVX-512 where the compiler
    was told to use it (-mavx512f or -march=native on such a machine), else
-   AVX2 with FMA (-mavx2 -mfma), else portable C that the compiler may
-   vectorise. LSAE_NO_SIMD forces the portable code. */
+   AVX2 with FMA (-mavx2 -mfma), else NEON on 64-bit ARM (always there:
+   AArch64's Advanced SIMD is IEEE single precision, with fused
+   multiply-add, division and square root; 32-bit ARM's NEON flushes
+   subnormals to zero and has no vector division or square root, so it gets
+   the portable code), else
+   portable C that the compiler may vectorise. LSAE_NO_SIMD forces the
+   portable code. */
 #if !defined(LSAE_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
 #define LSAE__AVX2 1
 #if defined(__AVX512F__)
 #define LSAE__AVX512 1
 #endif
 #include <immintrin.h>
+#elif !defined(LSAE_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
+#define LSAE__NEON 1
+#include <arm_neon.h>
 #endif
 
 /* WebAssembly SIMD128 (clang --target=wasm32-wasi -msimd128): 4-lane
@@ -855,8 +868,11 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
 
 /* Multiply-add for the kernels. With FMA hardware it is one fused operation
    everywhere, so a blocked kernel and the naive loop round the same way;
-   without it, a product then a sum. */
-#if defined(__FMA__) && !defined(LSAE_NO_SIMD)
+   without it, a product then a sum. On x86 FMA is part of the vector
+   extension, and LSAE_NO_SIMD leaves it out; on AArch64 the scalar fused
+   multiply-add (fmadd) is baseline, so the portable code keeps it with
+   LSAE_NO_SIMD too and trains to the NEON kernels' bits. */
+#if (defined(__FMA__) && !defined(LSAE_NO_SIMD)) || (defined(__aarch64__) && defined(__ARM_FEATURE_FMA))
 #define LSAE__FMA(a, b, c) fmaf((a), (b), (c))
 #else
 #define LSAE__FMA(a, b, c) ((a) * (b) + (c))
@@ -1429,7 +1445,8 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
    P[p] (4 zmm or 8 ymm) and broadcasts one float of each row: MR x 64 FMAs
    for 64 + MR loads. With AVX-512 MR = 6 uses 24 of the 32 zmm registers
    as accumulators; with AVX2 the tile is done as 4 panels of 16 latents,
-   6 x 16 using 12 of the 16 ymm registers. The tile is packed once and used
+   6 x 16 using 12 of the 16 ymm registers; with NEON likewise 4 panels,
+   6 x 16 in 24 of the 32 q registers. The tile is packed once and used
    by every row of the batch, so the packing (a transpose) is amortised over
    B x 2 FLOPs per packed float.
 
@@ -1439,7 +1456,7 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
    FMA) and the naive loop (tests/test_internals.h) give the same bits, and
    results do not depend on the thread count. */
 #define LSAE__NT 64
-#if defined(LSAE__AVX2)
+#if defined(LSAE__AVX2) || defined(LSAE__NEON)
 #define LSAE__MR 6
 #else
 #define LSAE__MR 4
@@ -1504,6 +1521,28 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
             wasm_v128_store(o + 1 * LSAE__NT, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
             wasm_v128_store(o + 2 * LSAE__NT, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
             wasm_v128_store(o + 3 * LSAE__NT, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
+        }
+        for (; p < K; ++p) {
+            size_t jj;
+            for (jj = 0; jj < 4; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
+        }
+    }
+#elif defined(LSAE__NEON)
+    /* 4 x 4 blocks transposed in registers: trn1/trn2 on 32-bit lanes
+       interleave pairs of rows, then on 64-bit lanes join the pairs */
+    for (; j + 4 <= nt; j += 4) {
+        const float *w = W + (l0 + j) * K;
+        for (p = 0; p + 4 <= K; p += 4) {
+            const float32x4_t r0 = vld1q_f32(w + p), r1 = vld1q_f32(w + K + p);
+            const float32x4_t r2 = vld1q_f32(w + 2 * K + p), r3 = vld1q_f32(w + 3 * K + p);
+            /* t0 = r0[0] r1[0] r0[2] r1[2], t1 = r0[1] r1[1] r0[3] r1[3]; t2, t3 likewise for r2, r3 */
+            const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+            const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+            float *o = P + p * LSAE__NT + j;
+            vst1q_f32(o + 0 * LSAE__NT, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2))); /* column 0 of the 4 rows */
+            vst1q_f32(o + 1 * LSAE__NT, vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
+            vst1q_f32(o + 2 * LSAE__NT, vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
+            vst1q_f32(o + 3 * LSAE__NT, vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
         }
         for (; p < K; ++p) {
             size_t jj;
@@ -1615,6 +1654,38 @@ static void lsae__ukernel_wasm(size_t mr, const float *A, size_t lda, const floa
     LSAE__STORE128(0) LSAE__STORE128(1) LSAE__STORE128(2) LSAE__STORE128(3)
 #undef LSAE__STORE128
 }
+#elif defined(LSAE__NEON)
+/* C[r * ldc + j] = sum_p A[r][p] P[p][j], r < mr <= 6, j < 16 (P and C are
+   already offset to the panel), in q registers: 24 accumulators, the 4 of
+   P[p] and one broadcast of A (ld1r); rows past mr repeat row 0 and are
+   not stored. vfmaq_f32 is one fused multiply-add, as LSAE__FMA. */
+static void lsae__ukernel_neon(size_t mr, const float *A, size_t lda, const float *P, size_t K, float *C, size_t ldc)
+{
+    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * lda : 0);
+    const float *a3 = A + (mr > 3 ? 3 * lda : 0), *a4 = A + (mr > 4 ? 4 * lda : 0), *a5 = A + (mr > 5 ? 5 * lda : 0);
+    float32x4_t c00 = vdupq_n_f32(0.0f), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    float32x4_t c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    float32x4_t c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    size_t p;
+    for (p = 0; p < K; ++p) {
+        const float *b = P + p * LSAE__NT;
+        const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+        float32x4_t a;
+#define LSAE__ROWNEON(r)                                                        \
+        a = vld1q_dup_f32(a##r + p);                                            \
+        c##r##0 = vfmaq_f32(c##r##0, a, b0); c##r##1 = vfmaq_f32(c##r##1, a, b1); \
+        c##r##2 = vfmaq_f32(c##r##2, a, b2); c##r##3 = vfmaq_f32(c##r##3, a, b3);
+        LSAE__ROWNEON(0) LSAE__ROWNEON(1) LSAE__ROWNEON(2) LSAE__ROWNEON(3) LSAE__ROWNEON(4) LSAE__ROWNEON(5)
+#undef LSAE__ROWNEON
+    }
+#define LSAE__STORENEON(r)                                                      \
+    if (r < mr) {                                                               \
+        vst1q_f32(C + r * ldc, c##r##0); vst1q_f32(C + r * ldc + 4, c##r##1);   \
+        vst1q_f32(C + r * ldc + 8, c##r##2); vst1q_f32(C + r * ldc + 12, c##r##3); \
+    }
+    LSAE__STORENEON(0) LSAE__STORENEON(1) LSAE__STORENEON(2) LSAE__STORENEON(3) LSAE__STORENEON(4) LSAE__STORENEON(5)
+#undef LSAE__STORENEON
+}
 #else
 /* Portable: C[r * ldc + j] = sum_p A[r * lda + p] * P[p * NT + j],
    r < mr <= MR, j < NR, written so the compiler can keep acc in vector
@@ -1648,7 +1719,7 @@ static void lsae__ukernel_c(size_t mr, const float *A, size_t lda, const float *
 #endif
 
 /* C[r * ldc + j], r < mr, j < NT = rows [0, mr) of A (row stride lda)
-   times the packed tile P. stream (SIMD builds; C and ldc aligned to the
+   times the packed tile P. stream (AVX builds; C and ldc aligned to the
    vector): non-temporal stores, for a full product whose output will not be
    read again soon; they save reading every line of C before writing it.
    The encoder pass keeps its tile of C in a buffer (stream 0); the
@@ -1666,6 +1737,9 @@ static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, si
 #elif defined(LSAE__WASM_SIMD)
         (void)stream;
         lsae__ukernel_wasm(mr, A, lda, P + j0, K, C + j0, ldc);
+#elif defined(LSAE__NEON)
+        (void)stream;
+        lsae__ukernel_neon(mr, A, lda, P + j0, K, C + j0, ldc);
 #else
         (void)stream;
         lsae__ukernel_c(mr, A, lda, P + j0, K, C + j0, ldc);
@@ -1709,6 +1783,14 @@ static void lsae__axpy(float *y, float a, const float *x, size_t n)
     }
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
     for (; j < n; ++j) y[j] = LSAE__FMA(a, x[j], y[j]);
+#elif defined(LSAE__NEON)
+    const float32x4_t va = vdupq_n_f32(a);
+    for (; j + 8 <= n; j += 8) {
+        vst1q_f32(y + j, vfmaq_f32(vld1q_f32(y + j), va, vld1q_f32(x + j)));
+        vst1q_f32(y + j + 4, vfmaq_f32(vld1q_f32(y + j + 4), va, vld1q_f32(x + j + 4)));
+    }
+    for (; j + 4 <= n; j += 4) vst1q_f32(y + j, vfmaq_f32(vld1q_f32(y + j), va, vld1q_f32(x + j)));
+    for (; j < n; ++j) y[j] = LSAE__FMA(a, x[j], y[j]);
 #else
     for (; j < n; ++j) y[j] = LSAE__FMA(a, x[j], y[j]);
 #endif
@@ -1737,6 +1819,14 @@ static void lsae__axpy4(float *y, const float *a, const float *x0, const float *
         v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x2 + j), v);
         _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a3, _mm256_loadu_ps(x3 + j), v));
     }
+#elif defined(LSAE__NEON)
+    const float32x4_t a0 = vdupq_n_f32(a[0]), a1 = vdupq_n_f32(a[1]), a2 = vdupq_n_f32(a[2]), a3 = vdupq_n_f32(a[3]);
+    for (; j + 4 <= n; j += 4) {
+        float32x4_t v = vfmaq_f32(vld1q_f32(y + j), a0, vld1q_f32(x0 + j));
+        v = vfmaq_f32(v, a1, vld1q_f32(x1 + j));
+        v = vfmaq_f32(v, a2, vld1q_f32(x2 + j));
+        vst1q_f32(y + j, vfmaq_f32(v, a3, vld1q_f32(x3 + j)));
+    }
 #endif
     for (; j < n; ++j)
         y[j] = LSAE__FMA(a[3], x3[j], LSAE__FMA(a[2], x2[j], LSAE__FMA(a[1], x1[j], LSAE__FMA(a[0], x0[j], y[j]))));
@@ -1747,9 +1837,10 @@ static void lsae__axpy4(float *y, const float *a, const float *x0, const float *
    s_q = the chain of fused multiply-adds over j = q (mod 64), in increasing
    j; then s_q += s_{q+32}, s_q += s_{q+16}, ..., s_q += s_{q+1} (q below the
    step), and s_0 is the result. Four zmm or eight ymm registers are the 64
-   chains (enough independent chains to hide the FMA latency), and the
-   reduction tree is the same whatever the vector width, so AVX-512 and AVX2
-   builds agree bit for bit. */
+   chains (enough independent chains to hide the FMA latency), as are
+   sixteen NEON q registers, and the reduction tree is the same whatever the
+   vector width, so AVX-512, AVX2, NEON and portable builds agree bit for
+   bit. */
 #if defined(LSAE__AVX512)
 /* Half h (0: lanes 0-7, 1: lanes 8-15) of a zmm. The zero-masked extract,
    not _mm512_extractf64x4_pd or _mm512_castps512_ps256: GCC 12 builds those
@@ -1833,6 +1924,51 @@ static float lsae__dot(const float *a, const float *b, size_t n)
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                                                       /* +2 */
     x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                                                                   /* +1 */
     return _mm_cvtss_f32(x);
+#elif defined(LSAE__NEON)
+    /* s[i] holds chains 4i .. 4i + 3 (named: an array of vectors may be kept in memory) */
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    float32x4_t s8 = s0, s9 = s0, s10 = s0, s11 = s0, s12 = s0, s13 = s0, s14 = s0, s15 = s0;
+    float32x2_t x;
+    size_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + j), vld1q_f32(b + j));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + j + 4), vld1q_f32(b + j + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + j + 8), vld1q_f32(b + j + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + j + 12), vld1q_f32(b + j + 12));
+        s4 = vfmaq_f32(s4, vld1q_f32(a + j + 16), vld1q_f32(b + j + 16));
+        s5 = vfmaq_f32(s5, vld1q_f32(a + j + 20), vld1q_f32(b + j + 20));
+        s6 = vfmaq_f32(s6, vld1q_f32(a + j + 24), vld1q_f32(b + j + 24));
+        s7 = vfmaq_f32(s7, vld1q_f32(a + j + 28), vld1q_f32(b + j + 28));
+        s8 = vfmaq_f32(s8, vld1q_f32(a + j + 32), vld1q_f32(b + j + 32));
+        s9 = vfmaq_f32(s9, vld1q_f32(a + j + 36), vld1q_f32(b + j + 36));
+        s10 = vfmaq_f32(s10, vld1q_f32(a + j + 40), vld1q_f32(b + j + 40));
+        s11 = vfmaq_f32(s11, vld1q_f32(a + j + 44), vld1q_f32(b + j + 44));
+        s12 = vfmaq_f32(s12, vld1q_f32(a + j + 48), vld1q_f32(b + j + 48));
+        s13 = vfmaq_f32(s13, vld1q_f32(a + j + 52), vld1q_f32(b + j + 52));
+        s14 = vfmaq_f32(s14, vld1q_f32(a + j + 56), vld1q_f32(b + j + 56));
+        s15 = vfmaq_f32(s15, vld1q_f32(a + j + 60), vld1q_f32(b + j + 60));
+    }
+    if (j < n) {
+        /* the tail, lane by lane into the same chains */
+        float t[64];
+        size_t q;
+        vst1q_f32(t, s0); vst1q_f32(t + 4, s1); vst1q_f32(t + 8, s2); vst1q_f32(t + 12, s3);
+        vst1q_f32(t + 16, s4); vst1q_f32(t + 20, s5); vst1q_f32(t + 24, s6); vst1q_f32(t + 28, s7);
+        vst1q_f32(t + 32, s8); vst1q_f32(t + 36, s9); vst1q_f32(t + 40, s10); vst1q_f32(t + 44, s11);
+        vst1q_f32(t + 48, s12); vst1q_f32(t + 52, s13); vst1q_f32(t + 56, s14); vst1q_f32(t + 60, s15);
+        for (q = 0; j + q < n; ++q) t[q] = LSAE__FMA(a[j + q], b[j + q], t[q]);
+        s0 = vld1q_f32(t); s1 = vld1q_f32(t + 4); s2 = vld1q_f32(t + 8); s3 = vld1q_f32(t + 12);
+        s4 = vld1q_f32(t + 16); s5 = vld1q_f32(t + 20); s6 = vld1q_f32(t + 24); s7 = vld1q_f32(t + 28);
+        s8 = vld1q_f32(t + 32); s9 = vld1q_f32(t + 36); s10 = vld1q_f32(t + 40); s11 = vld1q_f32(t + 44);
+        s12 = vld1q_f32(t + 48); s13 = vld1q_f32(t + 52); s14 = vld1q_f32(t + 56); s15 = vld1q_f32(t + 60);
+    }
+    s0 = vaddq_f32(s0, s8); s1 = vaddq_f32(s1, s9); s2 = vaddq_f32(s2, s10); s3 = vaddq_f32(s3, s11);    /* +32 */
+    s4 = vaddq_f32(s4, s12); s5 = vaddq_f32(s5, s13); s6 = vaddq_f32(s6, s14); s7 = vaddq_f32(s7, s15);
+    s0 = vaddq_f32(s0, s4); s1 = vaddq_f32(s1, s5); s2 = vaddq_f32(s2, s6); s3 = vaddq_f32(s3, s7);      /* +16 */
+    s0 = vaddq_f32(s0, s2); s1 = vaddq_f32(s1, s3);                                                      /* +8 */
+    s0 = vaddq_f32(s0, s1);                                                                              /* +4 */
+    x = vadd_f32(vget_low_f32(s0), vget_high_f32(s0));                                                   /* +2 */
+    return vget_lane_f32(x, 0) + vget_lane_f32(x, 1);                                                    /* +1 */
 #else
     float s[64];
     size_t q, step, j = 0;
@@ -1846,7 +1982,8 @@ static float lsae__dot(const float *a, const float *b, size_t n)
 
 /* out[e] = lsae__dot(x_e, w, n) for four rows x_e, bit for bit: with AVX-512
    the four dots run together (16 accumulators) and share the loads of w;
-   elsewhere four calls, since 4 x 8 ymm accumulators do not fit. */
+   elsewhere four calls, since 4 x 8 ymm (or 4 x 16 NEON q) accumulators do
+   not fit. */
 static void lsae__dot4(float *out, const float *x0, const float *x1, const float *x2, const float *x3, const float *w, size_t n)
 {
 #if defined(LSAE__AVX512)
@@ -1895,6 +2032,9 @@ static void lsae__scale(float *y, float s, size_t n)
 #elif defined(LSAE__AVX2)
     const __m256 vs = _mm256_set1_ps(s);
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), vs));
+#elif defined(LSAE__NEON)
+    const float32x4_t vs = vdupq_n_f32(s);
+    for (; j + 4 <= n; j += 4) vst1q_f32(y + j, vmulq_f32(vld1q_f32(y + j), vs));
 #endif
     for (; j < n; ++j) y[j] *= s;
 }
@@ -1959,6 +2099,38 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
         }
         _mm256_storeu_ps(t, vbad);
         for (q = 0; q < 8; ++q) bad += t[q];
+    }
+#elif defined(LSAE__NEON)
+    {
+        const float32x4_t vclip = vdupq_n_f32(clip), vb1 = vdupq_n_f32(b1), vb2 = vdupq_n_f32(b2), vo1 = vdupq_n_f32(omb1);
+        const float32x4_t vo2 = vdupq_n_f32(omb2), vst = vdupq_n_f32(step_size), vbc = vdupq_n_f32(bc2_sqrt), veps = vdupq_n_f32(eps);
+        float32x4_t vbad = vdupq_n_f32(0.0f);
+        /* the tail (under 4) goes through the same vector operations,
+           copied to and from a padded block */
+        float tg[4] = { 0 }, tm1[4] = { 0 }, tm2[4] = { 0 }, tp[4] = { 0 };
+        for (; j < n; j += 4) {
+            const size_t nl = n - j < 4 ? n - j : 4;
+            float *pg = G + j, *pm1 = m1 + j, *pm2 = m2 + j, *pw = p + j;
+            float32x4_t g, mm, vv, pp;
+            size_t q;
+            if (nl < 4) {
+                for (q = 0; q < nl; ++q) { tg[q] = pg[q]; tm1[q] = pm1[q]; tm2[q] = pm2[q]; tp[q] = pw[q]; }
+                pg = tg; pm1 = tm1; pm2 = tm2; pw = tp;
+            }
+            g = vmulq_f32(vld1q_f32(pg), vclip);
+            mm = vaddq_f32(vmulq_f32(vld1q_f32(pm1), vb1), vmulq_f32(g, vo1));
+            vv = vaddq_f32(vmulq_f32(vld1q_f32(pm2), vb2), vmulq_f32(vmulq_f32(g, g), vo2));
+            pp = vsubq_f32(vld1q_f32(pw), vmulq_f32(vst, vdivq_f32(mm, vaddq_f32(vdivq_f32(vsqrtq_f32(vv), vbc), veps))));
+            vst1q_f32(pm1, mm);
+            vst1q_f32(pm2, vv);
+            vst1q_f32(pw, pp);
+            vst1q_f32(pg, vdupq_n_f32(0.0f));
+            /* the padding lanes are zeros throughout (pp = 0 - 0 * (0 / (0 + eps))): they add 0 */
+            vbad = vaddq_f32(vbad, vsubq_f32(pp, pp));
+            if (nl < 4)
+                for (q = 0; q < nl; ++q) { G[j + q] = 0.0f; m1[j + q] = tm1[q]; m2[j + q] = tm2[q]; p[j + q] = tp[q]; }
+        }
+        bad = vaddvq_f32(vbad);
     }
 #else
     for (; j < n; ++j) {
@@ -2133,8 +2305,9 @@ LSAE__MAYBE_UNUSED static unsigned lsae__popcnt(unsigned x) { unsigned n = 0; wh
 #endif
 
 /* How many of buf[0..n) have a value above t (*above) and how many at
-   least t (*atleast). The vector paths compare 8 (AVX-512) or 4 (AVX2)
-   entries at once, the values being every other 32-bit lane of the array. */
+   least t (*atleast). The vector paths compare 8 (AVX-512) or 4 (AVX2,
+   NEON) entries at once, the values being every other 32-bit lane of the
+   array (NEON's ld2 splits them from the indices). */
 static void lsae__count_from(const lsae__kv *buf, size_t n, float t, size_t *above, size_t *atleast)
 {
     size_t i = 0, c = 0, e = 0;
@@ -2159,6 +2332,21 @@ static void lsae__count_from(const lsae__kv *buf, size_t n, float t, size_t *abo
         const v128_t v = wasm_i32x4_shuffle(wasm_v128_load(&buf[i]), wasm_v128_load(&buf[i + 2]), 0, 2, 4, 6);
         c += LSAE__POPCNT((unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(v, vt)));
         e += LSAE__POPCNT((unsigned)wasm_i32x4_bitmask(wasm_f32x4_ge(v, vt)));
+    }
+#elif defined(LSAE__NEON)
+    const float32x4_t vt = vdupq_n_f32(t);
+    while (i + 4 <= n) {
+        /* per-lane counts: a true compare is all ones, -1, so subtracting it
+           counts one; flushed every 2^20 blocks, long before a lane overflows */
+        uint32x4_t vc = vdupq_n_u32(0), ve = vc;
+        const size_t end = n - i > ((size_t)4 << 20) ? i + ((size_t)4 << 20) : n;
+        for (; i + 4 <= end; i += 4) {
+            const float32x4_t v = vld2q_f32(&buf[i].v).val[0];
+            vc = vsubq_u32(vc, vcgtq_f32(v, vt));
+            ve = vsubq_u32(ve, vcgeq_f32(v, vt));
+        }
+        c += vaddvq_u32(vc);
+        e += vaddvq_u32(ve);
     }
 #endif
     for (; i < n; ++i) {
@@ -2403,6 +2591,40 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
                 const v128_t ta = wasm_f32x4_splat(thr[1]);
                 ma = ((unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(lo, ta)) | (unsigned)wasm_i32x4_bitmask(wasm_f32x4_gt(hi, ta)) << 4) &
                      (unsigned)((dead >> j) & 0xFFu);
+            }
+            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
+            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+        }
+        return;
+    }
+#elif defined(LSAE__NEON)
+    if (nt == LSAE__NT) {
+        /* 16 latents at a time. The thresholds are never negative, so
+           c + b > thr exactly when ReLU(c + b) > thr: the compare needs no
+           ReLU (and a NaN fails it, as it fails the scalar test). Almost
+           always nothing passes, which one horizontal max finds; otherwise
+           the lanes that pass become a bit mask (lane q's compare ANDed with
+           2^q, summed across) and go through the scalar code, as with AVX2. */
+        static const uint32_t lane_bits[4] = { 1u, 2u, 4u, 8u };
+        const uint32x4_t bit = vld1q_u32(lane_bits);
+        for (j = 0; j < LSAE__NT; j += 16) {
+            /* the thresholds as they are now (a cut-back raises them) */
+            const float32x4_t t0 = vdupq_n_f32(thr[0]), t1 = vdupq_n_f32(thr[1]);
+            const float32x4_t v0 = vaddq_f32(vld1q_f32(c + j), vld1q_f32(b + j));
+            const float32x4_t v1 = vaddq_f32(vld1q_f32(c + j + 4), vld1q_f32(b + j + 4));
+            const float32x4_t v2 = vaddq_f32(vld1q_f32(c + j + 8), vld1q_f32(b + j + 8));
+            const float32x4_t v3 = vaddq_f32(vld1q_f32(c + j + 12), vld1q_f32(b + j + 12));
+            const unsigned live = KA ? (unsigned)((dead >> j) & 0xFFFFu) : 0u;
+            uint32x4_t g0 = vcgtq_f32(v0, t0), g1 = vcgtq_f32(v1, t0), g2 = vcgtq_f32(v2, t0), g3 = vcgtq_f32(v3, t0);
+            unsigned m = 0, ma = 0;
+            if (vmaxvq_u32(vorrq_u32(vorrq_u32(g0, g1), vorrq_u32(g2, g3))))
+                m = vaddvq_u32(vandq_u32(g0, bit)) | vaddvq_u32(vandq_u32(g1, bit)) << 4 |
+                    vaddvq_u32(vandq_u32(g2, bit)) << 8 | vaddvq_u32(vandq_u32(g3, bit)) << 12;
+            if (live) {
+                g0 = vcgtq_f32(v0, t1); g1 = vcgtq_f32(v1, t1); g2 = vcgtq_f32(v2, t1); g3 = vcgtq_f32(v3, t1);
+                if (vmaxvq_u32(vorrq_u32(vorrq_u32(g0, g1), vorrq_u32(g2, g3))))
+                    ma = (vaddvq_u32(vandq_u32(g0, bit)) | vaddvq_u32(vandq_u32(g1, bit)) << 4 |
+                          vaddvq_u32(vandq_u32(g2, bit)) << 8 | vaddvq_u32(vandq_u32(g3, bit)) << 12) & live;
             }
             while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
             while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }

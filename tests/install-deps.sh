@@ -57,6 +57,10 @@ have node || need nodejs
 have s390x-linux-gnu-gcc || need gcc-s390x-linux-gnu
 [ -e /usr/s390x-linux-gnu/include/stdio.h ] || need libc6-dev-s390x-cross
 have qemu-s390x || need qemu-user
+# make test-arm64: the C tests built for aarch64 and run under qemu-user
+have aarch64-linux-gnu-gcc || need gcc-aarch64-linux-gnu
+[ -e /usr/aarch64-linux-gnu/include/stdio.h ] || need libc6-dev-arm64-cross
+have qemu-aarch64 || need qemu-user
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are

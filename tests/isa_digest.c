@@ -15,11 +15,17 @@
    -march=native and for -mavx2 -mfma and requires the same digests: the
    order does not depend on the vector width either, so the AVX-512 and AVX2
    kernels must give the same bits. (Without FMA hardware, or with
-   LSAE_NO_SIMD, products and sums round separately: other bits.)
+   LSAE_NO_SIMD on x86, products and sums round separately: other bits.
+   On AArch64 fused multiply-add is baseline and the portable code keeps
+   it: `make test-arm64` requires the NEON build, the LSAE_NO_SIMD build
+   and the x86 AVX2 build to give the same digests.)
 
    The same digests are how a restructuring of the step is checked to leave
    training bit for bit as it was: build this file against the old and the
-   new header and compare. */
+   new header and compare.
+
+   `isa_digest 0 3` prints the digests of problems 0 and 3 only (for slow
+   targets: `make test-arm64` runs the aarch64 build under emulation). */
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"
 #include <stdio.h>
@@ -104,7 +110,7 @@ done:
     return ok;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     /*                    d     L   k rows multi norm nan dead  alpha  acc  schedule   steps */
     static const problem problems[] = {
@@ -114,16 +120,21 @@ int main(void)
         {  37,  600,  7, 513, 1, 1, 0, 1, 0.5,      1, LSAE_LR_CONSTANT, 10 },
     };
     const int nprob = (int)(sizeof problems / sizeof problems[0]);
-    int i;
-    for (i = 0; i < nprob; ++i) {
+    int a, i, printed = 0;
+    for (a = 0; a < (argc > 1 ? argc - 1 : nprob); ++a) {
         uint64_t one = 0, three = 0;
+        i = argc > 1 ? atoi(argv[a + 1]) : a;
+        if (i < 0 || i >= nprob) {
+            fprintf(stderr, "isa_digest: no problem %s (0 to %d)\n", argv[a + 1], nprob - 1);
+            return 1;
+        }
         if (!train(i, &problems[i], 1, &one) || !train(i, &problems[i], 3, &three)) return 1;
         if (one != three) {
             fprintf(stderr, "isa_digest: problem %d trains to other bits at 3 threads (%016llx) than at 1 (%016llx)\n", i,
                     (unsigned long long)three, (unsigned long long)one);
             return 1;
         }
-        printf("%s%016llx", i ? " " : "", (unsigned long long)one);
+        printf("%s%016llx", printed++ ? " " : "", (unsigned long long)one);
     }
     printf("\n");
     return 0;

@@ -1038,7 +1038,11 @@ static int ckpt_saver(void)
 }
 
 /* kill -9 a process that saves checkpoints in a loop, at random moments:
-   the checkpoint always loads, and its state is the one its blob names. */
+   the checkpoint always loads, and its state is the one its blob names.
+   The saver is this program run again. Built for another machine and run
+   under a user-mode emulator (make test-arm64 and test-bigendian: qemu-user), exec would
+   meet a foreign binary, so LSAE_TEST_EMULATOR names the emulator to run it
+   with (the SIGKILL then ends the emulator, and the saver with it). */
 static void test_checkpoint_kill9(const char *self)
 {
     const char *dir = TDIR "/k9";
@@ -1047,8 +1051,6 @@ static void test_checkpoint_kill9(const char *self)
     for (round = 0; round < 12; ++round) {
         pid_t pid = fork();
         if (pid == 0) {
-            /* a cross build run under qemu-user (make test-bigendian) names
-               the emulator here: exec cannot start a foreign binary by itself */
             const char *emulator = getenv("LSAE_TEST_EMULATOR");
             setenv("OMP_NUM_THREADS", "1", 1); /* tiny steps: most of the saver's time is spent saving */
             if (emulator && *emulator) execlp(emulator, emulator, self, "--ckpt-saver", (char *)NULL);
