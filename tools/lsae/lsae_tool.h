@@ -288,6 +288,7 @@ static void eval_metrics_free(eval_metrics *e);
 /* one JSON object with the keys (and the arrays) */
 static void eval_metrics_write_json(FILE *f, const eval_metrics *e);
 /* the same members without the braces, for a caller adding its own */
+static void eval_metrics_write_json_summary(FILE *f, const eval_metrics *e); /* no arrays: for sweep.json */
 static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e);
 
 /* ----------------------------------------- probing (probe.c, eval --labels) */

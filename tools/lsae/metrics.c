@@ -523,7 +523,10 @@ static void json_u64_array(FILE *f, const uint64_t *v, size_t n)
     fputc(']', f);
 }
 
-static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e)
+/* Every metric but the per-row and per-latent arrays, as JSON members (no
+   braces): the scalars and the two small histograms. What lsae sweep keeps
+   of each model in sweep.json. */
+static void eval_metrics_write_json_summary(FILE *f, const eval_metrics *e)
 {
     size_t i;
     fprintf(f, "\"rows\": %llu, \"rows_skipped\": %llu, \"d_in\": %llu, \"num_latents\": %llu, \"k\": %llu",
@@ -555,6 +558,14 @@ static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e)
     fprintf(f, ", \"neighbour_queries\": %llu", (unsigned long long)e->queries);
     fputs(", \"neighbour_recall_at_10\": ", f); json_num(f, e->queries ? e->recall_at_10 : NAN);
     fputs(", \"neighbour_ndcg_at_10\": ", f); json_num(f, e->queries ? e->ndcg_at_10 : NAN);
+}
+
+/* The summary and then the arrays: the queries' rows, every latent's fire
+   count and its largest decoder cosine. */
+static void eval_metrics_write_json_members(FILE *f, const eval_metrics *e)
+{
+    size_t i;
+    eval_metrics_write_json_summary(f, e);
     fputs(", \"neighbour_query_rows\": ", f); json_u64_array(f, e->query_rows, (size_t)e->queries);
     fputs(", \"fires\": ", f); json_u64_array(f, e->fires, (size_t)e->L);
     fputs(", \"max_decoder_cossim_per_latent\": [", f);

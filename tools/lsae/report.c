@@ -84,6 +84,22 @@ typedef struct line_spec {
     const char *color;
 } line_spec;
 
+/* The horizontal grid lines of a chart and their labels, from 0 to ymax
+   every ystep, for a plot area [X0, X1] x [Y0, Y1] (SVG y grows down). */
+static void svg_y_grid(FILE *f, double ymax, double ystep, double X0, double X1, double Y0, double Y1)
+{
+    double t;
+    for (t = 0; t <= ymax + ystep * 1e-6; t += ystep) {
+        double y = Y1 - (Y1 - Y0) * t / ymax;
+        char lab[32];
+        /* 5000 samples/s reads better as 5k than as 5e+03 */
+        if (t >= 1000) snprintf(lab, sizeof lab, "%.3gk", t / 1000);
+        else snprintf(lab, sizeof lab, "%.3g", t);
+        fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                X0, X1, y, y, X0 - 6, y + 4, lab);
+    }
+}
+
 /* A line chart as inline SVG: y from 0 to a round maximum, x over the steps.
    Long runs are reduced to the min and max of each of ~600 buckets, which
    keeps spikes visible. */
@@ -109,15 +125,7 @@ static void svg_chart(FILE *f, const char *id, const char *title, const double *
     fprintf(f, "<figure class=\"chart-box\"><svg class=\"chart\" id=\"chart-%s\" data-series=\"%s\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"%s\">\n",
             id, id, W, H, title);
     fprintf(f, "<text class=\"title\" x=\"%.0f\" y=\"20\">%s</text>\n", X0, title);
-    for (t = 0; t <= ymax + ystep * 1e-6; t += ystep) {
-        double y = Y1 - (Y1 - Y0) * t / ymax;
-        char lab[32];
-        /* 5000 samples/s reads better as 5k than as 5e+03 */
-        if (t >= 1000) snprintf(lab, sizeof lab, "%.3gk", t / 1000);
-        else snprintf(lab, sizeof lab, "%.3g", t);
-        fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
-                X0, X1, y, y, X0 - 6, y + 4, lab);
-    }
+    svg_y_grid(f, ymax, ystep, X0, X1, Y0, Y1);
     for (t = ceil(xmin / xstep) * xstep; t <= xmax + xstep * 1e-6; t += xstep) {
         double xx = X0 + (X1 - X0) * (t - xmin) / (xmax - xmin);
         fprintf(f, "<line class=\"axis\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.6g</text>\n",

@@ -19,7 +19,7 @@ static void svg_bars(FILE *f, const char *id, const char *title, const char *xla
                      const char *color)
 {
     const double W = 520, H = 250, X0 = 62, X1 = 508, Y0 = 36, Y1 = 206;
-    double ymax = 0, ystep, t, slot, width;
+    double ymax = 0, ystep, slot, width;
     size_t i, every;
     for (i = 0; i < n; ++i)
         if (isfinite(b[i].value) && b[i].value > ymax) ymax = b[i].value;
@@ -36,14 +36,7 @@ static void svg_bars(FILE *f, const char *id, const char *title, const char *xla
     fprintf(f, "\">\n<text class=\"title\" x=\"%.0f\" y=\"20\">", X0);
     html_text(f, title);
     fputs("</text>\n", f);
-    for (t = 0; t <= ymax + ystep * 1e-6; t += ystep) {
-        double y = Y1 - (Y1 - Y0) * t / ymax;
-        char lab[32];
-        if (t >= 1000) snprintf(lab, sizeof lab, "%.3gk", t / 1000);
-        else snprintf(lab, sizeof lab, "%.3g", t);
-        fprintf(f, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/><text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
-                X0, X1, y, y, X0 - 6, y + 4, lab);
-    }
+    svg_y_grid(f, ymax, ystep, X0, X1, Y0, Y1);
     for (i = 0; i < n; ++i) {
         double v = isfinite(b[i].value) && b[i].value > 0 ? b[i].value : 0, h = (Y1 - Y0) * (v < ymax ? v : ymax) / ymax;
         double x = X0 + slot * (double)i + (slot - width) / 2;

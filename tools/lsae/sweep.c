@@ -422,25 +422,8 @@ static void sweep_write_json(sweep *sw, const char *status)
         fputs("},\n     \"eval\": ", f);
         if (!sm->have_eval) fputs("null", f);
         else {
-            const eval_metrics *e = &sm->em;
-            fprintf(f, "{\"rows\": %llu, \"fvu\": ", (unsigned long long)e->rows);
-            json_num(f, e->fvu);
-            fputs(", \"explained_variance\": ", f); json_num(f, e->explained_variance);
-            fputs(", \"mse\": ", f); json_num(f, e->mse);
-            fputs(", \"cossim\": ", f); json_num(f, e->cossim);
-            fputs(", \"l2_ratio\": ", f); json_num(f, e->l2_ratio);
-            fputs(", \"relative_reconstruction_bias\": ", f); json_num(f, e->relative_reconstruction_bias);
-            fputs(", \"l0\": ", f); json_num(f, e->l0_mean);
-            fputs(", \"frac_alive\": ", f); json_num(f, e->frac_alive);
-            fputs(", \"dead_fraction\": ", f); json_num(f, e->dead_fraction);
-            fputs(", \"freq_over_1pct\": ", f); json_num(f, e->freq_over_1pct);
-            fputs(", \"freq_over_10pct\": ", f); json_num(f, e->freq_over_10pct);
-            fputs(", \"max_decoder_cossim\": {\"mean\": ", f); json_num(f, e->max_decoder_cossim_mean);
-            fputs(", \"p99\": ", f); json_num(f, e->max_decoder_cossim_p99);
-            fprintf(f, "}, \"neighbour_queries\": %llu, \"neighbour_recall_at_10\": ", (unsigned long long)e->queries);
-            json_num(f, e->queries ? e->recall_at_10 : NAN);
-            fputs(", \"neighbour_ndcg_at_10\": ", f);
-            json_num(f, e->queries ? e->ndcg_at_10 : NAN);
+            fputc('{', f);
+            eval_metrics_write_json_summary(f, &sm->em);
             fputc('}', f);
         }
         fprintf(f, ",\n     \"pareto\": {\"fvu\": %s, \"neighbour_recall\": %s, \"dead_fraction\": %s}", sm->front_fvu ? "true" : "false",
