@@ -19,7 +19,6 @@ machine and the ISA the build targets.
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -29,24 +28,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
-
-
-def isa():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return "AVX-512" if "avx512f" in flags else "AVX2+FMA" if "avx2" in flags and "fma" in flags else "portable C"
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from run import machine  # noqa: E402  the CPU, its cores and ISA, as bench/run.py prints them
 
 
 def timed(cmd):
@@ -91,7 +74,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ms, mp, mt = statistics.median(t_sweep), statistics.median(t_sep), statistics.median(t_train)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, build targets {isa()}")
+    print(f"machine: {machine()}")
     print(f"grid: k {a.k} x expansion {a.expansion_factor} ({n} models), batch {a.batch_size}, {a.epochs} epoch(s) of {a.data}")
     print(f"median of {a.reps}: lsae sweep {ms:.2f} s (its training phase {mt:.2f} s), {n} separate lsae train {mp:.2f} s")
     print(f"ratio sweep / separate: {ms / mp:.3f} for the whole sweep (with its evaluation), {mt / mp:.3f} for its training")

@@ -18,7 +18,6 @@ the machine it ran on. Needs numpy; build/lsae first (make)."""
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,24 +27,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def isa():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from run import machine  # noqa: E402  the CPU, its cores and ISA, as bench/run.py prints them
 
 
 def synthetic(path, rows, d, seed=1):
@@ -101,7 +84,7 @@ def main():
         timed([lsae, "train", "--data", data, "--num-latents", str(a.latents), "--k", str(a.k), "--batch-size", "1024",
                "--max-samples", "8192", "--lr-warmup-steps", "2", "--seed", "1", "--out", model])
     threads = ["--threads", str(a.threads)]
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, {isa()}; lsae eval vs lsae encode, {a.rows} rows x d {a.d}, "
+    print(f"machine: {machine()}; lsae eval vs lsae encode, {a.rows} rows x d {a.d}, "
           f"{a.latents} latents, k {a.k}, {a.queries} queries, threads {a.threads or 'all'}")
     print("| round | encode s | eval s | eval / encode |")
     print("|---|---|---|---|")
