@@ -10,8 +10,9 @@ it); sweep.json must list every model with its settings, training and
 evaluation numbers (checked against `lsae eval --json` and numpy), and
 its Pareto flags (checked against the front computed here); Ctrl-C, and a
 kill that leaves the models' checkpoints at different steps (and one with
-none), must resume to the same files; sweep.html must draw one point per
-model in each of its three plots, the front's points marked; lists of the
+none), must resume to the same files; sweep.html, opened in headless
+Chromium with no console errors, must draw one point per model in each of
+its three plots, the front's points marked; lists of the
 flags every model must share are refused.
 """
 
@@ -29,6 +30,7 @@ from html.parser import HTMLParser
 import numpy as np
 
 import testlib
+import test_report  # its Chromium helpers: render, find_chromium, console_errors
 from testlib import check, read_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,9 +181,12 @@ def main():
         pts = [(m["eval"]["l0"], m["eval"]["dead_fraction"]) for m in sj["models"]]
         check([m["pareto"]["dead_fraction"] for m in sj["models"]] == front(pts, 1), "dead-fraction front")
 
-        # ---- sweep.html: one file, no network, a point per model in each plot
+        # ---- sweep.html: one file, no network, a point per model in each
+        # plot, as headless Chromium builds the page (no console errors)
+        dom, log = test_report.render(test_report.find_chromium(), os.path.join(sw, "sweep.html"), os.path.join(tmp, "profile"))
+        check(not test_report.console_errors(log), f"sweep.html: no console errors in Chromium: {test_report.console_errors(log)}")
         page = SvgPoints()
-        page.feed(open(os.path.join(sw, "sweep.html"), encoding="utf-8").read())
+        page.feed(dom)
         check(sorted(page.plots) == ["dead", "fvu", "recall"], f"three plots: {sorted(page.plots)}")
         check(page.scripts == 0 and not page.external, f"nothing loaded from elsewhere: {page.external}")
         labels = {f"{k}/{e}" for k, e in MODELS.values()}
