@@ -67,11 +67,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lsae-test-")
     try:
         # texts for the first shard: its 10,000 lines
-        texts0 = os.path.join(tmp, "texts0.txt")
-        with open(TEXTS, encoding="utf-8") as f:
-            lines = f.read().split("\n")[:10000]
-        with open(texts0, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+        texts0 = testlib.texts_of_first_shard(TEXTS, tmp)
+        with open(texts0, encoding="utf-8") as f:
+            lines = f.read().split("\n")
         train = [a if a is not None else texts0 for a in TRAIN]
         x = np.load(SHARD).astype(np.float32)
         n, d = x.shape

@@ -137,11 +137,9 @@ def check_against_numpy(what, pathA, pathB, threshold=0.5, WA=None, WB=None):
 def main():
     tmp = tempfile.mkdtemp(prefix="lsae-compare-")
     try:
-        texts0 = os.path.join(tmp, "texts0.txt")
-        with open(TEXTS, encoding="utf-8") as f:
-            lines = f.read().split("\n")[:10000]
-        with open(texts0, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+        texts0 = testlib.texts_of_first_shard(TEXTS, tmp)
+        with open(texts0, encoding="utf-8") as f:
+            lines = f.read().split("\n")
         runA, runB = os.path.join(tmp, "k8"), os.path.join(tmp, "k16")
         common = ["--data", SHARD, "--batch-size", "256", "--epochs", "4", "--lr", "3e-3", "--lr-warmup-steps", "10", "--threads", "2"]
         run(["train", *common, "--k", "8", "--expansion-factor", "2", "--seed", "1", "--out", runA])

@@ -4,6 +4,7 @@ stops at the first failure and counts the ones that passed, a subprocess
 runner that stops when a command fails, and a reader of our float32
 sae.safetensors that does not go through the library under test."""
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -44,4 +45,15 @@ def read_safetensors(path):
         assert t["dtype"] == "F32", t
         a, b = t["data_offsets"]
         out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(t["shape"])
+    return out
+
+
+def texts_of_first_shard(texts_path, out_dir, rows=10000):
+    """examples/data's texts.txt cut to the rows of its first shard
+    (data-00000.npy: lines 0..9999), written to out_dir; its path"""
+    out = os.path.join(out_dir, "texts0.txt")
+    with open(texts_path, encoding="utf-8") as f:
+        lines = f.read().split("\n")[:rows]
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
     return out
