@@ -337,6 +337,24 @@ typedef enum lsae_lr_schedule {
     LSAE_LR_CONSTANT = 2    /* 1 after warm-up */
 } lsae_lr_schedule;
 
+/* Which SAE (docs/math.md, section 3). latent-sae's cfg.json spells them
+   "topk", "batchtopk", "matryoshka"; its "gated", "jumprelu" and "lista"
+   files are refused by name, never read as TopK. */
+typedef enum lsae_sae_type {
+    LSAE_SAE_TOPK = 0,        /* the k largest per row (Gao et al. 2024) */
+    LSAE_SAE_BATCHTOPK = 1,   /* the B k largest of the batch; a threshold at inference */
+    LSAE_SAE_MATRYOSHKA = 2   /* nested prefixes of the latents, each a reconstruction */
+} lsae_sae_type;
+
+/* The two Matryoshka losses (docs/math.md, section 3.2). */
+typedef enum lsae_matryoshka_form {
+    LSAE_MATRYOSHKA_NESTED = 0,    /* (a) one selection; the loss sums every prefix's fvu (Bussmann et al., SAELens) */
+    LSAE_MATRYOSHKA_PER_LEVEL = 1  /* (b) each level its own top k_i of its first n_i latents (latent-sae) */
+} lsae_matryoshka_form;
+
+/* At most this many Matryoshka levels. */
+#define LSAE_MAX_LEVELS 16
+
 typedef enum lsae_device {
     LSAE_DEVICE_DEFAULT = 0,  /* CUDA when built with LATENTSAE_CUDA, else CPU */
     LSAE_DEVICE_CPU = 1,
@@ -361,6 +379,20 @@ typedef struct lsae_config {
     size_t k;                      /* active latents per row; 32 */
     int normalize_decoder;         /* 1: unit-norm decoder rows */
     int multi_topk;                /* 0: add fvu of the top 4k latents / 8 */
+
+    /* the SAE type and its settings (docs/math.md, section 3); saved in cfg.json */
+    lsae_sae_type sae_type;        /* LSAE_SAE_TOPK */
+    double batchtopk_threshold_beta; /* 0.999: EMA decay of the BatchTopK inference threshold */
+    int batchtopk_row_cap;         /* 0; 1: a row keeps at most k after the batch-wide pick and at inference (latent-sae) */
+    size_t matryoshka_levels;      /* number of levels, 0 .. LSAE_MAX_LEVELS (0 unless matryoshka) */
+    size_t matryoshka_sizes[LSAE_MAX_LEVELS];   /* n_i: increasing, the last = L */
+    size_t matryoshka_ks[LSAE_MAX_LEVELS];      /* k_i of each level (per-level form); 0 = k for every level of the nested form */
+    double matryoshka_loss_weights[LSAE_MAX_LEVELS]; /* w_i; all 0 = every level 1 */
+    int matryoshka_use_batchtopk;  /* 0; 1: the selection(s) are batch-wide (BatchTopK) */
+    lsae_matryoshka_form matryoshka_form; /* LSAE_MATRYOSHKA_NESTED */
+    int k_anneal;                  /* 0; 1: k falls linearly from k_anneal_start to k */
+    size_t k_anneal_start;         /* 0 = min(4k, L) */
+    double k_anneal_pct;           /* 0.3: fraction of total_steps the fall takes */
 
     /* training */
     double auxk_alpha;             /* 1/32; 0 turns AuxK off */
@@ -407,6 +439,10 @@ LSAE_DEF const lsae_config *lsae_model_config(const lsae_model *model);
 LSAE_DEF size_t lsae_model_d_in(const lsae_model *model);
 LSAE_DEF size_t lsae_model_num_latents(const lsae_model *model);
 LSAE_DEF size_t lsae_model_k(const lsae_model *model);
+/* BatchTopK's inference threshold theta (docs/math.md, 3.1): an EMA of the
+   smallest kept activation of each training batch; 0 for other types and
+   before training. */
+LSAE_DEF float lsae_model_batchtopk_threshold(const lsae_model *model);
 /* Number of threads used inside calls on this model (0: OpenMP's default). */
 LSAE_DEF void lsae_model_set_num_threads(lsae_model *model, int num_threads);
 
@@ -1084,6 +1120,10 @@ LSAE_DEF lsae_config lsae_config_default(size_t d_in)
     c.k = 32;
     c.normalize_decoder = 1;
     c.multi_topk = 0;
+    c.sae_type = LSAE_SAE_TOPK;
+    c.batchtopk_threshold_beta = 0.999;
+    c.matryoshka_form = LSAE_MATRYOSHKA_NESTED;
+    c.k_anneal_pct = 0.3;
     c.auxk_alpha = 1.0 / 32.0;
     c.dead_feature_threshold = 10000000u;
     c.lr = 0.0;
@@ -1105,6 +1145,51 @@ LSAE_DEF size_t lsae_config_num_latents(const lsae_config *cfg)
     if (cfg->num_latents) return cfg->num_latents;
     if (!lsae__mul_size(cfg->d_in, cfg->expansion_factor, &L)) return 0;
     return L;
+}
+
+/* The SAE type's settings (docs/math.md, section 3): one line saying what is
+   wrong, in the words of latent-sae's flags. */
+static lsae_result lsae__config_validate_type(const lsae_config *cfg, size_t L)
+{
+    size_t i, nlev = cfg->matryoshka_levels;
+    if (cfg->sae_type != LSAE_SAE_TOPK && cfg->sae_type != LSAE_SAE_BATCHTOPK && cfg->sae_type != LSAE_SAE_MATRYOSHKA)
+        return lsae__err(LSAE_INVALID_ARGS, "sae_type %d is not topk (0), batchtopk (1) or matryoshka (2)", (int)cfg->sae_type);
+    if (!(cfg->batchtopk_threshold_beta >= 0.0 && cfg->batchtopk_threshold_beta < 1.0))
+        return lsae__err(LSAE_INVALID_ARGS, "batchtopk_threshold_beta = %g: must be in [0, 1) (latent-sae's default is 0.999)", cfg->batchtopk_threshold_beta);
+    if (cfg->multi_topk && cfg->sae_type != LSAE_SAE_TOPK)
+        return lsae__err(LSAE_INVALID_ARGS, "multi_topk is a TopK option; it does not combine with sae_type %s", cfg->sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : "matryoshka");
+    if (cfg->k_anneal) {
+        if (cfg->k_anneal_start && (cfg->k_anneal_start < cfg->k || cfg->k_anneal_start > L))
+            return lsae__err(LSAE_INVALID_ARGS, "k_anneal_start = %zu: must lie between k = %zu and L = %zu (0 means min(4k, L))", cfg->k_anneal_start, cfg->k, L);
+        if (!(cfg->k_anneal_pct >= 0.0 && cfg->k_anneal_pct <= 1.0))
+            return lsae__err(LSAE_INVALID_ARGS, "k_anneal_pct = %g: must be a fraction of the run in [0, 1]", cfg->k_anneal_pct);
+    }
+    if (cfg->sae_type != LSAE_SAE_MATRYOSHKA) {
+        if (nlev) return lsae__err(LSAE_INVALID_ARGS, "matryoshka sizes are set but sae_type is not matryoshka");
+        return LSAE_OK;
+    }
+    if (cfg->matryoshka_form != LSAE_MATRYOSHKA_NESTED && cfg->matryoshka_form != LSAE_MATRYOSHKA_PER_LEVEL)
+        return lsae__err(LSAE_INVALID_ARGS, "matryoshka_form %d is not nested (0) or per-level (1)", (int)cfg->matryoshka_form);
+    if (nlev == 0 || nlev > LSAE_MAX_LEVELS)
+        return lsae__err(LSAE_INVALID_ARGS, "matryoshka needs 1 to %d levels (matryoshka_sizes), got %zu", LSAE_MAX_LEVELS, nlev);
+    for (i = 0; i < nlev; ++i) {
+        const double w = cfg->matryoshka_loss_weights[i];
+        if (cfg->matryoshka_sizes[i] == 0 || (i && cfg->matryoshka_sizes[i] <= cfg->matryoshka_sizes[i - 1]))
+            return lsae__err(LSAE_INVALID_ARGS, "matryoshka_sizes must increase and be > 0: size %zu of level %zu follows %zu", cfg->matryoshka_sizes[i], i + 1, i ? cfg->matryoshka_sizes[i - 1] : (size_t)0);
+        if (!(w >= 0.0) || !isfinite(w))
+            return lsae__err(LSAE_INVALID_ARGS, "matryoshka_loss_weights[%zu] = %g: weights must be finite and >= 0", i, w);
+        if (cfg->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL &&
+            (cfg->matryoshka_ks[i] == 0 || cfg->matryoshka_ks[i] > cfg->matryoshka_sizes[i]))
+            return lsae__err(LSAE_INVALID_ARGS, "matryoshka_ks[%zu] = %zu does not fit its level of %zu latents (need 1 <= k_i <= n_i)", i, cfg->matryoshka_ks[i], cfg->matryoshka_sizes[i]);
+    }
+    for (i = nlev; i < LSAE_MAX_LEVELS; ++i)
+        if (cfg->matryoshka_sizes[i] || cfg->matryoshka_ks[i] || cfg->matryoshka_loss_weights[i] != 0.0)
+            return lsae__err(LSAE_INVALID_ARGS, "matryoshka level %zu is set past matryoshka_levels = %zu", i + 1, nlev);
+    if (cfg->matryoshka_sizes[nlev - 1] != L)
+        return lsae__err(LSAE_INVALID_ARGS, "the last matryoshka size %zu must equal the number of latents L = %zu", cfg->matryoshka_sizes[nlev - 1], L);
+    if (cfg->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && cfg->auxk_alpha != 0.0)
+        return lsae__err(LSAE_INVALID_ARGS, "the per-level matryoshka form has no AuxK term (as latent-sae): set auxk_alpha to 0");
+    return LSAE_OK;
 }
 
 LSAE_DEF lsae_result lsae_config_validate(const lsae_config *cfg)
@@ -1147,7 +1232,7 @@ LSAE_DEF lsae_result lsae_config_validate(const lsae_config *cfg)
 #endif
         return lsae__err(LSAE_INVALID_ARGS, "precision TF32 or BF16 asked for on the CPU, which computes in float32: use device CUDA or precision FP32");
     if (cfg->cuda_device < 0) return lsae__err(LSAE_INVALID_ARGS, "cuda_device = %d: GPU ordinals start at 0", cfg->cuda_device);
-    return LSAE_OK;
+    return lsae__config_validate_type(cfg, L);
 }
 
 LSAE_DEF double lsae_config_lr(const lsae_config *cfg)
@@ -1209,6 +1294,7 @@ static int lsae__make_layout(size_t d, size_t L, lsae__layout *lay)
 struct lsae_model {
     lsae_config cfg;           /* num_latents resolved */
     size_t d, L, k;
+    float batchtopk_threshold;  /* BatchTopK's inference threshold theta (docs/math.md, 3.1); 0 until trained */
     lsae_allocator alloc_copy;
     const lsae_allocator *alloc; /* &alloc_copy, or NULL for LSAE_MALLOC */
     lsae__layout lay;
@@ -1321,6 +1407,7 @@ LSAE_DEF const lsae_config *lsae_model_config(const lsae_model *m) { return m ? 
 LSAE_DEF size_t lsae_model_d_in(const lsae_model *m) { return m ? m->d : 0; }
 LSAE_DEF size_t lsae_model_num_latents(const lsae_model *m) { return m ? m->L : 0; }
 LSAE_DEF size_t lsae_model_k(const lsae_model *m) { return m ? m->k : 0; }
+LSAE_DEF float lsae_model_batchtopk_threshold(const lsae_model *m) { return m ? m->batchtopk_threshold : 0.0f; }
 LSAE_DEF void lsae_model_set_num_threads(lsae_model *m, int n) { if (m && n >= 0) m->cfg.num_threads = n; }
 
 LSAE_DEF lsae_result lsae_model_get_weights(const lsae_model *m, float *W_enc, float *b_enc, float *W_dec, float *b_dec)
