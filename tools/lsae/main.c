@@ -64,6 +64,7 @@
 #include "eval.c"
 #include "info.c"
 #include "features.c"
+#include "levels.c"
 #include "compare.c"
 #include "report_page.c"
 #include "report.c"
@@ -84,6 +85,7 @@ static const command commands[] = {
     { "eval", cmd_eval, "fvu, MSE, L0, dead latents and fire rates of a model on embeddings" },
     { "info", cmd_info, "a model's config, tensors, norms and checksum" },
     { "features", cmd_features, "the rows each latent is most active on, with their texts" },
+    { "levels", cmd_levels, "a Matryoshka SAE as a taxonomy: coarse latents and their closest finer ones" },
     { "compare", cmd_compare, "match the latents of two models by decoder cosine: what B learned that A did not" },
     { "report", cmd_report, "one self-contained HTML page: training curves and a feature browser" },
     { "sweep", cmd_sweep, "train a grid of SAEs in one pass over the data, evaluate them, show the Pareto fronts" },
