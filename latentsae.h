@@ -1,7 +1,8 @@
 /* latentsae.h - v0.1.0 - public domain / MIT - TopK sparse autoencoders in C
 
-   Trains and runs TopK sparse autoencoders (SAEs, Gao et al. 2024) on embedding
-   vectors, compatible with latent-sae and EleutherAI/sparsify model files.
+   Trains and runs sparse autoencoders (SAEs) on embedding vectors: TopK
+   (Gao et al. 2024), BatchTopK and Matryoshka (see "SAE types" below),
+   compatible with latent-sae's model files and, for TopK, sparsify's.
 
    Do this:
       #define LATENTSAE_IMPLEMENTATION
@@ -47,6 +48,23 @@
         B4 encoder_grads     B5 b_dec_grad_output  B6 mark_fired
       lsae_trainer_apply, per grad_acc_steps batches:
         U1 b_dec_grad_input  U2 clip  U3 adam  U4 dead_counters
+
+   SAE types (cfg.sae_type; docs/math.md, section 3, has each one's forward,
+   loss, gradient, firing and inference, and where latent-sae, SAELens and
+   dictionary_learning differ):
+      topk        the above (Gao et al. 2024)
+      batchtopk   training keeps the B k best activations of the whole batch
+                  (Bussmann et al. 2024), a row any number; inference keeps
+                  z >= an EMA threshold learned in training. batchtopk_row_cap
+                  caps a row at k, as latent-sae does
+      matryoshka  every prefix n_1 < ... < n_m = L of the latents must
+                  reconstruct too (Bussmann et al. 2025). Nested form (a):
+                  one selection, the loss sums the prefixes' fvu (SAELens,
+                  dictionary_learning); per-level form (b): each level picks
+                  its own top k_i of its first n_i latents, the loss is their
+                  weighted mean, no AuxK (latent-sae's current code)
+   and, with any type, k_anneal: k falls linearly from k_anneal_start
+   (0 = min(4k, L)) to k over the first k_anneal_pct of the optimizer steps.
 
    Example (compiles as is; also examples/quickstart.c):
 
@@ -134,14 +152,19 @@
    the others need.
 
    Choices where latent-sae and sparsify leave room (docs/math.md has the why):
-   - Defaults follow latent-sae's SaeConfig/TrainConfig and sparsify:
-     expansion_factor 32, k 32, normalize_decoder on, auxk_alpha 1/32,
-     dead_feature_threshold 10,000,000 samples, lr_warmup_steps 1000,
-     linear schedule, grad_acc_steps 1.
+   - Defaults: expansion_factor 32, k 32, normalize_decoder on,
+     lr_warmup_steps 1000, grad_acc_steps 1 and the automatic lr are
+     latent-sae's and sparsify's. Ours where they differ (docs/math.md, 2.7,
+     gives the reasons and the settings that match latent-sae):
+     auxk_alpha 1/32 (Gao et al.; latent-sae and sparsify 0);
+     dead_feature_threshold 10,000,000 counted in rows, as sparsify
+     (latent-sae counts rows x d_in); the linear schedule, as sparsify
+     (latent-sae now cosine).
    - total_steps = 0 (unknown run length) keeps the learning rate constant
      after warm-up.
-   - A latent "fired" when it was in some row's top-k, whatever its value
-     (as latent-sae and sparsify count it).
+   - A latent "fired" when it was in some row's top-k (with multi_topk: the
+     top k, as latent-sae; sparsify counts all 4k), or kept by another
+     type's selection, whatever its value.
    - Rows holding NaN or Inf are dropped from a training batch and counted in
      lsae_step_stats.rows_dropped; encode refuses them with LSAE_INVALID_ARGS
      naming the row, since it has to return something for every row.
@@ -253,9 +276,10 @@
    wide-character API), files are mapped with MapViewOfFile, directories
    listed, and the loader reads synchronously.
 
-   Glossary: a latent is "dead" when it has not been in any row's top-k for
-   more than dead_feature_threshold training rows; AuxK trains the top
-   min(d/2, n_dead) dead latents to predict the residual, reviving them.
+   Glossary: a latent is "dead" when it has not fired (been in any row's
+   top-k, or kept) for more than dead_feature_threshold training rows; AuxK
+   trains the top min(d/2, n_dead) dead latents to predict the residual,
+   reviving them.
 
    LICENSE: see the end of this file (MIT or public domain, your choice).
 */

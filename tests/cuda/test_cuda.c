@@ -17,7 +17,7 @@
 
    Tolerances (relative, ||gpu - cpu|| / ||cpu|| per tensor):
    - float32 (FP32 precision, all kernels): 1e-5, the parity bar of
-     docs/math.md, section 3.
+     docs/math.md, section 4.
    - TF32 encoder product: 2e-3. Inputs are rounded to 10 explicit mantissa
      bits (unit roundoff u = 2^-11 = 4.9e-4); each product is then off by up
      to 2u relative, and with random signs the norm-wise error of the sum

@@ -104,7 +104,7 @@ static void train_options(train_args *a)
         OPT("--k", NULL, O_U64, &a->k, "N", "32", "active latents per row"),
         OPT("--expansion-factor", NULL, O_U64, &a->expansion, "N", "32", "latents = d_in x N"),
         OPT("--num-latents", NULL, O_U64, &a->num_latents, "N", "0 = d_in x expansion factor", "the number of latents, directly"),
-        OPT("--multi-topk", NULL, O_FLAG, &a->multi_topk, NULL, NULL, "also train the top 4k latents to reconstruct (adds fvu(4k)/8 to the loss)"),
+        OPT("--multi-topk", NULL, O_FLAG, &a->multi_topk, NULL, NULL, "also train the top 4k latents to reconstruct (adds fvu(4k)/8 to the loss); only the top k count as fired, as in latent-sae (sparsify counts all 4k)"),
         OPT("--no-normalize-decoder", NULL, O_FLAG, &a->no_norm, NULL, NULL, "let decoder rows have any norm (default: unit rows)"),
         OPT("--init", NULL, O_STR, &a->init, "MODEL", NULL, "start from a saved model (a directory or hf:OWNER/NAME/SUBFOLDER) and keep its b_dec, like sparsify's --finetune; Adam starts fresh"),
         OPT_GROUP("training"),
@@ -112,9 +112,9 @@ static void train_options(train_args *a)
         OPT("--grad-acc-steps", NULL, O_U64, &a->grad_acc, "N", "1", "batches per optimizer step"),
         OPT("--lr", NULL, O_DBL, &a->lr, "X", "automatic: 2e-4 / sqrt(latents / 2^14)", "peak learning rate"),
         OPT("--lr-warmup-steps", NULL, O_U64, &a->warmup, "N", "1000", "optimizer steps of linear warm-up"),
-        OPT("--lr-schedule", NULL, O_STR, &a->sched, "S", "linear", "after warm-up: linear (to 0 at the last step), cosine, or constant"),
-        OPT("--auxk-alpha", NULL, O_DBL, &a->auxk_alpha, "X", "0.03125 = 1/32", "weight of the AuxK loss that revives dead latents; 0 turns it off"),
-        OPT("--dead-feature-threshold", NULL, O_U64, &a->dead_thr, "N", "10000000", "a latent is dead after N training rows outside every top-k"),
+        OPT("--lr-schedule", NULL, O_STR, &a->sched, "S", "linear", "after warm-up: linear (to 0 at the last step), cosine, or constant. Linear is sparsify's default and was latent-sae's until it moved to cosine: give cosine to match latent-sae now"),
+        OPT("--auxk-alpha", NULL, O_DBL, &a->auxk_alpha, "X", "0.03125 = 1/32", "weight of the AuxK loss that revives dead latents; 0 turns it off. latent-sae and sparsify default to 0: give 0 to match them; 1/32 is Gao et al.'s value, without which latents that die early stay dead"),
+        OPT("--dead-feature-threshold", NULL, O_U64, &a->dead_thr, "N", "10000000", "a latent is dead after N training rows outside every top-k. Rows, as sparsify counts; latent-sae counts rows x d_in, so to match one of its runs give its N / d_in (13020 for 10000000 at d_in 768)"),
         OPT("--seed", NULL, O_U64, &a->seed, "N", "0", "seed of the initial weights and of the data order"),
         OPT_GROUP("output and running"),
         OPT("--out", "-o", O_STR, &a->out, "DIR", "checkpoints/sae_<k>_<expansion>.<run id>", "the run directory"),
@@ -142,7 +142,8 @@ static void train_parse(int argc, char **argv, train_args *a)
                         "carry the same names). The run goes into --out: the model (cfg.json + sae.safetensors, "
                         "loadable by latent-sae and sparsify), checkpoint/ for --resume, run.json and metrics.jsonl. "
                         "On a terminal one live line shows progress; otherwise a plain line every --log-every steps. "
-                        "Ctrl-C finishes the current optimizer step, saves a checkpoint and exits.";
+                        "Ctrl-C finishes the current optimizer step, saves a checkpoint and exits. Three defaults differ from latent-sae's, "
+                        "each for the reason its help gives: --auxk-alpha, --dead-feature-threshold and --lr-schedule.";
     char *pos[1];
     train_options(a);
     if (parse_args(argc, argv, a->o, a->no, usage, about, pos, 0) != 0) usage_fail("lsae train takes no positional arguments");
