@@ -32,6 +32,10 @@ if have $py; then
     pyhas numpy || need python3-numpy
     pyhas torch || need python3-torch
     pyhas ensurepip || need python3-venv
+else
+    # no Python at all (a minimal Debian): the modules cannot be asked
+    # about yet, and none of them is there
+    need python3-numpy; need python3-torch; need python3-venv
 fi
 have valgrind || need valgrind
 have chromium || need chromium
