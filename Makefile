@@ -40,7 +40,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
                test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian test-arm64
 
-.PHONY: all test test-all info demo clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
+.PHONY: all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
@@ -218,6 +218,17 @@ demo: $(BUILD)/lsae $(BUILD)/encode $(BUILD)/quickstart
 	@echo
 	$(BUILD)/lsae report $(DEMO_DIR)
 	@echo "open $(DEMO_DIR)/report.html in a browser: training curves and a searchable feature browser"
+
+# A Matryoshka SAE on the same data, read as a taxonomy: the coarse latents
+# of the smallest level, and under each the finer latents closest to it
+DEMO_M_DIR = $(BUILD)/demo-matryoshka
+demo-matryoshka: $(BUILD)/lsae
+	@rm -rf $(DEMO_M_DIR)
+	$(BUILD)/lsae train --data $(DEMO_DATA) --texts $(DEMO_TEXTS) --k 8 --expansion-factor 4 \
+	    --sae-type matryoshka --matryoshka-sizes 64,384,1536 \
+	    --batch-size 256 --epochs 25 --lr-warmup-steps 100 --dead-feature-threshold 40000 --out $(DEMO_M_DIR)
+	@echo
+	$(BUILD)/lsae levels $(DEMO_M_DIR) $(DEMO_DATA) --texts $(DEMO_TEXTS) --coarse 4 --children 3 --top 3
 
 clean:
 	rm -rf $(BUILD)

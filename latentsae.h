@@ -361,16 +361,17 @@ typedef enum lsae_lr_schedule {
     LSAE_LR_CONSTANT = 2    /* 1 after warm-up */
 } lsae_lr_schedule;
 
-/* Which SAE (docs/math.md, section 3). latent-sae's cfg.json spells them
-   "topk", "batchtopk", "matryoshka"; its "gated", "jumprelu" and "lista"
-   files are refused by name, never read as TopK. */
+/* Which SAE (docs/math.md, section 3). cfg.json holds the enum's name,
+   "TOPK", "BATCHTOPK", "MATRYOSHKA", as latent-sae's serialiser writes it
+   (read in any case); its "gated", "jumprelu" and "lista" files are refused
+   by name, never read as TopK. */
 typedef enum lsae_sae_type {
     LSAE_SAE_TOPK = 0,        /* the k largest per row (Gao et al. 2024) */
     LSAE_SAE_BATCHTOPK = 1,   /* the B k largest of the batch; a threshold at inference */
     LSAE_SAE_MATRYOSHKA = 2   /* nested prefixes of the latents, each a reconstruction */
 } lsae_sae_type;
 
-/* The two Matryoshka losses (docs/math.md, section 3.2). */
+/* The two Matryoshka losses (docs/math.md, sections 3.2 and 3.3). */
 typedef enum lsae_matryoshka_form {
     LSAE_MATRYOSHKA_NESTED = 0,    /* (a) one selection; the loss sums every prefix's fvu (Bussmann et al., SAELens) */
     LSAE_MATRYOSHKA_PER_LEVEL = 1  /* (b) each level its own top k_i of its first n_i latents (latent-sae) */
