@@ -4299,7 +4299,6 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     /* the threshold moves once per batch, after the pick (3.1); a batch
        refused above leaves it as it was */
     if (b.has_tau) lsae__theta_step(t, b.tau);
-    lsae__trainer_free_ext(t);
     if (stats) {
         memset(stats, 0, sizeof *stats);
         stats->fvu = b.fvu;
