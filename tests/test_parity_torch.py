@@ -6,7 +6,7 @@ on/off, grad_acc_steps 1, 2 and 3 (plus the b_dec median initialisation, a
 warm-up and the cosine schedule), and the other SAE types: BatchTopK
 (uncapped, capped, accumulated, a row holding more than 4k of the batch's
 picks), Matryoshka nested and per-level (per-row and batch-wide selections,
-unequal weights) and k-annealing. Every loss, level fvu, BatchTopK threshold,
+unequal weights, the large row inside each level's search) and k-annealing. Every loss, level fvu, BatchTopK threshold,
 accumulated gradient and updated parameter must agree to 1e-5 relative
 (||c - t|| / ||t||); k, the level count, the enlarged rows and the
 dead-latent counters must be equal. PyTorch runs in float64, so the bar
@@ -219,6 +219,13 @@ def main():
                                 auxk_alpha=0.0, seed=18)),
         ("per-level batchtopk", dict(sae_type=SAE_MATRYOSHKA, form=PER_LEVEL, sizes=(32, 96, 256), ks=(2, 4, 8),
                                      use_batchtopk=True, weights=(1.0, 2.0, 0.5), auxk_alpha=0.0, seed=19)),
+        # the candidate search inside each level's n_j latents (per-level), and
+        # with the cap on the one nested selection
+        ("per-level batchtopk row > 4k", dict(sae_type=SAE_MATRYOSHKA, form=PER_LEVEL, sizes=(32, 96, 256),
+                                              ks=(2, 4, 8), use_batchtopk=True, auxk_alpha=0.0, big_row=8.0,
+                                              seed=23)),
+        ("nested batchtopk capped row > 4k", dict(sae_type=SAE_MATRYOSHKA, sizes=(32, 96, 256), use_batchtopk=True,
+                                                  row_cap=True, big_row=8.0, seed=24)),
         # A = floor(0.7 * 5) = 3 of 5 steps. TopK from 30: k_s = 30, 22, 15, 8, 8
         # (the quotients 22/3 and 44/3 are not integers, so the floor is
         # exercised); BatchTopK from min(4k, L) = 32: 32, 24, 16, 8, 8;

@@ -296,6 +296,9 @@ class TypedSae(TorchSae):
                 zj = z_np[:, :n]
                 if self.use_batchtopk:
                     mj, tau = batchtopk_select(zj, ks[j], True)
+                    # each level's pick searches its own n_j latents: the
+                    # statistics count the enlarged rows summed over the levels
+                    out["rows_enlarged"] = (out["rows_enlarged"] or 0) + enlarged_rows(zj, ks[j])
                     if j == m - 1:
                         out["tau"] = tau
                 else:
