@@ -45,13 +45,13 @@ def run_case(name, d=32, L=256, k=8, B=64, multi=False, auxk_alpha=1 / 32, acc=1
              init_b_dec=False, schedule=0, warmup=0, total=5, lr=3e-3, threads=0, seed=0,
              sae_type=SAE_TOPK, row_cap=False, beta=0.999, sizes=(), ks=(), weights=(),
              use_batchtopk=False, form=NESTED, k_anneal=False, k_anneal_start=0, k_anneal_pct=0.3,
-             big_row=0.0):
+             big_row=0.0, b_enc_shift=0.0):
     rng = np.random.default_rng(seed)
     # a non-trivial point: random encoder, unit decoder rows, small biases
     W_enc = rng.uniform(-1, 1, (L, d)).astype(np.float32) / np.sqrt(d, dtype=np.float32)
     W_dec = W_enc / (np.linalg.norm(W_enc, axis=1, keepdims=True) + np.finfo(np.float32).eps)
     W_dec = W_dec.astype(np.float32)
-    b_enc = (0.05 * rng.standard_normal(L)).astype(np.float32)
+    b_enc = (0.05 * rng.standard_normal(L) + b_enc_shift).astype(np.float32)
     b_dec = (0.1 * rng.standard_normal(d)).astype(np.float32) if not init_b_dec else np.zeros(d, np.float32)
     threshold = 1000
     since = np.where(rng.random(L) < 0.5, 5000, 0).astype(np.uint64)  # about half the latents start dead
@@ -116,7 +116,7 @@ def run_case(name, d=32, L=256, k=8, B=64, multi=False, auxk_alpha=1 / 32, acc=1
     names = ["W_enc", "b_enc", "W_dec", "b_dec"]
     worst = {}
     failures = []
-    ks_seen, enlarged = [], 0
+    ks_seen, enlarged, taus = [], 0, []
 
     def check(what, c, t):
         e = rel(c, t)
@@ -142,6 +142,8 @@ def run_case(name, d=32, L=256, k=8, B=64, multi=False, auxk_alpha=1 / 32, acc=1
             check("loss", [v[3]], [r["loss"]])
             same(f"k at {where}", int(v[4]), r["k"])
             ks_seen.append(r["k"])
+            if r["tau"] is not None:
+                taus.append(r["tau"])
             check("theta (stats)", [v[5]], [r["theta"]])
             check("theta (model)", [v[6]], [r["theta"]])
             if sae_type == SAE_MATRYOSHKA:
@@ -183,6 +185,8 @@ def run_case(name, d=32, L=256, k=8, B=64, multi=False, auxk_alpha=1 / 32, acc=1
         failures.append(f"{name}: the case does not anneal: k per batch {ks_seen}")
     if big_row and not enlarged:
         failures.append(f"{name}: no row needed more than 4k of the batch's picks")
+    if b_enc_shift and min(taus) > 0:
+        failures.append(f"{name}: S never held a zero")
     summary = " ".join(f"{k}={v:.1e}" for k, v in sorted(worst.items())
                        if k.startswith(("grad", "param", "fvu", "auxk", "multi", "theta", "level", "loss")) and v > 0)
     extra = (f" k {ks_seen}" if k_anneal else "") + (f" rows enlarged {enlarged}" if enlarged else "")
@@ -212,6 +216,9 @@ def main():
         ("batchtopk capped", dict(sae_type=SAE_BATCHTOPK, row_cap=True, beta=0.9, seed=12)),
         ("batchtopk acc2", dict(sae_type=SAE_BATCHTOPK, acc=2, seed=43)),
         ("batchtopk row > 4k", dict(sae_type=SAE_BATCHTOPK, big_row=8.0, seed=14)),
+        # b_enc - 1.5: about 1% of the activations are positive, fewer than
+        # B k, so S holds zeros (tau = 0) and kept zeros count as fired
+        ("batchtopk zeros in S", dict(sae_type=SAE_BATCHTOPK, b_enc_shift=-1.5, seed=25)),
         ("nested topk", dict(sae_type=SAE_MATRYOSHKA, sizes=(32, 96, 256), seed=15)),
         ("nested batchtopk", dict(sae_type=SAE_MATRYOSHKA, sizes=(32, 96, 256), use_batchtopk=True, seed=16)),
         ("nested weights", dict(sae_type=SAE_MATRYOSHKA, sizes=(16, 64, 256), weights=(3.0, 0.5, 1.0), seed=17)),
