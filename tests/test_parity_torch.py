@@ -181,7 +181,7 @@ def run_case(name, d=32, L=256, k=8, B=64, multi=False, auxk_alpha=1 / 32, acc=1
                     max(rel(p.detach().numpy(), q.detach().numpy()) for p, q in zip(sae.params(), old.sae.params())) > 1e-12:
                 failures.append(f"{name}: self-check: TypedTrainer's step differs from TorchTrainer's at step {s}")
     assert off == len(raw), "driver wrote more than expected"
-    if k_anneal and len(set(ks_seen)) < 3:
+    if k_anneal and len(set(ks_seen)) < 4:
         failures.append(f"{name}: the case does not anneal: k per batch {ks_seen}")
     if big_row and not enlarged:
         failures.append(f"{name}: no row needed more than 4k of the batch's picks")
@@ -237,8 +237,12 @@ def main():
         # (the quotients 22/3 and 44/3 are not integers, so the floor is
         # exercised); BatchTopK from min(4k, L) = 32: 32, 24, 16, 8, 8;
         # per-level from 21 to k_3 = 8: 21, 16, 12, 8, 8
-        ("k_anneal topk", dict(k_anneal=True, k_anneal_start=30, k_anneal_pct=0.7, total=5, seed=20)),
-        ("k_anneal batchtopk", dict(sae_type=SAE_BATCHTOPK, k_anneal=True, k_anneal_pct=0.7, total=5, seed=21)),
+        # (TopK with Multi-TopK: min(4 k_s, L) follows k_s; BatchTopK with
+        # grad_acc_steps 2: both batches of a window use the step's k_s)
+        ("k_anneal topk+multi", dict(k_anneal=True, k_anneal_start=30, k_anneal_pct=0.7, total=5, multi=True,
+                                     seed=20)),
+        ("k_anneal batchtopk acc2", dict(sae_type=SAE_BATCHTOPK, k_anneal=True, k_anneal_pct=0.7, total=5, acc=2,
+                                         seed=21)),
         ("k_anneal per-level", dict(sae_type=SAE_MATRYOSHKA, form=PER_LEVEL, sizes=(32, 96, 256), ks=(2, 4, 8),
                                     k_anneal=True, k_anneal_start=21, k_anneal_pct=0.7, total=5, auxk_alpha=0.0,
                                     seed=22)),
