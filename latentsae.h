@@ -3363,6 +3363,14 @@ LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t) { return t ? t-
    d inputs, L latents, k per row, K = k (or min(4k, L) with multi_topk),
    KA = min(d/2, L) AuxK slots, ka <= KA of them used this batch,
    w = 1 / grad_acc_steps.
+   The other SAE types (docs/math.md, section 3) run the same stages. F4
+   turns each row's selection into runs of entries, each run feeding one
+   gradient class c < C with output gradient G_c[b] (G is [B, C, d]):
+   TopK's three (top k, the 4k tail, AuxK), the nested Matryoshka form's m
+   bands and AuxK (BatchTopK: one band and AuxK), the per-level form's m
+   levels. A row's runs may have any length (BatchTopK keeps 0 .. L
+   entries in a row); B2-B4 see only (class, latent, row, activation), so
+   they are the same code for every type. k is k_s (3.4) throughout.
    ------------------------------------------------------------------------ */
 
 /* What one batch's stages hand on to each other. */

@@ -198,6 +198,44 @@ static void test_nested_levels(void)
     CHECK(st.fvu == st.level_fvu[2]);
     NEAR(st.loss, w[0] * se[0] / tv + w[1] * se[1] / tv + w[2] * se[2] / tv, 1e-5);
     lsae_trainer_free(t);
+    /* AuxK on the last level's residual: every third latent dead, so
+       n_dead = 16 > d/2 = 6 picks a row, scale 1 */
+    {
+        lsae_trainer_state ts;
+        uint64_t since[48];
+        ent *e = all_entries(m, x, B);
+        size_t *got = (size_t *)calloc(B, sizeof(size_t));
+        double *r2 = (double *)malloc(B * d * sizeof(double)), sa = 0.0;
+        c.auxk_alpha = 0.5;
+        c.dead_feature_threshold = 100;
+        OK(lsae_trainer_create(m, &c, &t));
+        memset(&ts, 0, sizeof ts);
+        for (i = 0; i < L; ++i) since[i] = i % 3 == 0 ? 101 : 0;
+        ts.since_fired = since;
+        ts.b_dec_initialized = 1;   /* (0 would run the geometric median: b_dec would move) */
+        OK(lsae_trainer_set_state(t, &ts));
+        OK(lsae_trainer_accumulate(t, x, B, &st));
+        /* r = e_hat - e_m, e_m = x - (b_dec + the row's top k) */
+        for (r = 0; r < B; ++r)
+            for (j = 0; j < d; ++j) {
+                double y = m->b_dec[j];
+                for (i = 0; i < k; ++i) y += (double)acts[r * k + i] * m->W_dec[(size_t)idx[r * k + i] * d + j];
+                r2[r * d + j] = -(x[r * d + j] - y);
+            }
+        for (i = 0; i < B * L; ++i) {
+            const size_t row = (size_t)e[i].row, l = (size_t)e[i].lat;
+            if (l % 3 || got[row] == d / 2) continue;
+            got[row]++;
+            for (j = 0; j < d; ++j) r2[row * d + j] += (double)e[i].v * m->W_dec[l * d + j];
+        }
+        for (i = 0; i < B * d; ++i) sa += r2[i] * r2[i];
+        CHECK(st.n_dead == 16);
+        NEAR(st.auxk, sa / tv, 1e-5 * (1.0 + sa / tv));
+        NEAR(st.loss, w[0] * st.level_fvu[0] + w[1] * st.level_fvu[1] + w[2] * st.level_fvu[2] + 0.5 * st.auxk, 1e-9);
+        lsae_trainer_free(t);
+        c.auxk_alpha = 0.0;
+        free(e); free(got); free(r2);
+    }
     /* per-level, TopK: level j's codes are the best k_j below n_j */
     {
         const size_t ks[3] = { 2, 3, 5 };
