@@ -232,7 +232,7 @@ def main():
                                               ks=(2, 4, 8), use_batchtopk=True, auxk_alpha=0.0, big_row=8.0,
                                               seed=23)),
         ("nested batchtopk capped row > 4k", dict(sae_type=SAE_MATRYOSHKA, sizes=(32, 96, 256), use_batchtopk=True,
-                                                  row_cap=True, big_row=8.0, seed=24)),
+                                                  row_cap=True, big_row=8.0, threads=3, seed=24)),
         # A = floor(0.7 * 5) = 3 of 5 steps. TopK from 30: k_s = 30, 22, 15, 8, 8
         # (the quotients 22/3 and 44/3 are not integers, so the floor is
         # exercised); BatchTopK from min(4k, L) = 32: 32, 24, 16, 8, 8;
@@ -246,6 +246,10 @@ def main():
         ("k_anneal per-level", dict(sae_type=SAE_MATRYOSHKA, form=PER_LEVEL, sizes=(32, 96, 256), ks=(2, 4, 8),
                                     k_anneal=True, k_anneal_start=21, k_anneal_pct=0.7, total=5, auxk_alpha=0.0,
                                     seed=22)),
+        # the model's k (5) is not k_m (8): per-level anneals from min(4 k_m, L) = 32 to k_m
+        ("k_anneal per-level, k != k_m", dict(k=5, sae_type=SAE_MATRYOSHKA, form=PER_LEVEL, sizes=(32, 96, 256),
+                                              ks=(2, 4, 8), k_anneal=True, k_anneal_pct=0.7, total=5,
+                                              auxk_alpha=0.0, seed=26)),
     ]
     failures = []
     for name, kw in cases:
