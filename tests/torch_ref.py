@@ -266,10 +266,6 @@ class TypedSae(TorchSae):
         y = (z * torch.as_tensor(mask, dtype=z.dtype)) @ self.W_dec
         return y + self.b_dec if with_b_dec else y
 
-    def batch_select(self, z_np, k, cap):
-        mask, tau = batchtopk_select(z_np, k, cap)
-        return mask, tau
-
     def step_loss(self, x, dead_mask, auxk_alpha, k_s):
         """One batch's forward. Returns a dict: loss (a tensor), fvu, auxk,
         multi, level_fvu (list), tau (or None), fired (bool [L]),
@@ -285,7 +281,6 @@ class TypedSae(TorchSae):
 
         out = dict(multi=0.0, level_fvu=[], tau=None, rows_enlarged=None)
         zero = x.new_zeros(())
-        auxk_e = None  # the residual AuxK explains (section 2.1's e)
         if self.sae_type == SAE_MATRYOSHKA and self.form == PER_LEVEL:
             m = len(self.sizes)
             ks = list(self.ks)
@@ -315,8 +310,7 @@ class TypedSae(TorchSae):
 
         # one selection over all L latents
         if self.sae_type == SAE_BATCHTOPK or (self.sae_type == SAE_MATRYOSHKA and self.use_batchtopk):
-            cap = self.row_cap
-            mask, out["tau"] = batchtopk_select(z_np, k_s, cap)
+            mask, out["tau"] = batchtopk_select(z_np, k_s, self.row_cap)
             out["rows_enlarged"] = enlarged_rows(z_np, k_s)
         else:
             mask = topk_mask(z_np, k_s)
@@ -340,7 +334,7 @@ class TypedSae(TorchSae):
                 multi = fvu_of(self.masked_decode(z, m4))
                 loss = loss + multi / 8
                 out["multi"] = float(multi)
-        auxk_e = x - x_hat
+        auxk_e = x - x_hat  # the residual AuxK explains (section 2.1's e; the last level's)
         auxk = zero
         n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
         if auxk_alpha > 0 and n_dead > 0:
