@@ -284,14 +284,17 @@ static void run_case_ty(size_t d, size_t L, size_t k, size_t B, int multi, doubl
         double ref = loss_of(&p, pd, s0);
         p.freeze = 1;
         NEAR(ss.loss, ref, 1e-5 * fabs(ref));
-        if (ty && !ty->per_level && (ty->type == LSAE_SAE_BATCHTOPK || ty->batch_wide)) {
-            /* the batch-wide pick must differ from every row's top k here, or
-               the case would check TopK again */
+        if (ty && (ty->type == LSAE_SAE_BATCHTOPK || ty->batch_wide)) {
+            /* the batch-wide pick must differ from every row's top k here (for
+               the per-level form: the last level's), or the case would check
+               TopK again */
+            const int *keep = ty->per_level ? s0 + (ty->m - 1) * B * L : s0;
+            const size_t kk = ty->per_level ? ty->ks[ty->m - 1] : k;
             size_t b, l, uneven = 0;
             for (b = 0; b < B; ++b) {
                 size_t cnt = 0;
-                for (l = 0; l < L; ++l) cnt += (size_t)s0[b * L + l];
-                uneven += cnt != k;
+                for (l = 0; l < L; ++l) cnt += (size_t)keep[b * L + l];
+                uneven += cnt != kk;
             }
             CHECKF(uneven > 0, "every row keeps k: the batch-wide selection is not exercised");
         }
@@ -324,7 +327,7 @@ static void run_case_ty(size_t d, size_t L, size_t k, size_t B, int multi, doubl
     printf("  %sd %zu L %zu k %zu B %zu multi %d auxk_alpha %.3g dead %zu grad_acc %zu: %zu coordinates checked, %zu skipped (selection changed), worst error %.3f of tolerance\n",
            !ty ? "" : ty->type == LSAE_SAE_BATCHTOPK ? (ty->cap ? "batchtopk capped: " : "batchtopk: ")
            : ty->per_level ? (ty->batch_wide ? "per-level batchtopk: " : "per-level topk: ")
-           : (ty->batch_wide ? "nested batchtopk: " : "nested topk: "),
+           : ty->batch_wide ? (ty->cap ? "nested batchtopk capped: " : "nested batchtopk: ") : "nested topk: ",
            d, L, k, B, multi, alpha, n_dead_set, grad_acc, checked, skipped, worst);
     CHECK(skipped * 20 < checked); /* nearly every coordinate must be checkable */
     /* each parameter got a nonzero gradient somewhere */
@@ -380,6 +383,8 @@ int main(void)
     run_case_ty(8, 24, 3, 6, 0, 0.25, 10, 1, &ty);     /* nested, unequal weights, AuxK on e_m */
     ty = sae_type(LSAE_SAE_MATRYOSHKA, 0, 0, 1, 3, sizes, NULL, NULL);
     run_case_ty(8, 24, 3, 6, 0, 0.25, 10, 1, &ty);     /* nested on one batch-wide selection */
+    ty = sae_type(LSAE_SAE_MATRYOSHKA, 1, 0, 1, 3, sizes, NULL, w);
+    run_case_ty(8, 24, 3, 6, 0, 0.25, 10, 1, &ty);     /* nested, batch-wide with the row cap */
     ty = sae_type(LSAE_SAE_MATRYOSHKA, 0, 1, 0, 3, sizes, ks, w);
     run_case_ty(8, 24, 3, 6, 0, 0, 0, 1, &ty);         /* per-level: own top k_j each, weighted mean */
     ty = sae_type(LSAE_SAE_MATRYOSHKA, 0, 1, 1, 3, sizes, ks, NULL);
