@@ -153,6 +153,64 @@ static void test_pick(void)
 
 /* ------------------------------------------------------------- Matryoshka */
 
+/* per-level with matryoshka_use_batchtopk: level j keeps, of the batch's
+   B k_j best entries among its first n_j latents, a row's best k_j (always
+   capped); theta follows the last level's tau, before the cap. Every fifth
+   row is 50 times larger, so rows hold more than their 4 k_j candidates. */
+static void test_perlevel_pick(void)
+{
+    const size_t d = 16, L = 128, B = 30, nl = 3;
+    const size_t sizes[3] = { 8, 40, 128 }, ks[3] = { 1, 2, 3 };
+    lsae_model *m = make_model(d, L, 3, 2, 17);
+    lsae_config c = train_cfg(m, 2);
+    lsae_trainer *t = NULL;
+    lsae_step_stats st;
+    float *x = (float *)malloc(B * d * sizeof(float));
+    size_t r, j, lev, i;
+    int bad = 0;
+    ent *e;
+    tu_seed(19);
+    for (r = 0; r < B; ++r)
+        for (j = 0; j < d; ++j) x[r * d + j] = (float)tu_normal() * (r % 5 == 0 ? 50.0f : 1.0f);
+    c.sae_type = LSAE_SAE_MATRYOSHKA;
+    c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+    c.matryoshka_use_batchtopk = 1;
+    c.matryoshka_levels = nl;
+    c.auxk_alpha = 0.0;
+    for (lev = 0; lev < nl; ++lev) { c.matryoshka_sizes[lev] = sizes[lev]; c.matryoshka_ks[lev] = ks[lev]; }
+    OK(lsae_trainer_create(m, &c, &t));
+    e = all_entries(m, x, B);
+    OK(lsae_trainer_accumulate(t, x, B, &st));
+    for (lev = 0; lev < nl && !bad; ++lev) {
+        size_t *cnt = (size_t *)calloc(B, sizeof(size_t)), taken = 0;
+        float tau = 0.0f;
+        /* the brute-force S of this level, in order; a row keeps its first k_j */
+        for (i = 0; i < B * L && taken < B * ks[lev]; ++i) {
+            const lsae__run *ru = t->runs + (size_t)e[i].row * LSAE__RUNS + lev;
+            if ((size_t)e[i].lat >= sizes[lev]) continue;
+            ++taken;
+            tau = e[i].v;
+            if (cnt[e[i].row] < ks[lev]) {
+                if (cnt[e[i].row] >= ru->n || ru->p[cnt[e[i].row]].i != e[i].lat || ru->p[cnt[e[i].row]].v != e[i].v) bad = 1;
+                cnt[e[i].row]++;
+            }
+        }
+        for (r = 0; r < B; ++r)
+            if (t->runs[r * LSAE__RUNS + lev].n != cnt[r] || t->runs[r * LSAE__RUNS + lev].cls != lev) bad = 1;
+        CHECKF(!bad, "per-level batch-wide pick, level %zu, differs from the brute-force pick", lev);
+        if (lev == nl - 1) {
+            const float want = theta_ref(0.0f, tau, c.batchtopk_threshold_beta);
+            CHECKF(memcmp(&want, &st.batchtopk_threshold, sizeof want) == 0, "theta %.9g, expected %.9g", st.batchtopk_threshold, want);
+        }
+        free(cnt);
+    }
+    CHECKF(st.rows_enlarged > 0, "no row was enlarged");
+    free(e);
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    free(x);
+}
+
 /* the levels' fvu against a double decode of the library's own codes
    (nested with a TopK selection: the best k of all L, each level the
    codes below n_j), and the loss from them */
@@ -407,6 +465,7 @@ static void test_threads(void)
 int main(void)
 {
     test_pick();
+    test_perlevel_pick();
     test_nested_levels();
     test_k_anneal();
     test_threads();
