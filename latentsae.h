@@ -533,7 +533,11 @@ typedef struct lsae_step_stats {
 } lsae_step_stats;
 
 /* A trainer for model with the training fields of cfg (auxk_alpha, lr, ...);
-   the model's own shape fields are used, cfg's are ignored. */
+   the model's own shape fields are used, cfg's are ignored. The SAE type
+   and its settings (sae_type, batchtopk_*, matryoshka_*, k_anneal*) come
+   from cfg. k_anneal without total_steps is refused (LSAE_INVALID_ARGS:
+   the fall takes a fraction of the run); on a CUDA model only TopK without
+   k_anneal trains (LSAE_UNSUPPORTED otherwise: use device cpu). */
 LSAE_DEF lsae_result lsae_trainer_create(lsae_model *model, const lsae_config *cfg,
                                          lsae_trainer **out);
 LSAE_DEF void lsae_trainer_free(lsae_trainer *trainer);

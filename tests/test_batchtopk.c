@@ -140,7 +140,7 @@ static void check_pick(size_t d, size_t L, size_t k, size_t B, int kind, int cap
 static void test_pick(void)
 {
     int threads;
-    for (threads = 1; threads <= 2; ++threads) {
+    for (threads = 1; threads <= 3; ++threads) {
         check_pick(16, 64, 3, 24, 0, 0, threads);
         check_pick(16, 64, 3, 24, 0, 1, threads);
         check_pick(16, 96, 2, 30, 1, 0, threads);   /* zeros in S: row 0 takes the zeros, enlarged to L */
