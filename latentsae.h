@@ -525,10 +525,20 @@ typedef struct lsae_step_stats {
     size_t rows_dropped;    /* rows with NaN or Inf, left out */
     uint64_t step;          /* optimizer steps taken so far */
     int stepped;            /* 1 when this call ended an accumulation window */
+    /* the SAE types (docs/math.md, section 3) */
+    size_t k;                    /* k_s used by this batch (3.4) */
+    float batchtopk_threshold;   /* theta after this batch (0 unless the type has one) */
+    size_t levels;               /* Matryoshka levels m, else 0 */
+    double level_fvu[LSAE_MAX_LEVELS]; /* fvu of each level's reconstruction; level_fvu[m-1] = fvu */
+    size_t rows_enlarged;        /* BatchTopK rows re-selected with more candidates (3.1) */
 } lsae_step_stats;
 
 /* A trainer for model with the training fields of cfg (auxk_alpha, lr, ...);
-   the model's own shape fields are used, cfg's are ignored. */
+   the model's own shape fields are used, cfg's are ignored. The SAE type
+   and its settings (sae_type, batchtopk_*, matryoshka_*, k_anneal*) come
+   from cfg. k_anneal without total_steps is refused (LSAE_INVALID_ARGS:
+   the fall takes a fraction of the run); on a CUDA model only TopK without
+   k_anneal trains (LSAE_UNSUPPORTED otherwise: use device cpu). */
 LSAE_DEF lsae_result lsae_trainer_create(lsae_model *model, const lsae_config *cfg,
                                          lsae_trainer **out);
 LSAE_DEF void lsae_trainer_free(lsae_trainer *trainer);
@@ -3006,9 +3016,28 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
    d = 768, of which only the dead rows are read) */
 #define LSAE__DEC_ROWS 256
 #define LSAE__DEC_CHUNK 256
-/* at most this many row ranges in the parallel entry sort (each has 3 L
+/* at most this many row ranges in the parallel entry sort (each has C L
    counts) */
 #define LSAE__SORT_PARTS 4
+
+/* How a type's step is organised (docs/math.md, section 3): TopK (section
+   2: classes top k, 4k tail, AuxK); nested (one selection, TopK or
+   batch-wide, decoded band by band: classes = the m bands + AuxK;
+   BatchTopK is this with one band); per-level (a selection per level:
+   classes = the m levels, no AuxK). */
+enum { LSAE__KIND_TOPK = 0, LSAE__KIND_NESTED = 1, LSAE__KIND_PERLEVEL = 2 };
+/* A run of one row's selected entries that feed one gradient class: n
+   entries from p (zero activations included: B2 leaves them out, B6 counts
+   them as fired). */
+typedef struct lsae__run {
+    const lsae__kv *p;
+    size_t n, cls;
+} lsae__run;
+/* runs per row at most: m bands + AuxK */
+#define LSAE__RUNS (LSAE_MAX_LEVELS + 1)
+/* enlargement rounds of a batch-wide pick at most (each doubles a row's
+   candidates, so 2^40 latents) */
+#define LSAE__EXT_BLOCKS 64
 
 struct lsae_trainer {
     lsae_model *m;
@@ -3016,8 +3045,31 @@ struct lsae_trainer {
     const lsae_allocator *alloc;
     int nthreads;
     double lr_base;
-    size_t K;                   /* latents selected per row: k, or min(4k, L) with multi_topk */
-    size_t KA;                  /* AuxK capacity: min(d/2, L) */
+    size_t K;                   /* the row stride of top (the most a row's fused-pass selection holds): TopK k0, or min(4 k0, L) with
+                                   multi_topk; nested: k0, batch-wide min(4 k0, L); per-level: the band selections' largest */
+    size_t KA;                  /* AuxK capacity: min(d/2, L) (0 for per-level Matryoshka) */
+    /* the SAE type */
+    int kind;                   /* LSAE__KIND_* */
+    int batchwide;              /* the selection(s) are batch-wide (BatchTopK, 3.1) */
+    int row_cap;                /* nested batch-wide: cap a row at k_s after the pick */
+    size_t C;                   /* gradient classes: G is [B, C, d] */
+    size_t nlev;                /* levels m (BatchTopK: 1 band; TopK: 0) */
+    size_t lev_n[LSAE_MAX_LEVELS];  /* n_j, the last = L */
+    size_t lev_k[LSAE_MAX_LEVELS];  /* per-level: k_j (the last is replaced by k_s) */
+    double lev_w[LSAE_MAX_LEVELS];  /* w_j (all 1 when all were 0) */
+    size_t k0;                  /* the largest k_s of the run: k_anneal's start, else k (per-level: of the last level) */
+    size_t E;                   /* entries a row holds on average at most (the entry arrays' row size) */
+    size_t band_K;              /* per-level: the candidates a band's selection keeps per row */
+    size_t lev_M[LSAE_MAX_LEVELS], lev_off[LSAE_MAX_LEVELS], sumM; /* per-level: candidates of level j per row, their offset in lcand's row */
+    lsae__run *runs;            /* [cap, LSAE__RUNS] the batch's entries as runs per row */
+    size_t *nruns;              /* [cap] */
+    const lsae__kv **cand;      /* [cap] batch-wide pick: a row's candidates, best first */
+    size_t *ncand, *keep;       /* [cap] how many, how many kept */
+    lsae__kv *kept;             /* nested: [cap, k0] the kept entries in band order, rows packed */
+    lsae__kv *bandtop;          /* per-level: [m, cap, band_K] each band's candidates */
+    lsae__kv *lcand;            /* per-level: [cap, sumM] each level's candidates */
+    lsae__kv *ext[LSAE__EXT_BLOCKS]; /* this batch's enlarged candidate lists */
+    size_t next;
     /* state */
     float *grads, *adam_m, *adam_v;  /* slabs laid out as the model's */
     uint64_t *since_fired;      /* [L] rows since the latent was last in a top-k */
@@ -3034,14 +3086,14 @@ struct lsae_trainer {
     float *xc;                  /* [cap, d] x - b_dec */
     lsae__kv *top;              /* [cap, K] */
     lsae__kv *aux;              /* [cap, KA] */
-    float *G;                   /* [cap, 3, d] dLoss/d(decoder output) per row: main, 4k part, AuxK */
-    int32_t *ent_row;           /* [cap, K + KA] the row of each entry, entries sorted by class, latent */
-    float *ent_val;             /* [cap, K + KA] its activation; pass A replaces it by its dpre */
+    float *G;                   /* [cap, C, d] dLoss/d(decoder output) per row and class (TopK: main, 4k part, AuxK) */
+    int32_t *ent_row;           /* [cap, E] the row of each entry, entries sorted by class, latent */
+    float *ent_val;             /* [cap, E] its activation; pass A replaces it by its dpre */
     size_t *cursor;             /* [cap] per-row position in the AuxK decode */
-    size_t *lat_start;          /* [3 L + 1] CSR offsets into order, by class then latent */
+    size_t *lat_start;          /* [C L + 1] CSR offsets into order, by class then latent */
     int sort_parts;             /* row ranges the entry sort counts in parallel: min(threads, LSAE__SORT_PARTS) */
-    size_t *part_cnt;           /* [sort_parts, 3 L] their counts, then offsets */
-    double *row_sse;            /* [cap, 3] per-row sums of squared errors: e, e4, e_hat - e (F5-F6) */
+    size_t *part_cnt;           /* [sort_parts, C L] their counts, then offsets */
+    double *row_sse;            /* [cap, C] per-row sums of squared errors per class's output (TopK: e, e4, e_hat - e) (F5-F6) */
     double *tv_dim;             /* [d] */
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
@@ -3051,6 +3103,15 @@ struct lsae_trainer {
 #endif
 };
 
+/* This batch's enlarged candidate lists (lsae__reselect) are freed when the
+   next batch starts and with the trainer. */
+static void lsae__trainer_free_ext(lsae_trainer *t)
+{
+    size_t i;
+    for (i = 0; i < t->next; ++i) lsae__free(t->alloc, t->ext[i]);
+    t->next = 0;
+}
+
 static void lsae__trainer_free_ws(lsae_trainer *t)
 {
     lsae__free(t->alloc, t->x_used); lsae__free(t->alloc, t->xc);
@@ -3058,7 +3119,12 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->ent_row);
     lsae__free(t->alloc, t->ent_val); lsae__free(t->alloc, t->cursor);
     lsae__free(t->alloc, t->row_sse);
+    lsae__free(t->alloc, (void *)t->runs); lsae__free(t->alloc, t->nruns);
+    lsae__free(t->alloc, (void *)t->cand); lsae__free(t->alloc, t->ncand); lsae__free(t->alloc, t->keep);
+    lsae__free(t->alloc, t->kept); lsae__free(t->alloc, t->bandtop); lsae__free(t->alloc, t->lcand);
     lsae__select_ws_free(t->alloc, &t->sws);
+    t->runs = NULL; t->nruns = t->ncand = t->keep = NULL; t->cand = NULL;
+    t->kept = t->bandtop = t->lcand = NULL;
     t->x_used = t->xc = t->G = NULL;
     t->top = t->aux = NULL;
     t->ent_row = NULL;
@@ -3070,7 +3136,7 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
 
 static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
 {
-    const size_t d = t->m->d, E = t->K + t->KA;
+    const size_t d = t->m->d, E = t->E, C = t->C, nb = t->nlev ? t->nlev : 1;
     size_t chunk;
     lsae_result r;
     if (rows <= t->cap) return LSAE_OK;
@@ -3081,11 +3147,19 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
         !(t->xc = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "centred batch")) ||
         !(t->top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->K * sizeof(lsae__kv), "top-k of the batch")) ||
         !(t->aux = (lsae__kv *)lsae__alloc_array(t->alloc, rows, (t->KA ? t->KA : 1) * sizeof(lsae__kv), "AuxK top-k of the batch")) ||
-        !(t->G = (float *)lsae__alloc_array(t->alloc, rows, 3 * d * sizeof(float), "output gradients")) ||
+        !(t->G = (float *)lsae__alloc_array(t->alloc, rows, C * d * sizeof(float), "output gradients")) ||
         !(t->ent_row = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "entries by latent")) ||
         !(t->ent_val = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "entry values")) ||
         !(t->cursor = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "decode cursors")) ||
-        !(t->row_sse = (double *)lsae__alloc_array(t->alloc, rows, 3 * sizeof(double), "row sums of squared errors"))) {
+        !(t->row_sse = (double *)lsae__alloc_array(t->alloc, rows, C * sizeof(double), "row sums of squared errors")) ||
+        !(t->runs = (lsae__run *)lsae__alloc_array(t->alloc, rows, LSAE__RUNS * sizeof(lsae__run), "entry runs")) ||
+        !(t->nruns = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "entry run counts")) ||
+        !(t->cand = (const lsae__kv **)lsae__alloc_array(t->alloc, rows, sizeof(lsae__kv *), "batch-wide candidates")) ||
+        !(t->ncand = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "batch-wide candidate counts")) ||
+        !(t->keep = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "batch-wide kept counts")) ||
+        (t->kind == LSAE__KIND_NESTED && !(t->kept = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->k0 * sizeof(lsae__kv), "kept entries by band"))) ||
+        (t->kind == LSAE__KIND_PERLEVEL && !(t->bandtop = (lsae__kv *)lsae__alloc_array(t->alloc, rows * nb, t->band_K * sizeof(lsae__kv), "band candidates"))) ||
+        (t->kind == LSAE__KIND_PERLEVEL && !(t->lcand = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->sumM * sizeof(lsae__kv), "level candidates")))) {
         lsae__trainer_free_ws(t);
         return LSAE_OUT_OF_MEMORY;
     }
@@ -3095,6 +3169,99 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
     }
     t->cap = rows;
     return LSAE_OK;
+}
+
+/* k_s, the k of optimizer step s (docs/math.md, 3.4):
+      k_f = k (per-level Matryoshka: its last level's k), k0 = k_anneal_start
+      or min(4 k_f, L), A = floor(k_anneal_pct S), S = total_steps,
+      k_s = floor(k0 + (k_f - k0) s / max(A, 1)) for s < A, else k_f.
+   The floor is taken in integers: k0 - ceil((k0 - k_f) s / max(A, 1)). */
+static size_t lsae__k_at_step(const lsae_config *c, size_t L, uint64_t s)
+{
+    size_t kf = c->k, k0;
+    uint64_t A, num;
+    if (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && c->matryoshka_levels)
+        kf = c->matryoshka_ks[c->matryoshka_levels - 1];
+    if (!c->k_anneal) return kf;
+    k0 = c->k_anneal_start ? c->k_anneal_start : (4 * kf < L ? 4 * kf : L);
+    if (k0 < kf) k0 = kf;
+    A = (uint64_t)floor(c->k_anneal_pct * (double)c->total_steps);
+    if (s >= A) return kf;
+    if (A < 1) A = 1;
+    if (s != 0 && (uint64_t)(k0 - kf) > UINT64_MAX / s) /* never at real sizes; the double form then */
+        return (size_t)floor((double)k0 + ((double)kf - (double)k0) * (double)s / (double)A);
+    num = (uint64_t)(k0 - kf) * s;
+    return k0 - (size_t)((num + A - 1) / A);
+}
+
+/* The type's layout of a step: kind, classes, levels and the sizes of the
+   selection buffers (k0 is the largest k_s the run uses). */
+static void lsae__trainer_type(lsae_trainer *t, const lsae_config *c)
+{
+    const size_t L = t->m->L;
+    size_t j, k0 = lsae__k_at_step(c, L, 0);
+    double wsum = 0.0;
+    t->k0 = k0;
+    t->nlev = 0;
+    if (c->sae_type == LSAE_SAE_TOPK) {
+        t->kind = LSAE__KIND_TOPK;
+        t->C = 3;
+        t->K = c->multi_topk ? (4 * k0 < L ? 4 * k0 : L) : k0;
+        t->E = t->K + t->KA;
+        return;
+    }
+    if (c->sae_type == LSAE_SAE_BATCHTOPK) {
+        t->kind = LSAE__KIND_NESTED;
+        t->batchwide = 1;
+        t->row_cap = c->batchtopk_row_cap;
+        t->nlev = 1;
+        t->lev_n[0] = L;
+        t->lev_w[0] = 1.0;
+    } else {
+        t->nlev = c->matryoshka_levels;
+        for (j = 0; j < t->nlev; ++j) {
+            t->lev_n[j] = c->matryoshka_sizes[j];
+            t->lev_k[j] = c->matryoshka_ks[j];
+            t->lev_w[j] = c->matryoshka_loss_weights[j];
+            wsum += t->lev_w[j];
+        }
+        if (wsum == 0.0)
+            for (j = 0; j < t->nlev; ++j) t->lev_w[j] = 1.0;
+        t->batchwide = c->matryoshka_use_batchtopk;
+        t->kind = c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL ? LSAE__KIND_PERLEVEL : LSAE__KIND_NESTED;
+        t->row_cap = t->kind == LSAE__KIND_PERLEVEL ? 1 : c->batchtopk_row_cap;
+    }
+    if (t->kind == LSAE__KIND_NESTED) {
+        t->C = t->nlev + 1;
+        t->K = t->batchwide ? (4 * k0 < L ? 4 * k0 : L) : k0;
+        t->E = k0 + t->KA;
+        return;
+    }
+    /* per-level: no AuxK; level j offers M_j candidates per row (its k_j, or
+       min(4 k_j, n_j) for a batch-wide pick), made from the bands' own
+       selections: band i keeps the best max_{j >= i} M_j of its latents
+       (at most its size), which holds every level's share of the band */
+    t->KA = 0;
+    t->C = t->nlev;
+    t->lev_k[t->nlev - 1] = k0;
+    t->E = 0;
+    t->sumM = 0;
+    t->band_K = 0;
+    for (j = 0; j < t->nlev; ++j) {
+        const size_t kj = t->lev_k[j], n = t->lev_n[j];
+        t->lev_M[j] = t->batchwide ? (4 * kj < n ? 4 * kj : n) : kj;
+        t->lev_off[j] = t->sumM;
+        t->sumM += t->lev_M[j];
+        t->E += kj;
+    }
+    for (j = 0; j < t->nlev; ++j) {
+        const size_t size = t->lev_n[j] - (j ? t->lev_n[j - 1] : 0);
+        size_t i, most = 0;
+        for (i = j; i < t->nlev; ++i) most = t->lev_M[i] > most ? t->lev_M[i] : most;
+        most = most < size ? most : size;
+        t->band_K = most > t->band_K ? most : t->band_K;
+    }
+    t->K = t->band_K;
 }
 
 LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, lsae_trainer **out)
@@ -3118,7 +3285,15 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     c.device = m->cfg.device;   /* a trainer runs where its model is */
 #endif
     if ((r = lsae_config_validate(&c)) != LSAE_OK) return r;
+    if (c.k_anneal && c.total_steps == 0)
+        return lsae__err(LSAE_INVALID_ARGS, "k_anneal lowers k over a fraction of the run, and the run's length is unknown: set total_steps (the number of optimizer steps)");
     L = m->L;
+#ifdef LATENTSAE_CUDA
+    if (m->cuda && (c.sae_type != LSAE_SAE_TOPK || c.k_anneal)) {
+        const char *ty = c.sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : c.sae_type == LSAE_SAE_MATRYOSHKA ? "matryoshka" : "k_anneal";
+        return lsae__err(LSAE_UNSUPPORTED, "%s training runs on the CPU only in this version: use device cpu", ty);
+    }
+#endif
     t = (lsae_trainer *)lsae__malloc(m->alloc, sizeof *t);
     if (!t) return lsae__err(LSAE_OUT_OF_MEMORY, "out of memory allocating a trainer");
     memset(t, 0, sizeof *t);
@@ -3137,8 +3312,8 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     t->alloc = m->alloc;
     t->nthreads = lsae__num_threads(c.num_threads);
     t->lr_base = lsae_config_lr(&c);
-    t->K = c.multi_topk ? (4 * c.k < L ? 4 * c.k : L) : c.k;
     t->KA = m->d / 2 < L ? m->d / 2 : L;
+    lsae__trainer_type(t, &c);
     t->sort_parts = t->nthreads < LSAE__SORT_PARTS ? t->nthreads : LSAE__SORT_PARTS;
     t->b_dec_initialized = !c.init_b_dec;
     if (!(t->grads = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "gradients")) ||
@@ -3147,8 +3322,8 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->since_fired = (uint64_t *)lsae__alloc_array(t->alloc, L, sizeof(uint64_t), "dead-latent counters")) ||
         !(t->did_fire = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "fired flags")) ||
         !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
-        !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, 3 * L + 1, sizeof(size_t), "latent offsets")) ||
-        !(t->part_cnt = (size_t *)lsae__alloc_array(t->alloc, (size_t)t->sort_parts * 3, L * sizeof(size_t), "entry sort counts")) ||
+        !(t->lat_start = (size_t *)lsae__alloc_array(t->alloc, t->C * L + 1, sizeof(size_t), "latent offsets")) ||
+        !(t->part_cnt = (size_t *)lsae__alloc_array(t->alloc, (size_t)t->sort_parts * t->C, L * sizeof(size_t), "entry sort counts")) ||
         !(t->tv_dim = (double *)lsae__alloc_array(t->alloc, m->d, sizeof(double), "variance scratch")) ||
         !(t->bdec_part = (float *)lsae__alloc_array(t->alloc, (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, m->d * sizeof(float), "b_dec partial sums")) ||
         !(t->grad_row_norm2 = (float *)lsae__alloc_array(t->alloc, L, 2 * sizeof(float), "gradient row norms"))) {
@@ -3173,6 +3348,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     if (t->cuda) lsae__cuda_trainer_free(t->cuda);
 #endif
     lsae__trainer_free_ws(t);
+    lsae__trainer_free_ext(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
     lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->grad_row_norm2);
@@ -3192,6 +3368,14 @@ LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t) { return t ? t-
    d inputs, L latents, k per row, K = k (or min(4k, L) with multi_topk),
    KA = min(d/2, L) AuxK slots, ka <= KA of them used this batch,
    w = 1 / grad_acc_steps.
+   The other SAE types (docs/math.md, section 3) run the same stages. F4
+   turns each row's selection into runs of entries, each run feeding one
+   gradient class c < C with output gradient G_c[b] (G is [B, C, d]):
+   TopK's three (top k, the 4k tail, AuxK), the nested Matryoshka form's m
+   bands and AuxK (BatchTopK: one band and AuxK), the per-level form's m
+   levels. A row's runs may have any length (BatchTopK keeps 0 .. L
+   entries in a row); B2-B4 see only (class, latent, row, activation), so
+   they are the same code for every type. k is k_s (3.4) throughout.
    ------------------------------------------------------------------------ */
 
 /* What one batch's stages hand on to each other. */
@@ -3200,7 +3384,12 @@ typedef struct lsae__batch {
     double TV;                  /* F2: total variance */
     size_t n_dead, ka;          /* F4: dead latents, AuxK picks per row */
     double auxk_scale;          /* F4: min(n_dead / (d/2), 1) */
+    size_t k, Ksel;             /* F4: k_s, and what TopK selects per row (k_s, or min(4 k_s, L) with multi_topk) */
+    float tau;                  /* F4: the batch-wide pick's smallest value (3.1), of the last level for per-level */
+    int has_tau;
+    size_t enlarged;            /* F4: rows re-selected with more candidates */
     double fvu, fvu4, auxk, loss; /* F7 */
+    double lev_fvu[LSAE_MAX_LEVELS]; /* F7: each level's fvu */
 } lsae__batch;
 
 /* F1. x_used [B, d] <- the rows of x [rows, d] with no NaN or Inf, in order.
@@ -3331,6 +3520,259 @@ static size_t lsae__find_dead(lsae_trainer *t)
     return n;
 }
 
+/* The float whose lsae__order_bits is key. */
+static float lsae__key_value(uint32_t key)
+{
+    uint32_t u = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
+    float v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* The key (lsae__order_bits) of the N-th largest value among the rows'
+   candidates cand[b][0 .. ncand[b]), counted with multiplicity: a radix
+   select, 8 bits a pass from the most significant, each pass counting the
+   candidates that share the prefix found so far. */
+static uint32_t lsae__kth_key(const lsae__kv *const *cand, const size_t *ncand, size_t B, size_t N)
+{
+    uint32_t prefix = 0, mask = 0;
+    size_t rank = N - 1;
+    int shift;
+    for (shift = 24; shift >= 0; shift -= 8) {
+        size_t cnt[256], b, i;
+        int dg;
+        memset(cnt, 0, sizeof cnt);
+        for (b = 0; b < B; ++b)
+            for (i = 0; i < ncand[b]; ++i) {
+                const uint32_t key = lsae__order_bits(cand[b][i].v);
+                if ((key & mask) == prefix) cnt[(key >> shift) & 255u]++;
+            }
+        for (dg = 255; dg > 0; --dg) {
+            if (rank < cnt[dg]) break;
+            rank -= cnt[dg];
+        }
+        prefix |= (uint32_t)dg << shift;
+        mask |= 255u << shift;
+    }
+    return prefix;
+}
+
+/* Rows rows[0 .. n) selected again over view's latents with Kmax
+   candidates each (3.1's enlargement): the same fused pass, so the same
+   values; the lists go to a new block of t->ext and t->cand points at them. */
+static lsae_result lsae__reselect(lsae_trainer *t, const lsae_model *view, const size_t *rows, size_t n, size_t Kmax)
+{
+    const size_t d = view->d;
+    const size_t chunk = lsae__select_rows(n, Kmax, 0, t->nthreads);
+    lsae__select_ws ws;
+    lsae__kv *out;
+    float *xs;
+    size_t c0, i;
+    lsae_result r;
+    if (t->next == LSAE__EXT_BLOCKS) return lsae__err(LSAE_INVALID_ARGS, "batch-wide pick: too many enlargement rounds");
+    if ((r = lsae__select_ws_init(t->alloc, &ws, chunk, Kmax, 0, d, t->nthreads)) != LSAE_OK) return r;
+    out = (lsae__kv *)lsae__alloc_array(t->alloc, n, Kmax * sizeof(lsae__kv), "enlarged candidates");
+    xs = out ? (float *)lsae__alloc_array(t->alloc, chunk, d * sizeof(float), "enlarged rows") : NULL;
+    if (!xs) {
+        lsae__free(t->alloc, out);
+        lsae__select_ws_free(t->alloc, &ws);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    t->ext[t->next++] = out;
+    for (c0 = 0; c0 < n; c0 += chunk) {
+        const size_t R = n - c0 < chunk ? n - c0 : chunk;
+        for (i = 0; i < R; ++i) memcpy(xs + i * d, t->xc + rows[c0 + i] * d, d * sizeof(float));
+        lsae__select(view, xs, R, Kmax, out + c0 * Kmax, NULL, 0, NULL, &ws);
+    }
+    for (i = 0; i < n; ++i) t->cand[rows[i]] = out + i * Kmax;
+    lsae__free(t->alloc, xs);
+    lsae__select_ws_free(t->alloc, &ws);
+    return LSAE_OK;
+}
+
+/* The batch-wide pick of 3.1 over view's latents: S = the N best entries of
+   the batch in the total order (value desc, row asc, latent asc), found
+   from each row's candidates t->cand[b] (its best t->ncand[b], best first;
+   M0 each at the start). keep[b] = how many of row b's candidates are in S
+   (a prefix), *tau = the smallest value in S. A row all of whose
+   candidates are in S may hold more of it: it is selected again with twice
+   as many (at most view->L), and S found again, until no such row is left.
+   An entry no row offered is worse than its row's last candidate, which is
+   outside S, so S is exact. *enlarged counts the rows re-selected. */
+static lsae_result lsae__batch_pick(lsae_trainer *t, const lsae_model *view, size_t B, size_t N, size_t M0, float *tau, size_t *enlarged)
+{
+    const size_t Lv = view->L;
+    size_t *grow = NULL;
+    lsae_result r = LSAE_OK;
+    for (;;) {
+        const uint32_t kth = lsae__kth_key(t->cand, t->ncand, B, N);
+        size_t q = N, b, ng = 0, Kmax = 0;
+        /* the entries above the N-th value are in S; of those equal to it,
+           the first in row order, then latent order */
+        for (b = 0; b < B; ++b) {
+            const lsae__kv *c = t->cand[b];
+            size_t i = 0;
+            while (i < t->ncand[b] && lsae__order_bits(c[i].v) > kth) ++i;
+            t->keep[b] = i;
+            q -= i;
+        }
+        for (b = 0; b < B && q; ++b) {
+            const lsae__kv *c = t->cand[b];
+            size_t i = t->keep[b];
+            while (q && i < t->ncand[b] && lsae__order_bits(c[i].v) == kth) { ++i; --q; }
+            t->keep[b] = i;
+        }
+        *tau = lsae__key_value(kth);
+        for (b = 0; b < B; ++b) ng += t->keep[b] == t->ncand[b] && t->ncand[b] < Lv;
+        if (!ng) break;
+        if (!grow && !(grow = (size_t *)lsae__alloc_array(t->alloc, B, sizeof(size_t), "rows to enlarge"))) return LSAE_OUT_OF_MEMORY;
+        ng = 0;
+        for (b = 0; b < B; ++b)
+            if (t->keep[b] == t->ncand[b] && t->ncand[b] < Lv) {
+                const size_t M = 2 * t->ncand[b] < Lv ? 2 * t->ncand[b] : Lv;
+                if (t->ncand[b] == M0) ++*enlarged;
+                grow[ng++] = b;
+                Kmax = M > Kmax ? M : Kmax;
+            }
+        if ((r = lsae__reselect(t, view, grow, ng, Kmax)) != LSAE_OK) break;
+        for (b = 0; b < ng; ++b) {
+            const size_t row = grow[b];
+            t->ncand[row] = 2 * t->ncand[row] < Lv ? 2 * t->ncand[row] : Lv;
+        }
+    }
+    lsae__free(t->alloc, grow);
+    return r;
+}
+
+/* theta <- fl(fl(theta beta) + fl(tau (1 - beta))) in float32, beta and
+   1 - beta rounded to float first (3.1, as latent-sae's buffer update);
+   volatile keeps each product rounded (no fused multiply-add). */
+static void lsae__theta_step(lsae_trainer *t, float tau)
+{
+    const float beta = (float)t->cfg.batchtopk_threshold_beta, omb = (float)(1.0 - t->cfg.batchtopk_threshold_beta);
+    volatile float a = t->m->batchtopk_threshold * beta;
+    volatile float c = tau * omb;
+    t->m->batchtopk_threshold = a + c;
+}
+
+/* The nested form's (and BatchTopK's) runs: row b's kept entries
+   cand[b][0 .. keep[b]) regrouped by band (stable: best first within a
+   band) into t->kept, one run per band (class j), then the AuxK run. */
+static void lsae__band_runs(lsae_trainer *t, const lsae__batch *b)
+{
+    const size_t B = b->B, nl = t->nlev;
+    size_t r, off = 0;
+    for (r = 0; r < B; ++r) {
+        lsae__run *ru = t->runs + r * LSAE__RUNS;
+        const lsae__kv *c = t->cand[r];
+        const size_t n = t->keep[r];
+        if (nl == 1) {
+            ru[0].p = c; ru[0].n = n; ru[0].cls = 0;
+        } else {
+            size_t cnt[LSAE_MAX_LEVELS], start[LSAE_MAX_LEVELS], i, j, at = off;
+            lsae__kv *dst = t->kept;
+            memset(cnt, 0, sizeof cnt);
+            for (i = 0; i < n; ++i) {
+                for (j = 0; (size_t)c[i].i >= t->lev_n[j]; ++j) {}
+                cnt[j]++;
+            }
+            for (j = 0; j < nl; ++j) {
+                start[j] = at;
+                ru[j].p = dst + at; ru[j].n = cnt[j]; ru[j].cls = j;
+                at += cnt[j];
+            }
+            for (i = 0; i < n; ++i) {
+                for (j = 0; (size_t)c[i].i >= t->lev_n[j]; ++j) {}
+                dst[start[j]++] = c[i];
+            }
+            off = at;
+        }
+        ru[nl].p = t->aux + r * t->KA; ru[nl].n = b->ka; ru[nl].cls = nl;
+        t->nruns[r] = nl + 1;
+    }
+}
+
+/* F4, per-level Matryoshka (3.3): one product, band by band (each band's
+   latents selected with the band's own candidates, so every latent's
+   pre-activation is computed once), then level j's candidates are the best
+   M_j of bands 1..j merged, and its kept entries their best k_j, or the
+   batch-wide pick of B k_j among them, capped at k_j. */
+static lsae_result lsae__select_levels(lsae_trainer *t, lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, B = b->B, nl = t->nlev, bK = t->band_K;
+    size_t M[LSAE_MAX_LEVELS], bandK[LSAE_MAX_LEVELS], i, j, r;
+    ptrdiff_t pr;
+    lsae_result res;
+    t->lev_k[nl - 1] = b->k;
+    for (j = 0; j < nl; ++j) M[j] = t->batchwide ? (4 * t->lev_k[j] < t->lev_n[j] ? 4 * t->lev_k[j] : t->lev_n[j]) : t->lev_k[j];
+    for (i = 0; i < nl; ++i) {
+        lsae_model view = *m;
+        const size_t lo = i ? t->lev_n[i - 1] : 0, size = t->lev_n[i] - lo;
+        lsae__kv *bt = t->bandtop + i * t->cap * bK;
+        size_t most = 0;
+        for (j = i; j < nl; ++j) most = M[j] > most ? M[j] : most;
+        bandK[i] = most < size ? most : size;
+        view.L = size;
+        view.W_enc = m->W_enc + lo * d;
+        view.b_enc = m->b_enc + lo;
+        for (r = 0; r < B; r += t->sws.rows_cap) {
+            size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
+            lsae__select(&view, t->xc + r * d, R, bandK[i], bt + r * bK, NULL, 0, NULL, &t->sws);
+        }
+        if (lo)
+            for (r = 0; r < B; ++r)
+                for (j = 0; j < bandK[i]; ++j) bt[r * bK + j].i += (int32_t)lo;
+    }
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const size_t row = (size_t)pr;
+        size_t jj, q, ii;
+        for (jj = 0; jj < nl; ++jj) {
+            size_t pos[LSAE_MAX_LEVELS];
+            lsae__kv *out = t->lcand + row * t->sumM + t->lev_off[jj];
+            memset(pos, 0, sizeof pos);
+            for (q = 0; q < M[jj]; ++q) {
+                size_t best = nl;
+                const lsae__kv *bv = NULL;
+                for (ii = 0; ii <= jj; ++ii) {
+                    const lsae__kv *e;
+                    if (pos[ii] == bandK[ii]) continue;
+                    e = t->bandtop + ii * t->cap * bK + row * bK + pos[ii];
+                    if (!bv || e->v > bv->v || (e->v == bv->v && e->i < bv->i)) { bv = e; best = ii; }
+                }
+                out[q] = *bv;
+                pos[best]++;
+            }
+        }
+        t->nruns[row] = 0;
+    }
+    for (j = 0; j < nl; ++j) {
+        for (r = 0; r < B; ++r) {
+            t->cand[r] = t->lcand + r * t->sumM + t->lev_off[j];
+            t->ncand[r] = M[j];
+            t->keep[r] = t->lev_k[j];
+        }
+        if (t->batchwide) {
+            lsae_model view = *m;
+            float tau = 0.0f;
+            view.L = t->lev_n[j];
+            if ((res = lsae__batch_pick(t, &view, B, B * t->lev_k[j], M[j], &tau, &b->enlarged)) != LSAE_OK) return res;
+            for (r = 0; r < B; ++r)
+                if (t->keep[r] > t->lev_k[j]) t->keep[r] = t->lev_k[j];
+            b->tau = tau;
+            b->has_tau = 1;
+        }
+        for (r = 0; r < B; ++r) {
+            lsae__run *ru = t->runs + r * LSAE__RUNS + t->nruns[r]++;
+            ru->p = t->cand[r];
+            ru->n = t->keep[r];
+            ru->cls = j;
+        }
+    }
+    return LSAE_OK;
+}
+
 /* F4. Encoder and selection:
       xc  = x - b_dec                                  [B, d]
       pre = ReLU(xc W_enc^T + b_enc)                   [B, L]
@@ -3341,12 +3783,17 @@ static size_t lsae__find_dead(lsae_trainer *t)
    With AuxK on (Gao et al. B.1): ka = min(d/2, n_dead) and the AuxK loss is
    scaled by min(n_dead / (d/2), 1). pre is never stored: lsae__select
    computes it a tile at a time and offers each tile to the row's selection
-   (the fused encoder pass above). */
-static void lsae__encode_select(lsae_trainer *t, lsae__batch *b)
+   (the fused encoder pass above). K is k_s (3.4), or min(4 k_s, L) with
+   multi_topk or a batch-wide pick (whose rows offer that many candidates,
+   3.1). The selection becomes runs of entries per row, each feeding one
+   gradient class (TopK: top k, the 4k tail, AuxK; nested: the bands of
+   the kept entries, AuxK; per-level: lsae__select_levels). */
+static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
 {
     lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, B = b->B;
     size_t r;
+    lsae_result res;
     if (t->cfg.auxk_alpha > 0.0) {
         b->n_dead = lsae__find_dead(t);
         b->ka = d / 2 < b->n_dead ? d / 2 : b->n_dead;
@@ -3356,11 +3803,38 @@ static void lsae__encode_select(lsae_trainer *t, lsae__batch *b)
         size_t l;
         for (l = 0; l < L; ++l) b->n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
     }
+    b->k = lsae__k_at_step(&t->cfg, L, t->step);
     lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
+    if (t->kind == LSAE__KIND_PERLEVEL) return lsae__select_levels(t, b);
+    b->Ksel = (t->kind == LSAE__KIND_TOPK ? t->cfg.multi_topk : t->batchwide) ? (4 * b->k < L ? 4 * b->k : L) : b->k;
     for (r = 0; r < B; r += t->sws.rows_cap) {
         size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
-        lsae__select(m, t->xc + r * d, R, t->K, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
+        lsae__select(m, t->xc + r * d, R, b->Ksel, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
     }
+    if (t->kind == LSAE__KIND_TOPK) {
+        for (r = 0; r < B; ++r) {
+            lsae__run *ru = t->runs + r * LSAE__RUNS;
+            ru[0].p = t->top + r * t->K;          ru[0].n = b->k;           ru[0].cls = 0;
+            ru[1].p = t->top + r * t->K + b->k;   ru[1].n = b->Ksel - b->k; ru[1].cls = 1;
+            ru[2].p = t->aux + r * t->KA;         ru[2].n = b->ka;          ru[2].cls = 2;
+            t->nruns[r] = 3;
+        }
+        return LSAE_OK;
+    }
+    for (r = 0; r < B; ++r) {
+        t->cand[r] = t->top + r * t->K;
+        t->ncand[r] = b->Ksel;
+        t->keep[r] = b->k;
+    }
+    if (t->batchwide) {
+        if ((res = lsae__batch_pick(t, m, B, B * b->k, b->Ksel, &b->tau, &b->enlarged)) != LSAE_OK) return res;
+        b->has_tau = 1;
+        if (t->row_cap)
+            for (r = 0; r < B; ++r)
+                if (t->keep[r] > b->k) t->keep[r] = b->k;
+    }
+    lsae__band_runs(t, b);
+    return LSAE_OK;
 }
 
 /* F5. Decode and residuals, per row b (G is [B, 3, d]: three outputs a row):
@@ -3373,14 +3847,14 @@ static void lsae__encode_select(lsae_trainer *t, lsae__batch *b)
 static void lsae__decode_residuals(lsae_trainer *t, const lsae__batch *b)
 {
     const lsae_model *m = t->m;
-    const size_t d = m->d, k = m->k, K = t->K;
+    const size_t d = m->d, k = b->k, K = b->Ksel;
     ptrdiff_t pr;
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
         const size_t row = (size_t)pr;
         const float *xb = t->x_used + row * d;
         float *g0 = t->G + row * 3 * d, *g1 = g0 + d;
-        const lsae__kv *tk = t->top + row * K;
+        const lsae__kv *tk = t->top + row * t->K;
         double s0 = 0.0, s1 = 0.0;
         size_t j;
         memcpy(g0, m->b_dec, d * sizeof(float));
@@ -3403,10 +3877,47 @@ static void lsae__decode_residuals(lsae_trainer *t, const lsae__batch *b)
     }
 }
 
+/* F5 for the nested and per-level forms (and BatchTopK, one band), per
+   row b, the outputs y_j (class j's run is band j, or level j's kept
+   entries):
+      nested:    y_1 = b_dec + band 1's terms, y_j = y_{j-1} + band j's terms
+      per-level: y_j = b_dec + level j's terms
+      G_j[b] <- e_j = x - y_j,   row_sse[b][j] = sum e_j^2 in double */
+static void lsae__decode_levels(lsae_trainer *t, const lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, C = t->C, nl = t->nlev;
+    const int chained = t->kind == LSAE__KIND_NESTED;
+    ptrdiff_t pr;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
+        const size_t row = (size_t)pr;
+        const float *xb = t->x_used + row * d;
+        const lsae__run *ru = t->runs + row * LSAE__RUNS;
+        float *g = t->G + row * C * d;
+        size_t j, i;
+        for (j = 0; j < nl; ++j) {
+            memcpy(g + j * d, chained && j ? g + (j - 1) * d : m->b_dec, d * sizeof(float));
+            lsae__decode_into(g + j * d, ru[j].p, ru[j].n, m->W_dec, d);
+        }
+        for (j = 0; j < nl; ++j) {
+            float *y = g + j * d;
+            double s = 0.0;
+            for (i = 0; i < d; ++i) {
+                y[i] = xb[i] - y[i];
+                s += (double)y[i] * y[i];
+            }
+            t->row_sse[row * C + j] = s;
+        }
+        for (; j < C; ++j) t->row_sse[row * C + j] = 0.0;
+    }
+}
+
 /* F6. AuxK decode, when ka > 0:
       e_hat = sum_{j<ka} aux_a_j W_dec[aux_l_j]    (no b_dec: e already has it)
-      G2[b] <- e_hat - e,  row_sse[b][2] = sum (e_hat - e)^2
-   The dead latents' W_dec rows are read over and over (each is picked by
+      G_aux[b] <- e_hat - e,  row_sse[b][aux] = sum (e_hat - e)^2
+   (the AuxK class is the last, C - 1; e is the whole SAE's residual: TopK's
+   G0, the nested form's last level)    The dead latents' W_dec rows are read over and over (each is picked by
    many rows), so the batch goes in blocks of LSAE__DEC_ROWS rows and, for
    each block, W_dec in chunks of LSAE__DEC_CHUNK latents: a chunk's rows stay
    in cache while every row of the block adds the entries it has in that
@@ -3417,6 +3928,7 @@ static void lsae__auxk_decode(lsae_trainer *t, const lsae__batch *b)
 {
     const lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, B = b->B, ka = b->ka, nblocks = (B + LSAE__DEC_ROWS - 1) / LSAE__DEC_ROWS;
+    const size_t C = t->C, ga = C - 1, ge = t->kind == LSAE__KIND_TOPK ? 0 : t->nlev - 1;
     ptrdiff_t blk;
     if (!ka) return;
     LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(t->nthreads))
@@ -3424,14 +3936,14 @@ static void lsae__auxk_decode(lsae_trainer *t, const lsae__batch *b)
         const size_t b0 = (size_t)blk * LSAE__DEC_ROWS, b1 = b0 + LSAE__DEC_ROWS < B ? b0 + LSAE__DEC_ROWS : B;
         size_t row, c0, j;
         for (row = b0; row < b1; ++row) {
-            memset(t->G + row * 3 * d + 2 * d, 0, d * sizeof(float));
+            memset(t->G + row * C * d + ga * d, 0, d * sizeof(float));
             t->cursor[row] = 0;
         }
         for (c0 = 0; c0 < L; c0 += LSAE__DEC_CHUNK) {
             const int32_t c1 = (int32_t)(c0 + LSAE__DEC_CHUNK < L ? c0 + LSAE__DEC_CHUNK : L);
             for (row = b0; row < b1; ++row) {
                 const lsae__kv *ax = t->aux + row * t->KA;
-                float *g2 = t->G + row * 3 * d + 2 * d;
+                float *g2 = t->G + row * C * d + ga * d;
                 size_t q0 = t->cursor[row], q = q0;
                 while (q < ka && ax[q].i < c1) ++q;
                 lsae__decode_into(g2, ax + q0, q - q0, m->W_dec, d);
@@ -3439,13 +3951,13 @@ static void lsae__auxk_decode(lsae_trainer *t, const lsae__batch *b)
             }
         }
         for (row = b0; row < b1; ++row) {
-            float *g0 = t->G + row * 3 * d, *g2 = g0 + 2 * d;
+            float *g0 = t->G + row * C * d + ge * d, *g2 = t->G + row * C * d + ga * d;
             double s2 = 0.0;
             for (j = 0; j < d; ++j) {
                 g2[j] -= g0[j];
                 s2 += (double)g2[j] * g2[j];
             }
-            t->row_sse[3 * row + 2] = s2;
+            t->row_sse[C * row + ga] = s2;
         }
     }
 }
@@ -3454,20 +3966,41 @@ static void lsae__auxk_decode(lsae_trainer *t, const lsae__batch *b)
       fvu  = sum e^2 / TV,  fvu4 = sum e4^2 / TV (multi_topk),
       auxk = scale sum (e_hat - e)^2 / TV (AuxK),
       loss = fvu + auxk_alpha auxk + fvu4 / 8
+   The other types (section 3), with fvu_j each level's fvu (BatchTopK: one):
+      nested:    loss = sum_j w_j fvu_j + auxk_alpha auxk,   fvu = fvu_m
+      per-level: loss = sum_j w_j fvu_j / sum_j w_j,         fvu = fvu_m
    A non-finite loss stops the trainer before any gradient or weight moves. */
 static lsae_result lsae__loss(lsae_trainer *t, lsae__batch *b)
 {
     double se = 0.0, se4 = 0.0, sa = 0.0;
-    size_t r;
-    for (r = 0; r < b->B; ++r) {
-        se += t->row_sse[3 * r];
-        se4 += t->row_sse[3 * r + 1];
-        sa += t->row_sse[3 * r + 2];
+    size_t r, j;
+    if (t->kind == LSAE__KIND_TOPK) {
+        for (r = 0; r < b->B; ++r) {
+            se += t->row_sse[3 * r];
+            se4 += t->row_sse[3 * r + 1];
+            sa += t->row_sse[3 * r + 2];
+        }
+        b->fvu = se / b->TV;
+        b->fvu4 = b->Ksel > b->k ? se4 / b->TV : 0.0;
+        b->auxk = b->ka ? b->auxk_scale * sa / b->TV : 0.0;
+        b->loss = b->fvu + t->cfg.auxk_alpha * b->auxk + b->fvu4 / 8.0;
+    } else {
+        const size_t C = t->C, nl = t->nlev;
+        double sl[LSAE_MAX_LEVELS], wl = 0.0, wsum = 0.0;
+        memset(sl, 0, sizeof sl);
+        for (r = 0; r < b->B; ++r) {
+            for (j = 0; j < nl; ++j) sl[j] += t->row_sse[C * r + j];
+            if (C > nl) sa += t->row_sse[C * r + nl];
+        }
+        for (j = 0; j < nl; ++j) {
+            b->lev_fvu[j] = sl[j] / b->TV;
+            wl += t->lev_w[j] * b->lev_fvu[j];
+            wsum += t->lev_w[j];
+        }
+        b->fvu = b->lev_fvu[nl - 1];
+        b->auxk = b->ka ? b->auxk_scale * sa / b->TV : 0.0;
+        b->loss = t->kind == LSAE__KIND_PERLEVEL ? wl / wsum : wl + t->cfg.auxk_alpha * b->auxk;
     }
-    b->fvu = se / b->TV;
-    b->fvu4 = t->K > t->m->k ? se4 / b->TV : 0.0;
-    b->auxk = b->ka ? b->auxk_scale * sa / b->TV : 0.0;
-    b->loss = b->fvu + t->cfg.auxk_alpha * b->auxk + b->fvu4 / 8.0;
     if (!isfinite(b->loss)) {
         t->poisoned = 1;
         /* steps are named 1-based, as in stats->step, the weight check in U3 and
@@ -3476,6 +4009,39 @@ static lsae_result lsae__loss(lsae_trainer *t, lsae__batch *b)
                          b->loss, (unsigned long long)(t->step + 1), b->fvu, b->auxk);
     }
     return LSAE_OK;
+}
+
+/* B1 for the nested and per-level forms, G_j = e_j on entry (3.2, 3.3):
+      nested:    g_j = g_{j+1} - 2 w w_j e_j / TV  (g_{m+1} = 0: band j's
+                 latents are in every output from level j on)
+      per-level: G_j = -2 w (w_j / sum_i w_i) e_j / TV
+      AuxK:      G_aux = 2 w alpha scale (e_hat - e_m) / TV  (c_aux) */
+static void lsae__output_grads_levels(lsae_trainer *t, const lsae__batch *b, double w, float c_aux)
+{
+    const size_t d = t->m->d, C = t->C, nl = t->nlev;
+    float c[LSAE_MAX_LEVELS];
+    double wsum = 0.0;
+    size_t j;
+    ptrdiff_t pr;
+    for (j = 0; j < nl; ++j) wsum += t->lev_w[j];
+    for (j = 0; j < nl; ++j)
+        c[j] = (float)(t->kind == LSAE__KIND_PERLEVEL ? -2.0 * w * (t->lev_w[j] / wsum) / b->TV : -2.0 * w * t->lev_w[j] / b->TV);
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
+        float *g = t->G + (size_t)pr * C * d;
+        size_t jj, i;
+        for (jj = nl; jj-- > 0;) {
+            float *gj = g + jj * d;
+            if (t->kind == LSAE__KIND_NESTED && jj + 1 < nl) {
+                const float *gn = gj + d;
+                for (i = 0; i < d; ++i) gj[i] = gn[i] + c[jj] * gj[i];
+            } else {
+                for (i = 0; i < d; ++i) gj[i] = c[jj] * gj[i];
+            }
+        }
+        if (C > nl)
+            for (i = 0; i < d; ++i) g[nl * d + i] = c_aux * g[nl * d + i];
+    }
 }
 
 /* B1. The loss's gradient with respect to the three decoder outputs, in
@@ -3491,9 +4057,13 @@ static void lsae__output_grads(lsae_trainer *t, const lsae__batch *b)
     const size_t d = t->m->d;
     const double w = 1.0 / (double)t->cfg.grad_acc_steps;
     const float c_main = (float)(-2.0 * w / b->TV);
-    const float c_multi = (float)(t->K > t->m->k ? -2.0 * w / (8.0 * b->TV) : 0.0);
+    const float c_multi = (float)(b->Ksel > b->k ? -2.0 * w / (8.0 * b->TV) : 0.0);
     const float c_aux = (float)(b->ka ? 2.0 * w * t->cfg.auxk_alpha * b->auxk_scale / b->TV : 0.0);
     ptrdiff_t pr;
+    if (t->kind != LSAE__KIND_TOPK) {
+        lsae__output_grads_levels(t, b, w, c_aux);
+        return;
+    }
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
         float *g0 = t->G + (size_t)pr * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
@@ -3519,8 +4089,8 @@ static void lsae__output_grads(lsae_trainer *t, const lsae__batch *b)
    part p go after those of parts before p: the order of a serial pass. */
 static void lsae__sort_entries(lsae_trainer *t, const lsae__batch *b)
 {
-    const size_t L = t->m->L, k = t->m->k, K = t->K, KA = t->KA, ka = b->ka, B = b->B;
-    const size_t nb = 3 * L, nparts = (size_t)t->sort_parts < B ? (size_t)t->sort_parts : B;
+    const size_t L = t->m->L, B = b->B;
+    const size_t nb = t->C * L, nparts = (size_t)t->sort_parts < B ? (size_t)t->sort_parts : B;
     size_t i;
     ptrdiff_t pp;
     /* counts per part */
@@ -3529,10 +4099,13 @@ static void lsae__sort_entries(lsae_trainer *t, const lsae__batch *b)
         size_t *cnt = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
         memset(cnt, 0, nb * sizeof(size_t));
         for (rr = r0; rr < r1; ++rr) {
-            const lsae__kv *tk = t->top + rr * K, *ax = t->aux + rr * KA;
-            for (ii = 0; ii < k; ++ii) cnt[(size_t)tk[ii].i] += tk[ii].v > 0.0f;
-            for (; ii < K; ++ii) cnt[L + (size_t)tk[ii].i] += tk[ii].v > 0.0f;
-            for (ii = 0; ii < ka; ++ii) cnt[2 * L + (size_t)ax[ii].i] += ax[ii].v > 0.0f;
+            const lsae__run *ru = t->runs + rr * LSAE__RUNS;
+            size_t q;
+            for (q = 0; q < t->nruns[rr]; ++q) {
+                const lsae__kv *e = ru[q].p;
+                size_t *cc = cnt + ru[q].cls * L;
+                for (ii = 0; ii < ru[q].n; ++ii) cc[(size_t)e[ii].i] += e[ii].v > 0.0f;
+            }
         }
     }
     /* each part's count becomes its offset within the bucket; the bucket
@@ -3554,17 +4127,18 @@ static void lsae__sort_entries(lsae_trainer *t, const lsae__batch *b)
     for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
         size_t *fill = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
         for (rr = r0; rr < r1; ++rr) {
-            const lsae__kv *tk = t->top + rr * K, *ax = t->aux + rr * KA;
-#define LSAE__PLACE(e, bk)                                                      \
-            if ((e).v > 0.0f) {                                                 \
-                const size_t q = t->lat_start[bk] + fill[bk]++;                 \
-                t->ent_row[q] = (int32_t)rr;                                    \
-                t->ent_val[q] = (e).v;                                          \
+            const lsae__run *ru = t->runs + rr * LSAE__RUNS;
+            size_t qr;
+            for (qr = 0; qr < t->nruns[rr]; ++qr) {
+                const lsae__kv *e = ru[qr].p;
+                const size_t base = ru[qr].cls * L;
+                for (ii = 0; ii < ru[qr].n; ++ii)
+                    if (e[ii].v > 0.0f) {
+                        const size_t bk = base + (size_t)e[ii].i, q = t->lat_start[bk] + fill[bk]++;
+                        t->ent_row[q] = (int32_t)rr;
+                        t->ent_val[q] = e[ii].v;
+                    }
             }
-            for (ii = 0; ii < k; ++ii) LSAE__PLACE(tk[ii], (size_t)tk[ii].i)
-            for (; ii < K; ++ii) LSAE__PLACE(tk[ii], L + (size_t)tk[ii].i)
-            for (ii = 0; ii < ka; ++ii) LSAE__PLACE(ax[ii], 2 * L + (size_t)ax[ii].i)
-#undef LSAE__PLACE
         }
     }
 }
@@ -3584,9 +4158,10 @@ static void lsae__decoder_grads(lsae_trainer *t)
     const lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
     float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
+    const size_t C = t->C;
     size_t cls;
     ptrdiff_t c;
-    for (cls = 0; cls < 3; ++cls) {
+    for (cls = 0; cls < C; ++cls) {
         const size_t *st = t->lat_start + cls * L;
         if (st[L] == st[0]) continue;
         LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(t->nthreads))
@@ -3599,17 +4174,17 @@ static void lsae__decoder_grads(lsae_trainer *t)
                 /* four entries at a time: W_dec[l] and dW_dec[l] pass through
                    registers once for four rows; same sums, same order */
                 for (q = st[l]; q + 4 <= st[l + 1]; q += 4) {
-                    const float *g0 = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
-                    const float *g1 = t->G + (size_t)t->ent_row[q + 1] * 3 * d + cls * d;
-                    const float *g2 = t->G + (size_t)t->ent_row[q + 2] * 3 * d + cls * d;
-                    const float *g3 = t->G + (size_t)t->ent_row[q + 3] * 3 * d + cls * d;
+                    const float *g0 = t->G + (size_t)t->ent_row[q] * C * d + cls * d;
+                    const float *g1 = t->G + (size_t)t->ent_row[q + 1] * C * d + cls * d;
+                    const float *g2 = t->G + (size_t)t->ent_row[q + 2] * C * d + cls * d;
+                    const float *g3 = t->G + (size_t)t->ent_row[q + 3] * C * d + cls * d;
                     float a[4];
                     memcpy(a, t->ent_val + q, sizeof a);
                     lsae__dot4(t->ent_val + q, g0, g1, g2, g3, wd, d); /* dpre, for B4 */
                     lsae__axpy4(gd, a, g0, g1, g2, g3, d);
                 }
                 for (; q < st[l + 1]; ++q) {
-                    const float *g = t->G + (size_t)t->ent_row[q] * 3 * d + cls * d;
+                    const float *g = t->G + (size_t)t->ent_row[q] * C * d + cls * d;
                     const float a = t->ent_val[q];
                     t->ent_val[q] = lsae__dot(g, wd, d);
                     lsae__axpy(gd, a, g, d);
@@ -3640,7 +4215,7 @@ static void lsae__encoder_grads(lsae_trainer *t)
         for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
             float *ge = gW_enc + l * d, sb = 0.0f;
             size_t cls, q, n = 0;
-            for (cls = 0; cls < 3; ++cls) {
+            for (cls = 0; cls < t->C; ++cls) {
                 const size_t q1 = t->lat_start[cls * L + l + 1];
                 for (q = t->lat_start[cls * L + l]; q + 4 <= q1; q += 4) {
                     lsae__axpy4(ge, t->ent_val + q, t->xc + (size_t)t->ent_row[q] * d, t->xc + (size_t)t->ent_row[q + 1] * d,
@@ -3666,29 +4241,41 @@ static void lsae__encoder_grads(lsae_trainer *t)
 }
 
 /* B5. b_dec, the decoder-output side: db_dec += sum_b G0[b] (x_hat = ... +
+   b_dec; for the nested form G0 is band 1's class, the sum of every level's
+   output gradient; per-level: sum_b sum_j G_j[b], every level's output has
    b_dec). The encoder-input side (x - b_dec) is U1. */
 static void lsae__b_dec_grad_output(lsae_trainer *t, const lsae__batch *b)
 {
-    const size_t d = t->m->d;
+    const size_t d = t->m->d, C = t->C, nsum = t->kind == LSAE__KIND_PERLEVEL ? t->nlev : 1;
     float *gb_dec = t->grads + t->m->lay.offset[LSAE__B_DEC];
     ptrdiff_t pj;
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
         float s_out = 0.0f;
-        size_t row;
-        for (row = 0; row < b->B; ++row) s_out += t->G[row * 3 * d + (size_t)pj];
+        size_t row, j;
+        for (row = 0; row < b->B; ++row)
+            for (j = 0; j < nsum; ++j) s_out += t->G[row * C * d + j * d + (size_t)pj];
         gb_dec[pj] += s_out;
     }
 }
 
 /* B6. A latent fired when it was in some row's top k, whatever its value
-   (as latent-sae and sparsify count it): not the 4k tail, not AuxK. U4 turns
+   (as latent-sae and sparsify count it): not the 4k tail, not AuxK. The
+   other types: every kept entry (per-level: the last level's). U4 turns
    these flags into the dead-latent counters. */
 static void lsae__mark_fired(lsae_trainer *t, const lsae__batch *b)
 {
-    size_t r, i;
-    for (r = 0; r < b->B; ++r)
-        for (i = 0; i < t->m->k; ++i) t->did_fire[t->top[r * t->K + i].i] = 1;
+    /* the classes that are kept entries: TopK's top k, the nested form's
+       bands (BatchTopK's one), the per-level form's last level */
+    const size_t c0 = t->kind == LSAE__KIND_PERLEVEL ? t->nlev - 1 : 0,
+                 c1 = t->kind == LSAE__KIND_TOPK ? 1 : t->nlev;
+    size_t r, i, q;
+    for (r = 0; r < b->B; ++r) {
+        const lsae__run *ru = t->runs + r * LSAE__RUNS;
+        for (q = 0; q < t->nruns[r]; ++q)
+            if (ru[q].cls >= c0 && ru[q].cls < c1)
+                for (i = 0; i < ru[q].n; ++i) t->did_fire[ru[q].p[i].i] = 1;
+    }
     t->micro++;
     t->rows_in_window += b->B;
 }
@@ -3704,13 +4291,15 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
     if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
     if ((r = lsae__trainer_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return r;
+    lsae__trainer_free_ext(t);
     memset(&b, 0, sizeof b);
     /* forward */
     if ((r = lsae__keep_finite_rows(t, x, rows, &b)) != LSAE_OK) return r;  /* F1 */
     if ((r = lsae__total_variance(t, &b)) != LSAE_OK) return r;             /* F2 */
     if ((r = lsae__init_b_dec(t, &b)) != LSAE_OK) return r;                 /* F3 */
-    lsae__encode_select(t, &b);                                             /* F4 */
-    lsae__decode_residuals(t, &b);                                          /* F5 */
+    if ((r = lsae__encode_select(t, &b)) != LSAE_OK) return r;              /* F4 */
+    if (t->kind == LSAE__KIND_TOPK) lsae__decode_residuals(t, &b);          /* F5 */
+    else lsae__decode_levels(t, &b);
     lsae__auxk_decode(t, &b);                                               /* F6 */
     if ((r = lsae__loss(t, &b)) != LSAE_OK) return r;                       /* F7 */
     /* backward: adds into the gradients of the window */
@@ -3720,6 +4309,9 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     lsae__encoder_grads(t);                                                 /* B4 */
     lsae__b_dec_grad_output(t, &b);                                         /* B5 */
     lsae__mark_fired(t, &b);                                                /* B6 */
+    /* the threshold moves once per batch, after the pick (3.1); a batch
+       refused above leaves it as it was */
+    if (b.has_tau) lsae__theta_step(t, b.tau);
     if (stats) {
         memset(stats, 0, sizeof *stats);
         stats->fvu = b.fvu;
@@ -3733,6 +4325,11 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         stats->rows_dropped = b.dropped;
         stats->step = t->step;
         stats->stepped = 0;
+        stats->k = b.k;
+        stats->batchtopk_threshold = b.has_tau ? t->m->batchtopk_threshold : 0.0f;
+        stats->levels = t->kind == LSAE__KIND_TOPK || t->cfg.sae_type == LSAE_SAE_BATCHTOPK ? 0 : t->nlev;
+        if (stats->levels) memcpy(stats->level_fvu, b.lev_fvu, t->nlev * sizeof(double));
+        stats->rows_enlarged = b.enlarged;
     }
     return LSAE_OK;
 }

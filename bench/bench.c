@@ -6,6 +6,9 @@
      bench encode D L K B REPS           lsae_model_encode, samples/s
      bench train D L K B ACC DEAD STEPS  optimizer steps of B x ACC rows with a
                                          fraction DEAD of latents held dead
+     bench variants D L K B ROUNDS       one training step of each SAE type
+                                         (docs/math.md, section 3) against TopK,
+                                         interleaved in every round
 
    Each prints "key value" lines that bench/run.py reads. Times are medians
    over REPS (or STEPS) after one warm-up. Threads: OMP_NUM_THREADS.
@@ -322,6 +325,88 @@ static int run_train(size_t d, size_t L, size_t k, size_t B, size_t acc, double 
     return 0;
 }
 
+/* -------------------------------------------------------------- variants */
+
+enum { BV_TOPK, BV_BATCHTOPK, BV_BATCHTOPK_CAP, BV_NESTED, BV_NESTED_BT, BV_PERLEVEL, BV_PERLEVEL_BT, BV_ANNEAL, BV_COUNT };
+static const char *bv_name[BV_COUNT] = { "topk", "batchtopk", "batchtopk_cap", "matryoshka_nested", "matryoshka_nested_bt",
+                                         "matryoshka_per_level", "matryoshka_per_level_bt", "topk_k_anneal_start" };
+
+static void bv_config(lsae_config *c, int v, size_t L, size_t k)
+{
+    size_t j;
+    if (v == BV_BATCHTOPK || v == BV_BATCHTOPK_CAP) {
+        c->sae_type = LSAE_SAE_BATCHTOPK;
+        c->batchtopk_row_cap = v == BV_BATCHTOPK_CAP;
+    } else if (v >= BV_NESTED && v <= BV_PERLEVEL_BT) {
+        /* four levels, L/16, L/4, L/2, L; per-level k_j = k/4, k/2, 3k/4, k */
+        c->sae_type = LSAE_SAE_MATRYOSHKA;
+        c->matryoshka_levels = 4;
+        c->matryoshka_sizes[0] = L / 16; c->matryoshka_sizes[1] = L / 4; c->matryoshka_sizes[2] = L / 2; c->matryoshka_sizes[3] = L;
+        c->matryoshka_use_batchtopk = v == BV_NESTED_BT || v == BV_PERLEVEL_BT;
+        if (v == BV_PERLEVEL || v == BV_PERLEVEL_BT) {
+            c->matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+            for (j = 0; j < 4; ++j) c->matryoshka_ks[j] = k * (j + 1) / 4 ? k * (j + 1) / 4 : 1;
+            c->auxk_alpha = 0.0;
+        }
+    } else if (v == BV_ANNEAL) {
+        c->k_anneal = 1;   /* its first step: k_s = min(4k, L) */
+    }
+}
+
+/* For ROUNDS rounds, each variant in turn: a trainer on the one model, one
+   untimed warm-up step, then one timed step (the first batch of a trainer
+   also runs the geometric median, so it is the warm-up); the order rotates
+   from round to round. Per variant the
+   median time and the median, over rounds, of its time / TopK's time in the
+   same round. */
+static int run_variants(size_t d, size_t L, size_t k, size_t B, int rounds)
+{
+    const size_t nbatches = 4;
+    lsae_config c0 = lsae_config_default(d);
+    lsae_model *m = NULL;
+    float *x = make_data(nbatches * B, d);
+    double *t = (double *)malloc(sizeof(double) * BV_COUNT * (size_t)rounds), *ratio = (double *)malloc(sizeof(double) * BV_COUNT * (size_t)rounds);
+    size_t batch = 0;
+    int r, v, vi;
+    c0.num_latents = L; c0.k = k; c0.seed = 1;
+    c0.lr_warmup_steps = 10; c0.total_steps = 1000;
+    if (lsae_model_create(&c0, NULL, &m) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+    for (r = 0; r < rounds; ++r)
+        for (vi = 0; vi < BV_COUNT; ++vi) {
+            /* each round starts one variant later, so that none always
+               runs first (or after the same neighbour) */
+            const int w = (vi + r) % BV_COUNT;
+            lsae_config c = c0;
+            lsae_trainer *tr = NULL;
+            lsae_step_stats ss;
+            double t0;
+            int s;
+            bv_config(&c, w, L, k);
+            if (lsae_trainer_create(m, &c, &tr) != LSAE_OK) { fprintf(stderr, "bench %s: %s\n", bv_name[w], lsae_last_error()); return 1; }
+            for (s = 0; s < 2; ++s) {
+                t0 = now();
+                if (lsae_trainer_step(tr, x + (batch++ % nbatches) * B * d, B, &ss) != LSAE_OK) {
+                    fprintf(stderr, "bench %s: %s\n", bv_name[w], lsae_last_error());
+                    return 1;
+                }
+                t[(size_t)w * (size_t)rounds + (size_t)r] = now() - t0;
+            }
+            if (r == 0) printf("k_%s %zu\nenlarged_%s %zu\n", bv_name[w], ss.k, bv_name[w], ss.rows_enlarged);
+            lsae_trainer_free(tr);
+        }
+    printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
+    /* the ratios first: median() sorts in place */
+    for (v = 0; v < BV_COUNT; ++v)
+        for (r = 0; r < rounds; ++r) ratio[(size_t)v * (size_t)rounds + (size_t)r] = t[(size_t)v * (size_t)rounds + (size_t)r] / t[(size_t)r];
+    for (v = 0; v < BV_COUNT; ++v) {
+        printf("ratio_%s %.3f\n", bv_name[v], median(ratio + (size_t)v * (size_t)rounds, rounds));
+        printf("step_ms_%s %.1f\n", bv_name[v], 1e3 * median(t + (size_t)v * (size_t)rounds, rounds));
+    }
+    lsae_model_free(m);
+    free(x); free(t); free(ratio);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "peak") == 0) return run_peak();
@@ -332,6 +417,8 @@ int main(int argc, char **argv)
     if (argc == 9 && strcmp(argv[1], "train") == 0)
         return run_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
                          (size_t)atol(argv[6]), atof(argv[7]), atoi(argv[8]));
-    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS\n");
+    if (argc == 7 && strcmp(argv[1], "variants") == 0)
+        return run_variants((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atoi(argv[6]));
+    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS | variants D L K B ROUNDS\n");
     return 2;
 }

@@ -9,7 +9,10 @@ back to back) and the median ratio is reported, since the machine may be
 shared.
 
 Options: --threads N (2), --rounds R (3), --quick (fewer configurations),
---gather (also time tests/torch_ref.py's gather decoder, which is slow).
+--gather (also time tests/torch_ref.py's gather decoder, which is slow),
+--variants (only this: a training step of each SAE type of docs/math.md,
+section 3, against TopK in the same run, d 768, L 24576, k 32, B 1024;
+needs neither PyTorch nor OpenBLAS).
 Environment: CC (cc), PYTHON for torch (this interpreter)."""
 import argparse
 import os
@@ -73,14 +76,42 @@ def machine():
     return f"{model}, {cores} logical CPUs, {isa}"
 
 
+VARIANTS = [("topk", "TopK (the reference)"), ("batchtopk", "BatchTopK"), ("batchtopk_cap", "BatchTopK, row cap"),
+            ("matryoshka_nested", "Matryoshka nested, 4 levels, TopK selection"),
+            ("matryoshka_nested_bt", "Matryoshka nested, 4 levels, BatchTopK selection"),
+            ("matryoshka_per_level", "Matryoshka per-level, 4 levels, k_j = 8, 16, 24, 32"),
+            ("matryoshka_per_level_bt", "Matryoshka per-level, 4 levels, batch-wide"),
+            ("topk_k_anneal_start", "TopK, k_anneal, an early step (k_s near 4k)")]
+
+
+def variants(a, cc):
+    os.makedirs(OUT, exist_ok=True)
+    exe = os.path.join(OUT, "bench_native")
+    sh([cc, "-std=c99", "-O2", "-march=native", "-fopenmp", "-Wall", "-Wextra", "-pedantic", "-Werror", "-o", exe, "bench/bench.c", "-lm"])
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    d, L, k, B = 768, 24576, 32, 1024
+    r = parse(sh([exe, "variants", str(d), str(L), str(k), str(B), str(a.rounds)], env))
+    print(f"Machine: {machine()}. Threads: {a.threads}. d {d}, L {L}, k {k}, B {B}, one optimizer step a batch; "
+          f"{a.rounds} rounds, each running every type once after a warm-up step; medians.")
+    print()
+    print("| SAE type | step, ms | time / TopK's (median of per-round ratios) | k_s | rows enlarged |")
+    print("|---|---|---|---|---|")
+    for key, desc in VARIANTS:
+        print(f"| {desc} | {r['step_ms_' + key]:.0f} | {r['ratio_' + key]:.2f} | {int(r['k_' + key])} | {int(r['enlarged_' + key])} |")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gather", action="store_true")
+    ap.add_argument("--variants", action="store_true")
     a = ap.parse_args()
     cc = os.environ.get("CC", "cc")
+    if a.variants:
+        return variants(a, cc)
     py = os.environ.get("PYTHON", sys.executable)
     bins, have_cblas = build(cc)
     # a speed-up is only a speed-up against an optimised baseline: refuse to

@@ -1,15 +1,21 @@
 /* Runs the library's training step on a problem written by
    tests/test_parity_torch.py and writes what it computed, for comparison
    with PyTorch.
-   in:  int64 header[16] = magic 0x4C534145, version 1, d, L, k, multi_topk,
+   in:  int64 header[16] = magic 0x4C534145, version 2, d, L, k, multi_topk,
         normalize_decoder, grad_acc_steps, n_steps, B, init_b_dec, lr_schedule,
         lr_warmup_steps, total_steps, dead_feature_threshold, num_threads;
-        double auxk_alpha, lr;
+        int64 type[8] = sae_type, batchtopk_row_cap, matryoshka_levels,
+        matryoshka_form, matryoshka_use_batchtopk, k_anneal, k_anneal_start, 0;
+        double auxk_alpha, lr, batchtopk_threshold_beta, k_anneal_pct;
+        int64 matryoshka_sizes[16], matryoshka_ks[16]; double matryoshka_loss_weights[16];
         float32 W_enc[L*d], b_enc[L], W_dec[L*d], b_dec[d]; uint64 since_fired[L];
         float32 X[n_steps * grad_acc_steps * B * d]
-   out: per optimizer step: per batch double fvu, auxk, multi_topk_fvu;
-        float32 grads (as the weights, accumulated, before clipping);
-        double lr used; float32 weights after the step; uint64 since_fired[L]; float32 b_dec before the step */
+   out: per optimizer step: per batch double[9 + 16] = fvu, auxk,
+        multi_topk_fvu, loss, k, batchtopk_threshold (the step statistics'),
+        the model's threshold after the batch, levels, rows_enlarged,
+        level_fvu[16]; float32 grads (as the weights, accumulated, before
+        clipping); float32 b_dec before the step; double lr used; float32
+        weights after the step; uint64 since_fired[L] */
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"
 #include <stdio.h>
@@ -31,8 +37,8 @@ static void *rd(FILE *f, size_t n)
 int main(int argc, char **argv)
 {
     FILE *in, *out;
-    int64_t *h;
-    double *dv;
+    int64_t *h, *ty, *lv;
+    double *dv, *lw;
     size_t d, L, B, n_steps, acc, s, a, N;
     float *We, *be, *Wd, *bd, *X, *buf;
     uint64_t *since;
@@ -45,14 +51,26 @@ int main(int argc, char **argv)
     out = fopen(argv[2], "wb");
     if (!in || !out) { perror("parity_driver"); return 1; }
     h = (int64_t *)rd(in, 16 * 8);
-    if (h[0] != 0x4C534145 || h[1] != 1) { fprintf(stderr, "parity_driver: bad magic\n"); return 1; }
-    dv = (double *)rd(in, 2 * 8);
+    if (h[0] != 0x4C534145 || h[1] != 2) { fprintf(stderr, "parity_driver: bad magic or version (want 2)\n"); return 1; }
+    ty = (int64_t *)rd(in, 8 * 8);
+    dv = (double *)rd(in, 4 * 8);
+    lv = (int64_t *)rd(in, 2 * LSAE_MAX_LEVELS * 8);
+    lw = (double *)rd(in, LSAE_MAX_LEVELS * 8);
     d = (size_t)h[2]; L = (size_t)h[3]; acc = (size_t)h[7]; n_steps = (size_t)h[8]; B = (size_t)h[9];
     c = lsae_config_default(d);
     c.num_latents = L; c.k = (size_t)h[4]; c.multi_topk = (int)h[5]; c.normalize_decoder = (int)h[6];
     c.grad_acc_steps = acc; c.init_b_dec = (int)h[10]; c.lr_schedule = (lsae_lr_schedule)h[11];
     c.lr_warmup_steps = (uint64_t)h[12]; c.total_steps = (uint64_t)h[13]; c.dead_feature_threshold = (uint64_t)h[14];
     c.num_threads = (int)h[15]; c.auxk_alpha = dv[0]; c.lr = dv[1];
+    c.sae_type = (lsae_sae_type)ty[0]; c.batchtopk_row_cap = (int)ty[1]; c.matryoshka_levels = (size_t)ty[2];
+    c.matryoshka_form = (lsae_matryoshka_form)ty[3]; c.matryoshka_use_batchtopk = (int)ty[4];
+    c.k_anneal = (int)ty[5]; c.k_anneal_start = (size_t)ty[6];
+    c.batchtopk_threshold_beta = dv[2]; c.k_anneal_pct = dv[3];
+    for (s = 0; s < LSAE_MAX_LEVELS; ++s) {
+        c.matryoshka_sizes[s] = (size_t)lv[s];
+        c.matryoshka_ks[s] = (size_t)lv[LSAE_MAX_LEVELS + s];
+        c.matryoshka_loss_weights[s] = lw[s];
+    }
     We = (float *)rd(in, L * d * 4); be = (float *)rd(in, L * 4); Wd = (float *)rd(in, L * d * 4); bd = (float *)rd(in, d * 4);
     since = (uint64_t *)rd(in, L * 8);
     X = (float *)rd(in, n_steps * acc * B * d * 4);
@@ -69,10 +87,15 @@ int main(int argc, char **argv)
         lsae_step_stats ss;
         double lr;
         for (a = 0; a < acc; ++a) {
-            double v[3];
+            double v[9 + LSAE_MAX_LEVELS];
+            size_t j;
+            memset(&ss, 0, sizeof ss);
             if (lsae_trainer_accumulate(t, X + (s * acc + a) * B * d, B, &ss) != LSAE_OK) die("accumulate");
-            v[0] = ss.fvu; v[1] = ss.auxk; v[2] = ss.multi_topk_fvu;
-            fwrite(v, 8, 3, out);
+            v[0] = ss.fvu; v[1] = ss.auxk; v[2] = ss.multi_topk_fvu; v[3] = ss.loss;
+            v[4] = (double)ss.k; v[5] = (double)ss.batchtopk_threshold; v[6] = (double)lsae_model_batchtopk_threshold(m);
+            v[7] = (double)ss.levels; v[8] = (double)ss.rows_enlarged;
+            for (j = 0; j < LSAE_MAX_LEVELS; ++j) v[9 + j] = ss.level_fvu[j];
+            fwrite(v, 8, 9 + LSAE_MAX_LEVELS, out);
         }
         lsae_trainer_get_grads(t, buf, buf + L * d, buf + L * d + L, buf + 2 * L * d + L);
         fwrite(buf, 4, N, out);
@@ -91,6 +114,6 @@ int main(int argc, char **argv)
     lsae_trainer_free(t);
     lsae_model_free(m);
     /* everything back, so LeakSanitizer (make test-sanitize) sees no leak */
-    free(h); free(dv); free(We); free(be); free(Wd); free(bd); free(since); free(X); free(buf);
+    free(h); free(ty); free(dv); free(lv); free(lw); free(We); free(be); free(Wd); free(bd); free(since); free(X); free(buf);
     return 0;
 }
