@@ -5369,6 +5369,17 @@ LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_co
     return lsae__config_from_json(text, len, NULL, cfg, &mean_center, &theta);
 }
 
+/* v with the fewest digits (15 to 17) that read back as the same double:
+   0.3, not 0.29999999999999999 */
+static void lsae__short_double(char *buf, size_t cap, double v)
+{
+    int p;
+    for (p = 15; p <= 17; ++p) {
+        snprintf(buf, cap, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
 /* append printf output to buf [cap] at *at; 0 when it does not fit */
 static int lsae__cat(char *buf, size_t cap, size_t *at, const char *fmt, ...)
 {
@@ -5393,10 +5404,13 @@ static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size
     const lsae_config *c = &m->cfg;
     static const char *lists[3] = { "matryoshka_sizes", "matryoshka_ks", "matryoshka_loss_weights" };
     size_t i, q, nw = 0;
+    char num[40];
     lsae__cat(buf, cap, at, ", \"sae_type\": \"%s\"", c->sae_type == LSAE_SAE_BATCHTOPK ? "BATCHTOPK" : c->sae_type == LSAE_SAE_MATRYOSHKA ? "MATRYOSHKA" : "TOPK");
-    if (lsae__has_threshold(c))
-        lsae__cat(buf, cap, at, ", \"batchtopk_threshold\": %.9g, \"batchtopk_threshold_beta\": %.17g, \"batchtopk_row_cap\": %s",
-                  (double)m->batchtopk_threshold, c->batchtopk_threshold_beta, c->batchtopk_row_cap ? "true" : "false");
+    if (lsae__has_threshold(c)) {
+        lsae__short_double(num, sizeof num, c->batchtopk_threshold_beta);
+        lsae__cat(buf, cap, at, ", \"batchtopk_threshold\": %.9g, \"batchtopk_threshold_beta\": %s, \"batchtopk_row_cap\": %s",
+                  (double)m->batchtopk_threshold, num, c->batchtopk_row_cap ? "true" : "false");
+    }
     if (c->sae_type == LSAE_SAE_MATRYOSHKA) {
         for (i = 0; i < c->matryoshka_levels; ++i) nw += c->matryoshka_loss_weights[i] != 0.0;
         for (q = 0; q < 3; ++q) {
@@ -5404,14 +5418,15 @@ static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size
             for (i = 0; i < c->matryoshka_levels && (q < 2 || nw); ++i) {
                 if (q == 0) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_sizes[i]);
                 else if (q == 1) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? m->k : c->matryoshka_ks[i]);
-                else lsae__cat(buf, cap, at, "%s%.17g", i ? "," : "", c->matryoshka_loss_weights[i]);
+                else { lsae__short_double(num, sizeof num, c->matryoshka_loss_weights[i]); lsae__cat(buf, cap, at, "%s%s", i ? "," : "", num); }
             }
             lsae__cat(buf, cap, at, "\"");
         }
         lsae__cat(buf, cap, at, ", \"matryoshka_use_batchtopk\": %s, \"matryoshka_form\": \"%s\"", c->matryoshka_use_batchtopk ? "true" : "false",
                   c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? "nested" : "per_level");
     }
-    lsae__cat(buf, cap, at, ", \"k_anneal\": %s, \"k_anneal_start\": %zu, \"k_anneal_pct\": %.17g", c->k_anneal ? "true" : "false", c->k_anneal_start, c->k_anneal_pct);
+    lsae__short_double(num, sizeof num, c->k_anneal_pct);
+    lsae__cat(buf, cap, at, ", \"k_anneal\": %s, \"k_anneal_start\": %zu, \"k_anneal_pct\": %s", c->k_anneal ? "true" : "false", c->k_anneal_start, num);
 }
 
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)

@@ -108,6 +108,17 @@ static void train_write_settings(const train_run *t)
     rs.total_steps = t->S;
     rs.save_every = a->save_every;
     rs.init = a->init ? t->init_where : NULL;
+    rs.sae_type = a->sae_type;
+    rs.batchtopk_threshold_beta = a->btk_beta;
+    rs.batchtopk_row_cap = a->btk_cap;
+    rs.matryoshka_sizes = a->mat_sizes;
+    rs.matryoshka_ks = a->mat_ks;
+    rs.matryoshka_loss_weights = a->mat_weights;
+    rs.matryoshka_use_batchtopk = a->mat_btk;
+    rs.matryoshka_form = a->mat_form;
+    rs.k_anneal = a->anneal;
+    rs.k_anneal_start = a->anneal_start;
+    rs.k_anneal_pct = a->anneal_pct;
     run_settings_write(a->out, &rs);
 }
 
