@@ -308,6 +308,10 @@ static void train_init_from(train_run *t)
     bd = (float *)xmalloc(d * sizeof(float));
     lsae_model_get_weights(m0, We, be, Wd, bd);
     if ((r = lsae_model_set_weights(t->m, We, be, Wd, bd)) != LSAE_OK) lib_fail(r, "--init");
+    /* a BatchTopK threshold carries over when both models have one, so its
+       EMA continues (the call refuses, changing nothing, when the new type
+       has no threshold) */
+    if (lsae_model_batchtopk_threshold(m0) > 0) (void)lsae_model_set_batchtopk_threshold(t->m, lsae_model_batchtopk_threshold(m0));
     free(We); free(Wd); free(be); free(bd);
     lsae_model_free(m0);
 }
