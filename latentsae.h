@@ -65,6 +65,10 @@
                   weighted mean, no AuxK (latent-sae's current code)
    and, with any type, k_anneal: k falls linearly from k_anneal_start
    (0 = min(4k, L)) to k over the first k_anneal_pct of the optimizer steps.
+   Encoding: lsae_model_encode_sparse serves every type (an uncapped
+   BatchTopK row keeps any number of latents; LSAE_TRUNCATED says when the
+   room given was short); lsae_model_encode keeps a fixed k
+   (lsae_model_encode_k) and refuses an uncapped BatchTopK model.
 
    Example (compiles as is; also examples/quickstart.c):
 
@@ -233,6 +237,10 @@
      batches that cannot train (LSAE_BAD_BATCH) are still refused at once.
      With stats the call waits for the GPU.
    - lsae_model_encode/decode leave their outputs unspecified on error.
+   - The GPU encode has no BatchTopK threshold: lsae_model_encode and
+     lsae_model_encode_sparse refuse a threshold model there with
+     LSAE_UNSUPPORTED (move it to the CPU); a per-level Matryoshka model
+     encodes its last level's k as on the CPU.
    - Calls on one model are serialised by a lock (still safe from threads).
    - k (and 4k with multi_topk, and d/2 for AuxK) at most 4096 on the GPU.
    - CUDA failures return LSAE_CUDA_ERROR with CUDA's message; after one,
