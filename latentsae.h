@@ -65,6 +65,10 @@
                   weighted mean, no AuxK (latent-sae's current code)
    and, with any type, k_anneal: k falls linearly from k_anneal_start
    (0 = min(4k, L)) to k over the first k_anneal_pct of the optimizer steps.
+   Encoding: lsae_model_encode_sparse serves every type (an uncapped
+   BatchTopK row keeps any number of latents; LSAE_TRUNCATED says when the
+   room given was short); lsae_model_encode keeps a fixed k
+   (lsae_model_encode_k) and refuses an uncapped BatchTopK model.
 
    Example (compiles as is; also examples/quickstart.c):
 
@@ -233,6 +237,10 @@
      batches that cannot train (LSAE_BAD_BATCH) are still refused at once.
      With stats the call waits for the GPU.
    - lsae_model_encode/decode leave their outputs unspecified on error.
+   - The GPU encode has no BatchTopK threshold: lsae_model_encode and
+     lsae_model_encode_sparse refuse a threshold model there with
+     LSAE_UNSUPPORTED (move it to the CPU); a per-level Matryoshka model
+     encodes its last level's k as on the CPU.
    - Calls on one model are serialised by a lock (still safe from threads).
    - k (and 4k with multi_topk, and d/2 for AuxK) at most 4096 on the GPU.
    - CUDA failures return LSAE_CUDA_ERROR with CUDA's message; after one,
@@ -324,7 +332,8 @@ typedef enum lsae_result {
     LSAE_NOT_FOUND = -7,       /* a file, directory or model is not there */
     LSAE_BAD_BATCH = -8,       /* a batch that cannot train: total variance 0, < 2 finite rows */
     LSAE_NOT_FINITE = -9,      /* a loss, gradient or weight became NaN or Inf */
-    LSAE_CUDA_ERROR = -10      /* a CUDA or cuBLAS call failed; the message has CUDA's words */
+    LSAE_CUDA_ERROR = -10,     /* a CUDA or cuBLAS call failed; the message has CUDA's words */
+    LSAE_TRUNCATED = -11       /* outputs were written but cut short: some row needed more room (lsae_model_encode_sparse) */
 } lsae_result;
 
 /* A fixed name for a code ("LSAE_OUT_OF_MEMORY: out of memory"). */
@@ -482,15 +491,59 @@ LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *model, const float *W_en
                                             const float *b_enc, const float *W_dec,
                                             const float *b_dec);
 
+/* Set BatchTopK's inference threshold theta (docs/math.md, 3.1), e.g. to
+   try another sparsity on a trained model. Only models that have one
+   (batchtopk, or matryoshka with matryoshka_use_batchtopk); theta must be
+   finite and >= 0. lsae_model_save writes it. */
+LSAE_DEF lsae_result lsae_model_set_batchtopk_threshold(lsae_model *model, float theta);
+/* The k a fixed-k encode uses, what lsae_model_encode's k = 0 means: the
+   model's k, or matryoshka_ks[last] for a per-level Matryoshka model (its
+   encode keeps the best k_m of all L latents, as latent-sae's). For a
+   BatchTopK model with the row cap, k (the most a row keeps). */
+LSAE_DEF size_t lsae_model_encode_k(const lsae_model *model);
+
 /* Encode rows x [rows, d] to the k largest activations per row:
    top_acts [rows, k], top_indices [rows, k], sorted largest first, ties to
-   the lower index. k = 0 means the model's k; any k <= L is allowed. */
+   the lower index. k = 0 means lsae_model_encode_k(model); any k <= L is
+   allowed. A row with fewer than k positive activations is padded with
+   zeros at the lowest latents not listed before them.
+   Threshold models (batchtopk, or nested matryoshka with
+   matryoshka_use_batchtopk, docs/math.md 3.1): with batchtopk_row_cap a row
+   keeps the best k of its z with z > 0 and z >= theta; the slots after them
+   are padding, value 0, at the indices the plain top k would have put there
+   (the latents below theta, best first, then the lowest latents not yet
+   listed). Without the row cap a row keeps any number of latents, so this
+   refuses the model with LSAE_UNSUPPORTED: use lsae_model_encode_sparse. */
 LSAE_DEF lsae_result lsae_model_encode(const lsae_model *model, const float *x, size_t rows,
                                        size_t k, float *top_acts, int32_t *top_indices);
 /* x_hat [rows, d] = sum_i top_acts[i] W_dec[top_indices[i]] + b_dec, k per row. */
 LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top_acts,
                                        const int32_t *top_indices, size_t rows, size_t k,
                                        float *x_hat);
+
+/* Encode rows x [rows, d] to each row's kept latents, for every SAE type:
+   row r's count[r] entries are acts[r * capacity + i], indices[r * capacity
+   + i], i < counts[r], best first (ties to the lower index); the slots past
+   counts[r] are left as they are.
+   - Threshold models (see lsae_model_encode): every latent with z > 0 and
+     z >= theta; with batchtopk_row_cap the best k of them. Counts vary per
+     row (0 .. L without the cap).
+   - Other types: lsae_model_encode_k(model) entries per row, exactly what
+     lsae_model_encode with k = 0 returns (zero padding included).
+   If some row has more entries than capacity, each such row is filled with
+   its best capacity entries, *needed (may be NULL) is set to the largest
+   count of any row, and the result is LSAE_TRUNCATED: call again with
+   capacity = *needed to get them all. Otherwise *needed is the largest
+   count and the result LSAE_OK. */
+LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *model, const float *x, size_t rows,
+                                              size_t capacity, float *acts, int32_t *indices,
+                                              size_t *counts, size_t *needed);
+/* x_hat [rows, d] = b_dec + sum over row r's first counts[r] entries of
+   acts W_dec[indices] (the layout lsae_model_encode_sparse writes, rows
+   capacity apart). */
+LSAE_DEF lsae_result lsae_model_decode_sparse(const lsae_model *model, const float *acts,
+                                              const int32_t *indices, const size_t *counts,
+                                              size_t capacity, size_t rows, float *x_hat);
 
 /* ---------------------------------------------------------------- devices */
 
@@ -624,7 +677,10 @@ lsae_result lsae__cuda_test_bench(size_t rows, size_t L, size_t d, size_t k, lsa
 
 /* Save dir/cfg.json and dir/sae.safetensors (F32), the layout latent-sae and
    sparsify read. Creates dir if missing. Each file is written to a temporary
-   name and renamed into place. */
+   name and renamed into place. A plain TopK model writes the keys older
+   readers know; other types add theirs (docs/files.md), and a model with a
+   BatchTopK threshold also writes it as the 0-d tensor batchtopk_threshold,
+   which lsae_model_load prefers to cfg.json's number. */
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *model, const char *dir);
 /* Load a model directory written by this library, latent-sae or sparsify
    (F32, F16 or BF16 tensors; any cfg.json version, see lsae_config_from_json),
@@ -632,10 +688,14 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *model, const char *dir);
 LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc,
                                      lsae_model **out);
 /* Parse a cfg.json text into cfg (d_in, num_latents, expansion_factor, k,
-   normalize_decoder, multi_topk): latent-sae 2024 and today, sparsify.
-   Unknown keys are ignored; variants we do not implement (signed, groupmax,
-   skip connections, transcoders, sae_type other than TopK) are refused with
-   LSAE_UNSUPPORTED and a message naming the key. */
+   normalize_decoder, multi_topk, and the SAE type's keys of docs/math.md
+   3.5): latent-sae 2024 and today, sparsify. sae_type is read in any case
+   ("BATCHTOPK", "batchtopk"); a batchtopk file without batchtopk_row_cap
+   has the cap on and a matryoshka file without matryoshka_form is per-level
+   (latent-sae's). Unknown keys are ignored; variants we do not implement
+   (signed, groupmax, skip connections, transcoders, sae_type gated,
+   jumprelu, lista or unknown) are refused with LSAE_UNSUPPORTED and a
+   message naming the key or type. */
 LSAE_DEF lsae_result lsae_config_from_json(const char *json, size_t len, lsae_config *cfg);
 
 #ifndef LSAE_NO_SAELENS
@@ -1014,6 +1074,7 @@ LSAE_DEF const char *lsae_result_string(lsae_result r)
     case LSAE_BAD_BATCH: return "LSAE_BAD_BATCH: batch cannot be trained on";
     case LSAE_NOT_FINITE: return "LSAE_NOT_FINITE: non-finite loss, gradient or weight";
     case LSAE_CUDA_ERROR: return "LSAE_CUDA_ERROR: CUDA error";
+    case LSAE_TRUNCATED: return "LSAE_TRUNCATED: output truncated, more room needed";
     }
     return "unknown lsae_result";
 }
@@ -1443,6 +1504,49 @@ LSAE_DEF size_t lsae_model_d_in(const lsae_model *m) { return m ? m->d : 0; }
 LSAE_DEF size_t lsae_model_num_latents(const lsae_model *m) { return m ? m->L : 0; }
 LSAE_DEF size_t lsae_model_k(const lsae_model *m) { return m ? m->k : 0; }
 LSAE_DEF float lsae_model_batchtopk_threshold(const lsae_model *m) { return m ? m->batchtopk_threshold : 0.0f; }
+
+/* The type keeps a threshold theta, saved as the batchtopk_threshold tensor
+   (latent-sae registers the buffer for batchtopk and for matryoshka with
+   matryoshka_use_batchtopk; docs/math.md 3.5). */
+static int lsae__has_threshold(const lsae_config *c)
+{
+    return c->sae_type == LSAE_SAE_BATCHTOPK || (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_use_batchtopk);
+}
+
+/* The type's inference applies theta: batchtopk, and the nested matryoshka
+   form with a batch-wide selection. The per-level form encodes its best
+   k_m with no threshold, as latent-sae's Sae.encode (docs/math.md 3.3). */
+static int lsae__encodes_threshold(const lsae_config *c)
+{
+    return c->sae_type == LSAE_SAE_BATCHTOPK ||
+           (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_use_batchtopk && c->matryoshka_form == LSAE_MATRYOSHKA_NESTED);
+}
+
+static const char *lsae__sae_type_name(const lsae_config *c)
+{
+    if (c->sae_type == LSAE_SAE_BATCHTOPK) return "batchtopk";
+    if (c->sae_type == LSAE_SAE_MATRYOSHKA) return c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? "matryoshka (nested)" : "matryoshka (per-level)";
+    return "topk";
+}
+
+LSAE_DEF lsae_result lsae_model_set_batchtopk_threshold(lsae_model *m, float theta)
+{
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_batchtopk_threshold: model is NULL");
+    if (!lsae__has_threshold(&m->cfg))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_batchtopk_threshold: a %s model has no BatchTopK threshold", lsae__sae_type_name(&m->cfg));
+    if (!(isfinite(theta) && theta >= 0.0f))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_batchtopk_threshold: theta = %g; it must be finite and >= 0", (double)theta);
+    m->batchtopk_threshold = theta;
+    return LSAE_OK;
+}
+
+LSAE_DEF size_t lsae_model_encode_k(const lsae_model *m)
+{
+    if (!m) return 0;
+    if (m->cfg.sae_type == LSAE_SAE_MATRYOSHKA && m->cfg.matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && m->cfg.matryoshka_levels)
+        return m->cfg.matryoshka_ks[m->cfg.matryoshka_levels - 1];
+    return m->k;
+}
 LSAE_DEF void lsae_model_set_num_threads(lsae_model *m, int n) { if (m && n >= 0) m->cfg.num_threads = n; }
 
 LSAE_DEF lsae_result lsae_model_get_weights(const lsae_model *m, float *W_enc, float *b_enc, float *W_dec, float *b_dec)
@@ -2943,11 +3047,19 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
     size_t chunk, c0, bad;
     int nt;
     lsae_result res;
+    int thr;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: model is NULL");
+    thr = lsae__encodes_threshold(&m->cfg);
+    if (thr && !m->cfg.batchtopk_row_cap)
+        return lsae__err(LSAE_UNSUPPORTED, "lsae_model_encode: a %s model without batchtopk_row_cap keeps a varying number of latents per row (z >= theta); "
+                         "use lsae_model_encode_sparse", lsae__sae_type_name(&m->cfg));
+    if (k == 0) k = lsae_model_encode_k(m);
 #ifdef LATENTSAE_CUDA
-    if (m->cuda) return lsae__cuda_encode(m->cuda, x, rows, k, top_acts, top_indices);
+    if (m->cuda) {
+        if (thr) return lsae__err(LSAE_UNSUPPORTED, "lsae_model_encode: the CUDA encode has no BatchTopK threshold (%s model); move the model to the CPU", lsae__sae_type_name(&m->cfg));
+        return lsae__cuda_encode(m->cuda, x, rows, k, top_acts, top_indices);
+    }
 #endif
-    if (k == 0) k = m->k;
     if (k > m->L) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: k = %zu is larger than the number of latents %zu", k, m->L);
     if (rows == 0) return LSAE_OK;
     if (!x || !top_acts || !top_indices) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: x, top_acts and top_indices must not be NULL");
@@ -2968,7 +3080,9 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
         lsae__center(xc, x + c0 * m->d, m->b_dec, R, m->d, nt);
         lsae__select(m, xc, R, k, top, NULL, 0, NULL, &ws);
         for (i = 0; i < R * k; ++i) {
-            top_acts[c0 * k + i] = top[i].v;
+            /* capped threshold: the best k that pass, the rest (a suffix,
+               the row being best first) padding at 0 */
+            top_acts[c0 * k + i] = thr && !(top[i].v > 0.0f && top[i].v >= m->batchtopk_threshold) ? 0.0f : top[i].v;
             top_indices[c0 * k + i] = top[i].i;
         }
     }
@@ -3000,6 +3114,182 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
         for (s = 0; s < k; ++s) {
             float a = acts[(size_t)r * k + s];
             const float *w = m->W_dec + (size_t)idx[(size_t)r * k + s] * m->d;
+            if (a == 0.0f) continue;
+            for (j = 0; j < m->d; ++j) out[j] += a * w[j];
+        }
+    }
+    return LSAE_OK;
+}
+
+/* A row's kept count among its K candidates (best first): K for a fixed-k
+   type, else the length of the prefix with z > 0 and z >= theta (the row is
+   sorted, so the entries that pass are a prefix). */
+static size_t lsae__sparse_count(const lsae__kv *row, size_t K, int thr, float theta)
+{
+    size_t n = 0;
+    if (!thr) return K;
+    while (n < K && row[n].v > 0.0f && row[n].v >= theta) ++n;
+    return n;
+}
+
+LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *x, size_t rows, size_t capacity,
+                                              float *acts, int32_t *indices, size_t *counts, size_t *needed)
+{
+    lsae__select_ws ws;
+    lsae__kv *top = NULL;
+    float *xc = NULL;
+    size_t chunk, c0, bad, K, total, most = 0, r;
+    int nt, thr, capped, truncated = 0;
+    lsae_result res;
+    if (needed) *needed = 0;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: model is NULL");
+    if (rows == 0) return LSAE_OK;
+    if (!x || !counts || (capacity && (!acts || !indices)))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: x, counts, acts and indices must not be NULL");
+    if (!lsae__mul_size(rows, capacity, &total))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: rows * capacity = %zu * %zu overflows", rows, capacity);
+    thr = lsae__encodes_threshold(&m->cfg);
+    capped = !thr || m->cfg.batchtopk_row_cap;
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) {
+        float *ta;
+        int32_t *ti;
+        size_t kf = lsae_model_encode_k(m), n;
+        if (thr) return lsae__err(LSAE_UNSUPPORTED, "lsae_model_encode_sparse: the CUDA encode has no BatchTopK threshold (%s model); move the model to the CPU", lsae__sae_type_name(&m->cfg));
+        if (!lsae__mul_size(rows, kf, &n)) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: rows * k overflows");
+        ta = (float *)lsae__alloc_array(m->alloc, n, sizeof(float), "encode output");
+        ti = ta ? (int32_t *)lsae__alloc_array(m->alloc, n, sizeof(int32_t), "encode output") : NULL;
+        if (!ti) { lsae__free(m->alloc, ta); return LSAE_OUT_OF_MEMORY; }
+        if ((res = lsae__cuda_encode(m->cuda, x, rows, kf, ta, ti)) == LSAE_OK)
+            for (r = 0; r < rows; ++r) {
+                size_t q, c = kf < capacity ? kf : capacity;
+                for (q = 0; q < c; ++q) { acts[r * capacity + q] = ta[r * kf + q]; indices[r * capacity + q] = ti[r * kf + q]; }
+                counts[r] = c;
+            }
+        lsae__free(m->alloc, ti);
+        lsae__free(m->alloc, ta);
+        if (res != LSAE_OK) return res;
+        if (needed) *needed = kf;
+        if (kf > capacity)
+            return lsae__err(LSAE_TRUNCATED, "lsae_model_encode_sparse: rows keep %zu latents but capacity is %zu; call again with capacity %zu", kf, capacity, kf);
+        return LSAE_OK;
+    }
+#endif
+    if ((bad = lsae__first_nonfinite_row(x, rows, m->d)) < rows)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: row %zu holds NaN or Inf; drop it before encoding", bad);
+    /* candidates per row: the fixed k; capped threshold: k; uncapped: one
+       more than fits, so that a full prefix says the row overflows */
+    if (capped) K = thr ? m->k : lsae_model_encode_k(m);
+    else K = capacity < m->L ? capacity + 1 : m->L;
+    nt = lsae__num_threads(m->cfg.num_threads);
+    chunk = lsae__select_rows(rows, K, 0, nt);
+    if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, K, 0, m->d, nt)) != LSAE_OK) return res;
+    xc = (float *)lsae__alloc_array(m->alloc, chunk * m->d, sizeof(float), "centred rows");
+    top = xc ? (lsae__kv *)lsae__alloc_array(m->alloc, chunk * K, sizeof(lsae__kv), "top-k output") : NULL;
+    if (!top) {
+        lsae__free(m->alloc, xc);
+        lsae__select_ws_free(m->alloc, &ws);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    for (c0 = 0; c0 < rows; c0 += chunk) {
+        size_t R = rows - c0 < chunk ? rows - c0 : chunk;
+        lsae__center(xc, x + c0 * m->d, m->b_dec, R, m->d, nt);
+        lsae__select(m, xc, R, K, top, NULL, 0, NULL, &ws);
+        for (r = 0; r < R; ++r) {
+            const lsae__kv *row = top + r * K;
+            size_t n = lsae__sparse_count(row, K, thr, m->batchtopk_threshold), q, c;
+            c = n < capacity ? n : capacity;
+            for (q = 0; q < c; ++q) {
+                acts[(c0 + r) * capacity + q] = row[q].v;
+                indices[(c0 + r) * capacity + q] = row[q].i;
+            }
+            /* uncapped and every candidate passes: the row may hold more
+               (counted exactly below) */
+            counts[c0 + r] = (!capped && n == K && K > capacity) ? (size_t)-1 : n;
+        }
+    }
+    lsae__free(m->alloc, top);
+    top = NULL;
+    lsae__select_ws_free(m->alloc, &ws);
+    /* rows that overflowed an uncapped threshold: select all L latents of
+       each, one row at a time, to count them (the same fused pass, so the
+       same values as the first) */
+    for (r = 0; r < rows; ++r) {
+        if (counts[r] != (size_t)-1) continue;
+        if (!top) {
+            if ((res = lsae__select_ws_init(m->alloc, &ws, 1, m->L, 0, m->d, nt)) != LSAE_OK) { lsae__free(m->alloc, xc); return res; }
+            if (!(top = (lsae__kv *)lsae__alloc_array(m->alloc, m->L, sizeof(lsae__kv), "top-k output"))) {
+                lsae__select_ws_free(m->alloc, &ws);
+                lsae__free(m->alloc, xc);
+                return LSAE_OUT_OF_MEMORY;
+            }
+        }
+        lsae__center(xc, x + r * m->d, m->b_dec, 1, m->d, 1);
+        lsae__select(m, xc, 1, m->L, top, NULL, 0, NULL, &ws);
+        counts[r] = lsae__sparse_count(top, m->L, 1, m->batchtopk_threshold);
+    }
+    if (top) {
+        lsae__free(m->alloc, top);
+        lsae__select_ws_free(m->alloc, &ws);
+    }
+    lsae__free(m->alloc, xc);
+    for (r = 0; r < rows; ++r) {
+        if (counts[r] > most) most = counts[r];
+        if (counts[r] > capacity) { counts[r] = capacity; truncated = 1; }
+    }
+    if (needed) *needed = most;
+    if (truncated)
+        return lsae__err(LSAE_TRUNCATED, "lsae_model_encode_sparse: a row keeps %zu latents but capacity is %zu; the best %zu were written; call again with capacity %zu",
+                         most, capacity, capacity, most);
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_decode_sparse(const lsae_model *m, const float *acts, const int32_t *idx, const size_t *counts,
+                                              size_t capacity, size_t rows, float *x_hat)
+{
+    size_t r, q, total;
+    ptrdiff_t rr;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: model is NULL");
+    if (rows == 0) return LSAE_OK;
+    if (!counts || !x_hat || (capacity && (!acts || !idx)))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: acts, indices, counts and x_hat must not be NULL");
+    if (!lsae__mul_size(rows, capacity, &total))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: rows * capacity = %zu * %zu overflows", rows, capacity);
+    for (r = 0; r < rows; ++r) {
+        if (counts[r] > capacity)
+            return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: row %zu has count %zu > capacity %zu", r, counts[r], capacity);
+        for (q = 0; q < counts[r]; ++q) {
+            int32_t l = idx[r * capacity + q];
+            if (l < 0 || (size_t)l >= m->L)
+                return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: row %zu, slot %zu has latent index %ld outside [0, %zu)", r, q, (long)l, m->L);
+        }
+    }
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) {
+        /* the CUDA decode takes capacity slots a row: the unused ones at 0 */
+        float *ta = (float *)lsae__alloc_array(m->alloc, total, sizeof(float), "decode input");
+        int32_t *ti = ta ? (int32_t *)lsae__alloc_array(m->alloc, total, sizeof(int32_t), "decode input") : NULL;
+        lsae_result res;
+        if (!ti) { lsae__free(m->alloc, ta); return LSAE_OUT_OF_MEMORY; }
+        for (r = 0; r < rows; ++r)
+            for (q = 0; q < capacity; ++q) {
+                ta[r * capacity + q] = q < counts[r] ? acts[r * capacity + q] : 0.0f;
+                ti[r * capacity + q] = q < counts[r] ? idx[r * capacity + q] : 0;
+            }
+        res = lsae__cuda_decode(m->cuda, ta, ti, rows, capacity, x_hat);
+        lsae__free(m->alloc, ti);
+        lsae__free(m->alloc, ta);
+        return res;
+    }
+#endif
+    LSAE__OMP(parallel for schedule(static) num_threads(lsae__num_threads(m->cfg.num_threads)))
+    for (rr = 0; rr < (ptrdiff_t)rows; ++rr) {
+        float *out = x_hat + (size_t)rr * m->d;
+        size_t s, j;
+        memcpy(out, m->b_dec, m->d * sizeof(float));
+        for (s = 0; s < counts[rr]; ++s) {
+            float a = acts[(size_t)rr * capacity + s];
+            const float *w = m->W_dec + (size_t)idx[(size_t)rr * capacity + s] * m->d;
             if (a == 0.0f) continue;
             for (j = 0; j < m->d; ++j) out[j] += a * w[j];
         }
@@ -5470,7 +5760,10 @@ static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, 
         uint64_t numel = 1, bytes;
         for (q = 0; q < ts[i].ndim; ++q) numel *= ts[i].shape[q];
         bytes = numel * 4;
-        if (ts[i].ndim == 1)
+        if (ts[i].ndim == 0)
+            w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[%llu,%llu]}",
+                         ts[i].name, (unsigned long long)at, (unsigned long long)(at + bytes));
+        else if (ts[i].ndim == 1)
             w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu],\"data_offsets\":[%llu,%llu]}",
                          ts[i].name, (unsigned long long)ts[i].shape[0], (unsigned long long)at, (unsigned long long)(at + bytes));
         else
@@ -5519,15 +5812,38 @@ static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, 
      b_dec + mean computes the same thing)
    - sparsify: "activation": "topk" | "groupmax", "skip_connection", "transcode"
    Unknown keys are ignored; num_latents 0 means d_in * expansion_factor. */
-static lsae_result lsae__config_from_json(const char *text, size_t len, const lsae_allocator *alloc, lsae_config *cfg, int *mean_center)
+/* A comma-separated list as latent-sae stores matryoshka_sizes / _ks /
+   _loss_weights ("256,1024,4096"; "" = none): up to LSAE_MAX_LEVELS numbers
+   into out (as doubles), their count into *n. 0 on a malformed list. */
+static int lsae__parse_list(const char *s, double *out, size_t *n)
+{
+    *n = 0;
+    while (*s == ' ') ++s;
+    if (!*s) return 1;
+    for (;;) {
+        char *end;
+        double v;
+        while (*s == ' ') ++s;
+        v = strtod(s, &end);
+        if (end == s || !isfinite(v) || *n >= LSAE_MAX_LEVELS) return 0;
+        out[(*n)++] = v;
+        s = end;
+        while (*s == ' ') ++s;
+        if (!*s) return 1;
+        if (*s++ != ',') return 0;
+    }
+}
+
+static lsae_result lsae__config_from_json(const char *text, size_t len, const lsae_allocator *alloc, lsae_config *cfg, int *mean_center, float *theta)
 {
     lsae__json j;
     lsae_result r;
     size_t t;
     uint64_t u;
-    int b;
-    char s[64];
+    int b, type = LSAE_SAE_TOPK;
+    char s[64], list[1024];
     *mean_center = 0;
+    *theta = 0.0f;
     if (!text || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_config_from_json: text and cfg must not be NULL");
     if ((r = lsae__json_parse(&j, text, len, alloc)) != LSAE_OK) return r;
     if (j.tok[0].type != LSAE__J_OBJ) { lsae__json_free(&j); return lsae__err(LSAE_BAD_FILE, "cfg.json is not a JSON object"); }
@@ -5537,8 +5853,13 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, const ls
         size_t q;
         if (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, s, sizeof s)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: sae_type is not a short string");
         for (q = 0; s[q]; ++q) if (s[q] >= 'A' && s[q] <= 'Z') s[q] = (char)(s[q] - 'A' + 'a');
-        if (strcmp(s, "topk") != 0 && strcmp(s, "saetype.topk") != 0)
-            LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: sae_type \"%s\" is not supported; latentsae implements TopK SAEs only", s);
+        /* latent-sae's serialiser writes the enum's name ("BATCHTOPK");
+           its value ("batchtopk") and str(SaeType.X) are read too */
+        q = strncmp(s, "saetype.", 8) == 0 ? 8 : 0;
+        if (strcmp(s + q, "topk") == 0) type = LSAE_SAE_TOPK;
+        else if (strcmp(s + q, "batchtopk") == 0) type = LSAE_SAE_BATCHTOPK;
+        else if (strcmp(s + q, "matryoshka") == 0) type = LSAE_SAE_MATRYOSHKA;
+        else LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: sae_type \"%s\" is not supported; latentsae implements topk, batchtopk and matryoshka SAEs", s);
     }
     if ((t = lsae__json_get(&j, 0, "activation")) != 0) {
         if (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, s, sizeof s)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: activation is not a short string");
@@ -5574,6 +5895,74 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, const ls
         LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"normalize_decoder\" must be true or false");
     if ((t = lsae__json_get(&j, 0, "multi_topk")) != 0 && !lsae__json_bool(&j, t, &cfg->multi_topk))
         LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"multi_topk\" must be true or false");
+    /* the SAE type's settings (docs/math.md, 3.5); a TopK file's
+       batchtopk/matryoshka keys (latent-sae writes them all) are ignored */
+    cfg->sae_type = (lsae_sae_type)type;
+    if (lsae__has_threshold(cfg) || type == LSAE_SAE_BATCHTOPK || type == LSAE_SAE_MATRYOSHKA) {
+        double v;
+        if ((t = lsae__json_get(&j, 0, "batchtopk_threshold_beta")) != 0) {
+            if (!lsae__json_double(&j, t, &v)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"batchtopk_threshold_beta\" must be a number");
+            cfg->batchtopk_threshold_beta = v;
+        }
+        if ((t = lsae__json_get(&j, 0, "batchtopk_threshold")) != 0) {
+            if (!lsae__json_double(&j, t, &v) || !(v >= 0.0 && v <= FLT_MAX)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"batchtopk_threshold\" must be a finite number >= 0");
+            *theta = (float)v;
+        }
+        /* latent-sae always caps a batchtopk row at k: its files have no key */
+        cfg->batchtopk_row_cap = type == LSAE_SAE_BATCHTOPK;
+        if ((t = lsae__json_get(&j, 0, "batchtopk_row_cap")) != 0 && !lsae__json_bool(&j, t, &cfg->batchtopk_row_cap))
+            LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"batchtopk_row_cap\" must be true or false");
+    }
+    if (type == LSAE_SAE_MATRYOSHKA) {
+        static const char *keys[3] = { "matryoshka_sizes", "matryoshka_ks", "matryoshka_loss_weights" };
+        double vals[3][LSAE_MAX_LEVELS];
+        size_t n[3], i, q;
+        for (q = 0; q < 3; ++q) {
+            n[q] = 0;
+            if (!(t = lsae__json_get(&j, 0, keys[q]))) continue;
+            if (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, list, sizeof list) || !lsae__parse_list(list, vals[q], &n[q]))
+                LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"%s\" must be a string of at most %d comma-separated numbers, as \"256,1024,4096\"", keys[q], LSAE_MAX_LEVELS);
+        }
+        if (n[0] == 0) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: a matryoshka SAE needs \"matryoshka_sizes\"");
+        cfg->matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL; /* latent-sae's only form */
+        if ((t = lsae__json_get(&j, 0, "matryoshka_form")) != 0) {
+            if (j.tok[t].type != LSAE__J_STR || !lsae__json_str(&j, t, s, sizeof s)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: matryoshka_form is not a short string");
+            if (strcmp(s, "nested") == 0) cfg->matryoshka_form = LSAE_MATRYOSHKA_NESTED;
+            else if (strcmp(s, "per_level") != 0 && strcmp(s, "per-level") != 0)
+                LSAE__CFG_FAIL(LSAE_UNSUPPORTED, "cfg.json: matryoshka_form \"%s\" is not \"nested\" or \"per_level\"", s);
+        }
+        if (cfg->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL ? n[1] != n[0] : (n[1] && n[1] != n[0]))
+            LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: %zu matryoshka_sizes but %zu matryoshka_ks", n[0], n[1]);
+        if (n[2] && n[2] != n[0])
+            LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: %zu matryoshka_sizes but %zu matryoshka_loss_weights (\"\" means all 1)", n[0], n[2]);
+        cfg->matryoshka_levels = n[0];
+        for (i = 0; i < n[0]; ++i) {
+            if (vals[0][i] < 1 || vals[0][i] > INT32_MAX || vals[0][i] != floor(vals[0][i]) ||
+                (n[1] && (vals[1][i] < 1 || vals[1][i] > INT32_MAX || vals[1][i] != floor(vals[1][i]))))
+                LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: matryoshka_sizes and matryoshka_ks must be positive integers");
+            cfg->matryoshka_sizes[i] = (size_t)vals[0][i];
+            /* the nested form keeps one k: its ks (k at every level) are for latent-sae */
+            cfg->matryoshka_ks[i] = cfg->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL ? (size_t)vals[1][i] : 0;
+            cfg->matryoshka_loss_weights[i] = n[2] ? vals[2][i] : 0.0;
+        }
+        if ((t = lsae__json_get(&j, 0, "matryoshka_use_batchtopk")) != 0 && !lsae__json_bool(&j, t, &cfg->matryoshka_use_batchtopk))
+            LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"matryoshka_use_batchtopk\" must be true or false");
+        /* the per-level form has no AuxK (docs/math.md, 3.3) */
+        if (cfg->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL) cfg->auxk_alpha = 0.0;
+    }
+    if ((t = lsae__json_get(&j, 0, "k_anneal")) != 0 && !lsae__json_bool(&j, t, &cfg->k_anneal))
+        LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"k_anneal\" must be true or false");
+    if (cfg->k_anneal) {
+        double v;
+        if ((t = lsae__json_get(&j, 0, "k_anneal_start")) != 0) {
+            if (!lsae__json_u64(&j, t, (uint64_t)INT32_MAX, &u)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"k_anneal_start\" must be an integer >= 0");
+            cfg->k_anneal_start = (size_t)u;
+        }
+        if ((t = lsae__json_get(&j, 0, "k_anneal_pct")) != 0) {
+            if (!lsae__json_double(&j, t, &v)) LSAE__CFG_FAIL(LSAE_BAD_FILE, "cfg.json: \"k_anneal_pct\" must be a number");
+            cfg->k_anneal_pct = v;
+        }
+    }
 #undef LSAE__CFG_FAIL
     lsae__json_free(&j);
     return lsae_config_validate(cfg);
@@ -5582,16 +5971,78 @@ static lsae_result lsae__config_from_json(const char *text, size_t len, const ls
 LSAE_DEF lsae_result lsae_config_from_json(const char *text, size_t len, lsae_config *cfg)
 {
     int mean_center;
-    return lsae__config_from_json(text, len, NULL, cfg, &mean_center);
+    float theta;
+    return lsae__config_from_json(text, len, NULL, cfg, &mean_center, &theta);
+}
+
+/* v with the fewest digits (15 to 17) that read back as the same double:
+   0.3, not 0.29999999999999999 */
+static void lsae__short_double(char *buf, size_t cap, double v)
+{
+    int p;
+    for (p = 15; p <= 17; ++p) {
+        snprintf(buf, cap, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+/* append printf output to buf [cap] at *at; 0 when it does not fit */
+static int lsae__cat(char *buf, size_t cap, size_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+    if (*at >= cap) return 0;
+    va_start(ap, fmt);
+    w = vsnprintf(buf + *at, cap - *at, fmt, ap);
+    va_end(ap);
+    if (w < 0 || (size_t)w >= cap - *at) { *at = cap; return 0; }
+    *at += (size_t)w;
+    return 1;
+}
+
+/* The type's keys of cfg.json (docs/math.md 3.5), after the TopK ones:
+   latent-sae's names and spellings (sae_type as the enum's name, the
+   Matryoshka lists as comma strings), plus our batchtopk_row_cap and
+   matryoshka_form. A nested model writes matryoshka_ks = k at every level,
+   so that latent-sae encodes its best k of all L. */
+static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size_t *at)
+{
+    const lsae_config *c = &m->cfg;
+    static const char *lists[3] = { "matryoshka_sizes", "matryoshka_ks", "matryoshka_loss_weights" };
+    size_t i, q, nw = 0;
+    char num[40];
+    lsae__cat(buf, cap, at, ", \"sae_type\": \"%s\"", c->sae_type == LSAE_SAE_BATCHTOPK ? "BATCHTOPK" : c->sae_type == LSAE_SAE_MATRYOSHKA ? "MATRYOSHKA" : "TOPK");
+    if (lsae__has_threshold(c)) {
+        lsae__short_double(num, sizeof num, c->batchtopk_threshold_beta);
+        lsae__cat(buf, cap, at, ", \"batchtopk_threshold\": %.9g, \"batchtopk_threshold_beta\": %s, \"batchtopk_row_cap\": %s",
+                  (double)m->batchtopk_threshold, num, c->batchtopk_row_cap ? "true" : "false");
+    }
+    if (c->sae_type == LSAE_SAE_MATRYOSHKA) {
+        for (i = 0; i < c->matryoshka_levels; ++i) nw += c->matryoshka_loss_weights[i] != 0.0;
+        for (q = 0; q < 3; ++q) {
+            lsae__cat(buf, cap, at, ", \"%s\": \"", lists[q]);
+            for (i = 0; i < c->matryoshka_levels && (q < 2 || nw); ++i) {
+                if (q == 0) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_sizes[i]);
+                else if (q == 1) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? m->k : c->matryoshka_ks[i]);
+                else { lsae__short_double(num, sizeof num, c->matryoshka_loss_weights[i]); lsae__cat(buf, cap, at, "%s%s", i ? "," : "", num); }
+            }
+            lsae__cat(buf, cap, at, "\"");
+        }
+        lsae__cat(buf, cap, at, ", \"matryoshka_use_batchtopk\": %s, \"matryoshka_form\": \"%s\"", c->matryoshka_use_batchtopk ? "true" : "false",
+                  c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? "nested" : "per_level");
+    }
+    lsae__short_double(num, sizeof num, c->k_anneal_pct);
+    lsae__cat(buf, cap, at, ", \"k_anneal\": %s, \"k_anneal_start\": %zu, \"k_anneal_pct\": %s", c->k_anneal ? "true" : "false", c->k_anneal_start, num);
 }
 
 LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
 {
-    char path[4096], cfgtext[512];
-    lsae__st_out ts[LSAE__NUM_TENSORS];
+    char path[4096], cfgtext[4096];
+    lsae__st_out ts[LSAE__NUM_TENSORS + 1];
     lsae__afile af;
     lsae_result r;
-    int i, w;
+    int i, w, nts = LSAE__NUM_TENSORS;
+    size_t at;
     if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save: model and dir must not be NULL");
 #ifdef LATENTSAE_CUDA
     if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
@@ -5604,15 +6055,29 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
         ts[i].shape[0] = i == LSAE__B_DEC ? m->d : m->L;
         ts[i].shape[1] = m->d;
     }
+    if (lsae__has_threshold(&m->cfg)) {
+        /* theta as latent-sae registers it: a 0-d float32 buffer */
+        ts[nts].name = "batchtopk_threshold";
+        ts[nts].data = &m->batchtopk_threshold;
+        ts[nts].ndim = 0;
+        ts[nts].shape[0] = ts[nts].shape[1] = 0;
+        ++nts;
+    }
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
-    if ((r = lsae__st_write(path, ts, LSAE__NUM_TENSORS, NULL)) != LSAE_OK) return r;
+    if ((r = lsae__st_write(path, ts, (size_t)nts, NULL)) != LSAE_OK) return r;
     /* the keys latent-sae's SaeConfig and sparsify's SparseCoderConfig read;
-       num_latents is written resolved so no reader has to multiply */
+       num_latents is written resolved so no reader has to multiply. A plain
+       TopK model writes exactly these (older readers load it); other types
+       and k-annealing add theirs before d_in. */
     w = lsae__snprintf(cfgtext, sizeof cfgtext,
-                 "{\"expansion_factor\": %zu, \"normalize_decoder\": %s, \"num_latents\": %zu, \"k\": %zu, \"multi_topk\": %s, \"d_in\": %zu}\n",
+                 "{\"expansion_factor\": %zu, \"normalize_decoder\": %s, \"num_latents\": %zu, \"k\": %zu, \"multi_topk\": %s",
                  m->L % m->d == 0 ? m->L / m->d : (m->L + m->d - 1) / m->d, m->cfg.normalize_decoder ? "true" : "false", m->L, m->k,
-                 m->cfg.multi_topk ? "true" : "false", m->d);
+                 m->cfg.multi_topk ? "true" : "false");
     if (w < 0 || (size_t)w >= sizeof cfgtext) return lsae__err(LSAE_ERROR, "cfg.json text too long");
+    at = (size_t)w;
+    if (m->cfg.sae_type != LSAE_SAE_TOPK || m->cfg.k_anneal) lsae__cfg_type_keys(m, cfgtext, sizeof cfgtext, &at);
+    if (!lsae__cat(cfgtext, sizeof cfgtext, &at, ", \"d_in\": %zu}\n", m->d)) return lsae__err(LSAE_ERROR, "cfg.json text too long");
+    w = (int)at;
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__afile_open(&af, path)) != LSAE_OK) return r;
     lsae__afile_write(&af, cfgtext, (size_t)w);
@@ -5678,6 +6143,17 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_
         r = lsae__err(LSAE_UNSUPPORTED, "%s: holds tensor '%s', which a TopK SAE does not have; refusing rather than ignoring it", path, t->name);
         goto done;
     }
+    {
+        /* latent-sae's learned theta lives only in this buffer; ours too
+           (cfg.json's number is a copy), so the tensor wins */
+        const lsae__st_tensor *t = lsae__st_find(&st, "batchtopk_threshold");
+        if (t && lsae__has_threshold(&m->cfg)) {
+            float v;
+            if ((r = lsae__st_read_f32(f, path, &st, t, 0, 1, &v)) != LSAE_OK) goto done;
+            if (!(isfinite(v) && v >= 0.0f)) { r = lsae__err(LSAE_BAD_FILE, "%s: batchtopk_threshold is %g; a threshold must be finite and >= 0", path, (double)v); goto done; }
+            m->batchtopk_threshold = v;
+        }
+    }
     if (mean_center) {
         const lsae__st_tensor *t = lsae__st_find(&st, "input_mean");
         float *mu;
@@ -5709,6 +6185,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     lsae_model *m;
     lsae_result r;
     int mean_center = 0;
+    float theta = 0.0f;
     if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: out is NULL");
     *out = NULL;
     if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: dir is NULL");
@@ -5727,7 +6204,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
             return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
         return r;
     }
-    r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center);
+    r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center, &theta);
     lsae__free(alloc, text);
     if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
@@ -5744,6 +6221,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
         if (r != LSAE_OK) return r;
     }
     if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
+    m->batchtopk_threshold = lsae__has_threshold(&cfg) ? theta : 0.0f; /* the tensor, if any, wins below */
     if ((r = lsae__load_weights(m, path, mean_center)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
 #ifdef LATENTSAE_CUDA
@@ -8224,7 +8702,7 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
     lsae_result r = LSAE_NOT_FOUND, first_err = LSAE_OK;
     char first_msg[1024];
     size_t c, nc = 0;
-    float *w = NULL;
+    float *w = NULL, theta = 0.0f;
     if (blob_len) *blob_len = 0;
     if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: dir and model must not be NULL");
     if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the trainer belongs to another model");
@@ -8259,6 +8737,7 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
         tmpm.params = w;
         if (!lsae__path_join(p, sizeof p, dir, "sae.safetensors")) { lsae__free(m->alloc, w); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
         if ((r = lsae__load_weights(&tmpm, p, 0)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
+        theta = tmpm.batchtopk_threshold; /* BatchTopK's theta: resume continues its EMA */
     }
     if ((r = lsae__ckpt_read_state(dir, &info, m, t, blob, blob_cap)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
     /* through set_weights, so a model on a GPU gets them too */
@@ -8266,6 +8745,7 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
                                w + m->lay.offset[LSAE__W_DEC], w + m->lay.offset[LSAE__B_DEC]);
     lsae__free(m->alloc, w);
     if (r != LSAE_OK) return r;
+    m->batchtopk_threshold = theta;
     if (blob_len) *blob_len = (size_t)info.blob_len;
     return LSAE_OK;
 }

@@ -23,6 +23,10 @@
    vectors as the README's SentenceTransformer call does. The first ROWS rows
    (default 3, the README's three texts) are encoded and printed.
 
+   Every SAE type: lsae_model_encode_sparse gives each row the latents its
+   type keeps (TopK and Matryoshka a fixed k, a BatchTopK model every latent
+   at or above its learned threshold, any number a row), as Sae.encode does.
+
    Build: cc -O2 -fopenmp -pthread examples/encode.c -o encode -lm  (or make) */
 
 #define _POSIX_C_SOURCE 200809L
@@ -56,15 +60,16 @@ static lsae_result load(const char *spec, lsae_model **m)
     return lsae_model_load_hf(repo, sub ? sub + 1 : NULL, NULL, m);
 }
 
-static void print_rows(const char *name, const float *acts, const int32_t *idx, size_t rows, size_t k)
+/* row r's count[r] entries, cap apart */
+static void print_rows(const char *name, const float *acts, const int32_t *idx, const size_t *count, size_t rows, size_t cap)
 {
     size_t r, i;
     printf("%s = [", name);
     for (r = 0; r < rows; ++r) {
         printf("%s[", r ? ",\n  " : "");
-        for (i = 0; i < k; ++i) {
-            if (idx) printf("%s%d", i ? ", " : "", (int)idx[r * k + i]);
-            else printf("%s%.9g", i ? ", " : "", (double)acts[r * k + i]);
+        for (i = 0; i < count[r]; ++i) {
+            if (idx) printf("%s%d", i ? ", " : "", (int)idx[r * cap + i]);
+            else printf("%s%.9g", i ? ", " : "", (double)acts[r * cap + i]);
         }
         printf("]");
     }
@@ -75,7 +80,7 @@ int main(int argc, char **argv)
 {
     lsae_model *sae = NULL;
     lsae_dataset *ds = NULL;
-    size_t rows = 3, d, k;
+    size_t rows = 3, d, k, need = 0, *count;
     float *x, *top_acts;
     int32_t *top_indices;
     lsae_result r;
@@ -95,7 +100,7 @@ int main(int argc, char **argv)
         return 1;
     }
     d = lsae_model_d_in(sae);
-    k = lsae_model_k(sae);
+    k = lsae_model_encode_k(sae); /* the room a row needs, unless the model has a threshold */
     if (lsae_dataset_d_in(ds) != d) {
         fprintf(stderr, "encode: %s has rows of %zu values, the model expects %zu\n", argv[2], lsae_dataset_d_in(ds), d);
         return 1;
@@ -104,18 +109,31 @@ int main(int argc, char **argv)
     x = (float *)malloc(rows * d * sizeof(float) + 1);
     top_acts = (float *)malloc(rows * k * sizeof(float) + 1);
     top_indices = (int32_t *)malloc(rows * k * sizeof(int32_t) + 1);
-    if (!x || !top_acts || !top_indices) {
+    count = (size_t *)malloc(rows * sizeof(size_t) + 1);
+    if (!x || !top_acts || !top_indices || !count) {
         fprintf(stderr, "encode: out of memory\n");
         return 1;
     }
     /* features = sae_model.encode(embeddings) */
-    if ((r = lsae_dataset_read(ds, 0, rows, x)) != LSAE_OK ||
-        (r = lsae_model_encode(sae, x, rows, k, top_acts, top_indices)) != LSAE_OK) {
+    if ((r = lsae_dataset_read(ds, 0, rows, x)) == LSAE_OK &&
+        (r = lsae_model_encode_sparse(sae, x, rows, k, top_acts, top_indices, count, &need)) == LSAE_TRUNCATED) {
+        /* a BatchTopK row keeps more than k: make the room it asks for */
+        k = need;
+        top_acts = (float *)realloc(top_acts, rows * k * sizeof(float) + 1);
+        top_indices = (int32_t *)realloc(top_indices, rows * k * sizeof(int32_t) + 1);
+        if (!top_acts || !top_indices) {
+            fprintf(stderr, "encode: out of memory\n");
+            return 1;
+        }
+        r = lsae_model_encode_sparse(sae, x, rows, k, top_acts, top_indices, count, &need);
+    }
+    if (r != LSAE_OK) {
         fprintf(stderr, "encode: %s\n", lsae_last_error());
         return 1;
     }
-    print_rows("top_indices", NULL, top_indices, rows, k);
-    print_rows("top_acts", top_acts, NULL, rows, k);
+    print_rows("top_indices", NULL, top_indices, count, rows, k);
+    print_rows("top_acts", top_acts, NULL, count, rows, k);
+    free(count);
     free(x);
     free(top_acts);
     free(top_indices);

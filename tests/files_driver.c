@@ -68,24 +68,34 @@ int main(int argc, char **argv)
 {
     lsae_result r;
     if (argc >= 6 && strcmp(argv[1], "encode") == 0) {
+        /* encode MODEL X ROWS OUT [sparse]: lsae_model_encode with the
+           model's encode k, or (sparse) lsae_model_encode_sparse into L
+           slots a row, the slots past a row's count at 0 */
         lsae_model *m = NULL;
-        size_t rows = (size_t)strtoull(argv[4], NULL, 10), n, k, d;
+        size_t rows = (size_t)strtoull(argv[4], NULL, 10), n, k, d, i, q, *cnt, need = 0;
         float *x, *acts;
         int32_t *idx;
         char p[4096];
+        int sparse = argc >= 7 && strcmp(argv[6], "sparse") == 0;
         if ((r = lsae_model_load(argv[2], NULL, &m)) != LSAE_OK) return fail(r);
         d = lsae_model_d_in(m);
-        k = lsae_model_k(m);
+        k = sparse ? lsae_model_num_latents(m) : lsae_model_encode_k(m);
         x = (float *)slurp(argv[3], &n);
         if (!x || n != rows * d * sizeof(float)) { printf("%s: expected %zu x %zu floats\n", argv[3], rows, d); return 1; }
         acts = (float *)malloc(rows * k * sizeof(float));
         idx = (int32_t *)malloc(rows * k * sizeof(int32_t));
-        if ((r = lsae_model_encode(m, x, rows, 0, acts, idx)) != LSAE_OK) return fail(r);
+        cnt = (size_t *)malloc((rows + 1) * sizeof(size_t));
+        if (sparse) {
+            if ((r = lsae_model_encode_sparse(m, x, rows, k, acts, idx, cnt, &need)) != LSAE_OK) return fail(r);
+            for (i = 0; i < rows; ++i)
+                for (q = cnt[i]; q < k; ++q) { acts[i * k + q] = 0.0f; idx[i * k + q] = 0; }
+        } else if ((r = lsae_model_encode(m, x, rows, 0, acts, idx)) != LSAE_OK) return fail(r);
+        free(cnt);
         snprintf(p, sizeof p, "%s.acts", argv[5]);
         if (spill(p, acts, rows * k * sizeof(float))) return 1;
         snprintf(p, sizeof p, "%s.idx", argv[5]);
         if (spill(p, idx, rows * k * sizeof(int32_t))) return 1;
-        printf("ok %zu %zu %zu\n", rows, k, lsae_model_num_latents(m));
+        printf("ok %zu %zu %zu %.9g\n", rows, k, lsae_model_num_latents(m), (double)lsae_model_batchtopk_threshold(m));
         lsae_model_free(m);
         free(x); free(acts); free(idx);
         return 0;
@@ -98,7 +108,32 @@ int main(int argc, char **argv)
         c.num_latents = (size_t)strtoull(argv[4], NULL, 10);
         c.k = (size_t)strtoull(argv[5], NULL, 10);
         c.seed = strtoull(argv[6], NULL, 10);
-        if ((r = lsae_model_create(&c, NULL, &m)) != LSAE_OK) return fail(r);
+        {
+            /* create DIR d L k seed [batchtopk|nested|per-level] [cap] [btk] [anneal] [theta=X]
+               (nested and per-level: levels L/4, L/2, L with ks k/4, k/2, k) */
+            int a;
+            float theta = -1;
+            for (a = 7; a < argc; ++a) {
+                if (!strcmp(argv[a], "batchtopk")) c.sae_type = LSAE_SAE_BATCHTOPK;
+                else if (!strcmp(argv[a], "nested") || !strcmp(argv[a], "per-level")) {
+                    c.sae_type = LSAE_SAE_MATRYOSHKA;
+                    c.matryoshka_form = !strcmp(argv[a], "nested") ? LSAE_MATRYOSHKA_NESTED : LSAE_MATRYOSHKA_PER_LEVEL;
+                    c.matryoshka_levels = 3;
+                    c.matryoshka_sizes[0] = c.num_latents / 4; c.matryoshka_sizes[1] = c.num_latents / 2; c.matryoshka_sizes[2] = c.num_latents;
+                    if (c.matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL) {
+                        c.matryoshka_ks[0] = c.k / 4; c.matryoshka_ks[1] = c.k / 2; c.matryoshka_ks[2] = c.k;
+                        c.auxk_alpha = 0;
+                    }
+                    c.matryoshka_loss_weights[0] = 1; c.matryoshka_loss_weights[1] = 1; c.matryoshka_loss_weights[2] = 2;
+                } else if (!strcmp(argv[a], "cap")) c.batchtopk_row_cap = 1;
+                else if (!strcmp(argv[a], "btk")) c.matryoshka_use_batchtopk = 1;
+                else if (!strcmp(argv[a], "anneal")) { c.k_anneal = 1; c.k_anneal_pct = 0.25; }
+                else if (!strncmp(argv[a], "theta=", 6)) theta = (float)strtod(argv[a] + 6, NULL);
+                else { printf("create: unknown option %s\n", argv[a]); return 1; }
+            }
+            if ((r = lsae_model_create(&c, NULL, &m)) != LSAE_OK) return fail(r);
+            if (theta >= 0 && (r = lsae_model_set_batchtopk_threshold(m, theta)) != LSAE_OK) return fail(r);
+        }
         L = lsae_model_num_latents(m);
         be = (float *)malloc(L * sizeof(float));
         bd = (float *)malloc(c.d_in * sizeof(float));

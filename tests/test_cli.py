@@ -58,6 +58,158 @@ def one_error_line(p, what, code=None):
     return lines[0]
 
 
+# The training cases of the SAE types (batchtopk, matryoshka, k-annealing)
+# need the trainer of those types; until it is in, LSAE_TEST_SAE_TRAINING=1
+# turns them on. Everything else about the types (files, encode, eval, flags,
+# refusals) is always tested.
+SAE_TRAINING = os.environ.get("LSAE_TEST_SAE_TRAINING", "0") == "1"
+
+
+def numpy_pre(w, x):
+    return np.maximum((x.astype(np.float64) - w["b_dec"]) @ w["encoder.weight"].T.astype(np.float64) + w["encoder.bias"], 0)
+
+
+def retype(src, dst, extra):
+    """A copy of the model directory src with cfg.json's keys changed by extra
+    (the weights stay; no batchtopk_threshold tensor, so cfg.json's counts)."""
+    os.makedirs(dst)
+    shutil.copy(os.path.join(src, "sae.safetensors"), dst)
+    cfg = json.load(open(os.path.join(src, "cfg.json")))
+    cfg.update(extra)
+    json.dump(cfg, open(os.path.join(dst, "cfg.json"), "w"))
+
+
+def test_sae_types(tmp, runA, x, texts0, train):
+    n, d = x.shape
+    L = 2 * d
+    w = read_safetensors(os.path.join(runA, "sae.safetensors"))
+    pre = numpy_pre(w, x)
+    # ---- an uncapped BatchTopK model: every z > 0 and z >= theta, any number a row.
+    # theta in the middle of a wide gap near the 8th best of a typical row
+    vals = np.sort(pre[pre > 0])
+    at = np.searchsorted(vals, np.median(np.sort(pre, axis=1)[:, -8]))
+    g = at - 500 + np.argmax(np.diff(vals[at - 500:at + 500]))
+    theta = float(np.float32(0.5 * (vals[g] + vals[g + 1])))
+    btk = os.path.join(tmp, "btk")
+    retype(runA, btk, {"sae_type": "BATCHTOPK", "batchtopk_threshold": theta, "batchtopk_row_cap": False})
+    keep = (pre > 0) & (pre >= theta)
+    counts = keep.sum(1)
+    check(counts.max() > 8 and counts.min() < 8, f"rows keep {counts.min()}..{counts.max()} latents")
+    info = json.loads(run(["info", btk, "--json"]).stdout)
+    check(info["sae_type"] == "batchtopk" and abs(info["batchtopk_threshold"] - theta) < 1e-9 and "uncapped" in info["sae_type_text"],
+          f"info names the type and threshold: {info['sae_type_text']}")
+    enc = os.path.join(tmp, "btk_enc")
+    run(["encode", btk, SHARD, "-o", enc])
+    ti, ta = np.load(os.path.join(enc, "top_indices.npy")), np.load(os.path.join(enc, "top_acts.npy"))
+    check(ti.shape == (n, counts.max()), f"the .npy pair is as wide as the widest row: {ti.shape}, {counts.max()}")
+    ok_rows = sum(set(ti[i][ta[i] > 0].tolist()) == set(np.nonzero(keep[i])[0].tolist()) for i in range(n))
+    check(ok_rows == n, f"encode keeps z >= theta as numpy does on {ok_rows} of {n} rows")
+    check(np.abs(np.where(ta > 0, ta - np.take_along_axis(pre, ti, 1), 0)).max() < 1e-4, "batchtopk acts match numpy")
+    jl = os.path.join(tmp, "btk.jsonl")
+    run(["encode", btk, SHARD, "-o", jl, "--max-rows", "200"])
+    rows = [json.loads(l) for l in open(jl)]
+    check([len(r["top_indices"]) for r in rows] == counts[:200].tolist(), "JSONL rows are as long as their counts")
+    p = run(["encode", btk, SHARD, "-o", jl, "--k", "4"], ok=False)
+    check("batchtopk" in one_error_line(p, "--k on an uncapped batchtopk model", 2).lower(), "--k refused, naming the type")
+    ev = json.loads(run(["eval", btk, SHARD, "--json"]).stdout)
+    check(abs(ev["l0"] - counts.mean()) < 1e-6, f"eval's L0 is the mean count: {ev['l0']} vs {counts.mean()}")
+    xh = np.zeros((n, d)) + w["b_dec"]
+    for i in range(n):
+        idx = np.nonzero(keep[i])[0]
+        xh[i] += pre[i, idx] @ w["W_dec"][idx].astype(np.float64)
+    e2 = ((x - xh) ** 2).sum()
+    tv = ((x - x.mean(0)) ** 2).sum()
+    check(abs(ev["fvu"] - e2 / tv) < 1e-4, f"batchtopk eval fvu {ev['fvu']} vs numpy {e2 / tv}")
+    p = subprocess.run([ENCODE, btk, SHARD, "4"], capture_output=True, text=True)
+    a, b = p.stdout.split("top_acts = ")
+    check(json.loads(a.split("top_indices = ")[1]) == [ti[i][:counts[i]].tolist() for i in range(4)], "encode.c = lsae encode for batchtopk")
+    p = run(["features", btk, SHARD, "--texts", texts0, "--latents", "0-3", "--top", "3", "--json"])
+    fl = [json.loads(l) for l in p.stdout.strip().split("\n")]
+    check([f["fires"] for f in fl] == keep[:, :4].sum(0).tolist(), "features counts batchtopk fires")
+    # ---- capped: the best k of those, zero-padded
+    capd = os.path.join(tmp, "btk_cap")
+    retype(runA, capd, {"sae_type": "batchtopk", "batchtopk_threshold": theta})  # latent-sae's file: no row_cap key, capped
+    run(["encode", capd, SHARD, "-o", enc + "_cap"])
+    tc, ac = np.load(os.path.join(enc + "_cap", "top_indices.npy")), np.load(os.path.join(enc + "_cap", "top_acts.npy"))
+    check(tc.shape == (n, 8) and ((ac > 0).sum(1) == np.minimum(counts, 8)).all(), "capped: min(count, k) kept a row")
+    check((np.where(ac > 0, tc, -1) == np.where(ta[:, :8] > 0, ti[:, :8], -1)).all(), "capped = the uncapped's best k")
+    # ---- per-level matryoshka: encodes the last level's k (12 here, not k = 8)
+    mat = os.path.join(tmp, "mat")
+    retype(runA, mat, {"sae_type": "MATRYOSHKA", "matryoshka_sizes": f"{L // 4},{L}", "matryoshka_ks": "4,12", "matryoshka_loss_weights": ""})
+    run(["encode", mat, SHARD, "-o", enc + "_mat"])
+    tm = np.load(os.path.join(enc + "_mat", "top_indices.npy"))
+    idx_np, _ = numpy_encode(w, x, 12)
+    check(tm.shape == (n, 12) and (np.sort(tm, 1) == np.sort(idx_np, 1)).mean() > 0.99, "per-level matryoshka encodes its last k")
+    check("per-level" in run(["info", mat]).stdout, "info names the matryoshka form")
+    ev = json.loads(run(["eval", mat, SHARD, "--json", "--max-rows", "500"]).stdout)
+    check(abs(ev["l0"] - 12) < 0.5, f"matryoshka eval L0 {ev['l0']}")
+    # ---- refusals name the type
+    for t in ("gated", "jumprelu", "lista"):
+        bad = os.path.join(tmp, "bad_" + t)
+        retype(runA, bad, {"sae_type": t.upper()})
+        check(t in one_error_line(run(["info", bad], ok=False), f"a {t} model", 1).lower(), f"a {t} model is refused by name")
+    p = run(["train", "--data", SHARD, "--sae-type", "gated", "--out", os.path.join(tmp, "g")], ok=False)
+    check("gated" in one_error_line(p, "train --sae-type gated", 2), "train refuses gated by name")
+    for args, word in ((["--matryoshka-sizes", "64,768"], "--sae-type matryoshka"),
+                       (["--sae-type", "matryoshka"], "--matryoshka-sizes"),
+                       (["--sae-type", "matryoshka", "--matryoshka-sizes", "192,768", "--matryoshka-form", "per-level"], "--matryoshka-ks"),
+                       (["--sae-type", "matryoshka", "--matryoshka-sizes", "192,768", "--matryoshka-form", "diagonal"], "diagonal"),
+                       (["--sae-type", "batchtopk", "--k-anneal-pct", "0.5"], "--k-anneal"),
+                       (["--batchtopk-row-cap"], "batchtopk")):
+        p = run(["train", "--data", SHARD, "--expansion-factor", "2", "--out", os.path.join(tmp, "f")] + args, ok=False)
+        check(word in one_error_line(p, f"train {' '.join(args)}", 2), f"train {' '.join(args)} names {word}")
+    p = run(["train", "--help"])
+    for flag in ("--sae-type", "--batchtopk-threshold-beta", "--batchtopk-row-cap", "--matryoshka-sizes", "--matryoshka-ks",
+                 "--matryoshka-loss-weights", "--matryoshka-use-batchtopk", "--matryoshka-form", "--k-anneal", "--k-anneal-start",
+                 "--k-anneal-pct"):
+        check(flag + " " in p.stdout or flag + "\n" in p.stdout, f"train --help lists {flag}")
+    if not SAE_TRAINING:
+        print("test_cli: training of the SAE types skipped (LSAE_TEST_SAE_TRAINING=1 turns it on)")
+        return
+    # ---- training each type: files, run.json, resume
+    cases = {
+        "batchtopk": ["--sae-type", "batchtopk"],
+        "batchtopk_cap_anneal": ["--sae-type", "batchtopk", "--batchtopk-row-cap", "--k-anneal", "--k-anneal-pct", "0.5"],
+        "nested": ["--sae-type", "matryoshka", "--matryoshka-sizes", f"{L // 4},{L // 2},{L}", "--matryoshka-loss-weights", "1,1,2"],
+        "per_level": ["--sae-type", "matryoshka", "--matryoshka-form", "per-level", "--matryoshka-sizes", f"{L // 4},{L}",
+                      "--matryoshka-ks", "4,8", "--matryoshka-use-batchtopk"],
+        "topk_anneal": ["--k-anneal"],
+    }
+    for name, args in cases.items():
+        out = os.path.join(tmp, "t_" + name)
+        run(["train"] + train + ["--save-every", "30", "--out", out] + args)
+        cfg = json.load(open(os.path.join(out, "cfg.json")))
+        rj = json.load(open(os.path.join(out, "run.json")))
+        m = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        check(0 < m[-1]["fvu"] < 1 and m[-1]["fvu"] < m[0]["fvu"], f"{name}: fvu falls {m[0]['fvu']} -> {m[-1]['fvu']}")
+        want_type = {"batchtopk": "BATCHTOPK", "batchtopk_cap_anneal": "BATCHTOPK", "nested": "MATRYOSHKA", "per_level": "MATRYOSHKA",
+                     "topk_anneal": "TOPK"}[name]
+        check(cfg["sae_type"] == want_type, f"{name}: cfg.json sae_type {cfg.get('sae_type')}")
+        check(rj["sae_type"] == args[1] if args[0] == "--sae-type" else rj["sae_type"] == "topk", f"{name}: run.json keeps the type")
+        if "batchtopk" in name or name == "per_level":
+            st = read_safetensors(os.path.join(out, "sae.safetensors"))
+            check("batchtopk_threshold" in st and float(st["batchtopk_threshold"]) > 0, f"{name}: a learned threshold in the tensor")
+        if name == "per_level":
+            check(rj["auxk_alpha"] == 0 and cfg["matryoshka_ks"] == "4,8", f"{name}: no AuxK, ks kept")
+        if "anneal" in name:
+            check(cfg["k_anneal"] is True and rj["k_anneal"] is True, f"{name}: k_anneal recorded")
+        ev = json.loads(run(["eval", out, SHARD, "--json", "--max-rows", "1000"]).stdout)
+        check(0 < ev["fvu"] < 1, f"{name}: eval fvu {ev['fvu']}")
+        # Ctrl-C after the first checkpoint, then --resume (theta, k's schedule
+        # and the type from run.json and the checkpoint): the same model, bit for bit
+        proc = subprocess.Popen([LSAE, "train"] + train + ["--save-every", "30", "--out", out + "_r"] + args,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if "saved checkpoint at step 30" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.communicate()
+        check(proc.returncode == 130, f"{name}: Ctrl-C exits 130")
+        run(["train", "--resume", out + "_r", "--threads", "2"])
+        ra, rb = read_safetensors(os.path.join(out, "sae.safetensors")), read_safetensors(os.path.join(out + "_r", "sae.safetensors"))
+        check(set(ra) == set(rb) and all(np.array_equal(ra[k_], rb[k_]) for k_ in ra), f"{name}: resumed = uninterrupted, bit for bit")
+
+
 TRAIN = ["--data", SHARD, "--texts", None, "--k", "8", "--expansion-factor", "2", "--batch-size", "128",
          "--max-samples", "7680", "--lr-warmup-steps", "5", "--dead-feature-threshold", "2000",
          "--save-every", "10", "--threads", "2", "--seed", "7"]
@@ -300,6 +452,8 @@ def main():
         html = open(os.path.join(runA, "report.html"), encoding="utf-8").read()
         check(html.count("<svg class=\"chart\"") == 5 and "lsae-data" in html, "report has 5 charts and the browser data")
         check("http://" not in html and "https://" not in html, "report loads nothing from the network")
+        # ---- the SAE types
+        test_sae_types(tmp, runA, x, texts0, train)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"test_cli: {testlib.passed} passed, 0 failed")

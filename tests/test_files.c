@@ -1383,6 +1383,305 @@ static void test_saelens(void)
 }
 
 /* an allocator that counts, to prove every byte is returned */
+/* ----------------------------------------------- SAE types: files, encode */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static size_t read_text(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n = 0;
+    if (f) { n = fread(buf, 1, cap - 1, f); fclose(f); }
+    buf[n] = 0;
+    return n;
+}
+
+/* z [rows, L] = ReLU(W_enc (x - b_dec) + b_enc) in double: the brute-force
+   reference the encodes are checked against */
+static void ref_z(const lsae_model *m, const float *x, size_t rows, double *z)
+{
+    size_t d = lsae_model_d_in(m), L = lsae_model_num_latents(m), r, l, j;
+    float *We = (float *)malloc(L * d * sizeof(float)), *be = (float *)malloc(L * sizeof(float)), *bd = (float *)malloc(d * sizeof(float));
+    lsae_model_get_weights(m, We, be, NULL, bd);
+    for (r = 0; r < rows; ++r)
+        for (l = 0; l < L; ++l) {
+            double s = be[l];
+            for (j = 0; j < d; ++j) s += (double)We[l * d + j] * ((double)x[r * d + j] - bd[j]);
+            z[r * L + l] = s > 0 ? s : 0;
+        }
+    free(We); free(be); free(bd);
+}
+
+/* latents of row z [L] with z > 0 and z >= theta (theta < 0: every one with
+   z > 0), best first, ties to the lower index: their count */
+static size_t ref_keep(const double *z, size_t L, double theta, int32_t *idx)
+{
+    size_t n = 0, a, b;
+    for (a = 0; a < L; ++a) if (z[a] > 0 && z[a] >= theta) idx[n++] = (int32_t)a;
+    for (a = 1; a < n; ++a) /* insertion sort, value descending */
+        for (b = a; b > 0 && (z[idx[b]] > z[idx[b - 1]] || (z[idx[b]] == z[idx[b - 1]] && idx[b] < idx[b - 1])); --b) {
+            int32_t t = idx[b]; idx[b] = idx[b - 1]; idx[b - 1] = t;
+        }
+    return n;
+}
+
+static void test_sae_types(void)
+{
+    enum { D = 12, LL = 48, K = 5, R = 40 };
+    lsae_config c = lsae_config_default(D);
+    lsae_model *m = NULL, *m2 = NULL, *mt = NULL;
+    static float x[R * D], acts[R * LL], xh[R * D], xr[R * LL], ta[R * LL];
+    static int32_t idx[R * LL], ti[R * LL], want[LL], idx2[R * LL];
+    static size_t cnt[R];
+    static double z[R * LL], sorted[R * LL];
+    static char text[8192];
+    double theta = 0;
+    size_t r, q, n, need = 0, most = 0, i;
+    lsae_result res;
+    tu_seed(77);
+    for (i = 0; i < R * D; ++i) x[i] = (float)tu_normal();
+    c.num_latents = LL;
+    c.k = K;
+    c.sae_type = LSAE_SAE_BATCHTOPK;
+    OK(lsae_model_create(&c, NULL, &m));
+    {
+        /* a positive b_enc, so that rows keep many latents */
+        float be[LL];
+        for (i = 0; i < LL; ++i) be[i] = (float)(0.3 * tu_uniform());
+        OK(lsae_model_set_weights(m, NULL, be, NULL, NULL));
+    }
+    ref_z(m, x, R, z);
+    /* theta in the middle of a wide gap between two of the batch's values
+       near its 70th percentile, so float32 and double agree on every pick */
+    {
+        size_t nz = 0, best = 0;
+        double gap = -1;
+        for (i = 0; i < R * LL; ++i) if (z[i] > 0) sorted[nz++] = z[i];
+        qsort(sorted, nz, sizeof(double), cmp_double);
+        for (i = nz * 6 / 10; i + 1 < nz * 8 / 10; ++i)
+            if (sorted[i + 1] - sorted[i] > gap) { gap = sorted[i + 1] - sorted[i]; best = i; }
+        theta = 0.5 * (sorted[best] + sorted[best + 1]);
+        CHECK(gap > 1e-5);
+    }
+    CHECK(lsae_model_set_batchtopk_threshold(m, -1.0f) == LSAE_INVALID_ARGS);
+    CHECK(lsae_model_set_batchtopk_threshold(m, (float)NAN) == LSAE_INVALID_ARGS);
+    OK(lsae_model_set_batchtopk_threshold(m, (float)theta));
+    theta = lsae_model_batchtopk_threshold(m);
+    CHECK(lsae_model_encode_k(m) == K);
+
+    /* uncapped: every z >= theta, against brute force */
+    OK(lsae_model_encode_sparse(m, x, R, LL, acts, idx, cnt, &need));
+    for (r = 0; r < R; ++r) {
+        n = ref_keep(z + r * LL, LL, theta, want);
+        if (n > most) most = n;
+        CHECKF(cnt[r] == n, "row %zu keeps %zu, brute force %zu", r, cnt[r], n);
+        for (q = 0; q < n && q < cnt[r]; ++q) {
+            CHECKF(idx[r * LL + q] == want[q], "row %zu slot %zu: latent %d, brute force %d", r, q, (int)idx[r * LL + q], (int)want[q]);
+            NEAR(acts[r * LL + q], z[r * LL + want[q]], 1e-5);
+        }
+    }
+    CHECK(need == most && most > K); /* some row keeps more than k: the point of BatchTopK */
+    /* decode_sparse against the double reconstruction */
+    OK(lsae_model_decode_sparse(m, acts, idx, cnt, LL, R, xh));
+    {
+        float Wd[LL * D], bd[D];
+        OK(lsae_model_get_weights(m, NULL, NULL, Wd, bd));
+        for (r = 0; r < R; ++r)
+            for (i = 0; i < D; ++i) {
+                double s = bd[i];
+                n = ref_keep(z + r * LL, LL, theta, want);
+                for (q = 0; q < n; ++q) s += z[r * LL + want[q]] * Wd[want[q] * D + i];
+                NEAR(xh[r * D + i], s, 1e-4);
+            }
+    }
+    /* truncation: capacity 3 keeps each row's best 3, says how many were needed */
+    need = 0;
+    res = lsae_model_encode_sparse(m, x, R, 3, acts, idx, cnt, &need);
+    CHECKF(res == LSAE_TRUNCATED && need == most && msg_has("capacity"), "%s %zu: %s", lsae_result_string(res), need, lsae_last_error());
+    for (r = 0; r < R; ++r) {
+        n = ref_keep(z + r * LL, LL, theta, want);
+        CHECK(cnt[r] == (n < 3 ? n : 3));
+        for (q = 0; q < cnt[r]; ++q) CHECK(idx[r * 3 + q] == want[q]);
+    }
+    /* capacity exactly the largest count: no truncation */
+    OK(lsae_model_encode_sparse(m, x, R, most, acts, idx, cnt, &need));
+    CHECK(need == most);
+    /* the fixed-k encode refuses the uncapped model and names the way out */
+    CHECK(lsae_model_encode(m, x, R, 0, ta, ti) == LSAE_UNSUPPORTED && msg_has("lsae_model_encode_sparse") && msg_has("batchtopk"));
+
+    /* the row cap: threshold, then the best k; padding at 0 where the plain
+       top k would have its indices */
+    c.batchtopk_row_cap = 1;
+    OK(lsae_model_create(&c, NULL, &m2));
+    {
+        float We[LL * D], be[LL], Wd[LL * D], bd[D];
+        OK(lsae_model_get_weights(m, We, be, Wd, bd));
+        OK(lsae_model_set_weights(m2, We, be, Wd, bd));
+        c.sae_type = LSAE_SAE_TOPK;
+        c.batchtopk_row_cap = 0;
+        OK(lsae_model_create(&c, NULL, &mt));
+        OK(lsae_model_set_weights(mt, We, be, Wd, bd));
+    }
+    OK(lsae_model_set_batchtopk_threshold(m2, (float)theta));
+    CHECK(lsae_model_set_batchtopk_threshold(mt, 1.0f) == LSAE_INVALID_ARGS && msg_has("topk"));
+    OK(lsae_model_encode(m2, x, R, 0, ta, ti));
+    OK(lsae_model_encode(mt, x, R, 0, acts, idx));
+    OK(lsae_model_encode_sparse(m2, x, R, K, xr, idx2, cnt, &need));
+    CHECK(need <= K);
+    for (r = 0; r < R; ++r) {
+        int32_t w2[LL];
+        n = ref_keep(z + r * LL, LL, theta, w2);
+        if (n > K) n = K;
+        CHECK(cnt[r] == n);
+        for (q = 0; q < K; ++q) {
+            CHECK(ti[r * K + q] == idx[r * K + q]); /* the plain top k's indices, padding included */
+            if (q < n) { CHECK(ti[r * K + q] == w2[q] && ta[r * K + q] == xr[r * K + q]); NEAR(ta[r * K + q], z[r * LL + w2[q]], 1e-5); }
+            else CHECK(ta[r * K + q] == 0.0f);
+        }
+    }
+    /* TopK: encode_sparse is the fixed-k encode */
+    OK(lsae_model_encode_sparse(mt, x, R, K, xr, idx2, cnt, &need));
+    CHECK(need == K && cnt[0] == K && memcmp(xr, acts, sizeof(float) * R * K) == 0);
+    CHECK(lsae_model_encode_sparse(mt, x, R, K - 1, xr, idx2, cnt, &need) == LSAE_TRUNCATED && need == K);
+
+    /* files: a TopK model without k_anneal writes cfg.json as before */
+    OK(lsae_model_save(mt, TDIR "/types_topk"));
+    read_text(TDIR "/types_topk/cfg.json", text, sizeof text);
+    CHECKF(strcmp(text, "{\"expansion_factor\": 4, \"normalize_decoder\": true, \"num_latents\": 48, \"k\": 5, \"multi_topk\": false, \"d_in\": 12}\n") == 0, "%s", text);
+    lsae_model_free(mt);
+    /* BatchTopK: sae_type as latent-sae's serialiser, theta in the tensor and in cfg.json */
+    OK(lsae_model_save(m, TDIR "/types_btk"));
+    read_text(TDIR "/types_btk/cfg.json", text, sizeof text);
+    CHECKF(strstr(text, "\"sae_type\": \"BATCHTOPK\"") && strstr(text, "\"batchtopk_row_cap\": false") && strstr(text, "\"batchtopk_threshold_beta\": 0.999"), "%s", text);
+    read_text(TDIR "/types_btk/sae.safetensors", text, sizeof text);
+    CHECKF(strstr(text + 8, "\"batchtopk_threshold\":{\"dtype\":\"F32\",\"shape\":[]"), "%s", text + 8);
+    OK(lsae_model_load(TDIR "/types_btk", NULL, &mt));
+    CHECK(lsae_model_config(mt)->sae_type == LSAE_SAE_BATCHTOPK && lsae_model_config(mt)->batchtopk_row_cap == 0 &&
+          lsae_model_batchtopk_threshold(mt) == (float)theta);
+    lsae_model_free(mt);
+    {
+        /* the tensor wins over cfg.json's number; latent-sae's file (no
+           batchtopk_row_cap) loads capped */
+        const char *lsae_cfg = "{\"sae_type\": \"BATCHTOPK\", \"expansion_factor\": 4, \"normalize_decoder\": true, \"num_latents\": 48, \"k\": 5, "
+                               "\"multi_topk\": false, \"batchtopk_threshold\": 0.0, \"batchtopk_threshold_beta\": 0.999, \"k_anneal\": true, "
+                               "\"k_anneal_start\": 0, \"k_anneal_pct\": 0.25, \"matryoshka_sizes\": \"\", \"d_in\": 12}";
+        write_bytes(TDIR "/types_btk/cfg.json", lsae_cfg, strlen(lsae_cfg));
+        OK(lsae_model_load(TDIR "/types_btk", NULL, &mt));
+        CHECK(lsae_model_batchtopk_threshold(mt) == (float)theta && lsae_model_config(mt)->batchtopk_row_cap == 1);
+        CHECK(lsae_model_config(mt)->k_anneal == 1 && lsae_model_config(mt)->k_anneal_pct == 0.25);
+        OK(lsae_model_encode(mt, x, R, 0, xr, idx2));
+        CHECK(memcmp(xr, ta, sizeof(float) * R * K) == 0 && memcmp(idx2, ti, sizeof(int32_t) * R * K) == 0);
+        lsae_model_free(mt);
+    }
+    /* a checkpoint keeps theta */
+    {
+        lsae_trainer *t = NULL;
+        OK(lsae_model_set_batchtopk_threshold(m2, 0.125f));
+        c.sae_type = LSAE_SAE_BATCHTOPK;
+        c.batchtopk_row_cap = 1;
+        c.total_steps = 10;
+        if (lsae_trainer_create(m2, &c, &t) == LSAE_OK) {
+            RM_CKPT(TDIR "/types_ckpt");
+            OK(lsae_checkpoint_save(TDIR "/types_ckpt", m2, t, NULL, 0));
+            OK(lsae_model_set_batchtopk_threshold(m2, 0.5f));
+            OK(lsae_checkpoint_load(TDIR "/types_ckpt", m2, t, NULL, 0, NULL));
+            CHECK(lsae_model_batchtopk_threshold(m2) == 0.125f);
+            lsae_trainer_free(t);
+        } else {
+            printf("test_sae_types: the trainer does not take batchtopk yet (%s); checkpoint theta not checked\n", lsae_last_error());
+        }
+    }
+    lsae_model_free(m2);
+    lsae_model_free(m);
+
+    /* Matryoshka: per-level encodes its last k; the lists as comma strings */
+    c = lsae_config_default(D);
+    c.num_latents = LL;
+    c.k = K;
+    c.sae_type = LSAE_SAE_MATRYOSHKA;
+    c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+    c.auxk_alpha = 0;
+    c.matryoshka_levels = 3;
+    c.matryoshka_sizes[0] = 8; c.matryoshka_sizes[1] = 24; c.matryoshka_sizes[2] = LL;
+    c.matryoshka_ks[0] = 2; c.matryoshka_ks[1] = 4; c.matryoshka_ks[2] = 7;
+    c.matryoshka_loss_weights[0] = 0.5; c.matryoshka_loss_weights[1] = 1; c.matryoshka_loss_weights[2] = 2;
+    c.matryoshka_use_batchtopk = 1;
+    OK(lsae_model_create(&c, NULL, &m));
+    CHECK(lsae_model_encode_k(m) == 7);
+    OK(lsae_model_set_batchtopk_threshold(m, 1e9f)); /* not used by the per-level encode */
+    OK(lsae_model_encode(m, x, R, 0, ta, ti)); /* 7 > K: ta [R, 7] fits in acts */
+    OK(lsae_model_encode_sparse(m, x, R, 7, acts, idx, cnt, &need));
+    CHECK(need == 7 && cnt[R - 1] == 7);
+    ref_z(m, x, 1, z);
+    n = ref_keep(z, LL, -1, want);
+    for (q = 0; q < 7 && q < n; ++q) CHECK(idx[q] == want[q]);
+    OK(lsae_model_save(m, TDIR "/types_mat"));
+    read_text(TDIR "/types_mat/cfg.json", text, sizeof text);
+    CHECKF(strstr(text, "\"sae_type\": \"MATRYOSHKA\"") && strstr(text, "\"matryoshka_sizes\": \"8,24,48\"") && strstr(text, "\"matryoshka_ks\": \"2,4,7\"") &&
+           strstr(text, "\"matryoshka_loss_weights\": \"0.5,1,2\"") && strstr(text, "\"matryoshka_form\": \"per_level\"") &&
+           strstr(text, "\"matryoshka_use_batchtopk\": true"), "%s", text);
+    OK(lsae_model_load(TDIR "/types_mat", NULL, &m2));
+    {
+        const lsae_config *c2 = lsae_model_config(m2);
+        CHECK(c2->sae_type == LSAE_SAE_MATRYOSHKA && c2->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && c2->matryoshka_levels == 3 &&
+              c2->matryoshka_sizes[1] == 24 && c2->matryoshka_ks[2] == 7 && c2->matryoshka_loss_weights[0] == 0.5 && c2->matryoshka_use_batchtopk &&
+              lsae_model_batchtopk_threshold(m2) == 1e9f);
+    }
+    lsae_model_free(m2);
+    lsae_model_free(m);
+    /* nested: one k, written as k at every level for latent-sae; no weights = "" */
+    c.matryoshka_form = LSAE_MATRYOSHKA_NESTED;
+    c.matryoshka_ks[0] = c.matryoshka_ks[1] = c.matryoshka_ks[2] = 0;
+    c.matryoshka_loss_weights[0] = c.matryoshka_loss_weights[1] = c.matryoshka_loss_weights[2] = 0;
+    c.matryoshka_use_batchtopk = 0;
+    c.k_anneal = 1;
+    c.k_anneal_start = 20;
+    OK(lsae_model_create(&c, NULL, &m));
+    CHECK(lsae_model_encode_k(m) == K);
+    CHECK(lsae_model_set_batchtopk_threshold(m, 1.0f) == LSAE_INVALID_ARGS);
+    OK(lsae_model_save(m, TDIR "/types_nest"));
+    read_text(TDIR "/types_nest/cfg.json", text, sizeof text);
+    CHECKF(strstr(text, "\"matryoshka_ks\": \"5,5,5\"") && strstr(text, "\"matryoshka_loss_weights\": \"\"") && strstr(text, "\"matryoshka_form\": \"nested\"") &&
+           strstr(text, "\"k_anneal\": true, \"k_anneal_start\": 20") && !strstr(text, "batchtopk_threshold"), "%s", text);
+    read_text(TDIR "/types_nest/sae.safetensors", text, sizeof text);
+    CHECK(!strstr(text + 8, "batchtopk_threshold"));
+    OK(lsae_model_load(TDIR "/types_nest", NULL, &m2));
+    CHECK(lsae_model_config(m2)->matryoshka_form == LSAE_MATRYOSHKA_NESTED && lsae_model_config(m2)->k_anneal_start == 20 && lsae_model_config(m2)->auxk_alpha > 0);
+    lsae_model_free(m2);
+    lsae_model_free(m);
+
+    /* refusals name the type; a matryoshka file without its lists is malformed */
+    {
+        static const struct { const char *json; lsae_result code; const char *msg; } bad[] = {
+            { "{\"d_in\": 8, \"k\": 2, \"sae_type\": \"LISTA\"}", LSAE_UNSUPPORTED, "lista" },
+            { "{\"d_in\": 8, \"k\": 2, \"sae_type\": \"gated\"}", LSAE_UNSUPPORTED, "gated" },
+            { "{\"d_in\": 8, \"k\": 2, \"sae_type\": \"JumpReLU\"}", LSAE_UNSUPPORTED, "jumprelu" },
+            { "{\"d_in\": 8, \"k\": 2, \"sae_type\": \"topk_v9\"}", LSAE_UNSUPPORTED, "topk_v9" },
+            { "{\"d_in\": 8, \"k\": 2, \"num_latents\": 16, \"sae_type\": \"MATRYOSHKA\"}", LSAE_BAD_FILE, "matryoshka_sizes" },
+            { "{\"d_in\": 8, \"k\": 2, \"num_latents\": 16, \"sae_type\": \"MATRYOSHKA\", \"matryoshka_sizes\": \"4,16\", \"matryoshka_ks\": \"2\"}", LSAE_BAD_FILE, "matryoshka_ks" },
+            { "{\"d_in\": 8, \"k\": 2, \"num_latents\": 16, \"sae_type\": \"MATRYOSHKA\", \"matryoshka_sizes\": \"4,x\", \"matryoshka_ks\": \"2,2\"}", LSAE_BAD_FILE, "matryoshka_sizes" },
+            { "{\"d_in\": 8, \"k\": 2, \"num_latents\": 16, \"sae_type\": \"MATRYOSHKA\", \"matryoshka_sizes\": \"4,15\", \"matryoshka_ks\": \"2,2\"}", LSAE_INVALID_ARGS, "last matryoshka size" },
+        };
+        for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+            res = lsae_config_from_json(bad[i].json, strlen(bad[i].json), &c);
+            CHECKF(res == bad[i].code && msg_has(bad[i].msg), "%s -> %s: %s", bad[i].json, lsae_result_string(res), lsae_last_error());
+        }
+        /* latent-sae's matryoshka file: per-level, no AuxK, the enum in lower case too */
+        {
+            const char *lm = "{\"sae_type\": \"matryoshka\", \"num_latents\": 16, \"k\": 3, \"matryoshka_sizes\": \"4, 16\", \"matryoshka_ks\": \"2,3\", "
+                             "\"matryoshka_loss_weights\": \"\", \"matryoshka_use_batchtopk\": false, \"d_in\": 8}";
+            OK(lsae_config_from_json(lm, strlen(lm), &c));
+            CHECK(c.sae_type == LSAE_SAE_MATRYOSHKA && c.matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && c.auxk_alpha == 0 &&
+                  c.matryoshka_levels == 2 && c.matryoshka_sizes[0] == 4 && c.matryoshka_ks[1] == 3 && c.matryoshka_loss_weights[1] == 0);
+        }
+    }
+    CHECK(strstr(lsae_result_string(LSAE_TRUNCATED), "LSAE_TRUNCATED") != NULL);
+}
+
 static long live_allocs = 0;
 static void *count_malloc(size_t n, void *u) { (void)u; ++live_allocs; return malloc(n); }
 static void count_free(void *p, void *u) { (void)u; if (p) --live_allocs; free(p); }
@@ -1435,5 +1734,6 @@ int main(int argc, char **argv)
     test_resume_bitexact();
     test_saelens();
     test_allocator();
+    test_sae_types();
     return TEST_SUMMARY("test_files");
 }

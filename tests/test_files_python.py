@@ -21,7 +21,12 @@ Checks, each against what the Python library itself writes or computes:
      order, float64, non-contiguous and legacy torch files refused clearly;
   6. Parquet (pyarrow) through tools/parquet_to_npy.py reads back exactly;
   7. SAELens: our SAELens files hold W_enc transposed and encode as SAELens's
-     formula; a SAELens directory written here by safetensors converts back.
+     formula; a SAELens directory written here by safetensors converts back;
+  8. the SAE types (docs/math.md 3.5): latent-sae's batchtopk and matryoshka
+     models (with k_anneal) load here and encode as its Sae.encode, by both
+     lsae_model_encode and lsae_model_encode_sparse; ours (batchtopk capped
+     and not, matryoshka nested and per-level) load there and encode as
+     docs/math.md says latent-sae will.
 """
 import json
 import os
@@ -36,6 +41,7 @@ from safetensors.torch import save_file as st_save_torch
 from safetensors.numpy import save_file as st_save_np
 
 from latentsae import Sae, SaeConfig
+from latentsae.utils.config import SaeType
 
 DRIVER = sys.argv[1] if len(sys.argv) > 1 else "build/files_driver"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,11 +74,11 @@ def unit_rows(n, d, seed):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def our_encode(model_dir, x):
+def our_encode(model_dir, x, sparse=False):
     xf = path("x.f32")
     x.astype(np.float32).tofile(xf)
-    _, out = drv("encode", model_dir, xf, len(x), path("enc"))
-    _, rows, k, _ = out.split()
+    _, out = drv("encode", model_dir, xf, len(x), path("enc"), *(["sparse"] if sparse else []))
+    rows, k = out.split()[1:3]
     acts = np.fromfile(path("enc.acts"), dtype=np.float32).reshape(int(rows), int(k))
     idx = np.fromfile(path("enc.idx"), dtype=np.int32).reshape(int(rows), int(k))
     return acts, idx
@@ -383,6 +389,106 @@ def test_saelens():
     compare_encodings("SAELens -> latent-sae format -> Sae.encode vs SAELens's formula", la, li, ra, ri, tol=2e-5, sorted_=False)
 
 
+# 8. the SAE types
+def set_threshold_between(sae, x, q):
+    """A threshold in the middle of a wide gap of the batch's positive
+    pre-activations near quantile q, so float rounding cannot move a latent
+    across it."""
+    with torch.no_grad():
+        z = sae.pre_acts(torch.from_numpy(x)).flatten().double().numpy()
+    z = np.sort(z[z > 0])
+    lo, hi = int(len(z) * (q - 0.05)), int(len(z) * (q + 0.05))
+    g = np.argmax(np.diff(z[lo:hi])) + lo
+    theta = float(np.float32(0.5 * (z[g] + z[g + 1])))
+    with torch.no_grad():
+        sae.batchtopk_threshold.fill_(theta)
+    return theta
+
+
+def test_types_latentsae_to_us():
+    x = unit_rows(1000, 64, 11)
+    # batchtopk (latent-sae always caps a row at k), k_anneal on
+    torch.manual_seed(3)
+    sae = Sae(64, SaeConfig(sae_type=SaeType.BATCHTOPK, k=16, expansion_factor=8, k_anneal=True, k_anneal_pct=0.2))
+    randomize(sae, 4)
+    theta = set_threshold_between(sae, x, 0.9)
+    sae.save_to_disk(path("ls_btk"))
+    cfg = json.load(open(path("ls_btk", "cfg.json")))
+    check(cfg["sae_type"] == "BATCHTOPK" and cfg["batchtopk_threshold"] == 0.0 and "batchtopk_row_cap" not in cfg,
+          "latent-sae writes sae_type BATCHTOPK, its configured threshold 0 and no row cap key")
+    ra, ri = torch_encode(sae, x)
+    npos = (ra > 0).sum(axis=1)
+    check(npos.min() < 16 and npos.max() == 16, f"the threshold cuts some rows below k and the cap others (kept {npos.min()}..{npos.max()})")
+    for sparse in (False, True):
+        acts, idx = our_encode(path("ls_btk"), x, sparse)
+        compare_encodings(f"latent-sae batchtopk (threshold {theta:.4g}), our {'sparse ' if sparse else ''}encode vs sae.encode", acts, idx, ra, ri)
+    _, out = drv("encode", path("ls_btk"), path("x.f32"), len(x), path("enc"))
+    check(abs(float(out.split()[4]) - theta) <= 1e-7 * theta, "the threshold comes from the batchtopk_threshold tensor, not cfg.json's 0")
+    # matryoshka per level, batch-wide in training: encode is the best ks[-1], no threshold
+    torch.manual_seed(5)
+    sae = Sae(64, SaeConfig(sae_type=SaeType.MATRYOSHKA, k=12, expansion_factor=8, matryoshka_sizes="64,128,512", matryoshka_ks="4,8,24",
+                            matryoshka_loss_weights="1,1,2", matryoshka_use_batchtopk=True, k_anneal=True))
+    randomize(sae, 6)
+    set_threshold_between(sae, x, 0.5)
+    sae.save_to_disk(path("ls_mat"))
+    ra, ri = torch_encode(sae, x)
+    check(ri.shape[1] == 24, "latent-sae's matryoshka encode keeps matryoshka_ks[-1]")
+    for sparse in (False, True):
+        acts, idx = our_encode(path("ls_mat"), x, sparse)
+        compare_encodings(f"latent-sae matryoshka, our {'sparse ' if sparse else ''}encode vs sae.encode", acts, idx, ra, ri, sorted_=not sparse)
+    # a config given the string "batchtopk" is written as that string: read too
+    sae = Sae(64, SaeConfig(sae_type="batchtopk", k=16, expansion_factor=8))
+    sae.save_to_disk(path("ls_btk_str"))
+    rc, out = drv("encode", path("ls_btk_str"), path("x.f32"), len(x), path("enc"))
+    check(json.load(open(path("ls_btk_str", "cfg.json")))["sae_type"] == "batchtopk" and rc == 0, "sae_type 'batchtopk' in lower case loads")
+    # gated, jumprelu, lista: refused by name
+    for t in ("gated", "jumprelu", "lista"):
+        torch.manual_seed(7)
+        Sae(16, SaeConfig(sae_type=t, k=4, expansion_factor=2)).save_to_disk(path("ls_" + t))
+        rc, out = drv("encode", path("ls_" + t), path("x.f32"), 0, path("enc"), ok=False)
+        check(rc != 0 and "LSAE_UNSUPPORTED" in out and t in out.lower(), f"latent-sae {t} model refused naming the type: {out}")
+
+
+def test_types_us_to_latentsae():
+    x = unit_rows(1000, 48, 12)
+    # capped batchtopk: latent-sae loads it (batchtopk_row_cap ignored) and encodes the same
+    drv("create", path("our_btk_cap"), 48, 384, 12, 7, "batchtopk", "cap", "anneal", "theta=0.16")
+    sae = Sae.load_from_disk(path("our_btk_cap"))
+    check(sae.cfg.sae_type.name == "BATCHTOPK" and float(sae.batchtopk_threshold) == float(np.float32(0.16)) and sae.cfg.k_anneal,
+          "Sae.load_from_disk reads our batchtopk cfg.json and threshold tensor")
+    ra, ri = torch_encode(sae, x)
+    npos = (ra > 0).sum(axis=1)
+    check(npos.min() < 12, f"the threshold leaves some rows short of k (kept {npos.min()}..{npos.max()})")
+    for sparse in (False, True):
+        acts, idx = our_encode(path("our_btk_cap"), x, sparse)
+        compare_encodings(f"our capped batchtopk, Sae.load_from_disk encode vs our {'sparse ' if sparse else ''}encode", acts, idx, ra, ri)
+    # uncapped: ours keeps every z >= theta; latent-sae, which always caps, keeps its best k of them
+    drv("create", path("our_btk"), 48, 384, 12, 7, "batchtopk", "theta=0.16")
+    sae = Sae.load_from_disk(path("our_btk"))
+    ra, ri = torch_encode(sae, x)
+    acts, idx = our_encode(path("our_btk"), x, True)
+    check(((acts > 0).sum(axis=1) > 12).any(), "uncapped: some row keeps more than k")
+    compare_encodings("our uncapped batchtopk cut to its best k vs latent-sae's capped encode", acts[:, :12], idx[:, :12], ra, ri)
+    rc, out = drv("encode", path("our_btk"), path("x.f32"), len(x), path("enc"), ok=False)
+    check(rc != 0 and "lsae_model_encode_sparse" in out, f"the fixed-k encode refuses the uncapped model: {out}")
+    # per-level matryoshka with a threshold tensor (not used by encode)
+    drv("create", path("our_mat"), 48, 384, 12, 7, "per-level", "btk", "theta=0.5")
+    sae = Sae.load_from_disk(path("our_mat"))
+    check(sae._matryoshka_sizes == [96, 192, 384] and sae._matryoshka_ks == [3, 6, 12] and sae._matryoshka_loss_weights == [1.0, 1.0, 2.0],
+          "Sae.load_from_disk reads our matryoshka lists")
+    ra, ri = torch_encode(sae, x)
+    acts, idx = our_encode(path("our_mat"), x)
+    compare_encodings("our per-level matryoshka, Sae.load_from_disk encode vs ours", acts, idx, ra, ri)
+    # nested: latent-sae reads it as per-level with k at every level, and encodes the best k as ours
+    drv("create", path("our_nest"), 48, 384, 12, 7, "nested")
+    cfg = json.load(open(path("our_nest", "cfg.json")))
+    check(cfg["matryoshka_ks"] == "12,12,12" and cfg["matryoshka_form"] == "nested", f"nested writes matryoshka_ks = k at every level: {cfg}")
+    sae = Sae.load_from_disk(path("our_nest"))
+    ra, ri = torch_encode(sae, x)
+    acts, idx = our_encode(path("our_nest"), x)
+    compare_encodings("our nested matryoshka, Sae.load_from_disk encode vs ours", acts, idx, ra, ri)
+
+
 def main():
     print(f"latent-sae, torch {torch.__version__}, numpy {np.__version__}; files in {WORK}")
     test_latentsae_to_us()
@@ -393,6 +499,8 @@ def main():
     test_embeddings()
     test_parquet()
     test_saelens()
+    test_types_latentsae_to_us()
+    test_types_us_to_latentsae()
     shutil.rmtree(WORK, ignore_errors=True)
     print(f"test_files_python: {checks} checks, {len(failures)} failed")
     return 1 if failures else 0

@@ -176,13 +176,117 @@ static size_t top_sorted(const scan *s, size_t l, float *act, uint64_t *row)
     return n;
 }
 
+/* ------------------------------------------------- codes of every SAE type */
+
+/* A chunk's codes: row i's count[i] entries at acts/idx[i * cap ..], best
+   first. Every SAE type goes through lsae_model_encode_sparse: TopK,
+   Matryoshka and a capped BatchTopK keep their fixed k (the encode_k of
+   the model), an uncapped BatchTopK model keeps every latent at or above
+   its threshold, any number a row; cap grows to the largest row seen. */
+typedef struct codes {
+    size_t cap, rows_cap, most;
+    float *acts;
+    int32_t *idx;
+    size_t *count;
+} codes;
+
+/* 1 when the model's rows keep a varying number of latents (uncapped BatchTopK) */
+static int model_varying_k(const lsae_model *m)
+{
+    const lsae_config *c = lsae_model_config(m);
+    int thr = c->sae_type == LSAE_SAE_BATCHTOPK ||
+              (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_use_batchtopk && c->matryoshka_form == LSAE_MATRYOSHKA_NESTED);
+    return thr && !c->batchtopk_row_cap;
+}
+
+static void codes_init(codes *c, const lsae_model *m, size_t rows_cap)
+{
+    memset(c, 0, sizeof *c);
+    c->rows_cap = rows_cap;
+    c->cap = lsae_model_encode_k(m);
+    if (model_varying_k(m) && c->cap < lsae_model_num_latents(m)) c->cap = 2 * c->cap < lsae_model_num_latents(m) ? 2 * c->cap : lsae_model_num_latents(m);
+    if (rows_cap > SIZE_MAX / sizeof(float) / c->cap) fail("codes of %zu rows x %zu latents do not fit in memory", rows_cap, c->cap);
+    c->acts = (float *)xcalloc(rows_cap * c->cap, sizeof(float));
+    c->idx = (int32_t *)xcalloc(rows_cap * c->cap, sizeof(int32_t));
+    c->count = (size_t *)xcalloc(rows_cap + 1, sizeof(size_t));
+}
+
+/* encode n <= rows_cap rows of x; returns LSAE_OK or the library's error */
+static lsae_result codes_encode(codes *c, const lsae_model *m, const float *x, size_t n)
+{
+    size_t need = 0;
+    lsae_result r = lsae_model_encode_sparse(m, x, n, c->cap, c->acts, c->idx, c->count, &need);
+    if (r == LSAE_TRUNCATED) {
+        /* a row keeps more than cap: make room for it and encode again */
+        if (c->rows_cap > SIZE_MAX / sizeof(float) / need) fail("codes of %zu rows x %zu latents do not fit in memory", c->rows_cap, need);
+        c->cap = need;
+        c->acts = (float *)xrealloc(c->acts, c->rows_cap * c->cap * sizeof(float));
+        c->idx = (int32_t *)xrealloc(c->idx, c->rows_cap * c->cap * sizeof(int32_t));
+        r = lsae_model_encode_sparse(m, x, n, c->cap, c->acts, c->idx, c->count, &need);
+    }
+    if (r == LSAE_OK && need > c->most) c->most = need;
+    return r;
+}
+
+static lsae_result codes_decode(const codes *c, const lsae_model *m, size_t n, float *xhat)
+{
+    return lsae_model_decode_sparse(m, c->acts, c->idx, c->count, c->cap, n, xhat);
+}
+
+static void codes_free(codes *c)
+{
+    free(c->acts); free(c->idx); free(c->count);
+    memset(c, 0, sizeof *c);
+}
+
+/* printf onto buf [cap] at *at, cut short when full */
+static void text_cat(char *buf, size_t cap, size_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+    if (*at + 1 >= cap) return;
+    va_start(ap, fmt);
+    w = vsnprintf(buf + *at, cap - *at, fmt, ap);
+    va_end(ap);
+    if (w > 0) *at += (size_t)w < cap - *at ? (size_t)w : cap - *at - 1;
+}
+
+/* The model's SAE type in words, for lsae info and the reports:
+   "topk", "batchtopk (threshold 0.0123, uncapped)", "matryoshka per-level
+   (sizes 64,256,1536; ks 8,16,32)", with ", k annealed" when it was. */
+static void model_type_text(const lsae_model *m, char *buf, size_t cap)
+{
+    const lsae_config *c = lsae_model_config(m);
+    size_t at = 0, i;
+#define TYPE_CAT(...) text_cat(buf, cap, &at, __VA_ARGS__)
+    buf[0] = 0;
+    if (c->sae_type == LSAE_SAE_BATCHTOPK) {
+        TYPE_CAT("batchtopk (threshold %.6g, %s)", (double)lsae_model_batchtopk_threshold(m), c->batchtopk_row_cap ? "rows capped at k" : "uncapped");
+    } else if (c->sae_type == LSAE_SAE_MATRYOSHKA) {
+        TYPE_CAT("matryoshka %s (sizes ", c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? "nested" : "per-level");
+        for (i = 0; i < c->matryoshka_levels; ++i) TYPE_CAT("%s%zu", i ? "," : "", c->matryoshka_sizes[i]);
+        if (c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL) {
+            TYPE_CAT("; ks ");
+            for (i = 0; i < c->matryoshka_levels; ++i) TYPE_CAT("%s%zu", i ? "," : "", c->matryoshka_ks[i]);
+        }
+        if (c->matryoshka_use_batchtopk)
+            TYPE_CAT("; batch-wide selection, threshold %.6g%s", (double)lsae_model_batchtopk_threshold(m),
+                     c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL ? " (not used by encode)" : c->batchtopk_row_cap ? ", rows capped at k" : ", uncapped");
+        TYPE_CAT(")");
+    } else {
+        TYPE_CAT("topk");
+    }
+    if (c->k_anneal) TYPE_CAT(", k annealed from %zu over %.3g of the run", c->k_anneal_start ? c->k_anneal_start : 4 * lsae_model_encode_k(m), c->k_anneal_pct);
+#undef TYPE_CAT
+}
+
 static void scan_run(scan *s, lsae_model *m, lsae_dataset *ds, size_t T, int want_recon, uint64_t max_rows, const char *what)
 {
     const size_t chunk = 2048;
-    size_t d = lsae_model_d_in(m), k = lsae_model_k(m), L = lsae_model_num_latents(m), j;
+    size_t d = lsae_model_d_in(m), k = lsae_model_encode_k(m), L = lsae_model_num_latents(m), j;
     uint64_t total = lsae_dataset_rows(ds), first;
-    float *x, *acts, *xhat = NULL;
-    int32_t *idx;
+    float *x, *xhat = NULL;
+    codes cd;
     uint64_t *rowid;
     double t0 = now_s();
     lsae_result r;
@@ -205,8 +309,7 @@ static void scan_run(scan *s, lsae_model *m, lsae_dataset *ds, size_t T, int wan
         xhat = (float *)xcalloc(chunk * d, sizeof(float));
     }
     x = (float *)xcalloc(chunk * d, sizeof(float));
-    acts = (float *)xcalloc(chunk * k, sizeof(float));
-    idx = (int32_t *)xcalloc(chunk * k, sizeof(int32_t));
+    codes_init(&cd, m, chunk);
     rowid = (uint64_t *)xcalloc(chunk, sizeof(uint64_t));
     for (first = 0; first < total; first += chunk) {
         size_t n = (size_t)(total - first < chunk ? total - first : chunk), i, kept = 0, q;
@@ -218,18 +321,18 @@ static void scan_run(scan *s, lsae_model *m, lsae_dataset *ds, size_t T, int wan
             rowid[kept++] = first + i;
         }
         if (!kept) continue;
-        if ((r = lsae_model_encode(m, x, kept, k, acts, idx)) != LSAE_OK) lib_fail(r, NULL);
+        if ((r = codes_encode(&cd, m, x, kept)) != LSAE_OK) lib_fail(r, NULL);
         for (i = 0; i < kept; ++i)
-            for (q = 0; q < k; ++q) {
-                float a = acts[i * k + q];
-                size_t l = (size_t)idx[i * k + q];
+            for (q = 0; q < cd.count[i]; ++q) {
+                float a = cd.acts[i * cd.cap + q];
+                size_t l = (size_t)cd.idx[i * cd.cap + q];
                 if (!(a > 0.0f)) continue;
                 s->fires[l]++;
                 s->active++;
                 if (T) top_push(s, l, a, rowid[i]);
             }
         if (want_recon) {
-            if ((r = lsae_model_decode(m, acts, idx, kept, k, xhat)) != LSAE_OK) lib_fail(r, NULL);
+            if ((r = codes_decode(&cd, m, kept, xhat)) != LSAE_OK) lib_fail(r, NULL);
             if (s->rows == 0)
                 for (j = 0; j < d; ++j) s->shift[j] = x[j];
             for (i = 0; i < kept; ++i)
@@ -244,7 +347,8 @@ static void scan_run(scan *s, lsae_model *m, lsae_dataset *ds, size_t T, int wan
         progress_scan(what, first + n, total, t0);
     }
     live_clear();
-    free(x); free(acts); free(idx); free(rowid); free(xhat);
+    free(x); free(rowid); free(xhat);
+    codes_free(&cd);
 }
 
 static void scan_free(scan *s)

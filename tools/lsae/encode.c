@@ -51,7 +51,11 @@ static int cmd_encode(int argc, char **argv)
                         "top_indices.npy (int32 [rows, k]) and top_acts.npy (float32 [rows, k]), or a .jsonl file "
                         "with one {\"top_indices\": [...], \"top_acts\": [...]} line per row, or - for JSONL on "
                         "standard output. Row i of the output is row i of the input; a row holding NaN or Inf is "
-                        "an error. MODEL is a directory or hf:OWNER/NAME/SUBFOLDER.";
+                        "an error. MODEL is a directory or hf:OWNER/NAME/SUBFOLDER. Every SAE type: a per-level "
+                        "Matryoshka model keeps the k of its last level; an uncapped BatchTopK model keeps every "
+                        "latent at or above its threshold, so its JSONL lines vary in length and its .npy pair is as "
+                        "wide as the row that keeps the most (found in a first pass), shorter rows padded with "
+                        "activation 0 at index 0.";
     const char *out = NULL, *format = NULL;
     uint64_t k = 0, max_rows = 0;
     int threads = 0;
@@ -65,14 +69,15 @@ static int cmd_encode(int argc, char **argv)
     uint64_t rows, first;
     float *x, *acts;
     int32_t *idx;
-    int jsonl;
+    codes cd;
+    int jsonl, varying;
     double t0 = now_s();
     lsae_result r;
     opt o[] = {
         OPT_GROUP("output"),
         OPT("--out", "-o", O_STR, &out, "OUT", NULL, "a directory (for the .npy pair), a .jsonl file, or - (JSONL on stdout); required"),
         OPT("--format", NULL, O_STR, &format, "F", "npy, or jsonl when OUT ends in .jsonl or is -", "npy or jsonl"),
-        OPT("--k", NULL, O_U64, &k, "N", "the model's k", "latents kept per row"),
+        OPT("--k", NULL, O_U64, &k, "N", "the model's k (per-level Matryoshka: its last level's)", "latents kept per row (not for an uncapped BatchTopK model, whose threshold decides)"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "encode only the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores, as OpenMP decides", "threads for encoding"),
         DEVICE_OPTS(device, precision),
@@ -89,7 +94,9 @@ static int cmd_encode(int argc, char **argv)
     if (threads < 0) usage_fail("--threads must be >= 0");
     m = open_model(pos[0], where);
     place_model(m, device, precision);
-    if (k == 0) k = lsae_model_k(m);
+    varying = model_varying_k(m);
+    if (varying && k) usage_fail("--k: %s is an uncapped BatchTopK model; its threshold decides how many latents a row keeps", pos[0]);
+    if (k == 0) k = lsae_model_encode_k(m);
     if (k > lsae_model_num_latents(m)) usage_fail("--k %llu is larger than the model's %zu latents", (unsigned long long)k, lsae_model_num_latents(m));
     lsae_model_set_num_threads(m, threads);
     ds = open_data(pos[1], &da);
@@ -99,6 +106,25 @@ static int cmd_encode(int argc, char **argv)
     rows = lsae_dataset_rows(ds);
     if (max_rows && max_rows < rows) rows = max_rows;
     catch_signals();
+    x = (float *)xcalloc(chunk * d, sizeof(float));
+    if (varying) {
+        /* the rows keep any number of latents: for the .npy pair, a first
+           pass finds the widest row */
+        codes_init(&cd, m, chunk);
+        if (!jsonl) {
+            for (first = 0; first < rows; first += chunk) {
+                size_t n = (size_t)(rows - first < chunk ? rows - first : chunk);
+                check_interrupted();
+                if ((r = lsae_dataset_read(ds, first, n, x)) != LSAE_OK) lib_fail(r, NULL);
+                for (i = 0; i < n; ++i)
+                    if (!row_finite(x + i * d, d))
+                        fail("%s: row %llu holds NaN or Inf; an encoding needs every row finite (drop or fix it first)", pos[1], (unsigned long long)(first + i));
+                if ((r = codes_encode(&cd, m, x, n)) != LSAE_OK) lib_fail(r, NULL);
+                progress_scan("encoding: counting the latents per row", first + n, rows, t0);
+            }
+            k = cd.most ? cd.most : 1;
+        }
+    }
     if (jsonl) {
         if (!strcmp(out, "-")) f_jsonl = stdout;
         else f_jsonl = out_open(&a_jsonl, out);
@@ -112,7 +138,6 @@ static int cmd_encode(int argc, char **argv)
         npy_header(f_idx, "<i4", rows, k);
         npy_header(f_act, "<f4", rows, k);
     }
-    x = (float *)xcalloc(chunk * d, sizeof(float));
     acts = (float *)xcalloc(chunk * (size_t)k, sizeof(float));
     idx = (int32_t *)xcalloc(chunk * (size_t)k, sizeof(int32_t));
     for (first = 0; first < rows; first += chunk) {
@@ -122,13 +147,25 @@ static int cmd_encode(int argc, char **argv)
         for (i = 0; i < n; ++i)
             if (!row_finite(x + i * d, d))
                 fail("%s: row %llu holds NaN or Inf; an encoding needs every row finite (drop or fix it first)", pos[1], (unsigned long long)(first + i));
-        if ((r = lsae_model_encode(m, x, n, (size_t)k, acts, idx)) != LSAE_OK) lib_fail(r, NULL);
+        if (varying) {
+            /* the sparse codes, into k slots a row: padding at activation 0, index 0 */
+            if ((r = codes_encode(&cd, m, x, n)) != LSAE_OK) lib_fail(r, NULL);
+            if (!jsonl)
+                for (i = 0; i < n; ++i)
+                    for (q = 0; q < k; ++q) {
+                        acts[i * k + q] = q < cd.count[i] ? cd.acts[i * cd.cap + q] : 0.0f;
+                        idx[i * k + q] = q < cd.count[i] ? cd.idx[i * cd.cap + q] : 0;
+                    }
+        } else if ((r = lsae_model_encode(m, x, n, (size_t)k, acts, idx)) != LSAE_OK) lib_fail(r, NULL);
         if (jsonl) {
             for (i = 0; i < n; ++i) {
+                const size_t nk = varying ? cd.count[i] : (size_t)k, st = varying ? cd.cap : (size_t)k;
+                const float *ra = varying ? cd.acts : acts;
+                const int32_t *ri = varying ? cd.idx : idx;
                 fputs("{\"top_indices\": [", f_jsonl);
-                for (q = 0; q < k; ++q) fprintf(f_jsonl, "%s%d", q ? ", " : "", (int)idx[i * k + q]);
+                for (q = 0; q < nk; ++q) fprintf(f_jsonl, "%s%d", q ? ", " : "", (int)ri[i * st + q]);
                 fputs("], \"top_acts\": [", f_jsonl);
-                for (q = 0; q < k; ++q) fprintf(f_jsonl, "%s%.9g", q ? ", " : "", (double)acts[i * k + q]);
+                for (q = 0; q < nk; ++q) fprintf(f_jsonl, "%s%.9g", q ? ", " : "", (double)ra[i * st + q]);
                 fputs("]}\n", f_jsonl);
             }
             if (f_jsonl == stdout && ferror(stdout)) fail("writing to standard output failed");
@@ -146,10 +183,14 @@ static int cmd_encode(int argc, char **argv)
         out_commit(&a_idx);
         out_commit(&a_act);
     }
-    if (f_jsonl != stdout)
+    if (f_jsonl != stdout && varying)
+        fprintf(stderr, "%s: %llu rows, threshold %.6g, up to %zu latents a row -> %s%s (%.1fs)\n", g_cmd, (unsigned long long)rows,
+                (double)lsae_model_batchtopk_threshold(m), cd.most, out, jsonl ? "" : "/{top_indices,top_acts}.npy", now_s() - t0);
+    else if (f_jsonl != stdout)
         fprintf(stderr, "%s: %llu rows, k %llu -> %s%s (%.1fs)\n", g_cmd, (unsigned long long)rows, (unsigned long long)k, out,
                 jsonl ? "" : "/{top_indices,top_acts}.npy", now_s() - t0);
     free(x); free(acts); free(idx);
+    if (varying) codes_free(&cd);
     lsae_dataset_close(ds);
     lsae_model_free(m);
     return 0;

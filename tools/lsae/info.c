@@ -165,6 +165,13 @@ static int cmd_info(int argc, char **argv)
         json_str(stdout, where);
         printf(", \"d_in\": %zu, \"num_latents\": %zu, \"expansion_factor\": %zu, \"k\": %zu, \"normalize_decoder\": %s, \"multi_topk\": %s",
                d, L, c->expansion_factor, lsae_model_k(m), c->normalize_decoder ? "true" : "false", c->multi_topk ? "true" : "false");
+        {
+            char ty[512];
+            model_type_text(m, ty, sizeof ty);
+            printf(", \"sae_type\": \"%s\", \"sae_type_text\": ", c->sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : c->sae_type == LSAE_SAE_MATRYOSHKA ? "matryoshka" : "topk");
+            json_str(stdout, ty);
+            printf(", \"encode_k\": %zu, \"batchtopk_threshold\": %.9g", lsae_model_encode_k(m), (double)lsae_model_batchtopk_threshold(m));
+        }
         printf(", \"encoder_row_norm\": {\"min\": %.9g, \"mean\": %.9g, \"max\": %.9g}", a0, a1, a2);
         printf(", \"decoder_row_norm\": {\"min\": %.9g, \"mean\": %.9g, \"max\": %.9g}", d0, d1, d2);
         printf(", \"encoder_bias\": {\"min\": %.9g, \"mean\": %.9g, \"max\": %.9g}", e0, e1, e2);
@@ -181,6 +188,11 @@ static int cmd_info(int argc, char **argv)
         if (L % d == 0) printf(" (expansion_factor %zu)", L / d);
         printf(", k %zu, normalize_decoder %s, multi_topk %s\n", lsae_model_k(m), c->normalize_decoder ? "true" : "false",
                c->multi_topk ? "true" : "false");
+        {
+            char ty[512];
+            model_type_text(m, ty, sizeof ty);
+            printf("type       %s\n", ty);
+        }
         printf("file       sae.safetensors, %.1f MB\n", (double)sz / 1e6);
         print_safetensors_header(path);
         printf("norms      encoder.weight rows  min %.4g  mean %.4g  max %.4g\n", a0, a1, a2);

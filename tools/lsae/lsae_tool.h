@@ -237,6 +237,16 @@ typedef struct run_settings {
     int shuffle;
     uint64_t seed, total_steps, save_every;
     const char *init;                        /* --init's model directory, or NULL */
+    /* the SAE type (README "SAE types"); a run.json without them is a TopK run */
+    const char *sae_type;                    /* topk, batchtopk, matryoshka */
+    double batchtopk_threshold_beta;
+    int batchtopk_row_cap;
+    const char *matryoshka_sizes, *matryoshka_ks, *matryoshka_loss_weights; /* as given: "64,256,1536", or NULL */
+    int matryoshka_use_batchtopk;
+    const char *matryoshka_form;             /* nested, per-level */
+    int k_anneal;
+    uint64_t k_anneal_start;
+    double k_anneal_pct;
 } run_settings;
 
 static void run_settings_write(const char *dir, const run_settings *rs);

@@ -300,12 +300,15 @@ static void eval_metrics_free(eval_metrics *e)
 static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, eval_metrics *out, char *err, size_t errcap)
 {
     const size_t chunk = 2048;
-    const size_t d = lsae_model_d_in(m), L = lsae_model_num_latents(m), k = lsae_model_k(m);
+    const size_t d = lsae_model_d_in(m), L = lsae_model_num_latents(m), k = lsae_model_encode_k(m);
+    /* the most latents a row may keep: k, or any number up to L for an
+       uncapped BatchTopK model (its threshold decides) */
+    const size_t kmax = model_varying_k(m) ? L : k;
     const int nthreads = lsae__num_threads(o->threads);
     uint64_t total = lsae_dataset_rows(ds), first, n_pos = 0, never = 0, alive = 0, over1 = 0, over10 = 0;
     double *shift, *sx, *sxx, *se, sum_cos = 0, sum_ratio = 0, sum_xh2 = 0, sum_dot = 0, tv = 0, sse = 0, perdim = 0, N;
-    float *x, *xhat, *acts, *inv_x, *inv_h, *W = NULL;
-    int32_t *idx;
+    float *x, *xhat, *inv_x, *inv_h, *W = NULL;
+    codes cd;
     uint64_t *rowid, active = 0;
     size_t j, l, nq = 0;
     float *Pq = NULL, *Ph = NULL;
@@ -319,16 +322,15 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     if (chunk > SIZE_MAX / d / sizeof(float) || chunk > SIZE_MAX / k / sizeof(float)) return eval_error(err, errcap, "d_in or k too large");
     out->d = d; out->L = L; out->k = k;
     out->fires = (uint64_t *)xcalloc(L, sizeof(uint64_t));
-    out->l0_hist_len = k + 1;
-    out->l0_hist = (uint64_t *)xcalloc(k + 1, sizeof(uint64_t));
+    out->l0_hist_len = kmax + 1;
+    out->l0_hist = (uint64_t *)xcalloc(kmax + 1, sizeof(uint64_t));
     shift = (double *)xcalloc(d, sizeof(double));
     sx = (double *)xcalloc(d, sizeof(double));
     sxx = (double *)xcalloc(d, sizeof(double));
     se = (double *)xcalloc(d, sizeof(double));
     x = (float *)xcalloc(chunk * d, sizeof(float));
     xhat = (float *)xcalloc(chunk * d, sizeof(float));
-    acts = (float *)xcalloc(chunk * k, sizeof(float));
-    idx = (int32_t *)xcalloc(chunk * k, sizeof(int32_t));
+    codes_init(&cd, m, chunk);
     rowid = (uint64_t *)xcalloc(chunk, sizeof(uint64_t));
     inv_x = (float *)xcalloc(chunk, sizeof(float));
     inv_h = (float *)xcalloc(chunk, sizeof(float));
@@ -338,8 +340,8 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     if (o->queries && total > EVAL_NN) {
         uint64_t want = o->queries < total ? o->queries : total;
         size_t i, kept = 0;
-        float *q, *qa, *qh, *qu;
-        int32_t *qi;
+        float *q, *qh, *qu;
+        codes qc;
         if (want > SIZE_MAX / d / sizeof(float) || want > SIZE_MAX / k / sizeof(float)) return eval_error(err, errcap, "--queries too large");
         out->query_rows = (uint64_t *)xcalloc((size_t)want, sizeof(uint64_t));
         nq = pick_queries(total, want, o->seed, out->query_rows);
@@ -353,12 +355,12 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
             if (row_finite(q + kept * d, d)) out->query_rows[kept++] = out->query_rows[i];
         }
         nq = kept;
-        qa = (float *)xcalloc(nq * k + 1, sizeof(float));
-        qi = (int32_t *)xcalloc(nq * k + 1, sizeof(int32_t));
+        codes_init(&qc, m, nq + 1);
         qh = (float *)xcalloc(nq * d + 1, sizeof(float));
         qu = (float *)xcalloc(nq * d + 1, sizeof(float));
-        if ((r = lsae_model_encode(m, q, nq, k, qa, qi)) != LSAE_OK || (r = lsae_model_decode(m, qa, qi, nq, k, qh)) != LSAE_OK) {
-            free(q); free(qa); free(qi); free(qh); free(qu);
+        if ((r = codes_encode(&qc, m, q, nq)) != LSAE_OK || (r = codes_decode(&qc, m, nq, qh)) != LSAE_OK) {
+            free(q); free(qh); free(qu);
+            codes_free(&qc);
             eval_metrics_free(out);
             return eval_error(err, errcap, "%s", lsae_last_error());
         }
@@ -368,7 +370,8 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
         Ph = pack_queries(qu, nq, d);
         nn_x = (eval_nn *)xcalloc(nq + 1, sizeof(eval_nn));
         nn_h = (eval_nn *)xcalloc(nq + 1, sizeof(eval_nn));
-        free(q); free(qa); free(qi); free(qh); free(qu);
+        free(q); free(qh); free(qu);
+        codes_free(&qc);
     }
 
     for (first = 0; first < total; first += chunk) {
@@ -381,8 +384,8 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
             rowid[kept++] = first + i;
         }
         if (!kept) continue;
-        if ((r = lsae_model_encode(m, x, kept, k, acts, idx)) != LSAE_OK) break;
-        if ((r = lsae_model_decode(m, acts, idx, kept, k, xhat)) != LSAE_OK) break;
+        if ((r = codes_encode(&cd, m, x, kept)) != LSAE_OK) break;
+        if ((r = codes_decode(&cd, m, kept, xhat)) != LSAE_OK) break;
         if (out->rows == 0)
             for (j = 0; j < d; ++j) shift[j] = x[j];
         for (i = 0; i < kept; ++i) {
@@ -408,9 +411,9 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
             inv_x[i] = xx > 0 ? (float)(1.0 / sqrt(xx)) : 0.0f;
             inv_h[i] = hh > 0 ? (float)(1.0 / sqrt(hh)) : 0.0f;
             /* latents (section 3): active = in the top-k with activation > 0 */
-            for (s = 0; s < k; ++s)
-                if (acts[i * k + s] > 0.0f) {
-                    out->fires[idx[i * k + s]]++;
+            for (s = 0; s < cd.count[i]; ++s)
+                if (cd.acts[i * cd.cap + s] > 0.0f) {
+                    out->fires[cd.idx[i * cd.cap + s]]++;
                     nact++;
                 }
             out->l0_hist[nact]++;
@@ -424,7 +427,7 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
         progress_scan("evaluating", first + n, total, t0);
     }
     live_clear();
-    free(x); free(xhat); free(acts); free(idx); free(rowid); free(inv_x); free(inv_h); free(Pq); free(Ph);
+    free(x); free(xhat); codes_free(&cd); free(rowid); free(inv_x); free(inv_h); free(Pq); free(Ph);
     if (first < total) { /* a library call failed */
         free(shift); free(sx); free(sxx); free(se); free(nn_x); free(nn_h);
         eval_metrics_free(out);

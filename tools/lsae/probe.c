@@ -424,6 +424,7 @@ static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, p
     const size_t chunk = 2048;
     texts lab;
     probe_data pd;
+    codes cd;
     uint64_t total = lsae_dataset_rows(ds), first;
     size_t cap = 0, i, c, ki;
     float *x;
@@ -448,7 +449,8 @@ static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, p
     out->label_lines_unused = lab.n > total ? lab.n - total : 0;
     pd.d = lsae_model_d_in(m);
     pd.L = lsae_model_num_latents(m);
-    pd.k = lsae_model_k(m);
+    pd.k = lsae_model_encode_k(m);
+    codes_init(&cd, m, chunk);
     pd.S = probe_mix(o->seed);
     if (lsae_dataset_d_in(ds) != pd.d)
         fail("the embeddings have rows of %zu values, but the model expects d_in %zu", lsae_dataset_d_in(ds), pd.d);
@@ -478,10 +480,28 @@ static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, p
             pd.n++;
         }
         if (pd.n > kept0) {
-            size_t q;
-            if ((r = lsae_model_encode(m, pd.x + kept0 * pd.d, pd.n - kept0, pd.k, pd.act + kept0 * pd.k, pd.idx + kept0 * pd.k)) != LSAE_OK)
-                lib_fail(r, NULL);
-            for (q = kept0 * pd.k; q < pd.n * pd.k; ++q) if (!(pd.act[q] > 0)) pd.act[q] = 0;
+            size_t q, j;
+            if ((r = codes_encode(&cd, m, pd.x + kept0 * pd.d, pd.n - kept0)) != LSAE_OK) lib_fail(r, NULL);
+            if (cd.cap > pd.k) {
+                /* an uncapped BatchTopK row keeps more than the rows so far:
+                   widen every row's slots (from the last row back, in place) */
+                size_t i2;
+                pd.act = (float *)xrealloc(pd.act, cap * cd.cap * sizeof(float));
+                pd.idx = (int32_t *)xrealloc(pd.idx, cap * cd.cap * sizeof(int32_t));
+                for (i2 = kept0; i2-- > 0;) {
+                    memmove(pd.act + i2 * cd.cap, pd.act + i2 * pd.k, pd.k * sizeof(float));
+                    memmove(pd.idx + i2 * cd.cap, pd.idx + i2 * pd.k, pd.k * sizeof(int32_t));
+                    for (q = pd.k; q < cd.cap; ++q) { pd.act[i2 * cd.cap + q] = 0; pd.idx[i2 * cd.cap + q] = 0; }
+                }
+                pd.k = cd.cap;
+            }
+            for (j = 0; j < pd.n - kept0; ++j)
+                for (q = 0; q < pd.k; ++q) {
+                    /* slots past a row's count, and zero activations, are padding */
+                    float a = q < cd.count[j] ? cd.acts[j * cd.cap + q] : 0.0f;
+                    pd.act[(kept0 + j) * pd.k + q] = a > 0 ? a : 0;
+                    pd.idx[(kept0 + j) * pd.k + q] = q < cd.count[j] ? cd.idx[j * cd.cap + q] : 0;
+                }
         }
         progress_scan("probing: encoding the labelled rows", first + nread, total, t0);
     }
@@ -537,6 +557,7 @@ static void probe_run(lsae_model *m, lsae_dataset *ds, const probe_options *o, p
     if (out->nonconverged) warn("probing: %zu logistic regressions did not converge in 100 Newton steps", out->nonconverged);
     free((void *)name_of);
     free(pd.row); free(pd.cls); free(pd.x); free(pd.act); free(pd.idx); free(pd.names); free(pd.count);
+    codes_free(&cd);
     texts_free(&lab);
 }
 

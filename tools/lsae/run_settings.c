@@ -50,6 +50,19 @@ static void run_settings_write(const char *dir, const run_settings *rs)
             (unsigned long long)rs->total_steps);
     fprintf(f, "  \"save_every\": %llu,\n  \"init\": ", (unsigned long long)rs->save_every);
     json_str_or_null(f, rs->init);
+    fprintf(f, ",\n  \"sae_type\": ");
+    json_str(f, rs->sae_type ? rs->sae_type : "topk");
+    fprintf(f, ",\n  \"batchtopk_threshold_beta\": %.17g,\n  \"batchtopk_row_cap\": %s,\n  \"matryoshka_sizes\": ", rs->batchtopk_threshold_beta,
+            json_bool_text(rs->batchtopk_row_cap));
+    json_str_or_null(f, rs->matryoshka_sizes);
+    fprintf(f, ",\n  \"matryoshka_ks\": ");
+    json_str_or_null(f, rs->matryoshka_ks);
+    fprintf(f, ",\n  \"matryoshka_loss_weights\": ");
+    json_str_or_null(f, rs->matryoshka_loss_weights);
+    fprintf(f, ",\n  \"matryoshka_use_batchtopk\": %s,\n  \"matryoshka_form\": ", json_bool_text(rs->matryoshka_use_batchtopk));
+    json_str(f, rs->matryoshka_form ? rs->matryoshka_form : "nested");
+    fprintf(f, ",\n  \"k_anneal\": %s,\n  \"k_anneal_start\": %llu,\n  \"k_anneal_pct\": %.17g", json_bool_text(rs->k_anneal),
+            (unsigned long long)rs->k_anneal_start, rs->k_anneal_pct);
     fprintf(f, "\n}\n");
     out_commit(&of);
 }
@@ -102,6 +115,18 @@ static int run_settings_read(const char *dir, run_settings *rs)
     rs->total_steps = json_u64_of(&doc, 0, "total_steps", 0);
     rs->save_every = json_u64_of(&doc, 0, "save_every", 1000);
     rs->init = json_str_of(&doc, 0, "init");
+    /* the SAE type: absent in the run.json of a TopK run from before the types */
+    rs->sae_type = json_str_of(&doc, 0, "sae_type");
+    rs->batchtopk_threshold_beta = json_num_of(&doc, 0, "batchtopk_threshold_beta", 0.999);
+    rs->batchtopk_row_cap = json_num_of(&doc, 0, "batchtopk_row_cap", 0) != 0;
+    rs->matryoshka_sizes = json_str_of(&doc, 0, "matryoshka_sizes");
+    rs->matryoshka_ks = json_str_of(&doc, 0, "matryoshka_ks");
+    rs->matryoshka_loss_weights = json_str_of(&doc, 0, "matryoshka_loss_weights");
+    rs->matryoshka_use_batchtopk = json_num_of(&doc, 0, "matryoshka_use_batchtopk", 0) != 0;
+    rs->matryoshka_form = json_str_of(&doc, 0, "matryoshka_form");
+    rs->k_anneal = json_num_of(&doc, 0, "k_anneal", 0) != 0;
+    rs->k_anneal_start = json_u64_of(&doc, 0, "k_anneal_start", 0);
+    rs->k_anneal_pct = json_num_of(&doc, 0, "k_anneal_pct", 0.3);
     json_doc_free(&doc);
     return 1;
 }
@@ -111,7 +136,8 @@ static void run_settings_free(run_settings *rs)
     /* the reader's strings: its own copies, const only to the commands */
     free((void *)rs->run_id); free((void *)rs->lsae_version); free((void *)rs->data); free((void *)rs->texts);
     free((void *)rs->format); free((void *)rs->tensor); free((void *)rs->raw_dtype); free((void *)rs->lr_schedule);
-    free((void *)rs->init);
+    free((void *)rs->init); free((void *)rs->sae_type); free((void *)rs->matryoshka_sizes); free((void *)rs->matryoshka_ks);
+    free((void *)rs->matryoshka_loss_weights); free((void *)rs->matryoshka_form);
     memset(rs, 0, sizeof *rs);
 }
 

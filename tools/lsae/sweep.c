@@ -44,7 +44,18 @@ static const struct sweep_listable {
     { "--lr-schedule", "lr_schedule", "" },
     { "--auxk-alpha", "auxk_alpha", "auxk" },
     { "--dead-feature-threshold", "dead_feature_threshold", "dead" },
+    { "--sae-type", "sae_type", "" },
+    { "--batchtopk-threshold-beta", "batchtopk_threshold_beta", "beta" },
+    { "--k-anneal-start", "k_anneal_start", "kstart" },
+    { "--k-anneal-pct", "k_anneal_pct", "kpct" },
 };
+
+/* Flags whose one value is itself a comma list (a Matryoshka level each):
+   a sweep passes them whole to every model, never as a grid axis. */
+static int sweep_comma_value(const char *flag)
+{
+    return !strcmp(flag, "--matryoshka-sizes") || !strcmp(flag, "--matryoshka-ks") || !strcmp(flag, "--matryoshka-loss-weights");
+}
 #define SWEEP_NLISTABLE (sizeof sweep_listable / sizeof sweep_listable[0])
 
 /* Why a flag cannot be a list: NULL when it can. */
@@ -126,9 +137,11 @@ static void sweep_parse(int argc, char **argv, sweep_args *sa)
 {
     const char *usage = "lsae sweep --data PATH --k 32,64,128 --expansion-factor 16,32 [train options] --out DIR";
     const char *about =
-        "Train a grid of TopK SAEs in one pass over the data: each batch is read once and fed to every model. These "
+        "Train a grid of SAEs in one pass over the data: each batch is read once and fed to every model. These "
         "train flags may be comma lists, and the grid is their cartesian product: --k, --expansion-factor, "
-        "--num-latents, --lr, --lr-warmup-steps, --lr-schedule, --auxk-alpha, --dead-feature-threshold. The "
+        "--num-latents, --lr, --lr-warmup-steps, --lr-schedule, --auxk-alpha, --dead-feature-threshold, --sae-type, "
+        "--batchtopk-threshold-beta, --k-anneal-start, --k-anneal-pct. --matryoshka-sizes, --matryoshka-ks and "
+        "--matryoshka-loss-weights are one comma list each, the same for every model. The "
         "others take one value for all models: --batch-size, --seed, --epochs, --max-samples and --no-shuffle "
         "decide the batches every model shares, and --grad-acc-steps and --save-every when the models step and "
         "save together. Each model is an lsae train run in its own directory under --out (lsae eval, report and "
@@ -186,7 +199,7 @@ static void sweep_parse(int argc, char **argv, sweep_args *sa)
             sweep_add_pass(sa, (char *)o[i].name);
             continue;
         }
-        if (!strchr(v, ',')) {
+        if (!strchr(v, ',') || sweep_comma_value(o[i].name)) {
             sweep_add_pass(sa, (char *)o[i].name);
             sweep_add_pass(sa, (char *)v);
             continue;

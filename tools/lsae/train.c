@@ -5,7 +5,7 @@
    train_plan; then train_loop.c's train_start, train_loop, train_finish.
    Part of lsae's one translation unit: included by main.c, not compiled alone. */
 
-#define TRAIN_MAX_OPTS 48
+#define TRAIN_MAX_OPTS 64
 
 /* The command line of lsae train (on --resume, run.json's settings replace
    the ones that may not change). */
@@ -14,6 +14,11 @@ typedef struct train_args {
     uint64_t k, expansion, num_latents, batch, grad_acc, warmup, dead_thr, epochs, max_samples, save_every, seed, log_every;
     double lr, auxk_alpha;
     int multi_topk, no_norm, no_shuffle, threads;
+    /* the SAE type (README "SAE types", docs/math.md section 3) */
+    const char *sae_type, *mat_sizes, *mat_ks, *mat_weights, *mat_form;
+    double btk_beta, anneal_pct;
+    uint64_t anneal_start;
+    int btk_cap, mat_btk, anneal;
     data_args da;
     opt o[TRAIN_MAX_OPTS];  /* the flag table, for opt_seen after parsing */
     size_t no;
@@ -107,13 +112,25 @@ static void train_options(train_args *a)
         OPT("--multi-topk", NULL, O_FLAG, &a->multi_topk, NULL, NULL, "also train the top 4k latents to reconstruct (adds fvu(4k)/8 to the loss); only the top k count as fired, as in latent-sae (sparsify counts all 4k)"),
         OPT("--no-normalize-decoder", NULL, O_FLAG, &a->no_norm, NULL, NULL, "let decoder rows have any norm (default: unit rows)"),
         OPT("--init", NULL, O_STR, &a->init, "MODEL", NULL, "start from a saved model (a directory or hf:OWNER/NAME/SUBFOLDER) and keep its b_dec, like sparsify's --finetune; Adam starts fresh"),
+        OPT_GROUP("SAE type (README \"SAE types\"; docs/math.md, section 3)"),
+        OPT("--sae-type", NULL, O_STR, &a->sae_type, "T", "topk", "topk (each row keeps its k best), batchtopk (the batch keeps its B k best; a learned threshold at inference) or matryoshka (nested prefixes of the latents each reconstruct)"),
+        OPT("--batchtopk-threshold-beta", NULL, O_DBL, &a->btk_beta, "X", "0.999", "EMA decay of the BatchTopK inference threshold (batchtopk, or matryoshka with --matryoshka-use-batchtopk)"),
+        OPT("--batchtopk-row-cap", NULL, O_FLAG, &a->btk_cap, NULL, NULL, "cap every row at k after the batch-wide pick and at inference, as latent-sae's batchtopk always does (default: uncapped)"),
+        OPT("--matryoshka-sizes", NULL, O_STR, &a->mat_sizes, "N,N,..", NULL, "matryoshka: the latents of each level, increasing, the last = the number of latents (e.g. 64,256,1536); required"),
+        OPT("--matryoshka-ks", NULL, O_STR, &a->mat_ks, "N,N,..", NULL, "per-level matryoshka: each level's k (e.g. 8,16,32); encoding keeps the last; required for that form"),
+        OPT("--matryoshka-loss-weights", NULL, O_STR, &a->mat_weights, "X,X,..", "every level 1", "matryoshka: each level's weight in the loss"),
+        OPT("--matryoshka-use-batchtopk", NULL, O_FLAG, &a->mat_btk, NULL, NULL, "matryoshka: pick batch-wide (BatchTopK) instead of per row; the per-level form always caps rows at their level's k"),
+        OPT("--matryoshka-form", NULL, O_STR, &a->mat_form, "F", "nested", "nested (one selection, every prefix decodes it, the loss sums the levels: Bussmann et al., SAELens) or per-level (each level its own top k, a weighted mean, no AuxK: latent-sae's, and how its files load)"),
+        OPT("--k-anneal", NULL, O_FLAG, &a->anneal, NULL, NULL, "any type: k falls linearly from --k-anneal-start to k over the first --k-anneal-pct of the optimizer steps"),
+        OPT("--k-anneal-start", NULL, O_U64, &a->anneal_start, "N", "0 = 4k, at most the number of latents", "the k annealing starts from"),
+        OPT("--k-anneal-pct", NULL, O_DBL, &a->anneal_pct, "X", "0.3", "the fraction of the run k falls over"),
         OPT_GROUP("training"),
         OPT("--batch-size", NULL, O_U64, &a->batch, "N", "512", "rows per batch"),
         OPT("--grad-acc-steps", NULL, O_U64, &a->grad_acc, "N", "1", "batches per optimizer step"),
         OPT("--lr", NULL, O_DBL, &a->lr, "X", "automatic: 2e-4 / sqrt(latents / 2^14)", "peak learning rate"),
         OPT("--lr-warmup-steps", NULL, O_U64, &a->warmup, "N", "1000", "optimizer steps of linear warm-up"),
         OPT("--lr-schedule", NULL, O_STR, &a->sched, "S", "linear", "after warm-up: linear (to 0 at the last step), cosine, or constant. Linear is sparsify's default and was latent-sae's until it moved to cosine: give cosine to match latent-sae now"),
-        OPT("--auxk-alpha", NULL, O_DBL, &a->auxk_alpha, "X", "0.03125 = 1/32", "weight of the AuxK loss that revives dead latents; 0 turns it off. latent-sae and sparsify default to 0: give 0 to match them; 1/32 is Gao et al.'s value, without which latents that die early stay dead"),
+        OPT("--auxk-alpha", NULL, O_DBL, &a->auxk_alpha, "X", "0.03125 = 1/32; 0 for per-level matryoshka, which has no AuxK", "weight of the AuxK loss that revives dead latents; 0 turns it off. latent-sae and sparsify default to 0: give 0 to match them; 1/32 is Gao et al.'s value, without which latents that die early stay dead"),
         OPT("--dead-feature-threshold", NULL, O_U64, &a->dead_thr, "N", "10000000", "a latent is dead after N training rows outside every top-k. Rows, as sparsify counts; latent-sae counts rows x d_in, so to match one of its runs give its N / d_in (13020 for 10000000 at d_in 768)"),
         OPT("--seed", NULL, O_U64, &a->seed, "N", "0", "seed of the initial weights and of the data order"),
         OPT_GROUP("output and running"),
@@ -130,6 +147,7 @@ static void train_options(train_args *a)
     a->k = 32; a->expansion = 32; a->batch = 512; a->grad_acc = 1; a->warmup = 1000; a->dead_thr = 10000000;
     a->epochs = 1; a->save_every = 1000;
     a->auxk_alpha = 1.0 / 32.0;
+    a->sae_type = "topk"; a->mat_form = "nested"; a->btk_beta = 0.999; a->anneal_pct = 0.3;
     a->no = sizeof o / sizeof o[0];
     if (a->no > TRAIN_MAX_OPTS) fail("internal: lsae train has more flags than TRAIN_MAX_OPTS");
     memcpy(a->o, o, sizeof o);
@@ -202,6 +220,18 @@ static void train_resume_settings(train_run *t)
     a->max_samples = rs->max_samples;
     a->no_shuffle = !rs->shuffle;
     a->seed = rs->seed;
+    /* the SAE type (a run.json from before the types: TopK) */
+    a->sae_type = rs->sae_type ? rs->sae_type : "topk";
+    a->btk_beta = rs->batchtopk_threshold_beta;
+    a->btk_cap = rs->batchtopk_row_cap;
+    a->mat_sizes = rs->matryoshka_sizes;
+    a->mat_ks = rs->matryoshka_ks;
+    a->mat_weights = rs->matryoshka_loss_weights;
+    a->mat_btk = rs->matryoshka_use_batchtopk;
+    a->mat_form = rs->matryoshka_form ? rs->matryoshka_form : "nested";
+    a->anneal = rs->k_anneal;
+    a->anneal_start = rs->k_anneal_start;
+    a->anneal_pct = rs->k_anneal_pct;
     if (!opt_seen(a->o, a->no, "--save-every")) a->save_every = rs->save_every;
     if (!a->data) a->data = rs->data;
     if (!a->texts && !opt_seen(a->o, a->no, "--data")) a->texts = rs->texts;
@@ -278,8 +308,90 @@ static void train_init_from(train_run *t)
     bd = (float *)xmalloc(d * sizeof(float));
     lsae_model_get_weights(m0, We, be, Wd, bd);
     if ((r = lsae_model_set_weights(t->m, We, be, Wd, bd)) != LSAE_OK) lib_fail(r, "--init");
+    /* a BatchTopK threshold carries over when both models have one, so its
+       EMA continues (the call refuses, changing nothing, when the new type
+       has no threshold) */
+    if (lsae_model_batchtopk_threshold(m0) > 0) (void)lsae_model_set_batchtopk_threshold(t->m, lsae_model_batchtopk_threshold(m0));
     free(We); free(Wd); free(be); free(bd);
     lsae_model_free(m0);
+}
+
+/* "64,256,1536" into up to LSAE_MAX_LEVELS numbers; the count */
+static size_t parse_levels(const char *flag, const char *s, double *out, int integers)
+{
+    size_t n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        double v;
+        while (*p == ' ') ++p;
+        v = strtod(p, &end);
+        if (end == p || !isfinite(v) || (integers && (v < 1 || v != floor(v) || v > 2147483647.0)) || (!integers && v < 0))
+            usage_fail("%s expects comma-separated %s, as 64,256,1536; got '%s'", flag, integers ? "whole numbers >= 1" : "numbers >= 0", s);
+        if (n == LSAE_MAX_LEVELS) usage_fail("%s: at most %d levels", flag, LSAE_MAX_LEVELS);
+        out[n++] = v;
+        p = end;
+        while (*p == ' ') ++p;
+        if (!*p) return n;
+        if (*p++ != ',') usage_fail("%s expects comma-separated numbers, as 64,256,1536; got '%s'", flag, s);
+    }
+}
+
+/* The SAE type's flags into the config (the library checks the values:
+   sizes increasing to L, k_i <= n_i, ...). */
+static void train_type_config(train_run *t)
+{
+    const train_args *a = &t->a;
+    lsae_config *c = &t->cfg;
+    double v[LSAE_MAX_LEVELS];
+    size_t n, i;
+    int mat;
+    if (!strcmp(a->sae_type, "topk")) c->sae_type = LSAE_SAE_TOPK;
+    else if (!strcmp(a->sae_type, "batchtopk")) c->sae_type = LSAE_SAE_BATCHTOPK;
+    else if (!strcmp(a->sae_type, "matryoshka")) c->sae_type = LSAE_SAE_MATRYOSHKA;
+    else usage_fail("--sae-type must be topk, batchtopk or matryoshka, not '%s' (gated, jumprelu and lista are not implemented)", a->sae_type);
+    mat = c->sae_type == LSAE_SAE_MATRYOSHKA;
+    if (!mat) {
+        static const char *mat_flags[] = { "--matryoshka-sizes", "--matryoshka-ks", "--matryoshka-loss-weights", "--matryoshka-use-batchtopk", "--matryoshka-form", NULL };
+        for (i = 0; mat_flags[i]; ++i)
+            if (opt_seen(a->o, a->no, mat_flags[i])) usage_fail("%s is a matryoshka setting: give --sae-type matryoshka", mat_flags[i]);
+    }
+    if (c->sae_type == LSAE_SAE_TOPK && (opt_seen(a->o, a->no, "--batchtopk-row-cap") || opt_seen(a->o, a->no, "--batchtopk-threshold-beta")))
+        usage_fail("--batchtopk-row-cap and --batchtopk-threshold-beta are batchtopk settings: give --sae-type batchtopk (or matryoshka with --matryoshka-use-batchtopk)");
+    c->batchtopk_threshold_beta = a->btk_beta;
+    c->batchtopk_row_cap = a->btk_cap;
+    if (mat) {
+        if (!strcmp(a->mat_form, "nested")) c->matryoshka_form = LSAE_MATRYOSHKA_NESTED;
+        else if (!strcmp(a->mat_form, "per-level") || !strcmp(a->mat_form, "per_level")) c->matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+        else usage_fail("--matryoshka-form must be nested or per-level, not '%s'", a->mat_form);
+        if (!a->mat_sizes) usage_fail("--sae-type matryoshka needs --matryoshka-sizes (e.g. 64,256,1536, the last = the number of latents)");
+        n = parse_levels("--matryoshka-sizes", a->mat_sizes, v, 1);
+        c->matryoshka_levels = n;
+        for (i = 0; i < n; ++i) c->matryoshka_sizes[i] = (size_t)v[i];
+        if (c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL) {
+            if (!a->mat_ks) usage_fail("--matryoshka-form per-level needs --matryoshka-ks, one k per level (e.g. 8,16,32)");
+            if (parse_levels("--matryoshka-ks", a->mat_ks, v, 1) != n) usage_fail("--matryoshka-ks needs one k per level of --matryoshka-sizes (%zu)", n);
+            for (i = 0; i < n; ++i) c->matryoshka_ks[i] = (size_t)v[i];
+            /* no AuxK in this form (latent-sae's): its default is 0 here */
+            if (!opt_seen(a->o, a->no, "--auxk-alpha") && !t->resuming) c->auxk_alpha = t->a.auxk_alpha = 0; /* run.json records it */
+            if (c->batchtopk_row_cap) usage_fail("--batchtopk-row-cap: the per-level form always caps a row at its level's k");
+        } else if (a->mat_ks) {
+            usage_fail("--matryoshka-ks is for --matryoshka-form per-level; the nested form keeps one k (--k)");
+        }
+        if (a->mat_weights && *a->mat_weights) {
+            if (parse_levels("--matryoshka-loss-weights", a->mat_weights, v, 0) != n)
+                usage_fail("--matryoshka-loss-weights needs one weight per level of --matryoshka-sizes (%zu)", n);
+            for (i = 0; i < n; ++i) c->matryoshka_loss_weights[i] = v[i];
+        }
+        c->matryoshka_use_batchtopk = a->mat_btk;
+        if (!a->mat_btk && (opt_seen(a->o, a->no, "--batchtopk-row-cap") || opt_seen(a->o, a->no, "--batchtopk-threshold-beta")))
+            usage_fail("--batchtopk-row-cap and --batchtopk-threshold-beta need --matryoshka-use-batchtopk with matryoshka");
+    }
+    if (!a->anneal && (opt_seen(a->o, a->no, "--k-anneal-start") || opt_seen(a->o, a->no, "--k-anneal-pct")))
+        usage_fail("--k-anneal-start and --k-anneal-pct need --k-anneal");
+    c->k_anneal = a->anneal;
+    c->k_anneal_start = (size_t)a->anneal_start;
+    c->k_anneal_pct = a->anneal_pct;
 }
 
 static void train_make_config(train_run *t)
@@ -302,6 +414,7 @@ static void train_make_config(train_run *t)
     t->cfg.num_threads = a->threads;
     t->cfg.device = parse_device(a->device);
     t->cfg.precision = parse_precision(a->precision);
+    train_type_config(t);
     if (a->init) train_init_from(t);
     else if ((r = lsae_config_validate(&t->cfg)) != LSAE_OK) lib_fail(r, NULL);
     t->L = lsae_config_num_latents(&t->cfg);

@@ -108,6 +108,17 @@ static void train_write_settings(const train_run *t)
     rs.total_steps = t->S;
     rs.save_every = a->save_every;
     rs.init = a->init ? t->init_where : NULL;
+    rs.sae_type = a->sae_type;
+    rs.batchtopk_threshold_beta = a->btk_beta;
+    rs.batchtopk_row_cap = a->btk_cap;
+    rs.matryoshka_sizes = a->mat_sizes;
+    rs.matryoshka_ks = a->mat_ks;
+    rs.matryoshka_loss_weights = a->mat_weights;
+    rs.matryoshka_use_batchtopk = a->mat_btk;
+    rs.matryoshka_form = a->mat_form;
+    rs.k_anneal = a->anneal;
+    rs.k_anneal_start = a->anneal_start;
+    rs.k_anneal_pct = a->anneal_pct;
     run_settings_write(a->out, &rs);
 }
 
@@ -118,6 +129,16 @@ static void train_print_plan(const train_run *t)
     fprintf(stderr, "%s: %s %llu rows x %zu from %s\n", g_cmd, t->resuming ? "resuming on" : "training on", (unsigned long long)t->rows, d, a->data);
     fprintf(stderr, "  model     %zu latents (%s%zu), k %zu%s -> %s\n", L, L % d == 0 ? "expansion " : "", L % d == 0 ? L / d : L, t->cfg.k,
             t->cfg.multi_topk ? ", multi-topk" : "", a->out);
+    if (t->cfg.sae_type != LSAE_SAE_TOPK || t->cfg.k_anneal) {
+        const lsae_config *c = &t->cfg;
+        fprintf(stderr, "  type      %s%s%s%s%s%s%s\n", a->sae_type,
+                c->sae_type == LSAE_SAE_MATRYOSHKA ? (c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? " nested, sizes " : " per-level, sizes ") : "",
+                c->sae_type == LSAE_SAE_MATRYOSHKA ? a->mat_sizes : "",
+                c->sae_type == LSAE_SAE_MATRYOSHKA && a->mat_ks ? ", ks " : "", c->sae_type == LSAE_SAE_MATRYOSHKA && a->mat_ks ? a->mat_ks : "",
+                c->sae_type == LSAE_SAE_BATCHTOPK || (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_use_batchtopk)
+                    ? (c->batchtopk_row_cap ? ", batch-wide, rows capped at k" : ", batch-wide") : "",
+                c->k_anneal ? ", k annealed" : "");
+    }
     fprintf(stderr, "  training  %llu optimizer steps: batch %llu x grad-acc %llu, %llu epoch%s%s\n", (unsigned long long)t->S,
             (unsigned long long)a->batch, (unsigned long long)a->grad_acc, (unsigned long long)a->epochs, a->epochs == 1 ? "" : "s",
             a->max_samples ? ", capped by --max-samples" : "");
@@ -175,6 +196,33 @@ static void train_start(train_run *t)
 
 /* -------------------------------------------------------------- the loop */
 
+/* The k optimizer step s (0-based) keeps under k-annealing, docs/math.md
+   3.4: from k0 = k_anneal_start (0: min(4 k_f, L)) down to k_f over the
+   first floor(k_anneal_pct S) steps. k_f is k, or the last level's k of a
+   per-level Matryoshka model. */
+static size_t train_k_at(const train_run *t, uint64_t s)
+{
+    const lsae_config *c = &t->cfg;
+    size_t kf = c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && c->matryoshka_levels
+                    ? c->matryoshka_ks[c->matryoshka_levels - 1] : c->k;
+    size_t k0 = c->k_anneal_start ? c->k_anneal_start : (4 * kf < t->L ? 4 * kf : t->L);
+    uint64_t A = (uint64_t)floor(c->k_anneal_pct * (double)t->S);
+    if (!c->k_anneal || s >= A) return kf;
+    return (size_t)floor((double)k0 + ((double)kf - (double)k0) * (double)s / (double)(A > 1 ? A : 1));
+}
+
+/* " k 23  theta 0.0412": what the SAE type adds to a progress line (k while
+   it anneals, BatchTopK's threshold), "" for plain TopK */
+static void train_type_progress(const train_run *t, char *buf, size_t cap)
+{
+    const lsae_config *c = &t->cfg;
+    size_t at = 0;
+    buf[0] = 0;
+    if (c->k_anneal && t->step > 0) text_cat(buf, cap, &at, "  k %zu", train_k_at(t, t->step - 1));
+    if (c->sae_type == LSAE_SAE_BATCHTOPK || (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_use_batchtopk))
+        text_cat(buf, cap, &at, "  theta %.4g", (double)lsae_model_batchtopk_threshold(t->m));
+}
+
 /* The progress after optimizer step t->step: the live line on a terminal,
    else a plain line every --log-every steps (or about every 10 s). */
 static void train_print_progress(train_run *t, double now, double fvu)
@@ -183,23 +231,24 @@ static void train_print_progress(train_run *t, double now, double fvu)
     const lsae_step_stats *st = &w->st;
     double rate = (double)(t->samples - t->samples0) / (now - t->t_start + 1e-12);
     double eta = (double)(t->S - t->step) * (now - t->t_start) / (double)(t->step - t->step0);
-    char etab[32];
+    char etab[32], ty[64];
     fmt_duration(etab, sizeof etab, eta);
+    train_type_progress(t, ty, sizeof ty);
     if (g_live) {
         if (now - w->t_last_live >= 0.1 || t->step == t->S) {
             int filled = (int)(20.0 * (double)t->step / (double)t->S), i;
             fprintf(stderr, "\r\033[Kstep %llu/%llu [", (unsigned long long)t->step, (unsigned long long)t->S);
             for (i = 0; i < 20; ++i) fputc(i < filled ? '=' : ' ', stderr);
-            fprintf(stderr, "] %3.0f%%  %.0f samples/s  ETA %s  fvu %.4f  dead %.1f%%  lr %.2e", 100.0 * (double)t->step / (double)t->S,
-                    rate, etab, w->ema, 100.0 * st->dead_fraction, st->lr);
+            fprintf(stderr, "] %3.0f%%  %.0f samples/s  ETA %s  fvu %.4f  dead %.1f%%  lr %.2e%s", 100.0 * (double)t->step / (double)t->S,
+                    rate, etab, w->ema, 100.0 * st->dead_fraction, st->lr, ty);
             fflush(stderr);
             g_live_drawn = 1;
             w->t_last_live = now;
         }
     } else if ((t->a.log_every ? t->step % t->a.log_every == 0 : now - w->t_last_line >= 10.0) || t->step == t->step0 + 1 || t->step == t->S) {
-        fprintf(stderr, "step %llu/%llu (%.0f%%)  samples %llu  %.0f samples/s  ETA %s  fvu %.4f  auxk %.4g  dead %.2f%%  lr %.3g\n",
+        fprintf(stderr, "step %llu/%llu (%.0f%%)  samples %llu  %.0f samples/s  ETA %s  fvu %.4f  auxk %.4g  dead %.2f%%  lr %.3g%s\n",
                 (unsigned long long)t->step, (unsigned long long)t->S, 100.0 * (double)t->step / (double)t->S, (unsigned long long)t->samples,
-                rate, etab, fvu, st->auxk, 100.0 * st->dead_fraction, st->lr);
+                rate, etab, fvu, st->auxk, 100.0 * st->dead_fraction, st->lr, ty);
         w->t_last_line = now;
     }
 }
@@ -219,10 +268,14 @@ static void train_log_step(train_run *t)
     fprintf(t->metrics,
             "{\"step\": %llu, \"epoch\": %llu, \"samples\": %llu, \"fvu\": %.6g, \"auxk\": %.6g, \"multi_topk_fvu\": %.6g, "
             "\"loss\": %.6g, \"dead_pct\": %.4g, \"n_dead\": %zu, \"lr\": %.6g, \"grad_norm\": %.6g, \"samples_per_s\": %.1f, "
-            "\"elapsed_s\": %.3f}\n",
+            "\"elapsed_s\": %.3f",
             (unsigned long long)t->step, (unsigned long long)ls.epoch, (unsigned long long)t->samples, fvu,
             w->auxk / (double)w->batches, w->mtk / (double)w->batches, w->loss / (double)w->batches,
             100.0 * st->dead_fraction, st->n_dead, st->lr, st->grad_norm, sps, elapsed);
+    /* the SAE type's own numbers (a TopK run's lines stay as they were) */
+    if (t->cfg.k_anneal || t->cfg.sae_type != LSAE_SAE_TOPK)
+        fprintf(t->metrics, ", \"k\": %zu, \"batchtopk_threshold\": %.9g", train_k_at(t, t->step - 1), (double)lsae_model_batchtopk_threshold(t->m));
+    fputs("}\n", t->metrics);
     fflush(t->metrics);
     w->t_last_metric = now;
     w->ema = isnan(w->ema) ? fvu : 0.9 * w->ema + 0.1 * fvu;
