@@ -59,10 +59,9 @@ def one_error_line(p, what, code=None):
 
 
 # The training cases of the SAE types (batchtopk, matryoshka, k-annealing)
-# need the trainer of those types; until it is in, LSAE_TEST_SAE_TRAINING=1
-# turns them on. Everything else about the types (files, encode, eval, flags,
-# refusals) is always tested.
-SAE_TRAINING = os.environ.get("LSAE_TEST_SAE_TRAINING", "0") == "1"
+# run by default; LSAE_TEST_SAE_TRAINING=0 leaves them out (everything else
+# about the types: files, encode, eval, flags, refusals, is always tested).
+SAE_TRAINING = os.environ.get("LSAE_TEST_SAE_TRAINING", "1") == "1"
 
 
 def numpy_pre(w, x):
@@ -164,7 +163,7 @@ def test_sae_types(tmp, runA, x, texts0, train):
                  "--k-anneal-pct"):
         check(flag + " " in p.stdout or flag + "\n" in p.stdout, f"train --help lists {flag}")
     if not SAE_TRAINING:
-        print("test_cli: training of the SAE types skipped (LSAE_TEST_SAE_TRAINING=1 turns it on)")
+        print("test_cli: training of the SAE types skipped (LSAE_TEST_SAE_TRAINING=0)")
         return
     # ---- training each type: files, run.json, resume
     cases = {
