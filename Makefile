@@ -38,12 +38,12 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
-               test-sweep test-cuda-build test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian test-arm64
+               test-sweep test-cuda-build test-mpi test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian test-arm64
 
-.PHONY: all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
+.PHONY: mpi-build all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
-all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode
+all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode mpi-build
 
 info: info-cuda info-fuzz
 	@if [ -n "$(OMP)" ]; then echo "✓ OpenMP found ($(CC) -fopenmp)"; else echo "✗ OpenMP off: building single-threaded"; fi
@@ -305,6 +305,53 @@ test-cuda-build:
 	  grep -q "^lsae train: --device cuda: .*CUDA" $(CUDA_BUILD)/lsae.err || { echo "FAILED: lsae --device cuda without a GPU:"; cat $(CUDA_BUILD)/lsae.err; exit 1; }; \
 	  echo "✓ lsae --device cuda without a GPU: $$(cat $(CUDA_BUILD)/lsae.err)"; \
 	fi
+
+# ------------------------------------------------------------------- MPI
+#   MPICC=...    the MPI compiler wrapper (default: mpicc on PATH); none: no build/mpi
+# Data-parallel training (README "Distributed training"): build/mpi/lsae is
+# lsae built with LSAE_MPI, which trains under mpirun; latentsae.h itself
+# stays free of MPI (latentsae_mpi.h holds the MPI side). Open MPI as Debian
+# ships it: mpirun refuses to start as root (CI runs as root) unless told,
+# and --oversubscribe lets 3 ranks share 2 cores.
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPIRUN ?= $(shell command -v mpirun 2>/dev/null)
+MPIRUN_FLAGS ?= --oversubscribe $(shell [ "$$(id -u)" = 0 ] && echo --allow-run-as-root)
+MPI_BUILD = $(BUILD)/mpi
+$(MPI_BUILD):
+	@mkdir -p $@
+$(MPI_BUILD)/mpi_driver: tests/mpi_driver.c $(HDR) latentsae_mpi.h | $(MPI_BUILD)
+	$(MPICC) $(CFLAGS_ALL) -o $@ $< -lm
+$(MPI_BUILD)/lsae: $(LSAE_SRC) $(HDR) latentsae_mpi.h | $(MPI_BUILD)
+	$(MPICC) $(CFLAGS_ALL) -DLSAE_MPI -pthread -o $@ $(LSAE_MAIN) -lm
+mpi-build:
+	@if [ -n "$(MPICC)" ]; then $(MAKE) --no-print-directory $(MPI_BUILD)/lsae $(MPI_BUILD)/mpi_driver; \
+	else echo "✗ no mpicc: build/mpi/lsae (data-parallel training under mpirun) not built (apt install libopenmpi-dev openmpi-bin)"; fi
+
+# tests/mpi_driver.c under mpirun -np 1, 2, 3 (the global batch of 61 rows
+# splits unevenly over 2 and 3): every statistic and tensor within 1e-5 of
+# one process (1 rank: the same bits), the same bits on every rank, and each
+# P run twice must print the same digests (bit-identical when repeated).
+# The driver's planted faults (gradients not summed; TV and loss summed per
+# rank) must be caught. Then lsae train under mpirun (tests/test_mpi_cli.py).
+test-mpi:
+	@if [ -z "$(MPICC)" ] || [ -z "$(MPIRUN)" ]; then \
+	  echo "== test-mpi skipped: no mpicc or mpirun (tests/install-deps.sh installs libopenmpi-dev openmpi-bin; it could not here)"; exit 0; fi; \
+	$(MAKE) --no-print-directory $(MPI_BUILD)/mpi_driver $(MPI_BUILD)/lsae > /dev/null || exit 1; \
+	run="timeout 600 $(MPIRUN) $(MPIRUN_FLAGS)"; d=$(MPI_BUILD); \
+	for P in 1 2 3; do \
+	  for rep in a b; do \
+	    $$run -np $$P $$d/mpi_driver > $$d/driver_$$P$$rep.out 2> $$d/driver_$$P$$rep.err || \
+	      { cat $$d/driver_$$P$$rep.out $$d/driver_$$P$$rep.err; echo "FAILED: mpirun -np $$P mpi_driver"; exit 1; }; \
+	  done; \
+	  grep '^digest' $$d/driver_$$P''a.out > $$d/digest_$$P''a; grep '^digest' $$d/driver_$$P''b.out > $$d/digest_$$P''b; \
+	  if ! [ -s $$d/digest_$$P''a ] || ! cmp -s $$d/digest_$$P''a $$d/digest_$$P''b; then \
+	    diff $$d/digest_$$P''a $$d/digest_$$P''b; echo "FAILED: two runs with $$P ranks ended with different bits"; exit 1; fi; \
+	  echo "== mpirun -np $$P: $$(tail -1 $$d/driver_$$P''a.out); repeated: the same bits"; \
+	done; \
+	for plant in nosum localtv; do \
+	  if $$run -np 2 $$d/mpi_driver --plant $$plant > $$d/plant.out 2>&1; then \
+	    echo "FAILED: mpi_driver --plant $$plant (a sabotaged sum across ranks) passed: the comparisons are blind"; exit 1; fi; \
+	done; echo "== planted faults (gradients not summed, TV and loss per rank) are caught"
 
 # ---------------------------------------------------------------- speed
 

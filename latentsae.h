@@ -628,6 +628,42 @@ LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *trainer, lsae_tr
 LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *trainer, const lsae_trainer_state *st);
 LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *trainer);
 
+/* Data-parallel training (README "Distributed training"). P processes
+   ("ranks") each hold the whole model and trainer and feed
+   lsae_trainer_step their own rows of every global batch (any split, even an
+   empty slice); the trainer makes every global quantity global through this
+   interface, so that all ranks take the same optimizer step:
+     - the batch's total variance (F2) and its row count,
+     - the geometric-median init of b_dec (F3), over all ranks' rows,
+     - the loss terms (F7) and the statistics,
+     - the gradients (before U1), the fired flags (B6) and the rows of the
+       window (U4), so the dead-latent counters and AuxK agree.
+   Everything else (weights, Adam, counters) then stays identical on every
+   rank without being sent. The sums must come out the same on every rank,
+   added in one fixed order (rank 0's part, then rank 1's, ...), so that a run
+   repeated with the same P is bit-identical; latentsae_mpi.h implements this
+   over MPI. Nothing here needs an MPI header.
+   Each callback returns LSAE_OK, or something else after which the run is
+   over (the trainer refuses further calls). */
+typedef struct lsae_comm {
+    int rank, size;             /* this process, of size (1: one process, nothing is exchanged) */
+    void *ctx;                  /* passed to the callbacks */
+    /* buf[0..n) <- sum over ranks of every rank's buf[0..n), the same bits on every rank */
+    lsae_result (*sum_f32)(void *ctx, float *buf, size_t n);
+    lsae_result (*sum_f64)(void *ctx, double *buf, size_t n);
+    /* buf[0..bytes) <- root's buf */
+    lsae_result (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+} lsae_comm;
+
+/* Train data-parallel over comm (copied; NULL or size 1: one process, as
+   before, bit for bit). Call before the first batch, on every rank, with the
+   same model weights and settings on each. Refused (LSAE_UNSUPPORTED) with
+   size > 1 for the batch-wide selections (BatchTopK, Matryoshka with
+   matryoshka_use_batchtopk), whose pick would need every rank's candidates,
+   and for a CUDA trainer. lsae_trainer_get_grads then returns this rank's
+   own part of the gradient, not yet summed. */
+LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *trainer, const lsae_comm *comm);
+
 /* Private: the four parameter tensors, in their order in a parameter slab
    (the CPU's and latentsae_cuda.cu's alike). Not an API. */
 enum { LSAE__W_ENC = 0, LSAE__B_ENC = 1, LSAE__W_DEC = 2, LSAE__B_DEC = 3, LSAE__NUM_TENSORS = 4 };
@@ -3388,6 +3424,12 @@ struct lsae_trainer {
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
+    /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
+    int has_comm;               /* comm is set (even with size 1: the same path, the same bits as without) */
+    int comm_failed;            /* a callback failed: the ranks may disagree now, refuse to go on */
+    lsae_comm comm;
+    double *comm_buf;           /* [d + LSAE_MAX_LEVELS + 4] what one sum sends */
+    float *fire_buf;            /* [L] the fired flags as 0/1, summed across ranks */
 #ifdef LATENTSAE_CUDA
     void *cuda;                 /* the trainer on the GPU (latentsae_cuda.cu) when the model is there; then nothing above but m is used */
 #endif
@@ -3642,6 +3684,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
     lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->grad_row_norm2);
+    lsae__free(t->alloc, t->comm_buf); lsae__free(t->alloc, t->fire_buf);
     lsae__free(t->alloc, t);
 }
 
@@ -3670,7 +3713,8 @@ LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *t) { return t ? t-
 
 /* What one batch's stages hand on to each other. */
 typedef struct lsae__batch {
-    size_t B, dropped;          /* F1: rows used, rows dropped for NaN/Inf */
+    size_t B, dropped;          /* F1: rows used, rows dropped for NaN/Inf (this rank's) */
+    size_t Bg, dropped_g;       /* F2: the same over all ranks (= B, dropped in one process) */
     double TV;                  /* F2: total variance */
     size_t n_dead, ka;          /* F4: dead latents, AuxK picks per row */
     double auxk_scale;          /* F4: min(n_dead / (d/2), 1) */
@@ -3681,6 +3725,27 @@ typedef struct lsae__batch {
     double fvu, fvu4, auxk, loss; /* F7 */
     double lev_fvu[LSAE_MAX_LEVELS]; /* F7: each level's fvu */
 } lsae__batch;
+
+/* Sums across the ranks of a data-parallel run (lsae_trainer_set_comm).
+   The callback adds the ranks' buffers in rank order and hands every rank
+   the same bits, so each rank goes on with the same numbers. A failed sum
+   leaves the ranks in unknown states: the trainer refuses to go on. */
+static lsae_result lsae__comm_fail(lsae_trainer *t, lsae_result r, const char *what)
+{
+    t->comm_failed = 1;
+    return lsae__err(r == LSAE_OK ? LSAE_ERROR : r, "summing %s across %d ranks failed (%s); the ranks may disagree now: restart from the last checkpoint",
+                     what, t->comm.size, lsae_result_string(r));
+}
+static lsae_result lsae__comm_sum64(lsae_trainer *t, double *buf, size_t n, const char *what)
+{
+    lsae_result r = t->comm.sum_f64(t->comm.ctx, buf, n);
+    return r == LSAE_OK ? LSAE_OK : lsae__comm_fail(t, r, what);
+}
+static lsae_result lsae__comm_sum32(lsae_trainer *t, float *buf, size_t n, const char *what)
+{
+    lsae_result r = t->comm.sum_f32(t->comm.ctx, buf, n);
+    return r == LSAE_OK ? LSAE_OK : lsae__comm_fail(t, r, what);
+}
 
 /* F1. x_used [B, d] <- the rows of x [rows, d] with no NaN or Inf, in order.
    fvu needs a variance, hence at least 2 rows. */
@@ -3697,7 +3762,11 @@ static lsae_result lsae__keep_finite_rows(lsae_trainer *t, const float *x, size_
     }
     b->B = B;
     b->dropped = rows - B;
-    if (B < 2)
+    b->Bg = B;
+    b->dropped_g = b->dropped;
+    /* data-parallel: a rank may hold fewer than 2 rows (or none); the global
+       count decides, in F2 */
+    if (B < 2 && !t->has_comm)
         return lsae__err(LSAE_BAD_BATCH, "batch has %zu finite rows (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance", B, b->dropped);
     return LSAE_OK;
 }
@@ -3705,12 +3774,64 @@ static lsae_result lsae__keep_finite_rows(lsae_trainer *t, const float *x, size_
 /* F2. TV = sum_j sum_b (x[b, j] - mean_b x[b, j])^2, in double: a dimension
    per task (tv_dim [d]), then the dimensions summed in order. TV = 0 (all rows
    equal) leaves fvu undefined: the batch is refused. */
+/* F2 over the ranks of a data-parallel run: the same two passes, each a
+   sum over the global batch.
+      pass 1: s_j = sum over every rank's rows of x[b, j] (and the row
+              counts): one sum across ranks, mean_j = s_j / B_global
+      pass 2: tv_j = sum_b (x[b, j] - mean_j)^2, each rank over its rows,
+              then summed across ranks
+   A rank's own rows are added in row order, as in one process, so with one
+   rank this is F2 bit for bit. Summing each rank's variance about its own
+   mean instead would leave out the spread between the ranks' means: the
+   denominator of fvu must be the global batch's. */
+static lsae_result lsae__total_variance_comm(lsae_trainer *t, lsae__batch *b)
+{
+    const size_t d = t->m->d, B = b->B;
+    double *s = t->comm_buf, TV = 0.0;
+    size_t j;
+    ptrdiff_t pj;
+    lsae_result r;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
+        double sum = 0.0;
+        size_t q;
+        for (q = 0; q < B; ++q) sum += t->x_used[q * d + (size_t)pj];
+        s[pj] = sum;
+    }
+    s[d] = (double)B;
+    s[d + 1] = (double)b->dropped;
+    if ((r = lsae__comm_sum64(t, s, d + 2, "the batch's column sums")) != LSAE_OK) return r;
+    b->Bg = (size_t)s[d];
+    b->dropped_g = (size_t)s[d + 1];
+    if (b->Bg < 2)
+        return lsae__err(LSAE_BAD_BATCH, "batch has %zu finite rows over %d ranks (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance",
+                         b->Bg, t->comm.size, b->dropped_g);
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
+        const double mean = s[pj] / (double)b->Bg;
+        double v = 0.0;
+        size_t q;
+        for (q = 0; q < B; ++q) {
+            double diff = t->x_used[q * d + (size_t)pj] - mean;
+            v += diff * diff;
+        }
+        t->tv_dim[pj] = v;
+    }
+    if ((r = lsae__comm_sum64(t, t->tv_dim, d, "the batch's variance")) != LSAE_OK) return r;
+    for (j = 0; j < d; ++j) TV += t->tv_dim[j];
+    b->TV = TV;
+    if (!(TV > 0.0) || !isfinite(TV))
+        return lsae__err(LSAE_BAD_BATCH, "batch's total variance is %g (all %zu rows equal?): fvu is undefined, batch refused", TV, b->Bg);
+    return LSAE_OK;
+}
+
 static lsae_result lsae__total_variance(lsae_trainer *t, lsae__batch *b)
 {
     const size_t d = t->m->d, B = b->B;
     double TV = 0.0;
     size_t j;
     ptrdiff_t pj;
+    if (t->has_comm) return lsae__total_variance_comm(t, b);
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
         double mean = 0.0, s = 0.0;
@@ -3783,12 +3904,81 @@ static lsae_result lsae__geometric_median(const lsae_allocator *a, float *out, c
     return LSAE_OK;
 }
 
+/* The geometric median of the global batch, for a data-parallel run: the
+   iteration above with each of its sums (the mean, and per step
+   sum_b w_b x[b] and sum_b w_b) taken over every rank's rows: each rank adds
+   its own rows in order, then one sum across ranks. Every rank then holds
+   the same guess, and one rank is the function above bit for bit. */
+static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batch *b)
+{
+    const size_t d = t->m->d, B = b->B;
+    const int nthreads = t->nthreads;
+    const float *X = t->x_used;
+    double *guess = (double *)lsae__alloc_array(t->alloc, d, 2 * sizeof(double), "geometric median");
+    double *w = guess ? (double *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(double), "geometric median weights") : NULL;
+    double *prev, *s = t->comm_buf;
+    lsae_result r = LSAE_OK;
+    int it;
+    ptrdiff_t j, pb;
+    if (!w) { lsae__free(t->alloc, guess); return LSAE_OUT_OF_MEMORY; }
+    (void)nthreads;
+    prev = guess + d;
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (j = 0; j < (ptrdiff_t)d; ++j) {
+        double sum = 0.0;
+        size_t q;
+        for (q = 0; q < B; ++q) sum += X[q * d + (size_t)j];
+        s[j] = sum;
+    }
+    if ((r = lsae__comm_sum64(t, s, d, "the geometric median's mean")) != LSAE_OK) goto done;
+    for (j = 0; j < (ptrdiff_t)d; ++j) guess[j] = s[j] / (double)b->Bg;
+    for (it = 0; it < 100; ++it) {
+        double wsum = 0.0, moved = 0.0;
+        size_t q;
+        memcpy(prev, guess, d * sizeof(double));
+        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+        for (pb = 0; pb < (ptrdiff_t)B; ++pb) {
+            double ss = 0.0;
+            size_t i;
+            for (i = 0; i < d; ++i) {
+                double diff = X[(size_t)pb * d + i] - prev[i];
+                ss += diff * diff;
+            }
+            ss = sqrt(ss);
+            w[pb] = 1.0 / (ss > 1e-12 ? ss : 1e-12);
+        }
+        for (q = 0; q < B; ++q) wsum += w[q];
+        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+        for (j = 0; j < (ptrdiff_t)d; ++j) {
+            double sum = 0.0;
+            size_t qq;
+            for (qq = 0; qq < B; ++qq) sum += w[qq] * X[qq * d + (size_t)j];
+            s[j] = sum;
+        }
+        s[d] = wsum;
+        if ((r = lsae__comm_sum64(t, s, d + 1, "the geometric median's step")) != LSAE_OK) goto done;
+        for (j = 0; j < (ptrdiff_t)d; ++j) guess[j] = s[j] / s[d];
+        for (q = 0; q < d; ++q) moved += (guess[q] - prev[q]) * (guess[q] - prev[q]);
+        if (sqrt(moved) < 1e-5) break;
+    }
+    for (j = 0; j < (ptrdiff_t)d; ++j) t->m->b_dec[j] = (float)guess[j];
+done:
+    lsae__free(t->alloc, w);
+    lsae__free(t->alloc, guess);
+    return r;
+}
+
 /* F3. The first batch of a run (cfg.init_b_dec) sets b_dec [d] to its
    geometric median, before anything is encoded. */
 static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
 {
     lsae_result r;
     if (t->b_dec_initialized) return LSAE_OK;
+    if (t->has_comm) {
+        if ((r = lsae__geometric_median_comm(t, b)) != LSAE_OK) return r;
+        t->b_dec_initialized = 1;
+        return LSAE_OK;
+    }
     if ((r = lsae__geometric_median(t->alloc, t->m->b_dec, t->x_used, b->B, t->m->d, t->nthreads)) != LSAE_OK) return r;
     t->b_dec_initialized = 1;
     return LSAE_OK;
@@ -4270,6 +4460,13 @@ static lsae_result lsae__loss(lsae_trainer *t, lsae__batch *b)
             se4 += t->row_sse[3 * r + 1];
             sa += t->row_sse[3 * r + 2];
         }
+        if (t->has_comm) {
+            /* the global batch's sums: each rank's, in row order, then across ranks */
+            lsae_result res;
+            t->comm_buf[0] = se; t->comm_buf[1] = se4; t->comm_buf[2] = sa;
+            if ((res = lsae__comm_sum64(t, t->comm_buf, 3, "the loss")) != LSAE_OK) return res;
+            se = t->comm_buf[0]; se4 = t->comm_buf[1]; sa = t->comm_buf[2];
+        }
         b->fvu = se / b->TV;
         b->fvu4 = b->Ksel > b->k ? se4 / b->TV : 0.0;
         b->auxk = b->ka ? b->auxk_scale * sa / b->TV : 0.0;
@@ -4281,6 +4478,14 @@ static lsae_result lsae__loss(lsae_trainer *t, lsae__batch *b)
         for (r = 0; r < b->B; ++r) {
             for (j = 0; j < nl; ++j) sl[j] += t->row_sse[C * r + j];
             if (C > nl) sa += t->row_sse[C * r + nl];
+        }
+        if (t->has_comm) {
+            lsae_result res;
+            memcpy(t->comm_buf, sl, nl * sizeof(double));
+            t->comm_buf[nl] = sa;
+            if ((res = lsae__comm_sum64(t, t->comm_buf, nl + 1, "the loss")) != LSAE_OK) return res;
+            memcpy(sl, t->comm_buf, nl * sizeof(double));
+            sa = t->comm_buf[nl];
         }
         for (j = 0; j < nl; ++j) {
             b->lev_fvu[j] = sl[j] / b->TV;
@@ -4567,7 +4772,7 @@ static void lsae__mark_fired(lsae_trainer *t, const lsae__batch *b)
                 for (i = 0; i < ru[q].n; ++i) t->did_fire[ru[q].p[i].i] = 1;
     }
     t->micro++;
-    t->rows_in_window += b->B;
+    t->rows_in_window += b->Bg;   /* every rank counts the global batch: the counters stay the same everywhere */
 }
 
 LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
@@ -4579,6 +4784,7 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     if (t->cuda) return lsae__cuda_trainer_accumulate(t->cuda, x, rows, stats, 0);
 #endif
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
+    if (t->comm_failed) return lsae__err(LSAE_ERROR, "training stopped earlier when a sum across ranks failed; restart from the last checkpoint");
     if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
     if ((r = lsae__trainer_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return r;
     lsae__trainer_free_ext(t);
@@ -4611,8 +4817,8 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         stats->n_dead = b.n_dead;
         stats->dead_fraction = (double)b.n_dead / (double)t->m->L;
         stats->lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
-        stats->rows_used = b.B;
-        stats->rows_dropped = b.dropped;
+        stats->rows_used = b.Bg;        /* the global batch's, in a data-parallel run */
+        stats->rows_dropped = b.dropped_g;
         stats->step = t->step;
         stats->stepped = 0;
         stats->k = b.k;
@@ -4620,6 +4826,38 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         stats->levels = t->kind == LSAE__KIND_TOPK || t->cfg.sae_type == LSAE_SAE_BATCHTOPK ? 0 : t->nlev;
         if (stats->levels) memcpy(stats->level_fvu, b.lev_fvu, t->nlev * sizeof(double));
         stats->rows_enlarged = b.enlarged;
+    }
+    return LSAE_OK;
+}
+
+/* U0 (data-parallel runs only). The window's gradient is the sum of the
+   ranks' gradients (each rank's is of the global loss: its rows' terms,
+   divided by the global TV), so the four tensors are summed across ranks, in
+   rank order, before U1 needs db_enc; a latent fired in the window when it
+   fired on any rank (the 0/1 flags summed, then > 0). The squared row norms
+   B3-B4 kept are of this rank's part only: they are taken again from the
+   summed rows, every row (an untouched row is 0, as it is in one process,
+   and a touched row's norm is of its final value, as B3-B4 leave it). After
+   this every rank holds the same gradient and flags, so U1-U4 take the same
+   step everywhere and the weights, Adam's moments and the dead-latent
+   counters never need sending. */
+static lsae_result lsae__comm_window(lsae_trainer *t)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L;
+    const float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
+    lsae_result r;
+    ptrdiff_t pl;
+    size_t l;
+    if ((r = lsae__comm_sum32(t, t->grads, m->lay.total, "the gradients")) != LSAE_OK) return r;
+    for (l = 0; l < L; ++l) t->fire_buf[l] = t->did_fire[l] ? 1.0f : 0.0f;
+    if ((r = lsae__comm_sum32(t, t->fire_buf, L, "the fired flags")) != LSAE_OK) return r;
+    for (l = 0; l < L; ++l) t->did_fire[l] = t->fire_buf[l] > 0.0f;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pl = 0; pl < (ptrdiff_t)L; ++pl) {
+        const float *ge = gW_enc + (size_t)pl * d, *gd = gW_dec + (size_t)pl * d;
+        t->grad_row_norm2[2 * (size_t)pl] = lsae__dot(ge, ge, d);
+        t->grad_row_norm2[2 * (size_t)pl + 1] = lsae__dot(gd, gd, d);
     }
     return LSAE_OK;
 }
@@ -4756,6 +4994,8 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
 #endif
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint");
     if (t->micro == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
+    if (t->comm_failed) return lsae__err(LSAE_ERROR, "training stopped earlier when a sum across ranks failed; restart from the last checkpoint");
+    if (t->has_comm && (r = lsae__comm_window(t)) != LSAE_OK) return r;                  /* U0 */
     lsae__b_dec_grad_input(t, t->grads + t->m->lay.offset[LSAE__B_DEC], t->bdec_part); /* U1 */
     if ((r = lsae__clip(t, &norm, &clip)) != LSAE_OK) return r;                        /* U2 */
     lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
@@ -4807,6 +5047,38 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
         lsae__b_dec_grad_input(t, db_dec, part);
         lsae__free(t->alloc, part);
     }
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *comm)
+{
+    size_t nbuf;
+    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: trainer is NULL");
+    if (t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: %llu batches are accumulated but not applied; set the communicator between optimizer steps", (unsigned long long)t->micro);
+    if (!comm) {
+        lsae__free(t->alloc, t->comm_buf); lsae__free(t->alloc, t->fire_buf);
+        t->comm_buf = NULL; t->fire_buf = NULL;
+        t->has_comm = 0;
+        return LSAE_OK;
+    }
+    if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: rank %d of size %d is not a rank", comm->rank, comm->size);
+    if (!comm->sum_f32 || !comm->sum_f64 || !comm->broadcast)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: sum_f32, sum_f64 and broadcast must all be set");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda && comm->size > 1)
+        return lsae__err(LSAE_UNSUPPORTED, "data-parallel training (%d ranks) runs on the CPU only in this version: use device cpu", comm->size);
+#endif
+    if (comm->size > 1 && t->batchwide)
+        return lsae__err(LSAE_UNSUPPORTED, "%s with a batch-wide pick cannot train data-parallel (%d ranks) in this version: its selection needs every rank's candidates. "
+                         "Data-parallel training takes topk (with multi_topk, AuxK, k_anneal) and matryoshka without matryoshka_use_batchtopk; run batch-wide types in one process",
+                         t->cfg.sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : "matryoshka", comm->size);
+    nbuf = t->m->d + LSAE_MAX_LEVELS + 4;
+    if (!t->comm_buf && !(t->comm_buf = (double *)lsae__alloc_array(t->alloc, nbuf, sizeof(double), "sums across ranks"))) return LSAE_OUT_OF_MEMORY;
+    if (!t->fire_buf && !(t->fire_buf = (float *)lsae__alloc_array(t->alloc, t->m->L, sizeof(float), "fired flags across ranks"))) return LSAE_OUT_OF_MEMORY;
+    t->comm = *comm;
+    t->has_comm = 1;
+    t->comm_failed = 0;
     return LSAE_OK;
 }
 

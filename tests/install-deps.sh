@@ -65,6 +65,10 @@ have qemu-s390x || need qemu-user
 have aarch64-linux-gnu-gcc || need gcc-aarch64-linux-gnu
 [ -e /usr/aarch64-linux-gnu/include/stdio.h ] || need libc6-dev-arm64-cross
 have qemu-aarch64 || need qemu-user
+# make test-mpi: data-parallel training under mpirun, with Open MPI (mpicc
+# is in libopenmpi-dev, mpirun in openmpi-bin)
+have mpicc || need libopenmpi-dev
+have mpirun || need openmpi-bin
 if [ $bench = 1 ]; then
     # PyTorch and numpy load the system BLAS: with only libblas3 (the
     # reference BLAS, what --no-install-recommends leaves) their products are
