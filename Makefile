@@ -332,7 +332,8 @@ mpi-build:
 # one process (1 rank: the same bits), the same bits on every rank, and each
 # P run twice must print the same digests (bit-identical when repeated).
 # The driver's planted faults (gradients not summed; TV and loss summed per
-# rank) must be caught. Then lsae train under mpirun (tests/test_mpi_cli.py).
+# rank) must be caught. Then lsae train under mpirun against build/lsae,
+# repeated, killed and resumed with another P (tests/test_mpi_cli.py).
 test-mpi:
 	@if [ -z "$(MPICC)" ] || [ -z "$(MPIRUN)" ]; then \
 	  echo "== test-mpi skipped: no mpicc or mpirun (tests/install-deps.sh installs libopenmpi-dev openmpi-bin; it could not here)"; exit 0; fi; \
@@ -351,7 +352,9 @@ test-mpi:
 	for plant in nosum localtv; do \
 	  if $$run -np 2 $$d/mpi_driver --plant $$plant > $$d/plant.out 2>&1; then \
 	    echo "FAILED: mpi_driver --plant $$plant (a sabotaged sum across ranks) passed: the comparisons are blind"; exit 1; fi; \
-	done; echo "== planted faults (gradients not summed, TV and loss per rank) are caught"
+	done; echo "== planted faults (gradients not summed, TV and loss per rank) are caught"; \
+	if [ -z "$(PYNUMPY)" ]; then echo "test-mpi: the lsae train part needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi; \
+	$(MAKE) --no-print-directory $(BUILD)/lsae > /dev/null && $(PYNUMPY) tests/test_mpi_cli.py $(BUILD) "$(MPIRUN) $(MPIRUN_FLAGS)"
 
 # ---------------------------------------------------------------- speed
 

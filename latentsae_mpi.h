@@ -55,6 +55,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* static, and a file need not use every function */
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE_MPI_DEF static __attribute__((unused))
+#else
+#define LSAE_MPI_DEF static
+#endif
+
 #ifndef LSAE_MPI_SEGMENT
 #define LSAE_MPI_SEGMENT ((size_t)1 << 22) /* elements per reduce-scatter round: 16 MiB of float */
 #endif
@@ -67,7 +74,7 @@ typedef struct lsae_mpi {
     int *counts;        /* [4 P]: send/receive counts and offsets */
 } lsae_mpi;
 
-static int lsae__mpi_reserve(lsae_mpi *c, size_t bytes)
+LSAE_MPI_DEF int lsae__mpi_reserve(lsae_mpi *c, size_t bytes)
 {
     void *p;
     if (bytes <= c->cap) return 0;
@@ -80,7 +87,7 @@ static int lsae__mpi_reserve(lsae_mpi *c, size_t bytes)
 
 /* The fixed-order sum of buf [n] (elements of `esize` bytes, MPI type `dt`)
    across the ranks; add(acc, x, n) adds x into acc element-wise. */
-static lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t esize, MPI_Datatype dt,
+LSAE_MPI_DEF lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t esize, MPI_Datatype dt,
                                  void (*add)(void *acc, const void *x, size_t n))
 {
     const int P = c->size;
@@ -116,7 +123,7 @@ static lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t esize,
     return LSAE_OK;
 }
 
-static void lsae__mpi_add_f32(void *acc, const void *x, size_t n)
+LSAE_MPI_DEF void lsae__mpi_add_f32(void *acc, const void *x, size_t n)
 {
     float *a = (float *)acc;
     const float *b = (const float *)x;
@@ -124,7 +131,7 @@ static void lsae__mpi_add_f32(void *acc, const void *x, size_t n)
     for (i = 0; i < n; ++i) a[i] += b[i];
 }
 
-static void lsae__mpi_add_f64(void *acc, const void *x, size_t n)
+LSAE_MPI_DEF void lsae__mpi_add_f64(void *acc, const void *x, size_t n)
 {
     double *a = (double *)acc;
     const double *b = (const double *)x;
@@ -132,17 +139,17 @@ static void lsae__mpi_add_f64(void *acc, const void *x, size_t n)
     for (i = 0; i < n; ++i) a[i] += b[i];
 }
 
-static lsae_result lsae__mpi_sum_f32(void *ctx, float *buf, size_t n)
+LSAE_MPI_DEF lsae_result lsae__mpi_sum_f32(void *ctx, float *buf, size_t n)
 {
     return lsae__mpi_sum((lsae_mpi *)ctx, buf, n, sizeof(float), MPI_FLOAT, lsae__mpi_add_f32);
 }
 
-static lsae_result lsae__mpi_sum_f64(void *ctx, double *buf, size_t n)
+LSAE_MPI_DEF lsae_result lsae__mpi_sum_f64(void *ctx, double *buf, size_t n)
 {
     return lsae__mpi_sum((lsae_mpi *)ctx, buf, n, sizeof(double), MPI_DOUBLE, lsae__mpi_add_f64);
 }
 
-static lsae_result lsae__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root)
+LSAE_MPI_DEF lsae_result lsae__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root)
 {
     lsae_mpi *c = (lsae_mpi *)ctx;
     size_t at;
@@ -156,7 +163,7 @@ static lsae_result lsae__mpi_broadcast(void *ctx, void *buf, size_t bytes, int r
 
 /* Fill *out for the communicator comm (MPI must be initialised). c must
    outlive every trainer that uses out. */
-static lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *out)
+LSAE_MPI_DEF lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *out)
 {
     memset(c, 0, sizeof *c);
     c->comm = comm;
@@ -172,7 +179,7 @@ static lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *out)
     return LSAE_OK;
 }
 
-static void lsae_mpi_free(lsae_mpi *c)
+LSAE_MPI_DEF void lsae_mpi_free(lsae_mpi *c)
 {
     free(c->scratch);
     free(c->counts);
@@ -183,7 +190,7 @@ static void lsae_mpi_free(lsae_mpi *c)
 
 /* The rows [*lo, *hi) of a global batch of n rows that rank `rank` of `size`
    trains on: contiguous, sizes differing by at most one (n need not divide). */
-static void lsae_mpi_slice(size_t n, int rank, int size, size_t *lo, size_t *hi)
+LSAE_MPI_DEF void lsae_mpi_slice(size_t n, int rank, int size, size_t *lo, size_t *hi)
 {
     *lo = n * (size_t)rank / (size_t)size;
     *hi = n * ((size_t)rank + 1) / (size_t)size;

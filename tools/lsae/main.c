@@ -46,8 +46,17 @@
 /* mingw-w64: C99's printf (%zu, %lld) instead of msvcrt.dll's */
 #define __USE_MINGW_ANSI_STDIO 1
 #define LATENTSAE_IMPLEMENTATION
+#ifdef LSAE_MPI
+#include <mpi.h>
+#endif
 #include "../../latentsae.h"
+#ifdef LSAE_MPI
+#include "../../latentsae_mpi.h" /* build/mpi/lsae: lsae train under mpirun (dist.c) */
+#endif
 #include "lsae_tool.h"
+
+/* data-parallel training under mpirun (a no-op without LSAE_MPI) */
+#include "dist.c"
 
 /* shared: messages, memory, paths, output files, JSON; flags; data and models; run.json */
 #include "util.c"
@@ -121,10 +130,21 @@ static void prefer_passive_openmp(char **argv)
 #endif
 }
 
+static int run_main(int argc, char **argv);
+
 int main(int argc, char **argv)
 {
-    size_t i;
+    int code;
     prefer_passive_openmp(argv);
+    dist_start(&argc, &argv);
+    code = run_main(argc, argv);
+    dist_end();
+    return code;
+}
+
+static int run_main(int argc, char **argv)
+{
+    size_t i;
     g_live = isatty(fileno(stderr));
     if (argc < 2) {
         print_usage(stderr);
@@ -150,7 +170,11 @@ int main(int argc, char **argv)
     }
     for (i = 0; i < sizeof commands / sizeof commands[0]; ++i)
         if (!strcmp(commands[i].name, argv[1])) {
-            snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
+            /* under mpirun the ranks but 0 say who they are */
+            if (g_rank > 0) snprintf(g_cmd, sizeof g_cmd, "lsae %s [rank %d of %d]", commands[i].name, g_rank, g_ranks);
+            else snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
+            if (g_ranks > 1 && strcmp(commands[i].name, "train") != 0)
+                fail("only lsae train runs on several ranks (mpirun -np %d); run %s as one process", g_ranks, commands[i].name);
             return commands[i].run(argc - 2, argv + 2);
         }
     fprintf(stderr, "lsae: unknown command '%s' (commands: train, encode, eval, info, features, compare, report, sweep; see lsae --help)\n", argv[1]);

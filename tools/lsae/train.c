@@ -453,7 +453,7 @@ static void train_plan(train_run *t)
             if (exists(path)) fail("%s already holds a run (%s): continue it with --resume %s, or choose another --out", a->out, marks[i], a->out);
         }
         if (exists(a->out) && !is_dir(a->out)) fail("%s exists and is not a directory", a->out);
-        make_dirs(a->out);
+        if (g_rank == 0) make_dirs(a->out);
     }
     join_path(t->ck, a->out, "checkpoint");
 }

@@ -12,6 +12,12 @@ static void save_checkpoint(train_run *t)
     lsae_loader_stats ls;
     lsae_result r;
     int w;
+    if (g_rank != 0) {
+        /* rank 0 writes; every rank holds the same model and state */
+        t->saved_step = lsae_trainer_steps_done(t->tr);
+        t->saved_any = 1;
+        return;
+    }
     lsae_loader_get_stats(t->ld, &ls);
     /* the caller blob: where the data stood, and the counters a resumed run continues */
     w = snprintf(blob, sizeof blob,
@@ -142,6 +148,9 @@ static void train_print_plan(const train_run *t)
     fprintf(stderr, "  training  %llu optimizer steps: batch %llu x grad-acc %llu, %llu epoch%s%s\n", (unsigned long long)t->S,
             (unsigned long long)a->batch, (unsigned long long)a->grad_acc, (unsigned long long)a->epochs, a->epochs == 1 ? "" : "s",
             a->max_samples ? ", capped by --max-samples" : "");
+    if (g_ranks > 1)
+        fprintf(stderr, "  ranks     %d, data-parallel: each trains on %llu or %llu rows of every batch; rank 0 writes the files\n", g_ranks,
+                (unsigned long long)(a->batch / (uint64_t)g_ranks), (unsigned long long)((a->batch + (uint64_t)g_ranks - 1) / (uint64_t)g_ranks));
     fprintf(stderr, "  lr        %.3g%s, %s after %llu warm-up steps; auxk-alpha %g, dead after %llu samples; seed %llu\n",
             lsae_config_lr(&t->cfg), a->lr > 0 ? "" : " (automatic)", schedule_name(t->schedule), (unsigned long long)a->warmup, a->auxk_alpha,
             (unsigned long long)a->dead_thr, (unsigned long long)a->seed);
@@ -183,7 +192,18 @@ static void train_start(train_run *t)
     char path[PATH_CAP];
     if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
+    dist_attach(t->tr);
+    /* every rank loads the checkpoint (on a file system they share) */
     if (t->resuming && !t->fresh) load_checkpoint(t);
+    if (g_rank != 0) {
+        /* the other ranks of a data-parallel run write nothing, print nothing */
+        t->quiet = 1;
+        t->metrics = lsae__fopen("/dev/null", "wb");
+        if (!t->metrics) fail("/dev/null: cannot open: %s", strerror(errno));
+        t->step = t->step0 = lsae_trainer_steps_done(t->tr);
+        t->samples0 = t->samples;
+        return;
+    }
     if (!t->resuming) train_write_settings(t);
     join_path(path, a->out, "metrics.jsonl");
     if (t->resuming) metrics_truncate(path, lsae_trainer_steps_done(t->tr));
@@ -315,9 +335,10 @@ static void train_feed(train_run *t, const float *xb, size_t nrows)
     train_window *w = &t->w;
     lsae_result r = lsae_trainer_step(t->tr, xb, nrows, &w->st);
     if (r == LSAE_BAD_BATCH) {
-        /* nothing changed in the model: skip the batch, say so once */
+        /* nothing changed in the model: skip the batch, say so once (the
+           ranks of a data-parallel run all skip it: the decision is global) */
         t->batches_skipped++;
-        if (!w->warned_batch) warn("skipping a batch: %s", lsae_last_error());
+        if (!w->warned_batch && g_rank == 0) warn("skipping a batch: %s", lsae_last_error());
         w->warned_batch = 1;
         return;
     }
@@ -346,10 +367,15 @@ static int train_loop(train_run *t)
     lsae_result r;
     train_loop_begin(t);
     while (t->step < t->S) {
-        if (g_stop && t->w.batches == 0) return 1;
+        size_t lo, hi;
+        if (t->w.batches == 0 && dist_stop_requested()) return 1;
         if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
         if (nrows == 0) break;
-        train_feed(t, xb, nrows);
+        /* data-parallel: this rank's contiguous share of the global batch
+           (sizes differ by at most one row); the whole batch in one process */
+        lo = nrows * (size_t)g_rank / (size_t)g_ranks;
+        hi = nrows * ((size_t)g_rank + 1) / (size_t)g_ranks;
+        train_feed(t, xb + lo * t->d, hi - lo);
     }
     return 0;
 }
@@ -390,6 +416,7 @@ static void train_finish(train_run *t, int stopped)
     size_t nl = w->n_last < 20 ? w->n_last : 20;
     char dur[32];
     train_finish_save(t, stopped);
+    if (g_rank != 0) return;
     live_clear();
     secs = now_s() - t->t_start;
     fvu_last = train_final_fvu(t);
@@ -433,6 +460,7 @@ static int cmd_train(int argc, char **argv)
     train_parse(argc, argv, &t->a);
     if (t->a.resume) train_resume_settings(t);
     else make_run_id(t->run_id);
+    dist_broadcast(t->run_id, sizeof t->run_id); /* rank 0's: the default --out names it */
     train_check(t);
     train_open_data(t);
     train_make_config(t);

@@ -44,7 +44,7 @@ static NORETURN void fail(const char *fmt, ...)
     vmessage(fmt, ap);
     va_end(ap);
     remove_tmp_files();
-    exit(1);
+    dist_exit_failed(1);
 }
 
 /* A bad command line: exit 2, pointing at --help. */
@@ -58,7 +58,7 @@ static NORETURN void usage_fail(const char *fmt, ...)
     live_clear();
     fprintf(stderr, "%s: %s (see %s --help)\n", g_cmd, buf, g_cmd);
     remove_tmp_files();
-    exit(2);
+    dist_exit_failed(2);
 }
 
 /* A library call failed: its own message says what and where. */

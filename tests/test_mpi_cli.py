@@ -1,0 +1,167 @@
+"""lsae train under mpirun (make test-mpi): build/mpi/lsae on 1, 2 and 3
+ranks against build/lsae in one process, on examples/data.
+
+    python3 tests/test_mpi_cli.py BUILD "mpirun --oversubscribe ..."
+
+- 1 rank writes the one-process model byte for byte;
+- 2 and 3 ranks (batch 255: split 128/127 and 85/85/85, and 255 rows of a
+  NaN-free batch are never a multiple of the split) give every tensor within
+  1e-5 (of its largest value) of one process, and metrics.jsonl the same
+  steps, samples and dead counts with the same fvu; only rank 0 prints;
+- 2 ranks run twice write the same bytes (bit-identical when repeated);
+- kill -9 of rank 1 in the middle of a 2-rank run ends the job within
+  seconds; the checkpoint left resumes with 2 ranks to the bytes of the
+  uninterrupted run, and with 3 ranks to within 1e-4 of them;
+- a batch-wide type is refused on 2 ranks with one clear line.
+"""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, read_safetensors, run  # noqa: E402
+import testlib  # noqa: E402
+
+BUILD = sys.argv[1]
+MPIRUN = sys.argv[2].split()
+LSAE = os.path.join(BUILD, "lsae")
+LSAE_MPI = os.path.join(BUILD, "mpi", "lsae")
+WORK = os.path.join(BUILD, "mpi", "cli")
+DATA = "examples/data/embeddings"
+ARGS = ["--data", DATA, "--batch-size", "255", "--expansion-factor", "4", "--k", "16", "--threads", "1", "--log-every", "10",
+        "--dead-feature-threshold", "2000", "--lr-warmup-steps", "5", "--save-every", "10"]
+SHORT = ARGS + ["--max-samples", "8000"]   # 31 optimizer steps
+
+
+def out(name):
+    return os.path.join(WORK, name)
+
+
+def mpi(np_, args, ok=True, **kw):
+    return run(MPIRUN + ["-np", str(np_), LSAE_MPI, "train"] + args, ok=ok, **kw)
+
+
+def model_bytes(d):
+    with open(os.path.join(d, "sae.safetensors"), "rb") as f:
+        return f.read()
+
+
+def rel_diff(a, b):
+    """the largest difference of any tensor, relative to that tensor's largest value"""
+    ta, tb = read_safetensors(os.path.join(a, "sae.safetensors")), read_safetensors(os.path.join(b, "sae.safetensors"))
+    check(sorted(ta) == sorted(tb), f"{a} and {b} hold the same tensors")
+    worst = 0.0
+    for name in ta:
+        scale = float(abs(tb[name]).max()) or 1.0
+        worst = max(worst, float(abs(ta[name].astype("f8") - tb[name].astype("f8")).max()) / scale)
+    return worst
+
+
+def metrics(d):
+    with open(os.path.join(d, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+
+# one process, the reference
+run([LSAE, "train"] + SHORT + ["--out", out("p0")])
+ref = metrics(out("p0"))
+check(len(ref) == 31, "the reference run takes 31 steps")
+
+# one rank: the same bytes
+mpi(1, SHORT + ["--out", out("p1")])
+check(model_bytes(out("p1")) == model_bytes(out("p0")), "mpirun -np 1 writes the one-process model byte for byte")
+
+for P in (2, 3):
+    p = mpi(P, SHORT + ["--out", out(f"p{P}")])
+    d = rel_diff(out(f"p{P}"), out("p0"))
+    check(d <= 1e-5, f"{P} ranks: every tensor within 1e-5 of one process (worst {d:.3g})")
+    print(f"  {P} ranks: tensors within {d:.2g} of one process")
+    m = metrics(out(f"p{P}"))
+    check(len(m) == len(ref), f"{P} ranks: metrics.jsonl has one line per step, written once ({len(m)} lines)")
+    for a, b in zip(m, ref):
+        check(a["step"] == b["step"] and a["samples"] == b["samples"] and a["n_dead"] == b["n_dead"],
+              f"{P} ranks, step {b['step']}: steps, samples and dead counts are global ({a} vs {b})")
+        for key in ("fvu", "auxk", "loss", "grad_norm"):
+            check(abs(a[key] - b[key]) <= 2e-5 * max(abs(b[key]), 1e-6), f"{P} ranks, step {b['step']}: {key} {a[key]} vs {b[key]}")
+    check(p.stdout.count("done:") == 1 and p.stderr.count("training on") == 1, f"{P} ranks: one summary and one plan, from rank 0")
+    check(f"ranks     {P}, data-parallel" in p.stderr, f"{P} ranks: the plan says how the batch is split")
+    check(sorted(os.listdir(out(f"p{P}"))) == sorted(os.listdir(out("p0"))), f"{P} ranks: the run directory holds what one process writes")
+
+# repeated: the same bits
+mpi(2, SHORT + ["--out", out("p2b")])
+check(model_bytes(out("p2b")) == model_bytes(out("p2")), "2 ranks run twice write the same bytes")
+
+
+def state_payload(d):
+    """checkpoint/state.bin's header and payload up to the caller's blob
+    (which holds the elapsed time): the counters and Adam's moments"""
+    with open(os.path.join(d, "checkpoint", "state.bin"), "rb") as f:
+        b = f.read()
+    blob = int.from_bytes(b[56:64], "little")
+    return b[:56] + b[64:len(b) - 8 - blob]
+
+
+check(state_payload(out("p2")) == state_payload(out("p2b")), "... and the same checkpoint state (Adam's moments, dead counters)")
+
+# a batch-wide type is refused on more than one rank, in one line per rank
+p = mpi(2, SHORT + ["--out", out("btk"), "--sae-type", "batchtopk"], ok=False)
+check(p.returncode != 0 and "cannot train data-parallel" in p.stderr, "batchtopk on 2 ranks is refused:\n" + p.stderr)
+
+# kill -9 of one rank: the job ends, the checkpoint resumes (with 2 ranks
+# bit-identically, with 3 within 1e-4)
+LONG = ARGS + ["--epochs", "3", "--max-samples", "40000"]   # 156 steps
+mpi(2, LONG + ["--out", out("full")])
+job = subprocess.Popen(MPIRUN + ["-np", "2", LSAE_MPI, "train"] + LONG + ["--out", out("killed")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+victim = None
+t0 = time.time()
+while time.time() - t0 < 120 and job.poll() is None:
+    if os.path.isdir(os.path.join(out("killed"), "checkpoint")) and victim is None:
+        # rank 1: the lsae process whose environment says so
+        for env in glob.glob("/proc/[0-9]*/environ"):
+            try:
+                with open(env, "rb") as f:
+                    e = f.read().split(b"\0")
+                with open(env.replace("environ", "cmdline"), "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"OMPI_COMM_WORLD_RANK=1" in e and out("killed").encode() in cmd:
+                victim = int(env.split("/")[2])
+                break
+        if victim:
+            os.kill(victim, signal.SIGKILL)
+            t_kill = time.time()
+            break
+    time.sleep(0.01)
+check(victim is not None, "found rank 1 of the 2-rank run after its first checkpoint (or the run ended first)")
+try:
+    _, err = job.communicate(timeout=30)
+except subprocess.TimeoutExpired:
+    job.kill()
+    check(False, "the job did not stop within 30 s of kill -9 of rank 1")
+stopped_in = time.time() - t_kill
+check(job.returncode != 0, "the job whose rank 1 was killed exits non-zero")
+check(stopped_in < 10, f"the job stops within seconds of kill -9 of rank 1 ({stopped_in:.1f} s)")
+print(f"  kill -9 of rank 1: the job stopped in {stopped_in:.1f} s; mpirun says: "
+      + next((ln.strip() for ln in err.splitlines() if "signal 9" in ln or "Killed" in ln), "(no line naming the signal)"))
+saved = metrics(out("killed"))[-1]["step"]
+check(saved < 156, f"the killed run stopped early (step {saved})")
+shutil.copytree(out("killed"), out("killed3"))
+mpi(2, ["--resume", out("killed")])
+check(model_bytes(out("killed")) == model_bytes(out("full")), "the checkpoint a killed rank left resumes on 2 ranks to the uninterrupted run's bytes")
+mpi(3, ["--resume", out("killed3")])
+d = rel_diff(out("killed3"), out("full"))
+check(d <= 1e-4, f"resumed on 3 ranks instead of 2: within 1e-4 of the uninterrupted run (worst {d:.3g})")
+print(f"  killed after step {saved} of 156; resumed on 2 ranks: the same bytes; on 3 ranks: within {d:.2g}")
+check(len(metrics(out("killed3"))) == 156, "the resumed run's metrics hold each step once")
+
+print(f"test_mpi_cli: {testlib.passed} checks passed")

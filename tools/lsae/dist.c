@@ -1,0 +1,108 @@
+/* dist.c - lsae train under mpirun: data-parallel training (README
+   "Distributed training"). Only in build/mpi/lsae, built with LSAE_MPI by
+   `make` when mpicc is found; without LSAE_MPI every function here is the
+   one-process case (rank 0 of 1) and lsae is as it always was.
+
+   How a run is spread: every rank opens the same data and runs the same
+   loader (the batch sequence is a function of the data, the batch size and
+   the seed alone), and trains on its own contiguous slice of each global
+   batch (lsae_mpi_slice: sizes differ by at most one row). The trainer sums
+   what is global across the ranks (latentsae.h, lsae_trainer_set_comm), so
+   every rank holds the same model after every step; rank 0 alone writes
+   run.json, metrics.jsonl, checkpoints and the model, and prints. The files
+   do not depend on the number of ranks, so a run may be resumed with another.
+   Each rank's loader still reads every row of the data (the slice is taken
+   from the batch it assembles): on one node the page cache holds the data
+   once for all ranks; on several nodes each node reads it all.
+
+   Failures: a rank that fails prints its line and aborts the whole job
+   (MPI_Abort), so no rank is left waiting in a sum; one that dies outright
+   (kill -9) makes mpirun end the others. Ctrl-C goes to mpirun, which ends
+   the job (the last checkpoint stays); a SIGINT or SIGTERM sent to rank 0
+   alone stops every rank after the current optimizer step, with a checkpoint,
+   as in one process.
+   Part of lsae's one translation unit: included by main.c, not compiled alone. */
+
+static int g_rank = 0, g_ranks = 1;   /* this process, of how many */
+#ifdef LSAE_MPI
+static lsae_mpi g_mpi;
+static lsae_comm g_comm;
+#endif
+
+/* The end of a failed command: with several ranks the whole job goes (a
+   rank other than 0 waits a moment first, so that when every rank meets the
+   same error, rank 0's line is the one printed last and the job still ends). */
+static NORETURN void dist_exit_failed(int code)
+{
+#ifdef LSAE_MPI
+    if (g_ranks > 1) {
+        fflush(stderr);
+        if (g_rank != 0) {
+            struct timespec ts;
+            ts.tv_sec = 1;
+            ts.tv_nsec = 0;
+            nanosleep(&ts, NULL);
+        }
+        MPI_Abort(MPI_COMM_WORLD, code);
+    }
+#endif
+    exit(code);
+}
+
+/* MPI up, before any command runs; argv as MPI_Init may have changed it. */
+static void dist_start(int *argc, char ***argv)
+{
+#ifdef LSAE_MPI
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) {
+        fprintf(stderr, "lsae: MPI_Init failed\n");
+        exit(1);
+    }
+    if (lsae_mpi_init(&g_mpi, MPI_COMM_WORLD, &g_comm) != LSAE_OK) {
+        fprintf(stderr, "lsae: setting up MPI failed\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    g_rank = g_comm.rank;
+    g_ranks = g_comm.size;
+#else
+    (void)argc;
+    (void)argv;
+#endif
+}
+
+static void dist_end(void)
+{
+#ifdef LSAE_MPI
+    lsae_mpi_free(&g_mpi);
+    MPI_Finalize();
+#endif
+}
+
+/* The trainer sums across the ranks (one rank: the trainer as without MPI). */
+static void dist_attach(lsae_trainer *tr)
+{
+#ifdef LSAE_MPI
+    lsae_result r;
+    if (g_ranks > 1 && (r = lsae_trainer_set_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training on several ranks");
+#else
+    (void)tr;
+#endif
+}
+
+/* Rank 0's bytes in buf on every rank. */
+static void dist_broadcast(void *buf, size_t bytes)
+{
+#ifdef LSAE_MPI
+    if (g_ranks > 1 && g_comm.broadcast(g_comm.ctx, buf, bytes, 0) != LSAE_OK) fail("broadcast across ranks failed");
+#else
+    (void)buf;
+    (void)bytes;
+#endif
+}
+
+/* Whether to stop now: rank 0's Ctrl-C flag, the same answer on every rank. */
+static int dist_stop_requested(void)
+{
+    int stop = g_stop != 0;
+    if (g_ranks > 1) dist_broadcast(&stop, sizeof stop);
+    return stop;
+}
