@@ -40,7 +40,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
                test-sweep test-cuda-build test-mpi test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian test-arm64
 
-.PHONY: mpi-build all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
+.PHONY: mpi-build bench-mpi all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode mpi-build
@@ -317,6 +317,7 @@ MPICC ?= $(shell command -v mpicc 2>/dev/null)
 MPIRUN ?= $(shell command -v mpirun 2>/dev/null)
 MPIRUN_FLAGS ?= --oversubscribe $(shell [ "$$(id -u)" = 0 ] && echo --allow-run-as-root)
 MPI_BUILD = $(BUILD)/mpi
+BENCH_MPI_ROUNDS ?= 5
 $(MPI_BUILD):
 	@mkdir -p $@
 $(MPI_BUILD)/mpi_driver: tests/mpi_driver.c $(HDR) latentsae_mpi.h | $(MPI_BUILD)
@@ -355,6 +356,13 @@ test-mpi:
 	done; echo "== planted faults (gradients not summed, TV and loss per rank) are caught"; \
 	if [ -z "$(PYNUMPY)" ]; then echo "test-mpi: the lsae train part needs a python3 with numpy (apt install python3-numpy, or PYNUMPY=...)"; exit 1; fi; \
 	$(MAKE) --no-print-directory $(BUILD)/lsae > /dev/null && $(PYNUMPY) tests/test_mpi_cli.py $(BUILD) "$(MPIRUN) $(MPIRUN_FLAGS)"
+
+# data-parallel speed-up, 2 ranks x 1 thread against 1 x 1 at the same
+# global batch (not a test: bench/bench_mpi.py prints medians and the ratio)
+$(MPI_BUILD)/bench_mpi: bench/bench_mpi.c $(HDR) latentsae_mpi.h | $(MPI_BUILD)
+	$(MPICC) $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -o $@ $< -lm
+bench-mpi: $(MPI_BUILD)/bench_mpi
+	python3 bench/bench_mpi.py $(BUILD) "$(MPIRUN) $(MPIRUN_FLAGS)" $(BENCH_MPI_ROUNDS)
 
 # ---------------------------------------------------------------- speed
 
