@@ -314,6 +314,11 @@ static void loader_calls(const char *path, int prefetch)
     lsae_dataset_close(ds);
 }
 
+/* a communicator of two ranks that hold the same rows (tests/test_comm.c) */
+static lsae_result dbl_f32(void *ctx, float *buf, size_t n) { size_t i; (void)ctx; for (i = 0; i < n; ++i) buf[i] += buf[i]; return LSAE_OK; }
+static lsae_result dbl_f64(void *ctx, double *buf, size_t n) { size_t i; (void)ctx; for (i = 0; i < n; ++i) buf[i] += buf[i]; return LSAE_OK; }
+static lsae_result no_bcast(void *ctx, void *buf, size_t bytes, int root) { (void)ctx; (void)buf; (void)bytes; (void)root; return LSAE_OK; }
+
 static void scenario(void)
 {
     static const char json[] = "{\"expansion_factor\": 4, \"normalize_decoder\": true, \"num_latents\": 32, \"k\": 4, \"signed\": false, \"d_in\": 8}";
@@ -415,6 +420,29 @@ static void scenario(void)
     lsae_model_free(m2);
     m2 = NULL;
     t2 = NULL;
+
+    /* data-parallel: a trainer on a communicator (the first step sets b_dec
+       by the sums across ranks) */
+    {
+        lsae_comm cm;
+        memset(&cm, 0, sizeof cm);
+        cm.size = 2;
+        cm.sum_f32 = dbl_f32;
+        cm.sum_f64 = dbl_f64;
+        cm.broadcast = no_bcast;
+        CALL(1, lsae_model_create(&c, &g_A, &m2));
+        if (m2) CALL(1, lsae_trainer_create(m2, &c, &t2));
+        if (t2) CALL(1, lsae_trainer_set_comm(t2, &cm));
+        for (s = 0; t2 && s < 2; ++s) {
+            CALL(1, lsae_trainer_step(t2, x + (size_t)s * R * D, R, &st));
+            digest(&st.loss, sizeof st.loss);
+        }
+        if (m2) digest_model(m2);
+        lsae_trainer_free(t2);
+        lsae_model_free(m2);
+        m2 = NULL;
+        t2 = NULL;
+    }
 
     /* model files: ours, SAELens's (both loaders), the Hugging Face cache */
     CALL(1, lsae_model_save(m, TD "/model"));
