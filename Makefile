@@ -322,6 +322,9 @@ $(MPI_BUILD):
 	@mkdir -p $@
 $(MPI_BUILD)/mpi_driver: tests/mpi_driver.c $(HDR) latentsae_mpi.h | $(MPI_BUILD)
 	$(MPICC) $(CFLAGS_ALL) -o $@ $< -lm
+# the same with the sums cut into many small rounds (odd sizes)
+$(MPI_BUILD)/mpi_driver_rounds: tests/mpi_driver.c $(HDR) latentsae_mpi.h | $(MPI_BUILD)
+	$(MPICC) $(CFLAGS_ALL) -DLSAE_MPI_SHM_BYTES=4000 -DLSAE_MPI_SEGMENT=777 -o $@ $< -lm
 $(MPI_BUILD)/lsae: $(LSAE_SRC) $(HDR) latentsae_mpi.h | $(MPI_BUILD)
 	$(MPICC) $(CFLAGS_ALL) -DLSAE_MPI -pthread -o $@ $(LSAE_MAIN) -lm
 mpi-build:
@@ -338,7 +341,7 @@ mpi-build:
 test-mpi:
 	@if [ -z "$(MPICC)" ] || [ -z "$(MPIRUN)" ]; then \
 	  echo "== test-mpi skipped: no mpicc or mpirun (tests/install-deps.sh installs libopenmpi-dev openmpi-bin; it could not here)"; exit 0; fi; \
-	$(MAKE) --no-print-directory $(MPI_BUILD)/mpi_driver $(MPI_BUILD)/lsae > /dev/null || exit 1; \
+	$(MAKE) --no-print-directory $(MPI_BUILD)/mpi_driver $(MPI_BUILD)/mpi_driver_rounds $(MPI_BUILD)/lsae > /dev/null || exit 1; \
 	run="timeout 600 $(MPIRUN) $(MPIRUN_FLAGS)"; d=$(MPI_BUILD); \
 	for P in 1 2 3; do \
 	  for rep in a b; do \
@@ -350,6 +353,15 @@ test-mpi:
 	    diff $$d/digest_$$P''a $$d/digest_$$P''b; echo "FAILED: two runs with $$P ranks ended with different bits"; exit 1; fi; \
 	  echo "== mpirun -np $$P: $$(tail -1 $$d/driver_$$P''a.out); repeated: the same bits"; \
 	done; \
+	LSAE_MPI_NO_SHM=1 $$run -x LSAE_MPI_NO_SHM -np 3 $$d/mpi_driver > $$d/driver_msg.out 2>&1 || { cat $$d/driver_msg.out; echo "FAILED: mpi_driver with LSAE_MPI_NO_SHM=1"; exit 1; }; \
+	grep -q 'sums by MPI messages' $$d/driver_msg.out && grep -q 'sums through a shared window' $$d/driver_3a.out || \
+	  { tail -1 $$d/driver_msg.out $$d/driver_3a.out; echo "FAILED: the two ways of summing were not both taken"; exit 1; }; \
+	grep '^digest' $$d/driver_msg.out | cmp -s - $$d/digest_3a || { echo "FAILED: the sums by MPI messages and through the shared window differ"; exit 1; }; \
+	echo "== 3 ranks summing by MPI messages (LSAE_MPI_NO_SHM=1): the same bits as through the shared window"; \
+	for shm in 0 1; do \
+	  LSAE_MPI_NO_SHM=$$shm $$run -x LSAE_MPI_NO_SHM -np 3 $$d/mpi_driver_rounds > $$d/driver_rounds.out 2>&1 || { cat $$d/driver_rounds.out; echo "FAILED: mpi_driver_rounds"; exit 1; }; \
+	  grep '^digest' $$d/driver_rounds.out | cmp -s - $$d/digest_3a || { echo "FAILED: sums in many small rounds (LSAE_MPI_NO_SHM=$$shm) give other bits"; exit 1; }; \
+	done; echo "== the sums cut into rounds of 1000 floats (and 777 by messages): the same bits"; \
 	for plant in nosum localtv; do \
 	  if $$run -np 2 $$d/mpi_driver --plant $$plant > $$d/plant.out 2>&1; then \
 	    echo "FAILED: mpi_driver --plant $$plant (a sabotaged sum across ranks) passed: the comparisons are blind"; exit 1; fi; \

@@ -66,12 +66,22 @@
 #define LSAE_MPI_SEGMENT ((size_t)1 << 22) /* elements per reduce-scatter round: 16 MiB of float */
 #endif
 
+#ifndef LSAE_MPI_SHM_BYTES
+#define LSAE_MPI_SHM_BYTES ((size_t)16 << 20) /* bytes per rank per round of the shared-memory sum */
+#endif
+
 typedef struct lsae_mpi {
     MPI_Comm comm;
     int rank, size;
     void *scratch;      /* [P chunk] the copies of this rank's chunk, then [P] counts and offsets */
     size_t cap;         /* bytes */
     int *counts;        /* [4 P]: send/receive counts and offsets */
+    /* all ranks on one node: a shared window (MPI-3) instead of messages */
+    int shm;
+    MPI_Comm node;
+    MPI_Win win;
+    unsigned char **slot;   /* [P] each rank's input slot of LSAE_MPI_SHM_BYTES, in every rank's address space */
+    unsigned char *result;  /* LSAE_MPI_SHM_BYTES: the summed round, chunk j written by rank j */
 } lsae_mpi;
 
 LSAE_MPI_DEF int lsae__mpi_reserve(lsae_mpi *c, size_t bytes)
@@ -123,6 +133,43 @@ LSAE_MPI_DEF lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t 
     return LSAE_OK;
 }
 
+/* The same sum when every rank is on one node, through an MPI-3 shared
+   window: each rank copies its buffer into its own slot; after a barrier,
+   rank j adds chunk j of every slot in rank order (the same additions as
+   above, so the same bits) into the shared result; after a second barrier
+   every rank copies the whole result back. Each element is copied in and
+   out once and read P times, where MPI's messages between processes on
+   this 2-core machine moved 18.9 MB in about 25 ms (37.8 MB of gradient:
+   48 ms a sum, against about 10 ms here). The next round's (or call's)
+   first barrier is reached only after every rank copied the result out, so
+   two barriers a round suffice. */
+LSAE_MPI_DEF lsae_result lsae__mpi_sum_shared(lsae_mpi *c, void *buf, size_t n, size_t esize,
+                                             void (*add)(void *acc, const void *x, size_t n))
+{
+    const int P = c->size;
+    const size_t per = LSAE_MPI_SHM_BYTES / esize;
+    size_t at;
+    int i;
+    for (at = 0; at < n; at += per) {
+        const size_t seg = n - at < per ? n - at : per;
+        unsigned char *base = (unsigned char *)buf + at * esize;
+        const size_t lo = seg * (size_t)c->rank / (size_t)P, hi = seg * ((size_t)c->rank + 1) / (size_t)P;
+        memcpy(c->slot[c->rank], base, seg * esize);
+        MPI_Win_sync(c->win);
+        if (MPI_Barrier(c->node) != MPI_SUCCESS) return LSAE_ERROR;
+        MPI_Win_sync(c->win);
+        if (hi > lo) {
+            memcpy(c->result + lo * esize, c->slot[0] + lo * esize, (hi - lo) * esize);
+            for (i = 1; i < P; ++i) add(c->result + lo * esize, c->slot[i] + lo * esize, hi - lo);
+        }
+        MPI_Win_sync(c->win);
+        if (MPI_Barrier(c->node) != MPI_SUCCESS) return LSAE_ERROR;
+        MPI_Win_sync(c->win);
+        memcpy(base, c->result, seg * esize);
+    }
+    return LSAE_OK;
+}
+
 LSAE_MPI_DEF void lsae__mpi_add_f32(void *acc, const void *x, size_t n)
 {
     float *a = (float *)acc;
@@ -141,12 +188,16 @@ LSAE_MPI_DEF void lsae__mpi_add_f64(void *acc, const void *x, size_t n)
 
 LSAE_MPI_DEF lsae_result lsae__mpi_sum_f32(void *ctx, float *buf, size_t n)
 {
-    return lsae__mpi_sum((lsae_mpi *)ctx, buf, n, sizeof(float), MPI_FLOAT, lsae__mpi_add_f32);
+    lsae_mpi *c = (lsae_mpi *)ctx;
+    if (c->shm && n > 0) return lsae__mpi_sum_shared(c, buf, n, sizeof(float), lsae__mpi_add_f32);
+    return lsae__mpi_sum(c, buf, n, sizeof(float), MPI_FLOAT, lsae__mpi_add_f32);
 }
 
 LSAE_MPI_DEF lsae_result lsae__mpi_sum_f64(void *ctx, double *buf, size_t n)
 {
-    return lsae__mpi_sum((lsae_mpi *)ctx, buf, n, sizeof(double), MPI_DOUBLE, lsae__mpi_add_f64);
+    lsae_mpi *c = (lsae_mpi *)ctx;
+    if (c->shm && n > 0) return lsae__mpi_sum_shared(c, buf, n, sizeof(double), lsae__mpi_add_f64);
+    return lsae__mpi_sum(c, buf, n, sizeof(double), MPI_DOUBLE, lsae__mpi_add_f64);
 }
 
 LSAE_MPI_DEF lsae_result lsae__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root)
@@ -169,6 +220,31 @@ LSAE_MPI_DEF lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *ou
     c->comm = comm;
     if (MPI_Comm_rank(comm, &c->rank) != MPI_SUCCESS || MPI_Comm_size(comm, &c->size) != MPI_SUCCESS) return LSAE_ERROR;
     if (!(c->counts = (int *)malloc(4 * (size_t)c->size * sizeof(int)))) return LSAE_OUT_OF_MEMORY;
+    /* every rank on this node (same order): sum through a shared window,
+       unless LSAE_MPI_NO_SHM=1 asks for the messages (the same bits) */
+    if (c->size > 1 && !(getenv("LSAE_MPI_NO_SHM") && !strcmp(getenv("LSAE_MPI_NO_SHM"), "1"))) {
+        int nsize = 0, i;
+        void *mine = NULL;
+        if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node) != MPI_SUCCESS) return LSAE_ERROR;
+        MPI_Comm_size(c->node, &nsize);
+        if (nsize == c->size) {
+            MPI_Aint bytes = (MPI_Aint)(c->rank == 0 ? 2 * LSAE_MPI_SHM_BYTES : LSAE_MPI_SHM_BYTES);
+            if (!(c->slot = (unsigned char **)malloc((size_t)c->size * sizeof *c->slot))) return LSAE_OUT_OF_MEMORY;
+            if (MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, c->node, &mine, &c->win) != MPI_SUCCESS) return LSAE_ERROR;
+            for (i = 0; i < c->size; ++i) {
+                MPI_Aint sz;
+                int du;
+                void *p;
+                if (MPI_Win_shared_query(c->win, i, &sz, &du, &p) != MPI_SUCCESS) return LSAE_ERROR;
+                c->slot[i] = (unsigned char *)p;
+            }
+            c->result = c->slot[0] + LSAE_MPI_SHM_BYTES;
+            MPI_Win_lock_all(MPI_MODE_NOCHECK, c->win);
+            c->shm = 1;
+        } else {
+            MPI_Comm_free(&c->node);
+        }
+    }
     memset(out, 0, sizeof *out);
     out->rank = c->rank;
     out->size = c->size;
@@ -181,6 +257,14 @@ LSAE_MPI_DEF lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *ou
 
 LSAE_MPI_DEF void lsae_mpi_free(lsae_mpi *c)
 {
+    if (c->shm) {
+        MPI_Win_unlock_all(c->win);
+        MPI_Win_free(&c->win);
+        MPI_Comm_free(&c->node);
+        free(c->slot);
+        c->slot = NULL;
+        c->shm = 0;
+    }
     free(c->scratch);
     free(c->counts);
     c->scratch = NULL;

@@ -25,7 +25,8 @@
 
    Prints one line "digest CASE HEX" per case (rank 0): make test-mpi runs
    each P twice and requires the same lines (a run repeated with the same P
-   is bit-identical).
+   is bit-identical), and once more with LSAE_MPI_NO_SHM=1 (the sums by MPI
+   messages instead of a shared window: the same additions, the same bits).
 
    --plant nosum|localtv: sabotage the communicator (the gradients, or the
    double sums: TV, the loss), to show the comparisons fail (exit 1). */
@@ -314,8 +315,9 @@ int main(int argc, char **argv)
     MPI_Allreduce(&g_fail, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     if (g_rank == 0 && g_most_dead == 0) { fprintf(stderr, "no latent went dead: AuxK was never tested\n"); any = 1; }
     if (g_rank == 0)
-        printf("mpi_driver: %d ranks: %s (worst relative difference from one process: tensors %.3g, statistics %.3g; up to %zu of 256 latents dead)\n", comm.size,
-               any ? "FAILED" : "ok", g_worst_tensor, g_worst_stat, g_most_dead);
+        printf("mpi_driver: %d ranks: %s (worst relative difference from one process: tensors %.3g, statistics %.3g; up to %zu of 256 latents dead; sums %s)\n", comm.size,
+               any ? "FAILED" : "ok", g_worst_tensor, g_worst_stat, g_most_dead,
+               comm.size == 1 ? "none" : mc.shm ? "through a shared window" : "by MPI messages");
     lsae_mpi_free(&mc);
     MPI_Finalize();
     return any ? 1 : 0;
