@@ -341,6 +341,8 @@ mpi-build:
 test-mpi:
 	@if [ -z "$(MPICC)" ] || [ -z "$(MPIRUN)" ]; then \
 	  echo "== test-mpi skipped: no mpicc or mpirun (tests/install-deps.sh installs libopenmpi-dev openmpi-bin; it could not here)"; exit 0; fi; \
+	if ! $(MPIRUN) --version 2>&1 | grep -q 'Open MPI'; then \
+	  echo "== test-mpi skipped: its mpirun flags are Open MPI's, and $(MPIRUN) is another MPI ($$($(MPIRUN) --version 2>&1 | head -1))"; exit 0; fi; \
 	$(MAKE) --no-print-directory $(MPI_BUILD)/mpi_driver $(MPI_BUILD)/mpi_driver_rounds $(MPI_BUILD)/lsae > /dev/null || exit 1; \
 	run="timeout 600 $(MPIRUN) $(MPIRUN_FLAGS)"; d=$(MPI_BUILD); \
 	for P in 1 2 3; do \

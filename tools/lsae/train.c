@@ -161,7 +161,9 @@ static void train_parse(int argc, char **argv, train_args *a)
                         "loadable by latent-sae and sparsify), checkpoint/ for --resume, run.json and metrics.jsonl. "
                         "On a terminal one live line shows progress; otherwise a plain line every --log-every steps. "
                         "Ctrl-C finishes the current optimizer step, saves a checkpoint and exits. Three defaults differ from latent-sae's, "
-                        "each for the reason its help gives: --auxk-alpha, --dead-feature-threshold and --lr-schedule.";
+                        "each for the reason its help gives: --auxk-alpha, --dead-feature-threshold and --lr-schedule. "
+                        "Built as build/mpi/lsae (make, when mpicc is found) it trains data-parallel under mpirun -np P: "
+                        "each rank takes its share of every --batch-size rows, rank 0 writes the files (README \"Distributed training\").";
     char *pos[1];
     train_options(a);
     if (parse_args(argc, argv, a->o, a->no, usage, about, pos, 0) != 0) usage_fail("lsae train takes no positional arguments");
