@@ -583,7 +583,7 @@ typedef struct lsae_step_stats {
     float batchtopk_threshold;   /* theta after this batch (0 unless the type has one) */
     size_t levels;               /* Matryoshka levels m, else 0 */
     double level_fvu[LSAE_MAX_LEVELS]; /* fvu of each level's reconstruction; level_fvu[m-1] = fvu */
-    size_t rows_enlarged;        /* BatchTopK rows re-selected with more candidates (3.1) */
+    size_t rows_enlarged;        /* BatchTopK rows re-selected with more candidates (3.1); per-level: summed over the levels' picks */
 } lsae_step_stats;
 
 /* A trainer for model with the training fields of cfg (auxk_alpha, lr, ...);
