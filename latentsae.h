@@ -583,7 +583,7 @@ typedef struct lsae_step_stats {
     float batchtopk_threshold;   /* theta after this batch (0 unless the type has one) */
     size_t levels;               /* Matryoshka levels m, else 0 */
     double level_fvu[LSAE_MAX_LEVELS]; /* fvu of each level's reconstruction; level_fvu[m-1] = fvu */
-    size_t rows_enlarged;        /* BatchTopK rows re-selected with more candidates (3.1) */
+    size_t rows_enlarged;        /* BatchTopK rows re-selected with more candidates (3.1); per-level: summed over the levels' picks */
 } lsae_step_stats;
 
 /* A trainer for model with the training fields of cfg (auxk_alpha, lr, ...);
@@ -4126,12 +4126,25 @@ static lsae_result lsae__batch_pick(lsae_trainer *t, const lsae_model *view, siz
 
 /* theta <- fl(fl(theta beta) + fl(tau (1 - beta))) in float32, beta and
    1 - beta rounded to float first (3.1, as latent-sae's buffer update);
-   volatile keeps each product rounded (no fused multiply-add). */
+   volatile keeps each product rounded (no fused multiply-add).
+   Without the row cap, a theta of 0 is taken to be unset and the batch's
+   tau sets it (Bussmann et al.'s start): an EMA from 0 at beta 0.999 stays
+   far below tau for thousands of batches, and uncapped inference would
+   then keep hundreds of latents per row. With the cap, and in the
+   per-level Matryoshka form (whose encode ignores theta), theta moves from
+   0 as latent-sae's does, so its runs are reproduced. */
 static void lsae__theta_step(lsae_trainer *t, float tau)
 {
     const float beta = (float)t->cfg.batchtopk_threshold_beta, omb = (float)(1.0 - t->cfg.batchtopk_threshold_beta);
-    volatile float a = t->m->batchtopk_threshold * beta;
-    volatile float c = tau * omb;
+    volatile float a, c;
+    const int uncapped_inference = !t->cfg.batchtopk_row_cap &&
+        !(t->cfg.sae_type == LSAE_SAE_MATRYOSHKA && t->cfg.matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL);
+    if (uncapped_inference && t->m->batchtopk_threshold == 0.0f) {
+        t->m->batchtopk_threshold = tau;
+        return;
+    }
+    a = t->m->batchtopk_threshold * beta;
+    c = tau * omb;
     t->m->batchtopk_threshold = a + c;
 }
 

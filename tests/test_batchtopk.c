@@ -46,10 +46,13 @@ static ent *all_entries(const lsae_model *m, const float *x, size_t B)
     return e;
 }
 
-static float theta_ref(float theta, float tau, double beta)
+/* docs/math.md 3.1: uncapped, a theta of 0 is unset and tau sets it;
+   otherwise (and capped always) the float32 EMA */
+static float theta_ref(float theta, float tau, double beta, int starts_at_tau)
 {
     volatile float a = theta * (float)beta;
     volatile float b = tau * (float)(1.0 - beta);
+    if (starts_at_tau && theta == 0.0f) return tau;
     return a + b;
 }
 
@@ -123,7 +126,7 @@ static void check_pick(size_t d, size_t L, size_t k, size_t B, int kind, int cap
                 }
         }
         CHECKF(!bad, "kind %d cap %d threads %d batch %zu: kept entries differ from the brute-force pick", kind, cap, threads, batch);
-        theta = theta_ref(theta, e[N - 1].v, c.batchtopk_threshold_beta);
+        theta = theta_ref(theta, e[N - 1].v, c.batchtopk_threshold_beta, !cap);
         CHECKF(memcmp(&theta, &st.batchtopk_threshold, sizeof theta) == 0 && st.batchtopk_threshold == lsae_model_batchtopk_threshold(m),
                "kind %d batch %zu: theta %.9g, float32 recurrence %.9g (tau %.9g)", kind, batch, st.batchtopk_threshold, theta, e[N - 1].v);
         CHECK(st.k == k && st.levels == 0);
@@ -199,7 +202,7 @@ static void test_perlevel_pick(void)
             if (t->runs[r * LSAE__RUNS + lev].n != cnt[r] || t->runs[r * LSAE__RUNS + lev].cls != lev) bad = 1;
         CHECKF(!bad, "per-level batch-wide pick, level %zu, differs from the brute-force pick", lev);
         if (lev == nl - 1) {
-            const float want = theta_ref(0.0f, tau, c.batchtopk_threshold_beta);
+            const float want = theta_ref(0.0f, tau, c.batchtopk_threshold_beta, 0); /* per-level: from 0 */
             CHECKF(memcmp(&want, &st.batchtopk_threshold, sizeof want) == 0, "theta %.9g, expected %.9g", st.batchtopk_threshold, want);
         }
         free(cnt);

@@ -384,7 +384,10 @@ class TypedTrainer(TorchTrainer):
         did_fire |= torch.as_tensor(out["fired"])
         if out["tau"] is not None:
             tau32 = np.float32(out["tau"])
-            self.theta = np.float32(np.float32(self.theta * self.beta32) + np.float32(tau32 * self.omb32))
+            if not self.sae.row_cap and not (self.sae.sae_type == SAE_MATRYOSHKA and self.sae.form == PER_LEVEL) and self.theta == 0:
+                self.theta = tau32  # uncapped: the first tau sets an unset theta
+            else:
+                self.theta = np.float32(np.float32(self.theta * self.beta32) + np.float32(tau32 * self.omb32))
         out["k"] = k_s
         out["theta"] = float(self.theta)
         out["loss"] = float(out["loss"])

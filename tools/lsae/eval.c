@@ -113,7 +113,6 @@ static void eval_print_text(const eval_result *e)
     const eval_metrics *m = e->m;
     char ev[32];
     uint64_t lmax = 0;
-    size_t n;
     int b;
     printf("eval of %s on %s\n", e->model, e->data);
     printf("  %llu rows", (unsigned long long)m->rows);
@@ -132,15 +131,35 @@ static void eval_print_text(const eval_result *e)
     printf("  l2 ratio             %-10.4f mean over rows of |x_hat| / |x|\n", m->l2_ratio);
     printf("  relative bias        %-10.4f mean |x_hat|^2 / mean x.x_hat (1: no shrinkage)\n", m->relative_reconstruction_bias);
     printf("sparsity\n");
-    printf("  L0                   %-10.2f active latents per row (k = %llu)\n", m->l0_mean, (unsigned long long)m->k);
-    for (n = 0; n < m->l0_hist_len; ++n)
-        if (m->l0_hist[n] > lmax) lmax = m->l0_hist[n];
+    if (m->l0_hist_len > m->k + 1) /* an uncapped BatchTopK model: its threshold decides the count */
+        printf("  L0                   %-10.2f active latents per row (at or above the threshold; k = %llu in training)\n", m->l0_mean,
+               (unsigned long long)m->k);
+    else
+        printf("  L0                   %-10.2f active latents per row (k = %llu)\n", m->l0_mean, (unsigned long long)m->k);
     if (m->l0_hist_len && m->l0_hist[m->l0_hist_len - 1] != m->rows) { /* a distribution to show */
+        /* counts from the smallest to the largest L0 seen, one line per
+           count, or per run of counts when there would be more than 24 lines
+           (a threshold model's counts spread over tens of values) */
+        size_t lo = 0, hi = m->l0_hist_len - 1, width, a, c;
+        while (lo < hi && !m->l0_hist[lo]) ++lo;
+        while (hi > lo && !m->l0_hist[hi]) --hi;
+        width = hi - lo + 1 > 24 ? (hi - lo + 1 + 19) / 20 : 1;
+        for (a = lo; a <= hi; a += width) {
+            uint64_t rows_in = 0;
+            for (c = a; c < a + width && c <= hi; ++c) rows_in += m->l0_hist[c];
+            if (rows_in > lmax) lmax = rows_in;
+        }
         printf("  rows by L0:\n");
-        for (n = 0; n < m->l0_hist_len; ++n) {
-            int bar = lmax ? (int)((40.0 * (double)m->l0_hist[n] + (double)lmax - 1) / (double)lmax) : 0;
-            if (!m->l0_hist[n]) continue;
-            printf("    %4zu %10llu  ", n, (unsigned long long)m->l0_hist[n]);
+        for (a = lo; a <= hi; a += width) {
+            uint64_t rows_in = 0;
+            int bar;
+            char label[48];
+            for (c = a; c < a + width && c <= hi; ++c) rows_in += m->l0_hist[c];
+            if (!rows_in) continue;
+            bar = (int)((40.0 * (double)rows_in + (double)lmax - 1) / (double)lmax);
+            if (width == 1) snprintf(label, sizeof label, "%zu", a);
+            else snprintf(label, sizeof label, "%zu-%zu", a, a + width - 1 < hi ? a + width - 1 : hi);
+            printf("    %9s %10llu  ", label, (unsigned long long)rows_in);
             while (bar-- > 0) putchar('#');
             putchar('\n');
         }

@@ -216,21 +216,6 @@ static void train_start(train_run *t)
 
 /* -------------------------------------------------------------- the loop */
 
-/* The k optimizer step s (0-based) keeps under k-annealing, docs/math.md
-   3.4: from k0 = k_anneal_start (0: min(4 k_f, L)) down to k_f over the
-   first floor(k_anneal_pct S) steps. k_f is k, or the last level's k of a
-   per-level Matryoshka model. */
-static size_t train_k_at(const train_run *t, uint64_t s)
-{
-    const lsae_config *c = &t->cfg;
-    size_t kf = c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_form == LSAE_MATRYOSHKA_PER_LEVEL && c->matryoshka_levels
-                    ? c->matryoshka_ks[c->matryoshka_levels - 1] : c->k;
-    size_t k0 = c->k_anneal_start ? c->k_anneal_start : (4 * kf < t->L ? 4 * kf : t->L);
-    uint64_t A = (uint64_t)floor(c->k_anneal_pct * (double)t->S);
-    if (!c->k_anneal || s >= A) return kf;
-    return (size_t)floor((double)k0 + ((double)kf - (double)k0) * (double)s / (double)(A > 1 ? A : 1));
-}
-
 /* " k 23  theta 0.0412": what the SAE type adds to a progress line (k while
    it anneals, BatchTopK's threshold), "" for plain TopK */
 static void train_type_progress(const train_run *t, char *buf, size_t cap)
@@ -238,7 +223,7 @@ static void train_type_progress(const train_run *t, char *buf, size_t cap)
     const lsae_config *c = &t->cfg;
     size_t at = 0;
     buf[0] = 0;
-    if (c->k_anneal && t->step > 0) text_cat(buf, cap, &at, "  k %zu", train_k_at(t, t->step - 1));
+    if (c->k_anneal && t->step > 0) text_cat(buf, cap, &at, "  k %zu", t->w.st.k); /* the k of the last step (its window's k_s) */
     if (c->sae_type == LSAE_SAE_BATCHTOPK || (c->sae_type == LSAE_SAE_MATRYOSHKA && c->matryoshka_use_batchtopk))
         text_cat(buf, cap, &at, "  theta %.4g", (double)lsae_model_batchtopk_threshold(t->m));
 }
@@ -294,7 +279,7 @@ static void train_log_step(train_run *t)
             100.0 * st->dead_fraction, st->n_dead, st->lr, st->grad_norm, sps, elapsed);
     /* the SAE type's own numbers (a TopK run's lines stay as they were) */
     if (t->cfg.k_anneal || t->cfg.sae_type != LSAE_SAE_TOPK)
-        fprintf(t->metrics, ", \"k\": %zu, \"batchtopk_threshold\": %.9g", train_k_at(t, t->step - 1), (double)lsae_model_batchtopk_threshold(t->m));
+        fprintf(t->metrics, ", \"k\": %zu, \"batchtopk_threshold\": %.9g", w->st.k, (double)lsae_model_batchtopk_threshold(t->m));
     fputs("}\n", t->metrics);
     fflush(t->metrics);
     w->t_last_metric = now;
