@@ -656,8 +656,11 @@ typedef struct lsae_comm {
 } lsae_comm;
 
 /* Train data-parallel over comm (copied; NULL or size 1: one process, as
-   before, bit for bit). Call before the first batch, on every rank, with the
-   same model weights and settings on each. Refused (LSAE_UNSUPPORTED) with
+   before, bit for bit). Call between optimizer steps, on every rank at once
+   (it is collective), with the same settings on each: with size > 1 it
+   checks that every rank holds the same weights, Adam state, dead-latent
+   counters and step as rank 0 (LSAE_INVALID_ARGS on every rank if not),
+   so call it after loading a checkpoint. Refused (LSAE_UNSUPPORTED) with
    size > 1 for the batch-wide selections (BatchTopK, Matryoshka with
    matryoshka_use_batchtopk), whose pick would need every rank's candidates,
    and for a CUDA trainer. lsae_trainer_get_grads then returns this rank's
@@ -5063,6 +5066,33 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
     return LSAE_OK;
 }
 
+/* A hash of what must be equal on every rank of a data-parallel run: the
+   weights, Adam's moments, the dead-latent counters and the step count
+   (64-bit words, each mixed in: fast, and any changed bit changes it). */
+static uint64_t lsae__state_hash(const lsae_trainer *t)
+{
+    const float *slab[3];
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ t->step ^ ((uint64_t)t->b_dec_initialized << 63);
+    size_t q, i, n = t->m->lay.total;
+    slab[0] = t->m->params; slab[1] = t->adam_m; slab[2] = t->adam_v;
+    for (q = 0; q < 3; ++q) {
+        const unsigned char *p = (const unsigned char *)slab[q];
+        for (i = 0; i + 2 <= n; i += 2) {
+            uint64_t w;
+            memcpy(&w, p + i * 4, 8);
+            h = (h ^ w) * 0x100000001B3ull;
+            h ^= h >> 29;
+        }
+        if (i < n) {
+            uint32_t w;
+            memcpy(&w, p + i * 4, 4);
+            h = (h ^ w) * 0x100000001B3ull;
+        }
+    }
+    for (i = 0; i < t->m->L; ++i) h = (h ^ t->since_fired[i]) * 0x100000001B3ull;
+    return lsae__mix64(h);
+}
+
 LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *comm)
 {
     size_t nbuf;
@@ -5089,6 +5119,23 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *com
     nbuf = t->m->d + LSAE_MAX_LEVELS + 4;
     if (!t->comm_buf && !(t->comm_buf = (double *)lsae__alloc_array(t->alloc, nbuf, sizeof(double), "sums across ranks"))) return LSAE_OUT_OF_MEMORY;
     if (!t->fire_buf && !(t->fire_buf = (float *)lsae__alloc_array(t->alloc, t->m->L, sizeof(float), "fired flags across ranks"))) return LSAE_OUT_OF_MEMORY;
+    if (comm->size > 1) {
+        /* Every rank must start from the same model and state, or each would
+           step its own model with the others' gradients. Rank 0's hash is
+           compared on every rank and the verdicts summed, so all ranks
+           return the same answer (and none waits for another in a sum). */
+        uint64_t h = lsae__state_hash(t), h0 = h;
+        double differ;
+        lsae_result r;
+        if ((r = comm->broadcast(comm->ctx, &h0, sizeof h0, 0)) != LSAE_OK)
+            return lsae__err(r, "lsae_trainer_set_comm: broadcasting rank 0's model hash failed (%s)", lsae_result_string(r));
+        differ = h0 != h ? 1.0 : 0.0;
+        if ((r = comm->sum_f64(comm->ctx, &differ, 1)) != LSAE_OK)
+            return lsae__err(r, "lsae_trainer_set_comm: comparing the ranks' models failed (%s)", lsae_result_string(r));
+        if (differ > 0.0)
+            return lsae__err(LSAE_INVALID_ARGS, "%.0f of the %d ranks hold another model or trainer state than rank 0 (this rank %s): every rank must start from the same weights, "
+                             "Adam state, counters and step (the same seed and settings, or the same checkpoint)", differ, comm->size, h0 != h ? "differs" : "agrees");
+    }
     t->comm = *comm;
     t->has_comm = 1;
     t->comm_failed = 0;

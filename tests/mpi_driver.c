@@ -312,6 +312,24 @@ int main(int argc, char **argv)
         tcase tc = cases[i];
         run_case(&tc, &comm);
     }
+    if (comm.size > 1) {
+        /* a rank with another model (here: another seed) is refused on every rank */
+        lsae_config c = case_config(&cases[0]);
+        lsae_model *m = NULL;
+        lsae_trainer *tr = NULL;
+        lsae_result r;
+        if (g_rank == comm.size - 1) c.seed = 8;
+        if (lsae_model_create(&c, NULL, &m) != LSAE_OK || lsae_trainer_create(m, &c, &tr) != LSAE_OK) g_fail = 1;
+        r = lsae_trainer_set_comm(tr, &comm);
+        if (r != LSAE_INVALID_ARGS || !strstr(lsae_last_error(), "1 of the")) {
+            fprintf(stderr, "rank %d: a rank with another seed: set_comm gave %s (%s)\n", g_rank, lsae_result_string(r), lsae_last_error());
+            g_fail = 1;
+        } else if (g_rank == 0) {
+            printf("refused a rank with another seed: %s\n", lsae_last_error());
+        }
+        lsae_trainer_free(tr);
+        lsae_model_free(m);
+    }
     MPI_Allreduce(&g_fail, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     if (g_rank == 0 && g_most_dead == 0) { fprintf(stderr, "no latent went dead: AuxK was never tested\n"); any = 1; }
     if (g_rank == 0)

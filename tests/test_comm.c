@@ -13,8 +13,9 @@
      below.)
    - A one-rank communicator gives the bits of no communicator.
    - A sum that fails stops the trainer with a message; later calls refuse.
-   - set_comm refuses bad ranks, missing callbacks, a window in progress, and
-     the batch-wide types on more than one rank (LSAE_UNSUPPORTED). */
+   - set_comm refuses bad ranks, missing callbacks, a window in progress, a
+     rank whose model differs from rank 0's, and the batch-wide types on
+     more than one rank (LSAE_UNSUPPORTED). */
 #include "test_util.h"
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"
@@ -52,6 +53,8 @@ static lsae_result dbl_f64(void *ctx, double *buf, size_t n)
 static lsae_result same_f32(void *ctx, float *buf, size_t n) { (void)ctx; (void)buf; (void)n; ++g_calls; return LSAE_OK; }
 static lsae_result same_f64(void *ctx, double *buf, size_t n) { (void)ctx; (void)buf; (void)n; ++g_calls; return LSAE_OK; }
 static lsae_result no_bcast(void *ctx, void *buf, size_t bytes, int root) { (void)ctx; (void)buf; (void)bytes; (void)root; return LSAE_OK; }
+/* rank 0 "holds another model": its hash arrives changed */
+static lsae_result other_bcast(void *ctx, void *buf, size_t bytes, int root) { (void)ctx; (void)root; if (bytes) ((unsigned char *)buf)[0] ^= 1; return LSAE_OK; }
 
 static lsae_comm comm_of(int size, int doubling)
 {
@@ -308,6 +311,8 @@ int main(void)
         CHECK(lsae_trainer_set_comm(t, &bad) == LSAE_INVALID_ARGS);
         bad = cm; bad.sum_f64 = NULL;
         CHECK(lsae_trainer_set_comm(t, &bad) == LSAE_INVALID_ARGS);
+        bad = cm; bad.broadcast = other_bcast;
+        CHECKF(lsae_trainer_set_comm(t, &bad) == LSAE_INVALID_ARGS && strstr(lsae_last_error(), "same weights"), "%s", lsae_last_error());
         OK(lsae_trainer_accumulate(t, g_x[0], B, NULL));
         CHECK(lsae_trainer_set_comm(t, &cm) == LSAE_INVALID_ARGS && strstr(lsae_last_error(), "accumulated"));
         lsae_trainer_free(t);

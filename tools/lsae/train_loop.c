@@ -192,9 +192,10 @@ static void train_start(train_run *t)
     char path[PATH_CAP];
     if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
-    dist_attach(t->tr);
-    /* every rank loads the checkpoint (on a file system they share) */
+    /* every rank loads the checkpoint (on a file system they share); then
+       the ranks check that they hold the same model */
     if (t->resuming && !t->fresh) load_checkpoint(t);
+    dist_attach(t->tr);
     if (g_rank != 0) {
         /* the other ranks of a data-parallel run write nothing, print nothing */
         t->quiet = 1;
