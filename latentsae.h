@@ -663,8 +663,12 @@ typedef struct lsae_comm {
    so call it after loading a checkpoint. Refused (LSAE_UNSUPPORTED) with
    size > 1 for the batch-wide selections (BatchTopK, Matryoshka with
    matryoshka_use_batchtopk), whose pick would need every rank's candidates,
-   and for a CUDA trainer. lsae_trainer_get_grads then returns this rank's
-   own part of the gradient, not yet summed. */
+   and for a CUDA trainer. The step statistics are the global batch's
+   (rows_used and rows_dropped are summed over the ranks) and the same on
+   every rank; lsae_trainer_get_grads returns this rank's own part of the
+   gradient, not yet summed. The gradient is exchanged once per optimizer
+   step (grad_acc_steps batches), the other sums are a few numbers (d + 2
+   doubles) per batch. */
 LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *trainer, const lsae_comm *comm);
 
 /* Private: the four parameter tensors, in their order in a parameter slab
