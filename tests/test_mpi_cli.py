@@ -12,6 +12,8 @@ ranks against build/lsae in one process, on examples/data.
 - kill -9 of rank 1 in the middle of a 2-rank run ends the job within
   seconds; the checkpoint left resumes with 2 ranks to the bytes of the
   uninterrupted run, and with 3 ranks to within 1e-4 of them;
+- SIGINT to rank 0 alone stops every rank after the step with a checkpoint
+  (exit 130), and the run resumes to the uninterrupted run's bytes;
 - a batch-wide type is refused on 2 ranks with one clear line.
 """
 import glob
@@ -121,27 +123,38 @@ LONG = ARGS + ["--epochs", "3", "--max-samples", "40000"]   # 156 steps
 mpi(2, LONG + ["--out", out("full")])
 job = subprocess.Popen(MPIRUN + ["-np", "2", LSAE_MPI, "train"] + LONG + ["--out", out("killed")],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-victim = None
-t0 = time.time()
-while time.time() - t0 < 120 and job.poll() is None:
-    if os.path.isdir(os.path.join(out("killed"), "checkpoint")) and victim is None:
-        # rank 1: the lsae process whose environment says so
-        for env in glob.glob("/proc/[0-9]*/environ"):
-            try:
-                with open(env, "rb") as f:
-                    e = f.read().split(b"\0")
-                with open(env.replace("environ", "cmdline"), "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if b"OMPI_COMM_WORLD_RANK=1" in e and out("killed").encode() in cmd:
-                victim = int(env.split("/")[2])
-                break
-        if victim:
-            os.kill(victim, signal.SIGKILL)
-            t_kill = time.time()
-            break
-    time.sleep(0.01)
+
+
+def rank_pid(rank, run_dir):
+    """the pid of the lsae process of that rank training into run_dir (its environment says its rank)"""
+    for env in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(env, "rb") as f:
+                e = f.read().split(b"\0")
+            with open(env.replace("environ", "cmdline"), "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in e and run_dir.encode() in cmd:
+            return int(env.split("/")[2])
+    return None
+
+
+def after_first_checkpoint(job, run_dir, rank, sig):
+    """send sig to the rank once run_dir has a checkpoint; the pid, or None"""
+    t0 = time.time()
+    while time.time() - t0 < 120 and job.poll() is None:
+        if os.path.isdir(os.path.join(run_dir, "checkpoint")):
+            pid = rank_pid(rank, run_dir)
+            if pid:
+                os.kill(pid, sig)
+                return pid
+        time.sleep(0.01)
+    return None
+
+
+victim = after_first_checkpoint(job, out("killed"), 1, signal.SIGKILL)
+t_kill = time.time()
 check(victim is not None, "found rank 1 of the 2-rank run after its first checkpoint (or the run ended first)")
 try:
     _, err = job.communicate(timeout=30)
@@ -163,5 +176,22 @@ d = rel_diff(out("killed3"), out("full"))
 check(d <= 1e-4, f"resumed on 3 ranks instead of 2: within 1e-4 of the uninterrupted run (worst {d:.3g})")
 print(f"  killed after step {saved} of 156; resumed on 2 ranks: the same bytes; on 3 ranks: within {d:.2g}")
 check(len(metrics(out("killed3"))) == 156, "the resumed run's metrics hold each step once")
+
+# SIGINT to rank 0 alone: every rank stops after the step, a checkpoint is
+# saved, exit 130; the resumed run ends with the uninterrupted run's bytes
+job = subprocess.Popen(MPIRUN + ["-np", "2", LSAE_MPI, "train"] + LONG + ["--out", out("interrupted")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+pid = after_first_checkpoint(job, out("interrupted"), 0, signal.SIGINT)
+check(pid is not None, "found rank 0 of the 2-rank run after its first checkpoint (or the run ended first)")
+try:
+    so, err = job.communicate(timeout=60)
+except subprocess.TimeoutExpired:
+    job.kill()
+    check(False, "the job did not stop within 60 s of SIGINT to rank 0")
+check(job.returncode == 130 and "interrupted at step" in so, f"SIGINT to rank 0: exit 130 and the interrupted line (exit {job.returncode}):\n{so}{err}")
+stopped_at = metrics(out("interrupted"))[-1]["step"]
+mpi(2, ["--resume", out("interrupted")])
+check(model_bytes(out("interrupted")) == model_bytes(out("full")), "after SIGINT to rank 0 the run resumes to the uninterrupted run's bytes")
+print(f"  SIGINT to rank 0: every rank stopped at step {stopped_at} with a checkpoint (exit 130); resumed: the same bytes")
 
 print(f"test_mpi_cli: {testlib.passed} checks passed")
