@@ -344,6 +344,9 @@ test-mpi:
 	if ! $(MPIRUN) --version 2>&1 | grep -q 'Open MPI'; then \
 	  echo "== test-mpi skipped: its mpirun flags are Open MPI's, and $(MPIRUN) is another MPI ($$($(MPIRUN) --version 2>&1 | head -1))"; exit 0; fi; \
 	$(MAKE) --no-print-directory $(MPI_BUILD)/mpi_driver $(MPI_BUILD)/mpi_driver_rounds $(MPI_BUILD)/lsae > /dev/null || exit 1; \
+	OMPI_CC=$(CXX) $(MPICC) -x c++ $(CXXSTD) $(OMP) $(WARN) -DOMPI_SKIP_MPICXX -fsyntax-only tests/mpi_driver.c || \
+	  { echo "FAILED: latentsae_mpi.h and tests/mpi_driver.c as C++"; exit 1; }; \
+	$(MPICC) $(CSTD) $(WARN) -fsyntax-only tests/mpi_driver.c || { echo "FAILED: tests/mpi_driver.c without OpenMP"; exit 1; }; \
 	run="timeout 600 $(MPIRUN) $(MPIRUN_FLAGS)"; d=$(MPI_BUILD); \
 	for P in 1 2 3; do \
 	  for rep in a b; do \
