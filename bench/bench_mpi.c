@@ -73,6 +73,24 @@ int main(int argc, char **argv)
     if (comm.rank == 0)
         printf("ranks %d d %zu L %zu k %zu batch %zu steps %zu: %.3f s, samples/s %.1f\n", comm.size, d, L, k, B, steps, t1 - t0,
                (double)(steps * B) / (t1 - t0));
+    if (comm.size > 1) {
+        /* what one step's gradient exchange costs alone: the best of 3 sums
+           of a buffer the size of the gradient (2 L d + L + d floats) */
+        size_t n = 2 * L * d + L + d;
+        float *g = (float *)calloc(n, sizeof(float));
+        double best = 1e30;
+        int it;
+        for (it = 0; g && it < 3; ++it) {
+            double a;
+            MPI_Barrier(MPI_COMM_WORLD);
+            a = MPI_Wtime();
+            comm.sum_f32(comm.ctx, g, n);
+            MPI_Barrier(MPI_COMM_WORLD);
+            if (MPI_Wtime() - a < best) best = MPI_Wtime() - a;
+        }
+        if (comm.rank == 0) printf("gradient sum (%.1f MB) %.1f ms\n", (double)n * 4.0 / 1e6, 1e3 * best);
+        free(g);
+    }
     lsae_trainer_free(tr);
     lsae_model_free(m);
     free(x);
