@@ -24,6 +24,7 @@
    Part of lsae's one translation unit: included by main.c, not compiled alone. */
 
 static int g_rank = 0, g_ranks = 1;   /* this process, of how many */
+static char g_who[32] = "";           /* " [rank 1 of 2]" after g_cmd in the messages of the ranks but 0 */
 #ifdef LSAE_MPI
 static lsae_mpi g_mpi;
 static lsae_comm g_comm;
@@ -63,6 +64,7 @@ static void dist_start(int *argc, char ***argv)
     }
     g_rank = g_comm.rank;
     g_ranks = g_comm.size;
+    if (g_rank > 0) snprintf(g_who, sizeof g_who, " [rank %d of %d]", g_rank, g_ranks);
 #else
     (void)argc;
     (void)argv;

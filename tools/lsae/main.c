@@ -170,9 +170,7 @@ static int run_main(int argc, char **argv)
     }
     for (i = 0; i < sizeof commands / sizeof commands[0]; ++i)
         if (!strcmp(commands[i].name, argv[1])) {
-            /* under mpirun the ranks but 0 say who they are */
-            if (g_rank > 0) snprintf(g_cmd, sizeof g_cmd, "lsae %s [rank %d of %d]", commands[i].name, g_rank, g_ranks);
-            else snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
+            snprintf(g_cmd, sizeof g_cmd, "lsae %s", commands[i].name);
             if (g_ranks > 1 && strcmp(commands[i].name, "train") != 0)
                 fail("only lsae train runs on several ranks (mpirun -np %d); run %s as one process", g_ranks, commands[i].name);
             return commands[i].run(argc - 2, argv + 2);

@@ -34,7 +34,7 @@ static void vmessage(const char *fmt, va_list ap)
     for (i = 0; buf[i]; ++i)
         if (buf[i] == '\n' || buf[i] == '\r') buf[i] = ' ';
     live_clear();
-    fprintf(stderr, "%s: %s\n", g_cmd, buf);
+    fprintf(stderr, "%s%s: %s\n", g_cmd, g_who, buf);
 }
 
 static NORETURN void fail(const char *fmt, ...)
@@ -56,7 +56,7 @@ static NORETURN void usage_fail(const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     live_clear();
-    fprintf(stderr, "%s: %s (see %s --help)\n", g_cmd, buf, g_cmd);
+    fprintf(stderr, "%s%s: %s (see %s --help)\n", g_cmd, g_who, buf, g_cmd);
     remove_tmp_files();
     dist_exit_failed(2);
 }
