@@ -543,8 +543,9 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    It applies when k <= L / 16 and d <= 65536. on = 1 also builds the
    model's int8 copy of W_enc now and keeps it (L d bytes) until the
    weights change (training, lsae_model_set_weights): call it again after
-   training; without a current copy, an encode of 64 rows or more builds a
-   temporary one and a smaller one uses float32. on = 0 frees the copy and
+   training (lsae_model_load builds it); without a current copy, an encode
+   of 2048 rows or more builds a temporary one and a smaller one uses
+   float32. on = 0 frees the copy and
    encodes in float32 only. */
 LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *model, int on);
 
@@ -3089,11 +3090,11 @@ static double lsae__gamma(size_t d)
     return (double)d * u / (1.0 - (double)d * u);
 }
 
-/* q = round(v / s) in [-127, 127] (any integer is correct: the residual
-   is measured, not assumed) */
-static int lsae__q8(float v, float s)
+/* q = round(v / s) in [-127, 127], as v times inv = 1 / s (any integer is
+   correct: the residual is measured, not assumed) */
+static int lsae__q8(float v, float inv)
 {
-    float t = v / s;
+    float t = v * inv;
     int q = (int)(t < 0.0f ? t - 0.5f : t + 0.5f);
     return q > 127 ? 127 : q < -127 ? -127 : q;
 }
@@ -3135,7 +3136,7 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
         int8_t *base = q->wq + t * dp4 * LSAE__NT * 4 + j * 4;
         const float *w = W + (size_t)l * d;
         double rn2 = 0.0, qn2 = 0.0, wn2 = 0.0;
-        float mx = 0.0f, s;
+        float mx = 0.0f, s, inv;
         int32_t sum = 0;
         size_t p;
         if ((size_t)l >= L) {
@@ -3146,8 +3147,9 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
         }
         for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
         s = mx / 127.0f;
+        inv = s > 0.0f ? 1.0f / s : 0.0f;
         for (p = 0; p < q->dp; ++p) {
-            int v = (p < d && s > 0.0f) ? lsae__q8(w[p], s) : 0;
+            int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv) : 0;
             base[(p / 4) * LSAE__NT * 4 + p % 4] = (int8_t)v;
             sum += v;
             if (p < d) {
@@ -3251,7 +3253,84 @@ typedef struct lsae__lprow {
 
 /* Scratch sizes per row: lo values (cut back to K when full) and candidates */
 static size_t lsae__lp_locap(size_t K) { return 2 * K + 64; }
-static size_t lsae__lp_candcap(size_t K) { return 16 * K + 1024; }
+static size_t lsae__lp_candcap(size_t K, size_t L)
+{
+    size_t c = 16 * K + 1024, q = L / 4 < 16384 ? L / 4 : 16384;
+    return c > q ? c : q;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE__CTZ64(x) ((unsigned)__builtin_ctzll(x))
+#else
+static unsigned lsae__ctz64(uint64_t x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
+#define LSAE__CTZ64(x) lsae__ctz64(x)
+#endif
+
+/* One row of a tile of nt latents: S = acc - 128 wsum, A = (sx sw) S,
+   v = A + b, eps (the bound of the header comment above), lo = v - eps,
+   hi = v + eps into lo[], hi[]; returns bit j set where lo > T or where
+   hi >= T and hi > 0 (the latent may enter the lo list or the candidates).
+   The vector forms may round eps differently (fused multiply-adds): any
+   rounding is inside the bound's slack. */
+static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const float *sw, const float *cw, const float *qn, const float *b, size_t nt,
+                                float sx, float xn, float xrn, float T, float *lo, float *hi)
+{
+    const float rel = 1.0f + 1.0f / 65536.0f, sab = 1.0f / 2097152.0f, tiny = 1e-35f;
+    uint64_t mask = 0;
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    if (nt == LSAE__NT) {
+        const __m512 vsx = _mm512_set1_ps(sx), vxn = _mm512_set1_ps(xn), vxrn = _mm512_set1_ps(xrn), vrel = _mm512_set1_ps(rel);
+        const __m512 vsab = _mm512_set1_ps(sab), vtiny = _mm512_set1_ps(tiny), vT = _mm512_set1_ps(T), zero = _mm512_setzero_ps();
+        const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
+        for (; j < LSAE__NT; j += 16) {
+            const __m512i S = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + j)), _mm512_maskz_slli_epi32((__mmask16)0xFFFF, _mm512_loadu_si512((const void *)(ws + j)), 7));
+            const __m512 A = _mm512_mul_ps(_mm512_mul_ps(vsx, _mm512_loadu_ps(sw + j)), _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF, S)); /* masked forms: see lsae__half256 */
+            const __m512 bb = _mm512_loadu_ps(b + j), v = _mm512_add_ps(A, bb);
+            const __m512 mag = _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(A), absm)),
+                                             _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(bb), absm)));
+            const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(vxn, _mm512_loadu_ps(cw + j), _mm512_mul_ps(vxrn, _mm512_loadu_ps(qn + j))), vrel,
+                                                           _mm512_mul_ps(vsab, mag)), vtiny);
+            const __m512 l = _mm512_sub_ps(v, e), h = _mm512_add_ps(v, e);
+            const __mmask16 ml = _mm512_cmp_ps_mask(l, vT, _CMP_GT_OQ);
+            const __mmask16 mh = _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(h, vT, _CMP_GE_OQ), h, zero, _CMP_GT_OQ);
+            _mm512_storeu_ps(lo + j, l);
+            _mm512_storeu_ps(hi + j, h);
+            mask |= (uint64_t)(unsigned)(ml | mh) << j;
+        }
+        return mask;
+    }
+#elif defined(LSAE__AVX2)
+    if (nt == LSAE__NT) {
+        const __m256 vsx = _mm256_set1_ps(sx), vxn = _mm256_set1_ps(xn), vxrn = _mm256_set1_ps(xrn), vrel = _mm256_set1_ps(rel);
+        const __m256 vsab = _mm256_set1_ps(sab), vtiny = _mm256_set1_ps(tiny), vT = _mm256_set1_ps(T), zero = _mm256_setzero_ps();
+        const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        for (; j < LSAE__NT; j += 8) {
+            const __m256i S = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(ws + j)), 7));
+            const __m256 A = _mm256_mul_ps(_mm256_mul_ps(vsx, _mm256_loadu_ps(sw + j)), _mm256_cvtepi32_ps(S));
+            const __m256 bb = _mm256_loadu_ps(b + j), v = _mm256_add_ps(A, bb);
+            const __m256 mag = _mm256_add_ps(_mm256_and_ps(A, absm), _mm256_and_ps(bb, absm));
+            const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(vxn, _mm256_loadu_ps(cw + j), _mm256_mul_ps(vxrn, _mm256_loadu_ps(qn + j))), vrel,
+                                                           _mm256_mul_ps(vsab, mag)), vtiny);
+            const __m256 l = _mm256_sub_ps(v, e), h = _mm256_add_ps(v, e);
+            const __m256 pass = _mm256_or_ps(_mm256_cmp_ps(l, vT, _CMP_GT_OQ), _mm256_and_ps(_mm256_cmp_ps(h, vT, _CMP_GE_OQ), _mm256_cmp_ps(h, zero, _CMP_GT_OQ)));
+            _mm256_storeu_ps(lo + j, l);
+            _mm256_storeu_ps(hi + j, h);
+            mask |= (uint64_t)(unsigned)_mm256_movemask_ps(pass) << j;
+        }
+        return mask;
+    }
+#endif
+    for (; j < nt; ++j) {
+        const float A = (sx * sw[j]) * (float)(acc[j] - 128 * ws[j]);
+        const float v = A + b[j];
+        const float e = (xn * cw[j] + xrn * qn[j]) * rel + sab * (fabsf(A) + fabsf(b[j])) + tiny;
+        lo[j] = v - e;
+        hi[j] = v + e;
+        if (lo[j] > T || (hi[j] >= T && hi[j] > 0.0f)) mask |= (uint64_t)1 << j;
+    }
+    return mask;
+}
 
 /* lsae__lp_select: the top K of ReLU(xc W_enc^T + b_enc) for R rows, as
    lsae__select writes it (top [R, K], best first), through the int8
@@ -3260,8 +3339,7 @@ static size_t lsae__lp_candcap(size_t K) { return 16 * K + 1024; }
 static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const float *xc, size_t R, size_t K, lsae__kv *top,
                                    int nthreads, size_t *cand_counts)
 {
-    const size_t d = m->d, L = m->L, dp = q->dp, clo = lsae__lp_locap(K), cc = lsae__lp_candcap(K);
-    const float slack_rel = 1.0f + 1.0f / 65536.0f, slack_abs = 1.0f / 2097152.0f;
+    const size_t d = m->d, L = m->L, dp = q->dp, clo = lsae__lp_locap(K), cc = lsae__lp_candcap(K, L);
     /* tiles that stay in cache while a block of rows sweeps them (~256 KiB) */
     size_t G = ((size_t)256 << 10) / (dp * LSAE__NT), nover = 0, r;
     const size_t RB = 48; /* rows a thread sweeps over a group of tiles */
@@ -3291,12 +3369,13 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
             uint8_t *u = xu + (size_t)rr * dp;
             lsae__lprow *s = st + rr;
             double xn2 = 0.0, rn2 = 0.0;
-            float mx = 0.0f, sx;
+            float mx = 0.0f, sx, inv;
             size_t p;
             for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
             sx = mx / 127.0f;
+            inv = sx > 0.0f ? 1.0f / sx : 0.0f;
             for (p = 0; p < dp; ++p) {
-                const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], sx) : 0;
+                const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
                 u[p] = (uint8_t)(v + 128);
                 if (p < d) {
                     const double rv = (double)x[p] - (double)sx * v;
@@ -3330,18 +3409,13 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                             const float sx = s->sx, xn = s->xn, xrn = s->xrn, T = s->T;
                             float *lb = lob + (r0 + rw) * clo;
                             lsae__kv *cd = cand + (r0 + rw) * cc;
-                            int any = 0;
+                            uint64_t mask;
                             if (s->overflow) continue;
-                            for (j = 0; j < nt; ++j) {
-                                const float A = (sx * sw[j]) * (float)(a[j] - 128 * ws[j]);
-                                const float v = A + b[j];
-                                const float e = (xn * cw[j] + xrn * qn[j]) * slack_rel + slack_abs * (fabsf(A) + fabsf(b[j])) + 1e-35f;
-                                lo[j] = v - e;
-                                hi[j] = v + e;
-                                any |= (lo[j] > T) | (hi[j] >= T && hi[j] > 0.0f);
-                            }
-                            if (!any) continue;
-                            for (j = 0; j < nt; ++j) {
+                            mask = lsae__lp_bounds(a, ws, sw, cw, qn, b, nt, sx, xn, xrn, T, lo, hi);
+                            /* the latents that may enter either list, in increasing order */
+                            while (mask) {
+                                j = (size_t)LSAE__CTZ64(mask);
+                                mask &= mask - 1;
                                 if (lo[j] > s->T) {
                                     lb[s->nlo++] = lo[j];
                                     if (s->nlo == clo) {
@@ -3484,8 +3558,8 @@ static int lsae__lp_applies(const lsae_model *m, size_t K)
 
 /* The int8 copy an encode of rows rows uses for a top K: the model's when
    current, else *tmp built now when the call is large enough to repay it
-   (64 rows: building reads W_enc once, as the float32 pass does for every
-   block of rows), else none (*out NULL: the float32 pass). */
+   (2048 rows: building costs about what the float32 pass spends on a few
+   hundred rows), else none (*out NULL: the float32 pass). */
 static lsae_result lsae__lp_for(const lsae_model *m, size_t rows, size_t K, int nthreads, lsae__lp *tmp, const lsae__lp **out)
 {
     lsae_result r;
@@ -3493,7 +3567,7 @@ static lsae_result lsae__lp_for(const lsae_model *m, size_t rows, size_t K, int 
     memset(tmp, 0, sizeof *tmp);
     if (!lsae__lp_applies(m, K)) return LSAE_OK;
     if (m->lp && m->lp_gen == m->wgen) { *out = m->lp; return LSAE_OK; }
-    if (rows < 64) return LSAE_OK;
+    if (rows < 2048) return LSAE_OK;
     if ((r = lsae__lp_build(m->alloc, tmp, m->W_enc, m->L, m->d, nthreads)) != LSAE_OK) return r;
     *out = tmp;
     return LSAE_OK;
@@ -3520,6 +3594,14 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
     m->lp = q;
     m->lp_gen = m->wgen;
     return LSAE_OK;
+}
+
+/* A loaded model keeps its int8 copy when there is room for it (an
+   allocation refused leaves encode on the float32 pass, not the load
+   failed) */
+static void lsae__lp_keep(lsae_model *m)
+{
+    if (lsae__lp_applies(m, m->k) && lsae_model_set_encode_prepass(m, 1) != LSAE_OK) m->prepass = 1;
 }
 
 /* ---------------------------------------------------------- encode, decode */
@@ -3596,7 +3678,7 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
     nt = lsae__num_threads(m->cfg.num_threads);
     if ((res = lsae__lp_for(m, rows, k, nt, &tmpq, &q)) != LSAE_OK) return res;
     memset(&ws, 0, sizeof ws);
-    if (q) chunk = rows < 512 ? rows : 512;
+    if (q) chunk = rows < 256 ? rows : 256;
     else {
         chunk = lsae__select_rows(rows, k, 0, nt);
         if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, k, 0, m->d, nt)) != LSAE_OK) return res;
@@ -6777,6 +6859,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 #ifdef LATENTSAE_CUDA
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
 #endif
+    lsae__lp_keep(m);
     return LSAE_OK;
 }
 
@@ -9636,6 +9719,7 @@ done:
 #ifdef LATENTSAE_CUDA
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { lsae_model_free(m); return r; }
 #endif
+    lsae__lp_keep(m);
     *out = m;
     return LSAE_OK;
 }
