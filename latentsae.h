@@ -540,7 +540,10 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    top k from int8 pre-activations with a proven bound on their error and
    recompute in float32 only the latents that could be in it: the same
    indices and values, bit for bit, as the float32 pass, with less work.
-   It applies when k <= L / 16 and d <= 65536. on = 1 also builds the
+   It applies when k <= L / 16 and d <= 65536, in builds with AVX-512 VNNI
+   (vpdpbusd: 64 int8 products an instruction, four times float32's); on =
+   2 uses it in any build (the portable int8 product: the same results,
+   slower than float32 there; for tests). on = 1 or 2 also builds the
    model's int8 copy of W_enc now and keeps it (L d bytes) until the
    weights change (training, lsae_model_set_weights): call it again after
    training (lsae_model_load builds it); without a current copy, an encode
@@ -3553,7 +3556,12 @@ static int lsae__lp_applies(const lsae_model *m, size_t K)
 #ifdef LATENTSAE_CUDA
     if (m->cuda) return 0;
 #endif
-    return m->prepass && K > 0 && K <= m->L / 16 && m->d <= 65536;
+    if (!m->prepass || K == 0 || K > m->L / 16 || m->d > 65536) return 0;
+#if defined(LSAE__VNNI)
+    return 1;
+#else
+    return m->prepass == 2; /* without VNNI the int8 product is not faster than float32's: only when asked */
+#endif
 }
 
 /* The int8 copy an encode of rows rows uses for a top K: the model's when
@@ -3580,8 +3588,9 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_encode_prepass: model is NULL");
     lsae__lp_release(m->alloc, m->lp);
     m->lp = NULL;
-    m->prepass = on != 0;
-    if (!on) return LSAE_OK;
+    if (on < 0 || on > 2) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_encode_prepass: on is %d; 0, 1 or 2", on);
+    m->prepass = on;
+    if (!on || !lsae__lp_applies(m, m->L / 16)) return LSAE_OK;
 #ifdef LATENTSAE_CUDA
     if (m->cuda) return LSAE_OK; /* the GPU encode has its own arithmetic */
 #endif
@@ -3601,7 +3610,7 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
    failed) */
 static void lsae__lp_keep(lsae_model *m)
 {
-    if (lsae__lp_applies(m, m->k) && lsae_model_set_encode_prepass(m, 1) != LSAE_OK) m->prepass = 1;
+    if (lsae__lp_applies(m, m->L / 16) && lsae_model_set_encode_prepass(m, 1) != LSAE_OK) m->prepass = 1;
 }
 
 /* ---------------------------------------------------------- encode, decode */

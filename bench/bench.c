@@ -343,7 +343,7 @@ static int run_prepass(size_t d, size_t L, size_t k, size_t B, int reps, const c
         t0 = now();
         if (lsae_model_encode(m, x, B, k, a0, i0) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
         tf[i] = now() - t0;
-        lsae_model_set_encode_prepass(m, 1);
+        lsae_model_set_encode_prepass(m, 2);
         t0 = now();
         if (lsae_model_encode(m, x, B, k, a1, i1) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
         tk[i] = now() - t0;
@@ -360,14 +360,14 @@ static int run_prepass(size_t d, size_t L, size_t k, size_t B, int reps, const c
     printf("encode_prepass_speedup %.2f\nencode_prepass_percall_speedup %.2f\n", median(tf + 1, reps) / median(tk + 1, reps), median(tf + 1, reps) / median(tt + 1, reps));
     printf("prepass_bit_identical %d\n", same);
     /* one row: 64 encodes of one row each way, interleaved */
-    lsae_model_set_encode_prepass(m, 1);
+    lsae_model_set_encode_prepass(m, 2);
     for (i = 0; i < 64; ++i) {
         double t0;
         m->prepass = 0;
         t0 = now();
         lsae_model_encode(m, x + (size_t)(i % 16) * d, 1, k, a0, i0);
         t1f[i] = now() - t0;
-        m->prepass = 1;
+        m->prepass = 2;
         t0 = now();
         lsae_model_encode(m, x + (size_t)(i % 16) * d, 1, k, a1, i1);
         t1k[i] = now() - t0;

@@ -54,7 +54,7 @@ static void compare(lsae_model *m, const float *x, size_t rows, size_t k, const 
     size_t *c0 = (size_t *)malloc(rows * sizeof(size_t)), *c1 = (size_t *)malloc(rows * sizeof(size_t)), r, bad = 0;
     OK(lsae_model_set_encode_prepass(m, 0));
     OK(lsae_model_encode(m, x, rows, k, a0, i0));
-    OK(lsae_model_set_encode_prepass(m, 1));
+    OK(lsae_model_set_encode_prepass(m, 2));
     OK(lsae_model_encode(m, x, rows, k, a1, i1));
     for (r = 0; r < rows; ++r)
         if (memcmp(a0 + r * k, a1 + r * k, k * sizeof(float)) || memcmp(i0 + r * k, i1 + r * k, k * sizeof(int32_t))) {
@@ -66,7 +66,7 @@ static void compare(lsae_model *m, const float *x, size_t rows, size_t k, const 
         bad = 0;
         OK(lsae_model_set_encode_prepass(m, 0));
         OK(lsae_model_encode_sparse(m, x, rows, k, a0, i0, c0, NULL));
-        OK(lsae_model_set_encode_prepass(m, 1));
+        OK(lsae_model_set_encode_prepass(m, 2));
         OK(lsae_model_encode_sparse(m, x, rows, k, a1, i1, c1, NULL));
         for (r = 0; r < rows; ++r)
             if (c0[r] != c1[r] || memcmp(a0 + r * k, a1 + r * k, c0[r] * sizeof(float)) || memcmp(i0 + r * k, i1 + r * k, c0[r] * sizeof(int32_t))) ++bad;
@@ -144,7 +144,7 @@ int main(void)
             /* a stale copy is not used: keep one, change W_enc, encode */
             {
                 float *w = (float *)malloc(m->L * d * sizeof(float));
-                OK(lsae_model_set_encode_prepass(m, 1));
+                OK(lsae_model_set_encode_prepass(m, 2));
                 OK(lsae_model_get_weights(m, w, NULL, NULL, NULL));
                 for (j = 0; j < m->L * d; ++j) w[j] = -w[j];
                 OK(lsae_model_set_weights(m, w, NULL, NULL, NULL));
