@@ -535,7 +535,7 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    count of any row, and the result is LSAE_TRUNCATED: call again with
    capacity = *needed to get them all. Otherwise *needed is the largest
    count and the result LSAE_OK. */
-/* The int8 pre-pass of the CPU encode (docs/math.md, 2.11). On (1, the
+/* The int8 pre-pass of the CPU encode (docs/math.md, 2.12). On (1, the
    default), lsae_model_encode and lsae_model_encode_sparse find each row's
    top k from int8 pre-activations with a proven bound on their error and
    recompute in float32 only the latents that could be in it: the same
@@ -3029,7 +3029,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 /* ------------------------------------- exact top-k through an int8 pre-pass */
 
 /* The encoder pass computes all L pre-activations of a row in float32 to
-   keep k of them. The int8 pre-pass (docs/math.md, 2.11) computes them
+   keep k of them. The int8 pre-pass (docs/math.md, 2.12) computes them
    first in integers, with a proven bound on the distance to the float32
    value, and recomputes in float32 only the latents that could still be in
    the top k; the result is the same bits as lsae__select's.
@@ -3605,12 +3605,12 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
     return LSAE_OK;
 }
 
-/* A loaded model keeps its int8 copy when there is room for it (an
-   allocation refused leaves encode on the float32 pass, not the load
-   failed) */
-static void lsae__lp_keep(lsae_model *m)
+/* A loaded model keeps its int8 copy where encode will use it (an
+   allocation refused fails the load, as any other: an out-of-memory is
+   never swallowed) */
+static lsae_result lsae__lp_keep(lsae_model *m)
 {
-    if (lsae__lp_applies(m, m->L / 16) && lsae_model_set_encode_prepass(m, 1) != LSAE_OK) m->prepass = 1;
+    return lsae__lp_applies(m, m->L / 16) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
 }
 
 /* ---------------------------------------------------------- encode, decode */
@@ -6868,7 +6868,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 #ifdef LATENTSAE_CUDA
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
 #endif
-    lsae__lp_keep(m);
+    if ((r = lsae__lp_keep(m)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
     return LSAE_OK;
 }
 
@@ -9728,7 +9728,7 @@ done:
 #ifdef LATENTSAE_CUDA
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { lsae_model_free(m); return r; }
 #endif
-    lsae__lp_keep(m);
+    if ((r = lsae__lp_keep(m)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
     return LSAE_OK;
 }

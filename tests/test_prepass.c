@@ -1,4 +1,4 @@
-/* The int8 pre-pass of the CPU encode (docs/math.md, 2.11) against the
+/* The int8 pre-pass of the CPU encode (docs/math.md, 2.12) against the
    float32 pass: the same indices and values, bit for bit, for
    lsae_model_encode and lsae_model_encode_sparse, on the bundled MiniLM
    embeddings with a trained model, on random data, and on data built
