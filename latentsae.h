@@ -3454,37 +3454,65 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                 T = s->nlo >= K ? lsae__kth_largest(lob + rw * clo, s->nlo, K) : s->T;
                 for (i = 0; i < s->ncand; ++i)
                     if (cd[i].v >= T) cd[n++] = cd[i];
-                if (cand_counts) cand_counts[rw] = n;
-                /* eight chains at a time: each the float32 kernel's chain
-                   over p = 0..d-1, the same bits (LSAE__FMA as the kernels) */
-                for (i = 0; i + 8 <= n; i += 8) {
-                    const float *w0 = m->W_enc + (size_t)cd[i].i * d, *w1 = m->W_enc + (size_t)cd[i + 1].i * d;
-                    const float *w2 = m->W_enc + (size_t)cd[i + 2].i * d, *w3 = m->W_enc + (size_t)cd[i + 3].i * d;
-                    const float *w4 = m->W_enc + (size_t)cd[i + 4].i * d, *w5 = m->W_enc + (size_t)cd[i + 5].i * d;
-                    const float *w6 = m->W_enc + (size_t)cd[i + 6].i * d, *w7 = m->W_enc + (size_t)cd[i + 7].i * d;
-                    float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f, e5 = 0.0f, e6 = 0.0f, e7 = 0.0f;
-                    size_t p;
-                    for (p = 0; p < d; ++p) {
-                        const float xp = x[p];
-                        e0 = LSAE__FMA(xp, w0[p], e0); e1 = LSAE__FMA(xp, w1[p], e1);
-                        e2 = LSAE__FMA(xp, w2[p], e2); e3 = LSAE__FMA(xp, w3[p], e3);
-                        e4 = LSAE__FMA(xp, w4[p], e4); e5 = LSAE__FMA(xp, w5[p], e5);
-                        e6 = LSAE__FMA(xp, w6[p], e6); e7 = LSAE__FMA(xp, w7[p], e7);
+                /* best upper bound first: once the k-th exact value so far
+                   beats the next upper bound, the rest are strictly worse */
+                lsae__sort_best(cd, n, srt, L);
+                {
+                    float *kb = lob + rw * clo; /* positive exact values, cut back to the K best when full */
+                    size_t nb = 0;
+                    c = 0;
+                    for (i = 0; i < n;) {
+                        const size_t nb8 = n - i < 8 ? n - i : 8;
+                        int32_t id[8];
+                        float e[8];
+                        size_t jj;
+                        if (nb >= K) {
+                            const float kth = lsae__kth_largest(kb, nb, K);
+                            nb = K;
+                            if (cd[i].v < kth) break;
+                        }
+                        for (jj = 0; jj < nb8; ++jj) id[jj] = cd[i + jj].i;
+                        if (nb8 == 8) {
+                            /* eight chains at a time: each the float32
+                               kernel's chain over p = 0..d-1, the same bits
+                               (LSAE__FMA as the kernels) */
+                            const float *w0 = m->W_enc + (size_t)id[0] * d, *w1 = m->W_enc + (size_t)id[1] * d;
+                            const float *w2 = m->W_enc + (size_t)id[2] * d, *w3 = m->W_enc + (size_t)id[3] * d;
+                            const float *w4 = m->W_enc + (size_t)id[4] * d, *w5 = m->W_enc + (size_t)id[5] * d;
+                            const float *w6 = m->W_enc + (size_t)id[6] * d, *w7 = m->W_enc + (size_t)id[7] * d;
+                            float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f, e5 = 0.0f, e6 = 0.0f, e7 = 0.0f;
+                            size_t p;
+                            for (p = 0; p < d; ++p) {
+                                const float xp = x[p];
+                                e0 = LSAE__FMA(xp, w0[p], e0); e1 = LSAE__FMA(xp, w1[p], e1);
+                                e2 = LSAE__FMA(xp, w2[p], e2); e3 = LSAE__FMA(xp, w3[p], e3);
+                                e4 = LSAE__FMA(xp, w4[p], e4); e5 = LSAE__FMA(xp, w5[p], e5);
+                                e6 = LSAE__FMA(xp, w6[p], e6); e7 = LSAE__FMA(xp, w7[p], e7);
+                            }
+                            e[0] = e0; e[1] = e1; e[2] = e2; e[3] = e3; e[4] = e4; e[5] = e5; e[6] = e6; e[7] = e7;
+                        } else {
+                            for (jj = 0; jj < nb8; ++jj) {
+                                const float *w = m->W_enc + (size_t)id[jj] * d;
+                                float ev = 0.0f;
+                                size_t p;
+                                for (p = 0; p < d; ++p) ev = LSAE__FMA(x[p], w[p], ev);
+                                e[jj] = ev;
+                            }
+                        }
+                        /* + b_enc, ReLU; the positive ones compete (cd[c]
+                           with c <= i: slots already read) */
+                        for (jj = 0; jj < nb8; ++jj) {
+                            const float v = e[jj] + m->b_enc[id[jj]];
+                            if (v > 0.0f) {
+                                cd[c].v = v;
+                                cd[c++].i = id[jj];
+                                kb[nb++] = v;
+                                if (nb == clo) { (void)lsae__kth_largest(kb, nb, K); nb = K; }
+                            }
+                        }
+                        i += nb8;
                     }
-                    cd[i].v = e0; cd[i + 1].v = e1; cd[i + 2].v = e2; cd[i + 3].v = e3;
-                    cd[i + 4].v = e4; cd[i + 5].v = e5; cd[i + 6].v = e6; cd[i + 7].v = e7;
-                }
-                for (; i < n; ++i) {
-                    const float *w = m->W_enc + (size_t)cd[i].i * d;
-                    float e = 0.0f;
-                    size_t p;
-                    for (p = 0; p < d; ++p) e = LSAE__FMA(x[p], w[p], e);
-                    cd[i].v = e;
-                }
-                /* + b_enc, ReLU; the positive ones compete */
-                for (i = 0, c = 0; i < n; ++i) {
-                    const float v = cd[i].v + m->b_enc[cd[i].i];
-                    if (v > 0.0f) { cd[c].v = v; cd[c++].i = cd[i].i; }
+                    if (cand_counts) cand_counts[rw] = i;
                 }
                 lsae__sort_best(cd, c, srt, L);
                 if (c >= K) {
