@@ -3064,6 +3064,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
    candidates are recomputed with the float32 kernel's exact chain:
    c = 0; c = fma(xc_p, w_p, c) for p = 0, ..., d - 1 (LSAE__FMA, the
    kernels' operation), then c + b and ReLU, and sorted by lsae__sort_best.
+   They are recomputed best hi first, stopping once the k-th exact value so
+   far exceeds the next hi (the rest are then strictly worse).
    A row whose candidates overflow their buffer (data built so that most
    latents sit within eps of the k-th) is handed to lsae__select: exact
    either way, just slower. */
