@@ -3347,7 +3347,11 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
     const size_t d = m->d, L = m->L, dp = q->dp, clo = lsae__lp_locap(K), cc = lsae__lp_candcap(K, L);
     /* tiles that stay in cache while a block of rows sweeps them (~256 KiB) */
     size_t G = ((size_t)256 << 10) / (dp * LSAE__NT), nover = 0, r;
-    const size_t RB = 48; /* rows a thread sweeps over a group of tiles */
+    /* rows a thread sweeps over a group of tiles: up to 48 (each int8 tile
+       then comes from memory once per 48 rows), fewer when that would leave
+       fewer than 4 blocks a thread (a thread slowed by another process then
+       holds the others up less) */
+    size_t RB = R / (4 * (size_t)(nthreads > 0 ? nthreads : 1)) / LSAE__LPMR * LSAE__LPMR;
     uint8_t *xu;
     float *lob;
     lsae__kv *cand, *sortbuf;
@@ -3355,6 +3359,8 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
     ptrdiff_t blk;
     lsae_result res = LSAE_OK;
     if (G < 1) G = 1;
+    if (RB > 48) RB = 48;
+    if (RB < LSAE__LPMR) RB = LSAE__LPMR;
     xu = (uint8_t *)lsae__alloc_array(m->alloc, R, dp, "int8 rows");
     lob = xu ? (float *)lsae__alloc_array(m->alloc, R, clo * sizeof(float), "pre-pass scratch") : NULL;
     cand = lob ? (lsae__kv *)lsae__alloc_array(m->alloc, R, cc * sizeof(lsae__kv), "pre-pass scratch") : NULL;
