@@ -540,10 +540,12 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    top k from int8 pre-activations with a proven bound on their error and
    recompute in float32 only the latents that could be in it: the same
    indices and values, bit for bit, as the float32 pass, with less work.
-   It applies when k <= L / 16 and d <= 65536, in builds with AVX-512 VNNI
-   (vpdpbusd: 64 int8 products an instruction, four times float32's); on =
-   2 uses it in any build (the portable int8 product: the same results,
-   slower than float32 there; for tests). on = 1 or 2 also builds the
+   By default (on = 1) it applies in builds with AVX-512 VNNI (vpdpbusd: 64
+   int8 products an instruction, four times float32's) to models with
+   d L >= 2^22 and k <= L / 64, where it measured faster; on = 2 uses it
+   whenever k <= L / 16 and d <= 65536, in any build (without VNNI the
+   portable int8 product gives the same results, slower than float32; for
+   tests). on = 1 or 2 also builds the
    model's int8 copy of W_enc now and keeps it (L d bytes) until the
    weights change (training, lsae_model_set_weights): call it again after
    training (lsae_model_load builds it); without a current copy, an encode
@@ -3593,8 +3595,13 @@ static int lsae__lp_applies(const lsae_model *m, size_t K)
     if (m->cuda) return 0;
 #endif
     if (!m->prepass || K == 0 || K > m->L / 16 || m->d > 65536) return 0;
+    if (m->prepass == 2) return 1;
 #if defined(LSAE__VNNI)
-    return 1;
+    /* by default only where it measured faster (bench/bench.c prepass, one
+       thread, Zen 4: 768 x 24576 k 32 2.1x, 384 x 12288 1.6x, 768 x 6144
+       1.4x, 384 x 3072 0.9x): there the fixed costs of a row (selection,
+       the recomputed candidates) weigh as much as the product */
+    return m->d * m->L >= ((size_t)1 << 22) && K <= m->L / 64;
 #else
     return m->prepass == 2; /* without VNNI the int8 product is not faster than float32's: only when asked */
 #endif
@@ -3626,7 +3633,7 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
     m->lp = NULL;
     if (on < 0 || on > 2) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_encode_prepass: on is %d; 0, 1 or 2", on);
     m->prepass = on;
-    if (!on || !lsae__lp_applies(m, m->L / 16)) return LSAE_OK;
+    if (!on || !lsae__lp_applies(m, on == 2 ? m->L / 16 : m->k)) return LSAE_OK;
 #ifdef LATENTSAE_CUDA
     if (m->cuda) return LSAE_OK; /* the GPU encode has its own arithmetic */
 #endif
@@ -3646,7 +3653,7 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
    never swallowed) */
 static lsae_result lsae__lp_keep(lsae_model *m)
 {
-    return lsae__lp_applies(m, m->L / 16) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
+    return lsae__lp_applies(m, m->k) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
 }
 
 /* ---------------------------------------------------------- encode, decode */
