@@ -3062,7 +3062,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
    in lsae__select, the rest of the top are zeros at the lowest indices not
    among the positives. T is found while streaming (a buffer of lo values
    cut back to the k best, as lsae__compact does; the T so far is a lower
-   bound of the final one, so filtering with it keeps a superset). The
+   bound of the final one, so filtering with it keeps a superset; a
+   min-heap of the k largest lower bounds keeps it current). The
    candidates are recomputed with the float32 kernel's exact chain:
    c = 0; c = fma(xc_p, w_p, c) for p = 0, ..., d - 1 (LSAE__FMA, the
    kernels' operation), then c + b and ReLU, and sorted by lsae__sort_best.
@@ -3251,6 +3252,29 @@ static float lsae__kth_largest(float *a, size_t n, size_t k)
     return a[k - 1];
 }
 
+/* h[0..*n) is a min-heap of at most K values: v enters, replacing the
+   least when the heap is full (the caller has checked v > h[0] then) */
+static void lsae__minheap_offer(float *h, size_t *n, size_t K, float v)
+{
+    size_t i, c;
+    if (*n < K) {
+        i = (*n)++;
+        while (i > 0 && h[(i - 1) / 2] > v) { h[i] = h[(i - 1) / 2]; i = (i - 1) / 2; }
+        h[i] = v;
+        return;
+    }
+    i = 0;
+    for (;;) {
+        c = 2 * i + 1;
+        if (c >= K) break;
+        if (c + 1 < K && h[c + 1] < h[c]) ++c;
+        if (h[c] >= v) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = v;
+}
+
 /* One row's state in the pre-pass */
 typedef struct lsae__lprow {
     float sx, xn, xrn, T;
@@ -3430,11 +3454,11 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                                 j = (size_t)LSAE__CTZ64(mask);
                                 mask &= mask - 1;
                                 if (lo[j] > s->T) {
-                                    lb[s->nlo++] = lo[j];
-                                    if (s->nlo == clo) {
-                                        s->T = lsae__kth_largest(lb, s->nlo, K);
-                                        s->nlo = K;
-                                    }
+                                    /* the K largest lower bounds so far in a
+                                       min-heap: T is the K-th of them (0
+                                       until there are K) */
+                                    lsae__minheap_offer(lb, &s->nlo, K, lo[j]);
+                                    if (s->nlo == K) s->T = lb[0];
                                 }
                                 if (hi[j] >= s->T && hi[j] > 0.0f) {
                                     cd[s->ncand].v = hi[j];
@@ -3461,7 +3485,7 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                 float T;
                 size_t i, n = 0, c;
                 if (s->overflow) continue;
-                T = s->nlo >= K ? lsae__kth_largest(lob + rw * clo, s->nlo, K) : s->T;
+                T = s->T;
                 for (i = 0; i < s->ncand; ++i)
                     if (cd[i].v >= T) cd[n++] = cd[i];
                 /* best upper bound first: once the k-th exact value so far
