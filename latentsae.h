@@ -68,7 +68,11 @@
    Encoding: lsae_model_encode_sparse serves every type (an uncapped
    BatchTopK row keeps any number of latents; LSAE_TRUNCATED says when the
    room given was short); lsae_model_encode keeps a fixed k
-   (lsae_model_encode_k) and refuses an uncapped BatchTopK model.
+   (lsae_model_encode_k) and refuses an uncapped BatchTopK model. Both find
+   the top k of a large model through an int8 pre-pass where AVX-512 VNNI
+   makes that faster, recomputing in float32 only the latents its proven
+   error bound cannot rule out: the same bits as the float32 pass
+   (lsae_model_set_encode_prepass, docs/math.md 2.12).
 
    Example (compiles as is; also examples/quickstart.c):
 
@@ -540,12 +544,14 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    top k from int8 pre-activations with a proven bound on their error and
    recompute in float32 only the latents that could be in it: the same
    indices and values, bit for bit, as the float32 pass, with less work.
-   By default (on = 1) it applies in builds with AVX-512 VNNI (vpdpbusd: 64
-   int8 products an instruction, four times float32's) to models with
-   d L >= 2^22 and k <= L / 64, where it measured faster; on = 2 uses it
-   whenever k <= L / 16 and d <= 65536, in any build (without VNNI the
-   portable int8 product gives the same results, slower than float32; for
-   tests). on = 1 or 2 also builds the
+   By default (on = 1) it applies to calls of up to 16 rows in any build
+   (those are bound by reading W_enc, and the int8 copy is a quarter of it:
+   one row of a 768 x 24576 model 10x faster), and to larger calls in
+   builds with AVX-512 VNNI (vpdpbusd: 64 int8 products an instruction,
+   four times float32's) for models with d L >= 2^22 and k <= L / 64,
+   where it measured faster; always only for k <= L / 16 and d <= 65536.
+   on = 2 uses it for every call (without VNNI the portable int8 product
+   gives the same results, slower than float32 on many rows; for tests). on = 1 or 2 also builds the
    model's int8 copy of W_enc now and keeps it (L d bytes) until the
    weights change (training, lsae_model_set_weights): call it again after
    training (lsae_model_load builds it); without a current copy, an encode
@@ -3613,21 +3619,24 @@ static void lsae__lp_release(const lsae_allocator *a, struct lsae__lp *q)
 /* Whether the pre-pass applies to a top K of this model: K small beside L
    (else most latents are candidates), d small enough for 32-bit sums
    (255 127 d < 2^31). */
-static int lsae__lp_applies(const lsae_model *m, size_t K)
+static int lsae__lp_applies(const lsae_model *m, size_t K, size_t rows)
 {
 #ifdef LATENTSAE_CUDA
     if (m->cuda) return 0;
 #endif
     if (!m->prepass || K == 0 || K > m->L / 16 || m->d > 65536) return 0;
-    if (m->prepass == 2) return 1;
+    /* a few rows are bound by reading W_enc: the int8 copy is a quarter of
+       it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the portable int8
+       product of an -mavx2 build 16 ms -> 1.8 ms; 384 x 3072 285 -> 52 us) */
+    if (m->prepass == 2 || rows <= 16) return 1;
 #if defined(LSAE__VNNI)
-    /* by default only where it measured faster (bench/bench.c prepass, one
-       thread, Zen 4: 768 x 24576 k 32 2.1x, 384 x 12288 1.6x, 768 x 6144
-       1.4x, 384 x 3072 0.9x): there the fixed costs of a row (selection,
+    /* many rows: only where it measured faster (bench/bench.c prepass, one
+       thread, Zen 4: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x, 768 x 6144
+       1.4x, 384 x 3072 1.0x): there the fixed costs of a row (selection,
        the recomputed candidates) weigh as much as the product */
     return m->d * m->L >= ((size_t)1 << 22) && K <= m->L / 64;
 #else
-    return m->prepass == 2; /* without VNNI the int8 product is not faster than float32's: only when asked */
+    return 0; /* without VNNI the int8 product is not faster than float32's */
 #endif
 }
 
@@ -3640,7 +3649,7 @@ static lsae_result lsae__lp_for(const lsae_model *m, size_t rows, size_t K, int 
     lsae_result r;
     *out = NULL;
     memset(tmp, 0, sizeof *tmp);
-    if (!lsae__lp_applies(m, K)) return LSAE_OK;
+    if (!lsae__lp_applies(m, K, rows)) return LSAE_OK;
     if (m->lp && m->lp_gen == m->wgen) { *out = m->lp; return LSAE_OK; }
     if (rows < 2048) return LSAE_OK;
     if ((r = lsae__lp_build(m->alloc, tmp, m->W_enc, m->L, m->d, nthreads)) != LSAE_OK) return r;
@@ -3657,7 +3666,7 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
     m->lp = NULL;
     if (on < 0 || on > 2) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_encode_prepass: on is %d; 0, 1 or 2", on);
     m->prepass = on;
-    if (!on || !lsae__lp_applies(m, on == 2 ? m->L / 16 : m->k)) return LSAE_OK;
+    if (!on || !lsae__lp_applies(m, on == 2 ? m->L / 16 : m->k, 1)) return LSAE_OK;
 #ifdef LATENTSAE_CUDA
     if (m->cuda) return LSAE_OK; /* the GPU encode has its own arithmetic */
 #endif
@@ -3677,7 +3686,7 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
    never swallowed) */
 static lsae_result lsae__lp_keep(lsae_model *m)
 {
-    return lsae__lp_applies(m, m->k) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
+    return lsae__lp_applies(m, m->k, 1) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
 }
 
 /* ---------------------------------------------------------- encode, decode */
@@ -3830,6 +3839,8 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
                                               float *acts, int32_t *indices, size_t *counts, size_t *needed)
 {
     lsae__select_ws ws;
+    lsae__lp tmpq;
+    const lsae__lp *q = NULL;
     lsae__kv *top = NULL;
     float *xc = NULL;
     size_t chunk, c0, bad, K, total, most = 0, r;
@@ -3876,19 +3887,32 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
     if (capped) K = thr ? m->k : lsae_model_encode_k(m);
     else K = capacity < m->L ? capacity + 1 : m->L;
     nt = lsae__num_threads(m->cfg.num_threads);
-    chunk = lsae__select_rows(rows, K, 0, nt);
-    if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, K, 0, m->d, nt)) != LSAE_OK) return res;
+    if ((res = lsae__lp_for(m, rows, K, nt, &tmpq, &q)) != LSAE_OK) return res;
+    memset(&ws, 0, sizeof ws);
+    if (q) chunk = rows < 256 ? rows : 256;
+    else {
+        chunk = lsae__select_rows(rows, K, 0, nt);
+        if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, K, 0, m->d, nt)) != LSAE_OK) return res;
+    }
     xc = (float *)lsae__alloc_array(m->alloc, chunk * m->d, sizeof(float), "centred rows");
     top = xc ? (lsae__kv *)lsae__alloc_array(m->alloc, chunk * K, sizeof(lsae__kv), "top-k output") : NULL;
     if (!top) {
         lsae__free(m->alloc, xc);
         lsae__select_ws_free(m->alloc, &ws);
+        lsae__lp_free(m->alloc, &tmpq);
         return LSAE_OUT_OF_MEMORY;
     }
     for (c0 = 0; c0 < rows; c0 += chunk) {
         size_t R = rows - c0 < chunk ? rows - c0 : chunk;
         lsae__center(xc, x + c0 * m->d, m->b_dec, R, m->d, nt);
-        lsae__select(m, xc, R, K, top, NULL, 0, NULL, &ws);
+        if (q) {
+            if ((res = lsae__lp_select(m, q, xc, R, K, top, nt, NULL)) != LSAE_OK) {
+                lsae__free(m->alloc, top);
+                lsae__free(m->alloc, xc);
+                lsae__lp_free(m->alloc, &tmpq);
+                return res;
+            }
+        } else lsae__select(m, xc, R, K, top, NULL, 0, NULL, &ws);
         for (r = 0; r < R; ++r) {
             const lsae__kv *row = top + r * K;
             size_t n = lsae__sparse_count(row, K, thr, m->batchtopk_threshold), q, c;
@@ -3905,6 +3929,7 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
     lsae__free(m->alloc, top);
     top = NULL;
     lsae__select_ws_free(m->alloc, &ws);
+    lsae__lp_free(m->alloc, &tmpq);
     /* rows that overflowed an uncapped threshold: select all L latents of
        each, one row at a time, to count them (the same fused pass, so the
        same values as the first) */

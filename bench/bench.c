@@ -252,6 +252,9 @@ static int run_encode(size_t d, size_t L, size_t k, size_t B, int reps)
     int i;
     c.num_latents = L; c.k = k; c.seed = 1;
     if (lsae_model_create(&c, NULL, &m) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+    /* as lsae_model_load leaves a model: the int8 copy of W_enc kept where
+       the encode pre-pass applies by default */
+    if (lsae_model_set_encode_prepass(m, 1) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
     printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
     for (i = 0; i <= reps; ++i) {
         double t0 = now(), c0 = cpu_now();

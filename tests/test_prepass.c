@@ -66,6 +66,9 @@ static void compare(lsae_model *m, const float *x, size_t rows, size_t k, const 
     OK(lsae_model_set_encode_prepass(m, 1));
     OK(lsae_model_encode(m, x, rows, k, a1, i1));
     CHECKF(!memcmp(a0, a1, rows * k * sizeof(float)) && !memcmp(i0, i1, rows * k * sizeof(int32_t)), "%s: the default encode differs from the float32 one", what);
+    /* a call of a few rows (the pre-pass by default in every build) */
+    OK(lsae_model_encode(m, x, 5, k, a1, i1));
+    CHECKF(!memcmp(a0, a1, 5 * k * sizeof(float)) && !memcmp(i0, i1, 5 * k * sizeof(int32_t)), "%s: a default encode of 5 rows differs from the float32 one", what);
     OK(lsae_model_set_encode_prepass(m, 2));
     if (k == lsae_model_encode_k(m)) {
         bad = 0;
