@@ -217,5 +217,33 @@ int main(void)
         lsae_model_free(m);
         free(W); free(b); free(x); free(u);
     }
+    /* 4. integer rows and weights with a 127 in each: the int8 copy is exact,
+       eps is tiny beside the gaps between values (every candidate's hi is
+       about its value: stopping the recomputation early or ordering it
+       wrongly shows), and the float32 sums are exact integers, with many
+       ties among them */
+    {
+      static const double noise[3] = { 0.0, 0.05, 0.3 };
+      size_t v;
+      for (v = 0; v < 3; ++v) {
+        const size_t d = 64, L = 2048, k = 32, n = 128;
+        lsae_model *m = make(d, L, k);
+        char what[64];
+        float *W = (float *)malloc(L * d * sizeof(float)), *b = (float *)calloc(L, sizeof(float)), *x = (float *)malloc(n * d * sizeof(float));
+        tu_seed(4242);
+        /* noise > 0: off the int8 grid, so eps is about as wide as the gaps */
+        for (i = 0; i < L * d; ++i) W[i] = (float)((int)(tu_next() % 255) - 127) + (float)(noise[v] * tu_normal());
+        for (i = 0; i < L; ++i) W[i * d + i % d] = 127.0f;
+        for (i = 0; i < n * d; ++i) x[i] = (float)((int)(tu_next() % 17) - 8);
+        for (i = 0; i < n; ++i) x[i * d + (i * 7) % d] = 127.0f;
+        for (i = 0; i < L; ++i) b[i] = (float)((int)(tu_next() % 201) - 100);
+        OK(lsae_model_set_weights(m, W, b, NULL, NULL));
+        sprintf(what, "integer rows, weights + %.2g noise", noise[v]);
+        compare(m, x, n, k, what);
+        candidates(m, x, n, k, what, &mean, &over);
+        lsae_model_free(m);
+        free(W); free(b); free(x);
+      }
+    }
     return TEST_SUMMARY("test_prepass");
 }
