@@ -145,7 +145,7 @@ int main(void)
             OK(lsae_trainer_create(m, &c, &t));
             for (i = 0; i < 16; ++i) OK(lsae_trainer_step(t, x + (i % 16) * 256 * d, 256, &st));
             lsae_trainer_free(t);
-            compare(m, x, n, 32, "MiniLM, trained x8 k32");
+            compare(m, x, 1024, 32, "MiniLM, trained x8 k32");
             compare(m, x, 300, 8, "MiniLM, trained x8, top 8");
             candidates(m, x, 1024, 32, "MiniLM embeddings, trained x8", &mean, &over);
             CHECKF(mean < 0.5 * (double)m->L && over < 1024, "the pre-pass did not run on the MiniLM rows (mean %.1f)", mean);
@@ -168,7 +168,7 @@ int main(void)
     {
         static const size_t shapes[][3] = { { 100, 3200, 32 }, { 384, 3072, 32 }, { 256, 2048, 8 }, { 130, 1000, 16 }, { 768, 4096, 64 }, { 768, 6144, 32 } };
         for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
-            const size_t d = shapes[i][0], L = shapes[i][1], k = shapes[i][2], n = 200;
+            const size_t d = shapes[i][0], L = shapes[i][1], k = shapes[i][2], n = 120;
             lsae_model *m = make(d, L, k);
             float *x = (float *)malloc(n * d * sizeof(float));
             char what[64];
