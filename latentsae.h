@@ -3405,38 +3405,38 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
         float lo[LSAE__NT], hi[LSAE__NT];
         lsae__kv *srt = sortbuf + (size_t)lsae__thread_id() * 2 * (cc + K);
         ptrdiff_t rr;
-        /* rows quantised */
-        LSAE__OMP(for schedule(static))
-        for (rr = 0; rr < (ptrdiff_t)R; ++rr) {
-            const float *x = xc + (size_t)rr * d;
-            uint8_t *u = xu + (size_t)rr * dp;
-            lsae__lprow *s = st + rr;
-            double xn2 = 0.0, rn2 = 0.0;
-            float mx = 0.0f, sx, inv;
-            size_t p;
-            for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
-            sx = mx / 127.0f;
-            inv = sx > 0.0f ? 1.0f / sx : 0.0f;
-            for (p = 0; p < dp; ++p) {
-                const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
-                u[p] = (uint8_t)(v + 128);
-                if (p < d) {
-                    const double rv = (double)x[p] - (double)sx * v;
-                    rn2 += rv * rv;
-                    xn2 += (double)x[p] * x[p];
-                }
-            }
-            s->sx = sx;
-            s->xn = lsae__up(sqrt(xn2));
-            s->xrn = lsae__up(sqrt(rn2));
-            s->T = 0.0f;
-            s->nlo = s->ncand = 0;
-            s->overflow = 0;
-        }
         LSAE__OMP(for schedule(dynamic, 1))
         for (blk = 0; blk < (ptrdiff_t)((R + RB - 1) / RB); ++blk) {
             const size_t b0 = (size_t)blk * RB, b1 = b0 + RB < R ? b0 + RB : R;
             size_t t0, t, r0, rw, j;
+            /* the block's rows quantised (by the thread that uses them: no
+               barrier between) */
+            for (rr = (ptrdiff_t)b0; rr < (ptrdiff_t)b1; ++rr) {
+                const float *x = xc + (size_t)rr * d;
+                uint8_t *u = xu + (size_t)rr * dp;
+                lsae__lprow *s = st + rr;
+                double xn2 = 0.0, rn2 = 0.0;
+                float mx = 0.0f, sx, inv;
+                size_t p;
+                for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
+                sx = mx / 127.0f;
+                inv = sx > 0.0f ? 1.0f / sx : 0.0f;
+                for (p = 0; p < dp; ++p) {
+                    const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
+                    u[p] = (uint8_t)(v + 128);
+                    if (p < d) {
+                        const double rv = (double)x[p] - (double)sx * v;
+                        rn2 += rv * rv;
+                        xn2 += (double)x[p] * x[p];
+                    }
+                }
+                s->sx = sx;
+                s->xn = lsae__up(sqrt(xn2));
+                s->xrn = lsae__up(sqrt(rn2));
+                s->T = 0.0f;
+                s->nlo = s->ncand = 0;
+                s->overflow = 0;
+            }
             for (t0 = 0; t0 < q->ntiles; t0 += G) {
                 const size_t t1 = t0 + G < q->ntiles ? t0 + G : q->ntiles;
                 for (r0 = b0; r0 < b1; r0 += LSAE__LPMR) {
