@@ -3684,7 +3684,7 @@ LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
 /* A loaded model keeps its int8 copy where encode will use it (an
    allocation refused fails the load, as any other: an out-of-memory is
    never swallowed) */
-static lsae_result lsae__lp_keep(lsae_model *m)
+LSAE__MAYBE_UNUSED static lsae_result lsae__lp_keep(lsae_model *m)
 {
     return lsae__lp_applies(m, m->k, 1) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
 }
