@@ -30,7 +30,7 @@ HDR = latentsae.h
 # the command-line tool: one translation unit, main.c #includes the rest (see its top comment)
 LSAE_MAIN = tools/lsae/main.c
 LSAE_SRC = $(wildcard tools/lsae/*.c tools/lsae/*.h)
-TESTS = test_core test_gradcheck test_planted test_files test_badinput test_batchtopk test_comm
+TESTS = test_core test_gradcheck test_planted test_files test_badinput test_batchtopk test_prepass test_comm
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
 TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h

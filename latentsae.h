@@ -68,7 +68,11 @@
    Encoding: lsae_model_encode_sparse serves every type (an uncapped
    BatchTopK row keeps any number of latents; LSAE_TRUNCATED says when the
    room given was short); lsae_model_encode keeps a fixed k
-   (lsae_model_encode_k) and refuses an uncapped BatchTopK model.
+   (lsae_model_encode_k) and refuses an uncapped BatchTopK model. Both find
+   the top k of a large model through an int8 pre-pass where AVX-512 VNNI
+   makes that faster, recomputing in float32 only the latents its proven
+   error bound cannot rule out: the same bits as the float32 pass
+   (lsae_model_set_encode_prepass, docs/math.md 2.12).
 
    Example (compiles as is; also examples/quickstart.c):
 
@@ -535,6 +539,27 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    count of any row, and the result is LSAE_TRUNCATED: call again with
    capacity = *needed to get them all. Otherwise *needed is the largest
    count and the result LSAE_OK. */
+/* The int8 pre-pass of the CPU encode (docs/math.md, 2.12). On (1, the
+   default), lsae_model_encode and lsae_model_encode_sparse find each row's
+   top k from int8 pre-activations with a proven bound on their error and
+   recompute in float32 only the latents that could be in it: the same
+   indices and values, bit for bit, as the float32 pass, with less work.
+   By default (on = 1) it applies to calls of up to 16 rows in any build
+   (those are bound by reading W_enc, and the int8 copy is a quarter of it:
+   one row of a 768 x 24576 model 10x faster), and to larger calls in
+   builds with AVX-512 VNNI (vpdpbusd: 64 int8 products an instruction,
+   four times float32's) for models with d L >= 2^22 and k <= L / 64,
+   where it measured faster; always only for k <= L / 16 and d <= 65536.
+   on = 2 uses it for every call (without VNNI the portable int8 product
+   gives the same results, slower than float32 on many rows; for tests). on = 1 or 2 also builds the
+   model's int8 copy of W_enc now and keeps it (L d bytes) until the
+   weights change (training, lsae_model_set_weights): call it again after
+   training (lsae_model_load builds it); without a current copy, an encode
+   of 2048 rows or more builds a temporary one and a smaller one uses
+   float32. on = 0 frees the copy and
+   encodes in float32 only. */
+LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *model, int on);
+
 LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *model, const float *x, size_t rows,
                                               size_t capacity, float *acts, int32_t *indices,
                                               size_t *counts, size_t *needed);
@@ -1439,10 +1464,19 @@ struct lsae_model {
     lsae__layout lay;
     float *params;             /* the slab */
     float *W_enc, *b_enc, *W_dec, *b_dec;
+    /* The int8 pre-pass of the CPU encode (lsae_model_set_encode_prepass):
+       prepass says whether encode may use it; lp is the kept int8 copy of
+       W_enc, current while lp_gen == wgen; every change of W_enc adds 1 to
+       wgen (set_weights, the optimizer step, a copy back from the GPU) */
+    int prepass;
+    struct lsae__lp *lp;
+    unsigned long wgen, lp_gen;
 #ifdef LATENTSAE_CUDA
     void *cuda;                /* device copy (latentsae_cuda.cu), or NULL on the CPU; params is then its host staging */
 #endif
 };
+
+static void lsae__lp_release(const lsae_allocator *a, struct lsae__lp *q);
 
 static const char *lsae__tensor_names[LSAE__NUM_TENSORS] = { "encoder.weight", "encoder.bias", "W_dec", "b_dec" };
 
@@ -1476,6 +1510,7 @@ static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocato
     memset(m, 0, sizeof *m);
     if (alloc) { m->alloc_copy = *alloc; m->alloc = &m->alloc_copy; }
     m->cfg = *cfg;
+    m->prepass = 1;
     m->d = cfg->d_in;
     m->L = lsae_config_num_latents(cfg);
     m->k = cfg->k;
@@ -1538,6 +1573,7 @@ LSAE_DEF void lsae_model_free(lsae_model *m)
 #endif
     copy = m->alloc_copy;
     a = m->alloc ? &copy : NULL;
+    lsae__lp_release(a, m->lp);
     lsae__free(a, m->params);
     lsae__free(a, m);
 }
@@ -1625,6 +1661,7 @@ LSAE_DEF lsae_result lsae_model_set_weights(lsae_model *m, const float *W_enc, c
     }
     for (i = 0; i < LSAE__NUM_TENSORS; ++i)
         if (src[i]) memcpy(m->params + m->lay.offset[i], src[i], m->lay.count[i] * sizeof(float));
+    m->wgen++; /* the int8 copy of W_enc is stale */
     return LSAE_OK;
 }
 
@@ -1670,6 +1707,7 @@ LSAE_DEF lsae_result lsae_model_to_device(lsae_model *m, lsae_device device)
             if (fast) return lsae__err(LSAE_INVALID_ARGS, "the model's precision is TF32 or BF16, which the CPU does not have: set precision FP32 first");
             if (lsae__cuda_model_trainers(m->cuda) > 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_to_device: the model has a trainer on the GPU; free it first");
             if ((r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
+            m->wgen++; /* trained on the GPU: the int8 copy of W_enc is stale */
             lsae__cuda_model_free(m->cuda);
             m->cuda = NULL;
         }
@@ -3039,6 +3077,661 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
     }
 }
 
+/* ------------------------------------- exact top-k through an int8 pre-pass */
+
+/* The encoder pass computes all L pre-activations of a row in float32 to
+   keep k of them. The int8 pre-pass (docs/math.md, 2.12) computes them
+   first in integers, with a proven bound on the distance to the float32
+   value, and recomputes in float32 only the latents that could still be in
+   the top k; the result is the same bits as lsae__select's.
+
+   Quantisation. Row r of xc: sx = max_p |xc_p| / 127, xq_p = round(xc_p / sx)
+   in [-127, 127], residual rx = xc - sx xq. Latent l: sw = max_p |w_p| / 127,
+   wq = round(w / sw), rw = w - sw wq. With S = sum_p xq_p wq_p (an exact
+   integer) and A = sx sw S, the identity
+       xc.w - A = xc.rw + rx.(sw wq)
+   and Cauchy-Schwarz give |xc.w - A| <= ||xc|| ||rw|| + ||rx|| ||sw wq||,
+   all four norms computed exactly in double and rounded up to float. The
+   float32 kernel's own value c (a chain of d multiply-adds) is within
+   gamma_d ||xc|| ||w|| of xc.w (gamma_d = d u / (1 - d u), u = 2^-24, with
+   or without FMA). So, with E the sum of those terms,
+       |c - A| <= E
+   and the value the fp32 path keeps, f = ReLU(fl(c + b)), and our
+   v = fl(fl(sx sw) fl(S)) + b are within
+       eps = E (1 + 2^-16) + 2^-21 (|A| + |b|) + 1e-35
+   of each other: 2^-21 = 8u covers the roundings of A, of v, of c + b and
+   of v -+ eps (about 6u (|A| + |b|) + 3u E), and 1e-35 what underflow can
+   add (d 2^-150 in the chain, 2^-150 |S| in A). lo = v - eps and
+   hi = v + eps bracket f before the ReLU, and ReLU is monotone.
+
+   Selection. T = the k-th largest of max(lo, 0) over the row. If hi < T,
+   k latents have f >= lo >= T > hi >= f(l): l is strictly worse than k
+   others and is not in the top k. If hi <= 0, f(l) = 0. So the latents
+   with hi >= T and hi > 0 hold every positive value of the top k, and, as
+   in lsae__select, the rest of the top are zeros at the lowest indices not
+   among the positives. T is found while streaming (a buffer of lo values
+   cut back to the k best, as lsae__compact does; the T so far is a lower
+   bound of the final one, so filtering with it keeps a superset; a
+   min-heap of the k largest lower bounds keeps it current). The
+   candidates are recomputed with the float32 kernel's exact chain:
+   c = 0; c = fma(xc_p, w_p, c) for p = 0, ..., d - 1 (LSAE__FMA, the
+   kernels' operation), then c + b and ReLU, and sorted by lsae__sort_best.
+   They are recomputed best hi first, stopping once the k-th exact value so
+   far exceeds the next hi (the rest are then strictly worse).
+   A row whose candidates overflow their buffer (data built so that most
+   latents sit within eps of the k-th) is handed to lsae__select: exact
+   either way, just slower. */
+
+#if defined(LSAE__AVX512) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define LSAE__VNNI 1
+#endif
+
+typedef struct lsae__lp {
+    size_t d, L, dp, ntiles;  /* dp: d rounded up to a multiple of 4 */
+    int8_t *wq;               /* [ntiles][dp / 4][NT][4]: wq[l][p] at ((t dp/4 + p/4) NT + j) 4 + p%4, l = t NT + j */
+    int32_t *wsum;            /* [ntiles NT] sum_p wq[l][p] (the unsigned-offset correction) */
+    float *sw, *cw, *qn;      /* [ntiles NT] scale; ||rw|| + gamma_d ||w||; ||sw wq||, rounded up */
+} lsae__lp;
+
+/* x rounded up to a float (x >= 0, computed in double to within 1e-12) */
+static float lsae__up(double x)
+{
+    float f = (float)(x * (1.0 + 1e-9));
+    if ((double)f < x) f = nextafterf(f, FLT_MAX);
+    return f;
+}
+
+static double lsae__gamma(size_t d)
+{
+    const double u = 1.0 / 16777216.0;
+    return (double)d * u / (1.0 - (double)d * u);
+}
+
+/* q = round(v / s) in [-127, 127], as v times inv = 1 / s (any integer is
+   correct: the residual is measured, not assumed) */
+static int lsae__q8(float v, float inv)
+{
+    float t = v * inv;
+    int q = (int)(t < 0.0f ? t - 0.5f : t + 0.5f);
+    return q > 127 ? 127 : q < -127 ? -127 : q;
+}
+
+static void lsae__lp_free(const lsae_allocator *a, lsae__lp *q)
+{
+    if (!q) return;
+    lsae__free(a, q->wq);
+    lsae__free(a, q->wsum);
+    lsae__free(a, q->sw);
+    lsae__free(a, q->cw);
+    lsae__free(a, q->qn);
+    memset(q, 0, sizeof *q);
+}
+
+/* The int8 copy of W [L, d] (W_enc), with its scales and norms. */
+static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const float *W, size_t L, size_t d, int nthreads)
+{
+    const double g = lsae__gamma(d);
+    size_t n, bytes;
+    ptrdiff_t l;
+    memset(q, 0, sizeof *q);
+    q->d = d;
+    q->L = L;
+    q->dp = (d + 3) / 4 * 4;
+    q->ntiles = (L + LSAE__NT - 1) / LSAE__NT;
+    n = q->ntiles * LSAE__NT;
+    if (!lsae__mul_size(n, q->dp, &bytes)) return lsae__err(LSAE_INVALID_ARGS, "int8 encoder copy of %zu x %zu is too large", L, d);
+    q->wq = (int8_t *)lsae__alloc_array(a, bytes, 1, "int8 encoder copy");
+    q->wsum = q->wq ? (int32_t *)lsae__alloc_array(a, n, sizeof(int32_t), "int8 encoder copy") : NULL;
+    q->sw = q->wsum ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
+    q->cw = q->sw ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
+    q->qn = q->cw ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
+    if (!q->qn) { lsae__lp_free(a, q); return LSAE_OUT_OF_MEMORY; }
+    (void)nthreads;
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (l = 0; l < (ptrdiff_t)n; ++l) {
+        const size_t t = (size_t)l / LSAE__NT, j = (size_t)l % LSAE__NT, dp4 = q->dp / 4;
+        int8_t *base = q->wq + t * dp4 * LSAE__NT * 4 + j * 4;
+        const float *w = W + (size_t)l * d;
+        double rn2 = 0.0, qn2 = 0.0, wn2 = 0.0;
+        float mx = 0.0f, s, inv;
+        int32_t sum = 0;
+        size_t p;
+        if ((size_t)l >= L) {
+            for (p = 0; p < q->dp; ++p) base[(p / 4) * LSAE__NT * 4 + p % 4] = 0;
+            q->wsum[l] = 0;
+            q->sw[l] = q->cw[l] = q->qn[l] = 0.0f;
+            continue;
+        }
+        for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
+        s = mx / 127.0f;
+        inv = s > 0.0f ? 1.0f / s : 0.0f;
+        for (p = 0; p < q->dp; ++p) {
+            int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv) : 0;
+            base[(p / 4) * LSAE__NT * 4 + p % 4] = (int8_t)v;
+            sum += v;
+            if (p < d) {
+                const double qv = (double)s * v, r = (double)w[p] - qv; /* s v is exact in double */
+                rn2 += r * r;
+                qn2 += qv * qv;
+                wn2 += (double)w[p] * w[p];
+            }
+        }
+        q->wsum[l] = sum;
+        q->sw[l] = s;
+        q->cw[l] = lsae__up(sqrt(rn2) + g * sqrt(wn2));
+        q->qn[l] = lsae__up(sqrt(qn2));
+    }
+    return LSAE_OK;
+}
+
+/* acc[r][j] = sum_p xu[r][p] wq[l0 + j][p] over the dp entries, r < mr <= 6,
+   for one tile (Wt, NT latents): xu are the rows' xq + 128 as unsigned bytes
+   (vpdpbusd multiplies unsigned by signed bytes; the offset comes back out
+   as 128 wsum). */
+#define LSAE__LPMR 6
+static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr, const int8_t *Wt, size_t dp)
+{
+    const size_t dp4 = dp / 4;
+#if defined(LSAE__VNNI)
+    const uint8_t *x0 = xu, *x1 = xu + (mr > 1 ? ldx : 0), *x2 = xu + (mr > 2 ? 2 * ldx : 0);
+    const uint8_t *x3 = xu + (mr > 3 ? 3 * ldx : 0), *x4 = xu + (mr > 4 ? 4 * ldx : 0), *x5 = xu + (mr > 5 ? 5 * ldx : 0);
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    size_t p;
+    for (p = 0; p < dp4; ++p) {
+        const int8_t *b = Wt + p * LSAE__NT * 4;
+        const __m512i b0 = _mm512_loadu_si512((const void *)b), b1 = _mm512_loadu_si512((const void *)(b + 64));
+        const __m512i b2 = _mm512_loadu_si512((const void *)(b + 128)), b3 = _mm512_loadu_si512((const void *)(b + 192));
+        __m512i a;
+        int32_t v;
+#define LSAE__ROWVNNI(r)                                                        \
+        memcpy(&v, x##r + 4 * p, 4);                                            \
+        a = _mm512_set1_epi32(v);                                               \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, a, b0); c##r##1 = _mm512_dpbusd_epi32(c##r##1, a, b1); \
+        c##r##2 = _mm512_dpbusd_epi32(c##r##2, a, b2); c##r##3 = _mm512_dpbusd_epi32(c##r##3, a, b3);
+        LSAE__ROWVNNI(0) LSAE__ROWVNNI(1) LSAE__ROWVNNI(2) LSAE__ROWVNNI(3) LSAE__ROWVNNI(4) LSAE__ROWVNNI(5)
+#undef LSAE__ROWVNNI
+    }
+#define LSAE__STOREVNNI(r)                                                      \
+    if (r < mr) {                                                               \
+        _mm512_storeu_si512((void *)(acc + r * LSAE__NT), c##r##0); _mm512_storeu_si512((void *)(acc + r * LSAE__NT + 16), c##r##1); \
+        _mm512_storeu_si512((void *)(acc + r * LSAE__NT + 32), c##r##2); _mm512_storeu_si512((void *)(acc + r * LSAE__NT + 48), c##r##3); \
+    }
+    LSAE__STOREVNNI(0) LSAE__STOREVNNI(1) LSAE__STOREVNNI(2) LSAE__STOREVNNI(3) LSAE__STOREVNNI(4) LSAE__STOREVNNI(5)
+#undef LSAE__STOREVNNI
+#else
+    /* portable: 16-bit products summed in 32 bits, a form compilers turn
+       into pmaddwd-style vector code */
+    size_t r, p, j;
+    for (r = 0; r < mr; ++r) {
+        int32_t *c = acc + r * LSAE__NT;
+        const uint8_t *x = xu + r * ldx;
+        for (j = 0; j < LSAE__NT; ++j) c[j] = 0;
+        for (p = 0; p < dp4; ++p) {
+            const int8_t *b = Wt + p * LSAE__NT * 4;
+            const int32_t a0 = x[4 * p], a1 = x[4 * p + 1], a2 = x[4 * p + 2], a3 = x[4 * p + 3];
+            for (j = 0; j < LSAE__NT; ++j)
+                c[j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
+        }
+    }
+#endif
+}
+
+/* a[0..n) rearranged so that a[0..k) are its k largest; returns the
+   smallest of those (the k-th largest). 0 < k <= n. Quickselect with a
+   three-way partition (ties go to the middle, so runs of equal values end
+   it). */
+static float lsae__kth_largest(float *a, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n; /* the k-th largest lies in a[lo, hi); all before lo are >= it */
+    while (hi - lo > 1) {
+        const float pv = a[lo + (hi - lo) / 2];
+        size_t lt = lo, i = lo, gt = hi; /* [lo, lt) > pv, [lt, i) == pv, [gt, hi) < pv */
+        float t;
+        while (i < gt) {
+            if (a[i] > pv) { t = a[lt]; a[lt++] = a[i]; a[i++] = t; }
+            else if (a[i] < pv) { t = a[--gt]; a[gt] = a[i]; a[i] = t; }
+            else ++i;
+        }
+        if (k - 1 < lt) hi = lt;
+        else if (k - 1 < gt) return pv;
+        else lo = gt;
+    }
+    return a[k - 1];
+}
+
+/* h[0..*n) is a min-heap of at most K values: v enters, replacing the
+   least when the heap is full (the caller has checked v > h[0] then) */
+static void lsae__minheap_offer(float *h, size_t *n, size_t K, float v)
+{
+    size_t i, c;
+    if (*n < K) {
+        i = (*n)++;
+        while (i > 0 && h[(i - 1) / 2] > v) { h[i] = h[(i - 1) / 2]; i = (i - 1) / 2; }
+        h[i] = v;
+        return;
+    }
+    i = 0;
+    for (;;) {
+        c = 2 * i + 1;
+        if (c >= K) break;
+        if (c + 1 < K && h[c + 1] < h[c]) ++c;
+        if (h[c] >= v) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = v;
+}
+
+/* One row's state in the pre-pass */
+typedef struct lsae__lprow {
+    float sx, xn, xrn, T;
+    size_t nlo, ncand;
+    int overflow;
+} lsae__lprow;
+
+/* Scratch sizes per row: lo values (cut back to K when full) and candidates */
+static size_t lsae__lp_locap(size_t K) { return 2 * K + 64; }
+static size_t lsae__lp_candcap(size_t K, size_t L)
+{
+    size_t c = 16 * K + 1024, q = L / 4 < 16384 ? L / 4 : 16384;
+    return c > q ? c : q;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE__CTZ64(x) ((unsigned)__builtin_ctzll(x))
+#else
+static unsigned lsae__ctz64(uint64_t x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
+#define LSAE__CTZ64(x) lsae__ctz64(x)
+#endif
+
+/* One row of a tile of nt latents: S = acc - 128 wsum, A = (sx sw) S,
+   v = A + b, eps (the bound of the header comment above), lo = v - eps,
+   hi = v + eps into lo[], hi[]; returns bit j set where lo > T or where
+   hi >= T and hi > 0 (the latent may enter the lo list or the candidates).
+   The vector forms may round eps differently (fused multiply-adds): any
+   rounding is inside the bound's slack. */
+static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const float *sw, const float *cw, const float *qn, const float *b, size_t nt,
+                                float sx, float xn, float xrn, float T, float *lo, float *hi)
+{
+    const float rel = 1.0f + 1.0f / 65536.0f, sab = 1.0f / 2097152.0f, tiny = 1e-35f;
+    uint64_t mask = 0;
+    size_t j = 0;
+#if defined(LSAE__AVX512)
+    if (nt == LSAE__NT) {
+        const __m512 vsx = _mm512_set1_ps(sx), vxn = _mm512_set1_ps(xn), vxrn = _mm512_set1_ps(xrn), vrel = _mm512_set1_ps(rel);
+        const __m512 vsab = _mm512_set1_ps(sab), vtiny = _mm512_set1_ps(tiny), vT = _mm512_set1_ps(T), zero = _mm512_setzero_ps();
+        const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
+        for (; j < LSAE__NT; j += 16) {
+            const __m512i S = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + j)), _mm512_maskz_slli_epi32((__mmask16)0xFFFF, _mm512_loadu_si512((const void *)(ws + j)), 7));
+            const __m512 A = _mm512_mul_ps(_mm512_mul_ps(vsx, _mm512_loadu_ps(sw + j)), _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF, S)); /* masked forms: see lsae__half256 */
+            const __m512 bb = _mm512_loadu_ps(b + j), v = _mm512_add_ps(A, bb);
+            const __m512 mag = _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(A), absm)),
+                                             _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(bb), absm)));
+            const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(vxn, _mm512_loadu_ps(cw + j), _mm512_mul_ps(vxrn, _mm512_loadu_ps(qn + j))), vrel,
+                                                           _mm512_mul_ps(vsab, mag)), vtiny);
+            const __m512 l = _mm512_sub_ps(v, e), h = _mm512_add_ps(v, e);
+            const __mmask16 ml = _mm512_cmp_ps_mask(l, vT, _CMP_GT_OQ);
+            const __mmask16 mh = _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(h, vT, _CMP_GE_OQ), h, zero, _CMP_GT_OQ);
+            _mm512_storeu_ps(lo + j, l);
+            _mm512_storeu_ps(hi + j, h);
+            mask |= (uint64_t)(unsigned)(ml | mh) << j;
+        }
+        return mask;
+    }
+#elif defined(LSAE__AVX2)
+    if (nt == LSAE__NT) {
+        const __m256 vsx = _mm256_set1_ps(sx), vxn = _mm256_set1_ps(xn), vxrn = _mm256_set1_ps(xrn), vrel = _mm256_set1_ps(rel);
+        const __m256 vsab = _mm256_set1_ps(sab), vtiny = _mm256_set1_ps(tiny), vT = _mm256_set1_ps(T), zero = _mm256_setzero_ps();
+        const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        for (; j < LSAE__NT; j += 8) {
+            const __m256i S = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(ws + j)), 7));
+            const __m256 A = _mm256_mul_ps(_mm256_mul_ps(vsx, _mm256_loadu_ps(sw + j)), _mm256_cvtepi32_ps(S));
+            const __m256 bb = _mm256_loadu_ps(b + j), v = _mm256_add_ps(A, bb);
+            const __m256 mag = _mm256_add_ps(_mm256_and_ps(A, absm), _mm256_and_ps(bb, absm));
+            const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(vxn, _mm256_loadu_ps(cw + j), _mm256_mul_ps(vxrn, _mm256_loadu_ps(qn + j))), vrel,
+                                                           _mm256_mul_ps(vsab, mag)), vtiny);
+            const __m256 l = _mm256_sub_ps(v, e), h = _mm256_add_ps(v, e);
+            const __m256 pass = _mm256_or_ps(_mm256_cmp_ps(l, vT, _CMP_GT_OQ), _mm256_and_ps(_mm256_cmp_ps(h, vT, _CMP_GE_OQ), _mm256_cmp_ps(h, zero, _CMP_GT_OQ)));
+            _mm256_storeu_ps(lo + j, l);
+            _mm256_storeu_ps(hi + j, h);
+            mask |= (uint64_t)(unsigned)_mm256_movemask_ps(pass) << j;
+        }
+        return mask;
+    }
+#endif
+    for (; j < nt; ++j) {
+        const float A = (sx * sw[j]) * (float)(acc[j] - 128 * ws[j]);
+        const float v = A + b[j];
+        const float e = (xn * cw[j] + xrn * qn[j]) * rel + sab * (fabsf(A) + fabsf(b[j])) + tiny;
+        lo[j] = v - e;
+        hi[j] = v + e;
+        if (lo[j] > T || (hi[j] >= T && hi[j] > 0.0f)) mask |= (uint64_t)1 << j;
+    }
+    return mask;
+}
+
+/* lsae__lp_select: the top K of ReLU(xc W_enc^T + b_enc) for R rows, as
+   lsae__select writes it (top [R, K], best first), through the int8
+   pre-pass. cand_counts (may be NULL): per row, the latents recomputed in
+   float32 (L for a row handed to the float32 pass). */
+static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const float *xc, size_t R, size_t K, lsae__kv *top,
+                                   int nthreads, size_t *cand_counts)
+{
+    const size_t d = m->d, L = m->L, dp = q->dp, clo = lsae__lp_locap(K), cc = lsae__lp_candcap(K, L);
+    /* tiles that stay in cache while a block of rows sweeps them (~256 KiB) */
+    size_t G = ((size_t)256 << 10) / (dp * LSAE__NT), nover = 0, r;
+    /* rows a thread sweeps over a group of tiles: up to 48 (each int8 tile
+       then comes from memory once per 48 rows), fewer when that would leave
+       fewer than 4 blocks a thread (a thread slowed by another process then
+       holds the others up less) */
+    size_t RB = R / (4 * (size_t)(nthreads > 0 ? nthreads : 1)) / LSAE__LPMR * LSAE__LPMR;
+    uint8_t *xu;
+    float *lob;
+    lsae__kv *cand, *sortbuf;
+    lsae__lprow *st;
+    ptrdiff_t blk;
+    lsae_result res = LSAE_OK;
+    if (G < 1) G = 1;
+    if (RB > 48) RB = 48;
+    if (RB < LSAE__LPMR) RB = LSAE__LPMR;
+    xu = (uint8_t *)lsae__alloc_array(m->alloc, R, dp, "int8 rows");
+    lob = xu ? (float *)lsae__alloc_array(m->alloc, R, clo * sizeof(float), "pre-pass scratch") : NULL;
+    cand = lob ? (lsae__kv *)lsae__alloc_array(m->alloc, R, cc * sizeof(lsae__kv), "pre-pass scratch") : NULL;
+    sortbuf = cand ? (lsae__kv *)lsae__alloc_array(m->alloc, (size_t)nthreads, 2 * (cc + K) * sizeof(lsae__kv), "pre-pass scratch") : NULL;
+    st = sortbuf ? (lsae__lprow *)lsae__alloc_array(m->alloc, R, sizeof(lsae__lprow), "pre-pass scratch") : NULL;
+    if (!st) { res = LSAE_OUT_OF_MEMORY; goto done; }
+    LSAE__OMP(parallel num_threads(nthreads))
+    {
+        int32_t acc[LSAE__LPMR * LSAE__NT];
+        float lo[LSAE__NT], hi[LSAE__NT];
+        lsae__kv *srt = sortbuf + (size_t)lsae__thread_id() * 2 * (cc + K);
+        ptrdiff_t rr;
+        LSAE__OMP(for schedule(dynamic, 1))
+        for (blk = 0; blk < (ptrdiff_t)((R + RB - 1) / RB); ++blk) {
+            const size_t b0 = (size_t)blk * RB, b1 = b0 + RB < R ? b0 + RB : R;
+            size_t t0, t, r0, rw, j;
+            /* the block's rows quantised (by the thread that uses them: no
+               barrier between) */
+            for (rr = (ptrdiff_t)b0; rr < (ptrdiff_t)b1; ++rr) {
+                const float *x = xc + (size_t)rr * d;
+                uint8_t *u = xu + (size_t)rr * dp;
+                lsae__lprow *s = st + rr;
+                double xn2 = 0.0, rn2 = 0.0;
+                float mx = 0.0f, sx, inv;
+                size_t p;
+                for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
+                sx = mx / 127.0f;
+                inv = sx > 0.0f ? 1.0f / sx : 0.0f;
+                for (p = 0; p < dp; ++p) {
+                    const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
+                    u[p] = (uint8_t)(v + 128);
+                    if (p < d) {
+                        const double rv = (double)x[p] - (double)sx * v;
+                        rn2 += rv * rv;
+                        xn2 += (double)x[p] * x[p];
+                    }
+                }
+                s->sx = sx;
+                s->xn = lsae__up(sqrt(xn2));
+                s->xrn = lsae__up(sqrt(rn2));
+                s->T = 0.0f;
+                s->nlo = s->ncand = 0;
+                s->overflow = 0;
+            }
+            for (t0 = 0; t0 < q->ntiles; t0 += G) {
+                const size_t t1 = t0 + G < q->ntiles ? t0 + G : q->ntiles;
+                for (r0 = b0; r0 < b1; r0 += LSAE__LPMR) {
+                    const size_t mr = b1 - r0 < LSAE__LPMR ? b1 - r0 : LSAE__LPMR;
+                    for (t = t0; t < t1; ++t) {
+                        const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+                        const int32_t *ws = q->wsum + l0;
+                        const float *sw = q->sw + l0, *cw = q->cw + l0, *qn = q->qn + l0, *b = m->b_enc + l0;
+                        lsae__lp_tile(acc, xu + r0 * dp, dp, mr, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
+                        for (rw = 0; rw < mr; ++rw) {
+                            lsae__lprow *s = st + r0 + rw;
+                            const int32_t *a = acc + rw * LSAE__NT;
+                            const float sx = s->sx, xn = s->xn, xrn = s->xrn, T = s->T;
+                            float *lb = lob + (r0 + rw) * clo;
+                            lsae__kv *cd = cand + (r0 + rw) * cc;
+                            uint64_t mask;
+                            if (s->overflow) continue;
+                            mask = lsae__lp_bounds(a, ws, sw, cw, qn, b, nt, sx, xn, xrn, T, lo, hi);
+                            /* the latents that may enter either list, in increasing order */
+                            while (mask) {
+                                j = (size_t)LSAE__CTZ64(mask);
+                                mask &= mask - 1;
+                                if (lo[j] > s->T) {
+                                    /* the K largest lower bounds so far in a
+                                       min-heap: T is the K-th of them (0
+                                       until there are K) */
+                                    lsae__minheap_offer(lb, &s->nlo, K, lo[j]);
+                                    if (s->nlo == K) s->T = lb[0];
+                                }
+                                if (hi[j] >= s->T && hi[j] > 0.0f) {
+                                    cd[s->ncand].v = hi[j];
+                                    cd[s->ncand++].i = (int32_t)(l0 + j);
+                                    if (s->ncand == cc) {
+                                        /* cut back to those that can still enter */
+                                        size_t i, n = 0;
+                                        for (i = 0; i < cc; ++i)
+                                            if (cd[i].v >= s->T) cd[n++] = cd[i];
+                                        s->ncand = n;
+                                        if (n > cc / 2) { s->overflow = 1; break; }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            /* each row of the block: the candidates recomputed exactly */
+            for (rw = b0; rw < b1; ++rw) {
+                lsae__lprow *s = st + rw;
+                lsae__kv *cd = cand + rw * cc, *out = top + rw * K;
+                const float *x = xc + rw * d;
+                float T;
+                size_t i, n = 0, c;
+                if (s->overflow) continue;
+                T = s->T;
+                for (i = 0; i < s->ncand; ++i)
+                    if (cd[i].v >= T) cd[n++] = cd[i];
+                /* best upper bound first: once the k-th exact value so far
+                   beats the next upper bound, the rest are strictly worse */
+                lsae__sort_best(cd, n, srt, L);
+                {
+                    float *kb = lob + rw * clo; /* positive exact values, cut back to the K best when full */
+                    size_t nb = 0;
+                    c = 0;
+                    for (i = 0; i < n;) {
+                        const size_t nb8 = n - i < 8 ? n - i : 8;
+                        int32_t id[8];
+                        float e[8];
+                        size_t jj;
+                        if (nb >= K) {
+                            const float kth = lsae__kth_largest(kb, nb, K);
+                            nb = K;
+                            if (cd[i].v < kth) break;
+                        }
+                        for (jj = 0; jj < nb8; ++jj) id[jj] = cd[i + jj].i;
+                        if (nb8 == 8) {
+                            /* eight chains at a time: each the float32
+                               kernel's chain over p = 0..d-1, the same bits
+                               (LSAE__FMA as the kernels) */
+                            const float *w0 = m->W_enc + (size_t)id[0] * d, *w1 = m->W_enc + (size_t)id[1] * d;
+                            const float *w2 = m->W_enc + (size_t)id[2] * d, *w3 = m->W_enc + (size_t)id[3] * d;
+                            const float *w4 = m->W_enc + (size_t)id[4] * d, *w5 = m->W_enc + (size_t)id[5] * d;
+                            const float *w6 = m->W_enc + (size_t)id[6] * d, *w7 = m->W_enc + (size_t)id[7] * d;
+                            float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f, e5 = 0.0f, e6 = 0.0f, e7 = 0.0f;
+                            size_t p;
+                            for (p = 0; p < d; ++p) {
+                                const float xp = x[p];
+                                e0 = LSAE__FMA(xp, w0[p], e0); e1 = LSAE__FMA(xp, w1[p], e1);
+                                e2 = LSAE__FMA(xp, w2[p], e2); e3 = LSAE__FMA(xp, w3[p], e3);
+                                e4 = LSAE__FMA(xp, w4[p], e4); e5 = LSAE__FMA(xp, w5[p], e5);
+                                e6 = LSAE__FMA(xp, w6[p], e6); e7 = LSAE__FMA(xp, w7[p], e7);
+                            }
+                            e[0] = e0; e[1] = e1; e[2] = e2; e[3] = e3; e[4] = e4; e[5] = e5; e[6] = e6; e[7] = e7;
+                        } else {
+                            for (jj = 0; jj < nb8; ++jj) {
+                                const float *w = m->W_enc + (size_t)id[jj] * d;
+                                float ev = 0.0f;
+                                size_t p;
+                                for (p = 0; p < d; ++p) ev = LSAE__FMA(x[p], w[p], ev);
+                                e[jj] = ev;
+                            }
+                        }
+                        /* + b_enc, ReLU; the positive ones compete (cd[c]
+                           with c <= i: slots already read) */
+                        for (jj = 0; jj < nb8; ++jj) {
+                            const float v = e[jj] + m->b_enc[id[jj]];
+                            if (v > 0.0f) {
+                                cd[c].v = v;
+                                cd[c++].i = id[jj];
+                                kb[nb++] = v;
+                                if (nb == clo) { (void)lsae__kth_largest(kb, nb, K); nb = K; }
+                            }
+                        }
+                        i += nb8;
+                    }
+                    if (cand_counts) cand_counts[rw] = i;
+                }
+                lsae__sort_best(cd, c, srt, L);
+                if (c >= K) {
+                    memcpy(out, cd, K * sizeof(lsae__kv));
+                } else {
+                    /* fewer than K positive: zeros at the lowest latents
+                       not among them, as lsae__select pads */
+                    lsae__kv *byidx = srt, *tmp = srt + c;
+                    size_t l = 0, jj = 0, qq = c;
+                    memcpy(out, cd, c * sizeof(lsae__kv));
+                    memcpy(byidx, cd, c * sizeof(lsae__kv));
+                    lsae__sort_index(byidx, c, tmp, L);
+                    for (; qq < K && l < L; ++l) {
+                        if (jj < c && (size_t)byidx[jj].i == l) { ++jj; continue; }
+                        out[qq].v = 0.0f;
+                        out[qq++].i = (int32_t)l;
+                    }
+                }
+            }
+        }
+    }
+    /* rows whose candidates overflowed: the float32 pass */
+    for (r = 0; r < R; ++r) nover += st[r].overflow != 0;
+    if (nover) {
+        lsae__select_ws ws;
+        float *xo = (float *)lsae__alloc_array(m->alloc, nover, d * sizeof(float), "overflow rows");
+        lsae__kv *to = xo ? (lsae__kv *)lsae__alloc_array(m->alloc, nover, K * sizeof(lsae__kv), "overflow rows") : NULL;
+        size_t i = 0;
+        if (!to || (res = lsae__select_ws_init(m->alloc, &ws, nover, K, 0, d, nthreads)) != LSAE_OK) {
+            lsae__free(m->alloc, to);
+            lsae__free(m->alloc, xo);
+            if (res == LSAE_OK) res = LSAE_OUT_OF_MEMORY;
+            goto done;
+        }
+        for (r = 0; r < R; ++r)
+            if (st[r].overflow) memcpy(xo + (i++) * d, xc + r * d, d * sizeof(float));
+        lsae__select(m, xo, nover, K, to, NULL, 0, NULL, &ws);
+        for (r = 0, i = 0; r < R; ++r)
+            if (st[r].overflow) {
+                memcpy(top + r * K, to + (i++) * K, K * sizeof(lsae__kv));
+                if (cand_counts) cand_counts[r] = L;
+            }
+        lsae__select_ws_free(m->alloc, &ws);
+        lsae__free(m->alloc, to);
+        lsae__free(m->alloc, xo);
+    }
+done:
+    lsae__free(m->alloc, st);
+    lsae__free(m->alloc, sortbuf);
+    lsae__free(m->alloc, cand);
+    lsae__free(m->alloc, lob);
+    lsae__free(m->alloc, xu);
+    return res;
+}
+
+/* frees q and what it holds */
+static void lsae__lp_release(const lsae_allocator *a, struct lsae__lp *q)
+{
+    if (!q) return;
+    lsae__lp_free(a, q);
+    lsae__free(a, q);
+}
+
+/* Whether the pre-pass applies to a top K of this model: K small beside L
+   (else most latents are candidates), d small enough for 32-bit sums
+   (255 127 d < 2^31). */
+static int lsae__lp_applies(const lsae_model *m, size_t K, size_t rows)
+{
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) return 0;
+#endif
+    if (!m->prepass || K == 0 || K > m->L / 16 || m->d > 65536) return 0;
+    /* a few rows are bound by reading W_enc: the int8 copy is a quarter of
+       it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the portable int8
+       product of an -mavx2 build 16 ms -> 1.8 ms; 384 x 3072 285 -> 52 us) */
+    if (m->prepass == 2 || rows <= 16) return 1;
+#if defined(LSAE__VNNI)
+    /* many rows: only where it measured faster (bench/bench.c prepass, one
+       thread, Zen 4: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x, 768 x 6144
+       1.4x, 384 x 3072 1.0x): there the fixed costs of a row (selection,
+       the recomputed candidates) weigh as much as the product */
+    return m->d * m->L >= ((size_t)1 << 22) && K <= m->L / 64;
+#else
+    return 0; /* without VNNI the int8 product is not faster than float32's */
+#endif
+}
+
+/* The int8 copy an encode of rows rows uses for a top K: the model's when
+   current, else *tmp built now when the call is large enough to repay it
+   (2048 rows: building costs about what the float32 pass spends on a few
+   hundred rows), else none (*out NULL: the float32 pass). */
+static lsae_result lsae__lp_for(const lsae_model *m, size_t rows, size_t K, int nthreads, lsae__lp *tmp, const lsae__lp **out)
+{
+    lsae_result r;
+    *out = NULL;
+    memset(tmp, 0, sizeof *tmp);
+    if (!lsae__lp_applies(m, K, rows)) return LSAE_OK;
+    if (m->lp && m->lp_gen == m->wgen) { *out = m->lp; return LSAE_OK; }
+    if (rows < 2048) return LSAE_OK;
+    if ((r = lsae__lp_build(m->alloc, tmp, m->W_enc, m->L, m->d, nthreads)) != LSAE_OK) return r;
+    *out = tmp;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *m, int on)
+{
+    lsae_result r;
+    lsae__lp *q;
+    if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_encode_prepass: model is NULL");
+    lsae__lp_release(m->alloc, m->lp);
+    m->lp = NULL;
+    if (on < 0 || on > 2) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_encode_prepass: on is %d; 0, 1 or 2", on);
+    m->prepass = on;
+    if (!on || !lsae__lp_applies(m, on == 2 ? m->L / 16 : m->k, 1)) return LSAE_OK;
+#ifdef LATENTSAE_CUDA
+    if (m->cuda) return LSAE_OK; /* the GPU encode has its own arithmetic */
+#endif
+    if (m->d > 65536) return LSAE_OK;
+    if (!(q = (lsae__lp *)lsae__alloc_array(m->alloc, 1, sizeof *q, "int8 encoder copy"))) return LSAE_OUT_OF_MEMORY;
+    if ((r = lsae__lp_build(m->alloc, q, m->W_enc, m->L, m->d, lsae__num_threads(m->cfg.num_threads))) != LSAE_OK) {
+        lsae__free(m->alloc, q);
+        return r;
+    }
+    m->lp = q;
+    m->lp_gen = m->wgen;
+    return LSAE_OK;
+}
+
+/* A loaded model keeps its int8 copy where encode will use it (an
+   allocation refused fails the load, as any other: an out-of-memory is
+   never swallowed) */
+LSAE__MAYBE_UNUSED static lsae_result lsae__lp_keep(lsae_model *m)
+{
+    return lsae__lp_applies(m, m->k, 1) ? lsae_model_set_encode_prepass(m, 1) : LSAE_OK;
+}
+
 /* ---------------------------------------------------------- encode, decode */
 
 /* y += e[i].v W[e[i].i] over the n entries with a nonzero activation, in
@@ -3085,6 +3778,8 @@ static void lsae__center(float *xc, const float *x, const float *b_dec, size_t R
 LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size_t rows, size_t k, float *top_acts, int32_t *top_indices)
 {
     lsae__select_ws ws;
+    lsae__lp tmpq;
+    const lsae__lp *q = NULL;
     lsae__kv *top = NULL;
     float *xc = NULL;
     size_t chunk, c0, bad;
@@ -3109,19 +3804,25 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
     if ((bad = lsae__first_nonfinite_row(x, rows, m->d)) < rows)
         return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: row %zu holds NaN or Inf; drop it before encoding", bad);
     nt = lsae__num_threads(m->cfg.num_threads);
-    chunk = lsae__select_rows(rows, k, 0, nt);
-    if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, k, 0, m->d, nt)) != LSAE_OK) return res;
+    if ((res = lsae__lp_for(m, rows, k, nt, &tmpq, &q)) != LSAE_OK) return res;
+    memset(&ws, 0, sizeof ws);
+    if (q) chunk = rows < 256 ? rows : 256;
+    else {
+        chunk = lsae__select_rows(rows, k, 0, nt);
+        if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, k, 0, m->d, nt)) != LSAE_OK) return res;
+    }
     xc = (float *)lsae__alloc_array(m->alloc, chunk * m->d, sizeof(float), "centred rows");
     top = xc ? (lsae__kv *)lsae__alloc_array(m->alloc, chunk * k, sizeof(lsae__kv), "top-k output") : NULL;
     if (!top) {
-        lsae__free(m->alloc, xc);
-        lsae__select_ws_free(m->alloc, &ws);
-        return LSAE_OUT_OF_MEMORY;
+        res = LSAE_OUT_OF_MEMORY;
+        goto done;
     }
     for (c0 = 0; c0 < rows; c0 += chunk) {
         size_t R = rows - c0 < chunk ? rows - c0 : chunk, i;
         lsae__center(xc, x + c0 * m->d, m->b_dec, R, m->d, nt);
-        lsae__select(m, xc, R, k, top, NULL, 0, NULL, &ws);
+        if (q) {
+            if ((res = lsae__lp_select(m, q, xc, R, k, top, nt, NULL)) != LSAE_OK) goto done;
+        } else lsae__select(m, xc, R, k, top, NULL, 0, NULL, &ws);
         for (i = 0; i < R * k; ++i) {
             /* capped threshold: the best k that pass, the rest (a suffix,
                the row being best first) padding at 0 */
@@ -3129,10 +3830,12 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
             top_indices[c0 * k + i] = top[i].i;
         }
     }
+done:
     lsae__free(m->alloc, top);
     lsae__free(m->alloc, xc);
-    lsae__select_ws_free(m->alloc, &ws);
-    return LSAE_OK;
+    if (!q) lsae__select_ws_free(m->alloc, &ws);
+    lsae__lp_free(m->alloc, &tmpq);
+    return res;
 }
 
 LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, const int32_t *idx, size_t rows, size_t k, float *x_hat)
@@ -3179,6 +3882,8 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
                                               float *acts, int32_t *indices, size_t *counts, size_t *needed)
 {
     lsae__select_ws ws;
+    lsae__lp tmpq;
+    const lsae__lp *q = NULL;
     lsae__kv *top = NULL;
     float *xc = NULL;
     size_t chunk, c0, bad, K, total, most = 0, r;
@@ -3225,19 +3930,32 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
     if (capped) K = thr ? m->k : lsae_model_encode_k(m);
     else K = capacity < m->L ? capacity + 1 : m->L;
     nt = lsae__num_threads(m->cfg.num_threads);
-    chunk = lsae__select_rows(rows, K, 0, nt);
-    if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, K, 0, m->d, nt)) != LSAE_OK) return res;
+    if ((res = lsae__lp_for(m, rows, K, nt, &tmpq, &q)) != LSAE_OK) return res;
+    memset(&ws, 0, sizeof ws);
+    if (q) chunk = rows < 256 ? rows : 256;
+    else {
+        chunk = lsae__select_rows(rows, K, 0, nt);
+        if ((res = lsae__select_ws_init(m->alloc, &ws, chunk, K, 0, m->d, nt)) != LSAE_OK) return res;
+    }
     xc = (float *)lsae__alloc_array(m->alloc, chunk * m->d, sizeof(float), "centred rows");
     top = xc ? (lsae__kv *)lsae__alloc_array(m->alloc, chunk * K, sizeof(lsae__kv), "top-k output") : NULL;
     if (!top) {
         lsae__free(m->alloc, xc);
         lsae__select_ws_free(m->alloc, &ws);
+        lsae__lp_free(m->alloc, &tmpq);
         return LSAE_OUT_OF_MEMORY;
     }
     for (c0 = 0; c0 < rows; c0 += chunk) {
         size_t R = rows - c0 < chunk ? rows - c0 : chunk;
         lsae__center(xc, x + c0 * m->d, m->b_dec, R, m->d, nt);
-        lsae__select(m, xc, R, K, top, NULL, 0, NULL, &ws);
+        if (q) {
+            if ((res = lsae__lp_select(m, q, xc, R, K, top, nt, NULL)) != LSAE_OK) {
+                lsae__free(m->alloc, top);
+                lsae__free(m->alloc, xc);
+                lsae__lp_free(m->alloc, &tmpq);
+                return res;
+            }
+        } else lsae__select(m, xc, R, K, top, NULL, 0, NULL, &ws);
         for (r = 0; r < R; ++r) {
             const lsae__kv *row = top + r * K;
             size_t n = lsae__sparse_count(row, K, thr, m->batchtopk_threshold), q, c;
@@ -3254,6 +3972,7 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
     lsae__free(m->alloc, top);
     top = NULL;
     lsae__select_ws_free(m->alloc, &ws);
+    lsae__lp_free(m->alloc, &tmpq);
     /* rows that overflowed an uncapped threshold: select all L latents of
        each, one row at a time, to count them (the same fused pass, so the
        same values as the first) */
@@ -4979,6 +5698,7 @@ static int lsae__adam(lsae_trainer *t, float clip, double lr)
             bad += lsae__dot(p, p, d) * 0.0f; /* NaN if the row is */
         }
     }
+    m->wgen++; /* W_enc moved: the int8 copy of it is stale */
     return !(bad == 0.0f);
 }
 
@@ -6563,6 +7283,7 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
 #ifdef LATENTSAE_CUDA
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
 #endif
+    if ((r = lsae__lp_keep(m)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
     return LSAE_OK;
 }
 
@@ -9422,6 +10143,7 @@ done:
 #ifdef LATENTSAE_CUDA
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { lsae_model_free(m); return r; }
 #endif
+    if ((r = lsae__lp_keep(m)) != LSAE_OK) { lsae_model_free(m); return r; }
     *out = m;
     return LSAE_OK;
 }

@@ -4,6 +4,15 @@
      bench gemm M N K REPS               our blocked GEMM vs cblas_sgemm (when
                                          built with -DLSAE_BENCH_CBLAS -lopenblas)
      bench encode D L K B REPS           lsae_model_encode, samples/s
+     bench prepass D L K B REPS [NPY STEPS]
+                                         lsae_model_encode with the int8
+                                         pre-pass (kept copy; per-call copy)
+                                         against the float32 pass, interleaved
+                                         in every rep; one-row latency; the
+                                         candidate counts per row. With NPY
+                                         (float16/32 [rows, D]) the rows come
+                                         from it and the model is trained on
+                                         them for STEPS steps of 256 rows
      bench train D L K B ACC DEAD STEPS  optimizer steps of B x ACC rows with a
                                          fraction DEAD of latents held dead
      bench variants D L K B ROUNDS       one training step of each SAE type
@@ -243,6 +252,9 @@ static int run_encode(size_t d, size_t L, size_t k, size_t B, int reps)
     int i;
     c.num_latents = L; c.k = k; c.seed = 1;
     if (lsae_model_create(&c, NULL, &m) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+    /* as lsae_model_load leaves a model: the int8 copy of W_enc kept where
+       the encode pre-pass applies by default */
+    if (lsae_model_set_encode_prepass(m, 1) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
     printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
     for (i = 0; i <= reps; ++i) {
         double t0 = now(), c0 = cpu_now();
@@ -254,6 +266,133 @@ static int run_encode(size_t d, size_t L, size_t k, size_t B, int reps)
     printf("encode_samples_per_cpu_s %.1f\n", (double)B / median(tc + 1, reps));
     lsae_model_free(m);
     free(x); free(acts); free(idx); free(t); free(tc);
+    return 0;
+}
+
+/* rows [rows, d] of a .npy file of float16 or float32 (C order), or NULL */
+static float *load_npy(const char *path, size_t rows, size_t d, size_t *got)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char h[10];
+    char hdr[512];
+    size_t hl, i, n;
+    int f16;
+    float *x;
+    if (!f || fread(h, 1, 10, f) != 10) { if (f) fclose(f); return NULL; }
+    hl = (size_t)h[8] | (size_t)h[9] << 8;
+    if (hl >= sizeof hdr || fread(hdr, 1, hl, f) != hl) { fclose(f); return NULL; }
+    hdr[hl] = 0;
+    f16 = strstr(hdr, "<f2") != NULL;
+    x = (float *)malloc(rows * d * sizeof(float));
+    for (n = 0; n < rows; ++n) {
+        for (i = 0; i < d; ++i) {
+            if (f16) {
+                unsigned char b[2];
+                unsigned hv, e, fr;
+                float v;
+                if (fread(b, 1, 2, f) != 2) goto end;
+                hv = (unsigned)b[0] | (unsigned)b[1] << 8;
+                e = (hv >> 10) & 31u; fr = hv & 1023u;
+                v = e == 0 ? ldexpf((float)fr, -24) : ldexpf((float)(fr | 1024u), (int)e - 25);
+                x[n * d + i] = (hv >> 15) ? -v : v;
+            } else if (fread(x + n * d + i, 4, 1, f) != 1) goto end;
+        }
+    }
+end:
+    fclose(f);
+    *got = n;
+    return x;
+}
+
+static int run_prepass(size_t d, size_t L, size_t k, size_t B, int reps, const char *npy, int steps)
+{
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    float *x, *a0 = (float *)malloc(B * k * sizeof(float)), *a1 = (float *)malloc(B * k * sizeof(float));
+    int32_t *i0 = (int32_t *)malloc(B * k * sizeof(int32_t)), *i1 = (int32_t *)malloc(B * k * sizeof(int32_t));
+    double *tf = (double *)malloc(sizeof(double) * (size_t)(reps + 1)), *tk = (double *)malloc(sizeof(double) * (size_t)(reps + 1));
+    double *tt = (double *)malloc(sizeof(double) * (size_t)(reps + 1)), *t1f = (double *)malloc(sizeof(double) * 64), *t1k = (double *)malloc(sizeof(double) * 64);
+    size_t got = B, *cnt = (size_t *)malloc(B * sizeof(size_t)), r;
+    int i, same = 1;
+    c.num_latents = L; c.k = k; c.seed = 1;
+    if (lsae_model_create(&c, NULL, &m) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+    if (npy) {
+        lsae_trainer *t = NULL;
+        lsae_step_stats st;
+        memset(&st, 0, sizeof st);
+        size_t nrows = B > 256 * (size_t)steps ? B : 256 * (size_t)steps;
+        float *all = load_npy(npy, nrows, d, &got);
+        if (!all || got < 256) { fprintf(stderr, "bench: cannot read %zu rows of %zu from %s\n", nrows, d, npy); return 1; }
+        c.total_steps = (size_t)steps; c.lr_warmup_steps = (size_t)steps / 10;
+        if (lsae_trainer_create(m, &c, &t) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        for (i = 0; i < steps; ++i)
+            if (lsae_trainer_step(t, all + ((size_t)i * 256 % (got - 255)) * d, 256, &st) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        printf("trained_steps %d\nfvu %.4f\n", steps, st.fvu);
+        lsae_trainer_free(t);
+        x = all;
+        if (got < B) B = got;
+    } else x = make_data(B, d);
+    printf("isa %s\nvnni %d\nthreads %d\n", isa(),
+#if defined(LSAE__VNNI)
+           1,
+#else
+           0,
+#endif
+           lsae__num_threads(0));
+    /* each rep: float32, pre-pass with the kept copy, pre-pass building its copy in the call */
+    for (i = 0; i <= reps; ++i) {
+        double t0;
+        lsae_model_set_encode_prepass(m, 0);
+        t0 = now();
+        if (lsae_model_encode(m, x, B, k, a0, i0) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        tf[i] = now() - t0;
+        lsae_model_set_encode_prepass(m, 2);
+        t0 = now();
+        if (lsae_model_encode(m, x, B, k, a1, i1) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        tk[i] = now() - t0;
+        same &= !memcmp(a0, a1, B * k * sizeof(float)) && !memcmp(i0, i1, B * k * sizeof(int32_t));
+        m->wgen++; /* the kept copy stale: the call builds its own */
+        t0 = now();
+        if (lsae_model_encode(m, x, B, k, a1, i1) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        tt[i] = now() - t0;
+        same &= !memcmp(a0, a1, B * k * sizeof(float)) && !memcmp(i0, i1, B * k * sizeof(int32_t));
+    }
+    printf("encode_fp32_samples_per_s %.1f\n", (double)B / median(tf + 1, reps));
+    printf("encode_prepass_samples_per_s %.1f\n", (double)B / median(tk + 1, reps));
+    printf("encode_prepass_percall_samples_per_s %.1f\n", (double)B / median(tt + 1, reps));
+    printf("encode_prepass_speedup %.2f\nencode_prepass_percall_speedup %.2f\n", median(tf + 1, reps) / median(tk + 1, reps), median(tf + 1, reps) / median(tt + 1, reps));
+    printf("prepass_bit_identical %d\n", same);
+    /* one row: 64 encodes of one row each way, interleaved */
+    lsae_model_set_encode_prepass(m, 2);
+    for (i = 0; i < 64; ++i) {
+        double t0;
+        m->prepass = 0;
+        t0 = now();
+        lsae_model_encode(m, x + (size_t)(i % 16) * d, 1, k, a0, i0);
+        t1f[i] = now() - t0;
+        m->prepass = 2;
+        t0 = now();
+        lsae_model_encode(m, x + (size_t)(i % 16) * d, 1, k, a1, i1);
+        t1k[i] = now() - t0;
+        same &= !memcmp(a0, a1, k * sizeof(float)) && !memcmp(i0, i1, k * sizeof(int32_t));
+    }
+    printf("one_row_fp32_us %.1f\none_row_prepass_us %.1f\none_row_bit_identical %d\n", 1e6 * median(t1f + 1, 63), 1e6 * median(t1k + 1, 63), same);
+    /* candidates per row */
+    {
+        float *xc = (float *)malloc(B * d * sizeof(float));
+        lsae__kv *top = (lsae__kv *)malloc(B * k * sizeof(lsae__kv));
+        double sum = 0;
+        size_t *sorted = (size_t *)malloc(B * sizeof(size_t)), j, tmp;
+        lsae__center(xc, x, m->b_dec, B, d, 1);
+        if (lsae__lp_select(m, (const lsae__lp *)m->lp, xc, B, k, top, lsae__num_threads(0), cnt) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+        for (r = 0; r < B; ++r) { sum += (double)cnt[r]; sorted[r] = cnt[r]; }
+        for (r = 1; r < B; ++r) /* insertion sort, B is small */
+            for (j = r; j > 0 && sorted[j - 1] > sorted[j]; --j) { tmp = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = tmp; }
+        printf("candidates_mean %.1f\ncandidates_p99 %zu\ncandidates_max %zu\n", sum / (double)B, sorted[(B * 99) / 100 < B ? (B * 99) / 100 : B - 1], sorted[B - 1]);
+        free(xc); free(top); free(sorted);
+    }
+    lsae_model_free(m);
+    free(x); free(a0); free(a1); free(i0); free(i1); free(tf); free(tk); free(tt); free(t1f); free(t1k); free(cnt);
     return 0;
 }
 
@@ -414,6 +553,9 @@ int main(int argc, char **argv)
         return run_gemm((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), atoi(argv[5]));
     if (argc == 7 && strcmp(argv[1], "encode") == 0)
         return run_encode((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atoi(argv[6]));
+    if ((argc == 7 || argc == 9) && strcmp(argv[1], "prepass") == 0)
+        return run_prepass((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atoi(argv[6]),
+                           argc == 9 ? argv[7] : NULL, argc == 9 ? atoi(argv[8]) : 0);
     if (argc == 9 && strcmp(argv[1], "train") == 0)
         return run_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
                          (size_t)atol(argv[6]), atof(argv[7]), atoi(argv[8]));

@@ -101,6 +101,43 @@ def variants(a, cc):
     return 0
 
 
+def prepass(a, bins, env):
+    """The int8 pre-pass of encode (docs/math.md 2.12) against the float32
+    pass, in the same process and round; on the -mavx2 build it is forced on
+    (lsae_model_set_encode_prepass(m, 2)): a stand-in for an AVX2-only
+    machine, where it is off by default."""
+    npy = "examples/data/embeddings/data-00000.npy"
+    configs = [("nomic 768, x32, k 32 (random init)", 768, 24576, 32, 512, []),
+               ("MiniLM 384, x8, k 32 (random init)", 384, 3072, 32, 2048, []),
+               ("MiniLM 384, x32, k 32 (random init)", 384, 12288, 32, 1024, []),
+               ("MiniLM 384, x8, k 32, trained 300 steps on examples/data", 384, 3072, 32, 2048, [npy, 300])]
+    rows = []
+    for name, d, L, k, B, extra in configs:
+        per = {isa: [] for isa in bins}
+        for _ in range(a.rounds):
+            for isa in bins:
+                per[isa].append(parse(sh([bins[isa], "prepass", str(d), str(L), str(k), str(B), "3", *map(str, extra)], env)))
+        rows.append((name, per))
+        print(f"prepass {name}: " + ", ".join(f"{isa} {statistics.median(x['encode_prepass_speedup'] for x in v):.2f}x" for isa, v in per.items()), flush=True)
+    print()
+    print("Encode with the int8 pre-pass (exact: the same bits as float32), samples/s, and one row's latency:")
+    print()
+    print("| configuration | build | float32 | pre-pass | speed-up | one row: float32 / pre-pass | recomputed latents a row: mean, p99 | bit-identical |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, per in rows:
+        for isa, v in per.items():
+            med = lambda key: statistics.median(x[key] for x in v)
+            same = all(x["prepass_bit_identical"] == 1 and x["one_row_bit_identical"] == 1 for x in v)
+            print(f"| {name} | {'-march=native' if isa == 'native' else '-mavx2 -mfma (forced)'}{' VNNI' if v[0]['vnni'] == 1 else ''} | "
+                  f"{med('encode_fp32_samples_per_s'):.0f} | {med('encode_prepass_samples_per_s'):.0f} | {med('encode_prepass_speedup'):.2f}x | "
+                  f"{med('one_row_fp32_us'):.0f} / {med('one_row_prepass_us'):.0f} us | {med('candidates_mean'):.0f}, {med('candidates_p99'):.0f} | "
+                  f"{'yes' if same else 'NO'} |")
+    print()
+    print("Pre-pass: the model's kept int8 copy of W_enc (lsae_model_load keeps one). Speed-up: median of per-round ratios. "
+          "Recomputed latents: those the int8 bound could not rule out, recomputed in float32.")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -108,10 +145,15 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gather", action="store_true")
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--prepass", action="store_true", help="only the encode pre-pass table (no PyTorch needed)")
     a = ap.parse_args()
     cc = os.environ.get("CC", "cc")
     if a.variants:
         return variants(a, cc)
+    if a.prepass:
+        bins, _ = build(cc)
+        print(f"machine: {machine()}; {a.threads} threads; {a.rounds} rounds, medians", flush=True)
+        return prepass(a, bins, dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
     py = os.environ.get("PYTHON", sys.executable)
     bins, have_cblas = build(cc)
     # a speed-up is only a speed-up against an optimised baseline: refuse to
@@ -255,7 +297,8 @@ def main():
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['rss']:.0f} MiB | {r['state']:.0f} MiB | {100 * (r['rss'] / r['state'] - 1):+.1f}% | {r['trss']:.0f} MiB |")
-    return 0
+    print()
+    return prepass(a, bins, env)
 
 
 if __name__ == "__main__":

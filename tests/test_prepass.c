@@ -1,0 +1,249 @@
+/* The int8 pre-pass of the CPU encode (docs/math.md, 2.12) against the
+   float32 pass: the same indices and values, bit for bit, for
+   lsae_model_encode and lsae_model_encode_sparse, on the bundled MiniLM
+   embeddings with a trained model, on random data, and on data built
+   against it: rows and latents whose pre-activations sit within the int8
+   bound of the k-th (the rows then recompute many latents or go to the
+   float32 pass), exact ties, rows with fewer than k positive values, a
+   zero row. The float32 pass is the reference (the ISA digest test and
+   test_core check it against a float64 product). Also: the candidate
+   counts show the pre-pass ran (a test that always fell back would pass
+   blind), and a stale int8 copy is not used after the weights change. */
+#define LATENTSAE_IMPLEMENTATION
+#include "../latentsae.h"
+#include "test_util.h"
+#include <string.h>
+
+/* IEEE half to float (the .npy shards are float16) */
+static float half_to_float(unsigned h)
+{
+    unsigned s = (h >> 15) & 1u, e = (h >> 10) & 31u, f = h & 1023u;
+    float v;
+    if (e == 0) v = ldexpf((float)f, -24);
+    else if (e == 31) v = f ? NAN : INFINITY;
+    else v = ldexpf((float)(f | 1024u), (int)e - 25);
+    return s ? -v : v;
+}
+
+/* rows [n, 384] from examples/data/embeddings/data-00000.npy, or NULL */
+static float *load_minilm(size_t n)
+{
+    FILE *f = fopen("examples/data/embeddings/data-00000.npy", "rb");
+    unsigned char hdr[10];
+    size_t hl, i;
+    float *x;
+    unsigned char *raw;
+    if (!f) return NULL;
+    if (fread(hdr, 1, 10, f) != 10) { fclose(f); return NULL; }
+    hl = (size_t)hdr[8] | (size_t)hdr[9] << 8;
+    fseek(f, (long)(10 + hl), SEEK_SET);
+    x = (float *)malloc(n * 384 * sizeof(float));
+    raw = (unsigned char *)malloc(n * 384 * 2);
+    if (!x || !raw || fread(raw, 2, n * 384, f) != n * 384) { fclose(f); free(x); free(raw); return NULL; }
+    fclose(f);
+    for (i = 0; i < n * 384; ++i) x[i] = half_to_float((unsigned)raw[2 * i] | (unsigned)raw[2 * i + 1] << 8);
+    free(raw);
+    return x;
+}
+
+/* encode and encode_sparse with the pre-pass on and off: bit-identical */
+static void compare(lsae_model *m, const float *x, size_t rows, size_t k, const char *what)
+{
+    float *a0 = (float *)malloc(rows * k * sizeof(float)), *a1 = (float *)malloc(rows * k * sizeof(float));
+    int32_t *i0 = (int32_t *)malloc(rows * k * sizeof(int32_t)), *i1 = (int32_t *)malloc(rows * k * sizeof(int32_t));
+    size_t *c0 = (size_t *)malloc(rows * sizeof(size_t)), *c1 = (size_t *)malloc(rows * sizeof(size_t)), r, bad = 0;
+    OK(lsae_model_set_encode_prepass(m, 0));
+    OK(lsae_model_encode(m, x, rows, k, a0, i0));
+    OK(lsae_model_set_encode_prepass(m, 2));
+    OK(lsae_model_encode(m, x, rows, k, a1, i1));
+    for (r = 0; r < rows; ++r)
+        if (memcmp(a0 + r * k, a1 + r * k, k * sizeof(float)) || memcmp(i0 + r * k, i1 + r * k, k * sizeof(int32_t))) {
+            if (!bad) fprintf(stderr, "%s: row %zu differs (first: idx %d %d, value %.9g %.9g)\n", what, r, (int)i0[r * k], (int)i1[r * k], a0[r * k], a1[r * k]);
+            ++bad;
+        }
+    CHECKF(bad == 0, "%s: %zu of %zu rows differ from the float32 encode", what, bad, rows);
+    /* the default (the pre-pass where it is faster, in VNNI builds) */
+    OK(lsae_model_set_encode_prepass(m, 1));
+    OK(lsae_model_encode(m, x, rows, k, a1, i1));
+    CHECKF(!memcmp(a0, a1, rows * k * sizeof(float)) && !memcmp(i0, i1, rows * k * sizeof(int32_t)), "%s: the default encode differs from the float32 one", what);
+    /* a call of a few rows (the pre-pass by default in every build) */
+    OK(lsae_model_encode(m, x, 5, k, a1, i1));
+    CHECKF(!memcmp(a0, a1, 5 * k * sizeof(float)) && !memcmp(i0, i1, 5 * k * sizeof(int32_t)), "%s: a default encode of 5 rows differs from the float32 one", what);
+    OK(lsae_model_set_encode_prepass(m, 2));
+    if (k == lsae_model_encode_k(m)) {
+        bad = 0;
+        OK(lsae_model_set_encode_prepass(m, 0));
+        OK(lsae_model_encode_sparse(m, x, rows, k, a0, i0, c0, NULL));
+        OK(lsae_model_set_encode_prepass(m, 2));
+        OK(lsae_model_encode_sparse(m, x, rows, k, a1, i1, c1, NULL));
+        for (r = 0; r < rows; ++r)
+            if (c0[r] != c1[r] || memcmp(a0 + r * k, a1 + r * k, c0[r] * sizeof(float)) || memcmp(i0 + r * k, i1 + r * k, c0[r] * sizeof(int32_t))) ++bad;
+        CHECKF(bad == 0, "%s: encode_sparse: %zu of %zu rows differ", what, bad, rows);
+    }
+    free(a0); free(a1); free(i0); free(i1); free(c0); free(c1);
+}
+
+/* the pre-pass called directly: per-row candidate counts (mean, max, rows
+   that fell back to the float32 pass), and the result against lsae__select */
+static void candidates(lsae_model *m, const float *x, size_t rows, size_t k, const char *what, double *mean, size_t *over)
+{
+    lsae__lp q;
+    lsae__select_ws ws;
+    float *xc = (float *)malloc(rows * m->d * sizeof(float));
+    lsae__kv *t0 = (lsae__kv *)malloc(rows * k * sizeof(lsae__kv)), *t1 = (lsae__kv *)malloc(rows * k * sizeof(lsae__kv));
+    size_t *cnt = (size_t *)malloc(rows * sizeof(size_t)), r, mx = 0;
+    double s = 0;
+    lsae__center(xc, x, m->b_dec, rows, m->d, 1);
+    OK(lsae__lp_build(NULL, &q, m->W_enc, m->L, m->d, 2));
+    OK(lsae__lp_select(m, &q, xc, rows, k, t1, 2, cnt));
+    OK(lsae__select_ws_init(NULL, &ws, rows, k, 0, m->d, 2));
+    lsae__select(m, xc, rows, k, t0, NULL, 0, NULL, &ws);
+    CHECKF(memcmp(t0, t1, rows * k * sizeof(lsae__kv)) == 0, "%s: lsae__lp_select differs from lsae__select", what);
+    *over = 0;
+    for (r = 0; r < rows; ++r) {
+        s += (double)cnt[r];
+        if (cnt[r] > mx) mx = cnt[r];
+        if (cnt[r] == m->L) ++*over;
+    }
+    *mean = s / (double)rows;
+    printf("  %-34s d %zu L %zu k %zu: candidates per row mean %.1f, max %zu, %zu of %zu rows to float32\n", what, m->d, m->L, k, *mean, mx, *over, rows);
+    lsae__select_ws_free(NULL, &ws);
+    lsae__lp_free(NULL, &q);
+    free(xc); free(t0); free(t1); free(cnt);
+}
+
+static lsae_model *make(size_t d, size_t L, size_t k)
+{
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL;
+    c.num_latents = L;
+    c.k = k;
+    c.seed = 7;
+    OK(lsae_model_create(&c, NULL, &m));
+    return m;
+}
+
+int main(void)
+{
+    double mean;
+    size_t over, i, j;
+    /* 1. the bundled MiniLM embeddings, a model trained on them a little */
+    {
+        const size_t n = 4096, d = 384;
+        float *x = load_minilm(n);
+        lsae_config c = lsae_config_default(d);
+        lsae_model *m = NULL;
+        lsae_trainer *t = NULL;
+        lsae_step_stats st;
+        CHECKF(x != NULL, "examples/data/embeddings/data-00000.npy not readable (run from the repository root)");
+        if (x) {
+            c.expansion_factor = 8;
+            c.k = 32;
+            c.total_steps = 16;
+            c.lr_warmup_steps = 2;
+            OK(lsae_model_create(&c, NULL, &m));
+            OK(lsae_trainer_create(m, &c, &t));
+            for (i = 0; i < 16; ++i) OK(lsae_trainer_step(t, x + (i % 16) * 256 * d, 256, &st));
+            lsae_trainer_free(t);
+            compare(m, x, 1024, 32, "MiniLM, trained x8 k32");
+            compare(m, x, 300, 8, "MiniLM, trained x8, top 8");
+            candidates(m, x, 1024, 32, "MiniLM embeddings, trained x8", &mean, &over);
+            CHECKF(mean < 0.5 * (double)m->L && over < 1024, "the pre-pass did not run on the MiniLM rows (mean %.1f)", mean);
+            /* a stale copy is not used: keep one, change W_enc, encode */
+            {
+                float *w = (float *)malloc(m->L * d * sizeof(float));
+                OK(lsae_model_set_encode_prepass(m, 2));
+                OK(lsae_model_get_weights(m, w, NULL, NULL, NULL));
+                for (j = 0; j < m->L * d; ++j) w[j] = -w[j];
+                OK(lsae_model_set_weights(m, w, NULL, NULL, NULL));
+                CHECK(m->lp != NULL && m->lp_gen != m->wgen);
+                compare(m, x, 200, 32, "MiniLM, after set_weights");
+                free(w);
+            }
+            lsae_model_free(m);
+            free(x);
+        }
+    }
+    /* 2. random rows, freshly initialised models, a few shapes */
+    {
+        static const size_t shapes[][3] = { { 100, 3200, 32 }, { 384, 3072, 32 }, { 256, 2048, 8 }, { 130, 1000, 16 }, { 768, 4096, 64 }, { 768, 6144, 32 } };
+        for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
+            const size_t d = shapes[i][0], L = shapes[i][1], k = shapes[i][2], n = 120;
+            lsae_model *m = make(d, L, k);
+            float *x = (float *)malloc(n * d * sizeof(float));
+            char what[64];
+            tu_seed(i + 1);
+            for (j = 0; j < n * d; ++j) x[j] = (float)tu_normal();
+            sprintf(what, "random %zu x %zu k %zu", d, L, k);
+            compare(m, x, n, k, what);
+            candidates(m, x, n, k, what, &mean, &over);
+            lsae_model_free(m);
+            free(x);
+        }
+    }
+    /* 3. built against the bound */
+    {
+        const size_t d = 256, L = 2048, k = 32, n = 96;
+        lsae_model *m = make(d, L, k);
+        float *W = (float *)malloc(L * d * sizeof(float)), *b = (float *)malloc(L * sizeof(float));
+        float *x = (float *)malloc(n * d * sizeof(float)), *u = (float *)malloc(d * sizeof(float));
+        tu_seed(99);
+        for (j = 0; j < d; ++j) u[j] = (float)tu_normal();
+        /* (a) every latent is u plus a perturbation well inside the int8
+           error, and rows are near u: most pre-activations lie within eps
+           of the k-th; (b) latents 0-255 copy latents 256-511 exactly (ties,
+           broken by index); (c) a band of latents whose perturbation is at
+           the size of the bound */
+        for (i = 0; i < L; ++i)
+            for (j = 0; j < d; ++j) {
+                const double scale = i < 1024 ? 1e-4 : i < 1536 ? 3e-3 : 3e-2;
+                W[i * d + j] = u[j] + (float)(scale * tu_normal());
+            }
+        for (i = 0; i < 256; ++i) memcpy(W + i * d, W + (256 + i) * d, d * sizeof(float));
+        for (i = 0; i < L; ++i) b[i] = 0.0f;
+        for (i = 0; i < n; ++i)
+            for (j = 0; j < d; ++j) x[i * d + j] = u[j] * (i % 3 == 0 ? 1.0f : -0.01f) + (float)(0.05 * tu_normal());
+        /* row 1: all zero (x = b_dec = 0) */
+        memset(x + d, 0, d * sizeof(float));
+        OK(lsae_model_set_weights(m, W, b, NULL, NULL));
+        compare(m, x, n, k, "adversarial: near-equal latents, ties");
+        candidates(m, x, n, k, "adversarial: near-equal latents", &mean, &over);
+        CHECKF(over > 0 && over < n, "the adversarial rows should include some that go to float32 and some that do not (%zu of %zu)", over, n);
+        /* fewer than k positive: a bias that leaves a handful above zero */
+        for (i = 0; i < L; ++i) b[i] = i % 97 == 0 ? 0.0f : -50.0f;
+        OK(lsae_model_set_weights(m, W, b, NULL, NULL));
+        compare(m, x, n, k, "adversarial: fewer than k positive");
+        candidates(m, x, n, k, "adversarial: fewer than k positive", &mean, &over);
+        lsae_model_free(m);
+        free(W); free(b); free(x); free(u);
+    }
+    /* 4. integer rows and weights with a 127 in each: the int8 copy is exact,
+       eps is tiny beside the gaps between values (every candidate's hi is
+       about its value: stopping the recomputation early or ordering it
+       wrongly shows), and the float32 sums are exact integers, with many
+       ties among them */
+    {
+      static const double noise[3] = { 0.0, 0.05, 0.3 };
+      size_t v;
+      for (v = 0; v < 3; ++v) {
+        const size_t d = 64, L = 2048, k = 32, n = 128;
+        lsae_model *m = make(d, L, k);
+        char what[64];
+        float *W = (float *)malloc(L * d * sizeof(float)), *b = (float *)calloc(L, sizeof(float)), *x = (float *)malloc(n * d * sizeof(float));
+        tu_seed(4242);
+        /* noise > 0: off the int8 grid, so eps is about as wide as the gaps */
+        for (i = 0; i < L * d; ++i) W[i] = (float)((int)(tu_next() % 255) - 127) + (float)(noise[v] * tu_normal());
+        for (i = 0; i < L; ++i) W[i * d + i % d] = 127.0f;
+        for (i = 0; i < n * d; ++i) x[i] = (float)((int)(tu_next() % 17) - 8);
+        for (i = 0; i < n; ++i) x[i * d + (i * 7) % d] = 127.0f;
+        for (i = 0; i < L; ++i) b[i] = (float)((int)(tu_next() % 201) - 100);
+        OK(lsae_model_set_weights(m, W, b, NULL, NULL));
+        sprintf(what, "integer rows, weights + %.2g noise", noise[v]);
+        compare(m, x, n, k, what);
+        candidates(m, x, n, k, what, &mean, &over);
+        lsae_model_free(m);
+        free(W); free(b); free(x);
+      }
+    }
+    return TEST_SUMMARY("test_prepass");
+}
