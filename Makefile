@@ -30,10 +30,10 @@ HDR = latentsae.h
 # the command-line tool: one translation unit, main.c #includes the rest (see its top comment)
 LSAE_MAIN = tools/lsae/main.c
 LSAE_SRC = $(wildcard tools/lsae/*.c tools/lsae/*.h)
-TESTS = test_core test_gradcheck test_planted test_files test_badinput test_batchtopk
+TESTS = test_core test_gradcheck test_planted test_files test_badinput test_batchtopk test_deccos
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
-TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
+TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h tools/lsae/deccos.c
 
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)

@@ -10,10 +10,11 @@
    original space and in the reconstructions' space. After the pass, the
    decoder's rows are compared with each other (max_decoder_cos).
 
-   The two products (queries against rows, decoder against decoder) use
-   the library's encoder kernels, lsae__pack_tile and lsae__tile_rows
-   (latentsae.h, "the encoder product"): the same packing and register
-   blocking as encoding, so they run at encoding's speed per multiply-add.
+   The neighbour products (queries against rows) use the library's encoder
+   kernels, lsae__pack_tile and lsae__tile_rows (latentsae.h, "the encoder
+   product"): the same packing and register blocking as encoding, so they
+   run at encoding's speed per multiply-add. The decoder cosines are
+   deccos.c's: an exact maximum from a cheaper product with a bound.
    Part of lsae's one translation unit: included by main.c, not compiled alone. */
 
 static int eval_error(char *err, size_t errcap, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -172,77 +173,6 @@ static void nn_score(const eval_nn *truth, const eval_nn *got, double *recall, d
 }
 
 /* ============================================ decoder cosines (docs/eval.md, section 4) */
-
-/* maxcos[l] = max over l' != l of cos(W_dec[l], W_dec[l']), from unit rows
-   U [L, d]. G = U U^T is symmetric, so only its upper triangle (row < col)
-   is computed, tile by tile with the encoder's kernel, and each entry
-   updates both its row's and its column's maximum; G is never stored.
-   Threads take groups of column tiles, the widest (longest column) first,
-   and keep their own maxima, merged at the end. */
-static void decoder_max_cos(const float *U, size_t L, size_t d, float *maxcos, int nthreads)
-{
-    const size_t ntiles = (L + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
-    float *mx, *pack;
-    size_t l;
-    int nt = nthreads, s;
-    ptrdiff_t gi;
-    if ((size_t)nt > SIZE_MAX / L / sizeof(float) || (size_t)nt > SIZE_MAX / (G * d * LSAE__NT) / sizeof(float))
-        fail("decoder cosines: scratch overflows size_t");
-    mx = (float *)xmalloc((size_t)nt * L * sizeof(float));
-    pack = (float *)xmalloc((size_t)nt * G * d * LSAE__NT * sizeof(float));
-    for (l = 0; l < (size_t)nt * L; ++l) mx[l] = -INFINITY;
-    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
-    for (gi = 0; gi < (ptrdiff_t)ngroups; ++gi) {
-        const size_t grp = ngroups - 1 - (size_t)gi; /* the last groups have the most rows above them */
-        const size_t t0 = grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles, rows = t1 * LSAE__NT < L ? t1 * LSAE__NT : L;
-        float *my = mx + (size_t)lsae__thread_id() * L, *P = pack + (size_t)lsae__thread_id() * G * d * LSAE__NT;
-        float Cbuf[LSAE__MR * LSAE__NT];
-        size_t t, r0, r, j;
-        for (t = t0; t < t1; ++t)
-            lsae__pack_tile(P + (t - t0) * d * LSAE__NT, U, d, t * LSAE__NT, L - t * LSAE__NT < LSAE__NT ? L - t * LSAE__NT : LSAE__NT);
-        for (r0 = 0; r0 < rows; r0 += LSAE__MR) {
-            const size_t mr = rows - r0 < LSAE__MR ? rows - r0 : LSAE__MR;
-            for (t = t0; t < t1; ++t) {
-                const size_t c0 = t * LSAE__NT, nc = L - c0 < LSAE__NT ? L - c0 : LSAE__NT;
-                if (r0 >= c0 + nc) continue; /* the whole block is on or below the diagonal */
-                lsae__tile_rows(Cbuf, LSAE__NT, U + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d, 0);
-#if defined(LSAE__AVX512)
-                if (nc == LSAE__NT && r0 + mr <= c0) { /* wholly above the diagonal: the maxima in registers */
-                    float *cm = my + c0;
-                    __m512 m0 = _mm512_loadu_ps(cm), m1 = _mm512_loadu_ps(cm + 16), m2 = _mm512_loadu_ps(cm + 32), m3 = _mm512_loadu_ps(cm + 48);
-                    for (r = 0; r < mr; ++r) {
-                        const float *c = Cbuf + r * LSAE__NT;
-                        const __m512 v0 = _mm512_loadu_ps(c), v1 = _mm512_loadu_ps(c + 16), v2 = _mm512_loadu_ps(c + 32), v3 = _mm512_loadu_ps(c + 48);
-                        const float rm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v0, v1), _mm512_max_ps(v2, v3)));
-                        m0 = _mm512_max_ps(m0, v0); m1 = _mm512_max_ps(m1, v1); m2 = _mm512_max_ps(m2, v2); m3 = _mm512_max_ps(m3, v3);
-                        if (rm > my[r0 + r]) my[r0 + r] = rm;
-                    }
-                    _mm512_storeu_ps(cm, m0); _mm512_storeu_ps(cm + 16, m1); _mm512_storeu_ps(cm + 32, m2); _mm512_storeu_ps(cm + 48, m3);
-                    continue;
-                }
-#endif
-                for (r = 0; r < mr; ++r) {
-                    const size_t row = r0 + r;
-                    float best = my[row];
-                    for (j = row + 1 > c0 ? row + 1 - c0 : 0; j < nc; ++j) {
-                        const float c = Cbuf[r * LSAE__NT + j];
-                        if (c > best) best = c;
-                        if (c > my[c0 + j]) my[c0 + j] = c;
-                    }
-                    my[row] = best;
-                }
-            }
-        }
-    }
-    for (l = 0; l < L; ++l) {
-        float best = mx[l];
-        for (s = 1; s < nt; ++s)
-            if (mx[(size_t)s * L + l] > best) best = mx[(size_t)s * L + l];
-        maxcos[l] = L > 1 ? best : NAN;
-    }
-    free(mx);
-    free(pack);
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -503,7 +433,13 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     }
     unit_rows(W, W, L, d);
     out->max_decoder_cos = (float *)xcalloc(L, sizeof(float));
-    decoder_max_cos(W, L, d, out->max_decoder_cos, nthreads);
+    {
+        dc_stats st;
+        if (!dc_max_cos(W, L, d, out->max_decoder_cos, nthreads, &st)) fail("decoder cosines: out of memory");
+        if (getenv("LSAE_EVAL_STATS"))
+            fprintf(stderr, "decoder cosines: %zu latents, %llu pairs kept in the pass, %llu computed exactly (%.2f per latent)\n", L,
+                    (unsigned long long)st.stored, (unsigned long long)st.exact, (double)st.exact / (double)L);
+    }
     free(W);
     if (L > 1) {
         double s = 0;
