@@ -149,6 +149,60 @@ static void dc_kernel_vnni(size_t mr, const uint8_t *A, size_t lda, const int8_t
 #define DC_MR LSAE__MR
 #endif
 
+#if defined(DC_VNNI)
+/* Quantise the rows U [n, d] as at the top: Au[i][j] = q_ij + 128 (unsigned,
+   rows of d4 >= d bytes, padded with 128), Q the same as signed q (padded
+   with 0), off[i] = 128 sum_j q_ij, scale[i] = s_i, qn[i] >= |s_i q_i|,
+   rn[i] >= |r_i| (rounded up a little so the float values stay above the
+   double ones). */
+static void dc_quantise(const float *U, size_t n, size_t d, size_t d4, uint8_t *Au, int8_t *Q, int32_t *off, float *scale, float *qn, float *rn)
+{
+    size_t l, j;
+    for (l = 0; l < n; ++l) {
+        const float *u = U + l * d;
+        float mx = 0.0f, sc;
+        double qq = 0, rr = 0;
+        int32_t sum = 0;
+        for (j = 0; j < d; ++j) mx = fabsf(u[j]) > mx ? fabsf(u[j]) : mx;
+        sc = mx / 127.0f;
+        for (j = 0; j < d4; ++j) {
+            int q = 0;
+            if (j < d && sc > 0) {
+                double v = (double)u[j] / (double)sc, res;
+                q = (int)floor(v + 0.5);
+                q = q > 127 ? 127 : q < -127 ? -127 : q;
+                res = (double)u[j] - (double)sc * (double)q; /* exact */
+                qq += (double)q * (double)q;
+                rr += res * res;
+            } else if (j < d) {
+                rr += (double)u[j] * (double)u[j]; /* a zero row: u = r */
+            }
+            if (Q) Q[l * d4 + j] = (int8_t)q;
+            Au[l * d4 + j] = (uint8_t)(q + 128);
+            sum += q;
+        }
+        off[l] = 128 * sum;
+        scale[l] = sc;
+        qn[l] = (float)((double)sc * sqrt(qq) * (1.0 + 1e-6));
+        rn[l] = (float)(sqrt(rr) * (1.0 + 1e-6));
+    }
+}
+
+/* One tile for dc_kernel_vnni: P[p4][j][i] = Q[c0 + j][4 p4 + i], zero for
+   c0 + j >= n. */
+static void dc_pack_i8(int8_t *P, const int8_t *Q, size_t n, size_t d4, size_t c0)
+{
+    size_t j, p4;
+    for (j = 0; j < LSAE__NT; ++j) {
+        const int8_t *q = c0 + j < n ? Q + (c0 + j) * d4 : NULL;
+        for (p4 = 0; p4 < d4 / 4; ++p4) {
+            if (q) memcpy(P + p4 * 256 + j * 4, q + 4 * p4, 4);
+            else memset(P + p4 * 256 + j * 4, 0, 4);
+        }
+    }
+}
+#endif
+
 /* Per latent: the bound's terms, e(a, b) = X[a] Y[b] + Z[a] W[b] + k0. */
 typedef struct dc_terms {
     float *X, *Y, *Z, *W, k0;
@@ -289,36 +343,9 @@ static int dc_max_cos(const float *U, size_t L, size_t d, float *maxcos, int nth
     scale = (float *)calloc(ntiles * LSAE__NT, sizeof(float));
     if (!Au || !Q || !off || !scale) goto done;
     for (l = 0; l < ntiles * LSAE__NT; ++l) off[l] = 0;
-    for (l = 0; l < L; ++l) { /* the quantisation and its residual (see the top) */
-        const float *u = U + l * d;
-        float mx = 0.0f, sc;
-        double qq = 0, rr = 0;
-        int32_t sum = 0;
-        size_t j;
-        for (j = 0; j < d; ++j) mx = fabsf(u[j]) > mx ? fabsf(u[j]) : mx;
-        sc = mx / 127.0f;
-        for (j = 0; j < d4; ++j) {
-            int q = 0;
-            if (j < d && sc > 0) {
-                double v = (double)u[j] / (double)sc, res;
-                q = (int)floor(v + 0.5);
-                q = q > 127 ? 127 : q < -127 ? -127 : q;
-                res = (double)u[j] - (double)sc * (double)q;
-                qq += (double)q * (double)q;
-                rr += res * res;
-            } else if (j < d) {
-                rr += (double)u[j] * (double)u[j]; /* a zero row: u = r */
-            }
-            Q[l * d4 + j] = (int8_t)q;
-            Au[l * d4 + j] = (uint8_t)(q + 128);
-            sum += q;
-        }
-        off[l] = 128 * sum;
-        scale[l] = sc;
-        /* Q = |s q| and R = |r|, rounded up a little so the float terms
-           stay above the double ones */
-        t.X[l] = (float)((double)sc * sqrt(qq) * (1.0 + 1e-6));
-        t.Y[l] = t.Z[l] = (float)(sqrt(rr) * (1.0 + 1e-6));
+    dc_quantise(U, L, d, d4, Au, Q, off, scale, t.X, t.Y);
+    for (l = 0; l < L; ++l) {
+        t.Z[l] = t.Y[l];
         t.W[l] = (t.X[l] + t.Y[l]) * (1.0f + 1e-6f);
     }
     /* e = X_a Y_b + Z_a W_b + k0 = Q_a R_b + R_a (Q_b + R_b) + slack */
@@ -339,18 +366,7 @@ static int dc_max_cos(const float *U, size_t L, size_t d, float *maxcos, int nth
 #if defined(DC_VNNI)
         int8_t *P = (int8_t *)pack + (size_t)me * G * tile_elems;
         int32_t Ci[DC_MR * LSAE__NT];
-        for (tt = t0; tt < t1; ++tt) { /* P[p4][j][i] = q_{c0 + j}[4 p4 + i] */
-            int8_t *Pt = P + (tt - t0) * tile_elems;
-            const size_t c0 = tt * LSAE__NT;
-            size_t j, p4;
-            for (j = 0; j < LSAE__NT; ++j) {
-                const int8_t *q = c0 + j < L ? Q + (c0 + j) * d4 : NULL;
-                for (p4 = 0; p4 < d4 / 4; ++p4) {
-                    if (q) memcpy(Pt + p4 * 256 + j * 4, q + 4 * p4, 4);
-                    else memset(Pt + p4 * 256 + j * 4, 0, 4);
-                }
-            }
-        }
+        for (tt = t0; tt < t1; ++tt) dc_pack_i8(P + (tt - t0) * tile_elems, Q, L, d4, tt * LSAE__NT);
 #else
         float *P = (float *)pack + (size_t)me * G * d * LSAE__NT;
         for (tt = t0; tt < t1; ++tt)
