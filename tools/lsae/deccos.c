@@ -163,13 +163,17 @@ static void dc_quantise(const float *U, size_t n, size_t d, size_t d4, uint8_t *
         float mx = 0.0f, sc;
         double qq = 0, rr = 0;
         int32_t sum = 0;
+        double inv;
         for (j = 0; j < d; ++j) mx = fabsf(u[j]) > mx ? fabsf(u[j]) : mx;
         sc = mx / 127.0f;
+        inv = sc > 0 ? 1.0 / (double)sc : 0.0;
         for (j = 0; j < d4; ++j) {
             int q = 0;
             if (j < d && sc > 0) {
-                double v = (double)u[j] / (double)sc, res;
-                q = (int)floor(v + 0.5);
+                /* any integer q would do (the residual is exact whatever
+                   q is); the nearest makes the bound tightest */
+                double v = (double)u[j] * inv, res;
+                q = (int)(v < 0 ? v - 0.5 : v + 0.5);
                 q = q > 127 ? 127 : q < -127 ? -127 : q;
                 res = (double)u[j] - (double)sc * (double)q; /* exact */
                 qq += (double)q * (double)q;

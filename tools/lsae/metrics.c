@@ -140,20 +140,30 @@ static void nn_side_free(nn_side *S)
 }
 
 /* S holds the n vectors v, as unit vectors (and their quantisation) */
-static void nn_side_set(nn_side *S, const float *v, size_t n, int query)
+static void nn_side_set(nn_side *S, const float *v, size_t n, int query, int nthreads)
 {
-    const size_t d = S->d, tiles = (n + LSAE__NT - 1) / LSAE__NT;
+    const size_t d = S->d, tiles = (n + LSAE__NT - 1) / LSAE__NT, nb = (n + 63) / 64;
     size_t i, t;
+    ptrdiff_t bi;
     S->n = n;
-    unit_rows(S->unit, v, n, d);
+    (void)nthreads;
+    /* each vector on its own: blocks of 64 over the threads */
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (bi = 0; bi < (ptrdiff_t)nb; ++bi) {
+        const size_t i0 = (size_t)bi * 64, cnt = n - i0 < 64 ? n - i0 : 64;
+        unit_rows(S->unit + i0 * d, v + i0 * d, cnt, d);
 #if defined(DC_VNNI)
-    {
-        float *qn = query ? S->Z : S->X, *rn = query ? S->X : S->Z;
-        dc_quantise(S->unit, n, d, S->d4, S->Au, S->Q, S->off, S->scale, qn, rn);
-        if (query) {
-            for (i = 0; i < n; ++i) S->Z[i] = (S->Z[i] + S->X[i]) * (1.0f + 1e-6f); /* Q + R */
-            for (t = 0; t < tiles; ++t) dc_pack_i8(S->P + t * S->d4 * LSAE__NT, S->Q, n, S->d4, t * LSAE__NT);
+        {
+            float *qn = query ? S->Z : S->X, *rn = query ? S->X : S->Z;
+            dc_quantise(S->unit + i0 * d, cnt, d, S->d4, S->Au + i0 * S->d4, S->Q ? S->Q + i0 * S->d4 : NULL, S->off + i0, S->scale + i0,
+                        qn + i0, rn + i0);
         }
+#endif
+    }
+#if defined(DC_VNNI)
+    if (query) {
+        for (i = 0; i < n; ++i) S->Z[i] = (S->Z[i] + S->X[i]) * (1.0f + 1e-6f); /* Q + R */
+        for (t = 0; t < tiles; ++t) dc_pack_i8(S->P + t * S->d4 * LSAE__NT, S->Q, n, S->d4, t * LSAE__NT);
     }
 #else
     (void)i;
@@ -247,13 +257,20 @@ static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs,
                             any |= m != 0;
                         }
                     }
+#elif defined(LSAE__AVX2)
+                    { /* the fp32 product: e = k0 for every pair */
+                        const __m256 vk = _mm256_set1_ps(k0);
+                        int v, i;
+                        for (v = 0; v < 8; ++v) {
+                            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(_mm256_loadu_ps(Cf + r * LSAE__NT + 8 * v), vk),
+                                                                           _mm256_loadu_ps(th + 8 * v), _CMP_GT_OQ));
+                            for (i = 0; i < 8; ++i) cand[8 * v + i] = (unsigned char)((m >> i) & 1);
+                            any |= m != 0;
+                        }
+                    }
 #else
-#if defined(DC_VNNI)
-#error "DC_VNNI needs LSAE__AVX512"
-#endif
-                    for (j = 0; j < LSAE__NT; ++j) {
-                        const float e = R->X[a] * Qs->X[q0 + j] + R->Z[a] * Qs->Z[q0 + j] + k0;
-                        cand[j] = (unsigned char)(Cf[r * LSAE__NT + j] + e > th[j]);
+                    for (j = 0; j < LSAE__NT; ++j) { /* the fp32 product: e = k0 for every pair */
+                        cand[j] = (unsigned char)(Cf[r * LSAE__NT + j] + k0 > th[j]);
                         any |= cand[j];
                     }
 #endif
@@ -320,6 +337,8 @@ static double percentile(const float *v, size_t n, double q)
 
 /* ======================================================== the pass */
 
+#define EVAL_BLK 64 /* rows per block of the reconstruction sums */
+
 /* Density bin of a latent that fired: floor(log10(fires / rows)) + 10,
    clamped to [0, 9], found by exact comparisons (fires 10^j >= rows), not
    by log10, so a rate of exactly 10^-j is in the bin that starts there. */
@@ -357,7 +376,7 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     const size_t kmax = model_varying_k(m) ? L : k;
     const int nthreads = lsae__num_threads(o->threads);
     uint64_t total = lsae_dataset_rows(ds), first, n_pos = 0, never = 0, alive = 0, over1 = 0, over10 = 0;
-    double *shift, *sx, *sxx, *se, sum_cos = 0, sum_ratio = 0, sum_xh2 = 0, sum_dot = 0, tv = 0, sse = 0, perdim = 0, N;
+    double *shift, *sx, *sxx, *se, *part, sum_cos = 0, sum_ratio = 0, sum_xh2 = 0, sum_dot = 0, tv = 0, sse = 0, perdim = 0, N;
     float *x, *xhat, *W = NULL;
     codes cd;
     uint64_t *rowid, active = 0;
@@ -379,6 +398,8 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     sx = (double *)xcalloc(d, sizeof(double));
     sxx = (double *)xcalloc(d, sizeof(double));
     se = (double *)xcalloc(d, sizeof(double));
+    if (d > (SIZE_MAX / sizeof(double) - 5) / 3 / (chunk / EVAL_BLK + 1)) return eval_error(err, errcap, "d_in too large");
+    part = (double *)xcalloc((chunk / EVAL_BLK + 1) * (3 * d + 5), sizeof(double));
     x = (float *)xcalloc(chunk * d, sizeof(float));
     xhat = (float *)xcalloc(chunk * d, sizeof(float));
     codes_init(&cd, m, chunk);
@@ -414,9 +435,9 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
             return eval_error(err, errcap, "%s", lsae_last_error());
         }
         nn_side_init(&Sq, nq, d, 1);
-        nn_side_set(&Sq, q, nq, 1);
+        nn_side_set(&Sq, q, nq, 1, nthreads);
         nn_side_init(&Sh, nq, d, 1);
-        nn_side_set(&Sh, qh, nq, 1);
+        nn_side_set(&Sh, qh, nq, 1, nthreads);
         nn_side_init(&Sr, chunk, d, 0);
         nn_x = (eval_nn *)xcalloc(nq + 1, sizeof(eval_nn));
         nn_h = (eval_nn *)xcalloc(nq + 1, sizeof(eval_nn));
@@ -438,26 +459,55 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
         if ((r = codes_decode(&cd, m, kept, xhat)) != LSAE_OK) break;
         if (out->rows == 0)
             for (j = 0; j < d; ++j) shift[j] = x[j];
-        for (i = 0; i < kept; ++i) {
-            const float *xi = x + i * d, *hi = xhat + i * d;
-            double xx = 0, hh = 0, xh = 0;
-            size_t nact = 0;
-            /* per dimension, x shifted by the first row so the variance
-               does not cancel away (docs/eval.md, section 1) */
-            for (j = 0; j < d; ++j) {
-                const double v = (double)xi[j] - shift[j], e = (double)xi[j] - (double)hi[j];
-                sx[j] += v;
-                sxx[j] += v * v;
-                se[j] += e * e;
-                xx += (double)xi[j] * (double)xi[j];
-                hh += (double)hi[j] * (double)hi[j];
-                xh += (double)xi[j] * (double)hi[j];
+        {
+            /* the sums by blocks of EVAL_BLK rows over the threads, then
+               added block by block in order: the same bits for any number
+               of threads */
+            const size_t nb = (kept + EVAL_BLK - 1) / EVAL_BLK;
+            ptrdiff_t bi;
+            LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+            for (bi = 0; bi < (ptrdiff_t)nb; ++bi) {
+                double *px = part + (size_t)bi * (3 * d + 5), *pxx = px + d, *pe = pxx + d, *pr = pe + d;
+                const size_t i0 = (size_t)bi * EVAL_BLK, i1 = i0 + EVAL_BLK < kept ? i0 + EVAL_BLK : kept;
+                size_t ii, jj;
+                memset(px, 0, (3 * d + 5) * sizeof(double));
+                for (ii = i0; ii < i1; ++ii) {
+                    const float *xi = x + ii * d, *hi = xhat + ii * d;
+                    double xx = 0, hh = 0, xh = 0;
+                    /* per dimension, x shifted by the first row so the variance
+                       does not cancel away (docs/eval.md, section 1) */
+                    for (jj = 0; jj < d; ++jj) {
+                        const double v = (double)xi[jj] - shift[jj], e = (double)xi[jj] - (double)hi[jj];
+                        px[jj] += v;
+                        pxx[jj] += v * v;
+                        pe[jj] += e * e;
+                        xx += (double)xi[jj] * (double)xi[jj];
+                        hh += (double)hi[jj] * (double)hi[jj];
+                        xh += (double)xi[jj] * (double)hi[jj];
+                    }
+                    /* per row (section 2) */
+                    if (xx > 0 && hh > 0) pr[0] += xh / sqrt(xx * hh);
+                    if (xx > 0) { pr[1] += sqrt(hh / xx); pr[2] += 1; }
+                    pr[3] += hh;
+                    pr[4] += xh;
+                }
             }
-            /* per row (section 2) */
-            if (xx > 0 && hh > 0) sum_cos += xh / sqrt(xx * hh);
-            if (xx > 0) { sum_ratio += sqrt(hh / xx); n_pos++; }
-            sum_xh2 += hh;
-            sum_dot += xh;
+            for (i = 0; i < nb; ++i) {
+                const double *px = part + i * (3 * d + 5), *pxx = px + d, *pe = pxx + d, *pr = pe + d;
+                for (j = 0; j < d; ++j) {
+                    sx[j] += px[j];
+                    sxx[j] += pxx[j];
+                    se[j] += pe[j];
+                }
+                sum_cos += pr[0];
+                sum_ratio += pr[1];
+                n_pos += (uint64_t)pr[2];
+                sum_xh2 += pr[3];
+                sum_dot += pr[4];
+            }
+        }
+        for (i = 0; i < kept; ++i) {
+            size_t nact = 0;
             /* latents (section 3): active = in the top-k with activation > 0 */
             for (s = 0; s < cd.count[i]; ++s)
                 if (cd.acts[i * cd.cap + s] > 0.0f) {
@@ -468,16 +518,16 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
             active += nact;
         }
         if (nq) {
-            nn_side_set(&Sr, x, kept, 0);
+            nn_side_set(&Sr, x, kept, 0, nthreads);
             nn_chunk(&Sr, rowid, &Sq, out->query_rows, nn_x, nthreads);
-            nn_side_set(&Sr, xhat, kept, 0);
+            nn_side_set(&Sr, xhat, kept, 0, nthreads);
             nn_chunk(&Sr, rowid, &Sh, out->query_rows, nn_h, nthreads);
         }
         out->rows += kept;
         progress_scan("evaluating", first + n, total, t0);
     }
     live_clear();
-    free(x); free(xhat); codes_free(&cd); free(rowid);
+    free(x); free(xhat); codes_free(&cd); free(rowid); free(part);
     nn_side_free(&Sq); nn_side_free(&Sh); nn_side_free(&Sr);
     if (first < total) { /* a library call failed */
         free(shift); free(sx); free(sxx); free(se); free(nn_x); free(nn_h);
