@@ -131,6 +131,52 @@ int main(void)
     check_case("outlier coordinates", U, L, d);
     free(U);
 
+    /* residuals aligned to defeat the int8 bound: a on the int8 grid
+       (r_a = 0), b = s (p_b + 0.49 sign(a)) so that q_b = p_b and r_b =
+       0.49 s sign(a) points along a, and V(a, b) exceeds its approximation
+       by 0.49 s_a s_b sum |p_a|, close to the Cauchy-Schwarz bound
+       |s_a q_a| |r_b|. c is on the grid with V(a, c) between: above
+       b's approximation by 0.35 s_a s_b sum |p_a|, so a bound at half
+       the true one would rule b out and give V(a, c) as a's maximum (the
+       other rows are far below; rows of norm about 1 keep the 1e-6 slack
+       out of it).
+       Powers of two for the scales keep every value exact. */
+    L = 3 + 61;
+    d = 64;
+    U = (float *)malloc(L * d * sizeof(float));
+    {
+        const double sa = 1.0 / 1024, sb = 1.0 / 512;
+        int pa[64], pb[64], sum = 0, acc = 0;
+        for (j = 0; j < d; ++j) {
+            pa[j] = (int)(60 + tu_next() % 61) * (tu_next() & 1 ? 1 : -1);
+            pb[j] = pa[j] / 2 + (int)(tu_next() % 41) - 20; /* |pb| <= 80: well correlated with a */
+        }
+        pa[0] = pb[0] = 127; /* the largest: s = 127 s / 127 exactly */
+        for (j = 1; j < d; ++j) sum += abs(pa[j]);
+        for (j = 0; j < d; ++j) {
+            int dc = 0;
+            if (j > 0 && acc + abs(pa[j]) <= (int)(0.35 * (sum + 127))) { dc = pa[j] > 0 ? 1 : -1; acc += abs(pa[j]); }
+            U[0 * d + j] = (float)(sa * pa[j]);
+            U[1 * d + j] = (float)(sb * (pb[j] + (j ? (pa[j] > 0 ? 0.49 : -0.49) : 0.0)));
+            U[2 * d + j] = (float)(sb * (pb[j] + dc));
+        }
+        for (l = 3; l < L; ++l)
+            for (j = 0; j < d; ++j) U[l * d + j] = (float)(0.01 * tu_normal()); /* far below */
+        {
+            float mc[3];
+            double vb = 0, vc = 0;
+            for (j = 0; j < d; ++j) {
+                vb += (double)U[j] * U[d + j];
+                vc += (double)U[j] * U[2 * d + j];
+            }
+            CHECKF(vb > vc, "the construction: V(a, b) %.9g > V(a, c) %.9g", vb, vc);
+            brute(U, 3, d, mc);
+            CHECKF(mc[0] == (float)vb, "the construction: b is a's partner");
+        }
+        check_case("residuals aligned with the partner", U, L, d);
+    }
+    free(U);
+
     /* zero rows (cosine 0 with every row) among rows all at negative or
        zero cosine to each other: the maximum of some rows is the 0 of a
        zero row, of a zero row the 0 of anything */

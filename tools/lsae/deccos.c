@@ -46,7 +46,7 @@
    Part of lsae's one translation unit (included by main.c), and included
    alone by tests/test_deccos.c: it needs only latentsae.h's internals. */
 
-#if defined(LSAE__AVX512) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(LSAE__AVX512) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define DC_VNNI 1
 #endif
 #define DC_SLACK 1e-6f
@@ -78,7 +78,7 @@ static double dc_exact_dot(const float *x, const float *y, size_t d)
     size_t j, i;
     for (j = 0; j + 8 <= d; j += 8)
         for (i = 0; i < 8; ++i) s[i] += (double)x[j + i] * (double)y[j + i];
-    for (i = 0; j < d; ++j, ++i) s[i] += (double)x[j] * (double)y[j];
+    for (i = 0; i < 8 && j < d; ++i, ++j) s[i] += (double)x[j] * (double)y[j]; /* the last d mod 8 */
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
@@ -153,41 +153,74 @@ static void dc_kernel_vnni(size_t mr, const uint8_t *A, size_t lda, const int8_t
 /* Quantise the rows U [n, d] as at the top: Au[i][j] = q_ij + 128 (unsigned,
    rows of d4 >= d bytes, padded with 128), Q the same as signed q (padded
    with 0), off[i] = 128 sum_j q_ij, scale[i] = s_i, qn[i] >= |s_i q_i|,
-   rn[i] >= |r_i| (rounded up a little so the float values stay above the
-   double ones). */
+   rn[i] >= |r_i| (rounded up by 1e-6 relative, more than the roundings of
+   the residual, 2^-24 relative, and of the sums). d4 is a multiple of 4;
+   the rows of Au and Q are written up to d4 only. */
 static void dc_quantise(const float *U, size_t n, size_t d, size_t d4, uint8_t *Au, int8_t *Q, int32_t *off, float *scale, float *qn, float *rn)
 {
     size_t l, j;
     for (l = 0; l < n; ++l) {
         const float *u = U + l * d;
-        float mx = 0.0f, sc;
-        double qq = 0, rr = 0;
-        int32_t sum = 0;
-        double inv;
-        for (j = 0; j < d; ++j) mx = fabsf(u[j]) > mx ? fabsf(u[j]) : mx;
-        sc = mx / 127.0f;
-        inv = sc > 0 ? 1.0 / (double)sc : 0.0;
-        for (j = 0; j < d4; ++j) {
-            int q = 0;
-            if (j < d && sc > 0) {
-                /* any integer q would do (the residual is exact whatever
-                   q is); the nearest makes the bound tightest */
-                double v = (double)u[j] * inv, res;
-                q = (int)(v < 0 ? v - 0.5 : v + 0.5);
-                q = q > 127 ? 127 : q < -127 ? -127 : q;
-                res = (double)u[j] - (double)sc * (double)q; /* exact */
-                qq += (double)q * (double)q;
-                rr += res * res;
-            } else if (j < d) {
-                rr += (double)u[j] * (double)u[j]; /* a zero row: u = r */
-            }
-            if (Q) Q[l * d4 + j] = (int8_t)q;
-            Au[l * d4 + j] = (uint8_t)(q + 128);
-            sum += q;
+        __m512 vmx = _mm512_setzero_ps();
+        __m512d rr0 = _mm512_setzero_pd(), rr1 = rr0;
+        __m512i qq = _mm512_setzero_si512(), sum = qq;
+        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        float mx = 0.0f, sc, inv, m16[16];
+        int32_t i16[16];
+        double rr;
+        int64_t qqs = 0, sums = 0;
+        int i;
+        for (j = 0; j < d; j += 16) {
+            const __mmask16 k = d - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - j)) - 1);
+            vmx = _mm512_mask_max_ps(vmx, (__mmask16)0xFFFF, vmx, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, u + j)));
         }
-        off[l] = 128 * sum;
+        _mm512_storeu_ps(m16, vmx);
+        for (i = 0; i < 16; ++i) mx = m16[i] > mx ? m16[i] : mx;
+        sc = mx / 127.0f;
+        inv = sc > 0 ? 1.0f / sc : 0.0f;
+        for (j = 0; j < d4; j += 16) {
+            /* lanes past d (and past d4: the stores are masked to d4) are 0 */
+            const __mmask16 k = d > j ? (d - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - j)) - 1)) : (__mmask16)0;
+            const __mmask16 k4 = d4 - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d4 - j)) - 1);
+            const __m512 x = _mm512_maskz_loadu_ps(k, u + j);
+            /* q: any integer would do (the residual below is taken with
+               the q chosen); the nearest keeps the bound tight */
+            __m512i q = _mm512_mask_cvtps_epi32(_mm512_setzero_si512(), (__mmask16)0xFFFF, _mm512_mul_ps(x, _mm512_set1_ps(inv)));
+            __m512 res;
+            __m128i q8;
+            /* (the masked forms here and below: GCC 12's C++ front end
+               warns that the unmasked ones' undefined source may be used
+               uninitialized) */
+            q = _mm512_mask_min_epi32(q, (__mmask16)0xFFFF, _mm512_mask_max_epi32(q, (__mmask16)0xFFFF, q, lo), hi);
+            /* r = u - s q with one rounding (relative 2^-24, inside the
+               1 + 1e-6 that rn is rounded up by), summed in double */
+            res = _mm512_fnmadd_ps(_mm512_set1_ps(sc), _mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), (__mmask16)0xFFFF, q), x);
+            const __m256 l8 = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(res), 0));
+            const __m512d r0 = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, l8);
+            rr0 = _mm512_fmadd_pd(r0, r0, rr0);
+            {
+                const __m256 h = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(res), 1));
+                const __m512d r1 = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, h);
+                rr1 = _mm512_fmadd_pd(r1, r1, rr1);
+            }
+            qq = _mm512_add_epi32(qq, _mm512_mullo_epi32(q, q));
+            sum = _mm512_add_epi32(sum, q);
+            q8 = _mm512_mask_cvtepi32_epi8(_mm_setzero_si128(), (__mmask16)0xFFFF, q);
+            if (Q) _mm_mask_storeu_epi8(Q + l * d4 + j, k4, q8);
+            _mm_mask_storeu_epi8(Au + l * d4 + j, k4, _mm_xor_si128(q8, _mm_set1_epi8((char)0x80))); /* q + 128 */
+        }
+        {
+            double r8[8];
+            _mm512_storeu_pd(r8, _mm512_add_pd(rr0, rr1));
+            rr = ((r8[0] + r8[1]) + (r8[2] + r8[3])) + ((r8[4] + r8[5]) + (r8[6] + r8[7]));
+        }
+        _mm512_storeu_si512((void *)i16, qq);
+        for (i = 0; i < 16; ++i) qqs += i16[i];
+        _mm512_storeu_si512((void *)i16, sum);
+        for (i = 0; i < 16; ++i) sums += i16[i];
+        off[l] = (int32_t)(128 * sums);
         scale[l] = sc;
-        qn[l] = (float)((double)sc * sqrt(qq) * (1.0 + 1e-6));
+        qn[l] = (float)((double)sc * sqrt((double)qqs) * (1.0 + 1e-6));
         rn[l] = (float)(sqrt(rr) * (1.0 + 1e-6));
     }
 }
