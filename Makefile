@@ -537,7 +537,7 @@ WASM_LDFLAGS = -Wl,-z,stack-size=8388608
 # --single-threaded-gc: node 20's concurrent collector crashes the process at
 # exit once a WASI program has grown its memory past about 100 MB
 WASI_RUN = node --single-threaded-gc --experimental-wasi-unstable-preview1 --no-warnings tests/wasi_run.mjs
-WASM_TESTS = test_core test_gradcheck test_badinput test_files
+WASM_TESTS = test_core test_gradcheck test_badinput test_files test_deccos
 HAVE_WASM := $(shell echo 'int main(void){return 0;}' | $(WASM_CC) --target=wasm32-wasi -x c - -o /dev/null 2>/dev/null && command -v node > /dev/null && echo 1)
 WEB = examples/web
 WEB_DIR = $(BUILD)/web
