@@ -25,9 +25,10 @@
    The approximation, chosen at compile time:
 
    - AVX-512 VNNI (DC_VNNI): each unit row u is quantised to int8 with its
-     own scale, u = s q + r with s = max |u_j| / 127, q_j = round(u_j / s)
-     in [-127, 127], r the residual (exact in double: s q_j has at most 31
-     significant bits). Then
+     own scale, u = s q + r with s = max |u_j| / 127, q_j the nearest
+     integer to u_j / s in [-127, 127] (any integer would keep what follows
+     true), r = u - s q the residual, taken with one rounding (2^-24
+     relative, inside the 1 + 1e-6 that R is rounded up by). Then
          V(a, b) = s_a s_b (q_a . q_b) + (s_a q_a) . r_b + r_a . (s_b q_b) + r_a . r_b
      and by Cauchy-Schwarz, with Q = |s q| and R = |r| per row,
          |V - s_a s_b (q_a . q_b)| <= Q_a R_b + R_a Q_b + R_a R_b.
