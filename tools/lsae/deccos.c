@@ -307,6 +307,47 @@ static void dc_block(const float *C, size_t r0, size_t mr, size_t c0, size_t nc,
         return;
     }
 #undef DC_MAX
+#elif defined(LSAE__AVX2)
+    if (nc == LSAE__NT && r0 + mr <= c0) { /* wholly above the diagonal: 8 columns at a time; the fp32 product, e = k0 */
+        const __m256 k0 = _mm256_set1_ps(t->k0);
+        for (r = 0; r < mr; ++r) {
+            const size_t a = r0 + r;
+            __m256 lo[8], hi[8], rl;
+            float lba, h[8];
+            int v, i;
+            for (v = 0; v < 8; ++v) {
+                const size_t b = c0 + 8 * (size_t)v;
+                const __m256 A = _mm256_loadu_ps(C + r * LSAE__NT + 8 * v);
+                __m256 cl;
+                int m;
+                lo[v] = _mm256_sub_ps(A, k0);
+                hi[v] = _mm256_add_ps(A, k0);
+                cl = _mm256_max_ps(_mm256_loadu_ps(lb + b), lo[v]);
+                _mm256_storeu_ps(lb + b, cl);
+                m = _mm256_movemask_ps(_mm256_cmp_ps(hi[v], cl, _CMP_GE_OQ));
+                if (m) {
+                    _mm256_storeu_ps(h, hi[v]);
+                    for (i = 0; i < 8; ++i)
+                        if ((m >> i) & 1) dc_push(B, lb, (uint32_t)(b + (size_t)i), (uint32_t)a, h[i]);
+                }
+            }
+            rl = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(lo[0], lo[1]), _mm256_max_ps(lo[2], lo[3])),
+                               _mm256_max_ps(_mm256_max_ps(lo[4], lo[5]), _mm256_max_ps(lo[6], lo[7])));
+            _mm256_storeu_ps(h, rl);
+            for (i = 0; i < 8; ++i)
+                if (h[i] > lb[a]) lb[a] = h[i];
+            lba = lb[a];
+            for (v = 0; v < 8; ++v) {
+                const int m = _mm256_movemask_ps(_mm256_cmp_ps(hi[v], _mm256_set1_ps(lba), _CMP_GE_OQ));
+                if (m) {
+                    _mm256_storeu_ps(h, hi[v]);
+                    for (i = 0; i < 8; ++i)
+                        if ((m >> i) & 1) dc_push(B, lb, (uint32_t)a, (uint32_t)(c0 + 8 * (size_t)v + (size_t)i), h[i]);
+                }
+            }
+        }
+        return;
+    }
 #endif
     for (r = 0; r < mr; ++r) {
         const size_t a = r0 + r;
