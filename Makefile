@@ -30,10 +30,10 @@ HDR = latentsae.h
 # the command-line tool: one translation unit, main.c #includes the rest (see its top comment)
 LSAE_MAIN = tools/lsae/main.c
 LSAE_SRC = $(wildcard tools/lsae/*.c tools/lsae/*.h)
-TESTS = test_core test_gradcheck test_planted test_files test_badinput test_batchtopk test_prepass test_comm
+TESTS = test_core test_gradcheck test_planted test_files test_badinput test_batchtopk test_prepass test_comm test_deccos
 SYSPY ?= /usr/bin/python3
 VENV = $(BUILD)/venv
-TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h
+TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h tools/lsae/deccos.c
 
 # make test: every check below, in this order (each target's section says
 # what it checks; every one can also be run alone)
@@ -612,7 +612,7 @@ WASM_LDFLAGS = -Wl,-z,stack-size=8388608
 # --single-threaded-gc: node 20's concurrent collector crashes the process at
 # exit once a WASI program has grown its memory past about 100 MB
 WASI_RUN = node --single-threaded-gc --experimental-wasi-unstable-preview1 --no-warnings tests/wasi_run.mjs
-WASM_TESTS = test_core test_gradcheck test_badinput test_files
+WASM_TESTS = test_core test_gradcheck test_badinput test_files test_deccos
 HAVE_WASM := $(shell echo 'int main(void){return 0;}' | $(WASM_CC) --target=wasm32-wasi -x c - -o /dev/null 2>/dev/null && command -v node > /dev/null && echo 1)
 WEB = examples/web
 WEB_DIR = $(BUILD)/web

@@ -4,6 +4,7 @@ item 6: eval may take no longer than encoding plus 20%).
 
     python3 bench/eval_speed.py [--rows 100000] [--d 768] [--latents 24576] [--k 32]
                                 [--queries 1000] [--rounds 3] [--threads 0] [--build build]
+                                [--before OTHER_BUILD]
 
 Writes synthetic embeddings (unit rows, each a few of 4,096 random directions
 plus noise: so the latents have something to find) to build/benchmarks/,
@@ -14,10 +15,15 @@ row written as .npy) and `lsae eval MODEL DATA --json` (every metric: encode,
 decode, the reconstruction sums, the decoder's L x L cosines, the exact
 neighbour search for --queries rows). Prints each round and the median of
 the per-round ratio eval / encode, which is what the issue bounds (1.2), and
-the machine it ran on. Needs numpy; build/lsae first (make)."""
+the machine it ran on. --before DIR also times DIR/lsae eval (another build,
+e.g. of an earlier commit) in every round, for a before/after in the same
+run. LSAE_EVAL_STATS=1 in the environment makes eval print its candidate
+counts (decoder cosines) on stderr; they are shown. Needs numpy; build/lsae
+first (make)."""
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -50,12 +56,23 @@ def synthetic(path, rows, d, seed=1):
     os.replace(path + ".tmp.npy", path)
 
 
+CPU = {}
+
+
 def timed(cmd):
+    """wall seconds and stdout; CPU[cmd[1]] gets the child's CPU seconds (user + system), a
+    steadier measure than wall time when other work shares the machine"""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[cmd[1]] = (ru2.ru_utime - ru.ru_utime) + (ru2.ru_stime - ru.ru_stime)
     if r.returncode != 0:
         sys.stderr.write(f"failed: {' '.join(cmd)}\n{r.stderr}")
         sys.exit(1)
+    for line in r.stderr.splitlines():
+        if line.startswith("decoder cosines:"):
+            print("  " + line, flush=True)
     return time.perf_counter() - t, r.stdout
 
 
@@ -69,6 +86,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--before", default=None, help="another build directory whose lsae eval is timed too")
     a = ap.parse_args()
     lsae = os.path.join(os.path.abspath(a.build), "lsae")
     if not os.path.exists(lsae):
@@ -86,18 +104,42 @@ def main():
     threads = ["--threads", str(a.threads)]
     print(f"machine: {machine()}; lsae eval vs lsae encode, {a.rows} rows x d {a.d}, "
           f"{a.latents} latents, k {a.k}, {a.queries} queries, threads {a.threads or 'all'}")
-    print("| round | encode s | eval s | eval / encode |")
-    print("|---|---|---|---|")
-    enc, ev, ratio = [], [], []
+    before = os.path.join(os.path.abspath(a.before), "lsae") if a.before else None
+    if before and not os.path.exists(before):
+        sys.exit(f"{before}: not built")
+    if before:
+        print(f"before: {before}")
+        print("| round | encode s | eval s | eval / encode | before: eval s | before: eval / encode |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print("| round | encode s | eval s | eval / encode |")
+        print("|---|---|---|---|")
+    enc, ev, ratio, evb, ratiob, cpu_ratio, cpu_ratiob = [], [], [], [], [], [], []
     for r in range(a.rounds):
         te, _ = timed([lsae, "encode", model, data, "-o", enc_out] + threads)
+        ce = CPU["encode"]
         tv, out = timed([lsae, "eval", model, data, "--json", "--queries", str(a.queries)] + threads)
+        cpu_ratio.append(CPU["eval"] / ce)
         enc.append(te)
         ev.append(tv)
         ratio.append(tv / te)
-        print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} |", flush=True)
+        if before:
+            tb, _ = timed([before, "eval", model, data, "--json", "--queries", str(a.queries)] + threads)
+            cpu_ratiob.append(CPU["eval"] / ce)
+            evb.append(tb)
+            ratiob.append(tb / te)
+            print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} | {tb:.2f} | {tb / te:.3f} |", flush=True)
+        else:
+            print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} |", flush=True)
     shutil.rmtree(enc_out, ignore_errors=True)
-    print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} |")
+    if before:
+        print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} "
+              f"| {statistics.median(evb):.2f} | {statistics.median(ratiob):.3f} |")
+    else:
+        print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} |")
+    print(f"CPU seconds (user + system) eval / encode, median: {statistics.median(cpu_ratio):.3f}"
+          + (f"; before: {statistics.median(cpu_ratiob):.3f}" if before else "")
+          + f" (per round: {', '.join(f'{c:.3f}' for c in cpu_ratio)})")
     m = json.loads(out)
     print(f"(last eval: fvu {m['fvu']:.4f}, L0 {m['l0']:.2f}, recall@10 {m['neighbour_recall_at_10']:.4f}, "
           f"max decoder cosine mean {m['max_decoder_cossim']['mean']:.4f})")

@@ -298,6 +298,9 @@ def main():
         check(sum(b["latents"] for b in ev["fire_rate_histogram"]) == L, "histogram counts every latent")
         check(ev["fire_rate_histogram"][0]["latents"] == ev["never_fired"], "never-fired bucket")
         check(ev["dead"] is not None and 0 <= ev["dead"] <= L, "dead latents from the checkpoint's counters")
+        # the checkpoint is the last step's: its counters give the trainer's own last count
+        check(ev["dead"] == m[-1]["n_dead"] and ev["dead_at_step"] == 60, f"dead {ev['dead']} at step {ev['dead_at_step']}: "
+              f"the trainer logged {m[-1]['n_dead']} at step 60")
         # the same numbers from numpy
         idx_np, act_np = numpy_encode(w, x, 8)
         xhat = np.zeros((n, d))

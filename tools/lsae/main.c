@@ -63,6 +63,7 @@
 #include "options.c"
 #include "data.c"
 #include "run_settings.c"
+#include "deccos.c"
 #include "metrics.c"
 
 /* the commands */

@@ -10,10 +10,11 @@
    original space and in the reconstructions' space. After the pass, the
    decoder's rows are compared with each other (max_decoder_cos).
 
-   The two products (queries against rows, decoder against decoder) use
-   the library's encoder kernels, lsae__pack_tile and lsae__tile_rows
-   (latentsae.h, "the encoder product"): the same packing and register
-   blocking as encoding, so they run at encoding's speed per multiply-add.
+   The neighbour products (queries against rows) use the library's encoder
+   kernels, lsae__pack_tile and lsae__tile_rows (latentsae.h, "the encoder
+   product"): the same packing and register blocking as encoding, so they
+   run at encoding's speed per multiply-add. The decoder cosines are
+   deccos.c's: an exact maximum from a cheaper product with a bound.
    Part of lsae's one translation unit: included by main.c, not compiled alone. */
 
 static int eval_error(char *err, size_t errcap, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -34,12 +35,12 @@ static int eval_error(char *err, size_t errcap, const char *fmt, ...)
    and on equal cosines the lower row first. Rows are offered in increasing
    order, so a row that only ties the last kept one stays out. */
 typedef struct eval_nn {
-    float s[EVAL_NN];
+    double s[EVAL_NN];
     uint64_t r[EVAL_NN];
     int n;
 } eval_nn;
 
-static void nn_offer(eval_nn *h, float s, uint64_t row)
+static void nn_offer(eval_nn *h, double s, uint64_t row)
 {
     int pos;
     if (h->n == EVAL_NN && !(s > h->s[EVAL_NN - 1])) return;
@@ -82,69 +83,207 @@ static void unit_rows(float *out, const float *v, size_t n, size_t d)
     }
 }
 
-/* The queries' unit vectors packed as the library's encoder packs W_enc:
-   tile t holds queries [64 t, 64 t + 64) as a [d, 64] panel. */
-static float *pack_queries(const float *unit, size_t nq, size_t d)
+/* Unit vectors made ready for the bounded product of deccos.c: the cosine
+   of a query and a row is V = their unit vectors' dot product in double
+   (dc_exact_dot), found exactly; the product of all queries with all rows
+   is only approximated (int8 with AVX-512 VNNI, else fp32), with the bound
+   e >= |A - V| of deccos.c's top comment, and a row is computed exactly for
+   a query only when A + e beats the query's 10th best so far. For the
+   queries (query = 1) the vectors are also packed in tiles of 64. */
+typedef struct nn_side {
+    size_t n, cap, d;
+    float *unit;  /* [n, d] */
+    float *X, *Z; /* the bound's terms per vector: rows X = Q, Z = R; queries X = R (deccos.c's Y), Z = Q + R (W) */
+#if defined(DC_VNNI)
+    size_t d4;
+    uint8_t *Au;  /* [n, d4] q + 128 */
+    int8_t *Q;    /* queries: [n, d4] q */
+    int8_t *P;    /* queries: tiles of [d4 / 4][64][4] */
+    int32_t *off; /* 128 sum q, padded to whole tiles */
+    float *scale; /* padded to whole tiles */
+#else
+    float *P;     /* queries: the encoder's tiles of [d][64] */
+#endif
+} nn_side;
+
+static void nn_side_init(nn_side *S, size_t cap, size_t d, int query)
 {
-    size_t ntiles = (nq + LSAE__NT - 1) / LSAE__NT, t, floats;
-    float *P;
-    if (ntiles && d > SIZE_MAX / LSAE__NT / ntiles / sizeof(float)) fail("queries: %zu x %zu overflows size_t", nq, d);
-    floats = ntiles * d * LSAE__NT;
-    P = (float *)xcalloc(floats ? floats : 1, sizeof(float));
-    for (t = 0; t < ntiles; ++t)
-        lsae__pack_tile(P + t * d * LSAE__NT, unit, d, t * LSAE__NT, nq - t * LSAE__NT < LSAE__NT ? nq - t * LSAE__NT : LSAE__NT);
-    return P;
+    const size_t tiles = (cap + LSAE__NT - 1) / LSAE__NT, padded = tiles * LSAE__NT + 1;
+    memset(S, 0, sizeof *S);
+    S->cap = cap;
+    S->d = d;
+    if (d > SIZE_MAX / sizeof(float) / padded) fail("neighbours: %zu x %zu overflows size_t", cap, d);
+    S->unit = (float *)xcalloc(padded * d, sizeof(float));
+    S->X = (float *)xcalloc(padded, sizeof(float));
+    S->Z = (float *)xcalloc(padded, sizeof(float));
+#if defined(DC_VNNI)
+    S->d4 = (d + 3) / 4 * 4;
+    S->Au = (uint8_t *)xcalloc(padded * S->d4, 1);
+    S->off = (int32_t *)xcalloc(padded, sizeof(int32_t));
+    S->scale = (float *)xcalloc(padded, sizeof(float));
+    if (query) {
+        S->Q = (int8_t *)xcalloc(padded * S->d4, 1);
+        S->P = (int8_t *)xcalloc(padded * S->d4, 1);
+    }
+#else
+    if (query) S->P = (float *)xcalloc(padded * d, sizeof(float));
+#endif
 }
 
-/* Offer rows X[0..n) (ids rowid, 1 / |x| in inv_norm) to every query's list:
-   cos(q, x) = (q / |q|) . x / |x|, the product C = X Q^T by the encoder's
-   kernel. Threads take groups of query tiles (each list has one writer),
-   and each group sweeps the chunk's rows once, MR at a time, across all its
-   tiles while those rows are in L1. A query is not its own neighbour. */
-static void nn_chunk(const float *X, const float *inv_norm, const uint64_t *rowid, size_t n, size_t d, const float *packed, size_t nq,
-                     const uint64_t *qrow, eval_nn *lists, int nthreads)
+static void nn_side_free(nn_side *S)
 {
-    const size_t ntiles = (nq + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
-    ptrdiff_t grp;
+    free(S->unit); free(S->X); free(S->Z); free(S->P);
+#if defined(DC_VNNI)
+    free(S->Au); free(S->off); free(S->scale); free(S->Q);
+#endif
+    memset(S, 0, sizeof *S);
+}
+
+/* S holds the n vectors v, as unit vectors (and their quantisation) */
+static void nn_side_set(nn_side *S, const float *v, size_t n, int query, int nthreads)
+{
+    const size_t d = S->d, tiles = (n + LSAE__NT - 1) / LSAE__NT, nb = (n + 63) / 64;
+    size_t i, t;
+    ptrdiff_t bi;
+    S->n = n;
     (void)nthreads;
+    /* each vector on its own: blocks of 64 over the threads */
+    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+    for (bi = 0; bi < (ptrdiff_t)nb; ++bi) {
+        const size_t i0 = (size_t)bi * 64, cnt = n - i0 < 64 ? n - i0 : 64;
+        unit_rows(S->unit + i0 * d, v + i0 * d, cnt, d);
+#if defined(DC_VNNI)
+        {
+            float *qn = query ? S->Z : S->X, *rn = query ? S->X : S->Z;
+            dc_quantise(S->unit + i0 * d, cnt, d, S->d4, S->Au + i0 * S->d4, S->Q ? S->Q + i0 * S->d4 : NULL, S->off + i0, S->scale + i0,
+                        qn + i0, rn + i0);
+        }
+#endif
+    }
+#if defined(DC_VNNI)
+    if (query) {
+        for (i = 0; i < n; ++i) S->Z[i] = (S->Z[i] + S->X[i]) * (1.0f + 1e-6f); /* Q + R */
+        for (t = 0; t < tiles; ++t) dc_pack_i8(S->P + t * S->d4 * LSAE__NT, S->Q, n, S->d4, t * LSAE__NT);
+    }
+#else
+    (void)i;
+    if (query)
+        for (t = 0; t < tiles; ++t)
+            lsae__pack_tile(S->P + t * d * LSAE__NT, S->unit, d, t * LSAE__NT, n - t * LSAE__NT < LSAE__NT ? n - t * LSAE__NT : LSAE__NT);
+#endif
+}
+
+/* v rounded down to a float: a bound to compare float approximations with */
+static float nn_below(double v)
+{
+    float f = (float)v;
+    if ((double)f > v) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* Offer rows R (ids rowid) to every query's list in Qs. Threads take
+   groups of query tiles (each list has one writer), and each group sweeps
+   the chunk's rows once, a block of rows at a time, across all its tiles
+   while those rows are in L1. thr[j] is the j-th query's 10th best so far
+   (rounded down; -inf until the list is full, +inf past the last query):
+   a row whose A + e does not beat it cannot enter the list, since
+   V <= A + e; the others are computed exactly. A query is not its own
+   neighbour. */
+static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs, const uint64_t *qrow, eval_nn *lists, int nthreads)
+{
+    const size_t d = R->d, n = R->n, nq = Qs->n, ntiles = (nq + LSAE__NT - 1) / LSAE__NT;
+    const float k0 =
+#if defined(DC_VNNI)
+        DC_SLACK;
+    const size_t tile_bytes = R->d4 * LSAE__NT;
+    size_t G = ((size_t)1 << 20) / (tile_bytes + 1);
+#else
+        (float)(1.01 * (double)d * 5.9604644775390625e-8) + DC_SLACK; /* deccos.c: 1.01 d 2^-24 */
+    size_t G = lsae__tile_group(d);
+#endif
+    size_t ngroups, per;
+    ptrdiff_t grp;
+    /* enough groups for every thread */
+    per = (ntiles + (size_t)nthreads - 1) / (size_t)nthreads;
+    G = G > per ? per : G;
+    G = G < 1 ? 1 : G > 16 ? 16 : G;
+    ngroups = (ntiles + G - 1) / G;
     LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
     for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
-        float Cbuf[LSAE__MR * LSAE__NT], *thr = (float *)xmalloc(G * LSAE__NT * sizeof(float));
+        float *thr = (float *)xmalloc(G * LSAE__NT * sizeof(float));
+#if defined(DC_VNNI)
+        int32_t Ci[DC_MR * LSAE__NT];
+#else
+        float Cf[DC_MR * LSAE__NT];
+#endif
         const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
         size_t r0, r, j, t;
-        /* thr: each list's entry to beat (-inf until it is full) */
         for (t = t0; t < t1; ++t)
             for (j = 0; j < LSAE__NT; ++j) {
                 const eval_nn *h = t * LSAE__NT + j < nq ? lists + t * LSAE__NT + j : NULL;
-                thr[(t - t0) * LSAE__NT + j] = h && h->n == EVAL_NN ? h->s[EVAL_NN - 1] : -INFINITY;
+                thr[(t - t0) * LSAE__NT + j] = !h ? INFINITY : h->n == EVAL_NN ? nn_below(h->s[EVAL_NN - 1]) : -INFINITY;
             }
-        for (r0 = 0; r0 < n; r0 += LSAE__MR) {
-            const size_t mr = n - r0 < LSAE__MR ? n - r0 : LSAE__MR;
+        for (r0 = 0; r0 < n; r0 += DC_MR) {
+            const size_t mr = n - r0 < DC_MR ? n - r0 : DC_MR;
             for (t = t0; t < t1; ++t) {
-                const size_t q0 = t * LSAE__NT, nt = nq - q0 < LSAE__NT ? nq - q0 : LSAE__NT;
-                lsae__tile_rows(Cbuf, LSAE__NT, X + r0 * d, d, mr, packed + t * d * LSAE__NT, d, 0);
+                const size_t q0 = t * LSAE__NT;
+                float *th = thr + (t - t0) * LSAE__NT;
+#if defined(DC_VNNI)
+                dc_kernel_vnni(mr, R->Au + r0 * R->d4, R->d4, Qs->P + t * tile_bytes, R->d4 / 4, Ci);
+#else
+                lsae__tile_rows(Cf, LSAE__NT, R->unit + r0 * d, d, mr, Qs->P + t * d * LSAE__NT, d, 0);
+#endif
                 for (r = 0; r < mr; ++r) {
-                    const float w = inv_norm[r0 + r];
-                    const uint64_t row = rowid[r0 + r];
+                    const size_t a = r0 + r;
+                    unsigned char cand[LSAE__NT];
+                    int any = 0;
 #if defined(LSAE__AVX512)
-                    /* most rows beat no list's last entry: test 64 at once */
-                    if (nt == LSAE__NT) {
-                        const __m512 vw = _mm512_set1_ps(w);
-                        const float *c = Cbuf + r * LSAE__NT, *th = thr + (t - t0) * LSAE__NT;
-                        __mmask16 k0 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c), vw), _mm512_loadu_ps(th), _CMP_GT_OQ);
-                        __mmask16 k1 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c + 16), vw), _mm512_loadu_ps(th + 16), _CMP_GT_OQ);
-                        __mmask16 k2 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c + 32), vw), _mm512_loadu_ps(th + 32), _CMP_GT_OQ);
-                        __mmask16 k3 = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(c + 48), vw), _mm512_loadu_ps(th + 48), _CMP_GT_OQ);
-                        if (!(k0 | k1 | k2 | k3)) continue;
+                    { /* hi = A + e for 16 queries at a time, against their thresholds */
+                        const __m512 xa = _mm512_set1_ps(R->X[a]), za = _mm512_set1_ps(R->Z[a]), vk = _mm512_set1_ps(k0);
+                        int v, i;
+                        for (v = 0; v < 4; ++v) {
+                            const size_t q = q0 + 16 * (size_t)v;
+#if defined(DC_VNNI)
+                            const __m512i D = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(Ci + r * LSAE__NT + 16 * v)),
+                                                               _mm512_loadu_si512((const void *)(Qs->off + q)));
+                            const __m512 A = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(R->scale[a]), _mm512_loadu_ps(Qs->scale + q)),
+                                                           _mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), (__mmask16)0xFFFF, D));
+#else
+                            const __m512 A = _mm512_loadu_ps(Cf + r * LSAE__NT + 16 * v);
+#endif
+                            const __m512 e = _mm512_fmadd_ps(xa, _mm512_loadu_ps(Qs->X + q), _mm512_fmadd_ps(za, _mm512_loadu_ps(Qs->Z + q), vk));
+                            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_add_ps(A, e), _mm512_loadu_ps(th + 16 * v), _CMP_GT_OQ);
+                            for (i = 0; i < 16; ++i) cand[16 * v + i] = (unsigned char)((m >> i) & 1);
+                            any |= m != 0;
+                        }
+                    }
+#elif defined(LSAE__AVX2)
+                    { /* the fp32 product: e = k0 for every pair */
+                        const __m256 vk = _mm256_set1_ps(k0);
+                        int v, i;
+                        for (v = 0; v < 8; ++v) {
+                            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(_mm256_loadu_ps(Cf + r * LSAE__NT + 8 * v), vk),
+                                                                           _mm256_loadu_ps(th + 8 * v), _CMP_GT_OQ));
+                            for (i = 0; i < 8; ++i) cand[8 * v + i] = (unsigned char)((m >> i) & 1);
+                            any |= m != 0;
+                        }
+                    }
+#else
+                    for (j = 0; j < LSAE__NT; ++j) { /* the fp32 product: e = k0 for every pair */
+                        cand[j] = (unsigned char)(Cf[r * LSAE__NT + j] + k0 > th[j]);
+                        any |= cand[j];
                     }
 #endif
-                    for (j = 0; j < nt; ++j) {
-                        eval_nn *h = lists + q0 + j;
-                        const float s = Cbuf[r * LSAE__NT + j] * w;
-                        if (h->n == EVAL_NN && !(s > h->s[EVAL_NN - 1])) continue;
-                        if (row == qrow[q0 + j]) continue;
-                        nn_offer(h, s, row);
-                        if (h->n == EVAL_NN) thr[(t - t0) * LSAE__NT + j] = h->s[EVAL_NN - 1];
+                    if (!any) continue;
+                    for (j = 0; j < LSAE__NT; ++j) {
+                        eval_nn *h;
+                        double V;
+                        if (!cand[j] || rowid[a] == qrow[q0 + j]) continue;
+                        h = lists + q0 + j;
+                        V = dc_exact_dot(R->unit + a * d, Qs->unit + (q0 + j) * d, d);
+                        if (h->n == EVAL_NN && !(V > h->s[EVAL_NN - 1])) continue;
+                        nn_offer(h, V, rowid[a]);
+                        if (h->n == EVAL_NN) th[j] = nn_below(h->s[EVAL_NN - 1]);
                     }
                 }
             }
@@ -173,77 +312,6 @@ static void nn_score(const eval_nn *truth, const eval_nn *got, double *recall, d
 
 /* ============================================ decoder cosines (docs/eval.md, section 4) */
 
-/* maxcos[l] = max over l' != l of cos(W_dec[l], W_dec[l']), from unit rows
-   U [L, d]. G = U U^T is symmetric, so only its upper triangle (row < col)
-   is computed, tile by tile with the encoder's kernel, and each entry
-   updates both its row's and its column's maximum; G is never stored.
-   Threads take groups of column tiles, the widest (longest column) first,
-   and keep their own maxima, merged at the end. */
-static void decoder_max_cos(const float *U, size_t L, size_t d, float *maxcos, int nthreads)
-{
-    const size_t ntiles = (L + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
-    float *mx, *pack;
-    size_t l;
-    int nt = nthreads, s;
-    ptrdiff_t gi;
-    if ((size_t)nt > SIZE_MAX / L / sizeof(float) || (size_t)nt > SIZE_MAX / (G * d * LSAE__NT) / sizeof(float))
-        fail("decoder cosines: scratch overflows size_t");
-    mx = (float *)xmalloc((size_t)nt * L * sizeof(float));
-    pack = (float *)xmalloc((size_t)nt * G * d * LSAE__NT * sizeof(float));
-    for (l = 0; l < (size_t)nt * L; ++l) mx[l] = -INFINITY;
-    LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
-    for (gi = 0; gi < (ptrdiff_t)ngroups; ++gi) {
-        const size_t grp = ngroups - 1 - (size_t)gi; /* the last groups have the most rows above them */
-        const size_t t0 = grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles, rows = t1 * LSAE__NT < L ? t1 * LSAE__NT : L;
-        float *my = mx + (size_t)lsae__thread_id() * L, *P = pack + (size_t)lsae__thread_id() * G * d * LSAE__NT;
-        float Cbuf[LSAE__MR * LSAE__NT];
-        size_t t, r0, r, j;
-        for (t = t0; t < t1; ++t)
-            lsae__pack_tile(P + (t - t0) * d * LSAE__NT, U, d, t * LSAE__NT, L - t * LSAE__NT < LSAE__NT ? L - t * LSAE__NT : LSAE__NT);
-        for (r0 = 0; r0 < rows; r0 += LSAE__MR) {
-            const size_t mr = rows - r0 < LSAE__MR ? rows - r0 : LSAE__MR;
-            for (t = t0; t < t1; ++t) {
-                const size_t c0 = t * LSAE__NT, nc = L - c0 < LSAE__NT ? L - c0 : LSAE__NT;
-                if (r0 >= c0 + nc) continue; /* the whole block is on or below the diagonal */
-                lsae__tile_rows(Cbuf, LSAE__NT, U + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d, 0);
-#if defined(LSAE__AVX512)
-                if (nc == LSAE__NT && r0 + mr <= c0) { /* wholly above the diagonal: the maxima in registers */
-                    float *cm = my + c0;
-                    __m512 m0 = _mm512_loadu_ps(cm), m1 = _mm512_loadu_ps(cm + 16), m2 = _mm512_loadu_ps(cm + 32), m3 = _mm512_loadu_ps(cm + 48);
-                    for (r = 0; r < mr; ++r) {
-                        const float *c = Cbuf + r * LSAE__NT;
-                        const __m512 v0 = _mm512_loadu_ps(c), v1 = _mm512_loadu_ps(c + 16), v2 = _mm512_loadu_ps(c + 32), v3 = _mm512_loadu_ps(c + 48);
-                        const float rm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v0, v1), _mm512_max_ps(v2, v3)));
-                        m0 = _mm512_max_ps(m0, v0); m1 = _mm512_max_ps(m1, v1); m2 = _mm512_max_ps(m2, v2); m3 = _mm512_max_ps(m3, v3);
-                        if (rm > my[r0 + r]) my[r0 + r] = rm;
-                    }
-                    _mm512_storeu_ps(cm, m0); _mm512_storeu_ps(cm + 16, m1); _mm512_storeu_ps(cm + 32, m2); _mm512_storeu_ps(cm + 48, m3);
-                    continue;
-                }
-#endif
-                for (r = 0; r < mr; ++r) {
-                    const size_t row = r0 + r;
-                    float best = my[row];
-                    for (j = row + 1 > c0 ? row + 1 - c0 : 0; j < nc; ++j) {
-                        const float c = Cbuf[r * LSAE__NT + j];
-                        if (c > best) best = c;
-                        if (c > my[c0 + j]) my[c0 + j] = c;
-                    }
-                    my[row] = best;
-                }
-            }
-        }
-    }
-    for (l = 0; l < L; ++l) {
-        float best = mx[l];
-        for (s = 1; s < nt; ++s)
-            if (mx[(size_t)s * L + l] > best) best = mx[(size_t)s * L + l];
-        maxcos[l] = L > 1 ? best : NAN;
-    }
-    free(mx);
-    free(pack);
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -268,6 +336,8 @@ static double percentile(const float *v, size_t n, double q)
 }
 
 /* ======================================================== the pass */
+
+#define EVAL_BLK 64 /* rows per block of the reconstruction sums */
 
 /* Density bin of a latent that fired: floor(log10(fires / rows)) + 10,
    clamped to [0, 9], found by exact comparisons (fires 10^j >= rows), not
@@ -306,12 +376,12 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     const size_t kmax = model_varying_k(m) ? L : k;
     const int nthreads = lsae__num_threads(o->threads);
     uint64_t total = lsae_dataset_rows(ds), first, n_pos = 0, never = 0, alive = 0, over1 = 0, over10 = 0;
-    double *shift, *sx, *sxx, *se, sum_cos = 0, sum_ratio = 0, sum_xh2 = 0, sum_dot = 0, tv = 0, sse = 0, perdim = 0, N;
-    float *x, *xhat, *inv_x, *inv_h, *W = NULL;
+    double *shift, *sx, *sxx, *se, *part, sum_cos = 0, sum_ratio = 0, sum_xh2 = 0, sum_dot = 0, tv = 0, sse = 0, perdim = 0, N;
+    float *x, *xhat, *W = NULL;
     codes cd;
     uint64_t *rowid, active = 0;
     size_t j, l, nq = 0;
-    float *Pq = NULL, *Ph = NULL;
+    nn_side Sq, Sh, Sr;
     eval_nn *nn_x = NULL, *nn_h = NULL;
     double t0 = now_s();
     lsae_result r;
@@ -328,19 +398,20 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     sx = (double *)xcalloc(d, sizeof(double));
     sxx = (double *)xcalloc(d, sizeof(double));
     se = (double *)xcalloc(d, sizeof(double));
+    if (d > (SIZE_MAX / sizeof(double) - 5) / 3 / (chunk / EVAL_BLK + 1)) return eval_error(err, errcap, "d_in too large");
+    part = (double *)xcalloc((chunk / EVAL_BLK + 1) * (3 * d + 5), sizeof(double));
     x = (float *)xcalloc(chunk * d, sizeof(float));
     xhat = (float *)xcalloc(chunk * d, sizeof(float));
     codes_init(&cd, m, chunk);
     rowid = (uint64_t *)xcalloc(chunk, sizeof(uint64_t));
-    inv_x = (float *)xcalloc(chunk, sizeof(float));
-    inv_h = (float *)xcalloc(chunk, sizeof(float));
+    memset(&Sq, 0, sizeof Sq); memset(&Sh, 0, sizeof Sh); memset(&Sr, 0, sizeof Sr);
 
     /* the queries: read, their finite ones kept, encoded and decoded, as
        unit vectors packed for the product (docs/eval.md, section 5) */
     if (o->queries && total > EVAL_NN) {
         uint64_t want = o->queries < total ? o->queries : total;
         size_t i, kept = 0;
-        float *q, *qh, *qu;
+        float *q, *qh;
         codes qc;
         if (want > SIZE_MAX / d / sizeof(float) || want > SIZE_MAX / k / sizeof(float)) return eval_error(err, errcap, "--queries too large");
         out->query_rows = (uint64_t *)xcalloc((size_t)want, sizeof(uint64_t));
@@ -357,20 +428,20 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
         nq = kept;
         codes_init(&qc, m, nq + 1);
         qh = (float *)xcalloc(nq * d + 1, sizeof(float));
-        qu = (float *)xcalloc(nq * d + 1, sizeof(float));
         if ((r = codes_encode(&qc, m, q, nq)) != LSAE_OK || (r = codes_decode(&qc, m, nq, qh)) != LSAE_OK) {
-            free(q); free(qh); free(qu);
+            free(q); free(qh);
             codes_free(&qc);
             eval_metrics_free(out);
             return eval_error(err, errcap, "%s", lsae_last_error());
         }
-        unit_rows(qu, q, nq, d);
-        Pq = pack_queries(qu, nq, d);
-        unit_rows(qu, qh, nq, d);
-        Ph = pack_queries(qu, nq, d);
+        nn_side_init(&Sq, nq, d, 1);
+        nn_side_set(&Sq, q, nq, 1, nthreads);
+        nn_side_init(&Sh, nq, d, 1);
+        nn_side_set(&Sh, qh, nq, 1, nthreads);
+        nn_side_init(&Sr, chunk, d, 0);
         nn_x = (eval_nn *)xcalloc(nq + 1, sizeof(eval_nn));
         nn_h = (eval_nn *)xcalloc(nq + 1, sizeof(eval_nn));
-        free(q); free(qh); free(qu);
+        free(q); free(qh);
         codes_free(&qc);
     }
 
@@ -388,28 +459,55 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
         if ((r = codes_decode(&cd, m, kept, xhat)) != LSAE_OK) break;
         if (out->rows == 0)
             for (j = 0; j < d; ++j) shift[j] = x[j];
-        for (i = 0; i < kept; ++i) {
-            const float *xi = x + i * d, *hi = xhat + i * d;
-            double xx = 0, hh = 0, xh = 0;
-            size_t nact = 0;
-            /* per dimension, x shifted by the first row so the variance
-               does not cancel away (docs/eval.md, section 1) */
-            for (j = 0; j < d; ++j) {
-                const double v = (double)xi[j] - shift[j], e = (double)xi[j] - (double)hi[j];
-                sx[j] += v;
-                sxx[j] += v * v;
-                se[j] += e * e;
-                xx += (double)xi[j] * (double)xi[j];
-                hh += (double)hi[j] * (double)hi[j];
-                xh += (double)xi[j] * (double)hi[j];
+        {
+            /* the sums by blocks of EVAL_BLK rows over the threads, then
+               added block by block in order: the same bits for any number
+               of threads */
+            const size_t nb = (kept + EVAL_BLK - 1) / EVAL_BLK;
+            ptrdiff_t bi;
+            LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
+            for (bi = 0; bi < (ptrdiff_t)nb; ++bi) {
+                double *px = part + (size_t)bi * (3 * d + 5), *pxx = px + d, *pe = pxx + d, *pr = pe + d;
+                const size_t i0 = (size_t)bi * EVAL_BLK, i1 = i0 + EVAL_BLK < kept ? i0 + EVAL_BLK : kept;
+                size_t ii, jj;
+                memset(px, 0, (3 * d + 5) * sizeof(double));
+                for (ii = i0; ii < i1; ++ii) {
+                    const float *xi = x + ii * d, *hi = xhat + ii * d;
+                    double xx = 0, hh = 0, xh = 0;
+                    /* per dimension, x shifted by the first row so the variance
+                       does not cancel away (docs/eval.md, section 1) */
+                    for (jj = 0; jj < d; ++jj) {
+                        const double v = (double)xi[jj] - shift[jj], e = (double)xi[jj] - (double)hi[jj];
+                        px[jj] += v;
+                        pxx[jj] += v * v;
+                        pe[jj] += e * e;
+                        xx += (double)xi[jj] * (double)xi[jj];
+                        hh += (double)hi[jj] * (double)hi[jj];
+                        xh += (double)xi[jj] * (double)hi[jj];
+                    }
+                    /* per row (section 2) */
+                    if (xx > 0 && hh > 0) pr[0] += xh / sqrt(xx * hh);
+                    if (xx > 0) { pr[1] += sqrt(hh / xx); pr[2] += 1; }
+                    pr[3] += hh;
+                    pr[4] += xh;
+                }
             }
-            /* per row (section 2) */
-            if (xx > 0 && hh > 0) sum_cos += xh / sqrt(xx * hh);
-            if (xx > 0) { sum_ratio += sqrt(hh / xx); n_pos++; }
-            sum_xh2 += hh;
-            sum_dot += xh;
-            inv_x[i] = xx > 0 ? (float)(1.0 / sqrt(xx)) : 0.0f;
-            inv_h[i] = hh > 0 ? (float)(1.0 / sqrt(hh)) : 0.0f;
+            for (i = 0; i < nb; ++i) {
+                const double *px = part + i * (3 * d + 5), *pxx = px + d, *pe = pxx + d, *pr = pe + d;
+                for (j = 0; j < d; ++j) {
+                    sx[j] += px[j];
+                    sxx[j] += pxx[j];
+                    se[j] += pe[j];
+                }
+                sum_cos += pr[0];
+                sum_ratio += pr[1];
+                n_pos += (uint64_t)pr[2];
+                sum_xh2 += pr[3];
+                sum_dot += pr[4];
+            }
+        }
+        for (i = 0; i < kept; ++i) {
+            size_t nact = 0;
             /* latents (section 3): active = in the top-k with activation > 0 */
             for (s = 0; s < cd.count[i]; ++s)
                 if (cd.acts[i * cd.cap + s] > 0.0f) {
@@ -420,14 +518,17 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
             active += nact;
         }
         if (nq) {
-            nn_chunk(x, inv_x, rowid, kept, d, Pq, nq, out->query_rows, nn_x, nthreads);
-            nn_chunk(xhat, inv_h, rowid, kept, d, Ph, nq, out->query_rows, nn_h, nthreads);
+            nn_side_set(&Sr, x, kept, 0, nthreads);
+            nn_chunk(&Sr, rowid, &Sq, out->query_rows, nn_x, nthreads);
+            nn_side_set(&Sr, xhat, kept, 0, nthreads);
+            nn_chunk(&Sr, rowid, &Sh, out->query_rows, nn_h, nthreads);
         }
         out->rows += kept;
         progress_scan("evaluating", first + n, total, t0);
     }
     live_clear();
-    free(x); free(xhat); codes_free(&cd); free(rowid); free(inv_x); free(inv_h); free(Pq); free(Ph);
+    free(x); free(xhat); codes_free(&cd); free(rowid); free(part);
+    nn_side_free(&Sq); nn_side_free(&Sh); nn_side_free(&Sr);
     if (first < total) { /* a library call failed */
         free(shift); free(sx); free(sxx); free(se); free(nn_x); free(nn_h);
         eval_metrics_free(out);
@@ -503,7 +604,13 @@ static int eval_compute(lsae_model *m, lsae_dataset *ds, const eval_options *o, 
     }
     unit_rows(W, W, L, d);
     out->max_decoder_cos = (float *)xcalloc(L, sizeof(float));
-    decoder_max_cos(W, L, d, out->max_decoder_cos, nthreads);
+    {
+        dc_stats st;
+        if (!dc_max_cos(W, L, d, out->max_decoder_cos, nthreads, &st)) fail("decoder cosines: out of memory");
+        if (getenv("LSAE_EVAL_STATS"))
+            fprintf(stderr, "decoder cosines: %zu latents, %llu pairs kept in the pass, %llu computed exactly (%.2f per latent)\n", L,
+                    (unsigned long long)st.stored, (unsigned long long)st.exact, (double)st.exact / (double)L);
+    }
     free(W);
     if (L > 1) {
         double s = 0;
