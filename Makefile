@@ -24,7 +24,7 @@ PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import numpy, to
 PYNUMPY ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import numpy' 2>/dev/null && echo $$p && break; done)
 
 CFLAGS_ALL = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g
-SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SANFLAGS = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 HDR = latentsae.h
 # the command-line tool: one translation unit, main.c #includes the rest (see its top comment)

@@ -3148,12 +3148,17 @@ static double lsae__gamma(size_t d)
 }
 
 /* q = round(v / s) in [-127, 127], as v times inv = 1 / s (any integer is
-   correct: the residual is measured, not assumed) */
+   correct: the residual is measured, not assumed). Clamped before the
+   conversion, which is undefined outside int's range: where the largest
+   |v| is subnormal, inv = 1 / s overflows to inf and t is +-inf, or NaN
+   for v = 0 (then q = 0). */
 static int lsae__q8(float v, float inv)
 {
-    float t = v * inv;
-    int q = (int)(t < 0.0f ? t - 0.5f : t + 0.5f);
-    return q > 127 ? 127 : q < -127 ? -127 : q;
+    const float t = v * inv;
+    if (t >= 127.0f) return 127;
+    if (t <= -127.0f) return -127;
+    if (!(t == t)) return 0;
+    return (int)(t < 0.0f ? t - 0.5f : t + 0.5f);
 }
 
 static void lsae__lp_free(const lsae_allocator *a, lsae__lp *q)

@@ -245,5 +245,31 @@ int main(void)
         free(W); free(b); free(x);
       }
     }
+    /* 5. extreme magnitudes: latents whose largest weight is subnormal (the
+       int8 scale 1/s overflows to inf), huge ones, exact zeros, and rows
+       of the same kinds. Each entry's quantisation must stay defined (no
+       float-to-int overflow: the sanitizer builds of this test trap it),
+       and the encode stay the float32 one. */
+    {
+        const size_t d = 96, L = 2048, k = 16, n = 40;
+        lsae_model *m = make(d, L, k);
+        float *W = (float *)malloc(L * d * sizeof(float)), *b = (float *)calloc(L, sizeof(float)), *x = (float *)malloc(n * d * sizeof(float));
+        tu_seed(555);
+        for (i = 0; i < L; ++i) {
+            /* one latent in 8 tiny (largest |w| 1e-42, subnormal), one huge
+               (1e30), one all zero; the rest ordinary */
+            const double scale = i % 8 == 1 ? 1e-42 : i % 8 == 2 ? 1e30 : i % 8 == 3 ? 0.0 : 1.0;
+            for (j = 0; j < d; ++j) W[i * d + j] = (float)(scale * tu_normal());
+        }
+        for (i = 0; i < n; ++i) {
+            const double scale = i % 4 == 1 ? 1e-41 : i % 4 == 2 ? 1e-30 : i % 4 == 3 ? 0.0 : 1.0;
+            for (j = 0; j < d; ++j) x[i * d + j] = (float)(scale * tu_normal());
+        }
+        OK(lsae_model_set_weights(m, W, b, NULL, NULL));
+        compare(m, x, n, k, "extreme magnitudes");
+        candidates(m, x, n, k, "extreme magnitudes", &mean, &over);
+        lsae_model_free(m);
+        free(W); free(b); free(x);
+    }
     return TEST_SUMMARY("test_prepass");
 }
