@@ -4582,78 +4582,34 @@ static lsae_result lsae__total_variance(lsae_trainer *t, lsae__batch *b)
     return LSAE_OK;
 }
 
-/* Geometric median of X [B, d] by Weiszfeld's iteration from the mean, at
-   most 100 steps, stopping when the guess moves less than 1e-5 (as sparsify's
-   geometric_median). In double; a point sitting on the guess gets weight
-   1/1e-12 instead of 1/0. */
-static lsae_result lsae__geometric_median(const lsae_allocator *a, float *out, const float *X, size_t B, size_t d, int nthreads)
-{
-    double *guess = (double *)lsae__alloc_array(a, d, 2 * sizeof(double), "geometric median");
-    double *w = guess ? (double *)lsae__alloc_array(a, B, sizeof(double), "geometric median weights") : NULL;
-    double *prev;
-    int it;
-    ptrdiff_t j, b;
-    if (!w) { lsae__free(a, guess); return LSAE_OUT_OF_MEMORY; }
-    (void)nthreads;
-    prev = guess + d;
-    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-    for (j = 0; j < (ptrdiff_t)d; ++j) {
-        double s = 0.0;
-        size_t r;
-        for (r = 0; r < B; ++r) s += X[r * d + (size_t)j];
-        guess[j] = s / (double)B;
-    }
-    for (it = 0; it < 100; ++it) {
-        double wsum = 0.0, moved = 0.0;
-        size_t r;
-        memcpy(prev, guess, d * sizeof(double));
-        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-        for (b = 0; b < (ptrdiff_t)B; ++b) {
-            double s = 0.0;
-            size_t i;
-            for (i = 0; i < d; ++i) {
-                double diff = X[(size_t)b * d + i] - prev[i];
-                s += diff * diff;
-            }
-            s = sqrt(s);
-            w[b] = 1.0 / (s > 1e-12 ? s : 1e-12);
-        }
-        for (r = 0; r < B; ++r) wsum += w[r];
-        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-        for (j = 0; j < (ptrdiff_t)d; ++j) {
-            double s = 0.0;
-            size_t q;
-            for (q = 0; q < B; ++q) s += w[q] * X[q * d + (size_t)j];
-            guess[j] = s / wsum;
-        }
-        for (r = 0; r < d; ++r) moved += (guess[r] - prev[r]) * (guess[r] - prev[r]);
-        if (sqrt(moved) < 1e-5) break;
-    }
-    for (j = 0; j < (ptrdiff_t)d; ++j) out[j] = (float)guess[j];
-    lsae__free(a, w);
-    lsae__free(a, guess);
-    return LSAE_OK;
-}
-
-/* The geometric median of the global batch, for a data-parallel run: the
-   iteration above with each of its sums (the mean, and per step
-   sum_b w_b x[b] and sum_b w_b) taken over every rank's rows: each rank adds
-   its own rows in order, then one sum across ranks. Every rank then holds
-   the same guess, and one rank is the function above bit for bit. */
-static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batch *b)
+/* F3. The first batch of a run (cfg.init_b_dec) sets b_dec [d] to the
+   geometric median of its rows, before anything is encoded: Weiszfeld's
+   iteration from the mean,
+       w_b = 1 / max(||x_b - g||, 1e-12),   g <- sum_b w_b x_b / sum_b w_b,
+   at most 100 steps, stopping when g moves less than 1e-5 (as sparsify's
+   geometric_median). In double; a point sitting on g gets weight 1/1e-12
+   instead of 1/0. In a data-parallel run each of the sums (the mean's, and
+   per step sum_b w_b x_b with sum_b w_b) is over every rank's rows: each
+   rank adds its own rows in order, then one fixed-order sum across ranks,
+   so every rank holds the same g; one process skips that sum and divides
+   the same partial sums, so it gets the same bits as one rank. */
+static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
 {
     const size_t d = t->m->d, B = b->B;
     const int nthreads = t->nthreads;
     const float *X = t->x_used;
-    double *guess = (double *)lsae__alloc_array(t->alloc, d, 2 * sizeof(double), "geometric median");
-    double *w = guess ? (double *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(double), "geometric median weights") : NULL;
-    double *prev, *s = t->comm_buf;
+    /* guess [d], prev [d], sums [d + 1] */
+    double *guess, *prev, *s, *w;
     lsae_result r = LSAE_OK;
     int it;
     ptrdiff_t j, pb;
+    if (t->b_dec_initialized) return LSAE_OK;
+    guess = (double *)lsae__alloc_array(t->alloc, 3 * d + 1, sizeof(double), "geometric median");
+    w = guess ? (double *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(double), "geometric median weights") : NULL;
     if (!w) { lsae__free(t->alloc, guess); return LSAE_OUT_OF_MEMORY; }
     (void)nthreads;
     prev = guess + d;
+    s = prev + d;
     LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
     for (j = 0; j < (ptrdiff_t)d; ++j) {
         double sum = 0.0;
@@ -4661,7 +4617,7 @@ static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batc
         for (q = 0; q < B; ++q) sum += X[q * d + (size_t)j];
         s[j] = sum;
     }
-    if ((r = lsae__comm_sum64(t, s, d, "the geometric median's mean")) != LSAE_OK) goto done;
+    if (t->has_comm && (r = lsae__comm_sum64(t, s, d, "the geometric median's mean")) != LSAE_OK) goto done;
     for (j = 0; j < (ptrdiff_t)d; ++j) guess[j] = s[j] / (double)b->Bg;
     for (it = 0; it < 100; ++it) {
         double wsum = 0.0, moved = 0.0;
@@ -4687,32 +4643,17 @@ static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batc
             s[j] = sum;
         }
         s[d] = wsum;
-        if ((r = lsae__comm_sum64(t, s, d + 1, "the geometric median's step")) != LSAE_OK) goto done;
+        if (t->has_comm && (r = lsae__comm_sum64(t, s, d + 1, "the geometric median's step")) != LSAE_OK) goto done;
         for (j = 0; j < (ptrdiff_t)d; ++j) guess[j] = s[j] / s[d];
         for (q = 0; q < d; ++q) moved += (guess[q] - prev[q]) * (guess[q] - prev[q]);
         if (sqrt(moved) < 1e-5) break;
     }
     for (j = 0; j < (ptrdiff_t)d; ++j) t->m->b_dec[j] = (float)guess[j];
+    t->b_dec_initialized = 1;
 done:
     lsae__free(t->alloc, w);
     lsae__free(t->alloc, guess);
     return r;
-}
-
-/* F3. The first batch of a run (cfg.init_b_dec) sets b_dec [d] to its
-   geometric median, before anything is encoded. */
-static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
-{
-    lsae_result r;
-    if (t->b_dec_initialized) return LSAE_OK;
-    if (t->has_comm) {
-        if ((r = lsae__geometric_median_comm(t, b)) != LSAE_OK) return r;
-        t->b_dec_initialized = 1;
-        return LSAE_OK;
-    }
-    if ((r = lsae__geometric_median(t->alloc, t->m->b_dec, t->x_used, b->B, t->m->d, t->nthreads)) != LSAE_OK) return r;
-    t->b_dec_initialized = 1;
-    return LSAE_OK;
 }
 
 /* The dead latents: since_fired[l] > dead_feature_threshold, as bits
