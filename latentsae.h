@@ -4155,6 +4155,8 @@ struct lsae_trainer {
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
+    lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each step */
+    size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
     /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
     int has_comm;               /* comm is set (even with size 1: the same path, the same bits as without) */
     int comm_failed;            /* a callback failed: the ranks may disagree now, refuse to go on */
@@ -4186,6 +4188,7 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__free(t->alloc, (void *)t->cand); lsae__free(t->alloc, t->ncand); lsae__free(t->alloc, t->keep);
     lsae__free(t->alloc, t->kept); lsae__free(t->alloc, t->bandtop); lsae__free(t->alloc, t->lcand);
     lsae__select_ws_free(t->alloc, &t->sws);
+    lsae__lp_free(t->alloc, &t->lpq);
     t->runs = NULL; t->nruns = t->ncand = t->keep = NULL; t->cand = NULL;
     t->kept = t->bandtop = t->lcand = NULL;
     t->x_used = t->xc = t->G = NULL;
@@ -4453,6 +4456,7 @@ typedef struct lsae__batch {
     float tau;                  /* F4: the batch-wide pick's smallest value (3.1), of the last level for per-level */
     int has_tau;
     size_t enlarged;            /* F4: rows re-selected with more candidates */
+    int prepassed;              /* F4: the selection went through the int8 pre-pass */
     double fvu, fvu4, auxk, loss; /* F7 */
     double lev_fvu[LSAE_MAX_LEVELS]; /* F7: each level's fvu */
 } lsae__batch;
@@ -4938,6 +4942,41 @@ static lsae_result lsae__select_levels(lsae_trainer *t, lsae__batch *b)
     return LSAE_OK;
 }
 
+/* F4 through the int8 pre-pass (docs/math.md 2.12), when it applies: the
+   same top Ksel of every row, bit for bit, as lsae__select, from an int8
+   product with a proven error bound and a float32 recomputation of only
+   the latents that bound leaves in doubt. W_enc moves every step, so its
+   int8 copy is rebuilt here: O(L d) against the O(B L d) product it
+   replaces. Not with an AuxK pick this step (ka > 0): the bound screens
+   for the top of all latents, not of the dead ones, so those steps take
+   the float32 pass. Sets b->prepassed when it ran. */
+static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
+{
+    lsae_model *m = t->m;
+    const size_t B = b->B, K = b->Ksel;
+    lsae__kv *out;
+    lsae_result r;
+    size_t i;
+    b->prepassed = 0;
+    if (b->ka || !lsae__lp_applies(m, K, B)) return LSAE_OK;
+    lsae__lp_free(t->alloc, &t->lpq);
+    if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
+    /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
+    out = t->K == K ? t->top : (lsae__kv *)lsae__alloc_array(t->alloc, B, K * sizeof(lsae__kv), "pre-pass selection");
+    if (!out) return LSAE_OUT_OF_MEMORY;
+    r = lsae__lp_select(m, &t->lpq, t->xc, B, K, out, t->nthreads, NULL);
+    if (out != t->top) {
+        if (r == LSAE_OK)
+            for (i = B; i-- > 0;) memcpy(t->top + i * t->K, out + i * K, K * sizeof(lsae__kv));
+        lsae__free(t->alloc, out);
+    }
+    if (r == LSAE_OK) {
+        b->prepassed = 1;
+        t->prepass_batches++;
+    }
+    return r;
+}
+
 /* F4. Encoder and selection:
       xc  = x - b_dec                                  [B, d]
       pre = ReLU(xc W_enc^T + b_enc)                   [B, L]
@@ -4972,10 +5011,12 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
     lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
     if (t->kind == LSAE__KIND_PERLEVEL) return lsae__select_levels(t, b);
     b->Ksel = (t->kind == LSAE__KIND_TOPK ? t->cfg.multi_topk : t->batchwide) ? (4 * b->k < L ? 4 * b->k : L) : b->k;
-    for (r = 0; r < B; r += t->sws.rows_cap) {
-        size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
-        lsae__select(m, t->xc + r * d, R, b->Ksel, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
-    }
+    if ((res = lsae__select_prepass(t, b)) != LSAE_OK) return res;
+    if (!b->prepassed)
+        for (r = 0; r < B; r += t->sws.rows_cap) {
+            size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
+            lsae__select(m, t->xc + r * d, R, b->Ksel, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
+        }
     if (t->kind == LSAE__KIND_TOPK) {
         for (r = 0; r < B; ++r) {
             lsae__run *ru = t->runs + r * LSAE__RUNS;
