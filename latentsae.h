@@ -3173,6 +3173,67 @@ static void lsae__lp_free(const lsae_allocator *a, lsae__lp *q)
 }
 
 /* The int8 copy of W [L, d] (W_enc), with its scales and norms. */
+#if defined(LSAE__AVX512)
+/* One latent's row w [d] quantised as the scalar loop of lsae__lp_build
+   does it, 16 entries at a time (the training step rebuilds the int8 copy
+   of W_enc every step: 11 ns an entry in the scalar loop, as much as the
+   pre-pass saved at 1,024 rows). q is the nearest integer (ties to even,
+   where the scalar loop rounds them away from 0: any integer is correct).
+   The residual r = w - s q is taken in float with one rounding (fnmadd:
+   r_f = r (1 + delta), |delta| <= 2^-24, plus at most 2^-149 where it is
+   subnormal), its squares summed in double (exact squares, d 2^-53
+   relative for the sum): so ||r|| <= (sqrt(rn2) + sqrt(d) 2^-149)
+   (1 + 2e-7), which is what cw takes. ||s q|| = s sqrt(sum q^2) with the
+   integer sum exact. Writes the row's bytes into its column of the tile
+   (base, groups of 4 entries NT 4 bytes apart, zeros from d to dp) and its
+   wsum, sw, cw, qn. Returns 0 when 1 / s overflows (the largest |w|
+   subnormal): the scalar loop then does the row. */
+static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *base, double g, int32_t *wsum, float *sw, float *cw, float *qn)
+{
+    __m512 vmx = _mm512_setzero_ps();
+    __m512d rr0 = _mm512_setzero_pd(), rr1 = rr0, ww0 = rr0, ww1 = rr0;
+    __m512i qq = _mm512_setzero_si512(), qs = qq;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    float mx, s, inv;
+    size_t p;
+    for (p = 0; p < d; p += 16) {
+        const __mmask16 k = d - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - p)) - 1);
+        vmx = _mm512_max_ps(vmx, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, w + p)));
+    }
+    mx = _mm512_reduce_max_ps(vmx);
+    s = mx / 127.0f;
+    inv = s > 0.0f ? 1.0f / s : 0.0f;
+    if (!(inv <= FLT_MAX)) return 0;
+    for (p = 0; p < dp; p += 16) {
+        const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - p)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(k, w + p);
+        /* |x inv| <= 127 (1 + 2^-23): no conversion overflows */
+        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(inv))), lo), hi);
+        const __m512 res = _mm512_fnmadd_ps(_mm512_set1_ps(s), _mm512_cvtepi32_ps(q), x);
+        const __m512d rl = _mm512_cvtps_pd(_mm512_castps512_ps256(res));
+        const __m512d rh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(res), 1)));
+        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        int32_t g4[4];
+        size_t gi;
+        rr0 = _mm512_fmadd_pd(rl, rl, rr0);
+        rr1 = _mm512_fmadd_pd(rh, rh, rr1);
+        ww0 = _mm512_fmadd_pd(xl, xl, ww0);
+        ww1 = _mm512_fmadd_pd(xh, xh, ww1);
+        qq = _mm512_add_epi32(qq, _mm512_mullo_epi32(q, q));
+        qs = _mm512_add_epi32(qs, q);
+        _mm_storeu_si128((__m128i *)(void *)g4, _mm512_cvtepi32_epi8(q));
+        for (gi = 0; gi < 4 && p + 4 * gi < dp; ++gi) memcpy(base + (p / 4 + gi) * LSAE__NT * 4, &g4[gi], 4);
+    }
+    *wsum = _mm512_reduce_add_epi32(qs);
+    *sw = s;
+    *cw = lsae__up((sqrt(_mm512_reduce_add_pd(_mm512_add_pd(rr0, rr1))) + sqrt((double)d) * 1.5e-45) * (1.0 + 2e-7) +
+                   g * sqrt(_mm512_reduce_add_pd(_mm512_add_pd(ww0, ww1))));
+    *qn = lsae__up((double)s * sqrt((double)_mm512_reduce_add_epi32(qq)));
+    return 1;
+}
+#endif
+
 static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const float *W, size_t L, size_t d, int nthreads)
 {
     const double g = lsae__gamma(d);
@@ -3207,6 +3268,9 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
             q->sw[l] = q->cw[l] = q->qn[l] = 0.0f;
             continue;
         }
+#if defined(LSAE__AVX512)
+        if (lsae__lp_quant_row16(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) continue;
+#endif
         for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
         s = mx / 127.0f;
         inv = s > 0.0f ? 1.0f / s : 0.0f;
@@ -4942,14 +5006,80 @@ static lsae_result lsae__select_levels(lsae_trainer *t, lsae__batch *b)
     return LSAE_OK;
 }
 
+/* The AuxK pick of a step whose top went through the pre-pass: per row the
+   ka largest of ReLU(xc W_enc^T + b_enc) among the dead latents, in latent
+   order, as lsae__select writes t->aux. The dead latents' rows of W_enc
+   and b_enc are gathered into a model of n_dead latents and lsae__select
+   picks its top ka: each value is the same float32 chain over p as in the
+   full pass (the pre-pass's recomputation rests on that too), and the
+   gathered order keeps the latent order, so ties (to the lower latent)
+   and the zeros that pad a row with fewer than ka positive values (the
+   lowest dead latents) fall the same way. Costs B n_dead d: worth it
+   while few latents are dead. */
+static lsae_result lsae__aux_from_dead(lsae_trainer *t, const lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, B = b->B, nd = b->n_dead, ka = b->ka;
+    const size_t rows = lsae__select_rows(B, ka, 0, t->nthreads);
+    lsae_model sub;
+    lsae__select_ws ws;
+    float *W, *bias;
+    int32_t *map;
+    lsae__kv *top, *tmp;
+    size_t l, j, r, i, q;
+    lsae_result res = LSAE_OK;
+    memset(&ws, 0, sizeof ws);
+    W = (float *)lsae__alloc_array(t->alloc, nd, d * sizeof(float), "AuxK dead latents");
+    bias = W ? (float *)lsae__alloc_array(t->alloc, nd, sizeof(float), "AuxK dead latents") : NULL;
+    map = bias ? (int32_t *)lsae__alloc_array(t->alloc, nd, sizeof(int32_t), "AuxK dead latents") : NULL;
+    top = map ? (lsae__kv *)lsae__alloc_array(t->alloc, rows, ka * sizeof(lsae__kv), "AuxK pick") : NULL;
+    tmp = top ? (lsae__kv *)lsae__alloc_array(t->alloc, ka, sizeof(lsae__kv), "AuxK pick") : NULL;
+    if (!tmp) { res = LSAE_OUT_OF_MEMORY; goto done; }
+    if ((res = lsae__select_ws_init(t->alloc, &ws, rows, ka, 0, d, t->nthreads)) != LSAE_OK) goto done;
+    for (l = 0, j = 0; l < L; ++l)
+        if ((t->dead_bits[l / 64] >> (l % 64)) & 1u) {
+            memcpy(W + j * d, m->W_enc + l * d, d * sizeof(float));
+            bias[j] = m->b_enc[l];
+            map[j++] = (int32_t)l;
+        }
+    LSAE_ASSERT(j == nd && ka <= nd);
+    sub = *m;
+    sub.L = nd;
+    sub.W_enc = W;
+    sub.b_enc = bias;
+    for (r = 0; r < B; r += rows) {
+        const size_t R = B - r < rows ? B - r : rows;
+        lsae__select(&sub, t->xc + r * d, R, ka, top, NULL, 0, NULL, &ws);
+        for (i = 0; i < R; ++i) {
+            lsae__kv *out = t->aux + (r + i) * t->KA;
+            for (q = 0; q < ka; ++q) {
+                out[q].v = top[i * ka + q].v;
+                out[q].i = map[top[i * ka + q].i];
+            }
+            lsae__sort_index(out, ka, tmp, L);
+        }
+    }
+done:
+    lsae__select_ws_free(t->alloc, &ws);
+    lsae__free(t->alloc, tmp);
+    lsae__free(t->alloc, top);
+    lsae__free(t->alloc, map);
+    lsae__free(t->alloc, bias);
+    lsae__free(t->alloc, W);
+    return res;
+}
+
 /* F4 through the int8 pre-pass (docs/math.md 2.12), when it applies: the
    same top Ksel of every row, bit for bit, as lsae__select, from an int8
    product with a proven error bound and a float32 recomputation of only
    the latents that bound leaves in doubt. W_enc moves every step, so its
    int8 copy is rebuilt here: O(L d) against the O(B L d) product it
-   replaces. Not with an AuxK pick this step (ka > 0): the bound screens
-   for the top of all latents, not of the dead ones, so those steps take
-   the float32 pass. Sets b->prepassed when it ran. */
+   replaces. With an AuxK pick this step (ka > 0) the bound, which screens
+   for the top of all latents, says nothing about the top of the dead ones:
+   lsae__aux_from_dead picks those in float32 from the dead latents alone,
+   while at most half the latents are dead (beyond that the full float32
+   pass, which yields both picks at once, costs less). Sets b->prepassed
+   when it ran. */
 static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
 {
     lsae_model *m = t->m;
@@ -4958,7 +5088,7 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     lsae_result r;
     size_t i;
     b->prepassed = 0;
-    if (b->ka || !lsae__lp_applies(m, K, B)) return LSAE_OK;
+    if ((b->ka && b->n_dead > m->L / 2) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
     lsae__lp_free(t->alloc, &t->lpq);
     if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
     /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
@@ -4970,6 +5100,7 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
             for (i = B; i-- > 0;) memcpy(t->top + i * t->K, out + i * K, K * sizeof(lsae__kv));
         lsae__free(t->alloc, out);
     }
+    if (r == LSAE_OK && b->ka) r = lsae__aux_from_dead(t, b);
     if (r == LSAE_OK) {
         b->prepassed = 1;
         t->prepass_batches++;

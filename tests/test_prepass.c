@@ -333,8 +333,15 @@ int main(void)
             c.multi_topk = 0;
             /* dead after 1024 rows without firing: AuxK steps from the 5th batch */
             c.dead_feature_threshold = 1024;
-            used = train_both(&c, x, n, 256, 10, "TopK, dead latents after 4 batches");
-            CHECKF(used >= 1 && used < 10, "TopK with dead latents: %zu of 10 batches through the pre-pass (want some, not all)", used);
+            used = train_both(&c, x, n, 256, 10, "TopK, AuxK: dead latents after 4 batches");
+            CHECKF(used == 10, "TopK with dead latents: %zu of 10 batches through the pre-pass", used);
+            /* most latents dead (AuxK from 640 rows on, few fire in 256):
+               those steps take the float32 pass */
+            c.dead_feature_threshold = 640;
+            c.k = 4;
+            used = train_both(&c, x, n, 256, 10, "TopK k4, most latents dead");
+            CHECKF(used >= 1 && used < 10, "TopK with most latents dead: %zu of 10 batches through the pre-pass (want some, not all)", used);
+            c.k = 16;
             c.auxk_alpha = 0.0;
             c.grad_acc_steps = 2;
             c.total_steps = 5;
