@@ -3234,11 +3234,10 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
 }
 #endif
 
+static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads);
 static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const float *W, size_t L, size_t d, int nthreads)
 {
-    const double g = lsae__gamma(d);
     size_t n, bytes;
-    ptrdiff_t l;
     memset(q, 0, sizeof *q);
     q->d = d;
     q->L = L;
@@ -3252,6 +3251,18 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
     q->cw = q->sw ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
     q->qn = q->cw ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
     if (!q->qn) { lsae__lp_free(a, q); return LSAE_OUT_OF_MEMORY; }
+    lsae__lp_fill(q, W, nthreads);
+    return LSAE_OK;
+}
+
+/* The int8 copy of W [L, d] into q as lsae__lp_build allocated it (the
+   training step refills one copy every batch: allocating 19 MB a step
+   cost page faults worth a tenth of the step) */
+static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads)
+{
+    const size_t d = q->d, L = q->L, n = q->ntiles * LSAE__NT;
+    const double g = lsae__gamma(d);
+    ptrdiff_t l;
     (void)nthreads;
     LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
     for (l = 0; l < (ptrdiff_t)n; ++l) {
@@ -3290,7 +3301,6 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
         q->cw[l] = lsae__up(sqrt(rn2) + g * sqrt(wn2));
         q->qn[l] = lsae__up(sqrt(qn2));
     }
-    return LSAE_OK;
 }
 
 /* acc[r][j] = sum_p xu[r][p] wq[l0 + j][p] over the dp entries, r < mr <= 6,
@@ -5089,8 +5099,11 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     size_t i;
     b->prepassed = 0;
     if ((b->ka && b->n_dead > m->L / 2) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
-    lsae__lp_free(t->alloc, &t->lpq);
-    if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
+    if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) lsae__lp_fill(&t->lpq, m->W_enc, t->nthreads);
+    else {
+        lsae__lp_free(t->alloc, &t->lpq);
+        if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
+    }
     /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
     out = t->K == K ? t->top : (lsae__kv *)lsae__alloc_array(t->alloc, B, K * sizeof(lsae__kv), "pre-pass selection");
     if (!out) return LSAE_OUT_OF_MEMORY;
