@@ -3241,6 +3241,32 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
     return LSAE_OK;
 }
 
+/* One row x [d] for lsae__lp_tile: u [dp] = xq + 128 as unsigned bytes
+   (padded with 128, xq = 0), xq = round(x / sx), sx = max_p |x_p| / 127;
+   xn >= ||x||, xrn >= ||x - sx xq|| (in double from the actual residual,
+   rounded up). */
+static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float *sxo, float *xn, float *xrn)
+{
+    double xn2 = 0.0, rn2 = 0.0;
+    float mx = 0.0f, sx, inv;
+    size_t p;
+    for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
+    sx = mx / 127.0f;
+    inv = sx > 0.0f ? 1.0f / sx : 0.0f;
+    for (p = 0; p < dp; ++p) {
+        const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
+        u[p] = (uint8_t)(v + 128);
+        if (p < d) {
+            const double rv = (double)x[p] - (double)sx * v;
+            rn2 += rv * rv;
+            xn2 += (double)x[p] * x[p];
+        }
+    }
+    *sxo = sx;
+    *xn = lsae__up(sqrt(xn2));
+    *xrn = lsae__up(sqrt(rn2));
+}
+
 /* acc[r][j] = sum_p (xq[r][p] + LSAE__LPOFF) wq[l0 + j][p] over the dp
    entries, r < mr <= 6, for one tile (Wt, NT latents): xu are the rows'
    xq + 128 as unsigned bytes (vpdpbusd multiplies unsigned by signed bytes;
@@ -3520,27 +3546,8 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
             /* the block's rows quantised (by the thread that uses them: no
                barrier between) */
             for (rr = (ptrdiff_t)b0; rr < (ptrdiff_t)b1; ++rr) {
-                const float *x = xc + (size_t)rr * d;
-                uint8_t *u = xu + (size_t)rr * dp;
                 lsae__lprow *s = st + rr;
-                double xn2 = 0.0, rn2 = 0.0;
-                float mx = 0.0f, sx, inv;
-                size_t p;
-                for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
-                sx = mx / 127.0f;
-                inv = sx > 0.0f ? 1.0f / sx : 0.0f;
-                for (p = 0; p < dp; ++p) {
-                    const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
-                    u[p] = (uint8_t)(v + 128);
-                    if (p < d) {
-                        const double rv = (double)x[p] - (double)sx * v;
-                        rn2 += rv * rv;
-                        xn2 += (double)x[p] * x[p];
-                    }
-                }
-                s->sx = sx;
-                s->xn = lsae__up(sqrt(xn2));
-                s->xrn = lsae__up(sqrt(rn2));
+                lsae__lp_row(xc + (size_t)rr * d, d, dp, xu + (size_t)rr * dp, &s->sx, &s->xn, &s->xrn);
                 s->T = 0.0f;
                 s->nlo = s->ncand = 0;
                 s->overflow = 0;
