@@ -385,7 +385,12 @@ bench-mpi: $(MPI_BUILD)/bench_mpi
 
 # the AVX2 and the native (AVX-512 where there is one) kernels must train to
 # the same bits; needs an x86 CPU with AVX2 and FMA, skipped elsewhere
-test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
+# test-isa: the training digests of the native and the -mavx2 -mfma builds
+# agree; the int8 pre-pass and the decoder cosines, whose AVX2 build has its
+# own int8 kernel, pass in an -mavx2 -mfma build (and, on an AVX-512 CPU, the
+# pre-pass in one for AVX-512 without VNNI: AVX2's kernel, AVX-512's bounds)
+ISA_AVX2_TESTS = test_prepass test_deccos
+test-isa: tests/isa_digest.c tests/test_prepass.c tests/test_deccos.c $(TEST_DEPS) | $(BUILD)
 	@if echo 'int main(void){return 0;}' | $(CC) -mavx2 -mfma -x c -o /dev/null - 2>/dev/null; then \
 	  if grep -q ' avx2' /proc/cpuinfo 2>/dev/null && grep -q ' fma' /proc/cpuinfo 2>/dev/null; then \
 	    $(CC) $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -o $(BUILD)/isa_native tests/isa_digest.c -lm && \
@@ -393,6 +398,14 @@ test-isa: tests/isa_digest.c $(HDR) | $(BUILD)
 	    a=$$($(BUILD)/isa_native) && b=$$($(BUILD)/isa_avx2) && \
 	    if [ "$$a" = "$$b" ]; then echo "== native and AVX2 kernels train to the same bits ($$a): ok"; \
 	    else echo "FAILED: native build $$a, AVX2 build $$b"; exit 1; fi; \
+	    for t in $(ISA_AVX2_TESTS); do \
+	      $(CC) $(CSTD) $(OPT) -mavx2 -mfma $(OMP) $(WARN) -o $(BUILD)/isa_avx2_$$t tests/$$t.c -lm && \
+	      $(BUILD)/isa_avx2_$$t > /dev/null || { echo "FAILED: $$t built with -mavx2 -mfma"; exit 1; }; \
+	    done; echo "== $(ISA_AVX2_TESTS) built with -mavx2 -mfma (the AVX2 int8 kernel): ok"; \
+	    if grep -q ' avx512bw' /proc/cpuinfo 2>/dev/null && echo 'int main(void){return 0;}' | $(CC) -march=skylake-avx512 -x c -o /dev/null - 2>/dev/null; then \
+	      $(CC) $(CSTD) $(OPT) -march=skylake-avx512 $(OMP) $(WARN) -o $(BUILD)/isa_skx_test_prepass tests/test_prepass.c -lm && \
+	      $(BUILD)/isa_skx_test_prepass > /dev/null || { echo "FAILED: test_prepass built for AVX-512 without VNNI (-march=skylake-avx512)"; exit 1; }; \
+	      echo "== test_prepass built for AVX-512 without VNNI: ok"; fi; \
 	  else echo "== test-isa skipped: this CPU lacks AVX2/FMA"; fi; \
 	else echo "== test-isa skipped: $(CC) has no -mavx2 -mfma"; fi
 

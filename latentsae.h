@@ -3125,6 +3125,18 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #if defined(LSAE__AVX512) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define LSAE__VNNI 1
 #endif
+/* What lsae__lp_tile's sums hold: sum_p (xq_p + LSAE__LPOFF) wq_p, so
+   S = acc - LSAE__LPOFF wsum. vpdpbusd and the portable loop take the
+   unsigned xq + 128; the AVX2 kernel (the sign trick) gives S itself.
+   LSAE__LPFAST: the int8 product is faster than float32's (VNNI, AVX2). */
+#if defined(LSAE__VNNI) || !defined(LSAE__AVX2)
+#define LSAE__LPOFF 128
+#else
+#define LSAE__LPOFF 0
+#endif
+#if defined(LSAE__VNNI) || defined(LSAE__AVX2)
+#define LSAE__LPFAST 1
+#endif
 
 typedef struct lsae__lp {
     size_t d, L, dp, ntiles;  /* dp: d rounded up to a multiple of 4 */
@@ -3303,10 +3315,37 @@ static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads)
     }
 }
 
-/* acc[r][j] = sum_p xu[r][p] wq[l0 + j][p] over the dp entries, r < mr <= 6,
-   for one tile (Wt, NT latents): xu are the rows' xq + 128 as unsigned bytes
-   (vpdpbusd multiplies unsigned by signed bytes; the offset comes back out
-   as 128 wsum). */
+/* One row x [d] for lsae__lp_tile: u [dp] = xq + 128 as unsigned bytes
+   (padded with 128, xq = 0), xq = round(x / sx), sx = max_p |x_p| / 127;
+   xn >= ||x||, xrn >= ||x - sx xq|| (in double from the actual residual,
+   rounded up). */
+static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float *sxo, float *xn, float *xrn)
+{
+    double xn2 = 0.0, rn2 = 0.0;
+    float mx = 0.0f, sx, inv;
+    size_t p;
+    for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
+    sx = mx / 127.0f;
+    inv = sx > 0.0f ? 1.0f / sx : 0.0f;
+    for (p = 0; p < dp; ++p) {
+        const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
+        u[p] = (uint8_t)(v + 128);
+        if (p < d) {
+            const double rv = (double)x[p] - (double)sx * v;
+            rn2 += rv * rv;
+            xn2 += (double)x[p] * x[p];
+        }
+    }
+    *sxo = sx;
+    *xn = lsae__up(sqrt(xn2));
+    *xrn = lsae__up(sqrt(rn2));
+}
+
+/* acc[r][j] = sum_p (xq[r][p] + LSAE__LPOFF) wq[l0 + j][p] over the dp
+   entries, r < mr <= 6, for one tile (Wt, NT latents): xu are the rows'
+   xq + 128 as unsigned bytes (vpdpbusd multiplies unsigned by signed bytes;
+   the offset comes back out as 128 wsum). Every form gives the same exact
+   integers. */
 #define LSAE__LPMR 6
 static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr, const int8_t *Wt, size_t dp)
 {
@@ -3339,6 +3378,51 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
     }
     LSAE__STOREVNNI(0) LSAE__STOREVNNI(1) LSAE__STOREVNNI(2) LSAE__STOREVNNI(3) LSAE__STOREVNNI(4) LSAE__STOREVNNI(5)
 #undef LSAE__STOREVNNI
+#elif defined(LSAE__AVX2)
+    /* vpmaddubsw multiplies unsigned by signed bytes into int16 sums of
+       pairs, which saturate, and (xq + 128) wq pairs reach 2 255 127 >
+       32767. So it multiplies |xq| (<= 127) by sign(xq) wq (vpsignb: the
+       sign of the row's byte on the weight, 0 where xq = 0), whose pairs are
+       at most 2 127 127 = 32258 in size, exact; vpmaddwd by ones adds each
+       latent's two pairs into int32. xq = xu ^ 0x80 (xu = xq + 128), and acc
+       is S itself: LSAE__LPOFF is 0. Two rows by 32 latents at a time (eight
+       accumulators, four weight vectors, the row's two forms and the ones:
+       fifteen of the sixteen ymm registers); a half tile of weights (dp 32
+       bytes) stays in L1 while the row pairs sweep it. */
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    size_t h, r0, p;
+    for (h = 0; h < LSAE__NT; h += 32)
+        for (r0 = 0; r0 < mr; r0 += 2) {
+            const uint8_t *x0 = xu + r0 * ldx, *x1 = r0 + 1 < mr ? x0 + ldx : x0;
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            for (p = 0; p < dp4; ++p) {
+                const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
+                const __m256i b0 = _mm256_loadu_si256((const __m256i *)b), b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
+                const __m256i b2 = _mm256_loadu_si256((const __m256i *)(b + 64)), b3 = _mm256_loadu_si256((const __m256i *)(b + 96));
+                __m256i s, a;
+                int32_t v;
+#define LSAE__ROWAVX2(r)                                                        \
+                memcpy(&v, x##r + 4 * p, 4);                                    \
+                s = _mm256_xor_si256(_mm256_set1_epi32(v), flip);               \
+                a = _mm256_abs_epi8(s);                                         \
+                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b0, s)), ones)); \
+                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b1, s)), ones)); \
+                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b2, s)), ones)); \
+                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b3, s)), ones));
+                LSAE__ROWAVX2(0) LSAE__ROWAVX2(1)
+#undef LSAE__ROWAVX2
+            }
+            {
+                int32_t *o = acc + r0 * LSAE__NT + h;
+                _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
+                _mm256_storeu_si256((__m256i *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(o + 24), c03);
+                if (r0 + 1 < mr) {
+                    o += LSAE__NT;
+                    _mm256_storeu_si256((__m256i *)o, c10); _mm256_storeu_si256((__m256i *)(o + 8), c11);
+                    _mm256_storeu_si256((__m256i *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(o + 24), c13);
+                }
+            }
+        }
 #else
     /* portable: 16-bit products summed in 32 bits, a form compilers turn
        into pmaddwd-style vector code */
@@ -3425,7 +3509,7 @@ static unsigned lsae__ctz64(uint64_t x) { unsigned n = 0; while (!(x & 1u)) { x 
 #define LSAE__CTZ64(x) lsae__ctz64(x)
 #endif
 
-/* One row of a tile of nt latents: S = acc - 128 wsum, A = (sx sw) S,
+/* One row of a tile of nt latents: S = acc - LSAE__LPOFF wsum, A = (sx sw) S,
    v = A + b, eps (the bound of the header comment above), lo = v - eps,
    hi = v + eps into lo[], hi[]; returns bit j set where lo > T or where
    hi >= T and hi > 0 (the latent may enter the lo list or the candidates).
@@ -3443,7 +3527,8 @@ static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const flo
         const __m512 vsab = _mm512_set1_ps(sab), vtiny = _mm512_set1_ps(tiny), vT = _mm512_set1_ps(T), zero = _mm512_setzero_ps();
         const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
         for (; j < LSAE__NT; j += 16) {
-            const __m512i S = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + j)), _mm512_maskz_slli_epi32((__mmask16)0xFFFF, _mm512_loadu_si512((const void *)(ws + j)), 7));
+            const __m512i S = LSAE__LPOFF ? _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + j)), _mm512_maskz_slli_epi32((__mmask16)0xFFFF, _mm512_loadu_si512((const void *)(ws + j)), 7))
+                                          : _mm512_loadu_si512((const void *)(acc + j));
             const __m512 A = _mm512_mul_ps(_mm512_mul_ps(vsx, _mm512_loadu_ps(sw + j)), _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF, S)); /* masked forms: see lsae__half256 */
             const __m512 bb = _mm512_loadu_ps(b + j), v = _mm512_add_ps(A, bb);
             const __m512 mag = _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(A), absm)),
@@ -3465,7 +3550,8 @@ static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const flo
         const __m256 vsab = _mm256_set1_ps(sab), vtiny = _mm256_set1_ps(tiny), vT = _mm256_set1_ps(T), zero = _mm256_setzero_ps();
         const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
         for (; j < LSAE__NT; j += 8) {
-            const __m256i S = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(ws + j)), 7));
+            const __m256i S = LSAE__LPOFF ? _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(ws + j)), 7))
+                                          : _mm256_loadu_si256((const __m256i *)(acc + j));
             const __m256 A = _mm256_mul_ps(_mm256_mul_ps(vsx, _mm256_loadu_ps(sw + j)), _mm256_cvtepi32_ps(S));
             const __m256 bb = _mm256_loadu_ps(b + j), v = _mm256_add_ps(A, bb);
             const __m256 mag = _mm256_add_ps(_mm256_and_ps(A, absm), _mm256_and_ps(bb, absm));
@@ -3481,7 +3567,7 @@ static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const flo
     }
 #endif
     for (; j < nt; ++j) {
-        const float A = (sx * sw[j]) * (float)(acc[j] - 128 * ws[j]);
+        const float A = (sx * sw[j]) * (float)(acc[j] - LSAE__LPOFF * ws[j]);
         const float v = A + b[j];
         const float e = (xn * cw[j] + xrn * qn[j]) * rel + sab * (fabsf(A) + fabsf(b[j])) + tiny;
         lo[j] = v - e;
@@ -3534,27 +3620,8 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
             /* the block's rows quantised (by the thread that uses them: no
                barrier between) */
             for (rr = (ptrdiff_t)b0; rr < (ptrdiff_t)b1; ++rr) {
-                const float *x = xc + (size_t)rr * d;
-                uint8_t *u = xu + (size_t)rr * dp;
                 lsae__lprow *s = st + rr;
-                double xn2 = 0.0, rn2 = 0.0;
-                float mx = 0.0f, sx, inv;
-                size_t p;
-                for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
-                sx = mx / 127.0f;
-                inv = sx > 0.0f ? 1.0f / sx : 0.0f;
-                for (p = 0; p < dp; ++p) {
-                    const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
-                    u[p] = (uint8_t)(v + 128);
-                    if (p < d) {
-                        const double rv = (double)x[p] - (double)sx * v;
-                        rn2 += rv * rv;
-                        xn2 += (double)x[p] * x[p];
-                    }
-                }
-                s->sx = sx;
-                s->xn = lsae__up(sqrt(xn2));
-                s->xrn = lsae__up(sqrt(rn2));
+                lsae__lp_row(xc + (size_t)rr * d, d, dp, xu + (size_t)rr * dp, &s->sx, &s->xn, &s->xrn);
                 s->T = 0.0f;
                 s->nlo = s->ncand = 0;
                 s->overflow = 0;

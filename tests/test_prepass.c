@@ -8,7 +8,9 @@
    zero row. The float32 pass is the reference (the ISA digest test and
    test_core check it against a float64 product). Also: the candidate
    counts show the pre-pass ran (a test that always fell back would pass
-   blind), and a stale int8 copy is not used after the weights change. */
+   blind), and a stale int8 copy is not used after the weights change.
+   First, the int8 tile kernel of this build (AVX-512 VNNI, AVX2, portable)
+   against the integer product written out. */
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"
 #include "test_util.h"
@@ -112,6 +114,61 @@ static void candidates(lsae_model *m, const float *x, size_t rows, size_t k, con
     free(xc); free(t0); free(t1); free(cnt);
 }
 
+/* lsae__lp_tile against the integer product written out, for every
+   kernel this build has (VNNI, the AVX2 sign trick, portable): acc less
+   LSAE__LPOFF sum_p wq equals sum_p xq wq exactly, for mr = 1..6 rows, on
+   random bytes and on the extremes (every product 127 127 of one sign: an
+   int16 pair sum that saturated or a lost sign would show), and rows past
+   mr are not written */
+static void tile_exact(void)
+{
+    static const size_t dps[] = { 4, 8, 12, 100, 388, 768 };
+    size_t di, mode, mr, r, j, p, bad = 0;
+    for (di = 0; di < sizeof dps / sizeof dps[0]; ++di)
+        for (mode = 0; mode < 4; ++mode) {
+            const size_t dp = dps[di], ldx = dp + 4 * mode;
+            int8_t *Wt = (int8_t *)malloc(dp * LSAE__NT), *wq = (int8_t *)malloc(dp * LSAE__NT);
+            uint8_t *xu = (uint8_t *)malloc(LSAE__LPMR * ldx);
+            int8_t *xq = (int8_t *)malloc(LSAE__LPMR * ldx);
+            int32_t acc[(LSAE__LPMR + 1) * LSAE__NT];
+            for (j = 0; j < LSAE__NT; ++j)
+                for (p = 0; p < dp; ++p) {
+                    /* mode 0 random; 1 all +-127 (signs random); 2 weights
+                       and rows 127 (the largest positive pairs); 3 rows
+                       -127, weights 127 (the largest negative) */
+                    const int w = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : 127;
+                    wq[j * dp + p] = (int8_t)w;
+                    Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
+                }
+            for (r = 0; r < LSAE__LPMR; ++r)
+                for (p = 0; p < ldx; ++p) {
+                    const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
+                    xq[r * ldx + p] = (int8_t)x;
+                    xu[r * ldx + p] = (uint8_t)(x + 128);
+                }
+            for (mr = 1; mr <= LSAE__LPMR; ++mr) {
+                for (j = 0; j < (LSAE__LPMR + 1) * LSAE__NT; ++j) acc[j] = 12345;
+                lsae__lp_tile(acc, xu, ldx, mr, Wt, dp);
+                for (r = 0; r < LSAE__LPMR + 1; ++r)
+                    for (j = 0; j < LSAE__NT; ++j) {
+                        long long want = 0, ws = 0;
+                        if (r >= mr) { bad += acc[r * LSAE__NT + j] != 12345; continue; }
+                        for (p = 0; p < dp; ++p) {
+                            want += (long long)xq[r * ldx + p] * wq[j * dp + p];
+                            ws += wq[j * dp + p];
+                        }
+                        if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
+                            if (!bad) fprintf(stderr, "lsae__lp_tile: dp %zu mode %zu mr %zu row %zu latent %zu: %lld, want %lld\n", dp, mode, mr, r, j,
+                                              (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
+                            ++bad;
+                        }
+                    }
+            }
+            free(Wt); free(wq); free(xu); free(xq);
+        }
+    CHECKF(bad == 0, "lsae__lp_tile: %zu sums differ from the integer product", bad);
+}
+
 static lsae_model *make(size_t d, size_t L, size_t k)
 {
     lsae_config c = lsae_config_default(d);
@@ -167,6 +224,8 @@ int main(void)
 {
     double mean;
     size_t over, i, j;
+    tu_seed(3);
+    tile_exact();
     /* 1. the bundled MiniLM embeddings, a model trained on them a little */
     {
         const size_t n = 4096, d = 384;

@@ -86,24 +86,25 @@ static void unit_rows(float *out, const float *v, size_t n, size_t d)
 /* Unit vectors made ready for the bounded product of deccos.c: the cosine
    of a query and a row is V = their unit vectors' dot product in double
    (dc_exact_dot), found exactly; the product of all queries with all rows
-   is only approximated (int8 with AVX-512 VNNI, else fp32), with the bound
-   e >= |A - V| of deccos.c's top comment, and a row is computed exactly for
-   a query only when A + e beats the query's 10th best so far. For the
-   queries (query = 1) the vectors are also packed in tiles of 64. */
+   is only approximated (the library's int8 product where it is fast, else
+   fp32), with the bound e >= |A - V| of deccos.c's top comment, and a row
+   is computed exactly for a query only when A + e beats the query's 10th
+   best so far. The rows are deccos.c's row side (a), the queries its
+   column side (b): e = X_a Y_b + Z_a W_b + k0, the rows holding X, Z and
+   the queries Y, W (in their X, Z). For the queries the vectors are also
+   packed in tiles of 64. */
 typedef struct nn_side {
     size_t n, cap, d;
+    int i8;       /* the int8 product (deccos.c: DC_INT8 and d <= DC_INT8_MAXD) */
     float *unit;  /* [n, d] */
-    float *X, *Z; /* the bound's terms per vector: rows X = Q, Z = R; queries X = R (deccos.c's Y), Z = Q + R (W) */
-#if defined(DC_VNNI)
-    size_t d4;
-    uint8_t *Au;  /* [n, d4] q + 128 */
-    int8_t *Q;    /* queries: [n, d4] q */
-    int8_t *P;    /* queries: tiles of [d4 / 4][64][4] */
-    int32_t *off; /* 128 sum q, padded to whole tiles */
-    float *scale; /* padded to whole tiles */
-#else
-    float *P;     /* queries: the encoder's tiles of [d][64] */
+    float *X, *Z; /* the bound's terms per vector: rows X = |u|, Z = |r|; queries X = cw >= |r| (deccos.c's Y), Z = qn = |s q| (W); 0 for fp32 */
+#if defined(DC_INT8)
+    size_t dp;
+    uint8_t *Au;  /* rows: [n, dp] (lsae__lp_row) */
+    float *scale; /* rows: s */
+    lsae__lp lp;  /* queries: the library's int8 tiles, sums, scales and norms */
 #endif
+    float *P;     /* queries, fp32: the encoder's tiles of [d][64] */
 } nn_side;
 
 static void nn_side_init(nn_side *S, size_t cap, size_t d, int query)
@@ -116,25 +117,26 @@ static void nn_side_init(nn_side *S, size_t cap, size_t d, int query)
     S->unit = (float *)xcalloc(padded * d, sizeof(float));
     S->X = (float *)xcalloc(padded, sizeof(float));
     S->Z = (float *)xcalloc(padded, sizeof(float));
-#if defined(DC_VNNI)
-    S->d4 = (d + 3) / 4 * 4;
-    S->Au = (uint8_t *)xcalloc(padded * S->d4, 1);
-    S->off = (int32_t *)xcalloc(padded, sizeof(int32_t));
-    S->scale = (float *)xcalloc(padded, sizeof(float));
-    if (query) {
-        S->Q = (int8_t *)xcalloc(padded * S->d4, 1);
-        S->P = (int8_t *)xcalloc(padded * S->d4, 1);
+#if defined(DC_INT8)
+    S->i8 = d <= DC_INT8_MAXD;
+    if (S->i8) {
+        S->dp = (d + 3) / 4 * 4;
+        if (!query) {
+            S->Au = (uint8_t *)xcalloc(padded * S->dp, 1);
+            S->scale = (float *)xcalloc(padded, sizeof(float));
+        }
+        return;
     }
-#else
-    if (query) S->P = (float *)xcalloc(padded * d, sizeof(float));
 #endif
+    if (query) S->P = (float *)xcalloc(padded * d, sizeof(float));
 }
 
 static void nn_side_free(nn_side *S)
 {
     free(S->unit); free(S->X); free(S->Z); free(S->P);
-#if defined(DC_VNNI)
-    free(S->Au); free(S->off); free(S->scale); free(S->Q);
+#if defined(DC_INT8)
+    free(S->Au); free(S->scale);
+    lsae__lp_free(NULL, &S->lp);
 #endif
     memset(S, 0, sizeof *S);
 }
@@ -143,7 +145,7 @@ static void nn_side_free(nn_side *S)
 static void nn_side_set(nn_side *S, const float *v, size_t n, int query, int nthreads)
 {
     const size_t d = S->d, tiles = (n + LSAE__NT - 1) / LSAE__NT, nb = (n + 63) / 64;
-    size_t i, t;
+    size_t t;
     ptrdiff_t bi;
     S->n = n;
     (void)nthreads;
@@ -152,25 +154,23 @@ static void nn_side_set(nn_side *S, const float *v, size_t n, int query, int nth
     for (bi = 0; bi < (ptrdiff_t)nb; ++bi) {
         const size_t i0 = (size_t)bi * 64, cnt = n - i0 < 64 ? n - i0 : 64;
         unit_rows(S->unit + i0 * d, v + i0 * d, cnt, d);
-#if defined(DC_VNNI)
-        {
-            float *qn = query ? S->Z : S->X, *rn = query ? S->X : S->Z;
-            dc_quantise(S->unit + i0 * d, cnt, d, S->d4, S->Au + i0 * S->d4, S->Q ? S->Q + i0 * S->d4 : NULL, S->off + i0, S->scale + i0,
-                        qn + i0, rn + i0);
-        }
+    }
+#if defined(DC_INT8)
+    if (S->i8) {
+        if (query) {
+            lsae__lp_free(NULL, &S->lp);
+            if (n == 0) return; /* (no tiles: nn_chunk has nothing to sweep) */
+            if (lsae__lp_build(NULL, &S->lp, S->unit, n, d, nthreads) != LSAE_OK) fail("neighbours: %s", lsae_last_error());
+            memcpy(S->X, S->lp.cw, n * sizeof(float));
+            memcpy(S->Z, S->lp.qn, n * sizeof(float));
+        } else
+            dc_rows_i8(S->unit, n, d, S->dp, S->Au, S->scale, S->X, S->Z, nthreads);
+        return;
+    }
 #endif
-    }
-#if defined(DC_VNNI)
-    if (query) {
-        for (i = 0; i < n; ++i) S->Z[i] = (S->Z[i] + S->X[i]) * (1.0f + 1e-6f); /* Q + R */
-        for (t = 0; t < tiles; ++t) dc_pack_i8(S->P + t * S->d4 * LSAE__NT, S->Q, n, S->d4, t * LSAE__NT);
-    }
-#else
-    (void)i;
     if (query)
         for (t = 0; t < tiles; ++t)
             lsae__pack_tile(S->P + t * d * LSAE__NT, S->unit, d, t * LSAE__NT, n - t * LSAE__NT < LSAE__NT ? n - t * LSAE__NT : LSAE__NT);
-#endif
 }
 
 /* v rounded down to a float: a bound to compare float approximations with */
@@ -192,17 +192,19 @@ static float nn_below(double v)
 static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs, const uint64_t *qrow, eval_nn *lists, int nthreads)
 {
     const size_t d = R->d, n = R->n, nq = Qs->n, ntiles = (nq + LSAE__NT - 1) / LSAE__NT;
-    const float k0 =
-#if defined(DC_VNNI)
-        DC_SLACK;
-    const size_t tile_bytes = R->d4 * LSAE__NT;
-    size_t G = ((size_t)1 << 20) / (tile_bytes + 1);
-#else
-        (float)(1.01 * (double)d * 5.9604644775390625e-8) + DC_SLACK; /* deccos.c: 1.01 d 2^-24 */
-    size_t G = lsae__tile_group(d);
-#endif
-    size_t ngroups, per;
+    const int i8 = R->i8;
+    /* e = X_a Y_b + Z_a W_b + k0: k0 the slack (int8), or the fp32
+       product's whole bound (X, Z are 0) */
+    const float k0 = i8 ? DC_SLACK : (float)(1.01 * (double)d * 5.9604644775390625e-8) + DC_SLACK; /* deccos.c: 1.01 d 2^-24 */
+    const size_t mrmax = i8 ? LSAE__LPMR : LSAE__MR;
+    size_t G, ngroups, per;
     ptrdiff_t grp;
+#if defined(DC_INT8)
+    const size_t tile_bytes = R->dp * LSAE__NT;
+    G = i8 ? ((size_t)1 << 20) / (tile_bytes + 1) : lsae__tile_group(d);
+#else
+    G = lsae__tile_group(d);
+#endif
     /* enough groups for every thread */
     per = (ntiles + (size_t)nthreads - 1) / (size_t)nthreads;
     G = G > per ? per : G;
@@ -211,10 +213,9 @@ static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs,
     LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
     for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
         float *thr = (float *)xmalloc(G * LSAE__NT * sizeof(float));
-#if defined(DC_VNNI)
-        int32_t Ci[DC_MR * LSAE__NT];
-#else
         float Cf[DC_MR * LSAE__NT];
+#if defined(DC_INT8)
+        int32_t Ci[LSAE__LPMR * LSAE__NT];
 #endif
         const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
         size_t r0, r, j, t;
@@ -223,16 +224,18 @@ static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs,
                 const eval_nn *h = t * LSAE__NT + j < nq ? lists + t * LSAE__NT + j : NULL;
                 thr[(t - t0) * LSAE__NT + j] = !h ? INFINITY : h->n == EVAL_NN ? nn_below(h->s[EVAL_NN - 1]) : -INFINITY;
             }
-        for (r0 = 0; r0 < n; r0 += DC_MR) {
-            const size_t mr = n - r0 < DC_MR ? n - r0 : DC_MR;
+        for (r0 = 0; r0 < n; r0 += mrmax) {
+            const size_t mr = n - r0 < mrmax ? n - r0 : mrmax;
             for (t = t0; t < t1; ++t) {
                 const size_t q0 = t * LSAE__NT;
                 float *th = thr + (t - t0) * LSAE__NT;
-#if defined(DC_VNNI)
-                dc_kernel_vnni(mr, R->Au + r0 * R->d4, R->d4, Qs->P + t * tile_bytes, R->d4 / 4, Ci);
-#else
-                lsae__tile_rows(Cf, LSAE__NT, R->unit + r0 * d, d, mr, Qs->P + t * d * LSAE__NT, d, 0);
+#if defined(DC_INT8)
+                if (i8) {
+                    lsae__lp_tile(Ci, R->Au + r0 * R->dp, R->dp, mr, Qs->lp.wq + t * tile_bytes, R->dp);
+                    dc_approx_i8(Cf, Ci, mr, R->scale + r0, Qs->lp.sw + q0, Qs->lp.wsum + q0);
+                } else
 #endif
+                lsae__tile_rows(Cf, LSAE__NT, R->unit + r0 * d, d, mr, Qs->P + t * d * LSAE__NT, d, 0);
                 for (r = 0; r < mr; ++r) {
                     const size_t a = r0 + r;
                     unsigned char cand[LSAE__NT];
@@ -243,14 +246,7 @@ static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs,
                         int v, i;
                         for (v = 0; v < 4; ++v) {
                             const size_t q = q0 + 16 * (size_t)v;
-#if defined(DC_VNNI)
-                            const __m512i D = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(Ci + r * LSAE__NT + 16 * v)),
-                                                               _mm512_loadu_si512((const void *)(Qs->off + q)));
-                            const __m512 A = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(R->scale[a]), _mm512_loadu_ps(Qs->scale + q)),
-                                                           _mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), (__mmask16)0xFFFF, D));
-#else
                             const __m512 A = _mm512_loadu_ps(Cf + r * LSAE__NT + 16 * v);
-#endif
                             const __m512 e = _mm512_fmadd_ps(xa, _mm512_loadu_ps(Qs->X + q), _mm512_fmadd_ps(za, _mm512_loadu_ps(Qs->Z + q), vk));
                             const __mmask16 m = _mm512_cmp_ps_mask(_mm512_add_ps(A, e), _mm512_loadu_ps(th + 16 * v), _CMP_GT_OQ);
                             for (i = 0; i < 16; ++i) cand[16 * v + i] = (unsigned char)((m >> i) & 1);
@@ -258,19 +254,22 @@ static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs,
                         }
                     }
 #elif defined(LSAE__AVX2)
-                    { /* the fp32 product: e = k0 for every pair */
-                        const __m256 vk = _mm256_set1_ps(k0);
+                    { /* the same, 8 at a time */
+                        const __m256 xa = _mm256_set1_ps(R->X[a]), za = _mm256_set1_ps(R->Z[a]), vk = _mm256_set1_ps(k0);
                         int v, i;
                         for (v = 0; v < 8; ++v) {
-                            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(_mm256_loadu_ps(Cf + r * LSAE__NT + 8 * v), vk),
+                            const size_t q = q0 + 8 * (size_t)v;
+                            const __m256 e = _mm256_fmadd_ps(xa, _mm256_loadu_ps(Qs->X + q), _mm256_fmadd_ps(za, _mm256_loadu_ps(Qs->Z + q), vk));
+                            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_add_ps(_mm256_loadu_ps(Cf + r * LSAE__NT + 8 * v), e),
                                                                            _mm256_loadu_ps(th + 8 * v), _CMP_GT_OQ));
                             for (i = 0; i < 8; ++i) cand[8 * v + i] = (unsigned char)((m >> i) & 1);
                             any |= m != 0;
                         }
                     }
 #else
-                    for (j = 0; j < LSAE__NT; ++j) { /* the fp32 product: e = k0 for every pair */
-                        cand[j] = (unsigned char)(Cf[r * LSAE__NT + j] + k0 > th[j]);
+                    for (j = 0; j < LSAE__NT; ++j) {
+                        const float e = R->X[a] * Qs->X[q0 + j] + R->Z[a] * Qs->Z[q0 + j] + k0;
+                        cand[j] = (unsigned char)(Cf[r * LSAE__NT + j] + e > th[j]);
                         any |= cand[j];
                     }
 #endif
