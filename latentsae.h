@@ -945,7 +945,8 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
    batch costs one sum_f64 of P + 1 numbers across the ranks (which rows
    were NaN/Inf, so that every rank cuts the same batch). next() becomes
    collective: call it on every rank in step. NULL or size 1: whole batches
-   as before. Call before the first next() or right after a seek. */
+   as before. Call it between batches, every rank at the same position (a
+   prefetch thread is stopped, and started again by NULL). */
 LSAE_DEF lsae_result lsae_loader_set_comm(lsae_loader *ld, const lsae_comm *comm);
 
 #endif /* LSAE_NO_STDIO */
