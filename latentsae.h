@@ -3187,11 +3187,71 @@ static void lsae__lp_free(const lsae_allocator *a, lsae__lp *q)
 }
 
 /* The int8 copy of W [L, d] (W_enc), with its scales and norms. */
+#if defined(LSAE__AVX512)
+/* One latent's row w [d] quantised as the scalar loop of lsae__lp_build
+   does it, 16 entries at a time (the training step rebuilds the int8 copy
+   of W_enc every step: 11 ns an entry in the scalar loop, as much as the
+   pre-pass saved at 1,024 rows). q is the nearest integer (ties to even,
+   where the scalar loop rounds them away from 0: any integer is correct).
+   The residual r = w - s q is taken in float with one rounding (fnmadd:
+   r_f = r (1 + delta), |delta| <= 2^-24, plus at most 2^-149 where it is
+   subnormal), its squares summed in double (exact squares, d 2^-53
+   relative for the sum): so ||r|| <= (sqrt(rn2) + sqrt(d) 2^-149)
+   (1 + 2e-7), which is what cw takes. ||s q|| = s sqrt(sum q^2) with the
+   integer sum exact. Writes the row's bytes into its column of the tile
+   (base, groups of 4 entries NT 4 bytes apart, zeros from d to dp) and its
+   wsum, sw, cw, qn. Returns 0 when 1 / s overflows (the largest |w|
+   subnormal): the scalar loop then does the row. */
+static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *base, double g, int32_t *wsum, float *sw, float *cw, float *qn)
+{
+    __m512 vmx = _mm512_setzero_ps();
+    __m512d rr0 = _mm512_setzero_pd(), rr1 = rr0, ww0 = rr0, ww1 = rr0;
+    __m512i qq = _mm512_setzero_si512(), qs = qq;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    float mx, s, inv;
+    size_t p;
+    for (p = 0; p < d; p += 16) {
+        const __mmask16 k = d - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - p)) - 1);
+        vmx = _mm512_max_ps(vmx, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, w + p)));
+    }
+    mx = _mm512_reduce_max_ps(vmx);
+    s = mx / 127.0f;
+    inv = s > 0.0f ? 1.0f / s : 0.0f;
+    if (!(inv <= FLT_MAX)) return 0;
+    for (p = 0; p < dp; p += 16) {
+        const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - p)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(k, w + p);
+        /* |x inv| <= 127 (1 + 2^-23): no conversion overflows */
+        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(inv))), lo), hi);
+        const __m512 res = _mm512_fnmadd_ps(_mm512_set1_ps(s), _mm512_cvtepi32_ps(q), x);
+        const __m512d rl = _mm512_cvtps_pd(_mm512_castps512_ps256(res));
+        const __m512d rh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(res), 1)));
+        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        int32_t g4[4];
+        size_t gi;
+        rr0 = _mm512_fmadd_pd(rl, rl, rr0);
+        rr1 = _mm512_fmadd_pd(rh, rh, rr1);
+        ww0 = _mm512_fmadd_pd(xl, xl, ww0);
+        ww1 = _mm512_fmadd_pd(xh, xh, ww1);
+        qq = _mm512_add_epi32(qq, _mm512_mullo_epi32(q, q));
+        qs = _mm512_add_epi32(qs, q);
+        _mm_storeu_si128((__m128i *)(void *)g4, _mm512_cvtepi32_epi8(q));
+        for (gi = 0; gi < 4 && p + 4 * gi < dp; ++gi) memcpy(base + (p / 4 + gi) * LSAE__NT * 4, &g4[gi], 4);
+    }
+    *wsum = _mm512_reduce_add_epi32(qs);
+    *sw = s;
+    *cw = lsae__up((sqrt(_mm512_reduce_add_pd(_mm512_add_pd(rr0, rr1))) + sqrt((double)d) * 1.5e-45) * (1.0 + 2e-7) +
+                   g * sqrt(_mm512_reduce_add_pd(_mm512_add_pd(ww0, ww1))));
+    *qn = lsae__up((double)s * sqrt((double)_mm512_reduce_add_epi32(qq)));
+    return 1;
+}
+#endif
+
+static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads);
 static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const float *W, size_t L, size_t d, int nthreads)
 {
-    const double g = lsae__gamma(d);
     size_t n, bytes;
-    ptrdiff_t l;
     memset(q, 0, sizeof *q);
     q->d = d;
     q->L = L;
@@ -3205,6 +3265,18 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
     q->cw = q->sw ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
     q->qn = q->cw ? (float *)lsae__alloc_array(a, n, sizeof(float), "int8 encoder copy") : NULL;
     if (!q->qn) { lsae__lp_free(a, q); return LSAE_OUT_OF_MEMORY; }
+    lsae__lp_fill(q, W, nthreads);
+    return LSAE_OK;
+}
+
+/* The int8 copy of W [L, d] into q as lsae__lp_build allocated it (the
+   training step refills one copy every batch: allocating 19 MB a step
+   cost page faults worth a tenth of the step) */
+static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads)
+{
+    const size_t d = q->d, L = q->L, n = q->ntiles * LSAE__NT;
+    const double g = lsae__gamma(d);
+    ptrdiff_t l;
     (void)nthreads;
     LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
     for (l = 0; l < (ptrdiff_t)n; ++l) {
@@ -3221,6 +3293,9 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
             q->sw[l] = q->cw[l] = q->qn[l] = 0.0f;
             continue;
         }
+#if defined(LSAE__AVX512)
+        if (lsae__lp_quant_row16(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) continue;
+#endif
         for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
         s = mx / 127.0f;
         inv = s > 0.0f ? 1.0f / s : 0.0f;
@@ -3240,7 +3315,6 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
         q->cw[l] = lsae__up(sqrt(rn2) + g * sqrt(wn2));
         q->qn[l] = lsae__up(sqrt(qn2));
     }
-    return LSAE_OK;
 }
 
 /* acc[r][j] = sum_p xu[r][p] wq[l0 + j][p] over the dp entries, r < mr <= 6,
@@ -4169,6 +4243,8 @@ struct lsae_trainer {
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
+    lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each step */
+    size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
     /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
     int has_comm;               /* comm is set (even with size 1: the same path, the same bits as without) */
     int comm_failed;            /* a callback failed: the ranks may disagree now, refuse to go on */
@@ -4200,6 +4276,7 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__free(t->alloc, (void *)t->cand); lsae__free(t->alloc, t->ncand); lsae__free(t->alloc, t->keep);
     lsae__free(t->alloc, t->kept); lsae__free(t->alloc, t->bandtop); lsae__free(t->alloc, t->lcand);
     lsae__select_ws_free(t->alloc, &t->sws);
+    lsae__lp_free(t->alloc, &t->lpq);
     t->runs = NULL; t->nruns = t->ncand = t->keep = NULL; t->cand = NULL;
     t->kept = t->bandtop = t->lcand = NULL;
     t->x_used = t->xc = t->G = NULL;
@@ -4467,6 +4544,7 @@ typedef struct lsae__batch {
     float tau;                  /* F4: the batch-wide pick's smallest value (3.1), of the last level for per-level */
     int has_tau;
     size_t enlarged;            /* F4: rows re-selected with more candidates */
+    int prepassed;              /* F4: the selection went through the int8 pre-pass */
     double fvu, fvu4, auxk, loss; /* F7 */
     double lev_fvu[LSAE_MAX_LEVELS]; /* F7: each level's fvu */
 } lsae__batch;
@@ -4596,78 +4674,34 @@ static lsae_result lsae__total_variance(lsae_trainer *t, lsae__batch *b)
     return LSAE_OK;
 }
 
-/* Geometric median of X [B, d] by Weiszfeld's iteration from the mean, at
-   most 100 steps, stopping when the guess moves less than 1e-5 (as sparsify's
-   geometric_median). In double; a point sitting on the guess gets weight
-   1/1e-12 instead of 1/0. */
-static lsae_result lsae__geometric_median(const lsae_allocator *a, float *out, const float *X, size_t B, size_t d, int nthreads)
-{
-    double *guess = (double *)lsae__alloc_array(a, d, 2 * sizeof(double), "geometric median");
-    double *w = guess ? (double *)lsae__alloc_array(a, B, sizeof(double), "geometric median weights") : NULL;
-    double *prev;
-    int it;
-    ptrdiff_t j, b;
-    if (!w) { lsae__free(a, guess); return LSAE_OUT_OF_MEMORY; }
-    (void)nthreads;
-    prev = guess + d;
-    LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-    for (j = 0; j < (ptrdiff_t)d; ++j) {
-        double s = 0.0;
-        size_t r;
-        for (r = 0; r < B; ++r) s += X[r * d + (size_t)j];
-        guess[j] = s / (double)B;
-    }
-    for (it = 0; it < 100; ++it) {
-        double wsum = 0.0, moved = 0.0;
-        size_t r;
-        memcpy(prev, guess, d * sizeof(double));
-        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-        for (b = 0; b < (ptrdiff_t)B; ++b) {
-            double s = 0.0;
-            size_t i;
-            for (i = 0; i < d; ++i) {
-                double diff = X[(size_t)b * d + i] - prev[i];
-                s += diff * diff;
-            }
-            s = sqrt(s);
-            w[b] = 1.0 / (s > 1e-12 ? s : 1e-12);
-        }
-        for (r = 0; r < B; ++r) wsum += w[r];
-        LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-        for (j = 0; j < (ptrdiff_t)d; ++j) {
-            double s = 0.0;
-            size_t q;
-            for (q = 0; q < B; ++q) s += w[q] * X[q * d + (size_t)j];
-            guess[j] = s / wsum;
-        }
-        for (r = 0; r < d; ++r) moved += (guess[r] - prev[r]) * (guess[r] - prev[r]);
-        if (sqrt(moved) < 1e-5) break;
-    }
-    for (j = 0; j < (ptrdiff_t)d; ++j) out[j] = (float)guess[j];
-    lsae__free(a, w);
-    lsae__free(a, guess);
-    return LSAE_OK;
-}
-
-/* The geometric median of the global batch, for a data-parallel run: the
-   iteration above with each of its sums (the mean, and per step
-   sum_b w_b x[b] and sum_b w_b) taken over every rank's rows: each rank adds
-   its own rows in order, then one sum across ranks. Every rank then holds
-   the same guess, and one rank is the function above bit for bit. */
-static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batch *b)
+/* F3. The first batch of a run (cfg.init_b_dec) sets b_dec [d] to the
+   geometric median of its rows, before anything is encoded: Weiszfeld's
+   iteration from the mean,
+       w_b = 1 / max(||x_b - g||, 1e-12),   g <- sum_b w_b x_b / sum_b w_b,
+   at most 100 steps, stopping when g moves less than 1e-5 (as sparsify's
+   geometric_median). In double; a point sitting on g gets weight 1/1e-12
+   instead of 1/0. In a data-parallel run each of the sums (the mean's, and
+   per step sum_b w_b x_b with sum_b w_b) is over every rank's rows: each
+   rank adds its own rows in order, then one fixed-order sum across ranks,
+   so every rank holds the same g; one process skips that sum and divides
+   the same partial sums, so it gets the same bits as one rank. */
+static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
 {
     const size_t d = t->m->d, B = b->B;
     const int nthreads = t->nthreads;
     const float *X = t->x_used;
-    double *guess = (double *)lsae__alloc_array(t->alloc, d, 2 * sizeof(double), "geometric median");
-    double *w = guess ? (double *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(double), "geometric median weights") : NULL;
-    double *prev, *s = t->comm_buf;
+    /* guess [d], prev [d], sums [d + 1] */
+    double *guess, *prev, *s, *w;
     lsae_result r = LSAE_OK;
     int it;
     ptrdiff_t j, pb;
+    if (t->b_dec_initialized) return LSAE_OK;
+    guess = (double *)lsae__alloc_array(t->alloc, 3 * d + 1, sizeof(double), "geometric median");
+    w = guess ? (double *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(double), "geometric median weights") : NULL;
     if (!w) { lsae__free(t->alloc, guess); return LSAE_OUT_OF_MEMORY; }
     (void)nthreads;
     prev = guess + d;
+    s = prev + d;
     LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
     for (j = 0; j < (ptrdiff_t)d; ++j) {
         double sum = 0.0;
@@ -4675,7 +4709,7 @@ static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batc
         for (q = 0; q < B; ++q) sum += X[q * d + (size_t)j];
         s[j] = sum;
     }
-    if ((r = lsae__comm_sum64(t, s, d, "the geometric median's mean")) != LSAE_OK) goto done;
+    if (t->has_comm && (r = lsae__comm_sum64(t, s, d, "the geometric median's mean")) != LSAE_OK) goto done;
     for (j = 0; j < (ptrdiff_t)d; ++j) guess[j] = s[j] / (double)b->Bg;
     for (it = 0; it < 100; ++it) {
         double wsum = 0.0, moved = 0.0;
@@ -4701,32 +4735,17 @@ static lsae_result lsae__geometric_median_comm(lsae_trainer *t, const lsae__batc
             s[j] = sum;
         }
         s[d] = wsum;
-        if ((r = lsae__comm_sum64(t, s, d + 1, "the geometric median's step")) != LSAE_OK) goto done;
+        if (t->has_comm && (r = lsae__comm_sum64(t, s, d + 1, "the geometric median's step")) != LSAE_OK) goto done;
         for (j = 0; j < (ptrdiff_t)d; ++j) guess[j] = s[j] / s[d];
         for (q = 0; q < d; ++q) moved += (guess[q] - prev[q]) * (guess[q] - prev[q]);
         if (sqrt(moved) < 1e-5) break;
     }
     for (j = 0; j < (ptrdiff_t)d; ++j) t->m->b_dec[j] = (float)guess[j];
+    t->b_dec_initialized = 1;
 done:
     lsae__free(t->alloc, w);
     lsae__free(t->alloc, guess);
     return r;
-}
-
-/* F3. The first batch of a run (cfg.init_b_dec) sets b_dec [d] to its
-   geometric median, before anything is encoded. */
-static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
-{
-    lsae_result r;
-    if (t->b_dec_initialized) return LSAE_OK;
-    if (t->has_comm) {
-        if ((r = lsae__geometric_median_comm(t, b)) != LSAE_OK) return r;
-        t->b_dec_initialized = 1;
-        return LSAE_OK;
-    }
-    if ((r = lsae__geometric_median(t->alloc, t->m->b_dec, t->x_used, b->B, t->m->d, t->nthreads)) != LSAE_OK) return r;
-    t->b_dec_initialized = 1;
-    return LSAE_OK;
 }
 
 /* The dead latents: since_fired[l] > dead_feature_threshold, as bits
@@ -5011,6 +5030,111 @@ static lsae_result lsae__select_levels(lsae_trainer *t, lsae__batch *b)
     return LSAE_OK;
 }
 
+/* The AuxK pick of a step whose top went through the pre-pass: per row the
+   ka largest of ReLU(xc W_enc^T + b_enc) among the dead latents, in latent
+   order, as lsae__select writes t->aux. The dead latents' rows of W_enc
+   and b_enc are gathered into a model of n_dead latents and lsae__select
+   picks its top ka: each value is the same float32 chain over p as in the
+   full pass (the pre-pass's recomputation rests on that too), and the
+   gathered order keeps the latent order, so ties (to the lower latent)
+   and the zeros that pad a row with fewer than ka positive values (the
+   lowest dead latents) fall the same way. Costs B n_dead d: worth it
+   while few latents are dead. */
+static lsae_result lsae__aux_from_dead(lsae_trainer *t, const lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, B = b->B, nd = b->n_dead, ka = b->ka;
+    const size_t rows = lsae__select_rows(B, ka, 0, t->nthreads);
+    lsae_model sub;
+    lsae__select_ws ws;
+    float *W, *bias;
+    int32_t *map;
+    lsae__kv *top, *tmp;
+    size_t l, j, r, i, q;
+    lsae_result res = LSAE_OK;
+    memset(&ws, 0, sizeof ws);
+    W = (float *)lsae__alloc_array(t->alloc, nd, d * sizeof(float), "AuxK dead latents");
+    bias = W ? (float *)lsae__alloc_array(t->alloc, nd, sizeof(float), "AuxK dead latents") : NULL;
+    map = bias ? (int32_t *)lsae__alloc_array(t->alloc, nd, sizeof(int32_t), "AuxK dead latents") : NULL;
+    top = map ? (lsae__kv *)lsae__alloc_array(t->alloc, rows, ka * sizeof(lsae__kv), "AuxK pick") : NULL;
+    tmp = top ? (lsae__kv *)lsae__alloc_array(t->alloc, ka, sizeof(lsae__kv), "AuxK pick") : NULL;
+    if (!tmp) { res = LSAE_OUT_OF_MEMORY; goto done; }
+    if ((res = lsae__select_ws_init(t->alloc, &ws, rows, ka, 0, d, t->nthreads)) != LSAE_OK) goto done;
+    for (l = 0, j = 0; l < L; ++l)
+        if ((t->dead_bits[l / 64] >> (l % 64)) & 1u) {
+            memcpy(W + j * d, m->W_enc + l * d, d * sizeof(float));
+            bias[j] = m->b_enc[l];
+            map[j++] = (int32_t)l;
+        }
+    LSAE_ASSERT(j == nd && ka <= nd);
+    sub = *m;
+    sub.L = nd;
+    sub.W_enc = W;
+    sub.b_enc = bias;
+    for (r = 0; r < B; r += rows) {
+        const size_t R = B - r < rows ? B - r : rows;
+        lsae__select(&sub, t->xc + r * d, R, ka, top, NULL, 0, NULL, &ws);
+        for (i = 0; i < R; ++i) {
+            lsae__kv *out = t->aux + (r + i) * t->KA;
+            for (q = 0; q < ka; ++q) {
+                out[q].v = top[i * ka + q].v;
+                out[q].i = map[top[i * ka + q].i];
+            }
+            lsae__sort_index(out, ka, tmp, L);
+        }
+    }
+done:
+    lsae__select_ws_free(t->alloc, &ws);
+    lsae__free(t->alloc, tmp);
+    lsae__free(t->alloc, top);
+    lsae__free(t->alloc, map);
+    lsae__free(t->alloc, bias);
+    lsae__free(t->alloc, W);
+    return res;
+}
+
+/* F4 through the int8 pre-pass (docs/math.md 2.12), when it applies: the
+   same top Ksel of every row, bit for bit, as lsae__select, from an int8
+   product with a proven error bound and a float32 recomputation of only
+   the latents that bound leaves in doubt. W_enc moves every step, so its
+   int8 copy is rebuilt here: O(L d) against the O(B L d) product it
+   replaces. With an AuxK pick this step (ka > 0) the bound, which screens
+   for the top of all latents, says nothing about the top of the dead ones:
+   lsae__aux_from_dead picks those in float32 from the dead latents alone,
+   while at most half the latents are dead (beyond that the full float32
+   pass, which yields both picks at once, costs less). Sets b->prepassed
+   when it ran. */
+static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
+{
+    lsae_model *m = t->m;
+    const size_t B = b->B, K = b->Ksel;
+    lsae__kv *out;
+    lsae_result r;
+    size_t i;
+    b->prepassed = 0;
+    if ((b->ka && b->n_dead > m->L / 2) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
+    if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) lsae__lp_fill(&t->lpq, m->W_enc, t->nthreads);
+    else {
+        lsae__lp_free(t->alloc, &t->lpq);
+        if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
+    }
+    /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
+    out = t->K == K ? t->top : (lsae__kv *)lsae__alloc_array(t->alloc, B, K * sizeof(lsae__kv), "pre-pass selection");
+    if (!out) return LSAE_OUT_OF_MEMORY;
+    r = lsae__lp_select(m, &t->lpq, t->xc, B, K, out, t->nthreads, NULL);
+    if (out != t->top) {
+        if (r == LSAE_OK)
+            for (i = B; i-- > 0;) memcpy(t->top + i * t->K, out + i * K, K * sizeof(lsae__kv));
+        lsae__free(t->alloc, out);
+    }
+    if (r == LSAE_OK && b->ka) r = lsae__aux_from_dead(t, b);
+    if (r == LSAE_OK) {
+        b->prepassed = 1;
+        t->prepass_batches++;
+    }
+    return r;
+}
+
 /* F4. Encoder and selection:
       xc  = x - b_dec                                  [B, d]
       pre = ReLU(xc W_enc^T + b_enc)                   [B, L]
@@ -5045,10 +5169,12 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
     lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
     if (t->kind == LSAE__KIND_PERLEVEL) return lsae__select_levels(t, b);
     b->Ksel = (t->kind == LSAE__KIND_TOPK ? t->cfg.multi_topk : t->batchwide) ? (4 * b->k < L ? 4 * b->k : L) : b->k;
-    for (r = 0; r < B; r += t->sws.rows_cap) {
-        size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
-        lsae__select(m, t->xc + r * d, R, b->Ksel, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
-    }
+    if ((res = lsae__select_prepass(t, b)) != LSAE_OK) return res;
+    if (!b->prepassed)
+        for (r = 0; r < B; r += t->sws.rows_cap) {
+            size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
+            lsae__select(m, t->xc + r * d, R, b->Ksel, t->top + r * t->K, b->ka ? t->dead_bits : NULL, b->ka, t->aux + r * t->KA, &t->sws);
+        }
     if (t->kind == LSAE__KIND_TOPK) {
         for (r = 0; r < B; ++r) {
             lsae__run *ru = t->runs + r * LSAE__RUNS;

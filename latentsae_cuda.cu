@@ -670,7 +670,7 @@ __global__ void lsae__total_variance_finish_kernel(lsae__dstat *st, const double
     st->c_aux = (float)(ka ? 2.0 * w * alpha * st->scale / TV : 0.0);
 }
 
-/* ---- F3 b_dec = geometric median of the first batch (lsae__geometric_median) ---- */
+/* ---- F3 b_dec = geometric median of the first batch (lsae__init_b_dec) ---- */
 
 /* guess[j] = mean over rows, in the CPU's order; resets the convergence flag */
 __global__ void lsae__gm_mean_kernel(double *__restrict__ guess, const float *__restrict__ x, int B, int d, lsae__dstat *st)

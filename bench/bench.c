@@ -15,6 +15,17 @@
                                          them for STEPS steps of 256 rows
      bench train D L K B ACC DEAD STEPS  optimizer steps of B x ACC rows with a
                                          fraction DEAD of latents held dead
+     bench trainpp D L K B DEAD STEPS [NPY]
+                                         training steps with the selection
+                                         through the int8 pre-pass against the
+                                         float32 pass: two trainers of the same
+                                         model, stepped in turn on the same
+                                         batches (NPY: rows from it, else
+                                         synthetic), a fraction DEAD of latents
+                                         held dead as in bench train; the ratio
+                                         of median step times, whether the
+                                         weights stay the same bits, the
+                                         batches that used it
      bench variants D L K B ROUNDS       one training step of each SAE type
                                          (docs/math.md, section 3) against TopK,
                                          interleaved in every round
@@ -546,6 +557,80 @@ static int run_variants(size_t d, size_t L, size_t k, size_t B, int rounds)
     return 0;
 }
 
+/* the training step with the pre-pass (m->prepass 1, the default: it runs
+   where lsae__lp_applies says it is faster) against the float32 selection
+   (prepass 0), interleaved step by step on the same batches */
+static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac, int steps, const char *npy)
+{
+    uint64_t *since = (uint64_t *)malloc(L * sizeof(uint64_t));
+    unsigned char *dead = (unsigned char *)malloc(L);
+    lsae_trainer_state st;
+    size_t l;
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m[2] = { NULL, NULL };
+    lsae_trainer *tr[2] = { NULL, NULL };
+    size_t got = 0, nrows = 8 * B, v;
+    float *x = npy ? load_npy(npy, nrows, d, &got) : make_data(nrows, d);
+    double *t[2], *tc[2];
+    lsae_step_stats ss;
+    int s, same = 1;
+    if (!x || (npy && got < B)) { fprintf(stderr, "bench: cannot read %zu rows of %zu from %s\n", B, d, npy); return 1; }
+    if (!npy) got = nrows;
+    c.num_latents = L; c.k = k; c.seed = 1;
+    c.lr_warmup_steps = 10; c.total_steps = 1000;
+    for (v = 0; v < 2; ++v) {
+        t[v] = (double *)malloc(sizeof(double) * (size_t)(steps + 1));
+        tc[v] = (double *)malloc(sizeof(double) * (size_t)(steps + 1));
+        if (lsae_model_create(&c, NULL, &m[v]) != LSAE_OK || lsae_model_set_encode_prepass(m[v], (int)v) != LSAE_OK ||
+            lsae_trainer_create(m[v], &c, &tr[v]) != LSAE_OK) {
+            fprintf(stderr, "bench: %s\n", lsae_last_error());
+            return 1;
+        }
+    }
+    for (l = 0; l < L; ++l) {
+        rng_state = lsae__mix64(rng_state);
+        dead[l] = (double)(rng_state >> 11) / 9007199254740992.0 < dead_frac;
+    }
+    memset(&st, 0, sizeof st);
+    for (s = -1; s < steps; ++s) {
+        const float *xb = x + ((size_t)(s + 1) * B % (got - B + 1)) * d;
+        for (v = 0; v < 2; ++v) {
+            double t0, c0;
+            for (l = 0; l < L; ++l) since[l] = dead[l] ? c.dead_feature_threshold + 1 : 0;
+            st.since_fired = since;
+            st.step = lsae_trainer_steps_done(tr[v]);
+            st.b_dec_initialized = s >= 0;
+            if (lsae_trainer_set_state(tr[v], &st) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+            t0 = now();
+            c0 = cpu_now();
+            if (lsae_trainer_step(tr[v], xb, B, &ss) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+            if (s >= 0) {
+                t[v][s] = now() - t0;
+                tc[v][s] = cpu_now() - c0;
+            }
+        }
+    }
+    same = !memcmp(m[0]->W_enc, m[1]->W_enc, L * d * sizeof(float)) && !memcmp(m[0]->W_dec, m[1]->W_dec, L * d * sizeof(float)) &&
+           !memcmp(m[0]->b_enc, m[1]->b_enc, L * sizeof(float)) && !memcmp(m[0]->b_dec, m[1]->b_dec, d * sizeof(float));
+    printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
+    printf("train_fp32_samples_per_s %.1f\ntrain_prepass_samples_per_s %.1f\n", (double)B / median(t[0], steps), (double)B / median(t[1], steps));
+    printf("train_prepass_speedup %.3f\n", median(t[0], steps) / median(t[1], steps));
+    /* CPU time: with one thread, less disturbed by other processes than wall time */
+    printf("train_prepass_cpu_speedup %.3f\n", median(tc[0], steps) / median(tc[1], steps));
+    printf("train_prepass_batches %zu\ntrain_batches %d\n", tr[1]->prepass_batches, steps + 1);
+    printf("train_prepass_bit_identical %d\nfvu %.4f\nn_dead %zu\n", same, ss.fvu, ss.n_dead);
+    free(since);
+    free(dead);
+    for (v = 0; v < 2; ++v) {
+        lsae_trainer_free(tr[v]);
+        lsae_model_free(m[v]);
+        free(t[v]);
+        free(tc[v]);
+    }
+    free(x);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "peak") == 0) return run_peak();
@@ -559,8 +644,11 @@ int main(int argc, char **argv)
     if (argc == 9 && strcmp(argv[1], "train") == 0)
         return run_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
                          (size_t)atol(argv[6]), atof(argv[7]), atoi(argv[8]));
+    if ((argc == 8 || argc == 9) && strcmp(argv[1], "trainpp") == 0)
+        return run_trainpp((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atof(argv[6]), atoi(argv[7]),
+                           argc == 9 ? argv[8] : NULL);
     if (argc == 7 && strcmp(argv[1], "variants") == 0)
         return run_variants((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atoi(argv[6]));
-    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS | variants D L K B ROUNDS\n");
+    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS | trainpp D L K B DEAD STEPS [NPY] | variants D L K B ROUNDS\n");
     return 2;
 }

@@ -448,6 +448,26 @@ static void scenario(void)
     m2 = NULL;
     t2 = NULL;
 
+    /* the training step through the int8 pre-pass (forced: prepass 2), its
+       per-step int8 copy and, once latents die, the AuxK pick from the
+       gathered dead latents */
+    {
+        lsae_config c3 = c;
+        c3.num_latents = 16 * K;
+        CALL(1, lsae_model_create(&c3, &g_A, &m2));
+        if (m2) CALL(1, lsae_model_set_encode_prepass(m2, 2));
+        if (m2) CALL(1, lsae_trainer_create(m2, &c3, &t2));
+        for (s = 0; t2 && s < 4; ++s) {
+            CALL(1, lsae_trainer_step(t2, x + (size_t)s * R * D, R, &st));
+            digest(&st.loss, sizeof st.loss);
+        }
+        if (m2) digest_model(m2);
+        lsae_trainer_free(t2);
+        lsae_model_free(m2);
+        m2 = NULL;
+        t2 = NULL;
+    }
+
     /* data-parallel: a trainer on a communicator (the first step sets b_dec
        by the sums across ranks) */
     {

@@ -123,6 +123,46 @@ static lsae_model *make(size_t d, size_t L, size_t k)
     return m;
 }
 
+/* Train a model steps batches with the pre-pass off (0) and forced on (2):
+   the weights, the Adam state's result and every step's loss must be the
+   same bits. Returns the batches the pre-pass selected (run 2). */
+static size_t train_both(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what)
+{
+    lsae_model *m[2] = { NULL, NULL };
+    lsae_trainer *t[2] = { NULL, NULL };
+    float *w[2] = { NULL, NULL };
+    size_t used = 0, i, v, n;
+    int same_loss = 1;
+    n = 0;
+    for (v = 0; v < 2; ++v) {
+        OK(lsae_model_create(c0, NULL, &m[v]));
+        OK(lsae_model_set_encode_prepass(m[v], v ? 2 : 0));
+        OK(lsae_trainer_create(m[v], c0, &t[v]));
+    }
+    for (i = 0; i < steps; ++i) {
+        lsae_step_stats st[2];
+        const float *xb = x + ((i * batch) % (rows - batch + 1)) * c0->d_in;
+        for (v = 0; v < 2; ++v) OK(lsae_trainer_step(t[v], xb, batch, &st[v]));
+        if (memcmp(&st[0].loss, &st[1].loss, sizeof st[0].loss) || memcmp(&st[0].fvu, &st[1].fvu, sizeof st[0].fvu)) same_loss = 0;
+    }
+    CHECKF(same_loss, "%s: a step's loss or fvu differs with the pre-pass", what);
+    n = m[0]->L * m[0]->d;
+    for (v = 0; v < 2; ++v) {
+        w[v] = (float *)malloc((2 * n + m[0]->L + m[0]->d) * sizeof(float));
+        OK(lsae_model_get_weights(m[v], w[v], w[v] + n, w[v] + n + m[0]->L, w[v] + 2 * n + m[0]->L));
+    }
+    CHECKF(!memcmp(w[0], w[1], (2 * n + m[0]->L + m[0]->d) * sizeof(float)), "%s: the trained weights differ with the pre-pass", what);
+    CHECKF(t[0]->prepass_batches == 0, "%s: the pre-pass ran with it off", what);
+    used = t[1]->prepass_batches;
+    printf("  training: %-40s %zu of %zu batches through the pre-pass\n", what, used, steps);
+    for (v = 0; v < 2; ++v) {
+        lsae_trainer_free(t[v]);
+        lsae_model_free(m[v]);
+        free(w[v]);
+    }
+    return used;
+}
+
 int main(void)
 {
     double mean;
@@ -270,6 +310,66 @@ int main(void)
         candidates(m, x, n, k, "extreme magnitudes", &mean, &over);
         lsae_model_free(m);
         free(W); free(b); free(x);
+    }
+    /* 6. training: the step's selection through the pre-pass gives the same
+       bits as the float32 pass, for each type that selects per row; steps
+       with an AuxK pick (dead latents) take the float32 pass */
+    {
+        const size_t n = 4096, d = 384;
+        float *x = load_minilm(n);
+        if (x) {
+            lsae_config c = lsae_config_default(d);
+            size_t used;
+            c.expansion_factor = 8;
+            c.k = 16;
+            c.total_steps = 10;
+            c.lr_warmup_steps = 2;
+            c.seed = 11;
+            used = train_both(&c, x, n, 256, 10, "TopK x8 k16, no dead latents");
+            CHECKF(used == 10, "TopK: %zu of 10 batches went through the pre-pass", used);
+            c.multi_topk = 1;
+            used = train_both(&c, x, n, 256, 10, "Multi-TopK");
+            CHECKF(used == 10, "Multi-TopK: %zu of 10 batches went through the pre-pass", used);
+            c.multi_topk = 0;
+            /* dead after 1024 rows without firing: AuxK steps from the 5th batch */
+            c.dead_feature_threshold = 1024;
+            used = train_both(&c, x, n, 256, 10, "TopK, AuxK: dead latents after 4 batches");
+            CHECKF(used == 10, "TopK with dead latents: %zu of 10 batches through the pre-pass", used);
+            /* most latents dead (AuxK from 640 rows on, few fire in 256):
+               those steps take the float32 pass */
+            c.dead_feature_threshold = 640;
+            c.k = 4;
+            used = train_both(&c, x, n, 256, 10, "TopK k4, most latents dead");
+            CHECKF(used >= 1 && used < 10, "TopK with most latents dead: %zu of 10 batches through the pre-pass (want some, not all)", used);
+            c.k = 16;
+            c.auxk_alpha = 0.0;
+            c.grad_acc_steps = 2;
+            c.total_steps = 5;
+            used = train_both(&c, x, n, 256, 10, "TopK, AuxK off, accumulation 2");
+            CHECKF(used == 10, "TopK, AuxK off: %zu of 10 batches through the pre-pass", used);
+            c = lsae_config_default(d);
+            c.expansion_factor = 8;
+            c.k = 16;
+            c.total_steps = 10;
+            c.lr_warmup_steps = 2;
+            c.sae_type = LSAE_SAE_MATRYOSHKA;
+            c.matryoshka_levels = 3;
+            c.matryoshka_sizes[0] = 256; c.matryoshka_sizes[1] = 1024; c.matryoshka_sizes[2] = 3072;
+            used = train_both(&c, x, n, 256, 10, "Matryoshka nested");
+            CHECKF(used == 10, "Matryoshka nested: %zu of 10 batches through the pre-pass", used);
+            c = lsae_config_default(d);
+            c.expansion_factor = 8;
+            c.k = 8;
+            c.total_steps = 10;
+            c.lr_warmup_steps = 2;
+            c.sae_type = LSAE_SAE_BATCHTOPK;
+            used = train_both(&c, x, n, 256, 10, "BatchTopK k8");
+            CHECKF(used == 10, "BatchTopK: %zu of 10 batches through the pre-pass", used);
+            c.k_anneal = 1;
+            used = train_both(&c, x, n, 256, 10, "BatchTopK k8, k annealed from 32");
+            CHECKF(used == 10, "BatchTopK annealed: %zu of 10 batches through the pre-pass", used);
+            free(x);
+        }
     }
     return TEST_SUMMARY("test_prepass");
 }

@@ -42,6 +42,18 @@ static void npy_header(FILE *f, const char *descr, uint64_t rows, uint64_t cols)
     fputc('\n', f);
 }
 
+/* rows [first, first + n) of ds into x [n, d]; every row must be finite,
+   since an encoding has one code per row (named by path in the message) */
+static void read_finite_rows(lsae_dataset *ds, const char *path, uint64_t first, size_t n, size_t d, float *x)
+{
+    lsae_result r;
+    size_t i;
+    if ((r = lsae_dataset_read(ds, first, n, x)) != LSAE_OK) lib_fail(r, NULL);
+    for (i = 0; i < n; ++i)
+        if (!row_finite(x + i * d, d))
+            fail("%s: row %llu holds NaN or Inf; an encoding needs every row finite (drop or fix it first)", path, (unsigned long long)(first + i));
+}
+
 static int cmd_encode(int argc, char **argv)
 {
     const char *device = NULL, *precision = NULL;
@@ -115,10 +127,7 @@ static int cmd_encode(int argc, char **argv)
             for (first = 0; first < rows; first += chunk) {
                 size_t n = (size_t)(rows - first < chunk ? rows - first : chunk);
                 check_interrupted();
-                if ((r = lsae_dataset_read(ds, first, n, x)) != LSAE_OK) lib_fail(r, NULL);
-                for (i = 0; i < n; ++i)
-                    if (!row_finite(x + i * d, d))
-                        fail("%s: row %llu holds NaN or Inf; an encoding needs every row finite (drop or fix it first)", pos[1], (unsigned long long)(first + i));
+                read_finite_rows(ds, pos[1], first, n, d, x);
                 if ((r = codes_encode(&cd, m, x, n)) != LSAE_OK) lib_fail(r, NULL);
                 progress_scan("encoding: counting the latents per row", first + n, rows, t0);
             }
@@ -143,10 +152,7 @@ static int cmd_encode(int argc, char **argv)
     for (first = 0; first < rows; first += chunk) {
         size_t n = (size_t)(rows - first < chunk ? rows - first : chunk);
         check_interrupted();
-        if ((r = lsae_dataset_read(ds, first, n, x)) != LSAE_OK) lib_fail(r, NULL);
-        for (i = 0; i < n; ++i)
-            if (!row_finite(x + i * d, d))
-                fail("%s: row %llu holds NaN or Inf; an encoding needs every row finite (drop or fix it first)", pos[1], (unsigned long long)(first + i));
+        read_finite_rows(ds, pos[1], first, n, d, x);
         if (varying) {
             /* the sparse codes, into k slots a row: padding at activation 0, index 0 */
             if ((r = codes_encode(&cd, m, x, n)) != LSAE_OK) lib_fail(r, NULL);
