@@ -337,7 +337,9 @@ mpi-build:
 # P run twice must print the same digests (bit-identical when repeated).
 # The driver's planted faults (gradients not summed; TV and loss summed per
 # rank) must be caught. Then lsae train under mpirun against build/lsae,
-# repeated, killed and resumed with another P (tests/test_mpi_cli.py).
+# repeated, killed and resumed with another P, each rank reading only its
+# slice of every batch (1/P of the rows; the bytes of whole-batch reading,
+# also with NaN/Inf rows) (tests/test_mpi_cli.py).
 test-mpi:
 	@if [ -z "$(MPICC)" ] || [ -z "$(MPIRUN)" ]; then \
 	  echo "== test-mpi skipped: no mpicc or mpirun (tests/install-deps.sh installs libopenmpi-dev openmpi-bin; it could not here)"; exit 0; fi; \

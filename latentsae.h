@@ -917,6 +917,8 @@ typedef struct lsae_loader_stats {
     uint64_t batches;
     uint64_t epoch;
     double stall_seconds;       /* time next() waited for the disk (without prefetch: all reading) */
+    uint64_t rows_loaded;       /* rows this loader read from the dataset: every row of each window it
+                                   used, or with lsae_loader_set_comm about its part of each batch */
 } lsae_loader_stats;
 
 typedef struct lsae_loader lsae_loader;
@@ -934,6 +936,18 @@ LSAE_DEF void lsae_loader_get_stats(const lsae_loader *ld, lsae_loader_stats *st
    dataset, options and seed): the following batches are the ones that run saw.
    The other counters of the stats start again from 0. */
 LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read);
+/* Data-parallel reading: with comm of size P > 1, next() returns only this
+   rank's contiguous part of each global batch, rows [n r / P, n (r + 1) / P)
+   of the n the loader without comm would return (the same bytes; the batch
+   sequence, positions and stats.rows_read / rows_dropped are the global
+   ones, the same on every rank), and this rank reads only those rows from
+   the dataset, one at a time where they lie, with no prefetch thread; a
+   batch costs one sum_f64 of P + 1 numbers across the ranks (which rows
+   were NaN/Inf, so that every rank cuts the same batch). next() becomes
+   collective: call it on every rank in step. NULL or size 1: whole batches
+   as before. Call it between batches, every rank at the same position (a
+   prefetch thread is stopped, and started again by NULL). */
+LSAE_DEF lsae_result lsae_loader_set_comm(lsae_loader *ld, const lsae_comm *comm);
 
 #endif /* LSAE_NO_STDIO */
 
@@ -9161,6 +9175,15 @@ struct lsae_loader {
     uint64_t pos;
     float *batch;
     lsae_loader_stats stats;
+    /* data-parallel reading (lsae_loader_set_comm): this rank's part only */
+    lsae_comm comm;
+    int parted;                     /* comm.size > 1 */
+    int part_have;                  /* win[0].perm holds window win[0].index */
+    double *part_sum;               /* [P + 1] the NaN/Inf counts of the ranks, then the failed ranks */
+    double *part_bad;               /* [part_bad_cap] offsets from the batch start of the NaN/Inf rows */
+    double *part_mine;              /* [part_mine_cap] ... of those this rank found in a round */
+    size_t part_bad_cap, part_mine_cap;
+    float *part_row;                /* [d] a row checked for another round of the batch */
     /* the prefetch thread */
     int threaded, stop;
 #ifdef LSAE__HAVE_THREADS
@@ -9392,7 +9415,8 @@ static void lsae__loader_start(lsae_loader *ld)
     ld->next_use = ld->next_fill = j;
     ld->holding = 0;
 #ifdef LSAE__HAVE_THREADS
-    if (ld->opt.prefetch && ld->nslots == 2 && ld->pos < ld->total) {
+    ld->part_have = 0;
+    if (ld->opt.prefetch && ld->nslots == 2 && ld->pos < ld->total && !ld->parted) {
         ld->stop = 0;
         ld->threaded = pthread_create(&ld->thread, NULL, lsae__prefetch_main, ld) == 0;
         /* no thread (resource limits): the synchronous path gives the same batches */
@@ -9419,6 +9443,10 @@ LSAE_DEF void lsae_loader_free(lsae_loader *ld)
     lsae__free(ld->alloc, ld->order);
     lsae__free(ld->alloc, ld->vstart);
     lsae__free(ld->alloc, ld->batch);
+    lsae__free(ld->alloc, ld->part_sum);
+    lsae__free(ld->alloc, ld->part_bad);
+    lsae__free(ld->alloc, ld->part_mine);
+    lsae__free(ld->alloc, ld->part_row);
     lsae__free(ld->alloc, ld);
 }
 
@@ -9524,9 +9552,226 @@ static lsae_result lsae__loader_window(lsae_loader *ld, lsae__window **out)
         w->state = LSAE__WIN_READY;
     }
     ld->stats.stall_seconds += lsae__now() - t0;
+    ld->stats.rows_loaded += w->n;
     ++ld->next_use;
     ld->holding = 1;
     *out = w;
+    return LSAE_OK;
+}
+
+/* ------------------------------------------- data-parallel reading (parts) */
+
+/* The dataset row at stream position p (< total), without reading any data:
+   the emission order of p's window (the same draw as lsae__window_fill,
+   kept in win[0].perm while the positions stay in that window) and its
+   epoch's piece order. */
+static void lsae__part_row(lsae_loader *ld, uint64_t p, uint64_t *row)
+{
+    uint64_t e = p / ld->N, wi = (p % ld->N) / ld->W, v0 = wi * ld->W, v;
+    lsae__window *w = &ld->win[0];
+    size_t lo = 0, hi, i;
+    if (!ld->part_have || w->index != e * ld->nw + wi) {
+        w->index = e * ld->nw + wi;
+        w->start = e * ld->N + v0;
+        w->n = (size_t)((ld->N - v0) < ld->W ? (ld->N - v0) : ld->W);
+        for (i = 0; i < w->n; ++i) w->perm[i] = (uint32_t)i;
+        if (ld->opt.shuffle) lsae__shuffle_u32(w->perm, w->n, lsae__key(ld->opt.seed, e, wi));
+        ld->part_have = 1;
+    }
+    lsae__epoch_order(ld, e);
+    v = v0 + w->perm[p - w->start];
+    hi = ld->npieces;
+    while (hi - lo > 1) { /* the piece holding virtual row v */
+        size_t mid = lo + (hi - lo) / 2;
+        if (ld->vstart[mid] <= v) lo = mid;
+        else hi = mid;
+    }
+    *row = ld->piece_first[ld->order[lo]] + (v - ld->vstart[lo]);
+}
+
+/* The row at stream position p into dst: a copy out of the page cache for a
+   mapped float32 shard, else that one row read and converted. */
+static lsae_result lsae__part_fetch(lsae_loader *ld, uint64_t p, float *dst)
+{
+    uint64_t g;
+    const unsigned char *direct;
+    lsae__part_row(ld, p, &g);
+    ++ld->stats.rows_loaded;
+    direct = lsae__dataset_direct(ld->ds, g);
+    if (direct) {
+        memcpy(dst, direct, ld->d * sizeof(float));
+        return LSAE_OK;
+    }
+    return lsae_dataset_read(ld->ds, g, 1, dst);
+}
+
+/* *v holds at least n doubles (grown by doubling); 0 when out of memory */
+static int lsae__part_room(lsae_loader *ld, double **v, size_t *cap, size_t n)
+{
+    size_t c = *cap ? *cap : 64;
+    double *nv;
+    if (n <= *cap) return 1;
+    while (c < n) c *= 2;
+    if (!(nv = (double *)lsae__alloc_array(ld->alloc, c, sizeof(double), "loader NaN/Inf row list"))) return 0;
+    if (*cap) memcpy(nv, *v, *cap * sizeof(double));
+    lsae__free(ld->alloc, *v);
+    *v = nv;
+    *cap = c;
+    return 1;
+}
+
+/* next() with a communicator. The global batch is the first B finite rows of
+   the stream from pos0; rank r returns those numbered [n r / P, n (r + 1) / P).
+   Which rows are finite is found out together, in rounds: a round checks the
+   next `need` stream positions (need = the finite rows still missing), cut
+   into P contiguous chunks, rank q checking chunk q, and one sum tells every
+   rank how many NaN/Inf rows each chunk held and where (offsets from pos0,
+   integers well below 2^53: exact in the double sum). Without NaN/Inf rows
+   (the usual case) there is one round, chunk r is exactly rank r's part and
+   the rows it read are the ones it returns; otherwise the part is read again
+   by walking the positions past the known bad ones. A rank whose read fails
+   says so in the sum, and every rank returns an error. */
+static lsae_result lsae__part_next(lsae_loader *ld, const float **batch, size_t *rows)
+{
+    const size_t B = ld->opt.batch_size, d = ld->d;
+    const uint64_t P = (uint64_t)ld->comm.size, r = (uint64_t)ld->comm.rank;
+    uint64_t pos0 = ld->pos, s = pos0, need = B, nbad = 0, c0 = 0, c1 = 0;
+    size_t count, lo, hi;
+    lsae_loader_stats stats0 = ld->stats;
+    double t0 = lsae__now();
+    lsae_result res = LSAE_OK;
+    char msg[sizeof lsae__err_msg];
+    msg[0] = 0;
+    while (need > 0 && s < ld->total) {
+        uint64_t m = ld->total - s < need ? ld->total - s : need;
+        uint64_t a = s + m * r / P, b = s + m * (r + 1) / P, p, mine = 0, before = 0, tb = 0, q;
+        int failed = 0;
+        if (s == pos0) {
+            c0 = a - pos0;
+            c1 = b - pos0;
+        }
+        for (p = a; p < b; ++p) {
+            /* the first round's rows go where the batch wants them */
+            float *dst = s == pos0 ? ld->batch + (size_t)(p - pos0) * d : ld->part_row;
+            if ((res = lsae__part_fetch(ld, p, dst)) != LSAE_OK) { failed = 1; break; }
+            if (lsae__row_nonfinite((const unsigned char *)dst, d)) {
+                if (!lsae__part_room(ld, &ld->part_mine, &ld->part_mine_cap, (size_t)mine + 1)) { res = LSAE_OUT_OF_MEMORY; failed = 1; break; }
+                ld->part_mine[mine++] = (double)(p - pos0);
+            }
+        }
+        if (failed) memcpy(msg, lsae__err_msg, sizeof msg);
+        for (q = 0; q <= P; ++q) ld->part_sum[q] = 0;
+        ld->part_sum[r] = (double)mine;
+        ld->part_sum[P] = failed;
+        if (ld->comm.sum_f64(ld->comm.ctx, ld->part_sum, (size_t)P + 1) != LSAE_OK) {
+            res = LSAE_ERROR;
+            snprintf(msg, sizeof msg, "lsae_loader_next: summing the NaN/Inf row counts across the ranks failed");
+            goto fail;
+        }
+        if (ld->part_sum[P] != 0) {
+            if (!failed) {
+                res = LSAE_IO_ERROR;
+                snprintf(msg, sizeof msg, "lsae_loader_next: %.0f other rank(s) failed to read their rows of the batch", ld->part_sum[P]);
+            }
+            goto fail;
+        }
+        for (q = 0; q < P; ++q) {
+            if (q < r) before += (uint64_t)ld->part_sum[q];
+            tb += (uint64_t)ld->part_sum[q];
+        }
+        if (tb) {
+            /* every rank's bad offsets, in stream order, after the earlier
+               rounds': a sum over tb slots, each rank filling its own */
+            if (!lsae__part_room(ld, &ld->part_bad, &ld->part_bad_cap, (size_t)(nbad + tb))) {
+                /* the other ranks wait in the sum below: the caller
+                   must end the job (lsae train does, MPI_Abort) */
+                res = LSAE_OUT_OF_MEMORY;
+                memcpy(msg, lsae__err_msg, sizeof msg);
+                goto fail;
+            }
+            for (q = 0; q < tb; ++q) ld->part_bad[nbad + q] = 0;
+            for (q = 0; q < mine; ++q) ld->part_bad[nbad + before + q] = ld->part_mine[q];
+            if (ld->comm.sum_f64(ld->comm.ctx, ld->part_bad + nbad, (size_t)tb) != LSAE_OK) {
+                res = LSAE_ERROR;
+                snprintf(msg, sizeof msg, "lsae_loader_next: gathering the NaN/Inf rows across the ranks failed");
+                goto fail;
+            }
+        }
+        nbad += tb;
+        need -= m - tb;
+        s += m;
+    }
+    count = (size_t)(B - need);
+    ld->pos = s;
+    ld->stats.rows_dropped += nbad;
+    ld->stats.rows_read = ld->pos;
+    ld->stats.epoch = ld->pos / ld->N;
+    if (count == 0 || (count < B && ld->opt.drop_last)) { ld->stats.stall_seconds += lsae__now() - t0; return LSAE_OK; }
+    lo = (size_t)((uint64_t)count * r / P);
+    hi = (size_t)((uint64_t)count * (r + 1) / P);
+    if (nbad == 0) {
+        /* one round of count rows: chunk r is this rank's part, already read */
+        *batch = ld->batch + lo * d;
+    } else {
+        /* walk the positions past the bad ones to finite rows lo .. hi; a
+           row of this rank's first-round chunk lies at batch row o already
+           and moves down to f - lo <= o (in increasing o, so no row is
+           overwritten before it is moved), the others are read */
+        uint64_t o, f = 0, bi = 0;
+        for (o = 0; o < s - pos0 && f < hi; ++o) {
+            if (bi < nbad && ld->part_bad[bi] == (double)o) { ++bi; continue; }
+            if (f < lo) { ++f; continue; }
+            if (o >= c0 && o < c1) {
+                if (o != f - lo) memmove(ld->batch + (size_t)(f - lo) * d, ld->batch + (size_t)o * d, d * sizeof(float));
+            } else if ((res = lsae__part_fetch(ld, pos0 + o, ld->batch + (size_t)(f - lo) * d)) != LSAE_OK) {
+                /* only this rank failed (a read that worked a moment ago):
+                   the others go on, and the caller's error stops the job */
+                memcpy(msg, lsae__err_msg, sizeof msg);
+                goto fail;
+            }
+            ++f;
+        }
+        *batch = ld->batch;
+    }
+    ++ld->stats.batches;
+    *rows = hi - lo;
+    ld->stats.stall_seconds += lsae__now() - t0;
+    return LSAE_OK;
+fail:
+    /* the loader stays where this call found it, as lsae_loader_next does */
+    ld->pos = pos0;
+    ld->stats = stats0;
+    ld->part_have = 0;
+    memcpy(lsae__err_msg, msg, sizeof msg);
+    return res != LSAE_OK ? res : LSAE_ERROR;
+}
+
+LSAE_DEF lsae_result lsae_loader_set_comm(lsae_loader *ld, const lsae_comm *comm)
+{
+    if (!ld) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_set_comm: loader is NULL");
+    if (comm && (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size))
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_set_comm: rank %d of size %d is not a rank", comm->rank, comm->size);
+    if (comm && comm->size > 1 && !comm->sum_f64) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_set_comm: sum_f64 must be set");
+    lsae__loader_stop(ld);
+    lsae__free(ld->alloc, ld->part_sum);
+    lsae__free(ld->alloc, ld->part_row);
+    ld->part_sum = NULL;
+    ld->part_row = NULL;
+    ld->parted = 0;
+    memset(&ld->comm, 0, sizeof ld->comm);
+    if (comm && comm->size > 1) {
+        if (!(ld->part_sum = (double *)lsae__alloc_array(ld->alloc, (size_t)comm->size + 1, sizeof(double), "loader rank counts")) ||
+            !(ld->part_row = (float *)lsae__alloc_array(ld->alloc, ld->d, sizeof(float), "loader row"))) {
+            lsae__free(ld->alloc, ld->part_sum);
+            ld->part_sum = NULL;
+            lsae__loader_start(ld);
+            return LSAE_OUT_OF_MEMORY;
+        }
+        ld->comm = *comm;
+        ld->parted = 1;
+    }
+    /* the windows are read again from the position, as after a seek */
+    lsae__loader_start(ld);
     return LSAE_OK;
 }
 
@@ -9538,6 +9783,7 @@ LSAE_DEF lsae_result lsae_loader_next(lsae_loader *ld, const float **batch, size
     if (!ld || !batch || !rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_loader_next: loader, batch and rows must not be NULL");
     *batch = ld->batch;
     *rows = 0;
+    if (ld->parted) return lsae__part_next(ld, batch, rows);
     B = ld->opt.batch_size;
     pos0 = ld->pos;
     stats0 = ld->stats;

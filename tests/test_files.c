@@ -2,7 +2,8 @@
    cfg.json of every version, npy / safetensors / raw / torch readers and
    their error paths (each malformed file refused with a message naming it),
    shard directories, the loader (every row exactly once per epoch, NaN rows
-   dropped and counted, seek, prefetch and synchronous paths identical),
+   dropped and counted, seek, prefetch and synchronous paths identical; on
+   2-4 ranks as threads, each rank's slice of every batch read alone),
    checkpoints (round trip, corruption, every crash window, kill -9 at random
    moments, bit-exact resume), the Hugging Face cache and SAELens files.
    Files written by numpy, torch and the safetensors library are checked in
@@ -1707,6 +1708,272 @@ static void test_allocator(void)
     CHECKF(live_allocs == 0, "%ld allocations not freed", live_allocs);
 }
 
+/* ------------------------------------------- the loader on several ranks */
+
+/* lsae_loader_set_comm: P ranks, each a thread with its own dataset handle
+   and loader, summing through a fake communicator (the sums of whole
+   numbers the loader makes are exact in any order). Rank r's batch must be
+   rows [n r / P, n (r + 1) / P) of the one-process loader's batch of n, the
+   same bytes, with the same rows_read after every batch and the same
+   rows_dropped; the ranks together read only about what they return. */
+typedef struct rank_world {
+    int P;
+    double acc[4096], res[4096];
+    int arrived, leaving, fail_at, calls;
+#ifdef LSAE__HAVE_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+} rank_world;
+
+typedef struct rank_arg {
+    rank_world *w;
+    int rank;
+    const char *path;
+    lsae_loader_options o;
+    uint64_t seek_to;
+    run_log log;
+    lsae_result err;
+} rank_arg;
+
+/* one rank of a world of one thread: its sums fail at call fail_at */
+static lsae_result failing_sum(void *ctx, double *buf, size_t n)
+{
+    rank_world *w = (rank_world *)ctx;
+    (void)buf;
+    (void)n;
+    return ++w->calls == w->fail_at ? LSAE_IO_ERROR : LSAE_OK;
+}
+
+#ifdef LSAE__HAVE_THREADS
+static lsae_result world_sum(void *ctx, double *buf, size_t n)
+{
+    rank_arg *a = (rank_arg *)ctx;
+    rank_world *w = a->w;
+    size_t i;
+    if (n > 4096) return LSAE_ERROR;
+    pthread_mutex_lock(&w->mu);
+    while (w->leaving > 0) pthread_cond_wait(&w->cv, &w->mu); /* the last round's results are still being taken */
+    if (w->arrived == 0)
+        for (i = 0; i < n; ++i) w->acc[i] = 0;
+    for (i = 0; i < n; ++i) w->acc[i] += buf[i];
+    if (++w->arrived == w->P) {
+        memcpy(w->res, w->acc, n * sizeof(double));
+        w->arrived = 0;
+        w->leaving = w->P;
+        pthread_cond_broadcast(&w->cv);
+    } else {
+        while (w->leaving == 0) pthread_cond_wait(&w->cv, &w->mu);
+    }
+    memcpy(buf, w->res, n * sizeof(double));
+    if (--w->leaving == 0) pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return LSAE_OK;
+}
+
+static void *rank_main(void *p)
+{
+    rank_arg *a = (rank_arg *)p;
+    lsae_dataset *ds = NULL;
+    lsae_loader *ld = NULL;
+    lsae_comm c;
+    size_t d, cap = 4096 * 8;
+    memset(&a->log, 0, sizeof a->log);
+    memset(&c, 0, sizeof c);
+    c.rank = a->rank;
+    c.size = a->w->P;
+    c.ctx = a;
+    c.sum_f64 = world_sum;
+    if ((a->err = lsae_dataset_open(a->path, NULL, NULL, &ds)) != LSAE_OK) return NULL;
+    d = lsae_dataset_d_in(ds);
+    a->log.rows = (float *)malloc(cap * d * sizeof(float));
+    if ((a->err = lsae_loader_create(ds, &a->o, &ld)) != LSAE_OK) { lsae_dataset_close(ds); return NULL; }
+    if (a->seek_to && (a->err = lsae_loader_seek(ld, a->seek_to)) != LSAE_OK) goto done;
+    if ((a->err = lsae_loader_set_comm(ld, &c)) != LSAE_OK) goto done;
+    for (;;) {
+        const float *b;
+        size_t n;
+        lsae_loader_stats st;
+        if ((a->err = lsae_loader_next(ld, &b, &n)) != LSAE_OK) break;
+        lsae_loader_get_stats(ld, &st);
+        /* the end: no batch counted (a rank's slice of a real batch may be empty) */
+        if (st.batches == a->log.nb || a->log.nb >= 4096 || a->log.nrows + n > cap) break;
+        memcpy(a->log.rows + a->log.nrows * d, b, n * d * sizeof(float));
+        a->log.nrows += n;
+        a->log.pos[a->log.nb] = st.rows_read;
+        a->log.size[a->log.nb++] = n;
+    }
+done:
+    lsae_loader_get_stats(ld, &a->log.st);
+    lsae_loader_free(ld);
+    lsae_dataset_close(ds);
+    return NULL;
+}
+#endif
+
+/* P ranks against the one-process loader on the dataset at path */
+static void check_ranks(const char *what, const char *path, const lsae_loader_options *o, uint64_t seek_to, int P)
+{
+#ifdef LSAE__HAVE_THREADS
+    rank_world w;
+    rank_arg a[4];
+    pthread_t th[4];
+    run_log ref;
+    lsae_dataset *ds = NULL;
+    size_t d, bi, r, at[4] = { 0, 0, 0, 0 }, refat = 0;
+    uint64_t loaded = 0;
+    int ok = 1;
+    memset(&w, 0, sizeof w);
+    w.P = P;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    OK(lsae_dataset_open(path, NULL, NULL, &ds));
+    if (!ds) return;
+    d = lsae_dataset_d_in(ds);
+    run_loader(ds, o, seek_to, &ref, 4096 * 8);
+    lsae_dataset_close(ds);
+    for (r = 0; r < (size_t)P; ++r) {
+        memset(&a[r], 0, sizeof a[r]);
+        a[r].w = &w;
+        a[r].rank = (int)r;
+        a[r].path = path;
+        a[r].o = *o;
+        a[r].seek_to = seek_to;
+        CHECK(pthread_create(&th[r], NULL, rank_main, &a[r]) == 0);
+    }
+    for (r = 0; r < (size_t)P; ++r) pthread_join(th[r], NULL);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    for (r = 0; r < (size_t)P; ++r) {
+        CHECKF(a[r].err == LSAE_OK, "%s, rank %zu of %d: %s", what, r, P, lsae_result_string(a[r].err));
+        CHECKF(a[r].log.nb == ref.nb, "%s, rank %zu of %d: %zu batches, one process %zu", what, r, P, a[r].log.nb, ref.nb);
+        CHECKF(a[r].log.st.rows_read == ref.st.rows_read && a[r].log.st.rows_dropped == ref.st.rows_dropped && a[r].log.st.batches == ref.st.batches,
+               "%s, rank %zu of %d: rows_read %llu dropped %llu, one process %llu %llu", what, r, P, (unsigned long long)a[r].log.st.rows_read,
+               (unsigned long long)a[r].log.st.rows_dropped, (unsigned long long)ref.st.rows_read, (unsigned long long)ref.st.rows_dropped);
+        if (a[r].log.nb != ref.nb) ok = 0;
+        loaded += a[r].log.st.rows_loaded;
+    }
+    for (bi = 0; ok && bi < ref.nb; ++bi) {
+        size_t n = ref.size[bi];
+        for (r = 0; r < (size_t)P; ++r) {
+            size_t lo = n * r / (size_t)P, hi = n * (r + 1) / (size_t)P;
+            if (a[r].log.size[bi] != hi - lo || a[r].log.pos[bi] != ref.pos[bi] ||
+                memcmp(a[r].log.rows + at[r] * d, ref.rows + (refat + lo) * d, (hi - lo) * d * sizeof(float)) != 0) {
+                CHECKF(0, "%s: batch %zu, rank %zu of %d: %zu rows at %llu, not rows %zu..%zu of the one-process batch at %llu", what, bi, r, P,
+                       a[r].log.size[bi], (unsigned long long)a[r].log.pos[bi], lo, hi, (unsigned long long)ref.pos[bi]);
+                ok = 0;
+                break;
+            }
+            at[r] += hi - lo;
+        }
+        refat += n;
+    }
+    if (ok) CHECK(1);
+    /* what the ranks read: the rows they return, the rows checked for
+       NaN/Inf, and again the returned rows another rank had checked */
+    /* what the ranks read: every position once (checked for NaN/Inf by one
+       rank), plus, in a batch with k NaN/Inf rows, at most 2 k rows of each
+       slice that another rank had checked; without such rows exactly once */
+    {
+        uint64_t once = ref.st.rows_read - seek_to;
+        CHECKF(loaded >= once && loaded <= once + 2 * (uint64_t)P * ref.st.rows_dropped && (ref.st.rows_dropped || loaded == once),
+               "%s, %d ranks: read %llu rows together, for %llu positions (%llu dropped)", what, P, (unsigned long long)loaded,
+               (unsigned long long)once, (unsigned long long)ref.st.rows_dropped);
+    }
+    for (r = 0; r < (size_t)P; ++r) free(a[r].log.rows);
+    free(ref.rows);
+#else
+    (void)what; (void)path; (void)o; (void)seek_to; (void)P;
+#endif
+}
+
+static void test_loader_ranks(void)
+{
+    const size_t n = 1000, d = 5;
+    uint64_t nans[40];
+    lsae_loader_options o;
+    lsae_dataset *ds;
+    lsae_loader *ld = NULL;
+    lsae_comm c;
+    rank_world w;
+    size_t i;
+    int P;
+    for (i = 0; i < 40; ++i) nans[i] = (i * 7919u) % n;         /* scattered */
+    nans[38] = 400; nans[39] = 401;                              /* and a pair */
+    ds = make_dataset("ranks_nan", n, d, 3, 2, nans, 40);        /* f32, every other shard big-endian (read, not mapped) */
+    lsae_dataset_close(ds);
+    ds = make_dataset("ranks_f16", n, d, 2, 1, nans, 10);
+    lsae_dataset_close(ds);
+    ds = make_dataset("ranks", n, d, 4, 0, NULL, 0);
+    for (P = 2; P <= 4; ++P) {
+        o = lsae_loader_options_default(50);
+        o.seed = 9;
+        o.window_rows = 128;
+        o.epochs = 3;
+        check_ranks("NaN rows, 3 epochs, window 128", TDIR "/ranks_nan", &o, 0, P);
+        check_ranks("NaN rows, resumed at 777", TDIR "/ranks_nan", &o, 777, P);
+        o.batch_size = 301;                                      /* batches across several windows */
+        o.drop_last = 0;
+        o.max_rows = 2500;
+        check_ranks("NaN rows, batch 301 over windows of 128, short last batch", TDIR "/ranks_nan", &o, 0, P);
+        o = lsae_loader_options_default(37);
+        o.seed = 4;
+        check_ranks("float16 with NaN rows", TDIR "/ranks_f16", &o, 0, P);
+        o.shuffle = 0;
+        o.epochs = 2;
+        o.drop_last = 0;
+        check_ranks("no NaN rows, no shuffle", TDIR "/ranks", &o, 0, P);
+        o.batch_size = 2;                                        /* fewer rows than ranks: some slices are empty */
+        o.max_rows = 41;
+        check_ranks("batch of 2", TDIR "/ranks", &o, 0, P);
+    }
+    /* the argument checks, and a failed sum leaves the loader where it was */
+    if (!ds) return;
+    o = lsae_loader_options_default(16);
+    OK(lsae_loader_create(ds, &o, &ld));
+    if (!ld) return;
+    memset(&c, 0, sizeof c);
+    memset(&w, 0, sizeof w);
+    c.rank = 2;
+    c.size = 2;
+    c.ctx = &w;
+    CHECK(lsae_loader_set_comm(ld, &c) == LSAE_INVALID_ARGS && msg_has("rank 2 of size 2"));
+    c.rank = 1;
+    CHECK(lsae_loader_set_comm(ld, &c) == LSAE_INVALID_ARGS && msg_has("sum_f64"));
+    CHECK(lsae_loader_set_comm(NULL, &c) == LSAE_INVALID_ARGS);
+    c.sum_f64 = failing_sum;
+    w.fail_at = 2;
+    OK(lsae_loader_set_comm(ld, &c));
+    {
+        /* rank 1 of 2 alone (its sums add nothing): the second half of each
+           of the one-process loader's batches of 16 */
+        const float *b, *rb;
+        size_t rows, rrows;
+        lsae_loader_stats st;
+        lsae_loader *one = NULL;
+        OK(lsae_loader_create(ds, &o, &one));
+        if (!one) return;
+        OK(lsae_loader_next(ld, &b, &rows));
+        OK(lsae_loader_next(one, &rb, &rrows));
+        CHECK(rows == 8 && rrows == 16 && memcmp(b, rb + 8 * d, 8 * d * sizeof(float)) == 0);
+        CHECK(lsae_loader_next(ld, &b, &rows) == LSAE_ERROR && rows == 0 && msg_has("summing"));
+        lsae_loader_get_stats(ld, &st);
+        CHECK(st.rows_read == 16 && st.batches == 1 && st.rows_loaded == 8);
+        OK(lsae_loader_next(ld, &b, &rows));
+        OK(lsae_loader_next(one, &rb, &rrows));
+        lsae_loader_get_stats(ld, &st);
+        CHECK(rows == 8 && st.rows_read == 32 && st.rows_loaded == 16 && memcmp(b, rb + 8 * d, 8 * d * sizeof(float)) == 0);
+        OK(lsae_loader_set_comm(ld, NULL));                      /* back to whole batches */
+        OK(lsae_loader_next(ld, &b, &rows));
+        OK(lsae_loader_next(one, &rb, &rrows));
+        lsae_loader_get_stats(ld, &st);
+        CHECK(rows == 16 && st.rows_read == 48 && memcmp(b, rb, 16 * d * sizeof(float)) == 0 && st.rows_loaded == 16 + n);
+        lsae_loader_free(one);
+    }
+    lsae_loader_free(ld);
+    lsae_dataset_close(ds);
+}
+
 int main(int argc, char **argv)
 {
 #ifdef LSAE__POSIX
@@ -1725,6 +1992,7 @@ int main(int argc, char **argv)
     test_torch_errors();
     test_directory();
     test_loader();
+    test_loader_ranks();
     test_checkpoint_roundtrip();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX

@@ -14,8 +14,16 @@ ranks against build/lsae in one process, on examples/data.
   uninterrupted run, and with 3 ranks to within 1e-4 of them;
 - SIGINT to rank 0 alone stops every rank after the step with a checkpoint
   (exit 130), and the run resumes to the uninterrupted run's bytes;
-- a batch-wide type is refused on 2 ranks with one clear line.
+- a batch-wide type is refused on 2 ranks with one clear line;
+- each rank reads only its slice of every batch (LSAE_READ_STATS=1 makes
+  every rank say how many rows it read): with 2 and 3 ranks exactly the rows
+  of its slices, 1/P of the rows the run went through, where one process
+  reads them all; and the model is the same bytes as with every rank reading
+  whole batches and keeping its slice (LSAE_MPI_READ_ALL=1, the way before),
+  also on data with NaN/Inf rows in many batches (float32 and float16), where
+  the ranks must agree on which rows each batch drops.
 """
+import re
 import glob
 import json
 import os
@@ -44,8 +52,23 @@ def out(name):
     return os.path.join(WORK, name)
 
 
-def mpi(np_, args, ok=True, **kw):
-    return run(MPIRUN + ["-np", str(np_), LSAE_MPI, "train"] + args, ok=ok, **kw)
+def mpi(np_, args, ok=True, read_all=False, **kw):
+    """lsae train on np_ ranks, each saying how many rows it read; read_all:
+    every rank reads whole batches (the way before slices were read alone)"""
+    env = dict(os.environ, LSAE_READ_STATS="1")
+    flags = ["-x", "LSAE_READ_STATS"]
+    if read_all:
+        env["LSAE_MPI_READ_ALL"] = "1"
+        flags += ["-x", "LSAE_MPI_READ_ALL"]
+    return run(MPIRUN + flags + ["-np", str(np_), LSAE_MPI, "train"] + args, ok=ok, env=env, **kw)
+
+
+def reads(p):
+    """rank -> (rows it read, rows the run went through), from the LSAE_READ_STATS lines"""
+    got = {}
+    for m in re.finditer(r"rank (\d+) of (\d+) read (\d+) rows of the (\d+) the run went through", p.stderr):
+        got[int(m.group(1))] = (int(m.group(3)), int(m.group(4)))
+    return got
 
 
 def model_bytes(d):
@@ -100,6 +123,63 @@ for P in (2, 3):
 # repeated: the same bits
 mpi(2, SHORT + ["--out", out("p2b")])
 check(model_bytes(out("p2b")) == model_bytes(out("p2")), "2 ranks run twice write the same bytes")
+
+# each rank reads its slice of every batch alone: exactly the rows it trains
+# on (255 rows split n r / P .. n (r + 1) / P, 31 batches of a NaN-free
+# stream), where one process reads every row; and the bytes are those of
+# every rank reading the whole batch and keeping its slice
+p = run([LSAE, "train"] + SHORT + ["--out", out("p0r")], env=dict(os.environ, LSAE_READ_STATS="1"))
+one = reads(p)
+check(one.get(0, (0, 0))[0] >= 7905, f"one process reads every row the run goes through ({one})")
+for P in (2, 3):
+    p = mpi(P, SHORT + ["--out", out(f"p{P}s")])
+    got = reads(p)
+    check(sorted(got) == list(range(P)), f"{P} ranks: every rank says what it read ({got})")
+    for r, (loaded, through) in sorted(got.items()):
+        want = 31 * (255 * (r + 1) // P - 255 * r // P)
+        check(through == 7905 and loaded == want, f"{P} ranks: rank {r} read {loaded} rows of the {through}, its slices' {want}")
+    check(sum(v[0] for v in got.values()) == 7905, f"{P} ranks: the slices cover the batches once ({got})")
+    check(model_bytes(out(f"p{P}s")) == model_bytes(out(f"p{P}")), f"{P} ranks: a second run, the same bytes")
+    pa = mpi(P, SHORT + ["--out", out(f"p{P}all")], read_all=True)
+    check(all(v[0] >= 7905 for v in reads(pa).values()) and len(reads(pa)) == P, f"{P} ranks, LSAE_MPI_READ_ALL=1: every rank reads every row ({reads(pa)})")
+    check(model_bytes(out(f"p{P}all")) == model_bytes(out(f"p{P}")), f"{P} ranks: reading slices alone gives the bytes of reading whole batches")
+    print(f"  {P} ranks: rank reads {sorted(v[0] for v in got.values())} rows of 7905 (one process: {one[0][0]}); "
+          "the same bytes as every rank reading whole batches")
+
+# NaN/Inf rows in most batches: the ranks must agree on the rows each batch
+# drops; float32 (mapped, rows copied where they lie) and float16 (read and
+# converted one row at a time)
+import numpy as np  # noqa: E402
+rng = np.random.default_rng(17)
+for dt in ("f4", "f2"):
+    nd = out(f"nan_{dt}")
+    os.makedirs(nd)
+    for i, f in enumerate(sorted(glob.glob(os.path.join(DATA, "*.npy")))):
+        x = np.load(f).astype("f4")
+        bad = np.nonzero(rng.random(len(x)) < 0.04)[0]
+        x[bad, rng.integers(0, x.shape[1], len(bad))] = np.nan
+        x[300 + 4000 * i:500 + 4000 * i, 5] = np.inf
+        np.save(os.path.join(nd, f"data-{i:05d}.npy"), x.astype(dt))
+    NAN = ["--data", nd] + SHORT[2:] + ["--epochs", "2"]
+    p1 = run([LSAE, "train"] + NAN + ["--out", out(f"nan_{dt}_p0")])
+    drop = re.search(r"dropped (\d+) rows", p1.stdout)
+    check(drop is not None and int(drop.group(1)) > 200, f"{dt}: the NaN data drops rows in one process:\n{p1.stdout}")
+    for P in (2, 3):
+        p = mpi(P, NAN + ["--out", out(f"nan_{dt}_p{P}")])
+        pa = mpi(P, NAN + ["--out", out(f"nan_{dt}_p{P}all")], read_all=True)
+        check(model_bytes(out(f"nan_{dt}_p{P}")) == model_bytes(out(f"nan_{dt}_p{P}all")),
+              f"{dt}, {P} ranks, NaN/Inf rows: reading slices alone gives the bytes of reading whole batches")
+        check(drop.group(0) in p.stdout, f"{dt}, {P} ranks: the same rows dropped as one process ({drop.group(0)}):\n{p.stdout}")
+        d = rel_diff(out(f"nan_{dt}_p{P}"), out(f"nan_{dt}_p0"))
+        check(d <= 1e-5, f"{dt}, {P} ranks, NaN/Inf rows: every tensor within 1e-5 of one process (worst {d:.3g})")
+        got = reads(p)
+        through = got.get(0, (0, 0))[1]
+        check(sorted(got) == list(range(P)) and all(v[1] == through for v in got.values()), f"{dt}, {P} ranks: every rank says what it read ({got})")
+        # about 1/P: its slice plus its share of the rows checked for NaN/Inf
+        # and the few rows of its slice that another rank checked
+        check(all(v[0] <= 1.25 * through / P for v in got.values()), f"{dt}, {P} ranks, NaN/Inf rows: each rank read about 1/{P} of {through} rows ({got})")
+        print(f"  NaN/Inf rows ({dt}, {drop.group(0)}), {P} ranks: rank reads {sorted(v[0] for v in got.values())} of {through}; "
+              f"the bytes of whole-batch reading; within {d:.2g} of one process")
 
 
 def state_payload(d):

@@ -229,6 +229,13 @@ static void make_fixtures(void)
     lsae__mkdirs(TD "/hub/models--tester--oom-one/snapshots/beef01");
     write_file(TD "/hub/models--tester--oom-sae/refs/main", "c0ffee\n", 7);
     write_npy(TD "/f32.npy", "<f4", x, ROWS, 4);
+    {
+        /* NaN rows for the loader on ranks (its lists of them grow) */
+        float xn[ROWS * D];
+        memcpy(xn, x, sizeof xn);
+        for (i = 0; i < ROWS; i += 3) xn[i * D + 1] = (float)NAN;
+        write_npy(TD "/nan.npy", "<f4", xn, ROWS, 4);
+    }
     write_npy(TD "/f16.npy", "<f2", h, ROWS, 2);
     write_npy(TD "/shards/data-0.npy", "<f4", x, ROWS / 2, 4);
     write_npy(TD "/shards/data-1.npy", "<f4", x + ROWS / 2 * D, ROWS / 2, 4);
@@ -275,6 +282,8 @@ static void dataset_calls(const char *path, const lsae_dataset_options *o)
     }
 }
 
+static lsae_result same_f64(void *ctx, double *buf, size_t n) { (void)ctx; (void)buf; (void)n; return LSAE_OK; }
+
 /* A loader over a dataset (f16 rows are converted into the window, f32 ones
    are used in place): batches across window and epoch boundaries, a seek. */
 static void loader_calls(const char *path, int prefetch)
@@ -286,6 +295,11 @@ static void loader_calls(const char *path, int prefetch)
     const float *b;
     size_t n;
     int i;
+    lsae_comm lone;
+    memset(&lone, 0, sizeof lone);
+    lone.rank = 1;
+    lone.size = 2;
+    lone.sum_f64 = same_f64;
     lo.seed = 5;
     lo.window_rows = 16;
     lo.epochs = 2;
@@ -309,6 +323,19 @@ static void loader_calls(const char *path, int prefetch)
             digest(&n, sizeof n);
             digest(b, n * D * sizeof(float));
         }
+        /* rank 1 of 2 reading its slices alone (a peer whose sums add
+           nothing), across windows and the epoch, then whole batches again */
+        CALL(1, lsae_loader_set_comm(ld, &lone));
+        for (i = 0; i < 8; ++i) {
+            n = 0;
+            CALL(1, lsae_loader_next(ld, &b, &n));
+            digest(&n, sizeof n);
+            digest(b, n * D * sizeof(float));
+        }
+        CALL(1, lsae_loader_set_comm(ld, NULL));
+        n = 0;
+        CALL(1, lsae_loader_next(ld, &b, &n));
+        digest(b, n * D * sizeof(float));
     }
     lsae_loader_free(ld);
     lsae_dataset_close(ds);
@@ -516,6 +543,7 @@ static void scenario(void)
     loader_calls(TD "/f16.npy", 0);
     loader_calls(TD "/f32.npy", 0);
     loader_calls(TD "/shards", 0);
+    loader_calls(TD "/nan.npy", 0);
 }
 
 /* The prefetching loader: the window's rows are allocated in the prefetch

@@ -11,9 +11,13 @@
    every rank holds the same model after every step; rank 0 alone writes
    run.json, metrics.jsonl, checkpoints and the model, and prints. The files
    do not depend on the number of ranks, so a run may be resumed with another.
-   Each rank's loader still reads every row of the data (the slice is taken
-   from the batch it assembles): on one node the page cache holds the data
-   once for all ranks; on several nodes each node reads it all.
+   Each rank's loader reads only the rows of its own slice
+   (lsae_loader_set_comm: the batch sequence and the shuffle are computed on
+   every rank from the seed, without reading data; one small sum per batch
+   tells every rank where the NaN/Inf rows were, so all cut the same batch),
+   so P ranks read about 1/P of the data each. LSAE_READ_STATS=1 makes every
+   rank print, at the end, how many rows it read; LSAE_MPI_READ_ALL=1 brings
+   back the whole batch on every rank (the same bits, for comparing).
 
    Failures: a rank that fails prints its line and aborts the whole job
    (MPI_Abort), so no rank is left waiting in a sum; one that dies outright
@@ -88,6 +92,24 @@ static void dist_attach(lsae_trainer *tr)
 #else
     (void)tr;
 #endif
+}
+
+/* The loader returns this rank's slice of each global batch and reads only
+   those rows (one process: the whole batch). Returns 1 when it slices. */
+static int dist_loader(lsae_loader *ld)
+{
+#ifdef LSAE_MPI
+    lsae_result r;
+    /* LSAE_MPI_READ_ALL=1: every rank reads each whole batch and keeps its
+       slice, as before lsae_loader_set_comm (the tests compare the two) */
+    if (g_ranks > 1 && !getenv("LSAE_MPI_READ_ALL")) {
+        if ((r = lsae_loader_set_comm(ld, &g_comm)) != LSAE_OK) lib_fail(r, "reading the data on several ranks");
+        return 1;
+    }
+#else
+    (void)ld;
+#endif
+    return 0;
 }
 
 /* Rank 0's bytes in buf on every rank. */

@@ -52,6 +52,7 @@ typedef struct train_run {
     lsae_trainer *tr;
     lsae_loader *ld;
     uint64_t rows_read0;             /* the data position a resumed run starts at */
+    int sliced;                      /* the loader returns this rank's slice of each batch (dist_loader) */
     uint64_t samples;                /* training rows used, over all sessions */
     uint64_t batches_skipped;        /* batches the trainer refused (no variance) */
     double elapsed_prev;             /* seconds of the sessions before this one */

@@ -357,6 +357,11 @@ static int train_loop(train_run *t)
         if (t->w.batches == 0 && dist_stop_requested()) return 1;
         if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
         if (nrows == 0) break;
+        if (t->sliced) {
+            /* the loader read and returned this rank's slice alone */
+            train_feed(t, xb, nrows);
+            continue;
+        }
         /* data-parallel: this rank's contiguous share of the global batch
            (sizes differ by at most one row); the whole batch in one process */
         lo = nrows * (size_t)g_rank / (size_t)g_ranks;
@@ -453,8 +458,16 @@ static int cmd_train(int argc, char **argv)
     train_plan(t);
     train_start(t);
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
+    t->sliced = dist_loader(t->ld);
     stopped = train_loop(t);
     train_finish(t, stopped);
+    if (getenv("LSAE_READ_STATS")) {
+        /* for the tests: each rank's share of the reading (stderr, every rank) */
+        lsae_loader_stats ls;
+        lsae_loader_get_stats(t->ld, &ls);
+        fprintf(stderr, "%s: rank %d of %d read %llu rows of the %llu the run went through\n", g_cmd, g_rank, g_ranks,
+                (unsigned long long)ls.rows_loaded, (unsigned long long)(ls.rows_read - t->rows_read0));
+    }
     train_free(t);
     return stopped ? 130 : 0;
 }
