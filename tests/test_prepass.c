@@ -180,6 +180,18 @@ static lsae_model *make(size_t d, size_t L, size_t k)
     return m;
 }
 
+/* x8 latents, k, 10 steps with 2 of warm-up, of the given type */
+static lsae_config train_cfg(size_t d, size_t k, lsae_sae_type type)
+{
+    lsae_config c = lsae_config_default(d);
+    c.expansion_factor = 8;
+    c.k = k;
+    c.total_steps = 10;
+    c.lr_warmup_steps = 2;
+    c.sae_type = type;
+    return c;
+}
+
 /* Train a model steps batches with the pre-pass off (0) and forced on (2):
    the weights, the Adam state's result and every step's loss must be the
    same bits. Returns the batches the pre-pass selected (run 2). */
@@ -377,12 +389,8 @@ int main(void)
         const size_t n = 4096, d = 384;
         float *x = load_minilm(n);
         if (x) {
-            lsae_config c = lsae_config_default(d);
+            lsae_config c = train_cfg(d, 16, LSAE_SAE_TOPK);
             size_t used;
-            c.expansion_factor = 8;
-            c.k = 16;
-            c.total_steps = 10;
-            c.lr_warmup_steps = 2;
             c.seed = 11;
             used = train_both(&c, x, n, 256, 10, "TopK x8 k16, no dead latents");
             CHECKF(used == 10, "TopK: %zu of 10 batches went through the pre-pass", used);
@@ -406,22 +414,12 @@ int main(void)
             c.total_steps = 5;
             used = train_both(&c, x, n, 256, 10, "TopK, AuxK off, accumulation 2");
             CHECKF(used == 10, "TopK, AuxK off: %zu of 10 batches through the pre-pass", used);
-            c = lsae_config_default(d);
-            c.expansion_factor = 8;
-            c.k = 16;
-            c.total_steps = 10;
-            c.lr_warmup_steps = 2;
-            c.sae_type = LSAE_SAE_MATRYOSHKA;
+            c = train_cfg(d, 16, LSAE_SAE_MATRYOSHKA);
             c.matryoshka_levels = 3;
             c.matryoshka_sizes[0] = 256; c.matryoshka_sizes[1] = 1024; c.matryoshka_sizes[2] = 3072;
             used = train_both(&c, x, n, 256, 10, "Matryoshka nested");
             CHECKF(used == 10, "Matryoshka nested: %zu of 10 batches through the pre-pass", used);
-            c = lsae_config_default(d);
-            c.expansion_factor = 8;
-            c.k = 8;
-            c.total_steps = 10;
-            c.lr_warmup_steps = 2;
-            c.sae_type = LSAE_SAE_BATCHTOPK;
+            c = train_cfg(d, 8, LSAE_SAE_BATCHTOPK);
             used = train_both(&c, x, n, 256, 10, "BatchTopK k8");
             CHECKF(used == 10, "BatchTopK: %zu of 10 batches through the pre-pass", used);
             c.k_anneal = 1;
