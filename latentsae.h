@@ -4312,6 +4312,7 @@ struct lsae_trainer {
     lsae__select_ws sws;
     lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each step */
     size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
+    size_t prepass_rows, prepass_cand_sum, prepass_cand_max; /* its rows, latents recomputed in float32 (sum, most in a row) */
     /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
     int has_comm;               /* comm is set (even with size 1: the same path, the same bits as without) */
     int comm_failed;            /* a callback failed: the ranks may disagree now, refuse to go on */
@@ -5176,6 +5177,7 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     lsae_model *m = t->m;
     const size_t B = b->B, K = b->Ksel;
     lsae__kv *out;
+    size_t *cnt;
     lsae_result r;
     size_t i;
     b->prepassed = 0;
@@ -5188,7 +5190,18 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
     out = t->K == K ? t->top : (lsae__kv *)lsae__alloc_array(t->alloc, B, K * sizeof(lsae__kv), "pre-pass selection");
     if (!out) return LSAE_OUT_OF_MEMORY;
-    r = lsae__lp_select(m, &t->lpq, t->xc, B, K, out, t->nthreads, NULL);
+    if (!(cnt = (size_t *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(size_t), "pre-pass counts"))) {
+        if (out != t->top) lsae__free(t->alloc, out);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    r = lsae__lp_select(m, &t->lpq, t->xc, B, K, out, t->nthreads, cnt);
+    if (r == LSAE_OK)
+        for (i = 0; i < B; ++i) {
+            t->prepass_cand_sum += cnt[i];
+            if (cnt[i] > t->prepass_cand_max) t->prepass_cand_max = cnt[i];
+        }
+    t->prepass_rows += r == LSAE_OK ? B : 0;
+    lsae__free(t->alloc, cnt);
     if (out != t->top) {
         if (r == LSAE_OK)
             for (i = B; i-- > 0;) memcpy(t->top + i * t->K, out + i * K, K * sizeof(lsae__kv));
