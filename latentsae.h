@@ -4311,6 +4311,7 @@ struct lsae_trainer {
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
     lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each step */
+    unsigned long lpq_gen;      /* the model's wgen when lpq was filled */
     size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
     size_t prepass_rows, prepass_cand_sum, prepass_cand_max; /* its rows, latents recomputed in float32 (sum, most in a row) */
     /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
@@ -5182,11 +5183,15 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     size_t i;
     b->prepassed = 0;
     if ((b->ka && b->n_dead > m->L / 2) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
-    if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) lsae__lp_fill(&t->lpq, m->W_enc, t->nthreads);
-    else {
+    /* W_enc moves once an optimizer step: the batches of an accumulation
+       window share one copy */
+    if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) {
+        if (t->lpq_gen != m->wgen) lsae__lp_fill(&t->lpq, m->W_enc, t->nthreads);
+    } else {
         lsae__lp_free(t->alloc, &t->lpq);
         if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
     }
+    t->lpq_gen = m->wgen;
     /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
     out = t->K == K ? t->top : (lsae__kv *)lsae__alloc_array(t->alloc, B, K * sizeof(lsae__kv), "pre-pass selection");
     if (!out) return LSAE_OUT_OF_MEMORY;
