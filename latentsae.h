@@ -3307,45 +3307,65 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
 #elif defined(LSAE__AVX2)
     /* vpmaddubsw multiplies unsigned by signed bytes into int16 sums of
        pairs, which saturate, and (xq + 128) wq pairs reach 2 255 127 >
-       32767. So it multiplies |xq| (<= 127) by sign(xq) wq (vpsignb: the
-       sign of the row's byte on the weight, 0 where xq = 0), whose pairs are
-       at most 2 127 127 = 32258 in size, exact; vpmaddwd by ones adds each
-       latent's two pairs into int32. xq = xu ^ 0x80 (xu = xq + 128), and acc
-       is S itself: LSAE__LPOFF is 0. Two rows by 32 latents at a time (eight
-       accumulators, four weight vectors, the row's two forms and the ones:
-       fifteen of the sixteen ymm registers); a half tile of weights (dp 32
-       bytes) stays in L1 while the row pairs sweep it. */
-    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    size_t h, r0, p;
+       32767. So it multiplies |xq| (<= 127) by wq with xq's sign: the sign
+       trick, |xq| sign(xq) wq = xq wq, pairs of at most 2 127 128 = 32512 in
+       size, exact; vpmaddwd by ones adds each latent's two pairs into int32.
+       The sign is put on as a one's complement, wq ^ m with m = -1 where
+       xq < 0 (one vpxor, a port that vpsignb would take from the
+       multiplies): ~wq = -wq - 1, so |xq| ~wq = xq wq + xq, and the sums
+       come out S - neg, neg = sum of |xq_p| over xq_p < 0, which is added
+       back at the end (per row, the same for every latent). xq = xu ^ 0x80
+       (xu = xq + 128), and acc is S itself: LSAE__LPOFF is 0. Two rows by
+       32 latents at a time (eight accumulators, four weight vectors, the
+       row's |xq| and mask, the ones: fifteen of the sixteen ymm registers);
+       a half tile of weights (dp 32 bytes) stays in L1 while the row pairs
+       sweep it. */
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+    int32_t neg[LSAE__LPMR];
+    size_t h, r0, r, p;
+    for (r = 0; r < mr; ++r) {
+        /* neg = sum_p max(128 - xu_p, 0): saturating byte differences, summed by vpsadbw */
+        const uint8_t *x = xu + r * ldx;
+        __m256i sum = zero;
+        int64_t t[4];
+        for (p = 0; p + 32 <= dp; p += 32)
+            sum = _mm256_add_epi64(sum, _mm256_sad_epu8(_mm256_subs_epu8(flip, _mm256_loadu_si256((const __m256i *)(x + p))), zero));
+        _mm256_storeu_si256((__m256i *)t, sum);
+        neg[r] = (int32_t)(t[0] + t[1] + t[2] + t[3]);
+        for (; p < dp; ++p) neg[r] += x[p] < 128 ? 128 - x[p] : 0;
+    }
     for (h = 0; h < LSAE__NT; h += 32)
         for (r0 = 0; r0 < mr; r0 += 2) {
             const uint8_t *x0 = xu + r0 * ldx, *x1 = r0 + 1 < mr ? x0 + ldx : x0;
-            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
             for (p = 0; p < dp4; ++p) {
                 const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
                 const __m256i b0 = _mm256_loadu_si256((const __m256i *)b), b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
                 const __m256i b2 = _mm256_loadu_si256((const __m256i *)(b + 64)), b3 = _mm256_loadu_si256((const __m256i *)(b + 96));
-                __m256i s, a;
+                __m256i s, a, m;
                 int32_t v;
 #define LSAE__ROWAVX2(r)                                                        \
                 memcpy(&v, x##r + 4 * p, 4);                                    \
                 s = _mm256_xor_si256(_mm256_set1_epi32(v), flip);               \
                 a = _mm256_abs_epi8(s);                                         \
-                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b0, s)), ones)); \
-                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b1, s)), ones)); \
-                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b2, s)), ones)); \
-                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b3, s)), ones));
+                m = _mm256_cmpgt_epi8(zero, s);                                 \
+                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b0, m)), ones)); \
+                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b1, m)), ones)); \
+                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b2, m)), ones)); \
+                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b3, m)), ones));
                 LSAE__ROWAVX2(0) LSAE__ROWAVX2(1)
 #undef LSAE__ROWAVX2
             }
             {
                 int32_t *o = acc + r0 * LSAE__NT + h;
-                _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
-                _mm256_storeu_si256((__m256i *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(o + 24), c03);
+                __m256i n = _mm256_set1_epi32(neg[r0]);
+                _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(c00, n)); _mm256_storeu_si256((__m256i *)(o + 8), _mm256_add_epi32(c01, n));
+                _mm256_storeu_si256((__m256i *)(o + 16), _mm256_add_epi32(c02, n)); _mm256_storeu_si256((__m256i *)(o + 24), _mm256_add_epi32(c03, n));
                 if (r0 + 1 < mr) {
                     o += LSAE__NT;
-                    _mm256_storeu_si256((__m256i *)o, c10); _mm256_storeu_si256((__m256i *)(o + 8), c11);
-                    _mm256_storeu_si256((__m256i *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(o + 24), c13);
+                    n = _mm256_set1_epi32(neg[r0 + 1]);
+                    _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(c10, n)); _mm256_storeu_si256((__m256i *)(o + 8), _mm256_add_epi32(c11, n));
+                    _mm256_storeu_si256((__m256i *)(o + 16), _mm256_add_epi32(c12, n)); _mm256_storeu_si256((__m256i *)(o + 24), _mm256_add_epi32(c13, n));
                 }
             }
         }
