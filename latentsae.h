@@ -3764,14 +3764,16 @@ static int lsae__lp_applies(const lsae_model *m, size_t K, size_t rows)
        it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the portable int8
        product of an -mavx2 build 16 ms -> 1.8 ms; 384 x 3072 285 -> 52 us) */
     if (m->prepass == 2 || rows <= 16) return 1;
-#if defined(LSAE__VNNI)
+#if defined(LSAE__LPFAST)
     /* many rows: only where it measured faster (bench/bench.c prepass, one
-       thread, Zen 4: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x, 768 x 6144
-       1.4x, 384 x 3072 1.0x): there the fixed costs of a row (selection,
-       the recomputed candidates) weigh as much as the product */
+       thread, Zen 4; AVX-512 VNNI: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x,
+       768 x 6144 1.4x, 384 x 3072 1.0x; the AVX2 kernel of an -mavx2 build,
+       medians of 5 runs: 768 x 24576 k 32 1.27x, 768 x 12288 1.18x,
+       384 x 12288 1.20x, 384 x 3072 0.95x): there the fixed costs of a row
+       (selection, the recomputed candidates) weigh as much as the product */
     return m->d * m->L >= ((size_t)1 << 22) && K <= m->L / 64;
 #else
-    return 0; /* without VNNI the int8 product is not faster than float32's */
+    return 0; /* the portable int8 product is not faster than float32's */
 #endif
 }
 
