@@ -3762,8 +3762,8 @@ static int lsae__lp_applies(const lsae_model *m, size_t K, size_t rows)
 #endif
     if (!m->prepass || K == 0 || K > m->L / 16 || m->d > 65536) return 0;
     /* a few rows are bound by reading W_enc: the int8 copy is a quarter of
-       it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the portable int8
-       product of an -mavx2 build 16 ms -> 1.8 ms; 384 x 3072 285 -> 52 us) */
+       it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the AVX2 kernel of
+       an -mavx2 build 8.5 ms -> 1.9 ms, 384 x 3072 302 -> 54 us) */
     if (m->prepass == 2 || rows <= 16) return 1;
 #if defined(LSAE__LPFAST)
     /* many rows: only where it measured faster (bench/bench.c prepass, one
