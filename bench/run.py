@@ -103,9 +103,9 @@ def variants(a, cc):
 
 def prepass(a, bins, env):
     """The int8 pre-pass of encode (docs/math.md 2.12) against the float32
-    pass, in the same process and round; on the -mavx2 build it is forced on
-    (lsae_model_set_encode_prepass(m, 2)): a stand-in for an AVX2-only
-    machine, where it is off by default."""
+    pass, in the same process and round, on with lsae_model_set_encode_prepass(m, 2)
+    in both builds; the -mavx2 build (AVX2's vpmaddubsw kernel) stands in for an
+    AVX2-only machine, where the default turns it on for d L >= 2^22, as with VNNI."""
     npy = "examples/data/embeddings/data-00000.npy"
     configs = [("nomic 768, x32, k 32 (random init)", 768, 24576, 32, 512, []),
                ("MiniLM 384, x8, k 32 (random init)", 384, 3072, 32, 2048, []),

@@ -64,7 +64,7 @@ static void compare(lsae_model *m, const float *x, size_t rows, size_t k, const 
             ++bad;
         }
     CHECKF(bad == 0, "%s: %zu of %zu rows differ from the float32 encode", what, bad, rows);
-    /* the default (the pre-pass where it is faster, in VNNI builds) */
+    /* the default (the pre-pass where it is faster, in VNNI and AVX2 builds) */
     OK(lsae_model_set_encode_prepass(m, 1));
     OK(lsae_model_encode(m, x, rows, k, a1, i1));
     CHECKF(!memcmp(a0, a1, rows * k * sizeof(float)) && !memcmp(i0, i1, rows * k * sizeof(int32_t)), "%s: the default encode differs from the float32 one", what);
