@@ -3217,30 +3217,39 @@ static void lsae__lp_free(const lsae_allocator *a, lsae__lp *q)
    subnormal): the scalar loop then does the row. */
 static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *base, double g, int32_t *wsum, float *sw, float *cw, float *qn)
 {
+    /* (the masked forms of the conversions and extracts, and sums through
+       memory rather than _mm512_reduce_*: GCC 12's C++ front end warns that
+       the unmasked ones' undefined source may be used uninitialized) */
+    const __mmask16 all = (__mmask16)0xFFFF;
     __m512 vmx = _mm512_setzero_ps();
     __m512d rr0 = _mm512_setzero_pd(), rr1 = rr0, ww0 = rr0, ww1 = rr0;
     __m512i qq = _mm512_setzero_si512(), qs = qq;
     const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-    float mx, s, inv;
-    size_t p;
+    float mx = 0.0f, m16[16], s, inv;
+    double r8[8], w8[8], rn2 = 0.0, wn2 = 0.0;
+    int32_t q16[16], s16[16];
+    int64_t qq2 = 0, qsum = 0;
+    size_t p, j;
     for (p = 0; p < d; p += 16) {
-        const __mmask16 k = d - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - p)) - 1);
-        vmx = _mm512_max_ps(vmx, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, w + p)));
+        const __mmask16 k = d - p >= 16 ? all : (__mmask16)((1u << (d - p)) - 1);
+        vmx = _mm512_mask_max_ps(vmx, all, vmx, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, w + p)));
     }
-    mx = _mm512_reduce_max_ps(vmx);
+    _mm512_storeu_ps(m16, vmx);
+    for (j = 0; j < 16; ++j) mx = m16[j] > mx ? m16[j] : mx;
     s = mx / 127.0f;
     inv = s > 0.0f ? 1.0f / s : 0.0f;
     if (!(inv <= FLT_MAX)) return 0;
     for (p = 0; p < dp; p += 16) {
-        const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - p)) - 1);
+        const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? all : (__mmask16)((1u << (d - p)) - 1);
         const __m512 x = _mm512_maskz_loadu_ps(k, w + p);
         /* |x inv| <= 127 (1 + 2^-23): no conversion overflows */
-        const __m512i q = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(inv))), lo), hi);
-        const __m512 res = _mm512_fnmadd_ps(_mm512_set1_ps(s), _mm512_cvtepi32_ps(q), x);
-        const __m512d rl = _mm512_cvtps_pd(_mm512_castps512_ps256(res));
-        const __m512d rh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(res), 1)));
-        const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-        const __m512d xh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        const __m512i q0 = _mm512_mask_cvtps_epi32(_mm512_setzero_si512(), all, _mm512_mul_ps(x, _mm512_set1_ps(inv)));
+        const __m512i q = _mm512_mask_min_epi32(q0, all, _mm512_mask_max_epi32(q0, all, q0, lo), hi);
+        const __m512 res = _mm512_fnmadd_ps(_mm512_set1_ps(s), _mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), all, q), x);
+        const __m512d rl = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(res), 0)));
+        const __m512d rh = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(res), 1)));
+        const __m512d xl = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(x), 0)));
+        const __m512d xh = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(x), 1)));
         int32_t g4[4];
         size_t gi;
         rr0 = _mm512_fmadd_pd(rl, rl, rr0);
@@ -3249,14 +3258,25 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
         ww1 = _mm512_fmadd_pd(xh, xh, ww1);
         qq = _mm512_add_epi32(qq, _mm512_mullo_epi32(q, q));
         qs = _mm512_add_epi32(qs, q);
-        _mm_storeu_si128((__m128i *)(void *)g4, _mm512_cvtepi32_epi8(q));
+        _mm_storeu_si128((__m128i *)(void *)g4, _mm512_mask_cvtepi32_epi8(_mm_setzero_si128(), all, q));
         for (gi = 0; gi < 4 && p + 4 * gi < dp; ++gi) memcpy(base + (p / 4 + gi) * LSAE__NT * 4, &g4[gi], 4);
     }
-    *wsum = _mm512_reduce_add_epi32(qs);
+    _mm512_storeu_pd(r8, _mm512_add_pd(rr0, rr1));
+    _mm512_storeu_pd(w8, _mm512_add_pd(ww0, ww1));
+    _mm512_storeu_si512((void *)q16, qq);
+    _mm512_storeu_si512((void *)s16, qs);
+    for (j = 0; j < 8; ++j) {
+        rn2 += r8[j];
+        wn2 += w8[j];
+    }
+    for (j = 0; j < 16; ++j) {
+        qq2 += q16[j];
+        qsum += s16[j];
+    }
+    *wsum = (int32_t)qsum;
     *sw = s;
-    *cw = lsae__up((sqrt(_mm512_reduce_add_pd(_mm512_add_pd(rr0, rr1))) + sqrt((double)d) * 1.5e-45) * (1.0 + 2e-7) +
-                   g * sqrt(_mm512_reduce_add_pd(_mm512_add_pd(ww0, ww1))));
-    *qn = lsae__up((double)s * sqrt((double)_mm512_reduce_add_epi32(qq)));
+    *cw = lsae__up((sqrt(rn2) + sqrt((double)d) * 1.5e-45) * (1.0 + 2e-7) + g * sqrt(wn2));
+    *qn = lsae__up((double)s * sqrt((double)qq2));
     return 1;
 }
 #elif defined(LSAE__AVX2)
