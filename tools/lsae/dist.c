@@ -83,14 +83,39 @@ static void dist_end(void)
 #endif
 }
 
-/* The trainer sums across the ranks (one rank: the trainer as without MPI). */
-static void dist_attach(lsae_trainer *tr)
+/* The trainer sums across the ranks (one rank: the trainer as without
+   MPI); with shard set (--shard-latents), the ranks are its latent shards. */
+static void dist_attach(lsae_trainer *tr, int shard)
 {
 #ifdef LSAE_MPI
     lsae_result r;
-    if (g_ranks > 1 && (r = lsae_trainer_set_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training on several ranks");
+    if (g_ranks > 1 && shard && (r = lsae_trainer_set_shard_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training latent-sharded on several ranks");
+    if (g_ranks > 1 && !shard && (r = lsae_trainer_set_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training on several ranks");
 #else
     (void)tr;
+    (void)shard;
+#endif
+}
+
+/* Rank `from`'s bytes into buf on rank 0 (a latent shard's rows, gathered
+   for the checkpoint): point to point, in segments that fit MPI's int.
+   Every rank calls it; only `from` and rank 0 move data. */
+static void dist_send_to0(int from, void *buf, size_t bytes)
+{
+#ifdef LSAE_MPI
+    const size_t seg = (size_t)1 << 30;
+    size_t at;
+    if (from == 0 || (g_rank != 0 && g_rank != from)) return;
+    for (at = 0; at < bytes; at += seg) {
+        int n = (int)(bytes - at < seg ? bytes - at : seg);
+        if (g_rank == from ? MPI_Send((unsigned char *)buf + at, n, MPI_BYTE, 0, 77, MPI_COMM_WORLD) != MPI_SUCCESS
+                           : MPI_Recv((unsigned char *)buf + at, n, MPI_BYTE, from, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            fail("gathering the latent shards on rank 0 failed");
+    }
+#else
+    (void)from;
+    (void)buf;
+    (void)bytes;
 #endif
 }
 

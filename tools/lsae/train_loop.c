@@ -6,12 +6,116 @@
 
 /* ----------------------------------------------------------- checkpoints */
 
+/* --shard-latents: what a rank holds of the model and trainer state, as one
+   block of bytes: W_enc, b_enc, W_dec rows, Adam's m and v of those, then
+   the dead-latent counters (n latents; b_dec and its moments are the same
+   on every rank and come from rank 0) */
+static size_t shard_block_bytes(size_t n, size_t d)
+{
+    return (3 * (2 * n * d + n)) * sizeof(float) + n * sizeof(uint64_t);
+}
+
+/* pointers into a block of n latents: w[3][3] (weights, m, v; W_enc, b_enc, W_dec), counters */
+static void shard_block_parts(unsigned char *blk, size_t n, size_t d, float *w[3][3], uint64_t **fired)
+{
+    float *f = (float *)blk;
+    int q;
+    for (q = 0; q < 3; ++q) {
+        w[q][0] = f; f += n * d;
+        w[q][1] = f; f += n;
+        w[q][2] = f; f += n * d;
+    }
+    *fired = (uint64_t *)(void *)f;
+}
+
+/* The shards gathered on rank 0 into a full model and trainer, which are
+   saved as one process saves them (the files do not depend on the number
+   of shards). Rank 0 holds the whole model and state for the moment. */
+static void save_checkpoint_sharded(train_run *t, const char *blob, size_t blen)
+{
+    const size_t d = t->d, L = t->L;
+    float *bdv[3], *W[3][3];
+    unsigned char *mine, *tmp = NULL;
+    uint64_t *fired, *all_fired = NULL;
+    lsae_trainer_state st;
+    lsae_model *fm = NULL;
+    lsae_trainer *ft = NULL;
+    lsae_result r;
+    size_t n = t->l1 - t->l0, q, j;
+    int rank;
+    mine = (unsigned char *)xmalloc(shard_block_bytes(n, d));
+    shard_block_parts(mine, n, d, W, &fired);
+    for (q = 0; q < 3; ++q) bdv[q] = (float *)xmalloc(d * sizeof(float));
+    if ((r = lsae_model_get_weights(t->m, W[0][0], W[0][1], W[0][2], bdv[0])) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    memset(&st, 0, sizeof st);
+    st.since_fired = fired;
+    st.m_W_enc = W[1][0]; st.m_b_enc = W[1][1]; st.m_W_dec = W[1][2]; st.m_b_dec = bdv[1];
+    st.v_W_enc = W[2][0]; st.v_b_enc = W[2][1]; st.v_W_dec = W[2][2]; st.v_b_dec = bdv[2];
+    if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    if (g_rank == 0) {
+        /* the whole model's arrays, each rank's rows at its l0 */
+        float *full[3][3];
+        for (q = 0; q < 3; ++q) {
+            full[q][0] = (float *)xmalloc(L * d * sizeof(float));
+            full[q][1] = (float *)xmalloc(L * sizeof(float));
+            full[q][2] = (float *)xmalloc(L * d * sizeof(float));
+        }
+        all_fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
+        for (rank = 0; rank < g_ranks; ++rank) {
+            size_t l0, l1, nr;
+            float *P[3][3];
+            uint64_t *pf;
+            unsigned char *blk;
+            lsae_shard_range(L, rank, g_ranks, &l0, &l1);
+            nr = l1 - l0;
+            if (rank == 0) blk = mine;
+            else {
+                tmp = (unsigned char *)realloc(tmp, shard_block_bytes(nr, d));
+                if (!tmp) fail("out of memory gathering the latent shards");
+                dist_send_to0(rank, tmp, shard_block_bytes(nr, d));
+                blk = tmp;
+            }
+            shard_block_parts(blk, nr, d, P, &pf);
+            for (q = 0; q < 3; ++q) {
+                memcpy(full[q][0] + l0 * d, P[q][0], nr * d * sizeof(float));
+                memcpy(full[q][1] + l0, P[q][1], nr * sizeof(float));
+                memcpy(full[q][2] + l0 * d, P[q][2], nr * d * sizeof(float));
+            }
+            memcpy(all_fired + l0, pf, nr * sizeof(uint64_t));
+        }
+        if ((r = lsae_model_create(&t->cfg, NULL, &fm)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        if ((r = lsae_model_set_weights(fm, full[0][0], full[0][1], full[0][2], bdv[0])) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        if ((r = lsae_trainer_create(fm, &t->cfg, &ft)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        st.since_fired = all_fired;
+        st.m_W_enc = full[1][0]; st.m_b_enc = full[1][1]; st.m_W_dec = full[1][2];
+        st.v_W_enc = full[2][0]; st.v_b_enc = full[2][1]; st.v_W_dec = full[2][2];
+        if ((r = lsae_trainer_set_state(ft, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        for (q = 0; q < 3; ++q)
+            for (j = 0; j < 3; ++j) free(full[q][j]);
+        free(all_fired);
+        if ((r = lsae_checkpoint_save(t->ck, fm, ft, blob, blen)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        if ((r = lsae_model_save(fm, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
+        lsae_trainer_free(ft);
+        lsae_model_free(fm);
+    } else
+        for (rank = 1; rank < g_ranks; ++rank) dist_send_to0(rank, mine, shard_block_bytes(n, d));
+    free(tmp);
+    free(mine);
+    for (q = 0; q < 3; ++q) free(bdv[q]);
+    t->saved_step = lsae_trainer_steps_done(t->tr);
+    t->saved_any = 1;
+}
+
 static void save_checkpoint(train_run *t)
 {
     char blob[512];
     lsae_loader_stats ls;
     lsae_result r;
     int w;
+    if (g_rank != 0 && t->shard) {
+        save_checkpoint_sharded(t, NULL, 0);
+        return;
+    }
     if (g_rank != 0) {
         /* rank 0 writes; every rank holds the same model and state */
         t->saved_step = lsae_trainer_steps_done(t->tr);
@@ -27,6 +131,10 @@ static void save_checkpoint(train_run *t)
     if (w < 0 || (size_t)w >= sizeof blob) fail("internal: checkpoint blob too long");
     /* metrics first, so the log always reaches at least the checkpoint's step */
     if (fflush(t->metrics) != 0 || fsync(fileno(t->metrics)) != 0) fail("%s/metrics.jsonl: write failed: %s", t->a.out, strerror(errno));
+    if (t->shard) {
+        save_checkpoint_sharded(t, blob, (size_t)w);
+        return;
+    }
     if ((r = lsae_checkpoint_save(t->ck, t->m, t->tr, blob, (size_t)w)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
     if ((r = lsae_model_save(t->m, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
     t->saved_step = lsae_trainer_steps_done(t->tr);
@@ -148,7 +256,10 @@ static void train_print_plan(const train_run *t)
     fprintf(stderr, "  training  %llu optimizer steps: batch %llu x grad-acc %llu, %llu epoch%s%s\n", (unsigned long long)t->S,
             (unsigned long long)a->batch, (unsigned long long)a->grad_acc, (unsigned long long)a->epochs, a->epochs == 1 ? "" : "s",
             a->max_samples ? ", capped by --max-samples" : "");
-    if (g_ranks > 1)
+    if (g_ranks > 1 && t->shard)
+        fprintf(stderr, "  ranks     %d, latent-sharded: each holds %zu or %zu of the latents and trains on every batch; rank 0 writes the files\n", g_ranks,
+                t->L / (size_t)g_ranks, (t->L + (size_t)g_ranks - 1) / (size_t)g_ranks);
+    else if (g_ranks > 1)
         fprintf(stderr, "  ranks     %d, data-parallel: each trains on %llu or %llu rows of every batch; rank 0 writes the files\n", g_ranks,
                 (unsigned long long)(a->batch / (uint64_t)g_ranks), (unsigned long long)((a->batch + (uint64_t)g_ranks - 1) / (uint64_t)g_ranks));
     fprintf(stderr, "  lr        %.3g%s, %s after %llu warm-up steps; auxk-alpha %g, dead after %llu samples; seed %llu\n",
@@ -185,17 +296,65 @@ static lsae_loader *train_loader_open(const train_args *a, lsae_dataset *ds, uin
 /* Model and trainer (fresh, or from the checkpoint), run.json for a new
    run, metrics.jsonl open for appending. The loader is the caller's
    (train_loader_open at t->rows_read0, once the checkpoint has told it). */
+/* --shard-latents: this rank's shard of the full model and trainer t holds
+   (from --init or a checkpoint, which every rank reads whole), which are
+   then freed */
+static void train_keep_shard(train_run *t)
+{
+    const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
+    lsae_model *sm = NULL;
+    lsae_trainer *st_tr = NULL;
+    lsae_trainer_state st;
+    lsae_result r;
+    float *m[4], *v[4];
+    uint64_t *fired;
+    int q;
+    if ((r = lsae_model_shard_of(t->m, t->l0, t->l1, &sm)) != LSAE_OK) lib_fail(r, "splitting the latents");
+    if ((r = lsae_trainer_create(sm, &t->cfg, &st_tr)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->tr) {
+        memset(&st, 0, sizeof st);
+        for (q = 0; q < 4; ++q) {
+            size_t cnt = q == 0 || q == 2 ? L * d : q == 1 ? L : d;
+            m[q] = (float *)xmalloc(cnt * sizeof(float));
+            v[q] = (float *)xmalloc(cnt * sizeof(float));
+        }
+        fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
+        st.since_fired = fired;
+        st.m_W_enc = m[0]; st.m_b_enc = m[1]; st.m_W_dec = m[2]; st.m_b_dec = m[3];
+        st.v_W_enc = v[0]; st.v_b_enc = v[1]; st.v_W_dec = v[2]; st.v_b_dec = v[3];
+        if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "splitting the latents");
+        /* this shard's rows of every array */
+        st.since_fired = fired + t->l0;
+        st.m_W_enc = m[0] + t->l0 * d; st.m_b_enc = m[1] + t->l0; st.m_W_dec = m[2] + t->l0 * d;
+        st.v_W_enc = v[0] + t->l0 * d; st.v_b_enc = v[1] + t->l0; st.v_W_dec = v[2] + t->l0 * d;
+        if ((r = lsae_trainer_set_state(st_tr, &st)) != LSAE_OK) lib_fail(r, "splitting the latents");
+        for (q = 0; q < 4; ++q) { free(m[q]); free(v[q]); }
+        free(fired);
+        lsae_trainer_free(t->tr);
+    }
+    (void)n;
+    lsae_model_free(t->m);
+    t->m = sm;
+    t->tr = st_tr;
+}
+
 static void train_start(train_run *t)
 {
     const train_args *a = &t->a;
     lsae_result r;
     char path[PATH_CAP];
-    if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->shard) lsae_shard_range(t->L, g_rank, g_ranks, &t->l0, &t->l1);
+    if (t->shard && !t->m && !(t->resuming && !t->fresh)) {
+        /* a new run: only this rank's latents are ever made */
+        if ((r = lsae_model_create_shard(&t->cfg, NULL, t->l0, t->l1, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    } else if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
     /* every rank loads the checkpoint (on a file system they share); then
        the ranks check that they hold the same model */
     if (t->resuming && !t->fresh) load_checkpoint(t);
-    dist_attach(t->tr);
+    /* --init or a checkpoint gave every rank the whole model: keep a shard */
+    if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
+    dist_attach(t->tr, t->shard);
     if (g_rank != 0) {
         /* the other ranks of a data-parallel run write nothing, print nothing */
         t->quiet = 1;
@@ -357,8 +516,9 @@ static int train_loop(train_run *t)
         if (t->w.batches == 0 && dist_stop_requested()) return 1;
         if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
         if (nrows == 0) break;
-        if (t->sliced) {
-            /* the loader read and returned this rank's slice alone */
+        if (t->sliced || t->shard) {
+            /* the loader read and returned this rank's slice alone (or,
+               latent-sharded, every rank trains on the whole batch) */
             train_feed(t, xb, nrows);
             continue;
         }
@@ -458,7 +618,7 @@ static int cmd_train(int argc, char **argv)
     train_plan(t);
     train_start(t);
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
-    t->sliced = dist_loader(t->ld);
+    t->sliced = t->shard ? 0 : dist_loader(t->ld);
     stopped = train_loop(t);
     train_finish(t, stopped);
     if (getenv("LSAE_READ_STATS")) {
