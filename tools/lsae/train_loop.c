@@ -603,6 +603,20 @@ static void train_free(train_run *t)
     free(t);
 }
 
+/* The peak resident memory so far in kB (Linux's VmHWM), 0 where unknown:
+   LSAE_RSS_STATS=1 prints it (bench/bench_shard_rss.py) */
+static long peak_rss_kb(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     /* on the heap: the run holds several paths of PATH_CAP bytes and the flag table */
@@ -620,7 +634,11 @@ static int cmd_train(int argc, char **argv)
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
     t->sliced = t->shard ? 0 : dist_loader(t->ld);
     stopped = train_loop(t);
+    if (getenv("LSAE_RSS_STATS"))
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB while training\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     train_finish(t, stopped);
+    if (getenv("LSAE_RSS_STATS"))
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB with the final checkpoint\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     if (getenv("LSAE_READ_STATS")) {
         /* for the tests: each rank's share of the reading (stderr, every rank) */
         lsae_loader_stats ls;
