@@ -1570,7 +1570,7 @@ static void lsae__unit_rows(float *W, size_t rows, size_t d, int nthreads)
 }
 
 static lsae_result lsae__model_alloc_rows(const lsae_config *cfg, const lsae_allocator *alloc, size_t l0, size_t l1, lsae_model **out);
-static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+LSAE__MAYBE_UNUSED static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
 {
     return lsae__model_alloc_rows(cfg, alloc, 0, 0, out);
 }
