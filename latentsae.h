@@ -873,6 +873,15 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
                                           const lsae_trainer *trainer, const void *blob,
                                           size_t blob_len);
+/* The same checkpoint from a trainer state held in the caller's arrays
+   (every pointer of st set, each the whole model's: L counters, the
+   moments laid out as the weights), with no trainer: how rank 0 of a
+   latent-sharded run writes the gathered shards without a whole trainer.
+   The files are those lsae_checkpoint_save writes for a trainer in that
+   state. */
+LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *model,
+                                                const lsae_trainer_state *st, const void *blob,
+                                                size_t blob_len);
 /* Restores model weights and trainer state from dir into existing objects of
    the same shape (trainer may be NULL: weights only); copies at most blob_cap
    bytes of the blob, its length in *blob_len (may be NULL). Every file is
@@ -10532,7 +10541,8 @@ static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const ch
 
 /* Write a whole checkpoint into the new, empty directory tmp, every file
    flushed to disk. */
-static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                    const void *blob, size_t blob_len)
 {
     char p[4096];
     lsae__ckpt_writer w;
@@ -10554,8 +10564,8 @@ static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const 
     lsae__put_le(hdr + 16, d, 8);
     lsae__put_le(hdr + 24, L, 8);
     lsae__put_le(hdr + 32, m->k, 8);
-    lsae__put_le(hdr + 40, t ? t->step : 0, 8);
-    lsae__put_le(hdr + 48, t ? (uint64_t)(t->b_dec_initialized != 0) : 1, 4);
+    lsae__put_le(hdr + 40, given ? given->step : t ? t->step : 0, 8);
+    lsae__put_le(hdr + 48, given ? (uint64_t)(given->b_dec_initialized != 0) : t ? (uint64_t)(t->b_dec_initialized != 0) : 1, 4);
     lsae__put_le(hdr + 56, blob_len, 8);
     lsae__put_le(hdr + 64, h_cfg, 8);
     lsae__put_le(hdr + 72, h_st, 8);
@@ -10564,7 +10574,21 @@ static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const 
     if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) return r;
     lsae__hash_init(&w.h);
     lsae__cw_write(&w, hdr, sizeof hdr);
-    {
+    if (given) {
+        /* the caller's whole-model arrays (lsae_checkpoint_save_state), in
+           the order below: no copy of the state is made */
+        const float *gm[LSAE__NUM_TENSORS], *gv[LSAE__NUM_TENSORS];
+        gm[0] = given->m_W_enc; gm[1] = given->m_b_enc; gm[2] = given->m_W_dec; gm[3] = given->m_b_dec;
+        gv[0] = given->v_W_enc; gv[1] = given->v_b_enc; gv[2] = given->v_W_dec; gv[3] = given->v_b_dec;
+        if (lsae__little_endian()) {
+            lsae__cw_write(&w, given->since_fired, L * sizeof(uint64_t));
+        } else {
+            unsigned char b8[8];
+            for (i = 0; i < L; ++i) { lsae__put_le(b8, given->since_fired[i], 8); lsae__cw_write(&w, b8, 8); }
+        }
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, gm[i], m->lay.count[i]);
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, gv[i], m->lay.count[i]);
+    } else {
         /* the state through the public accessor, in slabs laid out like the weights */
         lsae_trainer_state st;
         uint64_t *since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
@@ -10598,7 +10622,23 @@ static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const 
     return LSAE_OK;
 }
 
+static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                         const void *blob, size_t blob_len);
+
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+{
+    return lsae__checkpoint_save(dir, m, t, NULL, blob, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *m, const lsae_trainer_state *st, const void *blob, size_t blob_len)
+{
+    if (!st || !st->since_fired || !st->m_W_enc || !st->m_b_enc || !st->m_W_dec || !st->m_b_dec || !st->v_W_enc || !st->v_b_enc || !st->v_W_dec || !st->v_b_dec)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save_state: the state and every array in it must be given");
+    return lsae__checkpoint_save(dir, m, NULL, st, blob, blob_len);
+}
+
+static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                         const void *blob, size_t blob_len)
 {
     char tmp[4096], old[4096], parent[4096];
     lsae_result r;
@@ -10616,7 +10656,7 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
     if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
     if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
     if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_write(tmp, m, t, blob, blob_len)) != LSAE_OK) {
+    if ((r = lsae__ckpt_write(tmp, m, t, given, blob, blob_len)) != LSAE_OK) {
         /* Nothing was swapped: the previous checkpoint is whole at dir. The
            partial one goes, so that a full disk gets its space back. */
         static const char file_note[] = "; the previous file, if any, is untouched";

@@ -6,102 +6,89 @@
 
 /* ----------------------------------------------------------- checkpoints */
 
-/* --shard-latents: what a rank holds of the model and trainer state, as one
-   block of bytes: W_enc, b_enc, W_dec rows, Adam's m and v of those, then
-   the dead-latent counters (n latents; b_dec and its moments are the same
-   on every rank and come from rank 0) */
-static size_t shard_block_bytes(size_t n, size_t d)
-{
-    return (3 * (2 * n * d + n)) * sizeof(float) + n * sizeof(uint64_t);
-}
-
-/* pointers into a block of n latents: w[3][3] (weights, m, v; W_enc, b_enc, W_dec), counters */
-static void shard_block_parts(unsigned char *blk, size_t n, size_t d, float *w[3][3], uint64_t **fired)
-{
-    float *f = (float *)blk;
-    int q;
-    for (q = 0; q < 3; ++q) {
-        w[q][0] = f; f += n * d;
-        w[q][1] = f; f += n;
-        w[q][2] = f; f += n * d;
-    }
-    *fired = (uint64_t *)(void *)f;
-}
-
-/* The shards gathered on rank 0 into a full model and trainer, which are
-   saved as one process saves them (the files do not depend on the number
-   of shards). Rank 0 holds the whole model and state for the moment. */
+/* --shard-latents: the shards gathered on rank 0 into one whole model and
+   trainer state, saved as one process saves them (the files do not depend
+   on the number of shards). One tensor piece moves at a time: each rank
+   copies its rows of a tensor out (weights: W_enc, b_enc, W_dec; then
+   Adam's m and v of each; then the dead-latent counters) and sends them to
+   rank 0, which puts them into a whole model (the weights) and whole
+   arrays (the state), and writes them with lsae_checkpoint_save_state; b_dec
+   and its moments are the same on every rank and come from rank 0. Rank 0
+   holds the whole model and moments for the moment (6 L d floats besides
+   its shard; one process's save copies its 4 L d of moments, too). */
 static void save_checkpoint_sharded(train_run *t, const char *blob, size_t blen)
 {
-    const size_t d = t->d, L = t->L;
-    float *bdv[3], *W[3][3];
-    unsigned char *mine, *tmp = NULL;
-    uint64_t *fired, *all_fired = NULL;
-    lsae_trainer_state st;
+    const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
     lsae_model *fm = NULL;
-    lsae_trainer *ft = NULL;
+    lsae_trainer_state st, full;
     lsae_result r;
-    size_t n = t->l1 - t->l0, q, j;
-    int rank;
-    mine = (unsigned char *)xmalloc(shard_block_bytes(n, d));
-    shard_block_parts(mine, n, d, W, &fired);
-    for (q = 0; q < 3; ++q) bdv[q] = (float *)xmalloc(d * sizeof(float));
-    if ((r = lsae_model_get_weights(t->m, W[0][0], W[0][1], W[0][2], bdv[0])) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-    memset(&st, 0, sizeof st);
-    st.since_fired = fired;
-    st.m_W_enc = W[1][0]; st.m_b_enc = W[1][1]; st.m_W_dec = W[1][2]; st.m_b_dec = bdv[1];
-    st.v_W_enc = W[2][0]; st.v_b_enc = W[2][1]; st.v_W_dec = W[2][2]; st.v_b_dec = bdv[2];
-    if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    float *piece, *mv[2][4] = { { NULL, NULL, NULL, NULL }, { NULL, NULL, NULL, NULL } };
+    uint64_t *fired = NULL;
+    size_t cnt[4], q, most = (L + (size_t)g_ranks - 1) / (size_t)g_ranks;
+    int rank, kind;
+    cnt[0] = cnt[2] = d; cnt[1] = 1; cnt[3] = 0;   /* floats per latent of W_enc, b_enc, W_dec */
+    piece = (float *)xmalloc((most * d > d ? most * d : d) * sizeof(float) + most * sizeof(uint64_t));
+    memset(&full, 0, sizeof full);
     if (g_rank == 0) {
-        /* the whole model's arrays, each rank's rows at its l0 */
-        float *full[3][3];
-        for (q = 0; q < 3; ++q) {
-            full[q][0] = (float *)xmalloc(L * d * sizeof(float));
-            full[q][1] = (float *)xmalloc(L * sizeof(float));
-            full[q][2] = (float *)xmalloc(L * d * sizeof(float));
-        }
-        all_fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
-        for (rank = 0; rank < g_ranks; ++rank) {
-            size_t l0, l1, nr;
-            float *P[3][3];
-            uint64_t *pf;
-            unsigned char *blk;
-            lsae_shard_range(L, rank, g_ranks, &l0, &l1);
-            nr = l1 - l0;
-            if (rank == 0) blk = mine;
-            else {
-                tmp = (unsigned char *)realloc(tmp, shard_block_bytes(nr, d));
-                if (!tmp) fail("out of memory gathering the latent shards");
-                dist_send_to0(rank, tmp, shard_block_bytes(nr, d));
-                blk = tmp;
-            }
-            shard_block_parts(blk, nr, d, P, &pf);
-            for (q = 0; q < 3; ++q) {
-                memcpy(full[q][0] + l0 * d, P[q][0], nr * d * sizeof(float));
-                memcpy(full[q][1] + l0, P[q][1], nr * sizeof(float));
-                memcpy(full[q][2] + l0 * d, P[q][2], nr * d * sizeof(float));
-            }
-            memcpy(all_fired + l0, pf, nr * sizeof(uint64_t));
-        }
         if ((r = lsae_model_create(&t->cfg, NULL, &fm)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        if ((r = lsae_model_set_weights(fm, full[0][0], full[0][1], full[0][2], bdv[0])) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        if ((r = lsae_trainer_create(fm, &t->cfg, &ft)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        st.since_fired = all_fired;
-        st.m_W_enc = full[1][0]; st.m_b_enc = full[1][1]; st.m_W_dec = full[1][2];
-        st.v_W_enc = full[2][0]; st.v_b_enc = full[2][1]; st.v_W_dec = full[2][2];
-        if ((r = lsae_trainer_set_state(ft, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        for (q = 0; q < 3; ++q)
-            for (j = 0; j < 3; ++j) free(full[q][j]);
-        free(all_fired);
-        if ((r = lsae_checkpoint_save(t->ck, fm, ft, blob, blen)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        for (kind = 0; kind < 2; ++kind)
+            for (q = 0; q < 4; ++q) mv[kind][q] = (float *)xmalloc((q == 3 ? d : L * cnt[q]) * sizeof(float));
+        fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
+        /* b_dec and its moments, with step and b_dec's flag, from rank 0 */
+        memset(&st, 0, sizeof st);
+        st.m_b_dec = mv[0][3];
+        st.v_b_dec = mv[1][3];
+        if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        full.step = st.step;
+        full.b_dec_initialized = st.b_dec_initialized;
+        if ((r = lsae_model_get_weights(t->m, NULL, NULL, NULL, piece)) != LSAE_OK ||
+            (r = lsae_model_set_shard_rows(fm, 0, 0, NULL, NULL, NULL, piece)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    }
+    /* kind 0: the weights, 1: Adam's m, 2: v, 3: the counters; tensor q */
+    for (kind = 0; kind < 4; ++kind)
+        for (q = 0; q < (kind == 3 ? 1u : 3u); ++q)
+            for (rank = 0; rank < g_ranks; ++rank) {
+                size_t l0, l1, nr, bytes;
+                float *ptr[3] = { NULL, NULL, NULL };
+                lsae_shard_range(L, rank, g_ranks, &l0, &l1);
+                nr = l1 - l0;
+                bytes = kind == 3 ? nr * sizeof(uint64_t) : nr * cnt[q] * sizeof(float);
+                if (g_rank == rank) {
+                    /* this rank's rows of the tensor into piece */
+                    ptr[q] = piece;
+                    memset(&st, 0, sizeof st);
+                    if (kind == 0) r = lsae_model_get_weights(t->m, ptr[0], ptr[1], ptr[2], NULL);
+                    else {
+                        if (kind == 1) { st.m_W_enc = ptr[0]; st.m_b_enc = ptr[1]; st.m_W_dec = ptr[2]; }
+                        if (kind == 2) { st.v_W_enc = ptr[0]; st.v_b_enc = ptr[1]; st.v_W_dec = ptr[2]; }
+                        if (kind == 3) st.since_fired = (uint64_t *)(void *)piece;
+                        r = lsae_trainer_get_state(t->tr, &st);
+                    }
+                    if (r != LSAE_OK) lib_fail(r, "saving the checkpoint");
+                    (void)n;
+                }
+                dist_send_to0(rank, piece, bytes);
+                if (g_rank != 0) continue;
+                if (kind == 0) {
+                    ptr[q] = piece;
+                    if ((r = lsae_model_set_shard_rows(fm, l0, nr, ptr[0], ptr[1], ptr[2], NULL)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+                } else if (kind == 3)
+                    memcpy(fired + l0, piece, bytes);
+                else
+                    memcpy(mv[kind - 1][q] + l0 * cnt[q], piece, bytes);
+            }
+    if (g_rank == 0) {
+        full.since_fired = fired;
+        full.m_W_enc = mv[0][0]; full.m_b_enc = mv[0][1]; full.m_W_dec = mv[0][2]; full.m_b_dec = mv[0][3];
+        full.v_W_enc = mv[1][0]; full.v_b_enc = mv[1][1]; full.v_W_dec = mv[1][2]; full.v_b_dec = mv[1][3];
+        if ((r = lsae_checkpoint_save_state(t->ck, fm, &full, blob, blen)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
         if ((r = lsae_model_save(fm, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
-        lsae_trainer_free(ft);
+        for (kind = 0; kind < 2; ++kind)
+            for (q = 0; q < 4; ++q) free(mv[kind][q]);
+        free(fired);
         lsae_model_free(fm);
-    } else
-        for (rank = 1; rank < g_ranks; ++rank) dist_send_to0(rank, mine, shard_block_bytes(n, d));
-    free(tmp);
-    free(mine);
-    for (q = 0; q < 3; ++q) free(bdv[q]);
+    }
+    free(piece);
     t->saved_step = lsae_trainer_steps_done(t->tr);
     t->saved_any = 1;
 }
