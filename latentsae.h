@@ -748,8 +748,8 @@ LSAE_DEF lsae_result lsae_model_set_shard_rows(lsae_model *full, size_t l0, size
    lsae_trainer_get_state and get_grads give this rank's rows (and the
    shared b_dec; get_grads' b_dec mid-window holds only this rank's part of
    the encoder-side term). Per batch the ranks exchange the candidates (B (K
-   + ka) of (value, index), 8 bytes each, from each rank) and sum three
-   [B, d] partial reconstructions; per optimizer step d floats and a few
+   + ka) of (value, index), 8 bytes each, from each rank) and sum up to three
+   [B, d] partial reconstructions (the decode classes in use); per optimizer step d floats and a few
    doubles. NULL: a full model trains alone again. */
 LSAE_DEF lsae_result lsae_trainer_set_shard_comm(lsae_trainer *trainer, const lsae_comm *comm);
 
@@ -6084,17 +6084,35 @@ static lsae_result lsae__shard_decode(lsae_trainer *t, const lsae__batch *b)
 {
     const lsae_model *m = t->m;
     const size_t d = m->d, B = b->B;
+    size_t cls[3], nc = 0, row, ci;
     ptrdiff_t pr;
     lsae_result res;
+    /* only the classes in use this batch are summed (the 4k tail with
+       multi_topk, AuxK with dead latents), packed at the front of G as
+       [B, nc, d]; then moved to their places in [B, 3, d], from the last
+       row down (a packed block never lies above its place, so no block is
+       overwritten before it is moved) */
+    cls[nc++] = 0;
+    if (b->Ksel > b->k) cls[nc++] = 1;
+    if (b->ka) cls[nc++] = 2;
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
         const lsae__run *ru = t->runs + (size_t)pr * LSAE__RUNS;
-        float *g = t->G + (size_t)pr * 3 * d;
+        float *g = t->G + (size_t)pr * nc * d;
         size_t c;
-        memset(g, 0, 3 * d * sizeof(float));
-        for (c = 0; c < 3; ++c) lsae__decode_into(g + c * d, ru[c].p, ru[c].n, m->W_dec, d);
+        memset(g, 0, nc * d * sizeof(float));
+        for (c = 0; c < nc; ++c) lsae__decode_into(g + c * d, ru[cls[c]].p, ru[cls[c]].n, m->W_dec, d);
     }
-    if ((res = t->comm.sum_f32(t->comm.ctx, t->G, B * 3 * d)) != LSAE_OK) return lsae__shard_fail(t, res, "the partial reconstructions");
+    if ((res = t->comm.sum_f32(t->comm.ctx, t->G, B * nc * d)) != LSAE_OK) return lsae__shard_fail(t, res, "the partial reconstructions");
+    for (row = B; row-- > 0;) {
+        int used[3] = { 0, 0, 0 };
+        for (ci = nc; ci-- > 0;) {
+            memmove(t->G + (row * 3 + cls[ci]) * d, t->G + (row * nc + ci) * d, d * sizeof(float));
+            used[cls[ci]] = 1;
+        }
+        for (ci = 1; ci < 3; ++ci)   /* a class not in use holds zeros, as in one process */
+            if (!used[ci]) memset(t->G + (row * 3 + ci) * d, 0, d * sizeof(float));
+    }
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
         const size_t row = (size_t)pr;
