@@ -712,9 +712,11 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *trainer, const lsae_com
    lower global index, the order of one process), each rank decodes the
    picks it holds and the partial reconstructions are summed; AuxK over the
    dead latents likewise. TopK only (with multi_topk, AuxK and k_anneal);
-   other types are refused with LSAE_UNSUPPORTED. Not combined with
-   data-parallel training (lsae_trainer_set_comm with size > 1) in this
-   version.
+   other types are refused with LSAE_UNSUPPORTED. Combined with
+   data-parallel training, a D x S grid: give the trainer both communicators,
+   lsae_trainer_set_comm over the D ranks that hold the same shard (each fed
+   its slice of the global batch) and lsae_trainer_set_shard_comm over the S
+   ranks that share a slice (each fed the same rows).
 
    lsae_shard_range: the latents [*l0, *l1) that rank `rank` of S holds:
    L r / S to L (r + 1) / S, sizes differing by at most one. */
@@ -4497,7 +4499,8 @@ struct lsae_trainer {
        2.14): this rank holds the latents [l0, l0 + m->L) of Lg; comm is then
        the shard group's */
     size_t Lg, l0;              /* the whole model's L (= m->L unsharded), the first latent held here */
-    int shard;                  /* the sharded step runs (comm set, size > 1) */
+    int shard;                  /* the sharded step runs (scomm set, size > 1) */
+    lsae_comm scomm;            /* the shard group (comm, when set, is the data-parallel group: a D x S grid) */
     size_t shard_cap;           /* the rows x slots the exchange buffers hold */
     lsae__kv *sh_send;          /* [rows, W] this rank's candidates per row (W = Ksel + ka slots) */
     lsae__kv *sh_recv;          /* [S, rows, W] every rank's */
@@ -5943,13 +5946,13 @@ static lsae_result lsae__shard_fail(lsae_trainer *t, lsae_result r, const char *
 {
     t->comm_failed = 1;
     return lsae__err(r == LSAE_OK ? LSAE_ERROR : r, "exchanging %s across %d latent shards failed (%s); the ranks may disagree now: restart from the last checkpoint",
-                     what, t->comm.size, lsae_result_string(r));
+                     what, t->scomm.size, lsae_result_string(r));
 }
 
 /* The exchange buffers for B rows of W candidate slots */
 static lsae_result lsae__shard_reserve(lsae_trainer *t, size_t B, size_t W)
 {
-    const size_t S = (size_t)t->comm.size, per = t->K > t->KA ? t->K : t->KA;
+    const size_t S = (size_t)t->scomm.size, per = t->K > t->KA ? t->K : t->KA;
     size_t need;
     if (!lsae__mul_size(B, W, &need)) return lsae__err(LSAE_INVALID_ARGS, "a batch of %zu rows with %zu candidates each is too large to address", B, W);
     if (!t->sh_own && !(t->sh_own = (lsae__kv *)lsae__alloc_array(t->alloc, t->cap, (t->K + t->KA) * sizeof(lsae__kv), "shard picks"))) return LSAE_OUT_OF_MEMORY;
@@ -5979,7 +5982,7 @@ static lsae_result lsae__shard_reserve(lsae_trainer *t, size_t B, size_t W)
 static lsae_result lsae__shard_select(lsae_trainer *t, lsae__batch *b)
 {
     lsae_model *m = t->m;
-    const size_t d = m->d, L = m->L, Lg = t->Lg, l0 = t->l0, B = b->B, S = (size_t)t->comm.size;
+    const size_t d = m->d, L = m->L, Lg = t->Lg, l0 = t->l0, B = b->B, S = (size_t)t->scomm.size;
     size_t nd_local, Kl, kal, W, r, q;
     ptrdiff_t pr;
     lsae_result res;
@@ -5987,7 +5990,7 @@ static lsae_result lsae__shard_select(lsae_trainer *t, lsae__batch *b)
     nd_local = lsae__find_dead(t);
     t->sh_hdr[0] = b->TV;
     t->sh_hdr[1] = (double)nd_local;
-    if ((res = t->comm.allgather(t->comm.ctx, t->sh_hdr, 2 * sizeof(double), t->sh_hdr + 2)) != LSAE_OK)
+    if ((res = t->scomm.allgather(t->scomm.ctx, t->sh_hdr, 2 * sizeof(double), t->sh_hdr + 2)) != LSAE_OK)
         return lsae__shard_fail(t, res, "the dead counts");
     b->n_dead = 0;
     for (q = 0; q < S; ++q) {
@@ -6028,7 +6031,7 @@ static lsae_result lsae__shard_select(lsae_trainer *t, lsae__batch *b)
             out[b->Ksel + i].i = i < kal ? t->aux[row * t->KA + i].i + (int32_t)l0 : 0;
         }
     }
-    if ((res = t->comm.allgather(t->comm.ctx, t->sh_send, B * W * sizeof(lsae__kv), t->sh_recv)) != LSAE_OK)
+    if ((res = t->scomm.allgather(t->scomm.ctx, t->sh_send, B * W * sizeof(lsae__kv), t->sh_recv)) != LSAE_OK)
         return lsae__shard_fail(t, res, "the candidates");
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
@@ -6103,7 +6106,7 @@ static lsae_result lsae__shard_decode(lsae_trainer *t, const lsae__batch *b)
         memset(g, 0, nc * d * sizeof(float));
         for (c = 0; c < nc; ++c) lsae__decode_into(g + c * d, ru[cls[c]].p, ru[cls[c]].n, m->W_dec, d);
     }
-    if ((res = t->comm.sum_f32(t->comm.ctx, t->G, B * nc * d)) != LSAE_OK) return lsae__shard_fail(t, res, "the partial reconstructions");
+    if ((res = t->scomm.sum_f32(t->scomm.ctx, t->G, B * nc * d)) != LSAE_OK) return lsae__shard_fail(t, res, "the partial reconstructions");
     for (row = B; row-- > 0;) {
         int used[3] = { 0, 0, 0 };
         for (ci = nc; ci-- > 0;) {
@@ -6284,7 +6287,7 @@ static lsae_result lsae__clip(lsae_trainer *t, double *norm, float *clip)
            same on every shard) once */
         lsae_result r;
         norm2 += (double)lsae__dot(gb_enc, gb_enc, m->L);
-        if ((r = t->comm.sum_f64(t->comm.ctx, &norm2, 1)) != LSAE_OK) return lsae__shard_fail(t, r, "the gradient norm");
+        if ((r = t->scomm.sum_f64(t->scomm.ctx, &norm2, 1)) != LSAE_OK) return lsae__shard_fail(t, r, "the gradient norm");
         norm2 += (double)lsae__dot(gb_dec, gb_dec, m->d);
     } else
         norm2 += (double)lsae__dot(gb_enc, gb_enc, m->L) + (double)lsae__dot(gb_dec, gb_dec, m->d);
@@ -6387,7 +6390,7 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
         size_t j;
         memset(t->sh_vec, 0, t->m->d * sizeof(float));
         lsae__b_dec_grad_input(t, t->sh_vec, t->bdec_part);
-        if ((r = t->comm.sum_f32(t->comm.ctx, t->sh_vec, t->m->d)) != LSAE_OK) return lsae__shard_fail(t, r, "b_dec's gradient");
+        if ((r = t->scomm.sum_f32(t->scomm.ctx, t->sh_vec, t->m->d)) != LSAE_OK) return lsae__shard_fail(t, r, "b_dec's gradient");
         for (j = 0; j < t->m->d; ++j) gb_dec[j] += t->sh_vec[j];
     } else
         lsae__b_dec_grad_input(t, t->grads + t->m->lay.offset[LSAE__B_DEC], t->bdec_part); /* U1 */
@@ -6400,7 +6403,7 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
            went non-finite (then every shard stops) */
         t->sh_hdr[0] = (double)n_dead;
         t->sh_hdr[1] = nonfinite ? 1.0 : 0.0;
-        if ((r = t->comm.sum_f64(t->comm.ctx, t->sh_hdr, 2)) != LSAE_OK) return lsae__shard_fail(t, r, "the dead counts");
+        if ((r = t->scomm.sum_f64(t->scomm.ctx, t->sh_hdr, 2)) != LSAE_OK) return lsae__shard_fail(t, r, "the dead counts");
         n_dead = (size_t)t->sh_hdr[0];
         nonfinite = t->sh_hdr[1] > 0.0;
     }
@@ -6499,9 +6502,6 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *com
     if (t->cuda && comm->size > 1)
         return lsae__err(LSAE_UNSUPPORTED, "data-parallel training (%d ranks) runs on the CPU only in this version: use device cpu", comm->size);
 #endif
-    if (comm->size > 1 && (t->shard || t->m->shard_L))
-        return lsae__err(LSAE_UNSUPPORTED, "lsae_trainer_set_comm: this trainer is latent-sharded; data-parallel training combined with latent sharding (a D x S grid of ranks) "
-                         "is not in this version: use one or the other");
     if (comm->size > 1 && t->batchwide)
         return lsae__err(LSAE_UNSUPPORTED, "%s with a batch-wide pick cannot train data-parallel (%d ranks) in this version: its selection needs every rank's candidates. "
                          "Data-parallel training takes topk (with multi_topk, AuxK, k_anneal) and matryoshka without matryoshka_use_batchtopk; run batch-wide types in one process",
@@ -6554,9 +6554,6 @@ LSAE_DEF lsae_result lsae_trainer_set_shard_comm(lsae_trainer *t, const lsae_com
 #ifdef LATENTSAE_CUDA
     if (t->cuda) return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training runs on the CPU only in this version: use device cpu");
 #endif
-    if (t->has_comm && t->comm.size > 1)
-        return lsae__err(LSAE_UNSUPPORTED, "lsae_trainer_set_shard_comm: this trainer is data-parallel over %d ranks; data-parallel training combined with latent sharding "
-                         "(a D x S grid of ranks) is not in this version: use one or the other", t->comm.size);
     if (t->cfg.sae_type != LSAE_SAE_TOPK)
         return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training takes topk (with multi_topk, AuxK, k_anneal) only in this version, not %s: train it in one process",
                          t->cfg.sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : "matryoshka");
@@ -6587,7 +6584,7 @@ LSAE_DEF lsae_result lsae_trainer_set_shard_comm(lsae_trainer *t, const lsae_com
         if (memcmp(t->sh_hdr + 4 * q, t->sh_hdr, sizeof mine) != 0)
             return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: shard %zu is at step %.0f (b_dec %s) and shard 0 at step %.0f: every shard must start from the same "
                              "settings and seed, or the same checkpoint", q, t->sh_hdr[4 * q], t->sh_hdr[4 * q + 2] == t->sh_hdr[2] ? "the same" : "another", t->sh_hdr[0]);
-    t->comm = *comm;
+    t->scomm = *comm;
     t->shard = 1;
     t->comm_failed = 0;
     return LSAE_OK;

@@ -215,6 +215,7 @@ static double doubled_vs_plain(lsae_config c, double *stat_diff, int *counts_dif
 
 #define LS 100          /* uneven over 3 shards: 33, 33, 34 */
 #define SMAX 3
+#define DMAX 2          /* data-parallel replicas of the shard group (a D x S grid) */
 #define SH_STEPS 20
 
 typedef struct sh_group {
@@ -324,8 +325,11 @@ typedef struct sh_snap {
 static float g_xs[SH_STEPS][B * D];
 
 typedef struct sh_job {
-    sh_group *g;
-    int rank;
+    sh_group *g;        /* the shard group */
+    int rank;           /* in it */
+    sh_group *gd;       /* the data-parallel group (NULL: D = 1) */
+    int drank;          /* in it */
+    size_t lo, hi;      /* its rows of each batch */
     const lsae_model *full;            /* the shards start from its rows */
     lsae_config cfg;
     sh_snap *out;                      /* each rank fills its rows (rank 0 also b_dec and the statistics) */
@@ -360,8 +364,8 @@ static lsae_result sh_take(sh_snap *s, const lsae_model *m, const lsae_trainer *
 static void *sh_run(void *arg)
 {
     sh_job *j = (sh_job *)arg;
-    sh_rank me;
-    lsae_comm c;
+    sh_rank me, med;
+    lsae_comm c, cd;
     lsae_model *m = NULL;
     lsae_trainer *t = NULL;
     lsae_step_stats st;
@@ -377,15 +381,25 @@ static void *sh_run(void *arg)
     c.sum_f64 = sh_sum_f64;
     c.broadcast = sh_bcast;
     c.allgather = sh_allgather;
+    cd = c;
+    if (j->gd) {
+        med.g = j->gd;
+        med.rank = j->drank;
+        cd.rank = j->drank;
+        cd.size = j->gd->S;
+        cd.ctx = &med;
+    }
     lsae_shard_range(LS, j->rank, j->g->S, &l0, &l1);
     if ((r = lsae_model_shard_of(j->full, l0, l1, &m)) != LSAE_OK ||
         (r = lsae_trainer_create(m, &j->cfg, &t)) != LSAE_OK ||
+        (j->gd && (r = lsae_trainer_set_comm(t, &cd)) != LSAE_OK) ||
         (r = lsae_trainer_set_shard_comm(t, &c)) != LSAE_OK) goto done;
     for (s = 0; s < SH_STEPS; ++s) {
-        if ((r = lsae_trainer_step(t, g_xs[s], B, &st)) != LSAE_OK) goto done;
-        if (j->rank == 0) sh_stats_row(j->out->stat[s], &st);
+        if ((r = lsae_trainer_step(t, g_xs[s] + j->lo * D, j->hi - j->lo, &st)) != LSAE_OK) goto done;
+        if (j->rank == 0 && j->drank == 0) sh_stats_row(j->out->stat[s], &st);
     }
-    r = sh_take(j->out, m, t, l0, j->rank == 0);
+    /* the data-parallel replicas hold the same shard: the first writes it */
+    r = j->drank == 0 ? sh_take(j->out, m, t, l0, j->rank == 0) : LSAE_OK;
 done:
     j->err = r;
     if (r != LSAE_OK) snprintf(j->msg, sizeof j->msg, "%s", lsae_last_error());
@@ -394,22 +408,36 @@ done:
     return NULL;
 }
 
-/* S ranks from the full model's rows; returns the first rank's error */
-static lsae_result sh_sharded(const lsae_model *full, lsae_config cfg, int S, int plant, sh_snap *out)
+static void sh_group_init(sh_group *g, int size, int plant)
 {
-    sh_group g;
-    sh_job jobs[SMAX];
-    pthread_t th[SMAX];
-    int i;
-    memset(&g, 0, sizeof g);
-    g.S = S;
-    g.plant = plant;
-    pthread_mutex_init(&g.mu, NULL);
-    pthread_cond_init(&g.cv, NULL);
+    memset(g, 0, sizeof *g);
+    g->S = size;
+    g->plant = plant;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+}
+
+/* P x S ranks (P data-parallel replicas of S shards) from the full model's
+   rows: rank (dr, sr) holds shard sr and trains on rows [B dr / P,
+   B (dr + 1) / P) of each batch (P = 1: every row); returns the first
+   rank's error */
+static lsae_result sh_grid(const lsae_model *full, lsae_config cfg, int P, int S, int plant, sh_snap *out)
+{
+    sh_group gs[DMAX], gd[SMAX];
+    sh_job jobs[DMAX * SMAX];
+    pthread_t th[DMAX * SMAX];
+    int i, n = P * S;
+    for (i = 0; i < P; ++i) sh_group_init(&gs[i], S, plant);
+    for (i = 0; i < S; ++i) sh_group_init(&gd[i], P, 0);
     memset(out, 0, sizeof *out);
-    for (i = 0; i < S; ++i) {
-        jobs[i].g = &g;
-        jobs[i].rank = i;
+    for (i = 0; i < n; ++i) {
+        const int dr = i / S, sr = i % S;
+        jobs[i].g = &gs[dr];
+        jobs[i].rank = sr;
+        jobs[i].gd = P > 1 ? &gd[sr] : NULL;
+        jobs[i].drank = dr;
+        jobs[i].lo = (size_t)B * (size_t)dr / (size_t)P;
+        jobs[i].hi = (size_t)B * ((size_t)dr + 1) / (size_t)P;
         jobs[i].full = full;
         jobs[i].cfg = cfg;
         jobs[i].out = out;
@@ -417,15 +445,20 @@ static lsae_result sh_sharded(const lsae_model *full, lsae_config cfg, int S, in
         jobs[i].msg[0] = 0;
         pthread_create(&th[i], NULL, sh_run, &jobs[i]);
     }
-    for (i = 0; i < S; ++i) pthread_join(th[i], NULL);
-    pthread_mutex_destroy(&g.mu);
-    pthread_cond_destroy(&g.cv);
-    for (i = 0; i < S; ++i)
+    for (i = 0; i < n; ++i) pthread_join(th[i], NULL);
+    for (i = 0; i < P; ++i) { pthread_mutex_destroy(&gs[i].mu); pthread_cond_destroy(&gs[i].cv); }
+    for (i = 0; i < S; ++i) { pthread_mutex_destroy(&gd[i].mu); pthread_cond_destroy(&gd[i].cv); }
+    for (i = 0; i < n; ++i)
         if (jobs[i].err != LSAE_OK) {
-            fprintf(stderr, "  shard %d of %d: %s: %s\n", i, S, lsae_result_string(jobs[i].err), jobs[i].msg);
+            fprintf(stderr, "  rank (%d, %d) of %d x %d: %s: %s\n", i / S, i % S, P, S, lsae_result_string(jobs[i].err), jobs[i].msg);
             return jobs[i].err;
         }
     return LSAE_OK;
+}
+
+static lsae_result sh_sharded(const lsae_model *full, lsae_config cfg, int S, int plant, sh_snap *out)
+{
+    return sh_grid(full, cfg, 1, S, plant, out);
 }
 
 static lsae_config sh_config(int variant)
@@ -535,6 +568,13 @@ static void sh_tests(void)
         /* repeated: the same bits */
         OK(sh_sharded(full, c, 3, 0, &again));
         CHECKF(memcmp(&sh, &again, sizeof sh) == 0, "%s: two 3-shard runs differ", names[v]);
+        /* combined with data parallelism: 2 x 2 and 2 x 3 grids (rows 18 + 19) */
+        for (S = 2; S <= 3; ++S) {
+            OK(sh_grid(full, c, 2, S, 0, &sh));
+            w = sh_diff(&sh, &one, &sd, &cd);
+            CHECKF(w <= 1e-5 && sd <= 1e-5 && !cd, "%s, 2 x %d grid: tensors %.3g, statistics %.3g, counters %s", names[v], S, w, sd, cd ? "differ" : "agree");
+            printf("  2 data-parallel x %d latent shards (threads) vs one process, %s: tensors %.2g, statistics %.2g\n", S, names[v], w, sd);
+        }
         lsae_model_free(full);
     }
     CHECKF(most_dead > 0, "no latent went dead: AuxK was not exercised");
@@ -577,10 +617,9 @@ static void sh_tests(void)
         /* and it trains only with its shard group */
         {
             lsae_trainer *t = NULL;
-            lsae_comm dp = comm_of(2, 1), one_rank = comm_of(1, 0), sc = comm_of(3, 0);
+            lsae_comm one_rank = comm_of(1, 0), sc = comm_of(3, 0);
             OK(lsae_trainer_create(part, &c, &t));
             CHECKF(lsae_trainer_step(t, g_xs[0], B, NULL) == LSAE_INVALID_ARGS && strstr(lsae_last_error(), "shard communicator"), "%s", lsae_last_error());
-            CHECKF(lsae_trainer_set_comm(t, &dp) == LSAE_UNSUPPORTED && strstr(lsae_last_error(), "D x S"), "%s", lsae_last_error());
             CHECK(lsae_trainer_set_shard_comm(t, &one_rank) == LSAE_INVALID_ARGS);
             CHECKF(lsae_trainer_set_shard_comm(t, &sc) == LSAE_INVALID_ARGS && strstr(lsae_last_error(), "allgather"), "%s", lsae_last_error());
             sc.allgather = sh_allgather;
