@@ -25,8 +25,9 @@ ranks against build/lsae in one process, on examples/data.
 - --shard-latents 2 (and 3, over an uneven 1001 latents, multi-topk) give
   every tensor within 1e-5 of one process, one process's files, the same
   bytes when repeated; a run stopped on 2 shards resumes in one process and
-  on 3 shards within 1e-4 of the uninterrupted run; batchtopk and a shard
-  count other than the ranks are refused.
+  on 3 shards within 1e-4 of the uninterrupted run; 4 ranks as 2
+  data-parallel slices of 2 shards within 1e-5 of one process; batchtopk
+  and a shard count that does not divide the ranks are refused.
 """
 import re
 import glob
@@ -292,6 +293,14 @@ for a, b in zip(metrics(out("s2")), ref):
     for key in ("fvu", "auxk", "loss", "grad_norm"):
         check(abs(a[key] - b[key]) <= 2e-5 * max(abs(b[key]), 1e-6), f"2 latent shards, step {b['step']}: {key} {a[key]} vs {b[key]}")
 print(f"  2 latent shards: tensors within {d:.2g} of one process")
+# a 2 x 2 grid: 2 data-parallel slices of 2 latent shards each
+p = mpi(4, SHORT + ["--out", out("g22"), "--shard-latents", "2"])
+d = rel_diff(out("g22"), out("p0"))
+check(d <= 1e-5, f"2 data-parallel slices x 2 latent shards: every tensor within 1e-5 of one process (worst {d:.3g})")
+check("ranks     4 = 2 data-parallel slices x 2 latent shards" in p.stderr, "the 2 x 2 grid: the plan says so")
+check([(a["step"], a["samples"], a["n_dead"]) for a in metrics(out("g22"))] == [(b["step"], b["samples"], b["n_dead"]) for b in ref],
+      "the 2 x 2 grid: the steps, samples and dead counts of one process")
+print(f"  2 data-parallel slices x 2 latent shards (4 ranks): tensors within {d:.2g} of one process")
 UNEVEN = [x for x in SHORT if x not in ("--expansion-factor", "4")] + ["--num-latents", "1001", "--multi-topk"]
 run([LSAE, "train"] + UNEVEN + ["--out", out("u0")])
 mpi(3, UNEVEN + ["--out", out("s3"), "--shard-latents", "3"])
@@ -304,7 +313,7 @@ check(model_bytes(out("s3b")) == model_bytes(out("s3")) and state_payload(out("s
 p = mpi(2, SHORT + ["--out", out("s2btk"), "--shard-latents", "2", "--sae-type", "batchtopk"], ok=False)
 check(p.returncode != 0 and "--shard-latents takes --sae-type topk only" in p.stderr, "batchtopk with --shard-latents is refused:\n" + p.stderr)
 p = mpi(2, SHORT + ["--out", out("s3on2"), "--shard-latents", "3"], ok=False)
-check(p.returncode != 0 and "needs 3 ranks" in p.stderr, "--shard-latents 3 on 2 ranks is refused:\n" + p.stderr)
+check(p.returncode != 0 and "needs a multiple of 3 ranks" in p.stderr, "--shard-latents 3 on 2 ranks is refused:\n" + p.stderr)
 
 # the checkpoint of a sharded run is one process's: stopped on 2 shards, it
 # resumes in one process and on 3 shards, each within 1e-4 of the

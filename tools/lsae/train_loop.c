@@ -24,7 +24,7 @@ static void save_checkpoint_sharded(train_run *t, const char *blob, size_t blen)
     lsae_result r;
     float *piece, *mv[2][4] = { { NULL, NULL, NULL, NULL }, { NULL, NULL, NULL, NULL } };
     uint64_t *fired = NULL;
-    size_t cnt[4], q, most = (L + (size_t)g_ranks - 1) / (size_t)g_ranks;
+    size_t cnt[4], q, most = (L + (size_t)g_S - 1) / (size_t)g_S;
     int rank, kind;
     cnt[0] = cnt[2] = d; cnt[1] = 1; cnt[3] = 0;   /* floats per latent of W_enc, b_enc, W_dec */
     piece = (float *)xmalloc((most * d > d ? most * d : d) * sizeof(float) + most * sizeof(uint64_t));
@@ -47,10 +47,10 @@ static void save_checkpoint_sharded(train_run *t, const char *blob, size_t blen)
     /* kind 0: the weights, 1: Adam's m, 2: v, 3: the counters; tensor q */
     for (kind = 0; kind < 4; ++kind)
         for (q = 0; q < (kind == 3 ? 1u : 3u); ++q)
-            for (rank = 0; rank < g_ranks; ++rank) {
+            for (rank = 0; rank < g_S; ++rank) {   /* slice 0's shards, world ranks 0 .. S - 1 */
                 size_t l0, l1, nr, bytes;
                 float *ptr[3] = { NULL, NULL, NULL };
-                lsae_shard_range(L, rank, g_ranks, &l0, &l1);
+                lsae_shard_range(L, rank, g_S, &l0, &l1);
                 nr = l1 - l0;
                 bytes = kind == 3 ? nr * sizeof(uint64_t) : nr * cnt[q] * sizeof(float);
                 if (g_rank == rank) {
@@ -243,9 +243,13 @@ static void train_print_plan(const train_run *t)
     fprintf(stderr, "  training  %llu optimizer steps: batch %llu x grad-acc %llu, %llu epoch%s%s\n", (unsigned long long)t->S,
             (unsigned long long)a->batch, (unsigned long long)a->grad_acc, (unsigned long long)a->epochs, a->epochs == 1 ? "" : "s",
             a->max_samples ? ", capped by --max-samples" : "");
-    if (g_ranks > 1 && t->shard)
+    if (g_ranks > 1 && t->shard && g_D > 1)
+        fprintf(stderr, "  ranks     %d = %d data-parallel slices x %d latent shards: each holds %zu or %zu of the latents and trains on %llu or %llu rows of every batch; "
+                "rank 0 writes the files\n", g_ranks, g_D, g_S, t->L / (size_t)g_S, (t->L + (size_t)g_S - 1) / (size_t)g_S,
+                (unsigned long long)(a->batch / (uint64_t)g_D), (unsigned long long)((a->batch + (uint64_t)g_D - 1) / (uint64_t)g_D));
+    else if (g_ranks > 1 && t->shard)
         fprintf(stderr, "  ranks     %d, latent-sharded: each holds %zu or %zu of the latents and trains on every batch; rank 0 writes the files\n", g_ranks,
-                t->L / (size_t)g_ranks, (t->L + (size_t)g_ranks - 1) / (size_t)g_ranks);
+                t->L / (size_t)g_S, (t->L + (size_t)g_S - 1) / (size_t)g_S);
     else if (g_ranks > 1)
         fprintf(stderr, "  ranks     %d, data-parallel: each trains on %llu or %llu rows of every batch; rank 0 writes the files\n", g_ranks,
                 (unsigned long long)(a->batch / (uint64_t)g_ranks), (unsigned long long)((a->batch + (uint64_t)g_ranks - 1) / (uint64_t)g_ranks));
@@ -330,7 +334,7 @@ static void train_start(train_run *t)
     const train_args *a = &t->a;
     lsae_result r;
     char path[PATH_CAP];
-    if (t->shard) lsae_shard_range(t->L, g_rank, g_ranks, &t->l0, &t->l1);
+    if (t->shard) lsae_shard_range(t->L, dist_shard_rank(), g_S, &t->l0, &t->l1);
     if (t->shard && !t->m && !(t->resuming && !t->fresh)) {
         /* a new run: only this rank's latents are ever made */
         if ((r = lsae_model_create_shard(&t->cfg, NULL, t->l0, t->l1, &t->m)) != LSAE_OK) lib_fail(r, NULL);
@@ -619,7 +623,7 @@ static int cmd_train(int argc, char **argv)
     train_plan(t);
     train_start(t);
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
-    t->sliced = t->shard ? 0 : dist_loader(t->ld);
+    t->sliced = dist_loader(t->ld);
     stopped = train_loop(t);
     if (getenv("LSAE_RSS_STATS"))
         fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB while training\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
