@@ -70,7 +70,7 @@
    room given was short); lsae_model_encode keeps a fixed k
    (lsae_model_encode_k) and refuses an uncapped BatchTopK model. Both find
    the top k of a large model through an int8 pre-pass where AVX-512 VNNI
-   makes that faster, recomputing in float32 only the latents its proven
+   or AVX2 makes that faster, recomputing in float32 only the latents its proven
    error bound cannot rule out: the same bits as the float32 pass
    (lsae_model_set_encode_prepass, docs/math.md 2.12).
 
@@ -548,10 +548,11 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    (those are bound by reading W_enc, and the int8 copy is a quarter of it:
    one row of a 768 x 24576 model 10x faster), and to larger calls in
    builds with AVX-512 VNNI (vpdpbusd: 64 int8 products an instruction,
-   four times float32's) for models with d L >= 2^22 and k <= L / 64,
-   where it measured faster; always only for k <= L / 16 and d <= 65536.
-   on = 2 uses it for every call (without VNNI the portable int8 product
-   gives the same results, slower than float32 on many rows; for tests). on = 1 or 2 also builds the
+   four times float32's) or AVX2 (vpmaddubsw, about 1.4 times float32's
+   rate) for models with d L >= 2^22 and k <= L / 64, where it measured
+   faster; always only for k <= L / 16 and d <= 65536. on = 2 uses it for
+   every call (elsewhere the portable int8 product gives the same results,
+   slower than float32 on many rows; for tests). on = 1 or 2 also builds the
    model's int8 copy of W_enc now and keeps it (L d bytes) until the
    weights change (training, lsae_model_set_weights): call it again after
    training (lsae_model_load builds it); without a current copy, an encode
@@ -3568,45 +3569,65 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
 #elif defined(LSAE__AVX2)
     /* vpmaddubsw multiplies unsigned by signed bytes into int16 sums of
        pairs, which saturate, and (xq + 128) wq pairs reach 2 255 127 >
-       32767. So it multiplies |xq| (<= 127) by sign(xq) wq (vpsignb: the
-       sign of the row's byte on the weight, 0 where xq = 0), whose pairs are
-       at most 2 127 127 = 32258 in size, exact; vpmaddwd by ones adds each
-       latent's two pairs into int32. xq = xu ^ 0x80 (xu = xq + 128), and acc
-       is S itself: LSAE__LPOFF is 0. Two rows by 32 latents at a time (eight
-       accumulators, four weight vectors, the row's two forms and the ones:
-       fifteen of the sixteen ymm registers); a half tile of weights (dp 32
-       bytes) stays in L1 while the row pairs sweep it. */
-    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    size_t h, r0, p;
+       32767. So it multiplies |xq| (<= 127) by wq with xq's sign: the sign
+       trick, |xq| sign(xq) wq = xq wq, pairs of at most 2 127 128 = 32512 in
+       size, exact; vpmaddwd by ones adds each latent's two pairs into int32.
+       The sign is put on as a one's complement, wq ^ m with m = -1 where
+       xq < 0 (one vpxor, a port that vpsignb would take from the
+       multiplies): ~wq = -wq - 1, so |xq| ~wq = xq wq + xq, and the sums
+       come out S - neg, neg = sum of |xq_p| over xq_p < 0, which is added
+       back at the end (per row, the same for every latent). xq = xu ^ 0x80
+       (xu = xq + 128), and acc is S itself: LSAE__LPOFF is 0. Two rows by
+       32 latents at a time (eight accumulators, four weight vectors, the
+       row's |xq| and mask, the ones: fifteen of the sixteen ymm registers);
+       a half tile of weights (dp 32 bytes) stays in L1 while the row pairs
+       sweep it. */
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+    int32_t neg[LSAE__LPMR];
+    size_t h, r0, r, p;
+    for (r = 0; r < mr; ++r) {
+        /* neg = sum_p max(128 - xu_p, 0): saturating byte differences, summed by vpsadbw */
+        const uint8_t *x = xu + r * ldx;
+        __m256i sum = zero;
+        int64_t t[4];
+        for (p = 0; p + 32 <= dp; p += 32)
+            sum = _mm256_add_epi64(sum, _mm256_sad_epu8(_mm256_subs_epu8(flip, _mm256_loadu_si256((const __m256i *)(x + p))), zero));
+        _mm256_storeu_si256((__m256i *)t, sum);
+        neg[r] = (int32_t)(t[0] + t[1] + t[2] + t[3]);
+        for (; p < dp; ++p) neg[r] += x[p] < 128 ? 128 - x[p] : 0;
+    }
     for (h = 0; h < LSAE__NT; h += 32)
         for (r0 = 0; r0 < mr; r0 += 2) {
             const uint8_t *x0 = xu + r0 * ldx, *x1 = r0 + 1 < mr ? x0 + ldx : x0;
-            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
             for (p = 0; p < dp4; ++p) {
                 const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
                 const __m256i b0 = _mm256_loadu_si256((const __m256i *)b), b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
                 const __m256i b2 = _mm256_loadu_si256((const __m256i *)(b + 64)), b3 = _mm256_loadu_si256((const __m256i *)(b + 96));
-                __m256i s, a;
+                __m256i s, a, m;
                 int32_t v;
 #define LSAE__ROWAVX2(r)                                                        \
                 memcpy(&v, x##r + 4 * p, 4);                                    \
                 s = _mm256_xor_si256(_mm256_set1_epi32(v), flip);               \
                 a = _mm256_abs_epi8(s);                                         \
-                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b0, s)), ones)); \
-                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b1, s)), ones)); \
-                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b2, s)), ones)); \
-                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b3, s)), ones));
+                m = _mm256_cmpgt_epi8(zero, s);                                 \
+                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b0, m)), ones)); \
+                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b1, m)), ones)); \
+                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b2, m)), ones)); \
+                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b3, m)), ones));
                 LSAE__ROWAVX2(0) LSAE__ROWAVX2(1)
 #undef LSAE__ROWAVX2
             }
             {
                 int32_t *o = acc + r0 * LSAE__NT + h;
-                _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
-                _mm256_storeu_si256((__m256i *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(o + 24), c03);
+                __m256i n = _mm256_set1_epi32(neg[r0]);
+                _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(c00, n)); _mm256_storeu_si256((__m256i *)(o + 8), _mm256_add_epi32(c01, n));
+                _mm256_storeu_si256((__m256i *)(o + 16), _mm256_add_epi32(c02, n)); _mm256_storeu_si256((__m256i *)(o + 24), _mm256_add_epi32(c03, n));
                 if (r0 + 1 < mr) {
                     o += LSAE__NT;
-                    _mm256_storeu_si256((__m256i *)o, c10); _mm256_storeu_si256((__m256i *)(o + 8), c11);
-                    _mm256_storeu_si256((__m256i *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(o + 24), c13);
+                    n = _mm256_set1_epi32(neg[r0 + 1]);
+                    _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(c10, n)); _mm256_storeu_si256((__m256i *)(o + 8), _mm256_add_epi32(c11, n));
+                    _mm256_storeu_si256((__m256i *)(o + 16), _mm256_add_epi32(c12, n)); _mm256_storeu_si256((__m256i *)(o + 24), _mm256_add_epi32(c13, n));
                 }
             }
         }
@@ -4002,17 +4023,19 @@ static int lsae__lp_applies(const lsae_model *m, size_t K, size_t rows)
 #endif
     if (!m->prepass || K == 0 || K > m->L / 16 || m->d > 65536) return 0;
     /* a few rows are bound by reading W_enc: the int8 copy is a quarter of
-       it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the portable int8
-       product of an -mavx2 build 16 ms -> 1.8 ms; 384 x 3072 285 -> 52 us) */
+       it (one row, Zen 4: 768 x 24576 8.1 ms -> 0.8 ms; the AVX2 kernel of
+       an -mavx2 build 8.5 ms -> 1.9 ms, 384 x 3072 302 -> 54 us) */
     if (m->prepass == 2 || rows <= 16) return 1;
-#if defined(LSAE__VNNI)
+#if defined(LSAE__LPFAST)
     /* many rows: only where it measured faster (bench/bench.c prepass, one
-       thread, Zen 4: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x, 768 x 6144
-       1.4x, 384 x 3072 1.0x): there the fixed costs of a row (selection,
-       the recomputed candidates) weigh as much as the product */
+       thread, Zen 4; AVX-512 VNNI: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x,
+       768 x 6144 1.4x, 384 x 3072 1.0x; the AVX2 kernel of an -mavx2 build,
+       medians of 5 runs: 768 x 24576 k 32 1.27x, 768 x 12288 1.18x,
+       384 x 12288 1.20x, 384 x 3072 0.95x): there the fixed costs of a row
+       (selection, the recomputed candidates) weigh as much as the product */
     return m->d * m->L >= ((size_t)1 << 22) && K <= m->L / 64;
 #else
-    return 0; /* without VNNI the int8 product is not faster than float32's */
+    return 0; /* the portable int8 product is not faster than float32's */
 #endif
 }
 
@@ -4488,7 +4511,9 @@ struct lsae_trainer {
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
     lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each step */
+    unsigned long lpq_gen;      /* the model's wgen when lpq was filled */
     size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
+    size_t prepass_rows, prepass_cand_sum, prepass_cand_max; /* its rows, latents recomputed in float32 (sum, most in a row) */
     /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
     int has_comm;               /* comm is set (even with size 1: the same path, the same bits as without) */
     int comm_failed;            /* a callback failed: the ranks may disagree now, refuse to go on */
@@ -5375,19 +5400,35 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     lsae_model *m = t->m;
     const size_t B = b->B, K = b->Ksel;
     lsae__kv *out;
+    size_t *cnt;
     lsae_result r;
     size_t i;
     b->prepassed = 0;
     if ((b->ka && b->n_dead > m->L / 2) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
-    if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) lsae__lp_fill(&t->lpq, m->W_enc, t->nthreads);
-    else {
+    /* W_enc moves once an optimizer step: the batches of an accumulation
+       window share one copy */
+    if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) {
+        if (t->lpq_gen != m->wgen) lsae__lp_fill(&t->lpq, m->W_enc, t->nthreads);
+    } else {
         lsae__lp_free(t->alloc, &t->lpq);
         if ((r = lsae__lp_build(t->alloc, &t->lpq, m->W_enc, m->L, m->d, t->nthreads)) != LSAE_OK) return r;
     }
+    t->lpq_gen = m->wgen;
     /* lsae__lp_select writes rows of K; t->top's rows are t->K >= K apart */
     out = t->K == K ? t->top : (lsae__kv *)lsae__alloc_array(t->alloc, B, K * sizeof(lsae__kv), "pre-pass selection");
     if (!out) return LSAE_OUT_OF_MEMORY;
-    r = lsae__lp_select(m, &t->lpq, t->xc, B, K, out, t->nthreads, NULL);
+    if (!(cnt = (size_t *)lsae__alloc_array(t->alloc, B ? B : 1, sizeof(size_t), "pre-pass counts"))) {
+        if (out != t->top) lsae__free(t->alloc, out);
+        return LSAE_OUT_OF_MEMORY;
+    }
+    r = lsae__lp_select(m, &t->lpq, t->xc, B, K, out, t->nthreads, cnt);
+    if (r == LSAE_OK)
+        for (i = 0; i < B; ++i) {
+            t->prepass_cand_sum += cnt[i];
+            if (cnt[i] > t->prepass_cand_max) t->prepass_cand_max = cnt[i];
+        }
+    t->prepass_rows += r == LSAE_OK ? B : 0;
+    lsae__free(t->alloc, cnt);
     if (out != t->top) {
         if (r == LSAE_OK)
             for (i = B; i-- > 0;) memcpy(t->top + i * t->K, out + i * K, K * sizeof(lsae__kv));

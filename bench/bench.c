@@ -618,6 +618,8 @@ static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac,
     /* CPU time: with one thread, less disturbed by other processes than wall time */
     printf("train_prepass_cpu_speedup %.3f\n", median(tc[0], steps) / median(tc[1], steps));
     printf("train_prepass_batches %zu\ntrain_batches %d\n", tr[1]->prepass_batches, steps + 1);
+    printf("train_candidates_mean %.1f\ntrain_candidates_max %zu\n", tr[1]->prepass_rows ? (double)tr[1]->prepass_cand_sum / (double)tr[1]->prepass_rows : 0.0,
+           tr[1]->prepass_cand_max);
     printf("train_prepass_bit_identical %d\nfvu %.4f\nn_dead %zu\n", same, ss.fvu, ss.n_dead);
     free(since);
     free(dead);

@@ -103,9 +103,9 @@ def variants(a, cc):
 
 def prepass(a, bins, env):
     """The int8 pre-pass of encode (docs/math.md 2.12) against the float32
-    pass, in the same process and round; on the -mavx2 build it is forced on
-    (lsae_model_set_encode_prepass(m, 2)): a stand-in for an AVX2-only
-    machine, where it is off by default."""
+    pass, in the same process and round, on with lsae_model_set_encode_prepass(m, 2)
+    in both builds; the -mavx2 build (AVX2's vpmaddubsw kernel) stands in for an
+    AVX2-only machine, where the default turns it on for d L >= 2^22, as with VNNI."""
     npy = "examples/data/embeddings/data-00000.npy"
     configs = [("nomic 768, x32, k 32 (random init)", 768, 24576, 32, 512, []),
                ("MiniLM 384, x8, k 32 (random init)", 384, 3072, 32, 2048, []),
@@ -138,6 +138,34 @@ def prepass(a, bins, env):
     return 0
 
 
+def trainpp(a, bins, env):
+    """The training step with its selection through the int8 pre-pass
+    against the float32 selection (bench trainpp: two trainers of the same
+    model stepped in turn on the same batches; the weights must stay the
+    same bits). The -march=native build only: the pre-pass is used where
+    lsae__lp_applies finds it faster (VNNI)."""
+    npy = "examples/data/embeddings/data-00000.npy"
+    configs = [("nomic 768, x32, k 64, batch 512, no dead", 768, 24576, 64, 512, 0.0, []),
+               ("nomic 768, x32, k 64, batch 512, 25% dead (AuxK)", 768, 24576, 64, 512, 0.25, []),
+               ("nomic 768, x32, k 32, batch 1024, no dead", 768, 24576, 32, 1024, 0.0, []),
+               ("MiniLM 384, x32, k 32, batch 1024, examples/data", 384, 12288, 32, 1024, 0.0, [npy])]
+    print()
+    print("Training step with the int8 pre-pass (the same bits as float32), -march=native, samples/s:")
+    print()
+    print("| configuration | float32 | pre-pass | speed-up (wall) | speed-up (CPU time) | recomputed latents a row: mean, most | bit-identical |")
+    print("|---|---|---|---|---|---|---|")
+    for name, d, L, k, B, dead, extra in configs:
+        v = [parse(sh([bins["native"], "trainpp", str(d), str(L), str(k), str(B), str(dead), "6", *extra], env)) for _ in range(a.rounds)]
+        med = lambda key: statistics.median(x[key] for x in v)
+        same = all(x["train_prepass_bit_identical"] == 1 for x in v)
+        print(f"| {name} | {med('train_fp32_samples_per_s'):.0f} | {med('train_prepass_samples_per_s'):.0f} | {med('train_prepass_speedup'):.2f}x | "
+              f"{med('train_prepass_cpu_speedup'):.2f}x | {med('train_candidates_mean'):.0f}, {med('train_candidates_max'):.0f} | {'yes' if same else 'NO'} |", flush=True)
+    print()
+    print("Each round: 7 steps of each trainer, interleaved, the first not timed; medians of the rounds. CPU time: the process's, "
+          "which other processes disturb less than wall time.")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -146,10 +174,15 @@ def main():
     ap.add_argument("--gather", action="store_true")
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--prepass", action="store_true", help="only the encode pre-pass table (no PyTorch needed)")
+    ap.add_argument("--trainpp", action="store_true", help="only the training step with and without the pre-pass (no PyTorch needed)")
     a = ap.parse_args()
     cc = os.environ.get("CC", "cc")
     if a.variants:
         return variants(a, cc)
+    if a.trainpp:
+        bins, _ = build(cc)
+        print(f"machine: {machine()}; {a.threads} threads; {a.rounds} rounds, medians", flush=True)
+        return trainpp(a, bins, dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
     if a.prepass:
         bins, _ = build(cc)
         print(f"machine: {machine()}; {a.threads} threads; {a.rounds} rounds, medians", flush=True)
@@ -298,7 +331,8 @@ def main():
     for r in rows:
         print(f"| {r['name']} | {r['rss']:.0f} MiB | {r['state']:.0f} MiB | {100 * (r['rss'] / r['state'] - 1):+.1f}% | {r['trss']:.0f} MiB |")
     print()
-    return prepass(a, bins, env)
+    prepass(a, bins, env)
+    return trainpp(a, bins, env)
 
 
 if __name__ == "__main__":

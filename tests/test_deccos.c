@@ -1,10 +1,11 @@
 /* Decoder cosines (tools/lsae/deccos.c, docs/eval.md section 4): each row's
    largest cosine to another row, computed from a cheap product (the
-   library's int8 product with AVX-512 VNNI or AVX2, fp32 elsewhere) and an error bound, must equal a brute
-   force over all pairs in double bit for bit, on rows built to defeat the
-   bound: many partners within the bound of the maximum, exact duplicates,
-   outlier coordinates that make the int8 quantisation coarse, zero rows,
-   sizes that are not multiples of the tile, the row block or 4. */
+   library's int8 product with AVX-512 VNNI or AVX2, fp32 elsewhere) and an
+   error bound, must equal a brute force over all pairs in double bit for
+   bit, on rows built to defeat the bound: many partners within the bound
+   of the maximum, exact duplicates, outlier coordinates that make the int8
+   quantisation coarse, zero rows, sizes that are not multiples of the
+   tile, the row block or 4. */
 #include "test_util.h"
 #define LATENTSAE_IMPLEMENTATION
 #include "../latentsae.h"

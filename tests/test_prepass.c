@@ -64,7 +64,7 @@ static void compare(lsae_model *m, const float *x, size_t rows, size_t k, const 
             ++bad;
         }
     CHECKF(bad == 0, "%s: %zu of %zu rows differ from the float32 encode", what, bad, rows);
-    /* the default (the pre-pass where it is faster, in VNNI builds) */
+    /* the default (the pre-pass where it is faster, in VNNI and AVX2 builds) */
     OK(lsae_model_set_encode_prepass(m, 1));
     OK(lsae_model_encode(m, x, rows, k, a1, i1));
     CHECKF(!memcmp(a0, a1, rows * k * sizeof(float)) && !memcmp(i0, i1, rows * k * sizeof(int32_t)), "%s: the default encode differs from the float32 one", what);
@@ -178,6 +178,18 @@ static lsae_model *make(size_t d, size_t L, size_t k)
     c.seed = 7;
     OK(lsae_model_create(&c, NULL, &m));
     return m;
+}
+
+/* 1,024 latents, k, 8 steps with 2 of warm-up, of the given type */
+static lsae_config train_cfg(size_t d, size_t k, lsae_sae_type type)
+{
+    lsae_config c = lsae_config_default(d);
+    c.num_latents = 1024;
+    c.k = k;
+    c.total_steps = 8;
+    c.lr_warmup_steps = 2;
+    c.sae_type = type;
+    return c;
 }
 
 /* Train a model steps batches with the pre-pass off (0) and forced on (2):
@@ -372,61 +384,53 @@ int main(void)
     }
     /* 6. training: the step's selection through the pre-pass gives the same
        bits as the float32 pass, for each type that selects per row; steps
-       with an AuxK pick (dead latents) take the float32 pass */
+       with an AuxK pick take it from the gathered dead latents, or the
+       float32 pass when most latents are dead */
     {
-        const size_t n = 4096, d = 384;
-        float *x = load_minilm(n);
+        /* small (the MiniLM rows' first 96 values, 1,024 latents, 64-row
+           batches, 8 of them): this test also runs under the sanitizers,
+           valgrind and qemu */
+        const size_t n = 2048, d = 96, NB = 64, NS = 8;
+        float *xf = load_minilm(n), *x = xf ? (float *)malloc(n * d * sizeof(float)) : NULL;
         if (x) {
-            lsae_config c = lsae_config_default(d);
+            lsae_config c = train_cfg(d, 16, LSAE_SAE_TOPK);
+            for (i = 0; i < n; ++i) memcpy(x + i * d, xf + i * 384, d * sizeof(float));
+            free(xf);
             size_t used;
-            c.expansion_factor = 8;
-            c.k = 16;
-            c.total_steps = 10;
-            c.lr_warmup_steps = 2;
             c.seed = 11;
-            used = train_both(&c, x, n, 256, 10, "TopK x8 k16, no dead latents");
-            CHECKF(used == 10, "TopK: %zu of 10 batches went through the pre-pass", used);
+            used = train_both(&c, x, n, NB, NS, "TopK 1024 latents k16, no dead");
+            CHECKF(used == NS, "TopK: %zu of %d batches went through the pre-pass", used, (int)NS);
             c.multi_topk = 1;
-            used = train_both(&c, x, n, 256, 10, "Multi-TopK");
-            CHECKF(used == 10, "Multi-TopK: %zu of 10 batches went through the pre-pass", used);
+            used = train_both(&c, x, n, NB, NS, "Multi-TopK");
+            CHECKF(used == NS, "Multi-TopK: %zu of %d batches went through the pre-pass", used, (int)NS);
             c.multi_topk = 0;
-            /* dead after 1024 rows without firing: AuxK steps from the 5th batch */
-            c.dead_feature_threshold = 1024;
-            used = train_both(&c, x, n, 256, 10, "TopK, AuxK: dead latents after 4 batches");
-            CHECKF(used == 10, "TopK with dead latents: %zu of 10 batches through the pre-pass", used);
-            /* most latents dead (AuxK from 640 rows on, few fire in 256):
+            /* dead after 4 batches without firing: AuxK steps from the 5th batch */
+            c.dead_feature_threshold = 4 * NB;
+            used = train_both(&c, x, n, NB, NS, "TopK, AuxK: dead latents after 4 batches");
+            CHECKF(used == NS, "TopK with dead latents: %zu of %d batches through the pre-pass", used, (int)NS);
+            /* most latents dead (AuxK from 2.5 batches on, few fire in one):
                those steps take the float32 pass */
-            c.dead_feature_threshold = 640;
-            c.k = 4;
-            used = train_both(&c, x, n, 256, 10, "TopK k4, most latents dead");
-            CHECKF(used >= 1 && used < 10, "TopK with most latents dead: %zu of 10 batches through the pre-pass (want some, not all)", used);
+            c.dead_feature_threshold = 5 * NB / 2;
+            c.k = 2;
+            used = train_both(&c, x, n, NB, NS, "TopK k2, most latents dead");
+            CHECKF(used >= 1 && used < NS, "TopK with most latents dead: %zu of %d batches through the pre-pass (want some, not all)", used, (int)NS);
             c.k = 16;
             c.auxk_alpha = 0.0;
             c.grad_acc_steps = 2;
-            c.total_steps = 5;
-            used = train_both(&c, x, n, 256, 10, "TopK, AuxK off, accumulation 2");
-            CHECKF(used == 10, "TopK, AuxK off: %zu of 10 batches through the pre-pass", used);
-            c = lsae_config_default(d);
-            c.expansion_factor = 8;
-            c.k = 16;
-            c.total_steps = 10;
-            c.lr_warmup_steps = 2;
-            c.sae_type = LSAE_SAE_MATRYOSHKA;
+            c.total_steps = NS / 2;
+            used = train_both(&c, x, n, NB, NS, "TopK, AuxK off, accumulation 2");
+            CHECKF(used == NS, "TopK, AuxK off: %zu of %d batches through the pre-pass", used, (int)NS);
+            c = train_cfg(d, 16, LSAE_SAE_MATRYOSHKA);
             c.matryoshka_levels = 3;
-            c.matryoshka_sizes[0] = 256; c.matryoshka_sizes[1] = 1024; c.matryoshka_sizes[2] = 3072;
-            used = train_both(&c, x, n, 256, 10, "Matryoshka nested");
-            CHECKF(used == 10, "Matryoshka nested: %zu of 10 batches through the pre-pass", used);
-            c = lsae_config_default(d);
-            c.expansion_factor = 8;
-            c.k = 8;
-            c.total_steps = 10;
-            c.lr_warmup_steps = 2;
-            c.sae_type = LSAE_SAE_BATCHTOPK;
-            used = train_both(&c, x, n, 256, 10, "BatchTopK k8");
-            CHECKF(used == 10, "BatchTopK: %zu of 10 batches through the pre-pass", used);
+            c.matryoshka_sizes[0] = 128; c.matryoshka_sizes[1] = 512; c.matryoshka_sizes[2] = 1024;
+            used = train_both(&c, x, n, NB, NS, "Matryoshka nested");
+            CHECKF(used == NS, "Matryoshka nested: %zu of %d batches through the pre-pass", used, (int)NS);
+            c = train_cfg(d, 4, LSAE_SAE_BATCHTOPK);
+            used = train_both(&c, x, n, NB, NS, "BatchTopK k4");
+            CHECKF(used == NS, "BatchTopK: %zu of %d batches through the pre-pass", used, (int)NS);
             c.k_anneal = 1;
-            used = train_both(&c, x, n, 256, 10, "BatchTopK k8, k annealed from 32");
-            CHECKF(used == 10, "BatchTopK annealed: %zu of 10 batches through the pre-pass", used);
+            used = train_both(&c, x, n, NB, NS, "BatchTopK k4, k annealed from 16");
+            CHECKF(used == NS, "BatchTopK annealed: %zu of %d batches through the pre-pass", used, (int)NS);
             free(x);
         }
     }
