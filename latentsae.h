@@ -679,6 +679,12 @@ typedef struct lsae_comm {
     lsae_result (*sum_f64)(void *ctx, double *buf, size_t n);
     /* buf[0..bytes) <- root's buf */
     lsae_result (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+    /* recv[r bytes .. (r + 1) bytes) <- rank r's send[0..bytes), for every
+       rank r in order (every rank gets every rank's bytes; recv holds size
+       times bytes). Only latent-sharded training needs it (the candidate
+       lists of lsae_trainer_set_shard_comm); data-parallel training may
+       leave it NULL. */
+    lsae_result (*allgather)(void *ctx, const void *send, size_t bytes, void *recv);
 } lsae_comm;
 
 /* Train data-parallel over comm (copied; NULL or size 1: one process, as
@@ -696,6 +702,59 @@ typedef struct lsae_comm {
    step (grad_acc_steps batches), the other sums are a few numbers (d + 2
    doubles) per batch. */
 LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *trainer, const lsae_comm *comm);
+
+/* Latent-sharded training (README "Distributed training"; docs/math.md
+   2.14). S ranks each hold the latents [l0, l1) of L (with their rows of
+   W_enc, b_enc, W_dec, their Adam moments and dead-latent counters; b_dec is
+   on every rank), so the parameters and optimizer state per rank are about
+   1/S of one process's. Every rank passes the SAME rows to every
+   accumulate/step; the top-k stays exact: each rank proposes its best K of
+   each row, the global K are chosen among the S K candidates (ties to the
+   lower global index, the order of one process), each rank decodes the
+   picks it holds and the partial reconstructions are summed; AuxK over the
+   dead latents likewise. TopK only (with multi_topk, AuxK and k_anneal);
+   other types are refused with LSAE_UNSUPPORTED. Combined with
+   data-parallel training, a D x S grid: give the trainer both communicators,
+   lsae_trainer_set_comm over the D ranks that hold the same shard (each fed
+   its slice of the global batch) and lsae_trainer_set_shard_comm over the S
+   ranks that share a slice (each fed the same rows).
+
+   lsae_shard_range: the latents [*l0, *l1) that rank `rank` of S holds:
+   L r / S to L (r + 1) / S, sizes differing by at most one. */
+LSAE_DEF void lsae_shard_range(size_t L, int rank, int S, size_t *l0, size_t *l1);
+/* A model holding the latents [l0, l1) of the model cfg describes,
+   initialised to exactly those rows of what lsae_model_create(cfg) makes
+   (each element of W_enc is drawn from its global position). [0, L) gives
+   an ordinary model. A shard model trains (with a shard communicator) and
+   copies its rows out (lsae_model_get_weights: [l1 - l0] rows); it cannot
+   be encoded with, saved or moved to a GPU: gather the shards into a full
+   model first (lsae_model_set_shard_rows). */
+LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_allocator *alloc,
+                                             size_t l0, size_t l1, lsae_model **out);
+/* A shard [l0, l1) copied from a full model (to resume a checkpoint on S
+   ranks: every rank loads the file and keeps its rows). */
+LSAE_DEF lsae_result lsae_model_shard_of(const lsae_model *full, size_t l0, size_t l1, lsae_model **out);
+/* *l0, *l1 and the full model's *L (a full model: 0, L, L). Any may be NULL. */
+LSAE_DEF void lsae_model_shard_info(const lsae_model *model, size_t *l0, size_t *l1, size_t *L);
+/* Into a full model, rows [l0, l0 + n) of W_enc, b_enc, W_dec from arrays of
+   n rows (b_dec: d values, or NULL to leave it): how rank 0 assembles the
+   shards it gathered. */
+LSAE_DEF lsae_result lsae_model_set_shard_rows(lsae_model *full, size_t l0, size_t n, const float *W_enc,
+                                               const float *b_enc, const float *W_dec, const float *b_dec);
+/* Train the shard model's trainer latent-sharded over comm (copied): S =
+   comm->size ranks, this one rank comm->rank, whose model must hold
+   lsae_shard_range(L, rank, S). All callbacks including allgather must be
+   set. Collective: call it on every rank between optimizer steps; it
+   checks that every rank is at the same step with the same b_dec
+   (LSAE_INVALID_ARGS on every rank if not). The statistics (loss, fvu,
+   n_dead, grad_norm) are the whole model's and the same on every rank;
+   lsae_trainer_get_state and get_grads give this rank's rows (and the
+   shared b_dec; get_grads' b_dec mid-window holds only this rank's part of
+   the encoder-side term). Per batch the ranks exchange the candidates (B (K
+   + ka) of (value, index), 8 bytes each, from each rank) and sum up to three
+   [B, d] partial reconstructions (the decode classes in use); per optimizer step d floats and a few
+   doubles. NULL: a full model trains alone again. */
+LSAE_DEF lsae_result lsae_trainer_set_shard_comm(lsae_trainer *trainer, const lsae_comm *comm);
 
 /* Private: the four parameter tensors, in their order in a parameter slab
    (the CPU's and latentsae_cuda.cu's alike). Not an API. */
@@ -817,6 +876,15 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
                                           const lsae_trainer *trainer, const void *blob,
                                           size_t blob_len);
+/* The same checkpoint from a trainer state held in the caller's arrays
+   (every pointer of st set, each the whole model's: L counters, the
+   moments laid out as the weights), with no trainer: how rank 0 of a
+   latent-sharded run writes the gathered shards without a whole trainer.
+   The files are those lsae_checkpoint_save writes for a trainer in that
+   state. */
+LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *model,
+                                                const lsae_trainer_state *st, const void *blob,
+                                                size_t blob_len);
 /* Restores model weights and trainer state from dir into existing objects of
    the same shape (trainer may be NULL: weights only); copies at most blob_cap
    bytes of the blob, its length in *blob_len (may be NULL). Every file is
@@ -1473,6 +1541,7 @@ static int lsae__make_layout(size_t d, size_t L, lsae__layout *lay)
 struct lsae_model {
     lsae_config cfg;           /* num_latents resolved */
     size_t d, L, k;
+    size_t shard_l0, shard_L;  /* a shard (lsae_model_create_shard): latents [shard_l0, shard_l0 + L) of shard_L; shard_L = 0: a full model */
     float batchtopk_threshold;  /* BatchTopK's inference threshold theta (docs/math.md, 3.1); 0 until trained */
     lsae_allocator alloc_copy;
     const lsae_allocator *alloc; /* &alloc_copy, or NULL for LSAE_MALLOC */
@@ -1512,7 +1581,14 @@ static void lsae__unit_rows(float *W, size_t rows, size_t d, int nthreads)
     }
 }
 
-static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+static lsae_result lsae__model_alloc_rows(const lsae_config *cfg, const lsae_allocator *alloc, size_t l0, size_t l1, lsae_model **out);
+LSAE__MAYBE_UNUSED static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+{
+    return lsae__model_alloc_rows(cfg, alloc, 0, 0, out);
+}
+
+/* A model of the latents [l0, l1) of cfg's L (l1 = 0: all of them) */
+static lsae_result lsae__model_alloc_rows(const lsae_config *cfg, const lsae_allocator *alloc, size_t l0, size_t l1, lsae_model **out)
 {
     lsae_model *m;
     lsae_result r;
@@ -1531,6 +1607,16 @@ static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocato
     m->k = cfg->k;
     m->cfg.num_latents = m->L;
     if (m->L % m->d == 0) m->cfg.expansion_factor = m->L / m->d;
+    if (l1 && (l0 >= l1 || l1 > m->L)) {
+        lsae__free(alloc, m);
+        return lsae__err(LSAE_INVALID_ARGS, "latents [%zu, %zu) are not a range of the model's %zu", l0, l1, m->L);
+    }
+    if (l1 && l1 - l0 < m->L) {
+        /* a shard: cfg (num_latents, k) stays the full model's */
+        m->shard_l0 = l0;
+        m->shard_L = m->L;
+        m->L = l1 - l0;
+    }
     if (!lsae__make_layout(m->d, m->L, &m->lay)) {
         lsae__free(alloc, m);
         return lsae__err(LSAE_INVALID_ARGS, "model of %zu x %zu is too large to address", m->L, m->d);
@@ -1549,7 +1635,7 @@ static lsae_result lsae__model_alloc(const lsae_config *cfg, const lsae_allocato
     return LSAE_OK;
 }
 
-LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+static lsae_result lsae__model_create_rows(const lsae_config *cfg, const lsae_allocator *alloc, size_t l0, size_t l1, lsae_model **out)
 {
     lsae_model *m;
     lsae_result r;
@@ -1558,23 +1644,103 @@ LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_alloca
     int nt;
     if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create: out is NULL");
     *out = NULL;
-    if ((r = lsae__model_alloc(cfg, alloc, &m)) != LSAE_OK) return r;
+    if ((r = lsae__model_alloc_rows(cfg, alloc, l0, l1, &m)) != LSAE_OK) return r;
     nt = lsae__num_threads(m->cfg.num_threads);
-    /* torch nn.Linear default: kaiming_uniform(a = sqrt 5) = U(-1/sqrt(d), 1/sqrt(d)) */
+    /* torch nn.Linear default: kaiming_uniform(a = sqrt 5) = U(-1/sqrt(d), 1/sqrt(d));
+       each element drawn from its position in the full W_enc, so a shard
+       holds exactly the full model's rows */
     bound = (float)(1.0 / sqrt((double)m->d));
     LSAE__OMP(parallel for schedule(static) num_threads(nt))
     for (row = 0; row < (ptrdiff_t)m->L; ++row) {
-        size_t j, base = (size_t)row * m->d;
+        size_t j, base = (size_t)row * m->d, gbase = ((size_t)row + m->shard_l0) * m->d;
         for (j = 0; j < m->d; ++j)
-            m->W_enc[base + j] = (2.0f * lsae__uniform(m->cfg.seed, 1, base + j) - 1.0f) * bound;
+            m->W_enc[base + j] = (2.0f * lsae__uniform(m->cfg.seed, 1, gbase + j) - 1.0f) * bound;
     }
     /* b_enc = 0 (latent-sae zeroes nn.Linear's bias); b_dec = 0 until training */
     memcpy(m->W_dec, m->W_enc, m->lay.count[LSAE__W_DEC] * sizeof(float));
     if (m->cfg.normalize_decoder) lsae__unit_rows(m->W_dec, m->L, m->d, nt);
 #ifdef LATENTSAE_CUDA
-    if ((r = lsae_model_to_device(m, m->cfg.device)) != LSAE_OK) { lsae_model_free(m); return r; }
+    if (!m->shard_L && (r = lsae_model_to_device(m, m->cfg.device)) != LSAE_OK) { lsae_model_free(m); return r; }
 #endif
     *out = m;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_create(const lsae_config *cfg, const lsae_allocator *alloc, lsae_model **out)
+{
+    return lsae__model_create_rows(cfg, alloc, 0, 0, out);
+}
+
+LSAE_DEF void lsae_shard_range(size_t L, int rank, int S, size_t *l0, size_t *l1)
+{
+    /* L r / S without overflowing L r: q = L / S, rem = L % S */
+    const size_t q = S > 0 ? L / (size_t)S : 0, rem = S > 0 ? L % (size_t)S : 0;
+    if (S < 1 || rank < 0 || rank >= S) { *l0 = *l1 = 0; return; }
+    *l0 = q * (size_t)rank + rem * (size_t)rank / (size_t)S;
+    *l1 = q * ((size_t)rank + 1) + rem * ((size_t)rank + 1) / (size_t)S;
+}
+
+LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_allocator *alloc, size_t l0, size_t l1, lsae_model **out)
+{
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create_shard: out is NULL");
+    *out = NULL;
+    if (!cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create_shard: cfg is NULL");
+    if (l1 == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create_shard: the range [%zu, %zu) is empty", l0, l1);
+#ifdef LATENTSAE_CUDA
+    if (cfg->device == LSAE_DEVICE_CUDA && !(l0 == 0 && l1 == lsae_config_num_latents(cfg)))
+        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded models live on the CPU in this version: use device cpu");
+#endif
+    return lsae__model_create_rows(cfg, alloc, l0, l1, out);
+}
+
+LSAE_DEF void lsae_model_shard_info(const lsae_model *m, size_t *l0, size_t *l1, size_t *L)
+{
+    if (l0) *l0 = m ? m->shard_l0 : 0;
+    if (l1) *l1 = m ? m->shard_l0 + m->L : 0;
+    if (L) *L = m ? (m->shard_L ? m->shard_L : m->L) : 0;
+}
+
+LSAE_DEF lsae_result lsae_model_shard_of(const lsae_model *full, size_t l0, size_t l1, lsae_model **out)
+{
+    lsae_model *m;
+    lsae_result r;
+    const lsae_allocator *a;
+    size_t d;
+    if (!out) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_shard_of: out is NULL");
+    *out = NULL;
+    if (!full || full->shard_L) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_shard_of: needs a full model (not NULL, not itself a shard)");
+#ifdef LATENTSAE_CUDA
+    if (full->cuda) return lsae__err(LSAE_UNSUPPORTED, "lsae_model_shard_of: the model is on the GPU; shards live on the CPU");
+#endif
+    if (l1 == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_shard_of: the range [%zu, %zu) is empty", l0, l1);
+    a = full->alloc;
+    if ((r = lsae__model_alloc_rows(&full->cfg, a, l0, l1, &m)) != LSAE_OK) return r;
+    d = m->d;
+    m->batchtopk_threshold = full->batchtopk_threshold;
+    m->prepass = full->prepass;
+    memcpy(m->W_enc, full->W_enc + l0 * d, m->L * d * sizeof(float));
+    memcpy(m->b_enc, full->b_enc + l0, m->L * sizeof(float));
+    memcpy(m->W_dec, full->W_dec + l0 * d, m->L * d * sizeof(float));
+    memcpy(m->b_dec, full->b_dec, d * sizeof(float));
+    *out = m;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_set_shard_rows(lsae_model *full, size_t l0, size_t n, const float *W_enc,
+                                               const float *b_enc, const float *W_dec, const float *b_dec)
+{
+    size_t d;
+    if (!full || full->shard_L) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_shard_rows: needs a full model (not NULL, not itself a shard)");
+#ifdef LATENTSAE_CUDA
+    if (full->cuda) return lsae__err(LSAE_UNSUPPORTED, "lsae_model_set_shard_rows: the model is on the GPU");
+#endif
+    if (l0 > full->L || n > full->L - l0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_set_shard_rows: rows [%zu, %zu + %zu) are not in the model's %zu", l0, l0, n, full->L);
+    d = full->d;
+    if (W_enc) memcpy(full->W_enc + l0 * d, W_enc, n * d * sizeof(float));
+    if (b_enc) memcpy(full->b_enc + l0, b_enc, n * sizeof(float));
+    if (W_dec) memcpy(full->W_dec + l0 * d, W_dec, n * d * sizeof(float));
+    if (b_dec) memcpy(full->b_dec, b_dec, d * sizeof(float));
+    full->wgen++;
     return LSAE_OK;
 }
 
@@ -1703,9 +1869,16 @@ LSAE_DEF lsae_result lsae_backend_available(lsae_device device)
 #endif
 }
 
+/* A shard (lsae_model_create_shard) holds some of the latents: what needs
+   all of them is refused with a message naming the way out. */
+#define LSAE__REFUSE_SHARD(m, what) \
+    do { if ((m) && (m)->shard_L) return lsae__err(LSAE_UNSUPPORTED, "%s: the model holds latents [%zu, %zu) of %zu (a latent shard); gather the shards into a full model first", \
+                                                   what, (m)->shard_l0, (m)->shard_l0 + (m)->L, (m)->shard_L); } while (0)
+
 LSAE_DEF lsae_result lsae_model_to_device(lsae_model *m, lsae_device device)
 {
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_to_device: model is NULL");
+    if (device == LSAE_DEVICE_CUDA) LSAE__REFUSE_SHARD(m, "lsae_model_to_device");
     if (device != LSAE_DEVICE_CPU && device != LSAE_DEVICE_DEFAULT && device != LSAE_DEVICE_CUDA)
         return lsae__err(LSAE_INVALID_ARGS, "device %d is not one of LSAE_DEVICE_DEFAULT, _CPU, _CUDA", (int)device);
 #ifdef LATENTSAE_CUDA
@@ -4056,6 +4229,7 @@ LSAE_DEF lsae_result lsae_model_encode(const lsae_model *m, const float *x, size
     lsae_result res;
     int thr;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode: model is NULL");
+    LSAE__REFUSE_SHARD(m, "lsae_model_encode");
     thr = lsae__encodes_threshold(&m->cfg);
     if (thr && !m->cfg.batchtopk_row_cap)
         return lsae__err(LSAE_UNSUPPORTED, "lsae_model_encode: a %s model without batchtopk_row_cap keeps a varying number of latents per row (z >= theta); "
@@ -4112,6 +4286,7 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
     size_t i;
     ptrdiff_t r;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode: model is NULL");
+    LSAE__REFUSE_SHARD(m, "lsae_model_decode");
 #ifdef LATENTSAE_CUDA
     if (m->cuda) return lsae__cuda_decode(m->cuda, acts, idx, rows, k, x_hat);
 #endif
@@ -4160,6 +4335,7 @@ LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *m, const float *
     lsae_result res;
     if (needed) *needed = 0;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: model is NULL");
+    LSAE__REFUSE_SHARD(m, "lsae_model_encode_sparse");
     if (rows == 0) return LSAE_OK;
     if (!x || !counts || (capacity && (!acts || !indices)))
         return lsae__err(LSAE_INVALID_ARGS, "lsae_model_encode_sparse: x, counts, acts and indices must not be NULL");
@@ -4281,6 +4457,7 @@ LSAE_DEF lsae_result lsae_model_decode_sparse(const lsae_model *m, const float *
     size_t r, q, total;
     ptrdiff_t rr;
     if (!m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: model is NULL");
+    LSAE__REFUSE_SHARD(m, "lsae_model_decode_sparse");
     if (rows == 0) return LSAE_OK;
     if (!counts || !x_hat || (capacity && (!acts || !idx)))
         return lsae__err(LSAE_INVALID_ARGS, "lsae_model_decode_sparse: acts, indices, counts and x_hat must not be NULL");
@@ -4429,6 +4606,19 @@ struct lsae_trainer {
     lsae_comm comm;
     double *comm_buf;           /* [d + LSAE_MAX_LEVELS + 4] what one sum sends */
     float *fire_buf;            /* [L] the fired flags as 0/1, summed across ranks */
+    /* latent-sharded training (lsae_trainer_set_shard_comm, docs/math.md
+       2.14): this rank holds the latents [l0, l0 + m->L) of Lg; comm is then
+       the shard group's */
+    size_t Lg, l0;              /* the whole model's L (= m->L unsharded), the first latent held here */
+    int shard;                  /* the sharded step runs (scomm set, size > 1) */
+    lsae_comm scomm;            /* the shard group (comm, when set, is the data-parallel group: a D x S grid) */
+    size_t shard_cap;           /* the rows x slots the exchange buffers hold */
+    lsae__kv *sh_send;          /* [rows, W] this rank's candidates per row (W = Ksel + ka slots) */
+    lsae__kv *sh_recv;          /* [S, rows, W] every rank's */
+    lsae__kv *sh_own;           /* [cap, K + KA] the global picks held here, local indices, by class */
+    lsae__kv *sh_scr;           /* [threads, 2 S max(K, KA)] the merge's scratch */
+    double *sh_hdr;             /* [2 S] what each rank sends before the candidates: TV and its dead count */
+    float *sh_vec;              /* [d] a sum over the shards of one d-vector (U1) */
 #ifdef LATENTSAE_CUDA
     void *cuda;                 /* the trainer on the GPU (latentsae_cuda.cu) when the model is there; then nothing above but m is used */
 #endif
@@ -4455,6 +4645,8 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__free(t->alloc, t->kept); lsae__free(t->alloc, t->bandtop); lsae__free(t->alloc, t->lcand);
     lsae__select_ws_free(t->alloc, &t->sws);
     lsae__lp_free(t->alloc, &t->lpq);
+    lsae__free(t->alloc, t->sh_own);   /* [cap, K + KA]: regrown with the rows */
+    t->sh_own = NULL;
     t->runs = NULL; t->nruns = t->ncand = t->keep = NULL; t->cand = NULL;
     t->kept = t->bandtop = t->lcand = NULL;
     t->x_used = t->xc = t->G = NULL;
@@ -4530,7 +4722,7 @@ static size_t lsae__k_at_step(const lsae_config *c, size_t L, uint64_t s)
    selection buffers (k0 is the largest k_s the run uses). */
 static void lsae__trainer_type(lsae_trainer *t, const lsae_config *c)
 {
-    const size_t L = t->m->L;
+    const size_t L = t->Lg;
     size_t j, k0 = lsae__k_at_step(c, L, 0);
     double wsum = 0.0;
     t->k0 = k0;
@@ -4608,7 +4800,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     /* the model's shape, the caller's training settings */
     c = *cfg;
     c.d_in = m->d;
-    c.num_latents = m->L;
+    c.num_latents = m->shard_L ? m->shard_L : m->L;   /* a shard trains its rows of the whole model */
     c.expansion_factor = m->cfg.expansion_factor;
     c.k = m->k;
     c.normalize_decoder = m->cfg.normalize_decoder;
@@ -4619,6 +4811,9 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     if ((r = lsae_config_validate(&c)) != LSAE_OK) return r;
     if (c.k_anneal && c.total_steps == 0)
         return lsae__err(LSAE_INVALID_ARGS, "k_anneal lowers k over a fraction of the run, and the run's length is unknown: set total_steps (the number of optimizer steps)");
+    if (m->shard_L && c.sae_type != LSAE_SAE_TOPK)
+        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training takes topk (with multi_topk, AuxK, k_anneal) only in this version, not %s: train it in one process",
+                         c.sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : "matryoshka");
     L = m->L;
 #ifdef LATENTSAE_CUDA
     if (m->cuda && (c.sae_type != LSAE_SAE_TOPK || c.k_anneal)) {
@@ -4644,7 +4839,9 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     t->alloc = m->alloc;
     t->nthreads = lsae__num_threads(c.num_threads);
     t->lr_base = lsae_config_lr(&c);
-    t->KA = m->d / 2 < L ? m->d / 2 : L;
+    t->Lg = c.num_latents;
+    t->l0 = m->shard_l0;
+    t->KA = m->d / 2 < t->Lg ? m->d / 2 : t->Lg;
     lsae__trainer_type(t, &c);
     t->sort_parts = t->nthreads < LSAE__SORT_PARTS ? t->nthreads : LSAE__SORT_PARTS;
     t->b_dec_initialized = !c.init_b_dec;
@@ -4685,6 +4882,8 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
     lsae__free(t->alloc, t->lat_start); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->grad_row_norm2);
     lsae__free(t->alloc, t->comm_buf); lsae__free(t->alloc, t->fire_buf);
+    lsae__free(t->alloc, t->sh_send); lsae__free(t->alloc, t->sh_recv); lsae__free(t->alloc, t->sh_own);
+    lsae__free(t->alloc, t->sh_scr); lsae__free(t->alloc, t->sh_hdr); lsae__free(t->alloc, t->sh_vec);
     lsae__free(t->alloc, t);
 }
 
@@ -5359,7 +5558,7 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
         size_t l;
         for (l = 0; l < L; ++l) b->n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
     }
-    b->k = lsae__k_at_step(&t->cfg, L, t->step);
+    b->k = lsae__k_at_step(&t->cfg, t->Lg, t->step);
     lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
     if (t->kind == LSAE__KIND_PERLEVEL) return lsae__select_levels(t, b);
     b->Ksel = (t->kind == LSAE__KIND_TOPK ? t->cfg.multi_topk : t->batchwide) ? (4 * b->k < L ? 4 * b->k : L) : b->k;
@@ -5853,6 +6052,226 @@ static void lsae__mark_fired(lsae_trainer *t, const lsae__batch *b)
     t->rows_in_window += b->Bg;   /* every rank counts the global batch: the counters stay the same everywhere */
 }
 
+/* ------------------------------------------------------------------------
+   Latent-sharded training (lsae_trainer_set_shard_comm; docs/math.md 2.14).
+   S ranks hold the latents [l0, l0 + L) of Lg each and see the same rows.
+   F1-F3 need no exchange (every rank has the batch and computes the same
+   TV and b_dec). F4 is exact: each rank's best Ksel of a row (and its best
+   ka among its dead latents) are the only latents that can be in the
+   global best Ksel (ka) of the row, because the order on candidates
+   (value descending, then global index) is total; so the global pick is
+   the best Ksel of the S Ksel candidates, and every rank makes the same
+   pick from the same gathered lists. A rank decodes only the picks it
+   holds; x_hat is b_dec plus the sum over ranks of those partial decodes
+   (F5-F6), after which every rank holds the same residuals, loss and
+   output gradients G (B1), and B2-B6 touch only its own rows. The global
+   sums of U1 (W_enc^T db_enc, over all latents), U2 (the squared gradient
+   norm) and the dead counts are summed across the shards.
+   ------------------------------------------------------------------------ */
+
+static lsae_result lsae__shard_fail(lsae_trainer *t, lsae_result r, const char *what)
+{
+    t->comm_failed = 1;
+    return lsae__err(r == LSAE_OK ? LSAE_ERROR : r, "exchanging %s across %d latent shards failed (%s); the ranks may disagree now: restart from the last checkpoint",
+                     what, t->scomm.size, lsae_result_string(r));
+}
+
+/* The exchange buffers for B rows of W candidate slots */
+static lsae_result lsae__shard_reserve(lsae_trainer *t, size_t B, size_t W)
+{
+    const size_t S = (size_t)t->scomm.size, per = t->K > t->KA ? t->K : t->KA;
+    size_t need;
+    if (!lsae__mul_size(B, W, &need)) return lsae__err(LSAE_INVALID_ARGS, "a batch of %zu rows with %zu candidates each is too large to address", B, W);
+    if (!t->sh_own && !(t->sh_own = (lsae__kv *)lsae__alloc_array(t->alloc, t->cap, (t->K + t->KA) * sizeof(lsae__kv), "shard picks"))) return LSAE_OUT_OF_MEMORY;
+    if (!t->sh_scr && !(t->sh_scr = (lsae__kv *)lsae__alloc_array(t->alloc, (size_t)t->nthreads * 4 * S, per * sizeof(lsae__kv), "shard merge scratch"))) return LSAE_OUT_OF_MEMORY;
+    if (need <= t->shard_cap) return LSAE_OK;
+    lsae__free(t->alloc, t->sh_send);
+    lsae__free(t->alloc, t->sh_recv);
+    t->sh_recv = NULL;
+    t->shard_cap = 0;
+    if (!(t->sh_send = (lsae__kv *)lsae__alloc_array(t->alloc, need, sizeof(lsae__kv), "shard candidates")) ||
+        !(t->sh_recv = (lsae__kv *)lsae__alloc_array(t->alloc, need, S * sizeof(lsae__kv), "every shard's candidates")))
+        return LSAE_OUT_OF_MEMORY;
+    t->shard_cap = need;
+    return LSAE_OK;
+}
+
+/* F4, sharded. The dead count and TV are gathered first (every rank must
+   have been given the same batch: its TV must be rank 0's, bit for bit);
+   then each rank's candidates per row, W = Ksel + ka slots: its best
+   min(Ksel, L) with global indices, then its best min(ka, its dead) among
+   its dead latents, the unused slots holding value -1 (below every
+   activation, which is >= 0). The global pick of a row is the best Ksel of
+   the gathered top slots (lsae__sort_best: value descending, then index)
+   and the best ka of the gathered AuxK slots, put in index order, exactly
+   the lists one process would select. The picks held here then become the
+   row's three runs with local indices. */
+static lsae_result lsae__shard_select(lsae_trainer *t, lsae__batch *b)
+{
+    lsae_model *m = t->m;
+    const size_t d = m->d, L = m->L, Lg = t->Lg, l0 = t->l0, B = b->B, S = (size_t)t->scomm.size;
+    size_t nd_local, Kl, kal, W, r, q;
+    ptrdiff_t pr;
+    lsae_result res;
+    /* the dead set (this shard's bits) and the global dead count */
+    nd_local = lsae__find_dead(t);
+    t->sh_hdr[0] = b->TV;
+    t->sh_hdr[1] = (double)nd_local;
+    if ((res = t->scomm.allgather(t->scomm.ctx, t->sh_hdr, 2 * sizeof(double), t->sh_hdr + 2)) != LSAE_OK)
+        return lsae__shard_fail(t, res, "the dead counts");
+    b->n_dead = 0;
+    for (q = 0; q < S; ++q) {
+        if (memcmp(&t->sh_hdr[2 + 2 * q], &t->sh_hdr[2], sizeof(double)) != 0) {
+            t->comm_failed = 1;
+            return lsae__err(LSAE_INVALID_ARGS, "latent shard %zu was given another batch than shard 0 (total variance %.17g against %.17g): every rank of a latent-sharded run "
+                             "must pass the same rows; restart from the last checkpoint", q, t->sh_hdr[2 + 2 * q], t->sh_hdr[2]);
+        }
+        b->n_dead += (size_t)t->sh_hdr[2 + 2 * q + 1];
+    }
+    if (t->cfg.auxk_alpha > 0.0) {
+        b->ka = d / 2 < b->n_dead ? d / 2 : b->n_dead;
+        b->auxk_scale = d / 2 ? (double)b->n_dead / (double)(d / 2) : 0.0;
+        if (b->auxk_scale > 1.0) b->auxk_scale = 1.0;
+    }
+    b->k = lsae__k_at_step(&t->cfg, Lg, t->step);
+    b->Ksel = t->cfg.multi_topk ? (4 * b->k < Lg ? 4 * b->k : Lg) : b->k;
+    Kl = b->Ksel < L ? b->Ksel : L;
+    kal = b->ka < nd_local ? b->ka : nd_local;
+    W = b->Ksel + b->ka;
+    if ((res = lsae__shard_reserve(t, B, W)) != LSAE_OK) return res;
+    lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
+    for (r = 0; r < B; r += t->sws.rows_cap) {
+        size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
+        lsae__select(m, t->xc + r * d, R, Kl, t->top + r * t->K, kal ? t->dead_bits : NULL, kal, t->aux + r * t->KA, &t->sws);
+    }
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const size_t row = (size_t)pr;
+        lsae__kv *out = t->sh_send + row * W;
+        size_t i;
+        for (i = 0; i < b->Ksel; ++i) {
+            out[i].v = i < Kl ? t->top[row * t->K + i].v : -1.0f;
+            out[i].i = i < Kl ? t->top[row * t->K + i].i + (int32_t)l0 : 0;
+        }
+        for (i = 0; i < b->ka; ++i) {
+            out[b->Ksel + i].v = i < kal ? t->aux[row * t->KA + i].v : -1.0f;
+            out[b->Ksel + i].i = i < kal ? t->aux[row * t->KA + i].i + (int32_t)l0 : 0;
+        }
+    }
+    if ((res = t->scomm.allgather(t->scomm.ctx, t->sh_send, B * W * sizeof(lsae__kv), t->sh_recv)) != LSAE_OK)
+        return lsae__shard_fail(t, res, "the candidates");
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const size_t row = (size_t)pr, per = t->K > t->KA ? t->K : t->KA;
+        lsae__kv *scr = t->sh_scr + (size_t)lsae__thread_id() * 4 * S * per, *tmp = scr + 2 * S * per;
+        lsae__kv *own = t->sh_own + row * (t->K + t->KA), *top = t->top + row * t->K, *aux = t->aux + row * t->KA;
+        lsae__run *ru = t->runs + row * LSAE__RUNS;
+        size_t n, i, s, c, start;
+        /* the global top Ksel, then the global ka of the dead, in index order */
+        for (n = 0, s = 0; s < S; ++s)
+            for (i = 0; i < b->Ksel; ++i) {
+                const lsae__kv e = t->sh_recv[(s * B + row) * W + i];
+                if (e.v >= 0.0f) scr[n++] = e;
+            }
+        lsae__sort_best(scr, n, tmp, Lg);
+        memcpy(top, scr, b->Ksel * sizeof(lsae__kv));
+        if (b->ka) {
+            for (n = 0, s = 0; s < S; ++s)
+                for (i = 0; i < b->ka; ++i) {
+                    const lsae__kv e = t->sh_recv[(s * B + row) * W + b->Ksel + i];
+                    if (e.v >= 0.0f) scr[n++] = e;
+                }
+            lsae__sort_best(scr, n, tmp, Lg);
+            memcpy(aux, scr, b->ka * sizeof(lsae__kv));
+            lsae__sort_index(aux, b->ka, tmp, Lg);
+        }
+        /* the picks held here, local indices: top k, the 4k tail, AuxK */
+        for (c = 0, n = 0; c < 3; ++c) {
+            const lsae__kv *src = c == 0 ? top : c == 1 ? top + b->k : aux;
+            const size_t cnt = c == 0 ? b->k : c == 1 ? b->Ksel - b->k : b->ka;
+            start = n;
+            for (i = 0; i < cnt; ++i)
+                if ((size_t)src[i].i >= l0 && (size_t)src[i].i < l0 + L) {
+                    own[n].v = src[i].v;
+                    own[n++].i = src[i].i - (int32_t)l0;
+                }
+            ru[c].p = own + start;
+            ru[c].n = n - start;
+            ru[c].cls = c;
+        }
+        t->nruns[row] = 3;
+    }
+    return LSAE_OK;
+}
+
+/* F5-F6, sharded: each rank decodes the picks it holds, per row and class,
+   into G [B, 3, d] (no b_dec); the three partial sums are summed across
+   the shards (rank order); then as lsae__decode_residuals and
+   lsae__auxk_decode:
+      x_hat = b_dec + P0,  e = x - x_hat,  x_hat4 = x_hat + P1,  e4 = x - x_hat4,
+      e_hat = P2,  G2 = e_hat - e,  row_sse as there. */
+static lsae_result lsae__shard_decode(lsae_trainer *t, const lsae__batch *b)
+{
+    const lsae_model *m = t->m;
+    const size_t d = m->d, B = b->B;
+    size_t cls[3], nc = 0, row, ci;
+    ptrdiff_t pr;
+    lsae_result res;
+    /* only the classes in use this batch are summed (the 4k tail with
+       multi_topk, AuxK with dead latents), packed at the front of G as
+       [B, nc, d]; then moved to their places in [B, 3, d], from the last
+       row down (a packed block never lies above its place, so no block is
+       overwritten before it is moved) */
+    cls[nc++] = 0;
+    if (b->Ksel > b->k) cls[nc++] = 1;
+    if (b->ka) cls[nc++] = 2;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const lsae__run *ru = t->runs + (size_t)pr * LSAE__RUNS;
+        float *g = t->G + (size_t)pr * nc * d;
+        size_t c;
+        memset(g, 0, nc * d * sizeof(float));
+        for (c = 0; c < nc; ++c) lsae__decode_into(g + c * d, ru[cls[c]].p, ru[cls[c]].n, m->W_dec, d);
+    }
+    if ((res = t->scomm.sum_f32(t->scomm.ctx, t->G, B * nc * d)) != LSAE_OK) return lsae__shard_fail(t, res, "the partial reconstructions");
+    for (row = B; row-- > 0;) {
+        int used[3] = { 0, 0, 0 };
+        for (ci = nc; ci-- > 0;) {
+            memmove(t->G + (row * 3 + cls[ci]) * d, t->G + (row * nc + ci) * d, d * sizeof(float));
+            used[cls[ci]] = 1;
+        }
+        for (ci = 1; ci < 3; ++ci)   /* a class not in use holds zeros, as in one process */
+            if (!used[ci]) memset(t->G + (row * 3 + ci) * d, 0, d * sizeof(float));
+    }
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
+        const size_t row = (size_t)pr;
+        const float *xb = t->x_used + row * d;
+        float *g0 = t->G + row * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+        size_t j;
+        for (j = 0; j < d; ++j) g0[j] = m->b_dec[j] + g0[j];
+        if (b->Ksel > b->k)
+            for (j = 0; j < d; ++j) {
+                g1[j] = xb[j] - (g0[j] + g1[j]);
+                s1 += (double)g1[j] * g1[j];
+            }
+        for (j = 0; j < d; ++j) {
+            g0[j] = xb[j] - g0[j];
+            s0 += (double)g0[j] * g0[j];
+        }
+        if (b->ka)
+            for (j = 0; j < d; ++j) {
+                g2[j] -= g0[j];
+                s2 += (double)g2[j] * g2[j];
+            }
+        t->row_sse[3 * row] = s0;
+        t->row_sse[3 * row + 1] = s1;
+        t->row_sse[3 * row + 2] = s2;
+    }
+    return LSAE_OK;
+}
+
 LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, size_t rows, lsae_step_stats *stats)
 {
     lsae__batch b;
@@ -5863,6 +6282,9 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
 #endif
     if (t->poisoned) return lsae__err(LSAE_NOT_FINITE, "training stopped earlier on a non-finite loss or gradient; reload the last good checkpoint and lower the learning rate");
     if (t->comm_failed) return lsae__err(LSAE_ERROR, "training stopped earlier when a sum across ranks failed; restart from the last checkpoint");
+    if (t->m->shard_L && !t->shard)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: the model holds latents [%zu, %zu) of %zu: set the shard communicator (lsae_trainer_set_shard_comm) first",
+                         t->m->shard_l0, t->m->shard_l0 + t->m->L, t->m->shard_L);
     if (!x && rows) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
     if ((r = lsae__trainer_reserve(t, rows < 2 ? 2 : rows)) != LSAE_OK) return r;
     lsae__trainer_free_ext(t);
@@ -5871,10 +6293,15 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
     if ((r = lsae__keep_finite_rows(t, x, rows, &b)) != LSAE_OK) return r;  /* F1 */
     if ((r = lsae__total_variance(t, &b)) != LSAE_OK) return r;             /* F2 */
     if ((r = lsae__init_b_dec(t, &b)) != LSAE_OK) return r;                 /* F3 */
-    if ((r = lsae__encode_select(t, &b)) != LSAE_OK) return r;              /* F4 */
-    if (t->kind == LSAE__KIND_TOPK) lsae__decode_residuals(t, &b);          /* F5 */
-    else lsae__decode_levels(t, &b);
-    lsae__auxk_decode(t, &b);                                               /* F6 */
+    if (t->shard) {                                                         /* F4-F6 over the latent shards */
+        if ((r = lsae__shard_select(t, &b)) != LSAE_OK) return r;
+        if ((r = lsae__shard_decode(t, &b)) != LSAE_OK) return r;
+    } else {
+        if ((r = lsae__encode_select(t, &b)) != LSAE_OK) return r;          /* F4 */
+        if (t->kind == LSAE__KIND_TOPK) lsae__decode_residuals(t, &b);      /* F5 */
+        else lsae__decode_levels(t, &b);
+        lsae__auxk_decode(t, &b);                                           /* F6 */
+    }
     if ((r = lsae__loss(t, &b)) != LSAE_OK) return r;                       /* F7 */
     /* backward: adds into the gradients of the window */
     lsae__output_grads(t, &b);                                              /* B1 */
@@ -5893,7 +6320,7 @@ LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *t, const float *x, si
         stats->multi_topk_fvu = b.fvu4;
         stats->loss = b.loss;
         stats->n_dead = b.n_dead;
-        stats->dead_fraction = (double)b.n_dead / (double)t->m->L;
+        stats->dead_fraction = (double)b.n_dead / (double)t->Lg;
         stats->lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
         stats->rows_used = b.Bg;        /* the global batch's, in a data-parallel run */
         stats->rows_dropped = b.dropped_g;
@@ -5982,7 +6409,15 @@ static lsae_result lsae__clip(lsae_trainer *t, double *norm, float *clip)
     double norm2 = 0.0;
     size_t c;
     for (c = 0; c < 2 * m->L; ++c) norm2 += t->grad_row_norm2[c];
-    norm2 += (double)lsae__dot(gb_enc, gb_enc, m->L) + (double)lsae__dot(gb_dec, gb_dec, m->d);
+    if (t->shard) {
+        /* this shard's rows and b_enc, summed over the shards; b_dec (the
+           same on every shard) once */
+        lsae_result r;
+        norm2 += (double)lsae__dot(gb_enc, gb_enc, m->L);
+        if ((r = t->scomm.sum_f64(t->scomm.ctx, &norm2, 1)) != LSAE_OK) return lsae__shard_fail(t, r, "the gradient norm");
+        norm2 += (double)lsae__dot(gb_dec, gb_dec, m->d);
+    } else
+        norm2 += (double)lsae__dot(gb_enc, gb_enc, m->L) + (double)lsae__dot(gb_dec, gb_dec, m->d);
     *norm = sqrt(norm2);
     if (!isfinite(*norm)) {
         t->poisoned = 1;
@@ -6075,18 +6510,37 @@ LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *t, lsae_step_stats *stats)
     if (t->micro == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
     if (t->comm_failed) return lsae__err(LSAE_ERROR, "training stopped earlier when a sum across ranks failed; restart from the last checkpoint");
     if (t->has_comm && (r = lsae__comm_window(t)) != LSAE_OK) return r;                  /* U0 */
-    lsae__b_dec_grad_input(t, t->grads + t->m->lay.offset[LSAE__B_DEC], t->bdec_part); /* U1 */
+    if (t->shard) {
+        /* U1 over the shards: W_enc^T db_enc sums over every latent, so each
+           shard's part (of its rows), negated, is summed across the shards */
+        float *gb_dec = t->grads + t->m->lay.offset[LSAE__B_DEC];
+        size_t j;
+        memset(t->sh_vec, 0, t->m->d * sizeof(float));
+        lsae__b_dec_grad_input(t, t->sh_vec, t->bdec_part);
+        if ((r = t->scomm.sum_f32(t->scomm.ctx, t->sh_vec, t->m->d)) != LSAE_OK) return lsae__shard_fail(t, r, "b_dec's gradient");
+        for (j = 0; j < t->m->d; ++j) gb_dec[j] += t->sh_vec[j];
+    } else
+        lsae__b_dec_grad_input(t, t->grads + t->m->lay.offset[LSAE__B_DEC], t->bdec_part); /* U1 */
     if ((r = lsae__clip(t, &norm, &clip)) != LSAE_OK) return r;                        /* U2 */
     lr = t->lr_base * lsae_lr_factor(&t->cfg, t->step);
     nonfinite = lsae__adam(t, clip, lr);                                               /* U3 */
     n_dead = lsae__dead_counters(t);                                                   /* U4 */
+    if (t->shard) {
+        /* the whole model's dead count, and whether any shard's weights
+           went non-finite (then every shard stops) */
+        t->sh_hdr[0] = (double)n_dead;
+        t->sh_hdr[1] = nonfinite ? 1.0 : 0.0;
+        if ((r = t->scomm.sum_f64(t->scomm.ctx, t->sh_hdr, 2)) != LSAE_OK) return lsae__shard_fail(t, r, "the dead counts");
+        n_dead = (size_t)t->sh_hdr[0];
+        nonfinite = t->sh_hdr[1] > 0.0;
+    }
     if (stats) {
         stats->stepped = 1;
         stats->grad_norm = norm;
         stats->lr = lr;
         stats->step = t->step;
         stats->n_dead = n_dead;
-        stats->dead_fraction = (double)n_dead / (double)t->m->L;
+        stats->dead_fraction = (double)n_dead / (double)t->Lg;
     }
     if (nonfinite) {
         t->poisoned = 1;
@@ -6201,6 +6655,64 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *com
     }
     t->comm = *comm;
     t->has_comm = 1;
+    t->comm_failed = 0;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_trainer_set_shard_comm(lsae_trainer *t, const lsae_comm *comm)
+{
+    const lsae_model *m;
+    size_t l0, l1, S, q;
+    double mine[4];
+    lsae_result r;
+    if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: trainer is NULL");
+    m = t->m;
+    if (t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: %llu batches are accumulated but not applied; set the communicator between optimizer steps", (unsigned long long)t->micro);
+    if (!comm || comm->size == 1) {
+        if (m->shard_L) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: the model holds latents [%zu, %zu) of %zu; it trains only with its shard group (%s)",
+                                         m->shard_l0, m->shard_l0 + m->L, m->shard_L, comm ? "size 1 given" : "NULL given");
+        t->shard = 0;
+        return LSAE_OK;
+    }
+    if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: rank %d of size %d is not a rank", comm->rank, comm->size);
+    if (!comm->sum_f32 || !comm->sum_f64 || !comm->broadcast || !comm->allgather)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: sum_f32, sum_f64, broadcast and allgather must all be set");
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training runs on the CPU only in this version: use device cpu");
+#endif
+    if (t->cfg.sae_type != LSAE_SAE_TOPK)
+        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training takes topk (with multi_topk, AuxK, k_anneal) only in this version, not %s: train it in one process",
+                         t->cfg.sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : "matryoshka");
+    S = (size_t)comm->size;
+    lsae_shard_range(t->Lg, comm->rank, comm->size, &l0, &l1);
+    if (l0 != t->l0 || l1 != t->l0 + m->L)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: rank %d of %d must hold latents [%zu, %zu) of %zu (lsae_shard_range); its model holds [%zu, %zu)",
+                         comm->rank, comm->size, l0, l1, t->Lg, t->l0, t->l0 + m->L);
+    lsae__free(t->alloc, t->sh_hdr);
+    t->sh_hdr = NULL;
+    if (!(t->sh_hdr = (double *)lsae__alloc_array(t->alloc, S + 1, 4 * sizeof(double), "shard exchange header"))) return LSAE_OUT_OF_MEMORY;
+    if (!t->sh_vec && !(t->sh_vec = (float *)lsae__alloc_array(t->alloc, m->d, sizeof(float), "shard b_dec sum"))) return LSAE_OUT_OF_MEMORY;
+    /* every shard at the same step with the same b_dec: compared with rank
+       0's on every rank, from the same gathered numbers, so all agree */
+    mine[0] = (double)t->step;
+    mine[1] = (double)t->b_dec_initialized;
+    {
+        /* FNV-1a over b_dec's bytes, its low 52 bits (exact in a double) */
+        const unsigned char *pb = (const unsigned char *)m->b_dec;
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (q = 0; q < m->d * sizeof(float); ++q) h = (h ^ pb[q]) * 0x100000001b3ull;
+        mine[2] = (double)(h & (((uint64_t)1 << 52) - 1));
+    }
+    mine[3] = (double)t->Lg;
+    if ((r = comm->allgather(comm->ctx, mine, sizeof mine, t->sh_hdr)) != LSAE_OK)
+        return lsae__err(r, "lsae_trainer_set_shard_comm: gathering the shards' steps failed (%s)", lsae_result_string(r));
+    for (q = 1; q < S; ++q)
+        if (memcmp(t->sh_hdr + 4 * q, t->sh_hdr, sizeof mine) != 0)
+            return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: shard %zu is at step %.0f (b_dec %s) and shard 0 at step %.0f: every shard must start from the same "
+                             "settings and seed, or the same checkpoint", q, t->sh_hdr[4 * q], t->sh_hdr[4 * q + 2] == t->sh_hdr[2] ? "the same" : "another", t->sh_hdr[0]);
+    t->scomm = *comm;
+    t->shard = 1;
     t->comm_failed = 0;
     return LSAE_OK;
 }
@@ -7438,6 +7950,7 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     lsae_result r;
     int i, w, nts = LSAE__NUM_TENSORS;
     size_t at;
+    LSAE__REFUSE_SHARD(m, "lsae_model_save");
     if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save: model and dir must not be NULL");
 #ifdef LATENTSAE_CUDA
     if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
@@ -10170,7 +10683,8 @@ static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const ch
 
 /* Write a whole checkpoint into the new, empty directory tmp, every file
    flushed to disk. */
-static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                    const void *blob, size_t blob_len)
 {
     char p[4096];
     lsae__ckpt_writer w;
@@ -10192,8 +10706,8 @@ static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const 
     lsae__put_le(hdr + 16, d, 8);
     lsae__put_le(hdr + 24, L, 8);
     lsae__put_le(hdr + 32, m->k, 8);
-    lsae__put_le(hdr + 40, t ? t->step : 0, 8);
-    lsae__put_le(hdr + 48, t ? (uint64_t)(t->b_dec_initialized != 0) : 1, 4);
+    lsae__put_le(hdr + 40, given ? given->step : t ? t->step : 0, 8);
+    lsae__put_le(hdr + 48, given ? (uint64_t)(given->b_dec_initialized != 0) : t ? (uint64_t)(t->b_dec_initialized != 0) : 1, 4);
     lsae__put_le(hdr + 56, blob_len, 8);
     lsae__put_le(hdr + 64, h_cfg, 8);
     lsae__put_le(hdr + 72, h_st, 8);
@@ -10202,7 +10716,21 @@ static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const 
     if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) return r;
     lsae__hash_init(&w.h);
     lsae__cw_write(&w, hdr, sizeof hdr);
-    {
+    if (given) {
+        /* the caller's whole-model arrays (lsae_checkpoint_save_state), in
+           the order below: no copy of the state is made */
+        const float *gm[LSAE__NUM_TENSORS], *gv[LSAE__NUM_TENSORS];
+        gm[0] = given->m_W_enc; gm[1] = given->m_b_enc; gm[2] = given->m_W_dec; gm[3] = given->m_b_dec;
+        gv[0] = given->v_W_enc; gv[1] = given->v_b_enc; gv[2] = given->v_W_dec; gv[3] = given->v_b_dec;
+        if (lsae__little_endian()) {
+            lsae__cw_write(&w, given->since_fired, L * sizeof(uint64_t));
+        } else {
+            unsigned char b8[8];
+            for (i = 0; i < L; ++i) { lsae__put_le(b8, given->since_fired[i], 8); lsae__cw_write(&w, b8, 8); }
+        }
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, gm[i], m->lay.count[i]);
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, gv[i], m->lay.count[i]);
+    } else {
         /* the state through the public accessor, in slabs laid out like the weights */
         lsae_trainer_state st;
         uint64_t *since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
@@ -10236,11 +10764,28 @@ static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const 
     return LSAE_OK;
 }
 
+static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                         const void *blob, size_t blob_len);
+
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+{
+    return lsae__checkpoint_save(dir, m, t, NULL, blob, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *m, const lsae_trainer_state *st, const void *blob, size_t blob_len)
+{
+    if (!st || !st->since_fired || !st->m_W_enc || !st->m_b_enc || !st->m_W_dec || !st->m_b_dec || !st->v_W_enc || !st->v_b_enc || !st->v_W_dec || !st->v_b_dec)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save_state: the state and every array in it must be given");
+    return lsae__checkpoint_save(dir, m, NULL, st, blob, blob_len);
+}
+
+static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                         const void *blob, size_t blob_len)
 {
     char tmp[4096], old[4096], parent[4096];
     lsae_result r;
     if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
+    LSAE__REFUSE_SHARD(m, "lsae_checkpoint_save");
     if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
     if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: the trainer belongs to another model");
     /* the trainer's internals are read here, never changed: a window in the
@@ -10253,7 +10798,7 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, 
     if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
     if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
     if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_write(tmp, m, t, blob, blob_len)) != LSAE_OK) {
+    if ((r = lsae__ckpt_write(tmp, m, t, given, blob, blob_len)) != LSAE_OK) {
         /* Nothing was swapped: the previous checkpoint is whole at dir. The
            partial one goes, so that a full disk gets its space back. */
         static const char file_note[] = "; the previous file, if any, is untouched";
@@ -10728,6 +11273,7 @@ LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *di
     float *wt;
     size_t i, j;
     int w;
+    LSAE__REFUSE_SHARD(m, "lsae_model_save_saelens");
     if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save_saelens: model and dir must not be NULL");
 #ifdef LATENTSAE_CUDA
     if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;

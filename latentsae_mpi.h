@@ -1,5 +1,5 @@
 /* latentsae_mpi.h - the lsae_comm of latentsae.h over MPI, for data-parallel
-   training (README "Distributed training").
+   and latent-sharded training (README "Distributed training").
 
    Include it after latentsae.h and <mpi.h>, in one or more files (everything
    here is static):
@@ -219,6 +219,31 @@ LSAE_MPI_DEF lsae_result lsae__mpi_broadcast(void *ctx, void *buf, size_t bytes,
     return LSAE_OK;
 }
 
+/* Every rank's send[0..bytes) into recv in rank order (latent-sharded
+   training's candidate lists): data movement only, so every rank holds the
+   same bytes. MPI_Allgather while the total fits MPI's int count; beyond,
+   each rank's part is broadcast from it in turn, in segments. */
+LSAE_MPI_DEF lsae_result lsae__mpi_allgather(void *ctx, const void *send, size_t bytes, void *recv)
+{
+    lsae_mpi *c = (lsae_mpi *)ctx;
+    const size_t seg_max = (size_t)INT_MAX / 2;
+    size_t at;
+    int r;
+    if (c->size == 1 || bytes == 0) {
+        if (bytes) memmove(recv, send, bytes);
+        return LSAE_OK;
+    }
+    if (bytes <= (size_t)INT_MAX / (size_t)c->size)
+        return MPI_Allgather((void *)send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, c->comm) == MPI_SUCCESS ? LSAE_OK : LSAE_ERROR;
+    memmove((unsigned char *)recv + (size_t)c->rank * bytes, send, bytes);
+    for (r = 0; r < c->size; ++r)
+        for (at = 0; at < bytes; at += seg_max) {
+            size_t n = bytes - at < seg_max ? bytes - at : seg_max;
+            if (MPI_Bcast((unsigned char *)recv + (size_t)r * bytes + at, (int)n, MPI_BYTE, r, c->comm) != MPI_SUCCESS) return LSAE_ERROR;
+        }
+    return LSAE_OK;
+}
+
 /* Fill *out for the communicator comm (MPI must be initialised). c must
    outlive every trainer that uses out. */
 LSAE_MPI_DEF lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *out)
@@ -259,6 +284,7 @@ LSAE_MPI_DEF lsae_result lsae_mpi_init(lsae_mpi *c, MPI_Comm comm, lsae_comm *ou
     out->sum_f32 = lsae__mpi_sum_f32;
     out->sum_f64 = lsae__mpi_sum_f64;
     out->broadcast = lsae__mpi_broadcast;
+    out->allgather = lsae__mpi_allgather;
     return LSAE_OK;
 }
 

@@ -883,6 +883,65 @@ static int same_state(lsae_model *a, lsae_trainer *ta, lsae_model *b, lsae_train
     return same;
 }
 
+/* 1 when the two files hold the same bytes */
+static int same_file(const char *a, const char *b)
+{
+    FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
+    int ca = 0, cb = 0, same = f && g;
+    while (same && (ca = fgetc(f)) != EOF) {
+        cb = fgetc(g);
+        same = ca == cb;
+    }
+    if (same) same = fgetc(g) == EOF;
+    if (f) fclose(f);
+    if (g) fclose(g);
+    return same;
+}
+
+/* lsae_checkpoint_save_state (how a latent-sharded run's rank 0 writes the
+   gathered shards) writes the bytes lsae_checkpoint_save writes for a
+   trainer in that state */
+static void test_checkpoint_save_state(void)
+{
+    const char *da = TDIR "/ckpt_t", *db = TDIR "/ckpt_s";
+    static const char *const names[3] = { "cfg.json", "sae.safetensors", "state.bin" };
+    char pa[256], pb[256], blob[] = "rows_read=99";
+    lsae_model *m = NULL;
+    lsae_trainer *t = NULL;
+    lsae_trainer_state st;
+    size_t L, d, i;
+    float *mv;
+    uint64_t *since;
+    RM_CKPT(da);
+    RM_CKPT(db);
+    small_run(&m, &t, 7, 3);
+    L = lsae_model_num_latents(m);
+    d = lsae_model_d_in(m);
+    mv = (float *)malloc(2 * (2 * L * d + L + d) * sizeof(float));
+    since = (uint64_t *)malloc(L * sizeof(uint64_t));
+    memset(&st, 0, sizeof st);
+    st.since_fired = since;
+    st.m_W_enc = mv; st.m_b_enc = mv + L * d; st.m_W_dec = mv + L * d + L; st.m_b_dec = mv + 2 * L * d + L;
+    st.v_W_enc = st.m_b_dec + d; st.v_b_enc = st.v_W_enc + L * d; st.v_W_dec = st.v_b_enc + L; st.v_b_dec = st.v_W_dec + L * d;
+    OK(lsae_trainer_get_state(t, &st));
+    CHECK(st.step == 7);
+    OK(lsae_checkpoint_save(da, m, t, blob, sizeof blob));
+    OK(lsae_checkpoint_save_state(db, m, &st, blob, sizeof blob));
+    for (i = 0; i < 3; ++i) {
+        snprintf(pa, sizeof pa, "%s/%s", da, names[i]);
+        snprintf(pb, sizeof pb, "%s/%s", db, names[i]);
+        CHECKF(same_file(pa, pb), "lsae_checkpoint_save_state: %s differs from lsae_checkpoint_save's", names[i]);
+    }
+    st.v_b_dec = NULL;
+    CHECK(lsae_checkpoint_save_state(db, m, &st, NULL, 0) == LSAE_INVALID_ARGS);
+    free(mv);
+    free(since);
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    RM_CKPT(da);
+    RM_CKPT(db);
+}
+
 static void test_checkpoint_roundtrip(void)
 {
     const char *dir = TDIR "/ckpt";
@@ -1994,6 +2053,7 @@ int main(int argc, char **argv)
     test_loader();
     test_loader_ranks();
     test_checkpoint_roundtrip();
+    test_checkpoint_save_state();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX
     test_checkpoint_kill9(argv[0]);

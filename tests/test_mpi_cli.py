@@ -21,7 +21,13 @@ ranks against build/lsae in one process, on examples/data.
   reads them all; and the model is the same bytes as with every rank reading
   whole batches and keeping its slice (LSAE_MPI_READ_ALL=1, the way before),
   also on data with NaN/Inf rows in many batches (float32 and float16), where
-  the ranks must agree on which rows each batch drops.
+  the ranks must agree on which rows each batch drops;
+- --shard-latents 2 (and 3, over an uneven 1001 latents, multi-topk) give
+  every tensor within 1e-5 of one process, one process's files, the same
+  bytes when repeated; a run stopped on 2 shards resumes in one process and
+  on 3 shards within 1e-4 of the uninterrupted run; 4 ranks as 2
+  data-parallel slices of 2 shards within 1e-5 of one process; batchtopk
+  and a shard count that does not divide the ranks are refused.
 """
 import re
 import glob
@@ -273,5 +279,60 @@ stopped_at = metrics(out("interrupted"))[-1]["step"]
 mpi(2, ["--resume", out("interrupted")])
 check(model_bytes(out("interrupted")) == model_bytes(out("full")), "after SIGINT to rank 0 the run resumes to the uninterrupted run's bytes")
 print(f"  SIGINT to rank 0: every rank stopped at step {stopped_at} with a checkpoint (exit 130); resumed: the same bytes")
+
+# --shard-latents S: the latents split over S ranks, each training on every
+# batch; the files are one process's (rank 0 gathers the shards), within
+# 1e-5 of one process; 3 shards of 1001 latents are uneven (333, 334, 334)
+p = mpi(2, SHORT + ["--out", out("s2"), "--shard-latents", "2"])
+d = rel_diff(out("s2"), out("p0"))
+check(d <= 1e-5, f"2 latent shards: every tensor within 1e-5 of one process (worst {d:.3g})")
+check("ranks     2, latent-sharded" in p.stderr and p.stdout.count("done:") == 1, "2 latent shards: the plan says so, one summary")
+check(sorted(os.listdir(out("s2"))) == sorted(os.listdir(out("p0"))), "2 latent shards: the run directory holds what one process writes")
+for a, b in zip(metrics(out("s2")), ref):
+    check(a["step"] == b["step"] and a["samples"] == b["samples"] and a["n_dead"] == b["n_dead"], f"2 latent shards, step {b['step']}: the counts ({a} vs {b})")
+    for key in ("fvu", "auxk", "loss", "grad_norm"):
+        check(abs(a[key] - b[key]) <= 2e-5 * max(abs(b[key]), 1e-6), f"2 latent shards, step {b['step']}: {key} {a[key]} vs {b[key]}")
+print(f"  2 latent shards: tensors within {d:.2g} of one process")
+# a 2 x 2 grid: 2 data-parallel slices of 2 latent shards each
+p = mpi(4, SHORT + ["--out", out("g22"), "--shard-latents", "2"])
+d = rel_diff(out("g22"), out("p0"))
+check(d <= 1e-5, f"2 data-parallel slices x 2 latent shards: every tensor within 1e-5 of one process (worst {d:.3g})")
+check("ranks     4 = 2 data-parallel slices x 2 latent shards" in p.stderr, "the 2 x 2 grid: the plan says so")
+check([(a["step"], a["samples"], a["n_dead"]) for a in metrics(out("g22"))] == [(b["step"], b["samples"], b["n_dead"]) for b in ref],
+      "the 2 x 2 grid: the steps, samples and dead counts of one process")
+print(f"  2 data-parallel slices x 2 latent shards (4 ranks): tensors within {d:.2g} of one process")
+UNEVEN = [x for x in SHORT if x not in ("--expansion-factor", "4")] + ["--num-latents", "1001", "--multi-topk"]
+run([LSAE, "train"] + UNEVEN + ["--out", out("u0")])
+mpi(3, UNEVEN + ["--out", out("s3"), "--shard-latents", "3"])
+d = rel_diff(out("s3"), out("u0"))
+check(d <= 1e-5, f"3 latent shards of 1001 latents, multi-topk: every tensor within 1e-5 of one process (worst {d:.3g})")
+print(f"  3 latent shards (333, 334, 334 latents), multi-topk: tensors within {d:.2g} of one process")
+mpi(3, UNEVEN + ["--out", out("s3b"), "--shard-latents", "3"])
+check(model_bytes(out("s3b")) == model_bytes(out("s3")) and state_payload(out("s3b")) == state_payload(out("s3")),
+      "3 latent shards run twice write the same bytes (model and checkpoint state)")
+p = mpi(2, SHORT + ["--out", out("s2btk"), "--shard-latents", "2", "--sae-type", "batchtopk"], ok=False)
+check(p.returncode != 0 and "--shard-latents takes --sae-type topk only" in p.stderr, "batchtopk with --shard-latents is refused:\n" + p.stderr)
+p = mpi(2, SHORT + ["--out", out("s3on2"), "--shard-latents", "3"], ok=False)
+check(p.returncode != 0 and "needs a multiple of 3 ranks" in p.stderr, "--shard-latents 3 on 2 ranks is refused:\n" + p.stderr)
+
+# the checkpoint of a sharded run is one process's: stopped on 2 shards, it
+# resumes in one process and on 3 shards, each within 1e-4 of the
+# uninterrupted run
+job = subprocess.Popen(MPIRUN + ["-np", "2", LSAE_MPI, "train"] + LONG + ["--out", out("sint"), "--shard-latents", "2"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+pid = after_first_checkpoint(job, out("sint"), 0, signal.SIGINT)
+try:
+    so, err = job.communicate(timeout=60)
+except subprocess.TimeoutExpired:
+    job.kill()
+    so, err = "", "timeout"
+check(pid is not None and job.returncode == 130, f"SIGINT to rank 0 of 2 latent shards: exit 130 (exit {job.returncode}):\n{so}{err}")
+stopped_at = metrics(out("sint"))[-1]["step"]
+shutil.copytree(out("sint"), out("sint3"))
+run([LSAE, "train", "--resume", out("sint")])
+mpi(3, ["--resume", out("sint3"), "--shard-latents", "3"])
+d1, d3 = rel_diff(out("sint"), out("full")), rel_diff(out("sint3"), out("full"))
+check(d1 <= 1e-4 and d3 <= 1e-4, f"stopped on 2 latent shards, resumed in one process ({d1:.3g}) and on 3 shards ({d3:.3g}): within 1e-4 of the uninterrupted run")
+print(f"  2 latent shards stopped at step {stopped_at}; resumed in one process: within {d1:.2g}, on 3 shards: within {d3:.2g} of the uninterrupted run")
 
 print(f"test_mpi_cli: {testlib.passed} checks passed")

@@ -345,6 +345,14 @@ static void loader_calls(const char *path, int prefetch)
 static lsae_result dbl_f32(void *ctx, float *buf, size_t n) { size_t i; (void)ctx; for (i = 0; i < n; ++i) buf[i] += buf[i]; return LSAE_OK; }
 static lsae_result dbl_f64(void *ctx, double *buf, size_t n) { size_t i; (void)ctx; for (i = 0; i < n; ++i) buf[i] += buf[i]; return LSAE_OK; }
 static lsae_result no_bcast(void *ctx, void *buf, size_t bytes, int root) { (void)ctx; (void)buf; (void)bytes; (void)root; return LSAE_OK; }
+/* latent shards: this rank's bytes stand for both ranks' */
+static lsae_result twice_gather(void *ctx, const void *send, size_t bytes, void *recv)
+{
+    (void)ctx;
+    memcpy(recv, send, bytes);
+    memcpy((unsigned char *)recv + bytes, send, bytes);
+    return LSAE_OK;
+}
 
 static void scenario(void)
 {
@@ -429,6 +437,7 @@ static void scenario(void)
 
     /* checkpoint: save, load into fresh objects of another seed, train both on */
     CALL(1, lsae_checkpoint_save(TD "/ck", m, t, blob, sizeof blob));
+    if (t) CALL(1, lsae_checkpoint_save_state(TD "/ck_state", m, &ts, blob, sizeof blob));
     c2 = c;
     c2.seed = 99;
     CALL(1, lsae_model_create(&c2, &g_A, &m2));
@@ -489,6 +498,35 @@ static void scenario(void)
         lsae_model_free(m2);
         m2 = NULL;
         t2 = NULL;
+    }
+
+    /* latent shards: shard 0 of 2 made from the config (a communicator that
+       gathers this rank's bytes twice stands for the other rank), and the
+       second half of a model */
+    {
+        lsae_comm cm;
+        memset(&cm, 0, sizeof cm);
+        cm.size = 2;
+        cm.sum_f32 = dbl_f32;
+        cm.sum_f64 = dbl_f64;
+        cm.broadcast = no_bcast;
+        cm.allgather = twice_gather;
+        CALL(1, lsae_model_create_shard(&c, &g_A, 0, L / 2, &m2));
+        if (m2) CALL(1, lsae_trainer_create(m2, &c, &t2));
+        if (t2) CALL(1, lsae_trainer_set_shard_comm(t2, &cm));
+        for (s = 0; t2 && s < 3; ++s) {
+            CALL(1, lsae_trainer_step(t2, x + (size_t)s * R * D, R, &st));
+            digest(&st.loss, sizeof st.loss);
+        }
+        if (m2) digest_model(m2);
+        lsae_trainer_free(t2);
+        lsae_model_free(m2);
+        m2 = NULL;
+        t2 = NULL;
+        CALL(1, lsae_model_shard_of(m, L / 2, L, &m2));
+        digest_model(m2);
+        lsae_model_free(m2);
+        m2 = NULL;
     }
 
     /* model files: ours, SAELens's (both loaders), the Hugging Face cache */

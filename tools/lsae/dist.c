@@ -29,9 +29,15 @@
 
 static int g_rank = 0, g_ranks = 1;   /* this process, of how many */
 static char g_who[32] = "";           /* " [rank 1 of 2]" after g_cmd in the messages of the ranks but 0 */
+/* --shard-latents S on P = D S ranks: world rank r is shard r % S of the
+   data-parallel slice r / S (so ranks 0 .. S - 1 are slice 0's shards) */
+static int g_S = 1, g_D = 1;
 #ifdef LSAE_MPI
 static lsae_mpi g_mpi;
 static lsae_comm g_comm;
+static lsae_mpi g_mpi_shard, g_mpi_data;   /* with S > 1: the shard group (same slice), the data group (same shard, D > 1) */
+static lsae_comm g_scomm, g_dcomm;
+static MPI_Comm g_split[2];
 #endif
 
 /* The end of a failed command: with several ranks the whole job goes (a
@@ -78,19 +84,75 @@ static void dist_start(int *argc, char ***argv)
 static void dist_end(void)
 {
 #ifdef LSAE_MPI
+    if (g_S > 1) {
+        lsae_mpi_free(&g_mpi_shard);
+        MPI_Comm_free(&g_split[0]);
+        if (g_D > 1) { lsae_mpi_free(&g_mpi_data); MPI_Comm_free(&g_split[1]); }
+    }
     lsae_mpi_free(&g_mpi);
     MPI_Finalize();
 #endif
 }
 
-/* The trainer sums across the ranks (one rank: the trainer as without MPI). */
-static void dist_attach(lsae_trainer *tr)
+/* --shard-latents S: the world's D x S grid, each rank in its shard group
+   (the S ranks of its slice) and, with D > 1, its data group (the D ranks
+   holding its shard). Collective. */
+static void dist_grid(int S)
+{
+#ifdef LSAE_MPI
+    g_S = S;
+    g_D = g_ranks / S;
+    if (MPI_Comm_split(MPI_COMM_WORLD, g_rank / S, g_rank, &g_split[0]) != MPI_SUCCESS ||
+        MPI_Comm_split(MPI_COMM_WORLD, g_rank % S, g_rank, &g_split[1]) != MPI_SUCCESS)
+        fail("splitting the %d ranks into %d slices of %d latent shards failed", g_ranks, g_ranks / S, S);
+    if (lsae_mpi_init(&g_mpi_shard, g_split[0], &g_scomm) != LSAE_OK) fail("setting up the latent shard groups failed");
+    if (g_D > 1) {
+        if (lsae_mpi_init(&g_mpi_data, g_split[1], &g_dcomm) != LSAE_OK) fail("setting up the data-parallel groups failed");
+    } else
+        MPI_Comm_free(&g_split[1]);
+#else
+    (void)S;
+#endif
+}
+
+/* This rank's shard, 0 .. g_S - 1 (its slice is g_rank / g_S) */
+static int dist_shard_rank(void) { return g_rank % g_S; }
+
+/* The trainer sums across the ranks (one rank: the trainer as without
+   MPI); with shard set (--shard-latents), across its shard group and, in a
+   grid, its data group. */
+static void dist_attach(lsae_trainer *tr, int shard)
 {
 #ifdef LSAE_MPI
     lsae_result r;
-    if (g_ranks > 1 && (r = lsae_trainer_set_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training on several ranks");
+    if (g_ranks > 1 && shard && g_D > 1 && (r = lsae_trainer_set_comm(tr, &g_dcomm)) != LSAE_OK) lib_fail(r, "training data-parallel over the latent shards' slices");
+    if (g_ranks > 1 && shard && (r = lsae_trainer_set_shard_comm(tr, &g_scomm)) != LSAE_OK) lib_fail(r, "training latent-sharded on several ranks");
+    if (g_ranks > 1 && !shard && (r = lsae_trainer_set_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training on several ranks");
 #else
     (void)tr;
+    (void)shard;
+#endif
+}
+
+/* Rank `from`'s bytes into buf on rank 0 (a latent shard's rows, gathered
+   for the checkpoint): point to point, in segments that fit MPI's int.
+   Every rank calls it; only `from` and rank 0 move data. */
+static void dist_send_to0(int from, void *buf, size_t bytes)
+{
+#ifdef LSAE_MPI
+    const size_t seg = (size_t)1 << 30;
+    size_t at;
+    if (from == 0 || (g_rank != 0 && g_rank != from)) return;
+    for (at = 0; at < bytes; at += seg) {
+        int n = (int)(bytes - at < seg ? bytes - at : seg);
+        if (g_rank == from ? MPI_Send((unsigned char *)buf + at, n, MPI_BYTE, 0, 77, MPI_COMM_WORLD) != MPI_SUCCESS
+                           : MPI_Recv((unsigned char *)buf + at, n, MPI_BYTE, from, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            fail("gathering the latent shards on rank 0 failed");
+    }
+#else
+    (void)from;
+    (void)buf;
+    (void)bytes;
 #endif
 }
 
@@ -100,6 +162,12 @@ static int dist_loader(lsae_loader *ld)
 {
 #ifdef LSAE_MPI
     lsae_result r;
+    if (g_S > 1) {
+        /* latent shards: each slice's rows (the whole batch with one slice),
+           read by each of its shards */
+        if (g_D > 1 && (r = lsae_loader_set_comm(ld, &g_dcomm)) != LSAE_OK) lib_fail(r, "reading the data on several ranks");
+        return g_D > 1;
+    }
     /* LSAE_MPI_READ_ALL=1: every rank reads each whole batch and keeps its
        slice, as before lsae_loader_set_comm (the tests compare the two) */
     if (g_ranks > 1 && !getenv("LSAE_MPI_READ_ALL")) {

@@ -19,6 +19,7 @@ typedef struct train_args {
     double btk_beta, anneal_pct;
     uint64_t anneal_start;
     int btk_cap, mat_btk, anneal;
+    uint64_t shard;                  /* --shard-latents S (0, 1: not sharded) */
     data_args da;
     opt o[TRAIN_MAX_OPTS];  /* the flag table, for opt_seen after parsing */
     size_t no;
@@ -53,6 +54,8 @@ typedef struct train_run {
     lsae_loader *ld;
     uint64_t rows_read0;             /* the data position a resumed run starts at */
     int sliced;                      /* the loader returns this rank's slice of each batch (dist_loader) */
+    int shard;                       /* --shard-latents over g_S ranks (in each of g_D slices): this rank holds latents [l0, l1) */
+    size_t l0, l1;
     uint64_t samples;                /* training rows used, over all sessions */
     uint64_t batches_skipped;        /* batches the trainer refused (no variance) */
     double elapsed_prev;             /* seconds of the sessions before this one */
@@ -140,6 +143,9 @@ static void train_options(train_args *a)
         OPT("--resume", NULL, O_STR, &a->resume, "DIR", NULL, "continue the run in DIR from its checkpoint, with its settings and data order"),
         OPT("--log-every", NULL, O_U64, &a->log_every, "N", "0 = about every 10 s", "without a terminal, print a line every N optimizer steps"),
         OPT("--threads", NULL, O_INT, &a->threads, "N", "0 = all cores, as OpenMP decides", "threads for training"),
+        OPT("--shard-latents", NULL, O_U64, &a->shard, "S", "1", "build/mpi/lsae under mpirun -np S: split the latents (their weights and Adam moments) over the S ranks, "
+            "each training on every batch, so each holds about 1/S of the model (-np D x S: D data-parallel slices of S shards); topk only; "
+            "the files are those of one process, and a run may resume with another S"),
         OPT("--device", NULL, O_STR, &a->device, "D", "cuda when built with LATENTSAE_CUDA and a GPU answers, else cpu", "cpu or cuda"),
         OPT("--precision", NULL, O_STR, &a->precision, "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16"),
     };
@@ -172,7 +178,7 @@ static void train_parse(int argc, char **argv, train_args *a)
     if (!a->resume && !a->data) usage_fail("give the embeddings with --data PATH");
     if (a->resume) {
         /* a resumed run is the same run: only where and how fast it runs may change */
-        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--save-every", "--log-every",
+        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--save-every", "--log-every", "--shard-latents",
                                             "--format", "--tensor", "--raw-dtype", "--d-in", NULL };
         size_t i, j;
         for (i = 0; i < a->no; ++i) {
@@ -261,6 +267,13 @@ static void train_check(train_run *t)
     if (a->lr < 0) usage_fail("--lr must be >= 0 (0 picks it automatically)");
     if (a->auxk_alpha < 0) usage_fail("--auxk-alpha must be >= 0");
     if (a->threads < 0) usage_fail("--threads must be >= 0");
+    if (a->shard > 1 && (uint64_t)g_ranks % a->shard != 0)
+        usage_fail("--shard-latents %llu needs a multiple of %llu ranks (build/mpi/lsae under mpirun -np %llu, or D x %llu for D data-parallel slices), this run has %d",
+                   (unsigned long long)a->shard, (unsigned long long)a->shard, (unsigned long long)a->shard, (unsigned long long)a->shard, g_ranks);
+    if (a->shard > 1 && strcmp(a->sae_type, "topk") != 0)
+        usage_fail("--shard-latents takes --sae-type topk only in this version (with --multi-topk, AuxK, --k-anneal), not %s", a->sae_type);
+    t->shard = a->shard > 1;
+    if (t->shard) dist_grid((int)a->shard);
     if (!t->resuming && opt_seen(a->o, a->no, "--num-latents") && opt_seen(a->o, a->no, "--expansion-factor"))
         usage_fail("give --expansion-factor or --num-latents, not both");
 }

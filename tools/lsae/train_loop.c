@@ -6,12 +6,103 @@
 
 /* ----------------------------------------------------------- checkpoints */
 
+/* --shard-latents: the shards gathered on rank 0 into one whole model and
+   trainer state, saved as one process saves them (the files do not depend
+   on the number of shards). One tensor piece moves at a time: each rank
+   copies its rows of a tensor out (weights: W_enc, b_enc, W_dec; then
+   Adam's m and v of each; then the dead-latent counters) and sends them to
+   rank 0, which puts them into a whole model (the weights) and whole
+   arrays (the state), and writes them with lsae_checkpoint_save_state; b_dec
+   and its moments are the same on every rank and come from rank 0. Rank 0
+   holds the whole model and moments for the moment (6 L d floats besides
+   its shard; one process's save copies its 4 L d of moments, too). */
+static void save_checkpoint_sharded(train_run *t, const char *blob, size_t blen)
+{
+    const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
+    lsae_model *fm = NULL;
+    lsae_trainer_state st, full;
+    lsae_result r;
+    float *piece, *mv[2][4] = { { NULL, NULL, NULL, NULL }, { NULL, NULL, NULL, NULL } };
+    uint64_t *fired = NULL;
+    size_t cnt[4], q, most = (L + (size_t)g_S - 1) / (size_t)g_S;
+    int rank, kind;
+    cnt[0] = cnt[2] = d; cnt[1] = 1; cnt[3] = 0;   /* floats per latent of W_enc, b_enc, W_dec */
+    piece = (float *)xmalloc((most * d > d ? most * d : d) * sizeof(float) + most * sizeof(uint64_t));
+    memset(&full, 0, sizeof full);
+    if (g_rank == 0) {
+        if ((r = lsae_model_create(&t->cfg, NULL, &fm)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        for (kind = 0; kind < 2; ++kind)
+            for (q = 0; q < 4; ++q) mv[kind][q] = (float *)xmalloc((q == 3 ? d : L * cnt[q]) * sizeof(float));
+        fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
+        /* b_dec and its moments, with step and b_dec's flag, from rank 0 */
+        memset(&st, 0, sizeof st);
+        st.m_b_dec = mv[0][3];
+        st.v_b_dec = mv[1][3];
+        if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        full.step = st.step;
+        full.b_dec_initialized = st.b_dec_initialized;
+        if ((r = lsae_model_get_weights(t->m, NULL, NULL, NULL, piece)) != LSAE_OK ||
+            (r = lsae_model_set_shard_rows(fm, 0, 0, NULL, NULL, NULL, piece)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    }
+    /* kind 0: the weights, 1: Adam's m, 2: v, 3: the counters; tensor q */
+    for (kind = 0; kind < 4; ++kind)
+        for (q = 0; q < (kind == 3 ? 1u : 3u); ++q)
+            for (rank = 0; rank < g_S; ++rank) {   /* slice 0's shards, world ranks 0 .. S - 1 */
+                size_t l0, l1, nr, bytes;
+                float *ptr[3] = { NULL, NULL, NULL };
+                lsae_shard_range(L, rank, g_S, &l0, &l1);
+                nr = l1 - l0;
+                bytes = kind == 3 ? nr * sizeof(uint64_t) : nr * cnt[q] * sizeof(float);
+                if (g_rank == rank) {
+                    /* this rank's rows of the tensor into piece */
+                    ptr[q] = piece;
+                    memset(&st, 0, sizeof st);
+                    if (kind == 0) r = lsae_model_get_weights(t->m, ptr[0], ptr[1], ptr[2], NULL);
+                    else {
+                        if (kind == 1) { st.m_W_enc = ptr[0]; st.m_b_enc = ptr[1]; st.m_W_dec = ptr[2]; }
+                        if (kind == 2) { st.v_W_enc = ptr[0]; st.v_b_enc = ptr[1]; st.v_W_dec = ptr[2]; }
+                        if (kind == 3) st.since_fired = (uint64_t *)(void *)piece;
+                        r = lsae_trainer_get_state(t->tr, &st);
+                    }
+                    if (r != LSAE_OK) lib_fail(r, "saving the checkpoint");
+                    (void)n;
+                }
+                dist_send_to0(rank, piece, bytes);
+                if (g_rank != 0) continue;
+                if (kind == 0) {
+                    ptr[q] = piece;
+                    if ((r = lsae_model_set_shard_rows(fm, l0, nr, ptr[0], ptr[1], ptr[2], NULL)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+                } else if (kind == 3)
+                    memcpy(fired + l0, piece, bytes);
+                else
+                    memcpy(mv[kind - 1][q] + l0 * cnt[q], piece, bytes);
+            }
+    if (g_rank == 0) {
+        full.since_fired = fired;
+        full.m_W_enc = mv[0][0]; full.m_b_enc = mv[0][1]; full.m_W_dec = mv[0][2]; full.m_b_dec = mv[0][3];
+        full.v_W_enc = mv[1][0]; full.v_b_enc = mv[1][1]; full.v_W_dec = mv[1][2]; full.v_b_dec = mv[1][3];
+        if ((r = lsae_checkpoint_save_state(t->ck, fm, &full, blob, blen)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        if ((r = lsae_model_save(fm, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
+        for (kind = 0; kind < 2; ++kind)
+            for (q = 0; q < 4; ++q) free(mv[kind][q]);
+        free(fired);
+        lsae_model_free(fm);
+    }
+    free(piece);
+    t->saved_step = lsae_trainer_steps_done(t->tr);
+    t->saved_any = 1;
+}
+
 static void save_checkpoint(train_run *t)
 {
     char blob[512];
     lsae_loader_stats ls;
     lsae_result r;
     int w;
+    if (g_rank != 0 && t->shard) {
+        save_checkpoint_sharded(t, NULL, 0);
+        return;
+    }
     if (g_rank != 0) {
         /* rank 0 writes; every rank holds the same model and state */
         t->saved_step = lsae_trainer_steps_done(t->tr);
@@ -27,6 +118,10 @@ static void save_checkpoint(train_run *t)
     if (w < 0 || (size_t)w >= sizeof blob) fail("internal: checkpoint blob too long");
     /* metrics first, so the log always reaches at least the checkpoint's step */
     if (fflush(t->metrics) != 0 || fsync(fileno(t->metrics)) != 0) fail("%s/metrics.jsonl: write failed: %s", t->a.out, strerror(errno));
+    if (t->shard) {
+        save_checkpoint_sharded(t, blob, (size_t)w);
+        return;
+    }
     if ((r = lsae_checkpoint_save(t->ck, t->m, t->tr, blob, (size_t)w)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
     if ((r = lsae_model_save(t->m, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
     t->saved_step = lsae_trainer_steps_done(t->tr);
@@ -148,7 +243,14 @@ static void train_print_plan(const train_run *t)
     fprintf(stderr, "  training  %llu optimizer steps: batch %llu x grad-acc %llu, %llu epoch%s%s\n", (unsigned long long)t->S,
             (unsigned long long)a->batch, (unsigned long long)a->grad_acc, (unsigned long long)a->epochs, a->epochs == 1 ? "" : "s",
             a->max_samples ? ", capped by --max-samples" : "");
-    if (g_ranks > 1)
+    if (g_ranks > 1 && t->shard && g_D > 1)
+        fprintf(stderr, "  ranks     %d = %d data-parallel slices x %d latent shards: each holds %zu or %zu of the latents and trains on %llu or %llu rows of every batch; "
+                "rank 0 writes the files\n", g_ranks, g_D, g_S, t->L / (size_t)g_S, (t->L + (size_t)g_S - 1) / (size_t)g_S,
+                (unsigned long long)(a->batch / (uint64_t)g_D), (unsigned long long)((a->batch + (uint64_t)g_D - 1) / (uint64_t)g_D));
+    else if (g_ranks > 1 && t->shard)
+        fprintf(stderr, "  ranks     %d, latent-sharded: each holds %zu or %zu of the latents and trains on every batch; rank 0 writes the files\n", g_ranks,
+                t->L / (size_t)g_S, (t->L + (size_t)g_S - 1) / (size_t)g_S);
+    else if (g_ranks > 1)
         fprintf(stderr, "  ranks     %d, data-parallel: each trains on %llu or %llu rows of every batch; rank 0 writes the files\n", g_ranks,
                 (unsigned long long)(a->batch / (uint64_t)g_ranks), (unsigned long long)((a->batch + (uint64_t)g_ranks - 1) / (uint64_t)g_ranks));
     fprintf(stderr, "  lr        %.3g%s, %s after %llu warm-up steps; auxk-alpha %g, dead after %llu samples; seed %llu\n",
@@ -185,17 +287,65 @@ static lsae_loader *train_loader_open(const train_args *a, lsae_dataset *ds, uin
 /* Model and trainer (fresh, or from the checkpoint), run.json for a new
    run, metrics.jsonl open for appending. The loader is the caller's
    (train_loader_open at t->rows_read0, once the checkpoint has told it). */
+/* --shard-latents: this rank's shard of the full model and trainer t holds
+   (from --init or a checkpoint, which every rank reads whole), which are
+   then freed */
+static void train_keep_shard(train_run *t)
+{
+    const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
+    lsae_model *sm = NULL;
+    lsae_trainer *st_tr = NULL;
+    lsae_trainer_state st;
+    lsae_result r;
+    float *m[4], *v[4];
+    uint64_t *fired;
+    int q;
+    if ((r = lsae_model_shard_of(t->m, t->l0, t->l1, &sm)) != LSAE_OK) lib_fail(r, "splitting the latents");
+    if ((r = lsae_trainer_create(sm, &t->cfg, &st_tr)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->tr) {
+        memset(&st, 0, sizeof st);
+        for (q = 0; q < 4; ++q) {
+            size_t cnt = q == 0 || q == 2 ? L * d : q == 1 ? L : d;
+            m[q] = (float *)xmalloc(cnt * sizeof(float));
+            v[q] = (float *)xmalloc(cnt * sizeof(float));
+        }
+        fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
+        st.since_fired = fired;
+        st.m_W_enc = m[0]; st.m_b_enc = m[1]; st.m_W_dec = m[2]; st.m_b_dec = m[3];
+        st.v_W_enc = v[0]; st.v_b_enc = v[1]; st.v_W_dec = v[2]; st.v_b_dec = v[3];
+        if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "splitting the latents");
+        /* this shard's rows of every array */
+        st.since_fired = fired + t->l0;
+        st.m_W_enc = m[0] + t->l0 * d; st.m_b_enc = m[1] + t->l0; st.m_W_dec = m[2] + t->l0 * d;
+        st.v_W_enc = v[0] + t->l0 * d; st.v_b_enc = v[1] + t->l0; st.v_W_dec = v[2] + t->l0 * d;
+        if ((r = lsae_trainer_set_state(st_tr, &st)) != LSAE_OK) lib_fail(r, "splitting the latents");
+        for (q = 0; q < 4; ++q) { free(m[q]); free(v[q]); }
+        free(fired);
+        lsae_trainer_free(t->tr);
+    }
+    (void)n;
+    lsae_model_free(t->m);
+    t->m = sm;
+    t->tr = st_tr;
+}
+
 static void train_start(train_run *t)
 {
     const train_args *a = &t->a;
     lsae_result r;
     char path[PATH_CAP];
-    if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    if (t->shard) lsae_shard_range(t->L, dist_shard_rank(), g_S, &t->l0, &t->l1);
+    if (t->shard && !t->m && !(t->resuming && !t->fresh)) {
+        /* a new run: only this rank's latents are ever made */
+        if ((r = lsae_model_create_shard(&t->cfg, NULL, t->l0, t->l1, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    } else if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
     /* every rank loads the checkpoint (on a file system they share); then
        the ranks check that they hold the same model */
     if (t->resuming && !t->fresh) load_checkpoint(t);
-    dist_attach(t->tr);
+    /* --init or a checkpoint gave every rank the whole model: keep a shard */
+    if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
+    dist_attach(t->tr, t->shard);
     if (g_rank != 0) {
         /* the other ranks of a data-parallel run write nothing, print nothing */
         t->quiet = 1;
@@ -357,8 +507,9 @@ static int train_loop(train_run *t)
         if (t->w.batches == 0 && dist_stop_requested()) return 1;
         if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
         if (nrows == 0) break;
-        if (t->sliced) {
-            /* the loader read and returned this rank's slice alone */
+        if (t->sliced || t->shard) {
+            /* the loader read and returned this rank's slice alone (or,
+               latent-sharded, every rank trains on the whole batch) */
             train_feed(t, xb, nrows);
             continue;
         }
@@ -443,6 +594,20 @@ static void train_free(train_run *t)
     free(t);
 }
 
+/* The peak resident memory so far in kB (Linux's VmHWM), 0 where unknown:
+   LSAE_RSS_STATS=1 prints it (bench/bench_shard_rss.py) */
+static long peak_rss_kb(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     /* on the heap: the run holds several paths of PATH_CAP bytes and the flag table */
@@ -460,7 +625,11 @@ static int cmd_train(int argc, char **argv)
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
     t->sliced = dist_loader(t->ld);
     stopped = train_loop(t);
+    if (getenv("LSAE_RSS_STATS"))
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB while training\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     train_finish(t, stopped);
+    if (getenv("LSAE_RSS_STATS"))
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB with the final checkpoint\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     if (getenv("LSAE_READ_STATS")) {
         /* for the tests: each rank's share of the reading (stderr, every rank) */
         lsae_loader_stats ls;
