@@ -558,7 +558,9 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    training (lsae_model_load builds it); without a current copy, an encode
    of 2048 rows or more builds a temporary one and a smaller one uses
    float32. on = 0 frees the copy and
-   encodes in float32 only. */
+   encodes in float32 only. A trainer of the model follows the same
+   setting for its step's selection (the same bits either way; it rebuilds
+   its own int8 copy once an optimizer step). */
 LSAE_DEF lsae_result lsae_model_set_encode_prepass(lsae_model *model, int on);
 
 LSAE_DEF lsae_result lsae_model_encode_sparse(const lsae_model *model, const float *x, size_t rows,
