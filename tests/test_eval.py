@@ -119,6 +119,8 @@ def expected(w, x, k, query_rows, idx32):
     q = np.asarray(query_rows)
 
     def knn(v):
+        # in double: the adversarial rows below have neighbours 1e-4 apart
+        v = v.astype(np.float64)
         u = v / np.linalg.norm(v, axis=1, keepdims=True)
         s = u[q] @ u.T
         s[np.arange(len(q)), q] = -np.inf
@@ -206,6 +208,32 @@ def main():
         ev5 = json.loads(run(["eval", run_dir, SHARD, "--json", "--queries", "0", "--max-rows", "500"]).stdout)
         check(ev5["neighbour_queries"] == 0 and ev5["neighbour_recall_at_10"] is None and ev5["neighbour_query_rows"] == [],
               "--queries 0: no neighbour metrics (null)")
+
+        # ---- neighbours against the bound: every row u + 0.01 noise, so the
+        # cosines sit within 1e-4 of each other, far inside the int8
+        # product's error (about 1e-2): the bounded search must keep nearly
+        # every row as a candidate and still find the exact lists (a bound
+        # that left out the query or row terms gave other neighbours here)
+        rng = np.random.default_rng(11)
+        u0 = x[0].astype(np.float64)
+        adv = (u0 + 0.01 * np.linalg.norm(u0) / math.sqrt(d) * rng.standard_normal((2500, d))).astype(np.float32)
+        path = os.path.join(tmp, "adv.npy")
+        np.save(path, adv)
+        ev6 = json.loads(run(["eval", run_dir, path, "--json"]).stdout)
+        ex6 = expected(w, adv, k, ev6["neighbour_query_rows"], lsae_indices(run_dir, path, tmp))
+        compare(ev6, ex6, "near-identical rows")
+        # numpy's reconstructions differ from ours in the last bits, which
+        # can reorder near-equal neighbours among them; the search through
+        # the fp32 product and its own bound (LSAE_EVAL_FP32_BOUND) sees the
+        # same reconstructions, so the two exact searches must agree exactly
+        os.environ["LSAE_EVAL_FP32_BOUND"] = "1"
+        try:
+            ev7 = json.loads(run(["eval", run_dir, path, "--json"]).stdout)
+        finally:
+            del os.environ["LSAE_EVAL_FP32_BOUND"]
+        check(ev7["neighbour_query_rows"] == ev6["neighbour_query_rows"] and ev7["neighbour_recall_at_10"] == ev6["neighbour_recall_at_10"]
+              and ev7["neighbour_ndcg_at_10"] == ev6["neighbour_ndcg_at_10"],
+              f"near-identical rows: the int8 and fp32 bounded searches agree (recall {ev6['neighbour_recall_at_10']} / {ev7['neighbour_recall_at_10']})")
 
         # ---- the text output names every metric
         p = run(["eval", run_dir, SHARD, "--queries", "100"])

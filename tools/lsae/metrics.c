@@ -118,7 +118,9 @@ static void nn_side_init(nn_side *S, size_t cap, size_t d, int query)
     S->X = (float *)xcalloc(padded, sizeof(float));
     S->Z = (float *)xcalloc(padded, sizeof(float));
 #if defined(DC_INT8)
-    S->i8 = d <= DC_INT8_MAXD;
+    /* LSAE_EVAL_FP32_BOUND=1: the fp32 product and its bound instead, for
+       tests: both searches are exact, so they must find the same lists */
+    S->i8 = d <= DC_INT8_MAXD && !getenv("LSAE_EVAL_FP32_BOUND");
     if (S->i8) {
         S->dp = (d + 3) / 4 * 4;
         if (!query) {
