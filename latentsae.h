@@ -3600,6 +3600,60 @@ static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float 
     double xn2 = 0.0, rn2 = 0.0;
     float mx = 0.0f, sx, inv;
     size_t p;
+#if defined(LSAE__AVX512)
+    {
+        /* 16 at a time, as lsae__lp_quant_row16 (its comment has the
+           bound: the residual in float with one rounding, squares summed
+           in double, (1 + 2e-7) and sqrt(d) 2^-149 for the roundings); the
+           masked forms for GCC 12's C++ front end, as there */
+        const __mmask16 all = (__mmask16)0xFFFF;
+        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        __m512 vmx = _mm512_setzero_ps();
+        __m512d rr0 = _mm512_setzero_pd(), rr1 = rr0, xx0 = rr0, xx1 = rr0;
+        float m16[16];
+        double r8[8], x8[8];
+        size_t j;
+        for (p = 0; p < d; p += 16) {
+            const __mmask16 k = d - p >= 16 ? all : (__mmask16)((1u << (d - p)) - 1);
+            vmx = _mm512_mask_max_ps(vmx, all, vmx, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, x + p)));
+        }
+        _mm512_storeu_ps(m16, vmx);
+        for (j = 0; j < 16; ++j) mx = m16[j] > mx ? m16[j] : mx;
+        sx = mx / 127.0f;
+        inv = sx > 0.0f ? 1.0f / sx : 0.0f;
+        if (inv <= FLT_MAX) {
+            for (p = 0; p < dp; p += 16) {
+                const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? all : (__mmask16)((1u << (d - p)) - 1);
+                const __mmask16 kp = dp - p >= 16 ? all : (__mmask16)((1u << (dp - p)) - 1);
+                const __m512 v = _mm512_maskz_loadu_ps(k, x + p);
+                const __m512i q0 = _mm512_mask_cvtps_epi32(_mm512_setzero_si512(), all, _mm512_mul_ps(v, _mm512_set1_ps(inv)));
+                const __m512i q = _mm512_mask_min_epi32(q0, all, _mm512_mask_max_epi32(q0, all, q0, lo), hi);
+                const __m512 res = _mm512_fnmadd_ps(_mm512_set1_ps(sx), _mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), all, q), v);
+                const __m512d rl = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(res), 0)));
+                const __m512d rh = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(res), 1)));
+                const __m512d xl = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(v), 0)));
+                const __m512d xh = _mm512_mask_cvtps_pd(_mm512_setzero_pd(), (__mmask8)0xFF, _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), (__mmask8)0xF, _mm512_castps_pd(v), 1)));
+                const __m128i b = _mm_xor_si128(_mm512_mask_cvtepi32_epi8(_mm_setzero_si128(), all, q), _mm_set1_epi8((char)0x80)); /* q + 128 */
+                rr0 = _mm512_fmadd_pd(rl, rl, rr0);
+                rr1 = _mm512_fmadd_pd(rh, rh, rr1);
+                xx0 = _mm512_fmadd_pd(xl, xl, xx0);
+                xx1 = _mm512_fmadd_pd(xh, xh, xx1);
+                _mm_mask_storeu_epi8(u + p, kp, b);
+            }
+            _mm512_storeu_pd(r8, _mm512_add_pd(rr0, rr1));
+            _mm512_storeu_pd(x8, _mm512_add_pd(xx0, xx1));
+            for (j = 0; j < 8; ++j) {
+                rn2 += r8[j];
+                xn2 += x8[j];
+            }
+            *sxo = sx;
+            *xn = lsae__up(sqrt(xn2) * (1.0 + 1e-15));
+            *xrn = lsae__up((sqrt(rn2) + sqrt((double)d) * 1.5e-45) * (1.0 + 2e-7));
+            return;
+        }
+        mx = 0.0f; /* 1 / sx overflows (the largest |x| subnormal): the loop below */
+    }
+#endif
     for (p = 0; p < d; ++p) mx = fabsf(x[p]) > mx ? fabsf(x[p]) : mx;
     sx = mx / 127.0f;
     inv = sx > 0.0f ? 1.0f / sx : 0.0f;
