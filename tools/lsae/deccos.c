@@ -276,7 +276,7 @@ static int dc_cmp_cand(const void *x, const void *y)
 static int dc_max_cos(const float *U, size_t L, size_t d, float *maxcos, int nthreads, dc_stats *st)
 {
     const size_t ntiles = (L + LSAE__NT - 1) / LSAE__NT;
-    size_t G, ngroups, l, i, tile_elems = 0, total = 0, mrmax = LSAE__MR;
+    size_t G = 1, ngroups, l, i, tile_elems = 0, total = 0, mrmax = LSAE__MR;
     float *lb = NULL, *terms = NULL;
     dc_buf *bufs = NULL;
     dc_cand *all = NULL;
