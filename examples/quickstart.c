@@ -21,7 +21,7 @@ int main(void) {
         return 1;
     }
     for (step = 0; step < 100; ++step) {
-        for (i = 0; i < rows * d; ++i) x[i] = (float)rand() / RAND_MAX;
+        for (i = 0; i < rows * d; ++i) x[i] = (float)rand() / (float)RAND_MAX;
         if (lsae_trainer_step(tr, x, rows, &st) != LSAE_OK) {
             fprintf(stderr, "latentsae: %s\n", lsae_last_error());
             return 1;
