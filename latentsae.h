@@ -3315,6 +3315,16 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #if defined(LSAE__AVX512) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define LSAE__VNNI 1
 #endif
+/* AMX (Intel Sapphire Rapids and later, a -march that has it): tdpbusd
+   multiplies a tile of 16 rows x 64 unsigned bytes by one of 64 x 16 signed
+   bytes (four to a 32-bit group) into 16 x 16 int32 sums: the products and
+   sums vpdpbusd makes, so the same exact integers, sixteen rows at once.
+   Linux gives a process the tile state (8 KiB a thread) only when it asks
+   (lsae__amx_ready); refused, the VNNI kernel does the work. LSAE_NO_AMX
+   leaves it out. */
+#if defined(LSAE__VNNI) && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__) && defined(__x86_64__) && !defined(LSAE_NO_AMX)
+#define LSAE__AMX 1
+#endif
 /* What lsae__lp_tile's sums hold: sum_p (xq_p + LSAE__LPOFF) wq_p, so
    S = acc - LSAE__LPOFF wsum. vpdpbusd and the portable loop take the
    unsigned xq + 128; the AVX2 kernel (the sign trick) gives S itself.
@@ -3791,6 +3801,98 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
 #endif
 }
 
+#if defined(LSAE__AMX)
+/* arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18), system
+   call 158 on x86-64 Linux, made directly: a strict C99 build declares no
+   syscall(). The grant is for the whole process and asking again is
+   harmless, so two threads that race here both get the same answer.
+   1 when the tiles may be used. */
+static int lsae__amx_ready(void)
+{
+    static volatile int state = 0; /* 0 not asked, 1 granted, -1 refused */
+    if (state == 0) {
+        long ret;
+        __asm__ __volatile__("syscall" : "=a"(ret) : "0"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+        state = ret == 0 ? 1 : -1;
+    }
+    return state > 0;
+}
+
+/* The tile configuration (ldtilecfg's 64 bytes): C tiles 0-3, each 16 rows
+   x 16 int32 (a quarter of an NT tile's latents); A tile 4, 16 rows x 64
+   bytes of xu; B tile 5, 16 groups of 4 bytes x 16 latents; for the last
+   dp mod 64 bytes an A tile 6 and a B tile 7 of that depth. */
+typedef struct lsae__amxcfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} lsae__amxcfg;
+
+static void lsae__amx_config(lsae__amxcfg *c, size_t dp)
+{
+    const size_t tail = dp % 64;
+    int i;
+    memset(c, 0, sizeof *c);
+    c->palette = 1;
+    for (i = 0; i < 6; ++i) {
+        c->rows[i] = 16;
+        c->colsb[i] = 64;
+    }
+    if (tail) {
+        c->rows[6] = 16;
+        c->colsb[6] = (uint16_t)tail;
+        c->rows[7] = (uint8_t)(tail / 4);
+        c->colsb[7] = 64;
+    }
+}
+
+/* acc[r][j] for 16 rows r (xu, ldx bytes apart: all 16 are read, so the
+   caller pads) and one tile's NT latents, the sums lsae__lp_tile writes.
+   Wt's layout [dp/4][NT][4] is already what a B tile reads: 16 of its
+   4-byte groups of 16 latents, NT 4 bytes apart. The calling thread has
+   loaded lsae__amx_config's configuration. */
+#define LSAE__AMXMR 16
+static void lsae__lp_tile_amx(int32_t *acc, const uint8_t *xu, size_t ldx, const int8_t *Wt, size_t dp)
+{
+    const size_t nk = dp / 64, ldb = LSAE__NT * 4;
+    size_t kc;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (kc = 0; kc < nk; ++kc) {
+        const int8_t *b = Wt + kc * 16 * ldb;
+        _tile_loadd(4, xu + kc * 64, ldx);
+        _tile_loadd(5, b, ldb);
+        _tile_dpbusd(0, 4, 5);
+        _tile_loadd(5, b + 64, ldb);
+        _tile_dpbusd(1, 4, 5);
+        _tile_loadd(5, b + 128, ldb);
+        _tile_dpbusd(2, 4, 5);
+        _tile_loadd(5, b + 192, ldb);
+        _tile_dpbusd(3, 4, 5);
+    }
+    if (dp % 64) {
+        const int8_t *b = Wt + nk * 16 * ldb;
+        _tile_loadd(6, xu + nk * 64, ldx);
+        _tile_loadd(7, b, ldb);
+        _tile_dpbusd(0, 6, 7);
+        _tile_loadd(7, b + 64, ldb);
+        _tile_dpbusd(1, 6, 7);
+        _tile_loadd(7, b + 128, ldb);
+        _tile_dpbusd(2, 6, 7);
+        _tile_loadd(7, b + 192, ldb);
+        _tile_dpbusd(3, 6, 7);
+    }
+    _tile_stored(0, acc, ldb);
+    _tile_stored(1, acc + 16, ldb);
+    _tile_stored(2, acc + 32, ldb);
+    _tile_stored(3, acc + 48, ldb);
+}
+#else
+#define LSAE__AMXMR 1
+#endif
+
 /* a[0..n) rearranged so that a[0..k) are its k largest; returns the
    smallest of those (the k-th largest). 0 < k <= n. Quickselect with a
    three-way partition (ties go to the middle, so runs of equal values end
@@ -3941,28 +4043,47 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
        then comes from memory once per 48 rows), fewer when that would leave
        fewer than 4 blocks a thread (a thread slowed by another process then
        holds the others up less) */
-    size_t RB = R / (4 * (size_t)(nthreads > 0 ? nthreads : 1)) / LSAE__LPMR * LSAE__LPMR;
+    size_t RB, mrc = LSAE__LPMR, Rp = R;
+    int amx = 0;
     uint8_t *xu;
     float *lob;
     lsae__kv *cand, *sortbuf;
     lsae__lprow *st;
     ptrdiff_t blk;
     lsae_result res = LSAE_OK;
+#if defined(LSAE__AMX)
+    /* sixteen rows a tile product; the rows padded to a multiple of 16
+       (zeros) so that the last tile load stays inside xu */
+    if ((amx = lsae__amx_ready()) != 0) {
+        mrc = LSAE__AMXMR;
+        Rp = (R + LSAE__AMXMR - 1) / LSAE__AMXMR * LSAE__AMXMR;
+    }
+#endif
+    (void)amx;
+    RB = R / (4 * (size_t)(nthreads > 0 ? nthreads : 1)) / mrc * mrc;
     if (G < 1) G = 1;
-    if (RB > 48) RB = 48;
-    if (RB < LSAE__LPMR) RB = LSAE__LPMR;
-    xu = (uint8_t *)lsae__alloc_array(m->alloc, R, dp, "int8 rows");
+    if (RB > 48) RB = 48 / mrc * mrc;
+    if (RB < mrc) RB = mrc;
+    xu = (uint8_t *)lsae__alloc_array(m->alloc, Rp, dp, "int8 rows");
     lob = xu ? (float *)lsae__alloc_array(m->alloc, R, clo * sizeof(float), "pre-pass scratch") : NULL;
     cand = lob ? (lsae__kv *)lsae__alloc_array(m->alloc, R, cc * sizeof(lsae__kv), "pre-pass scratch") : NULL;
     sortbuf = cand ? (lsae__kv *)lsae__alloc_array(m->alloc, (size_t)nthreads, 2 * (cc + K) * sizeof(lsae__kv), "pre-pass scratch") : NULL;
     st = sortbuf ? (lsae__lprow *)lsae__alloc_array(m->alloc, R, sizeof(lsae__lprow), "pre-pass scratch") : NULL;
     if (!st) { res = LSAE_OUT_OF_MEMORY; goto done; }
+    if (Rp > R) memset(xu + R * dp, 0, (Rp - R) * dp);
     LSAE__OMP(parallel num_threads(nthreads))
     {
-        int32_t acc[LSAE__LPMR * LSAE__NT];
+        int32_t acc[(LSAE__LPMR > LSAE__AMXMR ? LSAE__LPMR : LSAE__AMXMR) * LSAE__NT];
         float lo[LSAE__NT], hi[LSAE__NT];
         lsae__kv *srt = sortbuf + (size_t)lsae__thread_id() * 2 * (cc + K);
         ptrdiff_t rr;
+#if defined(LSAE__AMX)
+        lsae__amxcfg tcfg; /* the tiles are each thread's own */
+        if (amx) {
+            lsae__amx_config(&tcfg, dp);
+            _tile_loadconfig(&tcfg);
+        }
+#endif
         LSAE__OMP(for schedule(dynamic, 1))
         for (blk = 0; blk < (ptrdiff_t)((R + RB - 1) / RB); ++blk) {
             const size_t b0 = (size_t)blk * RB, b1 = b0 + RB < R ? b0 + RB : R;
@@ -3978,12 +4099,17 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
             }
             for (t0 = 0; t0 < q->ntiles; t0 += G) {
                 const size_t t1 = t0 + G < q->ntiles ? t0 + G : q->ntiles;
-                for (r0 = b0; r0 < b1; r0 += LSAE__LPMR) {
-                    const size_t mr = b1 - r0 < LSAE__LPMR ? b1 - r0 : LSAE__LPMR;
+                for (r0 = b0; r0 < b1; r0 += mrc) {
+                    const size_t mr = b1 - r0 < mrc ? b1 - r0 : mrc;
                     for (t = t0; t < t1; ++t) {
                         const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
                         const int32_t *ws = q->wsum + l0;
                         const float *sw = q->sw + l0, *cw = q->cw + l0, *qn = q->qn + l0, *b = m->b_enc + l0;
+#if defined(LSAE__AMX)
+                        if (amx)
+                            lsae__lp_tile_amx(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
+                        else
+#endif
                         lsae__lp_tile(acc, xu + r0 * dp, dp, mr, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
                         for (rw = 0; rw < mr; ++rw) {
                             lsae__lprow *s = st + r0 + rw;
@@ -4112,6 +4238,9 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                 }
             }
         }
+#if defined(LSAE__AMX)
+        if (amx) _tile_release();
+#endif
     }
     /* rows whose candidates overflowed: the float32 pass */
     for (r = 0; r < R; ++r) nover += st[r].overflow != 0;

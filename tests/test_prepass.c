@@ -169,6 +169,63 @@ static void tile_exact(void)
     CHECKF(bad == 0, "lsae__lp_tile: %zu sums differ from the integer product", bad);
 }
 
+#if defined(LSAE__AMX)
+/* lsae__lp_tile_amx (the AMX tiles: 16 rows a product, the depth in 64-byte
+   steps and a shorter last step) against the integer product written out,
+   on the depths of tile_exact: 4, 8, 12 (only the short step), 100 and 388
+   (full steps and a short one), 768 (full steps only) */
+static void tile_exact_amx(void)
+{
+    static const size_t dps[] = { 4, 8, 12, 100, 388, 768 };
+    size_t di, mode, r, j, p, bad = 0;
+    lsae__amxcfg cfg;
+    if (!lsae__amx_ready()) {
+        printf("test_prepass: AMX built in but refused by the kernel; its kernel not tested here\n");
+        return;
+    }
+    for (di = 0; di < sizeof dps / sizeof dps[0]; ++di)
+        for (mode = 0; mode < 4; ++mode) {
+            const size_t dp = dps[di], ldx = dp + 4 * mode;
+            int8_t *Wt = (int8_t *)malloc(dp * LSAE__NT), *wq = (int8_t *)malloc(dp * LSAE__NT);
+            uint8_t *xu = (uint8_t *)malloc(LSAE__AMXMR * ldx);
+            int8_t *xq = (int8_t *)malloc(LSAE__AMXMR * ldx);
+            int32_t acc[LSAE__AMXMR * LSAE__NT];
+            for (j = 0; j < LSAE__NT; ++j)
+                for (p = 0; p < dp; ++p) {
+                    const int w = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : 127;
+                    wq[j * dp + p] = (int8_t)w;
+                    Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
+                }
+            for (r = 0; r < LSAE__AMXMR; ++r)
+                for (p = 0; p < ldx; ++p) {
+                    const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
+                    xq[r * ldx + p] = (int8_t)x;
+                    xu[r * ldx + p] = (uint8_t)(x + 128);
+                }
+            for (j = 0; j < LSAE__AMXMR * LSAE__NT; ++j) acc[j] = 12345;
+            lsae__amx_config(&cfg, dp);
+            _tile_loadconfig(&cfg);
+            lsae__lp_tile_amx(acc, xu, ldx, Wt, dp);
+            _tile_release();
+            for (r = 0; r < LSAE__AMXMR; ++r)
+                for (j = 0; j < LSAE__NT; ++j) {
+                    long long want = 0, ws = 0;
+                    for (p = 0; p < dp; ++p) {
+                        want += (long long)xq[r * ldx + p] * wq[j * dp + p];
+                        ws += wq[j * dp + p];
+                    }
+                    if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
+                        if (!bad) fprintf(stderr, "lsae__lp_tile_amx: dp %zu mode %zu row %zu latent %zu: %lld, want %lld\n", dp, mode, r, j,
+                                          (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
+                        ++bad;
+                    }
+                }
+            free(Wt); free(wq); free(xu); free(xq);
+        }
+    CHECKF(bad == 0, "lsae__lp_tile_amx: %zu sums differ from the integer product", bad);
+}
+#endif
+
 static lsae_model *make(size_t d, size_t L, size_t k)
 {
     lsae_config c = lsae_config_default(d);
@@ -238,6 +295,9 @@ int main(void)
     size_t over, i, j;
     tu_seed(3);
     tile_exact();
+#if defined(LSAE__AMX)
+    tile_exact_amx();
+#endif
     /* 1. the bundled MiniLM embeddings, a model trained on them a little */
     {
         const size_t n = 4096, d = 384;
