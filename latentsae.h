@@ -69,8 +69,8 @@
    BatchTopK row keeps any number of latents; LSAE_TRUNCATED says when the
    room given was short); lsae_model_encode keeps a fixed k
    (lsae_model_encode_k) and refuses an uncapped BatchTopK model. Both find
-   the top k of a large model through an int8 pre-pass where AVX-512 VNNI
-   or AVX2 makes that faster, recomputing in float32 only the latents its proven
+   the top k of a large model through an int8 pre-pass where AMX tiles,
+   AVX-512 VNNI or AVX2 make that faster, recomputing in float32 only the latents its proven
    error bound cannot rule out: the same bits as the float32 pass
    (lsae_model_set_encode_prepass, docs/math.md 2.12).
 
@@ -548,8 +548,8 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    (those are bound by reading W_enc, and the int8 copy is a quarter of it:
    one row of a 768 x 24576 model 10x faster), and to larger calls in
    builds with AVX-512 VNNI (vpdpbusd: 64 int8 products an instruction,
-   four times float32's) or AVX2 (vpmaddubsw, about 1.4 times float32's
-   rate) for models with d L >= 2^22 and k <= L / 64, where it measured
+   four times float32's; with AMX on Linux, tdpbusd: 16 rows at once) or
+   AVX2 (vpmaddubsw, about 1.4 times float32's rate) for models with d L >= 2^22 and k <= L / 64, where it measured
    faster; always only for k <= L / 16 and d <= 65536. on = 2 uses it for
    every call (elsewhere the portable int8 product gives the same results,
    slower than float32 on many rows; for tests). on = 1 or 2 also builds the

@@ -134,6 +134,17 @@ static const char *isa(void)
 #endif
 }
 
+/* 1 when the int8 pre-pass runs on AMX tiles (built for them and granted
+   by the kernel), else 0 */
+static int amx_used(void)
+{
+#if defined(LSAE__AMX)
+    return lsae__amx_ready();
+#else
+    return 0;
+#endif
+}
+
 /* ------------------------------------------------------------------ peak */
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -343,13 +354,13 @@ static int run_prepass(size_t d, size_t L, size_t k, size_t B, int reps, const c
         x = all;
         if (got < B) B = got;
     } else x = make_data(B, d);
-    printf("isa %s\nvnni %d\nthreads %d\n", isa(),
+    printf("isa %s\nvnni %d\namx %d\nthreads %d\n", isa(),
 #if defined(LSAE__VNNI)
            1,
 #else
            0,
 #endif
-           lsae__num_threads(0));
+           amx_used(), lsae__num_threads(0));
     /* each rep: float32, pre-pass with the kept copy, pre-pass building its copy in the call */
     for (i = 0; i <= reps; ++i) {
         double t0;
@@ -612,7 +623,7 @@ static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac,
     }
     same = !memcmp(m[0]->W_enc, m[1]->W_enc, L * d * sizeof(float)) && !memcmp(m[0]->W_dec, m[1]->W_dec, L * d * sizeof(float)) &&
            !memcmp(m[0]->b_enc, m[1]->b_enc, L * sizeof(float)) && !memcmp(m[0]->b_dec, m[1]->b_dec, d * sizeof(float));
-    printf("isa %s\nthreads %d\n", isa(), lsae__num_threads(0));
+    printf("isa %s\namx %d\nthreads %d\n", isa(), amx_used(), lsae__num_threads(0));
     printf("train_fp32_samples_per_s %.1f\ntrain_prepass_samples_per_s %.1f\n", (double)B / median(t[0], steps), (double)B / median(t[1], steps));
     printf("train_prepass_speedup %.3f\n", median(t[0], steps) / median(t[1], steps));
     /* CPU time: with one thread, less disturbed by other processes than wall time */

@@ -128,7 +128,7 @@ def prepass(a, bins, env):
         for isa, v in per.items():
             med = lambda key: statistics.median(x[key] for x in v)
             same = all(x["prepass_bit_identical"] == 1 and x["one_row_bit_identical"] == 1 for x in v)
-            print(f"| {name} | {'-march=native' if isa == 'native' else '-mavx2 -mfma (forced)'}{' VNNI' if v[0]['vnni'] == 1 else ''} | "
+            print(f"| {name} | {'-march=native' if isa == 'native' else '-mavx2 -mfma (forced)'}{' VNNI' if v[0]['vnni'] == 1 else ''}{' AMX' if v[0].get('amx') == 1 else ''} | "
                   f"{med('encode_fp32_samples_per_s'):.0f} | {med('encode_prepass_samples_per_s'):.0f} | {med('encode_prepass_speedup'):.2f}x | "
                   f"{med('one_row_fp32_us'):.0f} / {med('one_row_prepass_us'):.0f} us | {med('candidates_mean'):.0f}, {med('candidates_p99'):.0f} | "
                   f"{'yes' if same else 'NO'} |")
@@ -150,7 +150,9 @@ def trainpp(a, bins, env):
                ("nomic 768, x32, k 32, batch 1024, no dead", 768, 24576, 32, 1024, 0.0, []),
                ("MiniLM 384, x32, k 32, batch 1024, examples/data", 384, 12288, 32, 1024, 0.0, [npy])]
     print()
-    print("Training step with the int8 pre-pass (the same bits as float32), -march=native, samples/s:")
+    amx = parse(sh([bins["native"], "trainpp", "64", "256", "8", "64", "0", "1"], env)).get("amx") == 1
+    print("Training step with the int8 pre-pass (the same bits as float32), -march=native"
+          f"{' (int8 product on AMX tiles)' if amx else ''}, samples/s:")
     print()
     print("| configuration | float32 | pre-pass | speed-up (wall) | speed-up (CPU time) | recomputed latents a row: mean, most | bit-identical |")
     print("|---|---|---|---|---|---|---|")
