@@ -4029,6 +4029,78 @@ static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const flo
     return mask;
 }
 
+/* e[j] = x . w[j] for j < n (n <= 16) by the float32 kernel's exact chain,
+   c = 0; c = fma(x_p, w_jp, c) for p = 0, ..., d - 1 (LSAE__FMA, as the
+   kernels), each latent its own chain. With AVX2 the chains are vector
+   lanes: eight rows' next eight weights are loaded and turned (an 8 x 8
+   transpose) so that one vector holds w_jp for eight j at one p; sixteen
+   latents run as two chains in flight, since one chain waits on its
+   fused multiply-add's latency. Elsewhere, eight scalar chains at a time. */
+#if defined(LSAE__AVX2)
+static void lsae__t8x8(const float *const *w, size_t p, __m256 *c)
+{
+    const __m256 r0 = _mm256_loadu_ps(w[0] + p), r1 = _mm256_loadu_ps(w[1] + p), r2 = _mm256_loadu_ps(w[2] + p), r3 = _mm256_loadu_ps(w[3] + p);
+    const __m256 r4 = _mm256_loadu_ps(w[4] + p), r5 = _mm256_loadu_ps(w[5] + p), r6 = _mm256_loadu_ps(w[6] + p), r7 = _mm256_loadu_ps(w[7] + p);
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE), s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE), s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    c[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    c[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    c[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    c[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    c[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    c[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    c[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    c[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#endif
+static void lsae__exact_dots(const float *x, const float *const *w, size_t n, size_t d, float *e)
+{
+    size_t j = 0, p;
+#if defined(LSAE__AVX2)
+    if (n == 16 || n == 8) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), c[8], c2[8];
+        size_t q;
+        for (p = 0; p + 8 <= d; p += 8) {
+            lsae__t8x8(w, p, c);
+            if (n == 16) {
+                lsae__t8x8(w + 8, p, c2);
+                for (q = 0; q < 8; ++q) {
+                    const __m256 xb = _mm256_set1_ps(x[p + q]);
+                    a0 = _mm256_fmadd_ps(xb, c[q], a0);
+                    a1 = _mm256_fmadd_ps(xb, c2[q], a1);
+                }
+            } else
+                for (q = 0; q < 8; ++q) a0 = _mm256_fmadd_ps(_mm256_set1_ps(x[p + q]), c[q], a0);
+        }
+        _mm256_storeu_ps(e, a0);
+        _mm256_storeu_ps(e + 8, a1);
+        /* the last d mod 8 steps of every chain */
+        for (; p < d; ++p)
+            for (j = 0; j < n; ++j) e[j] = LSAE__FMA(x[p], w[j][p], e[j]);
+        return;
+    }
+#endif
+    for (; j + 8 <= n; j += 8) {
+        const float *w0 = w[j], *w1 = w[j + 1], *w2 = w[j + 2], *w3 = w[j + 3], *w4 = w[j + 4], *w5 = w[j + 5], *w6 = w[j + 6], *w7 = w[j + 7];
+        float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f, e5 = 0.0f, e6 = 0.0f, e7 = 0.0f;
+        for (p = 0; p < d; ++p) {
+            const float xp = x[p];
+            e0 = LSAE__FMA(xp, w0[p], e0); e1 = LSAE__FMA(xp, w1[p], e1);
+            e2 = LSAE__FMA(xp, w2[p], e2); e3 = LSAE__FMA(xp, w3[p], e3);
+            e4 = LSAE__FMA(xp, w4[p], e4); e5 = LSAE__FMA(xp, w5[p], e5);
+            e6 = LSAE__FMA(xp, w6[p], e6); e7 = LSAE__FMA(xp, w7[p], e7);
+        }
+        e[j] = e0; e[j + 1] = e1; e[j + 2] = e2; e[j + 3] = e3; e[j + 4] = e4; e[j + 5] = e5; e[j + 6] = e6; e[j + 7] = e7;
+    }
+    for (; j < n; ++j) {
+        float ev = 0.0f;
+        for (p = 0; p < d; ++p) ev = LSAE__FMA(x[p], w[j][p], ev);
+        e[j] = ev;
+    }
+}
+
 /* lsae__lp_select: the top K of ReLU(xc W_enc^T + b_enc) for R rows, as
    lsae__select writes it (top [R, K], best first), through the int8
    pre-pass. cand_counts (may be NULL): per row, the latents recomputed in
@@ -4167,43 +4239,24 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                     size_t nb = 0;
                     c = 0;
                     for (i = 0; i < n;) {
-                        const size_t nb8 = n - i < 8 ? n - i : 8;
-                        int32_t id[8];
-                        float e[8];
-                        size_t jj;
+                        size_t nb8 = n - i < 8 ? n - i : 8, jj;
+                        int32_t id[16];
+                        float e[16];
+                        const float *wr[16];
+                        float kth = 0.0f;
                         if (nb >= K) {
-                            const float kth = lsae__kth_largest(kb, nb, K);
+                            kth = lsae__kth_largest(kb, nb, K);
                             nb = K;
                             if (cd[i].v < kth) break;
                         }
-                        for (jj = 0; jj < nb8; ++jj) id[jj] = cd[i + jj].i;
-                        if (nb8 == 8) {
-                            /* eight chains at a time: each the float32
-                               kernel's chain over p = 0..d-1, the same bits
-                               (LSAE__FMA as the kernels) */
-                            const float *w0 = m->W_enc + (size_t)id[0] * d, *w1 = m->W_enc + (size_t)id[1] * d;
-                            const float *w2 = m->W_enc + (size_t)id[2] * d, *w3 = m->W_enc + (size_t)id[3] * d;
-                            const float *w4 = m->W_enc + (size_t)id[4] * d, *w5 = m->W_enc + (size_t)id[5] * d;
-                            const float *w6 = m->W_enc + (size_t)id[6] * d, *w7 = m->W_enc + (size_t)id[7] * d;
-                            float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f, e5 = 0.0f, e6 = 0.0f, e7 = 0.0f;
-                            size_t p;
-                            for (p = 0; p < d; ++p) {
-                                const float xp = x[p];
-                                e0 = LSAE__FMA(xp, w0[p], e0); e1 = LSAE__FMA(xp, w1[p], e1);
-                                e2 = LSAE__FMA(xp, w2[p], e2); e3 = LSAE__FMA(xp, w3[p], e3);
-                                e4 = LSAE__FMA(xp, w4[p], e4); e5 = LSAE__FMA(xp, w5[p], e5);
-                                e6 = LSAE__FMA(xp, w6[p], e6); e7 = LSAE__FMA(xp, w7[p], e7);
-                            }
-                            e[0] = e0; e[1] = e1; e[2] = e2; e[3] = e3; e[4] = e4; e[5] = e5; e[6] = e6; e[7] = e7;
-                        } else {
-                            for (jj = 0; jj < nb8; ++jj) {
-                                const float *w = m->W_enc + (size_t)id[jj] * d;
-                                float ev = 0.0f;
-                                size_t p;
-                                for (p = 0; p < d; ++p) ev = LSAE__FMA(x[p], w[p], ev);
-                                e[jj] = ev;
-                            }
+                        /* a second eight join when they too pass that test
+                           (two chains in flight) */
+                        if (n - i >= 16 && (nb < K || cd[i + 8].v >= kth)) nb8 = 16;
+                        for (jj = 0; jj < nb8; ++jj) {
+                            id[jj] = cd[i + jj].i;
+                            wr[jj] = m->W_enc + (size_t)id[jj] * d;
                         }
+                        lsae__exact_dots(x, wr, nb8, d, e);
                         /* + b_enc, ReLU; the positive ones compete (cd[c]
                            with c <= i: slots already read) */
                         for (jj = 0; jj < nb8; ++jj) {
