@@ -3427,6 +3427,9 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
     for (p = 0; p < dp; p += 16) {
         const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? all : (__mmask16)((1u << (d - p)) - 1);
         const __m512 x = _mm512_maskz_loadu_ps(k, w + p);
+        /* the next row's line (the rows stream from memory once a step:
+           Adam has just written them; 18 -> 14 ms at 768 x 24,576) */
+        _mm_prefetch((const char *)(w + d + p), _MM_HINT_T0);
         /* |x inv| <= 127 (1 + 2^-23): no conversion overflows */
         const __m512i q0 = _mm512_mask_cvtps_epi32(_mm512_setzero_si512(), all, _mm512_mul_ps(x, _mm512_set1_ps(inv)));
         const __m512i q = _mm512_mask_min_epi32(q0, all, _mm512_mask_max_epi32(q0, all, q0, lo), hi);
@@ -3502,6 +3505,7 @@ static int lsae__lp_quant_row8(const float *w, size_t d, size_t dp, int8_t *base
         qs = _mm256_add_epi32(qs, q);
         _mm256_storeu_si256((__m256i *)(void *)q8, q);
         for (j = 0; j < 8; ++j) base[((p + j) / 4) * LSAE__NT * 4 + (p + j) % 4] = (int8_t)q8[j];
+        if (p % 16 == 0) _mm_prefetch((const char *)(w + d + p), _MM_HINT_T0); /* as lsae__lp_quant_row16 */
     }
     _mm256_storeu_pd(acc, rr);
     rn2 = acc[0] + acc[1] + acc[2] + acc[3];
