@@ -656,6 +656,28 @@ LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *trainer, lsae_tr
 LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *trainer, const lsae_trainer_state *st);
 LSAE_DEF uint64_t lsae_trainer_steps_done(const lsae_trainer *trainer);
 
+/* The arrays of a model and its trainer, by number: what the streaming saves
+   (lsae_checkpoint_save_pieces, lsae_model_save_pieces) ask for, piece by
+   piece. The moments and counters are laid out as lsae_trainer_state's. */
+typedef enum lsae_piece {
+    LSAE_PIECE_W_ENC = 0, LSAE_PIECE_B_ENC = 1, LSAE_PIECE_W_DEC = 2, LSAE_PIECE_B_DEC = 3,
+    LSAE_PIECE_M_W_ENC = 4, LSAE_PIECE_M_B_ENC = 5, LSAE_PIECE_M_W_DEC = 6, LSAE_PIECE_M_B_DEC = 7,   /* Adam m */
+    LSAE_PIECE_V_W_ENC = 8, LSAE_PIECE_V_B_ENC = 9, LSAE_PIECE_V_W_DEC = 10, LSAE_PIECE_V_B_DEC = 11, /* Adam v */
+    LSAE_PIECE_SINCE_FIRED = 12,   /* samples since each latent fired, uint64 */
+    LSAE_PIECE_THRESHOLD = 13,     /* the BatchTopK threshold theta, one float */
+    LSAE_PIECE_COUNT = 14
+} lsae_piece;
+/* rows [l0, l0 + n) of array `what` into dst (see lsae_checkpoint_save_pieces) */
+typedef lsae_result (*lsae_piece_fn)(void *ctx, int what, size_t l0, size_t n, void *dst);
+/* Rows [r0, r0 + n) of one array (an lsae_piece) of the trainer's model's
+   latents (a shard's own rows: row 0 is its first latent) into dst, laid out
+   as lsae_checkpoint_save_pieces' fetch writes them (b_dec and its moments:
+   elements [r0, r0 + n) of d_in; the threshold: r0 = 0, n = 1): a piece of
+   a checkpoint copied straight out, with no whole-shard copy of the state
+   (lsae_trainer_get_state copies whole arrays). CPU trainers only
+   (LSAE_UNSUPPORTED on a GPU: use lsae_trainer_get_state). */
+LSAE_DEF lsae_result lsae_trainer_get_piece(const lsae_trainer *trainer, int what, size_t r0, size_t n, void *dst);
+
 /* Data-parallel training (README "Distributed training"). P processes
    ("ranks") each hold the whole model and trainer and feed
    lsae_trainer_step their own rows of every global batch (any split, even an
@@ -730,7 +752,9 @@ LSAE_DEF void lsae_shard_range(size_t L, int rank, int S, size_t *l0, size_t *l1
    an ordinary model. A shard model trains (with a shard communicator) and
    copies its rows out (lsae_model_get_weights: [l1 - l0] rows); it cannot
    be encoded with, saved or moved to a GPU: gather the shards into a full
-   model first (lsae_model_set_shard_rows). */
+   model first (lsae_model_set_shard_rows), or stream the shards' rows into
+   the files (lsae_checkpoint_save_pieces, lsae_model_save_pieces, with
+   lsae_trainer_get_piece on each rank: what lsae train does). */
 LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_allocator *alloc,
                                              size_t l0, size_t l1, lsae_model **out);
 /* A shard [l0, l1) copied from a full model (to resume a checkpoint on S
@@ -880,13 +904,49 @@ LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *mod
                                           size_t blob_len);
 /* The same checkpoint from a trainer state held in the caller's arrays
    (every pointer of st set, each the whole model's: L counters, the
-   moments laid out as the weights), with no trainer: how rank 0 of a
-   latent-sharded run writes the gathered shards without a whole trainer.
+   moments laid out as the weights), with no trainer: shards gathered into
+   whole arrays, say (lsae_checkpoint_save_pieces below needs no whole
+   arrays at all).
    The files are those lsae_checkpoint_save writes for a trainer in that
    state. */
 LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *model,
                                                 const lsae_trainer_state *st, const void *blob,
                                                 size_t blob_len);
+/* Streaming saves: the same files with no whole model in memory, for rank
+   0 of a latent-sharded run, whose shards stay on their ranks. The library
+   asks the caller for each array's rows as it writes them, through fetch,
+   and holds one piece at a time (plus a few KB): fetch(ctx, what, l0, n,
+   dst) writes rows [l0, l0 + n) of array `what` to dst as host floats
+   (LSAE_PIECE_SINCE_FIRED: uint64) and returns LSAE_OK; anything else
+   stops the save, which then leaves no partial file behind. Layout of a
+   piece: W_enc, W_dec and their moments n rows of d_in floats, row after
+   row ([n, d_in]); b_enc and its moments n floats; the counters n uint64;
+   b_dec and its moments are asked whole (l0 = 0, n = d_in); the threshold
+   (asked once, first, only by the types that save one: batchtopk,
+   matryoshka with matryoshka_use_batchtopk) l0 = 0, n = 1. The arrays
+   indexed by latent are asked piece by piece exactly at the bounds:
+   bounds[0] = 0 < bounds[1] < ... < bounds[nbounds - 1] = L (the ranks'
+   shards, lsae_shard_range, or those cut finer to bound the piece buffer;
+   NULL and 0: one piece of L), so a piece never spans two ranks; the buffer
+   holds the largest piece of W_enc (its rows times d_in floats). Each piece
+   is asked once per file, in the file's order (sae.safetensors: W_dec,
+   b_dec, b_enc, W_enc; state.bin: the counters, then m of W_enc, b_enc,
+   W_dec, b_dec, then v of the same), lowest rows first: a caller serving
+   pieces from other processes answers each request as it comes. The bytes are those lsae_model_save and lsae_checkpoint_save
+   write for the model and trainer the pieces make up (cfg as the model's,
+   k and num_latents from it), the checkpoint with the same DIR.tmp/DIR.old
+   swap. */
+/* A checkpoint at optimizer step `step` (lsae_trainer_steps_done) with b_dec
+   initialised or not, the model's arrays and the trainer's state fetched
+   piece by piece, and the caller's blob. */
+LSAE_DEF lsae_result lsae_checkpoint_save_pieces(const char *dir, const lsae_config *cfg, uint64_t step,
+                                                 int b_dec_initialized, const size_t *bounds, size_t nbounds,
+                                                 lsae_piece_fn fetch, void *ctx, const void *blob,
+                                                 size_t blob_len);
+/* A model directory as lsae_model_save writes it, the weights fetched piece
+   by piece (W_enc, b_enc, W_dec, b_dec and the threshold only). */
+LSAE_DEF lsae_result lsae_model_save_pieces(const char *dir, const lsae_config *cfg, const size_t *bounds,
+                                            size_t nbounds, lsae_piece_fn fetch, void *ctx);
 /* Restores model weights and trainer state from dir into existing objects of
    the same shape (trainer may be NULL: weights only); copies at most blob_cap
    bytes of the blob, its length in *blob_len (may be NULL). Every file is
@@ -6983,6 +7043,29 @@ LSAE_DEF lsae_result lsae_trainer_get_state(const lsae_trainer *t, lsae_trainer_
     return LSAE_OK;
 }
 
+LSAE_DEF lsae_result lsae_trainer_get_piece(const lsae_trainer *t, int what, size_t r0, size_t n, void *dst)
+{
+    const lsae_model *m;
+    const float *from;
+    size_t rows, per, i;
+    if (!t || !dst) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_piece: trainer and dst must not be NULL");
+    m = t->m;
+#ifdef LATENTSAE_CUDA
+    if (t->cuda || m->cuda) return lsae__err(LSAE_UNSUPPORTED, "lsae_trainer_get_piece: the trainer is on the GPU; use lsae_trainer_get_state");
+#endif
+    if (what < 0 || what >= LSAE_PIECE_COUNT) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_piece: array %d is none of the lsae_piece numbers", what);
+    i = (size_t)what % LSAE__NUM_TENSORS;
+    rows = what == LSAE_PIECE_THRESHOLD ? 1 : what != LSAE_PIECE_SINCE_FIRED && i == LSAE__B_DEC ? m->d : m->L;
+    if (r0 > rows || n > rows - r0)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_get_piece: rows [%zu, %zu) of array %d, which has %zu", r0, r0 + n, what, rows);
+    if (what == LSAE_PIECE_THRESHOLD) { memcpy(dst, &m->batchtopk_threshold, sizeof(float)); return LSAE_OK; }
+    if (what == LSAE_PIECE_SINCE_FIRED) { memcpy(dst, t->since_fired + r0, n * sizeof(uint64_t)); return LSAE_OK; }
+    per = i == LSAE__W_ENC || i == LSAE__W_DEC ? m->d : 1;
+    from = what < LSAE_PIECE_M_W_ENC ? m->params : what < LSAE_PIECE_V_W_ENC ? t->adam_m : t->adam_v;
+    memcpy(dst, from + m->lay.offset[i] + r0 * per, n * per * sizeof(float));
+    return LSAE_OK;
+}
+
 LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *t, const lsae_trainer_state *st)
 {
     const float *sm[LSAE__NUM_TENSORS], *sv[LSAE__NUM_TENSORS];
@@ -7882,13 +7965,111 @@ static lsae_result lsae__st_read_f32(FILE *f, const char *path, const lsae__st *
     return LSAE_OK;
 }
 
+/* The one writer of the saved files' data (sae.safetensors, state.bin):
+   bytes into an lsae__afile, hashed on the way when h is set (state.bin's
+   checksum). The data comes from an lsae__src: whole arrays in memory
+   (lsae_model_save, lsae_checkpoint_save) or rows asked piece by piece of
+   the caller (lsae_model_save_pieces, lsae_checkpoint_save_pieces), so
+   both write the same bytes by the same code. */
+typedef struct lsae__hash lsae__hash;
+static void lsae__hash_update(lsae__hash *s, const void *data, size_t n);
+static void lsae__put_le(unsigned char *p, uint64_t v, int nbytes);
+
+typedef struct lsae__ckpt_writer {
+    lsae__afile af;
+    lsae__hash *h;   /* NULL: no checksum */
+} lsae__ckpt_writer;
+
+static void lsae__cw_write(lsae__ckpt_writer *w, const void *p, size_t n)
+{
+    if (w->h) lsae__hash_update(w->h, p, n);
+    lsae__afile_write(&w->af, p, n);
+}
+
+/* floats as little-endian bytes */
+static void lsae__cw_floats(lsae__ckpt_writer *w, const float *x, size_t n)
+{
+    if (lsae__little_endian()) { lsae__cw_write(w, x, n * sizeof(float)); return; }
+    {
+        unsigned char b[4];
+        size_t i;
+        for (i = 0; i < n; ++i) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            lsae__put_le(b, u, 4);
+            lsae__cw_write(w, b, 4);
+        }
+    }
+}
+
+/* uint64s as little-endian bytes */
+static void lsae__cw_u64s(lsae__ckpt_writer *w, const uint64_t *x, size_t n)
+{
+    if (lsae__little_endian()) { lsae__cw_write(w, x, n * sizeof(uint64_t)); return; }
+    {
+        unsigned char b[8];
+        size_t i;
+        for (i = 0; i < n; ++i) { lsae__put_le(b, x[i], 8); lsae__cw_write(w, b, 8); }
+    }
+}
+
+/* Where the writer gets an array's values, by its lsae_piece number: a
+   whole array (whole[what]), else the caller's fetch into buf, one piece of
+   rows at a time (the latent-indexed arrays at the bounds, b_dec and its
+   moments in one piece of d). */
+typedef struct lsae__src {
+    const void *whole[LSAE_PIECE_COUNT];
+    float theta;               /* the threshold, whole[LSAE_PIECE_THRESHOLD] points here */
+    const size_t *bounds;      /* nbounds piece boundaries in latents, 0 .. L */
+    size_t nbounds;
+    lsae_piece_fn fetch;
+    void *ctx;
+    void *buf;                 /* the largest piece */
+    size_t one[2];             /* bounds of one piece, 0 and L */
+} lsae__src;
+
+static const char *lsae__piece_names[LSAE_PIECE_COUNT] = {
+    "W_enc", "b_enc", "W_dec", "b_dec", "Adam m of W_enc", "Adam m of b_enc", "Adam m of W_dec", "Adam m of b_dec",
+    "Adam v of W_enc", "Adam v of b_enc", "Adam v of W_dec", "Adam v of b_dec", "samples since fired", "batchtopk threshold"
+};
+
+/* indexed by latent: fetched at the bounds */
+static int lsae__piece_by_latent(int what)
+{
+    return what == LSAE_PIECE_SINCE_FIRED || (what < LSAE_PIECE_SINCE_FIRED && what % 4 != LSAE_PIECE_B_DEC);
+}
+
+/* Array `what`, rows [0, rows) of per values each, into w. */
+static lsae_result lsae__src_emit(lsae__src *s, lsae__ckpt_writer *w, int what, size_t rows, size_t per)
+{
+    const int split = lsae__piece_by_latent(what);
+    size_t j, np = split ? s->nbounds - 1 : 1;
+    if (s->whole[what]) {
+        if (what == LSAE_PIECE_SINCE_FIRED) lsae__cw_u64s(w, (const uint64_t *)s->whole[what], rows * per);
+        else lsae__cw_floats(w, (const float *)s->whole[what], rows * per);
+        return LSAE_OK;
+    }
+    if (!s->fetch) return lsae__err(LSAE_ERROR, "%s: internal: no data for %s", w->af.path, lsae__piece_names[what]);
+    for (j = 0; j < np; ++j) {
+        size_t l0 = split ? s->bounds[j] : 0, n = split ? s->bounds[j + 1] - l0 : rows;
+        lsae_result r = s->fetch(s->ctx, what, l0, n, s->buf);
+        if (r != LSAE_OK)
+            return lsae__err(r, "%s: the fetch of rows [%zu, %zu) of %s failed (%s)", w->af.path, l0, l0 + n, lsae__piece_names[what], lsae_result_string(r));
+        if (what == LSAE_PIECE_SINCE_FIRED) lsae__cw_u64s(w, (const uint64_t *)s->buf, n * per);
+        else lsae__cw_floats(w, (const float *)s->buf, n * per);
+    }
+    return LSAE_OK;
+}
+
 /* Write F32 tensors as a safetensors file (atomically). Tensors are laid out
-   in name order, as the safetensors library does for one dtype. */
+   in name order, as the safetensors library does for one dtype. Each
+   tensor's data is its data array, or (data NULL) src's array `what`. */
 typedef struct lsae__st_out {
     const char *name;
     int ndim;
     uint64_t shape[2];
     const float *data;
+    int what;
 } lsae__st_out;
 
 static int lsae__st_out_cmp(const void *a, const void *b)
@@ -7896,34 +8077,34 @@ static int lsae__st_out_cmp(const void *a, const void *b)
     return strcmp(((const lsae__st_out *)a)->name, ((const lsae__st_out *)b)->name);
 }
 
-static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json)
+static lsae_result lsae__st_write_src(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json, lsae__src *src)
 {
     char hdr[8192];
     size_t hl = 0, i;
     uint64_t at = 0, hlen;
     unsigned char len8[8];
-    lsae__afile af;
+    lsae__ckpt_writer w;
     lsae_result r;
-    int w, q;
+    int wn, q;
     qsort(ts, n, sizeof *ts, lsae__st_out_cmp);
-    w = snprintf(hdr, sizeof hdr, "{\"__metadata__\":%s", metadata_json ? metadata_json : "{\"format\":\"pt\"}");
-    if (w < 0 || (size_t)w >= sizeof hdr) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors metadata too long", path);
-    hl = (size_t)w;
+    wn = snprintf(hdr, sizeof hdr, "{\"__metadata__\":%s", metadata_json ? metadata_json : "{\"format\":\"pt\"}");
+    if (wn < 0 || (size_t)wn >= sizeof hdr) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors metadata too long", path);
+    hl = (size_t)wn;
     for (i = 0; i < n; ++i) {
         uint64_t numel = 1, bytes;
         for (q = 0; q < ts[i].ndim; ++q) numel *= ts[i].shape[q];
         bytes = numel * 4;
         if (ts[i].ndim == 0)
-            w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[%llu,%llu]}",
+            wn = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[%llu,%llu]}",
                          ts[i].name, (unsigned long long)at, (unsigned long long)(at + bytes));
         else if (ts[i].ndim == 1)
-            w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu],\"data_offsets\":[%llu,%llu]}",
+            wn = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu],\"data_offsets\":[%llu,%llu]}",
                          ts[i].name, (unsigned long long)ts[i].shape[0], (unsigned long long)at, (unsigned long long)(at + bytes));
         else
-            w = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu,%llu],\"data_offsets\":[%llu,%llu]}",
+            wn = snprintf(hdr + hl, sizeof hdr - hl, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%llu,%llu],\"data_offsets\":[%llu,%llu]}",
                          ts[i].name, (unsigned long long)ts[i].shape[0], (unsigned long long)ts[i].shape[1], (unsigned long long)at, (unsigned long long)(at + bytes));
-        if (w < 0 || (size_t)w >= sizeof hdr - hl) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors header too long", path);
-        hl += (size_t)w;
+        if (wn < 0 || (size_t)wn >= sizeof hdr - hl) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors header too long", path);
+        hl += (size_t)wn;
         at += bytes;
     }
     if (hl + 1 >= sizeof hdr) return lsae__err(LSAE_INVALID_ARGS, "%s: safetensors header too long", path);
@@ -7931,26 +8112,25 @@ static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, 
     while (hl % 8 && hl < sizeof hdr) hdr[hl++] = ' '; /* pad so the data is 8-byte aligned */
     hlen = hl;
     for (q = 0; q < 8; ++q) len8[q] = (unsigned char)(hlen >> (8 * q));
-    if ((r = lsae__afile_open(&af, path)) != LSAE_OK) return r;
-    lsae__afile_write(&af, len8, 8);
-    lsae__afile_write(&af, hdr, hl);
+    if ((r = lsae__afile_open(&w.af, path)) != LSAE_OK) return r;
+    w.h = NULL;
+    lsae__cw_write(&w, len8, 8);
+    lsae__cw_write(&w, hdr, hl);
     for (i = 0; i < n; ++i) {
-        uint64_t numel = 1;
-        for (q = 0; q < ts[i].ndim; ++q) numel *= ts[i].shape[q];
-        if (lsae__little_endian()) {
-            lsae__afile_write(&af, ts[i].data, (size_t)numel * 4);
-        } else {
-            uint64_t e;
-            for (e = 0; e < numel; ++e) {
-                uint32_t b;
-                unsigned char le[4];
-                memcpy(&b, &ts[i].data[e], 4);
-                le[0] = (unsigned char)b; le[1] = (unsigned char)(b >> 8); le[2] = (unsigned char)(b >> 16); le[3] = (unsigned char)(b >> 24);
-                lsae__afile_write(&af, le, 4);
-            }
+        size_t rows = ts[i].ndim ? (size_t)ts[i].shape[0] : 1, per = ts[i].ndim == 2 ? (size_t)ts[i].shape[1] : 1;
+        if (ts[i].data) lsae__cw_floats(&w, ts[i].data, rows * per);
+        else if (!src || (r = lsae__src_emit(src, &w, ts[i].what, rows, per)) != LSAE_OK) {
+            lsae__afile_abort(&w.af);
+            return src ? r : lsae__err(LSAE_ERROR, "%s: internal: no data for tensor '%s'", path, ts[i].name);
         }
     }
-    return lsae__afile_commit(&af);
+    return lsae__afile_commit(&w.af);
+}
+
+/* every tensor's data given */
+static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json)
+{
+    return lsae__st_write_src(path, ts, n, metadata_json, NULL);
 }
 
 /* ----------------------------------------------------------- model files */
@@ -8158,9 +8338,8 @@ static int lsae__cat(char *buf, size_t cap, size_t *at, const char *fmt, ...)
    Matryoshka lists as comma strings), plus our batchtopk_row_cap and
    matryoshka_form. A nested model writes matryoshka_ks = k at every level,
    so that latent-sae encodes its best k of all L. */
-static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size_t *at)
+static void lsae__cfg_type_keys(const lsae_config *c, size_t k, float theta, char *buf, size_t cap, size_t *at)
 {
-    const lsae_config *c = &m->cfg;
     static const char *lists[3] = { "matryoshka_sizes", "matryoshka_ks", "matryoshka_loss_weights" };
     size_t i, q, nw = 0;
     char num[40];
@@ -8168,7 +8347,7 @@ static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size
     if (lsae__has_threshold(c)) {
         lsae__short_double(num, sizeof num, c->batchtopk_threshold_beta);
         lsae__cat(buf, cap, at, ", \"batchtopk_threshold\": %.9g, \"batchtopk_threshold_beta\": %s, \"batchtopk_row_cap\": %s",
-                  (double)m->batchtopk_threshold, num, c->batchtopk_row_cap ? "true" : "false");
+                  (double)theta, num, c->batchtopk_row_cap ? "true" : "false");
     }
     if (c->sae_type == LSAE_SAE_MATRYOSHKA) {
         for (i = 0; i < c->matryoshka_levels; ++i) nw += c->matryoshka_loss_weights[i] != 0.0;
@@ -8176,7 +8355,7 @@ static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size
             lsae__cat(buf, cap, at, ", \"%s\": \"", lists[q]);
             for (i = 0; i < c->matryoshka_levels && (q < 2 || nw); ++i) {
                 if (q == 0) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_sizes[i]);
-                else if (q == 1) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? m->k : c->matryoshka_ks[i]);
+                else if (q == 1) lsae__cat(buf, cap, at, "%s%zu", i ? "," : "", c->matryoshka_form == LSAE_MATRYOSHKA_NESTED ? k : c->matryoshka_ks[i]);
                 else { lsae__short_double(num, sizeof num, c->matryoshka_loss_weights[i]); lsae__cat(buf, cap, at, "%s%s", i ? "," : "", num); }
             }
             lsae__cat(buf, cap, at, "\"");
@@ -8188,7 +8367,9 @@ static void lsae__cfg_type_keys(const lsae_model *m, char *buf, size_t cap, size
     lsae__cat(buf, cap, at, ", \"k_anneal\": %s, \"k_anneal_start\": %zu, \"k_anneal_pct\": %s", c->k_anneal ? "true" : "false", c->k_anneal_start, num);
 }
 
-LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
+/* dir/sae.safetensors and dir/cfg.json of a d x L model of config c
+   (num_latents resolved), its arrays from src (src->theta the threshold). */
+static lsae_result lsae__model_write(const char *dir, const lsae_config *c, size_t d, size_t L, size_t k, lsae__src *src)
 {
     char path[4096], cfgtext[4096];
     lsae__st_out ts[LSAE__NUM_TENSORS + 1];
@@ -8196,46 +8377,128 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
     lsae_result r;
     int i, w, nts = LSAE__NUM_TENSORS;
     size_t at;
-    LSAE__REFUSE_SHARD(m, "lsae_model_save");
-    if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save: model and dir must not be NULL");
-#ifdef LATENTSAE_CUDA
-    if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
-#endif
     if ((r = lsae__mkdir(dir)) != LSAE_OK) return r;
+    src->whole[LSAE_PIECE_THRESHOLD] = &src->theta;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
         ts[i].name = lsae__tensor_names[i];
-        ts[i].data = m->params + m->lay.offset[i];
+        ts[i].data = NULL;
+        ts[i].what = i;   /* LSAE_PIECE_W_ENC ... LSAE_PIECE_B_DEC */
         ts[i].ndim = (i == LSAE__W_ENC || i == LSAE__W_DEC) ? 2 : 1;
-        ts[i].shape[0] = i == LSAE__B_DEC ? m->d : m->L;
-        ts[i].shape[1] = m->d;
+        ts[i].shape[0] = i == LSAE__B_DEC ? d : L;
+        ts[i].shape[1] = d;
     }
-    if (lsae__has_threshold(&m->cfg)) {
+    if (lsae__has_threshold(c)) {
         /* theta as latent-sae registers it: a 0-d float32 buffer */
         ts[nts].name = "batchtopk_threshold";
-        ts[nts].data = &m->batchtopk_threshold;
+        ts[nts].data = NULL;
+        ts[nts].what = LSAE_PIECE_THRESHOLD;
         ts[nts].ndim = 0;
         ts[nts].shape[0] = ts[nts].shape[1] = 0;
         ++nts;
     }
     if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
-    if ((r = lsae__st_write(path, ts, (size_t)nts, NULL)) != LSAE_OK) return r;
+    if ((r = lsae__st_write_src(path, ts, (size_t)nts, NULL, src)) != LSAE_OK) return r;
     /* the keys latent-sae's SaeConfig and sparsify's SparseCoderConfig read;
        num_latents is written resolved so no reader has to multiply. A plain
        TopK model writes exactly these (older readers load it); other types
        and k-annealing add theirs before d_in. */
     w = lsae__snprintf(cfgtext, sizeof cfgtext,
                  "{\"expansion_factor\": %zu, \"normalize_decoder\": %s, \"num_latents\": %zu, \"k\": %zu, \"multi_topk\": %s",
-                 m->L % m->d == 0 ? m->L / m->d : (m->L + m->d - 1) / m->d, m->cfg.normalize_decoder ? "true" : "false", m->L, m->k,
-                 m->cfg.multi_topk ? "true" : "false");
+                 L % d == 0 ? L / d : (L + d - 1) / d, c->normalize_decoder ? "true" : "false", L, k,
+                 c->multi_topk ? "true" : "false");
     if (w < 0 || (size_t)w >= sizeof cfgtext) return lsae__err(LSAE_ERROR, "cfg.json text too long");
     at = (size_t)w;
-    if (m->cfg.sae_type != LSAE_SAE_TOPK || m->cfg.k_anneal) lsae__cfg_type_keys(m, cfgtext, sizeof cfgtext, &at);
-    if (!lsae__cat(cfgtext, sizeof cfgtext, &at, ", \"d_in\": %zu}\n", m->d)) return lsae__err(LSAE_ERROR, "cfg.json text too long");
+    if (c->sae_type != LSAE_SAE_TOPK || c->k_anneal) lsae__cfg_type_keys(c, k, src->theta, cfgtext, sizeof cfgtext, &at);
+    if (!lsae__cat(cfgtext, sizeof cfgtext, &at, ", \"d_in\": %zu}\n", d)) return lsae__err(LSAE_ERROR, "cfg.json text too long");
     w = (int)at;
     if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__afile_open(&af, path)) != LSAE_OK) return r;
     lsae__afile_write(&af, cfgtext, (size_t)w);
     return lsae__afile_commit(&af);
+}
+
+/* src of a whole model's weights, in place */
+static void lsae__src_of_model(lsae__src *s, const lsae_model *m)
+{
+    int i;
+    memset(s, 0, sizeof *s);
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) s->whole[i] = m->params + m->lay.offset[i];
+    s->theta = m->batchtopk_threshold;
+}
+
+LSAE_DEF lsae_result lsae_model_save(const lsae_model *m, const char *dir)
+{
+    lsae__src src;
+#ifdef LATENTSAE_CUDA
+    lsae_result r;
+#endif
+    LSAE__REFUSE_SHARD(m, "lsae_model_save");
+    if (!m || !dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save: model and dir must not be NULL");
+#ifdef LATENTSAE_CUDA
+    if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
+#endif
+    lsae__src_of_model(&src, m);
+    return lsae__model_write(dir, &m->cfg, m->d, m->L, m->k, &src);
+}
+
+/* The piecewise saves' start: cfg checked and resolved into *rc (as
+   lsae_model_create resolves it), the bounds checked, the piece buffer
+   allocated and the threshold fetched (types that save one). */
+static lsae_result lsae__pieces_begin(const char *fn, const lsae_config *cfg, const size_t *bounds, size_t nbounds,
+                                      lsae_piece_fn fetch, void *ctx, lsae_config *rc, lsae__src *s)
+{
+    size_t L, d, j, most = 0, per, bytes;
+    lsae_result r;
+    memset(s, 0, sizeof *s);
+    if (!cfg || !fetch) return lsae__err(LSAE_INVALID_ARGS, "%s: cfg and fetch must not be NULL", fn);
+    if ((r = lsae_config_validate(cfg)) != LSAE_OK) return lsae__err_prefix(r, "%s: ", fn);
+    *rc = *cfg;
+    d = cfg->d_in;
+    L = lsae_config_num_latents(cfg);
+    rc->num_latents = L;
+    if (L % d == 0) rc->expansion_factor = L / d;
+    if (!bounds && nbounds == 0) {
+        /* one piece of all L */
+        s->one[0] = 0;
+        s->one[1] = L;
+        bounds = s->one;
+        nbounds = 2;
+    }
+    if (!bounds || nbounds < 2 || bounds[0] != 0 || bounds[nbounds - 1] != L)
+        return lsae__err(LSAE_INVALID_ARGS, "%s: bounds must run from 0 to the model's %zu latents (at least two of them, or NULL and 0 for one piece)", fn, L);
+    for (j = 0; j + 1 < nbounds; ++j) {
+        if (bounds[j + 1] <= bounds[j])
+            return lsae__err(LSAE_INVALID_ARGS, "%s: bounds[%zu] = %zu does not rise above bounds[%zu] = %zu", fn, j + 1, bounds[j + 1], j, bounds[j]);
+        if (bounds[j + 1] - bounds[j] > most) most = bounds[j + 1] - bounds[j];
+    }
+    per = d * sizeof(float) > sizeof(uint64_t) ? d * sizeof(float) : sizeof(uint64_t);
+    if (!lsae__mul_size(most, per, &bytes)) return lsae__err(LSAE_INVALID_ARGS, "%s: a piece of %zu x %zu is too large to address", fn, most, d);
+    if (!(s->buf = lsae__alloc_array(NULL, bytes, 1, "a checkpoint piece"))) return LSAE_OUT_OF_MEMORY;
+    s->bounds = bounds;
+    s->nbounds = nbounds;
+    s->fetch = fetch;
+    s->ctx = ctx;
+    if (lsae__has_threshold(rc)) {
+        if ((r = fetch(ctx, LSAE_PIECE_THRESHOLD, 0, 1, &s->theta)) != LSAE_OK) {
+            lsae__free(NULL, s->buf);
+            s->buf = NULL;
+            return lsae__err(r, "%s: the fetch of the batchtopk threshold failed (%s)", fn, lsae_result_string(r));
+        }
+    }
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_save_pieces(const char *dir, const lsae_config *cfg, const size_t *bounds, size_t nbounds,
+                                            lsae_piece_fn fetch, void *ctx)
+{
+    lsae_config rc;
+    lsae__src src;
+    lsae_result r;
+    if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_save_pieces: dir must not be NULL");
+    if ((r = lsae__pieces_begin("lsae_model_save_pieces", cfg, bounds, nbounds, fetch, ctx, &rc, &src)) != LSAE_OK) return r;
+    r = lsae__model_write(dir, &rc, rc.d_in, rc.num_latents, rc.k, &src);
+    lsae__free(NULL, src.buf);
+    return r;
 }
 
 /* The four tensors of a d x L model are in st with their shapes and a
@@ -8473,11 +8736,11 @@ static void lsae__put_le(unsigned char *p, uint64_t v, int nbytes)
        h ^= length; h = mix64(h)                  (SplitMix64's finaliser)
    It is not cryptographic; it catches torn writes and bit rot, and runs at
    memory speed so a checkpoint of a large model costs no noticeable time. */
-typedef struct lsae__hash {
+struct lsae__hash {
     uint64_t h, len;
     unsigned char tail[8];
     size_t ntail;
-} lsae__hash;
+};
 
 static void lsae__hash_init(lsae__hash *s) { s->h = 0x9E3779B97F4A7C15ull; s->len = 0; s->ntail = 0; }
 
@@ -10789,33 +11052,6 @@ LSAE_DEF lsae_result lsae_loader_seek(lsae_loader *ld, uint64_t rows_read)
 #define LSAE__STATE_HDR 128u
 #define LSAE__STATE_VERSION 1u
 
-typedef struct lsae__ckpt_writer {
-    lsae__afile af;
-    lsae__hash h;
-} lsae__ckpt_writer;
-
-static void lsae__cw_write(lsae__ckpt_writer *w, const void *p, size_t n)
-{
-    lsae__hash_update(&w->h, p, n);
-    lsae__afile_write(&w->af, p, n);
-}
-
-/* floats as little-endian bytes */
-static void lsae__cw_floats(lsae__ckpt_writer *w, const float *x, size_t n)
-{
-    if (lsae__little_endian()) { lsae__cw_write(w, x, n * sizeof(float)); return; }
-    {
-        unsigned char b[4];
-        size_t i;
-        for (i = 0; i < n; ++i) {
-            uint32_t u;
-            memcpy(&u, &x[i], 4);
-            lsae__put_le(b, u, 4);
-            lsae__cw_write(w, b, 4);
-        }
-    }
-}
-
 /* Remove a checkpoint-like directory: only the files a checkpoint holds (and
    their .tmp leftovers), then the directory; anything else in it stops the
    removal with an error rather than being deleted. */
@@ -10927,109 +11163,112 @@ static lsae_result lsae__ckpt_recover(const char *dir, const char *tmp, const ch
     return LSAE_OK;
 }
 
+/* What a save writes: the model's shape and config (num_latents
+   resolved), the state header's fields, where the arrays come from, and the
+   blob. copy_state: lsae_checkpoint_save, whose trainer's state (t; NULL:
+   zero moments) is copied out into whole arrays once the model files are
+   written. */
+typedef struct lsae__ckpt_job {
+    const lsae_config *cfg;
+    size_t d, L, k;
+    uint64_t step;
+    int b_dec_init;
+    lsae__src *src;
+    const void *blob;
+    size_t blob_len;
+    int copy_state;
+    const lsae_trainer *t;
+    const lsae_allocator *alloc;
+    size_t lay_total;                         /* copy_state: the layout of the model's weights */
+    const size_t *lay_offset;
+} lsae__ckpt_job;
+
 /* Write a whole checkpoint into the new, empty directory tmp, every file
    flushed to disk. */
-static lsae_result lsae__ckpt_write(const char *tmp, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
-                                    const void *blob, size_t blob_len)
+static lsae_result lsae__ckpt_write(const char *tmp, lsae__ckpt_job *job)
 {
     char p[4096];
     lsae__ckpt_writer w;
+    lsae__hash h;
     unsigned char hdr[LSAE__STATE_HDR], tr[8];
     uint64_t h_cfg, h_st, payload;
-    lsae_result r;
-    size_t L, d, i;
-    float *dst_m[LSAE__NUM_TENSORS];
-    if ((r = lsae_model_save(m, tmp)) != LSAE_OK) return r;
+    lsae_result r = LSAE_OK;
+    size_t L = job->L, d = job->d, i, count[LSAE__NUM_TENSORS];
+    lsae__src *src = job->src;
+    uint64_t *since = NULL;
+    float *mv = NULL;
+    if ((r = lsae__model_write(tmp, job->cfg, d, L, job->k, src)) != LSAE_OK) return r;
     if (!lsae__path_join(p, sizeof p, tmp, "cfg.json") || (r = lsae__hash_file(p, &h_cfg, NULL)) != LSAE_OK) return r;
     if (!lsae__path_join(p, sizeof p, tmp, "sae.safetensors") || (r = lsae__hash_file(p, &h_st, NULL)) != LSAE_OK) return r;
-    L = m->L;
-    d = m->d;
-    payload = 8 * (uint64_t)L + 8 * (2 * (uint64_t)L * d + L + d) + blob_len;
+    payload = 8 * (uint64_t)L + 8 * (2 * (uint64_t)L * d + L + d) + job->blob_len;
     memset(hdr, 0, sizeof hdr);
     memcpy(hdr, "LSAESTAT", 8);
     lsae__put_le(hdr + 8, LSAE__STATE_VERSION, 4);
     lsae__put_le(hdr + 12, LSAE__STATE_HDR, 4);
     lsae__put_le(hdr + 16, d, 8);
     lsae__put_le(hdr + 24, L, 8);
-    lsae__put_le(hdr + 32, m->k, 8);
-    lsae__put_le(hdr + 40, given ? given->step : t ? t->step : 0, 8);
-    lsae__put_le(hdr + 48, given ? (uint64_t)(given->b_dec_initialized != 0) : t ? (uint64_t)(t->b_dec_initialized != 0) : 1, 4);
-    lsae__put_le(hdr + 56, blob_len, 8);
+    lsae__put_le(hdr + 32, job->k, 8);
+    lsae__put_le(hdr + 40, job->step, 8);
+    lsae__put_le(hdr + 48, (uint64_t)(job->b_dec_init != 0), 4);
+    lsae__put_le(hdr + 56, job->blob_len, 8);
     lsae__put_le(hdr + 64, h_cfg, 8);
     lsae__put_le(hdr + 72, h_st, 8);
     lsae__put_le(hdr + 80, payload, 8);
     if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", tmp);
-    if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) return r;
-    lsae__hash_init(&w.h);
-    lsae__cw_write(&w, hdr, sizeof hdr);
-    if (given) {
-        /* the caller's whole-model arrays (lsae_checkpoint_save_state), in
-           the order below: no copy of the state is made */
-        const float *gm[LSAE__NUM_TENSORS], *gv[LSAE__NUM_TENSORS];
-        gm[0] = given->m_W_enc; gm[1] = given->m_b_enc; gm[2] = given->m_W_dec; gm[3] = given->m_b_dec;
-        gv[0] = given->v_W_enc; gv[1] = given->v_b_enc; gv[2] = given->v_W_dec; gv[3] = given->v_b_dec;
-        if (lsae__little_endian()) {
-            lsae__cw_write(&w, given->since_fired, L * sizeof(uint64_t));
-        } else {
-            unsigned char b8[8];
-            for (i = 0; i < L; ++i) { lsae__put_le(b8, given->since_fired[i], 8); lsae__cw_write(&w, b8, 8); }
-        }
-        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, gm[i], m->lay.count[i]);
-        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, gv[i], m->lay.count[i]);
-    } else {
+    if (job->copy_state) {
         /* the state through the public accessor, in slabs laid out like the weights */
         lsae_trainer_state st;
-        uint64_t *since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
-        float *mv = (float *)lsae__alloc_array(m->alloc, m->lay.total, 2 * sizeof(float), "checkpoint Adam moments");
-        if (!since || !mv) { lsae__free(m->alloc, since); lsae__free(m->alloc, mv); lsae__afile_abort(&w.af); return LSAE_OUT_OF_MEMORY; }
+        float *dst_m[LSAE__NUM_TENSORS];
+        since = (uint64_t *)lsae__alloc_array(job->alloc, L, sizeof(uint64_t), "checkpoint counters");
+        mv = (float *)lsae__alloc_array(job->alloc, job->lay_total, 2 * sizeof(float), "checkpoint Adam moments");
+        if (!since || !mv) { lsae__free(job->alloc, since); lsae__free(job->alloc, mv); return LSAE_OUT_OF_MEMORY; }
         memset(since, 0, L * sizeof(uint64_t));
-        memset(mv, 0, m->lay.total * 2 * sizeof(float));
+        memset(mv, 0, job->lay_total * 2 * sizeof(float));
         memset(&st, 0, sizeof st);
-        for (i = 0; i < LSAE__NUM_TENSORS; ++i) dst_m[i] = mv + m->lay.offset[i];
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) dst_m[i] = mv + job->lay_offset[i];
         st.since_fired = since;
         st.m_W_enc = dst_m[0]; st.m_b_enc = dst_m[1]; st.m_W_dec = dst_m[2]; st.m_b_dec = dst_m[3];
-        st.v_W_enc = dst_m[0] + m->lay.total; st.v_b_enc = dst_m[1] + m->lay.total;
-        st.v_W_dec = dst_m[2] + m->lay.total; st.v_b_dec = dst_m[3] + m->lay.total;
-        if (t && (r = lsae_trainer_get_state(t, &st)) != LSAE_OK) { lsae__free(m->alloc, since); lsae__free(m->alloc, mv); lsae__afile_abort(&w.af); return r; }
-        if (lsae__little_endian()) {
-            lsae__cw_write(&w, since, L * sizeof(uint64_t));
-        } else {
-            unsigned char b8[8];
-            for (i = 0; i < L; ++i) { lsae__put_le(b8, since[i], 8); lsae__cw_write(&w, b8, 8); }
+        st.v_W_enc = dst_m[0] + job->lay_total; st.v_b_enc = dst_m[1] + job->lay_total;
+        st.v_W_dec = dst_m[2] + job->lay_total; st.v_b_dec = dst_m[3] + job->lay_total;
+        if (job->t && (r = lsae_trainer_get_state(job->t, &st)) != LSAE_OK) { lsae__free(job->alloc, since); lsae__free(job->alloc, mv); return r; }
+        src->whole[LSAE_PIECE_SINCE_FIRED] = since;
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+            src->whole[LSAE_PIECE_M_W_ENC + i] = dst_m[i];
+            src->whole[LSAE_PIECE_V_W_ENC + i] = dst_m[i] + job->lay_total;
         }
-        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, mv + m->lay.offset[i], m->lay.count[i]);
-        for (i = 0; i < LSAE__NUM_TENSORS; ++i) lsae__cw_floats(&w, mv + m->lay.total + m->lay.offset[i], m->lay.count[i]);
-        lsae__free(m->alloc, since);
-        lsae__free(m->alloc, mv);
     }
-    if (blob_len) lsae__cw_write(&w, blob, blob_len);
-    lsae__put_le(tr, lsae__hash_final(&w.h), 8);
+    if ((r = lsae__afile_open(&w.af, p)) != LSAE_OK) { lsae__free(job->alloc, since); lsae__free(job->alloc, mv); return r; }
+    lsae__hash_init(&h);
+    w.h = &h;
+    lsae__cw_write(&w, hdr, sizeof hdr);
+    /* counters [L], Adam m of W_enc [L, d], b_enc [L], W_dec [L, d], b_dec [d], then v of the same */
+    count[LSAE__W_ENC] = count[LSAE__W_DEC] = d;
+    count[LSAE__B_ENC] = 1;
+    r = lsae__src_emit(src, &w, LSAE_PIECE_SINCE_FIRED, L, 1);
+    for (i = 0; r == LSAE_OK && i < 2 * LSAE__NUM_TENSORS; ++i) {
+        size_t q = i % LSAE__NUM_TENSORS;
+        r = q == LSAE__B_DEC ? lsae__src_emit(src, &w, LSAE_PIECE_M_W_ENC + (int)i, d, 1) : lsae__src_emit(src, &w, LSAE_PIECE_M_W_ENC + (int)i, L, count[q]);
+    }
+    lsae__free(job->alloc, since);
+    lsae__free(job->alloc, mv);
+    if (r != LSAE_OK) { lsae__afile_abort(&w.af); return r; }
+    if (job->blob_len) lsae__cw_write(&w, job->blob, job->blob_len);
+    lsae__put_le(tr, lsae__hash_final(&h), 8);
     lsae__afile_write(&w.af, tr, 8);
     if ((r = lsae__afile_commit(&w.af)) != LSAE_OK) return r;
     lsae__fsync_dir(tmp);
     return LSAE_OK;
 }
 
-static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
-                                         const void *blob, size_t blob_len);
+static lsae_result lsae__checkpoint_save(const char *dir, lsae__ckpt_job *job);
 
-LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+/* The job of a whole model: its weights in place; with given, the state
+   from the caller's whole arrays (no copy), else copied from t. */
+static lsae_result lsae__checkpoint_save_model(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
+                                               const void *blob, size_t blob_len)
 {
-    return lsae__checkpoint_save(dir, m, t, NULL, blob, blob_len);
-}
-
-LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *m, const lsae_trainer_state *st, const void *blob, size_t blob_len)
-{
-    if (!st || !st->since_fired || !st->m_W_enc || !st->m_b_enc || !st->m_W_dec || !st->m_b_dec || !st->v_W_enc || !st->v_b_enc || !st->v_W_dec || !st->v_b_dec)
-        return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save_state: the state and every array in it must be given");
-    return lsae__checkpoint_save(dir, m, NULL, st, blob, blob_len);
-}
-
-static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const lsae_trainer_state *given,
-                                         const void *blob, size_t blob_len)
-{
-    char tmp[4096], old[4096], parent[4096];
-    lsae_result r;
+    lsae__src src;
+    lsae__ckpt_job job;
     if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: dir and model must not be NULL");
     LSAE__REFUSE_SHARD(m, "lsae_checkpoint_save");
     if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: blob is NULL but blob_len is %zu", blob_len);
@@ -11038,13 +11277,89 @@ static lsae_result lsae__checkpoint_save(const char *dir, const lsae_model *m, c
        middle of accumulation, or a poisoned trainer, cannot make a checkpoint */
     if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save: %llu batches accumulated but not applied; save between optimizer steps", (unsigned long long)t->micro);
     if (t && t->poisoned) return lsae__err(LSAE_NOT_FINITE, "lsae_checkpoint_save: the trainer saw a non-finite value; keep the last good checkpoint");
+#ifdef LATENTSAE_CUDA
+    {
+        /* lsae_model_save downloaded the weights before this was split out */
+        lsae_result r;
+        if (m->cuda && (r = lsae__cuda_model_download(m->cuda, m->params)) != LSAE_OK) return r;
+    }
+#endif
+    lsae__src_of_model(&src, m);
+    memset(&job, 0, sizeof job);
+    job.cfg = &m->cfg;
+    job.d = m->d;
+    job.L = m->L;
+    job.k = m->k;
+    job.step = given ? given->step : t ? t->step : 0;
+    job.b_dec_init = given ? given->b_dec_initialized != 0 : t ? t->b_dec_initialized != 0 : 1;
+    job.src = &src;
+    job.blob = blob;
+    job.blob_len = blob_len;
+    if (given) {
+        src.whole[LSAE_PIECE_SINCE_FIRED] = given->since_fired;
+        src.whole[LSAE_PIECE_M_W_ENC] = given->m_W_enc; src.whole[LSAE_PIECE_M_B_ENC] = given->m_b_enc;
+        src.whole[LSAE_PIECE_M_W_DEC] = given->m_W_dec; src.whole[LSAE_PIECE_M_B_DEC] = given->m_b_dec;
+        src.whole[LSAE_PIECE_V_W_ENC] = given->v_W_enc; src.whole[LSAE_PIECE_V_B_ENC] = given->v_b_enc;
+        src.whole[LSAE_PIECE_V_W_DEC] = given->v_W_dec; src.whole[LSAE_PIECE_V_B_DEC] = given->v_b_dec;
+    } else {
+        job.copy_state = 1;
+        job.t = t;
+        job.alloc = m->alloc;
+        job.lay_total = m->lay.total;
+        job.lay_offset = m->lay.offset;
+    }
+    return lsae__checkpoint_save(dir, &job);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *m, const lsae_trainer *t, const void *blob, size_t blob_len)
+{
+    return lsae__checkpoint_save_model(dir, m, t, NULL, blob, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save_state(const char *dir, const lsae_model *m, const lsae_trainer_state *st, const void *blob, size_t blob_len)
+{
+    if (!st || !st->since_fired || !st->m_W_enc || !st->m_b_enc || !st->m_W_dec || !st->m_b_dec || !st->v_W_enc || !st->v_b_enc || !st->v_W_dec || !st->v_b_dec)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save_state: the state and every array in it must be given");
+    return lsae__checkpoint_save_model(dir, m, NULL, st, blob, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_save_pieces(const char *dir, const lsae_config *cfg, uint64_t step, int b_dec_initialized,
+                                                 const size_t *bounds, size_t nbounds, lsae_piece_fn fetch, void *ctx,
+                                                 const void *blob, size_t blob_len)
+{
+    lsae_config rc;
+    lsae__src src;
+    lsae__ckpt_job job;
+    lsae_result r;
+    if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save_pieces: dir must not be NULL");
+    if (blob_len && !blob) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_save_pieces: blob is NULL but blob_len is %zu", blob_len);
+    if ((r = lsae__pieces_begin("lsae_checkpoint_save_pieces", cfg, bounds, nbounds, fetch, ctx, &rc, &src)) != LSAE_OK) return r;
+    memset(&job, 0, sizeof job);
+    job.cfg = &rc;
+    job.d = rc.d_in;
+    job.L = rc.num_latents;
+    job.k = rc.k;
+    job.step = step;
+    job.b_dec_init = b_dec_initialized != 0;
+    job.src = &src;
+    job.blob = blob;
+    job.blob_len = blob_len;
+    r = lsae__checkpoint_save(dir, &job);
+    lsae__free(NULL, src.buf);
+    return r;
+}
+
+static lsae_result lsae__checkpoint_save(const char *dir, lsae__ckpt_job *job)
+{
+    char tmp[4096], old[4096], parent[4096];
+    lsae_result r;
     if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old") || !lsae__sibling(parent, sizeof parent, dir, "/.."))
         return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__ckpt_recover(dir, tmp, old)) != LSAE_OK) return r;
     if ((r = lsae__ckpt_rmdir(tmp)) != LSAE_OK) return r;
     if ((r = lsae__ckpt_rmdir(old)) != LSAE_OK) return r;
     if ((r = lsae__mkdirs(tmp)) != LSAE_OK) return r;
-    if ((r = lsae__ckpt_write(tmp, m, t, given, blob, blob_len)) != LSAE_OK) {
+    if ((r = lsae__ckpt_write(tmp, job)) != LSAE_OK) {
         /* Nothing was swapped: the previous checkpoint is whole at dir. The
            partial one goes, so that a full disk gets its space back. */
         static const char file_note[] = "; the previous file, if any, is untouched";

@@ -3,8 +3,11 @@
 dominate (d 384, 49,152 latents: 8 L d floats = 604 MB in one process; a
 batch of 256 rows). Every run is build/mpi/lsae with 1 thread a rank;
 LSAE_RSS_STATS=1 makes each rank print its peak RSS (VmHWM) after the
-training loop and again after the final checkpoint, which rank 0 writes by
-gathering the shards (it then holds the whole model and state for a moment).
+training loop and again after the final checkpoint, which rank 0 streams to
+disk piece by piece (lsae_checkpoint_save_pieces: one piece of at most 4 MB
+of one shard's rows of one array at a time, from itself or the shard's
+owner), so no rank ever holds the whole model: a save adds about one piece
+to each rank's peak.
 Not a test: memory, not results (tests/test_mpi_cli.py checks those).
 
     python3 bench/bench_shard_rss.py BUILD "mpirun --oversubscribe ..."

@@ -898,9 +898,8 @@ static int same_file(const char *a, const char *b)
     return same;
 }
 
-/* lsae_checkpoint_save_state (how a latent-sharded run's rank 0 writes the
-   gathered shards) writes the bytes lsae_checkpoint_save writes for a
-   trainer in that state */
+/* lsae_checkpoint_save_state (a trainer state in whole arrays, no trainer)
+   writes the bytes lsae_checkpoint_save writes for a trainer in that state */
 static void test_checkpoint_save_state(void)
 {
     const char *da = TDIR "/ckpt_t", *db = TDIR "/ckpt_s";
@@ -940,6 +939,182 @@ static void test_checkpoint_save_state(void)
     lsae_model_free(m);
     RM_CKPT(da);
     RM_CKPT(db);
+}
+
+/* lsae_checkpoint_save_pieces and lsae_model_save_pieces (how a
+   latent-sharded run's rank 0 streams the shards to disk) write the bytes
+   lsae_checkpoint_save and lsae_model_save write, the arrays served here
+   from whole copies in 3 uneven pieces. */
+typedef struct piece_src {
+    size_t L, d;
+    float *arr[12];            /* by lsae_piece: weights, m, v */
+    uint64_t *since;
+    float theta;
+    const size_t *bounds;
+    size_t nb;
+    int swap;                  /* 1: serve the second piece's rows for the first (must change the files) */
+    int fail_at;               /* > 0: the fail_at-th call fails */
+    int calls, bad;            /* calls; requests not at the bounds */
+} piece_src;
+
+static lsae_result piece_fetch(void *ctx, int what, size_t l0, size_t n, void *dst)
+{
+    piece_src *s = (piece_src *)ctx;
+    size_t j, per = 1;
+    ++s->calls;
+    if (s->fail_at && s->calls == s->fail_at) return LSAE_IO_ERROR;
+    if (what == LSAE_PIECE_THRESHOLD) {
+        if (l0 != 0 || n != 1) ++s->bad;
+        memcpy(dst, &s->theta, sizeof(float));
+        return LSAE_OK;
+    }
+    if (what < 0 || what > LSAE_PIECE_SINCE_FIRED) { ++s->bad; return LSAE_INVALID_ARGS; }
+    if (what != LSAE_PIECE_SINCE_FIRED && what % 4 == LSAE_PIECE_B_DEC) {
+        if (l0 != 0 || n != s->d) ++s->bad;
+        memcpy(dst, s->arr[what], s->d * sizeof(float));
+        return LSAE_OK;
+    }
+    for (j = 0; j + 1 < s->nb && s->bounds[j] != l0; ++j) {}
+    if (j + 1 >= s->nb || s->bounds[j + 1] != l0 + n) { ++s->bad; return LSAE_INVALID_ARGS; }
+    if (s->swap && j == 0) l0 = s->bounds[1];   /* the same count of rows, from the wrong place */
+    if (what == LSAE_PIECE_SINCE_FIRED) { memcpy(dst, s->since + l0, n * sizeof(uint64_t)); return LSAE_OK; }
+    if (what % 4 == LSAE_PIECE_W_ENC || what % 4 == LSAE_PIECE_W_DEC) per = s->d;
+    memcpy(dst, s->arr[what] + l0 * per, n * per * sizeof(float));
+    return LSAE_OK;
+}
+
+/* the same pieces straight out of the trainer (lsae_trainer_get_piece) */
+static lsae_result trainer_fetch(void *ctx, int what, size_t l0, size_t n, void *dst)
+{
+    return lsae_trainer_get_piece((const lsae_trainer *)ctx, what, l0, n, dst);
+}
+
+/* m with its trainer t (NULL: zero moments, as lsae_checkpoint_save writes them) */
+static void pieces_case(lsae_model *m, lsae_trainer *t, const char *tag)
+{
+    static const char *const names[3] = { "cfg.json", "sae.safetensors", "state.bin" };
+    char da[256], db[256], ma[256], mb[256], pa[512], pb[512], blob[] = "rows_read=123";
+    piece_src s;
+    lsae_trainer_state st;
+    size_t L = lsae_model_num_latents(m), d = lsae_model_d_in(m), bounds[4], i, n = 2 * L * d + L + d;
+    float *all = (float *)calloc(3 * n, sizeof(float));
+    uint64_t step = 0;
+    int b_dec_init = 1;
+    snprintf(da, sizeof da, TDIR "/pieces_%s_a", tag);
+    snprintf(db, sizeof db, TDIR "/pieces_%s_b", tag);
+    snprintf(ma, sizeof ma, TDIR "/pieces_%s_ma", tag);
+    snprintf(mb, sizeof mb, TDIR "/pieces_%s_mb", tag);
+    RM_CKPT(da);
+    RM_CKPT(db);
+    memset(&s, 0, sizeof s);
+    s.L = L;
+    s.d = d;
+    for (i = 0; i < 3; ++i) {
+        s.arr[4 * i + 0] = all + i * n;
+        s.arr[4 * i + 1] = all + i * n + L * d;
+        s.arr[4 * i + 2] = all + i * n + L * d + L;
+        s.arr[4 * i + 3] = all + i * n + 2 * L * d + L;
+    }
+    s.since = (uint64_t *)calloc(L, sizeof(uint64_t));
+    s.theta = lsae_model_batchtopk_threshold(m);
+    OK(lsae_model_get_weights(m, s.arr[0], s.arr[1], s.arr[2], s.arr[3]));
+    if (t) {
+        memset(&st, 0, sizeof st);
+        st.since_fired = s.since;
+        st.m_W_enc = s.arr[4]; st.m_b_enc = s.arr[5]; st.m_W_dec = s.arr[6]; st.m_b_dec = s.arr[7];
+        st.v_W_enc = s.arr[8]; st.v_b_enc = s.arr[9]; st.v_W_dec = s.arr[10]; st.v_b_dec = s.arr[11];
+        OK(lsae_trainer_get_state(t, &st));
+        step = st.step;
+        b_dec_init = st.b_dec_initialized;
+    }
+    /* 3 uneven pieces: 5, L - 12, 7 */
+    bounds[0] = 0; bounds[1] = 5; bounds[2] = L - 7; bounds[3] = L;
+    s.bounds = bounds;
+    s.nb = 4;
+    OK(lsae_checkpoint_save(da, m, t, blob, sizeof blob));
+    OK(lsae_checkpoint_save_pieces(db, lsae_model_config(m), step, b_dec_init, bounds, 4, piece_fetch, &s, blob, sizeof blob));
+    /* every piece asked once: the weights and the moments (3 pieces of 3 arrays, b_dec whole), the counters, the threshold if any */
+    CHECKF(s.bad == 0 && s.calls == 3 * (3 * 3 + 1) + 3 + (lsae_model_config(m)->sae_type != LSAE_SAE_TOPK), "%s: %d calls, %d not at the bounds", tag, s.calls, s.bad);
+    for (i = 0; i < 3; ++i) {
+        snprintf(pa, sizeof pa, "%s/%s", da, names[i]);
+        snprintf(pb, sizeof pb, "%s/%s", db, names[i]);
+        CHECKF(same_file(pa, pb), "%s: lsae_checkpoint_save_pieces: %s differs from lsae_checkpoint_save's", tag, names[i]);
+    }
+    if (t) {
+        /* lsae_trainer_get_piece serves the same bytes; it refuses rows past the end */
+        OK(lsae_checkpoint_save_pieces(db, lsae_model_config(m), step, b_dec_init, bounds, 4, trainer_fetch, t, blob, sizeof blob));
+        for (i = 0; i < 3; ++i) {
+            snprintf(pa, sizeof pa, "%s/%s", da, names[i]);
+            snprintf(pb, sizeof pb, "%s/%s", db, names[i]);
+            CHECKF(same_file(pa, pb), "%s: lsae_trainer_get_piece: %s differs from lsae_checkpoint_save's", tag, names[i]);
+        }
+        CHECK(lsae_trainer_get_piece(t, LSAE_PIECE_W_DEC, L - 2, 3, all) == LSAE_INVALID_ARGS);
+        CHECK(lsae_trainer_get_piece(t, LSAE_PIECE_M_B_DEC, 0, d + 1, all) == LSAE_INVALID_ARGS);
+        CHECK(lsae_trainer_get_piece(t, LSAE_PIECE_COUNT, 0, 1, all) == LSAE_INVALID_ARGS);
+    }
+    OK(lsae_model_save(m, ma));
+    OK(lsae_model_save_pieces(mb, lsae_model_config(m), bounds, 4, piece_fetch, &s));
+    for (i = 0; i < 2; ++i) {
+        snprintf(pa, sizeof pa, "%s/%s", ma, names[i]);
+        snprintf(pb, sizeof pb, "%s/%s", mb, names[i]);
+        CHECKF(same_file(pa, pb), "%s: lsae_model_save_pieces: %s differs from lsae_model_save's", tag, names[i]);
+    }
+    /* the check can fail: rows served from the wrong piece change the files */
+    s.swap = 1;
+    OK(lsae_model_save_pieces(mb, lsae_model_config(m), bounds, 4, piece_fetch, &s));
+    snprintf(pa, sizeof pa, "%s/sae.safetensors", ma);
+    snprintf(pb, sizeof pb, "%s/sae.safetensors", mb);
+    CHECK(!same_file(pa, pb));
+    s.swap = 0;
+    /* one piece (NULL bounds) writes the same too */
+    bounds[1] = L;   /* what the callback checks the requests against */
+    s.nb = 2;
+    OK(lsae_checkpoint_save_pieces(db, lsae_model_config(m), step, b_dec_init, NULL, 0, piece_fetch, &s, blob, sizeof blob));
+    snprintf(pa, sizeof pa, "%s/state.bin", da);
+    snprintf(pb, sizeof pb, "%s/state.bin", db);
+    CHECK(same_file(pa, pb));
+    /* a failed fetch: an error, the previous checkpoint left whole, no DIR.tmp */
+    s.calls = 0;
+    s.fail_at = 12;
+    CHECK(lsae_checkpoint_save_pieces(db, lsae_model_config(m), step + 1, b_dec_init, bounds, 2, piece_fetch, &s, blob, sizeof blob) == LSAE_IO_ERROR);
+    CHECKF(strstr(lsae_last_error(), "fetch") != NULL, "%s", lsae_last_error());
+    snprintf(pb, sizeof pb, "%s.tmp", db);
+    CHECK(!lsae__is_dir(pb));
+    snprintf(pb, sizeof pb, "%s/state.bin", db);
+    CHECK(same_file(pa, pb));
+    s.fail_at = 0;
+    /* bounds that do not cover [0, L) in rising order are refused */
+    bounds[0] = 0; bounds[1] = 9; bounds[2] = 9; bounds[3] = L;
+    CHECK(lsae_model_save_pieces(mb, lsae_model_config(m), bounds, 4, piece_fetch, &s) == LSAE_INVALID_ARGS);
+    bounds[2] = L - 1;
+    CHECK(lsae_model_save_pieces(mb, lsae_model_config(m), bounds, 3, piece_fetch, &s) == LSAE_INVALID_ARGS);
+    CHECK(lsae_model_save_pieces(mb, lsae_model_config(m), bounds, 4, NULL, &s) == LSAE_INVALID_ARGS);
+    RM_CKPT(da);
+    RM_CKPT(db);
+    RM_CKPT(ma);
+    RM_CKPT(mb);
+    free(all);
+    free(s.since);
+}
+
+static void test_checkpoint_save_pieces(void)
+{
+    lsae_model *m = NULL;
+    lsae_trainer *t = NULL;
+    lsae_config c = lsae_config_default(12);
+    small_run(&m, &t, 7, 3);
+    pieces_case(m, t, "topk");
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    /* a type with a threshold (in sae.safetensors and cfg.json), no trainer */
+    c.k = 5;
+    c.expansion_factor = 4;
+    c.sae_type = LSAE_SAE_BATCHTOPK;
+    c.seed = 11;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_set_batchtopk_threshold(m, 0.375f));
+    pieces_case(m, NULL, "btk");
+    lsae_model_free(m);
 }
 
 static void test_checkpoint_roundtrip(void)
@@ -2054,6 +2229,7 @@ int main(int argc, char **argv)
     test_loader_ranks();
     test_checkpoint_roundtrip();
     test_checkpoint_save_state();
+    test_checkpoint_save_pieces();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX
     test_checkpoint_kill9(argv[0]);

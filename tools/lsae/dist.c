@@ -134,26 +134,84 @@ static void dist_attach(lsae_trainer *tr, int shard)
 #endif
 }
 
-/* Rank `from`'s bytes into buf on rank 0 (a latent shard's rows, gathered
-   for the checkpoint): point to point, in segments that fit MPI's int.
-   Every rank calls it; only `from` and rank 0 move data. */
-static void dist_send_to0(int from, void *buf, size_t bytes)
+/* --shard-latents checkpoints: rank 0 writes the files and, as it goes,
+   asks the other shards of slice 0 for their rows of one array at a time: a
+   request (what, l0, n) to the owner, answered with the piece's bytes. The
+   others serve requests until rank 0 says it is done (what = -1). Point to
+   point on the world communicator (the trainer's sums use collectives on
+   communicators of their own), the bytes in segments that fit MPI's int. */
+enum { DIST_TAG_ASK = 78, DIST_TAG_PIECE = 79 };
+
+/* bytes of buf to (send) or from peer */
+static void dist_piece_bytes(int peer, int send, void *buf, size_t bytes)
 {
 #ifdef LSAE_MPI
     const size_t seg = (size_t)1 << 30;
     size_t at;
-    if (from == 0 || (g_rank != 0 && g_rank != from)) return;
     for (at = 0; at < bytes; at += seg) {
         int n = (int)(bytes - at < seg ? bytes - at : seg);
-        if (g_rank == from ? MPI_Send((unsigned char *)buf + at, n, MPI_BYTE, 0, 77, MPI_COMM_WORLD) != MPI_SUCCESS
-                           : MPI_Recv((unsigned char *)buf + at, n, MPI_BYTE, from, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            fail("gathering the latent shards on rank 0 failed");
+        if (send ? MPI_Send((unsigned char *)buf + at, n, MPI_BYTE, peer, DIST_TAG_PIECE, MPI_COMM_WORLD) != MPI_SUCCESS
+                 : MPI_Recv((unsigned char *)buf + at, n, MPI_BYTE, peer, DIST_TAG_PIECE, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            fail("moving a latent shard's rows to rank 0 for the checkpoint failed");
     }
 #else
-    (void)from;
+    (void)peer;
+    (void)send;
     (void)buf;
     (void)bytes;
 #endif
+}
+
+static void dist_piece_send_ask(int to, int64_t what, size_t l0, size_t n)
+{
+#ifdef LSAE_MPI
+    int64_t q[3];
+    q[0] = what;
+    q[1] = (int64_t)l0;
+    q[2] = (int64_t)n;
+    if (MPI_Send(q, (int)sizeof q, MPI_BYTE, to, DIST_TAG_ASK, MPI_COMM_WORLD) != MPI_SUCCESS)
+        fail("asking rank %d for its latent shard's rows for the checkpoint failed", to);
+#else
+    (void)to;
+    (void)what;
+    (void)l0;
+    (void)n;
+    fail("internal: a latent shard's rows asked of rank %d without MPI", to);
+#endif
+}
+
+/* On rank 0: rows [l0, l0 + n) of array `what` (an lsae_piece) from rank
+   `owner`, bytes of them, into dst. */
+static void dist_piece_ask(int owner, int what, size_t l0, size_t n, void *dst, size_t bytes)
+{
+    dist_piece_send_ask(owner, what, l0, n);
+    dist_piece_bytes(owner, 0, dst, bytes);
+}
+
+/* On ranks 1 .. S - 1 of slice 0: answer rank 0's requests, each with the
+   piece fill puts in buf (returning its length), until rank 0 is done. */
+static void dist_piece_serve(size_t (*fill)(void *ctx, int what, size_t l0, size_t n, void *buf), void *ctx, void *buf)
+{
+#ifdef LSAE_MPI
+    for (;;) {
+        int64_t q[3];
+        if (MPI_Recv(q, (int)sizeof q, MPI_BYTE, 0, DIST_TAG_ASK, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            fail("waiting for rank 0's requests for the checkpoint failed");
+        if (q[0] < 0) return;
+        dist_piece_bytes(0, 1, buf, fill(ctx, (int)q[0], (size_t)q[1], (size_t)q[2], buf));
+    }
+#else
+    (void)fill;
+    (void)ctx;
+    (void)buf;
+#endif
+}
+
+/* On rank 0: the save is written; ranks 1 .. S - 1 stop serving. */
+static void dist_piece_done(int S)
+{
+    int r;
+    for (r = 1; r < S; ++r) dist_piece_send_ask(r, -1, 0, 0);
 }
 
 /* The loader returns this rank's slice of each global batch and reads only

@@ -6,89 +6,104 @@
 
 /* ----------------------------------------------------------- checkpoints */
 
-/* --shard-latents: the shards gathered on rank 0 into one whole model and
-   trainer state, saved as one process saves them (the files do not depend
-   on the number of shards). One tensor piece moves at a time: each rank
-   copies its rows of a tensor out (weights: W_enc, b_enc, W_dec; then
-   Adam's m and v of each; then the dead-latent counters) and sends them to
-   rank 0, which puts them into a whole model (the weights) and whole
-   arrays (the state), and writes them with lsae_checkpoint_save_state; b_dec
-   and its moments are the same on every rank and come from rank 0. Rank 0
-   holds the whole model and moments for the moment (6 L d floats besides
-   its shard; one process's save copies its 4 L d of moments, too). */
+/* --shard-latents: rank 0 streams the checkpoint and the model files to
+   disk (lsae_checkpoint_save_pieces, lsae_model_save_pieces: the same bytes
+   as one process writes, so the files do not depend on the number of
+   shards) and no rank holds the whole model. The library asks for one
+   array's rows at a time, in pieces of at most PIECE_BYTES of one shard
+   (the pieces' bounds split each shard's range): rank 0 copies its own
+   rows (and b_dec with its moments, the same on every rank) straight into
+   the library's piece buffer (lsae_trainer_get_piece), and asks the owner
+   of any other rows, which copies them into a buffer of one piece and
+   sends them (dist.c). So a save adds one piece (a few MB) to each rank of
+   slice 0; the other shards of slice 0 serve until rank 0 is done; the
+   other slices (the same shards again) take no part. A rank that fails
+   aborts the job (fail, lib_fail), so none is left waiting. */
+#define PIECE_BYTES ((size_t)4 << 20)
+
+/* the bytes of one row of array `what` (an lsae_piece): d_in floats for
+   W_enc, W_dec and their moments, one float for b_enc, b_dec and theirs, a
+   uint64 for the counters */
+static size_t piece_row_bytes(int what, size_t d)
+{
+    if (what == LSAE_PIECE_SINCE_FIRED) return sizeof(uint64_t);
+    return (what % 4 == LSAE_PIECE_W_ENC || what % 4 == LSAE_PIECE_W_DEC ? d : 1) * sizeof(float);
+}
+
+/* the arrays indexed by latent, split over the shards (b_dec and its moments are on every rank) */
+static int piece_by_latent(int what)
+{
+    return what == LSAE_PIECE_SINCE_FIRED || (what >= 0 && what < LSAE_PIECE_SINCE_FIRED && what % 4 != LSAE_PIECE_B_DEC);
+}
+
+/* the most latents in one piece: a piece of W_enc at most PIECE_BYTES */
+static size_t piece_rows(const train_run *t)
+{
+    size_t r = PIECE_BYTES / (t->d * sizeof(float));
+    return r ? r : 1;
+}
+
+/* This rank's rows [l0, l0 + n) (global latents, inside its shard; b_dec
+   and its moments: all d) of array `what` into dst */
+static size_t shard_piece(void *ctx, int what, size_t l0, size_t n, void *dst)
+{
+    train_run *t = (train_run *)ctx;
+    lsae_result r;
+    if (what < 0 || what > LSAE_PIECE_SINCE_FIRED)
+        fail("internal: array %d asked for the checkpoint (latent-sharded runs are TopK: no threshold)", what);
+    if (piece_by_latent(what) ? l0 < t->l0 || l0 > t->l1 || n > t->l1 - l0 || n > piece_rows(t) : l0 != 0 || n != t->d)
+        fail("internal: rows [%zu, %zu) of array %d asked of the shard holding [%zu, %zu)", l0, l0 + n, what, t->l0, t->l1);
+    if ((r = lsae_trainer_get_piece(t->tr, what, piece_by_latent(what) ? l0 - t->l0 : 0, n, dst)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+    return n * piece_row_bytes(what, t->d);
+}
+
+/* rank 0's fetch for the library: its own rows, else the owner's over MPI */
+static lsae_result ckpt_fetch(void *ctx, int what, size_t l0, size_t n, void *dst)
+{
+    train_run *t = (train_run *)ctx;
+    int owner = 0;
+    if (piece_by_latent(what))
+        for (owner = 0; owner < g_S; ++owner) {
+            size_t a, b;
+            lsae_shard_range(t->L, owner, g_S, &a, &b);
+            if (l0 >= a && l0 < b) break;
+        }
+    if (owner >= g_S) fail("internal: rows [%zu, %zu) asked for the checkpoint are in no shard", l0, l0 + n);
+    if (owner == 0) shard_piece(t, what, l0, n, dst);
+    else dist_piece_ask(owner, what, l0, n, dst, n * piece_row_bytes(what, t->d));
+    return LSAE_OK;
+}
+
 static void save_checkpoint_sharded(train_run *t, const char *blob, size_t blen)
 {
-    const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
-    lsae_model *fm = NULL;
-    lsae_trainer_state st, full;
-    lsae_result r;
-    float *piece, *mv[2][4] = { { NULL, NULL, NULL, NULL }, { NULL, NULL, NULL, NULL } };
-    uint64_t *fired = NULL;
-    size_t cnt[4], q, most = (L + (size_t)g_S - 1) / (size_t)g_S;
-    int rank, kind;
-    cnt[0] = cnt[2] = d; cnt[1] = 1; cnt[3] = 0;   /* floats per latent of W_enc, b_enc, W_dec */
-    piece = (float *)xmalloc((most * d > d ? most * d : d) * sizeof(float) + most * sizeof(uint64_t));
-    memset(&full, 0, sizeof full);
+    const size_t most = piece_rows(t);
     if (g_rank == 0) {
-        if ((r = lsae_model_create(&t->cfg, NULL, &fm)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        for (kind = 0; kind < 2; ++kind)
-            for (q = 0; q < 4; ++q) mv[kind][q] = (float *)xmalloc((q == 3 ? d : L * cnt[q]) * sizeof(float));
-        fired = (uint64_t *)xmalloc(L * sizeof(uint64_t));
-        /* b_dec and its moments, with step and b_dec's flag, from rank 0 */
-        memset(&st, 0, sizeof st);
-        st.m_b_dec = mv[0][3];
-        st.v_b_dec = mv[1][3];
-        if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        full.step = st.step;
-        full.b_dec_initialized = st.b_dec_initialized;
-        if ((r = lsae_model_get_weights(t->m, NULL, NULL, NULL, piece)) != LSAE_OK ||
-            (r = lsae_model_set_shard_rows(fm, 0, 0, NULL, NULL, NULL, piece)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-    }
-    /* kind 0: the weights, 1: Adam's m, 2: v, 3: the counters; tensor q */
-    for (kind = 0; kind < 4; ++kind)
-        for (q = 0; q < (kind == 3 ? 1u : 3u); ++q)
-            for (rank = 0; rank < g_S; ++rank) {   /* slice 0's shards, world ranks 0 .. S - 1 */
-                size_t l0, l1, nr, bytes;
-                float *ptr[3] = { NULL, NULL, NULL };
-                lsae_shard_range(L, rank, g_S, &l0, &l1);
-                nr = l1 - l0;
-                bytes = kind == 3 ? nr * sizeof(uint64_t) : nr * cnt[q] * sizeof(float);
-                if (g_rank == rank) {
-                    /* this rank's rows of the tensor into piece */
-                    ptr[q] = piece;
-                    memset(&st, 0, sizeof st);
-                    if (kind == 0) r = lsae_model_get_weights(t->m, ptr[0], ptr[1], ptr[2], NULL);
-                    else {
-                        if (kind == 1) { st.m_W_enc = ptr[0]; st.m_b_enc = ptr[1]; st.m_W_dec = ptr[2]; }
-                        if (kind == 2) { st.v_W_enc = ptr[0]; st.v_b_enc = ptr[1]; st.v_W_dec = ptr[2]; }
-                        if (kind == 3) st.since_fired = (uint64_t *)(void *)piece;
-                        r = lsae_trainer_get_state(t->tr, &st);
-                    }
-                    if (r != LSAE_OK) lib_fail(r, "saving the checkpoint");
-                    (void)n;
-                }
-                dist_send_to0(rank, piece, bytes);
-                if (g_rank != 0) continue;
-                if (kind == 0) {
-                    ptr[q] = piece;
-                    if ((r = lsae_model_set_shard_rows(fm, l0, nr, ptr[0], ptr[1], ptr[2], NULL)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-                } else if (kind == 3)
-                    memcpy(fired + l0, piece, bytes);
-                else
-                    memcpy(mv[kind - 1][q] + l0 * cnt[q], piece, bytes);
+        /* each shard's range cut into pieces of at most `most` latents */
+        lsae_trainer_state st;
+        lsae_result r;
+        size_t *bounds = (size_t *)xmalloc((t->L / most + (size_t)g_S + 1) * sizeof(size_t)), nb = 1, a, b;
+        int q;
+        bounds[0] = 0;
+        for (q = 0; q < g_S; ++q) {
+            lsae_shard_range(t->L, q, g_S, &a, &b);
+            while (a < b) {
+                a += b - a < most ? b - a : most;
+                bounds[nb++] = a;
             }
-    if (g_rank == 0) {
-        full.since_fired = fired;
-        full.m_W_enc = mv[0][0]; full.m_b_enc = mv[0][1]; full.m_W_dec = mv[0][2]; full.m_b_dec = mv[0][3];
-        full.v_W_enc = mv[1][0]; full.v_b_enc = mv[1][1]; full.v_W_dec = mv[1][2]; full.v_b_dec = mv[1][3];
-        if ((r = lsae_checkpoint_save_state(t->ck, fm, &full, blob, blen)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
-        if ((r = lsae_model_save(fm, t->a.out)) != LSAE_OK) lib_fail(r, "saving the model");
-        for (kind = 0; kind < 2; ++kind)
-            for (q = 0; q < 4; ++q) free(mv[kind][q]);
-        free(fired);
-        lsae_model_free(fm);
+        }
+        memset(&st, 0, sizeof st);   /* the step and b_dec's flag only */
+        if ((r = lsae_trainer_get_state(t->tr, &st)) != LSAE_OK) lib_fail(r, "saving the checkpoint");
+        if ((r = lsae_checkpoint_save_pieces(t->ck, &t->cfg, st.step, st.b_dec_initialized, bounds, nb, ckpt_fetch, t, blob, blen)) != LSAE_OK)
+            lib_fail(r, "saving the checkpoint");
+        if ((r = lsae_model_save_pieces(t->a.out, &t->cfg, bounds, nb, ckpt_fetch, t)) != LSAE_OK) lib_fail(r, "saving the model");
+        dist_piece_done(g_S);
+        free(bounds);
+    } else if (g_rank < g_S) {
+        /* slice 0's other shards: one piece at a time */
+        void *buf = xmalloc(most * (t->d * sizeof(float) > sizeof(uint64_t) ? t->d * sizeof(float) : sizeof(uint64_t)));
+        dist_piece_serve(shard_piece, t, buf);
+        free(buf);
     }
-    free(piece);
     t->saved_step = lsae_trainer_steps_done(t->tr);
     t->saved_any = 1;
 }
