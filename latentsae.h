@@ -2330,6 +2330,55 @@ static void lsae__axpy4(float *y, const float *a, const float *x0, const float *
 }
 
 
+/* y[0..n) += a[0] x0, then += a[1] x1, ..., for the m <= 4 rows x[0..m),
+   each product rounded, then each sum: y = fl(y + fl(a x)), the bits of
+   the ISO C loop y[j] += a x[j] (GCC does not fuse it in -std=c99) that
+   lsae_model_decode and lsae_model_decode_sparse ran one element at a time,
+   with y loaded and stored once for the m rows. Not lsae__axpy4's fused
+   chain: the decode's output keeps its bits. */
+static void lsae__axpy_nf(float *y, const float *a, const float *const *x, size_t m, size_t n)
+{
+    size_t j = 0, i;
+#if defined(LSAE__AVX512)
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_loadu_ps(y + j);
+        for (i = 0; i < m; ++i) v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(a[i]), _mm512_loadu_ps(x[i] + j)));
+        _mm512_storeu_ps(y + j, v);
+    }
+#endif
+#if defined(LSAE__AVX2)
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(y + j);
+        for (i = 0; i < m; ++i) v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(a[i]), _mm256_loadu_ps(x[i] + j)));
+        _mm256_storeu_ps(y + j, v);
+    }
+#endif
+    for (i = 0; i < m; ++i) {
+        size_t jj;
+        for (jj = j; jj < n; ++jj) y[jj] += a[i] * x[i][jj];
+    }
+}
+
+/* x_hat row out = b_dec + sum over the n slots with a nonzero activation,
+   in order, of acts[s] W_dec[idx[s]] (lsae__axpy_nf, four rows a pass) */
+static void lsae__decode_row_nf(float *out, const lsae_model *m, const float *acts, const int32_t *idx, size_t n)
+{
+    const float *rows[4];
+    float a[4];
+    size_t s, c = 0;
+    memcpy(out, m->b_dec, m->d * sizeof(float));
+    for (s = 0; s < n; ++s) {
+        if (acts[s] == 0.0f) continue;
+        rows[c] = m->W_dec + (size_t)idx[s] * m->d;
+        a[c] = acts[s];
+        if (++c == 4) {
+            lsae__axpy_nf(out, a, rows, 4, m->d);
+            c = 0;
+        }
+    }
+    if (c) lsae__axpy_nf(out, a, rows, c, m->d);
+}
+
 /* sum_j a[j] b[j] in a fixed order that SIMD can follow: 64 partial sums,
    s_q = the chain of fused multiply-adds over j = q (mod 64), in increasing
    j; then s_q += s_{q+32}, s_q += s_{q+16}, ..., s_q += s_{q+1} (q below the
@@ -4609,15 +4658,7 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *m, const float *acts, c
                              i / k, i % k, (long)idx[i], m->L);
     LSAE__OMP(parallel for schedule(static) num_threads(lsae__num_threads(m->cfg.num_threads)))
     for (r = 0; r < (ptrdiff_t)rows; ++r) {
-        float *out = x_hat + (size_t)r * m->d;
-        size_t s, j;
-        memcpy(out, m->b_dec, m->d * sizeof(float));
-        for (s = 0; s < k; ++s) {
-            float a = acts[(size_t)r * k + s];
-            const float *w = m->W_dec + (size_t)idx[(size_t)r * k + s] * m->d;
-            if (a == 0.0f) continue;
-            for (j = 0; j < m->d; ++j) out[j] += a * w[j];
-        }
+        lsae__decode_row_nf(x_hat + (size_t)r * m->d, m, acts + (size_t)r * k, idx + (size_t)r * k, k);
     }
     return LSAE_OK;
 }
@@ -4803,15 +4844,7 @@ LSAE_DEF lsae_result lsae_model_decode_sparse(const lsae_model *m, const float *
 #endif
     LSAE__OMP(parallel for schedule(static) num_threads(lsae__num_threads(m->cfg.num_threads)))
     for (rr = 0; rr < (ptrdiff_t)rows; ++rr) {
-        float *out = x_hat + (size_t)rr * m->d;
-        size_t s, j;
-        memcpy(out, m->b_dec, m->d * sizeof(float));
-        for (s = 0; s < counts[rr]; ++s) {
-            float a = acts[(size_t)rr * capacity + s];
-            const float *w = m->W_dec + (size_t)idx[(size_t)rr * capacity + s] * m->d;
-            if (a == 0.0f) continue;
-            for (j = 0; j < m->d; ++j) out[j] += a * w[j];
-        }
+        lsae__decode_row_nf(x_hat + (size_t)rr * m->d, m, acts + (size_t)rr * capacity, idx + (size_t)rr * capacity, counts[rr]);
     }
     return LSAE_OK;
 }
