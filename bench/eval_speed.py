@@ -16,8 +16,8 @@ decode, the reconstruction sums, the decoder's L x L cosines, the exact
 neighbour search for --queries rows). Prints each round and the median of
 the per-round ratio eval / encode, which is what the issue bounds (1.2), and
 the machine it ran on. --before DIR also times DIR/lsae eval (another build,
-e.g. of an earlier commit) in every round, for a before/after in the same
-run. LSAE_EVAL_STATS=1 in the environment makes eval print its candidate
+e.g. of an earlier commit) in every round, and DIR/lsae encode, for a
+before/after in the same run: each build's eval over its own encode. LSAE_EVAL_STATS=1 in the environment makes eval print its candidate
 counts (decoder cosines) on stderr; they are shown. Needs numpy; build/lsae
 first (make).
 
@@ -119,12 +119,12 @@ def main():
         sys.exit(f"{before}: not built")
     if before:
         print(f"before: {before}")
-        print("| round | encode s | eval s | eval / encode | before: eval s | before: eval / encode |")
-        print("|---|---|---|---|---|---|")
+        print("| round | encode s | eval s | eval / encode | before: encode s | before: eval s | before: eval / encode |")
+        print("|---|---|---|---|---|---|---|")
     else:
         print("| round | encode s | eval s | eval / encode |")
         print("|---|---|---|---|")
-    enc, ev, ratio, evb, ratiob, cpu_ratio, cpu_ratiob = [], [], [], [], [], [], []
+    enc, ev, ratio, encb, evb, ratiob, cpu_ratio, cpu_ratiob = [], [], [], [], [], [], [], []
     for r in range(a.rounds):
         te, _ = timed([lsae, "encode", model, data, "-o", enc_out] + threads)
         ce = CPU["encode"]
@@ -134,21 +134,24 @@ def main():
         ev.append(tv)
         ratio.append(tv / te)
         if before:
+            tbe, _ = timed([before, "encode", model, data, "-o", enc_out] + threads)
+            cbe = CPU["encode"]
             tb, _ = timed([before, "eval", model, data, "--json", "--queries", str(a.queries)] + threads)
-            cpu_ratiob.append(CPU["eval"] / ce)
+            cpu_ratiob.append(CPU["eval"] / cbe)
+            encb.append(tbe)
             evb.append(tb)
-            ratiob.append(tb / te)
-            print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} | {tb:.2f} | {tb / te:.3f} |", flush=True)
+            ratiob.append(tb / tbe)
+            print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} | {tbe:.2f} | {tb:.2f} | {tb / tbe:.3f} |", flush=True)
         else:
             print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} |", flush=True)
     shutil.rmtree(enc_out, ignore_errors=True)
     if before:
         print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} "
-              f"| {statistics.median(evb):.2f} | {statistics.median(ratiob):.3f} |")
+              f"| {statistics.median(encb):.2f} | {statistics.median(evb):.2f} | {statistics.median(ratiob):.3f} |")
     else:
         print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} |")
     print(f"CPU seconds (user + system) eval / encode, median: {statistics.median(cpu_ratio):.3f}"
-          + (f"; before: {statistics.median(cpu_ratiob):.3f}" if before else "")
+          + (f"; before: {statistics.median(cpu_ratiob):.3f} (per round: {', '.join(f'{c:.3f}' for c in cpu_ratiob)})" if before else "")
           + f" (per round: {', '.join(f'{c:.3f}' for c in cpu_ratio)})")
     m = json.loads(out)
     print(f"(last eval: fvu {m['fvu']:.4f}, L0 {m['l0']:.2f}, recall@10 {m['neighbour_recall_at_10']:.4f}, "
