@@ -29,7 +29,23 @@ built the same way): encode 46.1 s, eval 58.9 s, ratio 1.55 (rounds 1.03,
 build alone: encode 65.5 s, eval 83.0 s, ratio 1.31 (CPU seconds 1.29). The
 int8 pre-pass makes encode 1.3x faster and eval about as much, so the ratio
 stays near 1.3: the decoder cosines and the neighbour products are about 20%
-of the encoder's arithmetic on the same int8 kernel, decode 4%."""
+of the encoder's arithmetic on the same int8 kernel, decode 4%.
+
+The same AVX2 build (-mavx2 -mfma) on a 2-core Intel Xeon with AVX-512,
+VNNI and AMX (a stand-in for CPUs without AVX-512), shared with other jobs,
+2026-12-05, --rows 100000 --rounds 3 --build build/avx2m --before OLD (OLD:
+commit 417dea7, built the same way; each build's eval over its own encode),
+after lsae__lp_row went 8 at a time for AVX2 (it was a scalar loop, a
+double an entry: 7.6 ns an entry, 0.55 after, three times a row in eval),
+the decode's axpy vectorised (it was scalar: 4% of eval) and
+dc_approx_i8 vectorised (2% at 20,000 rows), results unchanged bit for
+bit. Two runs of 3 rounds, CPU seconds eval / encode: 1.205 (rounds 1.205,
+1.183, 1.259; before 1.299) and 1.271 (1.247, 1.295, 1.271; before 1.320);
+wall medians 1.185 (before 1.284) and 1.262 (before 1.302); encode 21-22 s,
+eval 26-28 s (before 28-30 s). So about 0.05 to 0.1 off the ratio, at the
+bound or a little over it on this noisy machine: what remains over encode
+is mostly the int8 products of the decoder cosines (about 7% of eval) and
+of the neighbour search (about 5%), which are the work itself."""
 import argparse
 import json
 import os
@@ -151,8 +167,8 @@ def main():
     else:
         print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} |")
     print(f"CPU seconds (user + system) eval / encode, median: {statistics.median(cpu_ratio):.3f}"
-          + (f"; before: {statistics.median(cpu_ratiob):.3f} (per round: {', '.join(f'{c:.3f}' for c in cpu_ratiob)})" if before else "")
-          + f" (per round: {', '.join(f'{c:.3f}' for c in cpu_ratio)})")
+          + f" (per round: {', '.join(f'{c:.3f}' for c in cpu_ratio)})"
+          + (f"; before: {statistics.median(cpu_ratiob):.3f} (per round: {', '.join(f'{c:.3f}' for c in cpu_ratiob)})" if before else ""))
     m = json.loads(out)
     print(f"(last eval: fvu {m['fvu']:.4f}, L0 {m['l0']:.2f}, recall@10 {m['neighbour_recall_at_10']:.4f}, "
           f"max decoder cosine mean {m['max_decoder_cossim']['mean']:.4f})")
