@@ -39,11 +39,12 @@ after lsae__lp_row went 8 at a time for AVX2 (it was a scalar loop, a
 double an entry: 7.6 ns an entry, 0.55 after, three times a row in eval),
 the decode's axpy vectorised (it was scalar: 4% of eval) and
 dc_approx_i8 vectorised (2% at 20,000 rows), results unchanged bit for
-bit. Two runs of 3 rounds, CPU seconds eval / encode: 1.205 (rounds 1.205,
-1.183, 1.259; before 1.299) and 1.271 (1.247, 1.295, 1.271; before 1.320);
-wall medians 1.185 (before 1.284) and 1.262 (before 1.302); encode 21-22 s,
-eval 26-28 s (before 28-30 s). So about 0.05 to 0.1 off the ratio, at the
-bound or a little over it on this noisy machine: what remains over encode
+bit. Three runs of 3 rounds, CPU seconds eval / encode: 1.205 (rounds
+1.205, 1.183, 1.259; before 1.299), 1.271 (1.247, 1.295, 1.271; before
+1.320) and 1.191 (1.273, 1.190, 1.191; before 1.306); wall medians 1.185
+(before 1.284), 1.262 (1.302) and 1.179 (1.289); encode 21-24 s, eval
+26-29 s (before 28-31 s). So about 0.05 to 0.1 off the ratio, at the bound
+or a little over it on this noisy machine: what remains over encode
 is mostly the int8 products of the decoder cosines (about 7% of eval) and
 of the neighbour search (about 5%), which are the work itself."""
 import argparse
