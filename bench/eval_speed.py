@@ -16,8 +16,8 @@ decode, the reconstruction sums, the decoder's L x L cosines, the exact
 neighbour search for --queries rows). Prints each round and the median of
 the per-round ratio eval / encode, which is what the issue bounds (1.2), and
 the machine it ran on. --before DIR also times DIR/lsae eval (another build,
-e.g. of an earlier commit) in every round, for a before/after in the same
-run. LSAE_EVAL_STATS=1 in the environment makes eval print its candidate
+e.g. of an earlier commit) in every round, and DIR/lsae encode, for a
+before/after in the same run: each build's eval over its own encode. LSAE_EVAL_STATS=1 in the environment makes eval print its candidate
 counts (decoder cosines) on stderr; they are shown. Needs numpy; build/lsae
 first (make).
 
@@ -29,7 +29,24 @@ built the same way): encode 46.1 s, eval 58.9 s, ratio 1.55 (rounds 1.03,
 build alone: encode 65.5 s, eval 83.0 s, ratio 1.31 (CPU seconds 1.29). The
 int8 pre-pass makes encode 1.3x faster and eval about as much, so the ratio
 stays near 1.3: the decoder cosines and the neighbour products are about 20%
-of the encoder's arithmetic on the same int8 kernel, decode 4%."""
+of the encoder's arithmetic on the same int8 kernel, decode 4%.
+
+The same AVX2 build (-mavx2 -mfma) on a 2-core Intel Xeon with AVX-512,
+VNNI and AMX (a stand-in for CPUs without AVX-512), shared with other jobs,
+2026-12-05, --rows 100000 --rounds 3 --build build/avx2m --before OLD (OLD:
+commit 417dea7, built the same way; each build's eval over its own encode),
+after lsae__lp_row went 8 at a time for AVX2 (it was a scalar loop, a
+double an entry: 7.6 ns an entry, 0.55 after, three times a row in eval),
+the decode's axpy vectorised (it was scalar: 4% of eval) and
+dc_approx_i8 vectorised (2% at 20,000 rows), results unchanged bit for
+bit. Three runs of 3 rounds, CPU seconds eval / encode: 1.205 (rounds
+1.205, 1.183, 1.259; before 1.299), 1.271 (1.247, 1.295, 1.271; before
+1.320) and 1.191 (1.273, 1.190, 1.191; before 1.306); wall medians 1.185
+(before 1.284), 1.262 (1.302) and 1.179 (1.289); encode 21-24 s, eval
+26-29 s (before 28-31 s). So about 0.05 to 0.1 off the ratio, at the bound
+or a little over it on this noisy machine: what remains over encode
+is mostly the int8 products of the decoder cosines (about 7% of eval) and
+of the neighbour search (about 5%), which are the work itself."""
 import argparse
 import json
 import os
@@ -119,12 +136,12 @@ def main():
         sys.exit(f"{before}: not built")
     if before:
         print(f"before: {before}")
-        print("| round | encode s | eval s | eval / encode | before: eval s | before: eval / encode |")
-        print("|---|---|---|---|---|---|")
+        print("| round | encode s | eval s | eval / encode | before: encode s | before: eval s | before: eval / encode |")
+        print("|---|---|---|---|---|---|---|")
     else:
         print("| round | encode s | eval s | eval / encode |")
         print("|---|---|---|---|")
-    enc, ev, ratio, evb, ratiob, cpu_ratio, cpu_ratiob = [], [], [], [], [], [], []
+    enc, ev, ratio, encb, evb, ratiob, cpu_ratio, cpu_ratiob = [], [], [], [], [], [], [], []
     for r in range(a.rounds):
         te, _ = timed([lsae, "encode", model, data, "-o", enc_out] + threads)
         ce = CPU["encode"]
@@ -134,22 +151,25 @@ def main():
         ev.append(tv)
         ratio.append(tv / te)
         if before:
+            tbe, _ = timed([before, "encode", model, data, "-o", enc_out] + threads)
+            cbe = CPU["encode"]
             tb, _ = timed([before, "eval", model, data, "--json", "--queries", str(a.queries)] + threads)
-            cpu_ratiob.append(CPU["eval"] / ce)
+            cpu_ratiob.append(CPU["eval"] / cbe)
+            encb.append(tbe)
             evb.append(tb)
-            ratiob.append(tb / te)
-            print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} | {tb:.2f} | {tb / te:.3f} |", flush=True)
+            ratiob.append(tb / tbe)
+            print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} | {tbe:.2f} | {tb:.2f} | {tb / tbe:.3f} |", flush=True)
         else:
             print(f"| {r + 1} | {te:.2f} | {tv:.2f} | {tv / te:.3f} |", flush=True)
     shutil.rmtree(enc_out, ignore_errors=True)
     if before:
         print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} "
-              f"| {statistics.median(evb):.2f} | {statistics.median(ratiob):.3f} |")
+              f"| {statistics.median(encb):.2f} | {statistics.median(evb):.2f} | {statistics.median(ratiob):.3f} |")
     else:
         print(f"| median | {statistics.median(enc):.2f} | {statistics.median(ev):.2f} | {statistics.median(ratio):.3f} |")
     print(f"CPU seconds (user + system) eval / encode, median: {statistics.median(cpu_ratio):.3f}"
-          + (f"; before: {statistics.median(cpu_ratiob):.3f}" if before else "")
-          + f" (per round: {', '.join(f'{c:.3f}' for c in cpu_ratio)})")
+          + f" (per round: {', '.join(f'{c:.3f}' for c in cpu_ratio)})"
+          + (f"; before: {statistics.median(cpu_ratiob):.3f} (per round: {', '.join(f'{c:.3f}' for c in cpu_ratiob)})" if before else ""))
     m = json.loads(out)
     print(f"(last eval: fvu {m['fvu']:.4f}, L0 {m['l0']:.2f}, recall@10 {m['neighbour_recall_at_10']:.4f}, "
           f"max decoder cosine mean {m['max_decoder_cossim']['mean']:.4f})")

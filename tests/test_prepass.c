@@ -169,6 +169,55 @@ static void tile_exact(void)
     CHECKF(bad == 0, "lsae__lp_tile: %zu sums differ from the integer product", bad);
 }
 
+/* lsae__lp_row (this build's form: AVX-512, AVX2 8 at a time with a
+   scalar tail, or the scalar loop) against its contract, in long double:
+   every byte is xq + 128 with |xq| <= 127 and the padding 128; xn >= ||x||
+   and xrn >= ||x - sx xq||, the residual of the bytes it wrote (any
+   integers are allowed; the bounds must hold for those it chose). On
+   lengths around the vector widths (tails of 1 to 15, padding of 1 to 3),
+   and on rows of ordinary, tiny (subnormal largest |x|: 1 / sx overflows),
+   near-subnormal (subnormal residuals), huge and zero values, and rows
+   whose entries sit on the rounding ties x / sx = n + 1/2. */
+static void row_bounds(void)
+{
+    static const size_t ds[] = { 1, 3, 4, 7, 8, 9, 15, 16, 17, 23, 31, 33, 96, 100, 130, 383, 384, 768, 769 };
+    static const double scales[] = { 1.0, 1e-42, 1e-36, 1e-30, 1e30, 0.0, -1.0 };
+    size_t di, si, p, bad = 0, rows = 0;
+    for (di = 0; di < sizeof ds / sizeof ds[0]; ++di)
+        for (si = 0; si < sizeof scales / sizeof scales[0]; ++si) {
+            const size_t d = ds[di], dp = (d + 3) / 4 * 4;
+            float *x = (float *)malloc(d * sizeof(float)), sx = -1.0f, xn = -1.0f, xrn = -1.0f;
+            uint8_t *u = (uint8_t *)malloc(dp + 16);
+            long double n2 = 0, r2 = 0;
+            for (p = 0; p < d; ++p) {
+                if (scales[si] < 0) /* ties: 127 at 0, the rest k + 1/2 of sx = 1 */
+                    x[p] = p == 0 ? 127.0f : (float)((int)(tu_next() % 253) - 126) + 0.5f;
+                else
+                    x[p] = (float)(scales[si] * tu_normal());
+            }
+            memset(u, 0xAB, dp + 16);
+            lsae__lp_row(x, d, dp, u, &sx, &xn, &xrn);
+            for (p = 0; p < dp; ++p) {
+                const int q = (int)u[p] - 128;
+                if (q < -127 || (p >= d && q != 0)) ++bad;
+                if (p < d) {
+                    const long double rv = (long double)x[p] - (long double)sx * q;
+                    n2 += (long double)x[p] * x[p];
+                    r2 += rv * rv;
+                }
+            }
+            for (p = dp; p < dp + 16; ++p) bad += u[p] != 0xAB; /* nothing written past dp */
+            if (!(sx >= 0.0f) || !((long double)xn >= sqrtl(n2)) || !((long double)xrn >= sqrtl(r2))) {
+                if (!bad) fprintf(stderr, "lsae__lp_row: d %zu scale %g: sx %g xn %.9g (||x|| %.9Lg) xrn %.9g (||r|| %.9Lg)\n", d, scales[si], sx, xn,
+                                  sqrtl(n2), xrn, sqrtl(r2));
+                ++bad;
+            }
+            ++rows;
+            free(x); free(u);
+        }
+    CHECKF(bad == 0, "lsae__lp_row: %zu of %zu rows break its bounds or byte ranges", bad, rows);
+}
+
 #if defined(LSAE__AMX)
 /* lsae__lp_tile_amx (the AMX tiles: 16 rows a product, the depth in 64-byte
    steps and a shorter last step) against the integer product written out,
@@ -295,6 +344,7 @@ int main(void)
     size_t over, i, j;
     tu_seed(3);
     tile_exact();
+    row_bounds();
 #if defined(LSAE__AMX)
     tile_exact_amx();
 #endif
