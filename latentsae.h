@@ -8229,12 +8229,6 @@ static lsae_result lsae__st_write_src(const char *path, lsae__st_out *ts, size_t
     return lsae__afile_commit(&w.af);
 }
 
-/* every tensor's data given */
-static lsae_result lsae__st_write(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json)
-{
-    return lsae__st_write_src(path, ts, n, metadata_json, NULL);
-}
-
 /* ----------------------------------------------------------- model files */
 
 /* cfg.json of every version in the wild:
@@ -11950,7 +11944,7 @@ LSAE_DEF lsae_result lsae_model_save_saelens(const lsae_model *m, const char *di
     ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = m->L; ts[2].shape[1] = m->d; ts[2].data = m->W_dec;
     ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = m->d; ts[3].shape[1] = 0; ts[3].data = m->b_dec;
     if (!lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors")) { lsae__free(m->alloc, wt); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
-    r = lsae__st_write(path, ts, 4, NULL);
+    r = lsae__st_write_src(path, ts, 4, NULL, NULL); /* every tensor's data given */
     lsae__free(m->alloc, wt);
     if (r != LSAE_OK) return r;
     /* SAELens 6's keys, plus the pre-6 activation keys (ignored by 6, read by 5) */
