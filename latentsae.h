@@ -2586,34 +2586,55 @@ static float lsae__dot(const float *a, const float *b, size_t n)
 #endif
 }
 
-/* out[e] = lsae__dot(x_e, w, n) for four rows x_e, bit for bit: with AVX-512
-   the four dots run together (16 accumulators) and share the loads of w;
-   elsewhere four calls, since 4 x 8 ymm (or 4 x 16 NEON q) accumulators do
-   not fit. */
-static void lsae__dot4(float *out, const float *x0, const float *x1, const float *x2, const float *x3, const float *w, size_t n)
+
+/* B3's inner step for four entries of one latent: out[e] = lsae__dot(x_e, w,
+   n) and then y += a_0 x_0 + a_1 x_1 + a_2 x_2 + a_3 x_3 (lsae__axpy4),
+   bit for bit those calls, in one pass over the four rows with AVX-512:
+   each row is loaded once for both (the rows are gathered from a
+   batch-sized array in L2, and two passes load them twice), the four dots
+   run together (16 accumulators, the 64 chains of lsae__dot each) and
+   share the loads of w, and each y[j] gets the same chain of four FMAs in
+   the same order. */
+static void lsae__dot4_axpy4(float *out, const float *a, const float *x0, const float *x1, const float *x2, const float *x3,
+                             const float *w, float *y, size_t n)
 {
 #if defined(LSAE__AVX512)
-    /* named accumulators: GCC at -O2 keeps arrays of vectors in memory */
     __m512 s00 = _mm512_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
     __m512 s20 = s00, s21 = s00, s22 = s00, s23 = s00, s30 = s00, s31 = s00, s32 = s00, s33 = s00;
+    const __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]), a3 = _mm512_set1_ps(a[3]);
     size_t j = 0;
     for (; j + 64 <= n; j += 64) {
         const __m512 w0 = _mm512_loadu_ps(w + j), w1 = _mm512_loadu_ps(w + j + 16);
         const __m512 w2 = _mm512_loadu_ps(w + j + 32), w3 = _mm512_loadu_ps(w + j + 48);
-#define LSAE__DOT4_ROW(e)                                                       \
-        s##e##0 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j), w0, s##e##0);      \
-        s##e##1 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j + 16), w1, s##e##1); \
-        s##e##2 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j + 32), w2, s##e##2); \
-        s##e##3 = _mm512_fmadd_ps(_mm512_loadu_ps(x##e + j + 48), w3, s##e##3);
-        LSAE__DOT4_ROW(0) LSAE__DOT4_ROW(1) LSAE__DOT4_ROW(2) LSAE__DOT4_ROW(3)
-#undef LSAE__DOT4_ROW
+        __m512 y0 = _mm512_loadu_ps(y + j), y1 = _mm512_loadu_ps(y + j + 16);
+        __m512 y2 = _mm512_loadu_ps(y + j + 32), y3 = _mm512_loadu_ps(y + j + 48);
+#define LSAE__DOT4_AXPY_ROW(e)                                                   \
+        {                                                                        \
+            const __m512 v0 = _mm512_loadu_ps(x##e + j), v1 = _mm512_loadu_ps(x##e + j + 16); \
+            const __m512 v2 = _mm512_loadu_ps(x##e + j + 32), v3 = _mm512_loadu_ps(x##e + j + 48); \
+            s##e##0 = _mm512_fmadd_ps(v0, w0, s##e##0);                          \
+            s##e##1 = _mm512_fmadd_ps(v1, w1, s##e##1);                          \
+            s##e##2 = _mm512_fmadd_ps(v2, w2, s##e##2);                          \
+            s##e##3 = _mm512_fmadd_ps(v3, w3, s##e##3);                          \
+            y0 = _mm512_fmadd_ps(a##e, v0, y0);                                  \
+            y1 = _mm512_fmadd_ps(a##e, v1, y1);                                  \
+            y2 = _mm512_fmadd_ps(a##e, v2, y2);                                  \
+            y3 = _mm512_fmadd_ps(a##e, v3, y3);                                  \
+        }
+        LSAE__DOT4_AXPY_ROW(0) LSAE__DOT4_AXPY_ROW(1) LSAE__DOT4_AXPY_ROW(2) LSAE__DOT4_AXPY_ROW(3)
+#undef LSAE__DOT4_AXPY_ROW
+        _mm512_storeu_ps(y + j, y0);
+        _mm512_storeu_ps(y + j + 16, y1);
+        _mm512_storeu_ps(y + j + 32, y2);
+        _mm512_storeu_ps(y + j + 48, y3);
     }
     if (j < n) {
-        /* the tail, as lsae__dot: each row finished on its own */
+        /* the tails, each as its own kernel finishes it */
         out[0] = lsae__dot_from(x0, w, n, j, s00, s01, s02, s03);
         out[1] = lsae__dot_from(x1, w, n, j, s10, s11, s12, s13);
         out[2] = lsae__dot_from(x2, w, n, j, s20, s21, s22, s23);
         out[3] = lsae__dot_from(x3, w, n, j, s30, s31, s32, s33);
+        lsae__axpy4(y + j, a, x0 + j, x1 + j, x2 + j, x3 + j, n - j);
         return;
     }
     out[0] = lsae__dot_reduce(s00, s01, s02, s03);
@@ -2621,10 +2642,12 @@ static void lsae__dot4(float *out, const float *x0, const float *x1, const float
     out[2] = lsae__dot_reduce(s20, s21, s22, s23);
     out[3] = lsae__dot_reduce(s30, s31, s32, s33);
 #else
+    /* 4 x 8 ymm (or 4 x 16 NEON q) accumulators do not fit: four dots */
     out[0] = lsae__dot(x0, w, n);
     out[1] = lsae__dot(x1, w, n);
     out[2] = lsae__dot(x2, w, n);
     out[3] = lsae__dot(x3, w, n);
+    lsae__axpy4(y, a, x0, x1, x2, x3, n);
 #endif
 }
 
@@ -6358,10 +6381,10 @@ static void lsae__decoder_grads(lsae_trainer *t)
                     const float *g1 = t->G + (size_t)t->ent_row[q + 1] * C * d + cls * d;
                     const float *g2 = t->G + (size_t)t->ent_row[q + 2] * C * d + cls * d;
                     const float *g3 = t->G + (size_t)t->ent_row[q + 3] * C * d + cls * d;
-                    float a[4];
+                    float a[4], dpre[4];
                     memcpy(a, t->ent_val + q, sizeof a);
-                    lsae__dot4(t->ent_val + q, g0, g1, g2, g3, wd, d); /* dpre, for B4 */
-                    lsae__axpy4(gd, a, g0, g1, g2, g3, d);
+                    lsae__dot4_axpy4(dpre, a, g0, g1, g2, g3, wd, gd, d);
+                    memcpy(t->ent_val + q, dpre, sizeof dpre); /* dpre, for B4 */
                 }
                 for (; q < st[l + 1]; ++q) {
                     const float *g = t->G + (size_t)t->ent_row[q] * C * d + cls * d;
