@@ -27,6 +27,13 @@
 
 static int msg_has(const char *s) { return strstr(lsae_last_error(), s) != NULL; }
 
+/* a safetensors file of these tensors, every one's data given (the
+   library's one writer, with no piece source) */
+static lsae_result st_write(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json)
+{
+    return lsae__st_write_src(path, ts, n, metadata_json, NULL);
+}
+
 static void write_bytes(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -183,7 +190,7 @@ static void test_model_extras(void)
     ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = 8; ts[3].data = bd;
     ts[4].name = "input_mean"; ts[4].ndim = 1; ts[4].shape[0] = 8; ts[4].data = mu;
     snprintf(path, sizeof path, "%s/sae.safetensors", dir);
-    OK(lsae__st_write(path, ts, 5, NULL));
+    OK(st_write(path, ts, 5, NULL));
     snprintf(path, sizeof path, "%s/cfg.json", dir);
     {
         const char *cj = "{\"sae_type\": \"TOPK\", \"expansion_factor\": 4, \"mean_center\": true, \"num_latents\": 0, \"k\": 4, \"d_in\": 8}";
@@ -210,16 +217,16 @@ static void test_model_extras(void)
         r = lsae_model_load(dir, NULL, &m2);
         CHECKF(r == LSAE_BAD_FILE && msg_has("input_mean") && m2 == NULL, "%s", lsae_last_error());
     }
-    /* (lsae__st_write sorts its list by name: find the extra tensor again) */
+    /* (st_write sorts its list by name: find the extra tensor again) */
     for (i = 0; i < 5; ++i)
         if (strcmp(ts[i].name, "input_mean") == 0) ts[i].name = "W_skip";
     snprintf(path, sizeof path, "%s/sae.safetensors", dir);
-    OK(lsae__st_write(path, ts, 5, NULL));
+    OK(st_write(path, ts, 5, NULL));
     r = lsae_model_load(dir, NULL, &m2);
     CHECKF(r == LSAE_UNSUPPORTED && msg_has("W_skip"), "%s", lsae_last_error());
     for (i = 0; i < 5; ++i)
         if (strcmp(ts[i].name, "W_skip") == 0) ts[i].name = "mystery";
-    OK(lsae__st_write(path, ts, 5, NULL));
+    OK(st_write(path, ts, 5, NULL));
     r = lsae_model_load(dir, NULL, &m2);
     CHECKF(r == LSAE_UNSUPPORTED && msg_has("mystery") && msg_has(path), "%s", lsae_last_error());
     lsae_model_free(m);
@@ -382,7 +389,7 @@ static void test_safetensors_data(void)
     memset(b, 0, sizeof b);
     ts[0].name = "emb"; ts[0].ndim = 2; ts[0].shape[0] = 3; ts[0].shape[1] = 4; ts[0].data = a;
     ts[1].name = "ids"; ts[1].ndim = 1; ts[1].shape[0] = 5; ts[1].data = b;
-    OK(lsae__st_write(p, ts, 2, NULL));
+    OK(st_write(p, ts, 2, NULL));
     OK(lsae_dataset_open(p, &o, NULL, &ds)); /* the only 2-D tensor */
     if (ds) {
         OK(lsae_dataset_read(ds, 0, 3, y));
@@ -391,7 +398,7 @@ static void test_safetensors_data(void)
         ds = NULL;
     }
     ts[2].name = "other"; ts[2].ndim = 2; ts[2].shape[0] = 2; ts[2].shape[1] = 4; ts[2].data = c;
-    OK(lsae__st_write(p, ts, 3, NULL));
+    OK(st_write(p, ts, 3, NULL));
     r = lsae_dataset_open(p, &o, NULL, &ds);
     CHECKF(r == LSAE_INVALID_ARGS && msg_has("2 two-dimensional") && msg_has("tensor_name"), "%s", lsae_last_error());
     o.tensor_name = "other";
@@ -1554,7 +1561,7 @@ static void test_saelens(void)
         ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = L; ts[2].shape[1] = d; ts[2].data = Wd;
         ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = d; ts[3].data = bd;
         lsae__mkdirs(TDIR "/saelens2");
-        OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
+        OK(st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
         OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
         if (!m2) return;
@@ -1599,15 +1606,15 @@ static void test_saelens(void)
             t5[4].name = "scaling_factor"; t5[4].ndim = 1; t5[4].shape[0] = L; t5[4].data = sf;
             cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5}";
             write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
-            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
+            OK(st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
             OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
             lsae_model_free(m2);
             m2 = NULL;
             sf[3] = 2.0f;
-            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
+            OK(st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
             res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
             CHECKF(res == LSAE_UNSUPPORTED && msg_has("scaling_factor[3]"), "%s", lsae_last_error());
-            OK(lsae__st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
+            OK(st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
         }
         cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 41, \"k\": 5}";
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
