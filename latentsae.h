@@ -277,7 +277,9 @@
         (W_enc, b_enc, W_dec, b_dec as float32), the caller's blob; then a
         u64 hash of all that (little-endian throughout; the hash is defined
         at lsae__hash). Written as DIR.tmp and swapped in by renames, so a
-        kill -9 at any moment leaves a checkpoint that loads.
+        kill -9 at any moment leaves a checkpoint that loads. Every array
+        is stored latent by latent, so a latent shard resumes reading only
+        its rows (lsae_checkpoint_load_shard).
    The .npy and torch readers, SAELens conversion and the Hugging Face
    cache can each be compiled out (LSAE_NO_NPY, LSAE_NO_TORCH,
    LSAE_NO_SAELENS, LSAE_NO_HF; see Options).
