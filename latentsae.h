@@ -277,7 +277,9 @@
         (W_enc, b_enc, W_dec, b_dec as float32), the caller's blob; then a
         u64 hash of all that (little-endian throughout; the hash is defined
         at lsae__hash). Written as DIR.tmp and swapped in by renames, so a
-        kill -9 at any moment leaves a checkpoint that loads.
+        kill -9 at any moment leaves a checkpoint that loads. Every array
+        is stored latent by latent, so a latent shard resumes reading only
+        its rows (lsae_checkpoint_load_shard).
    The .npy and torch readers, SAELens conversion and the Hugging Face
    cache can each be compiled out (LSAE_NO_NPY, LSAE_NO_TORCH,
    LSAE_NO_SAELENS, LSAE_NO_HF; see Options).
@@ -754,11 +756,13 @@ LSAE_DEF void lsae_shard_range(size_t L, int rank, int S, size_t *l0, size_t *l1
    be encoded with, saved or moved to a GPU: gather the shards into a full
    model first (lsae_model_set_shard_rows), or stream the shards' rows into
    the files (lsae_checkpoint_save_pieces, lsae_model_save_pieces, with
-   lsae_trainer_get_piece on each rank: what lsae train does). */
+   lsae_trainer_get_piece on each rank: what lsae train does); a checkpoint
+   resumes into it with lsae_checkpoint_load_shard. */
 LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_allocator *alloc,
                                              size_t l0, size_t l1, lsae_model **out);
-/* A shard [l0, l1) copied from a full model (to resume a checkpoint on S
-   ranks: every rank loads the file and keeps its rows). */
+/* A shard [l0, l1) copied from a full model in memory (--init from a model
+   file, say). To resume a checkpoint on S ranks, lsae_checkpoint_load_shard
+   reads a shard's rows straight from the files, with no full model. */
 LSAE_DEF lsae_result lsae_model_shard_of(const lsae_model *full, size_t l0, size_t l1, lsae_model **out);
 /* *l0, *l1 and the full model's *L (a full model: 0, L, L). Any may be NULL. */
 LSAE_DEF void lsae_model_shard_info(const lsae_model *model, size_t *l0, size_t *l1, size_t *L);
@@ -954,10 +958,43 @@ LSAE_DEF lsae_result lsae_model_save_pieces(const char *dir, const lsae_config *
    If dir is missing because a save was cut between its renames, the newest
    whole checkpoint (DIR.tmp, else DIR.old) is loaded instead. Resuming is
    bit-exact: same seed and thread count give the same model as a run that
-   never stopped. */
+   never stopped. A shard model is refused (LSAE_INVALID_ARGS): use
+   lsae_checkpoint_load_shard. */
 LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
                                           lsae_trainer *trainer, void *blob, size_t blob_cap,
                                           size_t *blob_len);
+/* Resume one rank of a latent-sharded run: restores into a shard model
+   (lsae_model_create_shard(cfg, l0, l1), the checkpoint's d_in, k and
+   num_latents L) and its trainer only the latents [l0, l1) the model holds,
+   read straight from the files: their rows of W_enc, b_enc and W_dec, of
+   those tensors' Adam moments and of the dead-latent counters, plus b_dec,
+   its moments, the optimizer step, b_dec's flag, the BatchTopK threshold
+   where the type has one, and the blob (as lsae_checkpoint_load). Every
+   array of a checkpoint is laid out by latent (sae.safetensors' [L, d]
+   and [L] tensors, state.bin's arrays: see the checkpoints section), so a
+   shard's rows are one contiguous run of each, read with a seek; the rank
+   then holds, besides its shard and trainer, only scratch copies of the
+   shard's own size (the weights and the moments, so that a failure
+   changes nothing), about 1/S of what lsae_checkpoint_load into a full
+   model needs: loading whole and then lsae_model_shard_of would cost every
+   rank more than one process's memory exactly when a large run resumes.
+   The files do not depend on how the run was split, so any S (or one
+   process) resumes any checkpoint; a full model is the shard [0, L) and
+   loads as with lsae_checkpoint_load. Each rank still checks the whole
+   checkpoint against state.bin's hashes first (streamed in 64 KB blocks:
+   reading, not memory), and the same rows come back bit for bit as from
+   lsae_checkpoint_load and lsae_model_shard_of.
+   Errors (the model and trainer then unchanged): LSAE_INVALID_ARGS when
+   dir or model is NULL, the trainer is another model's or has accumulated
+   batches, or the checkpoint's d_in, k or L differ from the model's (a
+   shard [l0, l1) with l1 past the checkpoint's L is such a mismatch; the
+   message names both); LSAE_NOT_FOUND when there is no checkpoint;
+   LSAE_BAD_FILE for a file cut short, corrupted or from another save
+   (state.bin's length and hashes), or a tensor of another shape or holding
+   NaN or Inf; LSAE_IO_ERROR when a read fails; LSAE_OUT_OF_MEMORY. */
+LSAE_DEF lsae_result lsae_checkpoint_load_shard(const char *dir, lsae_model *model,
+                                                lsae_trainer *trainer, void *blob, size_t blob_cap,
+                                                size_t *blob_len);
 
 /* -------------------------------------------------------------- datasets */
 
@@ -8649,7 +8686,13 @@ static lsae_result lsae__check_weights(const char *path, const lsae__st *st, siz
    shape. Any tensor beyond the four is refused (never ignored), except
    input_mean of a mean_center model, which is folded into b_dec, and the
    scalar batchtopk_threshold buffer latent-sae registers for some
-   configurations but never reads when encoding a TopK SAE. */
+   configurations but never reads when encoding a TopK SAE.
+   A shard model (lsae_model_create_shard) gets only its latents' rows: the
+   file must hold the full model's [shard_L, d] tensors, and each of
+   encoder.weight, encoder.bias and W_dec is read from row shard_l0 on
+   (the rows of a [L, d] tensor are contiguous in the file, so this is one
+   seek and one read of L_r d values per tensor: a rank never holds, or
+   reads into memory, the other shards' rows); b_dec is read whole. */
 static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_center)
 {
     FILE *f;
@@ -8657,14 +8700,24 @@ static lsae_result lsae__load_weights(lsae_model *m, const char *path, int mean_
     lsae_result r;
     int i;
     size_t j;
+    const size_t l0 = m->shard_l0, Lf = m->shard_L ? m->shard_L : m->L;
     if ((r = lsae__st_open(path, m->alloc, &f, &st)) != LSAE_OK) return r;
-    if ((r = lsae__check_weights(path, &st, m->d, m->L)) != LSAE_OK) goto done;
+    if ((r = lsae__check_weights(path, &st, m->d, Lf)) != LSAE_OK) goto done;
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
         const lsae__st_tensor *t = lsae__st_find(&st, lsae__tensor_names[i]);
-        if ((r = lsae__st_read_f32(f, path, &st, t, 0, (size_t)t->numel, m->params + m->lay.offset[i])) != LSAE_OK) goto done;
+        /* the first element of this model's rows: row l0 of a [Lf, d] or
+           [Lf] tensor (b_dec: 0); check_weights saw the shapes, and
+           l0 + L <= Lf, so first + count <= numel, which st_read_f32 checks
+           again */
+        size_t per = i == LSAE__W_ENC || i == LSAE__W_DEC ? m->d : 1, first = 0;
+        if (i != LSAE__B_DEC && !lsae__mul_size(l0, per, &first)) {
+            r = lsae__err(LSAE_INVALID_ARGS, "%s: row %zu of tensor '%s' is past any addressable element", path, l0, t->name);
+            goto done;
+        }
+        if ((r = lsae__st_read_f32(f, path, &st, t, first, m->lay.count[i], m->params + m->lay.offset[i])) != LSAE_OK) goto done;
         for (j = 0; j < m->lay.count[i]; ++j)
             if (!isfinite(m->params[m->lay.offset[i] + j])) {
-                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' holds NaN or Inf at element %zu", path, t->name, j);
+                r = lsae__err(LSAE_BAD_FILE, "%s: tensor '%s' holds NaN or Inf at element %zu", path, t->name, first + j);
                 goto done;
             }
     }
@@ -11498,16 +11551,31 @@ static lsae_result lsae__checkpoint_save(const char *dir, lsae__ckpt_job *job)
     return lsae__ckpt_rmdir(old);
 }
 
-/* Read state.bin's payload into the trainer (NULL: only check it) and the blob. */
+/* Read state.bin's payload into the trainer (NULL: only check it) and the
+   blob: for a shard model (lsae_model_create_shard) only its latents'
+   rows [l0, l0 + L_r) of the counters and of the moments of W_enc, b_enc
+   and W_dec, and b_dec's moments whole. Each array of the payload is laid
+   out by latent, so a shard's rows are one contiguous run in each: a seek
+   and a read per array, and the scratch copies are the shard's size (a
+   full model is the shard [0, L), read front to back). The offsets are
+   file positions (uint64): lsae__ckpt_verify checked that the payload's
+   length is 8 L + 8 (2 L d + L + d) + blob with L d < 2^56, so none of
+   them can wrap. */
 static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info *info, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap)
 {
     char p[4096];
     FILE *f;
     lsae_result r;
     size_t L = m->L, i;
+    const uint64_t l0 = m->shard_l0, Lf = info->L, d = info->d;
+    /* in floats: where each tensor starts in one moment section (m, then
+       v), and the section's length */
+    const uint64_t sec_at[LSAE__NUM_TENSORS] = { 0, Lf * d, Lf * d + Lf, 2 * Lf * d + Lf }, sec = 2 * Lf * d + Lf + d;
+    const uint64_t moments = LSAE__STATE_HDR + 8 * Lf;
     uint64_t *since;
     float *mv;
     lsae_trainer_state st;
+    if (l0 > Lf || L > Lf - l0) return lsae__err(LSAE_INVALID_ARGS, "checkpoint state: latents [%zu, %zu) asked of %llu", m->shard_l0, m->shard_l0 + L, (unsigned long long)Lf);
     if (!lsae__path_join(p, sizeof p, dir, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__open_read(p, &f)) != LSAE_OK) return r;
     since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
@@ -11515,19 +11583,23 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
     if (!mv) { fclose(f); lsae__free(m->alloc, since); return LSAE_OUT_OF_MEMORY; }
     memset(mv, 0, m->lay.total * 2 * sizeof(float));
     r = LSAE_OK;
-    if (!lsae__seek(f, LSAE__STATE_HDR) || fread(since, 8, L, f) != L) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
+    if (!lsae__seek(f, LSAE__STATE_HDR + 8 * l0) || fread(since, 8, L, f) != L) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
     if (!lsae__little_endian())
         for (i = 0; i < L; ++i) since[i] = lsae__get_le((const unsigned char *)&since[i], 8);
     for (i = 0; r == LSAE_OK && i < 2 * LSAE__NUM_TENSORS; ++i) {
-        float *dst = mv + (i >= LSAE__NUM_TENSORS ? m->lay.total : 0) + m->lay.offset[i % LSAE__NUM_TENSORS];
-        size_t n = m->lay.count[i % LSAE__NUM_TENSORS], j;
-        if (fread(dst, 4, n, f) != n) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
+        const size_t q = i % LSAE__NUM_TENSORS, n = m->lay.count[q];
+        float *dst = mv + (i >= LSAE__NUM_TENSORS ? m->lay.total : 0) + m->lay.offset[q];
+        /* the shard's first row of this tensor (b_dec: all of it) */
+        const uint64_t row0 = q == LSAE__B_DEC ? 0 : q == LSAE__B_ENC ? l0 : l0 * d;
+        size_t j;
+        if (!lsae__seek(f, moments + 4 * ((i >= LSAE__NUM_TENSORS ? sec : 0) + sec_at[q] + row0)) || fread(dst, 4, n, f) != n)
+            r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
         if (!lsae__little_endian())
             for (j = 0; j < n; ++j) { uint32_t u = (uint32_t)lsae__get_le((const unsigned char *)&dst[j], 4); memcpy(&dst[j], &u, 4); }
     }
     if (r == LSAE_OK && blob && blob_cap) {
         size_t n = info->blob_len < blob_cap ? (size_t)info->blob_len : blob_cap;
-        if (n && fread(blob, 1, n, f) != n) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
+        if (n && (!lsae__seek(f, moments + 8 * sec) || fread(blob, 1, n, f) != n)) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
     }
     fclose(f);
     if (r == LSAE_OK && t) {
@@ -11547,18 +11619,22 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
     return r;
 }
 
-LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+/* lsae_checkpoint_load and lsae_checkpoint_load_shard: the model's latents
+   (all of a full model's, a shard's own) from the checkpoint at dir (or the
+   newest whole one beside it); fn names the caller in messages. */
+static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
 {
     char tmp[4096], old[4096], p[4096];
     const char *cands[3];
     lsae__ckpt_info info;
     lsae_result r = LSAE_NOT_FOUND, first_err = LSAE_OK;
     char first_msg[1024];
-    size_t c, nc = 0;
+    size_t c, nc = 0, Lf;
     float *w = NULL, theta = 0.0f;
     if (blob_len) *blob_len = 0;
-    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: dir and model must not be NULL");
-    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the trainer belongs to another model");
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "%s: dir and model must not be NULL", fn);
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer belongs to another model", fn);
+    Lf = m->shard_L ? m->shard_L : m->L;
     if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     /* dir is whole whenever it exists; when it does not, a save was cut
        between its two renames and the newest whole one is dir.tmp, else dir.old */
@@ -11578,10 +11654,14 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
         return lsae__err(LSAE_NOT_FOUND, "%s: no checkpoint here (nor at %s or %s)", dir, tmp, old);
     }
     dir = cands[c];
-    if (info.d != m->d || info.L != m->L || info.k != m->k)
+    if (info.d != m->d || info.L != Lf || info.k != m->k) {
+        if (m->shard_L)
+            return lsae__err(LSAE_INVALID_ARGS, "%s: checkpoint of d_in %llu, L %llu, k %llu, but the model is d_in %zu, k %zu, holding latents [%zu, %zu) of L %zu", dir,
+                             (unsigned long long)info.d, (unsigned long long)info.L, (unsigned long long)info.k, m->d, m->k, m->shard_l0, m->shard_l0 + m->L, Lf);
         return lsae__err(LSAE_INVALID_ARGS, "%s: checkpoint of d_in %llu, L %llu, k %llu, but the model is d_in %zu, L %zu, k %zu", dir,
                          (unsigned long long)info.d, (unsigned long long)info.L, (unsigned long long)info.k, m->d, m->L, m->k);
-    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the trainer has accumulated batches; load into a trainer between optimizer steps");
+    }
+    if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer has accumulated batches; load into a trainer between optimizer steps", fn);
     /* weights into a scratch copy first, so a failure leaves the model as it was */
     w = (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "checkpoint weights");
     if (!w) return LSAE_OUT_OF_MEMORY;
@@ -11601,6 +11681,21 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
     m->batchtopk_threshold = theta;
     if (blob_len) *blob_len = (size_t)info.blob_len;
     return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+{
+    if (blob_len) *blob_len = 0;
+    /* a shard holds some of the checkpoint's latents: not "the same shape" */
+    if (m && m->shard_L)
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the model holds latents [%zu, %zu) of %zu (a latent shard); load its rows with lsae_checkpoint_load_shard",
+                         m->shard_l0, m->shard_l0 + m->L, m->shard_L);
+    return lsae__checkpoint_load("lsae_checkpoint_load", dir, m, t, blob, blob_cap, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_load_shard(const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+{
+    return lsae__checkpoint_load("lsae_checkpoint_load_shard", dir, m, t, blob, blob_cap, blob_len);
 }
 
 /* --------------------------------------------------- Hugging Face cache */

@@ -27,6 +27,13 @@
 
 static int msg_has(const char *s) { return strstr(lsae_last_error(), s) != NULL; }
 
+/* a safetensors file of these tensors, every one's data given (the
+   library's one writer, with no piece source) */
+static lsae_result st_write(const char *path, lsae__st_out *ts, size_t n, const char *metadata_json)
+{
+    return lsae__st_write_src(path, ts, n, metadata_json, NULL);
+}
+
 static void write_bytes(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -183,7 +190,7 @@ static void test_model_extras(void)
     ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = 8; ts[3].data = bd;
     ts[4].name = "input_mean"; ts[4].ndim = 1; ts[4].shape[0] = 8; ts[4].data = mu;
     snprintf(path, sizeof path, "%s/sae.safetensors", dir);
-    OK(lsae__st_write_src(path, ts, 5, NULL, NULL));
+    OK(st_write(path, ts, 5, NULL));
     snprintf(path, sizeof path, "%s/cfg.json", dir);
     {
         const char *cj = "{\"sae_type\": \"TOPK\", \"expansion_factor\": 4, \"mean_center\": true, \"num_latents\": 0, \"k\": 4, \"d_in\": 8}";
@@ -210,16 +217,16 @@ static void test_model_extras(void)
         r = lsae_model_load(dir, NULL, &m2);
         CHECKF(r == LSAE_BAD_FILE && msg_has("input_mean") && m2 == NULL, "%s", lsae_last_error());
     }
-    /* (lsae__st_write_src sorts its list by name: find the extra tensor again) */
+    /* (st_write sorts its list by name: find the extra tensor again) */
     for (i = 0; i < 5; ++i)
         if (strcmp(ts[i].name, "input_mean") == 0) ts[i].name = "W_skip";
     snprintf(path, sizeof path, "%s/sae.safetensors", dir);
-    OK(lsae__st_write_src(path, ts, 5, NULL, NULL));
+    OK(st_write(path, ts, 5, NULL));
     r = lsae_model_load(dir, NULL, &m2);
     CHECKF(r == LSAE_UNSUPPORTED && msg_has("W_skip"), "%s", lsae_last_error());
     for (i = 0; i < 5; ++i)
         if (strcmp(ts[i].name, "W_skip") == 0) ts[i].name = "mystery";
-    OK(lsae__st_write_src(path, ts, 5, NULL, NULL));
+    OK(st_write(path, ts, 5, NULL));
     r = lsae_model_load(dir, NULL, &m2);
     CHECKF(r == LSAE_UNSUPPORTED && msg_has("mystery") && msg_has(path), "%s", lsae_last_error());
     lsae_model_free(m);
@@ -382,7 +389,7 @@ static void test_safetensors_data(void)
     memset(b, 0, sizeof b);
     ts[0].name = "emb"; ts[0].ndim = 2; ts[0].shape[0] = 3; ts[0].shape[1] = 4; ts[0].data = a;
     ts[1].name = "ids"; ts[1].ndim = 1; ts[1].shape[0] = 5; ts[1].data = b;
-    OK(lsae__st_write_src(p, ts, 2, NULL, NULL));
+    OK(st_write(p, ts, 2, NULL));
     OK(lsae_dataset_open(p, &o, NULL, &ds)); /* the only 2-D tensor */
     if (ds) {
         OK(lsae_dataset_read(ds, 0, 3, y));
@@ -391,7 +398,7 @@ static void test_safetensors_data(void)
         ds = NULL;
     }
     ts[2].name = "other"; ts[2].ndim = 2; ts[2].shape[0] = 2; ts[2].shape[1] = 4; ts[2].data = c;
-    OK(lsae__st_write_src(p, ts, 3, NULL, NULL));
+    OK(st_write(p, ts, 3, NULL));
     r = lsae_dataset_open(p, &o, NULL, &ds);
     CHECKF(r == LSAE_INVALID_ARGS && msg_has("2 two-dimensional") && msg_has("tensor_name"), "%s", lsae_last_error());
     o.tensor_name = "other";
@@ -1188,6 +1195,276 @@ static void test_checkpoint_roundtrip(void)
     lsae_model_free(m2);
 }
 
+/* lsae_checkpoint_load_shard (how a latent-sharded run's ranks resume, each
+   reading only its rows) gives every shard exactly the bytes of
+   lsae_checkpoint_load into a full model followed by lsae_model_shard_of:
+   weights, Adam moments, dead counters, step, b_dec's flag, threshold and
+   blob; over S = 1, 2, 3 of 49 latents (uneven: 24/25, 16/16/17), so a row
+   offset off by one in any array shows. Then the errors. */
+
+/* the shard's whole state: weights (get_weights: its rows), then the trainer
+   state (t NULL: zeros), in arrays of its L_r rows */
+typedef struct shard_snap {
+    size_t L, d;
+    float *w, *mv;          /* [2 L d + L + d] weights; [2 (2 L d + L + d)] m then v */
+    uint64_t *since, step;
+    int b_dec_init;
+    float theta;
+} shard_snap;
+
+static void snap_take(shard_snap *s, const lsae_model *m, const lsae_trainer *t)
+{
+    size_t L = lsae_model_num_latents(m), d = lsae_model_d_in(m), n = 2 * L * d + L + d;
+    lsae_trainer_state st;
+    s->L = L;
+    s->d = d;
+    s->w = (float *)calloc(n, sizeof(float));
+    s->mv = (float *)calloc(2 * n, sizeof(float));
+    s->since = (uint64_t *)calloc(L, sizeof(uint64_t));
+    s->step = 0;
+    s->b_dec_init = 0;
+    s->theta = lsae_model_batchtopk_threshold(m);
+    OK(lsae_model_get_weights(m, s->w, s->w + L * d, s->w + L * d + L, s->w + 2 * L * d + L));
+    if (!t) return;
+    memset(&st, 0, sizeof st);
+    st.since_fired = s->since;
+    st.m_W_enc = s->mv; st.m_b_enc = s->mv + L * d; st.m_W_dec = s->mv + L * d + L; st.m_b_dec = s->mv + 2 * L * d + L;
+    st.v_W_enc = s->mv + n; st.v_b_enc = st.v_W_enc + L * d; st.v_W_dec = st.v_b_enc + L; st.v_b_dec = st.v_W_dec + L * d;
+    OK(lsae_trainer_get_state(t, &st));
+    s->step = st.step;
+    s->b_dec_init = st.b_dec_initialized;
+}
+
+/* the rows [l0, l0 + n) of a full snapshot, laid out as a shard's */
+static void snap_rows(shard_snap *out, const shard_snap *full, size_t l0, size_t n)
+{
+    const size_t d = full->d, L = full->L, nf = 2 * L * d + L + d, ns = 2 * n * d + n + d;
+    size_t q;
+    out->L = n;
+    out->d = d;
+    out->w = (float *)calloc(ns, sizeof(float));
+    out->mv = (float *)calloc(2 * ns, sizeof(float));
+    out->since = (uint64_t *)calloc(n, sizeof(uint64_t));
+    out->step = full->step;
+    out->b_dec_init = full->b_dec_init;
+    out->theta = full->theta;
+    memcpy(out->since, full->since + l0, n * sizeof(uint64_t));
+    for (q = 0; q < 3; ++q) {
+        const float *f = q == 0 ? full->w : full->mv + (q - 1) * nf;
+        float *o = q == 0 ? out->w : out->mv + (q - 1) * ns;
+        memcpy(o, f + l0 * d, n * d * sizeof(float));                       /* W_enc */
+        memcpy(o + n * d, f + L * d + l0, n * sizeof(float));               /* b_enc */
+        memcpy(o + n * d + n, f + L * d + L + l0 * d, n * d * sizeof(float)); /* W_dec */
+        memcpy(o + 2 * n * d + n, f + 2 * L * d + L, d * sizeof(float));    /* b_dec */
+    }
+}
+
+/* which part differs, or NULL when every byte is the same */
+static const char *snap_diff(const shard_snap *a, const shard_snap *b, int with_state)
+{
+    const size_t n = 2 * a->L * a->d + a->L + a->d;
+    if (a->L != b->L || a->d != b->d) return "shape";
+    if (memcmp(a->w, b->w, n * sizeof(float)) != 0) return "weights";
+    if (memcmp(&a->theta, &b->theta, sizeof(float)) != 0) return "threshold";
+    if (!with_state) return NULL;
+    if (memcmp(a->mv, b->mv, n * sizeof(float)) != 0) return "Adam m";
+    if (memcmp(a->mv + n, b->mv + n, n * sizeof(float)) != 0) return "Adam v";
+    if (memcmp(a->since, b->since, a->L * sizeof(uint64_t)) != 0) return "dead counters";
+    if (a->step != b->step || a->b_dec_init != b->b_dec_init) return "step or b_dec flag";
+    return NULL;
+}
+
+static void snap_free(shard_snap *s)
+{
+    free(s->w);
+    free(s->mv);
+    free(s->since);
+    memset(s, 0, sizeof *s);
+}
+
+/* from into to, less its last `cut` bytes */
+static void copy_cut(const char *from, const char *to, long cut)
+{
+    FILE *f = fopen(from, "rb");
+    long n;
+    char *buf;
+    if (!f) { fprintf(stderr, "cannot read %s\n", from); exit(1); }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = (char *)malloc((size_t)n + 1);
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { fprintf(stderr, "cannot read %s\n", from); exit(1); }
+    fclose(f);
+    write_bytes(to, buf, (size_t)(n > cut ? n - cut : 0));
+    free(buf);
+}
+
+static void test_checkpoint_load_shard(void)
+{
+    const char *dir = TDIR "/ckpt_shard", *cut = TDIR "/ckpt_shard_cut";
+    const size_t d = 12, L = 49;
+    lsae_config c = lsae_config_default(d);
+    lsae_model *m = NULL, *mf = NULL, *ref = NULL, *sm = NULL;
+    lsae_trainer *t = NULL, *tf = NULL, *st = NULL;
+    shard_snap full, want, got, before, after;
+    char blob[] = "{\"rows_read\": 4321}", back[64];
+    size_t blen = 0, l0, l1;
+    float x[40 * 12];
+    lsae_result r;
+    int S, q, s;
+    size_t i;
+    const char *diff;
+    RM_CKPT(dir);
+    RM_CKPT(cut);
+    c.k = 3;
+    c.num_latents = L;
+    c.expansion_factor = 0;
+    c.seed = 23;
+    c.lr_warmup_steps = 2;
+    c.dead_feature_threshold = 50; /* some latents die: the counters differ by latent */
+    c.total_steps = 100;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_trainer_create(m, &c, &t));
+    for (s = 0; s < 9; ++s) {
+        for (i = 0; i < 40 * d; ++i) x[i] = cell((uint64_t)s * 1000 + i / d, i % d + 1) - 0.5f;
+        OK(lsae_trainer_step(t, x, 40, NULL));
+    }
+    OK(lsae_checkpoint_save(dir, m, t, blob, sizeof blob));
+    /* the reference: the whole checkpoint into a full model (another seed:
+       everything must come from the files) */
+    c.seed = 99;
+    OK(lsae_model_create(&c, NULL, &mf));
+    OK(lsae_trainer_create(mf, &c, &tf));
+    OK(lsae_checkpoint_load(dir, mf, tf, NULL, 0, NULL));
+    snap_take(&full, mf, tf);
+    CHECK(full.step == 9 && full.b_dec_init == 1);
+    {
+        /* the counters must differ by latent, or a row offset in them would pass unseen */
+        int varied = 0;
+        for (i = 1; i < L; ++i) varied |= full.since[i] != full.since[0];
+        CHECK(varied);
+    }
+    for (S = 1; S <= 3; ++S)
+        for (q = 0; q < S; ++q) {
+            lsae_shard_range(L, q, S, &l0, &l1);
+            OK(lsae_model_shard_of(mf, l0, l1, &ref));
+            snap_rows(&want, &full, l0, l1 - l0);
+            /* the shard_of path and the rows cut out by hand agree (the reference is right) */
+            snap_take(&got, ref, NULL);
+            CHECKF((diff = snap_diff(&got, &want, 0)) == NULL, "S %d, shard %d: lsae_model_shard_of differs from the rows by hand (%s)", S, q, diff);
+            snap_free(&got);
+            OK(lsae_model_create_shard(&c, NULL, l0, l1, &sm));
+            OK(lsae_trainer_create(sm, &c, &st));
+            memset(back, 0, sizeof back);
+            OK(lsae_checkpoint_load_shard(dir, sm, st, back, sizeof back, &blen));
+            CHECKF(blen == sizeof blob && memcmp(back, blob, sizeof blob) == 0, "S %d, shard %d: the blob (%zu bytes)", S, q, blen);
+            snap_take(&got, sm, st);
+            CHECKF((diff = snap_diff(&got, &want, 1)) == NULL, "S %d, shard %d, latents [%zu, %zu): %s differ from lsae_checkpoint_load + lsae_model_shard_of",
+                   S, q, l0, l1, diff);
+            snap_free(&got);
+            snap_free(&want);
+            lsae_trainer_free(st);
+            lsae_model_free(sm);
+            lsae_model_free(ref);
+            st = NULL; sm = NULL; ref = NULL;
+        }
+    /* a shard and its trainer to see the errors change nothing */
+    lsae_shard_range(L, 1, 3, &l0, &l1);
+    OK(lsae_model_create_shard(&c, NULL, l0, l1, &sm));
+    OK(lsae_trainer_create(sm, &c, &st));
+    snap_take(&before, sm, st);
+    /* state.bin cut short by 8 bytes, and sae.safetensors cut by 4: refused
+       (the length and the hashes), the shard unchanged */
+    copy_ckpt(dir, cut);
+    copy_cut(TDIR "/ckpt_shard/state.bin", TDIR "/ckpt_shard_cut/state.bin", 8);
+    r = lsae_checkpoint_load_shard(cut, sm, st, NULL, 0, NULL);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("state.bin"), "a cut state.bin: %s", lsae_last_error());
+    copy_ckpt(dir, cut);
+    copy_cut(TDIR "/ckpt_shard/sae.safetensors", TDIR "/ckpt_shard_cut/sae.safetensors", 4);
+    r = lsae_checkpoint_load_shard(cut, sm, st, NULL, 0, NULL);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("sae.safetensors"), "a cut sae.safetensors: %s", lsae_last_error());
+    snap_take(&after, sm, st);
+    CHECKF((diff = snap_diff(&after, &before, 1)) == NULL, "a refused load changed the shard (%s)", diff);
+    snap_free(&after);
+    /* the whole model's loader refuses a shard, naming the call to use */
+    r = lsae_checkpoint_load(dir, sm, st, NULL, 0, NULL);
+    CHECKF(r == LSAE_INVALID_ARGS && msg_has("lsae_checkpoint_load_shard"), "%s", lsae_last_error());
+    /* a trainer of another model */
+    r = lsae_checkpoint_load_shard(dir, sm, tf, NULL, 0, NULL);
+    CHECKF(r == LSAE_INVALID_ARGS && msg_has("another model"), "%s", lsae_last_error());
+    r = lsae_checkpoint_load_shard(dir, NULL, NULL, NULL, 0, NULL);
+    CHECK(r == LSAE_INVALID_ARGS);
+    snap_take(&after, sm, st);
+    CHECKF((diff = snap_diff(&after, &before, 1)) == NULL, "a refused load changed the shard (%s)", diff);
+    snap_free(&after);
+    snap_free(&before);
+    lsae_trainer_free(st);
+    lsae_model_free(sm);
+    st = NULL; sm = NULL;
+    /* l1 past the checkpoint's L: a shard [40, 55) of a 55-latent model
+       against the 49 latents on disk, and one of another d_in */
+    {
+        lsae_config c2 = c;
+        c2.num_latents = 55;
+        OK(lsae_model_create_shard(&c2, NULL, 40, 55, &sm));
+        r = lsae_checkpoint_load_shard(dir, sm, NULL, NULL, 0, NULL);
+        CHECKF(r == LSAE_INVALID_ARGS && msg_has("L 49") && msg_has("[40, 55) of L 55"), "%s", lsae_last_error());
+        lsae_model_free(sm);
+        c2 = lsae_config_default(10);
+        c2.k = 3;
+        c2.num_latents = L;
+        OK(lsae_model_create_shard(&c2, NULL, 0, 20, &sm));
+        r = lsae_checkpoint_load_shard(dir, sm, NULL, NULL, 0, NULL);
+        CHECKF(r == LSAE_INVALID_ARGS && msg_has("d_in 12"), "%s", lsae_last_error());
+        lsae_model_free(sm);
+        sm = NULL;
+    }
+    /* a full model is the shard [0, L): the same as lsae_checkpoint_load */
+    c.seed = 7;
+    OK(lsae_model_create(&c, NULL, &sm));
+    OK(lsae_trainer_create(sm, &c, &st));
+    OK(lsae_checkpoint_load_shard(dir, sm, st, NULL, 0, NULL));
+    snap_take(&got, sm, st);
+    CHECKF((diff = snap_diff(&got, &full, 1)) == NULL, "a full model through lsae_checkpoint_load_shard: %s differ", diff);
+    snap_free(&got);
+    lsae_trainer_free(st);
+    lsae_model_free(sm);
+    snap_free(&full);
+    lsae_trainer_free(tf);
+    lsae_model_free(mf);
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    RM_CKPT(dir);
+    RM_CKPT(cut);
+    /* a type with a threshold (BatchTopK: shards do not train it, but they
+       load): the threshold comes with every shard's rows */
+    c = lsae_config_default(d);
+    c.k = 5;
+    c.num_latents = L;
+    c.expansion_factor = 0;
+    c.sae_type = LSAE_SAE_BATCHTOPK;
+    c.seed = 11;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_set_batchtopk_threshold(m, 0.375f));
+    OK(lsae_checkpoint_save(dir, m, NULL, NULL, 0));
+    snap_take(&full, m, NULL);
+    for (q = 0; q < 2; ++q) {
+        lsae_shard_range(L, q, 2, &l0, &l1);
+        snap_rows(&want, &full, l0, l1 - l0);
+        OK(lsae_model_create_shard(&c, NULL, l0, l1, &sm));
+        OK(lsae_checkpoint_load_shard(dir, sm, NULL, NULL, 0, NULL));
+        snap_take(&got, sm, NULL);
+        CHECKF((diff = snap_diff(&got, &want, 0)) == NULL && got.theta == 0.375f, "batchtopk, shard %d of 2: %s differ (theta %g)", q, diff ? diff : "none", (double)got.theta);
+        snap_free(&got);
+        snap_free(&want);
+        lsae_model_free(sm);
+        sm = NULL;
+    }
+    snap_free(&full);
+    lsae_model_free(m);
+    RM_CKPT(dir);
+}
+
 /* Every state a save can be cut in, made by hand, loads the right checkpoint. */
 static void test_checkpoint_crash_windows(void)
 {
@@ -1554,7 +1831,7 @@ static void test_saelens(void)
         ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = L; ts[2].shape[1] = d; ts[2].data = Wd;
         ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = d; ts[3].data = bd;
         lsae__mkdirs(TDIR "/saelens2");
-        OK(lsae__st_write_src(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL, NULL));
+        OK(st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
         OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
         if (!m2) return;
@@ -1599,15 +1876,15 @@ static void test_saelens(void)
             t5[4].name = "scaling_factor"; t5[4].ndim = 1; t5[4].shape[0] = L; t5[4].data = sf;
             cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 40, \"k\": 5}";
             write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
-            OK(lsae__st_write_src(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL, NULL));
+            OK(st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
             OK(lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2));
             lsae_model_free(m2);
             m2 = NULL;
             sf[3] = 2.0f;
-            OK(lsae__st_write_src(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL, NULL));
+            OK(st_write(TDIR "/saelens2/sae_weights.safetensors", t5, 5, NULL));
             res = lsae_model_load_saelens(TDIR "/saelens2", NULL, &m2);
             CHECKF(res == LSAE_UNSUPPORTED && msg_has("scaling_factor[3]"), "%s", lsae_last_error());
-            OK(lsae__st_write_src(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL, NULL));
+            OK(st_write(TDIR "/saelens2/sae_weights.safetensors", ts, 4, NULL));
         }
         cj = "{\"architecture\": \"topk\", \"d_in\": 10, \"d_sae\": 41, \"k\": 5}";
         write_bytes(TDIR "/saelens2/cfg.json", cj, strlen(cj));
@@ -2230,6 +2507,7 @@ int main(int argc, char **argv)
     test_checkpoint_roundtrip();
     test_checkpoint_save_state();
     test_checkpoint_save_pieces();
+    test_checkpoint_load_shard();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX
     test_checkpoint_kill9(argv[0]);

@@ -25,7 +25,9 @@ ranks against build/lsae in one process, on examples/data.
 - --shard-latents 2 (and 3, over an uneven 1001 latents, multi-topk) give
   every tensor within 1e-5 of one process, one process's files, the same
   bytes when repeated; a run stopped on 2 shards resumes in one process and
-  on 3 shards within 1e-4 of the uninterrupted run; 4 ranks as 2
+  on 3 shards within 1e-4 of the uninterrupted run, on 2 shards (each rank
+  reading only its rows) to the uninterrupted 2-shard run's bytes, and as
+  2 x 2 within 1e-4; 4 ranks as 2
   data-parallel slices of 2 shards within 1e-5 of one process; batchtopk
   and a shard count that does not divide the ranks are refused.
 """
@@ -349,7 +351,8 @@ except subprocess.TimeoutExpired:
     so, err = "", "timeout"
 check(pid is not None and job.returncode == 130, f"SIGINT to rank 0 of 2 latent shards: exit 130 (exit {job.returncode}):\n{so}{err}")
 stopped_at = metrics(out("sint"))[-1]["step"]
-shutil.copytree(out("sint"), out("sint3"))
+for copy in ("sint3", "sint2", "sint22"):
+    shutil.copytree(out("sint"), out(copy))
 run([LSAE, "train", "--resume", out("sint")])
 mpi(3, ["--resume", out("sint3"), "--shard-latents", "3"])
 d1, d3 = rel_diff(out("sint"), out("full")), rel_diff(out("sint3"), out("full"))
@@ -362,5 +365,23 @@ check(len(off1) <= 3 and -1 not in off1 and len(off3) <= 3 and -1 not in off3,
       f"stopped on 2 latent shards, resumed in one process ({d1:.3g}, latents off by > 1e-4: {sorted(off1)}) and on 3 shards "
       f"({d3:.3g}, {sorted(off3)}): within 1e-4 of the uninterrupted run but for a near-tie or two")
 print(f"  2 latent shards stopped at step {stopped_at}; resumed in one process: within {d1:.2g}, on 3 shards: within {d3:.2g} of the uninterrupted run")
+
+# each sharded rank resumes reading only its latents' rows of the checkpoint
+# (lsae_checkpoint_load_shard): on the same 2 shards the resumed run ends
+# with the bytes of an uninterrupted 2-shard run (model and checkpoint
+# state), so every row came back to its rank exactly; as a 2 x 2 grid (two
+# data-parallel slices whose ranks of a shard read the same rows) within
+# 1e-4 as above
+mpi(2, LONG + ["--out", out("sfull"), "--shard-latents", "2"])
+mpi(2, ["--resume", out("sint2"), "--shard-latents", "2"])
+check(model_bytes(out("sint2")) == model_bytes(out("sfull")) and state_payload(out("sint2")) == state_payload(out("sfull")),
+      "stopped on 2 latent shards, resumed on 2: the uninterrupted 2-shard run's bytes (model and checkpoint state)")
+p = mpi(4, ["--resume", out("sint22"), "--shard-latents", "2"])
+check("ranks     4 = 2 data-parallel slices x 2 latent shards" in p.stderr, "the 2 x 2 resume: the plan says so")
+d22, off22 = rel_diff(out("sint22"), out("full")), latents_off(out("sint22"), out("full"))
+check(len(off22) <= 3 and -1 not in off22,
+      f"stopped on 2 latent shards, resumed as 2 x 2 ({d22:.3g}, latents off by > 1e-4: {sorted(off22)}): within 1e-4 of the uninterrupted run")
+check(len(metrics(out("sint2"))) == 156 and len(metrics(out("sint22"))) == 156, "the resumed sharded runs' metrics hold each step once")
+print(f"  resumed on 2 shards: the uninterrupted 2-shard run's bytes; as 2 x 2: within {d22:.2g} of the uninterrupted run")
 
 print(f"test_mpi_cli: {testlib.passed} checks passed")

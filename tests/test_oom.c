@@ -527,6 +527,19 @@ static void scenario(void)
         digest_model(m2);
         lsae_model_free(m2);
         m2 = NULL;
+        /* the second half resumed from the checkpoint, its rows alone */
+        CALL(1, lsae_model_create_shard(&c, &g_A, L / 2, L, &m2));
+        if (m2) CALL(1, lsae_trainer_create(m2, &c, &t2));
+        if (t2) {
+            memset(blob, 0, sizeof blob);
+            CALL(1, lsae_checkpoint_load_shard(TD "/ck", m2, t2, blob, sizeof blob, &bl));
+            digest(blob, sizeof blob);
+            digest_model(m2);
+        }
+        lsae_trainer_free(t2);
+        lsae_model_free(m2);
+        m2 = NULL;
+        t2 = NULL;
     }
 
     /* model files: ours, SAELens's (both loaders), the Hugging Face cache */

@@ -143,7 +143,10 @@ static void save_checkpoint(train_run *t)
     t->saved_any = 1;
 }
 
-/* The checkpoint's model, optimizer state and the counters in its blob. */
+/* The checkpoint's model, optimizer state and the counters in its blob.
+   --shard-latents: t->m is this rank's shard, and only its rows are read
+   from the files (lsae_checkpoint_load_shard), so a rank never holds more
+   than its shard (and scratch of the shard's size) at resume either. */
 static void load_checkpoint(train_run *t)
 {
     char blob[1024];
@@ -151,7 +154,9 @@ static void load_checkpoint(train_run *t)
     size_t blen = 0;
     json_doc b;
     lsae_result r;
-    if ((r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen)) != LSAE_OK) lib_fail(r, "resuming");
+    if (t->shard) r = lsae_checkpoint_load_shard(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    else r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    if (r != LSAE_OK) lib_fail(r, "resuming");
     if (blen >= sizeof blob) fail("%s: checkpoint blob of %zu bytes is not one lsae train wrote", t->ck, blen);
     blob[blen] = 0;
     if (!json_parse(&b, blob, blen, &err)) fail("%s: checkpoint blob is not lsae train's (%s)", t->ck, err);
@@ -303,8 +308,8 @@ static lsae_loader *train_loader_open(const train_args *a, lsae_dataset *ds, uin
    run, metrics.jsonl open for appending. The loader is the caller's
    (train_loader_open at t->rows_read0, once the checkpoint has told it). */
 /* --shard-latents: this rank's shard of the full model and trainer t holds
-   (from --init or a checkpoint, which every rank reads whole), which are
-   then freed */
+   (from --init, which every rank reads whole; a checkpoint is read a shard
+   at a time, load_checkpoint), which are then freed */
 static void train_keep_shard(train_run *t)
 {
     const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
@@ -350,15 +355,17 @@ static void train_start(train_run *t)
     lsae_result r;
     char path[PATH_CAP];
     if (t->shard) lsae_shard_range(t->L, dist_shard_rank(), g_S, &t->l0, &t->l1);
-    if (t->shard && !t->m && !(t->resuming && !t->fresh)) {
-        /* a new run: only this rank's latents are ever made */
+    if (t->shard && !t->m) {
+        /* a new run or a resumed one: only this rank's latents are ever
+           made (a checkpoint then overwrites them with its rows) */
         if ((r = lsae_model_create_shard(&t->cfg, NULL, t->l0, t->l1, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     } else if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
-    /* every rank loads the checkpoint (on a file system they share); then
-       the ranks check that they hold the same model */
+    /* every rank loads the checkpoint (on a file system they share), a
+       sharded rank its own rows; then the ranks check that they hold the
+       same model (dist_attach) */
     if (t->resuming && !t->fresh) load_checkpoint(t);
-    /* --init or a checkpoint gave every rank the whole model: keep a shard */
+    /* --init gave every rank the whole model: keep a shard */
     if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
     dist_attach(t->tr, t->shard);
     if (g_rank != 0) {
@@ -637,6 +644,8 @@ static int cmd_train(int argc, char **argv)
     train_make_config(t);
     train_plan(t);
     train_start(t);
+    if (getenv("LSAE_RSS_STATS") && t->resuming)
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB at resume\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
     t->sliced = dist_loader(t->ld);
     stopped = train_loop(t);
