@@ -2969,6 +2969,12 @@ LSAE__MAYBE_UNUSED static unsigned lsae__popcnt(unsigned x) { unsigned n = 0; wh
 #define LSAE__CTZ(x) lsae__ctz(x)
 #define LSAE__POPCNT(x) lsae__popcnt(x)
 #endif
+#if defined(__GNUC__) || defined(__clang__)
+#define LSAE__CTZ64(x) ((unsigned)__builtin_ctzll(x))
+#else
+static unsigned lsae__ctz64(uint64_t x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
+#define LSAE__CTZ64(x) lsae__ctz64(x)
+#endif
 
 /* How many of buf[0..n) have a value above t (*above) and how many at
    least t (*atleast). The vector paths compare 8 (AVX-512) or 4 (AVX2,
@@ -3424,12 +3430,24 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                    lowest dead latents that are not candidates, at 0 (there
                    are at least KA dead latents) */
                 lsae__kv *out = aux + (size_t)row * ws->KA;
-                size_t l = 0, j = 0, q = 0, zeros = KA - na;
-                for (; q < KA && l < L; ++l) {
-                    if (!((dead_bits[l / 64] >> (l % 64)) & 1u)) continue;
-                    if (j < na && (size_t)merge[j].i == l) out[q++] = merge[j++];
-                    else if (zeros) { out[q].v = 0.0f; out[q++].i = (int32_t)l; --zeros; }
+                size_t w, j = 0, q = 0, zeros = KA - na;
+                /* the dead latents a word of dead_bits at a time, set bits
+                   only (dead latents are few, and rows with fewer than KA
+                   positive values among them are the usual case once they
+                   have stopped firing); once the zeros are placed, the
+                   remaining candidates follow as they are */
+                for (w = 0; zeros && w < (L + 63) / 64; ++w) {
+                    uint64_t bits = dead_bits[w];
+                    while (bits && zeros) {
+                        const size_t l = 64 * w + LSAE__CTZ64(bits);
+                        bits &= bits - 1;
+                        if (l >= L) break;
+                        if (j < na && (size_t)merge[j].i == l) out[q++] = merge[j++];
+                        else { out[q].v = 0.0f; out[q++].i = (int32_t)l; --zeros; }
+                    }
                 }
+                memcpy(out + q, merge + j, (na - j) * sizeof(lsae__kv));
+                q += na - j;
                 LSAE_ASSERT(q == KA);
             }
         }
@@ -4196,12 +4214,6 @@ static size_t lsae__lp_candcap(size_t K, size_t L)
     return c > q ? c : q;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define LSAE__CTZ64(x) ((unsigned)__builtin_ctzll(x))
-#else
-static unsigned lsae__ctz64(uint64_t x) { unsigned n = 0; while (!(x & 1u)) { x >>= 1; ++n; } return n; }
-#define LSAE__CTZ64(x) lsae__ctz64(x)
-#endif
 
 /* One row of a tile of nt latents: S = acc - LSAE__LPOFF wsum, A = (sx sw) S,
    v = A + b, eps (the bound of the header comment above), lo = v - eps,
