@@ -103,9 +103,9 @@ LSAE_MPI_DEF int lsae__mpi_reserve(lsae_mpi *c, size_t bytes)
 }
 
 /* The fixed-order sum of buf [n] (elements of `esize` bytes, MPI type `dt`)
-   across the ranks; add(acc, x, n) adds x into acc element-wise. */
+   across the ranks; add(out, a, b, n) sets out = a + b element-wise (out may be a). */
 LSAE_MPI_DEF lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t esize, MPI_Datatype dt,
-                                 void (*add)(void *acc, const void *x, size_t n))
+                                 void (*add)(void *out, const void *a, const void *b, size_t n))
 {
     const int P = c->size;
     size_t at;
@@ -127,7 +127,7 @@ LSAE_MPI_DEF lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t 
         if (MPI_Alltoallv(base, sc, sd, dt, c->scratch, rc, rd, dt, c->comm) != MPI_SUCCESS) return LSAE_ERROR;
         /* rank order: copy 0, then add 1, 2, ... into it */
         mine = (unsigned char *)c->scratch;
-        for (i = 1; i < P; ++i) add(mine, mine + (size_t)i * len * esize, len);
+        for (i = 1; i < P; ++i) add(mine, mine, mine + (size_t)i * len * esize, len);
         memcpy(base + lo * esize, mine, len * esize);
         /* every rank gets every summed chunk (in place: each rank's own chunk is already there) */
         for (i = 0; i < P; ++i) {
@@ -141,17 +141,23 @@ LSAE_MPI_DEF lsae_result lsae__mpi_sum(lsae_mpi *c, void *buf, size_t n, size_t 
 }
 
 /* The same sum when every rank is on one node, through an MPI-3 shared
-   window: each rank copies its buffer into its own slot; after a barrier,
-   rank j adds chunk j of every slot in rank order (the same additions as
-   above, so the same bits) into the shared result; after a second barrier
-   every rank copies the whole result back. Each element is copied in and
-   out once and read P times, where MPI's messages between processes on
-   this 2-core machine moved 18.9 MB in about 25 ms (37.8 MB of gradient:
-   48 ms a sum, against about 10 ms here). The next round's (or call's)
-   first barrier is reached only after every rank copied the result out, so
-   two barriers a round suffice. */
+   window. Rank j sums chunk j (the chunks as above): each rank copies into
+   its own slot the chunks the other ranks sum (not its own); after a
+   barrier, rank j adds chunk j of every rank's buffer in rank order, taking
+   its own part from its buffer and the others' from their slots (the same
+   additions as above, so the same bits), and writes the sum to its buffer
+   and to the shared result; after a second barrier every rank copies the
+   other ranks' summed chunks out. Per rank and round that moves n (P - 1) /
+   P elements in, n (P - 1) / P out and reads n of the slots, where copying
+   the whole buffer in and out moved 2 n, and the first addition writes
+   a + b at once instead of a copy of a and then += b. On the 2-core machine
+   this was measured on, MPI's messages between processes moved 18.9 MB in
+   about 25 ms (37.8 MB of gradient: 48 ms a sum); see bench/bench_mpi.c
+   for this path's time. The next round's (or call's) first barrier is
+   reached only after every rank copied the result out, so two barriers a
+   round suffice. */
 LSAE_MPI_DEF lsae_result lsae__mpi_sum_shared(lsae_mpi *c, void *buf, size_t n, size_t esize,
-                                             void (*add)(void *acc, const void *x, size_t n))
+                                             void (*add)(void *out, const void *a, const void *b, size_t n))
 {
     const int P = c->size;
     const size_t per = LSAE_MPI_SHM_BYTES / esize;
@@ -161,36 +167,48 @@ LSAE_MPI_DEF lsae_result lsae__mpi_sum_shared(lsae_mpi *c, void *buf, size_t n, 
         const size_t seg = n - at < per ? n - at : per;
         unsigned char *base = (unsigned char *)buf + at * esize;
         const size_t lo = seg * (size_t)c->rank / (size_t)P, hi = seg * ((size_t)c->rank + 1) / (size_t)P;
-        memcpy(c->slot[c->rank], base, seg * esize);
-        MPI_Win_sync(c->win);
-        if (MPI_Barrier(c->node) != MPI_SUCCESS) return LSAE_ERROR;
-        MPI_Win_sync(c->win);
-        if (hi > lo) {
-            memcpy(c->result + lo * esize, c->slot[0] + lo * esize, (hi - lo) * esize);
-            for (i = 1; i < P; ++i) add(c->result + lo * esize, c->slot[i] + lo * esize, hi - lo);
+        for (i = 0; i < P; ++i) {
+            const size_t a = seg * (size_t)i / (size_t)P, b = seg * ((size_t)i + 1) / (size_t)P;
+            if (i != c->rank) memcpy(c->slot[c->rank] + a * esize, base + a * esize, (b - a) * esize);
         }
         MPI_Win_sync(c->win);
         if (MPI_Barrier(c->node) != MPI_SUCCESS) return LSAE_ERROR;
         MPI_Win_sync(c->win);
-        memcpy(base, c->result, seg * esize);
+        if (hi > lo) {
+            /* rank i's chunk: this rank's buffer for i == rank, else i's slot */
+#define LSAE__MPI_PART(i) ((i) == c->rank ? base + lo * esize : c->slot[(i)] + lo * esize)
+            unsigned char *res = c->result + lo * esize;
+            add(res, LSAE__MPI_PART(0), LSAE__MPI_PART(1), hi - lo);
+            for (i = 2; i < P; ++i) add(res, res, LSAE__MPI_PART(i), hi - lo);
+#undef LSAE__MPI_PART
+            memcpy(base + lo * esize, res, (hi - lo) * esize);
+        }
+        MPI_Win_sync(c->win);
+        if (MPI_Barrier(c->node) != MPI_SUCCESS) return LSAE_ERROR;
+        MPI_Win_sync(c->win);
+        for (i = 0; i < P; ++i) {
+            const size_t a = seg * (size_t)i / (size_t)P, b = seg * ((size_t)i + 1) / (size_t)P;
+            if (i != c->rank) memcpy(base + a * esize, c->result + a * esize, (b - a) * esize);
+        }
     }
     return LSAE_OK;
 }
 
-LSAE_MPI_DEF void lsae__mpi_add_f32(void *acc, const void *x, size_t n)
+/* out[i] = a[i] + b[i]; out may be a (an accumulation) */
+LSAE_MPI_DEF void lsae__mpi_add_f32(void *out, const void *a, const void *b, size_t n)
 {
-    float *a = (float *)acc;
-    const float *b = (const float *)x;
+    float *o = (float *)out;
+    const float *x = (const float *)a, *y = (const float *)b;
     size_t i;
-    for (i = 0; i < n; ++i) a[i] += b[i];
+    for (i = 0; i < n; ++i) o[i] = x[i] + y[i];
 }
 
-LSAE_MPI_DEF void lsae__mpi_add_f64(void *acc, const void *x, size_t n)
+LSAE_MPI_DEF void lsae__mpi_add_f64(void *out, const void *a, const void *b, size_t n)
 {
-    double *a = (double *)acc;
-    const double *b = (const double *)x;
+    double *o = (double *)out;
+    const double *x = (const double *)a, *y = (const double *)b;
     size_t i;
-    for (i = 0; i < n; ++i) a[i] += b[i];
+    for (i = 0; i < n; ++i) o[i] = x[i] + y[i];
 }
 
 LSAE_MPI_DEF lsae_result lsae__mpi_sum_f32(void *ctx, float *buf, size_t n)
