@@ -20,12 +20,13 @@
    the max of some lo's, so always <= the final LB) and stores every pair
    whose hi reaches the running LB when it is seen: a superset of the final
    candidates. After the pass the stored pairs are filtered by the final LB
-   (the max over threads) and computed exactly.
+   (the max over threads) and computed exactly, each row's from the
+   largest hi down until hi cannot beat the largest V found.
 
    The approximation, chosen at compile time:
 
    - where the library has a fast int8 product (LSAE__LPFAST: AVX-512 VNNI,
-     or AVX2 with its sign trick; DC_INT8), and d <= 65,536: the library's
+     or AVX2; DC_INT8), and d <= 65,536: with VNNI the library's
      int8 copy of the encode pre-pass (latentsae.h, lsae__lp_build,
      lsae__lp_row, lsae__lp_tile; docs/math.md 2.12). Every unit row u is
      quantised with its own scale, u = s q + r with s = max |u_j| / 127, q_j
@@ -44,6 +45,12 @@
      in double: 1e-13) are below 1e-7; the bound adds DC_SLACK = 1e-6 for all
      of them. For unit rows of d = 768 with no outlier coordinates |r| is
      about 0.008, so e is about 0.016.
+     AVX2 builds without VNNI (DC_I7) quantise both sides to 7 bits
+     instead, s = max |u_j| / 63, q_j in [-63, 63] (dc_row7, dc_cols): the
+     same identity and bound with their own measured norms (cw = |r_b|, qn
+     = |u_b| + |r_b| >= |s_b q_b|), |q_a . q_b| <= 63^2 d, the kernel's sums
+     with its offset 64 at most 127 63 d < 2^31; |r| about 0.016, e about
+     0.032, for a kernel without the sign trick (see DC_I7 below).
    - elsewhere: the library's fp32 encoder product of the unit rows, whose
      accumulation error for any order of d fused or plain multiply-adds is
      at most gamma_d |u_a| |u_b| ~ d 2^-24 (Higham, Accuracy and Stability,

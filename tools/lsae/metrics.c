@@ -86,7 +86,7 @@ static void unit_rows(float *out, const float *v, size_t n, size_t d)
 /* Unit vectors made ready for the bounded product of deccos.c: the cosine
    of a query and a row is V = their unit vectors' dot product in double
    (dc_exact_dot), found exactly; the product of all queries with all rows
-   is only approximated (the library's int8 product where it is fast, else
+   is only approximated (deccos.c's int8 product where it is fast, else
    fp32), with the bound e >= |A - V| of deccos.c's top comment, and a row
    is computed exactly for a query only when A + e beats the query's 10th
    best so far. The rows are deccos.c's row side (a), the queries its
