@@ -389,8 +389,8 @@ bench-mpi: $(MPI_BUILD)/bench_mpi
 # the same bits; needs an x86 CPU with AVX2 and FMA, skipped elsewhere
 # test-isa: the training digests of the native and the -mavx2 -mfma builds
 # agree; the int8 pre-pass and the decoder cosines, whose AVX2 build has its
-# own int8 kernel, pass in an -mavx2 -mfma build (and, on an AVX-512 CPU, the
-# pre-pass in one for AVX-512 without VNNI: AVX2's kernel, AVX-512's bounds;
+# own int8 kernel, pass in an -mavx2 -mfma build (and, on an AVX-512 CPU, both
+# in one for AVX-512 without VNNI: AVX2's kernels, AVX-512's bounds;
 # on an AMX CPU, also one with LSAE_NO_AMX: the VNNI kernel the native
 # build then passes over)
 ISA_AVX2_TESTS = test_prepass test_deccos
@@ -409,7 +409,9 @@ test-isa: tests/isa_digest.c tests/test_prepass.c tests/test_deccos.c $(TEST_DEP
 	    if grep -q ' avx512bw' /proc/cpuinfo 2>/dev/null && echo 'int main(void){return 0;}' | $(CC) -march=skylake-avx512 -x c -o /dev/null - 2>/dev/null; then \
 	      $(CC) $(CSTD) $(OPT) -march=skylake-avx512 $(OMP) $(WARN) -o $(BUILD)/isa_skx_test_prepass tests/test_prepass.c -lm && \
 	      $(BUILD)/isa_skx_test_prepass > /dev/null || { echo "FAILED: test_prepass built for AVX-512 without VNNI (-march=skylake-avx512)"; exit 1; }; \
-	      echo "== test_prepass built for AVX-512 without VNNI: ok"; fi; \
+	      $(CC) $(CSTD) $(OPT) -march=skylake-avx512 $(OMP) $(WARN) -o $(BUILD)/isa_skx_test_deccos tests/test_deccos.c -lm && \
+	      $(BUILD)/isa_skx_test_deccos > /dev/null || { echo "FAILED: test_deccos built for AVX-512 without VNNI (-march=skylake-avx512)"; exit 1; }; \
+	      echo "== test_prepass and test_deccos built for AVX-512 without VNNI: ok"; fi; \
 	    if grep -q ' amx_int8' /proc/cpuinfo 2>/dev/null; then \
 	      $(CC) $(CSTD) $(OPT) $(ARCH) -DLSAE_NO_AMX $(OMP) $(WARN) -o $(BUILD)/isa_noamx_test_prepass tests/test_prepass.c -lm && \
 	      $(BUILD)/isa_noamx_test_prepass > /dev/null || { echo "FAILED: test_prepass built with LSAE_NO_AMX (the VNNI kernel on an AMX CPU)"; exit 1; }; \

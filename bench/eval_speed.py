@@ -46,7 +46,27 @@ bit. Three runs of 3 rounds, CPU seconds eval / encode: 1.205 (rounds
 26-29 s (before 28-31 s). So about 0.05 to 0.1 off the ratio, at the bound
 or a little over it on this noisy machine: what remains over encode
 is mostly the int8 products of the decoder cosines (about 7% of eval) and
-of the neighbour search (about 5%), which are the work itself."""
+of the neighbour search (about 5%), which are the work itself.
+
+The same machine and AVX2 build, 2026-12-06, after the decoder cosines and
+the neighbour search went to a 7-bit int8 product of their own for AVX2
+without VNNI (tools/lsae/deccos.c, DC_I7: vpmaddubsw exact with no sign
+trick, one vpmaddwd per two steps, 1.4x the library kernel; both sides'
+|r| about doubles, so more candidates) and a row's exact pairs stopped
+once their bound could not beat the best found (26 -> 5.6 a latent),
+results unchanged bit for bit (lsae eval --json byte-identical, AVX2 and
+native builds). --rows 100000 --rounds 3 --build build/avx2m --before
+build/avx2-before (the parent commit fea0e38 built the same way), three
+runs, CPU seconds eval / encode: 1.156 (rounds 1.161, 1.156, 1.149;
+before 1.205), 1.142 (1.142, 1.152, 1.138; before 1.206) and 1.150 (1.123,
+1.150, 1.179; before 1.175); wall medians 1.144 (before 1.216), 1.137
+(1.195) and 1.144 (1.163); encode 25-29 s, eval 29-31 s (before 30-31 s,
+one round 53 s). So about 0.05 off the ratio, under the bound in every
+run but not by much: the int8 products themselves (now about 7% of eval)
+and the decode's gathers of W_dec rows (1.6%, bound by memory: a
+prefetch did not help) are most of what remains.
+A run of the 7-bit product alone (before the early stop), same command:
+1.145 (1.145, 1.149, 1.127; before 1.204)."""
 import argparse
 import json
 import os

@@ -86,7 +86,7 @@ static void unit_rows(float *out, const float *v, size_t n, size_t d)
 /* Unit vectors made ready for the bounded product of deccos.c: the cosine
    of a query and a row is V = their unit vectors' dot product in double
    (dc_exact_dot), found exactly; the product of all queries with all rows
-   is only approximated (the library's int8 product where it is fast, else
+   is only approximated (deccos.c's int8 product where it is fast, else
    fp32), with the bound e >= |A - V| of deccos.c's top comment, and a row
    is computed exactly for a query only when A + e beats the query's 10th
    best so far. The rows are deccos.c's row side (a), the queries its
@@ -100,7 +100,7 @@ typedef struct nn_side {
     float *X, *Z; /* the bound's terms per vector: rows X = |u|, Z = |r|; queries X = cw >= |r| (deccos.c's Y), Z = qn = |s q| (W); 0 for fp32 */
 #if defined(DC_INT8)
     size_t dp;
-    uint8_t *Au;  /* rows: [n, dp] (lsae__lp_row) */
+    uint8_t *Au;  /* rows: [n, dp] (deccos.c's dc_rows_i8) */
     float *scale; /* rows: s */
     lsae__lp lp;  /* queries: the library's int8 tiles, sums, scales and norms */
 #endif
@@ -162,7 +162,7 @@ static void nn_side_set(nn_side *S, const float *v, size_t n, int query, int nth
         if (query) {
             lsae__lp_free(NULL, &S->lp);
             if (n == 0) return; /* (no tiles: nn_chunk has nothing to sweep) */
-            if (lsae__lp_build(NULL, &S->lp, S->unit, n, d, nthreads) != LSAE_OK) fail("neighbours: %s", lsae_last_error());
+            if (dc_cols(&S->lp, S->unit, n, d, NULL, NULL, NULL, NULL, nthreads) != LSAE_OK) fail("neighbours: %s", lsae_last_error());
             memcpy(S->X, S->lp.cw, n * sizeof(float));
             memcpy(S->Z, S->lp.qn, n * sizeof(float));
         } else
@@ -233,7 +233,7 @@ static void nn_chunk(const nn_side *R, const uint64_t *rowid, const nn_side *Qs,
                 float *th = thr + (t - t0) * LSAE__NT;
 #if defined(DC_INT8)
                 if (i8) {
-                    lsae__lp_tile(Ci, R->Au + r0 * R->dp, R->dp, mr, Qs->lp.wq + t * tile_bytes, R->dp);
+                    dc_tile(Ci, R->Au + r0 * R->dp, R->dp, mr, Qs->lp.wq + t * tile_bytes, R->dp);
                     dc_approx_i8(Cf, Ci, mr, R->scale + r0, Qs->lp.sw + q0, Qs->lp.wsum + q0);
                 } else
 #endif
