@@ -646,6 +646,8 @@ static int cmd_train(int argc, char **argv)
     train_start(t);
     if (getenv("LSAE_RSS_STATS") && t->resuming)
         fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB at resume\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
+    if (getenv("LSAE_RSS_STATS") && t->a.init)
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB at init\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
     t->sliced = dist_loader(t->ld);
     stopped = train_loop(t);
