@@ -308,8 +308,9 @@ static lsae_loader *train_loader_open(const train_args *a, lsae_dataset *ds, uin
    run, metrics.jsonl open for appending. The loader is the caller's
    (train_loader_open at t->rows_read0, once the checkpoint has told it). */
 /* --shard-latents: this rank's shard of the full model and trainer t holds
-   (from --init, which every rank reads whole; a checkpoint is read a shard
-   at a time, load_checkpoint), which are then freed */
+   (from --init of a SAELens model, which every rank reads whole; any other
+   --init model and a checkpoint are read a shard at a time, train_start
+   and load_checkpoint), which are then freed */
 static void train_keep_shard(train_run *t)
 {
     const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
@@ -359,13 +360,16 @@ static void train_start(train_run *t)
         /* a new run or a resumed one: only this rank's latents are ever
            made (a checkpoint then overwrites them with its rows) */
         if ((r = lsae_model_create_shard(&t->cfg, NULL, t->l0, t->l1, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+        /* --init: this rank's rows of the saved model, read from the file
+           (every rank opens it, on a file system they share) */
+        if (t->init_rows && (r = lsae_model_load_shard(t->init_where, t->m)) != LSAE_OK) lib_fail(r, "--init");
     } else if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
     /* every rank loads the checkpoint (on a file system they share), a
        sharded rank its own rows; then the ranks check that they hold the
        same model (dist_attach) */
     if (t->resuming && !t->fresh) load_checkpoint(t);
-    /* --init gave every rank the whole model: keep a shard */
+    /* --init of a SAELens model gave every rank the whole model: keep a shard */
     if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
     dist_attach(t->tr, t->shard);
     if (g_rank != 0) {
