@@ -29,7 +29,9 @@ ranks against build/lsae in one process, on examples/data.
   reading only its rows) to the uninterrupted 2-shard run's bytes, and as
   2 x 2 within 1e-4; 4 ranks as 2
   data-parallel slices of 2 shards within 1e-5 of one process; batchtopk
-  and a shard count that does not divide the ranks are refused.
+  and a shard count that does not divide the ranks are refused;
+- --init MODEL on 2 and 3 shards (each rank reading only its rows of the
+  model file) within 1e-5 of one process's --init run.
 """
 import re
 import glob
@@ -333,6 +335,20 @@ print(f"  3 latent shards (333, 334, 334 latents), multi-topk: tensors within {d
 mpi(3, UNEVEN + ["--out", out("s3b"), "--shard-latents", "3"])
 check(model_bytes(out("s3b")) == model_bytes(out("s3")) and state_payload(out("s3b")) == state_payload(out("s3")),
       "3 latent shards run twice write the same bytes (model and checkpoint state)")
+# --init MODEL on shards: each rank reads only its rows of the model file
+# (lsae_model_load_shard), and the run equals one process's --init run
+# within the 1e-5 above: 2 shards of the 4x model, 3 uneven shards of the
+# 1001-latent multi-topk one
+run([LSAE, "train"] + SHORT + ["--init", out("p0"), "--out", out("i0")])
+mpi(2, SHORT + ["--init", out("p0"), "--out", out("i2"), "--shard-latents", "2"])
+d = rel_diff(out("i2"), out("i0"))
+check(d <= 1e-5, f"--init on 2 latent shards: every tensor within 1e-5 of one process's --init run (worst {d:.3g})")
+check(rel_diff(out("i0"), out("p0")) > 1e-3, "--init: the run goes on from the model (not the same as the model it started from)")
+run([LSAE, "train"] + UNEVEN + ["--init", out("u0"), "--out", out("iu0")])
+mpi(3, UNEVEN + ["--init", out("u0"), "--out", out("iu3"), "--shard-latents", "3"])
+d3 = rel_diff(out("iu3"), out("iu0"))
+check(d3 <= 1e-5, f"--init on 3 latent shards of 1001 latents: every tensor within 1e-5 of one process's --init run (worst {d3:.3g})")
+print(f"  --init on 2 latent shards: within {d:.2g}; on 3 (1001 latents): within {d3:.2g} of one process's --init run")
 p = mpi(2, SHORT + ["--out", out("s2btk"), "--shard-latents", "2", "--sae-type", "batchtopk"], ok=False)
 check(p.returncode != 0 and "--shard-latents takes --sae-type topk only" in p.stderr, "batchtopk with --shard-latents is refused:\n" + p.stderr)
 p = mpi(2, SHORT + ["--out", out("s3on2"), "--shard-latents", "3"], ok=False)
