@@ -1019,9 +1019,10 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
    rank more than one process's memory exactly when a large run resumes.
    The files do not depend on how the run was split, so any S (or one
    process) resumes any checkpoint; a full model is the shard [0, L) and
-   loads as with lsae_checkpoint_load. Each rank still checks the whole
-   checkpoint against state.bin's hashes first (streamed in 64 KB blocks:
-   reading, not memory), and the same rows come back bit for bit as from
+   loads as with lsae_checkpoint_load. It checks the whole checkpoint
+   against state.bin's hashes first (streamed in 64 KB blocks: reading, not
+   memory; lsae_checkpoint_verify and lsae_checkpoint_load_shard_verified,
+   below, let one rank do that for all), and the same rows come back bit for bit as from
    lsae_checkpoint_load and lsae_model_shard_of.
    Errors (the model and trainer then unchanged): LSAE_INVALID_ARGS when
    dir or model is NULL, the trainer is another model's or has accumulated
@@ -1034,6 +1035,29 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
 LSAE_DEF lsae_result lsae_checkpoint_load_shard(const char *dir, lsae_model *model,
                                                 lsae_trainer *trainer, void *blob, size_t blob_cap,
                                                 size_t *blob_len);
+/* A job of S ranks need not read the files in full S times: one process
+   verifies (lsae_checkpoint_verify), shares its verdict and the directory
+   it found with the others (a broadcast), and every rank, only when the
+   verdict is LSAE_OK, loads its rows with lsae_checkpoint_load_shard_verified
+   (lsae train does this, rank 0 verifying). A failed verdict is then the
+   same error on every rank.
+   lsae_checkpoint_verify: finds the checkpoint lsae_checkpoint_load(dir)
+   would load (dir, or the newest whole one beside it when a save was cut
+   between its renames), checks it against state.bin's hashes, reading each
+   file in full, and writes its directory to found (cap bytes; "" on error).
+   The errors of lsae_checkpoint_load for a missing or damaged checkpoint.
+   lsae_checkpoint_load_shard_verified: lsae_checkpoint_load_shard from
+   found WITHOUT the hashes: the caller vouches that found was verified (by
+   this process or another on the same file system) and has not changed
+   since. It still checks state.bin's header and length (a cut state.bin is
+   refused), the shapes against the model, and each read (a cut
+   sae.safetensors is refused), but corruption that keeps every size is not
+   seen: never call it on a directory nobody verified. found must exist
+   (LSAE_NOT_FOUND; no .tmp or .old fallback: the verifier chose). */
+LSAE_DEF lsae_result lsae_checkpoint_verify(const char *dir, char *found, size_t cap);
+LSAE_DEF lsae_result lsae_checkpoint_load_shard_verified(const char *found, lsae_model *model,
+                                                         lsae_trainer *trainer, void *blob, size_t blob_cap,
+                                                         size_t *blob_len);
 
 /* -------------------------------------------------------------- datasets */
 
@@ -11383,7 +11407,17 @@ typedef struct lsae__ckpt_info {
     int b_dec_init;
 } lsae__ckpt_info;
 
+static lsae_result lsae__ckpt_check(const char *dir, lsae__ckpt_info *info, int hash);
 static lsae_result lsae__ckpt_verify(const char *dir, lsae__ckpt_info *info)
+{
+    return lsae__ckpt_check(dir, info, 1);
+}
+
+/* state.bin's header and length checked against each other (hash 0: only
+   that, for a directory the caller verified: see
+   lsae_checkpoint_load_shard_verified), then (hash 1) the hashes of
+   state.bin, cfg.json and sae.safetensors, reading each in full */
+static lsae_result lsae__ckpt_check(const char *dir, lsae__ckpt_info *info, int hash)
 {
     char p[4096];
     unsigned char hdr[LSAE__STATE_HDR], buf[1 << 16], tr[8];
@@ -11424,6 +11458,7 @@ static lsae_result lsae__ckpt_verify(const char *dir, lsae__ckpt_info *info)
         return lsae__err(LSAE_BAD_FILE, "%s: payload of %llu bytes does not match d_in %llu, L %llu and a %llu-byte blob", p, (unsigned long long)info->payload,
                          (unsigned long long)info->d, (unsigned long long)info->L, (unsigned long long)info->blob_len);
     }
+    if (!hash) { fclose(f); return LSAE_OK; }
     lsae__hash_init(&h);
     lsae__hash_update(&h, hdr, LSAE__STATE_HDR);
     for (left = info->payload; left;) {
@@ -11758,19 +11793,16 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
 /* lsae_checkpoint_load and lsae_checkpoint_load_shard: the model's latents
    (all of a full model's, a shard's own) from the checkpoint at dir (or the
    newest whole one beside it); fn names the caller in messages. */
-static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+/* The checkpoint at dir, or when a save was cut between its two renames
+   the newest whole one beside it (dir.tmp, else dir.old), verified against
+   its hashes: its directory into found (cap bytes), its header into info. */
+static lsae_result lsae__ckpt_find(const char *dir, char *found, size_t cap, lsae__ckpt_info *info)
 {
-    char tmp[4096], old[4096], p[4096];
+    char tmp[4096], old[4096];
     const char *cands[3];
-    lsae__ckpt_info info;
     lsae_result r = LSAE_NOT_FOUND, first_err = LSAE_OK;
     char first_msg[1024];
-    size_t c, nc = 0, Lf;
-    float *w = NULL, theta = 0.0f;
-    if (blob_len) *blob_len = 0;
-    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "%s: dir and model must not be NULL", fn);
-    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer belongs to another model", fn);
-    Lf = m->shard_L ? m->shard_L : m->L;
+    size_t c, nc = 0;
     if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     /* dir is whole whenever it exists; when it does not, a save was cut
        between its two renames and the newest whole one is dir.tmp, else dir.old */
@@ -11779,7 +11811,7 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_m
     first_msg[0] = 0;
     for (c = 0; c < nc; ++c) {
         if (!lsae__is_dir(cands[c])) continue;
-        if ((r = lsae__ckpt_verify(cands[c], &info)) != LSAE_OK) {
+        if ((r = lsae__ckpt_verify(cands[c], info)) != LSAE_OK) {
             if (first_err == LSAE_OK) { first_err = r; memcpy(first_msg, lsae__err_msg, sizeof first_msg); first_msg[sizeof first_msg - 1] = 0; }
             continue;
         }
@@ -11789,7 +11821,35 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_m
         if (first_err != LSAE_OK) return lsae__err(first_err, "%s", first_msg);
         return lsae__err(LSAE_NOT_FOUND, "%s: no checkpoint here (nor at %s or %s)", dir, tmp, old);
     }
-    dir = cands[c];
+    if (strlen(cands[c]) >= cap) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", cands[c]);
+    strcpy(found, cands[c]);
+    return LSAE_OK;
+}
+
+/* lsae_checkpoint_load and lsae_checkpoint_load_shard(_verified): the
+   model's latents (all of a full model's, a shard's own) from the checkpoint
+   at dir (or the newest whole one beside it); fn names the caller in
+   messages. verified: dir is the directory lsae_checkpoint_verify found, and
+   only state.bin's header and length are checked, not the hashes. */
+static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, int verified, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap,
+                                         size_t *blob_len)
+{
+    char found[4096], p[4096];
+    lsae__ckpt_info info;
+    lsae_result r;
+    size_t Lf;
+    float *w = NULL, theta = 0.0f;
+    if (blob_len) *blob_len = 0;
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "%s: dir and model must not be NULL", fn);
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer belongs to another model", fn);
+    Lf = m->shard_L ? m->shard_L : m->L;
+    if (verified) {
+        if (!lsae__is_dir(dir)) return lsae__err(LSAE_NOT_FOUND, "%s: no checkpoint here (%s takes the directory lsae_checkpoint_verify found)", dir, fn);
+        if ((r = lsae__ckpt_check(dir, &info, 0)) != LSAE_OK) return r;
+    } else {
+        if ((r = lsae__ckpt_find(dir, found, sizeof found, &info)) != LSAE_OK) return r;
+        dir = found;
+    }
     if (info.d != m->d || info.L != Lf || info.k != m->k) {
         if (m->shard_L)
             return lsae__err(LSAE_INVALID_ARGS, "%s: checkpoint of d_in %llu, L %llu, k %llu, but the model is d_in %zu, k %zu, holding latents [%zu, %zu) of L %zu", dir,
@@ -11826,12 +11886,25 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
     if (m && m->shard_L)
         return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the model holds latents [%zu, %zu) of %zu (a latent shard); load its rows with lsae_checkpoint_load_shard",
                          m->shard_l0, m->shard_l0 + m->L, m->shard_L);
-    return lsae__checkpoint_load("lsae_checkpoint_load", dir, m, t, blob, blob_cap, blob_len);
+    return lsae__checkpoint_load("lsae_checkpoint_load", dir, 0, m, t, blob, blob_cap, blob_len);
 }
 
 LSAE_DEF lsae_result lsae_checkpoint_load_shard(const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
 {
-    return lsae__checkpoint_load("lsae_checkpoint_load_shard", dir, m, t, blob, blob_cap, blob_len);
+    return lsae__checkpoint_load("lsae_checkpoint_load_shard", dir, 0, m, t, blob, blob_cap, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_verify(const char *dir, char *found, size_t cap)
+{
+    lsae__ckpt_info info;
+    if (!dir || !found || !cap) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_verify: dir and found must not be NULL, cap not 0");
+    found[0] = 0;
+    return lsae__ckpt_find(dir, found, cap, &info);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_load_shard_verified(const char *found, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+{
+    return lsae__checkpoint_load("lsae_checkpoint_load_shard_verified", found, 1, m, t, blob, blob_cap, blob_len);
 }
 
 /* --------------------------------------------------- Hugging Face cache */

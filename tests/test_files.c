@@ -1465,6 +1465,99 @@ static void test_checkpoint_load_shard(void)
     RM_CKPT(dir);
 }
 
+/* lsae_checkpoint_verify + lsae_checkpoint_load_shard_verified (one rank
+   hashes the files, the others take its verdict): the verified load gives
+   each shard the bytes of lsae_checkpoint_load_shard; the verifier refuses
+   a corrupted file of the right size (which only the hashes can see) and
+   finds dir.tmp when dir is missing; the verified load still refuses a cut
+   state.bin and a missing directory, changing nothing. */
+static void test_checkpoint_verify_shared(void)
+{
+    const char *dir = TDIR "/ckpt_vshare", *bad = TDIR "/ckpt_vshare_bad";
+    char found[512], tmpdir[512], p[512];
+    lsae_model *m = NULL, *a = NULL, *b = NULL;
+    lsae_trainer *t = NULL, *ta = NULL, *tb = NULL;
+    const lsae_config *c;
+    shard_snap sa, sb;
+    size_t l0, l1;
+    const char *diff;
+    lsae_result r;
+    int q;
+    RM_CKPT(dir);
+    RM_CKPT(bad);
+    small_run(&m, &t, 7, 5);
+    c = lsae_model_config(m);
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    OK(lsae_checkpoint_verify(dir, found, sizeof found));
+    CHECKF(strcmp(found, dir) == 0, "verify found %s", found);
+    for (q = 0; q < 3; ++q) {
+        lsae_shard_range(lsae_model_num_latents(m), q, 3, &l0, &l1);
+        OK(lsae_model_create_shard(c, NULL, l0, l1, &a));
+        OK(lsae_trainer_create(a, c, &ta));
+        OK(lsae_model_create_shard(c, NULL, l0, l1, &b));
+        OK(lsae_trainer_create(b, c, &tb));
+        OK(lsae_checkpoint_load_shard(dir, a, ta, NULL, 0, NULL));
+        OK(lsae_checkpoint_load_shard_verified(found, b, tb, NULL, 0, NULL));
+        snap_take(&sa, a, ta);
+        snap_take(&sb, b, tb);
+        CHECKF((diff = snap_diff(&sb, &sa, 1)) == NULL, "shard %d of 3: the verified load's %s differ", q, diff);
+        snap_free(&sa);
+        snap_free(&sb);
+        lsae_trainer_free(ta);
+        lsae_model_free(a);
+        if (q < 2) { lsae_trainer_free(tb); lsae_model_free(b); }
+    }
+    /* b, tb: the last shard, to see the refusals change nothing */
+    snap_take(&sa, b, tb);
+    /* one byte of W_dec's data changed, the size kept: only the hashes see it */
+    copy_ckpt(dir, bad);
+    {
+        FILE *f;
+        long n;
+        int ch;
+        snprintf(p, sizeof p, "%s/sae.safetensors", bad);
+        f = fopen(p, "r+b");
+        fseek(f, 0, SEEK_END);
+        n = ftell(f);
+        fseek(f, n / 2, SEEK_SET);
+        ch = fgetc(f);
+        fseek(f, n / 2, SEEK_SET);
+        fputc(ch ^ 0x10, f);
+        fclose(f);
+    }
+    r = lsae_checkpoint_verify(bad, found, sizeof found);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("sae.safetensors") && found[0] == 0, "a corrupted sae.safetensors: %s", lsae_last_error());
+    /* a cut state.bin: its length, checked without the hashes */
+    copy_ckpt(dir, bad);
+    snprintf(p, sizeof p, "%s/state.bin", dir);
+    snprintf(tmpdir, sizeof tmpdir, "%s/state.bin", bad);
+    copy_cut(p, tmpdir, 8);
+    r = lsae_checkpoint_load_shard_verified(bad, b, tb, NULL, 0, NULL);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("state.bin"), "a cut state.bin, verified load: %s", lsae_last_error());
+    r = lsae_checkpoint_load_shard_verified(TDIR "/no_such_ckpt", b, tb, NULL, 0, NULL);
+    CHECKF(r == LSAE_NOT_FOUND, "a missing directory, verified load: %s", lsae_last_error());
+    snap_take(&sb, b, tb);
+    CHECKF((diff = snap_diff(&sb, &sa, 1)) == NULL, "a refused verified load changed the shard (%s)", diff);
+    snap_free(&sb);
+    snap_free(&sa);
+    /* dir missing (a save cut between its renames): the verifier finds dir.tmp */
+    RM_CKPT(bad);
+    snprintf(tmpdir, sizeof tmpdir, "%s.tmp", bad);
+    RM_CKPT(tmpdir);
+    copy_ckpt(dir, tmpdir);
+    OK(lsae_checkpoint_verify(bad, found, sizeof found));
+    CHECKF(strcmp(found, tmpdir) == 0, "verify of a missing dir found %s, not %s", found, tmpdir);
+    OK(lsae_checkpoint_load_shard_verified(found, b, tb, NULL, 0, NULL));
+    CHECK(lsae_checkpoint_verify(dir, NULL, 0) == LSAE_INVALID_ARGS);
+    RM_CKPT(tmpdir);
+    lsae_trainer_free(tb);
+    lsae_model_free(b);
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    RM_CKPT(dir);
+    RM_CKPT(bad);
+}
+
 /* lsae_model_load_shard (how a latent-sharded lsae train --init starts,
    each rank reading only its rows of the model file) gives every shard
    exactly the bytes of lsae_model_load followed by lsae_model_shard_of,
@@ -2722,6 +2815,7 @@ int main(int argc, char **argv)
     test_checkpoint_save_pieces();
     test_checkpoint_load_shard();
     test_model_load_shard();
+    test_checkpoint_verify_shared();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX
     test_checkpoint_kill9(argv[0]);
