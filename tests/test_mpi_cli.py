@@ -31,7 +31,9 @@ ranks against build/lsae in one process, on examples/data.
   data-parallel slices of 2 shards within 1e-5 of one process; batchtopk
   and a shard count that does not divide the ranks are refused;
 - --init MODEL on 2 and 3 shards (each rank reading only its rows of the
-  model file) within 1e-5 of one process's --init run.
+  model file) within 1e-5 of one process's --init run;
+- a sharded resume of a corrupted checkpoint (rank 0 verifies for all) is
+  refused on 2 and 3 shards with rank 0's message.
 """
 import re
 import glob
@@ -404,5 +406,25 @@ check(len(off22) <= 3 and -1 not in off22,
       f"stopped on 2 latent shards, resumed as 2 x 2 ({d22:.3g}, latents off by > 1e-4: {sorted(off22)}): within 1e-4 of the uninterrupted run")
 check(len(metrics(out("sint2"))) == 156 and len(metrics(out("sint22"))) == 156, "the resumed sharded runs' metrics hold each step once")
 print(f"  resumed on 2 shards: the uninterrupted 2-shard run's bytes; as 2 x 2: within {d22:.2g} of the uninterrupted run")
+
+# a sharded resume hashes the checkpoint once (rank 0) and shares the
+# verdict: a byte of the checkpoint's sae.safetensors changed (the size
+# kept, so only the hashes see it) is refused on every rank with rank 0's
+# message, and nothing is written
+shutil.copytree(out("s2"), out("scorrupt"))
+sf = os.path.join(out("scorrupt"), "checkpoint", "sae.safetensors")
+with open(sf, "r+b") as f:
+    f.seek(os.path.getsize(sf) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0x10]))
+before = model_bytes(out("scorrupt"))
+for S in (2, 3):
+    p = mpi(S, ["--resume", out("scorrupt"), "--shard-latents", str(S)], ok=False)
+    lines = [ln for ln in p.stderr.splitlines() if "does not match the checkpoint's state.bin" in ln]
+    check(p.returncode != 0 and lines and "step" not in p.stdout and all(ln.split("sae.safetensors")[1] == lines[0].split("sae.safetensors")[1] for ln in lines),
+          f"a corrupted checkpoint on {S} shards: refused, one message:\n{p.stdout}{p.stderr}")
+    check(model_bytes(out("scorrupt")) == before, f"a corrupted checkpoint on {S} shards: nothing written")
+print("  a corrupted checkpoint is refused on 2 and 3 shards (rank 0 verifies for all)")
 
 print(f"test_mpi_cli: {testlib.passed} checks passed")

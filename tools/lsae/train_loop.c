@@ -145,8 +145,9 @@ static void save_checkpoint(train_run *t)
 
 /* The checkpoint's model, optimizer state and the counters in its blob.
    --shard-latents: t->m is this rank's shard, and only its rows are read
-   from the files (lsae_checkpoint_load_shard), so a rank never holds more
-   than its shard (and scratch of the shard's size) at resume either. */
+   from the files (lsae_checkpoint_load_shard_verified, rank 0 having
+   verified the files for all), so a rank never holds more than its shard
+   (and scratch of the shard's size) at resume either. */
 static void load_checkpoint(train_run *t)
 {
     char blob[1024];
@@ -154,8 +155,26 @@ static void load_checkpoint(train_run *t)
     size_t blen = 0;
     json_doc b;
     lsae_result r;
-    if (t->shard) r = lsae_checkpoint_load_shard(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
-    else r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    if (t->shard) {
+        /* rank 0 alone reads the files in full to check their hashes, and
+           tells every rank its verdict, the directory it found whole and its
+           message: the files are read in full once per job, not once per
+           rank, and a damaged checkpoint is refused on every rank with rank
+           0's one message (each rank still checks state.bin's length, the
+           shapes and its own reads) */
+        char found[PATH_CAP], msg[1024];
+        int32_t code = 0;
+        found[0] = msg[0] = 0;
+        if (g_rank == 0 && (code = (int32_t)lsae_checkpoint_verify(t->ck, found, sizeof found)) != LSAE_OK)
+            snprintf(msg, sizeof msg, "%s", lsae_last_error());
+        dist_broadcast(&code, sizeof code);
+        dist_broadcast(found, sizeof found);
+        dist_broadcast(msg, sizeof msg);
+        if (code != LSAE_OK) fail("resuming: %s", msg);
+        r = lsae_checkpoint_load_shard_verified(found, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    } else {
+        r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    }
     if (r != LSAE_OK) lib_fail(r, "resuming");
     if (blen >= sizeof blob) fail("%s: checkpoint blob of %zu bytes is not one lsae train wrote", t->ck, blen);
     blob[blen] = 0;
