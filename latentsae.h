@@ -756,13 +756,15 @@ LSAE_DEF void lsae_shard_range(size_t L, int rank, int S, size_t *l0, size_t *l1
    be encoded with, saved or moved to a GPU: gather the shards into a full
    model first (lsae_model_set_shard_rows), or stream the shards' rows into
    the files (lsae_checkpoint_save_pieces, lsae_model_save_pieces, with
-   lsae_trainer_get_piece on each rank: what lsae train does); a checkpoint
-   resumes into it with lsae_checkpoint_load_shard. */
+   lsae_trainer_get_piece on each rank: what lsae train does); a saved
+   model's rows load into it with lsae_model_load_shard, a checkpoint's
+   with lsae_checkpoint_load_shard. */
 LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_allocator *alloc,
                                              size_t l0, size_t l1, lsae_model **out);
-/* A shard [l0, l1) copied from a full model in memory (--init from a model
-   file, say). To resume a checkpoint on S ranks, lsae_checkpoint_load_shard
-   reads a shard's rows straight from the files, with no full model. */
+/* A shard [l0, l1) copied from a full model in memory. To start S ranks
+   from a model file or resume a checkpoint on them, lsae_model_load_shard
+   and lsae_checkpoint_load_shard read a shard's rows straight from the
+   files, with no full model. */
 LSAE_DEF lsae_result lsae_model_shard_of(const lsae_model *full, size_t l0, size_t l1, lsae_model **out);
 /* *l0, *l1 and the full model's *L (a full model: 0, L, L). Any may be NULL. */
 LSAE_DEF void lsae_model_shard_info(const lsae_model *model, size_t *l0, size_t *l1, size_t *L);
@@ -845,6 +847,43 @@ LSAE_DEF lsae_result lsae_model_save(const lsae_model *model, const char *dir);
    or by SAELens (sae_weights.safetensors: converted as lsae_model_load_saelens). */
 LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc,
                                      lsae_model **out);
+/* The config lsae_model_load(dir) would give its model (num_latents
+   resolved), read from cfg.json and checked against sae.safetensors'
+   header, without reading or allocating any weights: to size a shard
+   (lsae_shard_range on its num_latents) before lsae_model_load_shard.
+   A SAELens directory is refused (LSAE_UNSUPPORTED): its config depends on
+   its weights (see lsae_model_load_shard). Other errors as lsae_model_load. */
+LSAE_DEF lsae_result lsae_model_load_config(const char *dir, lsae_config *cfg);
+/* Load a model directory's weights into an existing model, reading only the
+   rows the model holds: a shard made by lsae_model_create_shard(cfg, l0,
+   l1) gets rows [l0, l1) of W_enc, b_enc and W_dec and all of b_dec, each
+   [L, d] or [L] tensor of sae.safetensors being read with one seek and one
+   read of its rows, so a rank of a latent-sharded run starts from a saved
+   model (lsae train --init) holding about 1/S of it, where lsae_model_load
+   and then lsae_model_shard_of would hold the whole model on every rank.
+   A full model (lsae_model_create) is the shard [0, L) and gets every row.
+   The rows come back bit for bit as from lsae_model_load and
+   lsae_model_shard_of: any dtype lsae_model_load reads (converted the same
+   way), input_mean folded into b_dec, and the file's BatchTopK threshold
+   (its tensor, else cfg.json's number) when both the file's type and the
+   model's keep one. The model keeps its own config otherwise (its type,
+   normalize_decoder, optimizer settings: a caller fine-tunes with its own),
+   but the file's d_in, num_latents and k must be the model's (a shard's:
+   the full model's L; lsae_model_load_config gives them). Scratch: one copy
+   of the model's own size, so that a failure changes nothing.
+   SAELens directories are refused (LSAE_UNSUPPORTED, the message says what
+   to do): SAELens stores W_enc transposed ([d_in, d_sae]), and the model
+   lsae_model_load converts keeps normalize_decoder only when every decoder
+   row is a unit vector, which a shard cannot know from its own rows; load
+   it whole with lsae_model_load, or convert it once (lsae_model_load, then
+   lsae_model_save) into a directory that loads by rows.
+   Errors (the model then unchanged): LSAE_INVALID_ARGS when dir or model is
+   NULL or the file's d_in, num_latents or k differ from the model's (the
+   message names both); LSAE_NOT_FOUND when there is no cfg.json or
+   sae.safetensors; LSAE_BAD_FILE for a file cut short or of other shapes,
+   or a tensor holding NaN or Inf; LSAE_UNSUPPORTED as above and for the
+   variants lsae_model_load refuses; LSAE_IO_ERROR; LSAE_OUT_OF_MEMORY. */
+LSAE_DEF lsae_result lsae_model_load_shard(const char *dir, lsae_model *model);
 /* Parse a cfg.json text into cfg (d_in, num_latents, expansion_factor, k,
    normalize_decoder, multi_topk, and the SAE type's keys of docs/math.md
    3.5): latent-sae 2024 and today, sparsify. sae_type is read in any case
@@ -980,9 +1019,10 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
    rank more than one process's memory exactly when a large run resumes.
    The files do not depend on how the run was split, so any S (or one
    process) resumes any checkpoint; a full model is the shard [0, L) and
-   loads as with lsae_checkpoint_load. Each rank still checks the whole
-   checkpoint against state.bin's hashes first (streamed in 64 KB blocks:
-   reading, not memory), and the same rows come back bit for bit as from
+   loads as with lsae_checkpoint_load. It checks the whole checkpoint
+   against state.bin's hashes first (streamed in 64 KB blocks: reading, not
+   memory; lsae_checkpoint_verify and lsae_checkpoint_load_shard_verified,
+   below, let one rank do that for all), and the same rows come back bit for bit as from
    lsae_checkpoint_load and lsae_model_shard_of.
    Errors (the model and trainer then unchanged): LSAE_INVALID_ARGS when
    dir or model is NULL, the trainer is another model's or has accumulated
@@ -995,6 +1035,29 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
 LSAE_DEF lsae_result lsae_checkpoint_load_shard(const char *dir, lsae_model *model,
                                                 lsae_trainer *trainer, void *blob, size_t blob_cap,
                                                 size_t *blob_len);
+/* A job of S ranks need not read the files in full S times: one process
+   verifies (lsae_checkpoint_verify), shares its verdict and the directory
+   it found with the others (a broadcast), and every rank, only when the
+   verdict is LSAE_OK, loads its rows with lsae_checkpoint_load_shard_verified
+   (lsae train does this, rank 0 verifying). A failed verdict is then the
+   same error on every rank.
+   lsae_checkpoint_verify: finds the checkpoint lsae_checkpoint_load(dir)
+   would load (dir, or the newest whole one beside it when a save was cut
+   between its renames), checks it against state.bin's hashes, reading each
+   file in full, and writes its directory to found (cap bytes; "" on error).
+   The errors of lsae_checkpoint_load for a missing or damaged checkpoint.
+   lsae_checkpoint_load_shard_verified: lsae_checkpoint_load_shard from
+   found WITHOUT the hashes: the caller vouches that found was verified (by
+   this process or another on the same file system) and has not changed
+   since. It still checks state.bin's header and length (a cut state.bin is
+   refused), the shapes against the model, and each read (a cut
+   sae.safetensors is refused), but corruption that keeps every size is not
+   seen: never call it on a directory nobody verified. found must exist
+   (LSAE_NOT_FOUND; no .tmp or .old fallback: the verifier chose). */
+LSAE_DEF lsae_result lsae_checkpoint_verify(const char *dir, char *found, size_t cap);
+LSAE_DEF lsae_result lsae_checkpoint_load_shard_verified(const char *found, lsae_model *model,
+                                                         lsae_trainer *trainer, void *blob, size_t blob_cap,
+                                                         size_t *blob_len);
 
 /* -------------------------------------------------------------- datasets */
 
@@ -8778,10 +8841,48 @@ done:
     return r;
 }
 
+/* A latentsae / latent-sae / sparsify directory's cfg.json parsed (as
+   lsae_model_load reads it: *mean_center, *theta from
+   lsae__config_from_json) and checked against sae.safetensors' header, whose
+   path goes to path. cfg.json's sizes are only claims: the weights file
+   must hold them before a model of that size is allocated (a 20-byte
+   cfg.json can describe petabytes). */
+static lsae_result lsae__model_dir_cfg(const char *dir, const lsae_allocator *alloc, lsae_config *cfg, int *mean_center, float *theta,
+                                       char *path, size_t cap)
+{
+    char *text = NULL;
+    size_t len = 0; /* set by lsae__read_small_file; gcc cannot always see it */
+    lsae_result r;
+    FILE *f;
+    lsae__st st;
+    if (!lsae__path_join(path, cap, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) {
+        if (r == LSAE_NOT_FOUND)
+            return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
+        return r;
+    }
+    r = lsae__config_from_json(text, len, alloc, cfg, mean_center, theta);
+    lsae__free(alloc, text);
+    if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
+    if (!lsae__path_join(path, cap, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+    if ((r = lsae__st_open(path, alloc, &f, &st)) != LSAE_OK) return r;
+    fclose(f);
+    r = lsae__check_weights(path, &st, cfg->d_in, lsae_config_num_latents(cfg));
+    lsae__st_free(&st);
+    return r;
+}
+
+/* dir holds a SAELens model (sae_weights.safetensors, no sae.safetensors) */
+static int lsae__is_saelens_dir(const char *dir)
+{
+    char path[4096];
+    return lsae__path_join(path, sizeof path, dir, "sae.safetensors") && !lsae__exists(path) &&
+           lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors") && lsae__exists(path);
+}
+
 LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *alloc, lsae_model **out)
 {
-    char path[4096], *text = NULL;
-    size_t len = 0; /* set by lsae__read_small_file; gcc cannot always see it */
+    char path[4096];
     lsae_config cfg;
     lsae_model *m;
     lsae_result r;
@@ -8791,36 +8892,14 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     *out = NULL;
     if (!dir) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load: dir is NULL");
     if (!lsae__allocator_check(alloc)) return lsae__err(LSAE_INVALID_ARGS, "allocator given with a NULL malloc_fn or free_fn");
-    /* a SAELens directory (sae_weights.safetensors, no sae.safetensors) converts on the fly */
-    if (lsae__path_join(path, sizeof path, dir, "sae.safetensors") && !lsae__exists(path) &&
-        lsae__path_join(path, sizeof path, dir, "sae_weights.safetensors") && lsae__exists(path))
+    /* a SAELens directory converts on the fly */
+    if (lsae__is_saelens_dir(dir))
 #ifndef LSAE_NO_SAELENS
         return lsae_model_load_saelens(dir, alloc, out);
 #else
         return lsae__err(LSAE_UNSUPPORTED, "%s: a SAELens model (sae_weights.safetensors), but this build has no SAELens conversion (compiled with LSAE_NO_SAELENS)", dir);
 #endif
-    if (!lsae__path_join(path, sizeof path, dir, "cfg.json")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
-    if ((r = lsae__read_small_file(path, 1 << 20, alloc, &text, &len)) != LSAE_OK) {
-        if (r == LSAE_NOT_FOUND)
-            return lsae__err(r, "%s: no cfg.json here; a model directory holds cfg.json and sae.safetensors", dir);
-        return r;
-    }
-    r = lsae__config_from_json(text, len, alloc, &cfg, &mean_center, &theta);
-    lsae__free(alloc, text);
-    if (r != LSAE_OK) return lsae__err_prefix(r, "%s: ", path);
-    if (!lsae__path_join(path, sizeof path, dir, "sae.safetensors")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
-    {
-        /* cfg.json's sizes are only claims: the weights file must hold them
-           before a model of that size is allocated (a 20-byte cfg.json can
-           describe petabytes) */
-        FILE *f;
-        lsae__st st;
-        if ((r = lsae__st_open(path, alloc, &f, &st)) != LSAE_OK) return r;
-        fclose(f);
-        r = lsae__check_weights(path, &st, cfg.d_in, lsae_config_num_latents(&cfg));
-        lsae__st_free(&st);
-        if (r != LSAE_OK) return r;
-    }
+    if ((r = lsae__model_dir_cfg(dir, alloc, &cfg, &mean_center, &theta, path, sizeof path)) != LSAE_OK) return r;
     if ((r = lsae__model_alloc(&cfg, alloc, &m)) != LSAE_OK) return r;
     m->batchtopk_threshold = lsae__has_threshold(&cfg) ? theta : 0.0f; /* the tensor, if any, wins below */
     if ((r = lsae__load_weights(m, path, mean_center)) != LSAE_OK) { lsae_model_free(m); return r; }
@@ -8829,6 +8908,75 @@ LSAE_DEF lsae_result lsae_model_load(const char *dir, const lsae_allocator *allo
     if ((r = lsae_model_to_device(m, LSAE_DEVICE_DEFAULT)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
 #endif
     if ((r = lsae__lp_keep(m)) != LSAE_OK) { *out = NULL; lsae_model_free(m); return r; }
+    return LSAE_OK;
+}
+
+/* what lsae_model_load_config and lsae_model_load_shard answer for a SAELens
+   directory: a shard of it cannot be read by rows (lsae_model_load_shard's
+   doc comment) */
+static lsae_result lsae__saelens_by_rows(const char *fn, const char *dir)
+{
+    return lsae__err(LSAE_UNSUPPORTED, "%s: %s is a SAELens model (sae_weights.safetensors), which does not load by rows: its W_enc is stored "
+                     "transposed and its normalize_decoder depends on every decoder row. Load it whole (lsae_model_load), or convert it once "
+                     "(lsae_model_load, then lsae_model_save to another directory) and load that", fn, dir);
+}
+
+LSAE_DEF lsae_result lsae_model_load_config(const char *dir, lsae_config *cfg)
+{
+    char path[4096];
+    lsae_config c;
+    lsae_result r;
+    int mean_center = 0;
+    float theta = 0.0f;
+    if (!dir || !cfg) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_config: dir and cfg must not be NULL");
+    if (lsae__is_saelens_dir(dir)) return lsae__saelens_by_rows("lsae_model_load_config", dir);
+    if ((r = lsae__model_dir_cfg(dir, NULL, &c, &mean_center, &theta, path, sizeof path)) != LSAE_OK) return r;
+    /* resolved as lsae__model_alloc resolves the loaded model's */
+    c.num_latents = lsae_config_num_latents(&c);
+    if (c.num_latents % c.d_in == 0) c.expansion_factor = c.num_latents / c.d_in;
+    *cfg = c;
+    return LSAE_OK;
+}
+
+LSAE_DEF lsae_result lsae_model_load_shard(const char *dir, lsae_model *m)
+{
+    char path[4096];
+    lsae_config fc;
+    lsae_result r;
+    int mean_center = 0;
+    float theta = 0.0f, *w;
+    size_t Lf;
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_shard: dir and model must not be NULL");
+    if (lsae__is_saelens_dir(dir)) return lsae__saelens_by_rows("lsae_model_load_shard", dir);
+    if ((r = lsae__model_dir_cfg(dir, m->alloc, &fc, &mean_center, &theta, path, sizeof path)) != LSAE_OK) return r;
+    Lf = m->shard_L ? m->shard_L : m->L;
+    if (fc.d_in != m->d || lsae_config_num_latents(&fc) != Lf || fc.k != m->k) {
+        if (m->shard_L)
+            return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_shard: %s is a model of d_in %zu, L %zu, k %zu, but the model is d_in %zu, k %zu, holding latents [%zu, %zu) of L %zu",
+                             dir, fc.d_in, lsae_config_num_latents(&fc), fc.k, m->d, m->k, m->shard_l0, m->shard_l0 + m->L, Lf);
+        return lsae__err(LSAE_INVALID_ARGS, "lsae_model_load_shard: %s is a model of d_in %zu, L %zu, k %zu, but the model is d_in %zu, L %zu, k %zu",
+                         dir, fc.d_in, lsae_config_num_latents(&fc), fc.k, m->d, m->L, m->k);
+    }
+    /* the rows into a scratch copy of the model's size first, so that a
+       failure leaves the model as it was */
+    w = (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "model weights");
+    if (!w) return LSAE_OUT_OF_MEMORY;
+    {
+        lsae_model tmpm = *m;
+        tmpm.params = w;
+        /* the file's type decides whether its threshold is read (as
+           lsae_model_load, which keeps one only for a type that has one) */
+        tmpm.cfg = fc;
+        tmpm.batchtopk_threshold = lsae__has_threshold(&fc) ? theta : 0.0f;
+        if ((r = lsae__load_weights(&tmpm, path, mean_center)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
+        theta = tmpm.batchtopk_threshold;
+    }
+    /* through set_weights, so a full model on a GPU gets them too */
+    r = lsae_model_set_weights(m, w + m->lay.offset[LSAE__W_ENC], w + m->lay.offset[LSAE__B_ENC],
+                               w + m->lay.offset[LSAE__W_DEC], w + m->lay.offset[LSAE__B_DEC]);
+    lsae__free(m->alloc, w);
+    if (r != LSAE_OK) return r;
+    if (lsae__has_threshold(&fc) && lsae__has_threshold(&m->cfg)) m->batchtopk_threshold = theta;
     return LSAE_OK;
 }
 
@@ -11259,7 +11407,17 @@ typedef struct lsae__ckpt_info {
     int b_dec_init;
 } lsae__ckpt_info;
 
+static lsae_result lsae__ckpt_check(const char *dir, lsae__ckpt_info *info, int hash);
 static lsae_result lsae__ckpt_verify(const char *dir, lsae__ckpt_info *info)
+{
+    return lsae__ckpt_check(dir, info, 1);
+}
+
+/* state.bin's header and length checked against each other (hash 0: only
+   that, for a directory the caller verified: see
+   lsae_checkpoint_load_shard_verified), then (hash 1) the hashes of
+   state.bin, cfg.json and sae.safetensors, reading each in full */
+static lsae_result lsae__ckpt_check(const char *dir, lsae__ckpt_info *info, int hash)
 {
     char p[4096];
     unsigned char hdr[LSAE__STATE_HDR], buf[1 << 16], tr[8];
@@ -11300,6 +11458,7 @@ static lsae_result lsae__ckpt_verify(const char *dir, lsae__ckpt_info *info)
         return lsae__err(LSAE_BAD_FILE, "%s: payload of %llu bytes does not match d_in %llu, L %llu and a %llu-byte blob", p, (unsigned long long)info->payload,
                          (unsigned long long)info->d, (unsigned long long)info->L, (unsigned long long)info->blob_len);
     }
+    if (!hash) { fclose(f); return LSAE_OK; }
     lsae__hash_init(&h);
     lsae__hash_update(&h, hdr, LSAE__STATE_HDR);
     for (left = info->payload; left;) {
@@ -11634,19 +11793,16 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
 /* lsae_checkpoint_load and lsae_checkpoint_load_shard: the model's latents
    (all of a full model's, a shard's own) from the checkpoint at dir (or the
    newest whole one beside it); fn names the caller in messages. */
-static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+/* The checkpoint at dir, or when a save was cut between its two renames
+   the newest whole one beside it (dir.tmp, else dir.old), verified against
+   its hashes: its directory into found (cap bytes), its header into info. */
+static lsae_result lsae__ckpt_find(const char *dir, char *found, size_t cap, lsae__ckpt_info *info)
 {
-    char tmp[4096], old[4096], p[4096];
+    char tmp[4096], old[4096];
     const char *cands[3];
-    lsae__ckpt_info info;
     lsae_result r = LSAE_NOT_FOUND, first_err = LSAE_OK;
     char first_msg[1024];
-    size_t c, nc = 0, Lf;
-    float *w = NULL, theta = 0.0f;
-    if (blob_len) *blob_len = 0;
-    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "%s: dir and model must not be NULL", fn);
-    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer belongs to another model", fn);
-    Lf = m->shard_L ? m->shard_L : m->L;
+    size_t c, nc = 0;
     if (!lsae__sibling(tmp, sizeof tmp, dir, ".tmp") || !lsae__sibling(old, sizeof old, dir, ".old")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     /* dir is whole whenever it exists; when it does not, a save was cut
        between its two renames and the newest whole one is dir.tmp, else dir.old */
@@ -11655,7 +11811,7 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_m
     first_msg[0] = 0;
     for (c = 0; c < nc; ++c) {
         if (!lsae__is_dir(cands[c])) continue;
-        if ((r = lsae__ckpt_verify(cands[c], &info)) != LSAE_OK) {
+        if ((r = lsae__ckpt_verify(cands[c], info)) != LSAE_OK) {
             if (first_err == LSAE_OK) { first_err = r; memcpy(first_msg, lsae__err_msg, sizeof first_msg); first_msg[sizeof first_msg - 1] = 0; }
             continue;
         }
@@ -11665,7 +11821,35 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, lsae_m
         if (first_err != LSAE_OK) return lsae__err(first_err, "%s", first_msg);
         return lsae__err(LSAE_NOT_FOUND, "%s: no checkpoint here (nor at %s or %s)", dir, tmp, old);
     }
-    dir = cands[c];
+    if (strlen(cands[c]) >= cap) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", cands[c]);
+    strcpy(found, cands[c]);
+    return LSAE_OK;
+}
+
+/* lsae_checkpoint_load and lsae_checkpoint_load_shard(_verified): the
+   model's latents (all of a full model's, a shard's own) from the checkpoint
+   at dir (or the newest whole one beside it); fn names the caller in
+   messages. verified: dir is the directory lsae_checkpoint_verify found, and
+   only state.bin's header and length are checked, not the hashes. */
+static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, int verified, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap,
+                                         size_t *blob_len)
+{
+    char found[4096], p[4096];
+    lsae__ckpt_info info;
+    lsae_result r;
+    size_t Lf;
+    float *w = NULL, theta = 0.0f;
+    if (blob_len) *blob_len = 0;
+    if (!dir || !m) return lsae__err(LSAE_INVALID_ARGS, "%s: dir and model must not be NULL", fn);
+    if (t && t->m != m) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer belongs to another model", fn);
+    Lf = m->shard_L ? m->shard_L : m->L;
+    if (verified) {
+        if (!lsae__is_dir(dir)) return lsae__err(LSAE_NOT_FOUND, "%s: no checkpoint here (%s takes the directory lsae_checkpoint_verify found)", dir, fn);
+        if ((r = lsae__ckpt_check(dir, &info, 0)) != LSAE_OK) return r;
+    } else {
+        if ((r = lsae__ckpt_find(dir, found, sizeof found, &info)) != LSAE_OK) return r;
+        dir = found;
+    }
     if (info.d != m->d || info.L != Lf || info.k != m->k) {
         if (m->shard_L)
             return lsae__err(LSAE_INVALID_ARGS, "%s: checkpoint of d_in %llu, L %llu, k %llu, but the model is d_in %zu, k %zu, holding latents [%zu, %zu) of L %zu", dir,
@@ -11702,12 +11886,25 @@ LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *m, lsae_t
     if (m && m->shard_L)
         return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_load: the model holds latents [%zu, %zu) of %zu (a latent shard); load its rows with lsae_checkpoint_load_shard",
                          m->shard_l0, m->shard_l0 + m->L, m->shard_L);
-    return lsae__checkpoint_load("lsae_checkpoint_load", dir, m, t, blob, blob_cap, blob_len);
+    return lsae__checkpoint_load("lsae_checkpoint_load", dir, 0, m, t, blob, blob_cap, blob_len);
 }
 
 LSAE_DEF lsae_result lsae_checkpoint_load_shard(const char *dir, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
 {
-    return lsae__checkpoint_load("lsae_checkpoint_load_shard", dir, m, t, blob, blob_cap, blob_len);
+    return lsae__checkpoint_load("lsae_checkpoint_load_shard", dir, 0, m, t, blob, blob_cap, blob_len);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_verify(const char *dir, char *found, size_t cap)
+{
+    lsae__ckpt_info info;
+    if (!dir || !found || !cap) return lsae__err(LSAE_INVALID_ARGS, "lsae_checkpoint_verify: dir and found must not be NULL, cap not 0");
+    found[0] = 0;
+    return lsae__ckpt_find(dir, found, cap, &info);
+}
+
+LSAE_DEF lsae_result lsae_checkpoint_load_shard_verified(const char *found, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap, size_t *blob_len)
+{
+    return lsae__checkpoint_load("lsae_checkpoint_load_shard_verified", found, 1, m, t, blob, blob_cap, blob_len);
 }
 
 /* --------------------------------------------------- Hugging Face cache */

@@ -19,12 +19,19 @@ MPI). With a third argument, a build directory of the code before (every
 rank loading the whole checkpoint, then keeping its shard), the same
 resumes run with its mpi/lsae too, on the same checkpoints, for the
 before/after in one run on one machine.
+Then --init: a new run starts from the one-process run's model (cfg.json +
+sae.safetensors; one optimizer step) in one process and on 2 and 3 shards,
+and each rank prints its peak RSS once it holds its model (LSAE_RSS_STATS'
+"at init"). A sharded rank reads only its rows of the model file
+(lsae_model_load_shard); before, every rank loaded the whole model and
+copied its shard out. The base build, when given, runs the same starts.
 Not a test: memory, not results (tests/test_mpi_cli.py checks those).
 
     python3 bench/bench_shard_rss.py BUILD "mpirun --oversubscribe ..." [BASE_BUILD]
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +41,7 @@ base = sys.argv[3] if len(sys.argv) > 3 else None
 args = ["--data", "examples/data/embeddings", "--batch-size", "256", "--expansion-factor", "128", "--k", "32", "--threads", "1",
         "--max-samples", "2560", "--save-every", "0", "--lr-warmup-steps", "2"]
 env = dict(os.environ, LSAE_RSS_STATS="1")
-WHEN = r"(while training|with the final checkpoint|at resume)"
+WHEN = r"(while training|with the final checkpoint|at resume|at init)"
 
 
 def lsae(bdir, S, cmd, tag, peak):
@@ -60,6 +67,13 @@ with tempfile.TemporaryDirectory() as tmp:
         lsae(bdir, 1, ["--resume", os.path.join(tmp, "s1")], ("resume", name, 1), peak)
         for S in (2, 3):
             lsae(bdir, S, ["--resume", os.path.join(tmp, "s2")], ("resume", name, S), peak)
+    # --init from the one-process run's model: one step each (only the
+    # start is measured), each run its own --out
+    init = [x for x in args if x not in ("--max-samples", "2560")] + ["--max-samples", "256", "--init", os.path.join(tmp, "s1")]
+    for name, bdir in builds:
+        for S in (1, 2, 3):
+            lsae(bdir, S, init + ["--out", os.path.join(tmp, f"init_{name}_{S}")], ("init", name, S), peak)
+            shutil.rmtree(os.path.join(tmp, f"init_{name}_{S}"))
 one = peak[(1, 0, "while training")]
 print(f"d 384, L 49152, batch 256, 1 thread a rank: one process peak RSS {one:.0f} MB while training, "
       f"{peak[(1, 0, 'with the final checkpoint')]:.0f} MB with the final checkpoint")
@@ -73,4 +87,11 @@ for name, bdir in builds:
     for S in (2, 3):
         ranks = ", ".join(f"rank {r} {peak[(('resume', name, S), r, 'at resume')]:.0f} MB "
                           f"({peak[(('resume', name, S), r, 'at resume')] / res1:.2f})" for r in range(S))
+        print(f"  {S} latent shards: {ranks}")
+for name, bdir in builds:
+    ini1 = peak[(("init", name, 1), 0, "at init")]
+    print(f"--init ({name}: {bdir}/mpi/lsae): one process peak RSS {ini1:.0f} MB once it holds the model")
+    for S in (2, 3):
+        ranks = ", ".join(f"rank {r} {peak[(('init', name, S), r, 'at init')]:.0f} MB "
+                          f"({peak[(('init', name, S), r, 'at init')] / ini1:.2f})" for r in range(S))
         print(f"  {S} latent shards: {ranks}")

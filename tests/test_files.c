@@ -1465,6 +1465,312 @@ static void test_checkpoint_load_shard(void)
     RM_CKPT(dir);
 }
 
+/* lsae_checkpoint_verify + lsae_checkpoint_load_shard_verified (one rank
+   hashes the files, the others take its verdict): the verified load gives
+   each shard the bytes of lsae_checkpoint_load_shard; the verifier refuses
+   a corrupted file of the right size (which only the hashes can see) and
+   finds dir.tmp when dir is missing; the verified load still refuses a cut
+   state.bin and a missing directory, changing nothing. */
+static void test_checkpoint_verify_shared(void)
+{
+    const char *dir = TDIR "/ckpt_vshare", *bad = TDIR "/ckpt_vshare_bad";
+    char found[512], tmpdir[512], p[512];
+    lsae_model *m = NULL, *a = NULL, *b = NULL;
+    lsae_trainer *t = NULL, *ta = NULL, *tb = NULL;
+    const lsae_config *c;
+    shard_snap sa, sb;
+    size_t l0, l1;
+    const char *diff;
+    lsae_result r;
+    int q;
+    RM_CKPT(dir);
+    RM_CKPT(bad);
+    small_run(&m, &t, 7, 5);
+    c = lsae_model_config(m);
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    OK(lsae_checkpoint_verify(dir, found, sizeof found));
+    CHECKF(strcmp(found, dir) == 0, "verify found %s", found);
+    for (q = 0; q < 3; ++q) {
+        lsae_shard_range(lsae_model_num_latents(m), q, 3, &l0, &l1);
+        OK(lsae_model_create_shard(c, NULL, l0, l1, &a));
+        OK(lsae_trainer_create(a, c, &ta));
+        OK(lsae_model_create_shard(c, NULL, l0, l1, &b));
+        OK(lsae_trainer_create(b, c, &tb));
+        OK(lsae_checkpoint_load_shard(dir, a, ta, NULL, 0, NULL));
+        OK(lsae_checkpoint_load_shard_verified(found, b, tb, NULL, 0, NULL));
+        snap_take(&sa, a, ta);
+        snap_take(&sb, b, tb);
+        CHECKF((diff = snap_diff(&sb, &sa, 1)) == NULL, "shard %d of 3: the verified load's %s differ", q, diff);
+        snap_free(&sa);
+        snap_free(&sb);
+        lsae_trainer_free(ta);
+        lsae_model_free(a);
+        if (q < 2) { lsae_trainer_free(tb); lsae_model_free(b); }
+    }
+    /* b, tb: the last shard, to see the refusals change nothing */
+    snap_take(&sa, b, tb);
+    /* one byte of W_dec's data changed, the size kept: only the hashes see it */
+    copy_ckpt(dir, bad);
+    {
+        FILE *f;
+        long n;
+        int ch;
+        snprintf(p, sizeof p, "%s/sae.safetensors", bad);
+        f = fopen(p, "r+b");
+        fseek(f, 0, SEEK_END);
+        n = ftell(f);
+        fseek(f, n / 2, SEEK_SET);
+        ch = fgetc(f);
+        fseek(f, n / 2, SEEK_SET);
+        fputc(ch ^ 0x10, f);
+        fclose(f);
+    }
+    r = lsae_checkpoint_verify(bad, found, sizeof found);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("sae.safetensors") && found[0] == 0, "a corrupted sae.safetensors: %s", lsae_last_error());
+    /* a cut state.bin: its length, checked without the hashes */
+    copy_ckpt(dir, bad);
+    snprintf(p, sizeof p, "%s/state.bin", dir);
+    snprintf(tmpdir, sizeof tmpdir, "%s/state.bin", bad);
+    copy_cut(p, tmpdir, 8);
+    r = lsae_checkpoint_load_shard_verified(bad, b, tb, NULL, 0, NULL);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("state.bin"), "a cut state.bin, verified load: %s", lsae_last_error());
+    r = lsae_checkpoint_load_shard_verified(TDIR "/no_such_ckpt", b, tb, NULL, 0, NULL);
+    CHECKF(r == LSAE_NOT_FOUND, "a missing directory, verified load: %s", lsae_last_error());
+    snap_take(&sb, b, tb);
+    CHECKF((diff = snap_diff(&sb, &sa, 1)) == NULL, "a refused verified load changed the shard (%s)", diff);
+    snap_free(&sb);
+    snap_free(&sa);
+    /* dir missing (a save cut between its renames): the verifier finds dir.tmp */
+    RM_CKPT(bad);
+    snprintf(tmpdir, sizeof tmpdir, "%s.tmp", bad);
+    RM_CKPT(tmpdir);
+    copy_ckpt(dir, tmpdir);
+    OK(lsae_checkpoint_verify(bad, found, sizeof found));
+    CHECKF(strcmp(found, tmpdir) == 0, "verify of a missing dir found %s, not %s", found, tmpdir);
+    OK(lsae_checkpoint_load_shard_verified(found, b, tb, NULL, 0, NULL));
+    CHECK(lsae_checkpoint_verify(dir, NULL, 0) == LSAE_INVALID_ARGS);
+    RM_CKPT(tmpdir);
+    lsae_trainer_free(tb);
+    lsae_model_free(b);
+    lsae_trainer_free(t);
+    lsae_model_free(m);
+    RM_CKPT(dir);
+    RM_CKPT(bad);
+}
+
+/* lsae_model_load_shard (how a latent-sharded lsae train --init starts,
+   each rank reading only its rows of the model file) gives every shard
+   exactly the bytes of lsae_model_load followed by lsae_model_shard_of,
+   over S = 1, 2, 3 of 49 latents (uneven: 24/25, 16/16/17), with b_enc and
+   b_dec nonzero so that a row offset off by one in any tensor shows; a
+   mean_center file (input_mean folded into b_dec) and a BatchTopK
+   threshold too. Then the errors, each leaving the shard unchanged. */
+static const char *const model_files[] = { "cfg.json", "sae.safetensors", "sae_weights.safetensors" };
+
+static void load_shard_case(const char *dir, const lsae_config *shard_cfg, const char *tag)
+{
+    lsae_model *full = NULL, *ref = NULL, *sm = NULL;
+    shard_snap want, got;
+    size_t L, l0, l1;
+    const char *diff;
+    int S, q;
+    OK(lsae_model_load(dir, NULL, &full));
+    if (!full) return;
+    L = lsae_model_num_latents(full);
+    for (S = 1; S <= 3; ++S)
+        for (q = 0; q < S; ++q) {
+            lsae_shard_range(L, q, S, &l0, &l1);
+            OK(lsae_model_shard_of(full, l0, l1, &ref));
+            snap_take(&want, ref, NULL);
+            /* another seed: every byte must come from the file */
+            OK(lsae_model_create_shard(shard_cfg, NULL, l0, l1, &sm));
+            OK(lsae_model_load_shard(dir, sm));
+            snap_take(&got, sm, NULL);
+            CHECKF((diff = snap_diff(&got, &want, 0)) == NULL, "%s, S %d, shard %d, latents [%zu, %zu): %s differ from lsae_model_load + lsae_model_shard_of",
+                   tag, S, q, l0, l1, diff);
+            snap_free(&got);
+            snap_free(&want);
+            lsae_model_free(sm);
+            lsae_model_free(ref);
+            sm = NULL; ref = NULL;
+        }
+    lsae_model_free(full);
+}
+
+static void test_model_load_shard(void)
+{
+    const char *dir = TDIR "/model_shard", *cut = TDIR "/model_shard_cut", *sl = TDIR "/model_shard_saelens";
+    const size_t d = 12, L = 49;
+    lsae_config c = lsae_config_default(d), got_cfg;
+    lsae_model *m = NULL, *sm = NULL;
+    shard_snap before, after, full;
+    float *W = (float *)malloc(L * d * sizeof(float)), *Wd = (float *)malloc(L * d * sizeof(float)), be[49], bd[12], mu[12];
+    lsae__st_out ts[5];
+    char path[256], from[256];
+    const char *diff;
+    size_t i, l0, l1;
+    lsae_result r;
+    rm_tree_files(dir, model_files, 3);
+    rm_tree_files(cut, model_files, 3);
+    c.k = 3;
+    c.num_latents = L;
+    c.expansion_factor = 0;
+    c.seed = 23;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_get_weights(m, W, be, Wd, bd));
+    for (i = 0; i < L; ++i) be[i] = (float)tu_normal() * 0.1f;
+    for (i = 0; i < d; ++i) { bd[i] = (float)tu_normal() * 0.1f; mu[i] = (float)tu_normal() * 0.5f; }
+    OK(lsae_model_set_weights(m, NULL, be, NULL, bd));
+    OK(lsae_model_save(m, dir));
+    /* the config, with no weights read */
+    OK(lsae_model_load_config(dir, &got_cfg));
+    CHECKF(got_cfg.d_in == d && got_cfg.num_latents == L && got_cfg.k == 3 && got_cfg.normalize_decoder == c.normalize_decoder,
+           "lsae_model_load_config: d_in %zu, L %zu, k %zu", got_cfg.d_in, got_cfg.num_latents, got_cfg.k);
+    c.seed = 99;
+    load_shard_case(dir, &c, "F32 TopK");
+    /* the shard's own settings stay its own (a fine-tune's): another lr and
+       no decoder normalisation, the same rows */
+    {
+        lsae_config c2 = c;
+        c2.lr = 1e-3;
+        c2.normalize_decoder = 0;
+        load_shard_case(dir, &c2, "other settings");
+        OK(lsae_model_create_shard(&c2, NULL, 10, 30, &sm));
+        OK(lsae_model_load_shard(dir, sm));
+        CHECK(lsae_model_config(sm)->normalize_decoder == 0 && lsae_model_config(sm)->lr == 1e-3);
+        lsae_model_free(sm);
+        sm = NULL;
+    }
+    /* errors: a shard [2, 19) of 3 whose state must survive each */
+    lsae_shard_range(L, 0, 3, &l0, &l1);
+    OK(lsae_model_create_shard(&c, NULL, l0 + 2, l1 + 2, &sm));
+    snap_take(&before, sm, NULL);
+    /* sae.safetensors cut by 4 bytes: its header promises more data than there is */
+    lsae__mkdirs(cut);
+    snprintf(from, sizeof from, "%s/cfg.json", dir);
+    snprintf(path, sizeof path, "%s/cfg.json", cut);
+    copy_file(from, path);
+    snprintf(from, sizeof from, "%s/sae.safetensors", dir);
+    snprintf(path, sizeof path, "%s/sae.safetensors", cut);
+    copy_cut(from, path, 4);
+    r = lsae_model_load_shard(cut, sm);
+    CHECKF(r == LSAE_BAD_FILE && msg_has("sae.safetensors"), "a cut sae.safetensors: %s", lsae_last_error());
+    /* no such directory; NULLs */
+    r = lsae_model_load_shard(TDIR "/no_such_model", sm);
+    CHECKF(r == LSAE_NOT_FOUND, "a missing directory: %s", lsae_last_error());
+    CHECK(lsae_model_load_shard(NULL, sm) == LSAE_INVALID_ARGS);
+    CHECK(lsae_model_load_shard(dir, NULL) == LSAE_INVALID_ARGS);
+    CHECK(lsae_model_load_config(dir, NULL) == LSAE_INVALID_ARGS);
+    snap_take(&after, sm, NULL);
+    CHECKF((diff = snap_diff(&after, &before, 0)) == NULL, "a refused load changed the shard (%s)", diff);
+    snap_free(&after);
+    snap_free(&before);
+    lsae_model_free(sm);
+    sm = NULL;
+    {
+        /* l1 past the file's L: a shard [40, 55) of a 55-latent model against
+           the 49 latents on disk; another d_in; another k */
+        lsae_config c2 = c;
+        c2.num_latents = 55;
+        OK(lsae_model_create_shard(&c2, NULL, 40, 55, &sm));
+        snap_take(&before, sm, NULL);
+        r = lsae_model_load_shard(dir, sm);
+        CHECKF(r == LSAE_INVALID_ARGS && msg_has("L 49") && msg_has("[40, 55) of L 55"), "%s", lsae_last_error());
+        snap_take(&after, sm, NULL);
+        CHECKF((diff = snap_diff(&after, &before, 0)) == NULL, "l1 past L changed the shard (%s)", diff);
+        snap_free(&after);
+        snap_free(&before);
+        lsae_model_free(sm);
+        c2 = lsae_config_default(10);
+        c2.k = 3;
+        c2.num_latents = L;
+        OK(lsae_model_create_shard(&c2, NULL, 0, 20, &sm));
+        snap_take(&before, sm, NULL);
+        r = lsae_model_load_shard(dir, sm);
+        CHECKF(r == LSAE_INVALID_ARGS && msg_has("d_in 12"), "%s", lsae_last_error());
+        snap_take(&after, sm, NULL);
+        CHECKF((diff = snap_diff(&after, &before, 0)) == NULL, "another d_in changed the shard (%s)", diff);
+        snap_free(&after);
+        snap_free(&before);
+        lsae_model_free(sm);
+        c2 = c;
+        c2.k = 4;
+        OK(lsae_model_create_shard(&c2, NULL, 0, 20, &sm));
+        r = lsae_model_load_shard(dir, sm);
+        CHECKF(r == LSAE_INVALID_ARGS && msg_has("k 3") && msg_has("k 4"), "%s", lsae_last_error());
+        lsae_model_free(sm);
+        sm = NULL;
+    }
+    /* a full model is the shard [0, L): lsae_model_load's bytes */
+    OK(lsae_model_create(&c, NULL, &sm));
+    OK(lsae_model_load_shard(dir, sm));
+    snap_take(&full, m, NULL);
+    snap_take(&after, sm, NULL);
+    CHECKF((diff = snap_diff(&after, &full, 0)) == NULL, "a full model through lsae_model_load_shard: %s differ", diff);
+    snap_free(&after);
+    snap_free(&full);
+    lsae_model_free(sm);
+    sm = NULL;
+    /* latent-sae with mean_center: input_mean folded into every shard's b_dec */
+    ts[0].name = "encoder.weight"; ts[0].ndim = 2; ts[0].shape[0] = L; ts[0].shape[1] = d; ts[0].data = W;
+    ts[1].name = "encoder.bias"; ts[1].ndim = 1; ts[1].shape[0] = L; ts[1].data = be;
+    ts[2].name = "W_dec"; ts[2].ndim = 2; ts[2].shape[0] = L; ts[2].shape[1] = d; ts[2].data = Wd;
+    ts[3].name = "b_dec"; ts[3].ndim = 1; ts[3].shape[0] = d; ts[3].data = bd;
+    ts[4].name = "input_mean"; ts[4].ndim = 1; ts[4].shape[0] = d; ts[4].data = mu;
+    snprintf(path, sizeof path, "%s/sae.safetensors", dir);
+    OK(st_write(path, ts, 5, NULL));
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    {
+        const char *cj = "{\"sae_type\": \"TOPK\", \"mean_center\": true, \"num_latents\": 49, \"k\": 3, \"d_in\": 12}";
+        write_bytes(path, cj, strlen(cj));
+    }
+    load_shard_case(dir, &c, "mean_center");
+    /* BatchTopK: the threshold comes with every shard's rows; a TopK shard
+       (no threshold) keeps its own */
+    lsae_model_free(m);
+    m = NULL;
+    rm_tree_files(dir, model_files, 3);
+    c.sae_type = LSAE_SAE_BATCHTOPK;
+    c.k = 5;
+    c.seed = 11;
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_set_batchtopk_threshold(m, 0.375f));
+    OK(lsae_model_save(m, dir));
+    c.seed = 12;
+    load_shard_case(dir, &c, "batchtopk");
+    OK(lsae_model_create_shard(&c, NULL, 5, 30, &sm));
+    OK(lsae_model_load_shard(dir, sm));
+    CHECKF(lsae_model_batchtopk_threshold(sm) == 0.375f, "batchtopk shard: theta %g", (double)lsae_model_batchtopk_threshold(sm));
+    lsae_model_free(sm);
+    c.sae_type = LSAE_SAE_TOPK;
+    OK(lsae_model_create_shard(&c, NULL, 5, 30, &sm));
+    OK(lsae_model_load_shard(dir, sm));
+    CHECKF(lsae_model_batchtopk_threshold(sm) == 0.0f, "a TopK shard took a threshold: %g", (double)lsae_model_batchtopk_threshold(sm));
+    lsae_model_free(sm);
+    sm = NULL;
+#ifndef LSAE_NO_SAELENS
+    /* SAELens (W_enc stored transposed) is refused by rows, saying what to do */
+    rm_tree_files(sl, model_files, 3);
+    c.sae_type = LSAE_SAE_TOPK;
+    c.k = 3;
+    lsae_model_free(m);
+    OK(lsae_model_create(&c, NULL, &m));
+    OK(lsae_model_save_saelens(m, sl));
+    OK(lsae_model_create_shard(&c, NULL, 0, 20, &sm));
+    r = lsae_model_load_shard(sl, sm);
+    CHECKF(r == LSAE_UNSUPPORTED && msg_has("SAELens") && msg_has("lsae_model_save"), "%s", lsae_last_error());
+    r = lsae_model_load_config(sl, &got_cfg);
+    CHECKF(r == LSAE_UNSUPPORTED && msg_has("SAELens"), "%s", lsae_last_error());
+    lsae_model_free(sm);
+    rm_tree_files(sl, model_files, 3);
+#endif
+    lsae_model_free(m);
+    free(W);
+    free(Wd);
+    rm_tree_files(dir, model_files, 3);
+    rm_tree_files(cut, model_files, 3);
+}
+
 /* Every state a save can be cut in, made by hand, loads the right checkpoint. */
 static void test_checkpoint_crash_windows(void)
 {
@@ -2508,6 +2814,8 @@ int main(int argc, char **argv)
     test_checkpoint_save_state();
     test_checkpoint_save_pieces();
     test_checkpoint_load_shard();
+    test_model_load_shard();
+    test_checkpoint_verify_shared();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX
     test_checkpoint_kill9(argv[0]);

@@ -29,7 +29,11 @@ ranks against build/lsae in one process, on examples/data.
   reading only its rows) to the uninterrupted 2-shard run's bytes, and as
   2 x 2 within 1e-4; 4 ranks as 2
   data-parallel slices of 2 shards within 1e-5 of one process; batchtopk
-  and a shard count that does not divide the ranks are refused.
+  and a shard count that does not divide the ranks are refused;
+- --init MODEL on 2 and 3 shards (each rank reading only its rows of the
+  model file) within 1e-5 of one process's --init run;
+- a sharded resume of a corrupted checkpoint (rank 0 verifies for all) is
+  refused on 2 and 3 shards with rank 0's message.
 """
 import re
 import glob
@@ -333,6 +337,25 @@ print(f"  3 latent shards (333, 334, 334 latents), multi-topk: tensors within {d
 mpi(3, UNEVEN + ["--out", out("s3b"), "--shard-latents", "3"])
 check(model_bytes(out("s3b")) == model_bytes(out("s3")) and state_payload(out("s3b")) == state_payload(out("s3")),
       "3 latent shards run twice write the same bytes (model and checkpoint state)")
+# --init MODEL on shards: each rank reads only its rows of the model file
+# (lsae_model_load_shard), and the run equals one process's --init run
+# within the 1e-5 above: 2 shards of the 4x model, 3 uneven shards of the
+# 1001-latent multi-topk one
+run([LSAE, "train"] + SHORT + ["--init", out("p0"), "--out", out("i0")])
+mpi(2, SHORT + ["--init", out("p0"), "--out", out("i2"), "--shard-latents", "2"])
+d = rel_diff(out("i2"), out("i0"))
+check(d <= 1e-5, f"--init on 2 latent shards: every tensor within 1e-5 of one process's --init run (worst {d:.3g})")
+check(rel_diff(out("i0"), out("p0")) > 1e-3, "--init: the run goes on from the model (not the same as the model it started from)")
+# (10 steps: from this trained model a near-tie in AuxK's pick flips at
+# step 21 between one process's and the shards' summation order, seen as
+# 4e-3 at the end while steps 1-20 log the same numbers; the start is what
+# is checked here)
+INIT10 = [x for x in UNEVEN if x not in ("--max-samples", "8000")] + ["--max-samples", "2550"]
+run([LSAE, "train"] + INIT10 + ["--init", out("u0"), "--out", out("iu0")])
+mpi(3, INIT10 + ["--init", out("u0"), "--out", out("iu3"), "--shard-latents", "3"])
+d3 = rel_diff(out("iu3"), out("iu0"))
+check(d3 <= 1e-5, f"--init on 3 latent shards of 1001 latents: every tensor within 1e-5 of one process's --init run (worst {d3:.3g})")
+print(f"  --init on 2 latent shards: within {d:.2g}; on 3 (1001 latents): within {d3:.2g} of one process's --init run")
 p = mpi(2, SHORT + ["--out", out("s2btk"), "--shard-latents", "2", "--sae-type", "batchtopk"], ok=False)
 check(p.returncode != 0 and "--shard-latents takes --sae-type topk only" in p.stderr, "batchtopk with --shard-latents is refused:\n" + p.stderr)
 p = mpi(2, SHORT + ["--out", out("s3on2"), "--shard-latents", "3"], ok=False)
@@ -383,5 +406,25 @@ check(len(off22) <= 3 and -1 not in off22,
       f"stopped on 2 latent shards, resumed as 2 x 2 ({d22:.3g}, latents off by > 1e-4: {sorted(off22)}): within 1e-4 of the uninterrupted run")
 check(len(metrics(out("sint2"))) == 156 and len(metrics(out("sint22"))) == 156, "the resumed sharded runs' metrics hold each step once")
 print(f"  resumed on 2 shards: the uninterrupted 2-shard run's bytes; as 2 x 2: within {d22:.2g} of the uninterrupted run")
+
+# a sharded resume hashes the checkpoint once (rank 0) and shares the
+# verdict: a byte of the checkpoint's sae.safetensors changed (the size
+# kept, so only the hashes see it) is refused on every rank with rank 0's
+# message, and nothing is written
+shutil.copytree(out("s2"), out("scorrupt"))
+sf = os.path.join(out("scorrupt"), "checkpoint", "sae.safetensors")
+with open(sf, "r+b") as f:
+    f.seek(os.path.getsize(sf) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0x10]))
+before = model_bytes(out("scorrupt"))
+for S in (2, 3):
+    p = mpi(S, ["--resume", out("scorrupt"), "--shard-latents", str(S)], ok=False)
+    lines = [ln for ln in p.stderr.splitlines() if "does not match the checkpoint's state.bin" in ln]
+    check(p.returncode != 0 and lines and "step" not in p.stdout and all(ln.split("sae.safetensors")[1] == lines[0].split("sae.safetensors")[1] for ln in lines),
+          f"a corrupted checkpoint on {S} shards: refused, one message:\n{p.stdout}{p.stderr}")
+    check(model_bytes(out("scorrupt")) == before, f"a corrupted checkpoint on {S} shards: nothing written")
+print("  a corrupted checkpoint is refused on 2 and 3 shards (rank 0 verifies for all)")
 
 print(f"test_mpi_cli: {testlib.passed} checks passed")

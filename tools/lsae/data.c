@@ -36,10 +36,9 @@ static lsae_dataset *open_data(const char *path, const data_args *a)
 /* MODEL is a directory (cfg.json + sae.safetensors, a run directory
    included) or hf:OWNER/NAME[/SUBFOLDER] in the local Hugging Face cache,
    as latent-sae's Sae.load_from_disk / Sae.load_from_hub. `where` gets the
-   directory actually read. */
-static lsae_model *open_model(const char *spec, char *where)
+   directory actually read (resolve_model: only that, loading nothing). */
+static void resolve_model(const char *spec, char *where)
 {
-    lsae_model *m = NULL;
     lsae_result r;
     if (!strncmp(spec, "hf:", 3)) {
         char repo[512];
@@ -59,6 +58,13 @@ static lsae_model *open_model(const char *spec, char *where)
         if (!exists(spec)) fail("%s: no such model directory", spec);
         if (!is_dir(spec)) fail("%s: a model is a directory holding cfg.json and sae.safetensors (hf:OWNER/NAME/SUBFOLDER for the Hugging Face cache)", spec);
     }
+}
+
+static lsae_model *open_model(const char *spec, char *where)
+{
+    lsae_model *m = NULL;
+    lsae_result r;
+    resolve_model(spec, where);
     if ((r = lsae_model_load(where, NULL, &m)) != LSAE_OK) lib_fail(r, NULL);
     return m;
 }

@@ -56,6 +56,7 @@ typedef struct train_run {
     int sliced;                      /* the loader returns this rank's slice of each batch (dist_loader) */
     int shard;                       /* --shard-latents over g_S ranks (in each of g_D slices): this rank holds latents [l0, l1) */
     size_t l0, l1;
+    int init_rows;                   /* --init with --shard-latents: train_start reads this rank's rows of init_where */
     uint64_t samples;                /* training rows used, over all sessions */
     uint64_t batches_skipped;        /* batches the trainer refused (no variance) */
     double elapsed_prev;             /* seconds of the sessions before this one */
@@ -296,27 +297,44 @@ static void train_open_data(train_run *t)
     if (a->texts) abs_path(a->texts, t->texts_abs);
 }
 
-/* --init: the saved model's shape and weights; b_dec kept (no geometric median). */
+/* --init: the saved model's shape and weights; b_dec kept (no geometric median).
+   --shard-latents: only the model's config is read here, and train_start
+   reads each rank's rows straight into its shard (lsae_model_load_shard),
+   so no rank ever holds the whole model. A SAELens model does not load by
+   rows (the library's message says why): it is loaded whole, as without
+   sharding, and train_keep_shard keeps the rank's rows. */
 static void train_init_from(train_run *t)
 {
     const train_args *a = &t->a;
-    lsae_model *m0 = open_model(a->init, t->init_where);
-    const lsae_config *c0 = lsae_model_config(m0);
-    size_t L0 = lsae_model_num_latents(m0), d = t->d;
+    lsae_model *m0 = NULL;
+    lsae_config c0;
+    size_t L0, d = t->d;
     float *We, *Wd, *be, *bd;
     lsae_result r;
-    if (lsae_model_d_in(m0) != d) fail("--init %s expects d_in %zu, but %s has rows of %zu", a->init, lsae_model_d_in(m0), a->data, d);
-    if (opt_seen(a->o, a->no, "--k") && a->k != lsae_model_k(m0))
-        usage_fail("--k %llu differs from the k %zu of --init %s", (unsigned long long)a->k, lsae_model_k(m0), a->init);
+    char sl[PATH_CAP];
+    resolve_model(a->init, t->init_where);
+    join_path(sl, t->init_where, "sae.safetensors");
+    if (t->shard && exists(sl)) {
+        if ((r = lsae_model_load_config(t->init_where, &c0)) != LSAE_OK) lib_fail(r, NULL);
+        t->init_rows = 1;
+    } else {
+        if ((r = lsae_model_load(t->init_where, NULL, &m0)) != LSAE_OK) lib_fail(r, NULL);
+        c0 = *lsae_model_config(m0);
+    }
+    L0 = c0.num_latents;
+    if (c0.d_in != d) fail("--init %s expects d_in %zu, but %s has rows of %zu", a->init, c0.d_in, a->data, d);
+    if (opt_seen(a->o, a->no, "--k") && a->k != c0.k)
+        usage_fail("--k %llu differs from the k %zu of --init %s", (unsigned long long)a->k, c0.k, a->init);
     if ((opt_seen(a->o, a->no, "--num-latents") && a->num_latents != L0) || (opt_seen(a->o, a->no, "--expansion-factor") && a->expansion * d != L0))
         usage_fail("the number of latents differs from the %zu of --init %s", L0, a->init);
-    t->cfg.k = lsae_model_k(m0);
+    t->cfg.k = c0.k;
     t->cfg.num_latents = L0;
     t->cfg.expansion_factor = L0 % d == 0 ? L0 / d : 0;
-    t->cfg.normalize_decoder = c0->normalize_decoder && !a->no_norm;
-    t->cfg.multi_topk = c0->multi_topk || a->multi_topk;
+    t->cfg.normalize_decoder = c0.normalize_decoder && !a->no_norm;
+    t->cfg.multi_topk = c0.multi_topk || a->multi_topk;
     t->cfg.init_b_dec = 0;
     if ((r = lsae_config_validate(&t->cfg)) != LSAE_OK) lib_fail(r, NULL);
+    if (!m0) return;
     if ((r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     We = (float *)xmalloc(L0 * d * sizeof(float));
     Wd = (float *)xmalloc(L0 * d * sizeof(float));

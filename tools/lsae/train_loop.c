@@ -145,8 +145,9 @@ static void save_checkpoint(train_run *t)
 
 /* The checkpoint's model, optimizer state and the counters in its blob.
    --shard-latents: t->m is this rank's shard, and only its rows are read
-   from the files (lsae_checkpoint_load_shard), so a rank never holds more
-   than its shard (and scratch of the shard's size) at resume either. */
+   from the files (lsae_checkpoint_load_shard_verified, rank 0 having
+   verified the files for all), so a rank never holds more than its shard
+   (and scratch of the shard's size) at resume either. */
 static void load_checkpoint(train_run *t)
 {
     char blob[1024];
@@ -154,8 +155,26 @@ static void load_checkpoint(train_run *t)
     size_t blen = 0;
     json_doc b;
     lsae_result r;
-    if (t->shard) r = lsae_checkpoint_load_shard(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
-    else r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    if (t->shard) {
+        /* rank 0 alone reads the files in full to check their hashes, and
+           tells every rank its verdict, the directory it found whole and its
+           message: the files are read in full once per job, not once per
+           rank, and a damaged checkpoint is refused on every rank with rank
+           0's one message (each rank still checks state.bin's length, the
+           shapes and its own reads) */
+        char found[PATH_CAP], msg[1024];
+        int32_t code = 0;
+        found[0] = msg[0] = 0;
+        if (g_rank == 0 && (code = (int32_t)lsae_checkpoint_verify(t->ck, found, sizeof found)) != LSAE_OK)
+            snprintf(msg, sizeof msg, "%s", lsae_last_error());
+        dist_broadcast(&code, sizeof code);
+        dist_broadcast(found, sizeof found);
+        dist_broadcast(msg, sizeof msg);
+        if (code != LSAE_OK) fail("resuming: %s", msg);
+        r = lsae_checkpoint_load_shard_verified(found, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    } else {
+        r = lsae_checkpoint_load(t->ck, t->m, t->tr, blob, sizeof blob - 1, &blen);
+    }
     if (r != LSAE_OK) lib_fail(r, "resuming");
     if (blen >= sizeof blob) fail("%s: checkpoint blob of %zu bytes is not one lsae train wrote", t->ck, blen);
     blob[blen] = 0;
@@ -308,8 +327,9 @@ static lsae_loader *train_loader_open(const train_args *a, lsae_dataset *ds, uin
    run, metrics.jsonl open for appending. The loader is the caller's
    (train_loader_open at t->rows_read0, once the checkpoint has told it). */
 /* --shard-latents: this rank's shard of the full model and trainer t holds
-   (from --init, which every rank reads whole; a checkpoint is read a shard
-   at a time, load_checkpoint), which are then freed */
+   (from --init of a SAELens model, which every rank reads whole; any other
+   --init model and a checkpoint are read a shard at a time, train_start
+   and load_checkpoint), which are then freed */
 static void train_keep_shard(train_run *t)
 {
     const size_t d = t->d, L = t->L, n = t->l1 - t->l0;
@@ -359,13 +379,16 @@ static void train_start(train_run *t)
         /* a new run or a resumed one: only this rank's latents are ever
            made (a checkpoint then overwrites them with its rows) */
         if ((r = lsae_model_create_shard(&t->cfg, NULL, t->l0, t->l1, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+        /* --init: this rank's rows of the saved model, read from the file
+           (every rank opens it, on a file system they share) */
+        if (t->init_rows && (r = lsae_model_load_shard(t->init_where, t->m)) != LSAE_OK) lib_fail(r, "--init");
     } else if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
     /* every rank loads the checkpoint (on a file system they share), a
        sharded rank its own rows; then the ranks check that they hold the
        same model (dist_attach) */
     if (t->resuming && !t->fresh) load_checkpoint(t);
-    /* --init gave every rank the whole model: keep a shard */
+    /* --init of a SAELens model gave every rank the whole model: keep a shard */
     if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
     dist_attach(t->tr, t->shard);
     if (g_rank != 0) {
@@ -646,6 +669,8 @@ static int cmd_train(int argc, char **argv)
     train_start(t);
     if (getenv("LSAE_RSS_STATS") && t->resuming)
         fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB at resume\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
+    if (getenv("LSAE_RSS_STATS") && t->a.init)
+        fprintf(stderr, "%s: rank %d of %d peak RSS %ld kB at init\n", g_cmd, g_rank, g_ranks, peak_rss_kb());
     t->ld = train_loader_open(&t->a, t->ds, t->rows_read0);
     t->sliced = dist_loader(t->ld);
     stopped = train_loop(t);
