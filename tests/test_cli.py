@@ -432,6 +432,20 @@ def main():
         check([r["fvu"] for r in mB] == [r["fvu"] for r in m], "resumed fvu curve = uninterrupted curve")
         p = run(["train", "--resume", runB, "--k", "4"], ok=False)
         one_error_line(p, "resume with a changed --k", 2)
+        # --stop-at-step: the same stop at a step fixed in advance, exit 0, twice
+        runS = os.path.join(tmp, "runS")
+        p = run(["train"] + train + ["--out", runS, "--stop-at-step", "17"])
+        check("stopped after step 17 of 60 (--stop-at-step); checkpoint saved" in p.stdout and "--resume" in p.stdout,
+              f"--stop-at-step 17 stops there and says how to continue: {p.stdout}")
+        check(json.loads(open(os.path.join(runS, "metrics.jsonl")).readlines()[-1])["step"] == 17, "--stop-at-step: metrics end at step 17")
+        p = run(["train", "--resume", runS, "--stop-at-step", "33"])
+        check("stopped after step 33 of 60" in p.stdout and "from step 17" in p.stderr, f"--stop-at-step again on resume: {p.stdout}")
+        p = run(["train", "--resume", runS, "--stop-at-step", "20"], ok=False)
+        check("--stop-at-step 20: the run is already at step 33" in one_error_line(p, "--stop-at-step behind the checkpoint", 1),
+              "--stop-at-step behind the checkpoint is refused")
+        run(["train", "--resume", runS])
+        wsr = read_safetensors(os.path.join(runS, "sae.safetensors"))
+        check(all(np.array_equal(wa[k_], wsr[k_]) for k_ in wa), "stopped at 17 and 33, resumed: the uninterrupted run, bit for bit")
 
         # ---- --init: starts from runA's weights and keeps its b_dec
         runC = os.path.join(tmp, "runC")

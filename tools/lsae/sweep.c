@@ -194,6 +194,7 @@ static void sweep_parse(int argc, char **argv, sweep_args *sa)
         char *p;
         if (!o[i].name || !o[i].seen) continue;
         if (!strcmp(o[i].name, "--init")) usage_fail("--init is for one run (lsae train --init); a sweep starts every model fresh");
+        if (!strcmp(o[i].name, "--stop-at-step")) usage_fail("--stop-at-step is for one run (lsae train); stop a sweep with Ctrl-C, which saves every model's checkpoint");
         if (!strcmp(o[i].name, "--threads")) sa->threads = atoi(v);
         if (o[i].kind == O_FLAG) {
             sweep_add_pass(sa, (char *)o[i].name);

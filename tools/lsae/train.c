@@ -11,7 +11,7 @@
    the ones that may not change). */
 typedef struct train_args {
     const char *data, *texts, *out, *resume, *init, *sched, *device, *precision;
-    uint64_t k, expansion, num_latents, batch, grad_acc, warmup, dead_thr, epochs, max_samples, save_every, seed, log_every;
+    uint64_t k, expansion, num_latents, batch, grad_acc, warmup, dead_thr, epochs, max_samples, save_every, seed, log_every, stop_at;
     double lr, auxk_alpha;
     int multi_topk, no_norm, no_shuffle, threads;
     /* the SAE type (README "SAE types", docs/math.md section 3) */
@@ -142,6 +142,8 @@ static void train_options(train_args *a)
         OPT("--out", "-o", O_STR, &a->out, "DIR", "checkpoints/sae_<k>_<expansion>.<run id>", "the run directory"),
         OPT("--save-every", NULL, O_U64, &a->save_every, "N", "1000", "save a checkpoint every N optimizer steps (0: only at the end)"),
         OPT("--resume", NULL, O_STR, &a->resume, "DIR", NULL, "continue the run in DIR from its checkpoint, with its settings and data order"),
+        OPT("--stop-at-step", NULL, O_U64, &a->stop_at, "N", "0 = run to the end", "after optimizer step N save a checkpoint and exit (status 0), as Ctrl-C does; --resume goes on from there "
+            "exactly (for a job with a time limit, or a stop at a step known in advance)"),
         OPT("--log-every", NULL, O_U64, &a->log_every, "N", "0 = about every 10 s", "without a terminal, print a line every N optimizer steps"),
         OPT("--threads", NULL, O_INT, &a->threads, "N", "0 = all cores, as OpenMP decides", "threads for training"),
         OPT("--shard-latents", NULL, O_U64, &a->shard, "S", "1", "build/mpi/lsae under mpirun -np S: split the latents (their weights and Adam moments) over the S ranks, "
@@ -179,7 +181,7 @@ static void train_parse(int argc, char **argv, train_args *a)
     if (!a->resume && !a->data) usage_fail("give the embeddings with --data PATH");
     if (a->resume) {
         /* a resumed run is the same run: only where and how fast it runs may change */
-        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--save-every", "--log-every", "--shard-latents",
+        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--save-every", "--log-every", "--shard-latents", "--stop-at-step",
                                             "--format", "--tensor", "--raw-dtype", "--d-in", NULL };
         size_t i, j;
         for (i = 0; i < a->no; ++i) {

@@ -391,6 +391,10 @@ static void train_start(train_run *t)
     /* --init of a SAELens model gave every rank the whole model: keep a shard */
     if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
     dist_attach(t->tr, t->shard);
+    /* before anything is written or printed: every rank fails alike */
+    if (a->stop_at && a->stop_at <= lsae_trainer_steps_done(t->tr))
+        fail("--stop-at-step %llu: the run is already at step %llu (of %llu)", (unsigned long long)a->stop_at,
+             (unsigned long long)lsae_trainer_steps_done(t->tr), (unsigned long long)t->S);
     if (g_rank != 0) {
         /* the other ranks of a data-parallel run write nothing, print nothing */
         t->quiet = 1;
@@ -539,8 +543,10 @@ static void train_feed(train_run *t, const float *xb, size_t nrows)
     }
 }
 
-/* Batches until the run's last optimizer step, the data's end, or Ctrl-C
-   (which lets the step in progress finish). Returns 1 when stopped by Ctrl-C. */
+/* Batches until the run's last optimizer step, the data's end, Ctrl-C
+   (which lets the step in progress finish) or --stop-at-step. Returns 1 when
+   stopped by Ctrl-C, 2 at --stop-at-step (between optimizer steps, so the
+   checkpoint resumes exactly), 0 at the end. */
 static int train_loop(train_run *t)
 {
     const float *xb;
@@ -550,6 +556,8 @@ static int train_loop(train_run *t)
     while (t->step < t->S) {
         size_t lo, hi;
         if (t->w.batches == 0 && dist_stop_requested()) return 1;
+        /* the same step on every rank: no exchange needed */
+        if (t->w.batches == 0 && t->a.stop_at && t->step >= t->a.stop_at) return 2;
         if ((r = lsae_loader_next(t->ld, &xb, &nrows)) != LSAE_OK) lib_fail(r, "reading the data");
         if (nrows == 0) break;
         if (t->sliced || t->shard) {
@@ -609,7 +617,10 @@ static void train_finish(train_run *t, int stopped)
     fvu_last = train_final_fvu(t);
     fmt_duration(dur, sizeof dur, secs);
     if (stopped) {
-        printf("interrupted at step %llu of %llu; checkpoint saved\n", (unsigned long long)t->step, (unsigned long long)t->S);
+        if (stopped == 2)
+            printf("stopped after step %llu of %llu (--stop-at-step); checkpoint saved\n", (unsigned long long)t->step, (unsigned long long)t->S);
+        else
+            printf("interrupted at step %llu of %llu; checkpoint saved\n", (unsigned long long)t->step, (unsigned long long)t->S);
         printf("continue with: %s --resume %s\n", g_cmd, t->a.out);
     } else {
         printf("done: %llu optimizer steps in %s, %llu samples this session (%.0f samples/s)\n", (unsigned long long)(t->step - t->step0), dur,
@@ -687,5 +698,5 @@ static int cmd_train(int argc, char **argv)
                 (unsigned long long)ls.rows_loaded, (unsigned long long)(ls.rows_read - t->rows_read0));
     }
     train_free(t);
-    return stopped ? 130 : 0;
+    return stopped == 1 ? 130 : 0;
 }
