@@ -2405,14 +2405,68 @@ static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, si
 #endif
 }
 
-/* Tiles packed and used together: each MR-row panel of A is swept across
-   all of them while it is in L1/L2, instead of A being streamed from L2/L3
-   once per tile. About 1 MiB of packed tiles, half a core's L2 here. */
-static size_t lsae__tile_group(size_t K)
+/* One core's L2 cache in bytes, asked of the CPU once (0: not known).
+   x86: cpuid leaf 0x80000006, ECX bits 31..16, the L2 in KiB (Intel and
+   AMD both report it there; a virtual machine passes the host's on).
+   Elsewhere 0. Two threads that race here store the same value. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define LSAE__CPUID 1
+static void lsae__cpuid(unsigned leaf, unsigned *a, unsigned *c)
 {
-    size_t g = ((size_t)1 << 20) / (K * LSAE__NT * sizeof(float) + 1);
+    unsigned b, d;
+    *a = leaf;
+    *c = 0;
+    __asm__ __volatile__("cpuid" : "+a"(*a), "=b"(b), "+c"(*c), "=d"(d));
+    (void)b;
+    (void)d;
+}
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+#define LSAE__CPUID 1
+static void lsae__cpuid(unsigned leaf, unsigned *a, unsigned *c)
+{
+    int r[4];
+    __cpuidex(r, (int)leaf, 0);
+    *a = (unsigned)r[0];
+    *c = (unsigned)r[2];
+}
+#endif
+static size_t lsae__l2_bytes(void)
+{
+    static volatile size_t cached = 1; /* 1: not asked yet */
+    if (cached == 1) {
+        size_t l2 = 0;
+#if defined(LSAE__CPUID)
+        unsigned a, c;
+        lsae__cpuid(0x80000000u, &a, &c);
+        if (a >= 0x80000006u) {
+            lsae__cpuid(0x80000006u, &a, &c);
+            l2 = (size_t)(c >> 16) << 10;
+        }
+#endif
+        cached = l2;
+    }
+    return cached;
+}
+
+/* Tiles packed and used together: each MR-row panel of A is swept across
+   all of them while it is in L1, instead of A being streamed from L2/L3
+   once per tile. The group must stay in the core's L2 while the whole
+   batch sweeps it: half the L2 at most. Measured at 512 x 24,576 x 768 on
+   one core of a Xeon with 2 MiB of L2 (bench gemm, this budget varied):
+   groups of 192 KiB to 1 MiB ran at the same rate, 1.5 MiB 12% slower,
+   2 MiB 30% and 4 MiB 45% slower, so the 1 MiB once fixed here is twice
+   the L2 of a Zen 2 or 3 core (512 KiB) and all of a Zen 4's. Unknown L2:
+   1 MiB. Between 1 and 8 tiles of K x NT floats (K = d: 192 KiB at d =
+   768). The bits do not depend on the grouping (every output is one chain
+   over p, lsae__gemm_nt's test runs several). */
+static size_t lsae__tile_group_for(size_t K, size_t l2_bytes)
+{
+    const size_t budget = l2_bytes ? l2_bytes / 2 : (size_t)1 << 20;
+    size_t g = budget / (K * LSAE__NT * sizeof(float) + 1);
     return g < 1 ? 1 : g > 8 ? 8 : g;
 }
+static size_t lsae__tile_group(size_t K) { return lsae__tile_group_for(K, lsae__l2_bytes()); }
 
 /* --------------------------------------------------------- vector helpers */
 

@@ -169,6 +169,32 @@ static void test_gemm(void)
     }
 }
 
+/* The tile grouping follows the core's L2 (half of it) and does not change
+   a bit of the product */
+static void test_gemm_groups(void)
+{
+    const size_t M = 13, N = 64 * 11 + 5, K = 130;
+    size_t g, i;
+    float *A = (float *)malloc(M * K * 4), *B = (float *)malloc(N * K * 4), *C0 = (float *)malloc(M * N * 4), *C1 = (float *)malloc(M * N * 4);
+    float *pack = (float *)malloc((size_t)3 * 8 * K * LSAE__NT * sizeof(float));
+    CHECK(lsae__tile_group_for(768, (size_t)2 << 20) == 5);   /* 1 MiB of 192 KiB tiles */
+    CHECK(lsae__tile_group_for(768, (size_t)512 << 10) == 1); /* a Zen 2 core: one tile */
+    CHECK(lsae__tile_group_for(768, (size_t)1 << 20) == 2);   /* Zen 4 */
+    CHECK(lsae__tile_group_for(384, (size_t)512 << 10) == 2);
+    CHECK(lsae__tile_group_for(768, 0) == 5);                 /* unknown: 1 MiB */
+    CHECK(lsae__tile_group_for(64, (size_t)64 << 20) == 8);   /* at most 8 */
+    CHECK(lsae__tile_group_for(8192, (size_t)256 << 10) == 1); /* at least 1 */
+    for (i = 0; i < M * K; ++i) A[i] = (float)tu_normal();
+    for (i = 0; i < N * K; ++i) B[i] = (float)tu_normal();
+    lsae__gemm_nt_g(C0, A, B, M, N, K, pack, 3, 1);
+    for (g = 2; g <= 8; ++g) {
+        for (i = 0; i < M * N; ++i) C1[i] = NAN;
+        lsae__gemm_nt_g(C1, A, B, M, N, K, pack, 3, g);
+        CHECKF(!memcmp(C0, C1, M * N * 4), "GEMM %zux%zux%zu: %zu tiles a group gives other bits than 1", M, N, K, g);
+    }
+    free(A); free(B); free(C0); free(C1); free(pack);
+}
+
 static int msg_has(const char *needle) { return strstr(lsae_last_error(), needle) != NULL; }
 
 static void test_config(void)
@@ -618,6 +644,7 @@ int main(void)
     test_topk();
     test_compact();
     test_gemm();
+    test_gemm_groups();
     test_config();
     test_init();
     test_encode();

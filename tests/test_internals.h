@@ -45,9 +45,11 @@ LSAE__MAYBE_UNUSED static size_t lsae__pack_floats(size_t K, int nthreads)
    packing and micro-kernels (lsae__pack_tile, lsae__tile_rows) as a plain
    full product, for the GEMM tests and bench/bench.c. pack is scratch of lsae__pack_floats(K, nthreads)
    floats (the caller has checked that size for overflow). */
-LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads)
+/* lsae__gemm_nt with G tiles a group (the library's lsae__tile_group(K));
+   pack holds nthreads G K NT floats */
+LSAE__MAYBE_UNUSED static void lsae__gemm_nt_g(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads, size_t G)
 {
-    const size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT, G = lsae__tile_group(K), ngroups = (ntiles + G - 1) / G;
+    const size_t ntiles = (N + LSAE__NT - 1) / LSAE__NT, ngroups = (ntiles + G - 1) / G;
     ptrdiff_t grp;
     int stream = 0;
     (void)nthreads;
@@ -86,6 +88,11 @@ LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const flo
         if (stream) _mm_sfence(); /* the streamed stores ordered before the threads join */
 #endif
     }
+}
+
+LSAE__MAYBE_UNUSED static void lsae__gemm_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K, float *pack, int nthreads)
+{
+    lsae__gemm_nt_g(C, A, B, M, N, K, pack, nthreads, lsae__tile_group(K));
 }
 
 /* ------------------------------------------------------------------ top-k */
