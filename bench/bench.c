@@ -239,6 +239,8 @@ static int run_gemm(size_t M, size_t N, size_t K, int reps)
        out (non-temporal stores) would allocate it */
     if (posix_memalign((void **)&C, 64, M * N * sizeof(float)) != 0) { fprintf(stderr, "bench: out of memory\n"); return 1; }
     printf("isa %s\nthreads %d\n", isa(), nt);
+    /* the L2 the CPU reports (0: unknown) and the tiles a group it gives */
+    printf("l2_kib %zu\ntile_group %zu\n", lsae__l2_bytes() >> 10, lsae__tile_group(K));
     for (i = 0; i <= reps; ++i) {
         double t0 = now(), c0 = cpu_now();
         lsae__gemm_nt(C, A, B, M, N, K, pack, nt);

@@ -237,7 +237,8 @@ def main():
         ratio = statistics.median(r["gemm_ours_gflops"] / r["gemm_openblas_gflops"] for r in g[isa]) if have_cblas else float("nan")
         cratio = statistics.median(r["gemm_ours_gflops_per_cpu"] / r["gemm_openblas_gflops_per_cpu"] for r in g[isa]) if have_cblas else float("nan")
         gemm[isa] = (ours, blas, ratio, cratio)
-        print(f"gemm {isa}: ours {ours:.0f} GFLOP/s, OpenBLAS {blas:.0f}, ratio {ratio:.2f}", flush=True)
+        print(f"gemm {isa}: ours {ours:.0f} GFLOP/s, OpenBLAS {blas:.0f}, ratio {ratio:.2f} "
+              f"(L2 {g[isa][0].get('l2_kib', 0):.0f} KiB as the CPU reports it, 0: unknown; {g[isa][0].get('tile_group', 0):.0f} packed tiles a group)", flush=True)
 
     # --- training and encoding, configuration by configuration
     #     name, d, L, k, B, grad_acc, dead fraction, C steps, torch steps

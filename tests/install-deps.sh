@@ -74,7 +74,10 @@ if [ $bench = 1 ]; then
     # reference BLAS, what --no-install-recommends leaves) their products are
     # many times slower and a speed ratio against them means nothing
     [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libopenblas.so.0 ] || need libopenblas0
-    [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || need libopenblas-dev
+    # bench.c's GEMM against OpenBLAS links -lopenblas: libopenblas.so is in
+    # libopenblas-dev (a cblas.h alone may be libblas-dev's, the reference
+    # BLAS, and then run.py leaves the comparison out)
+    [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -e /usr/lib/aarch64-linux-gnu/libopenblas.so ] || need libopenblas-dev
     pyhas threadpoolctl || need python3-threadpoolctl
 fi
 
