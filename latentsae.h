@@ -940,8 +940,11 @@ LSAE_DEF lsae_result lsae_model_load_hf(const char *repo, const char *subfolder,
    previous checkpoint or the new one loadable. A save that fails (a full
    disk, a read-only directory: LSAE_IO_ERROR with the system's reason)
    removes DIR.tmp and leaves the previous checkpoint as it was. trainer may
-   be NULL (model only: zero moments). Refused between accumulate and apply, and after the
-   trainer saw a non-finite value. */
+   be NULL (model only: zero moments). A CPU trainer's moments and counters
+   are written from its own arrays (no copy: a save needs no memory beyond
+   training's); a GPU trainer's are downloaded into host copies first.
+   Refused between accumulate and apply, and after the trainer saw a
+   non-finite value. */
 LSAE_DEF lsae_result lsae_checkpoint_save(const char *dir, const lsae_model *model,
                                           const lsae_trainer *trainer, const void *blob,
                                           size_t blob_len);
@@ -997,8 +1000,15 @@ LSAE_DEF lsae_result lsae_model_save_pieces(const char *dir, const lsae_config *
    If dir is missing because a save was cut between its renames, the newest
    whole checkpoint (DIR.tmp, else DIR.old) is loaded instead. Resuming is
    bit-exact: same seed and thread count give the same model as a run that
-   never stopped. A shard model is refused (LSAE_INVALID_ARGS): use
-   lsae_checkpoint_load_shard. */
+   never stopped. Memory: into a CPU trainer that has taken no optimizer
+   step (a resume: create the model and trainer, then load) the moments are
+   read straight into the trainer and the weights through its gradient
+   array, so the load needs no more memory than training does; into one
+   that has stepped, scratch copies of the weights and moments are made
+   first (the load then holds 1.75x the parameters, gradients and moments
+   that training holds), so that a failure changes nothing either way. A
+   shard model is
+   refused (LSAE_INVALID_ARGS): use lsae_checkpoint_load_shard. */
 LSAE_DEF lsae_result lsae_checkpoint_load(const char *dir, lsae_model *model,
                                           lsae_trainer *trainer, void *blob, size_t blob_cap,
                                           size_t *blob_len);
@@ -5175,6 +5185,10 @@ struct lsae_trainer {
     uint64_t rows_in_window;
     int b_dec_initialized;
     int poisoned;               /* a non-finite value was seen: refuse to go on */
+    /* the Adam moments and dead-latent counters are all zero, as created
+       (no optimizer step, set_state or checkpoint since): a checkpoint
+       load reads straight into them, and zeroes them again if it fails */
+    int state_zero;
     /* per-batch workspace, grown to the largest batch seen */
     size_t cap;
     float *x_used;              /* [cap, d] the finite rows */
@@ -5463,6 +5477,7 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     memset(t->grad_row_norm2, 0, 2 * L * sizeof(float));
     memset(t->did_fire, 0, L);
     memset(t->dead_bits, 0, (L + 63) / 64 * sizeof(uint64_t));
+    t->state_zero = 1;
     *out = t;
     return LSAE_OK;
 }
@@ -7047,6 +7062,7 @@ static int lsae__adam(lsae_trainer *t, float clip, double lr)
     const int normalize = m->cfg.normalize_decoder;
     float bad = 0.0f;
     ptrdiff_t pc, row;
+    t->state_zero = 0;
     /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
     for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
@@ -7378,10 +7394,13 @@ LSAE_DEF lsae_result lsae_trainer_set_state(lsae_trainer *t, const lsae_trainer_
     }
     t->step = st->step;
     t->b_dec_initialized = st->b_dec_initialized;
+    t->state_zero = 0;
     if (st->since_fired) memcpy(t->since_fired, st->since_fired, t->m->L * sizeof(uint64_t));
+    /* (an array that is already the trainer's own, as a checkpoint load
+       into a new trainer passes them, is not copied onto itself) */
     for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
-        if (sm[i]) memcpy(t->adam_m + t->m->lay.offset[i], sm[i], t->m->lay.count[i] * sizeof(float));
-        if (sv[i]) memcpy(t->adam_v + t->m->lay.offset[i], sv[i], t->m->lay.count[i] * sizeof(float));
+        if (sm[i] && sm[i] != t->adam_m + t->m->lay.offset[i]) memcpy(t->adam_m + t->m->lay.offset[i], sm[i], t->m->lay.count[i] * sizeof(float));
+        if (sv[i] && sv[i] != t->adam_v + t->m->lay.offset[i]) memcpy(t->adam_v + t->m->lay.offset[i], sv[i], t->m->lay.count[i] * sizeof(float));
     }
     return LSAE_OK;
 }
@@ -11580,6 +11599,16 @@ typedef struct lsae__ckpt_job {
     const size_t *lay_offset;
 } lsae__ckpt_job;
 
+static int lsae__trainer_on_gpu(const lsae_trainer *t)
+{
+#ifdef LATENTSAE_CUDA
+    return t->cuda != NULL;
+#else
+    (void)t;
+    return 0;
+#endif
+}
+
 /* Write a whole checkpoint into the new, empty directory tmp, every file
    flushed to disk. */
 static lsae_result lsae__ckpt_write(const char *tmp, lsae__ckpt_job *job)
@@ -11612,8 +11641,19 @@ static lsae_result lsae__ckpt_write(const char *tmp, lsae__ckpt_job *job)
     lsae__put_le(hdr + 72, h_st, 8);
     lsae__put_le(hdr + 80, payload, 8);
     if (!lsae__path_join(p, sizeof p, tmp, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", tmp);
-    if (job->copy_state) {
-        /* the state through the public accessor, in slabs laid out like the weights */
+    if (job->copy_state && job->t && !lsae__trainer_on_gpu(job->t)) {
+        /* a CPU trainer's own arrays, written as they lie (its moments are
+           laid out like the weights): a copy of them (4 L d floats) made
+           a save peak at 1.4x the training's memory */
+        const lsae_trainer *t = job->t;
+        src->whole[LSAE_PIECE_SINCE_FIRED] = t->since_fired;
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+            src->whole[LSAE_PIECE_M_W_ENC + i] = t->adam_m + job->lay_offset[i];
+            src->whole[LSAE_PIECE_V_W_ENC + i] = t->adam_v + job->lay_offset[i];
+        }
+    } else if (job->copy_state) {
+        /* a GPU trainer's state (or none: zero moments) through the public
+           accessor, in slabs laid out like the weights */
         lsae_trainer_state st;
         float *dst_m[LSAE__NUM_TENSORS];
         since = (uint64_t *)lsae__alloc_array(job->alloc, L, sizeof(uint64_t), "checkpoint counters");
@@ -11785,7 +11825,12 @@ static lsae_result lsae__checkpoint_save(const char *dir, lsae__ckpt_job *job)
    full model is the shard [0, L), read front to back). The offsets are
    file positions (uint64): lsae__ckpt_verify checked that the payload's
    length is 8 L + 8 (2 L d + L + d) + blob with L d < 2^56, so none of
-   them can wrap. */
+   them can wrap. A CPU trainer whose moments and counters are still all
+   zero (state_zero: just created, the resume of a run) gets the moments
+   read straight into its own arrays, with no scratch copy of them (4 L d
+   floats: that copy made a resume peak at 1.55x the training's memory),
+   and zeroed again when anything fails, so that a failure still leaves
+   it as it was. */
 static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info *info, lsae_model *m, lsae_trainer *t, void *blob, size_t blob_cap)
 {
     char p[4096];
@@ -11798,22 +11843,30 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
     const uint64_t sec_at[LSAE__NUM_TENSORS] = { 0, Lf * d, Lf * d + Lf, 2 * Lf * d + Lf }, sec = 2 * Lf * d + Lf + d;
     const uint64_t moments = LSAE__STATE_HDR + 8 * Lf;
     uint64_t *since;
-    float *mv;
+    float *mv = NULL, *mv_m, *mv_v;
     lsae_trainer_state st;
+    int in_place = t && t->state_zero;
+#ifdef LATENTSAE_CUDA
+    in_place = in_place && !t->cuda;
+#endif
     if (l0 > Lf || L > Lf - l0) return lsae__err(LSAE_INVALID_ARGS, "checkpoint state: latents [%zu, %zu) asked of %llu", m->shard_l0, m->shard_l0 + L, (unsigned long long)Lf);
     if (!lsae__path_join(p, sizeof p, dir, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__open_read(p, &f)) != LSAE_OK) return r;
     since = (uint64_t *)lsae__alloc_array(m->alloc, L, sizeof(uint64_t), "checkpoint counters");
-    mv = since ? (float *)lsae__alloc_array(m->alloc, m->lay.total, 2 * sizeof(float), "checkpoint Adam moments") : NULL;
-    if (!mv) { fclose(f); lsae__free(m->alloc, since); return LSAE_OUT_OF_MEMORY; }
-    memset(mv, 0, m->lay.total * 2 * sizeof(float));
+    if (since && !in_place) {
+        mv = (float *)lsae__alloc_array(m->alloc, m->lay.total, 2 * sizeof(float), "checkpoint Adam moments");
+        if (mv) memset(mv, 0, m->lay.total * 2 * sizeof(float));
+    }
+    if (!since || (!in_place && !mv)) { fclose(f); lsae__free(m->alloc, since); return LSAE_OUT_OF_MEMORY; }
+    mv_m = in_place ? t->adam_m : mv;
+    mv_v = in_place ? t->adam_v : mv + m->lay.total;
     r = LSAE_OK;
     if (!lsae__seek(f, LSAE__STATE_HDR + 8 * l0) || fread(since, 8, L, f) != L) r = lsae__err(LSAE_IO_ERROR, "%s: read failed", p);
     if (!lsae__little_endian())
         for (i = 0; i < L; ++i) since[i] = lsae__get_le((const unsigned char *)&since[i], 8);
     for (i = 0; r == LSAE_OK && i < 2 * LSAE__NUM_TENSORS; ++i) {
         const size_t q = i % LSAE__NUM_TENSORS, n = m->lay.count[q];
-        float *dst = mv + (i >= LSAE__NUM_TENSORS ? m->lay.total : 0) + m->lay.offset[q];
+        float *dst = (i >= LSAE__NUM_TENSORS ? mv_v : mv_m) + m->lay.offset[q];
         /* the shard's first row of this tensor (b_dec: all of it) */
         const uint64_t row0 = q == LSAE__B_DEC ? 0 : q == LSAE__B_ENC ? l0 : l0 * d;
         size_t j;
@@ -11832,12 +11885,19 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
         st.step = info->step;
         st.b_dec_initialized = info->b_dec_init;
         st.since_fired = since;
-        st.m_W_enc = mv + m->lay.offset[0]; st.m_b_enc = mv + m->lay.offset[1];
-        st.m_W_dec = mv + m->lay.offset[2]; st.m_b_dec = mv + m->lay.offset[3];
-        st.v_W_enc = mv + m->lay.total + m->lay.offset[0]; st.v_b_enc = mv + m->lay.total + m->lay.offset[1];
-        st.v_W_dec = mv + m->lay.total + m->lay.offset[2]; st.v_b_dec = mv + m->lay.total + m->lay.offset[3];
+        st.m_W_enc = mv_m + m->lay.offset[0]; st.m_b_enc = mv_m + m->lay.offset[1];
+        st.m_W_dec = mv_m + m->lay.offset[2]; st.m_b_dec = mv_m + m->lay.offset[3];
+        st.v_W_enc = mv_v + m->lay.offset[0]; st.v_b_enc = mv_v + m->lay.offset[1];
+        st.v_W_dec = mv_v + m->lay.offset[2]; st.v_b_dec = mv_v + m->lay.offset[3];
+        /* in place, set_state checks the moments where they lie and
+           copies nothing (the arrays are its own) */
         r = lsae_trainer_set_state(t, &st);
         if (r != LSAE_OK) r = lsae__err_prefix(r, "checkpoint state: ");
+    }
+    if (r != LSAE_OK && in_place) {
+        /* as created: all zero again */
+        memset(t->adam_m, 0, m->lay.total * sizeof(float));
+        memset(t->adam_v, 0, m->lay.total * sizeof(float));
     }
     lsae__free(m->alloc, since);
     lsae__free(m->alloc, mv);
@@ -11912,21 +11972,30 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, int ve
                          (unsigned long long)info.d, (unsigned long long)info.L, (unsigned long long)info.k, m->d, m->L, m->k);
     }
     if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer has accumulated batches; load into a trainer between optimizer steps", fn);
-    /* weights into a scratch copy first, so a failure leaves the model as it was */
-    w = (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "checkpoint weights");
-    if (!w) return LSAE_OUT_OF_MEMORY;
+    /* weights into a scratch copy first, so a failure leaves the model as it
+       was. A CPU trainer's gradient array, the model's size, is all zero
+       between optimizer steps (Adam zeroes it as it goes) and serves as
+       that copy, zeroed again after: no allocation of the model's size */
     {
+        int in_grads = t != NULL && t->grads != NULL;
         lsae_model tmpm = *m;
+#ifdef LATENTSAE_CUDA
+        in_grads = in_grads && !t->cuda;
+#endif
+        w = in_grads ? t->grads : (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "checkpoint weights");
+        if (!w) return LSAE_OUT_OF_MEMORY;
         tmpm.params = w;
-        if (!lsae__path_join(p, sizeof p, dir, "sae.safetensors")) { lsae__free(m->alloc, w); return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir); }
-        if ((r = lsae__load_weights(&tmpm, p, 0)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
+        if (!lsae__path_join(p, sizeof p, dir, "sae.safetensors")) r = lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
+        else r = lsae__load_weights(&tmpm, p, 0);
         theta = tmpm.batchtopk_threshold; /* BatchTopK's theta: resume continues its EMA */
+        if (r == LSAE_OK) r = lsae__ckpt_read_state(dir, &info, m, t, blob, blob_cap);
+        /* through set_weights, so a model on a GPU gets them too */
+        if (r == LSAE_OK)
+            r = lsae_model_set_weights(m, w + m->lay.offset[LSAE__W_ENC], w + m->lay.offset[LSAE__B_ENC],
+                                       w + m->lay.offset[LSAE__W_DEC], w + m->lay.offset[LSAE__B_DEC]);
+        if (in_grads) memset(t->grads, 0, m->lay.total * sizeof(float));
+        else lsae__free(m->alloc, w);
     }
-    if ((r = lsae__ckpt_read_state(dir, &info, m, t, blob, blob_cap)) != LSAE_OK) { lsae__free(m->alloc, w); return r; }
-    /* through set_weights, so a model on a GPU gets them too */
-    r = lsae_model_set_weights(m, w + m->lay.offset[LSAE__W_ENC], w + m->lay.offset[LSAE__B_ENC],
-                               w + m->lay.offset[LSAE__W_DEC], w + m->lay.offset[LSAE__B_DEC]);
-    lsae__free(m->alloc, w);
     if (r != LSAE_OK) return r;
     m->batchtopk_threshold = theta;
     if (blob_len) *blob_len = (size_t)info.blob_len;

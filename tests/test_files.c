@@ -1465,6 +1465,79 @@ static void test_checkpoint_load_shard(void)
     RM_CKPT(dir);
 }
 
+/* A checkpoint loaded into a trainer that has not stepped reads Adam's
+   moments straight into the trainer's arrays and the weights through its
+   (zero) gradient array, with no scratch copy of either: the result is
+   that of a load into a trainer that had stepped (the scratch path), bit
+   for bit, and the next optimizer step too (the gradients zero again). A
+   failure past the files' hashes (a non-finite moment under the verified
+   load, which checks only the length) leaves that trainer as created:
+   moments, counters, step and gradients zero, the model unchanged. */
+static void test_checkpoint_load_in_place(void)
+{
+    const char *dir = TDIR "/ckpt_inplace", *bad = TDIR "/ckpt_inplace_bad";
+    char p[512];
+    lsae_model *m = NULL, *a = NULL, *b = NULL;
+    lsae_trainer *t = NULL, *ta = NULL, *tb = NULL;
+    shard_snap s0, s1, s2;
+    const char *diff;
+    float x[40 * 12], *g;
+    size_t i, L, d, n;
+    lsae_result r;
+    RM_CKPT(dir);
+    RM_CKPT(bad);
+    small_run(&m, &t, 7, 5);
+    OK(lsae_checkpoint_save(dir, m, t, NULL, 0));
+    L = lsae_model_num_latents(m);
+    d = lsae_model_d_in(m);
+    n = 2 * L * d + L + d;
+    g = (float *)malloc(4 * n * sizeof(float));
+    small_run(&a, &ta, 0, 9); /* a new trainer: the in-place path */
+    small_run(&b, &tb, 2, 9); /* one that has stepped: scratch copies */
+    snap_take(&s0, a, ta);
+    /* m_W_enc[0] made NaN, the length kept: the verified load reads it */
+    copy_ckpt(dir, bad);
+    snprintf(p, sizeof p, "%s/state.bin", bad);
+    {
+        FILE *f = fopen(p, "r+b");
+        const float nan_ = NAN;
+        fseek(f, (long)(LSAE__STATE_HDR + 8 * L), SEEK_SET);
+        fwrite(&nan_, 4, 1, f);
+        fclose(f);
+    }
+    r = lsae_checkpoint_load_shard_verified(bad, a, ta, NULL, 0, NULL);
+    CHECKF(r != LSAE_OK && msg_has("not finite"), "a NaN moment into a new trainer: %s", lsae_last_error());
+    snap_take(&s1, a, ta);
+    CHECKF((diff = snap_diff(&s1, &s0, 1)) == NULL, "a failed in-place load changed the new trainer (%s)", diff);
+    OK(lsae_trainer_get_grads(ta, g, g + L * d, g + L * d + L, g + 2 * L * d + L));
+    for (i = 0; i < n && g[i] == 0.0f; ++i) {}
+    CHECKF(i == n, "a failed in-place load left gradient %zu at %g", i, (double)g[i]);
+    snap_free(&s1);
+    /* a good load: the same bits both ways, and the same next step */
+    OK(lsae_checkpoint_load(dir, a, ta, NULL, 0, NULL));
+    OK(lsae_checkpoint_load(dir, b, tb, NULL, 0, NULL));
+    snap_take(&s1, a, ta);
+    snap_take(&s2, b, tb);
+    CHECKF((diff = snap_diff(&s1, &s2, 1)) == NULL, "in-place and scratch loads differ (%s)", diff);
+    snap_free(&s1);
+    snap_free(&s2);
+    for (i = 0; i < 40 * 12; ++i) x[i] = cell(777000 + i / 12, i % 12 + 1) - 0.5f;
+    OK(lsae_trainer_step(ta, x, 40, NULL));
+    OK(lsae_trainer_step(tb, x, 40, NULL));
+    snap_take(&s1, a, ta);
+    snap_take(&s2, b, tb);
+    CHECKF((diff = snap_diff(&s1, &s2, 1)) == NULL, "a step after the in-place load differs from one after the scratch load (%s)", diff);
+    snap_free(&s0);
+    snap_free(&s1);
+    snap_free(&s2);
+    free(g);
+    lsae_trainer_free(t); lsae_model_free(m);
+    lsae_trainer_free(ta); lsae_model_free(a);
+    lsae_trainer_free(tb); lsae_model_free(b);
+    RM_CKPT(dir);
+    RM_CKPT(bad);
+}
+
 /* lsae_checkpoint_verify + lsae_checkpoint_load_shard_verified (one rank
    hashes the files, the others take its verdict): the verified load gives
    each shard the bytes of lsae_checkpoint_load_shard; the verifier refuses
@@ -2816,6 +2889,7 @@ int main(int argc, char **argv)
     test_checkpoint_load_shard();
     test_model_load_shard();
     test_checkpoint_verify_shared();
+    test_checkpoint_load_in_place();
     test_checkpoint_crash_windows();
 #ifdef LSAE__POSIX
     test_checkpoint_kill9(argv[0]);

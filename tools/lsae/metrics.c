@@ -10,11 +10,13 @@
    original space and in the reconstructions' space. After the pass, the
    decoder's rows are compared with each other (max_decoder_cos).
 
-   The neighbour products (queries against rows) use the library's encoder
-   kernels, lsae__pack_tile and lsae__tile_rows (latentsae.h, "the encoder
-   product"): the same packing and register blocking as encoding, so they
-   run at encoding's speed per multiply-add. The decoder cosines are
-   deccos.c's: an exact maximum from a cheaper product with a bound.
+   The neighbour products (queries against rows) and the decoder cosines
+   both go through deccos.c's bounded product: a cheap product of all
+   pairs (int8 where the build has a fast int8 kernel and d is small
+   enough, else the library's float32 encoder kernels, lsae__pack_tile and
+   lsae__tile_rows) with a proven bound on its error, and an exact double
+   product only for the pairs the bound cannot rule out (nn_side below), so
+   the results are those of the exact products.
    Part of lsae's one translation unit: included by main.c, not compiled alone. */
 
 static int eval_error(char *err, size_t errcap, const char *fmt, ...) PRINTF_LIKE(3, 4);
