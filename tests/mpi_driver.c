@@ -298,7 +298,7 @@ int main(int argc, char **argv)
         { "matryoshka-batchwide", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_NESTED, 2, { 64, 256 }, { 0 }, 0, 0, 1, 1.0 / 32.0, 1 },
     };
     lsae_mpi mc;
-    lsae_comm comm = { 0, 1, NULL, NULL, NULL, NULL, NULL };
+    lsae_comm comm = { 0, 1, NULL, NULL, NULL, NULL, NULL, NULL };
     int i, any;
     const char *plant = argc > 2 && !strcmp(argv[1], "--plant") ? argv[2] : NULL;
     MPI_Init(&argc, &argv);
