@@ -390,7 +390,7 @@ static void train_start(train_run *t)
     if (t->resuming && !t->fresh) load_checkpoint(t);
     /* --init of a SAELens model gave every rank the whole model: keep a shard */
     if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
-    dist_attach(t->tr, t->shard);
+    dist_attach(t->tr, t->m, t->shard);
     if (g_rank != 0) {
         /* the other ranks of a data-parallel run write nothing, print nothing */
         t->quiet = 1;
