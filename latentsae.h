@@ -1878,7 +1878,8 @@ LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_
     if (l1 == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create_shard: the range [%zu, %zu) is empty", l0, l1);
 #ifdef LATENTSAE_CUDA
     if (cfg->device == LSAE_DEVICE_CUDA && !(l0 == 0 && l1 == lsae_config_num_latents(cfg)))
-        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded models live on the CPU in this version: use device cpu");
+        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded models live on the CPU in this version: use device cpu, "
+                         "or train on GPUs data-parallel (lsae_trainer_set_comm; lsae train without --shard-latents), each rank holding the whole model");
 #endif
     return lsae__model_create_rows(cfg, alloc, l0, l1, out);
 }

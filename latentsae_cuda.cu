@@ -57,6 +57,22 @@
    renormalisation; U4 the dead-latent counters and the next window's dead
    mask. All on the device.
 
+   Data-parallel training (lsae_trainer_set_comm with size > 1; README
+   "Distributed training", "On GPUs"). The same exchanges as the CPU
+   trainer, at the same points: F2's column sums with the row counts and
+   then the variance about the global mean, F3's sums (first batch), F7's
+   loss terms, and at U0 (before U2) the gradient slab and the fired flags.
+   Each rank's part is reduced on its GPU in a fixed order (kernels under
+   "data-parallel runs"), the ranks' parts are added through lsae_comm in
+   rank order (pinned host memory and sum_f64 / sum_f32, or sum_f32_device
+   on the device for the gradient when the comm has it: latentsae_nccl.h),
+   and the sums go back to the device; U1 stays per batch (it is linear in
+   the batch, so summing it across ranks is the same sum). A rank's slice
+   may be empty: it launches no kernel over rows and still takes part in
+   every sum. The host waits for the device at each exchange. With one
+   rank the step is the one-GPU step below, bit for bit. Compiled and
+   linked by CI; not yet run on a GPU (tests/cuda/mpi.sh is the check).
+
    Asynchrony. Calls without stats return once their work is queued: the
    host copies the next batch while the GPU computes this one. The device
    keeps a status word (poisoned by a NaN loss, gradient norm or weight);
