@@ -295,6 +295,9 @@ $(CUDA_MPI_BUILD) $(CUDA_NCCL_BUILD):
 	@mkdir -p $@
 $(CUDA_MPI_BUILD)/lsae: $(LSAE_SRC) $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h | $(CUDA_MPI_BUILD)
 	$(MPICC) $(CUDA_CFLAGS) -DLSAE_MPI -o $@ $(LSAE_MAIN) $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+# tests/mpi_driver.c with the GPU backend: --device cuda puts every trainer on the GPU (tests/cuda/mpi.sh)
+$(CUDA_MPI_BUILD)/mpi_driver: tests/mpi_driver.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h | $(CUDA_MPI_BUILD)
+	$(MPICC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_NCCL_BUILD)/lsae: $(LSAE_SRC) $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h latentsae_nccl.h | $(CUDA_NCCL_BUILD)
 	$(MPICC) $(CUDA_CFLAGS) -DLSAE_MPI -DLSAE_NCCL $(NCCL_INC) -o $@ $(LSAE_MAIN) $(CUDA_BUILD)/latentsae_cuda.o -lnccl -lcublas $(CUDA_LINK)
 # latentsae_nccl.h as C99 and as C++11, compiled and linked (run only as a check that it loads)
@@ -305,7 +308,7 @@ $(CUDA_NCCL_BUILD)/nccl_comm_cxx: tests/compile/nccl_comm.c $(CUDA_BUILD)/latent
 	  $(CUDA_BUILD)/latentsae_cuda.o -lnccl -lcublas $(CUDA_LINK)
 cuda-dist-build:
 	@if [ -z "$(MPICC)" ]; then echo "✗ no mpicc: build/cuda-mpi/lsae and build/cuda-nccl/lsae (data-parallel training on GPUs) not built"; exit 0; fi; \
-	set -e; $(MAKE) --no-print-directory $(CUDA_MPI_BUILD)/lsae; \
+	set -e; $(MAKE) --no-print-directory $(CUDA_MPI_BUILD)/lsae $(CUDA_MPI_BUILD)/mpi_driver; \
 	if [ -z "$(NCCL_H)" ]; then echo "✗ nccl.h not found (NCCL_H=...): build/cuda-nccl/lsae (LSAE_NCCL) not built"; \
 	else $(MAKE) --no-print-directory $(CUDA_NCCL_BUILD)/lsae $(CUDA_NCCL_BUILD)/nccl_comm $(CUDA_NCCL_BUILD)/nccl_comm_cxx; fi
 
@@ -324,8 +327,8 @@ test-cuda-build:
 	echo "✓ the header with LATENTSAE_CUDA compiles as C99, C11, C++11 and C++17, included twice, and links"; \
 	if [ -z "$(MPICC)" ]; then echo "✗ no mpicc: skipping build/cuda-mpi/lsae and build/cuda-nccl/lsae (data-parallel training on GPUs)"; \
 	else \
-	  $(MAKE) --no-print-directory $(CUDA_MPI_BUILD)/lsae; \
-	  echo "✓ build/cuda-mpi/lsae (LSAE_MPI + LATENTSAE_CUDA: data-parallel on GPUs, sums through host memory) builds and links, -Werror"; \
+	  $(MAKE) --no-print-directory $(CUDA_MPI_BUILD)/lsae $(CUDA_MPI_BUILD)/mpi_driver; \
+	  echo "✓ build/cuda-mpi/lsae and mpi_driver (LSAE_MPI + LATENTSAE_CUDA: data-parallel on GPUs, sums through host memory) build and link, -Werror"; \
 	  if [ -z "$(NCCL_H)" ]; then echo "✗ nccl.h not found (NCCL_H=...): skipping build/cuda-nccl/lsae (LSAE_NCCL)"; \
 	  else \
 	    $(MAKE) --no-print-directory $(CUDA_NCCL_BUILD)/lsae $(CUDA_NCCL_BUILD)/nccl_comm $(CUDA_NCCL_BUILD)/nccl_comm_cxx; \
@@ -380,7 +383,7 @@ mpi-build:
 	else echo "✗ no mpicc: build/mpi/lsae (data-parallel training under mpirun) not built (apt install libopenmpi-dev openmpi-bin)"; fi
 
 # tests/mpi_driver.c under mpirun -np 1, 2, 3 (the global batch of 61 rows
-# splits unevenly over 2 and 3): every statistic and tensor within 1e-5 of
+# splits unevenly over 2 and 3; one of 2 rows leaves a rank of 3 empty): every statistic and tensor within 1e-5 of
 # one process (1 rank: the same bits), the same bits on every rank, and each
 # P run twice must print the same digests (bit-identical when repeated).
 # The driver's planted faults (gradients not summed; TV and loss summed per

@@ -7258,27 +7258,41 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *com
            step its own model with the others' gradients. Rank 0's hash is
            compared on every rank and the verdicts summed, so all ranks
            return the same answer (and none waits for another in a sum).
-           A rank whose hash failed (a CUDA download) still takes part in
-           both exchanges, counted as differing, so no rank is left waiting. */
+           A rank whose own part failed (a GPU trainer's exchange buffers,
+           reading its state from the GPU) still takes part in both
+           exchanges, counted as differing, so every rank refuses together
+           and none is left waiting. */
         uint64_t h = 0, h0;
-        double differ;
-        lsae_result r, rh = lsae__state_hash(t, &h);
+        double differ = 1.0;
+        char why[512];
+        lsae_result r, rh = LSAE_OK;
+#ifdef LATENTSAE_CUDA
+        /* the GPU trainer keeps its own copy of comm and its pinned buffers */
+        if (t->cuda) rh = lsae__cuda_trainer_set_comm(t->cuda, comm);
+#endif
+        if (rh == LSAE_OK) rh = lsae__state_hash(t, &h);
+        why[0] = 0;
+        if (rh != LSAE_OK) lsae__snprintf(why, sizeof why, "%s", lsae__err_msg); /* before anything else writes the message */
         h0 = h;
-        if ((r = comm->broadcast(comm->ctx, &h0, sizeof h0, 0)) != LSAE_OK)
-            return lsae__err(r, "lsae_trainer_set_comm: broadcasting rank 0's model hash failed (%s)", lsae_result_string(r));
-        differ = (rh != LSAE_OK || h0 != h) ? 1.0 : 0.0;
-        if ((r = comm->sum_f64(comm->ctx, &differ, 1)) != LSAE_OK)
-            return lsae__err(r, "lsae_trainer_set_comm: comparing the ranks' models failed (%s)", lsae_result_string(r));
-        if (rh != LSAE_OK)
-            return lsae__err(rh, "lsae_trainer_set_comm: reading this rank's trainer state to compare it failed (%s)", lsae_result_string(rh));
-        if (differ > 0.0)
+        if ((r = comm->broadcast(comm->ctx, &h0, sizeof h0, 0)) == LSAE_OK) {
+            differ = (rh != LSAE_OK || h0 != h) ? 1.0 : 0.0;
+            r = comm->sum_f64(comm->ctx, &differ, 1);
+        }
+        if (r != LSAE_OK || rh != LSAE_OK || differ > 0.0) {
+#ifdef LATENTSAE_CUDA
+            if (t->cuda) (void)lsae__cuda_trainer_set_comm(t->cuda, t->has_comm ? &t->comm : NULL); /* as it was */
+#endif
+            if (r != LSAE_OK)
+                return lsae__err(r, "lsae_trainer_set_comm: comparing the ranks' models (a broadcast and a sum) failed (%s)", lsae_result_string(r));
+            if (rh != LSAE_OK)
+                return lsae__err(rh, "lsae_trainer_set_comm: this rank could not take part (%s: %s)", lsae_result_string(rh), why);
             return lsae__err(LSAE_INVALID_ARGS, "%.0f of the %d ranks hold another model or trainer state than rank 0 (this rank %s): every rank must start from the same weights, "
                              "Adam state, counters and step (the same seed and settings, or the same checkpoint)", differ, comm->size, h0 != h ? "differs" : "agrees");
+        }
     }
 #ifdef LATENTSAE_CUDA
-    if (t->cuda) {
-        /* the GPU trainer keeps its own copy (and its pinned buffers); the
-           counters it shares with this struct say nothing about comm */
+    else if (t->cuda) {
+        /* one rank: the GPU trainer keeps its one-GPU path */
         lsae_result r = lsae__cuda_trainer_set_comm(t->cuda, comm);
         if (r != LSAE_OK) return r;
     }

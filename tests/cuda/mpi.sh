@@ -4,7 +4,12 @@
 # mpirun); called by tests/cuda/run.sh, or alone:
 #   1. build build/cuda/lsae, build/cuda-mpi/lsae (the sums through host
 #      memory) and, when nccl.h is there, build/cuda-nccl/lsae, for this GPU
-#   2. the same global batch (256 rows, 20 optimizer steps, d=384 bundled
+#   2. tests/mpi_driver.c --device cuda (build/cuda-mpi/mpi_driver) on 1, 2,
+#      3 ranks sharing the GPU: TopK with multi-topk and AuxK, 61 rows a
+#      batch with a NaN row, and 2 rows a batch (one rank's slice empty on
+#      3); every tensor and Adam moment within 1e-5 of one process on the
+#      GPU, the dead counters exact; 2 ranks twice: the same digests
+#   2b. the same global batch (256 rows, 20 optimizer steps, d=384 bundled
 #      data, 1536 latents, k=16, FP32) on 1 process and on 2 ranks sharing
 #      GPU 0 through the host path: every tensor of the saved models within
 #      1e-5 of the one-process run (relative to the tensor's largest value),
@@ -67,7 +72,7 @@ echo "mpi.sh: --device $DEVICE, $NGPU GPU(s) $(nvidia-smi --query-gpu=name --for
 
 if [ "$BUILD" = 1 ]; then
     note "build ($ARCH)"
-    TARGETS="build/cuda/lsae build/cuda-mpi/lsae"
+    TARGETS="build/cuda/lsae build/cuda-mpi/lsae build/cuda-mpi/mpi_driver"
     NCCL_OK=0
     if [ -f /usr/local/cuda/include/nccl.h ] || [ -f /usr/include/nccl.h ]; then TARGETS="$TARGETS build/cuda-nccl/lsae build/cuda-nccl/nccl_comm"; NCCL_OK=1; fi
     ARCH_VAR=(CUDA_ARCH="$ARCH")
@@ -77,6 +82,31 @@ if [ "$BUILD" = 1 ]; then
     fi
     echo "ok ($TARGETS)"
     [ "$NCCL_OK" = 1 ] || echo "nccl.h not found: the NCCL build is not made"
+fi
+
+# the library through tests/mpi_driver.c: 61 rows a batch over 1, 2 and 3
+# ranks (and 2 rows: on 3 ranks one slice empty), a NaN row, AuxK on, every
+# tensor and Adam moment within 1e-5 of one process on the GPU and the
+# counters exact after 20 steps; 1 rank the one-process bits; 2 ranks twice
+# the same digests
+DRV_DEV=(--device cuda)
+[ "$DEVICE" = cpu ] && DRV_DEV=()
+note "tests/mpi_driver.c ${DRV_DEV[*]} on 1, 2 and 3 ranks"
+for P in 1 2 3 2; do
+    log="$OUT_DIR/driver_$P.log"
+    [ -f "$log" ] && log="$OUT_DIR/driver_${P}b.log"
+    if cap 120 "$MPIRUN" "${MPIFLAGS[@]}" -np $P build/cuda-mpi/mpi_driver "${DRV_DEV[@]}" > "$log" 2>&1; then
+        tail -1 "$log"
+    else
+        tail -8 "$log"; fail "mpirun -np $P build/cuda-mpi/mpi_driver ${DRV_DEV[*]}"
+    fi
+done
+if [ -f "$OUT_DIR/driver_2b.log" ]; then
+    if cmp -s <(grep '^digest' "$OUT_DIR/driver_2.log") <(grep '^digest' "$OUT_DIR/driver_2b.log") && grep -q '^digest' "$OUT_DIR/driver_2.log"; then
+        echo "mpi_driver, 2 ranks run twice: the same digests"
+    else
+        fail "mpi_driver, 2 ranks run twice: other digests"
+    fi
 fi
 
 # the same global batch on 1 process and on P ranks; each rank gets its
