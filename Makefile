@@ -254,7 +254,7 @@ CUDA_LIBDIR = $(CUDA_HOME)/lib64
 CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ $(if $(OMP),-lgomp) -pthread -lm
 CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA
 CUDA_BUILD = $(BUILD)/cuda
-CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae \
+CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae $(CUDA_BUILD)/test_cuda_dp \
             $(addprefix $(CUDA_BUILD)/cpu_,$(TESTS))
 
 info-cuda:
@@ -271,6 +271,9 @@ $(CUDA_BUILD)/test_cuda: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/test_cuda_nocublas: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae_cuda_nocublas.o $(TEST_DEPS)
 	$(CC) $(CUDA_CFLAGS) -DLSAE_CUDA_NO_CUBLAS -o $@ $< $(CUDA_BUILD)/latentsae_cuda_nocublas.o $(CUDA_LINK)
+# data-parallel CUDA trainers as threads of one process (no MPI): tests/cuda/mpi.sh on a GPU, --cpu here
+$(CUDA_BUILD)/test_cuda_dp: tests/cuda/test_cuda_dp.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
+	$(CC) $(CUDA_CFLAGS) -isystem $(CUDA_HOME)/include -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 # the CPU tests through a LATENTSAE_CUDA build (run where no GPU answers: they then exercise the fallback)
@@ -343,6 +346,8 @@ test-cuda-build:
 	else \
 	  for t in $(TESTS); do echo "== cuda build, no GPU: $$t"; $(CUDA_BUILD)/cpu_$$t > /dev/null; done; \
 	  echo "✓ without a GPU, a LATENTSAE_CUDA build falls back to the CPU and passes the CPU tests"; \
+	  $(CUDA_BUILD)/test_cuda_dp --cpu > $(CUDA_BUILD)/test_cuda_dp.log || { cat $(CUDA_BUILD)/test_cuda_dp.log; echo "FAILED: test_cuda_dp --cpu"; exit 1; }; \
+	  echo "✓ $$(tail -1 $(CUDA_BUILD)/test_cuda_dp.log) (--cpu: the GPU data-parallel test's harness on CPU trainers)"; \
 	  if $(CUDA_BUILD)/lsae train --device cuda --data examples/data/embeddings --max-samples 1024 --out $(CUDA_BUILD)/run \
 	      2> $(CUDA_BUILD)/lsae.err > /dev/null; then echo "FAILED: lsae train --device cuda ran without a GPU"; exit 1; fi; \
 	  grep -q "^lsae train: --device cuda: .*CUDA" $(CUDA_BUILD)/lsae.err || { echo "FAILED: lsae --device cuda without a GPU:"; cat $(CUDA_BUILD)/lsae.err; exit 1; }; \

@@ -54,6 +54,12 @@
 #define TOL 1e-5
 
 static int g_rank, g_size, g_fail, g_cuda;
+/* TOL, but 1e-4 for the 2-row case on the GPU: with 2 rows a batch an
+   element whose gradient nearly cancels moves by about lr whatever its
+   rounding (Adam), so a regrouped sum shows more there (test_cuda_dp.c
+   measured 6.8e-6 on the CPU at d=64); a rank's part lost or counted twice
+   is off by far more than 1e-4 */
+static double g_tol = TOL;
 static double g_worst_tensor, g_worst_stat;
 static size_t g_most_dead;   /* the checks must have seen AuxK at work */
 
@@ -137,7 +143,7 @@ static void near_stat(const char *cs, const char *what, double a, double b)
 {
     double e = fabs(a - b) / (fabs(b) > 1e-30 ? fabs(b) : 1.0);
     if (e > g_worst_stat) g_worst_stat = e;
-    if (!(e <= TOL)) failf("%s: %s %.9g, one process %.9g", cs, what, a, b);
+    if (!(e <= g_tol)) failf("%s: %s %.9g, one process %.9g", cs, what, a, b);
 }
 
 /* max |a - b| <= TOL max |b| */
@@ -152,7 +158,7 @@ static void near_tensor(const char *cs, const char *what, const float *a, const 
     }
     e = bmax > 0 ? dmax / bmax : dmax;
     if (e > g_worst_tensor) g_worst_tensor = e;
-    if (exact ? memcmp(a, b, n * sizeof(float)) != 0 : !(e <= TOL)) failf("%s: %s differs by %.3g of its largest value %.3g", cs, what, e, bmax);
+    if (exact ? memcmp(a, b, n * sizeof(float)) != 0 : !(e <= g_tol)) failf("%s: %s differs by %.3g of its largest value %.3g", cs, what, e, bmax);
 }
 
 /* the whole state: weights, Adam moments, counters, steps */
@@ -243,6 +249,7 @@ static void run_case(const tcase *tc, const lsae_comm *comm)
     float *x = (float *)malloc(GB * D * sizeof(float));
     snap a, b;
     uint64_t h, h0;
+    g_tol = g_cuda && tc->gb ? 1e-4 : TOL;
     if (lsae_model_create(&c, NULL, &m) != LSAE_OK || lsae_trainer_create(m, &c, &tr) != LSAE_OK) {
         fprintf(stderr, "rank %d: %s: %s\n", g_rank, tc->name, lsae_last_error());
         g_fail = 1;

@@ -7,8 +7,10 @@
 #   3. test_cuda_nocublas --small: the same with our own GEMM kernel
 #   4. the command-line tool trains on the bundled data with --device cuda,
 #      and its eval on the GPU and the CPU must agree
-#   4b. tests/cuda/mpi.sh: data-parallel training, 2 ranks on the GPU through
-#      host memory against 1 process (1e-5, a repeat the same bytes), the
+#   4b. tests/cuda/mpi.sh: data-parallel training, ranks as threads
+#      (test_cuda_dp) and under mpirun (mpi_driver --device cuda, lsae
+#      train), 2 ranks on the GPU through host memory against 1 process
+#      (1e-5, a repeat the same bytes), the
 #      step time of each, and the NCCL build when there are 2+ GPUs
 #      (about 2 minutes; --no-mpi leaves it out)
 #   5. bench_cuda and tests/cuda/torch_bench.py at d=768, L=24576, k=64,
