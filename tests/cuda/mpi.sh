@@ -88,9 +88,15 @@ if [ "$BUILD" = 1 ]; then
     fi
     ARCH_VAR=(CUDA_ARCH="$ARCH")
     [ "$DEVICE" = cpu ] && ARCH_VAR=()
+    # an object built for another GPU (make test builds for sm_90) would
+    # fail at the first launch: rebuild unless run.sh built it for this one
+    if [ "$DEVICE" = cuda ] && [ "$(cat build/cuda/latentsae_cuda.arch 2>/dev/null)" != "$ARCH" ]; then
+        rm -f build/cuda/latentsae_cuda.o build/cuda/latentsae_cuda_nocublas.o
+    fi
     if ! cap 300 make -j"$(nproc)" --no-print-directory NVCC="$NVCC_BIN" "${ARCH_VAR[@]}" $TARGETS > "$OUT_DIR/build.log" 2>&1; then
         tail -30 "$OUT_DIR/build.log"; echo "mpi.sh: build failed (log: $OUT_DIR/build.log)" >&2; exit 1
     fi
+    [ "$DEVICE" = cuda ] && echo "$ARCH" > build/cuda/latentsae_cuda.arch
     echo "ok ($TARGETS)"
     [ "$NCCL_OK" = 1 ] || echo "no nccl.h or no MPI: the NCCL build is not made"
 fi

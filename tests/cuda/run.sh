@@ -79,6 +79,7 @@ if ! make -j"$(nproc)" --no-print-directory NVCC="$NVCC_BIN" CUDA_ARCH="$ARCH" \
     echo "run.sh: build failed (full log: $OUT_DIR/build.log)" >&2
     exit 1
 fi
+echo "$ARCH" > build/cuda/latentsae_cuda.arch   # tests/cuda/mpi.sh reuses the objects built for this GPU
 echo "ok"
 
 note "test_cuda (cuBLAS build), workspaces poisoned"
