@@ -40,7 +40,7 @@ TEST_DEPS = $(HDR) tests/test_util.h tests/test_internals.h tools/lsae/deccos.c
 TEST_TARGETS = test-compile test-c test-noomp test-cxx test-sanitize test-strict test-parity test-interop test-cli test-eval test-probe test-report test-compare \
                test-sweep test-cuda-build test-mpi test-isa test-oom test-reliability test-valgrind test-fuzz test-windows test-wasm test-bigendian test-arm64
 
-.PHONY: mpi-build bench-mpi all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
+.PHONY: mpi-build bench-mpi cuda-dist-build all test test-all info demo demo-matryoshka clean bench bench-run bench-loader bench-sweep fuzz cuda-build cuda-tests wasm-page arm64-run $(TEST_TARGETS) \
         test-sanitize-more test-sanitizer-live test-fuzz-replay test-fuzz-smoke info-cuda info-fuzz
 
 all: info $(addprefix $(BUILD)/,$(TESTS)) $(BUILD)/parity_driver $(BUILD)/quickstart $(BUILD)/lsae $(BUILD)/encode mpi-build
@@ -254,7 +254,7 @@ CUDA_LIBDIR = $(CUDA_HOME)/lib64
 CUDA_LINK = -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++ $(if $(OMP),-lgomp) -pthread -lm
 CUDA_CFLAGS = $(CSTD) $(OPT) $(ARCH) $(OMP) $(WARN) -g -DLATENTSAE_CUDA
 CUDA_BUILD = $(BUILD)/cuda
-CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae \
+CUDA_BINS = $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_cuda_nocublas $(CUDA_BUILD)/lsae $(CUDA_BUILD)/test_cuda_dp \
             $(addprefix $(CUDA_BUILD)/cpu_,$(TESTS))
 
 info-cuda:
@@ -271,6 +271,9 @@ $(CUDA_BUILD)/test_cuda: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/test_cuda_nocublas: tests/cuda/test_cuda.c $(CUDA_BUILD)/latentsae_cuda_nocublas.o $(TEST_DEPS)
 	$(CC) $(CUDA_CFLAGS) -DLSAE_CUDA_NO_CUBLAS -o $@ $< $(CUDA_BUILD)/latentsae_cuda_nocublas.o $(CUDA_LINK)
+# data-parallel CUDA trainers as threads of one process (no MPI): tests/cuda/mpi.sh on a GPU, --cpu here
+$(CUDA_BUILD)/test_cuda_dp: tests/cuda/test_cuda_dp.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
+	$(CC) $(CUDA_CFLAGS) -isystem $(CUDA_HOME)/include -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 # the CPU tests through a LATENTSAE_CUDA build (run where no GPU answers: they then exercise the fallback)
@@ -279,6 +282,38 @@ $(CUDA_BUILD)/lsae: $(LSAE_SRC) $(CUDA_BUILD)/latentsae_cuda.o $(HDR)
 	$(CC) $(CUDA_CFLAGS) -o $@ $(LSAE_MAIN) $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
 $(CUDA_BUILD)/cpu_%: tests/%.c $(CUDA_BUILD)/latentsae_cuda.o $(TEST_DEPS)
 	$(CC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+
+# Data-parallel training on GPUs (README "Distributed training"): lsae with
+# LSAE_MPI and the GPU backend, build/cuda-mpi/lsae (the sums through host
+# memory, ranks may share a GPU), and with LSAE_NCCL too, build/cuda-nccl/lsae
+# (the gradient summed GPU to GPU by NCCL, latentsae_nccl.h; a GPU per rank).
+# Built when mpicc (and for the second nccl.h) is found; test-cuda-build
+# compiles and links both, warnings as errors.
+#   NCCL_H=...   nccl.h (default: the CUDA toolkit's, else /usr/include's)
+NCCL_H ?= $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h))
+NCCL_INC = -isystem $(CUDA_HOME)/include $(if $(NCCL_H),-isystem $(patsubst %/,%,$(dir $(NCCL_H))))
+CUDA_MPI_BUILD = $(BUILD)/cuda-mpi
+CUDA_NCCL_BUILD = $(BUILD)/cuda-nccl
+$(CUDA_MPI_BUILD) $(CUDA_NCCL_BUILD):
+	@mkdir -p $@
+$(CUDA_MPI_BUILD)/lsae: $(LSAE_SRC) $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h | $(CUDA_MPI_BUILD)
+	$(MPICC) $(CUDA_CFLAGS) -DLSAE_MPI -o $@ $(LSAE_MAIN) $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+# tests/mpi_driver.c with the GPU backend: --device cuda puts every trainer on the GPU (tests/cuda/mpi.sh)
+$(CUDA_MPI_BUILD)/mpi_driver: tests/mpi_driver.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h | $(CUDA_MPI_BUILD)
+	$(MPICC) $(CUDA_CFLAGS) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lcublas $(CUDA_LINK)
+$(CUDA_NCCL_BUILD)/lsae: $(LSAE_SRC) $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h latentsae_nccl.h | $(CUDA_NCCL_BUILD)
+	$(MPICC) $(CUDA_CFLAGS) -DLSAE_MPI -DLSAE_NCCL $(NCCL_INC) -o $@ $(LSAE_MAIN) $(CUDA_BUILD)/latentsae_cuda.o -lnccl -lcublas $(CUDA_LINK)
+# latentsae_nccl.h as C99 and as C++11, compiled and linked (run only as a check that it loads)
+$(CUDA_NCCL_BUILD)/nccl_comm: tests/compile/nccl_comm.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h latentsae_nccl.h | $(CUDA_NCCL_BUILD)
+	$(MPICC) $(CUDA_CFLAGS) $(NCCL_INC) -o $@ $< $(CUDA_BUILD)/latentsae_cuda.o -lnccl -lcublas $(CUDA_LINK)
+$(CUDA_NCCL_BUILD)/nccl_comm_cxx: tests/compile/nccl_comm.c $(CUDA_BUILD)/latentsae_cuda.o $(HDR) latentsae_mpi.h latentsae_nccl.h | $(CUDA_NCCL_BUILD)
+	OMPI_CC=$(CXX) $(MPICC) -x c++ $(CXXSTD) $(OPT) $(OMP) $(WARN) -DOMPI_SKIP_MPICXX -DLATENTSAE_CUDA $(NCCL_INC) -o $@ $< -x none \
+	  $(CUDA_BUILD)/latentsae_cuda.o -lnccl -lcublas $(CUDA_LINK)
+cuda-dist-build:
+	@if [ -z "$(MPICC)" ]; then echo "✗ no mpicc: build/cuda-mpi/lsae and build/cuda-nccl/lsae (data-parallel training on GPUs) not built"; exit 0; fi; \
+	set -e; $(MAKE) --no-print-directory $(CUDA_MPI_BUILD)/lsae $(CUDA_MPI_BUILD)/mpi_driver; \
+	if [ -z "$(NCCL_H)" ]; then echo "✗ nccl.h not found (NCCL_H=...): build/cuda-nccl/lsae (LSAE_NCCL) not built"; \
+	else $(MAKE) --no-print-directory $(CUDA_NCCL_BUILD)/lsae $(CUDA_NCCL_BUILD)/nccl_comm $(CUDA_NCCL_BUILD)/nccl_comm_cxx; fi
 
 cuda-build: $(CUDA_BINS)
 cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda
@@ -293,6 +328,17 @@ test-cuda-build:
 	  $(CUDA_BUILD)/twice > /dev/null || { echo "FAILED running twice built with: $$mode -DLATENTSAE_CUDA"; exit 1; }; \
 	done; \
 	echo "✓ the header with LATENTSAE_CUDA compiles as C99, C11, C++11 and C++17, included twice, and links"; \
+	if [ -z "$(MPICC)" ]; then echo "✗ no mpicc: skipping build/cuda-mpi/lsae and build/cuda-nccl/lsae (data-parallel training on GPUs)"; \
+	else \
+	  $(MAKE) --no-print-directory $(CUDA_MPI_BUILD)/lsae $(CUDA_MPI_BUILD)/mpi_driver; \
+	  echo "✓ build/cuda-mpi/lsae and mpi_driver (LSAE_MPI + LATENTSAE_CUDA: data-parallel on GPUs, sums through host memory) build and link, -Werror"; \
+	  if [ -z "$(NCCL_H)" ]; then echo "✗ nccl.h not found (NCCL_H=...): skipping build/cuda-nccl/lsae (LSAE_NCCL)"; \
+	  else \
+	    $(MAKE) --no-print-directory $(CUDA_NCCL_BUILD)/lsae $(CUDA_NCCL_BUILD)/nccl_comm $(CUDA_NCCL_BUILD)/nccl_comm_cxx; \
+	    $(CUDA_NCCL_BUILD)/nccl_comm > /dev/null && $(CUDA_NCCL_BUILD)/nccl_comm_cxx > /dev/null || { echo "FAILED: the nccl_comm programs do not load"; exit 1; }; \
+	    echo "✓ build/cuda-nccl/lsae (LSAE_NCCL: the gradient summed by NCCL) builds and links, -Werror; latentsae_nccl.h compiles and links as C99 and C++11"; \
+	  fi; \
+	fi; \
 	$(CUDA_BUILD)/test_cuda --ci; \
 	$(CUDA_BUILD)/test_cuda_nocublas --ci > /dev/null; \
 	if $(CUDA_BUILD)/test_cuda --has-gpu; then \
@@ -300,10 +346,20 @@ test-cuda-build:
 	else \
 	  for t in $(TESTS); do echo "== cuda build, no GPU: $$t"; $(CUDA_BUILD)/cpu_$$t > /dev/null; done; \
 	  echo "✓ without a GPU, a LATENTSAE_CUDA build falls back to the CPU and passes the CPU tests"; \
+	  $(CUDA_BUILD)/test_cuda_dp --cpu > $(CUDA_BUILD)/test_cuda_dp.log || { cat $(CUDA_BUILD)/test_cuda_dp.log; echo "FAILED: test_cuda_dp --cpu"; exit 1; }; \
+	  echo "✓ $$(tail -1 $(CUDA_BUILD)/test_cuda_dp.log) (--cpu: the GPU data-parallel test's harness on CPU trainers)"; \
 	  if $(CUDA_BUILD)/lsae train --device cuda --data examples/data/embeddings --max-samples 1024 --out $(CUDA_BUILD)/run \
 	      2> $(CUDA_BUILD)/lsae.err > /dev/null; then echo "FAILED: lsae train --device cuda ran without a GPU"; exit 1; fi; \
 	  grep -q "^lsae train: --device cuda: .*CUDA" $(CUDA_BUILD)/lsae.err || { echo "FAILED: lsae --device cuda without a GPU:"; cat $(CUDA_BUILD)/lsae.err; exit 1; }; \
 	  echo "✓ lsae --device cuda without a GPU: $$(cat $(CUDA_BUILD)/lsae.err)"; \
+	  if [ -n "$(MPICC)" ] && [ -n "$(MPIRUN)" ] && $(MPIRUN) --version 2>&1 | grep -q "Open MPI"; then \
+	    if $(MPIRUN) $(MPIRUN_FLAGS) -np 2 $(CUDA_MPI_BUILD)/lsae train --device cuda --data examples/data/embeddings --max-samples 1024 \
+	        --out $(CUDA_MPI_BUILD)/run 2> $(CUDA_MPI_BUILD)/lsae.err > /dev/null; then echo "FAILED: mpirun -np 2 build/cuda-mpi/lsae --device cuda ran without a GPU"; exit 1; fi; \
+	    grep -q "^lsae train: --device cuda: .*CUDA" $(CUDA_MPI_BUILD)/lsae.err || { echo "FAILED: mpirun -np 2 build/cuda-mpi/lsae --device cuda without a GPU:"; cat $(CUDA_MPI_BUILD)/lsae.err; exit 1; }; \
+	    echo "✓ mpirun -np 2 build/cuda-mpi/lsae --device cuda without a GPU: one line, the job ends"; \
+	    OUT=$(CUDA_MPI_BUILD)/out tests/cuda/mpi.sh --cpu --no-build > $(CUDA_MPI_BUILD)/mpi_sh.log 2>&1 || { cat $(CUDA_MPI_BUILD)/mpi_sh.log; echo "FAILED: tests/cuda/mpi.sh --cpu"; exit 1; }; \
+	    echo "✓ tests/cuda/mpi.sh --cpu (the GPU data-parallel check's script, on CPU ranks of the CUDA builds): $$(grep -c '^2 ranks\|^mpirun' $(CUDA_MPI_BUILD)/mpi_sh.log) comparisons passed"; \
+	  fi; \
 	fi
 
 # ------------------------------------------------------------------- MPI
@@ -332,7 +388,7 @@ mpi-build:
 	else echo "✗ no mpicc: build/mpi/lsae (data-parallel training under mpirun) not built (apt install libopenmpi-dev openmpi-bin)"; fi
 
 # tests/mpi_driver.c under mpirun -np 1, 2, 3 (the global batch of 61 rows
-# splits unevenly over 2 and 3): every statistic and tensor within 1e-5 of
+# splits unevenly over 2 and 3; one of 2 rows leaves a rank of 3 empty): every statistic and tensor within 1e-5 of
 # one process (1 rank: the same bits), the same bits on every rank, and each
 # P run twice must print the same digests (bit-identical when repeated).
 # The driver's planted faults (gradients not summed; TV and loss summed per

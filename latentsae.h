@@ -694,7 +694,8 @@ LSAE_DEF lsae_result lsae_trainer_get_piece(const lsae_trainer *trainer, int wha
    rank without being sent. The sums must come out the same on every rank,
    added in one fixed order (rank 0's part, then rank 1's, ...), so that a run
    repeated with the same P is bit-identical; latentsae_mpi.h implements this
-   over MPI. Nothing here needs an MPI header.
+   over MPI, and latentsae_nccl.h adds sum_f32_device over NCCL for CUDA
+   trainers. Nothing here needs an MPI, CUDA or NCCL header.
    Each callback returns LSAE_OK, or something else after which the run is
    over (the trainer refuses further calls). */
 typedef struct lsae_comm {
@@ -711,6 +712,16 @@ typedef struct lsae_comm {
        lists of lsae_trainer_set_shard_comm); data-parallel training may
        leave it NULL. */
     lsae_result (*allgather)(void *ctx, const void *send, size_t bytes, void *recv);
+    /* Optional (NULL: absent), for a trainer on a GPU (LATENTSAE_CUDA):
+       dev_buf[0..n) <- the sum over ranks, as sum_f32 but on device memory
+       of this rank's GPU, queued on cuda_stream (a cudaStream_t; the sum
+       must be complete in stream order when the call returns, or later on
+       that stream). A data-parallel CUDA trainer sums its gradient and
+       fired flags through it when set (latentsae_nccl.h: NCCL, GPU to GPU)
+       and through sum_f32 on a pinned host copy otherwise. The same bits on
+       every rank, in a fixed order, as sum_f32. The CPU trainer never
+       calls it. Nothing here needs a CUDA header: the pointers are void. */
+    lsae_result (*sum_f32_device)(void *ctx, float *dev_buf, size_t n, void *cuda_stream);
 } lsae_comm;
 
 /* Train data-parallel over comm (copied; NULL or size 1: one process, as
@@ -720,8 +731,17 @@ typedef struct lsae_comm {
    counters and step as rank 0 (LSAE_INVALID_ARGS on every rank if not),
    so call it after loading a checkpoint. Refused (LSAE_UNSUPPORTED) with
    size > 1 for the batch-wide selections (BatchTopK, Matryoshka with
-   matryoshka_use_batchtopk), whose pick would need every rank's candidates,
-   and for a CUDA trainer. The step statistics are the global batch's
+   matryoshka_use_batchtopk), whose pick would need every rank's candidates.
+   A CUDA trainer (LATENTSAE_CUDA) trains data-parallel too, with the same
+   exchanges at the same points (README "Distributed training"): the few
+   per-batch sums go through pinned host memory and sum_f64, the gradient
+   and fired flags once per optimizer step through sum_f32_device when set
+   (NCCL), else through sum_f32 on a host copy; its model check downloads
+   the state to hash it. That GPU path is compiled and linked by CI but has
+   not yet been run on a GPU. With size 1 a CUDA trainer keeps its one-GPU
+   path, bit for bit. A CUDA failure on one rank returns there and leaves
+   the other ranks waiting in their next sum: end the job (lsae train calls
+   MPI_Abort). The step statistics are the global batch's
    (rows_used and rows_dropped are summed over the ranks) and the same on
    every rank; lsae_trainer_get_grads returns this rank's own part of the
    gradient, not yet summed. The gradient is exchanged once per optimizer
@@ -817,6 +837,14 @@ lsae_result lsae__cuda_trainer_apply(void *ct, lsae_step_stats *stats);
 lsae_result lsae__cuda_trainer_get_grads(void *ct, float *dW_enc, float *db_enc, float *dW_dec, float *db_dec);
 lsae_result lsae__cuda_trainer_get_state(void *ct, lsae_trainer_state *st);
 lsae_result lsae__cuda_trainer_set_state(void *ct, const lsae_trainer_state *st);
+/* data-parallel (lsae_trainer_set_comm): comm NULL or size 1 leaves the
+   one-GPU path; the caller has checked comm and the ranks' models */
+lsae_result lsae__cuda_trainer_set_comm(void *ct, const lsae_comm *comm);
+/* For latentsae_nccl.h (a device sum in rank order): out[0..n) <-
+   ((parts[0] + parts[1]) + ...) + parts[P-1], parts P arrays of n floats
+   one after another in device memory, queued on stream (a cudaStream_t).
+   The same additions, in the same order, as latentsae_mpi.h's sum. */
+lsae_result lsae__cuda_sum_parts(float *out, const float *parts, size_t n, int P, void *stream);
 void lsae__cuda_set_error(const char *msg);
 #ifdef LSAE_TESTING
 /* Test and benchmark hooks (tests/cuda): one kernel on given data. Only in
@@ -1860,7 +1888,8 @@ LSAE_DEF lsae_result lsae_model_create_shard(const lsae_config *cfg, const lsae_
     if (l1 == 0) return lsae__err(LSAE_INVALID_ARGS, "lsae_model_create_shard: the range [%zu, %zu) is empty", l0, l1);
 #ifdef LATENTSAE_CUDA
     if (cfg->device == LSAE_DEVICE_CUDA && !(l0 == 0 && l1 == lsae_config_num_latents(cfg)))
-        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded models live on the CPU in this version: use device cpu");
+        return lsae__err(LSAE_UNSUPPORTED, "latent-sharded models live on the CPU in this version: use device cpu, "
+                         "or train on GPUs data-parallel (lsae_trainer_set_comm; lsae train without --shard-latents), each rank holding the whole model");
 #endif
     return lsae__model_create_rows(cfg, alloc, l0, l1, out);
 }
@@ -7199,12 +7228,13 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
 /* A hash of what must be equal on every rank of a data-parallel run: the
    weights, Adam's moments, the dead-latent counters and the step count
    (64-bit words, each mixed in: fast, and any changed bit changes it). */
-static uint64_t lsae__state_hash(const lsae_trainer *t)
+static uint64_t lsae__state_hash_of(uint64_t step, int b_dec_initialized, const float *params, const float *adam_m,
+                                    const float *adam_v, size_t n, const uint64_t *since_fired, size_t L)
 {
     const float *slab[3];
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ t->step ^ ((uint64_t)t->b_dec_initialized << 63);
-    size_t q, i, n = t->m->lay.total;
-    slab[0] = t->m->params; slab[1] = t->adam_m; slab[2] = t->adam_v;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ step ^ ((uint64_t)b_dec_initialized << 63);
+    size_t q, i;
+    slab[0] = params; slab[1] = adam_m; slab[2] = adam_v;
     for (q = 0; q < 3; ++q) {
         const unsigned char *p = (const unsigned char *)slab[q];
         for (i = 0; i + 2 <= n; i += 2) {
@@ -7219,8 +7249,47 @@ static uint64_t lsae__state_hash(const lsae_trainer *t)
             h = (h ^ w) * 0x100000001B3ull;
         }
     }
-    for (i = 0; i < t->m->L; ++i) h = (h ^ t->since_fired[i]) * 0x100000001B3ull;
+    for (i = 0; i < L; ++i) h = (h ^ since_fired[i]) * 0x100000001B3ull;
     return lsae__mix64(h);
+}
+
+/* The hash of the trainer's state. A CUDA trainer's lives on the GPU: it
+   is downloaded (the weights into the model's host slab, which is staging
+   for the file calls anyway; Adam and the counters into scratch), so the
+   ranks compare the same things as CPU ranks do. */
+static lsae_result lsae__state_hash(const lsae_trainer *t, uint64_t *out)
+{
+    const lsae_model *m = t->m;
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) {
+        const size_t n = m->lay.total;
+        lsae_trainer_state st;
+        float *mv;
+        uint64_t *since;
+        lsae_result r;
+        int i;
+        float **pm[LSAE__NUM_TENSORS], **pv[LSAE__NUM_TENSORS];
+        if (n > (SIZE_MAX / sizeof(float)) / 2) return lsae__err(LSAE_OUT_OF_MEMORY, "the trainer state is too large to hash");
+        mv = (float *)lsae__alloc_array(t->alloc, 2 * n, sizeof(float), "the Adam state to compare across ranks");
+        since = mv ? (uint64_t *)lsae__alloc_array(t->alloc, m->L, sizeof(uint64_t), "the counters to compare across ranks") : NULL;
+        if (!since) { lsae__free(t->alloc, mv); return LSAE_OUT_OF_MEMORY; }
+        memset(&st, 0, sizeof st);
+        pm[0] = &st.m_W_enc; pm[1] = &st.m_b_enc; pm[2] = &st.m_W_dec; pm[3] = &st.m_b_dec;
+        pv[0] = &st.v_W_enc; pv[1] = &st.v_b_enc; pv[2] = &st.v_W_dec; pv[3] = &st.v_b_dec;
+        for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+            *pm[i] = mv + m->lay.offset[i];
+            *pv[i] = mv + n + m->lay.offset[i];
+        }
+        st.since_fired = since;
+        if ((r = lsae__cuda_model_download(m->cuda, m->params)) == LSAE_OK && (r = lsae__cuda_trainer_get_state(t->cuda, &st)) == LSAE_OK)
+            *out = lsae__state_hash_of(t->step, t->b_dec_initialized, m->params, mv, mv + n, n, since, m->L);
+        lsae__free(t->alloc, since);
+        lsae__free(t->alloc, mv);
+        return r;
+    }
+#endif
+    *out = lsae__state_hash_of(t->step, t->b_dec_initialized, m->params, t->adam_m, t->adam_v, m->lay.total, t->since_fired, m->L);
+    return LSAE_OK;
 }
 
 LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *comm)
@@ -7229,6 +7298,10 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *com
     if (!t) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: trainer is NULL");
     if (t->micro) return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: %llu batches are accumulated but not applied; set the communicator between optimizer steps", (unsigned long long)t->micro);
     if (!comm) {
+#ifdef LATENTSAE_CUDA
+        lsae_result r;
+        if (t->cuda && (r = lsae__cuda_trainer_set_comm(t->cuda, NULL)) != LSAE_OK) return r;
+#endif
         lsae__free(t->alloc, t->comm_buf); lsae__free(t->alloc, t->fire_buf);
         t->comm_buf = NULL; t->fire_buf = NULL;
         t->has_comm = 0;
@@ -7238,34 +7311,62 @@ LSAE_DEF lsae_result lsae_trainer_set_comm(lsae_trainer *t, const lsae_comm *com
         return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: rank %d of size %d is not a rank", comm->rank, comm->size);
     if (!comm->sum_f32 || !comm->sum_f64 || !comm->broadcast)
         return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: sum_f32, sum_f64 and broadcast must all be set");
-#ifdef LATENTSAE_CUDA
-    if (t->cuda && comm->size > 1)
-        return lsae__err(LSAE_UNSUPPORTED, "data-parallel training (%d ranks) runs on the CPU only in this version: use device cpu", comm->size);
-#endif
     if (comm->size > 1 && t->batchwide)
         return lsae__err(LSAE_UNSUPPORTED, "%s with a batch-wide pick cannot train data-parallel (%d ranks) in this version: its selection needs every rank's candidates. "
                          "Data-parallel training takes topk (with multi_topk, AuxK, k_anneal) and matryoshka without matryoshka_use_batchtopk; run batch-wide types in one process",
                          t->cfg.sae_type == LSAE_SAE_BATCHTOPK ? "batchtopk" : "matryoshka", comm->size);
     nbuf = t->m->d + LSAE_MAX_LEVELS + 4;
-    if (!t->comm_buf && !(t->comm_buf = (double *)lsae__alloc_array(t->alloc, nbuf, sizeof(double), "sums across ranks"))) return LSAE_OUT_OF_MEMORY;
-    if (!t->fire_buf && !(t->fire_buf = (float *)lsae__alloc_array(t->alloc, t->m->L, sizeof(float), "fired flags across ranks"))) return LSAE_OUT_OF_MEMORY;
+#ifdef LATENTSAE_CUDA
+    if (t->cuda) nbuf = 0;   /* a GPU trainer's exchange buffers are latentsae_cuda.cu's */
+#endif
+    if (nbuf) {
+        if (!t->comm_buf && !(t->comm_buf = (double *)lsae__alloc_array(t->alloc, nbuf, sizeof(double), "sums across ranks"))) return LSAE_OUT_OF_MEMORY;
+        if (!t->fire_buf && !(t->fire_buf = (float *)lsae__alloc_array(t->alloc, t->m->L, sizeof(float), "fired flags across ranks"))) return LSAE_OUT_OF_MEMORY;
+    }
     if (comm->size > 1) {
         /* Every rank must start from the same model and state, or each would
            step its own model with the others' gradients. Rank 0's hash is
            compared on every rank and the verdicts summed, so all ranks
-           return the same answer (and none waits for another in a sum). */
-        uint64_t h = lsae__state_hash(t), h0 = h;
-        double differ;
-        lsae_result r;
-        if ((r = comm->broadcast(comm->ctx, &h0, sizeof h0, 0)) != LSAE_OK)
-            return lsae__err(r, "lsae_trainer_set_comm: broadcasting rank 0's model hash failed (%s)", lsae_result_string(r));
-        differ = h0 != h ? 1.0 : 0.0;
-        if ((r = comm->sum_f64(comm->ctx, &differ, 1)) != LSAE_OK)
-            return lsae__err(r, "lsae_trainer_set_comm: comparing the ranks' models failed (%s)", lsae_result_string(r));
-        if (differ > 0.0)
+           return the same answer (and none waits for another in a sum).
+           A rank whose own part failed (a GPU trainer's exchange buffers,
+           reading its state from the GPU) still takes part in both
+           exchanges, counted as differing, so every rank refuses together
+           and none is left waiting. */
+        uint64_t h = 0, h0;
+        double differ = 1.0;
+        char why[512];
+        lsae_result r, rh = LSAE_OK;
+#ifdef LATENTSAE_CUDA
+        /* the GPU trainer keeps its own copy of comm and its pinned buffers */
+        if (t->cuda) rh = lsae__cuda_trainer_set_comm(t->cuda, comm);
+#endif
+        if (rh == LSAE_OK) rh = lsae__state_hash(t, &h);
+        why[0] = 0;
+        if (rh != LSAE_OK) lsae__snprintf(why, sizeof why, "%s", lsae__err_msg); /* before anything else writes the message */
+        h0 = h;
+        if ((r = comm->broadcast(comm->ctx, &h0, sizeof h0, 0)) == LSAE_OK) {
+            differ = (rh != LSAE_OK || h0 != h) ? 1.0 : 0.0;
+            r = comm->sum_f64(comm->ctx, &differ, 1);
+        }
+        if (r != LSAE_OK || rh != LSAE_OK || differ > 0.0) {
+#ifdef LATENTSAE_CUDA
+            if (t->cuda) (void)lsae__cuda_trainer_set_comm(t->cuda, t->has_comm ? &t->comm : NULL); /* as it was */
+#endif
+            if (r != LSAE_OK)
+                return lsae__err(r, "lsae_trainer_set_comm: comparing the ranks' models (a broadcast and a sum) failed (%s)", lsae_result_string(r));
+            if (rh != LSAE_OK)
+                return lsae__err(rh, "lsae_trainer_set_comm: this rank could not take part (%s: %s)", lsae_result_string(rh), why);
             return lsae__err(LSAE_INVALID_ARGS, "%.0f of the %d ranks hold another model or trainer state than rank 0 (this rank %s): every rank must start from the same weights, "
                              "Adam state, counters and step (the same seed and settings, or the same checkpoint)", differ, comm->size, h0 != h ? "differs" : "agrees");
+        }
     }
+#ifdef LATENTSAE_CUDA
+    else if (t->cuda) {
+        /* one rank: the GPU trainer keeps its one-GPU path */
+        lsae_result r = lsae__cuda_trainer_set_comm(t->cuda, comm);
+        if (r != LSAE_OK) return r;
+    }
+#endif
     t->comm = *comm;
     t->has_comm = 1;
     t->comm_failed = 0;
@@ -7292,7 +7393,8 @@ LSAE_DEF lsae_result lsae_trainer_set_shard_comm(lsae_trainer *t, const lsae_com
     if (!comm->sum_f32 || !comm->sum_f64 || !comm->broadcast || !comm->allgather)
         return lsae__err(LSAE_INVALID_ARGS, "lsae_trainer_set_shard_comm: sum_f32, sum_f64, broadcast and allgather must all be set");
 #ifdef LATENTSAE_CUDA
-    if (t->cuda) return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training runs on the CPU only in this version: use device cpu");
+    if (t->cuda) return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training runs on the CPU only in this version: shard the latents on CPU ranks (device cpu), "
+                                  "or train on GPUs data-parallel (lsae_trainer_set_comm; lsae train without --shard-latents), each rank holding the whole model");
 #endif
     if (t->cfg.sae_type != LSAE_SAE_TOPK)
         return lsae__err(LSAE_UNSUPPORTED, "latent-sharded training takes topk (with multi_topk, AuxK, k_anneal) only in this version, not %s: train it in one process",

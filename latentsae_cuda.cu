@@ -57,6 +57,22 @@
    renormalisation; U4 the dead-latent counters and the next window's dead
    mask. All on the device.
 
+   Data-parallel training (lsae_trainer_set_comm with size > 1; README
+   "Distributed training", "On GPUs"). The same exchanges as the CPU
+   trainer, at the same points: F2's column sums with the row counts and
+   then the variance about the global mean, F3's sums (first batch), F7's
+   loss terms, and at U0 (before U2) the gradient slab and the fired flags.
+   Each rank's part is reduced on its GPU in a fixed order (kernels under
+   "data-parallel runs"), the ranks' parts are added through lsae_comm in
+   rank order (pinned host memory and sum_f64 / sum_f32, or sum_f32_device
+   on the device for the gradient when the comm has it: latentsae_nccl.h),
+   and the sums go back to the device; U1 stays per batch (it is linear in
+   the batch, so summing it across ranks is the same sum). A rank's slice
+   may be empty: it launches no kernel over rows and still takes part in
+   every sum. The host waits for the device at each exchange. With one
+   rank the step is the one-GPU step below, bit for bit. Compiled and
+   linked by CI; not yet run on a GPU (tests/cuda/mpi.sh is the check).
+
    Asynchrony. Calls without stats return once their work is queued: the
    host copies the next batch while the GPU computes this one. The device
    keeps a status word (poisoned by a NaN loss, gradient norm or weight);
@@ -1270,6 +1286,145 @@ __global__ void lsae__apply_finish_kernel(lsae__dstat *st, unsigned long long st
     }
 }
 
+/* ---- data-parallel runs (lsae_trainer_set_comm, size > 1) ---- */
+
+/* The per-rank halves of the global sums the CPU trainer exchanges
+   (latentsae.h: lsae__total_variance_comm, lsae__init_b_dec, lsae__loss,
+   lsae__comm_window). Each is this rank's part over its own rows, in a
+   fixed order (so a repeat gives the same bits); the host adds the ranks'
+   parts through lsae_comm and hands the sums back. Only the data-parallel
+   path launches them: the one-GPU kernels above are untouched. */
+
+/* s[j] = sum_r x[r, j] in double (F2 pass 1, F3's mean): 32 row groups per
+   dimension, then the groups added in order, as lsae__total_variance_kernel */
+__global__ void lsae__col_sums_kernel(double *__restrict__ s_out, const float *__restrict__ x, int B, int d)
+{
+    __shared__ double part[32][33];
+    const int tx = threadIdx.x, ty = threadIdx.y, j = blockIdx.x * 32 + tx;
+    double s = 0.0;
+    int r, q;
+    if (j < d)
+        for (r = ty; r < B; r += 32) s += (double)x[(size_t)r * d + j];
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && j < d) {
+        double m = 0.0;
+        for (q = 0; q < 32; ++q) m += part[q][tx];
+        s_out[j] = m;
+    }
+}
+
+/* tv_dim[j] = sum_r (x[r, j] - mean[j])^2 in double about the global mean
+   (F2 pass 2), the same row groups */
+__global__ void lsae__col_sqdev_kernel(double *__restrict__ tv_dim, const float *__restrict__ x, const double *__restrict__ mean,
+                                       int B, int d)
+{
+    __shared__ double part[32][33];
+    const int tx = threadIdx.x, ty = threadIdx.y, j = blockIdx.x * 32 + tx;
+    double s = 0.0;
+    int r, q;
+    if (j < d) {
+        const double m = mean[j];
+        for (r = ty; r < B; r += 32) {
+            const double diff = (double)x[(size_t)r * d + j] - m;
+            s += diff * diff;
+        }
+    }
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && j < d) {
+        double v = 0.0;
+        for (q = 0; q < 32; ++q) v += part[q][tx];
+        tv_dim[j] = v;
+    }
+}
+
+/* F3, one Weiszfeld step's sums over this rank's rows: s[j] = sum_q w[q]
+   x[q, j] (j < d) and s[d] = sum_q w[q], rows in order */
+__global__ void lsae__gm_sums_kernel(double *__restrict__ s_out, const double *__restrict__ w, const float *__restrict__ x,
+                                     int B, int d)
+{
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    double s = 0.0;
+    int q;
+    if (j < d)
+        for (q = 0; q < B; ++q) s += w[q] * (double)x[(size_t)q * d + j];
+    else if (j == d)
+        for (q = 0; q < B; ++q) s += w[q];
+    else
+        return;
+    s_out[j] = s;
+}
+
+/* F7, this rank's part: out = (sum se, sum se4, sum sa) over its rows (the
+   block sums of lsae__loss_kernel) */
+__global__ void __launch_bounds__(1024) lsae__loss_sums_kernel(double *__restrict__ out, const double *__restrict__ row_sse, int B)
+{
+    __shared__ double sh[32];
+    double se = 0.0, se4 = 0.0, sa = 0.0;
+    int r;
+    for (r = threadIdx.x; r < B; r += 1024) {
+        se += row_sse[3 * (size_t)r];
+        se4 += row_sse[3 * (size_t)r + 1];
+        sa += row_sse[3 * (size_t)r + 2];
+    }
+    se = lsae__block_sum<1024>(se, sh);
+    se4 = lsae__block_sum<1024>(se4, sh);
+    sa = lsae__block_sum<1024>(sa, sh);
+    if (threadIdx.x == 0) {
+        out[0] = se;
+        out[1] = se4;
+        out[2] = sa;
+    }
+}
+
+/* F7 from the global sums: the rest of lsae__loss_kernel, one thread */
+__global__ void lsae__loss_finish_kernel(lsae__dstat *st, const double *__restrict__ sums, int multi, int aux_on, double alpha,
+                                         unsigned long long step)
+{
+    const double se = sums[0], se4 = sums[1], sa = sums[2], TV = st->tv;
+    const int ka = aux_on ? st->ka : 0;
+    const double fvu = se / TV, fvu4 = multi ? se4 / TV : 0.0, auxk = ka ? st->scale * sa / TV : 0.0;
+    const double loss = fvu + alpha * auxk + fvu4 / 8.0;
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    st->se = se; st->se4 = se4; st->sa = sa;
+    st->fvu = fvu; st->fvu4 = fvu4; st->auxk = auxk; st->loss = loss;
+    if (!isfinite(loss) && !st->poisoned) {
+        st->poisoned = LSAE__POISON_LOSS;
+        st->poison_loss = loss; st->poison_fvu = fvu; st->poison_auxk = auxk;
+        st->poison_step = step;
+    }
+}
+
+/* U0: the fired flags as 0/1 floats for the sum across ranks, and back
+   (fired on any rank: the sum > 0) */
+__global__ void lsae__fire_to_float_kernel(float *__restrict__ f, const unsigned char *__restrict__ did_fire, size_t L)
+{
+    size_t l;
+    for (l = blockIdx.x * (size_t)blockDim.x + threadIdx.x; l < L; l += (size_t)gridDim.x * blockDim.x)
+        f[l] = did_fire[l] ? 1.0f : 0.0f;
+}
+
+__global__ void lsae__fire_from_float_kernel(unsigned char *__restrict__ did_fire, const float *__restrict__ f, size_t L)
+{
+    size_t l;
+    for (l = blockIdx.x * (size_t)blockDim.x + threadIdx.x; l < L; l += (size_t)gridDim.x * blockDim.x)
+        did_fire[l] = f[l] > 0.0f;
+}
+
+/* latentsae_nccl.h's sum: out = ((parts[0] + parts[1]) + ...) + parts[P-1],
+   element-wise, the order of latentsae_mpi.h (__fadd_rn: no contraction) */
+__global__ void lsae__sum_parts_kernel(float *__restrict__ out, const float *__restrict__ parts, size_t n, int P)
+{
+    size_t i;
+    int p;
+    for (i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float s = parts[i];
+        for (p = 1; p < P; ++p) s = __fadd_rn(s, parts[(size_t)p * n + i]);
+        out[i] = s;
+    }
+}
+
 /* ================================================================= model */
 
 struct lsae__cuda_model {
@@ -1811,6 +1966,19 @@ struct lsae__cuda_trainer {
     void *sort_tmp;
     size_t sort_tmp_bytes;
     int end_bit;                /* bits of the largest key (L) */
+    /* Data-parallel (lsae__cuda_trainer_set_comm, size > 1 only: with one
+       rank nothing below is used and the step is the one-GPU step, bit for
+       bit). The exchanges are the CPU trainer's, at the same points. */
+    int has_comm;
+    int comm_failed;            /* a sum across ranks failed: the ranks may disagree, refuse work */
+    lsae_comm comm;
+    double *hsum;               /* pinned [d + 2]: a per-batch sum on its way to and from sum_f64 */
+    double *dsum;               /* [d + 2] on the device: the same sums there */
+    float *hgrad;               /* pinned [total]: the gradient for sum_f32 (no sum_f32_device) */
+    unsigned char *hfire8;      /* pinned [L]: the fired flags for sum_f32 */
+    float *hfire;               /* host [L] */
+    float *dfire;               /* [L] on the device, for sum_f32_device */
+    size_t Bg, dropped_g;       /* this batch's rows and dropped rows over every rank */
 };
 typedef struct lsae__cuda_trainer lsae__ct;
 
@@ -1841,6 +2009,9 @@ static void lsae__ct_destroy(lsae__ct *t)
     lsae__dfree(&t->lat_start);
     lsae__dfree(&t->lat_dsum);
     lsae__dfree(&t->din_part);
+    lsae__hfree(&t->hsum); lsae__dfree(&t->dsum); lsae__hfree(&t->hgrad); lsae__hfree(&t->hfire8); lsae__dfree(&t->dfire);
+    delete[] t->hfire;
+    t->hfire = NULL;
     if (t->st_ev) (void)cudaEventDestroy(t->st_ev);
     for (i = 0; i < 2; ++i)
         if (t->hx_free[i]) (void)cudaEventDestroy(t->hx_free[i]);
@@ -2092,9 +2263,14 @@ static lsae_result lsae__keep_finite_rows(lsae__ct *t, const float *x, size_t ro
     B = lsae__copy_finite_rows(t->hx[slot], x, rows, d, &all_equal);
     *B_out = B;
     *dropped_out = rows - B;
-    if (B < 2)
+    /* data-parallel: a rank may hold fewer than 2 rows (or none), and its
+       rows may all be equal while the global batch's are not: the global
+       counts and TV decide, in F2, on every rank alike */
+    if (t->has_comm) {
+        if (B == 0) return LSAE_OK;
+    } else if (B < 2)
         return lsae__cu_msg(LSAE_BAD_BATCH, "batch has %zu finite rows (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance", B, rows - B);
-    if (all_equal)
+    else if (all_equal)
         return lsae__cu_msg(LSAE_BAD_BATCH, "batch's total variance is 0 (all %zu rows equal?): fvu is undefined, batch refused", B);
     LSAE__CU(cudaMemcpyAsync(t->x, t->hx[slot], B * d * sizeof(float), cudaMemcpyHostToDevice, s));
     LSAE__CU(cudaEventRecord(t->hx_free[slot], s));
@@ -2126,12 +2302,225 @@ static lsae_result lsae__poison_workspace(lsae__ct *t, size_t B)
     return LSAE_OK;
 }
 
+/* ------------------------------------------------ data-parallel exchanges
+
+   With comm set (size > 1) the trainer makes the same sums across ranks as
+   the CPU trainer, at the same points and with the same meaning (latentsae.h:
+   lsae__total_variance_comm, lsae__init_b_dec, lsae__loss,
+   lsae__comm_window): each rank's part over its own rows comes from the
+   device to pinned host memory, lsae_comm adds the ranks' parts in rank
+   order, and the sums go back to the device. The per-batch sums are d + 2
+   doubles and fewer; the gradient is summed once per optimizer step, on the
+   device when the comm has sum_f32_device (NCCL). Every rank makes the same
+   calls in the same order whatever its rows (an empty slice sends zeros),
+   so no rank waits for another that skipped a sum. The host waits for the
+   device at each exchange: a data-parallel step is not queued ahead. */
+
+static lsae_result lsae__ct_comm_fail(lsae__ct *t, lsae_result r, const char *what)
+{
+    t->comm_failed = 1;
+    return lsae__cu_msg(r == LSAE_OK ? LSAE_ERROR : r, "summing %s across %d ranks failed (%s); the ranks may disagree now: restart from the last checkpoint",
+                        what, t->comm.size, lsae_result_string(r));
+}
+
+/* hsum[0..n) <- dev[0..n), waited for */
+static lsae_result lsae__ct_down(lsae__ct *t, const double *dev, size_t n)
+{
+    LSAE__CU(cudaMemcpyAsync(t->hsum, dev, n * sizeof(double), cudaMemcpyDeviceToHost, t->cm->stream));
+    LSAE__CU(cudaStreamSynchronize(t->cm->stream));
+    return LSAE_OK;
+}
+
+/* dev[0..n) <- hsum[0..n), waited for: the host writes hsum again soon */
+static lsae_result lsae__ct_up(lsae__ct *t, double *dev, size_t n)
+{
+    LSAE__CU(cudaMemcpyAsync(dev, t->hsum, n * sizeof(double), cudaMemcpyHostToDevice, t->cm->stream));
+    LSAE__CU(cudaStreamSynchronize(t->cm->stream));
+    return LSAE_OK;
+}
+
+/* hsum[0..n) <- the sum over ranks (rank order, the same bits everywhere) */
+static lsae_result lsae__ct_sum64(lsae__ct *t, size_t n, const char *what)
+{
+    lsae_result r = t->comm.sum_f64(t->comm.ctx, t->hsum, n);
+    return r == LSAE_OK ? LSAE_OK : lsae__ct_comm_fail(t, r, what);
+}
+
+/* F2 over the ranks, as the CPU's lsae__total_variance_comm:
+      pass 1: s_j = sum over every rank's rows of x[b, j], with the row and
+              dropped-row counts: one sum, mean_j = s_j / B_global
+      pass 2: tv_j = sum_b (x[b, j] - mean_j)^2 over this rank's rows, then
+              summed across ranks; TV = sum_j tv_j in order
+   The global batch decides the refusals (fewer than 2 rows, TV = 0), so
+   every rank refuses the same batch. B1's coefficients then come from the
+   global TV, by the one-GPU finish kernel. */
+static lsae_result lsae__total_variance_comm(lsae__ct *t, size_t B, size_t dropped)
+{
+    cudaStream_t s = t->cm->stream;
+    const size_t d = t->d;
+    const double w = 1.0 / (double)t->cfg.grad_acc_steps;
+    const unsigned gd = (unsigned)((d + 31) / 32);
+    double TV = 0.0;
+    size_t j;
+    lsae_result r;
+    if (B) {
+        lsae__col_sums_kernel<<<gd, dim3(32, 32), 0, s>>>(t->dsum, t->x, (int)B, (int)d);
+        LSAE__LAUNCHED(col_sums);
+        if ((r = lsae__ct_down(t, t->dsum, d)) != LSAE_OK) return r;
+    } else
+        for (j = 0; j < d; ++j) t->hsum[j] = 0.0;
+    t->hsum[d] = (double)B;
+    t->hsum[d + 1] = (double)dropped;
+    if ((r = lsae__ct_sum64(t, d + 2, "the batch's column sums")) != LSAE_OK) return r;
+    t->Bg = (size_t)t->hsum[d];
+    t->dropped_g = (size_t)t->hsum[d + 1];
+    if (t->Bg < 2)
+        return lsae__cu_msg(LSAE_BAD_BATCH, "batch has %zu finite rows over %d ranks (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance",
+                            t->Bg, t->comm.size, t->dropped_g);
+    for (j = 0; j < d; ++j) t->hsum[j] = t->hsum[j] / (double)t->Bg;
+    if (B) {
+        if ((r = lsae__ct_up(t, t->dsum, d)) != LSAE_OK) return r;
+        lsae__col_sqdev_kernel<<<gd, dim3(32, 32), 0, s>>>(t->tv_dim, t->x, t->dsum, (int)B, (int)d);
+        LSAE__LAUNCHED(col_sqdev);
+        if ((r = lsae__ct_down(t, t->tv_dim, d)) != LSAE_OK) return r;
+    } else
+        for (j = 0; j < d; ++j) t->hsum[j] = 0.0;
+    if ((r = lsae__ct_sum64(t, d, "the batch's variance")) != LSAE_OK) return r;
+    for (j = 0; j < d; ++j) TV += t->hsum[j];
+    if (!(TV > 0.0) || !std::isfinite(TV))
+        return lsae__cu_msg(LSAE_BAD_BATCH, "batch's total variance is %g (all %zu rows equal?): fvu is undefined, batch refused", TV, t->Bg);
+    /* the summed tv_dim to the device: the finish kernel adds it in the
+       same order, so the device's TV is the one just checked */
+    if ((r = lsae__ct_up(t, t->tv_dim, d)) != LSAE_OK) return r;
+    lsae__total_variance_finish_kernel<<<1, 1, 0, s>>>(t->dst, t->tv_dim, (int)d, w, t->cfg.auxk_alpha, t->K > t->k, t->KA > 0);
+    LSAE__LAUNCHED(total_variance_finish);
+    return LSAE_OK;
+}
+
+/* F3 over the ranks, as the CPU's lsae__init_b_dec with comm: the mean and
+   each Weiszfeld step's sums (sum_b w_b x_b and sum_b w_b) over every rank's
+   rows, one fixed-order sum each; the guess, the step and the stopping test
+   on the host in double, the same numbers on every rank. The first batch
+   of a run only. */
+static lsae_result lsae__init_b_dec_comm(lsae__ct *t, size_t B)
+{
+    cudaStream_t s = t->cm->stream;
+    const size_t d = t->d;
+    const unsigned gd = lsae__grid(d + 1, 256, 1u << 30);
+    double *guess, *prev;
+    lsae_result r = LSAE_OK;
+    size_t j;
+    int it;
+    guess = new (std::nothrow) double[2 * d];
+    if (!guess) return lsae__cu_msg(LSAE_OUT_OF_MEMORY, "out of memory for the geometric median");
+    prev = guess + d;
+#define LSAE__GM(expr) do { if ((r = (expr)) != LSAE_OK) goto done; } while (0)
+#define LSAE__GMC(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { r = lsae__cu_fail(e_, #call, __LINE__); goto done; } } while (0)
+    if (B) {
+        lsae__col_sums_kernel<<<(unsigned)((d + 31) / 32), dim3(32, 32), 0, s>>>(t->dsum, t->x, (int)B, (int)d);
+        LSAE__GMC(cudaGetLastError());
+        LSAE__GM(lsae__ct_down(t, t->dsum, d));
+    } else
+        for (j = 0; j < d; ++j) t->hsum[j] = 0.0;
+    LSAE__GM(lsae__ct_sum64(t, d, "the geometric median's mean"));
+    for (j = 0; j < d; ++j) guess[j] = t->hsum[j] / (double)t->Bg;
+    /* lsae__gm_weights_kernel skips its work once gm_done is set */
+    LSAE__GMC(cudaMemsetAsync(&t->dst->gm_done, 0, sizeof(int), s));
+    for (it = 0; it < 100; ++it) {
+        double moved = 0.0;
+        memcpy(prev, guess, d * sizeof(double));
+        if (B) {
+            memcpy(t->hsum, guess, d * sizeof(double));
+            LSAE__GM(lsae__ct_up(t, t->gm_guess, d));
+            lsae__gm_weights_kernel<<<(unsigned)((B + 7) / 8), 256, 0, s>>>(t->gm_w, t->gm_guess, t->x, (int)B, (int)d, t->dst);
+            LSAE__GMC(cudaGetLastError());
+            lsae__gm_sums_kernel<<<gd, 256, 0, s>>>(t->dsum, t->gm_w, t->x, (int)B, (int)d);
+            LSAE__GMC(cudaGetLastError());
+            LSAE__GM(lsae__ct_down(t, t->dsum, d + 1));
+        } else
+            for (j = 0; j <= d; ++j) t->hsum[j] = 0.0;
+        LSAE__GM(lsae__ct_sum64(t, d + 1, "the geometric median's step"));
+        for (j = 0; j < d; ++j) guess[j] = t->hsum[j] / t->hsum[d];
+        for (j = 0; j < d; ++j) moved += (guess[j] - prev[j]) * (guess[j] - prev[j]);
+        if (std::sqrt(moved) < 1e-5) break;
+    }
+    memcpy(t->hsum, guess, d * sizeof(double));
+    LSAE__GM(lsae__ct_up(t, t->gm_guess, d));
+    lsae__gm_finish_kernel<<<lsae__grid(d, 256, 1u << 30), 256, 0, s>>>(t->cm->params + t->cm->off[LSAE__B_DEC], t->gm_guess, (int)d, t->dst);
+    LSAE__GMC(cudaGetLastError());
+    *t->b_dec_initialized = 1;
+#undef LSAE__GM
+#undef LSAE__GMC
+done:
+    delete[] guess;
+    return r;
+}
+
+/* F7 over the ranks: this rank's sums of the row terms, summed across the
+   ranks (the CPU's lsae__loss with comm), then the loss from the global
+   sums and TV; a non-finite loss poisons every rank alike. */
+static lsae_result lsae__loss_comm(lsae__ct *t, size_t B)
+{
+    cudaStream_t s = t->cm->stream;
+    lsae_result r;
+    if (B) {
+        lsae__loss_sums_kernel<<<1, 1024, 0, s>>>(t->dsum, t->row_sse, (int)B);
+        LSAE__LAUNCHED(loss_sums);
+        if ((r = lsae__ct_down(t, t->dsum, 3)) != LSAE_OK) return r;
+    } else
+        t->hsum[0] = t->hsum[1] = t->hsum[2] = 0.0;
+    if ((r = lsae__ct_sum64(t, 3, "the loss")) != LSAE_OK) return r;
+    if ((r = lsae__ct_up(t, t->dsum, 3)) != LSAE_OK) return r;
+    lsae__loss_finish_kernel<<<1, 1, 0, s>>>(t->dst, t->dsum, t->K > t->k, t->KA > 0, t->cfg.auxk_alpha, (unsigned long long)((*t->step) + 1));
+    LSAE__LAUNCHED(loss_finish);
+    return LSAE_OK;
+}
+
+/* U0 (the CPU's lsae__comm_window): the window's gradient is the sum of
+   the ranks' gradients (each of the global loss: its rows' terms over the
+   global TV), and a latent fired when it fired on any rank (0/1 flags
+   summed, then > 0). On the device through sum_f32_device when the comm
+   has it, else through pinned host copies and sum_f32. Then U2-U4 take the
+   same step on every rank, and the weights, Adam's moments and the
+   counters never need sending. (U2 here sums the whole summed slab, so
+   nothing like the CPU's kept row norms needs redoing.) */
+static lsae_result lsae__comm_window(lsae__ct *t)
+{
+    cudaStream_t s = t->cm->stream;
+    const size_t total = t->cm->total, L = t->L;
+    const unsigned gl = lsae__grid(L, 256, 65535);
+    lsae_result r;
+    size_t l;
+    if (t->comm.sum_f32_device) {
+        if ((r = t->comm.sum_f32_device(t->comm.ctx, t->grads, total, (void *)s)) != LSAE_OK) return lsae__ct_comm_fail(t, r, "the gradients");
+        lsae__fire_to_float_kernel<<<gl, 256, 0, s>>>(t->dfire, t->did_fire, L);
+        LSAE__LAUNCHED(fire_to_float);
+        if ((r = t->comm.sum_f32_device(t->comm.ctx, t->dfire, L, (void *)s)) != LSAE_OK) return lsae__ct_comm_fail(t, r, "the fired flags");
+        lsae__fire_from_float_kernel<<<gl, 256, 0, s>>>(t->did_fire, t->dfire, L);
+        LSAE__LAUNCHED(fire_from_float);
+        return LSAE_OK;
+    }
+    LSAE__CU(cudaMemcpyAsync(t->hgrad, t->grads, total * sizeof(float), cudaMemcpyDeviceToHost, s));
+    LSAE__CU(cudaMemcpyAsync(t->hfire8, t->did_fire, L, cudaMemcpyDeviceToHost, s));
+    LSAE__CU(cudaStreamSynchronize(s));
+    if ((r = t->comm.sum_f32(t->comm.ctx, t->hgrad, total)) != LSAE_OK) return lsae__ct_comm_fail(t, r, "the gradients");
+    for (l = 0; l < L; ++l) t->hfire[l] = t->hfire8[l] ? 1.0f : 0.0f;
+    if ((r = t->comm.sum_f32(t->comm.ctx, t->hfire, L)) != LSAE_OK) return lsae__ct_comm_fail(t, r, "the fired flags");
+    for (l = 0; l < L; ++l) t->hfire8[l] = t->hfire[l] > 0.0f;
+    LSAE__CU(cudaMemcpyAsync(t->grads, t->hgrad, total * sizeof(float), cudaMemcpyHostToDevice, s));
+    LSAE__CU(cudaMemcpyAsync(t->did_fire, t->hfire8, L, cudaMemcpyHostToDevice, s));
+    /* the pinned copies must not be rewritten before these copies ran */
+    LSAE__CU(cudaStreamSynchronize(s));
+    return LSAE_OK;
+}
+
 /* F2. TV = sum_j sum_b (x[b, j] - mean_b x[b, j])^2 in double, per dimension
    then summed in the CPU's order; the same kernel forms B1's coefficients. */
-static lsae_result lsae__total_variance(lsae__ct *t, size_t B)
+static lsae_result lsae__total_variance(lsae__ct *t, size_t B, size_t dropped)
 {
     cudaStream_t s = t->cm->stream;
     const double w = 1.0 / (double)t->cfg.grad_acc_steps;
+    if (t->has_comm) return lsae__total_variance_comm(t, B, dropped);
     lsae__total_variance_kernel<<<(unsigned)((t->d + 31) / 32), dim3(32, 32), 0, s>>>(t->tv_dim, t->x, (int)B, (int)t->d);
     LSAE__LAUNCHED(total_variance);
     lsae__total_variance_finish_kernel<<<1, 1, 0, s>>>(t->dst, t->tv_dim, (int)t->d, w, t->cfg.auxk_alpha, t->K > t->k, t->KA > 0);
@@ -2149,6 +2538,7 @@ static lsae_result lsae__init_b_dec(lsae__ct *t, size_t B)
     const unsigned gd = lsae__grid(d, 256, 1u << 30);
     int it;
     if (*t->b_dec_initialized) return LSAE_OK;
+    if (t->has_comm) return lsae__init_b_dec_comm(t, B);
     lsae__gm_mean_kernel<<<gd, 256, 0, s>>>(t->gm_guess, t->x, (int)B, (int)d, t->dst);
     LSAE__LAUNCHED(gm_mean);
     for (it = 0; it < 100; ++it) {
@@ -2210,6 +2600,7 @@ static lsae_result lsae__decode_residuals(lsae__ct *t, size_t B)
    change state returns at once (the CPU returns before B1). */
 static lsae_result lsae__loss(lsae__ct *t, size_t B)
 {
+    if (t->has_comm) return lsae__loss_comm(t, B);
     lsae__loss_kernel<<<1, 1024, 0, t->cm->stream>>>(t->dst, t->row_sse, (int)B, t->K > t->k, t->KA > 0, t->cfg.auxk_alpha,
                                                      (unsigned long long)((*t->step) + 1));
     LSAE__LAUNCHED(loss);
@@ -2298,11 +2689,15 @@ static lsae_result lsae__b_dec_grad(lsae__ct *t, size_t B)
    row count and batch count grow. */
 static lsae_result lsae__mark_fired(lsae__ct *t, size_t B)
 {
-    lsae__mark_fired_kernel<<<lsae__grid(B * t->k, 256, 65535), 256, 0, t->cm->stream>>>(t->did_fire, t->topi, B * t->k, (int)t->k,
-                                                                                        (int)t->K, t->dst);
-    LSAE__LAUNCHED(mark_fired);
+    if (B) {
+        lsae__mark_fired_kernel<<<lsae__grid(B * t->k, 256, 65535), 256, 0, t->cm->stream>>>(t->did_fire, t->topi, B * t->k, (int)t->k,
+                                                                                            (int)t->K, t->dst);
+        LSAE__LAUNCHED(mark_fired);
+    }
     (*t->micro)++;
-    (*t->rows_in_window) += B;
+    /* data-parallel: every rank counts the global batch, so the dead-latent
+       counters stay the same everywhere (the CPU's B6) */
+    (*t->rows_in_window) += t->has_comm ? t->Bg : B;
     return LSAE_OK;
 }
 
@@ -2317,17 +2712,21 @@ static lsae_result lsae__ct_accumulate(lsae__ct *t, const float *x, size_t rows,
     /* forward */
     if ((r = lsae__keep_finite_rows(t, x, rows, B_out, dropped_out)) != LSAE_OK) return r;  /* F1 */
     B = *B_out;
-    if (t->cm->poison && (r = lsae__poison_workspace(t, B)) != LSAE_OK) return r;
-    if ((r = lsae__total_variance(t, B)) != LSAE_OK) return r;                             /* F2 */
+    /* B = 0 only on a data-parallel rank with an empty slice: it launches
+       nothing over rows but still takes part in every sum (F2, F3, F7) */
+    if (t->cm->poison && B && (r = lsae__poison_workspace(t, B)) != LSAE_OK) return r;
+    if ((r = lsae__total_variance(t, B, *dropped_out)) != LSAE_OK) return r;              /* F2 */
     if ((r = lsae__init_b_dec(t, B)) != LSAE_OK) return r;                                 /* F3 */
-    if ((r = lsae__encode_select(t, B)) != LSAE_OK) return r;                              /* F4 */
-    if ((r = lsae__decode_residuals(t, B)) != LSAE_OK) return r;                           /* F5, F6, B1 */
+    if (B && (r = lsae__encode_select(t, B)) != LSAE_OK) return r;                         /* F4 */
+    if (B && (r = lsae__decode_residuals(t, B)) != LSAE_OK) return r;                      /* F5, F6, B1 */
     if ((r = lsae__loss(t, B)) != LSAE_OK) return r;                                       /* F7 */
     /* backward: adds into the gradients of the window */
-    if ((r = lsae__sort_entries(t, B)) != LSAE_OK) return r;                               /* B2 */
-    if ((r = lsae__entry_dpre(t, B)) != LSAE_OK) return r;                                 /* B3 */
-    if ((r = lsae__latent_grads(t)) != LSAE_OK) return r;                                  /* B3, B4 */
-    if ((r = lsae__b_dec_grad(t, B)) != LSAE_OK) return r;                                 /* B5, U1 */
+    if (B) {
+        if ((r = lsae__sort_entries(t, B)) != LSAE_OK) return r;                           /* B2 */
+        if ((r = lsae__entry_dpre(t, B)) != LSAE_OK) return r;                             /* B3 */
+        if ((r = lsae__latent_grads(t)) != LSAE_OK) return r;                              /* B3, B4 */
+        if ((r = lsae__b_dec_grad(t, B)) != LSAE_OK) return r;                             /* B5, U1 */
+    }
     return lsae__mark_fired(t, B);                                                         /* B6 */
 }
 
@@ -2399,6 +2798,7 @@ static lsae_result lsae__ct_apply(lsae__ct *t, double *lr_used)
     const double lr = t->lr_base * lsae_lr_factor(&t->cfg, (*t->step));
     lsae_result r;
     *lr_used = lr;
+    if (t->has_comm && (r = lsae__comm_window(t)) != LSAE_OK) return r; /* U0 */
     if ((r = lsae__clip(t)) != LSAE_OK) return r;            /* U2 */
     if ((r = lsae__adam(t, lr)) != LSAE_OK) return r;        /* U3 */
     return lsae__dead_counters(t);                           /* U4 */
@@ -2463,10 +2863,18 @@ static lsae_result lsae__ct_accumulate_call(lsae__ct *t, const float *x, size_t 
     double lr = 0.0;
     int stepped = 0;
     lsae_result r;
-    if ((r = lsae__ct_poll(t, 0)) != LSAE_OK) return r;
+    /* data-parallel: wait for the status, so every rank sees a poisoned
+       step at the same call and none goes into a sum the others left */
+    if ((r = lsae__ct_poll(t, t->has_comm)) != LSAE_OK) return r;
     if (*t->poisoned) return lsae__ct_poison_error(t);
+    if (t->comm_failed) return lsae__cu_msg(LSAE_ERROR, "training stopped earlier when a sum across ranks failed; restart from the last checkpoint");
     if (!x && rows) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_accumulate: x is NULL");
     if ((r = lsae__ct_accumulate(t, x, rows, &B, &dropped)) != LSAE_OK) return r;
+    if (t->has_comm) {
+        /* the statistics are the global batch's, as on the CPU */
+        B = t->Bg;
+        dropped = t->dropped_g;
+    }
     if (then_apply && (*t->micro) >= t->cfg.grad_acc_steps) {
         if ((r = lsae__ct_apply(t, &lr)) != LSAE_OK) return r;
         stepped = 1;
@@ -2507,8 +2915,9 @@ static lsae_result lsae__ct_apply_call(lsae__ct *t, lsae_step_stats *stats)
 {
     double lr = 0.0;
     lsae_result r;
-    if ((r = lsae__ct_poll(t, 0)) != LSAE_OK) return r;
+    if ((r = lsae__ct_poll(t, t->has_comm)) != LSAE_OK) return r;
     if (*t->poisoned) return lsae__ct_poison_error(t);
+    if (t->comm_failed) return lsae__cu_msg(LSAE_ERROR, "training stopped earlier when a sum across ranks failed; restart from the last checkpoint");
     if ((*t->micro) == 0) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_apply: no batch accumulated since the last optimizer step");
     if ((r = lsae__ct_apply(t, &lr)) != LSAE_OK) return r;
     if ((r = lsae__ct_queue_status(t)) != LSAE_OK) return r;
@@ -2608,6 +3017,53 @@ lsae_result lsae__cuda_trainer_set_state(void *ctv, const lsae_trainer_state *st
         if (lsae__ct_check(t, lsae__ct_recount_dead(t)) != LSAE_OK) return LSAE_CUDA_ERROR;
         LSAE__CU(cudaStreamSynchronize(t->cm->stream));
     }
+    return LSAE_OK;
+}
+
+/* Data-parallel training (lsae_trainer_set_comm; latentsae.h has checked
+   comm and that every rank holds the same state). The buffers of the
+   exchanges: a few doubles each way per batch, and for the gradient a
+   pinned host copy when the comm has no device sum. */
+lsae_result lsae__cuda_trainer_set_comm(void *ctv, const lsae_comm *comm)
+{
+    lsae__ct *t = (lsae__ct *)ctv;
+    lsae_result r;
+    if (!t) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae_trainer_set_comm: trainer is NULL");
+    {
+        LSAE__TLOCK(t);
+        /* a queued copy may still read the pinned buffers freed below */
+        LSAE__CU(cudaStreamSynchronize(t->cm->stream));
+        t->has_comm = 0;
+        t->comm_failed = 0;
+        lsae__hfree(&t->hsum); lsae__dfree(&t->dsum); lsae__hfree(&t->hgrad); lsae__hfree(&t->hfire8); lsae__dfree(&t->dfire);
+        delete[] t->hfire;
+        t->hfire = NULL;
+        if (!comm || comm->size <= 1) return LSAE_OK;   /* one rank: the one-GPU step, bit for bit */
+        if ((r = lsae__halloc(&t->hsum, t->d + 2, "sums across ranks")) != LSAE_OK ||
+            (r = lsae__dalloc(&t->dsum, t->d + 2, "sums across ranks")) != LSAE_OK)
+            return r;
+        if (comm->sum_f32_device) {
+            if ((r = lsae__dalloc(&t->dfire, t->L, "fired flags across ranks")) != LSAE_OK) return r;
+        } else {
+            if ((r = lsae__halloc(&t->hgrad, t->cm->total, "the gradient summed across ranks")) != LSAE_OK ||
+                (r = lsae__halloc(&t->hfire8, t->L, "fired flags across ranks")) != LSAE_OK)
+                return r;
+            t->hfire = new (std::nothrow) float[t->L];
+            if (!t->hfire) return lsae__cu_msg(LSAE_OUT_OF_MEMORY, "out of memory for the fired flags across ranks");
+        }
+        t->comm = *comm;
+        t->has_comm = 1;
+    }
+    return LSAE_OK;
+}
+
+/* latentsae_nccl.h's rank-order addition of the chunks it gathered */
+lsae_result lsae__cuda_sum_parts(float *out, const float *parts, size_t n, int P, void *stream)
+{
+    if (!out || !parts || P < 1) return lsae__cu_msg(LSAE_INVALID_ARGS, "lsae__cuda_sum_parts: NULL buffer or P < 1");
+    if (n == 0) return LSAE_OK;
+    lsae__sum_parts_kernel<<<lsae__grid(n, 256, 65535), 256, 0, (cudaStream_t)stream>>>(out, parts, n, P);
+    LSAE__LAUNCHED(sum_parts);
     return LSAE_OK;
 }
 

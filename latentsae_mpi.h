@@ -323,6 +323,20 @@ LSAE_MPI_DEF void lsae_mpi_free(lsae_mpi *c)
     c->cap = 0;
 }
 
+/* This rank's index among the ranks of comm on its node, in rank order
+   (how a rank picks its GPU: latentsae_nccl.h, lsae train under mpirun).
+   Collective over comm. */
+LSAE_MPI_DEF lsae_result lsae_mpi_local_rank(MPI_Comm comm, int *local_rank)
+{
+    MPI_Comm node;
+    int rank;
+    if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS) return LSAE_ERROR;
+    if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) != MPI_SUCCESS) return LSAE_ERROR;
+    if (MPI_Comm_rank(node, local_rank) != MPI_SUCCESS) { MPI_Comm_free(&node); return LSAE_ERROR; }
+    MPI_Comm_free(&node);
+    return LSAE_OK;
+}
+
 /* The rows [*lo, *hi) of a global batch of n rows that rank `rank` of `size`
    trains on: contiguous, sizes differing by at most one (n need not divide). */
 LSAE_MPI_DEF void lsae_mpi_slice(size_t n, int rank, int size, size_t *lo, size_t *hi)

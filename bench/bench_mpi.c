@@ -28,7 +28,7 @@ int main(int argc, char **argv)
 {
     size_t d = 768, L = 6144, k = 32, B = 2048, steps = 5, lo, hi, i, j, s;
     lsae_mpi mc;
-    lsae_comm comm = { 0, 1, NULL, NULL, NULL, NULL, NULL };
+    lsae_comm comm = { 0, 1, NULL, NULL, NULL, NULL, NULL, NULL };
     lsae_config c;
     lsae_model *m;
     lsae_trainer *tr;

@@ -28,8 +28,17 @@
    is bit-identical), and once more with LSAE_MPI_NO_SHM=1 (the sums by MPI
    messages instead of a shared window: the same additions, the same bits).
 
+   "topk-2-rows" trains on a global batch of 2 rows: on 3 ranks one rank's
+   slice is empty and the others hold one row each (the global batch
+   decides the refusals; an empty rank still takes part in every sum).
+
    --plant nosum|localtv: sabotage the communicator (the gradients, or the
-   double sums: TV, the loss), to show the comparisons fail (exit 1). */
+   double sums: TV, the loss), to show the comparisons fail (exit 1).
+
+   --device cuda (built with LATENTSAE_CUDA and latentsae_cuda.o:
+   build/cuda-mpi/mpi_driver, run by tests/cuda/mpi.sh): every trainer, the
+   ranks' and rank 0's one-process reference, on the GPU (FP32 products;
+   ranks may share a GPU); the types the GPU trainer lacks are skipped. */
 #define LATENTSAE_IMPLEMENTATION
 #include <mpi.h>
 #include "../latentsae.h"
@@ -44,7 +53,13 @@
 #define STEPS 20
 #define TOL 1e-5
 
-static int g_rank, g_size, g_fail;
+static int g_rank, g_size, g_fail, g_cuda;
+/* TOL, but 1e-4 for the 2-row case on the GPU: with 2 rows a batch an
+   element whose gradient nearly cancels moves by about lr whatever its
+   rounding (Adam), so a regrouped sum shows more there (test_cuda_dp.c
+   measured 6.8e-6 on the CPU at d=64); a rank's part lost or counted twice
+   is off by far more than 1e-4 */
+static double g_tol = TOL;
 static double g_worst_tensor, g_worst_stat;
 static size_t g_most_dead;   /* the checks must have seen AuxK at work */
 
@@ -88,6 +103,7 @@ typedef struct tcase {
     int multi_topk, anneal, batchwide;
     double auxk_alpha;
     uint64_t grad_acc;
+    size_t gb;          /* the global batch's rows (0: GB) */
 } tcase;
 
 static lsae_config case_config(const tcase *tc)
@@ -114,6 +130,12 @@ static lsae_config case_config(const tcase *tc)
         c.matryoshka_ks[j] = tc->ks[j];
     }
     c.k_anneal = tc->anneal;
+#ifdef LATENTSAE_CUDA
+    if (g_cuda) {
+        c.device = LSAE_DEVICE_CUDA;
+        c.precision = LSAE_PRECISION_FP32;
+    }
+#endif
     return c;
 }
 
@@ -121,7 +143,7 @@ static void near_stat(const char *cs, const char *what, double a, double b)
 {
     double e = fabs(a - b) / (fabs(b) > 1e-30 ? fabs(b) : 1.0);
     if (e > g_worst_stat) g_worst_stat = e;
-    if (!(e <= TOL)) failf("%s: %s %.9g, one process %.9g", cs, what, a, b);
+    if (!(e <= g_tol)) failf("%s: %s %.9g, one process %.9g", cs, what, a, b);
 }
 
 /* max |a - b| <= TOL max |b| */
@@ -136,7 +158,7 @@ static void near_tensor(const char *cs, const char *what, const float *a, const 
     }
     e = bmax > 0 ? dmax / bmax : dmax;
     if (e > g_worst_tensor) g_worst_tensor = e;
-    if (exact ? memcmp(a, b, n * sizeof(float)) != 0 : !(e <= TOL)) failf("%s: %s differs by %.3g of its largest value %.3g", cs, what, e, bmax);
+    if (exact ? memcmp(a, b, n * sizeof(float)) != 0 : !(e <= g_tol)) failf("%s: %s differs by %.3g of its largest value %.3g", cs, what, e, bmax);
 }
 
 /* the whole state: weights, Adam moments, counters, steps */
@@ -222,10 +244,12 @@ static void run_case(const tcase *tc, const lsae_comm *comm)
     lsae_trainer *tr = NULL, *trr = NULL;
     lsae_step_stats st, str;
     lsae_result r;
+    const size_t gb = tc->gb ? tc->gb : GB;
     size_t lo, hi, nb = STEPS * tc->grad_acc, s;
     float *x = (float *)malloc(GB * D * sizeof(float));
     snap a, b;
     uint64_t h, h0;
+    g_tol = g_cuda && tc->gb ? 1e-4 : TOL;
     if (lsae_model_create(&c, NULL, &m) != LSAE_OK || lsae_trainer_create(m, &c, &tr) != LSAE_OK) {
         fprintf(stderr, "rank %d: %s: %s\n", g_rank, tc->name, lsae_last_error());
         g_fail = 1;
@@ -246,11 +270,11 @@ static void run_case(const tcase *tc, const lsae_comm *comm)
         g_fail = 1;
         return;
     }
-    lsae_mpi_slice(GB, g_rank, g_size, &lo, &hi);
+    lsae_mpi_slice(gb, g_rank, g_size, &lo, &hi);
     for (s = 0; s < nb; ++s) {
         size_t i;
         /* this rank's rows; rank 0 makes them all, for its one-process run */
-        for (i = 0; i < GB; ++i)
+        for (i = 0; i < gb; ++i)
             if (g_rank == 0 || (i >= lo && i < hi)) make_row(x + i * D, (uint64_t)(s * GB + i));
         memset(&st, 0, sizeof st);
         if ((r = lsae_trainer_step(tr, x + lo * D, hi - lo, &st)) != LSAE_OK) {
@@ -260,10 +284,10 @@ static void run_case(const tcase *tc, const lsae_comm *comm)
         }
         if (g_rank == 0) {
             memset(&str, 0, sizeof str);
-            if (lsae_trainer_step(trr, x, GB, &str) != LSAE_OK) { fprintf(stderr, "%s: reference: %s\n", tc->name, lsae_last_error()); g_fail = 1; break; }
+            if (lsae_trainer_step(trr, x, gb, &str) != LSAE_OK) { fprintf(stderr, "%s: reference: %s\n", tc->name, lsae_last_error()); g_fail = 1; break; }
             compare_stats(tc->name, &st, &str);
             if (str.n_dead > g_most_dead) g_most_dead = str.n_dead;
-            if (s == 3 && st.rows_dropped != 1) failf("%s: %s (%.0f) should count batch 3's NaN row over all ranks (%.0f)", tc->name, "rows_dropped", (double)st.rows_dropped, 1);
+            if (s == 3 && gb == GB && st.rows_dropped != 1) failf("%s: %s (%.0f) should count batch 3's NaN row over all ranks (%.0f)", tc->name, "rows_dropped", (double)st.rows_dropped, 1);
         }
     }
     take(&a, m, tr);
@@ -289,19 +313,30 @@ static void run_case(const tcase *tc, const lsae_comm *comm)
 int main(int argc, char **argv)
 {
     static const tcase cases[] = {
-        { "topk-multi-auxk", LSAE_SAE_TOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 1, 0, 0, 1.0 / 32.0, 1 },
-        { "matryoshka-nested", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_NESTED, 3, { 32, 96, 256 }, { 0 }, 0, 0, 0, 1.0 / 32.0, 1 },
-        { "matryoshka-per-level-acc2", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_PER_LEVEL, 2, { 64, 256 }, { 4, 6 }, 0, 0, 0, 0.0, 2 },
-        { "topk-anneal", LSAE_SAE_TOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 0, 1, 0, 1.0 / 32.0, 1 },
+        { "topk-multi-auxk", LSAE_SAE_TOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 1, 0, 0, 1.0 / 32.0, 1, 0 },
+        { "matryoshka-nested", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_NESTED, 3, { 32, 96, 256 }, { 0 }, 0, 0, 0, 1.0 / 32.0, 1, 0 },
+        { "matryoshka-per-level-acc2", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_PER_LEVEL, 2, { 64, 256 }, { 4, 6 }, 0, 0, 0, 0.0, 2, 0 },
+        { "topk-anneal", LSAE_SAE_TOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 0, 1, 0, 1.0 / 32.0, 1, 0 },
         /* refused on more than one rank; on one, as one process */
-        { "batchtopk", LSAE_SAE_BATCHTOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 0, 0, 0, 1.0 / 32.0, 1 },
-        { "matryoshka-batchwide", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_NESTED, 2, { 64, 256 }, { 0 }, 0, 0, 1, 1.0 / 32.0, 1 },
+        { "batchtopk", LSAE_SAE_BATCHTOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 0, 0, 0, 1.0 / 32.0, 1, 0 },
+        { "matryoshka-batchwide", LSAE_SAE_MATRYOSHKA, LSAE_MATRYOSHKA_NESTED, 2, { 64, 256 }, { 0 }, 0, 0, 1, 1.0 / 32.0, 1, 0 },
+        /* 2 rows a batch: on 3 ranks, slices of 0, 1 and 1 rows */
+        { "topk-2-rows", LSAE_SAE_TOPK, LSAE_MATRYOSHKA_NESTED, 0, { 0 }, { 0 }, 1, 0, 0, 1.0 / 32.0, 1, 2 },
     };
     lsae_mpi mc;
-    lsae_comm comm = { 0, 1, NULL, NULL, NULL, NULL, NULL };
+    lsae_comm comm = { 0, 1, NULL, NULL, NULL, NULL, NULL, NULL };
     int i, any;
     const char *plant = argc > 2 && !strcmp(argv[1], "--plant") ? argv[2] : NULL;
     MPI_Init(&argc, &argv);
+    if (argc > 2 && !strcmp(argv[1], "--device") && !strcmp(argv[2], "cuda")) {
+#ifdef LATENTSAE_CUDA
+        g_cuda = 1;
+#else
+        fprintf(stderr, "--device cuda: this mpi_driver was built without LATENTSAE_CUDA\n");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+#endif
+        plant = NULL;
+    }
     if (lsae_mpi_init(&mc, MPI_COMM_WORLD, &comm) != LSAE_OK) { fprintf(stderr, "lsae_mpi_init failed\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
     g_rank = comm.rank;
     g_size = comm.size;
@@ -310,6 +345,11 @@ int main(int argc, char **argv)
     else if (plant) { fprintf(stderr, "--plant nosum or localtv\n"); MPI_Abort(MPI_COMM_WORLD, 2); }
     for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); ++i) {
         tcase tc = cases[i];
+        if (g_cuda && (tc.type != LSAE_SAE_TOPK || tc.anneal)) {
+            /* the GPU trainer trains TopK (multi-topk, AuxK) without k annealing */
+            if (g_rank == 0) printf("skipped on the GPU: %s\n", tc.name);
+            continue;
+        }
         run_case(&tc, &comm);
     }
     if (comm.size > 1) {
@@ -333,8 +373,8 @@ int main(int argc, char **argv)
     MPI_Allreduce(&g_fail, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     if (g_rank == 0 && g_most_dead == 0) { fprintf(stderr, "no latent went dead: AuxK was never tested\n"); any = 1; }
     if (g_rank == 0)
-        printf("mpi_driver: %d ranks: %s (worst relative difference from one process: tensors %.3g, statistics %.3g; up to %zu of 256 latents dead; sums %s)\n", comm.size,
-               any ? "FAILED" : "ok", g_worst_tensor, g_worst_stat, g_most_dead,
+        printf("mpi_driver%s: %d ranks: %s (worst relative difference from one process: tensors %.3g, statistics %.3g; up to %zu of 256 latents dead; sums %s)\n",
+               g_cuda ? " --device cuda" : "", comm.size, any ? "FAILED" : "ok", g_worst_tensor, g_worst_stat, g_most_dead,
                comm.size == 1 ? "none" : mc.shm ? "through a shared window" : "by MPI messages");
     lsae_mpi_free(&mc);
     MPI_Finalize();

@@ -63,6 +63,16 @@ static lsae_result no_bcast(void *ctx, void *buf, size_t bytes, int root) { (voi
 /* rank 0 "holds another model": its hash arrives changed */
 static lsae_result other_bcast(void *ctx, void *buf, size_t bytes, int root) { (void)ctx; (void)root; if (bytes) ((unsigned char *)buf)[0] ^= 1; return LSAE_OK; }
 
+/* lsae_comm's optional device sum (CUDA trainers only): a CPU trainer must
+   never call it, so here it only counts and fails */
+static int g_device_calls;
+static lsae_result never_device(void *ctx, float *dev_buf, size_t n, void *stream)
+{
+    (void)ctx; (void)dev_buf; (void)n; (void)stream;
+    ++g_device_calls;
+    return LSAE_ERROR;
+}
+
 static lsae_comm comm_of(int size, int doubling)
 {
     lsae_comm c;
@@ -72,6 +82,7 @@ static lsae_comm comm_of(int size, int doubling)
     c.sum_f32 = doubling ? dbl_f32 : same_f32;
     c.sum_f64 = doubling ? dbl_f64 : same_f64;
     c.broadcast = no_bcast;
+    c.sum_f32_device = never_device;
     return c;
 }
 
@@ -713,6 +724,8 @@ int main(void)
         lsae_model_free(m1);
         lsae_model_free(m2);
     }
+
+    CHECKF(g_device_calls == 0, "a CPU trainer called sum_f32_device %d times", g_device_calls);
 
     /* a failed sum stops the trainer */
     {

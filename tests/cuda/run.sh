@@ -7,6 +7,12 @@
 #   3. test_cuda_nocublas --small: the same with our own GEMM kernel
 #   4. the command-line tool trains on the bundled data with --device cuda,
 #      and its eval on the GPU and the CPU must agree
+#   4b. tests/cuda/mpi.sh: data-parallel training, ranks as threads
+#      (test_cuda_dp) and under mpirun (mpi_driver --device cuda, lsae
+#      train), 2 ranks on the GPU through host memory against 1 process
+#      (1e-5, a repeat the same bytes), the
+#      step time of each, and the NCCL build when there are 2+ GPUs
+#      (about 2 minutes; --no-mpi leaves it out)
 #   5. bench_cuda and tests/cuda/torch_bench.py at d=768, L=24576, k=64,
 #      batch 4096 on the same GPU
 #   6. one table (tests/cuda/table.py), also written to $OUT/table.md
@@ -15,7 +21,7 @@
 # Every step has a wall-clock cap, so a hung step cannot take the rest of a
 # device lease. About 5 minutes on an H100 (sanitizers capped at 150 s each).
 #
-# Usage: tests/cuda/run.sh [--quick] [--no-torch] [--no-sanitizer] [--steps N]
+# Usage: tests/cuda/run.sh [--quick] [--no-torch] [--no-sanitizer] [--no-mpi] [--steps N]
 #                          [--sanitizers memcheck,initcheck,racecheck] [--sanitizer-cap S]
 #   --quick         skip the sanitizers and the AuxK/BF16 timings
 # Logs go to $OUT (the device tool's output folder) or build/cuda/out.
@@ -23,12 +29,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
-QUICK=0 TORCH=1 SANITIZE=1 STEPS=20 SAN_CAP=150 SAN_TOOLS="memcheck initcheck racecheck"
+QUICK=0 TORCH=1 SANITIZE=1 MPI=1 STEPS=20 SAN_CAP=150 SAN_TOOLS="memcheck initcheck racecheck"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; SANITIZE=0 ;;
         --no-torch) TORCH=0 ;;
         --no-sanitizer) SANITIZE=0 ;;
+        --no-mpi) MPI=0 ;;
         --steps) shift; STEPS="${1:?--steps needs a number}" ;;
         --sanitizer-cap) shift; SAN_CAP="${1:?--sanitizer-cap needs seconds}" ;;
         --sanitizers) shift; SAN_TOOLS="${1:?--sanitizers needs a list}"; SAN_TOOLS="${SAN_TOOLS//,/ }" ;;
@@ -72,6 +79,7 @@ if ! make -j"$(nproc)" --no-print-directory NVCC="$NVCC_BIN" CUDA_ARCH="$ARCH" \
     echo "run.sh: build failed (full log: $OUT_DIR/build.log)" >&2
     exit 1
 fi
+echo "$ARCH" > build/cuda/latentsae_cuda.arch   # tests/cuda/mpi.sh reuses the objects built for this GPU
 echo "ok"
 
 note "test_cuda (cuBLAS build), workspaces poisoned"
@@ -97,6 +105,10 @@ else
     tail -5 "$OUT_DIR/lsae.log"; echo "lsae train --device cuda failed"; status=1
 fi
 
+if [ "$MPI" = 1 ]; then
+    note "data-parallel on the GPU (tests/cuda/mpi.sh)"
+    OUT="$OUT_DIR" cap 420 tests/cuda/mpi.sh || { echo "tests/cuda/mpi.sh failed (exit $?)"; status=1; }
+fi
 
 note "bench_cuda"
 BENCH_ARGS=(--steps "$STEPS")

@@ -19,6 +19,16 @@
    rank print, at the end, how many rows it read; LSAE_MPI_READ_ALL=1 brings
    back the whole batch on every rank (the same bits, for comparing).
 
+   GPUs (a LATENTSAE_CUDA build, --device cuda): data-parallel training
+   runs on GPUs too (latent sharding stays on the CPU). build/cuda-mpi/lsae
+   sums through host memory (latentsae_mpi.h), and every rank trains on GPU
+   0 (ranks may share it), or with LSAE_MPI_GPU_PER_RANK=1 on the GPU of its
+   rank among the ranks on its node. build/cuda-nccl/lsae (LSAE_NCCL) sums
+   the gradient GPU to GPU with NCCL (latentsae_nccl.h) and always takes the
+   GPU of its node-local rank (one GPU per rank; LSAE_NCCL_DEVICE=n names
+   it instead). Either way the ranks' sums
+   are added in rank order, so a repeat with the same P gives the same bits.
+
    Failures: a rank that fails prints its line and aborts the whole job
    (MPI_Abort), so no rank is left waiting in a sum; one that dies outright
    (kill -9) makes mpirun end the others. Ctrl-C goes to mpirun, which ends
@@ -39,6 +49,15 @@ static lsae_mpi g_mpi_shard, g_mpi_data;   /* with S > 1: the shard group (same 
 static lsae_comm g_scomm, g_dcomm;
 static MPI_Comm g_split[2];
 #endif
+#ifdef LSAE_NCCL
+#if !defined(LSAE_MPI) || !defined(LATENTSAE_CUDA)
+#error "LSAE_NCCL needs LSAE_MPI and LATENTSAE_CUDA (build/cuda-nccl/lsae in the Makefile)"
+#endif
+static lsae_nccl g_nccl;
+static lsae_comm g_ncomm;       /* g_comm with the gradient summed by NCCL */
+static int g_nccl_up = 0;
+#endif
+static int g_local_rank = 0;    /* among the ranks on this node: picks the GPU */
 
 /* The end of a failed command: with several ranks the whole job goes (a
    rank other than 0 waits a moment first, so that when every rank meets the
@@ -75,6 +94,12 @@ static void dist_start(int *argc, char ***argv)
     g_rank = g_comm.rank;
     g_ranks = g_comm.size;
     if (g_rank > 0) snprintf(g_who, sizeof g_who, " [rank %d of %d]", g_rank, g_ranks);
+#ifdef LATENTSAE_CUDA
+    if (g_ranks > 1 && lsae_mpi_local_rank(MPI_COMM_WORLD, &g_local_rank) != LSAE_OK) {
+        fprintf(stderr, "lsae: finding this rank's place on its node failed\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+#endif
 #else
     (void)argc;
     (void)argv;
@@ -83,6 +108,10 @@ static void dist_start(int *argc, char ***argv)
 
 static void dist_end(void)
 {
+#ifdef LSAE_NCCL
+    if (g_nccl_up) lsae_nccl_free(&g_nccl);
+    g_nccl_up = 0;
+#endif
 #ifdef LSAE_MPI
     if (g_S > 1) {
         lsae_mpi_free(&g_mpi_shard);
@@ -115,23 +144,49 @@ static void dist_grid(int S)
 #endif
 }
 
+/* The GPU this rank trains on (cfg.cuda_device): its node-local rank with
+   NCCL (one GPU per rank) or with LSAE_MPI_GPU_PER_RANK=1; else 0, every
+   rank on one GPU. One process: 0, as always. */
+static int dist_cuda_device(void)
+{
+#ifdef LSAE_NCCL
+    return getenv("LSAE_NCCL_DEVICE") ? atoi(getenv("LSAE_NCCL_DEVICE")) : g_local_rank;   /* as lsae_nccl_init picks it */
+#else
+    const char *e = getenv("LSAE_MPI_GPU_PER_RANK");
+    return e && !strcmp(e, "1") ? g_local_rank : 0;
+#endif
+}
+
 /* This rank's shard, 0 .. g_S - 1 (its slice is g_rank / g_S) */
 static int dist_shard_rank(void) { return g_rank % g_S; }
 
 /* The trainer sums across the ranks (one rank: the trainer as without
    MPI); with shard set (--shard-latents), across its shard group and, in a
    grid, its data group. */
-static void dist_attach(lsae_trainer *tr, int shard)
+static void dist_attach(lsae_trainer *tr, const lsae_model *m, int shard)
 {
 #ifdef LSAE_MPI
     lsae_result r;
     if (g_ranks > 1 && shard && g_D > 1 && (r = lsae_trainer_set_comm(tr, &g_dcomm)) != LSAE_OK) lib_fail(r, "training data-parallel over the latent shards' slices");
     if (g_ranks > 1 && shard && (r = lsae_trainer_set_shard_comm(tr, &g_scomm)) != LSAE_OK) lib_fail(r, "training latent-sharded on several ranks");
+#ifdef LSAE_NCCL
+    /* a trainer on a GPU sums its gradient through NCCL; set up here, when
+       every rank has its model on its GPU (collective: every rank is here) */
+    if (g_ranks > 1 && !shard && lsae_model_config(m)->device == LSAE_DEVICE_CUDA) {
+        if (!g_nccl_up) {
+            if (lsae_nccl_init(&g_nccl, MPI_COMM_WORLD, &g_ncomm) != LSAE_OK) fail("setting up NCCL failed: %s", g_nccl.err);
+            g_nccl_up = 1;
+        }
+        if ((r = lsae_trainer_set_comm(tr, &g_ncomm)) != LSAE_OK) lib_fail(r, "training on several GPUs (NCCL)");
+        return;
+    }
+#endif
     if (g_ranks > 1 && !shard && (r = lsae_trainer_set_comm(tr, &g_comm)) != LSAE_OK) lib_fail(r, "training on several ranks");
 #else
     (void)tr;
     (void)shard;
 #endif
+    (void)m;
 }
 
 /* --shard-latents checkpoints: rank 0 writes the files and, as it goes,

@@ -53,6 +53,9 @@
 #ifdef LSAE_MPI
 #include "../../latentsae_mpi.h" /* build/mpi/lsae: lsae train under mpirun (dist.c) */
 #endif
+#ifdef LSAE_NCCL
+#include "../../latentsae_nccl.h" /* build/cuda-nccl/lsae: the gradient summed GPU to GPU (dist.c) */
+#endif
 #include "lsae_tool.h"
 
 /* data-parallel training under mpirun (a no-op without LSAE_MPI) */

@@ -449,6 +449,7 @@ static void train_make_config(train_run *t)
     t->cfg.seed = a->seed;
     t->cfg.num_threads = a->threads;
     t->cfg.device = parse_device(a->device);
+    t->cfg.cuda_device = dist_cuda_device();   /* under mpirun: this rank's GPU (dist.c) */
     t->cfg.precision = parse_precision(a->precision);
     train_type_config(t);
     if (a->init) train_init_from(t);

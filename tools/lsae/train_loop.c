@@ -390,7 +390,7 @@ static void train_start(train_run *t)
     if (t->resuming && !t->fresh) load_checkpoint(t);
     /* --init of a SAELens model gave every rank the whole model: keep a shard */
     if (t->shard && lsae_model_num_latents(t->m) == t->L) train_keep_shard(t);
-    dist_attach(t->tr, t->shard);
+    dist_attach(t->tr, t->m, t->shard);
     /* before anything is written or printed: every rank fails alike */
     if (a->stop_at && a->stop_at <= lsae_trainer_steps_done(t->tr))
         fail("--stop-at-step %llu: the run is already at step %llu (of %llu)", (unsigned long long)a->stop_at,
