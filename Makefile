@@ -84,8 +84,21 @@ $(BUILD)/asan/encode: examples/encode.c $(HDR) | $(BUILD)/asan
 # (tests/install-deps.sh: apt-get, only for what is missing; the PyPI
 # packages go into build/venv below), then runs them in a second make, which
 # finds the compilers and Pythons that may have just arrived.
+# The programs the tests run, built first with one job per core (make -k:
+# one that fails to build here is built again by its test, which says
+# why); then the tests run one at a time. Each section below adds its
+# own programs to TEST_PROGRAMS.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_PROGRAMS = $(addprefix $(BUILD)/,$(TESTS)) $(addprefix $(BUILD)/noomp/,$(TESTS)) $(addprefix $(BUILD)/cxx/,$(TESTS)) \
+                $(addprefix $(BUILD)/asan/,$(TESTS) lsae encode sanitizer_canary parity_driver files_driver strict_test_files isa_digest \
+                quickstart reliability_driver test_oom) $(BUILD)/strict/test_files $(BUILD)/lsae $(BUILD)/encode $(BUILD)/parity_driver \
+                $(BUILD)/files_driver $(BUILD)/reliability_driver $(BUILD)/valgrind/lsae
 test:
 	@sh tests/install-deps.sh
+	@mkdir -p $(BUILD); echo "== building the test programs ($(JOBS) jobs)"; s=$$(date +%s); \
+	$(MAKE) --no-print-directory -k -j$(JOBS) test-programs > $(BUILD)/test-programs.log 2>&1 || \
+	  echo "(some did not build in parallel, see $(BUILD)/test-programs.log; their tests build them again)"; \
+	echo "== test programs: $$(( $$(date +%s) - s )) s"
 	@$(MAKE) --no-print-directory test-all
 # one target at a time, each with its time (CI must stay under 25 minutes
 # on 2 cores: these lines say where the time goes)
@@ -319,6 +332,9 @@ cuda-dist-build:
 	else $(MAKE) --no-print-directory $(CUDA_NCCL_BUILD)/lsae $(CUDA_NCCL_BUILD)/nccl_comm $(CUDA_NCCL_BUILD)/nccl_comm_cxx; fi
 
 cuda-build: $(CUDA_BINS)
+ifneq ($(NVCC),)
+TEST_PROGRAMS += $(CUDA_BINS)
+endif
 cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda
 
 test-cuda-build:
@@ -660,6 +676,7 @@ else ifeq ($(WINE),)
 test-windows:
 	@echo "== test-windows skipped: no wine (apt install wine wine64, or tests/install-deps.sh)"
 else
+TEST_PROGRAMS += $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) $(WIN_DIR)/lsae.exe
 test-windows: $(addprefix $(WIN_DIR)/,$(addsuffix .exe,$(TESTS))) $(WIN_DIR)/lsae.exe $(BUILD)/wine/.ready
 	@for t in $(TESTS); do echo "== wine $$t.exe"; \
 	  $(WIN_ENV) timeout 300 $(WINE) $(WIN_DIR)/$$t.exe > $(WIN_DIR)/$$t.log 2>&1 || { cat $(WIN_DIR)/$$t.log; echo "FAILED: $$t.exe under wine"; exit 1; }; \
@@ -845,3 +862,7 @@ arm64-run: $(ARM64_BINS) $(ARM64_X86)
 	  if [ "$$neon" != "$$x86" ]; then echo "FAILED: aarch64 NEON build $$neon, x86 AVX2 build $$x86"; exit 1; fi && \
 	  echo "== NEON (aarch64) and AVX2 (x86) train to the same bits ($$x86): ok"; \
 	else echo "== no x86 CPU with AVX2 and FMA here: the NEON digests were not compared with x86's"; fi
+
+# (last, so that every section's TEST_PROGRAMS += is in the list)
+.PHONY: test-programs
+test-programs: $(TEST_PROGRAMS)
