@@ -1499,10 +1499,11 @@ static void test_checkpoint_load_in_place(void)
     copy_ckpt(dir, bad);
     snprintf(p, sizeof p, "%s/state.bin", bad);
     {
+        /* a quiet NaN as the file stores floats: little-endian */
+        static const unsigned char nan_le[4] = { 0x00, 0x00, 0xC0, 0x7F };
         FILE *f = fopen(p, "r+b");
-        const float nan_ = NAN;
         fseek(f, (long)(LSAE__STATE_HDR + 8 * L), SEEK_SET);
-        fwrite(&nan_, 4, 1, f);
+        fwrite(nan_le, 1, 4, f);
         fclose(f);
     }
     r = lsae_checkpoint_load_shard_verified(bad, a, ta, NULL, 0, NULL);
