@@ -11701,6 +11701,8 @@ typedef struct lsae__ckpt_job {
     const size_t *lay_offset;
 } lsae__ckpt_job;
 
+/* A CUDA trainer keeps its state on the GPU: the checkpoint calls copy it
+   through host scratch rather than reading and writing its arrays in place. */
 static int lsae__trainer_on_gpu(const lsae_trainer *t)
 {
 #ifdef LATENTSAE_CUDA
@@ -11947,10 +11949,7 @@ static lsae_result lsae__ckpt_read_state(const char *dir, const lsae__ckpt_info 
     uint64_t *since;
     float *mv = NULL, *mv_m, *mv_v;
     lsae_trainer_state st;
-    int in_place = t && t->state_zero;
-#ifdef LATENTSAE_CUDA
-    in_place = in_place && !t->cuda;
-#endif
+    const int in_place = t && t->state_zero && !lsae__trainer_on_gpu(t);
     if (l0 > Lf || L > Lf - l0) return lsae__err(LSAE_INVALID_ARGS, "checkpoint state: latents [%zu, %zu) asked of %llu", m->shard_l0, m->shard_l0 + L, (unsigned long long)Lf);
     if (!lsae__path_join(p, sizeof p, dir, "state.bin")) return lsae__err(LSAE_INVALID_ARGS, "path too long: %s", dir);
     if ((r = lsae__open_read(p, &f)) != LSAE_OK) return r;
@@ -12079,11 +12078,8 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, int ve
        between optimizer steps (Adam zeroes it as it goes) and serves as
        that copy, zeroed again after: no allocation of the model's size */
     {
-        int in_grads = t != NULL && t->grads != NULL;
+        const int in_grads = t != NULL && t->grads != NULL && !lsae__trainer_on_gpu(t);
         lsae_model tmpm = *m;
-#ifdef LATENTSAE_CUDA
-        in_grads = in_grads && !t->cuda;
-#endif
         w = in_grads ? t->grads : (float *)lsae__alloc_array(m->alloc, m->lay.total, sizeof(float), "checkpoint weights");
         if (!w) return LSAE_OUT_OF_MEMORY;
         tmpm.params = w;
