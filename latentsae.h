@@ -2987,35 +2987,6 @@ static uint32_t lsae__order_bits(float v)
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-/* a[0..n) sorted best first (value descending, then index ascending), all
-   indices < L: LSD radix sort on the key (~value bits, index), 8 bits a
-   pass, least significant first, through tmp[0..n). A pass whose digit is
-   the same for every key is skipped (the leading bits of the values
-   mostly are). Branch-free apart from that: a comparison sort of a few
-   hundred candidates mispredicts on most comparisons. */
-static void lsae__sort_best(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
-{
-    lsae__kv *src = a, *dst = tmp, *sw;
-    unsigned idx_passes = 0, pass;
-    while (idx_passes < 4 && ((L - 1) >> (8 * idx_passes)) != 0) ++idx_passes;
-    for (pass = 0; pass < idx_passes + 4; ++pass) {
-        size_t cnt[257], i;
-        const int on_index = pass < idx_passes;
-        const unsigned shift = 8 * (on_index ? pass : pass - idx_passes);
-#define LSAE__DIGIT(e) (on_index ? ((uint32_t)(e).i >> shift) & 255u : (~lsae__order_bits((e).v) >> shift) & 255u)
-        memset(cnt, 0, sizeof cnt);
-        for (i = 0; i < n; ++i) cnt[LSAE__DIGIT(src[i]) + 1]++;
-        if (n == 0 || cnt[LSAE__DIGIT(src[0]) + 1] == n) continue;
-        for (i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
-        for (i = 0; i < n; ++i) dst[cnt[LSAE__DIGIT(src[i])]++] = src[i];
-#undef LSAE__DIGIT
-        sw = src;
-        src = dst;
-        dst = sw;
-    }
-    if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
-}
-
 /* a[0..n) sorted by increasing latent index (< L): LSD radix sort, 8 bits a
    pass (two passes up to 65,536 latents), through tmp[0..n) */
 static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
@@ -3033,6 +3004,50 @@ static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
         dst = sw;
     }
     if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
+}
+
+/* a[0..n) sorted best first (value descending, then index ascending), all
+   indices < L: LSD radix sort on the value's key (lsae__order_bits), 8 bits
+   a pass, least significant first, through tmp[0..n), then each run of
+   equal values put in index order. A pass whose digit is the same for
+   every key is skipped (the leading bits of the values mostly are).
+   Branch-free apart from that: a comparison sort of a few hundred
+   candidates mispredicts on most comparisons. Equal values are rare among
+   candidates (they are positive floats), so the runs cost one scan; a
+   long run (a model whose pre-activations saturate) is radix-sorted by
+   index, never insertion-sorted, so no input is quadratic. */
+static void lsae__sort_best(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
+{
+    lsae__kv *src = a, *dst = tmp, *sw;
+    size_t i, j, r;
+    unsigned shift;
+    for (shift = 0; shift < 32; shift += 8) {
+        size_t cnt[257];
+#define LSAE__DIGIT(e) ((~lsae__order_bits((e).v) >> shift) & 255u)
+        memset(cnt, 0, sizeof cnt);
+        for (i = 0; i < n; ++i) cnt[LSAE__DIGIT(src[i]) + 1]++;
+        if (n == 0 || cnt[LSAE__DIGIT(src[0]) + 1] == n) continue;
+        for (i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
+        for (i = 0; i < n; ++i) dst[cnt[LSAE__DIGIT(src[i])]++] = src[i];
+#undef LSAE__DIGIT
+        sw = src;
+        src = dst;
+        dst = sw;
+    }
+    if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
+    /* runs of equal keys (equal bits: +0 and -0 differ, as in the order) */
+    for (i = 0; i + 1 < n; i = r) {
+        const uint32_t key = lsae__order_bits(a[i].v);
+        for (r = i + 1; r < n && lsae__order_bits(a[r].v) == key; ++r) {}
+        if (r - i > 16) lsae__sort_index(a + i, r - i, tmp, L);
+        else
+            for (j = i + 1; j < r; ++j) {
+                const lsae__kv e = a[j];
+                size_t q = j;
+                for (; q > i && a[q - 1].i > e.i; --q) a[q] = a[q - 1];
+                a[q] = e;
+            }
+    }
 }
 
 /* ------------------------------------------------------ fused encoder pass */
@@ -3219,6 +3234,40 @@ static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
         buf[j] = buf[i];
         j += (size_t)keep;
     }
+}
+
+/* buf[0..n) (any order, 0 < kk < n) cut in place, keeping their order, to
+   the entries whose value exceeds a threshold that at least kk of them
+   exceed: the kk best are all kept, since each beats every entry not above
+   the threshold, and the sort that follows orders fewer. The threshold is
+   one of 32 values sampled at even strides, the largest that kk or more
+   entries exceed (a bisection over the sorted sample, one counting pass a
+   try, so about n / 32 more than kk stay); where no sampled value does,
+   nothing is cut. Returns the count kept. */
+static size_t lsae__cut_above(lsae__kv *buf, size_t n, size_t kk)
+{
+    float s[32];
+    size_t i, j, lo = 0, hi = 32, kept = n, c, e;
+    if (n < 64 || n - kk < 32) return n;
+    for (i = 0; i < 32; ++i) {
+        /* insertion sort, largest first */
+        const float v = buf[i * n / 32].v;
+        for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
+        s[j] = v;
+    }
+    /* the first sample (largest value) that kk entries exceed: counts only
+       grow down the sample */
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        lsae__count_from(buf, n, s[mid], &c, &e);
+        if (c >= kk) {
+            hi = mid;
+            kept = c;
+        } else lo = mid + 1;
+    }
+    if (hi == 32) return n;
+    lsae__keep_from(buf, n, s[hi], 0);
+    return kept;
 }
 
 /* The inverse of lsae__order_bits */
@@ -3484,9 +3533,19 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                          const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
 {
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
-    const size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
-    const size_t stride = lsae__buf_room(ws->K) + lsae__buf_room(ws->KA);
+    size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
+    const size_t stride = lsae__buf_room(ws->K) + lsae__buf_room(ws->KA), nth_req = ws->nthreads > 1 ? (size_t)ws->nthreads : 1;
     int team_size = 1;
+    /* A few groups shared by the threads: as many for each, or one thread
+       still multiplies after the others wait at the merge (3 groups of 8
+       tiles on 2 threads at d 384, L 1,536 kept one idle a third of the
+       pass). Smaller groups cost a little reuse of the rows, not exactness
+       (any grouping gives the same products and candidates). */
+    if (ngroups < 8 * nth_req && ngroups % nth_req) {
+        ngroups += nth_req - ngroups % nth_req;
+        G = (ntiles + ngroups - 1) / ngroups;
+        ngroups = (ntiles + G - 1) / G;
+    }
     LSAE_ASSERT(R <= ws->rows_cap && K <= ws->K && KA <= ws->KA);
     if (!dead_bits) KA = 0;
     LSAE__OMP(parallel num_threads(ws->nthreads))
@@ -3550,6 +3609,8 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 memcpy(merge + n, h, cnt[0] * sizeof(lsae__kv));
                 n += cnt[0];
             }
+            /* only the K best need an order: the rest are cut first */
+            if (n > K) n = lsae__cut_above(merge, n, K);
             lsae__sort_best(merge, n, merge + half, L);
             if (n < K) {
                 /* fewer than K positive: the rest of the top are zeros, the

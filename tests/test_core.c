@@ -119,6 +119,70 @@ static void test_compact(void)
             }
 }
 
+/* lsae__cut_above against the definition (the merge of the threads'
+   candidates cuts with it before sorting). Candidates in any order (indices
+   shuffled) are cut for a top kk: the kept entries must stay in order, be
+   at least kk and include the kk best, and each must beat each dropped one
+   (the cut is a threshold, so no tie is split). Value patterns: distinct,
+   three values (ties at every cut), and sampled positions (multiples of
+   n / 32) far above the rest, so that no sample is a usable threshold and
+   nothing may be cut. On distinct values it must also cut: kk and at most
+   a quarter of the rest kept (about n / 32 more than kk is usual, the
+   sample's spacing; its ranks vary). */
+static void test_cut_above(void)
+{
+    static const size_t kks[] = { 1, 32, 128, 300 };
+    static const size_t ns[] = { 64, 100, 450, 1000 };
+    size_t ki, ni, pattern;
+    for (ki = 0; ki < sizeof kks / sizeof kks[0]; ++ki)
+        for (ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+            for (pattern = 0; pattern < 3; ++pattern) {
+                const size_t kk = kks[ki], n = ns[ni];
+                lsae__kv *buf, *orig;
+                int *ref;
+                float *vals;
+                unsigned char *kept;
+                size_t cnt, i, j, bad = 0;
+                if (kk >= n) continue;
+                buf = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+                orig = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+                ref = (int *)malloc(n * sizeof(int));
+                vals = (float *)malloc(n * sizeof(float));
+                kept = (unsigned char *)calloc(n, 1);
+                for (i = 0; i < n; ++i) {
+                    const float v = pattern == 0 ? (float)tu_uniform() : pattern == 1 ? (float)(tu_next() % 3) : (float)tu_uniform();
+                    orig[i].v = vals[i] = v;
+                    orig[i].i = (int32_t)((i * 7919) % n); /* not in index order */
+                }
+                if (pattern == 2)
+                    for (i = 0; i < 32; ++i) orig[i * n / 32].v = vals[i * n / 32] = 1000.0f + (float)i;
+                memcpy(buf, orig, n * sizeof(lsae__kv));
+                cnt = lsae__cut_above(buf, n, kk);
+                CHECKF(cnt >= kk && cnt <= n, "cut_above kk %zu n %zu pattern %d: kept %zu", kk, n, (int)pattern, cnt);
+                for (i = 0, j = 0; i < cnt && j < n; ++i) {
+                    while (j < n && orig[j].i != buf[i].i) ++j;
+                    if (j == n || orig[j].v != buf[i].v) { ++bad; break; }
+                    kept[j++] = 1;
+                }
+                /* ref_topk breaks ties by position; positions and indices
+                   order ties differently here, so compare values: the kk-th
+                   best value's entries above it must all be kept, and no
+                   kept entry may be worse than a dropped one */
+                ref_topk(vals, (int)n, (int)kk, ref);
+                for (i = 0; i < n; ++i)
+                    if (!kept[i] && vals[i] > vals[ref[kk - 1]]) ++bad;
+                for (i = 0; i < n; ++i)
+                    for (j = 0; j < n && kept[i]; ++j)
+                        if (!kept[j] && vals[j] >= vals[i]) { ++bad; break; }
+                CHECKF(bad == 0, "cut_above kk %zu n %zu pattern %d: %zu violations", kk, n, (int)pattern, bad);
+                if (pattern == 0 && n - kk >= 32)
+                    CHECKF(cnt <= kk + (n - kk) / 4, "cut_above kk %zu n %zu: kept %zu, the cut does not cut", kk, n, cnt);
+                if (pattern == 2 && kk > 32)
+                    CHECKF(cnt == n, "cut_above kk %zu n %zu: no sample fits, yet %zu of %zu kept", kk, n, cnt, n);
+                free(buf); free(orig); free(ref); free(vals); free(kept);
+            }
+}
+
 static void test_gemm(void)
 {
     static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
@@ -643,6 +707,7 @@ int main(void)
     tu_seed(1);
     test_topk();
     test_compact();
+    test_cut_above();
     test_gemm();
     test_gemm_groups();
     test_config();
