@@ -3236,6 +3236,28 @@ static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
     }
 }
 
+/* s[0..32): the values of buf[i n / 32], i < 32, sorted largest first
+   (n >= 32). Sorted by rank: a value's place is the count of keys above
+   its own (lsae__order_bits, a total order, so NaN cannot leave a place
+   empty) plus the equal keys sampled before it. 32 x 32 compares with no
+   branch, where an insertion sort's mispredicted branches cost more; the
+   32 loads go first and overlap (the buffer is mostly out of cache). */
+static void lsae__sample32(const lsae__kv *buf, size_t n, float s[32])
+{
+    uint32_t key[32];
+    float raw[32];
+    size_t i, j;
+    for (i = 0; i < 32; ++i) {
+        raw[i] = buf[i * n / 32].v;
+        key[i] = lsae__order_bits(raw[i]);
+    }
+    for (i = 0; i < 32; ++i) {
+        unsigned rank = 0;
+        for (j = 0; j < 32; ++j) rank += (unsigned)(key[j] > key[i]) + (unsigned)(j < i && key[j] == key[i]);
+        s[rank] = raw[i];
+    }
+}
+
 /* buf[0..n) (any order, 0 < kk < n) cut in place, keeping their order, to
    the entries whose value exceeds a threshold that at least kk of them
    exceed: the kk best are all kept, since each beats every entry not above
@@ -3247,14 +3269,9 @@ static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
 static size_t lsae__cut_above(lsae__kv *buf, size_t n, size_t kk)
 {
     float s[32];
-    size_t i, j, lo = 0, hi = 32, kept = n, c, e;
+    size_t lo = 0, hi = 32, kept = n, c, e;
     if (n < 64 || n - kk < 32) return n;
-    for (i = 0; i < 32; ++i) {
-        /* insertion sort, largest first */
-        const float v = buf[i * n / 32].v;
-        for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
-        s[j] = v;
-    }
+    lsae__sample32(buf, n, s);
     /* the first sample (largest value) that kk entries exceed: counts only
        grow down the sample */
     while (lo < hi) {
@@ -3324,21 +3341,12 @@ static float lsae__keep_best(lsae__kv *buf, size_t n, size_t kk)
 static void lsae__compact(lsae__kv *buf, size_t *cnt, size_t kk, float *thr)
 {
     const size_t n = *cnt, most = n - (n - kk) / 4;
-    size_t i, j, c, e;
+    size_t c, e;
     if (n >= 64) {
         const size_t keep = kk + (n - kk) / 4;
         size_t lo = 0, hi = 31, at = (32 * keep + n - 1) / n; /* 1-based, about 32 keep / n */
-        float s[32], raw[32];
-        /* the sample gathered first: the buffer is mostly out of cache, and
-           32 independent loads overlap where loads inside the sort's
-           branches would wait one after the other */
-        for (i = 0; i < 32; ++i) raw[i] = buf[i * n / 32].v;
-        for (i = 0; i < 32; ++i) {
-            /* insertion sort, largest first */
-            const float v = raw[i];
-            for (j = i; j > 0 && s[j - 1] < v; --j) s[j] = s[j - 1];
-            s[j] = v;
-        }
+        float s[32];
+        lsae__sample32(buf, n, s);
         at = at < 1 ? 0 : at > 32 ? 31 : at - 1;
         for (;;) {
             lsae__count_from(buf, n, s[at], &c, &e);
