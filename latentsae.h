@@ -4897,23 +4897,33 @@ LSAE__MAYBE_UNUSED static lsae_result lsae__lp_keep(lsae_model *m)
 
 /* ---------------------------------------------------------- encode, decode */
 
-/* y += e[i].v W[e[i].i] over the n entries with a nonzero activation, in
-   order (rows of W are d long), four rows per pass over y */
-static void lsae__decode_into(float *y, const lsae__kv *e, size_t n, const float *W, size_t d)
+/* y[0..len) += e[i].v W[e[i].i][0..len) over the n entries with a nonzero
+   activation, in order (rows of W are ld apart), four rows per pass over
+   y. Each element of y is its own chain of fused multiply-adds, one per
+   entry in order (lsae__axpy4 is four of them), so any len and any split
+   of the columns give the same bits. */
+static void lsae__decode_cols(float *y, const lsae__kv *e, size_t n, const float *W, size_t ld, size_t len)
 {
     const float *rows[4];
     float a[4];
     size_t i, m = 0;
     for (i = 0; i < n; ++i) {
         if (e[i].v == 0.0f) continue;
-        rows[m] = W + (size_t)e[i].i * d;
+        rows[m] = W + (size_t)e[i].i * ld;
         a[m] = e[i].v;
         if (++m == 4) {
-            lsae__axpy4(y, a, rows[0], rows[1], rows[2], rows[3], d);
+            lsae__axpy4(y, a, rows[0], rows[1], rows[2], rows[3], len);
             m = 0;
         }
     }
-    for (i = 0; i < m; ++i) lsae__axpy(y, a[i], rows[i], d);
+    for (i = 0; i < m; ++i) lsae__axpy(y, a[i], rows[i], len);
+}
+
+/* y += e[i].v W[e[i].i] over the n entries with a nonzero activation, in
+   order (rows of W are d long) */
+static void lsae__decode_into(float *y, const lsae__kv *e, size_t n, const float *W, size_t d)
+{
+    lsae__decode_cols(y, e, n, W, d, d);
 }
 
 /* Index of the first row of x [rows, d] holding NaN or Inf, or rows. */
@@ -5299,6 +5309,7 @@ struct lsae_trainer {
     size_t *cursor;             /* [cap] per-row position in the AuxK decode */
     size_t *lat_start;          /* [C L + 1] CSR offsets into order, by class then latent */
     int sort_parts;             /* row ranges the entry sort counts in parallel: min(threads, LSAE__SORT_PARTS) */
+    size_t decode_cols;         /* F5's column blocks (lsae__decode_block_cols); 0: chosen per batch (tests set it) */
     size_t *part_cnt;           /* [sort_parts, C L] their counts, then offsets */
     double *row_sse;            /* [cap, C] per-row sums of squared errors per class's output (TopK: e, e4, e_hat - e) (F5-F6) */
     double *tv_dim;             /* [d] */
@@ -6304,6 +6315,26 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
     return LSAE_OK;
 }
 
+/* The columns of W_dec to decode at a time in F5. A row's k latents are
+   spread over all of W_dec, so decoding a row at a time reads k whole rows
+   of W_dec from wherever they are; once W_dec outgrows a core's L2 (2.4 MB
+   at d 384, L 1,536) that is the L3, again for every row. Taking the
+   columns in blocks whose slice of W_dec (L x cols floats) fits in half the
+   L2 reads each slice from the L3 once a thread, then from the L2 for all
+   the thread's rows: worth it when each latent is decoded by many rows
+   (B K / L of them on average; 43 at L 3,072, k 128, B 1,024). Each element
+   keeps its chain of multiply-adds (lsae__decode_cols): same bits. Returns
+   d for a row at a time. */
+static size_t lsae__decode_block_cols(size_t L, size_t d, size_t B, size_t K, int nthreads)
+{
+    const size_t l2 = lsae__l2_bytes() ? lsae__l2_bytes() : (size_t)1 << 20;
+    size_t cols;
+    if ((size_t)nthreads * 16 > B || B * K < 16 * L || L * d * sizeof(float) <= l2 / 2) return d;
+    cols = l2 / 2 / (L * sizeof(float));
+    cols -= cols % 16;
+    return cols < 32 ? d : cols;
+}
+
 /* F5. Decode and residuals, per row b (G is [B, 3, d]: three outputs a row):
       G0[b] <- e  = x - (b_dec + sum_{i<k} a_i W_dec[l_i])
       G1[b] <- e4 = x - (b_dec + sum_{i<K} a_i W_dec[l_i])       (multi_topk)
@@ -6314,8 +6345,34 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
 static void lsae__decode_residuals(lsae_trainer *t, const lsae__batch *b)
 {
     const lsae_model *m = t->m;
-    const size_t d = m->d, k = b->k, K = b->Ksel;
+    const size_t d = m->d, k = b->k, K = b->Ksel, cols = t->decode_cols ? t->decode_cols : lsae__decode_block_cols(m->L, d, b->B, K, t->nthreads);
     ptrdiff_t pr;
+    if (cols < d) {
+        /* column blocks: a thread's rows, block by block */
+        LSAE__OMP(parallel num_threads(t->nthreads))
+        {
+            int tid = lsae__thread_id(), nth = 1;
+            size_t r0, r1, row, j0;
+#ifdef _OPENMP
+            nth = omp_get_num_threads();
+#endif
+            r0 = b->B * (size_t)tid / (size_t)nth;
+            r1 = b->B * ((size_t)tid + 1) / (size_t)nth;
+            for (j0 = 0; j0 < d; j0 += cols) {
+                const size_t len = d - j0 < cols ? d - j0 : cols;
+                for (row = r0; row < r1; ++row) {
+                    float *g0 = t->G + row * 3 * d + j0, *g1 = g0 + d;
+                    const lsae__kv *tk = t->top + row * t->K;
+                    memcpy(g0, m->b_dec + j0, len * sizeof(float));
+                    lsae__decode_cols(g0, tk, k, m->W_dec + j0, d, len);
+                    if (K > k) {
+                        memcpy(g1, g0, len * sizeof(float));
+                        lsae__decode_cols(g1, tk + k, K - k, m->W_dec + j0, d, len);
+                    }
+                }
+            }
+        }
+    }
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
         const size_t row = (size_t)pr;
@@ -6324,11 +6381,15 @@ static void lsae__decode_residuals(lsae_trainer *t, const lsae__batch *b)
         const lsae__kv *tk = t->top + row * t->K;
         double s0 = 0.0, s1 = 0.0;
         size_t j;
-        memcpy(g0, m->b_dec, d * sizeof(float));
-        lsae__decode_into(g0, tk, k, m->W_dec, d);
+        if (cols >= d) {
+            memcpy(g0, m->b_dec, d * sizeof(float));
+            lsae__decode_into(g0, tk, k, m->W_dec, d);
+        }
         if (K > k) {
-            memcpy(g1, g0, d * sizeof(float));
-            lsae__decode_into(g1, tk + k, K - k, m->W_dec, d);
+            if (cols >= d) {
+                memcpy(g1, g0, d * sizeof(float));
+                lsae__decode_into(g1, tk + k, K - k, m->W_dec, d);
+            }
             for (j = 0; j < d; ++j) {
                 g1[j] = xb[j] - g1[j];
                 s1 += (double)g1[j] * g1[j];

@@ -507,6 +507,52 @@ static void test_determinism(void)
     free(a); free(b); free(c); free(e);
 }
 
+/* F5's column-blocked decode (lsae__decode_block_cols picks it for large
+   L at high reuse; too large a shape for a unit test, so the blocks are
+   forced here) must give the bits of the row-at-a-time decode: every
+   element keeps its chain of multiply-adds. d 40 with blocks of 16 and 32
+   leaves short last blocks; multi_topk decodes the 4k tail after the top k,
+   AuxK and zero activations (a negative bias shift) are on; 1 and 3
+   threads. The trained weights after 6 optimizer steps must be equal. */
+static void test_decode_blocks(void)
+{
+    const size_t d = 40, L = 160, rows = 48, n = L * d * 2 + L + d;
+    static const size_t cols[] = { 0, 16, 32, 1 };
+    float *x = (float *)malloc(rows * d * 4), *ref = (float *)malloc(n * 4), *w = (float *)malloc(n * 4);
+    size_t ci, i;
+    int threads, s;
+    CHECK(lsae__decode_block_cols(L, d, rows, 16, 1) == d); /* a row at a time for this shape, unforced */
+    CHECK(lsae__decode_block_cols(3072, 384, 1024, 128, 2) < 384); /* blocks at MiniLM x8 (on any L2 under 2.4 MB x 2) */
+    for (threads = 1; threads <= 3; threads += 2)
+        for (ci = 0; ci < sizeof cols / sizeof cols[0]; ++ci) {
+            lsae_config c = lsae_config_default(d);
+            lsae_model *m = NULL;
+            lsae_trainer *t = NULL;
+            lsae_step_stats st;
+            float *b_enc = (float *)malloc(L * 4);
+            c.num_latents = L; c.k = 4; c.seed = 11; c.num_threads = threads;
+            c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 6;
+            c.multi_topk = 1; c.dead_feature_threshold = 30; c.grad_acc_steps = 1;
+            OK(lsae_model_create(&c, NULL, &m));
+            for (i = 0; i < L; ++i) b_enc[i] = i % 3 ? -0.5f : 0.0f;
+            OK(lsae_model_set_weights(m, NULL, b_enc, NULL, NULL));
+            OK(lsae_trainer_create(m, &c, &t));
+            t->decode_cols = cols[ci];
+            tu_seed(7);
+            for (s = 0; s < 6; ++s) {
+                for (i = 0; i < rows * d; ++i) x[i] = (float)tu_normal() + (float)(i % d) * 0.05f;
+                OK(lsae_trainer_step(t, x, rows, &st));
+            }
+            OK(lsae_model_get_weights(m, w, w + L * d, w + L * d + L, w + 2 * L * d + L));
+            if (threads == 1 && ci == 0) memcpy(ref, w, n * 4);
+            else CHECKF(memcmp(ref, w, n * 4) == 0, "decode in blocks of %zu columns, %d threads: other weights than a row at a time", cols[ci], threads);
+            lsae_trainer_free(t);
+            lsae_model_free(m);
+            free(b_enc);
+        }
+    free(x); free(ref); free(w);
+}
+
 static void test_trainer_batches(void)
 {
     const size_t d = 8, L = 32;
@@ -715,6 +761,7 @@ int main(void)
     test_encode();
     test_encode_threads();
     test_determinism();
+    test_decode_blocks();
     test_trainer_batches();
     test_files();
     test_bad_safetensors();
