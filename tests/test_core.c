@@ -183,6 +183,53 @@ static void test_cut_above(void)
             }
 }
 
+/* lsae__keep_best against the definition (it had only indirect checks:
+   the cut-back's fallback and the AuxK merge): a buffer in increasing
+   index order cut to exactly its kk best (value descending, then index),
+   in order, and the kk-th best value returned. Patterns: distinct values;
+   three values (ties at every cut); runs of 16 equal values; half the
+   values equal (0.5), so the kk-th best is often among many ties; a few
+   values far above the rest; a mix of -0 and +0 with positives. */
+static void test_keep_best(void)
+{
+    static const size_t ns[] = { 64, 100, 384, 1000 };
+    static const size_t kks[] = { 1, 5, 64, 192, 1000 };
+    size_t ni, ki, pattern;
+    for (ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+        for (ki = 0; ki < sizeof kks / sizeof kks[0]; ++ki)
+            for (pattern = 0; pattern < 6; ++pattern) {
+                const size_t n = ns[ni], kk = kks[ki] < ns[ni] ? kks[ki] : ns[ni];
+                lsae__kv *buf = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+                float *vals = (float *)malloc(n * sizeof(float)), t;
+                int *ref = (int *)malloc(n * sizeof(int));
+                unsigned char *want = (unsigned char *)calloc(n, 1);
+                size_t i, j, bad = 0;
+                for (i = 0; i < n; ++i) {
+                    float v;
+                    if (pattern == 0) v = (float)tu_uniform();
+                    else if (pattern == 1) v = (float)(tu_next() % 3);
+                    else if (pattern == 2) v = (float)((i * 7919) % n / 16);
+                    else if (pattern == 3) v = tu_next() % 2 ? 0.5f : (float)tu_uniform();
+                    else if (pattern == 4) v = i % (n / 32) == 0 ? 1000.0f + (float)i : (float)tu_uniform();
+                    else v = tu_next() % 3 == 0 ? (tu_next() % 2 ? -0.0f : 0.0f) : (float)tu_uniform();
+                    buf[i].v = vals[i] = v;
+                    buf[i].i = (int32_t)(3 * i + 1);
+                }
+                ref_topk(vals, (int)n, (int)kk, ref);
+                for (i = 0; i < kk; ++i) want[ref[i]] = 1;
+                t = lsae__keep_best(buf, n, kk);
+                /* the kept entries: exactly the wanted ones, in order */
+                for (i = 0, j = 0; i < n; ++i)
+                    if (want[i]) {
+                        if (buf[j].i != (int32_t)(3 * i + 1) || memcmp(&buf[j].v, &vals[i], 4) != 0) ++bad;
+                        ++j;
+                    }
+                CHECKF(bad == 0 && t == vals[ref[kk - 1]], "keep_best n %zu kk %zu pattern %d: %zu wrong entries, t %g (want %g)",
+                       n, kk, (int)pattern, bad, (double)t, (double)vals[ref[kk - 1]]);
+                free(buf); free(vals); free(ref); free(want);
+            }
+}
+
 static void test_gemm(void)
 {
     static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
@@ -754,6 +801,7 @@ int main(void)
     test_topk();
     test_compact();
     test_cut_above();
+    test_keep_best();
     test_gemm();
     test_gemm_groups();
     test_config();
