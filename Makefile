@@ -577,7 +577,7 @@ test-valgrind: $(VG_DIR)/lsae
 # ------------------------------------------------------------------ fuzzing
 # libFuzzer harnesses for every file parser (tests/fuzz/fuzz_*.c; the
 # header comment of each says what it feeds where):
-#   make fuzz [FUZZ_SECONDS=300] [FUZZERS="npy torch"]   each harness in turn, niced
+#   make fuzz [FUZZ_SECONDS=300] [FUZZERS="npy torch"]   FUZZ_JOBS (one per core) at a time, niced
 #   make test-fuzz       (part of make test) the regression inputs and seed
 #                        corpora replayed under gcc + ASan/UBSan (no clang
 #                        needed), then a FUZZ_SMOKE_SECONDS (30) run of each
@@ -610,14 +610,22 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS) | $(FUZZ_DIR)
 $(FUZZ_DIR)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(FUZZ_DEPS) | $(FUZZ_DIR)
 	$(CC) $(CSTD) -O1 $(WARN) -g $(SANFLAGS) -o $@ $< tests/fuzz/replay_main.c -lm
 
-# one harness for $(1) seconds; prints the executions libFuzzer made
+# every harness for $(1) seconds, FUZZ_JOBS (one per core) at a time: they
+# all stop after the same time, so they go in batches; then each one's
+# executions are printed, and the first that found something fails the run
+FUZZ_JOBS ?= $(JOBS)
 define lsae_fuzz_run
-	@set -e; for h in $(FUZZERS); do \
-	  mkdir -p $(FUZZ_DIR)/corpus/$$h $(FUZZ_DIR)/artifacts/$$h; \
-	  echo "== fuzz_$$h: $(1) s"; \
-	  if ! $(FUZZ_ENV) $(FUZZ_NICE) $(FUZZ_DIR)/fuzz_$$h -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -max_len=$(FUZZ_MAX_LEN) \
+	@set -e; n=0; for h in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$h $(FUZZ_DIR)/artifacts/$$h; rm -f $(FUZZ_DIR)/$$h.rc; \
+	  ( rc=0; $(FUZZ_ENV) $(FUZZ_NICE) $(FUZZ_DIR)/fuzz_$$h -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -max_len=$(FUZZ_MAX_LEN) \
 	       -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h/ \
-	       $(FUZZ_DIR)/corpus/$$h tests/fuzz/seeds/$$h $$(ls -d tests/fuzz/regress/$$h 2>/dev/null) > $(FUZZ_DIR)/$$h.log 2>&1; then \
+	       $(FUZZ_DIR)/corpus/$$h tests/fuzz/seeds/$$h $$(ls -d tests/fuzz/regress/$$h 2>/dev/null) > $(FUZZ_DIR)/$$h.log 2>&1 || rc=$$?; \
+	    echo $$rc > $(FUZZ_DIR)/$$h.rc ) & \
+	  n=$$((n + 1)); if [ $$n -ge $(FUZZ_JOBS) ]; then wait; n=0; fi; \
+	done; wait; \
+	for h in $(FUZZERS); do \
+	  echo "== fuzz_$$h: $(1) s"; \
+	  if [ "$$(cat $(FUZZ_DIR)/$$h.rc 2>/dev/null)" != 0 ]; then \
 	    tail -n 60 $(FUZZ_DIR)/$$h.log; echo "FAILED: fuzz_$$h found something; the input is in $(FUZZ_DIR)/artifacts/$$h/ (log $(FUZZ_DIR)/$$h.log)"; exit 1; \
 	  fi; \
 	  grep -h 'stat::number_of_executed_units\|stat::peak_rss_mb' $(FUZZ_DIR)/$$h.log | sed 's/^/   /'; \
@@ -643,6 +651,11 @@ test-fuzz-smoke:
 endif
 
 test-fuzz: test-fuzz-replay test-fuzz-smoke
+# built with the other test programs, one job per core
+TEST_PROGRAMS += $(addprefix $(FUZZ_DIR)/replay_,$(FUZZERS))
+ifeq ($(HAVE_LIBFUZZER),1)
+TEST_PROGRAMS += $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZERS))
+endif
 
 # ---------------------------------------------------------------- Windows
 # make test-windows: the C tests and lsae built for 64-bit Windows with
