@@ -6324,15 +6324,20 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
    the thread's rows: worth it when each latent is decoded by many rows
    (B K / L of them on average; 43 at L 3,072, k 128, B 1,024). Each element
    keeps its chain of multiply-adds (lsae__decode_cols): same bits. Returns
-   d for a row at a time. */
-static size_t lsae__decode_block_cols(size_t L, size_t d, size_t B, size_t K, int nthreads)
+   d for a row at a time. l2_bytes: the core's L2 (0: unknown, taken as
+   2 MiB). */
+static size_t lsae__decode_block_cols_for(size_t L, size_t d, size_t B, size_t K, int nthreads, size_t l2_bytes)
 {
-    const size_t l2 = lsae__l2_bytes() ? lsae__l2_bytes() : (size_t)1 << 20;
+    const size_t l2 = l2_bytes ? l2_bytes : (size_t)2 << 20;
     size_t cols;
     if ((size_t)nthreads * 16 > B || B * K < 16 * L || L * d * sizeof(float) <= l2 / 2) return d;
     cols = l2 / 2 / (L * sizeof(float));
     cols -= cols % 16;
     return cols < 32 ? d : cols;
+}
+static size_t lsae__decode_block_cols(size_t L, size_t d, size_t B, size_t K, int nthreads)
+{
+    return lsae__decode_block_cols_for(L, d, B, K, nthreads, lsae__l2_bytes());
 }
 
 /* F5. Decode and residuals, per row b (G is [B, 3, d]: three outputs a row):

@@ -568,8 +568,15 @@ static void test_decode_blocks(void)
     float *x = (float *)malloc(rows * d * 4), *ref = (float *)malloc(n * 4), *w = (float *)malloc(n * 4);
     size_t ci, i;
     int threads, s;
-    CHECK(lsae__decode_block_cols(L, d, rows, 16, 1) == d); /* a row at a time for this shape, unforced */
-    CHECK(lsae__decode_block_cols(3072, 384, 1024, 128, 2) < 384); /* blocks at MiniLM x8 (on any L2 under 2.4 MB x 2) */
+    /* the choice, for L2 sizes of 256 KiB to 32 MiB and unknown (0) */
+    CHECK(lsae__decode_block_cols(L, d, rows, 16, 1) == d);                         /* this shape: a row at a time */
+    CHECK(lsae__decode_block_cols_for(3072, 384, 1024, 128, 2, (size_t)2 << 20) == 80); /* MiniLM x8, 2 MiB: 80 columns */
+    CHECK(lsae__decode_block_cols_for(3072, 384, 1024, 128, 2, 0) == 80);           /* unknown: as 2 MiB */
+    CHECK(lsae__decode_block_cols_for(1536, 384, 1024, 128, 2, (size_t)2 << 20) == 160);
+    CHECK(lsae__decode_block_cols_for(3072, 384, 1024, 128, 2, (size_t)512 << 10) == 384); /* 16 columns: too few */
+    CHECK(lsae__decode_block_cols_for(1536, 384, 1024, 128, 2, (size_t)32 << 20) == 384);  /* W_dec fits: rows */
+    CHECK(lsae__decode_block_cols_for(24576, 768, 512, 64, 2, (size_t)2 << 20) == 768);    /* nomic: too little reuse */
+    CHECK(lsae__decode_block_cols_for(3072, 384, 16, 128, 2, (size_t)2 << 20) == 384);     /* a few rows a thread */
     for (threads = 1; threads <= 3; threads += 2)
         for (ci = 0; ci < sizeof cols / sizeof cols[0]; ++ci) {
             lsae_config c = lsae_config_default(d);
