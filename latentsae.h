@@ -2687,6 +2687,22 @@ static float lsae__dot_from(const float *a, const float *b, size_t n, size_t j, 
 }
 #endif
 
+#if defined(LSAE__AVX2) && !defined(LSAE__AVX512)
+/* The 64 chains of lsae__dot (lane q of s_i: chain 8 i + q) summed as its
+   fixed tree: halves, quarters, eighths, then within the vector */
+static float lsae__reduce8(__m256 s0, __m256 s1, __m256 s2, __m256 s3, __m256 s4, __m256 s5, __m256 s6, __m256 s7)
+{
+    __m128 x;
+    s0 = _mm256_add_ps(s0, s4); s1 = _mm256_add_ps(s1, s5); s2 = _mm256_add_ps(s2, s6); s3 = _mm256_add_ps(s3, s7); /* +32 */
+    s0 = _mm256_add_ps(s0, s2); s1 = _mm256_add_ps(s1, s3);                                                       /* +16 */
+    s0 = _mm256_add_ps(s0, s1);                                                                                   /* +8 */
+    x = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));                                    /* +4 */
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                                                       /* +2 */
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                                                                   /* +1 */
+    return _mm_cvtss_f32(x);
+}
+#endif
+
 static float lsae__dot(const float *a, const float *b, size_t n)
 {
 #if defined(LSAE__AVX512)
@@ -2694,7 +2710,6 @@ static float lsae__dot(const float *a, const float *b, size_t n)
     return lsae__dot_from(a, b, n, 0, z, z, z, z);
 #elif defined(LSAE__AVX2)
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-    __m128 x;
     size_t j = 0;
     for (; j + 64 <= n; j += 64) {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
@@ -2716,13 +2731,7 @@ static float lsae__dot(const float *a, const float *b, size_t n)
         s0 = _mm256_loadu_ps(t); s1 = _mm256_loadu_ps(t + 8); s2 = _mm256_loadu_ps(t + 16); s3 = _mm256_loadu_ps(t + 24);
         s4 = _mm256_loadu_ps(t + 32); s5 = _mm256_loadu_ps(t + 40); s6 = _mm256_loadu_ps(t + 48); s7 = _mm256_loadu_ps(t + 56);
     }
-    s0 = _mm256_add_ps(s0, s4); s1 = _mm256_add_ps(s1, s5); s2 = _mm256_add_ps(s2, s6); s3 = _mm256_add_ps(s3, s7); /* +32 */
-    s0 = _mm256_add_ps(s0, s2); s1 = _mm256_add_ps(s1, s3);                                                       /* +16 */
-    s0 = _mm256_add_ps(s0, s1);                                                                                   /* +8 */
-    x = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));                                    /* +4 */
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));                                                                       /* +2 */
-    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));                                                                   /* +1 */
-    return _mm_cvtss_f32(x);
+    return lsae__reduce8(s0, s1, s2, s3, s4, s5, s6, s7);
 #elif defined(LSAE__NEON)
     /* s[i] holds chains 4i .. 4i + 3 (named: an array of vectors may be kept in memory) */
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
@@ -2780,6 +2789,50 @@ static float lsae__dot(const float *a, const float *b, size_t n)
 }
 
 
+/* The dot product x . w in lsae__dot's order (the same bits) and
+   y[0..n) += a x (y = fma(a, x, y) element by element), x loaded once for
+   both. With AVX2 the dot's 64 chains take 8 of the 16 registers, so one
+   entry at a time: where four dots and an lsae__axpy4 loaded each row of
+   x twice from the cache below L1 (B3 gathers one a row of the batch per
+   entry), this loads it once. Elsewhere the two calls. */
+static float lsae__dot_axpy(const float *x, const float *w, float *y, float a, size_t n)
+{
+#if defined(LSAE__AVX2) && !defined(LSAE__AVX512)
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    const __m256 va = _mm256_set1_ps(a);
+    size_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+#define LSAE__DOT_AXPY8(u)                                                                          \
+        {                                                                                           \
+            const __m256 xv = _mm256_loadu_ps(x + j + 8 * (u));                                     \
+            s##u = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + j + 8 * (u)), s##u);                     \
+            _mm256_storeu_ps(y + j + 8 * (u), _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + j + 8 * (u)))); \
+        }
+        LSAE__DOT_AXPY8(0) LSAE__DOT_AXPY8(1) LSAE__DOT_AXPY8(2) LSAE__DOT_AXPY8(3)
+        LSAE__DOT_AXPY8(4) LSAE__DOT_AXPY8(5) LSAE__DOT_AXPY8(6) LSAE__DOT_AXPY8(7)
+#undef LSAE__DOT_AXPY8
+    }
+    if (j < n) {
+        /* the tail, lane by lane into the same chains (as lsae__dot) */
+        float t[64];
+        size_t q;
+        _mm256_storeu_ps(t, s0); _mm256_storeu_ps(t + 8, s1); _mm256_storeu_ps(t + 16, s2); _mm256_storeu_ps(t + 24, s3);
+        _mm256_storeu_ps(t + 32, s4); _mm256_storeu_ps(t + 40, s5); _mm256_storeu_ps(t + 48, s6); _mm256_storeu_ps(t + 56, s7);
+        for (q = 0; j + q < n; ++q) {
+            t[q] = LSAE__FMA(x[j + q], w[j + q], t[q]);
+            y[j + q] = LSAE__FMA(a, x[j + q], y[j + q]);
+        }
+        s0 = _mm256_loadu_ps(t); s1 = _mm256_loadu_ps(t + 8); s2 = _mm256_loadu_ps(t + 16); s3 = _mm256_loadu_ps(t + 24);
+        s4 = _mm256_loadu_ps(t + 32); s5 = _mm256_loadu_ps(t + 40); s6 = _mm256_loadu_ps(t + 48); s7 = _mm256_loadu_ps(t + 56);
+    }
+    return lsae__reduce8(s0, s1, s2, s3, s4, s5, s6, s7);
+#else
+    const float v = lsae__dot(x, w, n);
+    lsae__axpy(y, a, x, n);
+    return v;
+#endif
+}
+
 /* B3's inner step for four entries of one latent: out[e] = lsae__dot(x_e, w,
    n) and then y += a_0 x_0 + a_1 x_1 + a_2 x_2 + a_3 x_3 (lsae__axpy4),
    bit for bit those calls, in one pass over the four rows with AVX-512:
@@ -2834,8 +2887,49 @@ static void lsae__dot4_axpy4(float *out, const float *a, const float *x0, const 
     out[1] = lsae__dot_reduce(s10, s11, s12, s13);
     out[2] = lsae__dot_reduce(s20, s21, s22, s23);
     out[3] = lsae__dot_reduce(s30, s31, s32, s33);
+#elif defined(LSAE__AVX2)
+    /* 4 x 8 ymm accumulators do not fit in 16 registers: the 64 chains go a
+       quarter at a time (chains 16 q .. 16 q + 15: the elements p with p mod
+       64 in that range), 4 entries x 2 ymm, the quarters' sums kept in t.
+       Each element of x, w and y is loaded once (y stored once), every chain
+       gets its elements in order, and y's chain its four entries in order:
+       lsae__dot's bits for the dots, lsae__axpy4's for y. */
+    const float *const xs[4] = { x0, x1, x2, x3 };
+    const __m256 va0 = _mm256_set1_ps(a[0]), va1 = _mm256_set1_ps(a[1]), va2 = _mm256_set1_ps(a[2]), va3 = _mm256_set1_ps(a[3]);
+    const size_t n64 = n / 64 * 64;
+    float t[4][64];
+    size_t qtr, j, e, q;
+    for (qtr = 0; qtr < 4; ++qtr) {
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+        for (j = 16 * qtr; j < n64; j += 64) {
+#define LSAE__DOT4_AXPY8(u)                                                                         \
+            {                                                                                       \
+                const __m256 wv = _mm256_loadu_ps(w + j + 8 * (u));                                 \
+                __m256 yv = _mm256_loadu_ps(y + j + 8 * (u)), xv;                                   \
+                xv = _mm256_loadu_ps(x0 + j + 8 * (u)); s0##u = _mm256_fmadd_ps(xv, wv, s0##u); yv = _mm256_fmadd_ps(va0, xv, yv); \
+                xv = _mm256_loadu_ps(x1 + j + 8 * (u)); s1##u = _mm256_fmadd_ps(xv, wv, s1##u); yv = _mm256_fmadd_ps(va1, xv, yv); \
+                xv = _mm256_loadu_ps(x2 + j + 8 * (u)); s2##u = _mm256_fmadd_ps(xv, wv, s2##u); yv = _mm256_fmadd_ps(va2, xv, yv); \
+                xv = _mm256_loadu_ps(x3 + j + 8 * (u)); s3##u = _mm256_fmadd_ps(xv, wv, s3##u); yv = _mm256_fmadd_ps(va3, xv, yv); \
+                _mm256_storeu_ps(y + j + 8 * (u), yv);                                              \
+            }
+            LSAE__DOT4_AXPY8(0) LSAE__DOT4_AXPY8(1)
+#undef LSAE__DOT4_AXPY8
+        }
+        _mm256_storeu_ps(t[0] + 16 * qtr, s00); _mm256_storeu_ps(t[0] + 16 * qtr + 8, s01);
+        _mm256_storeu_ps(t[1] + 16 * qtr, s10); _mm256_storeu_ps(t[1] + 16 * qtr + 8, s11);
+        _mm256_storeu_ps(t[2] + 16 * qtr, s20); _mm256_storeu_ps(t[2] + 16 * qtr + 8, s21);
+        _mm256_storeu_ps(t[3] + 16 * qtr, s30); _mm256_storeu_ps(t[3] + 16 * qtr + 8, s31);
+    }
+    /* the tail, lane by lane into the same chains; y entry by entry */
+    for (q = 0; n64 + q < n; ++q) {
+        for (e = 0; e < 4; ++e) t[e][q] = LSAE__FMA(xs[e][n64 + q], w[n64 + q], t[e][q]);
+        y[n64 + q] = LSAE__FMA(a[3], x3[n64 + q], LSAE__FMA(a[2], x2[n64 + q], LSAE__FMA(a[1], x1[n64 + q], LSAE__FMA(a[0], x0[n64 + q], y[n64 + q]))));
+    }
+    for (e = 0; e < 4; ++e)
+        out[e] = lsae__reduce8(_mm256_loadu_ps(t[e]), _mm256_loadu_ps(t[e] + 8), _mm256_loadu_ps(t[e] + 16), _mm256_loadu_ps(t[e] + 24),
+                               _mm256_loadu_ps(t[e] + 32), _mm256_loadu_ps(t[e] + 40), _mm256_loadu_ps(t[e] + 48), _mm256_loadu_ps(t[e] + 56));
 #else
-    /* 4 x 8 ymm (or 4 x 16 NEON q) accumulators do not fit: four dots */
+    /* 4 x 16 NEON q accumulators do not fit: four dots */
     out[0] = lsae__dot(x0, w, n);
     out[1] = lsae__dot(x1, w, n);
     out[2] = lsae__dot(x2, w, n);
@@ -6731,12 +6825,8 @@ static void lsae__decoder_grads(lsae_trainer *t)
                     lsae__dot4_axpy4(dpre, a, g0, g1, g2, g3, wd, gd, d);
                     memcpy(t->ent_val + q, dpre, sizeof dpre); /* dpre, for B4 */
                 }
-                for (; q < st[l + 1]; ++q) {
-                    const float *g = t->G + (size_t)t->ent_row[q] * C * d + cls * d;
-                    const float a = t->ent_val[q];
-                    t->ent_val[q] = lsae__dot(g, wd, d);
-                    lsae__axpy(gd, a, g, d);
-                }
+                for (; q < st[l + 1]; ++q)
+                    t->ent_val[q] = lsae__dot_axpy(t->G + (size_t)t->ent_row[q] * C * d + cls * d, wd, gd, t->ent_val[q], d);
                 if (st[l + 1] > st[l]) t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
             }
         }
