@@ -3294,6 +3294,27 @@ static void lsae__count_from(const lsae__kv *buf, size_t n, float t, size_t *abo
     *atleast = e;
 }
 
+#if defined(LSAE__AVX2) && !defined(LSAE__AVX512)
+/* AVX2 has no compress instruction: the entries (8-byte value-index
+   pairs) of a vector of four chosen by a 4-bit mask are moved to its front
+   by one vpermps, its index vector looked up here: row m lists the 32-bit
+   lanes of the chosen pairs, in order (the rest 0; they are stored but
+   overwritten or past the count). */
+static const int32_t lsae__pack4_lut[16][8] = {
+    { 0, 0, 0, 0, 0, 0, 0, 0 }, { 0, 1, 0, 0, 0, 0, 0, 0 }, { 2, 3, 0, 0, 0, 0, 0, 0 }, { 0, 1, 2, 3, 0, 0, 0, 0 },
+    { 4, 5, 0, 0, 0, 0, 0, 0 }, { 0, 1, 4, 5, 0, 0, 0, 0 }, { 2, 3, 4, 5, 0, 0, 0, 0 }, { 0, 1, 2, 3, 4, 5, 0, 0 },
+    { 6, 7, 0, 0, 0, 0, 0, 0 }, { 0, 1, 6, 7, 0, 0, 0, 0 }, { 2, 3, 6, 7, 0, 0, 0, 0 }, { 0, 1, 2, 3, 6, 7, 0, 0 },
+    { 4, 5, 6, 7, 0, 0, 0, 0 }, { 0, 1, 4, 5, 6, 7, 0, 0 }, { 2, 3, 4, 5, 6, 7, 0, 0 }, { 0, 1, 2, 3, 4, 5, 6, 7 }
+};
+/* the pairs of e chosen by m (bit q: pair q) stored from dst on (a whole
+   vector written: 32 bytes); returns how many */
+static size_t lsae__pack4(lsae__kv *dst, __m256 e, unsigned m)
+{
+    _mm256_storeu_ps((float *)(void *)dst, _mm256_permutevar8x32_ps(e, _mm256_loadu_si256((const __m256i *)(const void *)lsae__pack4_lut[m])));
+    return LSAE__POPCNT(m);
+}
+#endif
+
 /* buf[0..n) reduced, in place and in order, to the entries whose value is
    above t and the first ties of them whose value equals t */
 static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
@@ -3320,6 +3341,26 @@ static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
         m = (m | (m >> 4)) & 0x00FFu;
         _mm512_storeu_si512((void *)(buf + j), _mm512_maskz_compress_epi64((__mmask8)m, e));
         j += LSAE__POPCNT(m);
+    }
+#elif defined(LSAE__AVX2)
+    /* 4 entries at a time, packed by lsae__pack4 (the store at buf + j,
+       j <= i, overwrites only entries already loaded) */
+    const __m256 vt = _mm256_set1_ps(t);
+    for (; i + 4 <= n; i += 4) {
+        const __m256 e = _mm256_loadu_ps((const float *)(const void *)(buf + i));
+        /* the value lanes (0, 2, 4, 6) as bits 0..3 */
+        unsigned gt = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, vt, _CMP_GT_OQ)), m;
+        gt = (gt & 1u) | ((gt >> 1) & 2u) | ((gt >> 2) & 4u) | ((gt >> 3) & 8u);
+        m = gt;
+        if (ties) {
+            unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, vt, _CMP_EQ_OQ));
+            eq = (eq & 1u) | ((eq >> 1) & 2u) | ((eq >> 2) & 4u) | ((eq >> 3) & 8u);
+            for (; eq && ties; --ties) {
+                m |= eq & (0u - eq); /* the lowest tie left */
+                eq &= eq - 1;
+            }
+        }
+        j += lsae__pack4(buf + j, e, m);
     }
 #endif
     for (; i < n; ++i) {
@@ -3543,13 +3584,33 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
     }
 #elif defined(LSAE__AVX2)
     if (nt == LSAE__NT) {
+        /* as the AVX-512 path: the accepted candidates of 8 latents appended
+           at once, value and index interleaved into two vectors of four
+           pairs, each packed by lsae__pack4 (up to 8 + 3 entries past the
+           capacity are written: the room has LSAE__BUF_SLACK) */
         const __m256 zero = _mm256_setzero_ps();
+        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for (j = 0; j < LSAE__NT; j += 8) {
-            __m256 v = _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(c + j), _mm256_loadu_ps(b + j)), zero);
-            unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[0]), _CMP_GT_OQ));
-            unsigned ma = KA ? (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[1]), _CMP_GT_OQ)) & (unsigned)((dead >> j) & 0xFFu) : 0u;
-            while (m) { size_t jj = j + LSAE__CTZ(m); m &= m - 1; LSAE__OFFER_MAIN(jj); }
-            while (ma) { size_t jj = j + LSAE__CTZ(ma); ma &= ma - 1; LSAE__OFFER_AUX(jj); }
+            const __m256 v = _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(c + j), _mm256_loadu_ps(b + j)), zero);
+            const unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[0]), _CMP_GT_OQ));
+            const unsigned ma = KA ? (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(thr[1]), _CMP_GT_OQ)) & (unsigned)((dead >> j) & 0xFFu) : 0u;
+            __m256 idx, lo, hi, p03, p47;
+            if (!(m | ma)) continue;
+            idx = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_set1_epi32((int)(l0 + j)), iota));
+            lo = _mm256_unpacklo_ps(v, idx); /* pairs 0, 1 | 4, 5 */
+            hi = _mm256_unpackhi_ps(v, idx); /* pairs 2, 3 | 6, 7 */
+            p03 = _mm256_permute2f128_ps(lo, hi, 0x20);
+            p47 = _mm256_permute2f128_ps(lo, hi, 0x31);
+            if (m) {
+                cnt[0] += lsae__pack4(h + cnt[0], p03, m & 0xFu);
+                cnt[0] += lsae__pack4(h + cnt[0], p47, m >> 4);
+                if (cnt[0] >= capK) lsae__compact(h, &cnt[0], K, &thr[0]);
+            }
+            if (ma) {
+                cnt[1] += lsae__pack4(ha + cnt[1], p03, ma & 0xFu);
+                cnt[1] += lsae__pack4(ha + cnt[1], p47, ma >> 4);
+                if (cnt[1] >= capKA) lsae__compact(ha, &cnt[1], KA, &thr[1]);
+            }
         }
         return;
     }
