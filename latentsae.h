@@ -2835,8 +2835,8 @@ static float lsae__dot_axpy(const float *x, const float *w, float *y, float a, s
 
 /* B3's inner step for four entries of one latent: out[e] = lsae__dot(x_e, w,
    n) and then y += a_0 x_0 + a_1 x_1 + a_2 x_2 + a_3 x_3 (lsae__axpy4),
-   bit for bit those calls, in one pass over the four rows with AVX-512:
-   each row is loaded once for both (the rows are gathered from a
+   bit for bit those calls, in one pass over the four rows with AVX-512 and
+   AVX2 (NEON: the calls): each row is loaded once for both (the rows are gathered from a
    batch-sized array in L2, and two passes load them twice), the four dots
    run together (16 accumulators, the 64 chains of lsae__dot each) and
    share the loads of w, and each y[j] gets the same chain of four FMAs in
@@ -3306,6 +3306,12 @@ static const int32_t lsae__pack4_lut[16][8] = {
     { 6, 7, 0, 0, 0, 0, 0, 0 }, { 0, 1, 6, 7, 0, 0, 0, 0 }, { 2, 3, 6, 7, 0, 0, 0, 0 }, { 0, 1, 2, 3, 6, 7, 0, 0 },
     { 4, 5, 6, 7, 0, 0, 0, 0 }, { 0, 1, 4, 5, 6, 7, 0, 0 }, { 2, 3, 4, 5, 6, 7, 0, 0 }, { 0, 1, 2, 3, 4, 5, 6, 7 }
 };
+/* bits 0, 2, 4, 6 of a _mm256_movemask_ps (the value lanes of four pairs)
+   as bits 0..3 */
+static unsigned lsae__even4(unsigned m)
+{
+    return (m & 1u) | ((m >> 1) & 2u) | ((m >> 2) & 4u) | ((m >> 3) & 8u);
+}
 /* the pairs of e chosen by m (bit q: pair q) stored from dst on (a whole
    vector written: 32 bytes); returns how many */
 static size_t lsae__pack4(lsae__kv *dst, __m256 e, unsigned m)
@@ -3348,13 +3354,9 @@ static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
     const __m256 vt = _mm256_set1_ps(t);
     for (; i + 4 <= n; i += 4) {
         const __m256 e = _mm256_loadu_ps((const float *)(const void *)(buf + i));
-        /* the value lanes (0, 2, 4, 6) as bits 0..3 */
-        unsigned gt = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, vt, _CMP_GT_OQ)), m;
-        gt = (gt & 1u) | ((gt >> 1) & 2u) | ((gt >> 2) & 4u) | ((gt >> 3) & 8u);
-        m = gt;
+        unsigned m = lsae__even4((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, vt, _CMP_GT_OQ)));
         if (ties) {
-            unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, vt, _CMP_EQ_OQ));
-            eq = (eq & 1u) | ((eq >> 1) & 2u) | ((eq >> 2) & 4u) | ((eq >> 3) & 8u);
+            unsigned eq = lsae__even4((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, vt, _CMP_EQ_OQ)));
             for (; eq && ties; --ties) {
                 m |= eq & (0u - eq); /* the lowest tie left */
                 eq &= eq - 1;
