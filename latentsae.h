@@ -5849,9 +5849,61 @@ static lsae_result lsae__keep_finite_rows(lsae_trainer *t, const float *x, size_
     return LSAE_OK;
 }
 
-/* F2. TV = sum_j sum_b (x[b, j] - mean_b x[b, j])^2, in double: a dimension
-   per task (tv_dim [d]), then the dimensions summed in order. TV = 0 (all rows
-   equal) leaves fvu undefined: the batch is refused. */
+/* F2. TV = sum_j sum_b (x[b, j] - mean_b x[b, j])^2, in double: each
+   dimension's sum over the rows in row order (tv_dim [d]), then the
+   dimensions summed in order. TV = 0 (all rows equal) leaves fvu undefined:
+   the batch is refused.
+   The rows are read across, LSAE__TV_COLS dimensions at a time: one row's
+   slice of the block feeds that many independent sums, where going down one
+   column at a time leaves a single chain of dependent double additions
+   (about 4 cycles each) and strides through x. Each dimension still adds
+   its rows in row order, so the sums are the same bits either way. */
+#define LSAE__TV_COLS 32
+
+/* out[c] = sum over rows q in order of X[q, j0 + c], or of
+   (X[q, j0 + c] - center[c])^2 when center is given, for c < n (n <=
+   LSAE__TV_COLS) */
+static void lsae__column_sums(const float *X, size_t B, size_t d, size_t j0, size_t n, const double *center, double *out)
+{
+    double acc[LSAE__TV_COLS];
+    size_t q, c;
+    for (c = 0; c < n; ++c) acc[c] = 0.0;
+#if defined(LSAE__AVX2)
+    if (n == LSAE__TV_COLS) {
+        /* the same operations, four dimensions a register: widen, subtract,
+           multiply, add (no fused multiply-add, as in the C below) */
+        __m256d a[LSAE__TV_COLS / 4], ctr[LSAE__TV_COLS / 4];
+        for (c = 0; c < LSAE__TV_COLS / 4; ++c) {
+            a[c] = _mm256_setzero_pd();
+            ctr[c] = center ? _mm256_loadu_pd(center + 4 * c) : _mm256_setzero_pd();
+        }
+        for (q = 0; q < B; ++q) {
+            const float *row = X + q * d + j0;
+            if (center)
+                for (c = 0; c < LSAE__TV_COLS / 4; ++c) {
+                    const __m256d diff = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(row + 4 * c)), ctr[c]);
+                    a[c] = _mm256_add_pd(a[c], _mm256_mul_pd(diff, diff));
+                }
+            else
+                for (c = 0; c < LSAE__TV_COLS / 4; ++c) a[c] = _mm256_add_pd(a[c], _mm256_cvtps_pd(_mm_loadu_ps(row + 4 * c)));
+        }
+        for (c = 0; c < LSAE__TV_COLS / 4; ++c) _mm256_storeu_pd(out + 4 * c, a[c]);
+        return;
+    }
+#endif
+    for (q = 0; q < B; ++q) {
+        const float *row = X + q * d + j0;
+        if (center)
+            for (c = 0; c < n; ++c) {
+                const double diff = row[c] - center[c];
+                acc[c] += diff * diff;
+            }
+        else
+            for (c = 0; c < n; ++c) acc[c] += row[c];
+    }
+    memcpy(out, acc, n * sizeof(double));
+}
+
 /* F2 over the ranks of a data-parallel run: the same two passes, each a
    sum over the global batch.
       pass 1: s_j = sum over every rank's rows of x[b, j] (and the row
@@ -5864,17 +5916,15 @@ static lsae_result lsae__keep_finite_rows(lsae_trainer *t, const float *x, size_
    denominator of fvu must be the global batch's. */
 static lsae_result lsae__total_variance_comm(lsae_trainer *t, lsae__batch *b)
 {
-    const size_t d = t->m->d, B = b->B;
+    const size_t d = t->m->d, B = b->B, nblk = (d + LSAE__TV_COLS - 1) / LSAE__TV_COLS;
     double *s = t->comm_buf, TV = 0.0;
     size_t j;
-    ptrdiff_t pj;
+    ptrdiff_t pk;
     lsae_result r;
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
-    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
-        double sum = 0.0;
-        size_t q;
-        for (q = 0; q < B; ++q) sum += t->x_used[q * d + (size_t)pj];
-        s[pj] = sum;
+    for (pk = 0; pk < (ptrdiff_t)nblk; ++pk) {
+        const size_t j0 = (size_t)pk * LSAE__TV_COLS, n = d - j0 < LSAE__TV_COLS ? d - j0 : LSAE__TV_COLS;
+        lsae__column_sums(t->x_used, B, d, j0, n, NULL, s + j0);
     }
     s[d] = (double)B;
     s[d + 1] = (double)b->dropped;
@@ -5885,15 +5935,12 @@ static lsae_result lsae__total_variance_comm(lsae_trainer *t, lsae__batch *b)
         return lsae__err(LSAE_BAD_BATCH, "batch has %zu finite rows over %d ranks (%zu dropped for NaN/Inf): fvu needs at least 2 rows to have a variance",
                          b->Bg, t->comm.size, b->dropped_g);
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
-    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
-        const double mean = s[pj] / (double)b->Bg;
-        double v = 0.0;
-        size_t q;
-        for (q = 0; q < B; ++q) {
-            double diff = t->x_used[q * d + (size_t)pj] - mean;
-            v += diff * diff;
-        }
-        t->tv_dim[pj] = v;
+    for (pk = 0; pk < (ptrdiff_t)nblk; ++pk) {
+        const size_t j0 = (size_t)pk * LSAE__TV_COLS, n = d - j0 < LSAE__TV_COLS ? d - j0 : LSAE__TV_COLS;
+        double mean[LSAE__TV_COLS];
+        size_t c;
+        for (c = 0; c < n; ++c) mean[c] = s[j0 + c] / (double)b->Bg;
+        lsae__column_sums(t->x_used, B, d, j0, n, mean, t->tv_dim + j0);
     }
     if ((r = lsae__comm_sum64(t, t->tv_dim, d, "the batch's variance")) != LSAE_OK) return r;
     for (j = 0; j < d; ++j) TV += t->tv_dim[j];
@@ -5905,22 +5952,19 @@ static lsae_result lsae__total_variance_comm(lsae_trainer *t, lsae__batch *b)
 
 static lsae_result lsae__total_variance(lsae_trainer *t, lsae__batch *b)
 {
-    const size_t d = t->m->d, B = b->B;
+    const size_t d = t->m->d, B = b->B, nblk = (d + LSAE__TV_COLS - 1) / LSAE__TV_COLS;
     double TV = 0.0;
     size_t j;
-    ptrdiff_t pj;
+    ptrdiff_t pk;
     if (t->has_comm) return lsae__total_variance_comm(t, b);
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
-    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
-        double mean = 0.0, s = 0.0;
-        size_t q;
-        for (q = 0; q < B; ++q) mean += t->x_used[q * d + (size_t)pj];
-        mean /= (double)B;
-        for (q = 0; q < B; ++q) {
-            double diff = t->x_used[q * d + (size_t)pj] - mean;
-            s += diff * diff;
-        }
-        t->tv_dim[pj] = s;
+    for (pk = 0; pk < (ptrdiff_t)nblk; ++pk) {
+        const size_t j0 = (size_t)pk * LSAE__TV_COLS, n = d - j0 < LSAE__TV_COLS ? d - j0 : LSAE__TV_COLS;
+        double mean[LSAE__TV_COLS];
+        size_t c;
+        lsae__column_sums(t->x_used, B, d, j0, n, NULL, mean);
+        for (c = 0; c < n; ++c) mean[c] /= (double)B;
+        lsae__column_sums(t->x_used, B, d, j0, n, mean, t->tv_dim + j0);
     }
     for (j = 0; j < d; ++j) TV += t->tv_dim[j];
     b->TV = TV;
