@@ -3794,16 +3794,31 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             }
             memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
-            for (s = 0; s < team_size; ++s) {
-                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + lsae__buf_room(ws->K);
-                const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
-                memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
-                na += cnt[1];
-            }
             /* the KA best, in index order: the candidates put in index order
                (each thread's buffer is; the threads' latents interleave),
-               then the KA best kept in that order, no sort on values */
-            if (team_size > 1) lsae__sort_index(merge, na, merge + half, L);
+               then the KA best kept in that order, no sort on values. Two
+               threads' buffers are merged as the two sorted runs they are
+               (each holds whole groups of tiles, so the runs are long and
+               the comparison predictable); more are radix-sorted. */
+            if (team_size == 2) {
+                const lsae__kv *h0 = ws->bufs + (size_t)row * stride + lsae__buf_room(ws->K);
+                const lsae__kv *h1 = ws->bufs + (ws->rows_cap + (size_t)row) * stride + lsae__buf_room(ws->K);
+                const size_t n0 = ws->counts[(size_t)row * 2 + 1], n1 = ws->counts[(ws->rows_cap + (size_t)row) * 2 + 1];
+                size_t i0 = 0, i1 = 0;
+                while (i0 < n0 && i1 < n1) merge[na++] = h0[i0].i < h1[i1].i ? h0[i0++] : h1[i1++];
+                memcpy(merge + na, h0 + i0, (n0 - i0) * sizeof(lsae__kv));
+                na += n0 - i0;
+                memcpy(merge + na, h1 + i1, (n1 - i1) * sizeof(lsae__kv));
+                na += n1 - i1;
+            } else {
+                for (s = 0; s < team_size; ++s) {
+                    const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + lsae__buf_room(ws->K);
+                    const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
+                    memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
+                    na += cnt[1];
+                }
+                if (team_size > 1) lsae__sort_index(merge, na, merge + half, L);
+            }
             if (na >= KA) {
                 lsae__keep_best(merge, na, KA);
                 memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
