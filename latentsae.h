@@ -3377,22 +3377,61 @@ static void lsae__keep_from(lsae__kv *buf, size_t n, float t, size_t ties)
    (n >= 32). Sorted by rank: a value's place is the count of keys above
    its own (lsae__order_bits, a total order, so NaN cannot leave a place
    empty) plus the equal keys sampled before it. 32 x 32 compares with no
-   branch, where an insertion sort's mispredicted branches cost more; the
-   32 loads go first and overlap (the buffer is mostly out of cache). */
+   branch, where an insertion sort's mispredicted branches cost more (on
+   x86 a key's 32 compares are two AVX-512 or four AVX2 vector compares);
+   the 32 loads go first and overlap (the buffer is mostly out of cache). */
 static void lsae__sample32(const lsae__kv *buf, size_t n, float s[32])
 {
     uint32_t key[32];
     float raw[32];
-    size_t i, j;
+    size_t i;
     for (i = 0; i < 32; ++i) {
         raw[i] = buf[i * n / 32].v;
         key[i] = lsae__order_bits(raw[i]);
     }
-    for (i = 0; i < 32; ++i) {
-        unsigned rank = 0;
-        for (j = 0; j < 32; ++j) rank += (unsigned)(key[j] > key[i]) + (unsigned)(j < i && key[j] == key[i]);
-        s[rank] = raw[i];
+#if defined(LSAE__AVX512) || defined(LSAE__AVX2)
+    {
+        /* the same rank from bit masks over the 32 keys: bit j of gt is
+           key[j] > key[i], of eq key[j] == key[i]; lanes j < i are the low
+           i bits. rank = popcount(gt) + popcount(eq & low_i) */
+#if defined(LSAE__AVX512)
+        const __m512i k0 = _mm512_loadu_si512((const void *)key), k1 = _mm512_loadu_si512((const void *)(key + 16));
+#else
+        /* AVX2 compares signed: flipping the top bit of both sides turns
+           the unsigned order into the signed one */
+        const __m256i bias = _mm256_set1_epi32((int)0x80000000u);
+        __m256i kb[4];
+        int c;
+        for (c = 0; c < 4; ++c) kb[c] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(key + 8 * c)), bias);
+#endif
+        for (i = 0; i < 32; ++i) {
+            const unsigned low_i = i ? 0xFFFFFFFFu >> (32 - i) : 0u;
+            unsigned gt, eq;
+#if defined(LSAE__AVX512)
+            const __m512i ki = _mm512_set1_epi32((int)key[i]);
+            gt = (unsigned)_mm512_cmpgt_epu32_mask(k0, ki) | (unsigned)_mm512_cmpgt_epu32_mask(k1, ki) << 16;
+            eq = (unsigned)_mm512_cmpeq_epu32_mask(k0, ki) | (unsigned)_mm512_cmpeq_epu32_mask(k1, ki) << 16;
+#else
+            const __m256i ki = _mm256_xor_si256(_mm256_set1_epi32((int)key[i]), bias);
+            gt = eq = 0u;
+            for (c = 0; c < 4; ++c) {
+                gt |= (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(kb[c], ki))) << (8 * c);
+                eq |= (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(kb[c], ki))) << (8 * c);
+            }
+#endif
+            s[LSAE__POPCNT(gt) + LSAE__POPCNT(eq & low_i)] = raw[i];
+        }
     }
+#else
+    {
+        size_t j;
+        for (i = 0; i < 32; ++i) {
+            unsigned rank = 0;
+            for (j = 0; j < 32; ++j) rank += (unsigned)(key[j] > key[i]) + (unsigned)(j < i && key[j] == key[i]);
+            s[rank] = raw[i];
+        }
+    }
+#endif
 }
 
 /* buf[0..n) (any order, 0 < kk < n) cut in place, keeping their order, to

@@ -119,6 +119,53 @@ static void test_compact(void)
             }
 }
 
+/* lsae__sample32 against a sort written here: the 32 values at i n / 32,
+   largest first by lsae__order_bits (-0 below +0, NaN by its bits), equal
+   keys in sample order (the same bits either way, but a rank counted
+   wrong leaves a place unwritten or written twice, caught as a mismatch
+   against the prefilled NaN pattern). Patterns: distinct values, 3
+   values, +0 and -0 mixed, all equal, infinities and NaN among them. */
+static void test_sample32(void)
+{
+    static const size_t ns[] = { 32, 33, 100, 1000 };
+    size_t ni, pattern, i, j;
+    for (ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+        for (pattern = 0; pattern < 5; ++pattern) {
+            const size_t n = ns[ni];
+            lsae__kv *buf = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+            float got[32], want[32];
+            uint32_t wkey[32];
+            for (i = 0; i < n; ++i) {
+                float v;
+                if (pattern == 0) v = (float)tu_uniform() * 4.0f - 2.0f;
+                else if (pattern == 1) v = (float)(tu_next() % 3);
+                else if (pattern == 2) v = tu_next() % 2 ? 0.0f : -0.0f;
+                else if (pattern == 3) v = 1.5f;
+                else {
+                    const unsigned r = (unsigned)(tu_next() % 6);
+                    v = r == 0 ? (float)HUGE_VAL : r == 1 ? -(float)HUGE_VAL : r == 2 ? (float)NAN : (float)tu_uniform();
+                }
+                buf[i].v = v;
+                buf[i].i = (int32_t)i;
+            }
+            /* the reference: insertion by key, stable */
+            for (i = 0; i < 32; ++i) {
+                const float v = buf[i * n / 32].v;
+                const uint32_t key = lsae__order_bits(v);
+                for (j = i; j > 0 && wkey[j - 1] < key; --j) {
+                    wkey[j] = wkey[j - 1];
+                    want[j] = want[j - 1];
+                }
+                wkey[j] = key;
+                want[j] = v;
+            }
+            for (i = 0; i < 32; ++i) got[i] = (float)NAN;
+            lsae__sample32(buf, n, got);
+            CHECKF(memcmp(got, want, sizeof got) == 0, "sample32 n %zu pattern %d: not the sampled values in order", n, (int)pattern);
+            free(buf);
+        }
+}
+
 /* lsae__cut_above against the definition (the merge of the threads'
    candidates cuts with it before sorting). Candidates in any order (indices
    shuffled) are cut for a top kk: the kept entries must stay in order, be
@@ -807,6 +854,7 @@ int main(void)
     tu_seed(1);
     test_topk();
     test_compact();
+    test_sample32();
     test_cut_above();
     test_keep_best();
     test_gemm();
