@@ -5510,7 +5510,8 @@ struct lsae_trainer {
     int state_zero;
     /* per-batch workspace, grown to the largest batch seen */
     size_t cap;
-    float *x_used;              /* [cap, d] the finite rows */
+    float *x_used;              /* [cap, d] the finite rows, when some row was not */
+    const float *x_rows;        /* [B, d] this step's rows: the caller's x when every row is finite, else x_used */
     float *xc;                  /* [cap, d] x - b_dec */
     lsae__kv *top;              /* [cap, K] */
     lsae__kv *aux;              /* [cap, KA] */
@@ -5879,18 +5880,50 @@ static lsae_result lsae__comm_sum32(lsae_trainer *t, float *buf, size_t n, const
     return r == LSAE_OK ? LSAE_OK : lsae__comm_fail(t, r, what);
 }
 
-/* F1. x_used [B, d] <- the rows of x [rows, d] with no NaN or Inf, in order.
-   fvu needs a variance, hence at least 2 rows. */
+/* F1. The batch is the rows of x [rows, d] with no NaN or Inf, in order.
+   The usual batch has none, and then the step reads x itself (x_rows = x):
+   the rows are checked in parallel, and nothing is copied. Otherwise the
+   finite rows are copied, in order, to x_used. fvu needs a variance, hence
+   at least 2 rows. */
+static int lsae__row_finite(const float *row, size_t d)
+{
+    /* Inf and NaN are the floats whose exponent bits are all ones; an
+       integer test, with no branch per element */
+    uint32_t bad = 0;
+    size_t j = 0;
+#if defined(LSAE__AVX2)
+    {
+        const __m256i ones = _mm256_set1_epi32(0x7F800000);
+        __m256i acc = _mm256_setzero_si256();
+        for (; j + 8 <= d; j += 8) {
+            const __m256i e = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(row + j)), ones);
+            acc = _mm256_or_si256(acc, _mm256_cmpeq_epi32(e, ones));
+        }
+        bad = (uint32_t)!_mm256_testz_si256(acc, acc);
+    }
+#endif
+    for (; j < d; ++j) {
+        uint32_t u;
+        memcpy(&u, row + j, sizeof u);
+        bad |= (uint32_t)((u & 0x7F800000u) == 0x7F800000u);
+    }
+    return !bad;
+}
+
 static lsae_result lsae__keep_finite_rows(lsae_trainer *t, const float *x, size_t rows, lsae__batch *b)
 {
     const size_t d = t->m->d;
-    size_t r, B = 0;
-    for (r = 0; r < rows; ++r) {
-        const float *row = x + r * d;
-        size_t j;
-        for (j = 0; j < d; ++j)
-            if (!isfinite(row[j])) break;
-        if (j == d) memcpy(t->x_used + B++ * d, row, d * sizeof(float));
+    size_t r, B = 0, nonfinite = 0;
+    ptrdiff_t pr;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:nonfinite))
+    for (pr = 0; pr < (ptrdiff_t)rows; ++pr) nonfinite += (size_t)!lsae__row_finite(x + (size_t)pr * d, d);
+    if (!nonfinite) {
+        B = rows;
+        t->x_rows = x;
+    } else {
+        for (r = 0; r < rows; ++r)
+            if (lsae__row_finite(x + r * d, d)) memcpy(t->x_used + B++ * d, x + r * d, d * sizeof(float));
+        t->x_rows = t->x_used;
     }
     b->B = B;
     b->dropped = rows - B;
@@ -5978,7 +6011,7 @@ static lsae_result lsae__total_variance_comm(lsae_trainer *t, lsae__batch *b)
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pk = 0; pk < (ptrdiff_t)nblk; ++pk) {
         const size_t j0 = (size_t)pk * LSAE__TV_COLS, n = d - j0 < LSAE__TV_COLS ? d - j0 : LSAE__TV_COLS;
-        lsae__column_sums(t->x_used, B, d, j0, n, NULL, s + j0);
+        lsae__column_sums(t->x_rows, B, d, j0, n, NULL, s + j0);
     }
     s[d] = (double)B;
     s[d + 1] = (double)b->dropped;
@@ -5994,7 +6027,7 @@ static lsae_result lsae__total_variance_comm(lsae_trainer *t, lsae__batch *b)
         double mean[LSAE__TV_COLS];
         size_t c;
         for (c = 0; c < n; ++c) mean[c] = s[j0 + c] / (double)b->Bg;
-        lsae__column_sums(t->x_used, B, d, j0, n, mean, t->tv_dim + j0);
+        lsae__column_sums(t->x_rows, B, d, j0, n, mean, t->tv_dim + j0);
     }
     if ((r = lsae__comm_sum64(t, t->tv_dim, d, "the batch's variance")) != LSAE_OK) return r;
     for (j = 0; j < d; ++j) TV += t->tv_dim[j];
@@ -6016,9 +6049,9 @@ static lsae_result lsae__total_variance(lsae_trainer *t, lsae__batch *b)
         const size_t j0 = (size_t)pk * LSAE__TV_COLS, n = d - j0 < LSAE__TV_COLS ? d - j0 : LSAE__TV_COLS;
         double mean[LSAE__TV_COLS];
         size_t c;
-        lsae__column_sums(t->x_used, B, d, j0, n, NULL, mean);
+        lsae__column_sums(t->x_rows, B, d, j0, n, NULL, mean);
         for (c = 0; c < n; ++c) mean[c] /= (double)B;
-        lsae__column_sums(t->x_used, B, d, j0, n, mean, t->tv_dim + j0);
+        lsae__column_sums(t->x_rows, B, d, j0, n, mean, t->tv_dim + j0);
     }
     for (j = 0; j < d; ++j) TV += t->tv_dim[j];
     b->TV = TV;
@@ -6042,7 +6075,7 @@ static lsae_result lsae__init_b_dec(lsae_trainer *t, const lsae__batch *b)
 {
     const size_t d = t->m->d, B = b->B;
     const int nthreads = t->nthreads;
-    const float *X = t->x_used;
+    const float *X = t->x_rows;
     /* guess [d], prev [d], sums [d + 1] */
     double *guess, *prev, *s, *w;
     lsae_result r = LSAE_OK;
@@ -6535,7 +6568,7 @@ static lsae_result lsae__encode_select(lsae_trainer *t, lsae__batch *b)
         for (l = 0; l < L; ++l) b->n_dead += t->since_fired[l] > t->cfg.dead_feature_threshold;
     }
     b->k = lsae__k_at_step(&t->cfg, t->Lg, t->step);
-    lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
+    lsae__center(t->xc, t->x_rows, m->b_dec, B, d, t->nthreads);
     if (t->kind == LSAE__KIND_PERLEVEL) return lsae__select_levels(t, b);
     b->Ksel = (t->kind == LSAE__KIND_TOPK ? t->cfg.multi_topk : t->batchwide) ? (4 * b->k < L ? 4 * b->k : L) : b->k;
     if ((res = lsae__select_prepass(t, b)) != LSAE_OK) return res;
@@ -6636,7 +6669,7 @@ static void lsae__decode_residuals(lsae_trainer *t, const lsae__batch *b)
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
         const size_t row = (size_t)pr;
-        const float *xb = t->x_used + row * d;
+        const float *xb = t->x_rows + row * d;
         float *g0 = t->G + row * 3 * d, *g1 = g0 + d;
         const lsae__kv *tk = t->top + row * t->K;
         double s0 = 0.0, s1 = 0.0;
@@ -6680,7 +6713,7 @@ static void lsae__decode_levels(lsae_trainer *t, const lsae__batch *b)
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)b->B; ++pr) {
         const size_t row = (size_t)pr;
-        const float *xb = t->x_used + row * d;
+        const float *xb = t->x_rows + row * d;
         const lsae__run *ru = t->runs + row * LSAE__RUNS;
         float *g = t->G + row * C * d;
         size_t j, i;
@@ -7166,7 +7199,7 @@ static lsae_result lsae__shard_select(lsae_trainer *t, lsae__batch *b)
     kal = b->ka < nd_local ? b->ka : nd_local;
     W = b->Ksel + b->ka;
     if ((res = lsae__shard_reserve(t, B, W)) != LSAE_OK) return res;
-    lsae__center(t->xc, t->x_used, m->b_dec, B, d, t->nthreads);
+    lsae__center(t->xc, t->x_rows, m->b_dec, B, d, t->nthreads);
     for (r = 0; r < B; r += t->sws.rows_cap) {
         size_t R = B - r < t->sws.rows_cap ? B - r : t->sws.rows_cap;
         lsae__select(m, t->xc + r * d, R, Kl, t->top + r * t->K, kal ? t->dead_bits : NULL, kal, t->aux + r * t->KA, &t->sws);
@@ -7273,7 +7306,7 @@ static lsae_result lsae__shard_decode(lsae_trainer *t, const lsae__batch *b)
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pr = 0; pr < (ptrdiff_t)B; ++pr) {
         const size_t row = (size_t)pr;
-        const float *xb = t->x_used + row * d;
+        const float *xb = t->x_rows + row * d;
         float *g0 = t->G + row * 3 * d, *g1 = g0 + d, *g2 = g1 + d;
         double s0 = 0.0, s1 = 0.0, s2 = 0.0;
         size_t j;
