@@ -7075,19 +7075,48 @@ static void lsae__encoder_grads(lsae_trainer *t)
 /* B5. b_dec, the decoder-output side: db_dec += sum_b G0[b] (x_hat = ... +
    b_dec; for the nested form G0 is band 1's class, the sum of every level's
    output gradient; per-level: sum_b sum_j G_j[b], every level's output has
-   b_dec). The encoder-input side (x - b_dec) is U1. */
+   b_dec). The encoder-input side (x - b_dec) is U1. Each dimension's sum
+   runs over the rows in order (and a row's levels in order), in float; the
+   rows are read across, LSAE__TV_COLS dimensions at a time, as in F2, so
+   that many sums advance together instead of one chain down a column. */
 static void lsae__b_dec_grad_output(lsae_trainer *t, const lsae__batch *b)
 {
-    const size_t d = t->m->d, C = t->C, nsum = t->kind == LSAE__KIND_PERLEVEL ? t->nlev : 1;
+    const size_t d = t->m->d, C = t->C, nsum = t->kind == LSAE__KIND_PERLEVEL ? t->nlev : 1,
+                 nblk = (d + LSAE__TV_COLS - 1) / LSAE__TV_COLS;
     float *gb_dec = t->grads + t->m->lay.offset[LSAE__B_DEC];
-    ptrdiff_t pj;
+    ptrdiff_t pk;
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
-    for (pj = 0; pj < (ptrdiff_t)d; ++pj) {
-        float s_out = 0.0f;
-        size_t row, j;
-        for (row = 0; row < b->B; ++row)
-            for (j = 0; j < nsum; ++j) s_out += t->G[row * C * d + j * d + (size_t)pj];
-        gb_dec[pj] += s_out;
+    for (pk = 0; pk < (ptrdiff_t)nblk; ++pk) {
+        const size_t j0 = (size_t)pk * LSAE__TV_COLS, n = d - j0 < LSAE__TV_COLS ? d - j0 : LSAE__TV_COLS;
+        float s_out[LSAE__TV_COLS];
+        size_t row, j, c = 0;
+#if defined(LSAE__AVX2)
+        if (n == LSAE__TV_COLS) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+            for (row = 0; row < b->B; ++row)
+                for (j = 0; j < nsum; ++j) {
+                    const float *g = t->G + row * C * d + j * d + j0;
+                    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(g));
+                    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(g + 8));
+                    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(g + 16));
+                    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(g + 24));
+                }
+            _mm256_storeu_ps(s_out, a0);
+            _mm256_storeu_ps(s_out + 8, a1);
+            _mm256_storeu_ps(s_out + 16, a2);
+            _mm256_storeu_ps(s_out + 24, a3);
+            c = n;
+        }
+#endif
+        if (c < n) {
+            for (c = 0; c < n; ++c) s_out[c] = 0.0f;
+            for (row = 0; row < b->B; ++row)
+                for (j = 0; j < nsum; ++j) {
+                    const float *g = t->G + row * C * d + j * d + j0;
+                    for (c = 0; c < n; ++c) s_out[c] += g[c];
+                }
+        }
+        for (c = 0; c < n; ++c) gb_dec[j0 + c] += s_out[c];
     }
 }
 

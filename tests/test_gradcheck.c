@@ -387,6 +387,7 @@ int main(void)
     run_case_ty(8, 24, 3, 6, 0, 0.25, 10, 1, &ty);     /* nested, batch-wide with the row cap */
     ty = sae_type(LSAE_SAE_MATRYOSHKA, 0, 1, 0, 3, sizes, ks, w);
     run_case_ty(8, 24, 3, 6, 0, 0, 0, 1, &ty);         /* per-level: own top k_j each, weighted mean */
+    run_case_ty(40, 24, 3, 6, 0, 0, 0, 1, &ty);        /* d 40: b_dec's sums through the 32-wide vector block and a tail */
     ty = sae_type(LSAE_SAE_MATRYOSHKA, 0, 1, 1, 3, sizes, ks, NULL);
     run_case_ty(8, 24, 3, 6, 0, 0, 0, 1, &ty);         /* per-level, batch-wide and capped */
     return TEST_SUMMARY("test_gradcheck");
