@@ -2583,6 +2583,63 @@ static void lsae__axpy4(float *y, const float *a, const float *x0, const float *
 }
 
 
+/* lsae__axpy4 twice over, y loaded and stored once for the eight rows
+   x[0..8): the same chain of fused multiply-adds per element, so the same
+   bits as two lsae__axpy4 calls. The sparse passes (decode, B4) gather a
+   row per entry and are bound by those loads; this halves the traffic in y
+   between them. */
+static void lsae__axpy8(float *y, const float *a, const float *const *x, size_t n)
+{
+    size_t j = 0;
+#if defined(LSAE__AVX512) || defined(LSAE__AVX2) || defined(LSAE__NEON)
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5], *x6 = x[6], *x7 = x[7];
+#endif
+#if defined(LSAE__AVX512)
+    const __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]), a3 = _mm512_set1_ps(a[3]);
+    const __m512 a4 = _mm512_set1_ps(a[4]), a5 = _mm512_set1_ps(a[5]), a6 = _mm512_set1_ps(a[6]), a7 = _mm512_set1_ps(a[7]);
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_fmadd_ps(a0, _mm512_loadu_ps(x0 + j), _mm512_loadu_ps(y + j));
+        v = _mm512_fmadd_ps(a1, _mm512_loadu_ps(x1 + j), v);
+        v = _mm512_fmadd_ps(a2, _mm512_loadu_ps(x2 + j), v);
+        v = _mm512_fmadd_ps(a3, _mm512_loadu_ps(x3 + j), v);
+        v = _mm512_fmadd_ps(a4, _mm512_loadu_ps(x4 + j), v);
+        v = _mm512_fmadd_ps(a5, _mm512_loadu_ps(x5 + j), v);
+        v = _mm512_fmadd_ps(a6, _mm512_loadu_ps(x6 + j), v);
+        _mm512_storeu_ps(y + j, _mm512_fmadd_ps(a7, _mm512_loadu_ps(x7 + j), v));
+    }
+#elif defined(LSAE__AVX2)
+    const __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]), a3 = _mm256_set1_ps(a[3]);
+    const __m256 a4 = _mm256_set1_ps(a[4]), a5 = _mm256_set1_ps(a[5]), a6 = _mm256_set1_ps(a[6]), a7 = _mm256_set1_ps(a[7]);
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x0 + j), _mm256_loadu_ps(y + j));
+        v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x1 + j), v);
+        v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x2 + j), v);
+        v = _mm256_fmadd_ps(a3, _mm256_loadu_ps(x3 + j), v);
+        v = _mm256_fmadd_ps(a4, _mm256_loadu_ps(x4 + j), v);
+        v = _mm256_fmadd_ps(a5, _mm256_loadu_ps(x5 + j), v);
+        v = _mm256_fmadd_ps(a6, _mm256_loadu_ps(x6 + j), v);
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a7, _mm256_loadu_ps(x7 + j), v));
+    }
+#elif defined(LSAE__NEON)
+    const float32x4_t a0 = vdupq_n_f32(a[0]), a1 = vdupq_n_f32(a[1]), a2 = vdupq_n_f32(a[2]), a3 = vdupq_n_f32(a[3]);
+    const float32x4_t a4 = vdupq_n_f32(a[4]), a5 = vdupq_n_f32(a[5]), a6 = vdupq_n_f32(a[6]), a7 = vdupq_n_f32(a[7]);
+    for (; j + 4 <= n; j += 4) {
+        float32x4_t v = vfmaq_f32(vld1q_f32(y + j), a0, vld1q_f32(x0 + j));
+        v = vfmaq_f32(v, a1, vld1q_f32(x1 + j));
+        v = vfmaq_f32(v, a2, vld1q_f32(x2 + j));
+        v = vfmaq_f32(v, a3, vld1q_f32(x3 + j));
+        v = vfmaq_f32(v, a4, vld1q_f32(x4 + j));
+        v = vfmaq_f32(v, a5, vld1q_f32(x5 + j));
+        v = vfmaq_f32(v, a6, vld1q_f32(x6 + j));
+        vst1q_f32(y + j, vfmaq_f32(v, a7, vld1q_f32(x7 + j)));
+    }
+#endif
+    if (j < n) {
+        lsae__axpy4(y + j, a, x[0] + j, x[1] + j, x[2] + j, x[3] + j, n - j);
+        lsae__axpy4(y + j, a + 4, x[4] + j, x[5] + j, x[6] + j, x[7] + j, n - j);
+    }
+}
+
 /* y[0..n) += a[0] x0, then += a[1] x1, ..., for the m <= 4 rows x[0..m),
    each product rounded, then each sum: y = fl(y + fl(a x)), the bits of
    the ISO C loop y[j] += a x[j] (GCC does not fuse it in -std=c99) that
@@ -5110,24 +5167,30 @@ LSAE__MAYBE_UNUSED static lsae_result lsae__lp_keep(lsae_model *m)
 
 /* y[0..len) += e[i].v W[e[i].i][0..len) over the n entries with a nonzero
    activation, in order (rows of W are ld apart), four rows per pass over
-   y. Each element of y is its own chain of fused multiply-adds, one per
-   entry in order (lsae__axpy4 is four of them), so any len and any split
-   of the columns give the same bits. */
+   y (eight, lsae__axpy8, where there are). Each element of y is its own
+   chain of fused multiply-adds, one per entry in order (lsae__axpy4 is four
+   of them), so any len and any split of the columns give the same bits;
+   the entries past the last full four take lsae__axpy, as before. */
 static void lsae__decode_cols(float *y, const lsae__kv *e, size_t n, const float *W, size_t ld, size_t len)
 {
-    const float *rows[4];
-    float a[4];
+    const float *rows[8];
+    float a[8];
     size_t i, m = 0;
     for (i = 0; i < n; ++i) {
         if (e[i].v == 0.0f) continue;
         rows[m] = W + (size_t)e[i].i * ld;
         a[m] = e[i].v;
-        if (++m == 4) {
-            lsae__axpy4(y, a, rows[0], rows[1], rows[2], rows[3], len);
+        if (++m == 8) {
+            lsae__axpy8(y, a, rows, len); /* two passes of four in one */
             m = 0;
         }
     }
-    for (i = 0; i < m; ++i) lsae__axpy(y, a[i], rows[i], len);
+    i = 0;
+    if (m >= 4) {
+        lsae__axpy4(y, a, rows[0], rows[1], rows[2], rows[3], len);
+        i = 4;
+    }
+    for (; i < m; ++i) lsae__axpy(y, a[i], rows[i], len);
 }
 
 /* y += e[i].v W[e[i].i] over the n entries with a nonzero activation, in
@@ -7049,7 +7112,17 @@ static void lsae__encoder_grads(lsae_trainer *t)
             size_t cls, q, n = 0;
             for (cls = 0; cls < t->C; ++cls) {
                 const size_t q1 = t->lat_start[cls * L + l + 1];
-                for (q = t->lat_start[cls * L + l]; q + 4 <= q1; q += 4) {
+                q = t->lat_start[cls * L + l];
+                /* eight entries a pass (two of four, the same chains), then four */
+                for (; q + 8 <= q1; q += 8) {
+                    const float *xr[8];
+                    size_t i;
+                    for (i = 0; i < 8; ++i) xr[i] = t->xc + (size_t)t->ent_row[q + i] * d;
+                    lsae__axpy8(ge, t->ent_val + q, xr, d);
+                    for (i = 0; i < 8; ++i) sb += t->ent_val[q + i];
+                    n += 8;
+                }
+                for (; q + 4 <= q1; q += 4) {
                     lsae__axpy4(ge, t->ent_val + q, t->xc + (size_t)t->ent_row[q] * d, t->xc + (size_t)t->ent_row[q + 1] * d,
                                 t->xc + (size_t)t->ent_row[q + 2] * d, t->xc + (size_t)t->ent_row[q + 3] * d, d);
                     sb += t->ent_val[q];
