@@ -6021,7 +6021,8 @@ static void lsae__column_sums(const float *X, size_t B, size_t d, size_t j0, siz
 #if defined(LSAE__AVX2)
     if (n == LSAE__TV_COLS) {
         /* the same operations, four dimensions a register: widen, subtract,
-           multiply, add (no fused multiply-add, as in the C below) */
+           multiply, add, the product rounded as the C below rounds it in
+           ISO C mode (-std=c99: GCC does not fuse it there) */
         __m256d a[LSAE__TV_COLS / 4], ctr[LSAE__TV_COLS / 4];
         for (c = 0; c < LSAE__TV_COLS / 4; ++c) {
             a[c] = _mm256_setzero_pd();
