@@ -15,14 +15,16 @@
                                          them for STEPS steps of 256 rows
      bench train D L K B ACC DEAD STEPS  optimizer steps of B x ACC rows with a
                                          fraction DEAD of latents held dead
-     bench trainpp D L K B DEAD STEPS [NPY]
+     bench trainpp D L K B DEAD STEPS [NPY|- [ACC]]
                                          training steps with the selection
                                          through the int8 pre-pass against the
                                          float32 pass: two trainers of the same
                                          model, stepped in turn on the same
                                          batches (NPY: rows from it, else
                                          synthetic), a fraction DEAD of latents
-                                         held dead as in bench train; the ratio
+                                         held dead as in bench train, ACC
+                                         batches an optimizer step (1; NPY "-"
+                                         for synthetic rows); the ratio
                                          of median step times, whether the
                                          weights stay the same bits, the
                                          batches that used it
@@ -199,7 +201,13 @@ static double peak_avx512(long iters)
         }
         a0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
         a0 = _mm512_add_ps(a0, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
-        sink += _mm512_reduce_add_ps(a0);
+        {
+            /* through memory, not _mm512_reduce_add_ps: GCC 12's C++ front
+               end warns about the reduction's undefined upper half */
+            float lanes[16];
+            _mm512_storeu_ps(lanes, a0);
+            sink += lanes[0] + lanes[15];
+        }
     }
     t = now() - t0;
     if (sink == 12345.f) printf("#\n");
@@ -573,7 +581,7 @@ static int run_variants(size_t d, size_t L, size_t k, size_t B, int rounds)
 /* the training step with the pre-pass (m->prepass 1, the default: it runs
    where lsae__lp_applies says it is faster) against the float32 selection
    (prepass 0), interleaved step by step on the same batches */
-static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac, int steps, const char *npy)
+static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac, int steps, const char *npy, size_t acc)
 {
     uint64_t *since = (uint64_t *)malloc(L * sizeof(uint64_t));
     unsigned char *dead = (unsigned char *)malloc(L);
@@ -589,7 +597,7 @@ static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac,
     int s, same = 1;
     if (!x || (npy && got < B)) { fprintf(stderr, "bench: cannot read %zu rows of %zu from %s\n", B, d, npy); return 1; }
     if (!npy) got = nrows;
-    c.num_latents = L; c.k = k; c.seed = 1;
+    c.num_latents = L; c.k = k; c.seed = 1; c.grad_acc_steps = acc;
     c.lr_warmup_steps = 10; c.total_steps = 1000;
     for (v = 0; v < 2; ++v) {
         t[v] = (double *)malloc(sizeof(double) * (size_t)(steps + 1));
@@ -606,9 +614,9 @@ static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac,
     }
     memset(&st, 0, sizeof st);
     for (s = -1; s < steps; ++s) {
-        const float *xb = x + ((size_t)(s + 1) * B % (got - B + 1)) * d;
         for (v = 0; v < 2; ++v) {
             double t0, c0;
+            size_t a;
             for (l = 0; l < L; ++l) since[l] = dead[l] ? c.dead_feature_threshold + 1 : 0;
             st.since_fired = since;
             st.step = lsae_trainer_steps_done(tr[v]);
@@ -616,7 +624,11 @@ static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac,
             if (lsae_trainer_set_state(tr[v], &st) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
             t0 = now();
             c0 = cpu_now();
-            if (lsae_trainer_step(tr[v], xb, B, &ss) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+            /* an optimizer step: acc batches (both trainers see the same ones) */
+            for (a = 0; a < acc; ++a) {
+                const float *xb = x + (((size_t)(s + 1) * acc + a) * B % (got - B + 1)) * d;
+                if (lsae_trainer_step(tr[v], xb, B, &ss) != LSAE_OK) { fprintf(stderr, "bench: %s\n", lsae_last_error()); return 1; }
+            }
             if (s >= 0) {
                 t[v][s] = now() - t0;
                 tc[v][s] = cpu_now() - c0;
@@ -626,11 +638,11 @@ static int run_trainpp(size_t d, size_t L, size_t k, size_t B, double dead_frac,
     same = !memcmp(m[0]->W_enc, m[1]->W_enc, L * d * sizeof(float)) && !memcmp(m[0]->W_dec, m[1]->W_dec, L * d * sizeof(float)) &&
            !memcmp(m[0]->b_enc, m[1]->b_enc, L * sizeof(float)) && !memcmp(m[0]->b_dec, m[1]->b_dec, d * sizeof(float));
     printf("isa %s\namx %d\nthreads %d\n", isa(), amx_used(), lsae__num_threads(0));
-    printf("train_fp32_samples_per_s %.1f\ntrain_prepass_samples_per_s %.1f\n", (double)B / median(t[0], steps), (double)B / median(t[1], steps));
+    printf("train_fp32_samples_per_s %.1f\ntrain_prepass_samples_per_s %.1f\n", (double)(B * acc) / median(t[0], steps), (double)(B * acc) / median(t[1], steps));
     printf("train_prepass_speedup %.3f\n", median(t[0], steps) / median(t[1], steps));
     /* CPU time: with one thread, less disturbed by other processes than wall time */
     printf("train_prepass_cpu_speedup %.3f\n", median(tc[0], steps) / median(tc[1], steps));
-    printf("train_prepass_batches %zu\ntrain_batches %d\n", tr[1]->prepass_batches, steps + 1);
+    printf("train_prepass_batches %zu\ntrain_batches %zu\n", tr[1]->prepass_batches, (size_t)(steps + 1) * acc);
     printf("train_candidates_mean %.1f\ntrain_candidates_max %zu\n", tr[1]->prepass_rows ? (double)tr[1]->prepass_cand_sum / (double)tr[1]->prepass_rows : 0.0,
            tr[1]->prepass_cand_max);
     printf("train_prepass_bit_identical %d\nfvu %.4f\nn_dead %zu\n", same, ss.fvu, ss.n_dead);
@@ -659,11 +671,12 @@ int main(int argc, char **argv)
     if (argc == 9 && strcmp(argv[1], "train") == 0)
         return run_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
                          (size_t)atol(argv[6]), atof(argv[7]), atoi(argv[8]));
-    if ((argc == 8 || argc == 9) && strcmp(argv[1], "trainpp") == 0)
+    /* trainpp ... [NPY [ACC]]: NPY "-" for the synthetic rows; ACC batches an optimizer step (1) */
+    if ((argc >= 8 && argc <= 10) && strcmp(argv[1], "trainpp") == 0)
         return run_trainpp((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atof(argv[6]), atoi(argv[7]),
-                           argc == 9 ? argv[8] : NULL);
+                           argc >= 9 && strcmp(argv[8], "-") != 0 ? argv[8] : NULL, argc == 10 && atol(argv[9]) > 0 ? (size_t)atol(argv[9]) : 1);
     if (argc == 7 && strcmp(argv[1], "variants") == 0)
         return run_variants((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), atoi(argv[6]));
-    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS | trainpp D L K B DEAD STEPS [NPY] | variants D L K B ROUNDS\n");
+    fprintf(stderr, "usage: bench peak | gemm M N K REPS | encode D L K B REPS | train D L K B ACC DEAD STEPS | trainpp D L K B DEAD STEPS [NPY|- [ACC]] | variants D L K B ROUNDS\n");
     return 2;
 }
