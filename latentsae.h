@@ -4238,51 +4238,73 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
 /* The int8 copy of W [L, d] into q as lsae__lp_build allocated it (the
    training step refills one copy every batch: allocating 19 MB a step
    cost page faults worth a tenth of the step) */
+static void lsae__lp_fill_row(lsae__lp *q, const float *W, size_t l, double g);
 static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads)
 {
-    const size_t d = q->d, L = q->L, n = q->ntiles * LSAE__NT;
-    const double g = lsae__gamma(d);
+    const size_t n = q->ntiles * LSAE__NT;
+    const double g = lsae__gamma(q->d);
     ptrdiff_t l;
     (void)nthreads;
     LSAE__OMP(parallel for schedule(static) num_threads(nthreads))
-    for (l = 0; l < (ptrdiff_t)n; ++l) {
-        const size_t t = (size_t)l / LSAE__NT, j = (size_t)l % LSAE__NT, dp4 = q->dp / 4;
-        int8_t *base = q->wq + t * dp4 * LSAE__NT * 4 + j * 4;
-        const float *w = W + (size_t)l * d;
-        double rn2 = 0.0, qn2 = 0.0, wn2 = 0.0;
-        float mx = 0.0f, s, inv;
-        int32_t sum = 0;
-        size_t p;
-        if ((size_t)l >= L) {
-            for (p = 0; p < q->dp; ++p) base[(p / 4) * LSAE__NT * 4 + p % 4] = 0;
-            q->wsum[l] = 0;
-            q->sw[l] = q->cw[l] = q->qn[l] = 0.0f;
-            continue;
+    for (l = 0; l < (ptrdiff_t)n; ++l) lsae__lp_fill_row(q, W, (size_t)l, g);
+}
+
+/* Latent l of the int8 copy (l < ntiles NT; past L, the zero padding) from
+   row l of W; g = lsae__gamma(d). The optimizer step (lsae__adam) calls it
+   for the rows it has just updated, while they are in cache. */
+static void lsae__lp_fill_row(lsae__lp *q, const float *W, size_t l, double g)
+{
+    const size_t d = q->d, t = l / LSAE__NT, j = l % LSAE__NT, dp4 = q->dp / 4;
+    int8_t *base = q->wq + t * dp4 * LSAE__NT * 4 + j * 4;
+    const float *w = W + l * d;
+    double rn2 = 0.0, qn2 = 0.0, wn2 = 0.0;
+    float mx = 0.0f, s, inv;
+    int32_t sum = 0;
+    size_t p;
+#if defined(__GNUC__)
+    {
+        /* A 64-byte line of the copy holds one 4-entry group of 16
+           neighbouring latents, so a row writes to dp / 4 lines that the
+           previous 15 rows did not touch only every 16th row: each of those
+           lines missed then, read from memory before its write. Row l asks
+           ahead for its share (dp / 64 lines) of the next 16 rows' lines. */
+        const size_t l2 = (l / 16 + 1) * 16, per = (dp4 + 15) / 16, p0 = (l % 16) * per;
+        if (l2 < q->ntiles * LSAE__NT) {
+            int8_t *nb = q->wq + (l2 / LSAE__NT) * dp4 * LSAE__NT * 4 + (l2 % LSAE__NT) * 4;
+            size_t p4;
+            for (p4 = p0; p4 < p0 + per && p4 < dp4; ++p4) __builtin_prefetch(nb + p4 * LSAE__NT * 4, 1, 3);
         }
-#if defined(LSAE__AVX512)
-        if (lsae__lp_quant_row16(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) continue;
-#elif defined(LSAE__AVX2)
-        if (lsae__lp_quant_row8(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) continue;
-#endif
-        for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
-        s = mx / 127.0f;
-        inv = s > 0.0f ? 1.0f / s : 0.0f;
-        for (p = 0; p < q->dp; ++p) {
-            int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv) : 0;
-            base[(p / 4) * LSAE__NT * 4 + p % 4] = (int8_t)v;
-            sum += v;
-            if (p < d) {
-                const double qv = (double)s * v, r = (double)w[p] - qv; /* s v is exact in double */
-                rn2 += r * r;
-                qn2 += qv * qv;
-                wn2 += (double)w[p] * w[p];
-            }
-        }
-        q->wsum[l] = sum;
-        q->sw[l] = s;
-        q->cw[l] = lsae__up(sqrt(rn2) + g * sqrt(wn2));
-        q->qn[l] = lsae__up(sqrt(qn2));
     }
+#endif
+    if (l >= q->L) {
+        for (p = 0; p < q->dp; ++p) base[(p / 4) * LSAE__NT * 4 + p % 4] = 0;
+        q->wsum[l] = 0;
+        q->sw[l] = q->cw[l] = q->qn[l] = 0.0f;
+        return;
+    }
+#if defined(LSAE__AVX512)
+    if (lsae__lp_quant_row16(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) return;
+#elif defined(LSAE__AVX2)
+    if (lsae__lp_quant_row8(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) return;
+#endif
+    for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
+    s = mx / 127.0f;
+    inv = s > 0.0f ? 1.0f / s : 0.0f;
+    for (p = 0; p < q->dp; ++p) {
+        int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv) : 0;
+        base[(p / 4) * LSAE__NT * 4 + p % 4] = (int8_t)v;
+        sum += v;
+        if (p < d) {
+            const double qv = (double)s * v, r = (double)w[p] - qv; /* s v is exact in double */
+            rn2 += r * r;
+            qn2 += qv * qv;
+            wn2 += (double)w[p] * w[p];
+        }
+    }
+    q->wsum[l] = sum;
+    q->sw[l] = s;
+    q->cw[l] = lsae__up(sqrt(rn2) + g * sqrt(wn2));
+    q->qn[l] = lsae__up(sqrt(qn2));
 }
 
 /* One row x [d] for lsae__lp_tile: u [dp] = xq + 128 as unsigned bytes
@@ -7611,14 +7633,36 @@ static int lsae__adam(lsae_trainer *t, float clip, double lr)
     const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = m->lay.offset[LSAE__B_DEC];
     const size_t nspan = (wdec0 + LSAE__ADAM_CHUNK - 1) / LSAE__ADAM_CHUNK;
     const int normalize = m->cfg.normalize_decoder;
+    /* The trainer's int8 copy of W_enc (the pre-pass selection's) is
+       refilled here when the last batch used it and it was current: W_enc
+       at offset 0 in the slab, a full model's rows */
+    const int refill = t->lpq.wq && t->lpq.L == L && t->lpq.d == d && t->lpq_gen == m->wgen && m->lay.offset[LSAE__W_ENC] == 0;
     float bad = 0.0f;
     ptrdiff_t pc, row;
     t->state_zero = 0;
-    /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
-    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
-    for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
-        size_t i0 = (size_t)pc * LSAE__ADAM_CHUNK, n = wdec0 - i0 < LSAE__ADAM_CHUNK ? wdec0 - i0 : LSAE__ADAM_CHUNK;
-        bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
+    if (refill) {
+        /* W_enc a block of whole rows at a time, each row then quantised
+           into the int8 copy while it is in cache (a separate lsae__lp_fill
+           reads all of W_enc back from memory: 7 ms a step at 768 x 24,576,
+           a tenth of the pre-pass step); then b_enc. Adam is element-wise,
+           so any split gives the same bits. */
+        const size_t rows_per = LSAE__ADAM_CHUNK / d ? LSAE__ADAM_CHUNK / d : 1, nblk = (L + rows_per - 1) / rows_per;
+        const double gq = lsae__gamma(d);
+        LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
+        for (pc = 0; pc < (ptrdiff_t)nblk; ++pc) {
+            const size_t r0 = (size_t)pc * rows_per, r1 = L - r0 < rows_per ? L : r0 + rows_per, i0 = r0 * d;
+            size_t l;
+            bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, (r1 - r0) * d, clip, step_size, bc2_sqrt);
+            for (l = r0; l < r1; ++l) lsae__lp_fill_row(&t->lpq, m->W_enc, l, gq);
+        }
+        bad += lsae__adam_span(P + L * d, G + L * d, M1 + L * d, M2 + L * d, wdec0 - L * d, clip, step_size, bc2_sqrt);
+    } else {
+        /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
+        LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
+        for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
+            size_t i0 = (size_t)pc * LSAE__ADAM_CHUNK, n = wdec0 - i0 < LSAE__ADAM_CHUNK ? wdec0 - i0 : LSAE__ADAM_CHUNK;
+            bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
+        }
     }
     /* b_dec */
     bad += lsae__adam_span(P + wdec1, G + wdec1, M1 + wdec1, M2 + wdec1, m->lay.total - wdec1, clip, step_size, bc2_sqrt);
@@ -7637,6 +7681,7 @@ static int lsae__adam(lsae_trainer *t, float clip, double lr)
         }
     }
     m->wgen++; /* W_enc moved: the int8 copy of it is stale */
+    if (refill && bad == 0.0f) t->lpq_gen = m->wgen; /* except the trainer's, refilled above */
     return !(bad == 0.0f);
 }
 

@@ -301,12 +301,12 @@ static lsae_config train_cfg(size_t d, size_t k, lsae_sae_type type)
 /* Train a model steps batches with the pre-pass off (0) and forced on (2):
    the weights, the Adam state's result and every step's loss must be the
    same bits. Returns the batches the pre-pass selected (run 2). */
-static size_t train_both(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what)
+static size_t train_both_r(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what, size_t *refilled_out)
 {
     lsae_model *m[2] = { NULL, NULL };
     lsae_trainer *t[2] = { NULL, NULL };
     float *w[2] = { NULL, NULL };
-    size_t used = 0, i, v, n;
+    size_t used = 0, i, v, n, refilled = 0, refill_bad = 0;
     int same_loss = 1;
     n = 0;
     for (v = 0; v < 2; ++v) {
@@ -319,8 +319,23 @@ static size_t train_both(const lsae_config *c0, const float *x, size_t rows, siz
         const float *xb = x + ((i * batch) % (rows - batch + 1)) * c0->d_in;
         for (v = 0; v < 2; ++v) OK(lsae_trainer_step(t[v], xb, batch, &st[v]));
         if (memcmp(&st[0].loss, &st[1].loss, sizeof st[0].loss) || memcmp(&st[0].fvu, &st[1].fvu, sizeof st[0].fvu)) same_loss = 0;
+        /* after an optimizer step the trainer's int8 copy counts as current
+           only where Adam refilled it row by row: it must be the copy a
+           fresh build of the new W_enc gives, byte for byte */
+        if (st[1].stepped && t[1]->lpq.wq && t[1]->lpq_gen == m[1]->wgen) {
+            lsae__lp q;
+            const size_t nl = t[1]->lpq.ntiles * LSAE__NT;
+            OK(lsae__lp_build(NULL, &q, m[1]->W_enc, m[1]->L, m[1]->d, 2));
+            if (memcmp(q.wq, t[1]->lpq.wq, nl * q.dp) || memcmp(q.wsum, t[1]->lpq.wsum, nl * sizeof(int32_t)) || memcmp(q.sw, t[1]->lpq.sw, nl * sizeof(float)) ||
+                memcmp(q.cw, t[1]->lpq.cw, nl * sizeof(float)) || memcmp(q.qn, t[1]->lpq.qn, nl * sizeof(float)))
+                ++refill_bad;
+            ++refilled;
+            lsae__lp_free(NULL, &q);
+        }
     }
     CHECKF(same_loss, "%s: a step's loss or fvu differs with the pre-pass", what);
+    CHECKF(refill_bad == 0, "%s: %zu of %zu int8 copies refilled by the optimizer step differ from a fresh build", what, refill_bad, refilled);
+    if (refilled_out) *refilled_out = refilled;
     n = m[0]->L * m[0]->d;
     for (v = 0; v < 2; ++v) {
         w[v] = (float *)malloc((2 * n + m[0]->L + m[0]->d) * sizeof(float));
@@ -336,6 +351,11 @@ static size_t train_both(const lsae_config *c0, const float *x, size_t rows, siz
         free(w[v]);
     }
     return used;
+}
+
+static size_t train_both(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what)
+{
+    return train_both_r(c0, x, rows, batch, steps, what, NULL);
 }
 
 int main(void)
@@ -507,9 +527,13 @@ int main(void)
             for (i = 0; i < n; ++i) memcpy(x + i * d, xf + i * 384, d * sizeof(float));
             free(xf);
             size_t used;
+            size_t refilled;
             c.seed = 11;
-            used = train_both(&c, x, n, NB, NS, "TopK 1024 latents k16, no dead");
+            used = train_both_r(&c, x, n, NB, NS, "TopK 1024 latents k16, no dead", &refilled);
             CHECKF(used == NS, "TopK: %zu of %d batches went through the pre-pass", used, (int)NS);
+            /* every step: the first batch's selection built the copy, and
+               each optimizer step refills it */
+            CHECKF(refilled == NS, "TopK: Adam refilled the int8 copy in %zu of %d steps", refilled, (int)NS);
             c.multi_topk = 1;
             used = train_both(&c, x, n, NB, NS, "Multi-TopK");
             CHECKF(used == NS, "Multi-TopK: %zu of %d batches went through the pre-pass", used, (int)NS);
