@@ -4107,8 +4107,9 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
     for (p = 0; p < dp; p += 16) {
         const __mmask16 k = p >= d ? (__mmask16)0 : d - p >= 16 ? all : (__mmask16)((1u << (d - p)) - 1);
         const __m512 x = _mm512_maskz_loadu_ps(k, w + p);
-        /* the next row's line (the rows stream from memory once a step:
-           Adam has just written them; 18 -> 14 ms at 768 x 24,576) */
+        /* the next row's line (in lsae__lp_fill the rows stream from
+           memory: 18 -> 14 ms at 768 x 24,576; in Adam's refill the next
+           row of the block is already in cache) */
         _mm_prefetch((const char *)(w + d + p), _MM_HINT_T0);
         /* |x inv| <= 127 (1 + 2^-23): no conversion overflows */
         const __m512i q0 = _mm512_mask_cvtps_epi32(_mm512_setzero_si512(), all, _mm512_mul_ps(x, _mm512_set1_ps(inv)));
@@ -4236,8 +4237,8 @@ static lsae_result lsae__lp_build(const lsae_allocator *a, lsae__lp *q, const fl
 }
 
 /* The int8 copy of W [L, d] into q as lsae__lp_build allocated it (the
-   training step refills one copy every batch: allocating 19 MB a step
-   cost page faults worth a tenth of the step) */
+   training step refills one copy every optimizer step: allocating 19 MB a
+   step cost page faults worth a tenth of the step) */
 static void lsae__lp_fill_row(lsae__lp *q, const float *W, size_t l, double g);
 static void lsae__lp_fill(lsae__lp *q, const float *W, int nthreads)
 {
@@ -5638,7 +5639,7 @@ struct lsae_trainer {
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
     float *grad_row_norm2;      /* [L, 2] squared norms of the gradient rows of W_enc and W_dec, this window (B3-B4, for U2) */
     lsae__select_ws sws;
-    lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each step */
+    lsae__lp lpq;               /* the int8 copy of W_enc the step's pre-pass selection uses, rebuilt each optimizer step (by lsae__adam once it is in use) */
     unsigned long lpq_gen;      /* the model's wgen when lpq was filled */
     size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
     size_t prepass_rows, prepass_cand_sum, prepass_cand_max; /* its rows, latents recomputed in float32 (sum, most in a row) */
@@ -6569,8 +6570,8 @@ done:
    same top Ksel of every row, bit for bit, as lsae__select, from an int8
    product with a proven error bound and a float32 recomputation of only
    the latents that bound leaves in doubt. W_enc moves every step, so its
-   int8 copy is rebuilt here: O(L d) against the O(B L d) product it
-   replaces. With an AuxK pick this step (ka > 0) the bound, which screens
+   int8 copy is rebuilt: O(L d) against the O(B L d) product it replaces;
+   here when stale, else the optimizer step (lsae__adam) refilled it. With an AuxK pick this step (ka > 0) the bound, which screens
    for the top of all latents, says nothing about the top of the dead ones:
    lsae__aux_from_dead picks those in float32 from the dead latents alone,
    while at most half the latents are dead (beyond that the full float32
