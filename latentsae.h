@@ -4888,11 +4888,15 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
     const size_t d = m->d, L = m->L, dp = q->dp, clo = lsae__lp_locap(K), cc = lsae__lp_candcap(K, L);
     /* tiles that stay in cache while a block of rows sweeps them (~256 KiB) */
     size_t G = ((size_t)256 << 10) / (dp * LSAE__NT), nover = 0, r;
-    /* rows a thread sweeps over a group of tiles: up to 48 (each int8 tile
-       then comes from memory once per 48 rows; 128 on AMX), fewer when that would leave
-       fewer than 4 blocks a thread (a thread slowed by another process then
-       holds the others up less) */
-    size_t RB, mrc = LSAE__LPMR, Rp = R, rbmax = 48;
+    /* rows a thread sweeps over a group of tiles: up to 256, and no more
+       than an even share of the rows (one block a thread). Each block reads
+       the whole int8 copy from memory once (19 MB at 768 x 24,576), which
+       the tile products wait on: the training step's pre-pass at k 64,
+       batch 512, 4 batches a step went from 1.53x float32's (blocks of 64
+       rows, 4 a thread) to 1.66x (256) on AMX tiles, and VNNI's from 1.21x
+       to 1.42x. The cost: a thread slowed by another process holds the
+       other up for its whole block. */
+    size_t RB, mrc = LSAE__LPMR, Rp = R, rbmax = 256;
     int amx = 0;
     uint8_t *xu;
     float *lob;
@@ -4906,14 +4910,10 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
     if ((amx = lsae__amx_ready()) != 0) {
         mrc = LSAE__AMXMR;
         Rp = (R + LSAE__AMXMR - 1) / LSAE__AMXMR * LSAE__AMXMR;
-        /* a tile product does 16 rows in about the time VNNI takes for
-           4: with 48 rows a sweep the int8 tiles' trips from memory showed
-           (128: 1.02-1.03x the training step at 768 x 24,576, k 64) */
-        rbmax = 128;
     }
 #endif
     (void)amx;
-    RB = R / (4 * (size_t)(nthreads > 0 ? nthreads : 1)) / mrc * mrc;
+    RB = R / (size_t)(nthreads > 0 ? nthreads : 1) / mrc * mrc;
     if (G < 1) G = 1;
     if (RB > rbmax) RB = rbmax / mrc * mrc;
     if (RB < mrc) RB = mrc;
