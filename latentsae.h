@@ -4619,6 +4619,11 @@ static void lsae__amx_config(lsae__amxcfg *c, size_t dp)
         c->colsb[6] = (uint16_t)tail;
         c->rows[7] = (uint8_t)(tail / 4);
         c->colsb[7] = 64;
+    } else {
+        /* no tail: tiles 6 and 7 are a second A and B tile of full depth
+           (lsae__lp_tile_amx32) */
+        c->rows[6] = c->rows[7] = 16;
+        c->colsb[6] = c->colsb[7] = 64;
     }
 }
 
@@ -4626,8 +4631,10 @@ static void lsae__amx_config(lsae__amxcfg *c, size_t dp)
    caller pads) and one tile's NT latents, the sums lsae__lp_tile writes.
    Wt's layout [dp/4][NT][4] is already what a B tile reads: 16 of its
    4-byte groups of 16 latents, NT 4 bytes apart. The calling thread has
-   loaded lsae__amx_config's configuration. */
-#define LSAE__AMXMR 16
+   loaded lsae__amx_config's configuration. LSAE__AMXMR: the most rows a
+   call takes (lsae__lp_tile_amx32), lsae__amx_rows(dp) those it does. */
+#define LSAE__AMXMR 32
+static size_t lsae__amx_rows(size_t dp) { return dp % 64 ? 16 : 32; }
 static void lsae__lp_tile_amx(int32_t *acc, const uint8_t *xu, size_t ldx, const int8_t *Wt, size_t dp)
 {
     const size_t nk = dp / 64, ldb = LSAE__NT * 4;
@@ -4664,6 +4671,39 @@ static void lsae__lp_tile_amx(int32_t *acc, const uint8_t *xu, size_t ldx, const
     _tile_stored(1, acc + 16, ldb);
     _tile_stored(2, acc + 32, ldb);
     _tile_stored(3, acc + 48, ldb);
+}
+
+/* The same sums for 32 rows (all 32 read), dp a multiple of 64: the NT
+   latents in two halves of 32, each a 2 x 2 block of C tiles fed per k
+   step by two A tiles (rows 0-15, 16-31) and two B tiles. The 16-row
+   kernel loads four B tiles for its four products; this one loads two, so
+   a row takes half the int8 weights' traffic from L2, which bounds the
+   tile products (the A tiles, 24 KiB of rows, come from L1). */
+static void lsae__lp_tile_amx32(int32_t *acc, const uint8_t *xu, size_t ldx, const int8_t *Wt, size_t dp)
+{
+    const size_t nk = dp / 64, ldb = LSAE__NT * 4;
+    size_t kc, h;
+    for (h = 0; h < 2; ++h) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (kc = 0; kc < nk; ++kc) {
+            const int8_t *b = Wt + kc * 16 * ldb + h * 128;
+            _tile_loadd(4, xu + kc * 64, ldx);
+            _tile_loadd(6, xu + 16 * ldx + kc * 64, ldx);
+            _tile_loadd(5, b, ldb);
+            _tile_loadd(7, b + 64, ldb);
+            _tile_dpbusd(0, 4, 5);
+            _tile_dpbusd(1, 4, 7);
+            _tile_dpbusd(2, 6, 5);
+            _tile_dpbusd(3, 6, 7);
+        }
+        _tile_stored(0, acc + h * 32, ldb);
+        _tile_stored(1, acc + h * 32 + 16, ldb);
+        _tile_stored(2, acc + 16 * LSAE__NT + h * 32, ldb);
+        _tile_stored(3, acc + 16 * LSAE__NT + h * 32 + 16, ldb);
+    }
 }
 #else
 #define LSAE__AMXMR 1
@@ -4893,11 +4933,12 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
        the whole int8 copy from memory once (19 MB at 768 x 24,576), which
        the tile products wait on: the training step's pre-pass at k 64,
        batch 512, 4 batches a step went from 1.53x float32's (blocks of 64
-       rows, 4 a thread) to 1.66x (256) on AMX tiles, and VNNI's from 1.21x
-       to 1.42x. The cost: a thread slowed by another process holds the
-       other up for its whole block. */
+       rows, 4 a thread) to 1.66x (256) on AMX tiles (1.72x with the
+       32-row tile products), and VNNI's from 1.21x to 1.42x. The cost: a
+       thread slowed by another process holds the other up for its whole
+       block. */
     size_t RB, mrc = LSAE__LPMR, Rp = R, rbmax = 256;
-    int amx = 0;
+    int amx = 0; /* 0, or the rows a tile product takes (16, 32) */
     uint8_t *xu;
     float *lob;
     lsae__kv *cand, *sortbuf;
@@ -4905,11 +4946,13 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
     ptrdiff_t blk;
     lsae_result res = LSAE_OK;
 #if defined(LSAE__AMX)
-    /* sixteen rows a tile product; the rows padded to a multiple of 16
-       (zeros) so that the last tile load stays inside xu */
+    /* 32 rows a tile product (16 where dp is not a multiple of 64); the
+       rows padded to a multiple of that (zeros) so that the last tile
+       load stays inside xu */
     if ((amx = lsae__amx_ready()) != 0) {
-        mrc = LSAE__AMXMR;
-        Rp = (R + LSAE__AMXMR - 1) / LSAE__AMXMR * LSAE__AMXMR;
+        mrc = lsae__amx_rows(dp);
+        amx = (int)mrc;
+        Rp = (R + mrc - 1) / mrc * mrc;
     }
 #endif
     (void)amx;
@@ -4959,7 +5002,9 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
                         const int32_t *ws = q->wsum + l0;
                         const float *sw = q->sw + l0, *cw = q->cw + l0, *qn = q->qn + l0, *b = m->b_enc + l0;
 #if defined(LSAE__AMX)
-                        if (amx)
+                        if (amx == 32)
+                            lsae__lp_tile_amx32(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
+                        else if (amx)
                             lsae__lp_tile_amx(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
                         else
 #endif

@@ -225,53 +225,66 @@ static void row_bounds(void)
    (full steps and a short one), 768 (full steps only) */
 static void tile_exact_amx(void)
 {
-    static const size_t dps[] = { 4, 8, 12, 100, 388, 768 };
-    size_t di, mode, r, j, p, bad = 0;
+    /* dp multiples of 64 take the 32-row kernel too */
+    static const size_t dps[] = { 4, 8, 12, 64, 100, 384, 388, 768 };
+    size_t di, mode, r, j, p, bad = 0, kern, ran32 = 0;
     lsae__amxcfg cfg;
     if (!lsae__amx_ready()) {
         printf("test_prepass: AMX built in but refused by the kernel; its kernel not tested here\n");
         return;
     }
     for (di = 0; di < sizeof dps / sizeof dps[0]; ++di)
-        for (mode = 0; mode < 4; ++mode) {
-            const size_t dp = dps[di], ldx = dp + 4 * mode;
-            int8_t *Wt = (int8_t *)malloc(dp * LSAE__NT), *wq = (int8_t *)malloc(dp * LSAE__NT);
-            uint8_t *xu = (uint8_t *)malloc(LSAE__AMXMR * ldx);
-            int8_t *xq = (int8_t *)malloc(LSAE__AMXMR * ldx);
-            int32_t acc[LSAE__AMXMR * LSAE__NT];
-            for (j = 0; j < LSAE__NT; ++j)
-                for (p = 0; p < dp; ++p) {
-                    const int w = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : 127;
-                    wq[j * dp + p] = (int8_t)w;
-                    Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
-                }
-            for (r = 0; r < LSAE__AMXMR; ++r)
-                for (p = 0; p < ldx; ++p) {
-                    const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
-                    xq[r * ldx + p] = (int8_t)x;
-                    xu[r * ldx + p] = (uint8_t)(x + 128);
-                }
-            for (j = 0; j < LSAE__AMXMR * LSAE__NT; ++j) acc[j] = 12345;
-            lsae__amx_config(&cfg, dp);
-            _tile_loadconfig(&cfg);
-            lsae__lp_tile_amx(acc, xu, ldx, Wt, dp);
-            _tile_release();
-            for (r = 0; r < LSAE__AMXMR; ++r)
-                for (j = 0; j < LSAE__NT; ++j) {
-                    long long want = 0, ws = 0;
+        for (kern = 0; kern < 2; ++kern)
+            for (mode = 0; mode < 4; ++mode) {
+                const size_t dp = dps[di], ldx = dp + 4 * mode, rows = kern ? 32 : 16;
+                int8_t *Wt, *wq, *xq;
+                uint8_t *xu;
+                int32_t acc[LSAE__AMXMR * LSAE__NT];
+                if (kern && lsae__amx_rows(dp) != 32) continue;
+                Wt = (int8_t *)malloc(dp * LSAE__NT);
+                wq = (int8_t *)malloc(dp * LSAE__NT);
+                xu = (uint8_t *)malloc(rows * ldx);
+                xq = (int8_t *)malloc(rows * ldx);
+                for (j = 0; j < LSAE__NT; ++j)
                     for (p = 0; p < dp; ++p) {
-                        want += (long long)xq[r * ldx + p] * wq[j * dp + p];
-                        ws += wq[j * dp + p];
+                        const int w = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : 127;
+                        wq[j * dp + p] = (int8_t)w;
+                        Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
                     }
-                    if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
-                        if (!bad) fprintf(stderr, "lsae__lp_tile_amx: dp %zu mode %zu row %zu latent %zu: %lld, want %lld\n", dp, mode, r, j,
-                                          (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
-                        ++bad;
+                for (r = 0; r < rows; ++r)
+                    for (p = 0; p < ldx; ++p) {
+                        const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
+                        xq[r * ldx + p] = (int8_t)x;
+                        xu[r * ldx + p] = (uint8_t)(x + 128);
                     }
-                }
-            free(Wt); free(wq); free(xu); free(xq);
-        }
+                for (j = 0; j < LSAE__AMXMR * LSAE__NT; ++j) acc[j] = 12345;
+                lsae__amx_config(&cfg, dp);
+                _tile_loadconfig(&cfg);
+                if (kern) {
+                    lsae__lp_tile_amx32(acc, xu, ldx, Wt, dp);
+                    ++ran32;
+                } else
+                    lsae__lp_tile_amx(acc, xu, ldx, Wt, dp);
+                _tile_release();
+                for (r = 0; r < LSAE__AMXMR; ++r)
+                    for (j = 0; j < LSAE__NT; ++j) {
+                        long long want = 0, ws = 0;
+                        /* rows past the kernel's are not written */
+                        if (r >= rows) { bad += acc[r * LSAE__NT + j] != 12345; continue; }
+                        for (p = 0; p < dp; ++p) {
+                            want += (long long)xq[r * ldx + p] * wq[j * dp + p];
+                            ws += wq[j * dp + p];
+                        }
+                        if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
+                            if (!bad) fprintf(stderr, "lsae__lp_tile_amx%s: dp %zu mode %zu row %zu latent %zu: %lld, want %lld\n", kern ? "32" : "", dp, mode, r, j,
+                                              (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
+                            ++bad;
+                        }
+                    }
+                free(Wt); free(wq); free(xu); free(xq);
+            }
     CHECKF(bad == 0, "lsae__lp_tile_amx: %zu sums differ from the integer product", bad);
+    CHECKF(ran32 == 12, "lsae__lp_tile_amx32 ran %zu times, want 12", ran32);
 }
 #endif
 
