@@ -491,6 +491,13 @@ test-isa: tests/isa_digest.c tests/test_prepass.c tests/test_deccos.c $(TEST_DEP
 	      $(CC) $(CSTD) $(OPT) $(ARCH) -DLSAE_NO_AMX $(OMP) $(WARN) -o $(BUILD)/isa_noamx_test_prepass tests/test_prepass.c -lm && \
 	      $(BUILD)/isa_noamx_test_prepass > /dev/null || { echo "FAILED: test_prepass built with LSAE_NO_AMX (the VNNI kernel on an AMX CPU)"; exit 1; }; \
 	      echo "== test_prepass built with LSAE_NO_AMX (VNNI where the native build takes AMX): ok"; fi; \
+	    if grep -q ' avx_vnni' /proc/cpuinfo 2>/dev/null && echo 'int main(void){return 0;}' | $(CC) -mavx2 -mfma -mavxvnni -x c -o /dev/null - 2>/dev/null; then \
+	      $(CC) $(CSTD) $(OPT) -mavx2 -mfma -mavxvnni $(OMP) $(WARN) -o $(BUILD)/isa_avxvnni tests/isa_digest.c -lm && \
+	      c=$$($(BUILD)/isa_avxvnni) && [ "$$a" = "$$c" ] || { echo "FAILED: the AVX-VNNI build (-mavx2 -mfma -mavxvnni) trains to $$c, native $$a"; exit 1; }; \
+	      for t in $(ISA_AVX2_TESTS); do \
+	        $(CC) $(CSTD) $(OPT) -mavx2 -mfma -mavxvnni $(OMP) $(WARN) -o $(BUILD)/isa_avxvnni_$$t tests/$$t.c -lm && \
+	        $(BUILD)/isa_avxvnni_$$t > /dev/null || { echo "FAILED: $$t built with -mavx2 -mfma -mavxvnni"; exit 1; }; \
+	      done; echo "== the AVX-VNNI build (-mavx2 -mfma -mavxvnni: its int8 kernel) trains to the same bits; $(ISA_AVX2_TESTS): ok"; fi; \
 	  else echo "== test-isa skipped: this CPU lacks AVX2/FMA"; fi; \
 	else echo "== test-isa skipped: $(CC) has no -mavx2 -mfma"; fi
 

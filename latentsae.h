@@ -4009,7 +4009,14 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
    S = acc - LSAE__LPOFF wsum. vpdpbusd and the portable loop take the
    unsigned xq + 128; the AVX2 kernel (the sign trick) gives S itself.
    LSAE__LPFAST: the int8 product is faster than float32's (VNNI, AVX2). */
-#if defined(LSAE__VNNI) || !defined(LSAE__AVX2)
+/* AVX-VNNI (Intel Alder Lake and later client CPUs, Zen 5: vpdpbusd on
+   256-bit registers without AVX-512; -mavxvnni or a -march that has it):
+   the same unsigned-by-signed products and sums as VNNI, eight latents a
+   register, in place of the AVX2 sign trick. */
+#if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && defined(__AVXVNNI__)
+#define LSAE__AVXVNNI 1
+#endif
+#if defined(LSAE__VNNI) || defined(LSAE__AVXVNNI) || !defined(LSAE__AVX2)
 #define LSAE__LPOFF 128
 #else
 #define LSAE__LPOFF 0
@@ -4494,6 +4501,41 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
     }
     LSAE__STOREVNNI(0) LSAE__STOREVNNI(1) LSAE__STOREVNNI(2) LSAE__STOREVNNI(3) LSAE__STOREVNNI(4) LSAE__STOREVNNI(5)
 #undef LSAE__STOREVNNI
+#elif defined(LSAE__AVXVNNI)
+    /* two rows by 32 latents at a time (eight accumulators, four weight
+       vectors, the broadcast row bytes); the half tile of weights (dp 32
+       bytes) stays in L1 while the row pairs sweep it */
+    size_t h, r0, p;
+    for (h = 0; h < LSAE__NT; h += 32)
+        for (r0 = 0; r0 < mr; r0 += 2) {
+            const uint8_t *x0 = xu + r0 * ldx, *x1 = r0 + 1 < mr ? x0 + ldx : x0;
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            for (p = 0; p < dp4; ++p) {
+                const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
+                const __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)b), b1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+                const __m256i b2 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 64)), b3 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 96));
+                __m256i a;
+                int32_t v;
+                memcpy(&v, x0 + 4 * p, 4);
+                a = _mm256_set1_epi32(v);
+                c00 = _mm256_dpbusd_avx_epi32(c00, a, b0); c01 = _mm256_dpbusd_avx_epi32(c01, a, b1);
+                c02 = _mm256_dpbusd_avx_epi32(c02, a, b2); c03 = _mm256_dpbusd_avx_epi32(c03, a, b3);
+                memcpy(&v, x1 + 4 * p, 4);
+                a = _mm256_set1_epi32(v);
+                c10 = _mm256_dpbusd_avx_epi32(c10, a, b0); c11 = _mm256_dpbusd_avx_epi32(c11, a, b1);
+                c12 = _mm256_dpbusd_avx_epi32(c12, a, b2); c13 = _mm256_dpbusd_avx_epi32(c13, a, b3);
+            }
+            {
+                int32_t *o = acc + r0 * LSAE__NT + h;
+                _mm256_storeu_si256((__m256i *)(void *)o, c00); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c01);
+                _mm256_storeu_si256((__m256i *)(void *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c03);
+                if (r0 + 1 < mr) {
+                    o += LSAE__NT;
+                    _mm256_storeu_si256((__m256i *)(void *)o, c10); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c11);
+                    _mm256_storeu_si256((__m256i *)(void *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c13);
+                }
+            }
+        }
 #elif defined(LSAE__AVX2)
     /* vpmaddubsw multiplies unsigned by signed bytes into int16 sums of
        pairs, which saturate, and (xq + 128) wq pairs reach 2 255 127 >
