@@ -62,6 +62,25 @@ def build(cc):
     return bins, have_cblas
 
 
+def build_avxvnni(cc):
+    """The AVX2 build with AVX-VNNI (-mavx2 -mfma -mavxvnni: Intel's client
+    CPUs since Alder Lake and Zen 5 have it without AVX-512), for the
+    pre-pass tables only; None where this CPU or compiler lacks it."""
+    try:
+        if " avx_vnni" not in open("/proc/cpuinfo").read():
+            return None
+    except OSError:
+        return None
+    exe = os.path.join(OUT, "bench_avxvnni")
+    cmd = [cc, "-std=c99", "-O2", "-mavx2", "-mfma", "-mavxvnni", "-fopenmp", "-Wall", "-Wextra", "-pedantic", "-Werror", "-o", exe, "bench/bench.c", "-lm"]
+    if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        return None
+    return exe
+
+
+BUILD_NAMES = {"native": "-march=native", "avx2": "-mavx2 -mfma (forced)", "avxvnni": "-mavx2 -mfma -mavxvnni (forced)"}
+
+
 def machine():
     model, cores = platform.processor() or "?", os.cpu_count()
     try:
@@ -112,11 +131,13 @@ def prepass(a, bins, env):
                ("MiniLM 384, x32, k 32 (random init)", 384, 12288, 32, 1024, []),
                ("MiniLM 384, x8, k 32, trained 300 steps on examples/data", 384, 3072, 32, 2048, [npy, 300])]
     rows = []
+    vn = build_avxvnni(os.environ.get("CC", "cc"))
+    builds = dict(bins, avxvnni=vn) if vn else bins
     for name, d, L, k, B, extra in configs:
-        per = {isa: [] for isa in bins}
+        per = {isa: [] for isa in builds}
         for _ in range(a.rounds):
-            for isa in bins:
-                per[isa].append(parse(sh([bins[isa], "prepass", str(d), str(L), str(k), str(B), "3", *map(str, extra)], env)))
+            for isa in builds:
+                per[isa].append(parse(sh([builds[isa], "prepass", str(d), str(L), str(k), str(B), "3", *map(str, extra)], env)))
         rows.append((name, per))
         print(f"prepass {name}: " + ", ".join(f"{isa} {statistics.median(x['encode_prepass_speedup'] for x in v):.2f}x" for isa, v in per.items()), flush=True)
     print()
@@ -128,7 +149,7 @@ def prepass(a, bins, env):
         for isa, v in per.items():
             med = lambda key: statistics.median(x[key] for x in v)
             same = all(x["prepass_bit_identical"] == 1 and x["one_row_bit_identical"] == 1 for x in v)
-            print(f"| {name} | {'-march=native' if isa == 'native' else '-mavx2 -mfma (forced)'}{' VNNI' if v[0]['vnni'] == 1 else ''}{' AMX' if v[0].get('amx') == 1 else ''} | "
+            print(f"| {name} | {BUILD_NAMES[isa]}{' VNNI' if v[0]['vnni'] == 1 else ''}{' AMX' if v[0].get('amx') == 1 else ''} | "
                   f"{med('encode_fp32_samples_per_s'):.0f} | {med('encode_prepass_samples_per_s'):.0f} | {med('encode_prepass_speedup'):.2f}x | "
                   f"{med('one_row_fp32_us'):.0f} / {med('one_row_prepass_us'):.0f} us | {med('candidates_mean'):.0f}, {med('candidates_p99'):.0f} | "
                   f"{'yes' if same else 'NO'} |")
@@ -142,24 +163,32 @@ def trainpp(a, bins, env):
     """The training step with its selection through the int8 pre-pass
     against the float32 selection (bench trainpp: two trainers of the same
     model stepped in turn on the same batches; the weights must stay the
-    same bits). The -march=native build only: the pre-pass is used where
-    lsae__lp_applies finds it faster (VNNI)."""
+    same bits). The -march=native build, and at the headline shape the
+    -mavx2 builds (with and without AVX-VNNI), stand-ins for CPUs without
+    AVX-512: the pre-pass is used where lsae__lp_applies finds it faster."""
     npy = "examples/data/embeddings/data-00000.npy"
+    vn = build_avxvnni(os.environ.get("CC", "cc"))
     configs = [("nomic 768, x32, k 64, batch 512, no dead", 768, 24576, 64, 512, 0.0, []),
                ("nomic 768, x32, k 64, batch 512, 25% dead (AuxK)", 768, 24576, 64, 512, 0.25, []),
                ("nomic 768, x32, k 64, batch 512, no dead, 4 batches a step", 768, 24576, 64, 512, 0.0, ["-", "4"]),
                ("nomic 768, x32, k 64, batch 512, 25% dead (AuxK), 4 batches a step", 768, 24576, 64, 512, 0.25, ["-", "4"]),
                ("nomic 768, x32, k 32, batch 1024, no dead", 768, 24576, 32, 1024, 0.0, []),
                ("MiniLM 384, x32, k 32, batch 1024, examples/data", 384, 12288, 32, 1024, 0.0, [npy])]
+    # the AVX2 builds (stand-ins for CPUs without AVX-512) at the headline shape
+    configs = [(n, d, L, k, B, dead, extra, "native") for n, d, L, k, B, dead, extra in configs]
+    configs.append(("nomic 768, x32, k 64, batch 512, no dead, 4 batches a step; -mavx2 -mfma (forced)", 768, 24576, 64, 512, 0.0, ["-", "4"], "avx2"))
+    if vn:
+        configs.append(("nomic 768, x32, k 64, batch 512, no dead, 4 batches a step; -mavx2 -mfma -mavxvnni (forced)", 768, 24576, 64, 512, 0.0, ["-", "4"], vn))
     print()
     amx = parse(sh([bins["native"], "trainpp", "64", "256", "8", "64", "0", "1"], env)).get("amx") == 1
-    print("Training step with the int8 pre-pass (the same bits as float32), -march=native"
+    print("Training step with the int8 pre-pass (the same bits as float32), -march=native unless named"
           f"{' (int8 product on AMX tiles)' if amx else ''}, samples/s:")
     print()
     print("| configuration | float32 | pre-pass | speed-up (wall) | speed-up (CPU time) | recomputed latents a row: mean, most | bit-identical |")
     print("|---|---|---|---|---|---|---|")
-    for name, d, L, k, B, dead, extra in configs:
-        v = [parse(sh([bins["native"], "trainpp", str(d), str(L), str(k), str(B), str(dead), "6", *extra], env)) for _ in range(a.rounds)]
+    for name, d, L, k, B, dead, extra, exe in configs:
+        exe = bins.get(exe, exe)
+        v = [parse(sh([exe, "trainpp", str(d), str(L), str(k), str(B), str(dead), "6", *extra], env)) for _ in range(a.rounds)]
         med = lambda key: statistics.median(x[key] for x in v)
         same = all(x["train_prepass_bit_identical"] == 1 for x in v)
         print(f"| {name} | {med('train_fp32_samples_per_s'):.0f} | {med('train_prepass_samples_per_s'):.0f} | {med('train_prepass_speedup'):.2f}x | "
