@@ -26,7 +26,7 @@
    The approximation, chosen at compile time:
 
    - where the library has a fast int8 product (LSAE__LPFAST: AVX-512 VNNI,
-     or AVX2; DC_INT8), and d <= 65,536: with VNNI the library's
+     or AVX2; DC_INT8), and d <= 65,536: with VNNI or AVX-VNNI the library's
      int8 copy of the encode pre-pass (latentsae.h, lsae__lp_build,
      lsae__lp_row, lsae__lp_tile; docs/math.md 2.12). Every unit row u is
      quantised with its own scale, u = s q + r with s = max |u_j| / 127, q_j
@@ -45,7 +45,7 @@
      in double: 1e-13) are below 1e-7; the bound adds DC_SLACK = 1e-6 for all
      of them. For unit rows of d = 768 with no outlier coordinates |r| is
      about 0.008, so e is about 0.016.
-     AVX2 builds without VNNI (DC_I7) quantise both sides to 7 bits
+     AVX2 builds without VNNI or AVX-VNNI (DC_I7) quantise both sides to 7 bits
      instead, s = max |u_j| / 63, q_j in [-63, 63] (dc_row7, dc_cols): the
      same identity and bound with their own measured norms (cw = |r_b|, qn
      = |u_b| + |r_b| >= |s_b q_b|), |q_a . q_b| <= 63^2 d, the kernel's sums
@@ -138,11 +138,11 @@ static double dc_exact_dot(const float *x, const float *y, size_t d)
    any integers q, since the residuals r = u - s q are measured, not
    assumed.
 
-   Elsewhere (VNNI, or no fast int8 product): the library's rows, columns
+   Elsewhere (VNNI, AVX-VNNI, or no fast int8 product): the library's rows, columns
    and kernel as they are. DC_QMAX is the largest |q|, DC_UOFF the offset
    the row bytes carry, DC_ROFF the one left in the kernel's sums (acc =
    q_a . q_b + DC_ROFF wsum_b; the sign trick takes the library's out). */
-#if defined(LSAE__AVX2) && !defined(LSAE__VNNI)
+#if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && !defined(LSAE__AVXVNNI)
 #define DC_I7 1
 #define DC_QMAX 63 /* the largest |q|, both sides */
 #define DC_UOFF 64 /* the row bytes: q + DC_UOFF */
