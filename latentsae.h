@@ -4722,8 +4722,11 @@ static void lsae__lp_tile_amx(int32_t *acc, const uint8_t *xu, size_t ldx, const
    latents in two halves of 32, each a 2 x 2 block of C tiles fed per k
    step by two A tiles (rows 0-15, 16-31) and two B tiles. The 16-row
    kernel loads four B tiles for its four products; this one loads two, so
-   a row takes half the int8 weights' traffic from L2, which bounds the
-   tile products (the A tiles, 24 KiB of rows, come from L1). */
+   a row takes half the int8 weights' traffic from L2 (the A tiles, 24 KiB
+   of rows, come from L1). That traffic counts once the blocks of rows are
+   large (lsae__lp_select: 256 rows, 1.66x -> 1.72x float32's training
+   step); with blocks of 64, when the copy came from memory four times as
+   often, it made no difference. */
 static void lsae__lp_tile_amx32(int32_t *acc, const uint8_t *xu, size_t ldx, const int8_t *Wt, size_t dp)
 {
     const size_t nk = dp / 64, ldb = LSAE__NT * 4;
@@ -7742,10 +7745,11 @@ static int lsae__adam(lsae_trainer *t, float clip, double lr)
     t->state_zero = 0;
     if (refill) {
         /* W_enc a block of whole rows at a time, each row then quantised
-           into the int8 copy while it is in cache (a separate lsae__lp_fill
-           reads all of W_enc back from memory: 7 ms a step at 768 x 24,576,
-           a tenth of the pre-pass step); then b_enc. Adam is element-wise,
-           so any split gives the same bits. */
+           into the int8 copy while it is in cache; then b_enc. A separate
+           lsae__lp_fill reads all of W_enc back from memory: at 768 x
+           24,576 on 2 cores Adam took 29 ms and that fill 7 ms, Adam with
+           the refill takes 34 ms. Adam is element-wise, so any split gives
+           the same bits. */
         const size_t rows_per = LSAE__ADAM_CHUNK / d ? LSAE__ADAM_CHUNK / d : 1, nblk = (L + rows_per - 1) / rows_per;
         const double gq = lsae__gamma(d);
         LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
