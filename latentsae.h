@@ -4984,7 +4984,11 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
        rows, 4 a thread) to 1.66x (256) on AMX tiles (1.72x with the
        32-row tile products), and VNNI's from 1.21x to 1.42x. The cost: a
        thread slowed by another process holds the other up for its whole
-       block. */
+       block (with a busy loop on one of the 2 cores that step ran at
+       3,390-4,500 samples/s against 3,520-5,540 with the small blocks, 8
+       runs each, noisy). The fix for both would split the latents, not the
+       rows, between the threads (each tile read once, handed out as
+       threads come free, the per-row lists merged), as lsae__select does. */
     size_t RB, mrc = LSAE__LPMR, Rp = R, rbmax = 256;
     int amx = 0; /* 0, or the rows a tile product takes (16, 32) */
     uint8_t *xu;
