@@ -222,7 +222,9 @@ static void row_bounds(void)
 /* lsae__lp_tile_amx (the AMX tiles: 16 rows a product, the depth in 64-byte
    steps and a shorter last step) against the integer product written out,
    on the depths of tile_exact: 4, 8, 12 (only the short step), 100 and 388
-   (full steps and a short one), 768 (full steps only) */
+   (full steps and a short one), 64, 384 and 768 (full steps only); at
+   the last three lsae__lp_tile_amx32 too (32 rows a product); the rows
+   past a kernel's are not written */
 static void tile_exact_amx(void)
 {
     /* dp multiples of 64 take the 32-row kernel too */
