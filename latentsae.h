@@ -4810,6 +4810,9 @@ typedef struct lsae__lprow {
     int overflow;
 } lsae__lprow;
 
+/* calls of up to this many rows split the tiles between threads (lsae__lp_select) */
+#define LSAE__LPSPLIT 16
+
 /* Scratch sizes per row: lo values (cut back to K when full) and candidates */
 static size_t lsae__lp_locap(size_t K) { return 2 * K + 64; }
 static size_t lsae__lp_candcap(size_t K, size_t L)
@@ -4966,6 +4969,144 @@ static void lsae__exact_dots(const float *x, const float *const *w, size_t n, si
     }
 }
 
+/* Part of lsae__lp_select: tiles [ta, tb) of the int8 copy against rows
+   [b0, b1) (their bytes in xu, dp apart; sx, xn, xrn in st[r]), the tiles
+   in groups of G that stay in cache while the rows sweep them, mrc rows a
+   tile product (amx: 0, or the rows an AMX product takes). Each row's
+   lower bounds go to its min-heap (lob + r clo; st[r].T is the K-th of
+   them, 0 until there are K) and the latents that may still be in its top
+   K to its list (cand + r cc, in increasing latent order); a list that
+   stays over half full after a cut-back sets st[r].overflow. acc, lo, hi:
+   the calling thread's scratch. */
+static void lsae__lp_sweep(const lsae_model *m, const lsae__lp *q, const uint8_t *xu, size_t b0, size_t b1, size_t ta, size_t tb, size_t G,
+                           size_t mrc, int amx, size_t K, size_t clo, size_t cc, lsae__lprow *st, float *lob, lsae__kv *cand, int32_t *acc,
+                           float *lo, float *hi)
+{
+    const size_t L = m->L, dp = q->dp;
+    size_t t0, t, r0, rw, j;
+    (void)amx;
+    for (t0 = ta; t0 < tb; t0 += G) {
+        const size_t t1 = t0 + G < tb ? t0 + G : tb;
+        for (r0 = b0; r0 < b1; r0 += mrc) {
+            const size_t mr = b1 - r0 < mrc ? b1 - r0 : mrc;
+            for (t = t0; t < t1; ++t) {
+                const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+                const int32_t *ws = q->wsum + l0;
+                const float *sw = q->sw + l0, *cw = q->cw + l0, *qn = q->qn + l0, *b = m->b_enc + l0;
+#if defined(LSAE__AMX)
+                /* (16 rows or fewer left: the 16-row product, half
+                   the tile work; one row's encode 2.0 -> 1.4 ms) */
+                if (amx == 32 && mr > 16)
+                    lsae__lp_tile_amx32(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
+                else if (amx)
+                    lsae__lp_tile_amx(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
+                else
+#endif
+                lsae__lp_tile(acc, xu + r0 * dp, dp, mr, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
+                for (rw = 0; rw < mr; ++rw) {
+                    lsae__lprow *s = st + r0 + rw;
+                    const int32_t *a = acc + rw * LSAE__NT;
+                    const float sx = s->sx, xn = s->xn, xrn = s->xrn, T = s->T;
+                    float *lb = lob + (r0 + rw) * clo;
+                    lsae__kv *cd = cand + (r0 + rw) * cc;
+                    uint64_t mask;
+                    if (s->overflow) continue;
+                    mask = lsae__lp_bounds(a, ws, sw, cw, qn, b, nt, sx, xn, xrn, T, lo, hi);
+                    /* the latents that may enter either list, in increasing order */
+                    while (mask) {
+                        j = (size_t)LSAE__CTZ64(mask);
+                        mask &= mask - 1;
+                        if (lo[j] > s->T) {
+                            /* the K largest lower bounds so far in a
+                               min-heap: T is the K-th of them (0
+                               until there are K) */
+                            lsae__minheap_offer(lb, &s->nlo, K, lo[j]);
+                            if (s->nlo == K) s->T = lb[0];
+                        }
+                        if (hi[j] >= s->T && hi[j] > 0.0f) {
+                            cd[s->ncand].v = hi[j];
+                            cd[s->ncand++].i = (int32_t)(l0 + j);
+                            if (s->ncand == cc) {
+                                /* cut back to those that can still enter */
+                                size_t i, n = 0;
+                                for (i = 0; i < cc; ++i)
+                                    if (cd[i].v >= s->T) cd[n++] = cd[i];
+                                s->ncand = n;
+                                if (n > cc / 2) { s->overflow = 1; break; }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Part of lsae__lp_select: one row's top K (out, best first) from its
+   candidates cd[0..n) (those whose upper bound reaches T), recomputed in
+   float32 from the best upper bound down until the K-th exact value beats
+   the next bound. kb: clo floats of scratch; srt: 2 (n + K) entries.
+   Returns the latents recomputed. */
+static size_t lsae__lp_exact_row(const lsae_model *m, const float *x, lsae__kv *cd, size_t n, float *kb, size_t clo, lsae__kv *srt, size_t K,
+                                 lsae__kv *out)
+{
+    const size_t d = m->d, L = m->L;
+    size_t i, c = 0, nb = 0; /* kb[0..nb): positive exact values, cut back to the K best when full */
+    /* best upper bound first: once the k-th exact value so far beats the
+       next upper bound, the rest are strictly worse */
+    lsae__sort_best(cd, n, srt, L);
+    for (i = 0; i < n;) {
+        size_t nb8 = n - i < 8 ? n - i : 8, jj;
+        int32_t id[16];
+        float e[16];
+        const float *wr[16];
+        float kth = 0.0f;
+        if (nb >= K) {
+            kth = lsae__kth_largest(kb, nb, K);
+            nb = K;
+            if (cd[i].v < kth) break;
+        }
+        /* a second eight join when they too pass that test (two chains in
+           flight) */
+        if (n - i >= 16 && (nb < K || cd[i + 8].v >= kth)) nb8 = 16;
+        for (jj = 0; jj < nb8; ++jj) {
+            id[jj] = cd[i + jj].i;
+            wr[jj] = m->W_enc + (size_t)id[jj] * d;
+        }
+        lsae__exact_dots(x, wr, nb8, d, e);
+        /* + b_enc, ReLU; the positive ones compete (cd[c] with c <= i:
+           slots already read) */
+        for (jj = 0; jj < nb8; ++jj) {
+            const float v = e[jj] + m->b_enc[id[jj]];
+            if (v > 0.0f) {
+                cd[c].v = v;
+                cd[c++].i = id[jj];
+                kb[nb++] = v;
+                if (nb == clo) { (void)lsae__kth_largest(kb, nb, K); nb = K; }
+            }
+        }
+        i += nb8;
+    }
+    lsae__sort_best(cd, c, srt, L);
+    if (c >= K) {
+        memcpy(out, cd, K * sizeof(lsae__kv));
+    } else {
+        /* fewer than K positive: zeros at the lowest latents not among
+           them, as lsae__select pads */
+        lsae__kv *byidx = srt, *tmp = srt + c;
+        size_t l = 0, jj = 0, qq = c;
+        memcpy(out, cd, c * sizeof(lsae__kv));
+        memcpy(byidx, cd, c * sizeof(lsae__kv));
+        lsae__sort_index(byidx, c, tmp, L);
+        for (; qq < K && l < L; ++l) {
+            if (jj < c && (size_t)byidx[jj].i == l) { ++jj; continue; }
+            out[qq].v = 0.0f;
+            out[qq++].i = (int32_t)l;
+        }
+    }
+    return i;
+}
+
 /* lsae__lp_select: the top K of ReLU(xc W_enc^T + b_enc) for R rows, as
    lsae__select writes it (top [R, K], best first), through the int8
    pre-pass. cand_counts (may be NULL): per row, the latents recomputed in
@@ -4988,9 +5129,16 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
        3,390-4,500 samples/s against 3,520-5,540 with the small blocks, 8
        runs each, noisy). The fix for both would split the latents, not the
        rows, between the threads (each tile read once, handed out as
-       threads come free, the per-row lists merged), as lsae__select does. */
+       threads come free, the per-row lists merged), as lsae__select does;
+       it is done below for calls of a few rows only (LSAE__LPSPLIT), where
+       the lists are small. */
     size_t RB, mrc = LSAE__LPMR, Rp = R, rbmax = 256;
     int amx = 0; /* 0, or the rows a tile product takes (16, 32) */
+    /* split: calls of up to LSAE__LPSPLIT rows share the tiles between ns
+       threads (a row alone is bound by reading the int8 copy: one thread
+       reads it at a fraction of the memory's speed), each with its own
+       lists of every row, merged before the exact recomputation */
+    const size_t ns = nthreads > 1 && R <= LSAE__LPSPLIT && q->ntiles >= 8 ? ((size_t)nthreads < 4 ? (size_t)nthreads : 4) : 1;
     uint8_t *xu;
     float *lob;
     lsae__kv *cand, *sortbuf;
@@ -5013,167 +5161,130 @@ static lsae_result lsae__lp_select(const lsae_model *m, const lsae__lp *q, const
     if (RB > rbmax) RB = rbmax / mrc * mrc;
     if (RB < mrc) RB = mrc;
     xu = (uint8_t *)lsae__alloc_array(m->alloc, Rp, dp, "int8 rows");
-    lob = xu ? (float *)lsae__alloc_array(m->alloc, R, clo * sizeof(float), "pre-pass scratch") : NULL;
-    cand = lob ? (lsae__kv *)lsae__alloc_array(m->alloc, R, cc * sizeof(lsae__kv), "pre-pass scratch") : NULL;
-    sortbuf = cand ? (lsae__kv *)lsae__alloc_array(m->alloc, (size_t)nthreads, 2 * (cc + K) * sizeof(lsae__kv), "pre-pass scratch") : NULL;
-    st = sortbuf ? (lsae__lprow *)lsae__alloc_array(m->alloc, R, sizeof(lsae__lprow), "pre-pass scratch") : NULL;
+    /* with the split, ns copies of every row's lists, and room for the
+       merged candidates of a row */
+    lob = xu ? (float *)lsae__alloc_array(m->alloc, ns * R, clo * sizeof(float), "pre-pass scratch") : NULL;
+    cand = lob ? (lsae__kv *)lsae__alloc_array(m->alloc, (ns > 1 ? 2 * ns : 1) * R, cc * sizeof(lsae__kv), "pre-pass scratch") : NULL;
+    sortbuf = cand ? (lsae__kv *)lsae__alloc_array(m->alloc, (size_t)nthreads, 2 * (ns * cc + K) * sizeof(lsae__kv), "pre-pass scratch") : NULL;
+    st = sortbuf ? (lsae__lprow *)lsae__alloc_array(m->alloc, (ns > 1 ? ns + 1 : 1) * R, sizeof(lsae__lprow), "pre-pass scratch") : NULL;
     if (!st) { res = LSAE_OUT_OF_MEMORY; goto done; }
     if (Rp > R) memset(xu + R * dp, 0, (Rp - R) * dp);
-    LSAE__OMP(parallel num_threads(nthreads))
-    {
-        int32_t acc[(LSAE__LPMR > LSAE__AMXMR ? LSAE__LPMR : LSAE__AMXMR) * LSAE__NT];
-        float lo[LSAE__NT], hi[LSAE__NT];
-        lsae__kv *srt = sortbuf + (size_t)lsae__thread_id() * 2 * (cc + K);
-        ptrdiff_t rr;
+    if (ns > 1) {
+        /* the rows quantised; part s sweeps tiles [ntiles s / ns,
+           ntiles (s + 1) / ns) into its own lists (sts + s R, lob and
+           cand + s R rows) */
+        lsae__lprow *sts = st + R;
+        lsae__kv *merged = cand + ns * R * cc; /* R rows of ns cc */
+        for (r = 0; r < R; ++r) lsae__lp_row(xc + r * d, d, dp, xu + r * dp, &st[r].sx, &st[r].xn, &st[r].xrn);
+        LSAE__OMP(parallel num_threads((int)ns))
+        {
+            int32_t acc[(LSAE__LPMR > LSAE__AMXMR ? LSAE__LPMR : LSAE__AMXMR) * LSAE__NT];
+            float lo[LSAE__NT], hi[LSAE__NT];
+            ptrdiff_t sp;
 #if defined(LSAE__AMX)
-        lsae__amxcfg tcfg; /* the tiles are each thread's own */
-        if (amx) {
-            lsae__amx_config(&tcfg, dp);
-            _tile_loadconfig(&tcfg);
+            lsae__amxcfg tcfg;
+            if (amx) {
+                lsae__amx_config(&tcfg, dp);
+                _tile_loadconfig(&tcfg);
+            }
+#endif
+            /* a loop over the ns parts, not the thread number: every part
+               is swept however many threads the runtime gives */
+            LSAE__OMP(for schedule(static, 1))
+            for (sp = 0; sp < (ptrdiff_t)ns; ++sp) {
+                const size_t s = (size_t)sp, ta = q->ntiles * s / ns, tb = q->ntiles * (s + 1) / ns;
+                lsae__lprow *my = sts + s * R;
+                size_t rr;
+                for (rr = 0; rr < R; ++rr) {
+                    my[rr] = st[rr];
+                    my[rr].T = 0.0f;
+                    my[rr].nlo = my[rr].ncand = 0;
+                    my[rr].overflow = 0;
+                }
+                lsae__lp_sweep(m, q, xu, 0, R, ta, tb, G, mrc, amx, K, clo, cc, my, lob + s * R * clo, cand + s * R * cc, acc, lo, hi);
+            }
+#if defined(LSAE__AMX)
+            if (amx) _tile_release();
+#endif
         }
-#endif
-        LSAE__OMP(for schedule(dynamic, 1))
-        for (blk = 0; blk < (ptrdiff_t)((R + RB - 1) / RB); ++blk) {
-            const size_t b0 = (size_t)blk * RB, b1 = b0 + RB < R ? b0 + RB : R;
-            size_t t0, t, r0, rw, j;
-            /* the block's rows quantised (by the thread that uses them: no
-               barrier between) */
-            for (rr = (ptrdiff_t)b0; rr < (ptrdiff_t)b1; ++rr) {
-                lsae__lprow *s = st + rr;
-                lsae__lp_row(xc + (size_t)rr * d, d, dp, xu + (size_t)rr * dp, &s->sx, &s->xn, &s->xrn);
-                s->T = 0.0f;
-                s->nlo = s->ncand = 0;
-                s->overflow = 0;
+        /* the merge: T = the K-th largest of every thread's K largest lower
+           bounds (the K largest of all are among them), so the same T as
+           one sweep over all tiles; the candidates whose upper bound
+           reaches it, the same set as one sweep keeps (each thread kept a
+           superset: its own T was never above this one) */
+        for (r = 0; r < R; ++r) {
+            lsae__lprow *o = st + r;
+            float *all = (float *)(void *)(merged + r * ns * cc); /* scratch for the union before the candidates are written */
+            size_t s, nu = 0, n = 0, i;
+            o->overflow = 0;
+            o->T = 0.0f;
+            for (s = 0; s < ns; ++s) o->overflow |= sts[s * R + r].overflow;
+            if (o->overflow) continue;
+            for (s = 0; s < ns; ++s) {
+                memcpy(all + nu, lob + (s * R + r) * clo, sts[s * R + r].nlo * sizeof(float));
+                nu += sts[s * R + r].nlo;
             }
-            for (t0 = 0; t0 < q->ntiles; t0 += G) {
-                const size_t t1 = t0 + G < q->ntiles ? t0 + G : q->ntiles;
-                for (r0 = b0; r0 < b1; r0 += mrc) {
-                    const size_t mr = b1 - r0 < mrc ? b1 - r0 : mrc;
-                    for (t = t0; t < t1; ++t) {
-                        const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
-                        const int32_t *ws = q->wsum + l0;
-                        const float *sw = q->sw + l0, *cw = q->cw + l0, *qn = q->qn + l0, *b = m->b_enc + l0;
-#if defined(LSAE__AMX)
-                        /* (16 rows or fewer left: the 16-row product, half
-                           the tile work; one row's encode 2.0 -> 1.4 ms) */
-                        if (amx == 32 && mr > 16)
-                            lsae__lp_tile_amx32(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
-                        else if (amx)
-                            lsae__lp_tile_amx(acc, xu + r0 * dp, dp, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
-                        else
-#endif
-                        lsae__lp_tile(acc, xu + r0 * dp, dp, mr, q->wq + t * (dp / 4) * LSAE__NT * 4, dp);
-                        for (rw = 0; rw < mr; ++rw) {
-                            lsae__lprow *s = st + r0 + rw;
-                            const int32_t *a = acc + rw * LSAE__NT;
-                            const float sx = s->sx, xn = s->xn, xrn = s->xrn, T = s->T;
-                            float *lb = lob + (r0 + rw) * clo;
-                            lsae__kv *cd = cand + (r0 + rw) * cc;
-                            uint64_t mask;
-                            if (s->overflow) continue;
-                            mask = lsae__lp_bounds(a, ws, sw, cw, qn, b, nt, sx, xn, xrn, T, lo, hi);
-                            /* the latents that may enter either list, in increasing order */
-                            while (mask) {
-                                j = (size_t)LSAE__CTZ64(mask);
-                                mask &= mask - 1;
-                                if (lo[j] > s->T) {
-                                    /* the K largest lower bounds so far in a
-                                       min-heap: T is the K-th of them (0
-                                       until there are K) */
-                                    lsae__minheap_offer(lb, &s->nlo, K, lo[j]);
-                                    if (s->nlo == K) s->T = lb[0];
-                                }
-                                if (hi[j] >= s->T && hi[j] > 0.0f) {
-                                    cd[s->ncand].v = hi[j];
-                                    cd[s->ncand++].i = (int32_t)(l0 + j);
-                                    if (s->ncand == cc) {
-                                        /* cut back to those that can still enter */
-                                        size_t i, n = 0;
-                                        for (i = 0; i < cc; ++i)
-                                            if (cd[i].v >= s->T) cd[n++] = cd[i];
-                                        s->ncand = n;
-                                        if (n > cc / 2) { s->overflow = 1; break; }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+            if (nu >= K) o->T = lsae__kth_largest(all, nu, K);
+            for (s = 0; s < ns; ++s) {
+                const lsae__kv *cs = cand + (s * R + r) * cc;
+                for (i = 0; i < sts[s * R + r].ncand; ++i)
+                    if (cs[i].v >= o->T) merged[r * ns * cc + n++] = cs[i];
             }
-            /* each row of the block: the candidates recomputed exactly */
-            for (rw = b0; rw < b1; ++rw) {
-                lsae__lprow *s = st + rw;
-                lsae__kv *cd = cand + rw * cc, *out = top + rw * K;
-                const float *x = xc + rw * d;
-                float T;
-                size_t i, n = 0, c;
-                if (s->overflow) continue;
-                T = s->T;
-                for (i = 0; i < s->ncand; ++i)
-                    if (cd[i].v >= T) cd[n++] = cd[i];
-                /* best upper bound first: once the k-th exact value so far
-                   beats the next upper bound, the rest are strictly worse */
-                lsae__sort_best(cd, n, srt, L);
-                {
-                    float *kb = lob + rw * clo; /* positive exact values, cut back to the K best when full */
-                    size_t nb = 0;
-                    c = 0;
-                    for (i = 0; i < n;) {
-                        size_t nb8 = n - i < 8 ? n - i : 8, jj;
-                        int32_t id[16];
-                        float e[16];
-                        const float *wr[16];
-                        float kth = 0.0f;
-                        if (nb >= K) {
-                            kth = lsae__kth_largest(kb, nb, K);
-                            nb = K;
-                            if (cd[i].v < kth) break;
-                        }
-                        /* a second eight join when they too pass that test
-                           (two chains in flight) */
-                        if (n - i >= 16 && (nb < K || cd[i + 8].v >= kth)) nb8 = 16;
-                        for (jj = 0; jj < nb8; ++jj) {
-                            id[jj] = cd[i + jj].i;
-                            wr[jj] = m->W_enc + (size_t)id[jj] * d;
-                        }
-                        lsae__exact_dots(x, wr, nb8, d, e);
-                        /* + b_enc, ReLU; the positive ones compete (cd[c]
-                           with c <= i: slots already read) */
-                        for (jj = 0; jj < nb8; ++jj) {
-                            const float v = e[jj] + m->b_enc[id[jj]];
-                            if (v > 0.0f) {
-                                cd[c].v = v;
-                                cd[c++].i = id[jj];
-                                kb[nb++] = v;
-                                if (nb == clo) { (void)lsae__kth_largest(kb, nb, K); nb = K; }
-                            }
-                        }
-                        i += nb8;
-                    }
-                    if (cand_counts) cand_counts[rw] = i;
-                }
-                lsae__sort_best(cd, c, srt, L);
-                if (c >= K) {
-                    memcpy(out, cd, K * sizeof(lsae__kv));
-                } else {
-                    /* fewer than K positive: zeros at the lowest latents
-                       not among them, as lsae__select pads */
-                    lsae__kv *byidx = srt, *tmp = srt + c;
-                    size_t l = 0, jj = 0, qq = c;
-                    memcpy(out, cd, c * sizeof(lsae__kv));
-                    memcpy(byidx, cd, c * sizeof(lsae__kv));
-                    lsae__sort_index(byidx, c, tmp, L);
-                    for (; qq < K && l < L; ++l) {
-                        if (jj < c && (size_t)byidx[jj].i == l) { ++jj; continue; }
-                        out[qq].v = 0.0f;
-                        out[qq++].i = (int32_t)l;
-                    }
-                }
-            }
+            o->ncand = n;
         }
+        LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+        for (blk = 0; blk < (ptrdiff_t)R; ++blk) {
+            const size_t rw = (size_t)blk;
+            lsae__kv *srt = sortbuf + (size_t)lsae__thread_id() * 2 * (ns * cc + K);
+            size_t c;
+            if (st[rw].overflow) continue;
+            c = lsae__lp_exact_row(m, xc + rw * d, merged + rw * ns * cc, st[rw].ncand, lob + rw * clo, clo, srt, K, top + rw * K);
+            if (cand_counts) cand_counts[rw] = c;
+        }
+    } else {
+        LSAE__OMP(parallel num_threads(nthreads))
+        {
+            int32_t acc[(LSAE__LPMR > LSAE__AMXMR ? LSAE__LPMR : LSAE__AMXMR) * LSAE__NT];
+            float lo[LSAE__NT], hi[LSAE__NT];
+            lsae__kv *srt = sortbuf + (size_t)lsae__thread_id() * 2 * (cc + K);
+            ptrdiff_t rr;
 #if defined(LSAE__AMX)
-        if (amx) _tile_release();
+            lsae__amxcfg tcfg; /* the tiles are each thread's own */
+            if (amx) {
+                lsae__amx_config(&tcfg, dp);
+                _tile_loadconfig(&tcfg);
+            }
 #endif
+            LSAE__OMP(for schedule(dynamic, 1))
+            for (blk = 0; blk < (ptrdiff_t)((R + RB - 1) / RB); ++blk) {
+                const size_t b0 = (size_t)blk * RB, b1 = b0 + RB < R ? b0 + RB : R;
+                size_t rw;
+                /* the block's rows quantised (by the thread that uses them: no
+                   barrier between) */
+                for (rr = (ptrdiff_t)b0; rr < (ptrdiff_t)b1; ++rr) {
+                    lsae__lprow *s = st + rr;
+                    lsae__lp_row(xc + (size_t)rr * d, d, dp, xu + (size_t)rr * dp, &s->sx, &s->xn, &s->xrn);
+                    s->T = 0.0f;
+                    s->nlo = s->ncand = 0;
+                    s->overflow = 0;
+                }
+                lsae__lp_sweep(m, q, xu, b0, b1, 0, q->ntiles, G, mrc, amx, K, clo, cc, st, lob, cand, acc, lo, hi);
+                /* each row of the block: the candidates recomputed exactly */
+                for (rw = b0; rw < b1; ++rw) {
+                    lsae__lprow *s = st + rw;
+                    lsae__kv *cd = cand + rw * cc;
+                    size_t i, n = 0, c;
+                    if (s->overflow) continue;
+                    for (i = 0; i < s->ncand; ++i)
+                        if (cd[i].v >= s->T) cd[n++] = cd[i];
+                    c = lsae__lp_exact_row(m, xc + rw * d, cd, n, lob + rw * clo, clo, srt, K, top + rw * K);
+                    if (cand_counts) cand_counts[rw] = c;
+                }
+            }
+#if defined(LSAE__AMX)
+            if (amx) _tile_release();
+#endif
+        }
     }
     /* rows whose candidates overflowed: the float32 pass */
     for (r = 0; r < R; ++r) nover += st[r].overflow != 0;
