@@ -3206,6 +3206,23 @@ static void lsae__sort_best(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
 
 /* ------------------------------------------------------ fused encoder pass */
 
+/* a[0..n) the n < K positive activations of a row, best first: a[n..K)
+   become zeros at the lowest latents (< L) not among them, as every other
+   latent's activation is 0. scratch: 2 n entries. */
+static void lsae__pad_lowest(lsae__kv *a, size_t n, size_t K, lsae__kv *scratch, size_t L)
+{
+    lsae__kv *byidx = scratch, *tmp = scratch + n;
+    size_t l = 0, j = 0, q = n;
+    memcpy(byidx, a, n * sizeof(lsae__kv));
+    lsae__sort_index(byidx, n, tmp, L);
+    for (; q < K && l < L; ++l) {
+        if (j < n && (size_t)byidx[j].i == l) { ++j; continue; }
+        a[q].v = 0.0f;
+        a[q++].i = (int32_t)l;
+    }
+    LSAE_ASSERT(q == K);
+}
+
 /* Candidates a row's buffer holds for a top kk: twice kk, and at least
    kk + 192 so that a small k is not cut back every few candidates. */
 static size_t lsae__buf_cap(size_t kk)
@@ -3880,16 +3897,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                 /* fewer than K positive: the rest of the top are zeros, the
                    lowest latents that are not among the candidates (every
                    other latent's activation is 0) */
-                lsae__kv *sorted_idx = merge + half, *tmp = merge + half + n;
-                size_t l = 0, j = 0, q = n;
-                memcpy(sorted_idx, merge, n * sizeof(lsae__kv));
-                lsae__sort_index(sorted_idx, n, tmp, L);
-                for (; q < K && l < L; ++l) {
-                    if (j < n && (size_t)sorted_idx[j].i == l) { ++j; continue; }
-                    merge[q].v = 0.0f;
-                    merge[q++].i = (int32_t)l;
-                }
-                LSAE_ASSERT(q == K);
+                lsae__pad_lowest(merge, n, K, merge + half, L);
             }
             memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
@@ -5093,16 +5101,8 @@ static size_t lsae__lp_exact_row(const lsae_model *m, const float *x, lsae__kv *
     } else {
         /* fewer than K positive: zeros at the lowest latents not among
            them, as lsae__select pads */
-        lsae__kv *byidx = srt, *tmp = srt + c;
-        size_t l = 0, jj = 0, qq = c;
         memcpy(out, cd, c * sizeof(lsae__kv));
-        memcpy(byidx, cd, c * sizeof(lsae__kv));
-        lsae__sort_index(byidx, c, tmp, L);
-        for (; qq < K && l < L; ++l) {
-            if (jj < c && (size_t)byidx[jj].i == l) { ++jj; continue; }
-            out[qq].v = 0.0f;
-            out[qq++].i = (int32_t)l;
-        }
+        lsae__pad_lowest(out, c, K, srt, L);
     }
     return i;
 }
