@@ -2144,7 +2144,8 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
    P[p] (4 zmm or 8 ymm) and broadcasts one float of each row: MR x 64 FMAs
    for 64 + MR loads. With AVX-512 MR = 6 uses 24 of the 32 zmm registers
    as accumulators; with AVX2 the tile is done as 4 panels of 16 latents,
-   6 x 16 using 12 of the 16 ymm registers; with NEON likewise 4 panels,
+   6 x 16 using 12 of the 16 ymm registers, each panel packed whole
+   (LSAE__PIDX); with NEON likewise 4 panels,
    6 x 16 in 24 of the 32 q registers. The tile is packed once and used
    by every row of the batch, so the packing (a transpose) is amortised over
    B x 2 FLOPs per packed float.
@@ -2161,6 +2162,25 @@ LSAE_DEF lsae_result lsae_model_set_precision(lsae_model *m, lsae_precision p)
 #define LSAE__MR 4
 #endif
 #define LSAE__NR 16
+
+/* Where P[p][j] of a packed tile lies. AVX-512 reads a whole row of 64
+   latents a step. The 16-latent panels of AVX2 are each stored whole,
+   K x 16 contiguous floats (panel j / 16 after the others), so a panel's
+   sweep over p reads consecutive cache lines instead of one line in four:
+   the full product at 512 x 24,576 x 768 (bench gemm, an -mavx2 -mfma
+   build on a 2-core AVX-512 Xeon standing in for an AVX2 machine, against
+   OpenBLAS's Haswell kernels) went from 0.87-0.90 of OpenBLAS's rate to
+   0.96-1.07, 5 alternated runs each. NEON keeps the row layout (not
+   measured on an ARM core). The bits are the same: only where the floats
+   sit changes, not the chain over p. */
+#if defined(LSAE__AVX2) && !defined(LSAE__AVX512)
+#define LSAE__PANELS 1
+#define LSAE__PIDX(p, j, K) (((j) / LSAE__NR) * (K) * LSAE__NR + (p) * LSAE__NR + (j) % LSAE__NR)
+#define LSAE__PSTEP LSAE__NR
+#else
+#define LSAE__PIDX(p, j, K) ((p) * LSAE__NT + (j))
+#define LSAE__PSTEP LSAE__NT
+#endif
 
 /* P[p * NT + j] = W[(l0 + j) * K + p] for j < nt; zero for nt <= j < NT.
    With AVX the bulk goes in 8 x 8 blocks transposed in registers (three
@@ -2190,19 +2210,19 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
             __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
             __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
             /* halves joined: column c of the 8 rows */
-            float *o = P + p * LSAE__NT + j;
-            _mm256_storeu_ps(o + 0 * LSAE__NT, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(o + 1 * LSAE__NT, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(o + 2 * LSAE__NT, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(o + 3 * LSAE__NT, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_storeu_ps(o + 4 * LSAE__NT, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_storeu_ps(o + 5 * LSAE__NT, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_storeu_ps(o + 6 * LSAE__NT, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_storeu_ps(o + 7 * LSAE__NT, _mm256_permute2f128_ps(s3, s7, 0x31));
+            float *o = P + LSAE__PIDX(p, j, K);
+            _mm256_storeu_ps(o + 0 * LSAE__PSTEP, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(o + 1 * LSAE__PSTEP, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(o + 2 * LSAE__PSTEP, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(o + 3 * LSAE__PSTEP, _mm256_permute2f128_ps(s3, s7, 0x20));
+            _mm256_storeu_ps(o + 4 * LSAE__PSTEP, _mm256_permute2f128_ps(s0, s4, 0x31));
+            _mm256_storeu_ps(o + 5 * LSAE__PSTEP, _mm256_permute2f128_ps(s1, s5, 0x31));
+            _mm256_storeu_ps(o + 6 * LSAE__PSTEP, _mm256_permute2f128_ps(s2, s6, 0x31));
+            _mm256_storeu_ps(o + 7 * LSAE__PSTEP, _mm256_permute2f128_ps(s3, s7, 0x31));
         }
         for (; p < K; ++p) {
             size_t jj;
-            for (jj = 0; jj < 8; ++jj) P[p * LSAE__NT + j + jj] = w[jj * K + p];
+            for (jj = 0; jj < 8; ++jj) P[LSAE__PIDX(p, j + jj, K)] = w[jj * K + p];
         }
     }
 #elif defined(LSAE__WASM_SIMD)
@@ -2251,10 +2271,10 @@ static void lsae__pack_tile(float *P, const float *W, size_t K, size_t l0, size_
 #endif
     for (; j < nt; ++j) {
         const float *w = W + (l0 + j) * K;
-        for (p = 0; p < K; ++p) P[p * LSAE__NT + j] = w[p];
+        for (p = 0; p < K; ++p) P[LSAE__PIDX(p, j, K)] = w[p];
     }
     for (; j < LSAE__NT; ++j)
-        for (p = 0; p < K; ++p) P[p * LSAE__NT + j] = 0.0f;
+        for (p = 0; p < K; ++p) P[LSAE__PIDX(p, j, K)] = 0.0f;
 }
 
 #if defined(LSAE__AVX512)
@@ -2305,7 +2325,7 @@ static void lsae__ukernel_avx2(size_t mr, const float *A, size_t lda, const floa
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     size_t p;
     for (p = 0; p < K; ++p) {
-        const float *b = P + p * LSAE__NT;
+        const float *b = P + p * LSAE__PSTEP;
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), a;
 #define LSAE__ROW256(r)                                                         \
         a = _mm256_broadcast_ss(a##r + p);                                      \
@@ -2432,7 +2452,7 @@ static void lsae__tile_rows(float *C, size_t ldc, const float *A, size_t lda, si
     size_t j0;
     for (j0 = 0; j0 < LSAE__NT; j0 += LSAE__NR) {
 #if defined(LSAE__AVX2)
-        lsae__ukernel_avx2(mr, A, lda, P + j0, K, C + j0, ldc, stream);
+        lsae__ukernel_avx2(mr, A, lda, P + LSAE__PIDX(0, j0, K), K, C + j0, ldc, stream);
 #elif defined(LSAE__WASM_SIMD)
         (void)stream;
         lsae__ukernel_wasm(mr, A, lda, P + j0, K, C + j0, ldc);
