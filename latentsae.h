@@ -3987,8 +3987,9 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
    the top k; the result is the same bits as lsae__select's.
 
    Quantisation. Row r of xc: sx = max_p |xc_p| / 127, xq_p = round(xc_p / sx)
-   in [-127, 127], residual rx = xc - sx xq. Latent l: sw = max_p |w_p| / 127,
-   wq = round(w / sw), rw = w - sw wq. With S = sum_p xq_p wq_p (an exact
+   in [-127, 127], residual rx = xc - sx xq. Latent l: sw = max_p |w_p| / Q,
+   wq = round(w / sw) in [-Q, Q], rw = w - sw wq, Q = 127 (LSAE__LPQW; 63 in
+   AVX2 builds without VNNI, see lsae__lp_tile). With S = sum_p xq_p wq_p (an exact
    integer) and A = sx sw S, the identity
        xc.w - A = xc.rw + rx.(sw wq)
    and Cauchy-Schwarz give |xc.w - A| <= ||xc|| ||rw|| + ||rx|| ||sw wq||,
@@ -4037,9 +4038,11 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #define LSAE__AMX 1
 #endif
 /* What lsae__lp_tile's sums hold: sum_p (xq_p + LSAE__LPOFF) wq_p, so
-   S = acc - LSAE__LPOFF wsum. vpdpbusd and the portable loop take the
-   unsigned xq + 128; the AVX2 kernel (the sign trick) gives S itself.
-   LSAE__LPFAST: the int8 product is faster than float32's (VNNI, AVX2). */
+   S = acc - LSAE__LPOFF wsum: every kernel takes the unsigned bytes
+   xq + 128 of a row. LSAE__LPQW: the largest |wq| of the int8 copy, 127,
+   or 63 in AVX2 builds without VNNI or AVX-VNNI, whose vpmaddubsw sums
+   pairs of products in int16 (lsae__lp_tile). LSAE__LPFAST: the int8
+   product is faster than float32's (VNNI, AVX2). */
 /* AVX-VNNI (Intel Alder Lake and later client CPUs, Zen 5: vpdpbusd on
    256-bit registers without AVX-512; -mavxvnni or a -march that has it):
    the same unsigned-by-signed products and sums as VNNI, eight latents a
@@ -4047,10 +4050,11 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && defined(__AVXVNNI__)
 #define LSAE__AVXVNNI 1
 #endif
-#if defined(LSAE__VNNI) || defined(LSAE__AVXVNNI) || !defined(LSAE__AVX2)
 #define LSAE__LPOFF 128
+#if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && !defined(LSAE__AVXVNNI)
+#define LSAE__LPQW 63
 #else
-#define LSAE__LPOFF 0
+#define LSAE__LPQW 127
 #endif
 #if defined(LSAE__VNNI) || defined(LSAE__AVX2)
 #define LSAE__LPFAST 1
@@ -4077,16 +4081,17 @@ static double lsae__gamma(size_t d)
     return (double)d * u / (1.0 - (double)d * u);
 }
 
-/* q = round(v / s) in [-127, 127], as v times inv = 1 / s (any integer is
-   correct: the residual is measured, not assumed). Clamped before the
+/* q = round(v / s) in [-qmax, qmax], as v times inv = 1 / s (any integer
+   is correct: the residual is measured, not assumed). Clamped before the
    conversion, which is undefined outside int's range: where the largest
    |v| is subnormal, inv = 1 / s overflows to inf and t is +-inf, or NaN
-   for v = 0 (then q = 0). */
-static int lsae__q8(float v, float inv)
+   for v = 0 (then q = 0). qmax: 127 for a row, LSAE__LPQW for a weight
+   (the AVX2 kernel's pair sums must not saturate whatever the row). */
+static int lsae__q8(float v, float inv, int qmax)
 {
     const float t = v * inv;
-    if (t >= 127.0f) return 127;
-    if (t <= -127.0f) return -127;
+    if (t >= (float)qmax) return qmax;
+    if (t <= -(float)qmax) return -qmax;
     if (!(t == t)) return 0;
     return (int)(t < 0.0f ? t - 0.5f : t + 0.5f);
 }
@@ -4127,7 +4132,7 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
     __m512 vmx = _mm512_setzero_ps();
     __m512d rr0 = _mm512_setzero_pd(), rr1 = rr0, ww0 = rr0, ww1 = rr0;
     __m512i qq = _mm512_setzero_si512(), qs = qq;
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const __m512i lo = _mm512_set1_epi32(-LSAE__LPQW), hi = _mm512_set1_epi32(LSAE__LPQW);
     float mx = 0.0f, m16[16], s, inv;
     double r8[8], w8[8], rn2 = 0.0, wn2 = 0.0;
     int32_t q16[16], s16[16];
@@ -4139,7 +4144,7 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
     }
     _mm512_storeu_ps(m16, vmx);
     for (j = 0; j < 16; ++j) mx = m16[j] > mx ? m16[j] : mx;
-    s = mx / 127.0f;
+    s = mx / (float)LSAE__LPQW;
     inv = s > 0.0f ? 1.0f / s : 0.0f;
     if (!(inv <= FLT_MAX)) return 0;
     for (p = 0; p < dp; p += 16) {
@@ -4149,7 +4154,7 @@ static int lsae__lp_quant_row16(const float *w, size_t d, size_t dp, int8_t *bas
            memory: 18 -> 14 ms at 768 x 24,576; in Adam's refill the next
            row of the block is already in cache) */
         _mm_prefetch((const char *)(w + d + p), _MM_HINT_T0);
-        /* |x inv| <= 127 (1 + 2^-23): no conversion overflows */
+        /* |x inv| <= LSAE__LPQW (1 + 2^-23): no conversion overflows */
         const __m512i q0 = _mm512_mask_cvtps_epi32(_mm512_setzero_si512(), all, _mm512_mul_ps(x, _mm512_set1_ps(inv)));
         const __m512i q = _mm512_mask_min_epi32(q0, all, _mm512_mask_max_epi32(q0, all, q0, lo), hi);
         const __m512 res = _mm512_fnmadd_ps(_mm512_set1_ps(s), _mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), all, q), x);
@@ -4194,7 +4199,7 @@ static int lsae__lp_quant_row8(const float *w, size_t d, size_t dp, int8_t *base
 {
     const size_t d8 = d / 8 * 8;
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    const __m256i lo = _mm256_set1_epi32(-LSAE__LPQW), hi = _mm256_set1_epi32(LSAE__LPQW);
     __m256 vmx = _mm256_setzero_ps();
     __m256d rr = _mm256_setzero_pd(), ww = rr;
     __m256i qq = _mm256_setzero_si256(), qs = qq;
@@ -4207,7 +4212,7 @@ static int lsae__lp_quant_row8(const float *w, size_t d, size_t dp, int8_t *base
     _mm256_storeu_ps(m8, vmx);
     for (j = 0; j < 8; ++j) mx = m8[j] > mx ? m8[j] : mx;
     for (p = d8; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
-    s = mx / 127.0f;
+    s = mx / (float)LSAE__LPQW;
     inv = s > 0.0f ? 1.0f / s : 0.0f;
     if (!(inv <= FLT_MAX)) return 0;
     for (p = 0; p < d8; p += 8) {
@@ -4235,7 +4240,7 @@ static int lsae__lp_quant_row8(const float *w, size_t d, size_t dp, int8_t *base
     _mm256_storeu_si256((__m256i *)(void *)iacc, qs);
     for (j = 0; j < 8; ++j) qsum += iacc[j];
     for (p = d8; p < dp; ++p) {
-        const int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv) : 0;
+        const int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv, LSAE__LPQW) : 0;
         base[(p / 4) * LSAE__NT * 4 + p % 4] = (int8_t)v;
         qq2 += (int64_t)v * v;
         qsum += v;
@@ -4327,10 +4332,10 @@ static void lsae__lp_fill_row(lsae__lp *q, const float *W, size_t l, double g)
     if (lsae__lp_quant_row8(w, d, q->dp, base, g, q->wsum + l, q->sw + l, q->cw + l, q->qn + l)) return;
 #endif
     for (p = 0; p < d; ++p) mx = fabsf(w[p]) > mx ? fabsf(w[p]) : mx;
-    s = mx / 127.0f;
+    s = mx / (float)LSAE__LPQW;
     inv = s > 0.0f ? 1.0f / s : 0.0f;
     for (p = 0; p < q->dp; ++p) {
-        int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv) : 0;
+        int v = (p < d && s > 0.0f) ? lsae__q8(w[p], inv, LSAE__LPQW) : 0;
         base[(p / 4) * LSAE__NT * 4 + p % 4] = (int8_t)v;
         sum += v;
         if (p < d) {
@@ -4462,7 +4467,7 @@ static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float 
             _mm256_storeu_pd(acc, _mm256_add_pd(xx0, xx1));
             xn2 = (acc[0] + acc[1]) + (acc[2] + acc[3]);
             for (p = d8; p < dp; ++p) {
-                const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
+                const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv, 127) : 0;
                 u[p] = (uint8_t)(v + 128);
                 if (p < d) {
                     const double rv = (double)x[p] - (double)sx * v;
@@ -4482,7 +4487,7 @@ static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float 
     sx = mx / 127.0f;
     inv = sx > 0.0f ? 1.0f / sx : 0.0f;
     for (p = 0; p < dp; ++p) {
-        const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv) : 0;
+        const int v = (p < d && sx > 0.0f) ? lsae__q8(x[p], inv, 127) : 0;
         u[p] = (uint8_t)(v + 128);
         if (p < d) {
             const double rv = (double)x[p] - (double)sx * v;
@@ -4497,9 +4502,9 @@ static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float 
 
 /* acc[r][j] = sum_p (xq[r][p] + LSAE__LPOFF) wq[l0 + j][p] over the dp
    entries, r < mr <= 6, for one tile (Wt, NT latents): xu are the rows'
-   xq + 128 as unsigned bytes (vpdpbusd multiplies unsigned by signed bytes;
-   the offset comes back out as 128 wsum). Every form gives the same exact
-   integers. */
+   xq + 128 as unsigned bytes (vpdpbusd and vpmaddubsw multiply unsigned by
+   signed bytes; the offset comes back out as 128 wsum). Every form gives
+   the same exact integers. */
 #define LSAE__LPMR 6
 static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr, const int8_t *Wt, size_t dp)
 {
@@ -4569,34 +4574,24 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
         }
 #elif defined(LSAE__AVX2)
     /* vpmaddubsw multiplies unsigned by signed bytes into int16 sums of
-       pairs, which saturate, and (xq + 128) wq pairs reach 2 255 127 >
-       32767. So it multiplies |xq| (<= 127) by wq with xq's sign: the sign
-       trick, |xq| sign(xq) wq = xq wq, pairs of at most 2 127 128 = 32512 in
-       size, exact; vpmaddwd by ones adds each latent's two pairs into int32.
-       The sign is put on as a one's complement, wq ^ m with m = -1 where
-       xq < 0 (one vpxor, a port that vpsignb would take from the
-       multiplies): ~wq = -wq - 1, so |xq| ~wq = xq wq + xq, and the sums
-       come out S - neg, neg = sum of |xq_p| over xq_p < 0, which is added
-       back at the end (per row, the same for every latent). xq = xu ^ 0x80
-       (xu = xq + 128), and acc is S itself: LSAE__LPOFF is 0. Two rows by
-       32 latents at a time (eight accumulators, four weight vectors, the
-       row's |xq| and mask, the ones: fifteen of the sixteen ymm registers);
-       a half tile of weights (dp 32 bytes) stays in L1 while the row pairs
-       sweep it. */
-    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
-    int32_t neg[LSAE__LPMR];
-    size_t h, r0, r, p;
-    for (r = 0; r < mr; ++r) {
-        /* neg = sum_p max(128 - xu_p, 0): saturating byte differences, summed by vpsadbw */
-        const uint8_t *x = xu + r * ldx;
-        __m256i sum = zero;
-        int64_t t[4];
-        for (p = 0; p + 32 <= dp; p += 32)
-            sum = _mm256_add_epi64(sum, _mm256_sad_epu8(_mm256_subs_epu8(flip, _mm256_loadu_si256((const __m256i *)(x + p))), zero));
-        _mm256_storeu_si256((__m256i *)t, sum);
-        neg[r] = (int32_t)(t[0] + t[1] + t[2] + t[3]);
-        for (; p < dp; ++p) neg[r] += x[p] < 128 ? 128 - x[p] : 0;
-    }
+       adjacent pairs, which saturate above 32767; vpmaddwd by ones then
+       adds each latent's two pairs into int32. With the row's unsigned
+       xq + 128 (at most 255) and weights of at most 63 in size
+       (LSAE__LPQW: this build's int8 copy), a pair is at most
+       2 255 63 = 32130, so every sum is exact. The coarser weights only
+       widen the bound (their residual about doubles: more candidates
+       recomputed, never a different result). With 8-bit weights the
+       products needed the sign trick (|xq| times wq with xq's sign put on
+       the weights: a vpxor a product, and the row's |xq|, sign mask and
+       correction), and the pre-pass measured 0.97x float32's training
+       step at 768 x 24,576, k 64, on a 2-core AVX-512 Xeon built -mavx2
+       -mfma; this kernel 1.11-1.14x (170 -> 230 latents a row recomputed),
+       the encode pre-pass 0.95x -> 1.18x. Two rows by 32 latents at a time
+       (eight accumulators, four weight vectors, the row's broadcast bytes
+       and the ones); a half tile of weights (dp 32 bytes) stays in L1
+       while the row pairs sweep it. */
+    const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+    size_t h, r0, p;
     for (h = 0; h < LSAE__NT; h += 32)
         for (r0 = 0; r0 < mr; r0 += 2) {
             const uint8_t *x0 = xu + r0 * ldx, *x1 = r0 + 1 < mr ? x0 + ldx : x0;
@@ -4605,30 +4600,26 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
                 const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
                 const __m256i b0 = _mm256_loadu_si256((const __m256i *)b), b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
                 const __m256i b2 = _mm256_loadu_si256((const __m256i *)(b + 64)), b3 = _mm256_loadu_si256((const __m256i *)(b + 96));
-                __m256i s, a, m;
+                __m256i a;
                 int32_t v;
 #define LSAE__ROWAVX2(r)                                                        \
                 memcpy(&v, x##r + 4 * p, 4);                                    \
-                s = _mm256_xor_si256(_mm256_set1_epi32(v), flip);               \
-                a = _mm256_abs_epi8(s);                                         \
-                m = _mm256_cmpgt_epi8(zero, s);                                 \
-                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b0, m)), ones)); \
-                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b1, m)), ones)); \
-                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b2, m)), ones)); \
-                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_xor_si256(b3, m)), ones));
+                a = _mm256_set1_epi32(v);                                       \
+                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones)); \
+                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones)); \
+                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b2), ones)); \
+                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b3), ones));
                 LSAE__ROWAVX2(0) LSAE__ROWAVX2(1)
 #undef LSAE__ROWAVX2
             }
             {
                 int32_t *o = acc + r0 * LSAE__NT + h;
-                __m256i n = _mm256_set1_epi32(neg[r0]);
-                _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(c00, n)); _mm256_storeu_si256((__m256i *)(o + 8), _mm256_add_epi32(c01, n));
-                _mm256_storeu_si256((__m256i *)(o + 16), _mm256_add_epi32(c02, n)); _mm256_storeu_si256((__m256i *)(o + 24), _mm256_add_epi32(c03, n));
+                _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
+                _mm256_storeu_si256((__m256i *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(o + 24), c03);
                 if (r0 + 1 < mr) {
                     o += LSAE__NT;
-                    n = _mm256_set1_epi32(neg[r0 + 1]);
-                    _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(c10, n)); _mm256_storeu_si256((__m256i *)(o + 8), _mm256_add_epi32(c11, n));
-                    _mm256_storeu_si256((__m256i *)(o + 16), _mm256_add_epi32(c12, n)); _mm256_storeu_si256((__m256i *)(o + 24), _mm256_add_epi32(c13, n));
+                    _mm256_storeu_si256((__m256i *)o, c10); _mm256_storeu_si256((__m256i *)(o + 8), c11);
+                    _mm256_storeu_si256((__m256i *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(o + 24), c13);
                 }
             }
         }
@@ -4868,8 +4859,8 @@ static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const flo
         const __m512 vsab = _mm512_set1_ps(sab), vtiny = _mm512_set1_ps(tiny), vT = _mm512_set1_ps(T), zero = _mm512_setzero_ps();
         const __m512i absm = _mm512_set1_epi32(0x7FFFFFFF);
         for (; j < LSAE__NT; j += 16) {
-            const __m512i S = LSAE__LPOFF ? _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + j)), _mm512_maskz_slli_epi32((__mmask16)0xFFFF, _mm512_loadu_si512((const void *)(ws + j)), 7))
-                                          : _mm512_loadu_si512((const void *)(acc + j));
+            /* S = acc - 128 wsum (LSAE__LPOFF = 2^7) */
+            const __m512i S = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + j)), _mm512_maskz_slli_epi32((__mmask16)0xFFFF, _mm512_loadu_si512((const void *)(ws + j)), 7));
             const __m512 A = _mm512_mul_ps(_mm512_mul_ps(vsx, _mm512_loadu_ps(sw + j)), _mm512_maskz_cvtepi32_ps((__mmask16)0xFFFF, S)); /* masked forms: see lsae__half256 */
             const __m512 bb = _mm512_loadu_ps(b + j), v = _mm512_add_ps(A, bb);
             const __m512 mag = _mm512_add_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(A), absm)),
@@ -4891,8 +4882,7 @@ static uint64_t lsae__lp_bounds(const int32_t *acc, const int32_t *ws, const flo
         const __m256 vsab = _mm256_set1_ps(sab), vtiny = _mm256_set1_ps(tiny), vT = _mm256_set1_ps(T), zero = _mm256_setzero_ps();
         const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
         for (; j < LSAE__NT; j += 8) {
-            const __m256i S = LSAE__LPOFF ? _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(ws + j)), 7))
-                                          : _mm256_loadu_si256((const __m256i *)(acc + j));
+            const __m256i S = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(ws + j)), 7));
             const __m256 A = _mm256_mul_ps(_mm256_mul_ps(vsx, _mm256_loadu_ps(sw + j)), _mm256_cvtepi32_ps(S));
             const __m256 bb = _mm256_loadu_ps(b + j), v = _mm256_add_ps(A, bb);
             const __m256 mag = _mm256_add_ps(_mm256_and_ps(A, absm), _mm256_and_ps(bb, absm));

@@ -115,11 +115,12 @@ static void candidates(lsae_model *m, const float *x, size_t rows, size_t k, con
 }
 
 /* lsae__lp_tile against the integer product written out, for every
-   kernel this build has (VNNI, the AVX2 sign trick, portable): acc less
-   LSAE__LPOFF sum_p wq equals sum_p xq wq exactly, for mr = 1..6 rows, on
-   random bytes and on the extremes (every product 127 127 of one sign: an
-   int16 pair sum that saturated or a lost sign would show), and rows past
-   mr are not written */
+   kernel this build has (VNNI, AVX-VNNI, AVX2's vpmaddubsw, portable): acc
+   less LSAE__LPOFF sum_p wq equals sum_p xq wq exactly, for mr = 1..6 rows,
+   on random bytes and on the extremes, rows of +-127 and weights of
+   +-LSAE__LPQW, the largest this build's int8 copy holds (every product of
+   one sign at its largest: an int16 pair sum that saturated or a lost sign
+   would show), and rows past mr are not written */
 static void tile_exact(void)
 {
     static const size_t dps[] = { 4, 8, 12, 100, 388, 768 };
@@ -133,10 +134,11 @@ static void tile_exact(void)
             int32_t acc[(LSAE__LPMR + 1) * LSAE__NT];
             for (j = 0; j < LSAE__NT; ++j)
                 for (p = 0; p < dp; ++p) {
-                    /* mode 0 random; 1 all +-127 (signs random); 2 weights
-                       and rows 127 (the largest positive pairs); 3 rows
-                       -127, weights 127 (the largest negative) */
-                    const int w = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : 127;
+                    /* mode 0 random; 1 all +-127, weights +-LSAE__LPQW
+                       (signs random); 2 weights and rows at their largest
+                       (the largest positive pairs); 3 rows -127, weights
+                       at their largest (the largest negative) */
+                    const int w = mode == 0 ? (int)(tu_next() % (2 * LSAE__LPQW + 1)) - LSAE__LPQW : mode == 1 ? (tu_next() & 1 ? LSAE__LPQW : -LSAE__LPQW) : LSAE__LPQW;
                     wq[j * dp + p] = (int8_t)w;
                     Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
                 }
@@ -218,6 +220,59 @@ static void row_bounds(void)
     CHECKF(bad == 0, "lsae__lp_row: %zu of %zu rows break its bounds or byte ranges", bad, rows);
 }
 
+/* lsae__lp_build's weight side (this build's form: AVX-512 16 at a time,
+   AVX2 8 at a time with a scalar tail, or the scalar loop) against its
+   contract, in long double: every wq in [-LSAE__LPQW, LSAE__LPQW] (63 in
+   AVX2 builds without VNNI: a larger one would saturate that kernel's
+   pair sums), the padding past d and the latents past L zero, wsum the sum
+   of the row's wq, cw >= ||w - sw wq|| and qn >= ||sw wq||. Rows of
+   ordinary, tiny (subnormal largest |w|: 1 / sw overflows and the scalar
+   loop's clamps decide), huge and zero values, rows on the rounding ties,
+   at lengths around the vector widths. */
+static void copy_bounds(void)
+{
+    static const size_t ds[] = { 1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 100, 383, 768 };
+    static const double scales[] = { 1.0, 1e-42, 1e-36, 1e30, 0.0, -1.0 };
+    const size_t L = 2 * sizeof scales / sizeof scales[0];
+    size_t di, l, p, bad = 0, rows = 0;
+    for (di = 0; di < sizeof ds / sizeof ds[0]; ++di) {
+        const size_t d = ds[di];
+        float *W = (float *)malloc(L * d * sizeof(float));
+        lsae__lp q;
+        for (l = 0; l < L; ++l) {
+            const double sc = scales[l % (L / 2)];
+            for (p = 0; p < d; ++p)
+                W[l * d + p] = sc < 0 ? (p == 0 ? (float)LSAE__LPQW : (float)((int)(tu_next() % (2 * LSAE__LPQW - 1)) - (LSAE__LPQW - 1)) + 0.5f)
+                                      : (float)(sc * tu_normal());
+        }
+        OK(lsae__lp_build(NULL, &q, W, L, d, 2));
+        for (l = 0; l < q.ntiles * LSAE__NT; ++l) {
+            long double r2 = 0, s2 = 0;
+            long long sum = 0;
+            size_t row_bad = 0;
+            for (p = 0; p < q.dp; ++p) {
+                const int v = q.wq[(l / LSAE__NT) * (q.dp / 4) * LSAE__NT * 4 + (p / 4) * LSAE__NT * 4 + (l % LSAE__NT) * 4 + p % 4];
+                if (v < -LSAE__LPQW || v > LSAE__LPQW || ((p >= d || l >= L) && v != 0)) ++row_bad;
+                sum += v;
+                if (p < d && l < L) {
+                    const long double sv = (long double)q.sw[l] * v, rv = (long double)W[l * d + p] - sv;
+                    r2 += rv * rv;
+                    s2 += sv * sv;
+                }
+            }
+            if (sum != q.wsum[l] || !((long double)q.cw[l] >= sqrtl(r2)) || !((long double)q.qn[l] >= sqrtl(s2))) ++row_bad;
+            if (row_bad && !bad)
+                fprintf(stderr, "lsae__lp_build: d %zu latent %zu (scale %g): %zu bad (wsum %d of %lld, cw %.9g for %.9Lg, qn %.9g for %.9Lg)\n", d, l,
+                        l < L ? scales[l % (L / 2)] : 0.0, row_bad, (int)q.wsum[l], sum, q.cw[l], sqrtl(r2), q.qn[l], sqrtl(s2));
+            bad += row_bad != 0;
+            ++rows;
+        }
+        lsae__lp_free(NULL, &q);
+        free(W);
+    }
+    CHECKF(bad == 0, "lsae__lp_build: %zu of %zu latents break the copy's ranges or bounds", bad, rows);
+}
+
 #if defined(LSAE__AMX)
 /* lsae__lp_tile_amx (the AMX tiles: 16 rows a product, the depth in 64-byte
    steps and a shorter last step) against the integer product written out,
@@ -249,7 +304,7 @@ static void tile_exact_amx(void)
                 xq = (int8_t *)malloc(rows * ldx);
                 for (j = 0; j < LSAE__NT; ++j)
                     for (p = 0; p < dp; ++p) {
-                        const int w = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : 127;
+                        const int w = mode == 0 ? (int)(tu_next() % (2 * LSAE__LPQW + 1)) - LSAE__LPQW : mode == 1 ? (tu_next() & 1 ? LSAE__LPQW : -LSAE__LPQW) : LSAE__LPQW;
                         wq[j * dp + p] = (int8_t)w;
                         Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
                     }
@@ -380,6 +435,7 @@ int main(void)
     tu_seed(3);
     tile_exact();
     row_bounds();
+    copy_bounds();
 #if defined(LSAE__AMX)
     tile_exact_amx();
 #endif

@@ -50,7 +50,8 @@
      same identity and bound with their own measured norms (cw = |r_b|, qn
      = |u_b| + |r_b| >= |s_b q_b|), |q_a . q_b| <= 63^2 d, the kernel's sums
      with its offset 64 at most 127 63 d < 2^31; |r| about 0.016, e about
-     0.032, for a kernel without the sign trick (see DC_I7 below).
+     0.032, for a kernel that adds two steps' pair sums in int16 (see DC_I7
+     below).
    - elsewhere: the library's fp32 encoder product of the unit rows, whose
      accumulation error for any order of d fused or plain multiply-adds is
      at most gamma_d |u_a| |u_b| ~ d 2^-24 (Higham, Accuracy and Stability,
@@ -119,20 +120,23 @@ static double dc_exact_dot(const float *x, const float *y, size_t d)
 
    AVX2 without VNNI (DC_I7): vpmaddubsw multiplies unsigned by signed
    bytes into int16 sums of adjacent pairs, which saturate above 32767. The
-   library's kernel (lsae__lp_tile) keeps 8 bits on both sides and pays for
-   it with the sign trick (per step a vpxor on the weights, and the row's
-   |xq| and sign mask), and widens every pair sum to int32 with a vpmaddwd.
+   library's kernel (lsae__lp_tile) keeps 8 bits for the rows and 7 for
+   the weights (pairs up to 2 255 63 = 32130), so every pair sum must be
+   widened to int32 by a vpmaddwd before the next is added (until
+   2026-12-07 it kept 8 bits on both sides with the sign trick: per step a
+   vpxor on the weights, and the row's |xq| and sign mask).
    Here both sides are quantised to 7 bits instead, q in [-63, 63] (dc_row7;
    the same quantisation for rows and columns, dc_cols lays the columns
    out as lsae__lp_build does), the rows given as unsigned bytes xu = q_a +
    64 in [1, 127]. A pair sum of vpmaddubsw is then at most 2 127 63 =
    16002 in size, two of them added in int16 at most 32004 < 32767, so
-   vpmaddubsw is exact without the sign trick and one vpmaddwd (by ones,
-   into int32) serves two four-byte steps: five vector uops per 64
-   products per row where the sign trick takes eight. acc = sum_p (q_a,p +
+   one vpmaddwd (by ones, into int32) serves two four-byte steps: five
+   vector uops per 64 products per row where the library's kernel takes
+   six and a half (the sign trick took eight). acc = sum_p (q_a,p +
    64) q_b,p = q_a . q_b + 64 wsum_b with |acc| <= 127 63 dp < 2^31 for dp
-   <= DC_INT8_MAXD. 1.4x the library kernel's speed on a 2-core AVX-512
-   Xeon built -mavx2 -mfma (80 against 56 GMAC/s a thread in L2). Coarser
+   <= DC_INT8_MAXD. 1.4x the speed of the library's sign-trick kernel of
+   then on a 2-core AVX-512 Xeon built -mavx2 -mfma (80 against 56 GMAC/s a
+   thread in L2). Coarser
    quantisation only widens the bound (|r| about doubles: more candidates
    computed exactly), never the result: the top comment's bound holds for
    any integers q, since the residuals r = u - s q are measured, not
@@ -141,7 +145,7 @@ static double dc_exact_dot(const float *x, const float *y, size_t d)
    Elsewhere (VNNI, AVX-VNNI, or no fast int8 product): the library's rows, columns
    and kernel as they are. DC_QMAX is the largest |q|, DC_UOFF the offset
    the row bytes carry, DC_ROFF the one left in the kernel's sums (acc =
-   q_a . q_b + DC_ROFF wsum_b; the sign trick takes the library's out). */
+   q_a . q_b + DC_ROFF wsum_b). */
 #if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && !defined(LSAE__AVXVNNI)
 #define DC_I7 1
 #define DC_QMAX 63 /* the largest |q|, both sides */
