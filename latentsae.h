@@ -4051,10 +4051,19 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #define LSAE__AVXVNNI 1
 #endif
 #define LSAE__LPOFF 128
+/* LSAE__LPDEAD: a training batch with AuxK takes the pre-pass while at
+   most L / LSAE__LPDEAD latents are dead (the dead ones' pick is a float32
+   product over them besides). With AVX2's vpmaddubsw the int8 product
+   gains less: the -mavx2 -mfma build on a 2-core AVX-512 Xeon (bench
+   trainpp 768 24576 64 512 DEAD 4 - 4) measured the pre-pass step at
+   1.11-1.15x float32's with none dead, 1.05-1.07x with 8%, 0.99-1.03x with
+   15%, 0.94-0.97x with 25%. */
 #if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && !defined(LSAE__AVXVNNI)
 #define LSAE__LPQW 63
+#define LSAE__LPDEAD 8
 #else
 #define LSAE__LPQW 127
+#define LSAE__LPDEAD 2
 #endif
 #if defined(LSAE__VNNI) || defined(LSAE__AVX2)
 #define LSAE__LPFAST 1
@@ -6801,9 +6810,9 @@ done:
    here when stale, else the optimizer step (lsae__adam) refilled it. With an AuxK pick this step (ka > 0) the bound, which screens
    for the top of all latents, says nothing about the top of the dead ones:
    lsae__aux_from_dead picks those in float32 from the dead latents alone,
-   while at most half the latents are dead (beyond that the full float32
-   pass, which yields both picks at once, costs less). Sets b->prepassed
-   when it ran. */
+   while at most L / LSAE__LPDEAD latents are dead (beyond that the full
+   float32 pass, which yields both picks at once, costs less). Sets
+   b->prepassed when it ran. */
 static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
 {
     lsae_model *m = t->m;
@@ -6813,7 +6822,7 @@ static lsae_result lsae__select_prepass(lsae_trainer *t, lsae__batch *b)
     lsae_result r;
     size_t i;
     b->prepassed = 0;
-    if ((b->ka && b->n_dead > m->L / 2) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
+    if ((b->ka && b->n_dead > m->L / LSAE__LPDEAD) || !lsae__lp_applies(m, K, B)) return LSAE_OK;
     /* W_enc moves once an optimizer step: the batches of an accumulation
        window share one copy */
     if (t->lpq.wq && t->lpq.L == m->L && t->lpq.d == m->d) {
