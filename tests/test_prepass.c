@@ -370,8 +370,11 @@ static lsae_config train_cfg(size_t d, size_t k, lsae_sae_type type)
 
 /* Train a model steps batches with the pre-pass off (0) and forced on (2):
    the weights, the Adam state's result and every step's loss must be the
-   same bits. Returns the batches the pre-pass selected (run 2). */
-static size_t train_both_r(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what, size_t *refilled_out)
+   same bits. pin (may be NULL): rows-since-fired set on both trainers
+   before every optimizer window, so that the same latents are dead in
+   every window. Returns the batches the pre-pass selected (run 2). */
+static size_t train_both_r(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what, size_t *refilled_out,
+                           const uint64_t *pin)
 {
     lsae_model *m[2] = { NULL, NULL };
     lsae_trainer *t[2] = { NULL, NULL };
@@ -387,6 +390,14 @@ static size_t train_both_r(const lsae_config *c0, const float *x, size_t rows, s
     for (i = 0; i < steps; ++i) {
         lsae_step_stats st[2];
         const float *xb = x + ((i * batch) % (rows - batch + 1)) * c0->d_in;
+        if (pin && i % (c0->grad_acc_steps ? c0->grad_acc_steps : 1) == 0)
+            for (v = 0; v < 2; ++v) {
+                lsae_trainer_state ts;
+                memset(&ts, 0, sizeof ts);
+                OK(lsae_trainer_get_state(t[v], &ts));
+                ts.since_fired = (uint64_t *)(uintptr_t)pin;
+                OK(lsae_trainer_set_state(t[v], &ts));
+            }
         for (v = 0; v < 2; ++v) OK(lsae_trainer_step(t[v], xb, batch, &st[v]));
         if (memcmp(&st[0].loss, &st[1].loss, sizeof st[0].loss) || memcmp(&st[0].fvu, &st[1].fvu, sizeof st[0].fvu)) same_loss = 0;
         /* after an optimizer step the trainer's int8 copy counts as current
@@ -425,7 +436,7 @@ static size_t train_both_r(const lsae_config *c0, const float *x, size_t rows, s
 
 static size_t train_both(const lsae_config *c0, const float *x, size_t rows, size_t batch, size_t steps, const char *what)
 {
-    return train_both_r(c0, x, rows, batch, steps, what, NULL);
+    return train_both_r(c0, x, rows, batch, steps, what, NULL, NULL);
 }
 
 int main(void)
@@ -600,7 +611,7 @@ int main(void)
             size_t used;
             size_t refilled;
             c.seed = 11;
-            used = train_both_r(&c, x, n, NB, NS, "TopK 1024 latents k16, no dead", &refilled);
+            used = train_both_r(&c, x, n, NB, NS, "TopK 1024 latents k16, no dead", &refilled, NULL);
             CHECKF(used == NS, "TopK: %zu of %d batches went through the pre-pass", used, (int)NS);
             /* every step: the first batch's selection built the copy, and
                each optimizer step refills it */
@@ -620,6 +631,19 @@ int main(void)
             used = train_both(&c, x, n, NB, NS, "TopK k2, most latents dead");
             CHECKF(used >= 1 && used < NS, "TopK with most latents dead: %zu of %d batches through the pre-pass (want some, not all)", used, (int)NS);
             c.k = 16;
+            /* the same quarter of the latents dead in every window of two
+               batches: the AuxK pick's gathered dead rows serve both
+               batches of a window and must be gathered again after each
+               optimizer step (W_enc moved, the dead set did not) */
+            {
+                uint64_t pin[1024];
+                for (j = 0; j < 1024; ++j) pin[j] = j % 4 == 1 ? 1000000 : 0;
+                c.grad_acc_steps = 2;
+                c.total_steps = NS / 2;
+                c.dead_feature_threshold = 4 * NB;
+                used = train_both_r(&c, x, n, NB, NS, "TopK, AuxK, 25% dead pinned, accumulation 2", NULL, pin);
+                CHECKF(used == NS || LSAE__LPDEAD > 4, "TopK, pinned dead: %zu of %d batches through the pre-pass", used, (int)NS);
+            }
             c.auxk_alpha = 0.0;
             c.grad_acc_steps = 2;
             c.total_steps = NS / 2;
