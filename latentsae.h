@@ -4046,7 +4046,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 /* AVX-VNNI (Intel Alder Lake and later client CPUs, Zen 5: vpdpbusd on
    256-bit registers without AVX-512; -mavxvnni or a -march that has it):
    the same unsigned-by-signed products and sums as VNNI, eight latents a
-   register, in place of the AVX2 sign trick. */
+   register, in place of AVX2's vpmaddubsw and vpmaddwd. */
 #if defined(LSAE__AVX2) && !defined(LSAE__VNNI) && defined(__AVXVNNI__)
 #define LSAE__AVXVNNI 1
 #endif
@@ -5363,9 +5363,12 @@ static int lsae__lp_applies(const lsae_model *m, size_t K, size_t rows)
 #if defined(LSAE__LPFAST)
     /* many rows: only where it measured faster (bench/bench.c prepass, one
        thread, Zen 4; AVX-512 VNNI: 768 x 24576 k 32 2.3x, 384 x 12288 1.6x,
-       768 x 6144 1.4x, 384 x 3072 1.0x; the AVX2 kernel of an -mavx2 build,
-       medians of 5 runs: 768 x 24576 k 32 1.27x, 768 x 12288 1.18x,
-       384 x 12288 1.20x, 384 x 3072 0.95x): there the fixed costs of a row
+       768 x 6144 1.4x, 384 x 3072 1.0x; the AVX2 kernel of an -mavx2 build
+       as it was then, with the sign trick, medians of 5 runs: 768 x 24576
+       k 32 1.27x, 768 x 12288 1.18x, 384 x 12288 1.20x, 384 x 3072 0.95x;
+       on a 2-core AVX-512 Xeon, 2 threads, the -mavx2 build's 7-bit-weight
+       kernel 1.25x at 768 x 24576 k 32, 1.22x at 384 x 12288, 0.94x at
+       384 x 3072, make bench 2026-12-07): there the fixed costs of a row
        (selection, the recomputed candidates) weigh as much as the product */
     return m->d * m->L >= ((size_t)1 << 22) && K <= m->L / 64;
 #else
