@@ -6796,7 +6796,9 @@ static lsae_result lsae__aux_from_dead(lsae_trainer *t, const lsae__batch *b)
     }
     if (!t->ad_bits && !(t->ad_bits = (uint64_t *)lsae__alloc_array(t->alloc, nw, sizeof(uint64_t), "AuxK dead latents")))
         return LSAE_OUT_OF_MEMORY;
-    if (!t->ad_ws.bufs || t->ad_ws.rows_cap < rows) {
+    if (!t->ad_ws.bufs || !t->ad_top || t->ad_ws.rows_cap < rows) {
+        /* (both again after either was refused: an out-of-memory return
+           may leave the scratch without its output rows) */
         lsae__select_ws_free(t->alloc, &t->ad_ws);
         lsae__free(t->alloc, t->ad_top);
         t->ad_top = NULL;
