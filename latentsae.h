@@ -553,8 +553,8 @@ LSAE_DEF lsae_result lsae_model_decode(const lsae_model *model, const float *top
    one row of a 768 x 24576 model 10x faster), and to larger calls in
    builds with AVX-512 VNNI (vpdpbusd: 64 int8 products an instruction,
    four times float32's; with AMX on Linux, tdpbusd: 16 rows at once) or
-   AVX2 (vpmaddubsw, about 1.4 times float32's rate; vpdpbusd on ymm where
-   the build has AVX-VNNI) for models with d L >= 2^22 and k <= L / 64, where it measured
+   AVX2 (vpmaddubsw on 7-bit weights; vpdpbusd on ymm where the build has
+   AVX-VNNI) for models with d L >= 2^22 and k <= L / 64, where it measured
    faster; always only for k <= L / 16 and d <= 65536. on = 2 uses it for
    every call (elsewhere the portable int8 product gives the same results,
    slower than float32 on many rows; for tests). on = 1 or 2 also builds the
