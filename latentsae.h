@@ -4509,6 +4509,26 @@ static void lsae__lp_row(const float *x, size_t d, size_t dp, uint8_t *u, float 
     *xrn = lsae__up(sqrt(rn2));
 }
 
+#if defined(LSAE__AVX2)
+/* Two rows' int32 sums of 32 latents, o and (when second) o + LSAE__NT:
+   the store of every two-row AVX2 int8 kernel (lsae__lp_tile's, lsae
+   eval's 7-bit one) */
+#if defined(__GNUC__)
+__attribute__((always_inline)) inline
+#endif
+static void lsae__store_2x32(int32_t *o, int second, __m256i c00, __m256i c01, __m256i c02, __m256i c03, __m256i c10, __m256i c11,
+                             __m256i c12, __m256i c13)
+{
+    _mm256_storeu_si256((__m256i *)(void *)o, c00); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c01);
+    _mm256_storeu_si256((__m256i *)(void *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c03);
+    if (second) {
+        o += LSAE__NT;
+        _mm256_storeu_si256((__m256i *)(void *)o, c10); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c11);
+        _mm256_storeu_si256((__m256i *)(void *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c13);
+    }
+}
+#endif
+
 /* acc[r][j] = sum_p (xq[r][p] + LSAE__LPOFF) wq[l0 + j][p] over the dp
    entries, r < mr <= 6, for one tile (Wt, NT latents): xu are the rows'
    xq + 128 as unsigned bytes (vpdpbusd and vpmaddubsw multiply unsigned by
@@ -4546,10 +4566,31 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
     }
     LSAE__STOREVNNI(0) LSAE__STOREVNNI(1) LSAE__STOREVNNI(2) LSAE__STOREVNNI(3) LSAE__STOREVNNI(4) LSAE__STOREVNNI(5)
 #undef LSAE__STOREVNNI
-#elif defined(LSAE__AVXVNNI)
-    /* two rows by 32 latents at a time (eight accumulators, four weight
-       vectors, the broadcast row bytes); the half tile of weights (dp 32
-       bytes) stays in L1 while the row pairs sweep it */
+#elif defined(LSAE__AVX2)
+    /* Two rows by 32 latents at a time (eight accumulators, four weight
+       vectors, the row's broadcast bytes); a half tile of weights (dp 32
+       bytes) stays in L1 while the row pairs sweep it. A step multiplies a
+       row's four unsigned bytes by four signed weights of 8 latents and
+       adds the sums into their int32 accumulators: one vpdpbusd with
+       AVX-VNNI; else vpmaddubsw into int16 sums of adjacent pairs, which
+       saturate above 32767, and vpmaddwd by ones adding each latent's two
+       pairs into int32. With the row's xq + 128 (at most 255) and weights
+       of at most 63 in size (LSAE__LPQW: this build's int8 copy), a pair is
+       at most 2 255 63 = 32130, so every sum is exact. The coarser weights
+       only widen the bound (their residual about doubles: more candidates
+       recomputed, never a different result). With 8-bit weights the
+       products needed the sign trick (|xq| times wq with xq's sign put on
+       the weights: a vpxor a product, and the row's |xq|, sign mask and
+       correction), and the pre-pass measured 0.97x float32's training
+       step at 768 x 24,576, k 64, on a 2-core AVX-512 Xeon built -mavx2
+       -mfma; the 7-bit weights 1.11-1.14x (170 -> 230 latents a row
+       recomputed), the encode pre-pass 0.95x -> 1.18x. */
+#if defined(LSAE__AVXVNNI)
+#define LSAE__DOT4(c, a, b) c = _mm256_dpbusd_avx_epi32(c, a, b)
+#else
+    const __m256i ones = _mm256_set1_epi16(1);
+#define LSAE__DOT4(c, a, b) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+#endif
     size_t h, r0, p;
     for (h = 0; h < LSAE__NT; h += 32)
         for (r0 = 0; r0 < mr; r0 += 2) {
@@ -4563,75 +4604,14 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
                 int32_t v;
                 memcpy(&v, x0 + 4 * p, 4);
                 a = _mm256_set1_epi32(v);
-                c00 = _mm256_dpbusd_avx_epi32(c00, a, b0); c01 = _mm256_dpbusd_avx_epi32(c01, a, b1);
-                c02 = _mm256_dpbusd_avx_epi32(c02, a, b2); c03 = _mm256_dpbusd_avx_epi32(c03, a, b3);
+                LSAE__DOT4(c00, a, b0); LSAE__DOT4(c01, a, b1); LSAE__DOT4(c02, a, b2); LSAE__DOT4(c03, a, b3);
                 memcpy(&v, x1 + 4 * p, 4);
                 a = _mm256_set1_epi32(v);
-                c10 = _mm256_dpbusd_avx_epi32(c10, a, b0); c11 = _mm256_dpbusd_avx_epi32(c11, a, b1);
-                c12 = _mm256_dpbusd_avx_epi32(c12, a, b2); c13 = _mm256_dpbusd_avx_epi32(c13, a, b3);
+                LSAE__DOT4(c10, a, b0); LSAE__DOT4(c11, a, b1); LSAE__DOT4(c12, a, b2); LSAE__DOT4(c13, a, b3);
             }
-            {
-                int32_t *o = acc + r0 * LSAE__NT + h;
-                _mm256_storeu_si256((__m256i *)(void *)o, c00); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c01);
-                _mm256_storeu_si256((__m256i *)(void *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c03);
-                if (r0 + 1 < mr) {
-                    o += LSAE__NT;
-                    _mm256_storeu_si256((__m256i *)(void *)o, c10); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c11);
-                    _mm256_storeu_si256((__m256i *)(void *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c13);
-                }
-            }
+            lsae__store_2x32(acc + r0 * LSAE__NT + h, r0 + 1 < mr, c00, c01, c02, c03, c10, c11, c12, c13);
         }
-#elif defined(LSAE__AVX2)
-    /* vpmaddubsw multiplies unsigned by signed bytes into int16 sums of
-       adjacent pairs, which saturate above 32767; vpmaddwd by ones then
-       adds each latent's two pairs into int32. With the row's unsigned
-       xq + 128 (at most 255) and weights of at most 63 in size
-       (LSAE__LPQW: this build's int8 copy), a pair is at most
-       2 255 63 = 32130, so every sum is exact. The coarser weights only
-       widen the bound (their residual about doubles: more candidates
-       recomputed, never a different result). With 8-bit weights the
-       products needed the sign trick (|xq| times wq with xq's sign put on
-       the weights: a vpxor a product, and the row's |xq|, sign mask and
-       correction), and the pre-pass measured 0.97x float32's training
-       step at 768 x 24,576, k 64, on a 2-core AVX-512 Xeon built -mavx2
-       -mfma; this kernel 1.11-1.14x (170 -> 230 latents a row recomputed),
-       the encode pre-pass 0.95x -> 1.18x. Two rows by 32 latents at a time
-       (eight accumulators, four weight vectors, the row's broadcast bytes
-       and the ones); a half tile of weights (dp 32 bytes) stays in L1
-       while the row pairs sweep it. */
-    const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
-    size_t h, r0, p;
-    for (h = 0; h < LSAE__NT; h += 32)
-        for (r0 = 0; r0 < mr; r0 += 2) {
-            const uint8_t *x0 = xu + r0 * ldx, *x1 = r0 + 1 < mr ? x0 + ldx : x0;
-            __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
-            for (p = 0; p < dp4; ++p) {
-                const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
-                const __m256i b0 = _mm256_loadu_si256((const __m256i *)b), b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
-                const __m256i b2 = _mm256_loadu_si256((const __m256i *)(b + 64)), b3 = _mm256_loadu_si256((const __m256i *)(b + 96));
-                __m256i a;
-                int32_t v;
-#define LSAE__ROWAVX2(r)                                                        \
-                memcpy(&v, x##r + 4 * p, 4);                                    \
-                a = _mm256_set1_epi32(v);                                       \
-                c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones)); \
-                c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones)); \
-                c##r##2 = _mm256_add_epi32(c##r##2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b2), ones)); \
-                c##r##3 = _mm256_add_epi32(c##r##3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b3), ones));
-                LSAE__ROWAVX2(0) LSAE__ROWAVX2(1)
-#undef LSAE__ROWAVX2
-            }
-            {
-                int32_t *o = acc + r0 * LSAE__NT + h;
-                _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
-                _mm256_storeu_si256((__m256i *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(o + 24), c03);
-                if (r0 + 1 < mr) {
-                    o += LSAE__NT;
-                    _mm256_storeu_si256((__m256i *)o, c10); _mm256_storeu_si256((__m256i *)(o + 8), c11);
-                    _mm256_storeu_si256((__m256i *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(o + 24), c13);
-                }
-            }
-        }
+#undef LSAE__DOT4
 #else
     /* portable: 16-bit products summed in 32 bits, a form compilers turn
        into pmaddwd-style vector code */

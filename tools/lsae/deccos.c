@@ -283,13 +283,7 @@ static void dc_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr, cons
 #undef DC_ONE
 #undef DC_PAIR
 #undef DC_LD
-            _mm256_storeu_si256((__m256i *)(void *)o, c00); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c01);
-            _mm256_storeu_si256((__m256i *)(void *)(o + 16), c02); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c03);
-            if (r0 + 1 < mr) {
-                o += LSAE__NT;
-                _mm256_storeu_si256((__m256i *)(void *)o, c10); _mm256_storeu_si256((__m256i *)(void *)(o + 8), c11);
-                _mm256_storeu_si256((__m256i *)(void *)(o + 16), c12); _mm256_storeu_si256((__m256i *)(void *)(o + 24), c13);
-            }
+            lsae__store_2x32(o, r0 + 1 < mr, c00, c01, c02, c03, c10, c11, c12, c13);
         }
 #else
     lsae__lp_tile(acc, xu, ldx, mr, Wt, dp);
