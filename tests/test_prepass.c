@@ -114,6 +114,55 @@ static void candidates(lsae_model *m, const float *x, size_t rows, size_t k, con
     free(xc); free(t0); free(t1); free(cnt);
 }
 
+/* The inputs of a tile test: rows x rows of ldx bytes (xq and the kernels'
+   xq + 128) and 64 latents of dp weights (wq row by row, Wt in the int8
+   copy's [dp/4][64][4] layout). mode 0 random; 1 rows +-127 and weights
+   +-LSAE__LPQW (signs random); 2 rows and weights at their largest (the
+   largest positive pairs); 3 rows -127, weights at their largest (the
+   largest negative). */
+static void tile_inputs(size_t mode, size_t dp, size_t ldx, size_t rows, int8_t *Wt, int8_t *wq, int8_t *xq, uint8_t *xu)
+{
+    size_t j, p, r;
+    for (j = 0; j < LSAE__NT; ++j)
+        for (p = 0; p < dp; ++p) {
+            const int w = mode == 0 ? (int)(tu_next() % (2 * LSAE__LPQW + 1)) - LSAE__LPQW : mode == 1 ? (tu_next() & 1 ? LSAE__LPQW : -LSAE__LPQW) : LSAE__LPQW;
+            wq[j * dp + p] = (int8_t)w;
+            Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
+        }
+    for (r = 0; r < rows; ++r)
+        for (p = 0; p < ldx; ++p) {
+            const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
+            xq[r * ldx + p] = (int8_t)x;
+            xu[r * ldx + p] = (uint8_t)(x + 128);
+        }
+}
+
+/* acc [nrows][64] from a tile kernel that wrote its first `written` rows:
+   those must be the integer product (less LSAE__LPOFF sum_p wq), the rest
+   still 12345. Returns the entries that are not; the first is printed
+   (with what, dp, mode, extra) when none was before (*bad 0). */
+static size_t tile_check(const int32_t *acc, size_t nrows, size_t written, const int8_t *xq, const int8_t *wq, size_t dp, size_t ldx, size_t bad,
+                         const char *what, size_t mode, size_t extra)
+{
+    size_t r, j, p, n = 0;
+    for (r = 0; r < nrows; ++r)
+        for (j = 0; j < LSAE__NT; ++j) {
+            long long want = 0, ws = 0;
+            if (r >= written) { n += acc[r * LSAE__NT + j] != 12345; continue; }
+            for (p = 0; p < dp; ++p) {
+                want += (long long)xq[r * ldx + p] * wq[j * dp + p];
+                ws += wq[j * dp + p];
+            }
+            if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
+                if (!bad && !n)
+                    fprintf(stderr, "%s: dp %zu mode %zu (%zu) row %zu latent %zu: %lld, want %lld\n", what, dp, mode, extra, r, j,
+                            (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
+                ++n;
+            }
+        }
+    return n;
+}
+
 /* lsae__lp_tile against the integer product written out, for every
    kernel this build has (VNNI, AVX-VNNI, AVX2's vpmaddubsw, portable): acc
    less LSAE__LPOFF sum_p wq equals sum_p xq wq exactly, for mr = 1..6 rows,
@@ -124,7 +173,7 @@ static void candidates(lsae_model *m, const float *x, size_t rows, size_t k, con
 static void tile_exact(void)
 {
     static const size_t dps[] = { 4, 8, 12, 100, 388, 768 };
-    size_t di, mode, mr, r, j, p, bad = 0;
+    size_t di, mode, mr, j, bad = 0;
     for (di = 0; di < sizeof dps / sizeof dps[0]; ++di)
         for (mode = 0; mode < 4; ++mode) {
             const size_t dp = dps[di], ldx = dp + 4 * mode;
@@ -132,39 +181,11 @@ static void tile_exact(void)
             uint8_t *xu = (uint8_t *)malloc(LSAE__LPMR * ldx);
             int8_t *xq = (int8_t *)malloc(LSAE__LPMR * ldx);
             int32_t acc[(LSAE__LPMR + 1) * LSAE__NT];
-            for (j = 0; j < LSAE__NT; ++j)
-                for (p = 0; p < dp; ++p) {
-                    /* mode 0 random; 1 all +-127, weights +-LSAE__LPQW
-                       (signs random); 2 weights and rows at their largest
-                       (the largest positive pairs); 3 rows -127, weights
-                       at their largest (the largest negative) */
-                    const int w = mode == 0 ? (int)(tu_next() % (2 * LSAE__LPQW + 1)) - LSAE__LPQW : mode == 1 ? (tu_next() & 1 ? LSAE__LPQW : -LSAE__LPQW) : LSAE__LPQW;
-                    wq[j * dp + p] = (int8_t)w;
-                    Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
-                }
-            for (r = 0; r < LSAE__LPMR; ++r)
-                for (p = 0; p < ldx; ++p) {
-                    const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
-                    xq[r * ldx + p] = (int8_t)x;
-                    xu[r * ldx + p] = (uint8_t)(x + 128);
-                }
+            tile_inputs(mode, dp, ldx, LSAE__LPMR, Wt, wq, xq, xu);
             for (mr = 1; mr <= LSAE__LPMR; ++mr) {
                 for (j = 0; j < (LSAE__LPMR + 1) * LSAE__NT; ++j) acc[j] = 12345;
                 lsae__lp_tile(acc, xu, ldx, mr, Wt, dp);
-                for (r = 0; r < LSAE__LPMR + 1; ++r)
-                    for (j = 0; j < LSAE__NT; ++j) {
-                        long long want = 0, ws = 0;
-                        if (r >= mr) { bad += acc[r * LSAE__NT + j] != 12345; continue; }
-                        for (p = 0; p < dp; ++p) {
-                            want += (long long)xq[r * ldx + p] * wq[j * dp + p];
-                            ws += wq[j * dp + p];
-                        }
-                        if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
-                            if (!bad) fprintf(stderr, "lsae__lp_tile: dp %zu mode %zu mr %zu row %zu latent %zu: %lld, want %lld\n", dp, mode, mr, r, j,
-                                              (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
-                            ++bad;
-                        }
-                    }
+                bad += tile_check(acc, LSAE__LPMR + 1, mr, xq, wq, dp, ldx, bad, "lsae__lp_tile (mr)", mode, mr);
             }
             free(Wt); free(wq); free(xu); free(xq);
         }
@@ -284,7 +305,7 @@ static void tile_exact_amx(void)
 {
     /* dp multiples of 64 take the 32-row kernel too */
     static const size_t dps[] = { 4, 8, 12, 64, 100, 384, 388, 768 };
-    size_t di, mode, r, j, p, bad = 0, kern, ran32 = 0;
+    size_t di, mode, j, bad = 0, kern, ran32 = 0;
     lsae__amxcfg cfg;
     if (!lsae__amx_ready()) {
         printf("test_prepass: AMX built in but refused by the kernel; its kernel not tested here\n");
@@ -302,18 +323,7 @@ static void tile_exact_amx(void)
                 wq = (int8_t *)malloc(dp * LSAE__NT);
                 xu = (uint8_t *)malloc(rows * ldx);
                 xq = (int8_t *)malloc(rows * ldx);
-                for (j = 0; j < LSAE__NT; ++j)
-                    for (p = 0; p < dp; ++p) {
-                        const int w = mode == 0 ? (int)(tu_next() % (2 * LSAE__LPQW + 1)) - LSAE__LPQW : mode == 1 ? (tu_next() & 1 ? LSAE__LPQW : -LSAE__LPQW) : LSAE__LPQW;
-                        wq[j * dp + p] = (int8_t)w;
-                        Wt[(p / 4) * LSAE__NT * 4 + j * 4 + p % 4] = (int8_t)w;
-                    }
-                for (r = 0; r < rows; ++r)
-                    for (p = 0; p < ldx; ++p) {
-                        const int x = mode == 0 ? (int)(tu_next() % 255) - 127 : mode == 1 ? (tu_next() & 1 ? 127 : -127) : mode == 2 ? 127 : -127;
-                        xq[r * ldx + p] = (int8_t)x;
-                        xu[r * ldx + p] = (uint8_t)(x + 128);
-                    }
+                tile_inputs(mode, dp, ldx, rows, Wt, wq, xq, xu);
                 for (j = 0; j < LSAE__AMXMR * LSAE__NT; ++j) acc[j] = 12345;
                 lsae__amx_config(&cfg, dp);
                 _tile_loadconfig(&cfg);
@@ -323,21 +333,8 @@ static void tile_exact_amx(void)
                 } else
                     lsae__lp_tile_amx(acc, xu, ldx, Wt, dp);
                 _tile_release();
-                for (r = 0; r < LSAE__AMXMR; ++r)
-                    for (j = 0; j < LSAE__NT; ++j) {
-                        long long want = 0, ws = 0;
-                        /* rows past the kernel's are not written */
-                        if (r >= rows) { bad += acc[r * LSAE__NT + j] != 12345; continue; }
-                        for (p = 0; p < dp; ++p) {
-                            want += (long long)xq[r * ldx + p] * wq[j * dp + p];
-                            ws += wq[j * dp + p];
-                        }
-                        if ((long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws != want) {
-                            if (!bad) fprintf(stderr, "lsae__lp_tile_amx%s: dp %zu mode %zu row %zu latent %zu: %lld, want %lld\n", kern ? "32" : "", dp, mode, r, j,
-                                              (long long)acc[r * LSAE__NT + j] - LSAE__LPOFF * ws, want);
-                            ++bad;
-                        }
-                    }
+                /* rows past the kernel's are not written */
+                bad += tile_check(acc, LSAE__AMXMR, rows, xq, wq, dp, ldx, bad, kern ? "lsae__lp_tile_amx32 (rows)" : "lsae__lp_tile_amx (rows)", mode, rows);
                 free(Wt); free(wq); free(xu); free(xq);
             }
     CHECKF(bad == 0, "lsae__lp_tile_amx: %zu sums differ from the integer product", bad);
