@@ -602,17 +602,23 @@ static void test_determinism(void)
 }
 
 /* F5's column-blocked decode (lsae__decode_block_cols picks it for large
-   L at high reuse; too large a shape for a unit test, so the blocks are
-   forced here) must give the bits of the row-at-a-time decode: every
-   element keeps its chain of multiply-adds. d 40 with blocks of 16 and 32
-   leaves short last blocks; multi_topk decodes the 4k tail after the top k,
-   AuxK and zero activations (a negative bias shift) are on; 1 and 3
-   threads. The trained weights after 6 optimizer steps must be equal. */
+   L at high reuse) and B3's row blocks (lsae__bgrad_rows_for, for large
+   batches at high reuse): too large a shape for a unit test, so the blocks
+   are forced here, and must give the bits of a row at a time and of one
+   block: every element keeps its chain of multiply-adds, every latent's
+   entries their order. d 40 with blocks of 16 and 32 columns leaves short
+   last blocks; 48 rows in blocks of 7 and 16 rows cut the latents' runs of
+   four entries (the top-k latents that a bias of 0 favours have about 14
+   entries of the 4k class a batch); multi_topk decodes the 4k tail after
+   the top k, AuxK and zero activations (a negative bias shift) are on; 1
+   and 3 threads. The trained weights after 6 optimizer steps must be
+   equal. */
 static void test_decode_blocks(void)
 {
     const size_t d = 40, L = 160, rows = 48, n = L * d * 2 + L + d;
-    static const size_t cols[] = { 0, 16, 32, 1 };
+    static const size_t cols[] = { 0, 16, 32, 1, 0, 0, 0 }, brows[] = { 0, 0, 0, 0, 7, 16, 1 };
     float *x = (float *)malloc(rows * d * 4), *ref = (float *)malloc(n * 4), *w = (float *)malloc(n * 4);
+    double norms[6], ref_norms[6]; /* the gradient norms B3-B4's row norms add up to (the clip is idle here) */
     size_t ci, i;
     int threads, s;
     /* the choice, for L2 sizes of 256 KiB to 32 MiB and unknown (0) */
@@ -624,6 +630,15 @@ static void test_decode_blocks(void)
     CHECK(lsae__decode_block_cols_for(1536, 384, 1024, 128, 2, (size_t)32 << 20) == 384);  /* W_dec fits: rows */
     CHECK(lsae__decode_block_cols_for(24576, 768, 512, 64, 2, (size_t)2 << 20) == 768);    /* nomic: too little reuse */
     CHECK(lsae__decode_block_cols_for(3072, 384, 16, 128, 2, (size_t)2 << 20) == 384);     /* a few rows a thread */
+    /* B3's row blocks: a quarter of the L2 of rows where a latent has 8
+       entries or more a block on average */
+    CHECK(lsae__bgrad_rows_for(384, 1024, 3072, 1024 * 128, (size_t)2 << 20) == 341);      /* MiniLM x8, top k */
+    CHECK(lsae__bgrad_rows_for(384, 1024, 1536, 1024 * 192, (size_t)2 << 20) == 341);      /* MiniLM x4, AuxK */
+    CHECK(lsae__bgrad_rows_for(384, 1024, 3072, 1024 * 128, 0) == 1024);                   /* unknown L2: as 1 MiB, 6 a block */
+    CHECK(lsae__bgrad_rows_for(384, 1024, 1536, 1024 * 192, (size_t)512 << 10) == 85);     /* 512 KiB */
+    CHECK(lsae__bgrad_rows_for(768, 512, 24576, 512 * 64, (size_t)2 << 20) == 512);        /* nomic: 1 entry a latent */
+    CHECK(lsae__bgrad_rows_for(384, 256, 3072, 256 * 128, (size_t)2 << 20) == 256);        /* the batch fits */
+    CHECK(lsae__bgrad_rows_for(1 << 20, 4096, 64, 4096 * 64, (size_t)2 << 20) == 32);      /* wide rows: 32 at least */
     for (threads = 1; threads <= 3; threads += 2)
         for (ci = 0; ci < sizeof cols / sizeof cols[0]; ++ci) {
             lsae_config c = lsae_config_default(d);
@@ -639,14 +654,23 @@ static void test_decode_blocks(void)
             OK(lsae_model_set_weights(m, NULL, b_enc, NULL, NULL));
             OK(lsae_trainer_create(m, &c, &t));
             t->decode_cols = cols[ci];
+            t->bgrad_rows = brows[ci];
             tu_seed(7);
             for (s = 0; s < 6; ++s) {
                 for (i = 0; i < rows * d; ++i) x[i] = (float)tu_normal() + (float)(i % d) * 0.05f;
                 OK(lsae_trainer_step(t, x, rows, &st));
+                norms[s] = st.grad_norm;
             }
             OK(lsae_model_get_weights(m, w, w + L * d, w + L * d + L, w + 2 * L * d + L));
-            if (threads == 1 && ci == 0) memcpy(ref, w, n * 4);
-            else CHECKF(memcmp(ref, w, n * 4) == 0, "decode in blocks of %zu columns, %d threads: other weights than a row at a time", cols[ci], threads);
+            if (threads == 1 && ci == 0) {
+                memcpy(ref, w, n * 4);
+                memcpy(ref_norms, norms, sizeof norms);
+            } else {
+                CHECKF(memcmp(ref_norms, norms, sizeof norms) == 0, "decode in blocks of %zu columns, B3 in blocks of %zu rows, %d threads: other gradient norms",
+                       cols[ci], brows[ci], threads);
+                CHECKF(memcmp(ref, w, n * 4) == 0, "decode in blocks of %zu columns, B3 in blocks of %zu rows, %d threads: other weights than unblocked",
+                       cols[ci], brows[ci], threads);
+            }
             lsae_trainer_free(t);
             lsae_model_free(m);
             free(b_enc);
