@@ -3570,72 +3570,23 @@ static float lsae__from_order_bits(uint32_t u)
 }
 
 /* buf[0..n), in increasing index order, reduced in place and in order to
-   its kk best (0 < kk <= n), with no reordering and no scratch. The kk-th
-   best value t is the largest key with at least kk values at or above it
-   (+0 where that value is a zero of either sign). Found by bracketing it
-   between two of 32 sampled values (a bisection over the sorted sample,
-   one counting pass a try): the m entries between them (about n / 32) are
-   copied out and sorted, and t is the one at the rank the counts give.
-   Where more than LSAE__KEEP_GATHER fall between, or n < 64, the bits of
-   t are bisected between the bracket's keys (up to 32 counting passes, as
-   all of it once was: 33 passes over a row's 400 AuxK candidates were 2.5%
-   of a MiniLM x8 step). Then the entries above t are kept with the first
-   (lowest-index) of those equal to t. Returns t. */
-#define LSAE__KEEP_GATHER 64
+   its kk best (0 < kk <= n), with no reordering and no scratch: the kk-th
+   best value t is found by bisecting its bit pattern (the largest key with
+   at least kk values at or above it; 32 counting passes), then the entries
+   above t are kept with the first (lowest-index) of those equal to t.
+   Returns t. */
 static float lsae__keep_best(lsae__kv *buf, size_t n, size_t kk)
 {
     uint32_t klo = 0x007FFFFFu, khi = 0xFF800000u; /* the keys of -inf and +inf */
     size_t c, e;
-    float t = 0.0f;
-    int found = 0;
-    if (n >= 64) {
-        float s[32], mv[LSAE__KEEP_GATHER];
-        size_t lo = 0, hi = 32, e_hi = 0, e_up = 0, i;
-        lsae__sample32(buf, n, s);
-        /* hi: the first (largest) sample at or above which kk values are;
-           counts only grow down the sample. e_hi counts those at or above
-           s[hi], e_up those at or above s[hi - 1] (fewer than kk): the probe
-           that last raised lo was at hi - 1 */
-        while (lo < hi) {
-            const size_t mid = lo + (hi - lo) / 2;
-            lsae__count_from(buf, n, s[mid], &c, &e);
-            if (e >= kk) {
-                hi = mid;
-                e_hi = e;
-            } else {
-                lo = mid + 1;
-                e_up = e;
-            }
-        }
-        if (hi < 32 && e_hi - e_up <= LSAE__KEEP_GATHER) {
-            /* t is in [s[hi], s[hi - 1]): the (kk - e_up)-th best there */
-            const size_t r = kk - e_up;
-            size_t m = 0, j;
-            for (i = 0; i < n; ++i) {
-                const float v = buf[i].v;
-                if (v >= s[hi] && (hi == 0 || v < s[hi - 1])) {
-                    /* insertion, largest first */
-                    for (j = m++; j > 0 && mv[j - 1] < v; --j) mv[j] = mv[j - 1];
-                    mv[j] = v;
-                }
-            }
-            LSAE_ASSERT(m == e_hi - e_up && r >= 1 && r <= m);
-            t = mv[r - 1] == 0.0f ? 0.0f : mv[r - 1];
-            found = 1;
-        } else {
-            if (hi < 32) klo = lsae__order_bits(s[hi]);
-            if (hi > 0) khi = lsae__order_bits(s[hi - 1]) - 1u;
-        }
+    float t;
+    while (klo < khi) {
+        const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
+        lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
+        if (e >= kk) klo = mid;
+        else khi = mid - 1u;
     }
-    if (!found) {
-        while (klo < khi) {
-            const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
-            lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
-            if (e >= kk) klo = mid;
-            else khi = mid - 1u;
-        }
-        t = lsae__from_order_bits(klo);
-    }
+    t = lsae__from_order_bits(klo);
     lsae__count_from(buf, n, t, &c, &e);
     lsae__keep_from(buf, n, t, kk - c);
     return t;

@@ -235,11 +235,8 @@ static void test_cut_above(void)
    index order cut to exactly its kk best (value descending, then index),
    in order, and the kk-th best value returned. Patterns: distinct values;
    three values (ties at every cut); runs of 16 equal values; half the
-   values equal (0.5), so the kk-th best is often among many ties (more
-   than LSAE__KEEP_GATHER between two samples: the bisection of the bits);
-   a few values far above the rest; a mix of -0 and +0 with positives.
-   The copy-and-sort between two samples: reading the rank one off, or
-   taking an entry equal to the upper sample in, fails here. */
+   values equal (0.5), so the kk-th best is often among many ties; a few
+   values far above the rest; a mix of -0 and +0 with positives. */
 static void test_keep_best(void)
 {
     static const size_t ns[] = { 64, 100, 384, 1000 };
