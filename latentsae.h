@@ -3161,6 +3161,15 @@ static uint32_t lsae__order_bits(float v)
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* The inverse of lsae__order_bits */
+static float lsae__from_order_bits(uint32_t u)
+{
+    float v;
+    u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
 /* a[0..n) sorted by increasing latent index (< L): LSD radix sort, 8 bits a
    pass (two passes up to 65,536 latents), through tmp[0..n) */
 static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
@@ -3180,6 +3189,56 @@ static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
     if (src != a) memcpy(a, src, n * sizeof(lsae__kv));
 }
 
+/* a[0..n) (16 <= n <= 256) sorted best first, as lsae__sort_best, in one
+   bucket pass. Each entry becomes one 64-bit key whose ascending order is
+   the order wanted; the span of the values' keys (largest minus smallest
+   lsae__order_bits) is cut into 256 equal buckets, best first; a counting
+   pass and a scatter put each key in its bucket, and an insertion pass
+   finishes each bucket, whose keys never pass another bucket's. A row's
+   top-k candidates spread over their span, so a bucket holds one or two:
+   the pass is linear. Where a bucket would hold more than 16 (many equal
+   values, or one far above the rest) it returns 0 with a untouched, and
+   the radix sort runs. */
+#define LSAE__SORT_BUCKET_MAX 16
+static int lsae__sort_best_buckets(lsae__kv *a, size_t n)
+{
+    /* each entry as one 64-bit key, ascending = best first: the value's key
+       complemented (larger values first) above the index (lower first) */
+    uint64_t key[256], out[256];
+    uint32_t cnt[257], kmax = 0u, kmin = 0xFFFFFFFFu, span;
+    unsigned shift = 0;
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        const uint32_t k = lsae__order_bits(a[i].v);
+        kmax = k > kmax ? k : kmax;
+        kmin = k < kmin ? k : kmin;
+        key[i] = (uint64_t)~k << 32 | (uint32_t)a[i].i;
+    }
+    span = kmax - kmin;
+    while ((span >> shift) > 255u) ++shift;
+    memset(cnt, 0, sizeof cnt);
+    /* the bucket: (~k - ~kmax) = kmax - k, in [0, span] */
+#define LSAE__BUCKET(u) ((((uint32_t)((u) >> 32)) - ~kmax) >> shift)
+    for (i = 0; i < n; ++i) cnt[LSAE__BUCKET(key[i]) + 1]++;
+    for (i = 1; i <= 256; ++i)
+        if (cnt[i] > LSAE__SORT_BUCKET_MAX) return 0;
+    for (i = 0; i < 256; ++i) cnt[i + 1] += cnt[i];
+    for (i = 0; i < n; ++i) out[cnt[LSAE__BUCKET(key[i])]++] = key[i];
+#undef LSAE__BUCKET
+    /* insertion: an entry moves only within its bucket */
+    for (i = 1; i < n; ++i) {
+        const uint64_t e = out[i];
+        size_t q = i;
+        for (; q > 0 && out[q - 1] > e; --q) out[q] = out[q - 1];
+        out[q] = e;
+    }
+    for (i = 0; i < n; ++i) {
+        a[i].v = lsae__from_order_bits(~(uint32_t)(out[i] >> 32));
+        a[i].i = (int32_t)(uint32_t)out[i];
+    }
+    return 1;
+}
+
 /* a[0..n) sorted best first (value descending, then index ascending), all
    indices < L: LSD radix sort on the value's key (lsae__order_bits), 8 bits
    a pass, least significant first, through tmp[0..n), then each run of
@@ -3189,12 +3248,14 @@ static void lsae__sort_index(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
    candidates mispredicts on most comparisons. Equal values are rare among
    candidates (they are positive floats), so the runs cost one scan; a
    long run (a model whose pre-activations saturate) is radix-sorted by
-   index, never insertion-sorted, so no input is quadratic. */
+   index, never insertion-sorted, so no input is quadratic. From 16 to 256
+   entries the bucket pass (lsae__sort_best_buckets) runs first. */
 static void lsae__sort_best(lsae__kv *a, size_t n, lsae__kv *tmp, size_t L)
 {
     lsae__kv *src = a, *dst = tmp, *sw;
     size_t i, j, r;
     unsigned shift;
+    if (n >= 16 && n <= 256 && lsae__sort_best_buckets(a, n)) return;
     for (shift = 0; shift < 32; shift += 8) {
         size_t cnt[257];
 #define LSAE__DIGIT(e) ((~lsae__order_bits((e).v) >> shift) & 255u)
@@ -3558,15 +3619,6 @@ static size_t lsae__cut_above(lsae__kv *buf, size_t n, size_t kk)
     if (hi == 32) return n;
     lsae__keep_from(buf, n, s[hi], 0);
     return kept;
-}
-
-/* The inverse of lsae__order_bits */
-static float lsae__from_order_bits(uint32_t u)
-{
-    float v;
-    u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
-    memcpy(&v, &u, sizeof v);
-    return v;
 }
 
 /* buf[0..n), in increasing index order, reduced in place and in order to

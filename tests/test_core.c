@@ -277,6 +277,54 @@ static void test_keep_best(void)
             }
 }
 
+/* lsae__sort_best against a comparison sort written here, on the total
+   order it promises: value descending by lsae__order_bits (so +0 before
+   -0, NaN by its bits), then index ascending. Sizes across the bucket
+   pass's range (16 to 256) and outside it; patterns: distinct values in a
+   narrow band (the bucket pass), three values (buckets over 16: the radix
+   sort), one value far above the rest (the same), +0 and -0 mixed, NaN
+   and infinities among them, and 50 values a few times each (equal values
+   in the bucket pass, put in index order there). Every entry's bits and
+   index must be in the reference's place. */
+static int sort_best_ref_cmp(const void *pa, const void *pb)
+{
+    const lsae__kv *x = (const lsae__kv *)pa, *y = (const lsae__kv *)pb;
+    const uint32_t kx = lsae__order_bits(x->v), ky = lsae__order_bits(y->v);
+    if (kx != ky) return kx > ky ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+static void test_sort_best(void)
+{
+    static const size_t ns[] = { 1, 15, 16, 17, 100, 150, 255, 256, 257, 600 };
+    size_t ni, pattern, i;
+    for (ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+        for (pattern = 0; pattern < 6; ++pattern) {
+            const size_t n = ns[ni], L = 4096;
+            lsae__kv *a = (lsae__kv *)malloc(n * sizeof(lsae__kv)), *want = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+            lsae__kv *tmp = (lsae__kv *)malloc(n * sizeof(lsae__kv));
+            size_t bad = 0;
+            for (i = 0; i < n; ++i) {
+                float v;
+                if (pattern == 0) v = 0.3f + 0.25f * (float)tu_uniform();
+                else if (pattern == 1) v = (float)(tu_next() % 3);
+                else if (pattern == 2) v = i == n / 2 ? 1e6f : 0.3f + 0.01f * (float)tu_uniform();
+                else if (pattern == 3) v = tu_next() % 3 == 0 ? (tu_next() % 2 ? -0.0f : 0.0f) : (float)tu_uniform();
+                else if (pattern == 4) {
+                    const unsigned r = (unsigned)(tu_next() % 8);
+                    v = r == 0 ? (float)HUGE_VAL : r == 1 ? -(float)HUGE_VAL : r == 2 ? (float)NAN : (float)tu_uniform() - 0.5f;
+                } else v = 0.3f + 0.01f * (float)(tu_next() % 50);
+                a[i].v = v;
+                a[i].i = (int32_t)((i * 2654435761u) % L); /* distinct for n <= L, in no order */
+            }
+            memcpy(want, a, n * sizeof(lsae__kv));
+            qsort(want, n, sizeof(lsae__kv), sort_best_ref_cmp);
+            lsae__sort_best(a, n, tmp, L);
+            for (i = 0; i < n; ++i) bad += memcmp(&a[i].v, &want[i].v, 4) != 0 || a[i].i != want[i].i;
+            CHECKF(bad == 0, "sort_best n %zu pattern %d: %zu entries out of place", n, (int)pattern, bad);
+            free(a); free(want); free(tmp);
+        }
+}
+
 static void test_gemm(void)
 {
     static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
@@ -881,6 +929,7 @@ int main(void)
     test_sample32();
     test_cut_above();
     test_keep_best();
+    test_sort_best();
     test_gemm();
     test_gemm_groups();
     test_config();
