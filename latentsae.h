@@ -5898,14 +5898,14 @@ struct lsae_trainer {
     lsae__kv *top;              /* [cap, K] */
     lsae__kv *aux;              /* [cap, KA] */
     float *G;                   /* [cap, C, d] dLoss/d(decoder output) per row and class (TopK: main, 4k part, AuxK) */
-    int32_t *ent_row;           /* [cap, E] the row of each entry, entries sorted by class, latent */
-    float *ent_val;             /* [cap, E] its activation; pass A replaces it by its dpre */
+    lsae__kv *ent;              /* [cap, E] the entries sorted by class, latent: .i the row, .v the activation
+                                   (B3 replaces it by its dpre); one array, so B2's scatter writes one line an entry */
     size_t *cursor;             /* [cap] per-row position in the AuxK decode */
     size_t *lat_start;          /* [C L + 1] CSR offsets into order, by class then latent */
     int sort_parts;             /* row ranges the entry sort counts in parallel: min(threads, LSAE__SORT_PARTS) */
     size_t decode_cols;         /* F5's column blocks (lsae__decode_block_cols); 0: chosen per batch (tests set it) */
     size_t bgrad_rows;          /* B3's row blocks (lsae__bgrad_rows_for); 0: chosen per class (tests set it) */
-    size_t *part_cnt;           /* [sort_parts, C L] their counts, then offsets */
+    size_t *part_cnt;           /* [sort_parts, C L] their counts, then offsets, then positions in ent */
     double *row_sse;            /* [cap, C] per-row sums of squared errors per class's output (TopK: e, e4, e_hat - e) (F5-F6) */
     double *tv_dim;             /* [d] */
     float *bdec_part;           /* [ceil(L / BDEC_CHUNK), d] per-chunk sums of db_enc[l] W_enc[l] */
@@ -5963,8 +5963,8 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
 {
     lsae__free(t->alloc, t->x_used); lsae__free(t->alloc, t->xc);
     lsae__free(t->alloc, t->top); lsae__free(t->alloc, t->aux);
-    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->ent_row);
-    lsae__free(t->alloc, t->ent_val); lsae__free(t->alloc, t->cursor);
+    lsae__free(t->alloc, t->G); lsae__free(t->alloc, t->ent);
+    lsae__free(t->alloc, t->cursor);
     lsae__free(t->alloc, t->row_sse);
     lsae__free(t->alloc, (void *)t->runs); lsae__free(t->alloc, t->nruns);
     lsae__free(t->alloc, (void *)t->cand); lsae__free(t->alloc, t->ncand); lsae__free(t->alloc, t->keep);
@@ -5982,8 +5982,7 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     t->kept = t->bandtop = t->lcand = NULL;
     t->x_used = t->xc = t->G = NULL;
     t->top = t->aux = NULL;
-    t->ent_row = NULL;
-    t->ent_val = NULL;
+    t->ent = NULL;
     t->cursor = NULL;
     t->row_sse = NULL;
     t->cap = 0;
@@ -6003,8 +6002,7 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
         !(t->top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->K * sizeof(lsae__kv), "top-k of the batch")) ||
         !(t->aux = (lsae__kv *)lsae__alloc_array(t->alloc, rows, (t->KA ? t->KA : 1) * sizeof(lsae__kv), "AuxK top-k of the batch")) ||
         !(t->G = (float *)lsae__alloc_array(t->alloc, rows, C * d * sizeof(float), "output gradients")) ||
-        !(t->ent_row = (int32_t *)lsae__alloc_array(t->alloc, rows, E * sizeof(int32_t), "entries by latent")) ||
-        !(t->ent_val = (float *)lsae__alloc_array(t->alloc, rows, E * sizeof(float), "entry values")) ||
+        !(t->ent = (lsae__kv *)lsae__alloc_array(t->alloc, rows, E * sizeof(lsae__kv), "entries by latent")) ||
         !(t->cursor = (size_t *)lsae__alloc_array(t->alloc, rows, sizeof(size_t), "decode cursors")) ||
         !(t->row_sse = (double *)lsae__alloc_array(t->alloc, rows, C * sizeof(double), "row sums of squared errors")) ||
         !(t->runs = (lsae__run *)lsae__alloc_array(t->alloc, rows, LSAE__RUNS * sizeof(lsae__run), "entry runs")) ||
@@ -7312,8 +7310,8 @@ static void lsae__output_grads(lsae_trainer *t, const lsae__batch *b)
    activation (ReLU passes gradient only where pre > 0, and a zero activation
    adds nothing to W_dec either); it belongs to one of three classes by the
    output gradient it uses: G0 (s < k), G1 (k <= s < K), G2 (AuxK). A stable
-   counting sort by (class, latent) puts each entry's row in ent_row and its
-   activation in ent_val, with lat_start [3 L + 1] the CSR offsets; within a
+   counting sort by (class, latent) puts each entry's row and activation in
+   ent (.i, .v), with lat_start [3 L + 1] the CSR offsets; within a
    latent the entries stay by row then slot, so every sum in B3-B4 runs in one
    fixed order. The rows are cut into nparts ranges counted and placed in
    parallel, each with its own counts (part_cnt); a bucket's entries from
@@ -7353,10 +7351,12 @@ static void lsae__sort_entries(lsae_trainer *t, const lsae__batch *b)
     }
     t->lat_start[0] = 0;
     for (i = 0; i < nb; ++i) t->lat_start[i + 1] += t->lat_start[i];
-    /* place */
+    /* place: each part's offsets made positions (bucket start + offset), so
+       an entry reads and bumps one counter */
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
     for (pp = 0; pp < (ptrdiff_t)nparts; ++pp) {
         size_t *fill = t->part_cnt + (size_t)pp * nb, r0 = B * (size_t)pp / nparts, r1 = B * ((size_t)pp + 1) / nparts, rr, ii;
+        for (ii = 0; ii < nb; ++ii) fill[ii] += t->lat_start[ii];
         for (rr = r0; rr < r1; ++rr) {
             const lsae__run *ru = t->runs + rr * LSAE__RUNS;
             size_t qr;
@@ -7365,9 +7365,9 @@ static void lsae__sort_entries(lsae_trainer *t, const lsae__batch *b)
                 const size_t base = ru[qr].cls * L;
                 for (ii = 0; ii < ru[qr].n; ++ii)
                     if (e[ii].v > 0.0f) {
-                        const size_t bk = base + (size_t)e[ii].i, q = t->lat_start[bk] + fill[bk]++;
-                        t->ent_row[q] = (int32_t)rr;
-                        t->ent_val[q] = e[ii].v;
+                        const size_t q = fill[base + (size_t)e[ii].i]++;
+                        t->ent[q].i = (int32_t)rr;
+                        t->ent[q].v = e[ii].v;
                     }
             }
         }
@@ -7399,16 +7399,16 @@ static size_t lsae__bgrad_rows_for(size_t d, size_t B, size_t L, size_t E, size_
 }
 
 /* The first q in [q0, q1) whose entry's row is >= r (entries by row). */
-static size_t lsae__rows_below(const int32_t *row, size_t q0, size_t q1, size_t r)
+static size_t lsae__rows_below(const lsae__kv *ent, size_t q0, size_t q1, size_t r)
 {
-    while (q0 < q1 && (size_t)row[q0] < r) ++q0;
+    while (q0 < q1 && (size_t)ent[q0].i < r) ++q0;
     return q0;
 }
 
 /* B3. Decoder side, per latent l (no atomics: llm.c's rule, split by output
    index), class by class, for each entry (row b, activation a, g = G_class[b]):
       dpre        = g . W_dec[l]     (the gradient reaching pre[b, l]; kept in
-                                      ent_val in place of a, for B4)
+                                      ent[].v in place of a, for B4)
       dW_dec[l]  += a g
    and then ||dW_dec[l]||^2 for the clip (grad_row_norm2[l][1]), while the row
    is in cache: a row no batch touched since has not changed. B3 and B4 are
@@ -7439,21 +7439,22 @@ static void lsae__decoder_grads(lsae_trainer *t, size_t B)
                     const float *wd = m->W_dec + l * d;
                     float *gd = gW_dec + l * d;
                     size_t q = cur[l - l0];
-                    const size_t qe = r1 == B ? st[l + 1] : lsae__rows_below(t->ent_row, q, st[l + 1], r1);
+                    const size_t qe = r1 == B ? st[l + 1] : lsae__rows_below(t->ent, q, st[l + 1], r1);
                     /* four entries at a time: W_dec[l] and dW_dec[l] pass through
                        registers once for four rows; same sums, same order */
                     for (; q + 4 <= qe; q += 4) {
-                        const float *g0 = t->G + (size_t)t->ent_row[q] * C * d + cls * d;
-                        const float *g1 = t->G + (size_t)t->ent_row[q + 1] * C * d + cls * d;
-                        const float *g2 = t->G + (size_t)t->ent_row[q + 2] * C * d + cls * d;
-                        const float *g3 = t->G + (size_t)t->ent_row[q + 3] * C * d + cls * d;
+                        lsae__kv *e = t->ent + q;
+                        const float *g0 = t->G + (size_t)e[0].i * C * d + cls * d;
+                        const float *g1 = t->G + (size_t)e[1].i * C * d + cls * d;
+                        const float *g2 = t->G + (size_t)e[2].i * C * d + cls * d;
+                        const float *g3 = t->G + (size_t)e[3].i * C * d + cls * d;
                         float a[4], dpre[4];
-                        memcpy(a, t->ent_val + q, sizeof a);
+                        a[0] = e[0].v; a[1] = e[1].v; a[2] = e[2].v; a[3] = e[3].v;
                         lsae__dot4_axpy4(dpre, a, g0, g1, g2, g3, wd, gd, d);
-                        memcpy(t->ent_val + q, dpre, sizeof dpre); /* dpre, for B4 */
+                        e[0].v = dpre[0]; e[1].v = dpre[1]; e[2].v = dpre[2]; e[3].v = dpre[3]; /* dpre, for B4 */
                     }
                     for (; q < qe; ++q)
-                        t->ent_val[q] = lsae__dot_axpy(t->G + (size_t)t->ent_row[q] * C * d + cls * d, wd, gd, t->ent_val[q], d);
+                        t->ent[q].v = lsae__dot_axpy(t->G + (size_t)t->ent[q].i * C * d + cls * d, wd, gd, t->ent[q].v, d);
                     cur[l - l0] = qe;
                     /* the last block: the row is done, and still in cache */
                     if (r1 == B && st[l + 1] > st[l]) t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
@@ -7489,24 +7490,29 @@ static void lsae__encoder_grads(lsae_trainer *t)
                 /* eight entries a pass (two of four, the same chains), then four */
                 for (; q + 8 <= q1; q += 8) {
                     const float *xr[8];
+                    float a[8];
                     size_t i;
-                    for (i = 0; i < 8; ++i) xr[i] = t->xc + (size_t)t->ent_row[q + i] * d;
-                    lsae__axpy8(ge, t->ent_val + q, xr, d);
-                    for (i = 0; i < 8; ++i) sb += t->ent_val[q + i];
+                    for (i = 0; i < 8; ++i) {
+                        xr[i] = t->xc + (size_t)t->ent[q + i].i * d;
+                        a[i] = t->ent[q + i].v;
+                    }
+                    lsae__axpy8(ge, a, xr, d);
+                    for (i = 0; i < 8; ++i) sb += a[i];
                     n += 8;
                 }
                 for (; q + 4 <= q1; q += 4) {
-                    lsae__axpy4(ge, t->ent_val + q, t->xc + (size_t)t->ent_row[q] * d, t->xc + (size_t)t->ent_row[q + 1] * d,
-                                t->xc + (size_t)t->ent_row[q + 2] * d, t->xc + (size_t)t->ent_row[q + 3] * d, d);
-                    sb += t->ent_val[q];
-                    sb += t->ent_val[q + 1];
-                    sb += t->ent_val[q + 2];
-                    sb += t->ent_val[q + 3];
+                    const lsae__kv *e = t->ent + q;
+                    const float a[4] = { e[0].v, e[1].v, e[2].v, e[3].v };
+                    lsae__axpy4(ge, a, t->xc + (size_t)e[0].i * d, t->xc + (size_t)e[1].i * d, t->xc + (size_t)e[2].i * d, t->xc + (size_t)e[3].i * d, d);
+                    sb += a[0];
+                    sb += a[1];
+                    sb += a[2];
+                    sb += a[3];
                     n += 4;
                 }
                 for (; q < q1; ++q) {
-                    lsae__axpy(ge, t->ent_val[q], t->xc + (size_t)t->ent_row[q] * d, d);
-                    sb += t->ent_val[q];
+                    lsae__axpy(ge, t->ent[q].v, t->xc + (size_t)t->ent[q].i * d, d);
+                    sb += t->ent[q].v;
                     ++n;
                 }
             }
