@@ -3621,24 +3621,101 @@ static size_t lsae__cut_above(lsae__kv *buf, size_t n, size_t kk)
     return kept;
 }
 
+#if defined(LSAE__AVX512)
+/* The kk-th best value of buf[0..n) (64 <= n) bracketed between two of 32
+   sampled values: a bisection over the sorted sample (one counting pass a
+   try) finds the largest sample s[hi] with at least kk values at or above
+   it; the m values in [s[hi], s[hi - 1]) (about n / 32; s[hi - 1] has fewer
+   than kk at or above it) are packed out by vcompressps, and the kk-th
+   best is the one with fewer than r of them above it and at least r at or
+   above it (r = kk less those at or above s[hi - 1]), counted by vector
+   compares. Every step is branch-free but the bisection's: a row's fresh
+   candidates mispredict a per-entry test (a scalar copy-out with one ran
+   slower than the 33-pass bisection it replaced). Returns 0 where the
+   bracket holds more than 64 or no sample has kk at or above it, with
+   *klo and *khi narrowed to the bracket's keys. */
+static int lsae__kth_bracket(const lsae__kv *buf, size_t n, size_t kk, float *t, uint32_t *klo, uint32_t *khi)
+{
+    float s[32], mv[64 + 16]; /* + 16: a whole vector is stored at mv + m */
+    size_t lo = 0, hi = 32, e_hi = 0, e_up = 0, c, e, i, j, m = 0, r, nv;
+    lsae__sample32(buf, n, s);
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        lsae__count_from(buf, n, s[mid], &c, &e);
+        if (e >= kk) {
+            hi = mid;
+            e_hi = e;
+        } else {
+            lo = mid + 1;
+            e_up = e; /* the probe that last raises lo is at hi - 1 */
+        }
+    }
+    if (hi < 32) *klo = lsae__order_bits(s[hi]);
+    if (hi > 0) *khi = lsae__order_bits(s[hi - 1]) - 1u;
+    if (hi == 32 || e_hi - e_up > 64) return 0;
+    {
+        const __m512 vlo = _mm512_set1_ps(s[hi]), vup = _mm512_set1_ps(hi ? s[hi - 1] : 0.0f);
+        for (i = 0; i + 8 <= n; i += 8) {
+            const __m512 v = _mm512_loadu_ps(&buf[i].v); /* values in the even lanes */
+            __mmask16 in = _mm512_mask_cmp_ps_mask((__mmask16)0x5555, v, vlo, _CMP_GE_OQ);
+            if (hi) in = _mm512_mask_cmp_ps_mask(in, v, vup, _CMP_LT_OQ);
+            _mm512_storeu_ps(mv + m, _mm512_maskz_compress_ps(in, v));
+            m += LSAE__POPCNT((unsigned)in);
+        }
+        for (; i < n; ++i) {
+            const float v = buf[i].v;
+            mv[m] = v;
+            m += (size_t)((v >= s[hi]) & (!hi | (v < s[hi ? hi - 1 : 0])));
+        }
+        _mm512_storeu_ps(mv + m, _mm512_setzero_ps()); /* the last vector's lanes past m: defined, and masked off */
+    }
+    LSAE_ASSERT(m == e_hi - e_up);
+    r = kk - e_up;
+    nv = (m + 15) / 16;
+    for (i = 0; i < m; ++i) {
+        const __m512 x = _mm512_set1_ps(mv[i]);
+        size_t gt = 0, ge = 0;
+        for (j = 0; j < nv; ++j) {
+            const __mmask16 live = (__mmask16)(16 * (j + 1) <= m ? 0xFFFFu : (1u << (m % 16)) - 1u);
+            const __m512 y = _mm512_loadu_ps(mv + 16 * j);
+            gt += LSAE__POPCNT((unsigned)_mm512_mask_cmp_ps_mask(live, y, x, _CMP_GT_OQ));
+            ge += LSAE__POPCNT((unsigned)_mm512_mask_cmp_ps_mask(live, y, x, _CMP_GE_OQ));
+        }
+        if (gt < r && ge >= r) {
+            *t = mv[i] == 0.0f ? 0.0f : mv[i]; /* a zero of either sign: +0, as the bisection finds */
+            return 1;
+        }
+    }
+    LSAE_ASSERT(0);
+    return 0;
+}
+#endif
+
 /* buf[0..n), in increasing index order, reduced in place and in order to
    its kk best (0 < kk <= n), with no reordering and no scratch: the kk-th
    best value t is found by bisecting its bit pattern (the largest key with
-   at least kk values at or above it; 32 counting passes), then the entries
-   above t are kept with the first (lowest-index) of those equal to t.
-   Returns t. */
+   at least kk values at or above it; 32 counting passes; with AVX-512 the
+   bracket of lsae__kth_bracket first, and the bisection only between its
+   keys where that fails), then the entries above t are kept with the first
+   (lowest-index) of those equal to t. Returns t. */
 static float lsae__keep_best(lsae__kv *buf, size_t n, size_t kk)
 {
     uint32_t klo = 0x007FFFFFu, khi = 0xFF800000u; /* the keys of -inf and +inf */
     size_t c, e;
-    float t;
-    while (klo < khi) {
-        const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
-        lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
-        if (e >= kk) klo = mid;
-        else khi = mid - 1u;
+    float t = 0.0f;
+    int found = 0;
+#if defined(LSAE__AVX512)
+    if (n >= 64) found = lsae__kth_bracket(buf, n, kk, &t, &klo, &khi);
+#endif
+    if (!found) {
+        while (klo < khi) {
+            const uint32_t mid = klo + (uint32_t)((khi - klo) / 2u + 1u);
+            lsae__count_from(buf, n, lsae__from_order_bits(mid), &c, &e);
+            if (e >= kk) klo = mid;
+            else khi = mid - 1u;
+        }
+        t = lsae__from_order_bits(klo);
     }
-    t = lsae__from_order_bits(klo);
     lsae__count_from(buf, n, t, &c, &e);
     lsae__keep_from(buf, n, t, kk - c);
     return t;
