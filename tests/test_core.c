@@ -325,6 +325,103 @@ static void test_sort_best(void)
         }
 }
 
+/* lsae__window_grads: the live latents' B3-B4 held to the window's end
+   against batch by batch, the same bits. Three trainers per case, B3-B4
+   held off (defer -1), held for the whole window (defer 1) and as chosen
+   (defer 0: at this shape two slots, so a window of three fills them and
+   the held work runs mid-window). Each window first pins a quarter of the
+   latents dead (set_state), so AuxK entries and dead latents, taken with
+   their batch, mix with held live ones; multi_topk adds a class. Window 2
+   grows the batch mid-window (the storage regrown: the held work runs
+   first), window 3 reads the gradients mid-window (get_grads runs it), and
+   window 4 accumulates five batches before apply. TopK, BatchTopK and the
+   two Matryoshka forms; 1 and 3 threads. Every batch's loss, every step's
+   gradient norm, the mid-window gradients and the final weights must be
+   equal. */
+static void test_window_grads(void)
+{
+    const size_t d = 24, L = 200, rows = 40, n = 2 * L * d + L + d;
+    int type, threads;
+    for (type = 0; type < 4; ++type)
+        for (threads = 1; threads <= 3; threads += 2) {
+            lsae_model *m[3];
+            lsae_trainer *t[3];
+            float *w[3], *g[3], *x = (float *)malloc((rows + 8) * d * sizeof(float));
+            uint64_t *pin = (uint64_t *)malloc(L * sizeof(uint64_t));
+            double loss[3] = { 0, 0, 0 }, norm[3] = { 0, 0, 0 };
+            size_t i, v, same_loss = 1, same_norm = 1, same_g = 1, slots[3];
+            int win, bt;
+            for (v = 0; v < 3; ++v) {
+                lsae_config c = lsae_config_default(d);
+                c.num_latents = L; c.k = 4; c.seed = 5; c.num_threads = threads;
+                c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.grad_acc_steps = 3;
+                c.dead_feature_threshold = 1000;
+                if (type == 0) c.multi_topk = 1;
+                if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
+                if (type >= 2) {
+                    c.sae_type = LSAE_SAE_MATRYOSHKA;
+                    c.matryoshka_levels = 3;
+                    c.matryoshka_sizes[0] = 20; c.matryoshka_sizes[1] = 80; c.matryoshka_sizes[2] = L;
+                    if (type == 3) {
+                        c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+                        c.matryoshka_ks[0] = 2; c.matryoshka_ks[1] = 3; c.matryoshka_ks[2] = 4;
+                        c.auxk_alpha = 0.0;
+                    }
+                }
+                OK(lsae_model_create(&c, NULL, &m[v]));
+                OK(lsae_trainer_create(m[v], &c, &t[v]));
+                t[v]->defer = v == 0 ? -1 : v == 1 ? 1 : 0;
+                w[v] = (float *)malloc(n * sizeof(float));
+                g[v] = (float *)malloc(n * sizeof(float));
+            }
+            tu_seed(17);
+            for (win = 0; win < 5; ++win) {
+                const int nb = win == 4 ? 5 : 3;
+                for (i = 0; i < L; ++i) pin[i] = i % 4 == 1 ? 5000 : 0;
+                for (v = 0; v < 3; ++v) {
+                    lsae_trainer_state ts;
+                    memset(&ts, 0, sizeof ts);
+                    OK(lsae_trainer_get_state(t[v], &ts));
+                    ts.since_fired = pin;
+                    OK(lsae_trainer_set_state(t[v], &ts));
+                }
+                for (bt = 0; bt < nb; ++bt) {
+                    const size_t r = win == 2 && bt == 1 ? rows + 8 : rows;
+                    for (i = 0; i < r * d; ++i) x[i] = (float)tu_normal() + (float)(i % d) * 0.03f;
+                    for (v = 0; v < 3; ++v) {
+                        lsae_step_stats st;
+                        OK(lsae_trainer_accumulate(t[v], x, r, &st));
+                        loss[v] = st.loss;
+                        slots[v] = t[v]->nslots;
+                        if (win == 3 && bt == 1) OK(lsae_trainer_get_grads(t[v], g[v], g[v] + L * d, g[v] + L * d + L, g[v] + 2 * L * d + L));
+                    }
+                    same_loss &= loss[0] == loss[1] && loss[0] == loss[2];
+                    if (win == 3 && bt == 1) same_g &= !memcmp(g[0], g[1], n * sizeof(float)) && !memcmp(g[0], g[2], n * sizeof(float));
+                }
+                for (v = 0; v < 3; ++v) {
+                    lsae_step_stats st;
+                    OK(lsae_trainer_apply(t[v], &st));
+                    norm[v] = st.grad_norm;
+                }
+                same_norm &= norm[0] == norm[1] && norm[0] == norm[2];
+            }
+            CHECKF(slots[0] == 1 && slots[1] == 3 && slots[2] == 2, "window type %d: %zu, %zu, %zu slots (want 1, 3, 2)", type, slots[0], slots[1], slots[2]);
+            for (v = 0; v < 3; ++v) OK(lsae_model_get_weights(m[v], w[v], w[v] + L * d, w[v] + L * d + L, w[v] + 2 * L * d + L));
+            CHECKF(same_loss && same_norm && same_g, "window type %d, %d threads: losses %d, gradient norms %d, mid-window gradients %d equal",
+                   type, threads, (int)same_loss, (int)same_norm, (int)same_g);
+            CHECKF(!memcmp(w[0], w[1], n * sizeof(float)) && !memcmp(w[0], w[2], n * sizeof(float)),
+                   "window type %d, %d threads: the weights differ with B3-B4 held to the window's end", type, threads);
+            for (v = 0; v < 3; ++v) {
+                lsae_trainer_free(t[v]);
+                lsae_model_free(m[v]);
+                free(w[v]);
+                free(g[v]);
+            }
+            free(x);
+            free(pin);
+        }
+}
+
 static void test_gemm(void)
 {
     static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
@@ -930,6 +1027,7 @@ int main(void)
     test_cut_above();
     test_keep_best();
     test_sort_best();
+    test_window_grads();
     test_gemm();
     test_gemm_groups();
     test_config();
