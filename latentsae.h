@@ -641,7 +641,9 @@ LSAE_DEF lsae_result lsae_trainer_step(lsae_trainer *trainer, const float *x, si
 LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *trainer, const float *x, size_t rows,
                                              lsae_step_stats *stats);
 LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *trainer, lsae_step_stats *stats);
-/* The gradient accumulated so far (before clipping), shaped as the weights. */
+/* The gradient accumulated so far (before clipping), shaped as the weights.
+   Where the trainer holds batches for the window's end (few entries a
+   latent), their share is added first: a call that writes to the trainer. */
 LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *trainer, float *dW_enc,
                                             float *db_enc, float *dW_dec, float *db_dec);
 
@@ -6140,6 +6142,7 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
     if (t->ndef) lsae__window_grads(t); /* the held batches' work, before their storage goes */
     lsae__trainer_free_ws(t);
     nslots = lsae__window_slots(t, rows);
+    if (rows > SIZE_MAX / 64) nslots = 1; /* nslots * rows must not wrap (nslots <= 64) */
     chunk = lsae__select_rows(rows, t->K, t->KA, t->nthreads);
     if ((r = lsae__select_ws_init(t->alloc, &t->sws, chunk, t->K, t->KA, d, t->nthreads)) != LSAE_OK) return r;
     if (!(t->x_used = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "batch rows")) ||
