@@ -3339,6 +3339,7 @@ typedef struct lsae__select_ws {
     float *thr;          /* [nthreads][rows_cap][2] the value to beat to enter each buffer */
     lsae__kv *merge;     /* [nthreads][2 * nthreads * buf_cap(max(K, KA))]: candidates, sort scratch */
     float *pack;         /* [nthreads][tile group][d * NT] */
+    int index_order;     /* 1: each row's top K in increasing index order, not best first (the AuxK pick's) */
 } lsae__select_ws;
 
 static void lsae__select_ws_free(const lsae_allocator *a, lsae__select_ws *ws)
@@ -3949,6 +3950,65 @@ static void lsae__offer_row(const float *c, const float *b, size_t nt, size_t l0
 #undef LSAE__OFFER_AUX
 }
 
+/* A row's candidates from every thread's buffer (which = 0: the top-K
+   buffers, 1: the AuxK ones) into merge in increasing index order: each
+   buffer is in index order and the threads' latents interleave. Two
+   threads' buffers are merged as the two sorted runs they are (each holds
+   whole groups of tiles, so the runs are long and the comparison
+   predictable); more are radix-sorted through tmp. Returns the count. */
+static size_t lsae__merge_index(const lsae__select_ws *ws, ptrdiff_t row, size_t stride, int which, int team_size, lsae__kv *merge,
+                                lsae__kv *tmp, size_t L)
+{
+    const size_t off = which ? lsae__buf_room(ws->K) : 0;
+    size_t na = 0;
+    int s;
+    if (team_size == 2) {
+        const lsae__kv *h0 = ws->bufs + (size_t)row * stride + off;
+        const lsae__kv *h1 = ws->bufs + (ws->rows_cap + (size_t)row) * stride + off;
+        const size_t n0 = ws->counts[(size_t)row * 2 + (size_t)which], n1 = ws->counts[(ws->rows_cap + (size_t)row) * 2 + (size_t)which];
+        size_t i0 = 0, i1 = 0;
+        while (i0 < n0 && i1 < n1) merge[na++] = h0[i0].i < h1[i1].i ? h0[i0++] : h1[i1++];
+        memcpy(merge + na, h0 + i0, (n0 - i0) * sizeof(lsae__kv));
+        na += n0 - i0;
+        memcpy(merge + na, h1 + i1, (n1 - i1) * sizeof(lsae__kv));
+        na += n1 - i1;
+        return na;
+    }
+    for (s = 0; s < team_size; ++s) {
+        const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + off;
+        const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
+        memcpy(merge + na, h, cnt[which] * sizeof(lsae__kv));
+        na += cnt[which];
+    }
+    if (team_size > 1) lsae__sort_index(merge, na, tmp, L);
+    return na;
+}
+
+/* out[0..kk): the na < kk candidates merge[0..na) (index order) with the
+   lowest eligible latents that are not among them at 0, all in index
+   order: eligible are the set bits of dead (at least kk of them), or every
+   latent < L (dead NULL). Once the zeros are placed, the remaining
+   candidates follow as they are. dead: a word at a time, set bits only
+   (dead latents are few, and rows with fewer than kk positive values among
+   them are the usual case once they have stopped firing). */
+static void lsae__pad_index(lsae__kv *out, const lsae__kv *merge, size_t na, size_t kk, const uint64_t *dead, size_t L)
+{
+    size_t w, j = 0, q = 0, zeros = kk - na;
+    for (w = 0; zeros && w < (L + 63) / 64; ++w) {
+        uint64_t bits = dead ? dead[w] : ~(uint64_t)0;
+        while (bits && zeros) {
+            const size_t l = 64 * w + LSAE__CTZ64(bits);
+            bits &= bits - 1;
+            if (l >= L) break;
+            if (j < na && (size_t)merge[j].i == l) out[q++] = merge[j++];
+            else { out[q].v = 0.0f; out[q++].i = (int32_t)l; --zeros; }
+        }
+    }
+    memcpy(out + q, merge + j, (na - j) * sizeof(lsae__kv));
+    q += na - j;
+    LSAE_ASSERT(q == kk);
+}
+
 /* The fused encoder pass over R rows of xc [R, d] (x - b_dec, already made):
    pre = ReLU(xc W_enc^T + b_enc) tile by tile, never stored whole, each value
    offered to its row's top-K buffer and, for dead latents, to the top-KA
@@ -4033,78 +4093,47 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
         LSAE__OMP(for schedule(static))
         for (row = 0; row < (ptrdiff_t)R; ++row) {
             const size_t half = (size_t)team_size * lsae__buf_cap(kmax); /* the sort's scratch follows the candidates */
-            size_t n = 0, na = 0;
+            size_t n = 0, na;
             int s;
-            for (s = 0; s < team_size; ++s) {
+            for (s = 0; s < team_size && !ws->index_order; ++s) {
                 const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
                 const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
                 memcpy(merge + n, h, cnt[0] * sizeof(lsae__kv));
                 n += cnt[0];
             }
-            /* only the K best need an order: the rest are cut first */
-            if (n > K) n = lsae__cut_above(merge, n, K);
-            lsae__sort_best(merge, n, merge + half, L);
-            if (n < K) {
-                /* fewer than K positive: the rest of the top are zeros, the
-                   lowest latents that are not among the candidates (every
-                   other latent's activation is 0) */
-                lsae__pad_lowest(merge, n, K, merge + half, L);
+            if (ws->index_order) {
+                /* the K best in index order, as the AuxK pick below: no
+                   sort on values (lsae__aux_from_dead wants index order) */
+                n = lsae__merge_index(ws, row, stride, 0, team_size, merge, merge + half, L);
+                if (n >= K) {
+                    lsae__keep_best(merge, n, K);
+                    memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
+                } else
+                    lsae__pad_index(top + (size_t)row * ws->K, merge, n, K, NULL, L);
+            } else {
+                /* only the K best need an order: the rest are cut first */
+                if (n > K) n = lsae__cut_above(merge, n, K);
+                lsae__sort_best(merge, n, merge + half, L);
+                if (n < K) {
+                    /* fewer than K positive: the rest of the top are zeros, the
+                       lowest latents that are not among the candidates (every
+                       other latent's activation is 0) */
+                    lsae__pad_lowest(merge, n, K, merge + half, L);
+                }
+                memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             }
-            memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
             if (!KA) continue;
             /* the KA best, in index order: the candidates put in index order
-               (each thread's buffer is; the threads' latents interleave),
-               then the KA best kept in that order, no sort on values. Two
-               threads' buffers are merged as the two sorted runs they are
-               (each holds whole groups of tiles, so the runs are long and
-               the comparison predictable); more are radix-sorted. */
-            if (team_size == 2) {
-                const lsae__kv *h0 = ws->bufs + (size_t)row * stride + lsae__buf_room(ws->K);
-                const lsae__kv *h1 = ws->bufs + (ws->rows_cap + (size_t)row) * stride + lsae__buf_room(ws->K);
-                const size_t n0 = ws->counts[(size_t)row * 2 + 1], n1 = ws->counts[(ws->rows_cap + (size_t)row) * 2 + 1];
-                size_t i0 = 0, i1 = 0;
-                while (i0 < n0 && i1 < n1) merge[na++] = h0[i0].i < h1[i1].i ? h0[i0++] : h1[i1++];
-                memcpy(merge + na, h0 + i0, (n0 - i0) * sizeof(lsae__kv));
-                na += n0 - i0;
-                memcpy(merge + na, h1 + i1, (n1 - i1) * sizeof(lsae__kv));
-                na += n1 - i1;
-            } else {
-                for (s = 0; s < team_size; ++s) {
-                    const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride + lsae__buf_room(ws->K);
-                    const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
-                    memcpy(merge + na, h, cnt[1] * sizeof(lsae__kv));
-                    na += cnt[1];
-                }
-                if (team_size > 1) lsae__sort_index(merge, na, merge + half, L);
-            }
+               (lsae__merge_index), then the KA best kept in that order, no
+               sort on values; fewer than KA positive: with them, the lowest
+               dead latents that are not candidates, at 0 (there are at
+               least KA dead latents) */
+            na = lsae__merge_index(ws, row, stride, 1, team_size, merge, merge + half, L);
             if (na >= KA) {
                 lsae__keep_best(merge, na, KA);
                 memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
-            } else {
-                /* fewer than KA positive: with them, in index order, the
-                   lowest dead latents that are not candidates, at 0 (there
-                   are at least KA dead latents) */
-                lsae__kv *out = aux + (size_t)row * ws->KA;
-                size_t w, j = 0, q = 0, zeros = KA - na;
-                /* the dead latents a word of dead_bits at a time, set bits
-                   only (dead latents are few, and rows with fewer than KA
-                   positive values among them are the usual case once they
-                   have stopped firing); once the zeros are placed, the
-                   remaining candidates follow as they are */
-                for (w = 0; zeros && w < (L + 63) / 64; ++w) {
-                    uint64_t bits = dead_bits[w];
-                    while (bits && zeros) {
-                        const size_t l = 64 * w + LSAE__CTZ64(bits);
-                        bits &= bits - 1;
-                        if (l >= L) break;
-                        if (j < na && (size_t)merge[j].i == l) out[q++] = merge[j++];
-                        else { out[q].v = 0.0f; out[q++].i = (int32_t)l; --zeros; }
-                    }
-                }
-                memcpy(out + q, merge + j, (na - j) * sizeof(lsae__kv));
-                q += na - j;
-                LSAE_ASSERT(q == KA);
-            }
+            } else
+                lsae__pad_index(aux + (size_t)row * ws->KA, merge, na, KA, dead_bits, L);
         }
     }
 }
@@ -6013,7 +6042,7 @@ struct lsae_trainer {
     unsigned long ad_gen;       /* the model's wgen then */
     int ad_valid;
     lsae__select_ws ad_ws;      /* [rows, KA] */
-    lsae__kv *ad_top, *ad_tmp;  /* [ad_ws.rows_cap, KA], [KA] */
+    lsae__kv *ad_top;           /* [ad_ws.rows_cap, KA] */
     size_t prepass_batches;     /* batches selected through the pre-pass (tests and bench read it) */
     size_t prepass_rows, prepass_cand_sum, prepass_cand_max; /* its rows, latents recomputed in float32 (sum, most in a row) */
     /* data-parallel training (lsae_trainer_set_comm): the sums across ranks */
@@ -6063,9 +6092,9 @@ static void lsae__trainer_free_ws(lsae_trainer *t)
     lsae__select_ws_free(t->alloc, &t->sws);
     lsae__lp_free(t->alloc, &t->lpq);
     lsae__free(t->alloc, t->ad_W); lsae__free(t->alloc, t->ad_b); lsae__free(t->alloc, t->ad_map);
-    lsae__free(t->alloc, t->ad_bits); lsae__free(t->alloc, t->ad_top); lsae__free(t->alloc, t->ad_tmp);
+    lsae__free(t->alloc, t->ad_bits); lsae__free(t->alloc, t->ad_top);
     lsae__select_ws_free(t->alloc, &t->ad_ws);
-    t->ad_W = t->ad_b = NULL; t->ad_map = NULL; t->ad_bits = NULL; t->ad_top = t->ad_tmp = NULL;
+    t->ad_W = t->ad_b = NULL; t->ad_map = NULL; t->ad_bits = NULL; t->ad_top = NULL;
     t->ad_nd = t->ad_cap = 0; t->ad_valid = 0;
     lsae__free(t->alloc, t->sh_own);   /* [cap, K + KA]: regrown with the rows */
     t->sh_own = NULL;
@@ -6985,9 +7014,9 @@ static lsae_result lsae__aux_from_dead(lsae_trainer *t, const lsae__batch *b)
         lsae__free(t->alloc, t->ad_top);
         t->ad_top = NULL;
         if ((res = lsae__select_ws_init(t->alloc, &t->ad_ws, rows, t->KA, 0, d, t->nthreads)) != LSAE_OK) return res;
+        t->ad_ws.index_order = 1; /* the pick comes out in latent order: no sort by value, none back */
         if (!(t->ad_top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->KA * sizeof(lsae__kv), "AuxK pick"))) return LSAE_OUT_OF_MEMORY;
     }
-    if (!t->ad_tmp && !(t->ad_tmp = (lsae__kv *)lsae__alloc_array(t->alloc, t->KA, sizeof(lsae__kv), "AuxK pick"))) return LSAE_OUT_OF_MEMORY;
     if (!t->ad_valid || t->ad_gen != m->wgen || t->ad_nd != nd || memcmp(t->ad_bits, t->dead_bits, nw * sizeof(uint64_t)) != 0) {
         for (l = 0, j = 0; l < L; ++l)
             if ((t->dead_bits[l / 64] >> (l % 64)) & 1u) {
@@ -7013,11 +7042,10 @@ static lsae_result lsae__aux_from_dead(lsae_trainer *t, const lsae__batch *b)
         for (i = 0; i < R; ++i) {
             lsae__kv *out = t->aux + (r + i) * t->KA;
             const lsae__kv *sel = t->ad_top + i * t->ad_ws.K; /* lsae__select's rows are ws.K apart */
-            for (q = 0; q < ka; ++q) {
+            for (q = 0; q < ka; ++q) { /* ad_map increases: index order kept */
                 out[q].v = sel[q].v;
                 out[q].i = t->ad_map[sel[q].i];
             }
-            lsae__sort_index(out, ka, t->ad_tmp, L);
         }
     }
     return LSAE_OK;
