@@ -2876,10 +2876,35 @@ static float lsae__dot(const float *a, const float *b, size_t n)
    both. With AVX2 the dot's 64 chains take 8 of the 16 registers, so one
    entry at a time: where four dots and an lsae__axpy4 loaded each row of
    x twice from the cache below L1 (B3 gathers one a row of the batch per
-   entry), this loads it once. Elsewhere the two calls. */
+   entry), this loads it once. With AVX-512 the same in one pass (B3's
+   entries past the groups of four); elsewhere the two calls. */
 static float lsae__dot_axpy(const float *x, const float *w, float *y, float a, size_t n)
 {
-#if defined(LSAE__AVX2) && !defined(LSAE__AVX512)
+#if defined(LSAE__AVX512)
+    /* lsae__dot's four chains of 16 and the axpy, x loaded once for both:
+       a latent with an entry or two (B3 at nomic x32) is mostly this call */
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    const __m512 va = _mm512_set1_ps(a);
+    size_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        const __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+        const __m512 x2 = _mm512_loadu_ps(x + j + 32), x3 = _mm512_loadu_ps(x + j + 48);
+        s0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w + j), s0);
+        s1 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w + j + 16), s1);
+        s2 = _mm512_fmadd_ps(x2, _mm512_loadu_ps(w + j + 32), s2);
+        s3 = _mm512_fmadd_ps(x3, _mm512_loadu_ps(w + j + 48), s3);
+        _mm512_storeu_ps(y + j, _mm512_fmadd_ps(va, x0, _mm512_loadu_ps(y + j)));
+        _mm512_storeu_ps(y + j + 16, _mm512_fmadd_ps(va, x1, _mm512_loadu_ps(y + j + 16)));
+        _mm512_storeu_ps(y + j + 32, _mm512_fmadd_ps(va, x2, _mm512_loadu_ps(y + j + 32)));
+        _mm512_storeu_ps(y + j + 48, _mm512_fmadd_ps(va, x3, _mm512_loadu_ps(y + j + 48)));
+    }
+    if (j < n) {
+        const float v = lsae__dot_from(x, w, n, j, s0, s1, s2, s3);
+        lsae__axpy(y + j, a, x + j, n - j);
+        return v;
+    }
+    return lsae__dot_reduce(s0, s1, s2, s3);
+#elif defined(LSAE__AVX2)
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
     const __m256 va = _mm256_set1_ps(a);
     size_t j = 0;

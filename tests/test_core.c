@@ -422,6 +422,36 @@ static void test_window_grads(void)
         }
 }
 
+/* B3's fused kernels against the calls they stand for, bit for bit:
+   lsae__dot_axpy against lsae__dot then lsae__axpy, lsae__dot4_axpy4
+   against four lsae__dot and an lsae__axpy4, at lengths around the vector
+   widths and the 64-element step (tails of every size). A fused kernel
+   whose dot summed in another order, or whose axpy was not one rounding
+   an element, differs here. */
+static void test_fused_kernels(void)
+{
+    static const size_t ns[] = { 1, 7, 8, 15, 16, 17, 31, 63, 64, 65, 100, 127, 128, 129, 191, 384, 385, 768 };
+    size_t ni, i, e;
+    for (ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni) {
+        const size_t n = ns[ni];
+        float *x = (float *)malloc(4 * n * 4), *w = (float *)malloc(n * 4), *y1 = (float *)malloc(n * 4), *y2 = (float *)malloc(n * 4);
+        float a[4], d1[4], d2[4];
+        const float *xs[4];
+        for (i = 0; i < 4 * n; ++i) x[i] = (float)tu_normal();
+        for (i = 0; i < n; ++i) { w[i] = (float)tu_normal(); y1[i] = y2[i] = (float)tu_normal(); }
+        for (e = 0; e < 4; ++e) { a[e] = (float)tu_normal(); xs[e] = x + e * n; }
+        d1[0] = lsae__dot(x, w, n);
+        lsae__axpy(y1, a[0], x, n);
+        d2[0] = lsae__dot_axpy(x, w, y2, a[0], n);
+        CHECKF(!memcmp(d1, d2, 4) && !memcmp(y1, y2, n * 4), "dot_axpy n %zu: other bits than dot then axpy", n);
+        for (e = 0; e < 4; ++e) d1[e] = lsae__dot(xs[e], w, n);
+        lsae__axpy4(y1, a, xs[0], xs[1], xs[2], xs[3], n);
+        lsae__dot4_axpy4(d2, a, xs[0], xs[1], xs[2], xs[3], w, y2, n);
+        CHECKF(!memcmp(d1, d2, sizeof d1) && !memcmp(y1, y2, n * 4), "dot4_axpy4 n %zu: other bits than four dots and axpy4", n);
+        free(x); free(w); free(y1); free(y2);
+    }
+}
+
 static void test_gemm(void)
 {
     static const size_t dims[] = { 1, 3, 7, 64, 65, 129 };
@@ -1027,6 +1057,7 @@ int main(void)
     test_cut_above();
     test_keep_best();
     test_sort_best();
+    test_fused_kernels();
     test_window_grads();
     test_gemm();
     test_gemm_groups();
