@@ -7642,9 +7642,9 @@ static void lsae__decoder_grads(lsae_trainer *t, size_t B, int dead_only)
                 for (l = l0; l < l1; ++l) {
                     const float *wd = m->W_dec + l * d;
                     float *gd = gW_dec + l * d;
-                    size_t q = cur[l - l0];
+                    size_t q = cur[l - l0], qe;
                     if (dead_only && !lsae__latent_dead(t, l)) continue; /* held for the window's end */
-                    const size_t qe = r1 == B ? st[l + 1] : lsae__rows_below(t->ent, q, st[l + 1], r1);
+                    qe = r1 == B ? st[l + 1] : lsae__rows_below(t->ent, q, st[l + 1], r1);
                     /* four entries at a time: W_dec[l] and dW_dec[l] pass through
                        registers once for four rows; same sums, same order */
                     for (; q + 4 <= qe; q += 4) {
