@@ -3620,6 +3620,33 @@ static void lsae__sample32(const lsae__kv *buf, size_t n, float s[32])
 #endif
 }
 
+/* The first (largest) of the 32 sampled values s (sorted, largest first)
+   that at least kk of buf[0..n) exceed (at_least 0) or reach (at_least 1),
+   by a bisection over the sample, one counting pass a try (counts only grow
+   down the sample); 32 where none does. *at: that count there; *up: the
+   count at the sample before it (fewer than kk: the probe that last raised
+   the lower end was there), 0 when it is the first. */
+static size_t lsae__sample_bisect(const lsae__kv *buf, size_t n, size_t kk, const float *s, int at_least, size_t *at, size_t *up)
+{
+    size_t lo = 0, hi = 32, c, e;
+    *at = n;
+    *up = 0;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        size_t got;
+        lsae__count_from(buf, n, s[mid], &c, &e);
+        got = at_least ? e : c;
+        if (got >= kk) {
+            hi = mid;
+            *at = got;
+        } else {
+            lo = mid + 1;
+            *up = got;
+        }
+    }
+    return hi;
+}
+
 /* buf[0..n) (any order, 0 < kk < n) cut in place, keeping their order, to
    the entries whose value exceeds a threshold that at least kk of them
    exceed: the kk best are all kept, since each beats every entry not above
@@ -3631,19 +3658,10 @@ static void lsae__sample32(const lsae__kv *buf, size_t n, float s[32])
 static size_t lsae__cut_above(lsae__kv *buf, size_t n, size_t kk)
 {
     float s[32];
-    size_t lo = 0, hi = 32, kept = n, c, e;
+    size_t hi, kept, below;
     if (n < 64 || n - kk < 32) return n;
     lsae__sample32(buf, n, s);
-    /* the first sample (largest value) that kk entries exceed: counts only
-       grow down the sample */
-    while (lo < hi) {
-        const size_t mid = lo + (hi - lo) / 2;
-        lsae__count_from(buf, n, s[mid], &c, &e);
-        if (c >= kk) {
-            hi = mid;
-            kept = c;
-        } else lo = mid + 1;
-    }
+    hi = lsae__sample_bisect(buf, n, kk, s, 0, &kept, &below);
     if (hi == 32) return n;
     lsae__keep_from(buf, n, s[hi], 0);
     return kept;
@@ -3665,19 +3683,9 @@ static size_t lsae__cut_above(lsae__kv *buf, size_t n, size_t kk)
 static int lsae__kth_bracket(const lsae__kv *buf, size_t n, size_t kk, float *t, uint32_t *klo, uint32_t *khi)
 {
     float s[32], mv[64 + 16]; /* + 16: a whole vector is stored at mv + m */
-    size_t lo = 0, hi = 32, e_hi = 0, e_up = 0, c, e, i, j, m = 0, r, nv;
+    size_t hi, e_hi, e_up, i, j, m = 0, r, nv;
     lsae__sample32(buf, n, s);
-    while (lo < hi) {
-        const size_t mid = lo + (hi - lo) / 2;
-        lsae__count_from(buf, n, s[mid], &c, &e);
-        if (e >= kk) {
-            hi = mid;
-            e_hi = e;
-        } else {
-            lo = mid + 1;
-            e_up = e; /* the probe that last raises lo is at hi - 1 */
-        }
-    }
+    hi = lsae__sample_bisect(buf, n, kk, s, 1, &e_hi, &e_up);
     if (hi < 32) *klo = lsae__order_bits(s[hi]);
     if (hi > 0) *khi = lsae__order_bits(s[hi - 1]) - 1u;
     if (hi == 32 || e_hi - e_up > 64) return 0;
@@ -4034,6 +4042,23 @@ static void lsae__pad_index(lsae__kv *out, const lsae__kv *merge, size_t na, siz
     LSAE_ASSERT(q == kk);
 }
 
+/* A row's kk best from one kind of the threads' buffers (which, as for
+   lsae__merge_index), in increasing index order, into out[0..kk): the
+   candidates merged by index and the kk best kept in that order, no sort
+   on values; with fewer than kk, all of them and the lowest eligible
+   latents that are not candidates at 0 (lsae__pad_index; eligible: dead's
+   set bits, or every latent where dead is NULL). */
+static void lsae__pick_index(const lsae__select_ws *ws, ptrdiff_t row, size_t stride, int which, int team_size, lsae__kv *merge,
+                             lsae__kv *tmp, size_t kk, const uint64_t *dead, size_t L, lsae__kv *out)
+{
+    const size_t n = lsae__merge_index(ws, row, stride, which, team_size, merge, tmp, L);
+    if (n >= kk) {
+        lsae__keep_best(merge, n, kk);
+        memcpy(out, merge, kk * sizeof(lsae__kv));
+    } else
+        lsae__pad_index(out, merge, n, kk, dead, L);
+}
+
 /* The fused encoder pass over R rows of xc [R, d] (x - b_dec, already made):
    pre = ReLU(xc W_enc^T + b_enc) tile by tile, never stored whole, each value
    offered to its row's top-K buffer and, for dead latents, to the top-KA
@@ -4118,7 +4143,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
         LSAE__OMP(for schedule(static))
         for (row = 0; row < (ptrdiff_t)R; ++row) {
             const size_t half = (size_t)team_size * lsae__buf_cap(kmax); /* the sort's scratch follows the candidates */
-            size_t n = 0, na;
+            size_t n = 0;
             int s;
             for (s = 0; s < team_size && !ws->index_order; ++s) {
                 const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
@@ -4129,12 +4154,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
             if (ws->index_order) {
                 /* the K best in index order, as the AuxK pick below: no
                    sort on values (lsae__aux_from_dead wants index order) */
-                n = lsae__merge_index(ws, row, stride, 0, team_size, merge, merge + half, L);
-                if (n >= K) {
-                    lsae__keep_best(merge, n, K);
-                    memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
-                } else
-                    lsae__pad_index(top + (size_t)row * ws->K, merge, n, K, NULL, L);
+                lsae__pick_index(ws, row, stride, 0, team_size, merge, merge + half, K, NULL, L, top + (size_t)row * ws->K);
             } else {
                 /* only the K best need an order: the rest are cut first */
                 if (n > K) n = lsae__cut_above(merge, n, K);
@@ -4153,12 +4173,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
                sort on values; fewer than KA positive: with them, the lowest
                dead latents that are not candidates, at 0 (there are at
                least KA dead latents) */
-            na = lsae__merge_index(ws, row, stride, 1, team_size, merge, merge + half, L);
-            if (na >= KA) {
-                lsae__keep_best(merge, na, KA);
-                memcpy(aux + (size_t)row * ws->KA, merge, KA * sizeof(lsae__kv));
-            } else
-                lsae__pad_index(aux + (size_t)row * ws->KA, merge, na, KA, dead_bits, L);
+            lsae__pick_index(ws, row, stride, 1, team_size, merge, merge + half, KA, dead_bits, L, aux + (size_t)row * ws->KA);
         }
     }
 }
