@@ -637,7 +637,12 @@ LSAE_DEF lsae_result lsae_trainer_step(lsae_trainer *trainer, const float *x, si
 /* The two halves of lsae_trainer_step, for custom loops and tests:
    accumulate adds this batch's gradient (loss / grad_acc_steps) and never
    steps; apply runs clip, projection, Adam, renormalisation and the dead-latent
-   bookkeeping on what was accumulated. */
+   bookkeeping on what was accumulated. Where latents have few entries a batch
+   (batch rows x k < 4 latents) and grad_acc_steps > 1, the live latents' part
+   of each batch's gradient is added at the window's end (apply, or
+   lsae_trainer_get_grads) from the batch's intermediates, which the trainer
+   keeps until then: the same sums in the same order, for up to a quarter of
+   the parameters' memory more. */
 LSAE_DEF lsae_result lsae_trainer_accumulate(lsae_trainer *trainer, const float *x, size_t rows,
                                              lsae_step_stats *stats);
 LSAE_DEF lsae_result lsae_trainer_apply(lsae_trainer *trainer, lsae_step_stats *stats);
@@ -6049,7 +6054,7 @@ struct lsae_trainer {
     lsae__kv *ent;              /* [cap, E] the entries sorted by class, latent: .i the row, .v the activation
                                    (B3 replaces it by its dpre); one array, so B2's scatter writes one line an entry */
     size_t *cursor;             /* [cap] per-row position in the AuxK decode */
-    size_t *lat_start;          /* [C L + 1] CSR offsets into order, by class then latent */
+    size_t *lat_start;          /* [C L + 1] the current batch's CSR offsets into ent, by class then latent */
     int sort_parts;             /* row ranges the entry sort counts in parallel: min(threads, LSAE__SORT_PARTS) */
     size_t decode_cols;         /* F5's column blocks (lsae__decode_block_cols); 0: chosen per batch (tests set it) */
     size_t bgrad_rows;          /* B3's row blocks (lsae__bgrad_rows_for); 0: chosen per class (tests set it) */
