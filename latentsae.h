@@ -7629,6 +7629,60 @@ static size_t lsae__rows_below(const lsae__kv *ent, size_t q0, size_t q1, size_t
     return q0;
 }
 
+/* B3's step over entries ent[q0..q1) of one latent, one class cls of one
+   batch (G that batch's output gradients, C d floats a row): for each,
+   dpre = G_cls[row] . wd replaces its activation a, and gd += a G_cls[row];
+   four entries at a time (wd and gd pass through registers once for four
+   rows; same sums, same order), then one by one. */
+static void lsae__dec_entries(lsae__kv *ent, size_t q0, size_t q1, const float *G, size_t C, size_t cls, size_t d, const float *wd, float *gd)
+{
+    size_t q = q0;
+    for (; q + 4 <= q1; q += 4) {
+        lsae__kv *e = ent + q;
+        float a[4], dpre[4];
+        a[0] = e[0].v; a[1] = e[1].v; a[2] = e[2].v; a[3] = e[3].v;
+        lsae__dot4_axpy4(dpre, a, G + (size_t)e[0].i * C * d + cls * d, G + (size_t)e[1].i * C * d + cls * d,
+                         G + (size_t)e[2].i * C * d + cls * d, G + (size_t)e[3].i * C * d + cls * d, wd, gd, d);
+        e[0].v = dpre[0]; e[1].v = dpre[1]; e[2].v = dpre[2]; e[3].v = dpre[3];
+    }
+    for (; q < q1; ++q) ent[q].v = lsae__dot_axpy(G + (size_t)ent[q].i * C * d + cls * d, wd, gd, ent[q].v, d);
+}
+
+/* B4's step over entries ent[q0..q1) of one latent (their dpre from B3),
+   rows of xc d floats apart: ge += dpre xc[row] and *sb += dpre, in entry
+   order; eight entries a pass (two of four, the same chains), then four,
+   then one. */
+static void lsae__enc_entries(const lsae__kv *ent, size_t q0, size_t q1, const float *xc, size_t d, float *ge, float *sb)
+{
+    size_t q = q0;
+    float s = *sb;
+    for (; q + 8 <= q1; q += 8) {
+        const float *xr[8];
+        float a[8];
+        size_t i;
+        for (i = 0; i < 8; ++i) {
+            xr[i] = xc + (size_t)ent[q + i].i * d;
+            a[i] = ent[q + i].v;
+        }
+        lsae__axpy8(ge, a, xr, d);
+        for (i = 0; i < 8; ++i) s += a[i];
+    }
+    for (; q + 4 <= q1; q += 4) {
+        const lsae__kv *e = ent + q;
+        const float a[4] = { e[0].v, e[1].v, e[2].v, e[3].v };
+        lsae__axpy4(ge, a, xc + (size_t)e[0].i * d, xc + (size_t)e[1].i * d, xc + (size_t)e[2].i * d, xc + (size_t)e[3].i * d, d);
+        s += a[0];
+        s += a[1];
+        s += a[2];
+        s += a[3];
+    }
+    for (; q < q1; ++q) {
+        lsae__axpy(ge, ent[q].v, xc + (size_t)ent[q].i * d, d);
+        s += ent[q].v;
+    }
+    *sb = s;
+}
+
 /* B3. Decoder side, per latent l (no atomics: llm.c's rule, split by output
    index), class by class, for each entry (row b, activation a, g = G_class[b]):
       dpre        = g . W_dec[l]     (the gradient reaching pre[b, l]; kept in
@@ -7665,21 +7719,7 @@ static void lsae__decoder_grads(lsae_trainer *t, size_t B, int dead_only)
                     size_t q = cur[l - l0], qe;
                     if (dead_only && !lsae__latent_dead(t, l)) continue; /* held for the window's end */
                     qe = r1 == B ? st[l + 1] : lsae__rows_below(t->ent, q, st[l + 1], r1);
-                    /* four entries at a time: W_dec[l] and dW_dec[l] pass through
-                       registers once for four rows; same sums, same order */
-                    for (; q + 4 <= qe; q += 4) {
-                        lsae__kv *e = t->ent + q;
-                        const float *g0 = t->G + (size_t)e[0].i * C * d + cls * d;
-                        const float *g1 = t->G + (size_t)e[1].i * C * d + cls * d;
-                        const float *g2 = t->G + (size_t)e[2].i * C * d + cls * d;
-                        const float *g3 = t->G + (size_t)e[3].i * C * d + cls * d;
-                        float a[4], dpre[4];
-                        a[0] = e[0].v; a[1] = e[1].v; a[2] = e[2].v; a[3] = e[3].v;
-                        lsae__dot4_axpy4(dpre, a, g0, g1, g2, g3, wd, gd, d);
-                        e[0].v = dpre[0]; e[1].v = dpre[1]; e[2].v = dpre[2]; e[3].v = dpre[3]; /* dpre, for B4 */
-                    }
-                    for (; q < qe; ++q)
-                        t->ent[q].v = lsae__dot_axpy(t->G + (size_t)t->ent[q].i * C * d + cls * d, wd, gd, t->ent[q].v, d);
+                    lsae__dec_entries(t->ent, q, qe, t->G, C, cls, d, wd, gd); /* dpre replaces a, for B4 */
                     cur[l - l0] = qe;
                     /* the last block: the row is done, and still in cache */
                     if (r1 == B && st[l + 1] > st[l]) t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
@@ -7713,34 +7753,8 @@ static void lsae__encoder_grads(lsae_trainer *t, int dead_only)
             for (cls = 0; cls < t->C; ++cls) {
                 const size_t q1 = t->lat_start[cls * L + l + 1];
                 q = t->lat_start[cls * L + l];
-                /* eight entries a pass (two of four, the same chains), then four */
-                for (; q + 8 <= q1; q += 8) {
-                    const float *xr[8];
-                    float a[8];
-                    size_t i;
-                    for (i = 0; i < 8; ++i) {
-                        xr[i] = t->xc + (size_t)t->ent[q + i].i * d;
-                        a[i] = t->ent[q + i].v;
-                    }
-                    lsae__axpy8(ge, a, xr, d);
-                    for (i = 0; i < 8; ++i) sb += a[i];
-                    n += 8;
-                }
-                for (; q + 4 <= q1; q += 4) {
-                    const lsae__kv *e = t->ent + q;
-                    const float a[4] = { e[0].v, e[1].v, e[2].v, e[3].v };
-                    lsae__axpy4(ge, a, t->xc + (size_t)e[0].i * d, t->xc + (size_t)e[1].i * d, t->xc + (size_t)e[2].i * d, t->xc + (size_t)e[3].i * d, d);
-                    sb += a[0];
-                    sb += a[1];
-                    sb += a[2];
-                    sb += a[3];
-                    n += 4;
-                }
-                for (; q < q1; ++q) {
-                    lsae__axpy(ge, t->ent[q].v, t->xc + (size_t)t->ent[q].i * d, d);
-                    sb += t->ent[q].v;
-                    ++n;
-                }
+                lsae__enc_entries(t->ent, q, q1, t->xc, d, ge, &sb);
+                n += q1 - q;
             }
             if (n) {
                 gb_enc[l] += sb;
@@ -7791,15 +7805,7 @@ static void lsae__window_grads(lsae_trainer *t)
                     const size_t qe = st[cls * L + l + 1];
                     q = st[cls * L + l];
                     touched += qe - q;
-                    for (; q + 4 <= qe; q += 4) {
-                        lsae__kv *e = ent + q;
-                        float a[4], dpre[4];
-                        a[0] = e[0].v; a[1] = e[1].v; a[2] = e[2].v; a[3] = e[3].v;
-                        lsae__dot4_axpy4(dpre, a, G + (size_t)e[0].i * C * d + cls * d, G + (size_t)e[1].i * C * d + cls * d,
-                                         G + (size_t)e[2].i * C * d + cls * d, G + (size_t)e[3].i * C * d + cls * d, wd, gd, d);
-                        e[0].v = dpre[0]; e[1].v = dpre[1]; e[2].v = dpre[2]; e[3].v = dpre[3];
-                    }
-                    for (; q < qe; ++q) ent[q].v = lsae__dot_axpy(G + (size_t)ent[q].i * C * d + cls * d, wd, gd, ent[q].v, d);
+                    lsae__dec_entries(ent, q, qe, G, C, cls, d, wd, gd);
                 }
             }
             if (!touched) continue;
@@ -7814,30 +7820,7 @@ static void lsae__window_grads(lsae_trainer *t)
                     const size_t qe = st[cls * L + l + 1];
                     q = st[cls * L + l];
                     n += qe - q;
-                    for (; q + 8 <= qe; q += 8) {
-                        const float *xr[8];
-                        float a[8];
-                        size_t i;
-                        for (i = 0; i < 8; ++i) {
-                            xr[i] = xc + (size_t)ent[q + i].i * d;
-                            a[i] = ent[q + i].v;
-                        }
-                        lsae__axpy8(ge, a, xr, d);
-                        for (i = 0; i < 8; ++i) sb += a[i];
-                    }
-                    for (; q + 4 <= qe; q += 4) {
-                        const lsae__kv *e = ent + q;
-                        const float a[4] = { e[0].v, e[1].v, e[2].v, e[3].v };
-                        lsae__axpy4(ge, a, xc + (size_t)e[0].i * d, xc + (size_t)e[1].i * d, xc + (size_t)e[2].i * d, xc + (size_t)e[3].i * d, d);
-                        sb += a[0];
-                        sb += a[1];
-                        sb += a[2];
-                        sb += a[3];
-                    }
-                    for (; q < qe; ++q) {
-                        lsae__axpy(ge, ent[q].v, xc + (size_t)ent[q].i * d, d);
-                        sb += ent[q].v;
-                    }
+                    lsae__enc_entries(ent, q, qe, xc, d, ge, &sb);
                 }
                 if (n) gb_enc[l] += sb;
             }
