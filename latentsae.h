@@ -3370,6 +3370,7 @@ typedef struct lsae__select_ws {
     lsae__kv *merge;     /* [nthreads][2 * nthreads * buf_cap(max(K, KA))]: candidates, sort scratch */
     float *pack;         /* [nthreads][tile group][d * NT] */
     int index_order;     /* 1: each row's top K in increasing index order, not best first (the AuxK pick's) */
+    size_t rows_per_thread; /* 0: LSAE__SELECT_ROWS_PER_THREAD; tests set others to run both splits */
 } lsae__select_ws;
 
 static void lsae__select_ws_free(const lsae_allocator *a, lsae__select_ws *ws)
@@ -4064,14 +4065,93 @@ static void lsae__pick_index(const lsae__select_ws *ws, ptrdiff_t row, size_t st
         lsae__pad_index(out, merge, n, kk, dead, L);
 }
 
+/* One group of tiles [t0, t1) of lsae__select's pass over rows [rb0, rb1):
+   the tiles packed into P, then each row block's products offered to the
+   rows' buffers (bufs, counts, thr indexed by row). */
+static void lsae__select_group(const lsae_model *m, const float *xc, size_t t0, size_t t1, size_t rb0, size_t rb1, float *P, float *Cbuf,
+                               const uint64_t *dead_bits, size_t K, size_t KA, lsae__kv *bufs, size_t *counts, float *thr, size_t stride,
+                               const lsae__select_ws *ws)
+{
+    const size_t d = m->d, L = m->L;
+    size_t t, r0, r;
+    for (t = t0; t < t1; ++t)
+        lsae__pack_tile(P + (t - t0) * d * LSAE__NT, m->W_enc, d, t * LSAE__NT, L - t * LSAE__NT < LSAE__NT ? L - t * LSAE__NT : LSAE__NT);
+    for (r0 = rb0; r0 < rb1; r0 += LSAE__MR) {
+        const size_t mr = rb1 - r0 < LSAE__MR ? rb1 - r0 : LSAE__MR;
+        for (t = t0; t < t1; ++t) {
+            const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
+            const uint64_t dead = KA ? dead_bits[t] : 0;
+            lsae__tile_rows(Cbuf, LSAE__NT, xc + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d, 0);
+            for (r = 0; r < mr; ++r) {
+                lsae__kv *h = bufs + (r0 + r) * stride;
+                lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
+                                h + lsae__buf_room(ws->K), KA, thr + 2 * (r0 + r));
+            }
+        }
+    }
+}
+
+/* Row `row`'s results from the team's buffers (team_size of them, slot s
+   at ws->bufs + (s rows_cap + row) stride): top [ws->K] its K best, best
+   first (or in index order, ws->index_order), and with KA, aux [ws->KA] its
+   KA best dead latents in index order. merge: the thread's scratch. */
+static void lsae__select_finish_row(const lsae__select_ws *ws, ptrdiff_t row, size_t stride, int team_size, size_t K,
+                                    lsae__kv *top, const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__kv *merge, size_t L)
+{
+    const size_t kmax = ws->K > ws->KA ? ws->K : ws->KA;
+    const size_t half = (size_t)team_size * lsae__buf_cap(kmax); /* the sort's scratch follows the candidates */
+    size_t n = 0;
+    int s;
+    if (ws->index_order) {
+        /* the K best in index order, as the AuxK pick below: no sort on
+           values (lsae__aux_from_dead wants index order) */
+        lsae__pick_index(ws, row, stride, 0, team_size, merge, merge + half, K, NULL, L, top + (size_t)row * ws->K);
+    } else {
+        for (s = 0; s < team_size; ++s) {
+            const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
+            const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
+            memcpy(merge + n, h, cnt[0] * sizeof(lsae__kv));
+            n += cnt[0];
+        }
+        /* only the K best need an order: the rest are cut first */
+        if (n > K) n = lsae__cut_above(merge, n, K);
+        lsae__sort_best(merge, n, merge + half, L);
+        if (n < K) {
+            /* fewer than K positive: the rest of the top are zeros, the
+               lowest latents that are not among the candidates (every
+               other latent's activation is 0) */
+            lsae__pad_lowest(merge, n, K, merge + half, L);
+        }
+        memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
+    }
+    if (!KA) return;
+    /* the KA best, in index order: the candidates put in index order
+       (lsae__merge_index), then the KA best kept in that order, no sort on
+       values; fewer than KA positive: with them, the lowest dead latents
+       that are not candidates, at 0 (there are at least KA dead latents) */
+    lsae__pick_index(ws, row, stride, 1, team_size, merge, merge + half, KA, dead_bits, L, aux + (size_t)row * ws->KA);
+}
+
+/* The rows at which lsae__select splits the rows among the threads rather
+   than the latents: each thread then runs every latent for its own rows and
+   keeps one buffer a row. Splitting the latents gives each row one buffer
+   per thread, each a top K of its share of the latents: more values offered
+   (a top K of n values in random order takes about K (1 + ln(n / K))
+   insertions, so two halves take more than one whole) and a merge of the
+   buffers per row, against each thread packing all of W_enc rather than
+   its share. Few rows (an encode of a handful) keep the latent split, or
+   one thread would do all of it. */
+#define LSAE__SELECT_ROWS_PER_THREAD 64
+
 /* The fused encoder pass over R rows of xc [R, d] (x - b_dec, already made):
    pre = ReLU(xc W_enc^T + b_enc) tile by tile, never stored whole, each value
    offered to its row's top-K buffer and, for dead latents, to the top-KA
    buffer among dead latents (AuxK). dead_bits has one word per tile of 64
-   latents, bit j for latent 64 t + j (NULL: no AuxK). Threads split the
-   latent axis, each keeping its own buffers for all R rows; the buffers are
-   then merged row by row. Because the order on candidates is total, the
-   result is the same for any split.
+   latents, bit j for latent 64 t + j (NULL: no AuxK). With many rows the
+   threads split the rows (each runs every latent for its rows, one buffer a
+   row, LSAE__SELECT_ROWS_PER_THREAD); with few, the latent axis, each
+   keeping its own buffers for all R rows, then merged row by row. Because
+   the order on candidates is total, the result is the same for any split.
    Output: top [R, ws->K] and aux [R, ws->KA] (those are the row strides;
    the first K and KA of each row are written); each row of top best first,
    each row of aux by increasing latent index (the AuxK decode walks W_dec
@@ -4082,13 +4162,16 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
     size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
     const size_t stride = lsae__buf_room(ws->K) + lsae__buf_room(ws->KA), nth_req = ws->nthreads > 1 ? (size_t)ws->nthreads : 1;
+    const size_t rows_per = ws->rows_per_thread ? ws->rows_per_thread : LSAE__SELECT_ROWS_PER_THREAD;
+    const int by_rows = nth_req > 1 && R >= rows_per * nth_req;
     int team_size = 1;
-    /* A few groups shared by the threads: as many for each, or one thread
-       still multiplies after the others wait at the merge (3 groups of 8
-       tiles on 2 threads at d 384, L 1,536 kept one idle a third of the
-       pass). Smaller groups cost a little reuse of the rows, not exactness
-       (any grouping gives the same products and candidates). */
-    if (ngroups < 8 * nth_req && ngroups % nth_req) {
+    /* Split by latents, a few groups shared by the threads: as many for
+       each, or one thread still multiplies after the others wait at the
+       merge (3 groups of 8 tiles on 2 threads at d 384, L 1,536 kept one
+       idle a third of the pass). Smaller groups cost a little reuse of the
+       rows, not exactness (any grouping gives the same products and
+       candidates). */
+    if (!by_rows && ngroups < 8 * nth_req && ngroups % nth_req) {
         ngroups += nth_req - ngroups % nth_req;
         G = (ntiles + ngroups - 1) / ngroups;
         ngroups = (ntiles + G - 1) / G;
@@ -4098,7 +4181,7 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
     LSAE__OMP(parallel num_threads(ws->nthreads))
     {
         int tid = lsae__thread_id(), nth = 1;
-        size_t r0, r;
+        size_t r, rb0 = 0, rb1 = R;
         ptrdiff_t row, grp;
         const size_t kmax = ws->K > ws->KA ? ws->K : ws->KA;
         lsae__kv *bufs, *merge = ws->merge + (size_t)tid * (size_t)ws->nthreads * 2 * lsae__buf_cap(kmax);
@@ -4109,76 +4192,48 @@ static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t 
 #ifdef _OPENMP
         nth = omp_get_num_threads();
 #endif
-        LSAE__OMP(single)
-        team_size = nth;
-        bufs = ws->bufs + (size_t)tid * ws->rows_cap * stride;
-        counts = ws->counts + (size_t)tid * ws->rows_cap * 2;
-        thr = ws->thr + (size_t)tid * ws->rows_cap * 2;
-        for (r = 0; r < R; ++r) {
+        if (by_rows) {
+            /* this thread's rows, in slot 0's buffers (a row has one owner) */
+            rb0 = R * (size_t)tid / (size_t)nth;
+            rb1 = R * ((size_t)tid + 1) / (size_t)nth;
+            bufs = ws->bufs;
+            counts = ws->counts;
+            thr = ws->thr;
+        } else {
+            LSAE__OMP(single)
+            team_size = nth;
+            bufs = ws->bufs + (size_t)tid * ws->rows_cap * stride;
+            counts = ws->counts + (size_t)tid * ws->rows_cap * 2;
+            thr = ws->thr + (size_t)tid * ws->rows_cap * 2;
+        }
+        for (r = rb0; r < rb1; ++r) {
             counts[2 * r] = counts[2 * r + 1] = 0;
             thr[2 * r] = thr[2 * r + 1] = 0.0f; /* only positive activations are offered */
         }
-        /* groups of tiles (lsae__tile_group) are handed out as threads come
-           free (the machine may be shared); "monotonic" keeps each thread's
-           tiles, and so the latents each of its rows meets, in increasing
-           order, which the strict threshold test relies on */
-        LSAE__OMP(for schedule(monotonic: dynamic, 1) nowait)
-        for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
-            const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
-            size_t t;
-            for (t = t0; t < t1; ++t)
-                lsae__pack_tile(P + (t - t0) * d * LSAE__NT, m->W_enc, d, t * LSAE__NT, L - t * LSAE__NT < LSAE__NT ? L - t * LSAE__NT : LSAE__NT);
-            for (r0 = 0; r0 < R; r0 += LSAE__MR) {
-                size_t mr = R - r0 < LSAE__MR ? R - r0 : LSAE__MR;
-                for (t = t0; t < t1; ++t) {
-                    const size_t l0 = t * LSAE__NT, nt = L - l0 < LSAE__NT ? L - l0 : LSAE__NT;
-                    const uint64_t dead = KA ? dead_bits[t] : 0;
-                    lsae__tile_rows(Cbuf, LSAE__NT, xc + r0 * d, d, mr, P + (t - t0) * d * LSAE__NT, d, 0);
-                    for (r = 0; r < mr; ++r) {
-                        lsae__kv *h = bufs + (r0 + r) * stride;
-                        lsae__offer_row(Cbuf + r * LSAE__NT, m->b_enc + l0, nt, l0, dead, h, counts + 2 * (r0 + r), K,
-                                        h + lsae__buf_room(ws->K), KA, thr + 2 * (r0 + r));
-                    }
-                }
+        /* Split by latents: groups of tiles (lsae__tile_group) are handed
+           out as threads come free (the machine may be shared); "monotonic"
+           keeps each thread's tiles, and so the latents each of its rows
+           meets, in increasing order, which the strict threshold test relies
+           on. Split by rows: every group in order, this thread's rows. */
+        if (by_rows) {
+            for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
+                const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
+                lsae__select_group(m, xc, t0, t1, rb0, rb1, P, Cbuf, dead_bits, K, KA, bufs, counts, thr, stride, ws);
             }
-        }
-        LSAE__OMP(barrier)
-        /* merge: each row's result is the best of every thread's candidates
-           (each thread holds fewer than buf_cap(K)), sorted once */
-        LSAE__OMP(for schedule(static))
-        for (row = 0; row < (ptrdiff_t)R; ++row) {
-            const size_t half = (size_t)team_size * lsae__buf_cap(kmax); /* the sort's scratch follows the candidates */
-            size_t n = 0;
-            int s;
-            for (s = 0; s < team_size && !ws->index_order; ++s) {
-                const lsae__kv *h = ws->bufs + ((size_t)s * ws->rows_cap + (size_t)row) * stride;
-                const size_t *cnt = ws->counts + ((size_t)s * ws->rows_cap + (size_t)row) * 2;
-                memcpy(merge + n, h, cnt[0] * sizeof(lsae__kv));
-                n += cnt[0];
+            for (row = (ptrdiff_t)rb0; row < (ptrdiff_t)rb1; ++row)
+                lsae__select_finish_row(ws, row, stride, 1, K, top, dead_bits, KA, aux, merge, L);
+        } else {
+            LSAE__OMP(for schedule(monotonic: dynamic, 1) nowait)
+            for (grp = 0; grp < (ptrdiff_t)ngroups; ++grp) {
+                const size_t t0 = (size_t)grp * G, t1 = t0 + G < ntiles ? t0 + G : ntiles;
+                lsae__select_group(m, xc, t0, t1, 0, R, P, Cbuf, dead_bits, K, KA, bufs, counts, thr, stride, ws);
             }
-            if (ws->index_order) {
-                /* the K best in index order, as the AuxK pick below: no
-                   sort on values (lsae__aux_from_dead wants index order) */
-                lsae__pick_index(ws, row, stride, 0, team_size, merge, merge + half, K, NULL, L, top + (size_t)row * ws->K);
-            } else {
-                /* only the K best need an order: the rest are cut first */
-                if (n > K) n = lsae__cut_above(merge, n, K);
-                lsae__sort_best(merge, n, merge + half, L);
-                if (n < K) {
-                    /* fewer than K positive: the rest of the top are zeros, the
-                       lowest latents that are not among the candidates (every
-                       other latent's activation is 0) */
-                    lsae__pad_lowest(merge, n, K, merge + half, L);
-                }
-                memcpy(top + (size_t)row * ws->K, merge, K * sizeof(lsae__kv));
-            }
-            if (!KA) continue;
-            /* the KA best, in index order: the candidates put in index order
-               (lsae__merge_index), then the KA best kept in that order, no
-               sort on values; fewer than KA positive: with them, the lowest
-               dead latents that are not candidates, at 0 (there are at
-               least KA dead latents) */
-            lsae__pick_index(ws, row, stride, 1, team_size, merge, merge + half, KA, dead_bits, L, aux + (size_t)row * ws->KA);
+            LSAE__OMP(barrier)
+            /* merge: each row's result is the best of every thread's
+               candidates (each thread holds fewer than buf_cap(K)) */
+            LSAE__OMP(for schedule(static))
+            for (row = 0; row < (ptrdiff_t)R; ++row)
+                lsae__select_finish_row(ws, row, stride, team_size, K, top, dead_bits, KA, aux, merge, L);
         }
     }
 }
@@ -6063,6 +6118,7 @@ struct lsae_trainer {
        gradients move once a window instead of once a batch. t->G, t->xc,
        t->ent and t->lat_start point at the current batch's slot. */
     int defer;                  /* 0: chosen by lsae__window_slots; 1: on; -1: off (tests set it) */
+    size_t select_rows;         /* the selections' lsae__select_ws.rows_per_thread (0: the default; tests set it) */
     size_t nslots;              /* batches a window can hold (1: nothing deferred) */
     size_t ndef;                /* batches held now */
     float *G_all, *xc_all;      /* [nslots, cap, C d], [nslots, cap, d] */
@@ -6219,6 +6275,7 @@ static lsae_result lsae__trainer_reserve(lsae_trainer *t, size_t rows)
     if (rows > SIZE_MAX / 64) nslots = 1; /* nslots * rows must not wrap (nslots <= 64) */
     chunk = lsae__select_rows(rows, t->K, t->KA, t->nthreads);
     if ((r = lsae__select_ws_init(t->alloc, &t->sws, chunk, t->K, t->KA, d, t->nthreads)) != LSAE_OK) return r;
+    t->sws.rows_per_thread = t->select_rows;
     if (!(t->x_used = (float *)lsae__alloc_array(t->alloc, rows, d * sizeof(float), "batch rows")) ||
         !(t->xc_all = (float *)lsae__alloc_array(t->alloc, nslots * rows, d * sizeof(float), "centred batch")) ||
         !(t->top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->K * sizeof(lsae__kv), "top-k of the batch")) ||
@@ -6799,6 +6856,7 @@ static lsae_result lsae__reselect(lsae_trainer *t, const lsae_model *view, const
     lsae_result r;
     if (t->next == LSAE__EXT_BLOCKS) return lsae__err(LSAE_INVALID_ARGS, "batch-wide pick: too many enlargement rounds");
     if ((r = lsae__select_ws_init(t->alloc, &ws, chunk, Kmax, 0, d, t->nthreads)) != LSAE_OK) return r;
+    ws.rows_per_thread = t->select_rows;
     out = (lsae__kv *)lsae__alloc_array(t->alloc, n, Kmax * sizeof(lsae__kv), "enlarged candidates");
     xs = out ? (float *)lsae__alloc_array(t->alloc, chunk, d * sizeof(float), "enlarged rows") : NULL;
     if (!xs) {
@@ -7060,6 +7118,7 @@ static lsae_result lsae__aux_from_dead(lsae_trainer *t, const lsae__batch *b)
         t->ad_top = NULL;
         if ((res = lsae__select_ws_init(t->alloc, &t->ad_ws, rows, t->KA, 0, d, t->nthreads)) != LSAE_OK) return res;
         t->ad_ws.index_order = 1; /* the pick comes out in latent order: no sort by value, none back */
+        t->ad_ws.rows_per_thread = t->select_rows;
         if (!(t->ad_top = (lsae__kv *)lsae__alloc_array(t->alloc, rows, t->KA * sizeof(lsae__kv), "AuxK pick"))) return LSAE_OUT_OF_MEMORY;
     }
     if (!t->ad_valid || t->ad_gen != m->wgen || t->ad_nd != nd || memcmp(t->ad_bits, t->dead_bits, nw * sizeof(uint64_t)) != 0) {

@@ -422,6 +422,76 @@ static void test_window_grads(void)
         }
 }
 
+/* lsae__select with the rows split among the threads against the latents
+   split, in training: two trainers whose selections are forced one way and
+   the other (select_rows 1: rows whenever there are as many as threads;
+   huge: never), a quarter of the latents pinned dead so that the
+   AuxK buffers fill, for TopK with multi_topk, BatchTopK and both
+   Matryoshka forms, 2 and 3 threads, batches of 40 and 41 rows (the split
+   uneven). Every loss and the final weights must be equal. */
+static void test_select_split(void)
+{
+    const size_t d = 24, L = 200, n = 2 * L * d + L + d;
+    int type, threads;
+    for (type = 0; type < 4; ++type)
+        for (threads = 2; threads <= 3; ++threads) {
+            lsae_model *m[2];
+            lsae_trainer *t[2];
+            float *w[2], *x = (float *)malloc(41 * d * sizeof(float));
+            uint64_t *pin = (uint64_t *)malloc(L * sizeof(uint64_t));
+            size_t i, v, same_loss = 1;
+            int step;
+            for (v = 0; v < 2; ++v) {
+                lsae_config c = lsae_config_default(d);
+                c.num_latents = L; c.k = 4; c.seed = 5; c.num_threads = threads;
+                c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.dead_feature_threshold = 1000;
+                if (type == 0) c.multi_topk = 1;
+                if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
+                if (type >= 2) {
+                    c.sae_type = LSAE_SAE_MATRYOSHKA;
+                    c.matryoshka_levels = 3;
+                    c.matryoshka_sizes[0] = 20; c.matryoshka_sizes[1] = 80; c.matryoshka_sizes[2] = L;
+                    if (type == 3) {
+                        c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+                        c.matryoshka_ks[0] = 2; c.matryoshka_ks[1] = 3; c.matryoshka_ks[2] = 4;
+                        c.auxk_alpha = 0.0;
+                    }
+                }
+                OK(lsae_model_create(&c, NULL, &m[v]));
+                OK(lsae_trainer_create(m[v], &c, &t[v]));
+                t[v]->select_rows = v == 0 ? 1 : (size_t)1 << 40;
+                w[v] = (float *)malloc(n * sizeof(float));
+            }
+            tu_seed(23);
+            for (step = 0; step < 6; ++step) {
+                const size_t r = step % 2 ? 41 : 40;
+                for (i = 0; i < L; ++i) pin[i] = i % 4 == 1 ? 5000 : 0;
+                for (i = 0; i < r * d; ++i) x[i] = (float)tu_normal() + (float)(i % d) * 0.03f;
+                for (v = 0; v < 2; ++v) {
+                    lsae_trainer_state ts;
+                    lsae_step_stats st;
+                    memset(&ts, 0, sizeof ts);
+                    OK(lsae_trainer_get_state(t[v], &ts));
+                    ts.since_fired = pin;
+                    OK(lsae_trainer_set_state(t[v], &ts));
+                    OK(lsae_trainer_step(t[v], x, r, &st));
+                    w[v][0] = (float)st.loss; /* compared below, then overwritten by the weights */
+                }
+                same_loss &= w[0][0] == w[1][0];
+            }
+            for (v = 0; v < 2; ++v) OK(lsae_model_get_weights(m[v], w[v], w[v] + L * d, w[v] + L * d + L, w[v] + 2 * L * d + L));
+            CHECKF(same_loss && !memcmp(w[0], w[1], n * sizeof(float)), "select split type %d, %d threads: losses %d, weights %d equal",
+                   type, threads, (int)same_loss, !memcmp(w[0], w[1], n * sizeof(float)));
+            for (v = 0; v < 2; ++v) {
+                lsae_trainer_free(t[v]);
+                lsae_model_free(m[v]);
+                free(w[v]);
+            }
+            free(x);
+            free(pin);
+        }
+}
+
 /* B3's fused kernels against the calls they stand for, bit for bit:
    lsae__dot_axpy against lsae__dot then lsae__axpy, lsae__dot4_axpy4
    against four lsae__dot and an lsae__axpy4, at lengths around the vector
@@ -687,6 +757,8 @@ static void test_encode(void)
     check_encode(9, 40, 40, 6, 3);       /* k = L */
     check_encode(64, 1024, 32, 37, 2);
     check_encode(33, 129, 8, 64, 5);     /* more threads than needed */
+    check_encode(32, 700, 16, 150, 2);   /* rows enough that the threads split them (LSAE__SELECT_ROWS_PER_THREAD) */
+    check_encode(24, 300, 8, 200, 3);
     /* large k: the candidate buffers are cut back by a sampled threshold */
     check_encode(48, 3000, 64, 19, 3);
     bias_shift = -0.4;                   /* about 1 in 4 pre-activations positive */
@@ -698,7 +770,7 @@ static void test_encode(void)
 
 static void test_encode_threads(void)
 {
-    const size_t d = 40, L = 700, k = 12, rows = 50;
+    const size_t d = 40, L = 700, k = 12, rows = 300; /* 2 to 4 threads split the rows, 1 the latents */
     lsae_model *m = make_model(d, L, k, 3, 1);
     float *x = (float *)malloc(rows * d * 4), *a1 = (float *)malloc(rows * k * 4), *a2 = (float *)malloc(rows * k * 4);
     int32_t *i1 = (int32_t *)malloc(rows * k * 4), *i2 = (int32_t *)malloc(rows * k * 4);
@@ -1059,6 +1131,7 @@ int main(void)
     test_sort_best();
     test_fused_kernels();
     test_window_grads();
+    test_select_split();
     test_gemm();
     test_gemm_groups();
     test_config();
