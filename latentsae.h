@@ -3071,12 +3071,14 @@ static void lsae__scale(float *y, float s, size_t n)
    gradient first multiplied by clip:
       g = clip G;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
       p -= step_size * (m / (sqrt(v) / sqrt(1 - b2^t) + eps)),  step_size = lr / (1 - b1^t)
-   G is set to 0 for the next window in the same pass (it is in cache now;
-   a separate memset would stream the whole slab again). Separate multiplies
+   With zero_g, G is set to 0 for the next window in the same pass (it is
+   in cache now; a separate memset would stream the whole slab again): the
+   biases'; the weight rows are zeroed at their next first touch instead
+   (lsae__grad_row). Separate multiplies
    and adds, no FMA, in every build: the vector and scalar code give the
    same bits. Returns the sum of (p - p) over the new weights: 0 when all are
    finite, NaN as soon as one is not. */
-static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n, float clip, float step_size, float bc2_sqrt)
+static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n, float clip, float step_size, float bc2_sqrt, int zero_g)
 {
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, omb1 = 1.0f - b1, omb2 = 1.0f - b2;
     float bad = 0.0f;
@@ -3098,7 +3100,7 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
             _mm512_mask_storeu_ps(m1 + j, k, mm);
             _mm512_mask_storeu_ps(m2 + j, k, vv);
             _mm512_mask_storeu_ps(p + j, k, pp);
-            _mm512_mask_storeu_ps(G + j, k, _mm512_setzero_ps());
+            if (zero_g) _mm512_mask_storeu_ps(G + j, k, _mm512_setzero_ps());
             vbad = _mm512_add_ps(vbad, _mm512_sub_ps(pp, pp));
         }
         bad = lsae__dot_reduce(vbad, _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
@@ -3122,7 +3124,7 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
             _mm256_maskstore_ps(m1 + j, k, mm);
             _mm256_maskstore_ps(m2 + j, k, vv);
             _mm256_maskstore_ps(p + j, k, pp);
-            _mm256_maskstore_ps(G + j, k, _mm256_setzero_ps());
+            if (zero_g) _mm256_maskstore_ps(G + j, k, _mm256_setzero_ps());
             vbad = _mm256_add_ps(vbad, _mm256_sub_ps(pp, pp));
         }
         _mm256_storeu_ps(t, vbad);
@@ -3152,11 +3154,14 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
             vst1q_f32(pm1, mm);
             vst1q_f32(pm2, vv);
             vst1q_f32(pw, pp);
-            vst1q_f32(pg, vdupq_n_f32(0.0f));
+            if (zero_g) vst1q_f32(pg, vdupq_n_f32(0.0f));
             /* the padding lanes are zeros throughout (pp = 0 - 0 * (0 / (0 + eps))): they add 0 */
             vbad = vaddq_f32(vbad, vsubq_f32(pp, pp));
             if (nl < 4)
-                for (q = 0; q < nl; ++q) { G[j + q] = 0.0f; m1[j + q] = tm1[q]; m2[j + q] = tm2[q]; p[j + q] = tp[q]; }
+                for (q = 0; q < nl; ++q) {
+                    if (zero_g) G[j + q] = 0.0f;
+                    m1[j + q] = tm1[q]; m2[j + q] = tm2[q]; p[j + q] = tp[q];
+                }
         }
         bad = vaddvq_f32(vbad);
     }
@@ -3166,7 +3171,7 @@ static float lsae__adam_span(float *p, float *G, float *m1, float *m2, size_t n,
         float mm = m1[j] = m1[j] * b1 + g * omb1;
         float vv = m2[j] = m2[j] * b2 + g * g * omb2;
         p[j] -= step_size * (mm / (sqrtf(vv) / bc2_sqrt + eps));
-        G[j] = 0.0f;
+        if (zero_g) G[j] = 0.0f;
         bad += p[j] - p[j];
     }
 #endif
@@ -6086,6 +6091,8 @@ struct lsae_trainer {
     size_t next;
     /* state */
     float *grads, *adam_m, *adam_v;  /* slabs laid out as the model's */
+    float *zero_row;            /* [d] zeros: an untouched row's gradient in Adam */
+    unsigned char *gtouch;      /* [L] bit LSAE__GT_DEC: latent l's row of dW_dec holds this window's sum; LSAE__GT_ENC: its row of dW_enc (lsae__grad_row) */
     uint64_t *since_fired;      /* [L] rows since the latent was last in a top-k */
     unsigned char *did_fire;    /* [L] in a top-k during this window */
     uint64_t *dead_bits;        /* [ceil(L / 64)] bit l % 64 of word l / 64: since_fired[l] > threshold, for this batch */
@@ -6461,6 +6468,8 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
         !(t->adam_v = (float *)lsae__alloc_array(t->alloc, m->lay.total, sizeof(float), "Adam second moments")) ||
         !(t->since_fired = (uint64_t *)lsae__alloc_array(t->alloc, L, sizeof(uint64_t), "dead-latent counters")) ||
         !(t->did_fire = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "fired flags")) ||
+        !(t->gtouch = (unsigned char *)lsae__alloc_array(t->alloc, L, 1, "gradient row flags")) ||
+        !(t->zero_row = (float *)lsae__alloc_array(t->alloc, m->d, sizeof(float), "a row of zeros")) ||
         !(t->dead_bits = (uint64_t *)lsae__alloc_array(t->alloc, (L + 63) / 64, sizeof(uint64_t), "dead flags")) ||
         !(t->lat_own = t->lat_start = (size_t *)lsae__alloc_array(t->alloc, t->C * L + 1, sizeof(size_t), "latent offsets")) ||
         !(t->part_cnt = (size_t *)lsae__alloc_array(t->alloc, (size_t)t->sort_parts * t->C, L * sizeof(size_t), "entry sort counts")) ||
@@ -6476,6 +6485,8 @@ LSAE_DEF lsae_result lsae_trainer_create(lsae_model *m, const lsae_config *cfg, 
     memset(t->since_fired, 0, L * sizeof(uint64_t));
     memset(t->grad_row_norm2, 0, 2 * L * sizeof(float));
     memset(t->did_fire, 0, L);
+    memset(t->gtouch, 0, L);
+    memset(t->zero_row, 0, m->d * sizeof(float));
     memset(t->dead_bits, 0, (L + 63) / 64 * sizeof(uint64_t));
     t->state_zero = 1;
     *out = t;
@@ -6491,7 +6502,7 @@ LSAE_DEF void lsae_trainer_free(lsae_trainer *t)
     lsae__trainer_free_ws(t);
     lsae__trainer_free_ext(t);
     lsae__free(t->alloc, t->grads); lsae__free(t->alloc, t->adam_m); lsae__free(t->alloc, t->adam_v);
-    lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->dead_bits);
+    lsae__free(t->alloc, t->since_fired); lsae__free(t->alloc, t->did_fire); lsae__free(t->alloc, t->gtouch); lsae__free(t->alloc, t->zero_row); lsae__free(t->alloc, t->dead_bits);
     lsae__free(t->alloc, t->lat_own); lsae__free(t->alloc, t->part_cnt); lsae__free(t->alloc, t->tv_dim); lsae__free(t->alloc, t->bdec_part); lsae__free(t->alloc, t->grad_row_norm2);
     lsae__free(t->alloc, t->comm_buf); lsae__free(t->alloc, t->fire_buf);
     lsae__free(t->alloc, t->sh_send); lsae__free(t->alloc, t->sh_recv); lsae__free(t->alloc, t->sh_own);
@@ -7742,6 +7753,40 @@ static void lsae__enc_entries(const lsae__kv *ent, size_t q0, size_t q1, const f
     *sb = s;
 }
 
+/* The gradient rows of W_dec and W_enc are zeroed when a window first
+   touches them, not by the optimizer step: Adam reads a row only where the
+   window touched it (lsae__adam; an untouched row's gradient is 0) and
+   leaves every row as it is. Where latents have few entries a batch (nomic
+   x32 at one batch a step: a quarter of them have none) that is a quarter
+   of the rows Adam no longer reads, and no pass writing zeros over both
+   arrays (a fifth of its traffic) for B3-B4 to read back; a row's first
+   touch zeroes it in cache instead. Readers of the whole array (the sum
+   across ranks, lsae_trainer_get_grads) zero the untouched rows first
+   (lsae__grads_dense). b_enc's and b_dec's gradients stay zeroed by Adam. */
+#define LSAE__GT_DEC 1
+#define LSAE__GT_ENC 2
+static float *lsae__grad_row(lsae_trainer *t, size_t l, int which)
+{
+    const size_t d = t->m->d;
+    float *g = t->grads + t->m->lay.offset[which == LSAE__GT_DEC ? LSAE__W_DEC : LSAE__W_ENC] + l * d;
+    if (!(t->gtouch[l] & which)) {
+        memset(g, 0, d * sizeof(float));
+        t->gtouch[l] = (unsigned char)(t->gtouch[l] | which);
+    }
+    return g;
+}
+
+/* Every gradient row as the window's sum: the untouched ones zeroed */
+static void lsae__grads_dense(lsae_trainer *t)
+{
+    ptrdiff_t pl;
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads))
+    for (pl = 0; pl < (ptrdiff_t)t->m->L; ++pl) {
+        (void)lsae__grad_row(t, (size_t)pl, LSAE__GT_DEC);
+        (void)lsae__grad_row(t, (size_t)pl, LSAE__GT_ENC);
+    }
+}
+
 /* B3. Decoder side, per latent l (no atomics: llm.c's rule, split by output
    index), class by class, for each entry (row b, activation a, g = G_class[b]):
       dpre        = g . W_dec[l]     (the gradient reaching pre[b, l]; kept in
@@ -7758,7 +7803,6 @@ static void lsae__decoder_grads(lsae_trainer *t, size_t B, int dead_only)
 {
     const lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
-    float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC];
     const size_t C = t->C;
     size_t cls;
     ptrdiff_t c;
@@ -7774,14 +7818,20 @@ static void lsae__decoder_grads(lsae_trainer *t, size_t B, int dead_only)
                 r1 = r1 + R < B ? r1 + R : B;
                 for (l = l0; l < l1; ++l) {
                     const float *wd = m->W_dec + l * d;
-                    float *gd = gW_dec + l * d;
+                    float *gd;
                     size_t q = cur[l - l0], qe;
                     if (dead_only && !lsae__latent_dead(t, l)) continue; /* held for the window's end */
                     qe = r1 == B ? st[l + 1] : lsae__rows_below(t->ent, q, st[l + 1], r1);
-                    lsae__dec_entries(t->ent, q, qe, t->G, C, cls, d, wd, gd); /* dpre replaces a, for B4 */
-                    cur[l - l0] = qe;
+                    if (qe > q) {
+                        gd = lsae__grad_row(t, l, LSAE__GT_DEC);
+                        lsae__dec_entries(t->ent, q, qe, t->G, C, cls, d, wd, gd); /* dpre replaces a, for B4 */
+                        cur[l - l0] = qe;
+                    }
                     /* the last block: the row is done, and still in cache */
-                    if (r1 == B && st[l + 1] > st[l]) t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
+                    if (r1 == B && st[l + 1] > st[l]) {
+                        gd = t->grads + m->lay.offset[LSAE__W_DEC] + l * d;
+                        t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
+                    }
                 }
             } while (r1 < B);
         }
@@ -7800,25 +7850,21 @@ static void lsae__encoder_grads(lsae_trainer *t, int dead_only)
 {
     const lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
-    float *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC], *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
+    float *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
     ptrdiff_t c;
     LSAE__OMP(parallel for schedule(dynamic, 1) num_threads(t->nthreads))
     for (c = 0; c < (ptrdiff_t)nchunks; ++c) {
         size_t l, l1 = ((size_t)c + 1) * LSAE__BDEC_CHUNK < L ? ((size_t)c + 1) * LSAE__BDEC_CHUNK : L;
         for (l = (size_t)c * LSAE__BDEC_CHUNK; l < l1; ++l) {
-            float *ge = gW_enc + l * d, sb = 0.0f;
-            size_t cls, q, n = 0;
+            float *ge, sb = 0.0f;
+            size_t cls, n = 0;
             if (dead_only && !lsae__latent_dead(t, l)) continue; /* held for the window's end */
-            for (cls = 0; cls < t->C; ++cls) {
-                const size_t q1 = t->lat_start[cls * L + l + 1];
-                q = t->lat_start[cls * L + l];
-                lsae__enc_entries(t->ent, q, q1, t->xc, d, ge, &sb);
-                n += q1 - q;
-            }
-            if (n) {
-                gb_enc[l] += sb;
-                t->grad_row_norm2[2 * l] = lsae__dot(ge, ge, d);
-            }
+            for (cls = 0; cls < t->C; ++cls) n += t->lat_start[cls * L + l + 1] - t->lat_start[cls * L + l];
+            if (!n) continue;
+            ge = lsae__grad_row(t, l, LSAE__GT_ENC);
+            for (cls = 0; cls < t->C; ++cls) lsae__enc_entries(t->ent, t->lat_start[cls * L + l], t->lat_start[cls * L + l + 1], t->xc, d, ge, &sb);
+            gb_enc[l] += sb;
+            t->grad_row_norm2[2 * l] = lsae__dot(ge, ge, d);
         }
     }
 }
@@ -7843,7 +7889,6 @@ static void lsae__window_grads(lsae_trainer *t)
     const lsae_model *m = t->m;
     const size_t d = m->d, L = m->L, C = t->C, ns = t->ndef, nlat = C * L + 1, nchunks = (L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK;
     const size_t gstride = t->cap * C * d, xstride = t->cap * d, estride = t->cap * t->E;
-    float *gW_dec = t->grads + m->lay.offset[LSAE__W_DEC], *gW_enc = t->grads + m->lay.offset[LSAE__W_ENC];
     float *gb_enc = t->grads + m->lay.offset[LSAE__B_ENC];
     ptrdiff_t c;
     if (!ns) return;
@@ -7853,9 +7898,14 @@ static void lsae__window_grads(lsae_trainer *t)
         size_t l;
         for (l = l0; l < l1; ++l) {
             const float *wd = m->W_dec + l * d;
-            float *gd = gW_dec + l * d, *ge = gW_enc + l * d;
+            float *gd, *ge;
             size_t w, cls, q, touched = 0;
             if (lsae__latent_dead(t, l)) continue;
+            for (w = 0; w < ns; ++w)
+                for (cls = 0; cls < C; ++cls) touched += t->lat_all[w * nlat + cls * L + l + 1] - t->lat_all[w * nlat + cls * L + l];
+            if (!touched) continue;
+            gd = lsae__grad_row(t, l, LSAE__GT_DEC);
+            ge = lsae__grad_row(t, l, LSAE__GT_ENC);
             for (w = 0; w < ns; ++w) {
                 const size_t *st = t->lat_all + w * nlat;
                 const float *G = t->G_all + w * gstride;
@@ -7863,11 +7913,9 @@ static void lsae__window_grads(lsae_trainer *t)
                 for (cls = 0; cls < C; ++cls) {
                     const size_t qe = st[cls * L + l + 1];
                     q = st[cls * L + l];
-                    touched += qe - q;
                     lsae__dec_entries(ent, q, qe, G, C, cls, d, wd, gd);
                 }
             }
-            if (!touched) continue;
             t->grad_row_norm2[2 * l + 1] = lsae__dot(gd, gd, d);
             for (w = 0; w < ns; ++w) {
                 const size_t *st = t->lat_all + w * nlat;
@@ -8267,6 +8315,7 @@ static lsae_result lsae__comm_window(lsae_trainer *t)
     lsae_result r;
     ptrdiff_t pl;
     size_t l;
+    lsae__grads_dense(t); /* every rank's rows in full, the untouched ones 0 */
     if ((r = lsae__comm_sum32(t, t->grads, m->lay.total, "the gradients")) != LSAE_OK) return r;
     for (l = 0; l < L; ++l) t->fire_buf[l] = t->did_fire[l] ? 1.0f : 0.0f;
     if ((r = lsae__comm_sum32(t, t->fire_buf, L, "the fired flags")) != LSAE_OK) return r;
@@ -8349,8 +8398,9 @@ static lsae_result lsae__clip(lsae_trainer *t, double *norm, float *clip)
    clipped gradient clip * g. For a W_dec row w (normalize_decoder) the
    gradient first loses its component along the unit row, g -= (g . w) w,
    and the row is renormalised after the update, w / (||w|| + FLT_EPSILON).
-   The pass also zeroes the gradients for the next window. Returns nonzero
-   when a weight became NaN or Inf. */
+   The pass zeroes the biases' gradients for the next window and clears
+   the row flags (the next window zeroes the weight rows it touches,
+   lsae__grad_row). Returns nonzero when a weight became NaN or Inf. */
 static int lsae__adam(lsae_trainer *t, float clip, double lr)
 {
     lsae_model *m = t->m;
@@ -8358,57 +8408,59 @@ static int lsae__adam(lsae_trainer *t, float clip, double lr)
     const double bc1 = 1.0 - pow(0.9, (double)(t->step + 1)), bc2 = 1.0 - pow(0.999, (double)(t->step + 1));
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     float *P = m->params, *G = t->grads, *M1 = t->adam_m, *M2 = t->adam_v;
+    const size_t wenc0 = m->lay.offset[LSAE__W_ENC], benc0 = m->lay.offset[LSAE__B_ENC];
     const size_t wdec0 = m->lay.offset[LSAE__W_DEC], wdec1 = m->lay.offset[LSAE__B_DEC];
-    const size_t nspan = (wdec0 + LSAE__ADAM_CHUNK - 1) / LSAE__ADAM_CHUNK;
     const int normalize = m->cfg.normalize_decoder;
     /* The trainer's int8 copy of W_enc (the pre-pass selection's) is
-       refilled here when the last batch used it and it was current: W_enc
-       at offset 0 in the slab, a full model's rows */
-    const int refill = t->lpq.wq && t->lpq.L == L && t->lpq.d == d && t->lpq_gen == m->wgen && m->lay.offset[LSAE__W_ENC] == 0;
+       refilled here when the last batch used it and it was current: a
+       full model's rows */
+    const int refill = t->lpq.wq && t->lpq.L == L && t->lpq.d == d && t->lpq_gen == m->wgen;
+    /* W_enc a block of whole rows at a time (each row then quantised into
+       the int8 copy while it is in cache, where it is refilled: a separate
+       lsae__lp_fill reads all of W_enc back from memory; at 768 x 24,576 on
+       2 cores Adam took 29 ms and that fill 7 ms, Adam with the refill
+       takes 34 ms). Adam is element-wise, so any split gives the same
+       bits. A row the window never touched has gradient 0: it is updated
+       from zeros (t->zero_row) without reading its row of G. */
+    const size_t rows_per = LSAE__ADAM_CHUNK / d ? LSAE__ADAM_CHUNK / d : 1, nblk = (L + rows_per - 1) / rows_per;
+    const double gq = lsae__gamma(d);
     float bad = 0.0f;
     ptrdiff_t pc, row;
     t->state_zero = 0;
-    if (refill) {
-        /* W_enc a block of whole rows at a time, each row then quantised
-           into the int8 copy while it is in cache; then b_enc. A separate
-           lsae__lp_fill reads all of W_enc back from memory: at 768 x
-           24,576 on 2 cores Adam took 29 ms and that fill 7 ms, Adam with
-           the refill takes 34 ms. Adam is element-wise, so any split gives
-           the same bits. */
-        const size_t rows_per = LSAE__ADAM_CHUNK / d ? LSAE__ADAM_CHUNK / d : 1, nblk = (L + rows_per - 1) / rows_per;
-        const double gq = lsae__gamma(d);
-        LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
-        for (pc = 0; pc < (ptrdiff_t)nblk; ++pc) {
-            const size_t r0 = (size_t)pc * rows_per, r1 = L - r0 < rows_per ? L : r0 + rows_per, i0 = r0 * d;
-            size_t l;
-            bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, (r1 - r0) * d, clip, step_size, bc2_sqrt);
-            for (l = r0; l < r1; ++l) lsae__lp_fill_row(&t->lpq, m->W_enc, l, gq);
-        }
-        bad += lsae__adam_span(P + L * d, G + L * d, M1 + L * d, M2 + L * d, wdec0 - L * d, clip, step_size, bc2_sqrt);
-    } else {
-        /* W_enc and b_enc (everything before W_dec), element-wise in fixed chunks */
-        LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
-        for (pc = 0; pc < (ptrdiff_t)nspan; ++pc) {
-            size_t i0 = (size_t)pc * LSAE__ADAM_CHUNK, n = wdec0 - i0 < LSAE__ADAM_CHUNK ? wdec0 - i0 : LSAE__ADAM_CHUNK;
-            bad += lsae__adam_span(P + i0, G + i0, M1 + i0, M2 + i0, n, clip, step_size, bc2_sqrt);
+    LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
+    for (pc = 0; pc < (ptrdiff_t)nblk; ++pc) {
+        const size_t r0 = (size_t)pc * rows_per, r1 = L - r0 < rows_per ? L : r0 + rows_per;
+        size_t l;
+        for (l = r0; l < r1; ++l) {
+            const size_t i0 = wenc0 + l * d;
+            const int touched = (t->gtouch[l] & LSAE__GT_ENC) != 0;
+            bad += lsae__adam_span(P + i0, touched ? G + i0 : t->zero_row, M1 + i0, M2 + i0, d, clip, step_size, bc2_sqrt, 0);
+            if (refill) lsae__lp_fill_row(&t->lpq, m->W_enc, l, gq);
         }
     }
-    /* b_dec */
-    bad += lsae__adam_span(P + wdec1, G + wdec1, M1 + wdec1, M2 + wdec1, m->lay.total - wdec1, clip, step_size, bc2_sqrt);
-    /* W_dec, one row at a time: clip, project, Adam, renormalise */
+    /* b_enc, then b_dec (their gradients zeroed as they go) */
+    bad += lsae__adam_span(P + benc0, G + benc0, M1 + benc0, M2 + benc0, L, clip, step_size, bc2_sqrt, 1);
+    bad += lsae__adam_span(P + wdec1, G + wdec1, M1 + wdec1, M2 + wdec1, m->lay.total - wdec1, clip, step_size, bc2_sqrt, 1);
+    /* W_dec, one row at a time: clip, project, Adam, renormalise (a row
+       the window never touched: g = 0 throughout, the same bits as a row
+       of zeros through the same steps) */
     LSAE__OMP(parallel for schedule(static) num_threads(t->nthreads) reduction(+:bad))
     for (row = 0; row < (ptrdiff_t)L; ++row) {
         size_t base = wdec0 + (size_t)row * d;
         float *p = P + base, *g = G + base;
-        lsae__scale(g, clip, d);
-        if (normalize) lsae__axpy(g, -lsae__dot(g, p, d), p, d);
-        bad += lsae__adam_span(p, g, M1 + base, M2 + base, d, 1.0f, step_size, bc2_sqrt);
+        if (t->gtouch[row] & LSAE__GT_DEC) {
+            lsae__scale(g, clip, d);
+            if (normalize) lsae__axpy(g, -lsae__dot(g, p, d), p, d);
+        } else
+            g = t->zero_row;
+        bad += lsae__adam_span(p, g, M1 + base, M2 + base, d, 1.0f, step_size, bc2_sqrt, 0);
         if (normalize) {
             float ss = lsae__dot(p, p, d);
             lsae__scale(p, (float)(1.0 / (sqrt((double)ss) + FLT_EPSILON)), d);
             bad += lsae__dot(p, p, d) * 0.0f; /* NaN if the row is */
         }
     }
+    memset(t->gtouch, 0, L); /* the next window zeroes the rows it touches */
     m->wgen++; /* W_enc moved: the int8 copy of it is stale */
     if (refill && bad == 0.0f) t->lpq_gen = m->wgen; /* except the trainer's, refilled above */
     return !(bad == 0.0f);
@@ -8513,8 +8565,22 @@ LSAE_DEF lsae_result lsae_trainer_get_grads(const lsae_trainer *t, float *dW_enc
        owes: the trainer is the same to every other call) */
     lsae__window_grads((lsae_trainer *)t);
     dst[0] = dW_enc; dst[1] = db_enc; dst[2] = dW_dec; dst[3] = db_dec;
-    for (i = 0; i < LSAE__NUM_TENSORS; ++i)
-        if (dst[i]) memcpy(dst[i], t->grads + t->m->lay.offset[i], t->m->lay.count[i] * sizeof(float));
+    for (i = 0; i < LSAE__NUM_TENSORS; ++i) {
+        const float *src = t->grads + t->m->lay.offset[i];
+        const size_t d = t->m->d;
+        size_t l;
+        if (!dst[i]) continue;
+        if (i != LSAE__W_ENC && i != LSAE__W_DEC) {
+            memcpy(dst[i], src, t->m->lay.count[i] * sizeof(float));
+            continue;
+        }
+        /* a weight row the window has not touched is 0 (its memory is
+           stale until the first touch zeroes it: lsae__grad_row) */
+        for (l = 0; l < t->m->L; ++l) {
+            if (t->gtouch[l] & (i == LSAE__W_DEC ? LSAE__GT_DEC : LSAE__GT_ENC)) memcpy(dst[i] + l * d, src + l * d, d * sizeof(float));
+            else memset(dst[i] + l * d, 0, d * sizeof(float));
+        }
+    }
     if (db_dec && t->micro) {
         /* the window's encoder-input side of b_dec, not yet added */
         float *part = (float *)lsae__alloc_array(t->alloc, (t->m->L + LSAE__BDEC_CHUNK - 1) / LSAE__BDEC_CHUNK, t->m->d * sizeof(float), "b_dec partial sums");
@@ -13374,9 +13440,11 @@ static lsae_result lsae__checkpoint_load(const char *fn, const char *dir, int ve
     }
     if (t && t->micro) return lsae__err(LSAE_INVALID_ARGS, "%s: the trainer has accumulated batches; load into a trainer between optimizer steps", fn);
     /* weights into a scratch copy first, so a failure leaves the model as it
-       was. A CPU trainer's gradient array, the model's size, is all zero
-       between optimizer steps (Adam zeroes it as it goes) and serves as
-       that copy, zeroed again after: no allocation of the model's size */
+       was. A CPU trainer's gradient array, the model's size, holds
+       nothing between optimizer steps (its weight rows are stale until a
+       window's first touch zeroes them, lsae__grad_row; Adam zeroes the
+       biases') and serves as that copy, zeroed after: no allocation of the
+       model's size */
     {
         const int in_grads = t != NULL && t->grads != NULL && !lsae__trainer_on_gpu(t);
         lsae_model tmpm = *m;

@@ -422,6 +422,82 @@ static void test_window_grads(void)
         }
 }
 
+/* The gradient rows are zeroed at a window's first touch, not by Adam
+   (lsae__grad_row): rows a window never touches keep stale values that
+   nothing may read. Trainer A trains on; before each window a trainer B is
+   made from A's weights, moments and counters (set_weights, set_state):
+   its gradient memory is all zeros, so it needs no first-touch zeroing.
+   Both take the same batch: the gradients (get_grads, where an untouched
+   row must read 0), the loss, and the weights after apply must be equal,
+   bit for bit. One batch of 40 rows a step touches about half of the 200
+   latents; a quarter are pinned dead (AuxK). TopK with multi_topk,
+   BatchTopK, Matryoshka; 1 and 3 threads. */
+static void test_grad_rows(void)
+{
+    const size_t d = 24, L = 200, rows = 40, n = 2 * L * d + L + d;
+    int type, threads;
+    for (type = 0; type < 3; ++type)
+        for (threads = 1; threads <= 3; threads += 2) {
+            lsae_config c = lsae_config_default(d);
+            lsae_model *ma = NULL, *mb = NULL;
+            lsae_trainer *ta = NULL, *tb = NULL;
+            float *x = (float *)malloc(rows * d * sizeof(float)), *wa = (float *)malloc(n * sizeof(float)), *wb = (float *)malloc(n * sizeof(float));
+            float *ga = (float *)malloc(n * sizeof(float)), *gb = (float *)malloc(n * sizeof(float)), *mv = (float *)malloc(2 * n * sizeof(float));
+            uint64_t *since = (uint64_t *)malloc(L * sizeof(uint64_t));
+            size_t i, same_g = 1, same_w = 1, same_loss = 1;
+            int win;
+            c.num_latents = L; c.k = 4; c.seed = 9; c.num_threads = threads;
+            c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.dead_feature_threshold = 1000;
+            if (type == 0) c.multi_topk = 1;
+            if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
+            if (type == 2) {
+                c.sae_type = LSAE_SAE_MATRYOSHKA;
+                c.matryoshka_levels = 2;
+                c.matryoshka_sizes[0] = 50; c.matryoshka_sizes[1] = L;
+            }
+            OK(lsae_model_create(&c, NULL, &ma));
+            OK(lsae_trainer_create(ma, &c, &ta));
+            tu_seed(31);
+            for (win = 0; win < 6; ++win) {
+                lsae_trainer_state st;
+                lsae_step_stats sa, sb;
+                memset(&st, 0, sizeof st);
+                st.since_fired = since;
+                st.m_W_enc = mv; st.m_b_enc = mv + L * d; st.m_W_dec = mv + L * d + L; st.m_b_dec = mv + 2 * L * d + L;
+                st.v_W_enc = mv + n; st.v_b_enc = mv + n + L * d; st.v_W_dec = mv + n + L * d + L; st.v_b_dec = mv + n + 2 * L * d + L;
+                OK(lsae_trainer_get_state(ta, &st));
+                for (i = 0; i < L; ++i) since[i] = i % 4 == 1 ? 5000 : since[i];
+                OK(lsae_trainer_set_state(ta, &st));
+                OK(lsae_model_get_weights(ma, wa, wa + L * d, wa + L * d + L, wa + 2 * L * d + L));
+                OK(lsae_model_create(&c, NULL, &mb));
+                OK(lsae_model_set_weights(mb, wa, wa + L * d, wa + L * d + L, wa + 2 * L * d + L));
+                if (type == 1) OK(lsae_model_set_batchtopk_threshold(mb, lsae_model_batchtopk_threshold(ma)));
+                OK(lsae_trainer_create(mb, &c, &tb));
+                OK(lsae_trainer_set_state(tb, &st));
+                for (i = 0; i < rows * d; ++i) x[i] = (float)tu_normal() + (float)(i % d) * 0.03f;
+                OK(lsae_trainer_accumulate(ta, x, rows, &sa));
+                OK(lsae_trainer_accumulate(tb, x, rows, &sb));
+                same_loss &= sa.loss == sb.loss;
+                OK(lsae_trainer_get_grads(ta, ga, ga + L * d, ga + L * d + L, ga + 2 * L * d + L));
+                OK(lsae_trainer_get_grads(tb, gb, gb + L * d, gb + L * d + L, gb + 2 * L * d + L));
+                same_g &= !memcmp(ga, gb, n * sizeof(float));
+                OK(lsae_trainer_apply(ta, &sa));
+                OK(lsae_trainer_apply(tb, &sb));
+                OK(lsae_model_get_weights(ma, wa, wa + L * d, wa + L * d + L, wa + 2 * L * d + L));
+                OK(lsae_model_get_weights(mb, wb, wb + L * d, wb + L * d + L, wb + 2 * L * d + L));
+                same_w &= !memcmp(wa, wb, n * sizeof(float)) && sa.grad_norm == sb.grad_norm;
+                lsae_trainer_free(tb);
+                lsae_model_free(mb);
+                tb = NULL; mb = NULL;
+            }
+            CHECKF(same_loss && same_g && same_w, "gradient rows type %d, %d threads: losses %d, gradients %d, weights after the step %d equal to a fresh trainer's",
+                   type, threads, (int)same_loss, (int)same_g, (int)same_w);
+            lsae_trainer_free(ta);
+            lsae_model_free(ma);
+            free(x); free(wa); free(wb); free(ga); free(gb); free(mv); free(since);
+        }
+}
+
 /* lsae__select with the rows split among the threads against the latents
    split, in training: two trainers whose selections are forced one way and
    the other (select_rows 1: rows whenever there are as many as threads;
@@ -1132,6 +1208,7 @@ int main(void)
     test_fused_kernels();
     test_window_grads();
     test_select_split();
+    test_grad_rows();
     test_gemm();
     test_gemm_groups();
     test_config();
