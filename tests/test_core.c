@@ -325,6 +325,30 @@ static void test_sort_best(void)
         }
 }
 
+/* The trainers the window, select-split and gradient-row tests compare
+   (L >= 81 latents, k 4): type 0 TopK with multi_topk, 1 BatchTopK, 2
+   nested Matryoshka (levels of 20, 80 and L latents), 3 per-level
+   Matryoshka (k 2, 3, 4; no AuxK) */
+static lsae_config four_types_config(size_t d, size_t L, int type, int threads)
+{
+    lsae_config c = lsae_config_default(d);
+    c.num_latents = L; c.k = 4; c.seed = 5; c.num_threads = threads;
+    c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.dead_feature_threshold = 1000;
+    if (type == 0) c.multi_topk = 1;
+    if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
+    if (type >= 2) {
+        c.sae_type = LSAE_SAE_MATRYOSHKA;
+        c.matryoshka_levels = 3;
+        c.matryoshka_sizes[0] = 20; c.matryoshka_sizes[1] = 80; c.matryoshka_sizes[2] = L;
+        if (type == 3) {
+            c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
+            c.matryoshka_ks[0] = 2; c.matryoshka_ks[1] = 3; c.matryoshka_ks[2] = 4;
+            c.auxk_alpha = 0.0;
+        }
+    }
+    return c;
+}
+
 /* lsae__window_grads: the live latents' B3-B4 held to the window's end
    against batch by batch, the same bits. Three trainers per case, B3-B4
    held off (defer -1), held for the whole window (defer 1) and as chosen
@@ -352,22 +376,8 @@ static void test_window_grads(void)
             size_t i, v, same_loss = 1, same_norm = 1, same_g = 1, slots[3];
             int win, bt;
             for (v = 0; v < 3; ++v) {
-                lsae_config c = lsae_config_default(d);
-                c.num_latents = L; c.k = 4; c.seed = 5; c.num_threads = threads;
-                c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.grad_acc_steps = 3;
-                c.dead_feature_threshold = 1000;
-                if (type == 0) c.multi_topk = 1;
-                if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
-                if (type >= 2) {
-                    c.sae_type = LSAE_SAE_MATRYOSHKA;
-                    c.matryoshka_levels = 3;
-                    c.matryoshka_sizes[0] = 20; c.matryoshka_sizes[1] = 80; c.matryoshka_sizes[2] = L;
-                    if (type == 3) {
-                        c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
-                        c.matryoshka_ks[0] = 2; c.matryoshka_ks[1] = 3; c.matryoshka_ks[2] = 4;
-                        c.auxk_alpha = 0.0;
-                    }
-                }
+                lsae_config c = four_types_config(d, L, type, threads);
+                c.grad_acc_steps = 3;
                 OK(lsae_model_create(&c, NULL, &m[v]));
                 OK(lsae_trainer_create(m[v], &c, &t[v]));
                 t[v]->defer = v == 0 ? -1 : v == 1 ? 1 : 0;
@@ -430,15 +440,15 @@ static void test_window_grads(void)
    Both take the same batch: the gradients (get_grads, where an untouched
    row must read 0), the loss, and the weights after apply must be equal,
    bit for bit. One batch of 40 rows a step touches about half of the 200
-   latents; a quarter are pinned dead (AuxK). TopK with multi_topk,
-   BatchTopK, Matryoshka; 1 and 3 threads. */
+   latents; a quarter are pinned dead (AuxK). The four types of
+   four_types_config; 1 and 3 threads. */
 static void test_grad_rows(void)
 {
     const size_t d = 24, L = 200, rows = 40, n = 2 * L * d + L + d;
     int type, threads;
-    for (type = 0; type < 3; ++type)
+    for (type = 0; type < 4; ++type)
         for (threads = 1; threads <= 3; threads += 2) {
-            lsae_config c = lsae_config_default(d);
+            lsae_config c = four_types_config(d, L, type, threads);
             lsae_model *ma = NULL, *mb = NULL;
             lsae_trainer *ta = NULL, *tb = NULL;
             float *x = (float *)malloc(rows * d * sizeof(float)), *wa = (float *)malloc(n * sizeof(float)), *wb = (float *)malloc(n * sizeof(float));
@@ -446,15 +456,7 @@ static void test_grad_rows(void)
             uint64_t *since = (uint64_t *)malloc(L * sizeof(uint64_t));
             size_t i, same_g = 1, same_w = 1, same_loss = 1;
             int win;
-            c.num_latents = L; c.k = 4; c.seed = 9; c.num_threads = threads;
-            c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.dead_feature_threshold = 1000;
-            if (type == 0) c.multi_topk = 1;
-            if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
-            if (type == 2) {
-                c.sae_type = LSAE_SAE_MATRYOSHKA;
-                c.matryoshka_levels = 2;
-                c.matryoshka_sizes[0] = 50; c.matryoshka_sizes[1] = L;
-            }
+            c.seed = 9;
             OK(lsae_model_create(&c, NULL, &ma));
             OK(lsae_trainer_create(ma, &c, &ta));
             tu_seed(31);
@@ -518,21 +520,7 @@ static void test_select_split(void)
             size_t i, v, same_loss = 1;
             int step;
             for (v = 0; v < 2; ++v) {
-                lsae_config c = lsae_config_default(d);
-                c.num_latents = L; c.k = 4; c.seed = 5; c.num_threads = threads;
-                c.lr = 1e-2; c.lr_warmup_steps = 2; c.total_steps = 20; c.dead_feature_threshold = 1000;
-                if (type == 0) c.multi_topk = 1;
-                if (type == 1) c.sae_type = LSAE_SAE_BATCHTOPK;
-                if (type >= 2) {
-                    c.sae_type = LSAE_SAE_MATRYOSHKA;
-                    c.matryoshka_levels = 3;
-                    c.matryoshka_sizes[0] = 20; c.matryoshka_sizes[1] = 80; c.matryoshka_sizes[2] = L;
-                    if (type == 3) {
-                        c.matryoshka_form = LSAE_MATRYOSHKA_PER_LEVEL;
-                        c.matryoshka_ks[0] = 2; c.matryoshka_ks[1] = 3; c.matryoshka_ks[2] = 4;
-                        c.auxk_alpha = 0.0;
-                    }
-                }
+                lsae_config c = four_types_config(d, L, type, threads);
                 OK(lsae_model_create(&c, NULL, &m[v]));
                 OK(lsae_trainer_create(m[v], &c, &t[v]));
                 t[v]->select_rows = v == 0 ? 1 : (size_t)1 << 40;
