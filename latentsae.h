@@ -4161,14 +4161,22 @@ static void lsae__select_finish_row(const lsae__select_ws *ws, ptrdiff_t row, si
    the first K and KA of each row are written); each row of top best first,
    each row of aux by increasing latent index (the AuxK decode walks W_dec
    in index order). */
+/* Whether lsae__select splits R rows among nth threads (each thread all
+   latents for its rows) rather than the latents: at rows_per rows a thread
+   or more. R / nth >= rows_per is R >= rows_per nth for integers, without
+   the product, which wraps for a rows_per near SIZE_MAX (tests set it). */
+static int lsae__select_by_rows(size_t R, size_t rows_per, size_t nth)
+{
+    return nth > 1 && R / nth >= rows_per;
+}
+
 static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t K, lsae__kv *top,
                          const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
 {
     const size_t d = m->d, L = m->L, ntiles = (L + LSAE__NT - 1) / LSAE__NT;
     size_t G = lsae__tile_group(d), ngroups = (ntiles + G - 1) / G;
     const size_t stride = lsae__buf_room(ws->K) + lsae__buf_room(ws->KA), nth_req = ws->nthreads > 1 ? (size_t)ws->nthreads : 1;
-    const size_t rows_per = ws->rows_per_thread ? ws->rows_per_thread : LSAE__SELECT_ROWS_PER_THREAD;
-    const int by_rows = nth_req > 1 && R >= rows_per * nth_req;
+    const int by_rows = lsae__select_by_rows(R, ws->rows_per_thread ? ws->rows_per_thread : LSAE__SELECT_ROWS_PER_THREAD, nth_req);
     int team_size = 1;
     /* Split by latents, a few groups shared by the threads: as many for
        each, or one thread still multiplies after the others wait at the

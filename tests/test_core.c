@@ -511,6 +511,13 @@ static void test_select_split(void)
 {
     const size_t d = 24, L = 200, n = 2 * L * d + L + d;
     int type, threads;
+    /* the rule itself: rows_per threads would wrap to 0 or 1 here (split
+       always), where no row count reaches rows_per a thread */
+    CHECK(!lsae__select_by_rows(1000, SIZE_MAX / 2 + 1, 2));
+    CHECK(!lsae__select_by_rows(1000, SIZE_MAX / 3 + 1, 3));
+    CHECK(!lsae__select_by_rows(SIZE_MAX, SIZE_MAX, 2));
+    CHECK(lsae__select_by_rows(128, 64, 2) && !lsae__select_by_rows(127, 64, 2) && !lsae__select_by_rows(1000, 1, 1));
+    CHECK(lsae__select_by_rows(192, 64, 3) && !lsae__select_by_rows(191, 64, 3));
     for (type = 0; type < 4; ++type)
         for (threads = 2; threads <= 3; ++threads) {
             lsae_model *m[2];
@@ -523,7 +530,7 @@ static void test_select_split(void)
                 lsae_config c = four_types_config(d, L, type, threads);
                 OK(lsae_model_create(&c, NULL, &m[v]));
                 OK(lsae_trainer_create(m[v], &c, &t[v]));
-                t[v]->select_rows = v == 0 ? 1 : (size_t)1 << 20; /* 2^20 x 3 fits a 32-bit size_t (wasm32) */
+                t[v]->select_rows = v == 0 ? 1 : SIZE_MAX;
                 w[v] = (float *)malloc(n * sizeof(float));
             }
             tu_seed(23);
