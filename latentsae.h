@@ -4839,50 +4839,55 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
     }
     LSAE__STOREVNNI(0) LSAE__STOREVNNI(1) LSAE__STOREVNNI(2) LSAE__STOREVNNI(3) LSAE__STOREVNNI(4) LSAE__STOREVNNI(5)
 #undef LSAE__STOREVNNI
-#elif defined(LSAE__AVXVNNI)
-    /* AVX-VNNI (vpdpbusd on ymm): six rows by 16 latents at a time, twelve
+#elif defined(LSAE__AVX2)
+#if defined(LSAE__AVXVNNI)
+    /* AVX-VNNI (vpdpbusd on ymm) with six rows: 16 latents at a time, twelve
        accumulators, two weight vectors and the row's broadcast bytes (15
        of the 16 registers); a 16-latent strip of the tile (dp 16 bytes)
        stays in L1 while the six rows sweep it. vpdpbusd takes 5 cycles and
        two issue a cycle, so each accumulator must wait for its last sum
        once every 10 products. Eight chains (two rows by 32 latents, the
-       plain AVX2 kernel's shape below) held it at 48 of the 64 products a
-       cycle, twelve reach 67 (a 768-deep tile in L1, one Sapphire Rapids
-       core: 163 -> 225 G products a second; the clock is above the 3.37
-       GHz the 64 assumes). The same exact integer sums. */
-    const uint8_t *x0 = xu, *x1 = xu + (mr > 1 ? ldx : 0), *x2 = xu + (mr > 2 ? 2 * ldx : 0);
-    const uint8_t *x3 = xu + (mr > 3 ? 3 * ldx : 0), *x4 = xu + (mr > 4 ? 4 * ldx : 0), *x5 = xu + (mr > 5 ? 5 * ldx : 0);
-    size_t h, p;
-    for (h = 0; h < LSAE__NT; h += 16) {
-        __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-        __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-        for (p = 0; p < dp4; ++p) {
-            const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
-            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)b), b1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
-            __m256i a;
-            int32_t v;
+       pair kernel below) held it at 48 of the 64 products a cycle, twelve
+       reach 67 (a 768-deep tile in L1, one Sapphire Rapids core: 163 ->
+       225 G products a second; the clock is above the 3.37 GHz the 64
+       assumes). The same exact integer sums. Fewer rows (a block's last,
+       an encode of one to five) take the pair kernel, which does no row
+       twice but the odd one: six-row work for one row made the one-row
+       encode twice as slow. */
+    if (mr == 6) {
+        const uint8_t *x0 = xu, *x1 = xu + ldx, *x2 = xu + 2 * ldx, *x3 = xu + 3 * ldx, *x4 = xu + 4 * ldx, *x5 = xu + 5 * ldx;
+        size_t h, p;
+        for (h = 0; h < LSAE__NT; h += 16) {
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            for (p = 0; p < dp4; ++p) {
+                const int8_t *b = Wt + p * LSAE__NT * 4 + h * 4;
+                const __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)b), b1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+                __m256i a;
+                int32_t v;
 #define LSAE__ROWAVXVNNI(r)                                                     \
-            memcpy(&v, x##r + 4 * p, 4);                                        \
-            a = _mm256_set1_epi32(v);                                           \
-            c##r##0 = _mm256_dpbusd_avx_epi32(c##r##0, a, b0); c##r##1 = _mm256_dpbusd_avx_epi32(c##r##1, a, b1);
-            LSAE__ROWAVXVNNI(0) LSAE__ROWAVXVNNI(1) LSAE__ROWAVXVNNI(2) LSAE__ROWAVXVNNI(3) LSAE__ROWAVXVNNI(4) LSAE__ROWAVXVNNI(5)
+                memcpy(&v, x##r + 4 * p, 4);                                        \
+                a = _mm256_set1_epi32(v);                                           \
+                c##r##0 = _mm256_dpbusd_avx_epi32(c##r##0, a, b0); c##r##1 = _mm256_dpbusd_avx_epi32(c##r##1, a, b1);
+                LSAE__ROWAVXVNNI(0) LSAE__ROWAVXVNNI(1) LSAE__ROWAVXVNNI(2) LSAE__ROWAVXVNNI(3) LSAE__ROWAVXVNNI(4) LSAE__ROWAVXVNNI(5)
 #undef LSAE__ROWAVXVNNI
-        }
+            }
 #define LSAE__STOREAVXVNNI(r)                                                   \
-        if (r < mr) {                                                           \
             _mm256_storeu_si256((__m256i *)(void *)(acc + r * LSAE__NT + h), c##r##0); \
-            _mm256_storeu_si256((__m256i *)(void *)(acc + r * LSAE__NT + h + 8), c##r##1); \
-        }
-        LSAE__STOREAVXVNNI(0) LSAE__STOREAVXVNNI(1) LSAE__STOREAVXVNNI(2) LSAE__STOREAVXVNNI(3) LSAE__STOREAVXVNNI(4) LSAE__STOREAVXVNNI(5)
+            _mm256_storeu_si256((__m256i *)(void *)(acc + r * LSAE__NT + h + 8), c##r##1);
+            LSAE__STOREAVXVNNI(0) LSAE__STOREAVXVNNI(1) LSAE__STOREAVXVNNI(2) LSAE__STOREAVXVNNI(3) LSAE__STOREAVXVNNI(4) LSAE__STOREAVXVNNI(5)
 #undef LSAE__STOREAVXVNNI
+        }
+        return;
     }
-#elif defined(LSAE__AVX2)
-    /* AVX2 without VNNI: two rows by 32 latents at a time (eight
-       accumulators, four weight vectors, the row's broadcast bytes); a
-       half tile of weights (dp 32 bytes) stays in L1 while the row pairs
-       sweep it. A step multiplies a row's four unsigned bytes by four
-       signed weights of 8 latents and adds the sums into their int32
-       accumulators: vpmaddubsw into int16 sums of adjacent pairs, which
+#endif
+    /* Two rows by 32 latents at a time (eight accumulators, four weight
+       vectors, the row's broadcast bytes); a half tile of weights (dp 32
+       bytes) stays in L1 while the row pairs sweep it. A step multiplies a
+       row's four unsigned bytes by four signed weights of 8 latents and
+       adds the sums into their int32 accumulators: one vpdpbusd with
+       AVX-VNNI (where six rows come at once, the kernel above); else
+       vpmaddubsw into int16 sums of adjacent pairs, which
        saturate above 32767, and vpmaddwd by ones adding each latent's two
        pairs into int32. With the row's xq + 128 (at most 255) and weights
        of at most 63 in size (LSAE__LPQW: this build's int8 copy), a pair is
@@ -4895,8 +4900,12 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
        step at 768 x 24,576, k 64, on a 2-core AVX-512 Xeon built -mavx2
        -mfma; the 7-bit weights 1.11-1.14x (170 -> 230 latents a row
        recomputed), the encode pre-pass 0.95x -> 1.18x. */
+#if defined(LSAE__AVXVNNI)
+#define LSAE__DOT4(c, a, b) c = _mm256_dpbusd_avx_epi32(c, a, b)
+#else
     const __m256i ones = _mm256_set1_epi16(1);
 #define LSAE__DOT4(c, a, b) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+#endif
     size_t h, r0, p;
     for (h = 0; h < LSAE__NT; h += 32)
         for (r0 = 0; r0 < mr; r0 += 2) {
