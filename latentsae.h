@@ -4808,9 +4808,78 @@ static void lsae__store_2x32(int32_t *o, int second, __m256i c00, __m256i c01, _
    signed bytes; the offset comes back out as 128 wsum). Every form gives
    the same exact integers. */
 #define LSAE__LPMR 6
+#if defined(LSAE__VNNI) || defined(LSAE__AVXVNNI)
+/* lsae__lp_tile for one row (an encode of one row, the last of a block):
+   the row kernels below would do its work six times (VNNI) or twice
+   (AVX-VNNI) on copies of it. Here the tile's 64 latents take eight
+   accumulators: with zmm, four for the even steps of the depth and four
+   for the odd ones, added at the end (integer sums: the same in any
+   order); with ymm, eight vectors of 8 latents. Eight chains keep
+   vpdpbusd's 5-cycle latency mostly hidden. */
+static void lsae__lp_tile_row1(int32_t *acc, const uint8_t *x, const int8_t *Wt, size_t dp4)
+{
+    size_t p;
+    int32_t v;
+#if defined(LSAE__VNNI)
+    __m512i e0 = _mm512_setzero_si512(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0, a;
+    for (p = 0; p + 2 <= dp4; p += 2) {
+        const int8_t *b = Wt + p * LSAE__NT * 4;
+        memcpy(&v, x + 4 * p, 4);
+        a = _mm512_set1_epi32(v);
+        e0 = _mm512_dpbusd_epi32(e0, a, _mm512_loadu_si512((const void *)b));
+        e1 = _mm512_dpbusd_epi32(e1, a, _mm512_loadu_si512((const void *)(b + 64)));
+        e2 = _mm512_dpbusd_epi32(e2, a, _mm512_loadu_si512((const void *)(b + 128)));
+        e3 = _mm512_dpbusd_epi32(e3, a, _mm512_loadu_si512((const void *)(b + 192)));
+        memcpy(&v, x + 4 * p + 4, 4);
+        a = _mm512_set1_epi32(v);
+        o0 = _mm512_dpbusd_epi32(o0, a, _mm512_loadu_si512((const void *)(b + 256)));
+        o1 = _mm512_dpbusd_epi32(o1, a, _mm512_loadu_si512((const void *)(b + 320)));
+        o2 = _mm512_dpbusd_epi32(o2, a, _mm512_loadu_si512((const void *)(b + 384)));
+        o3 = _mm512_dpbusd_epi32(o3, a, _mm512_loadu_si512((const void *)(b + 448)));
+    }
+    if (p < dp4) {
+        const int8_t *b = Wt + p * LSAE__NT * 4;
+        memcpy(&v, x + 4 * p, 4);
+        a = _mm512_set1_epi32(v);
+        e0 = _mm512_dpbusd_epi32(e0, a, _mm512_loadu_si512((const void *)b));
+        e1 = _mm512_dpbusd_epi32(e1, a, _mm512_loadu_si512((const void *)(b + 64)));
+        e2 = _mm512_dpbusd_epi32(e2, a, _mm512_loadu_si512((const void *)(b + 128)));
+        e3 = _mm512_dpbusd_epi32(e3, a, _mm512_loadu_si512((const void *)(b + 192)));
+    }
+    _mm512_storeu_si512((void *)acc, _mm512_add_epi32(e0, o0));
+    _mm512_storeu_si512((void *)(acc + 16), _mm512_add_epi32(e1, o1));
+    _mm512_storeu_si512((void *)(acc + 32), _mm512_add_epi32(e2, o2));
+    _mm512_storeu_si512((void *)(acc + 48), _mm512_add_epi32(e3, o3));
+#else
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, a;
+    for (p = 0; p < dp4; ++p) {
+        const int8_t *b = Wt + p * LSAE__NT * 4;
+        memcpy(&v, x + 4 * p, 4);
+        a = _mm256_set1_epi32(v);
+        c0 = _mm256_dpbusd_avx_epi32(c0, a, _mm256_loadu_si256((const __m256i *)(const void *)b));
+        c1 = _mm256_dpbusd_avx_epi32(c1, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 32)));
+        c2 = _mm256_dpbusd_avx_epi32(c2, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 64)));
+        c3 = _mm256_dpbusd_avx_epi32(c3, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 96)));
+        c4 = _mm256_dpbusd_avx_epi32(c4, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 128)));
+        c5 = _mm256_dpbusd_avx_epi32(c5, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 160)));
+        c6 = _mm256_dpbusd_avx_epi32(c6, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 192)));
+        c7 = _mm256_dpbusd_avx_epi32(c7, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 224)));
+    }
+    lsae__store_2x32(acc, 0, c0, c1, c2, c3, c0, c0, c0, c0);
+    lsae__store_2x32(acc + 32, 0, c4, c5, c6, c7, c0, c0, c0, c0);
+#endif
+}
+#endif
+
 static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr, const int8_t *Wt, size_t dp)
 {
     const size_t dp4 = dp / 4;
+#if defined(LSAE__VNNI) || defined(LSAE__AVXVNNI)
+    if (mr == 1) {
+        lsae__lp_tile_row1(acc, xu, Wt, dp4);
+        return;
+    }
+#endif
 #if defined(LSAE__VNNI)
     const uint8_t *x0 = xu, *x1 = xu + (mr > 1 ? ldx : 0), *x2 = xu + (mr > 2 ? 2 * ldx : 0);
     const uint8_t *x3 = xu + (mr > 3 ? 3 * ldx : 0), *x4 = xu + (mr > 4 ? 4 * ldx : 0), *x5 = xu + (mr > 5 ? 5 * ldx : 0);
