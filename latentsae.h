@@ -4148,6 +4148,15 @@ static void lsae__select_finish_row(const lsae__select_ws *ws, ptrdiff_t row, si
    one thread would do all of it. */
 #define LSAE__SELECT_ROWS_PER_THREAD 64
 
+/* Whether lsae__select splits R rows among nth threads (each thread all
+   latents for its rows) rather than the latents: at rows_per rows a thread
+   or more. R / nth >= rows_per is R >= rows_per nth for integers, without
+   the product, which wraps for a rows_per near SIZE_MAX (tests set it). */
+static int lsae__select_by_rows(size_t R, size_t rows_per, size_t nth)
+{
+    return nth > 1 && R / nth >= rows_per;
+}
+
 /* The fused encoder pass over R rows of xc [R, d] (x - b_dec, already made):
    pre = ReLU(xc W_enc^T + b_enc) tile by tile, never stored whole, each value
    offered to its row's top-K buffer and, for dead latents, to the top-KA
@@ -4161,15 +4170,6 @@ static void lsae__select_finish_row(const lsae__select_ws *ws, ptrdiff_t row, si
    the first K and KA of each row are written); each row of top best first,
    each row of aux by increasing latent index (the AuxK decode walks W_dec
    in index order). */
-/* Whether lsae__select splits R rows among nth threads (each thread all
-   latents for its rows) rather than the latents: at rows_per rows a thread
-   or more. R / nth >= rows_per is R >= rows_per nth for integers, without
-   the product, which wraps for a rows_per near SIZE_MAX (tests set it). */
-static int lsae__select_by_rows(size_t R, size_t rows_per, size_t nth)
-{
-    return nth > 1 && R / nth >= rows_per;
-}
-
 static void lsae__select(const lsae_model *m, const float *xc, size_t R, size_t K, lsae__kv *top,
                          const uint64_t *dead_bits, size_t KA, lsae__kv *aux, lsae__select_ws *ws)
 {
@@ -4865,8 +4865,10 @@ static void lsae__lp_tile_row1(int32_t *acc, const uint8_t *x, const int8_t *Wt,
         c6 = _mm256_dpbusd_avx_epi32(c6, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 192)));
         c7 = _mm256_dpbusd_avx_epi32(c7, a, _mm256_loadu_si256((const __m256i *)(const void *)(b + 224)));
     }
-    lsae__store_2x32(acc, 0, c0, c1, c2, c3, c0, c0, c0, c0);
-    lsae__store_2x32(acc + 32, 0, c4, c5, c6, c7, c0, c0, c0, c0);
+    _mm256_storeu_si256((__m256i *)(void *)acc, c0); _mm256_storeu_si256((__m256i *)(void *)(acc + 8), c1);
+    _mm256_storeu_si256((__m256i *)(void *)(acc + 16), c2); _mm256_storeu_si256((__m256i *)(void *)(acc + 24), c3);
+    _mm256_storeu_si256((__m256i *)(void *)(acc + 32), c4); _mm256_storeu_si256((__m256i *)(void *)(acc + 40), c5);
+    _mm256_storeu_si256((__m256i *)(void *)(acc + 48), c6); _mm256_storeu_si256((__m256i *)(void *)(acc + 56), c7);
 #endif
 }
 #endif
@@ -4919,10 +4921,10 @@ static void lsae__lp_tile(int32_t *acc, const uint8_t *xu, size_t ldx, size_t mr
        pair kernel below) held it at 48 of the 64 products a cycle, twelve
        reach 67 (a 768-deep tile in L1, one Sapphire Rapids core: 163 ->
        225 G products a second; the clock is above the 3.37 GHz the 64
-       assumes). The same exact integer sums. Fewer rows (a block's last,
-       an encode of one to five) take the pair kernel, which does no row
-       twice but the odd one: six-row work for one row made the one-row
-       encode twice as slow. */
+       assumes). The same exact integer sums. Two to five rows (a block's
+       last, an encode of a few) take the pair kernel, which does only an
+       odd row twice, and one row lsae__lp_tile_row1: six-row work for one
+       row made the one-row encode twice as slow. */
     if (mr == 6) {
         const uint8_t *x0 = xu, *x1 = xu + ldx, *x2 = xu + 2 * ldx, *x3 = xu + 3 * ldx, *x4 = xu + 4 * ldx, *x5 = xu + 5 * ldx;
         size_t h, p;
