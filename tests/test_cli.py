@@ -273,6 +273,15 @@ def main():
             check(os.path.isfile(os.path.join(runA, name)), f"train wrote {name}")
         check("done: 60 optimizer steps" in p.stdout, f"summary names the steps: {p.stdout}")
         check("final fvu" in p.stdout and runA in p.stdout, "summary gives the final fvu and the model's place")
+        # the int8 pre-pass on every batch trains the same model, bit for bit
+        runP = os.path.join(tmp, "runP")
+        run(["train"] + train + ["--out", runP, "--int8-prepass", "on"])
+        check(open(os.path.join(runA, "sae.safetensors"), "rb").read() == open(os.path.join(runP, "sae.safetensors"), "rb").read(),
+              "train --int8-prepass on: sae.safetensors byte for byte as without it")
+        shutil.rmtree(runP)
+        p = run(["train"] + train + ["--out", runP, "--int8-prepass", "sometimes"], ok=False)
+        check("--int8-prepass" in one_error_line(p, "train with a bad --int8-prepass", 2), "names --int8-prepass")
+        check(not os.path.exists(runP), "a bad --int8-prepass makes no run directory")
         cfg = json.load(open(os.path.join(runA, "cfg.json")))
         check(cfg["d_in"] == d and cfg["k"] == 8 and cfg["num_latents"] == 2 * d, f"cfg.json {cfg}")
         m = [json.loads(l) for l in open(os.path.join(runA, "metrics.jsonl"))]
@@ -346,6 +355,16 @@ def main():
         same = (ti == idx_np).all(1)
         # a row may differ only where two candidates tie within float32 rounding
         check(same.mean() > 0.99, f"indices match numpy on {same.mean():.4f} of rows")
+        # --int8-prepass: the int8 screen on every call, or never, gives the
+        # same files as the library's choice (float32 at this small shape)
+        for mode in ("on", "off"):
+            run(["encode", runA, SHARD, "-o", enc + "_" + mode, "--int8-prepass", mode])
+            for f in ("top_indices.npy", "top_acts.npy"):
+                check(open(os.path.join(enc, f), "rb").read() == open(os.path.join(enc + "_" + mode, f), "rb").read(),
+                      f"encode --int8-prepass {mode}: {f} byte for byte as without it")
+        p = run(["encode", runA, SHARD, "-o", enc + "_bad", "--int8-prepass", "fast"], ok=False)
+        check("--int8-prepass" in one_error_line(p, "bad --int8-prepass", 2), "names --int8-prepass")
+        check(not os.path.exists(enc + "_bad"), "a bad --int8-prepass writes nothing")
         jl = os.path.join(tmp, "enc.jsonl")
         run(["encode", runA, SHARD, "-o", jl, "--max-rows", "50"])
         rows = [json.loads(l) for l in open(jl)]
@@ -499,7 +518,7 @@ def main():
         for flag in ("--batch-size", "--grad-acc-steps", "--k", "--expansion-factor", "--num-latents", "--lr",
                      "--lr-warmup-steps", "--lr-schedule", "--auxk-alpha", "--dead-feature-threshold", "--multi-topk",
                      "--save-every", "--epochs", "--max-samples", "--out", "--resume", "--init", "--seed",
-                     "--no-shuffle", "--threads", "--d-in", "--raw-dtype", "--tensor", "--device"):
+                     "--no-shuffle", "--threads", "--d-in", "--raw-dtype", "--tensor", "--device", "--int8-prepass"):
             check(flag + " " in p.stdout or flag + "\n" in p.stdout, f"train --help lists {flag}")
         check(p.stdout.count("(default: ") >= 20, "train --help gives defaults")
 

@@ -91,7 +91,26 @@ static lsae_precision parse_precision(const char *s)
     return LSAE_PRECISION_DEFAULT;
 }
 
-static void place_model(lsae_model *m, const char *device, const char *precision)
+/* --int8-prepass: auto leaves the library's choice (lsae_model_set_encode_prepass's
+   default, by the CPU's instructions and the model's shape); off is 0 (float32
+   only), on is 2 (every call). The library gives the same bits either way. */
+static int parse_prepass(const char *prepass)
+{
+    if (!prepass || !strcmp(prepass, "auto")) return -1;
+    if (!strcmp(prepass, "off")) return 0;
+    if (!strcmp(prepass, "on")) return 2;
+    usage_fail("--int8-prepass must be auto, off or on, not '%s'", prepass);
+    return -1;
+}
+
+static void set_prepass(lsae_model *m, const char *prepass)
+{
+    const int on = parse_prepass(prepass);
+    lsae_result r;
+    if (on >= 0 && (r = lsae_model_set_encode_prepass(m, on)) != LSAE_OK) lib_fail(r, "--int8-prepass");
+}
+
+static void place_model(lsae_model *m, const char *device, const char *precision, const char *prepass)
 {
     lsae_result r;
     lsae_device dev = parse_device(device);
@@ -99,6 +118,7 @@ static void place_model(lsae_model *m, const char *device, const char *precision
     if (dev == LSAE_DEVICE_CUDA && (r = lsae_backend_available(LSAE_DEVICE_CUDA)) != LSAE_OK) lib_fail(r, "--device cuda");
     if ((r = lsae_model_to_device(m, dev)) != LSAE_OK) lib_fail(r, "--device");
     if ((r = lsae_model_set_precision(m, p)) != LSAE_OK) lib_fail(r, "--precision");
+    set_prepass(m, prepass);
 }
 
 static int row_finite(const float *x, size_t d)

@@ -56,7 +56,7 @@ static void read_finite_rows(lsae_dataset *ds, const char *path, uint64_t first,
 
 static int cmd_encode(int argc, char **argv)
 {
-    const char *device = NULL, *precision = NULL;
+    const char *device = NULL, *precision = NULL, *prepass = NULL;
     const char *usage = "lsae encode MODEL EMBEDDINGS -o OUT [options]";
     const char *about = "Encode every row of EMBEDDINGS with MODEL: the top-k latent indices and activations of each "
                         "row, largest first (latent-sae's top_indices and top_acts). OUT is a directory that gets "
@@ -92,7 +92,7 @@ static int cmd_encode(int argc, char **argv)
         OPT("--k", NULL, O_U64, &k, "N", "the model's k (per-level Matryoshka: its last level's)", "latents kept per row (not for an uncapped BatchTopK model, whose threshold decides)"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "encode only the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores, as OpenMP decides", "threads for encoding"),
-        DEVICE_OPTS(device, precision),
+        DEVICE_OPTS(device, precision, prepass),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -105,7 +105,7 @@ static int cmd_encode(int argc, char **argv)
     if (!jsonl && !strcmp(out, "-")) usage_fail("the .npy pair needs a directory, not -");
     if (threads < 0) usage_fail("--threads must be >= 0");
     m = open_model(pos[0], where);
-    place_model(m, device, precision);
+    place_model(m, device, precision, prepass);
     varying = model_varying_k(m);
     if (varying && k) usage_fail("--k: %s is an uncapped BatchTopK model; its threshold decides how many latents a row keeps", pos[0]);
     if (k == 0) k = lsae_model_encode_k(m);

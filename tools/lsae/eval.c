@@ -209,7 +209,7 @@ static void eval_print_text(const eval_result *e)
 
 static int cmd_eval(int argc, char **argv)
 {
-    const char *device = NULL, *precision = NULL;
+    const char *device = NULL, *precision = NULL, *prepass = NULL;
     const char *usage = "lsae eval MODEL EMBEDDINGS [options]";
     const char *about = "Measure how well MODEL reconstructs EMBEDDINGS and how it uses its latents: fvu in two forms "
                         "(the global one, sum of squared errors over total variance, used by sparsify since 2025, and "
@@ -251,7 +251,7 @@ static int cmd_eval(int argc, char **argv)
         OPT("--labels", NULL, O_STR, &po.labels_path, "FILE", NULL, "one label per row (rows past its end or with an empty label are left out): k-sparse probing, k = 1, 2, 5, 20"),
         OPT("--probe-min-rows", NULL, O_U64, &po.min_class_rows, "N", "100", "probe each class with at least N rows, one-vs-rest (smaller ones are only negatives); report the mean held-out accuracy over them"),
         OPT("--probe-seed", NULL, O_U64, &po.seed, "N", "0", "which rows are held out (1 in 5) and which negatives are drawn"),
-        DEVICE_OPTS(device, precision),
+        DEVICE_OPTS(device, precision, prepass),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -261,7 +261,7 @@ static int cmd_eval(int argc, char **argv)
     if (threads < 0) usage_fail("--threads must be >= 0");
     if (po.labels_path && po.min_class_rows < 2) usage_fail("--probe-min-rows must be >= 2");
     m = open_model(pos[0], where);
-    place_model(m, device, precision);
+    place_model(m, device, precision, prepass);
     lsae_model_set_num_threads(m, threads);
     ds = open_data(pos[1], &da);
     catch_signals();

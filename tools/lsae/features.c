@@ -44,7 +44,7 @@ static void print_clipped(const char *s, size_t max)
 
 static int cmd_features(int argc, char **argv)
 {
-    const char *device = NULL, *precision = NULL;
+    const char *device = NULL, *precision = NULL, *prepass = NULL;
     const char *usage = "lsae features MODEL EMBEDDINGS [--texts FILE] [options]";
     const char *about = "For each chosen latent, the rows of EMBEDDINGS it is most active on (with their text, when "
                         "a texts file with one line per row is given) and how often it fires. Without --latents or "
@@ -71,7 +71,7 @@ static int cmd_features(int argc, char **argv)
         OPT("--json", NULL, O_FLAG, &as_json, NULL, NULL, "JSON lines: {latent, fires, fire_rate, top: [{row, act, text}]}"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "look only at the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
-        DEVICE_OPTS(device, precision),
+        DEVICE_OPTS(device, precision, prepass),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -80,7 +80,7 @@ static int cmd_features(int argc, char **argv)
     if (latents_spec && sample) usage_fail("give --latents or --sample, not both");
     if (threads < 0) usage_fail("--threads must be >= 0");
     m = open_model(pos[0], where);
-    place_model(m, device, precision);
+    place_model(m, device, precision, prepass);
     lsae_model_set_num_threads(m, threads);
     L = lsae_model_num_latents(m);
     if (latents_spec) n_chosen = parse_latents(latents_spec, L, &chosen);

@@ -41,7 +41,7 @@ static void levels_print_latent(const scan *s, const texts *tx, size_t l, size_t
 
 static int cmd_levels(int argc, char **argv)
 {
-    const char *device = NULL, *precision = NULL;
+    const char *device = NULL, *precision = NULL, *prepass = NULL;
     const char *usage = "lsae levels MODEL EMBEDDINGS [--texts FILE] [options]";
     const char *about = "For a Matryoshka SAE: a few latents of the smallest level, and for each the latents of every "
                         "later level whose decoder directions are closest to it (cosine), with the texts each is most "
@@ -70,7 +70,7 @@ static int cmd_levels(int argc, char **argv)
         OPT("--seed", NULL, O_U64, &seed, "N", "0", "seed of the draw of coarse latents"),
         OPT("--max-rows", NULL, O_U64, &max_rows, "N", "all", "look only at the first N rows"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
-        DEVICE_OPTS(device, precision),
+        DEVICE_OPTS(device, precision, prepass),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -83,7 +83,7 @@ static int cmd_levels(int argc, char **argv)
     if (cfg->sae_type != LSAE_SAE_MATRYOSHKA || cfg->matryoshka_levels < 2)
         fail("%s is not a Matryoshka SAE with two levels or more (lsae info shows its type); "
              "train one with --sae-type matryoshka --matryoshka-sizes N1,N2,...", where);
-    place_model(m, device, precision);
+    place_model(m, device, precision, prepass);
     lsae_model_set_num_threads(m, threads);
     d = lsae_model_d_in(m);
     L = lsae_model_num_latents(m);

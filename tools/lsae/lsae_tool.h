@@ -166,15 +166,21 @@ typedef struct data_args {
     OPT("--raw-dtype", NULL, O_STR, &(da).raw_dtype, "T", NULL, "read a headerless dump of f32, f16 or bf16 values (needs --d-in)"), \
     OPT("--d-in", NULL, O_U64, &(da).d_in, "N", "from the file", "values per row: required for raw dumps, otherwise checked against the file")
 
-#define DEVICE_OPTS(device, precision) \
+#define PREPASS_HELP "the CPU's exact int8 screen for each row's top k: auto (where this build's instructions and " \
+    "the model's shape measured faster), off (float32 only: for a CPU whose int8 multiply-adds are no faster than its " \
+    "float32 ones) or on (every call, for measuring); the same results either way"
+#define DEVICE_OPTS(device, precision, prepass) \
     OPT("--device", NULL, O_STR, &(device), "D", "cuda when built with LATENTSAE_CUDA and a GPU answers, else cpu", "cpu or cuda"), \
-    OPT("--precision", NULL, O_STR, &(precision), "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16")
+    OPT("--precision", NULL, O_STR, &(precision), "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16"), \
+    OPT("--int8-prepass", NULL, O_STR, &(prepass), "P", "auto", PREPASS_HELP)
 
 static lsae_dataset *open_data(const char *path, const data_args *a);
 static lsae_model *open_model(const char *spec, char *where); /* where: PATH_CAP bytes, the directory read */
 static lsae_device parse_device(const char *s);
 static lsae_precision parse_precision(const char *s);
-static void place_model(lsae_model *m, const char *device, const char *precision);
+static void place_model(lsae_model *m, const char *device, const char *precision, const char *prepass);
+static int parse_prepass(const char *prepass);
+static void set_prepass(lsae_model *m, const char *prepass);
 static int row_finite(const float *x, size_t d);
 static void progress_scan(const char *what, uint64_t done, uint64_t total, double t0);
 

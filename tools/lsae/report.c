@@ -364,7 +364,7 @@ static void write_report(const char *path, const char *run_dir, const run_settin
 
 static int cmd_report(int argc, char **argv)
 {
-    const char *device = NULL, *precision = NULL;
+    const char *device = NULL, *precision = NULL, *prepass = NULL;
     const char *usage = "lsae report RUN_DIR [options]";
     const char *about = "Write one self-contained HTML file for a training run (no network, no CDN): its settings, "
                         "training curves as inline SVG (fvu, AuxK, dead %, learning rate, samples/s, from "
@@ -399,7 +399,7 @@ static int cmd_report(int argc, char **argv)
         OPT("--queries", NULL, O_U64, &queries, "N", "1000", "neighbour-preservation queries, as lsae eval (0: skip)"),
         OPT("--seed", NULL, O_U64, &seed, "N", "0", "which rows are the queries"),
         OPT("--threads", NULL, O_INT, &threads, "N", "0 = all cores", "threads for encoding"),
-        DEVICE_OPTS(device, precision),
+        DEVICE_OPTS(device, precision, prepass),
         DATA_OPTS(da),
     };
     memset(&da, 0, sizeof da);
@@ -413,7 +413,7 @@ static int cmd_report(int argc, char **argv)
     join_path(path, pos[0], "metrics.jsonl");
     have_metrics = metrics_load(path, &mt);
     m = open_model(pos[0], where);
-    place_model(m, device, precision);
+    place_model(m, device, precision, prepass);
     lsae_model_set_num_threads(m, threads);
     if (!data && have_run) data = run.data;
     if (!texts_path && have_run && !opt_seen(o, sizeof o / sizeof o[0], "--data")) texts_path = run.texts;

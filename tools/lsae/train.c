@@ -10,7 +10,7 @@
 /* The command line of lsae train (on --resume, run.json's settings replace
    the ones that may not change). */
 typedef struct train_args {
-    const char *data, *texts, *out, *resume, *init, *sched, *device, *precision;
+    const char *data, *texts, *out, *resume, *init, *sched, *device, *precision, *prepass;
     uint64_t k, expansion, num_latents, batch, grad_acc, warmup, dead_thr, epochs, max_samples, save_every, seed, log_every, stop_at;
     double lr, auxk_alpha;
     int multi_topk, no_norm, no_shuffle, threads;
@@ -151,6 +151,7 @@ static void train_options(train_args *a)
             "the files are those of one process, and a run may resume with another S"),
         OPT("--device", NULL, O_STR, &a->device, "D", "cuda when built with LATENTSAE_CUDA and a GPU answers, else cpu", "cpu or cuda"),
         OPT("--precision", NULL, O_STR, &a->precision, "P", "tf32 on CUDA, fp32 on the CPU", "the encoder product's arithmetic on CUDA: fp32, tf32 or bf16"),
+        OPT("--int8-prepass", NULL, O_STR, &a->prepass, "P", "auto", PREPASS_HELP),
     };
     a->sched = "linear";
     a->device = "default";
@@ -181,7 +182,7 @@ static void train_parse(int argc, char **argv, train_args *a)
     if (!a->resume && !a->data) usage_fail("give the embeddings with --data PATH");
     if (a->resume) {
         /* a resumed run is the same run: only where and how fast it runs may change */
-        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--save-every", "--log-every", "--shard-latents", "--stop-at-step",
+        static const char *may_change[] = { "--resume", "--data", "--texts", "--threads", "--device", "--precision", "--int8-prepass", "--save-every", "--log-every", "--shard-latents", "--stop-at-step",
                                             "--format", "--tensor", "--raw-dtype", "--d-in", NULL };
         size_t i, j;
         for (i = 0; i < a->no; ++i) {
@@ -451,6 +452,7 @@ static void train_make_config(train_run *t)
     t->cfg.device = parse_device(a->device);
     t->cfg.cuda_device = dist_cuda_device();   /* under mpirun: this rank's GPU (dist.c) */
     t->cfg.precision = parse_precision(a->precision);
+    (void)parse_prepass(a->prepass); /* a bad value stops here, before any work */
     train_type_config(t);
     if (a->init) train_init_from(t);
     else if ((r = lsae_config_validate(&t->cfg)) != LSAE_OK) lib_fail(r, NULL);

@@ -341,6 +341,7 @@ static void train_keep_shard(train_run *t)
     uint64_t *fired;
     int q;
     if ((r = lsae_model_shard_of(t->m, t->l0, t->l1, &sm)) != LSAE_OK) lib_fail(r, "splitting the latents");
+    set_prepass(sm, t->a.prepass);
     if ((r = lsae_trainer_create(sm, &t->cfg, &st_tr)) != LSAE_OK) lib_fail(r, NULL);
     if (t->tr) {
         memset(&st, 0, sizeof st);
@@ -383,6 +384,8 @@ static void train_start(train_run *t)
            (every rank opens it, on a file system they share) */
         if (t->init_rows && (r = lsae_model_load_shard(t->init_where, t->m)) != LSAE_OK) lib_fail(r, "--init");
     } else if (!t->m && (r = lsae_model_create(&t->cfg, NULL, &t->m)) != LSAE_OK) lib_fail(r, NULL);
+    /* the trainer's selection follows the model's pre-pass setting */
+    set_prepass(t->m, a->prepass);
     if ((r = lsae_trainer_create(t->m, &t->cfg, &t->tr)) != LSAE_OK) lib_fail(r, NULL);
     /* every rank loads the checkpoint (on a file system they share), a
        sharded rank its own rows; then the ranks check that they hold the
