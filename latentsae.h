@@ -4822,30 +4822,24 @@ static void lsae__lp_tile_row1(int32_t *acc, const uint8_t *x, const int8_t *Wt,
     int32_t v;
 #if defined(LSAE__VNNI)
     __m512i e0 = _mm512_setzero_si512(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0, a;
+    const int8_t *b;
+    /* depth step q of the row into the four accumulators c0..c3 */
+#define LSAE__ROW1STEP(c0, c1, c2, c3, q)                                       \
+    memcpy(&v, x + 4 * (q), 4);                                                 \
+    a = _mm512_set1_epi32(v);                                                   \
+    b = Wt + (q) * LSAE__NT * 4;                                                \
+    c0 = _mm512_dpbusd_epi32(c0, a, _mm512_loadu_si512((const void *)b));       \
+    c1 = _mm512_dpbusd_epi32(c1, a, _mm512_loadu_si512((const void *)(b + 64))); \
+    c2 = _mm512_dpbusd_epi32(c2, a, _mm512_loadu_si512((const void *)(b + 128))); \
+    c3 = _mm512_dpbusd_epi32(c3, a, _mm512_loadu_si512((const void *)(b + 192)));
     for (p = 0; p + 2 <= dp4; p += 2) {
-        const int8_t *b = Wt + p * LSAE__NT * 4;
-        memcpy(&v, x + 4 * p, 4);
-        a = _mm512_set1_epi32(v);
-        e0 = _mm512_dpbusd_epi32(e0, a, _mm512_loadu_si512((const void *)b));
-        e1 = _mm512_dpbusd_epi32(e1, a, _mm512_loadu_si512((const void *)(b + 64)));
-        e2 = _mm512_dpbusd_epi32(e2, a, _mm512_loadu_si512((const void *)(b + 128)));
-        e3 = _mm512_dpbusd_epi32(e3, a, _mm512_loadu_si512((const void *)(b + 192)));
-        memcpy(&v, x + 4 * p + 4, 4);
-        a = _mm512_set1_epi32(v);
-        o0 = _mm512_dpbusd_epi32(o0, a, _mm512_loadu_si512((const void *)(b + 256)));
-        o1 = _mm512_dpbusd_epi32(o1, a, _mm512_loadu_si512((const void *)(b + 320)));
-        o2 = _mm512_dpbusd_epi32(o2, a, _mm512_loadu_si512((const void *)(b + 384)));
-        o3 = _mm512_dpbusd_epi32(o3, a, _mm512_loadu_si512((const void *)(b + 448)));
+        LSAE__ROW1STEP(e0, e1, e2, e3, p)
+        LSAE__ROW1STEP(o0, o1, o2, o3, p + 1)
     }
     if (p < dp4) {
-        const int8_t *b = Wt + p * LSAE__NT * 4;
-        memcpy(&v, x + 4 * p, 4);
-        a = _mm512_set1_epi32(v);
-        e0 = _mm512_dpbusd_epi32(e0, a, _mm512_loadu_si512((const void *)b));
-        e1 = _mm512_dpbusd_epi32(e1, a, _mm512_loadu_si512((const void *)(b + 64)));
-        e2 = _mm512_dpbusd_epi32(e2, a, _mm512_loadu_si512((const void *)(b + 128)));
-        e3 = _mm512_dpbusd_epi32(e3, a, _mm512_loadu_si512((const void *)(b + 192)));
+        LSAE__ROW1STEP(e0, e1, e2, e3, p)
     }
+#undef LSAE__ROW1STEP
     _mm512_storeu_si512((void *)acc, _mm512_add_epi32(e0, o0));
     _mm512_storeu_si512((void *)(acc + 16), _mm512_add_epi32(e1, o1));
     _mm512_storeu_si512((void *)(acc + 32), _mm512_add_epi32(e2, o2));
